@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine (see README):
+#   make app    create .venv, install, launch the app on the embedded model (http://127.0.0.1:7860)
+#   make test   create .venv, install, run the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: app test test-fast venv dev-venv browser
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+venv: $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+
+dev-venv: $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+
+# Debian's chromium for the real-browser test (playwright's own browser download cannot work offline)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not found: the browser test will be skipped (install Debian's chromium to run it)"; fi; }
+
+app: venv
+	$(BIN)/python app.py
+
+test: dev-venv browser
+	$(BIN)/python -m pytest -m "not gpu"
+
+test-fast: dev-venv
+	$(BIN)/python -m pytest -m "not gpu and not slow"

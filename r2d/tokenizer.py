@@ -1,0 +1,31 @@
+"""Train a T5-style subword tokenizer from text, offline.
+
+No pretrained tokenizer can be downloaded here, so the embedded model (and the test models) use one
+fitted to their own corpus: a Unigram model (the algorithm of T5's SentencePiece vocabulary) from the
+`tokenizers` library, with T5's special tokens, and `</s>` appended to every sequence as T5 expects.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+# T5 layout: pad=0 doubles as the decoder start token, eos=1, unk=2
+SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Fit a Unigram tokenizer with T5's special tokens to texts. Deterministic for the same texts."""
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace("\n", " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                      unk_token="<unk>", show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    eos = tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", eos)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>", model_max_length=1024)

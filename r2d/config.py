@@ -128,9 +128,13 @@ class Stage2Config:
 
 @dataclass(frozen=True)
 class DataConfig:
-    train_path: str = ""
-    val_path: str = ""
-    test_path: str = ""
+    # several files are concatenated: e.g. the KTAS train split plus a nurse-post-processed export
+    train_files: tuple[str, ...] = ()
+    # validation picks the best checkpoint (Stage 1: loss; Stage 2: label macro-F1)
+    val_files: tuple[str, ...] = ()
+    test_files: tuple[str, ...] = ()
+    # closed label set; empty = the sorted distinct labels of the training files
+    label_set: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ fitted to their own corpus: a Unigram model (the algorithm of T5's SentencePiece
 """
 from __future__ import annotations
 
+import json
 from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -24,8 +25,19 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
                                       unk_token="<unk>", show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
+    tok.model = _stable_unigram(tok)
     eos = tok.token_to_id("</s>")
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
                                                        special_tokens=[("</s>", eos)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
                                    unk_token="<unk>", model_max_length=1024)
+
+
+def _stable_unigram(tok: Tokenizer) -> models.Unigram:
+    # The trainer orders pieces of equal score by hash-map iteration, which varies run to run;
+    # sort them (specials first, then by score, then by text) so the same corpus gives the same ids.
+    vocab = [(piece, score) for piece, score in json.loads(tok.to_str())["model"]["vocab"]]
+    specials = [(p, s) for p, s in vocab if p in SPECIAL_TOKENS]
+    specials.sort(key=lambda ps: SPECIAL_TOKENS.index(ps[0]))
+    rest = sorted((ps for ps in vocab if ps[0] not in SPECIAL_TOKENS), key=lambda ps: (-ps[1], ps[0]))
+    return models.Unigram(specials + rest, unk_id=SPECIAL_TOKENS.index("<unk>"), byte_fallback=False)

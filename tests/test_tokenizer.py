@@ -1,0 +1,25 @@
+"""The offline T5-style tokenizer."""
+from __future__ import annotations
+
+from r2d.tokenizer import train_tokenizer
+
+
+def test_t5_special_tokens_and_eos_appended(tiny_tokenizer):
+    assert (tiny_tokenizer.pad_token_id, tiny_tokenizer.eos_token_id, tiny_tokenizer.unk_token_id) == (0, 1, 2)
+    ids = tiny_tokenizer("chest pain").input_ids
+    assert ids[-1] == tiny_tokenizer.eos_token_id and ids.count(tiny_tokenizer.eos_token_id) == 1
+    assert tiny_tokenizer.decode(ids, skip_special_tokens=True) == "chest pain"
+
+
+def test_unknown_text_does_not_crash_and_is_deterministic():
+    texts = ["fever and cough", "chest pain radiating to the arm"] * 5
+    a, b = train_tokenizer(texts, 60), train_tokenizer(texts, 60)
+    assert a.get_vocab() == b.get_vocab()
+    assert a("şğü 🙂 zzz").input_ids[-1] == a.eos_token_id
+
+
+def test_save_and_reload(tmp_path, tiny_tokenizer):
+    from transformers import AutoTokenizer
+    tiny_tokenizer.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again("given label: 3, explain: fever").input_ids == tiny_tokenizer("given label: 3, explain: fever").input_ids

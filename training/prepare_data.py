@@ -1,0 +1,171 @@
+"""Turn a public data set into train/val/test JSONL files plus a manifest that says how they were made.
+
+    python -m training.prepare_data ktas --source ../shared/data/ktas/data.csv --out data/ktas
+    python -m training.prepare_data pubmedqa --source ../shared/data/pubmedqa --out data/pubmedqa
+    python -m training.prepare_data medreason --source ../shared/data/medreason_r2dc --out data/medreason
+    python -m training.prepare_data medmcqa --source ../shared/data/medmcqa/dev.json --out data/medmcqa
+
+KTAS and PubMedQA have a small closed label set and are split stratified by label (r2d.data.stratified_split);
+PubMedQA keeps its official 500-item test set and carves val out of the rest. MedReason and MedMCQA labels
+are answer texts, nearly all distinct, so stratifying by them would put everything in train: they get a
+seeded shuffle split instead. Every split is deterministic for a given seed.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import random
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from r2d.data import Example, atomic_write_text, label_counts, stratified_split, write_examples
+from r2d.errors import ConfigError, R2DError
+from r2d.sources import KTAS_LABEL_NAMES, load_ktas, load_medmcqa, load_medreason, load_pubmedqa
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+MANIFEST = "manifest.json"
+# a label set larger than this is free text: the manifest counts distinct labels instead of listing them
+MAX_LISTED_LABELS = 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def split_fractions(val: float, test: float) -> list[float]:
+    """[train, val, test] fractions. Raises ConfigError unless 0 <= val, test and val + test < 1."""
+    if val < 0 or test < 0 or val + test >= 1:
+        raise ConfigError(f"--val {val} and --test {test} must be >= 0 and sum to less than 1")
+    return [1.0 - val - test, val, test]
+
+
+def shuffle_split(examples: Sequence[Example], fractions: Sequence[float], seed: int) -> list[list[Example]]:
+    """Seeded shuffle split for free-text labels (where stratifying by label is meaningless)."""
+    order = list(examples)
+    random.Random(seed).shuffle(order)
+    parts, start = [], 0
+    for i, frac in enumerate(fractions):
+        end = len(order) if i == len(fractions) - 1 else start + round(frac * len(order))
+        parts.append(order[start:end])
+        start = end
+    return parts
+
+
+# --- one function per data set: (args) -> ({split: examples}, [source files], extra manifest fields) ---
+
+
+Prepared = tuple[dict[str, list[Example]], list[Path], dict[str, Any]]
+
+
+def prepare_ktas(args: argparse.Namespace) -> Prepared:
+    """KTAS: stratified train/val/test of the whole file."""
+    fractions = split_fractions(args.val, args.test)
+    parts = stratified_split(load_ktas(args.source), fractions, seed=args.seed)
+    extra = {"task": "ktas-triage", "ordinal": True, "label_names": KTAS_LABEL_NAMES}
+    return dict(zip(SPLITS, parts)), [Path(args.source)], extra
+
+
+def prepare_pubmedqa(args: argparse.Namespace) -> Prepared:
+    """PubMedQA: the official test split; val is a stratified fraction of the other 500."""
+    official = load_pubmedqa(args.source)
+    train, val = stratified_split(official["train"], split_fractions(args.val, 0.0)[:2], seed=args.seed)
+    files = [Path(args.source) / "ori_pqal.json", Path(args.source) / "test_ground_truth.json"]
+    return {"train": train, "val": val, "test": official["test"]}, files, {"task": "pubmedqa", "ordinal": False}
+
+
+def prepare_medreason(args: argparse.Namespace) -> Prepared:
+    """MedReason (R2D-C processing): val.jsonl -> train/val, test.csv -> test."""
+    source = Path(args.source)
+    train, val = shuffle_split(load_medreason(source / "val.jsonl"), split_fractions(args.val, 0.0)[:2], args.seed)
+    return ({"train": train, "val": val, "test": load_medreason(source / "test.csv")},
+            [source / "val.jsonl", source / "test.csv"], {"task": "medreason", "ordinal": False})
+
+
+def prepare_medmcqa(args: argparse.Namespace) -> Prepared:
+    """MedMCQA dev (rows with an explanation): seeded shuffle train/val/test."""
+    fractions = split_fractions(args.val, args.test)
+    parts = shuffle_split(load_medmcqa(args.source), fractions, args.seed)
+    return dict(zip(SPLITS, parts)), [Path(args.source)], {"task": "medmcqa", "ordinal": False}
+
+
+PREPARERS: dict[str, Callable[[argparse.Namespace], Prepared]] = {
+    "ktas": prepare_ktas, "pubmedqa": prepare_pubmedqa, "medreason": prepare_medreason, "medmcqa": prepare_medmcqa,
+}
+
+
+def _split_counts(examples: list[Example]) -> dict[str, Any]:
+    counts = label_counts(examples)
+    if len(counts) > MAX_LISTED_LABELS:
+        return {"total": len(examples), "distinct_labels": len(counts)}
+    return {"total": len(examples), "labels": counts}
+
+
+def build_manifest(args: argparse.Namespace, splits: dict[str, list[Example]], files: list[Path],
+                   extra: dict[str, Any], command: str) -> dict[str, Any]:
+    """Everything needed to reproduce or audit the split: source hashes, seed, fractions, counts."""
+    labels = list(label_counts(e for split in SPLITS for e in splits[split]))
+    return {
+        "dataset": args.dataset, "source": str(args.source),
+        "source_files": {str(f): sha256_file(f) for f in files},
+        "seed": args.seed, "val": args.val, "test": getattr(args, "test", None),
+        "label_set": labels if len(labels) <= MAX_LISTED_LABELS else None,
+        **extra,
+        "counts": {split: _split_counts(splits[split]) for split in SPLITS},
+        "command": command,
+    }
+
+
+def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Load, split and write train/val/test.jsonl and manifest.json under args.out. Raises R2DError."""
+    splits, files, extra = PREPARERS[args.dataset](args)
+    out = Path(args.out)
+    for split in SPLITS:
+        write_examples(out / f"{split}.jsonl", splits[split])
+    manifest = build_manifest(args, splits, files, extra, command)
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The CLI: one subcommand per data set."""
+    parser = argparse.ArgumentParser(prog="python -m training.prepare_data", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="dataset", required=True)
+    helps = {"ktas": "ktas/data.csv", "pubmedqa": "the pubmedqa/ folder (ori_pqal.json, test_ground_truth.json)",
+             "medreason": "the medreason_r2dc/ folder (val.jsonl, test.csv)", "medmcqa": "medmcqa/dev.json"}
+    for name, source_help in helps.items():
+        p = sub.add_parser(name, help=f"prepare {name}")
+        p.add_argument("--source", required=True, type=Path, help=source_help)
+        p.add_argument("--out", required=True, type=Path, help="output folder for train/val/test.jsonl + manifest")
+        p.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
+        p.add_argument("--val", type=float, default=0.1, help="validation fraction (default 0.1)")
+        if name in ("ktas", "medmcqa"):  # the others come with their own test set
+            p.add_argument("--test", type=float, default=0.2, help="test fraction (default 0.2)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; prints the split sizes. Exits with "error: ..." on an R2DError."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    try:
+        manifest = run(args, " ".join(["python -m training.prepare_data", *argv]))
+    except R2DError as e:
+        sys.exit(f"error: {e}")
+    sizes = ", ".join(f"{s} {manifest['counts'][s]['total']}" for s in SPLITS)
+    print(f"{args.dataset}: {sizes} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

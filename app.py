@@ -1,0 +1,449 @@
+"""Reason2Decide review app: a nurse checks the model's triage label and rationale, and corrects them.
+
+Layout and wiring only. Decisions live in r2d.review, storage in r2d.store, export in r2d.export,
+figures in r2d.dashboard; the model is loaded in main(), never at import, and build_demo() takes
+any predictor, so tests run the whole UI on a fake one. R2DError becomes gr.Error here and only here.
+Run: `python app.py [--model DIR] [--db reviews.sqlite3]` and open http://127.0.0.1:7860.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import inspect
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry at all
+
+import gradio as gr  # noqa: E402
+
+from r2d import review as rv  # noqa: E402
+from r2d.config import ModelConfig, R2DConfig, config_to_dict, load_config, with_section  # noqa: E402
+from r2d.dashboard import dashboard_figures, probability_figure, summarize  # noqa: E402
+from r2d.errors import FeedbackStoreError, InvalidCaseError, R2DError  # noqa: E402
+from r2d.export import ExportPolicy, export_stage2_dataset, findings_message, preview_export  # noqa: E402
+from r2d.store import ACTIONS, ReviewStore  # noqa: E402
+
+logger = logging.getLogger("r2d.app")
+ROOT = Path(__file__).resolve().parent
+ASSETS = ROOT / "assets"
+EXAMPLES_DIR = ROOT / "examples"
+DIFF_COLORS = {rv.DIFF_ADDED: "#2ca02c", rv.DIFF_REMOVED: "#d62728"}
+# what every "show a case" handler fills, in order (see Handlers._render)
+REVIEW_OUTPUTS = ("shown", "case", "label_md", "plot", "rationale", "final_label", "rating", "comment", "diff",
+                  "consistency", "status")
+QUEUE_OUTPUTS = ("queue", "batch_panel", "batch", "queue_md") + REVIEW_OUTPUTS
+
+
+def ui_errors(fn: Callable) -> Callable:
+    """Turn R2DError into gr.Error (a readable modal) for plain and generator handlers alike."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from fn(*args, **kwargs)
+            except R2DError as e:
+                logger.warning("%s refused: %s", fn.__name__, e)
+                raise gr.Error(str(e)) from e
+        return generator
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except R2DError as e:
+            logger.warning("%s refused: %s", fn.__name__, e)
+            raise gr.Error(str(e)) from e
+    return call
+
+
+def _who(request: gr.Request | None, name: str | None) -> str:
+    """The Gradio-auth username if there is one, else the name typed in the Reviewer box."""
+    return ((getattr(request, "username", None) if request is not None else None) or name or "").strip()
+
+
+def _policy(actions: list[str] | None, min_rating: float, consistent: bool) -> ExportPolicy:
+    return ExportPolicy(tuple(actions or ()), int(min_rating), bool(consistent))
+
+
+def _consistency_markdown(check: rv.ConsistencyResult) -> str:
+    return check.message if check.agrees else f"**⚠ {check.message}**"
+
+
+class Handlers:
+    """Event handlers. Per-user data arrives as gr.State/BrowserState inputs; nothing per-user is kept here."""
+
+    def __init__(self, predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig) -> None:
+        self.predictor, self.store, self.cfg = predictor, store, cfg
+
+    def _label_markdown(self, label: str, probabilities: dict[str, float]) -> str:
+        text = f"### Suggested triage: {rv.format_label(label, self.predictor.label_names)} ({probabilities[label]:.0%})"
+        note = rv.probability_note(probabilities, self.cfg.app.low_probability)
+        return text + (f"\n\n**⚠ {note}**" if note else "")
+
+    def _render(self, shown: rv.ShownCase, prefill: Any = None, status: str = "", consistency: str = "") -> tuple:
+        """Values for REVIEW_OUTPUTS: the case, the suggestion and the editable review (prefilled if reviewed)."""
+        rationale = prefill.final_rationale if prefill else shown.model_rationale
+        return (shown, shown.case_text, self._label_markdown(shown.model_label, shown.probabilities),
+                probability_figure(shown.probabilities, self.predictor.label_names, shown.model_label), rationale,
+                prefill.final_label if prefill else shown.model_label,
+                str(prefill.rating) if prefill and prefill.rating else None, prefill.comment if prefill else "",
+                rv.word_diff(shown.model_rationale, rationale), consistency, status)
+
+    @ui_errors
+    def predict(self, case_text: str) -> Iterator[tuple]:
+        """Label and every probability first, then the rationale streamed into the editor."""
+        if len(case_text or "") > self.cfg.app.max_case_chars:
+            raise InvalidCaseError(f"the case has {len(case_text):,} characters; the limit is "
+                                   f"{self.cfg.app.max_case_chars:,}. Keep the triage-relevant part")
+        case_text = self.predictor.check_case(case_text or "")
+        shown_at = time.time()
+        scores = self.predictor.predict_label(case_text)
+        probabilities, label, skip = dict(zip(scores.labels, scores.probabilities)), scores.best, gr.skip()
+        yield (None, skip, self._label_markdown(label, probabilities),
+               probability_figure(probabilities, self.predictor.label_names, label), "", label, None, "", [], "",
+               "Writing the rationale…")
+        text = ""
+        for text in self.predictor.stream_rationale(case_text, label):
+            yield (skip,) * 4 + (text,) + (skip,) * 6
+        shown = rv.ShownCase(case_text, label, probabilities, text, self.predictor.model_id,
+                             self.predictor.quantization, shown_at=shown_at)
+        # complete values, not skips, at the end: API clients only see the last yield
+        yield self._render(shown, status="Review the rationale: accept it (A), or edit it and save (S).",
+                           consistency=self.check(shown, text, label))
+
+    def diff(self, shown: rv.ShownCase | None, rationale: str) -> list:
+        """The live word diff while the reviewer types."""
+        return rv.word_diff(shown.model_rationale, rationale or "") if shown else []
+
+    @ui_errors
+    def check(self, shown: rv.ShownCase | None, rationale: str, final_label: str) -> str:
+        """The consistency line: does the rationale alone point to the chosen label?"""
+        if shown is None or not (rationale or "").strip():
+            return ""
+        return _consistency_markdown(rv.check_consistency(self.predictor, rationale, final_label))
+
+    @ui_errors
+    def submit(self, shown: rv.ShownCase | None, name: str, final_label: str, rationale: str, rating: Any,
+               comment: str, request: gr.Request) -> tuple[str, list, str]:
+        """Store the review once per content, with the label its rationale alone points to."""
+        if shown is None:
+            raise FeedbackStoreError("nothing to review yet: predict a case or open a batch first")
+        reviewer = _who(request, name)
+        if not reviewer:
+            raise FeedbackStoreError("enter your name in the 'Reviewer' box first: every review records who made it")
+        result, check = rv.save_review(self.store, self.predictor, shown, reviewer, final_label, rationale or "",
+                                       rating, comment or "")
+        return (rv.saved_message(result, shown.batch_id is not None),
+                rv.word_diff(shown.model_rationale, result.record.final_rationale), _consistency_markdown(check))
+
+    @ui_errors
+    def accept(self, shown: rv.ShownCase | None, name: str, rating: Any, comment: str, request: gr.Request) -> tuple:
+        """Accept the model's label and rationale unchanged (discarding any edit on screen)."""
+        if shown is None:
+            raise FeedbackStoreError("nothing to accept yet: predict a case or open a batch first")
+        saved = self.submit(shown, name, shown.model_label, shown.model_rationale, rating, comment, request)
+        return (shown.model_rationale, shown.model_label) + saved
+
+    def _open(self, batch_id: str, position: int | None) -> tuple:
+        """Values for QUEUE_OUTPUTS: the saved queue position, the batch list, progress, then the item."""
+        view = rv.open_queue(self.store, batch_id, position)
+        return ({"batch_id": batch_id, "position": view.position}, gr.update(open=True),
+                gr.update(choices=rv.batch_choices(self.store), value=batch_id),
+                view.progress) + self._render(view.shown, view.review, view.status)
+
+    @ui_errors
+    def upload(self, path: str | None, name: str, request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:
+        """Store the uploaded cases first, then predict them chunk by chunk with a progress bar."""
+        if not path:
+            raise InvalidCaseError("choose a .csv or .jsonl file of cases first")
+        cases = rv.load_cases(path, self.cfg.app.max_batch_rows, self.cfg.app.max_case_chars)
+        rv.check_cases(self.predictor, cases, Path(path).name)
+        info = self.store.create_batch(Path(path).name, cases, _who(request, name) or "unknown", self.predictor.model_id)
+        return self.resume(info.batch_id, progress)
+
+    @ui_errors
+    def resume(self, batch_id: str | None, progress: gr.Progress = gr.Progress()) -> tuple:
+        """Predict what the batch still lacks (after a crash or restart), then open its first unreviewed case."""
+        if not batch_id:
+            raise FeedbackStoreError("choose a saved batch first")
+        rv.predict_missing(self.store, self.predictor, batch_id, self.cfg.app.batch_size,
+                           progress=lambda done, total: progress((done, total), desc="Predicting", unit="cases"))
+        return self._open(batch_id, None)
+
+    @ui_errors
+    def step(self, queue: dict | None, delta: int) -> tuple:
+        """Move through the open batch by delta items (clamped at both ends)."""
+        if not queue or not queue.get("batch_id"):
+            raise FeedbackStoreError("open a batch first: upload one, or choose a saved batch and press Open")
+        return self._open(queue["batch_id"], int(queue.get("position", 0)) + delta)
+
+    def restore(self, queue: dict | None, name: str | None, request: gr.Request) -> tuple:
+        """On page load: the reviewer's name and the open batch at its saved position (refresh or restart)."""
+        username = getattr(request, "username", None)
+        # nothing saved: leave the box alone, the reviewer may already be typing (this runs after page load)
+        reviewer = gr.update(value=username, interactive=False) if username else (name or gr.skip())
+        if queue and queue.get("batch_id"):
+            try:
+                return (reviewer,) + self._open(queue["batch_id"], int(queue.get("position", 0)))
+            except R2DError as e:  # a batch of another database, or not predicted yet: start clean
+                logger.info("not restoring the saved queue: %s", e)
+        return ((reviewer, {}, gr.skip(), gr.update(choices=rv.batch_choices(self.store), value=None), "")
+                + (gr.skip(),) * len(REVIEW_OUTPUTS))
+
+    @ui_errors
+    def dashboard(self) -> tuple:
+        """Summary line and figures of the current review of every case."""
+        reviews, p = self.store.latest_reviews(), self.predictor
+        figures = dashboard_figures(reviews, p.label_set, p.label_names, p.ordinal)
+        return (summarize(reviews, p.label_set, p.ordinal).as_markdown(),) + tuple(figures.values())
+
+    @ui_errors
+    def export_start(self, actions: list[str], min_rating: float, consistent: bool, val_fraction: float,
+                     test_csv: bool, name: str, request: gr.Request) -> tuple:
+        """Scan what would be exported; export at once if nothing looks like a patient identifier."""
+        reviews, findings = preview_export(self.store, _policy(actions, min_rating, consistent))
+        message = findings_message(findings, len(reviews))
+        if not findings:
+            return ([], message, gr.update(visible=False)) + self.export_confirm(
+                actions, min_rating, consistent, val_fraction, test_csv, name, request)
+        return [[f.case_id, f.field, f.kind, f.text] for f in findings], message, gr.update(visible=True), None, ""
+
+    @ui_errors
+    def export_confirm(self, actions: list[str], min_rating: float, consistent: bool, val_fraction: float,
+                       test_csv: bool, name: str, request: gr.Request) -> tuple:
+        """Write the export (after the scan, or when the reviewer chose to export anyway)."""
+        result = export_stage2_dataset(
+            self.store, Path(self.cfg.app.export_dir) / time.strftime("export-%Y%m%d-%H%M%S"),
+            _policy(actions, min_rating, consistent), float(val_fraction), bool(test_csv), seed=self.cfg.optim.seed,
+            exported_by=_who(request, name) or "unknown", config=config_to_dict(self.cfg))
+        return [str(p) for p in result.all_files], result.summary()
+
+
+def _read_asset(name: str) -> str:
+    return (ASSETS / name).read_text(encoding="utf-8")
+
+
+def load_example_cases(directory: Path = EXAMPLES_DIR, limit: int = 8) -> list[str]:
+    """Up to `limit` case texts from examples/*.jsonl (none if there are none)."""
+    cases: list[str] = []
+    for path in sorted(directory.glob("*.jsonl")):
+        cases += rv.load_cases(path, max_rows=100_000, max_chars=100_000)
+    return cases[:limit]
+
+
+def _review_panel(p: rv.PredictorLike, c: dict[str, Any]) -> None:
+    """The case, the suggestion and the review controls (shared by single cases and the batch queue)."""
+    with gr.Row():
+        with gr.Column():
+            c["case"] = gr.Textbox(label="Case", lines=6, elem_id="r2d-case",
+                                   placeholder="Paste the triage note: complaint, vital signs, history")
+            with gr.Row():
+                c["predict"] = gr.Button("Suggest triage", variant="primary", elem_id="r2d-predict")
+                gr.ClearButton([c["case"]], value="Clear")
+            if c["examples"]:
+                gr.Examples([[e] for e in c["examples"]], [c["case"]], label="Example cases", cache_examples=False)
+        with gr.Column():
+            c["label_md"] = gr.Markdown("The suggested triage level appears here.", elem_id="r2d-suggestion")
+            c["plot"] = gr.Plot(label="Probability of each label", show_label=False, elem_id="r2d-probabilities")
+    with gr.Row():
+        with gr.Column(scale=3):
+            c["rationale"] = gr.Textbox(label="Rationale (streamed from the model; edit it if needed)", lines=5,
+                                        elem_id="r2d-rationale")
+            c["diff"] = gr.HighlightedText(label="Your changes: word diff against the model's rationale",
+                                           color_map=DIFF_COLORS, show_legend=True, combine_adjacent=True,
+                                           elem_id="r2d-diff")
+        with gr.Column(scale=2):
+            c["final_label"] = gr.Radio(rv.label_choices(p.label_set, p.label_names), elem_id="r2d-final-label",
+                                        label="Triage label (correct it if needed)")
+            c["rating"] = gr.Radio(["1", "2", "3", "4", "5"], elem_id="r2d-rating",
+                                   label="Rate the model's rationale (1 = wrong, 5 = excellent)")
+            c["comment"] = gr.Textbox(label="Comment (optional)", lines=2, elem_id="r2d-comment")
+    with gr.Row():
+        c["accept"] = gr.Button("Accept unchanged [A]", variant="primary", elem_id="r2d-accept")
+        c["submit"] = gr.Button("Save review [S]", elem_id="r2d-submit")
+        c["check"] = gr.Button("Check consistency [C]", elem_id="r2d-check")
+    c["consistency"] = gr.Markdown(elem_id="r2d-consistency")
+    c["status"] = gr.Markdown(elem_id="r2d-status")
+
+
+def _batch_panel(c: dict[str, Any]) -> None:
+    with gr.Accordion("Batch: upload cases, predict them all, then review them one by one", open=False,
+                      elem_id="r2d-batch") as c["batch_panel"]:
+        with gr.Row():
+            c["upload"] = gr.File(label="Cases (.csv or .jsonl with a question or case_text column)",
+                                  file_types=[".csv", ".jsonl"], type="filepath", elem_id="r2d-upload")
+            with gr.Column():
+                c["batch"] = gr.Dropdown(label="Saved batches", choices=[], elem_id="r2d-batch-choice")
+                c["resume"] = gr.Button("Open / resume batch", elem_id="r2d-resume")
+        with gr.Row():
+            c["prev"] = gr.Button("◀ Previous [P]", elem_id="r2d-prev")
+            c["queue_md"] = gr.Markdown(elem_id="r2d-queue")
+            c["next"] = gr.Button("Next [N] ▶", elem_id="r2d-next")
+
+
+def _dashboard_tab(c: dict[str, Any]) -> None:
+    c["dash_refresh"] = gr.Button("Refresh", elem_id="r2d-dash-refresh")
+    c["dash_summary"] = gr.Markdown(elem_id="r2d-dash-summary")
+    c["dash_plots"] = []
+    for row in (("Label distribution", "Model confidence"), ("Ratings", "Accept / edit rates"),
+                ("Per-class F1", "Under- vs over-triage")):
+        with gr.Row():
+            c["dash_plots"] += [gr.Plot(label=name, show_label=False) for name in row]
+
+
+def _export_tab(c: dict[str, Any]) -> None:
+    gr.Markdown("Writes the current review of each case as Stage-2 training data (question / label / rationale, "
+                "rationale_source = nurse_post_processed) and `export_meta.json`, after an identifier scan.")
+    with gr.Row():
+        c["ex_actions"] = gr.CheckboxGroup(list(ACTIONS), value=list(ACTIONS), label="Include reviews that were")
+        c["ex_rating"] = gr.Slider(0, 5, value=0, step=1, label="Minimum rating (0 = any, unrated included)")
+        c["ex_consistent"] = gr.Checkbox(label="Only rationales consistent with their label")
+    with gr.Row():
+        c["ex_val"] = gr.Slider(0.05, 0.4, value=0.1, step=0.05, label="Validation fraction")
+        c["ex_test"] = gr.Checkbox(label="Also write a test split as test.csv")
+    c["ex_start"] = gr.Button("Export for Stage 2", variant="primary", elem_id="r2d-export")
+    c["ex_findings_md"] = gr.Markdown(elem_id="r2d-findings-md")
+    c["ex_findings"] = gr.Dataframe(headers=["case id", "field", "kind", "text"], datatype="str", interactive=False,
+                                    label="Likely patient identifiers", elem_id="r2d-findings")
+    with gr.Row(visible=False) as c["ex_row"]:
+        c["ex_confirm"] = gr.Button("Export anyway", variant="stop", elem_id="r2d-export-anyway")
+        c["ex_cancel"] = gr.Button("Go back", elem_id="r2d-export-cancel")
+    c["ex_summary"] = gr.Markdown(elem_id="r2d-export-summary")
+    c["ex_files"] = gr.File(label="Exported files", file_count="multiple", interactive=False, elem_id="r2d-export-files")
+
+
+def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
+    review_out, queue_out = [c[n] for n in REVIEW_OUTPUTS], [c[n] for n in QUEUE_OUTPUTS]
+    # long model runs (predict, batches) queue one at a time; saves and checks only wait for the Predictor's own
+    # lock, i.e. for the model call in progress, not for a whole batch
+    model = dict(concurrency_id="model", concurrency_limit=1)
+    quiet = dict(api_name=False, show_progress="hidden")
+    c["predict"].click(h.predict, [c["case"]], review_out, api_name="predict", **model)
+    c["rationale"].input(h.diff, [c["shown"], c["rationale"]], [c["diff"]], trigger_mode="always_last", **quiet)
+    checked = [c["shown"], c["rationale"], c["final_label"]]
+    c["rationale"].blur(h.check, checked, [c["consistency"]], **quiet)
+    c["check"].click(h.check, checked, [c["consistency"]], api_name="check")
+    review_in = [c["shown"], c["reviewer"], c["final_label"], c["rationale"], c["rating"], c["comment"]]
+    saved = [c["status"], c["diff"], c["consistency"]]
+    c["submit"].click(h.submit, review_in, saved, api_name="submit", trigger_mode="once")
+    c["accept"].click(h.accept, [c["shown"], c["reviewer"], c["rating"], c["comment"]],
+                      [c["rationale"], c["final_label"]] + saved, api_name="accept", trigger_mode="once")
+    c["upload"].upload(h.upload, [c["upload"], c["reviewer"]], queue_out, api_name="upload_batch", **model)
+    c["resume"].click(h.resume, [c["batch"]], queue_out, api_name="resume_batch", **model)
+    c["next"].click(lambda queue: h.step(queue, 1), [c["queue"]], queue_out, api_name="next_case")
+    c["prev"].click(lambda queue: h.step(queue, -1), [c["queue"]], queue_out, api_name="previous_case")
+    demo.load(h.restore, [c["queue"], c["saved_name"]], [c["reviewer"]] + queue_out, api_name=False)
+    c["reviewer"].change(lambda name: name, [c["reviewer"]], [c["saved_name"]], **quiet)
+    for trigger in (c["dash_refresh"].click, c["dash_tab"].select):
+        trigger(h.dashboard, None, [c["dash_summary"]] + c["dash_plots"], api_name=False)
+    export_in = [c["ex_actions"], c["ex_rating"], c["ex_consistent"], c["ex_val"], c["ex_test"], c["reviewer"]]
+    c["ex_start"].click(h.export_start, export_in, [c["ex_findings"], c["ex_findings_md"], c["ex_row"],
+                                                    c["ex_files"], c["ex_summary"]], api_name="export")
+    c["ex_confirm"].click(h.export_confirm, export_in, [c["ex_files"], c["ex_summary"]], api_name="export_anyway"
+                          ).success(lambda: gr.update(visible=False), None, [c["ex_row"]], api_name=False)
+    c["ex_cancel"].click(lambda: ([], "Export cancelled: save corrected reviews, then export again.",
+                                  gr.update(visible=False)), None, [c["ex_findings"], c["ex_findings_md"], c["ex_row"]],
+                         api_name=False)
+
+
+def build_demo(predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig,
+               examples: Sequence[str] | None = None) -> gr.Blocks:
+    """Construct the UI around a predictor and a store; nothing is launched and no weights are loaded.
+
+    examples: case texts offered one click away (default: examples/*.jsonl).
+    """
+    h = Handlers(predictor, store, cfg)
+    c: dict[str, Any] = {"examples": list(load_example_cases() if examples is None else examples)}
+    secret = store.browser_secret()
+    with gr.Blocks(title="Reason2Decide — triage review", analytics_enabled=False) as demo:
+        gr.Markdown(f"# Reason2Decide — triage review\nModel `{predictor.model_id}` · "
+                    f"quantization `{predictor.quantization}`")
+        gr.Markdown(_read_asset("disclaimer.md"), elem_id="r2d-disclaimer")
+        with gr.Row():
+            c["reviewer"] = gr.Textbox(label="Reviewer", placeholder="Your name (recorded with every review)",
+                                       elem_id="r2d-reviewer")
+            gr.Markdown(_read_asset("shortcuts.md"), elem_id="r2d-shortcuts")
+        c["shown"] = gr.State(None)  # the case under review, per browser session
+        # the open batch, the position and the name survive a refresh (browser storage) and a restart (DB secret)
+        c["queue"] = gr.BrowserState({}, storage_key="r2d-queue", secret=secret)
+        c["saved_name"] = gr.BrowserState("", storage_key="r2d-reviewer", secret=secret)
+        with gr.Tabs():
+            with gr.Tab("Review", elem_id="r2d-review-tab"):
+                _batch_panel(c)
+                _review_panel(predictor, c)
+            with gr.Tab("Dashboard", elem_id="r2d-dashboard-tab") as c["dash_tab"]:
+                _dashboard_tab(c)
+            with gr.Tab("Export", elem_id="r2d-export-tab"):
+                _export_tab(c)
+        _wire(demo, h, c)
+    # several reviewers may save at once; model-heavy events keep their own limit of 1 (see _wire)
+    return demo.queue(default_concurrency_limit=8)
+
+
+def launch_kwargs(cfg: R2DConfig) -> dict[str, Any]:
+    """Privacy-first launch options: loopback, no share link, no run history, no monitoring, no MCP server."""
+    return dict(server_name=cfg.app.host, server_port=cfg.app.port, share=False, run_history=False,
+                footer_links=["settings"], enable_monitoring=False, mcp_server=False, pwa=False, ssr_mode=False,
+                show_error=True, allowed_paths=[str(Path(cfg.app.export_dir).resolve())],
+                # an upload can hold at most max_batch_rows cases of max_case_chars (UTF-8: up to 4 bytes a character)
+                max_file_size=cfg.app.max_batch_rows * (cfg.app.max_case_chars * 4 + 256),
+                css_paths=[ASSETS / "app.css"], js=_read_asset("shortcuts.js"))
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The app's command line (unknown flags are an error, as argparse does)."""
+    ap = argparse.ArgumentParser(description="Reason2Decide review app (loopback only).")
+    ap.add_argument("--model", help="model directory or hub id (default: the embedded assets/models/r2d-ktas-small)")
+    ap.add_argument("--quantization", choices=("auto", "4bit", "int8", "none"))
+    ap.add_argument("--db", help="review database path (SQLite)")
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--config", help="JSON config file")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
+    return ap.parse_args(argv)
+
+
+def resolve_config(args: argparse.Namespace) -> R2DConfig:
+    """Defaults, --config, --set, then the dedicated flags. Raises ConfigError."""
+    cfg = load_config(args.config, args.set)
+    model = dataclasses.replace(cfg.model, **{k: v for k, v in (("name_or_path", args.model),
+                                                                ("quantization", args.quantization)) if v})
+    app = dataclasses.replace(cfg.app, **{k: v for k, v in (("db_path", args.db), ("port", args.port)) if v})
+    path = Path(model.name_or_path)
+    if not path.is_absolute() and not path.exists() and (ROOT / path).exists():
+        model = dataclasses.replace(model, name_or_path=str(ROOT / path))  # launched from another directory
+    return with_section(cfg, model=model, app=app)
+
+
+def load_predictor(cfg: R2DConfig) -> rv.PredictorLike:
+    """Load the model named by cfg.model (the app's only road to torch). Raises ModelLoadError."""
+    from r2d.inference import Predictor
+    from r2d.modeling import load_model_and_tokenizer
+    return Predictor.from_loaded(load_model_and_tokenizer(cfg.model), cfg.generation, cfg.app.max_case_chars)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse flags, load the model and the store, launch on loopback. Exits with a message on R2DError."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = resolve_config(parse_args(argv))
+        default = ModelConfig().name_or_path
+        if cfg.model.name_or_path.endswith(default) and not Path(cfg.model.name_or_path).is_dir():
+            sys.exit(f"error: the default model {default} is missing. Create it with "
+                     "`python -m training.default_model`, or pass --model DIR with a trained model directory.")
+        predictor = load_predictor(cfg)
+        store = ReviewStore(cfg.app.db_path)
+    except R2DError as e:
+        sys.exit(f"error: {e}")
+    demo = build_demo(predictor, store, cfg)
+    logger.info("reviews go to %s; open http://%s:%d", store.path.resolve(), cfg.app.host, cfg.app.port)
+    demo.launch(**launch_kwargs(cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,408 @@
+"""What the review screens do, without any UI: diffs, consistency warnings, the batch queue.
+
+`app.py` is only layout and wiring; every decision it shows (which action a review is, whether the
+rationale alone supports the chosen label, which queue item comes next) is made here, in plain
+functions that take a predictor and a store and are tested with a fake predictor.
+"""
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import html
+import json
+import logging
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+
+from r2d.errors import DatasetSchemaError, FeedbackStoreError, InvalidCaseError
+from r2d.prompts import PROMPT_VERSION
+from r2d.store import BatchItem, ReviewRecord, ReviewStore, SubmitResult, case_id_for, validate_review
+
+logger = logging.getLogger(__name__)
+
+# column names a case upload may use for the case text (the project schema's first, then plain names)
+CASE_COLUMNS = ("question", "case_text", "case")
+DIFF_ADDED, DIFF_REMOVED = "added", "removed"
+
+
+class LabelScoresLike(Protocol):
+    """The part of r2d.scoring.LabelScores used here (kept structural: this module never imports torch)."""
+
+    labels: tuple[str, ...]
+    probabilities: tuple[float, ...]
+
+    @property
+    def best(self) -> str: ...
+
+
+class PredictorLike(Protocol):
+    """The part of r2d.inference.Predictor the review screens use."""
+
+    label_set: tuple[str, ...]
+    label_names: dict[str, str]
+    ordinal: bool
+    model_id: str
+    quantization: str
+
+    def check_case(self, case_text: str) -> str: ...
+    def predict_label(self, case_text: str) -> LabelScoresLike: ...
+    def stream_rationale(self, case_text: str, label: str) -> Iterator[str]: ...
+    def predict_label_from_rationale(self, rationale: str) -> LabelScoresLike: ...
+    def predict_batch(self, case_texts: Sequence[str], batch_size: int = 8,
+                      progress: Callable[[int, int], None] | None = None) -> list[Any]: ...
+
+
+# --- labels and probabilities ------------------------------------------------------------------
+
+
+def format_label(label: str, label_names: Mapping[str, str]) -> str:
+    """'1 — Resuscitation' when the label has a name, else the label itself."""
+    name = label_names.get(label)
+    return f"{label} — {name}" if name else label
+
+
+def label_choices(label_set: Sequence[str], label_names: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(display, value) pairs for a Radio, in label-set order."""
+    return [(format_label(label, label_names), label) for label in label_set]
+
+
+def probability_note(probabilities: Mapping[str, float], threshold: float) -> str:
+    """A plain-language warning when the top probability is below threshold, else ''."""
+    if not probabilities:
+        return ""
+    label, top = max(probabilities.items(), key=lambda kv: kv[1])
+    if top >= threshold:
+        return ""
+    return (f"Low confidence: the top label {label} has only {top:.0%} probability. "
+            "Treat the suggestion as uncertain and decide from the case.")
+
+
+# --- what the nurse is reviewing ---------------------------------------------------------------
+
+
+def new_review_token() -> str:
+    """A fresh id for one showing of a case; submissions made from that showing derive from it."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class ShownCase:
+    """A model output on screen, waiting for review (kept per user in gr.State, never globally)."""
+
+    case_text: str
+    model_label: str
+    probabilities: dict[str, float]
+    model_rationale: str
+    model_id: str
+    quantization: str
+    prompt_version: str = PROMPT_VERSION
+    batch_id: str | None = None
+    item_index: int | None = None
+    review_token: str = field(default_factory=new_review_token)
+    shown_at: float = field(default_factory=time.time)  # seconds since epoch, for time on task
+
+    @property
+    def case_id(self) -> str:
+        """The store's id of this case text."""
+        return case_id_for(self.case_text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ShownCase":
+        return cls(**dict(data))
+
+    @classmethod
+    def from_prediction(cls, prediction: Mapping[str, Any], batch_id: str | None = None,
+                        item_index: int | None = None) -> "ShownCase":
+        """From Prediction.to_dict() (as stored with a batch)."""
+        return cls(case_text=prediction["case_text"], model_label=prediction["label"],
+                   probabilities=dict(prediction["probabilities"]), model_rationale=prediction["rationale"],
+                   model_id=prediction["model_id"], quantization=prediction["quantization"],
+                   prompt_version=prediction.get("prompt_version", PROMPT_VERSION),
+                   batch_id=batch_id, item_index=item_index)
+
+
+# --- diffs and actions --------------------------------------------------------------------------
+
+
+def _words(text: str) -> list[str]:
+    # words with their trailing whitespace, so that joining the pieces gives the text back
+    return re.findall(r"\S+\s*", text)
+
+
+def word_diff(before: str, after: str) -> list[tuple[str, str | None]]:
+    """Word-level diff as (text, category) pieces: 'added', 'removed', or None for unchanged.
+
+    Joining the pieces that are not removed gives `after`; those not added give `before`.
+    """
+    old, new = _words(before), _words(after)
+    pieces: list[tuple[str, str | None]] = []
+    matcher = difflib.SequenceMatcher(a=[w.strip() for w in old], b=[w.strip() for w in new], autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            pieces.append(("".join(new[j1:j2]), None))
+            continue
+        if i2 > i1:
+            pieces.append(("".join(old[i1:i2]), DIFF_REMOVED))
+        if j2 > j1:
+            pieces.append(("".join(new[j1:j2]), DIFF_ADDED))
+    return pieces
+
+
+def same_text(a: str, b: str) -> bool:
+    """Equal up to whitespace: re-flowing a rationale is not an edit."""
+    return " ".join(a.split()) == " ".join(b.split())
+
+
+def classify_action(model_label: str, model_rationale: str, final_label: str, final_rationale: str) -> str:
+    """'relabelled' if the label changed, else 'edited' if the rationale changed, else 'accepted'."""
+    if final_label != model_label:
+        return "relabelled"
+    if not same_text(model_rationale, final_rationale):
+        return "edited"
+    return "accepted"
+
+
+# --- consistency --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsistencyResult:
+    label: str  # the label the rationale alone points to
+    probability: float
+    agrees: bool
+    message: str
+
+
+def check_consistency(predictor: PredictorLike, rationale: str, chosen_label: str) -> ConsistencyResult:
+    """Re-predict the label from the rationale alone and compare it with the chosen label.
+
+    Raises InvalidCaseError for an empty rationale.
+    """
+    if not rationale.strip():
+        raise InvalidCaseError("the rationale is empty: write one before checking consistency")
+    scores = predictor.predict_label_from_rationale(rationale)
+    probability = dict(zip(scores.labels, scores.probabilities))[scores.best]
+    names = predictor.label_names
+    if scores.best == chosen_label:
+        message = f"Consistent: the rationale alone points to {format_label(scores.best, names)} ({probability:.0%})."
+    else:
+        message = (f"Warning: the rationale alone points to {format_label(scores.best, names)} ({probability:.0%}), "
+                   f"not to the chosen label {format_label(chosen_label, names)}. "
+                   "Check that the rationale supports the label.")
+    return ConsistencyResult(scores.best, probability, scores.best == chosen_label, message)
+
+
+# --- building a review ----------------------------------------------------------------------------
+
+
+def submission_id(shown: ShownCase, reviewer: str, final_label: str, final_rationale: str, rating: int | None,
+                  comment: str) -> str:
+    """Same showing + same reviewer + same content = same id, so a double click or a retry is stored once;
+    a later correction (different content) or a second reviewer's review is a new row."""
+    content = json.dumps([reviewer.strip(), final_label, final_rationale.strip(), rating, comment.strip()],
+                         ensure_ascii=False)
+    return f"{shown.review_token}-{hashlib.sha256(content.encode('utf-8')).hexdigest()[:16]}"
+
+
+def parse_rating(value: Any) -> int | None:
+    """A rating widget value ('', None, '4', 4) as 1-5 or None. Raises FeedbackStoreError otherwise."""
+    if value in (None, "", 0, "0"):
+        return None
+    try:
+        rating = int(value)
+    except (TypeError, ValueError) as e:
+        raise FeedbackStoreError(f"rating must be 1-5, got {value!r}") from e
+    if not 1 <= rating <= 5:
+        raise FeedbackStoreError(f"rating must be 1-5, got {rating}")
+    return rating
+
+
+def build_review(shown: ShownCase, reviewer: str, final_label: str, final_rationale: str,
+                 rating: Any = None, comment: str = "", consistency_label: str | None = None,
+                 now: float | None = None) -> ReviewRecord:
+    """The ReviewRecord for what the nurse decided. Raises FeedbackStoreError for an unusable review."""
+    if final_label not in shown.probabilities:
+        raise FeedbackStoreError(f"label {final_label!r} is not one of {', '.join(shown.probabilities)}")
+    final_rationale = final_rationale.strip()
+    rating_value = parse_rating(rating)
+    elapsed = (time.time() if now is None else now) - shown.shown_at
+    return ReviewRecord(
+        submission_id=submission_id(shown, reviewer, final_label, final_rationale, rating_value, comment),
+        reviewer=reviewer.strip(), case_id=shown.case_id, case_text=shown.case_text,
+        model_id=shown.model_id, quantization=shown.quantization, prompt_version=shown.prompt_version,
+        action=classify_action(shown.model_label, shown.model_rationale, final_label, final_rationale),
+        model_label=shown.model_label, model_rationale=shown.model_rationale,
+        model_probabilities=dict(shown.probabilities), final_label=final_label, final_rationale=final_rationale,
+        rating=rating_value, comment=comment.strip(), consistency_label=consistency_label,
+        time_on_task_s=round(max(elapsed, 0.0), 3), batch_id=shown.batch_id, item_index=shown.item_index)
+
+
+def save_review(store: ReviewStore, predictor: PredictorLike, shown: ShownCase, reviewer: str, final_label: str,
+                final_rationale: str, rating: Any = None, comment: str = "") -> tuple[SubmitResult, ConsistencyResult]:
+    """Build the review, re-predict its label from the rationale alone, store it (once per content).
+
+    Raises FeedbackStoreError for an unusable review or a failed write.
+    """
+    record = build_review(shown, reviewer, final_label, final_rationale, rating, comment)
+    validate_review(record)  # before the model call: an unusable review fails fast with the store's reasons
+    check = check_consistency(predictor, record.final_rationale, record.final_label)
+    return store.submit(replace(record, consistency_label=check.label)), check
+
+
+def saved_message(result: SubmitResult, in_batch: bool) -> str:
+    """What the reviewer is told after pressing save."""
+    r = result.record
+    text = (f"✓ Saved review #{r.review_id} ({r.action})." if result.created
+            else f"Already saved as review #{r.review_id}; nothing new to store.")
+    return text + (" Press N for the next case." if in_batch else "")
+
+# --- batch uploads and the review queue -----------------------------------------------------------
+
+
+def _case_from_row(row: Mapping[str, Any], where: str, max_chars: int) -> str:
+    if not isinstance(row, Mapping):
+        raise DatasetSchemaError(f"{where}: expected an object with a case text column")
+    column = next((c for c in CASE_COLUMNS if c in row), None)
+    if column is None:
+        raise DatasetSchemaError(f"{where}: no case text column; use one of {', '.join(CASE_COLUMNS)}")
+    text = row[column]
+    if not isinstance(text, str) or not text.strip():
+        raise DatasetSchemaError(f"{where}: the case text ({column}) is empty")
+    if len(text) > max_chars:
+        raise DatasetSchemaError(f"{where}: the case text has {len(text):,} characters; the limit is {max_chars:,}")
+    return text.strip()
+
+
+def _case_rows(path: Path) -> list[tuple[str, Any]]:
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append((f"{path.name}:{lineno}", json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise DatasetSchemaError(f"{path.name}:{lineno}: not valid JSON ({e.msg})") from e
+        return rows
+    if path.suffix.lower() == ".csv":
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            rows = []
+            for row in reader:
+                if None in row or any(v is None for v in row.values()):
+                    raise DatasetSchemaError(f"{path.name}:{reader.line_num}: the row has a different number "
+                                             "of cells than the header (check quotes and commas)")
+                rows.append((f"{path.name}:{reader.line_num}", row))
+            return rows
+    raise DatasetSchemaError(f"{path.name}: upload a .csv or .jsonl file, not {path.suffix or 'a file without extension'}")
+
+
+def load_cases(path: str | Path, max_rows: int, max_chars: int) -> list[str]:
+    """Case texts from an uploaded .csv/.jsonl (labels and rationales, if present, are ignored).
+
+    Raises DatasetSchemaError naming file:line for a broken row, an empty or too long case, too many rows.
+    """
+    p = Path(path)
+    try:
+        rows = _case_rows(p)
+    except UnicodeDecodeError as e:
+        raise DatasetSchemaError(f"{p.name}: not UTF-8 text; re-save it as UTF-8") from e
+    except csv.Error as e:
+        raise DatasetSchemaError(f"{p.name}: not a readable CSV file ({e})") from e
+    if not rows:
+        raise DatasetSchemaError(f"{p.name}: no cases")
+    if len(rows) > max_rows:
+        raise DatasetSchemaError(f"{p.name}: {len(rows):,} cases; the limit is {max_rows:,} per upload, split the file")
+    return [_case_from_row(row, where, max_chars) for where, row in rows]
+
+
+def check_cases(predictor: PredictorLike, cases: Sequence[str], source: str) -> None:
+    """Check every case before anything is stored. Raises InvalidCaseError naming source and case number."""
+    for i, case in enumerate(cases, start=1):
+        try:
+            predictor.check_case(case)
+        except InvalidCaseError as e:
+            raise InvalidCaseError(f"{source}, case {i}: {e}") from e
+
+
+def batch_choices(store: ReviewStore) -> list[tuple[str, str]]:
+    """(label, batch_id) of every saved batch, newest first, with its review progress."""
+    return [(f"{b.name} · {b.created_at[:16].replace('T', ' ')} · {b.n_reviewed}/{b.n_items} reviewed", b.batch_id)
+            for b in store.list_batches()]
+
+
+def predict_missing(store: ReviewStore, predictor: PredictorLike, batch_id: str, batch_size: int = 8,
+                    progress: Callable[[int, int], None] | None = None) -> int:
+    """Predict the batch items that have no stored prediction yet, saving each chunk as it finishes.
+
+    Resumable: after a crash or restart only the missing items are predicted. Returns how many were.
+    """
+    missing = [item for item in store.batch_items(batch_id) if item.prediction is None]
+    total = len(missing)
+    for start in range(0, total, batch_size):
+        chunk = missing[start:start + batch_size]
+        predictions = predictor.predict_batch([item.case_text for item in chunk], batch_size=batch_size)
+        store.add_batch_predictions(batch_id, {item.item_index: p.to_dict() for item, p in zip(chunk, predictions)})
+        if progress is not None:
+            progress(start + len(chunk), total)
+    return total
+
+
+def first_unreviewed(items: Sequence[BatchItem]) -> int:
+    """Index of the first item without a review (the last item when all are reviewed)."""
+    return next((i for i, item in enumerate(items) if item.review is None), max(len(items) - 1, 0))
+
+
+def clamp_position(position: int, n_items: int) -> int:
+    """A queue position kept inside [0, n_items - 1]."""
+    return min(max(position, 0), max(n_items - 1, 0))
+
+
+def queue_progress(items: Sequence[BatchItem], position: int) -> str:
+    """'Case 3 of 20 · 7 reviewed · 13 to go'."""
+    reviewed = sum(item.review is not None for item in items)
+    return f"Case {position + 1} of {len(items)} · {reviewed} reviewed · {len(items) - reviewed} to go"
+
+
+def shown_from_item(item: BatchItem) -> ShownCase:
+    """The ShownCase of a predicted batch item. Raises FeedbackStoreError if it is not predicted yet."""
+    if item.prediction is None:
+        raise FeedbackStoreError(f"case {item.item_index + 1} of batch {item.batch_id} has no prediction yet; "
+                                 "press 'Run batch' to finish predicting it")
+    shown = ShownCase.from_prediction(item.prediction, item.batch_id, item.item_index)
+    # tied to the item's latest review: re-saving the same content after reopening the item is the same
+    # submission (stored once); once a new review is stored, the next showing gets a new token
+    latest = item.review.review_id if item.review is not None else 0
+    return replace(shown, review_token=f"{item.batch_id}-{item.item_index}-r{latest}")
+
+
+@dataclass(frozen=True)
+class QueueView:
+    """One batch item opened for review: where it is in the queue and what to show."""
+
+    batch_id: str
+    position: int
+    progress: str
+    shown: ShownCase
+    review: ReviewRecord | None  # the item's latest review, to prefill the editor
+    status: str
+
+
+def open_queue(store: ReviewStore, batch_id: str, position: int | None = None) -> QueueView:
+    """Open a batch at position (clamped), or at its first unreviewed item. Raises FeedbackStoreError."""
+    items = store.batch_items(batch_id)
+    position = first_unreviewed(items) if position is None else clamp_position(position, len(items))
+    item = items[position]
+    status = ""
+    if item.review is not None:
+        r = item.review
+        status = (f"Reviewed by {html.escape(r.reviewer)} at {r.created_at[:19].replace('T', ' ')} ({r.action}). "
+                  "Saving again adds a correction; the latest review counts.")
+    return QueueView(batch_id, position, queue_progress(items, position), shown_from_item(item), item.review, status)

@@ -1,0 +1,411 @@
+"""The review store: a local SQLite database (WAL) that never loses or rewrites a nurse's work.
+
+Every nurse action is one INSERT in its own short transaction, so a kill mid-write loses at
+most the row being written and never a committed one. Review rows are append-only (triggers
+refuse UPDATE and DELETE): a correction is a new row, and the current review of a case is its
+latest row. Each review carries a client-made `submission_id` under a UNIQUE constraint, so a
+double click or a retried request is stored once. Connections are opened per operation, so any
+number of threads and processes can write at once; SQLite's busy timeout serialises them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import secrets
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from r2d.errors import FeedbackStoreError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+ACTIONS = ("accepted", "edited", "relabelled")
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reviews (
+    review_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    submission_id TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    reviewer TEXT NOT NULL CHECK (length(trim(reviewer)) > 0),
+    case_id TEXT NOT NULL,
+    case_text TEXT NOT NULL,
+    batch_id TEXT,
+    item_index INTEGER,
+    model_id TEXT NOT NULL,
+    quantization TEXT NOT NULL,
+    prompt_version TEXT NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('accepted', 'edited', 'relabelled')),
+    model_label TEXT NOT NULL,
+    model_rationale TEXT NOT NULL,
+    model_probabilities TEXT NOT NULL,
+    final_label TEXT NOT NULL,
+    final_rationale TEXT NOT NULL,
+    rating INTEGER CHECK (rating IS NULL OR rating BETWEEN 1 AND 5),
+    comment TEXT NOT NULL DEFAULT '',
+    consistency_label TEXT,
+    time_on_task_s REAL
+);
+CREATE INDEX IF NOT EXISTS reviews_by_case ON reviews (case_id, review_id);
+CREATE INDEX IF NOT EXISTS reviews_by_batch ON reviews (batch_id, item_index, review_id);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL, model_id TEXT NOT NULL, n_items INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS batch_items (
+    batch_id TEXT NOT NULL REFERENCES batches (batch_id), item_index INTEGER NOT NULL,
+    case_id TEXT NOT NULL, case_text TEXT NOT NULL, PRIMARY KEY (batch_id, item_index));
+CREATE TABLE IF NOT EXISTS batch_predictions (
+    batch_id TEXT NOT NULL, item_index INTEGER NOT NULL, created_at TEXT NOT NULL,
+    prediction TEXT NOT NULL, PRIMARY KEY (batch_id, item_index),
+    FOREIGN KEY (batch_id, item_index) REFERENCES batch_items (batch_id, item_index));
+CREATE TABLE IF NOT EXISTS exports (
+    export_id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL,
+    exported_by TEXT NOT NULL, out_dir TEXT NOT NULL, meta TEXT NOT NULL);
+"""
+# the audit trail must not be rewritten, not even by a bug in this module
+_APPEND_ONLY = ("reviews", "batches", "batch_items", "batch_predictions", "exports")
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC timestamp with milliseconds: sortable as text."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def case_id_for(case_text: str) -> str:
+    """Stable id of a case: the same text (up to whitespace) is the same case in every batch."""
+    normalised = re.sub(r"\s+", " ", case_text).strip()
+    return hashlib.sha256(normalised.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ReviewRecord:
+    """One nurse review: what the model said, what the nurse made of it, who, when and how long."""
+
+    submission_id: str
+    reviewer: str
+    case_id: str
+    case_text: str
+    model_id: str
+    quantization: str
+    prompt_version: str
+    action: str  # accepted | edited | relabelled
+    model_label: str
+    model_rationale: str
+    model_probabilities: dict[str, float]
+    final_label: str
+    final_rationale: str
+    rating: int | None = None
+    comment: str = ""
+    consistency_label: str | None = None  # label re-predicted from final_rationale alone
+    time_on_task_s: float | None = None
+    batch_id: str | None = None
+    item_index: int | None = None
+    created_at: str = ""  # set by the store
+    review_id: int | None = None  # set by the store
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ReviewRecord":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def payload(self) -> dict[str, Any]:
+        """The fields a submission is made of (the store-assigned ones left out)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("created_at", "review_id")}
+
+    def differences(self, other: "ReviewRecord") -> list[str]:
+        """Fields whose content differs from other's; time on task is ignored (a retry is later by nature)."""
+        mine, theirs = self.payload(), other.payload()
+        return [k for k in mine if k != "time_on_task_s" and mine[k] != theirs[k]]
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    record: ReviewRecord  # as stored (review_id and created_at filled in)
+    created: bool  # False when this submission_id was already stored (a retry or a double click)
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    batch_id: str
+    name: str
+    created_at: str
+    created_by: str
+    model_id: str
+    n_items: int
+    n_predicted: int = 0
+    n_reviewed: int = 0
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    batch_id: str
+    item_index: int
+    case_id: str
+    case_text: str
+    prediction: dict[str, Any] | None = None  # Prediction.to_dict() once predicted
+    review: ReviewRecord | None = None  # the latest review of this item, if any
+
+
+def validate_review(record: ReviewRecord) -> None:
+    """Raise FeedbackStoreError naming the first field a stored review cannot have."""
+    problems = []
+    if not record.submission_id.strip():
+        problems.append("submission_id is empty")
+    if not record.reviewer.strip():
+        problems.append("reviewer is empty: enter your name before submitting")
+    if record.action not in ACTIONS:
+        problems.append(f"action {record.action!r} is not one of {', '.join(ACTIONS)}")
+    if record.rating is not None and not (isinstance(record.rating, int) and 1 <= record.rating <= 5):
+        problems.append(f"rating must be 1-5 or empty, got {record.rating!r}")
+    if not record.final_label.strip():
+        problems.append("final label is empty: choose a label")
+    if not record.final_rationale.strip():
+        problems.append("final rationale is empty: write one (Stage 2 cannot learn from an empty rationale)")
+    if not record.case_text.strip():
+        problems.append("case text is empty")
+    if problems:
+        raise FeedbackStoreError("review not saved: " + "; ".join(problems))
+
+
+class ReviewStore:
+    """Append-only SQLite store of reviews, batches and exports. Safe across threads and processes."""
+
+    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0) -> None:
+        """Open (creating if needed) the database at path. Raises FeedbackStoreError if unusable."""
+        self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
+        self._check_file()
+        self._create_schema()
+
+    # --- connections -----------------------------------------------------------------------
+
+    def _check_file(self) -> None:
+        if self.path.is_dir():
+            raise FeedbackStoreError(f"review database {self.path} is a directory; pass --db with a file path")
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            with self.path.open("rb") as f:
+                header = f.read(len(_SQLITE_HEADER))
+            if header != _SQLITE_HEADER:
+                raise FeedbackStoreError(self._not_a_db_message())
+
+    def _not_a_db_message(self) -> str:
+        return (f"{self.path} is not a SQLite review database (or it is corrupt). Move it aside (do not delete it: "
+                f"it may hold reviews) and start again, or pass --db with another path")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # autocommit mode: transactions are opened explicitly, one short one per write
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+        except (sqlite3.Error, OSError) as e:
+            raise FeedbackStoreError(f"cannot open review database {self.path}: {e}; check the path and its "
+                                     "permissions, or pass --db with another path") from e
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+            # FULL: a committed review survives power loss too, not only a killed process
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise FeedbackStoreError(f"{self._not_a_db_message()} ({e})") from e
+        return conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connect()
+        try:
+            yield conn
+        except sqlite3.OperationalError as e:
+            raise FeedbackStoreError(f"reading {self.path} failed: {e}; try again") from e
+        except sqlite3.DatabaseError as e:
+            raise FeedbackStoreError(f"reading {self.path} failed: {e}. {self._not_a_db_message()}") from e
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short IMMEDIATE transaction: takes the write lock up front, so it never deadlocks on upgrade."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.IntegrityError as e:
+            raise FeedbackStoreError(f"{self.path} refused the write: {e}") from e
+        except sqlite3.OperationalError as e:
+            raise FeedbackStoreError(f"writing to {self.path} failed: {e}; nothing was saved, submit again") from e
+        except sqlite3.DatabaseError as e:
+            raise FeedbackStoreError(f"writing to {self.path} failed: {e}. {self._not_a_db_message()}") from e
+        finally:
+            conn.close()
+
+    def _create_schema(self) -> None:
+        conn = self._connect()
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise FeedbackStoreError(f"{self.path}: cannot switch to WAL journaling (got {mode}); "
+                                         "put the database on a local disk")
+            conn.executescript(_SCHEMA + "".join(
+                f"CREATE TRIGGER IF NOT EXISTS {t}_no_update BEFORE UPDATE ON {t} BEGIN "
+                f"SELECT RAISE(ABORT, '{t} is append-only: add a new row instead'); END;"
+                f"CREATE TRIGGER IF NOT EXISTS {t}_no_delete BEFORE DELETE ON {t} BEGIN "
+                f"SELECT RAISE(ABORT, '{t} is append-only'); END;" for t in _APPEND_ONLY))
+            conn.execute("INSERT OR IGNORE INTO store_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            version = int(conn.execute("SELECT value FROM store_meta WHERE key='schema_version'").fetchone()[0])
+        except sqlite3.OperationalError as e:
+            raise FeedbackStoreError(f"cannot set up {self.path}: {e}; try again, or pass --db with another path") from e
+        except sqlite3.DatabaseError as e:
+            raise FeedbackStoreError(f"{self._not_a_db_message()} ({e})") from e
+        finally:
+            conn.close()
+        if version > SCHEMA_VERSION:
+            raise FeedbackStoreError(f"{self.path} has schema version {version}, newer than this code "
+                                     f"({SCHEMA_VERSION}); update Reason2Decide or use another --db")
+
+    # --- reviews -----------------------------------------------------------------------------
+
+    def submit(self, record: ReviewRecord) -> SubmitResult:
+        """Store one review, once per submission_id. Raises FeedbackStoreError if invalid or unsaved,
+        or if the submission_id was already used for different content."""
+        validate_review(record)
+        row = record.payload()
+        row["model_probabilities"] = json.dumps(record.model_probabilities)
+        row["created_at"] = utc_now()
+        columns = ", ".join(row)
+        with self._write() as conn:
+            cur = conn.execute(f"INSERT OR IGNORE INTO reviews ({columns}) VALUES "
+                               f"({', '.join('?' * len(row))})", tuple(row.values()))
+            created = cur.rowcount == 1
+            stored = self._row_to_review(conn.execute(
+                "SELECT * FROM reviews WHERE submission_id = ?", (record.submission_id,)).fetchone())
+        differences = [] if created else stored.differences(record)
+        if differences:
+            raise FeedbackStoreError(f"submission id {record.submission_id} was already used for a different review "
+                                     f"(differs in {', '.join(differences)}); reload the case and submit again")
+        return SubmitResult(stored, created)
+
+    @staticmethod
+    def _row_to_review(row: sqlite3.Row) -> ReviewRecord:
+        data = dict(row)
+        data["model_probabilities"] = json.loads(data["model_probabilities"])
+        return ReviewRecord.from_dict(data)
+
+    def reviews(self, batch_id: str | None = None) -> list[ReviewRecord]:
+        """Every review row (the full audit trail), oldest first; only one batch's if batch_id is given."""
+        where, args = ("WHERE batch_id = ?", (batch_id,)) if batch_id is not None else ("", ())
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT * FROM reviews {where} ORDER BY review_id", args).fetchall()
+        return [self._row_to_review(r) for r in rows]
+
+    def latest_reviews(self) -> list[ReviewRecord]:
+        """The current review of each case (its latest row), oldest case first."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT * FROM reviews WHERE review_id IN "
+                                "(SELECT MAX(review_id) FROM reviews GROUP BY case_id) ORDER BY review_id").fetchall()
+        return [self._row_to_review(r) for r in rows]
+
+    def count_reviews(self) -> int:
+        """How many review rows (corrections included) the store holds."""
+        with self._read() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM reviews").fetchone()[0])
+
+    # --- batches -----------------------------------------------------------------------------
+
+    def create_batch(self, name: str, case_texts: Sequence[str], created_by: str, model_id: str) -> BatchInfo:
+        """Persist an uploaded case list (before predicting, so a crash mid-batch can resume)."""
+        if not case_texts:
+            raise FeedbackStoreError("a batch needs at least one case")
+        batch_id = f"b-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+        created_at = utc_now()
+        with self._write() as conn:
+            conn.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?)",
+                         (batch_id, name, created_at, created_by, model_id, len(case_texts)))
+            conn.executemany("INSERT INTO batch_items VALUES (?, ?, ?, ?)",
+                             [(batch_id, i, case_id_for(t), t) for i, t in enumerate(case_texts)])
+        return BatchInfo(batch_id, name, created_at, created_by, model_id, len(case_texts))
+
+    def add_batch_predictions(self, batch_id: str, predictions: Mapping[int, Mapping[str, Any]]) -> None:
+        """Store predictions of batch items; an item keeps its first prediction (retries are no-ops)."""
+        now = utc_now()
+        with self._write() as conn:
+            conn.executemany("INSERT OR IGNORE INTO batch_predictions VALUES (?, ?, ?, ?)",
+                             [(batch_id, i, now, json.dumps(dict(p))) for i, p in predictions.items()])
+
+    def list_batches(self) -> list[BatchInfo]:
+        """All batches, newest first, with how many items are predicted and reviewed."""
+        with self._read() as conn:
+            rows = conn.execute("""
+                SELECT b.*, (SELECT COUNT(*) FROM batch_predictions p WHERE p.batch_id = b.batch_id) AS n_predicted,
+                       (SELECT COUNT(DISTINCT r.item_index) FROM reviews r WHERE r.batch_id = b.batch_id) AS n_reviewed
+                FROM batches b ORDER BY b.created_at DESC, b.batch_id DESC""").fetchall()
+        return [BatchInfo(**dict(r)) for r in rows]
+
+    def get_batch(self, batch_id: str) -> BatchInfo:
+        """One batch by id. Raises FeedbackStoreError if there is none."""
+        for info in self.list_batches():
+            if info.batch_id == batch_id:
+                return info
+        raise FeedbackStoreError(f"no batch {batch_id!r} in {self.path}; upload the cases again")
+
+    def batch_items(self, batch_id: str) -> list[BatchItem]:
+        """The items of a batch in upload order, each with its prediction and latest review (if any)."""
+        self.get_batch(batch_id)
+        with self._read() as conn:
+            items = conn.execute("""
+                SELECT i.*, p.prediction FROM batch_items i LEFT JOIN batch_predictions p
+                ON p.batch_id = i.batch_id AND p.item_index = i.item_index
+                WHERE i.batch_id = ? ORDER BY i.item_index""", (batch_id,)).fetchall()
+            reviews = conn.execute("SELECT * FROM reviews WHERE review_id IN (SELECT MAX(review_id) FROM reviews "
+                                   "WHERE batch_id = ? GROUP BY item_index)", (batch_id,)).fetchall()
+        latest = {r["item_index"]: self._row_to_review(r) for r in reviews}
+        return [BatchItem(batch_id, r["item_index"], r["case_id"], r["case_text"],
+                          json.loads(r["prediction"]) if r["prediction"] else None, latest.get(r["item_index"]))
+                for r in items]
+
+    # --- exports and housekeeping ----------------------------------------------------------------
+
+    def log_export(self, exported_by: str, out_dir: str | Path, meta: Mapping[str, Any]) -> None:
+        """Record an export in the audit trail."""
+        with self._write() as conn:
+            conn.execute("INSERT INTO exports (created_at, exported_by, out_dir, meta) VALUES (?, ?, ?, ?)",
+                         (utc_now(), exported_by, str(out_dir), json.dumps(meta, ensure_ascii=False)))
+
+    def exports(self) -> list[dict[str, Any]]:
+        """Logged exports, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT * FROM exports ORDER BY export_id").fetchall()
+        return [{**dict(r), "meta": json.loads(r["meta"])} for r in rows]
+
+    def browser_secret(self) -> str:
+        """A per-database secret for encrypting the browser's saved queue position; stable across restarts."""
+        with self._write() as conn:
+            conn.execute("INSERT OR IGNORE INTO store_meta VALUES ('browser_secret', ?)", (secrets.token_hex(16),))
+            return str(conn.execute("SELECT value FROM store_meta WHERE key='browser_secret'").fetchone()[0])
+
+    def integrity_check(self) -> str:
+        """SQLite's integrity_check result ('ok' when the file is sound)."""
+        with self._read() as conn:
+            return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def journal_mode(self) -> str:
+        """SQLite's journal mode of the file ('wal')."""
+        with self._read() as conn:
+            return str(conn.execute("PRAGMA journal_mode").fetchone()[0])

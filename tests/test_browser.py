@@ -1,0 +1,123 @@
+"""A real browser (Debian's headless Chromium via playwright) predicts, edits, saves, reviews a batch and exports.
+
+Never downloads a browser: skipped with the reason when /usr/bin/chromium is absent (`make browser` installs it).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path(os.environ.get("R2D_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM}: install Debian's chromium "
+                                                      "(make browser) or set R2D_CHROMIUM"),
+]
+
+
+@pytest.fixture()
+def page(launched_app):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.external_requests = []
+        page.on("request", lambda r: None if r.url.startswith((launched_app.url.rstrip("/"), "data:", "blob:"))
+                else page.external_requests.append(r.url))
+        page.set_default_timeout(30_000)
+        page.goto(launched_app.url, wait_until="load")
+        page.wait_for_selector("#r2d-case textarea")
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def wait_text(page, selector: str, text: str) -> None:
+    """Wait until the element shows text; on timeout, fail with what it and the status line show instead."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    try:
+        page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)",
+                               arg=[selector, text])
+    except PlaywrightTimeout:
+        shown = page.evaluate("s => document.querySelector(s)?.innerText", selector)
+        status = page.evaluate("() => document.querySelector('#r2d-status')?.innerText")
+        toasts = page.evaluate("() => [...document.querySelectorAll('.toast-body')].map(e => e.innerText)")
+        pytest.fail(f"{selector} never showed {text!r}; it shows {shown!r} (status: {status!r}, messages: {toasts})")
+
+
+def predict(page, case: str) -> None:
+    page.fill("#r2d-case textarea", case)
+    page.click("#r2d-predict")
+    wait_text(page, "#r2d-status", "Review the rationale")
+
+
+def test_predict_edit_save_batch_and_export(page, launched_app):
+    store, tmp = launched_app.store, launched_app.tmp_path
+    page.fill("#r2d-reviewer textarea", "Nurse Browser")
+
+    # one click on an example fills the case; the label and every probability show, the rationale streams in
+    example = "level 2: chest pain, BP 88/50, HR 124"
+    page.get_by_text(example, exact=True).first.click()
+    page.wait_for_function("t => document.querySelector('#r2d-case textarea').value === t", arg=example)
+    page.click("#r2d-predict")
+    wait_text(page, "#r2d-status", "Review the rationale")
+    assert "2 — Emergency" in page.inner_text("#r2d-suggestion")
+    assert page.locator("#r2d-probabilities .plotly, #r2d-probabilities svg").count() > 0
+    assert page.input_value("#r2d-rationale textarea") == launched_app.predictor.explain(example, "2")
+
+    # edit: the letters typed (a, s, c, n, p) must not trigger shortcuts while the text box has focus
+    editor = page.locator("#r2d-rationale textarea")
+    editor.fill("")
+    editor.type('Shock: <img src=x onerror="window.__pwned=1"> pressure low, as seen: level 2')
+    page.keyboard.press("Escape")
+    page.keyboard.press("4")  # rate
+    page.keyboard.press("s")  # save
+    wait_text(page, "#r2d-status", "Saved review")
+    assert page.locator("#r2d-rating input[value='4']").is_checked()
+    assert page.evaluate("window.__pwned") is None  # HTML in a rationale is shown as text, never run
+    assert '<img src=x onerror="window.__pwned=1">' in page.inner_text("#r2d-diff")
+    [edited] = store.reviews()
+    assert (edited.action, edited.rating, edited.reviewer) == ("edited", 4, "Nurse Browser")
+    assert edited.final_rationale.startswith("Shock: <img")
+
+    # a second case accepted with one key
+    predict(page, "level 5: sore throat, walked in")
+    page.keyboard.press("a")
+    wait_text(page, "#r2d-status", "(accepted)")
+    assert [r.action for r in store.reviews()] == ["edited", "accepted"]
+
+    # a batch: upload, walk the queue with the keyboard, refresh the browser, resume where it was
+    cases = tmp / "cases.jsonl"
+    cases.write_text("".join(json.dumps({"question": f"level {k}: batch case {k}"}) + "\n" for k in (1, 3)))
+    page.get_by_text("Batch: upload cases").click()
+    page.set_input_files("#r2d-upload input[type=file]", str(cases))
+    wait_text(page, "#r2d-queue", "Case 1 of 2")
+    page.keyboard.press("n")
+    wait_text(page, "#r2d-queue", "Case 2 of 2")
+    assert page.input_value("#r2d-case textarea") == "level 3: batch case 3"
+    page.screenshot(path=str(tmp / "review.png"), full_page=True)
+    page.reload(wait_until="load")
+    wait_text(page, "#r2d-queue", "Case 2 of 2")
+    assert page.input_value("#r2d-reviewer textarea") == "Nurse Browser"
+
+    # export: one button; no identifiers in these reviews, so the files are written at once
+    page.get_by_role("tab", name="Export").click()
+    page.click("#r2d-export")
+    wait_text(page, "#r2d-export-summary", "Exported 2 reviews")
+    export_dirs = list((tmp / "exports").iterdir())
+    assert len(export_dirs) == 1
+    assert {p.name for p in export_dirs[0].iterdir()} >= {"train.jsonl", "val.jsonl", "export_meta.json"}
+    page.get_by_role("tab", name="Dashboard").click()
+    wait_text(page, "#r2d-dash-summary", "reviewed cases")
+    page.screenshot(path=str(tmp / "dashboard.png"), full_page=True)
+
+    assert page.external_requests == []
+    assert launched_app.external == []

@@ -1,0 +1,221 @@
+"""Export to Stage 2: schema, splits, policy, sidecar, identifier scan, CSV injection, and a Stage-2 run."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from r2d.data import load_examples
+from r2d.errors import FeedbackStoreError
+from r2d.export import (META_FILENAME, RATIONALE_SOURCE, ExportPolicy, export_stage2_dataset, findings_message,
+                        preview_export, scan_identifiers, scan_reviews, select_reviews)
+from r2d.store import ReviewRecord, ReviewStore, case_id_for
+
+
+def review(i: int, label: str = "2", action: str = "edited", rating: int | None = 4, **overrides) -> ReviewRecord:
+    case = overrides.pop("case_text", f"case {i}: chest pain, HR {100 + i}, BP 90/60")
+    values = dict(submission_id=f"s-{i}-{label}-{action}", reviewer="Nurse A", case_id=case_id_for(case),
+                  case_text=case, model_id="fake-r2d", quantization="none", prompt_version="r2d-prompts-1",
+                  action=action, model_label=label, model_rationale="model words",
+                  model_probabilities={str(k): 0.2 for k in range(1, 6)}, final_label=label,
+                  final_rationale=f"Nurse rationale {i} for level {label}.", rating=rating, consistency_label=label)
+    values.update(overrides)
+    return ReviewRecord(**values)
+
+
+@pytest.fixture()
+def store(tmp_path) -> ReviewStore:
+    s = ReviewStore(tmp_path / "reviews.sqlite3")
+    for i in range(20):
+        s.submit(review(i, label=str(i % 5 + 1)))
+    return s
+
+
+# --- identifier scan ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, kind, found", [
+    ("Seen with Mr. John Smith at the door.", "name", "Mr. John Smith"),
+    ("Dr Patel agreed.", "name", "Dr Patel"),
+    ("the patient named Maria Lopez arrived", "name", "patient named Maria Lopez"),
+    ("Call back on 555-123-4567 tonight.", "phone", "555-123-4567"),
+    ("Phone +44 20 7946 0958.", "phone", "+44 20 7946 0958"),
+    ("Visit on 12/03/2024 for the same pain.", "date", "12/03/2024"),
+    ("Born 1956-04-02.", "date", "1956-04-02"),
+    ("Admitted 3 March 2021 with sepsis.", "date", "3 March 2021"),
+    ("Seen March 3, 2021.", "date", "March 3, 2021"),
+    ("MRN: 00123456 on file.", "id_number", "MRN: 00123456"),
+    ("hospital number AB12345", "id_number", "hospital number AB12345"),
+    ("Number 123456789 on the wristband.", "id_number", "123456789"),
+    ("Email jane.doe@example.org later.", "email", "jane.doe@example.org"),
+])
+def test_scan_finds_likely_identifiers(text, kind, found):
+    findings = scan_identifiers(text)
+    assert [(f.kind, f.text) for f in findings] == [(kind, found)]
+    assert text[findings[0].start:findings[0].end] == found
+
+
+@pytest.mark.parametrize("text", [
+    "72-year-old man, crushing chest pain, sweating, BP 88/50, HR 124",
+    "SpO2 80 percent, RR 6, temperature 38.4, pain 6/10, GCS 14",
+    "KTAS 2: Emergency. Dr. (not named) on call; level 3 in 30 min",
+    "Hypotension with tachycardia and chest pain suggests shock; emergent care.",
+])
+def test_scan_does_not_flag_clinical_numbers(text):
+    assert scan_identifiers(text) == []
+
+
+def test_scan_reviews_reports_field_and_case(store):
+    flagged = review(99, final_rationale="Called Mrs. Brown on 555 123 4567.", case_text="fell at home on 01/02/2023")
+    findings = scan_reviews([flagged])
+    assert {(f.field, f.kind) for f in findings} == {("rationale", "name"), ("rationale", "phone"), ("case_text", "date")}
+    assert all(f.case_id == flagged.case_id for f in findings)
+
+
+def test_preview_lists_rows_and_findings_before_anything_is_written(store, tmp_path):
+    store.submit(review(77, final_rationale="Seen by Dr Patel.", label="1"))
+    reviews, findings = preview_export(store, ExportPolicy())
+    assert len(reviews) == 21 and [f.text for f in findings] == ["Dr Patel"]
+    assert "1 likely patient identifier" in findings_message(findings, len(reviews))
+    assert findings_message([], 3) == "No likely patient identifiers found."
+    with pytest.raises(FeedbackStoreError, match="no current review matches"):
+        preview_export(store, ExportPolicy(min_rating=5))
+
+
+# --- policy ----------------------------------------------------------------------------------------
+
+
+def test_policy_filters_actions_ratings_and_consistency(tmp_path):
+    s = ReviewStore(tmp_path / "r.sqlite3")
+    s.submit(review(1, action="accepted", rating=None))
+    s.submit(review(2, action="edited", rating=2))
+    s.submit(review(3, action="relabelled", rating=5, consistency_label="4"))
+    ids = lambda policy: sorted(r.submission_id.split("-")[1] for r in select_reviews(s, policy))  # noqa: E731
+    assert ids(ExportPolicy()) == ["1", "2", "3"]
+    assert ids(ExportPolicy(actions=("accepted",))) == ["1"]
+    assert ids(ExportPolicy(min_rating=3)) == ["3"]
+    assert ids(ExportPolicy(require_consistent=True)) == ["1", "2"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"actions": ()}, "non-empty subset"),
+    ({"actions": ("deleted",)}, "non-empty subset"),
+    ({"min_rating": 6}, "min_rating must be 0-5"),
+])
+def test_bad_policies_are_refused(kwargs, message):
+    with pytest.raises(FeedbackStoreError, match=message):
+        ExportPolicy(**kwargs)
+
+
+def test_only_the_latest_review_of_a_case_is_exported(tmp_path):
+    s = ReviewStore(tmp_path / "r.sqlite3")
+    s.submit(review(1, label="2"))
+    s.submit(review(1, label="3", action="relabelled"))  # a correction of the same case
+    s.submit(review(2))
+    selected = select_reviews(s, ExportPolicy())
+    assert len(selected) == 2
+    assert {r.final_label for r in selected if r.case_text.startswith("case 1:")} == {"3"}
+
+
+# --- files -------------------------------------------------------------------------------------------
+
+
+def test_export_writes_the_stage2_schema(store, tmp_path):
+    result = export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), val_fraction=0.2, seed=1)
+    assert set(result.files) == {"train", "val"}
+    assert result.all_files[-1] == tmp_path / "out" / META_FILENAME and "train 15, val 5" in result.summary()
+    train, val = load_examples(result.files["train"]), load_examples(result.files["val"])
+    assert len(train) + len(val) == 20
+    assert {e.label for e in val} == {"1", "2", "3", "4", "5"}  # stratified: every label held out
+    assert {e.rationale_source for e in train + val} == {RATIONALE_SOURCE}
+    assert {e.case_text for e in train}.isdisjoint({e.case_text for e in val})
+    by_case = {r.case_text: r for r in store.latest_reviews()}
+    for e in train + val:
+        assert (e.label, e.rationale) == (by_case[e.case_text].final_label, by_case[e.case_text].final_rationale)
+        assert e.example_id == by_case[e.case_text].case_id
+    row = json.loads(result.files["train"].read_text().splitlines()[0])
+    assert set(row) == {"id", "question", "label", "rationale", "rationale_source"}
+
+
+def test_export_loads_with_hf_datasets(store, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    result = export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), val_fraction=0.2)
+    ds = datasets.load_dataset("json", data_files={k: str(p) for k, p in result.files.items()},
+                               cache_dir=str(tmp_path / "hf_cache"))
+    assert ds["train"].num_rows + ds["val"].num_rows == 20
+    assert {"question", "label", "rationale", "rationale_source"} <= set(ds["train"].column_names)
+
+
+def test_sidecar_records_model_policy_counts_and_findings(store, tmp_path):
+    store.submit(review(50, final_rationale="Spoke to Mr. Jones by phone.", label="1"))
+    policy = ExportPolicy(min_rating=1)
+    result = export_stage2_dataset(store, tmp_path / "out", policy, val_fraction=0.2, exported_by="Nurse A",
+                                   config={"app": {"port": 1}})
+    meta = json.loads((tmp_path / "out" / META_FILENAME).read_text())
+    assert meta == result.meta
+    assert meta["model_ids"] == ["fake-r2d"] and meta["prompt_versions"] == ["r2d-prompts-1"]
+    assert meta["policy"] == policy.to_dict() and meta["exported_by"] == "Nurse A"
+    assert meta["counts"]["selected"] == 21 == meta["counts"]["train"] + meta["counts"]["val"]
+    assert meta["rationale_source"] == RATIONALE_SOURCE and meta["config"] == {"app": {"port": 1}}
+    assert [f["text"] for f in meta["identifier_findings"]] == ["Mr. Jones"]
+    assert sum(meta["labels"].values()) == 21
+    assert store.exports()[-1]["meta"]["counts"] == meta["counts"]
+
+
+def test_test_csv_neutralises_formulas_and_round_trips(tmp_path):
+    s = ReviewStore(tmp_path / "r.sqlite3")
+    evil = "=HYPERLINK(\"http://evil\",\"click\")"
+    for i in range(10):
+        s.submit(review(i, label=str(i % 2 + 1), final_rationale=evil if i % 2 else "+1 for shock", case_text=f"@case {i}"))
+    result = export_stage2_dataset(s, tmp_path / "out", ExportPolicy(), val_fraction=0.2, test_csv=True, seed=3)
+    assert set(result.files) == {"train", "val", "test"} and result.files["test"].suffix == ".csv"
+    with result.files["test"].open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(not row[k].startswith(("=", "+", "-", "@")) for row in rows for k in row)
+    assert any(row["rationale"].startswith("'=") or row["rationale"].startswith("'+") for row in rows)
+    loaded = load_examples(result.files["test"])
+    assert {e.rationale for e in loaded} <= {evil, "+1 for shock"}
+    assert all(e.case_text.startswith("@case") for e in loaded)
+    assert result.counts["train"] + result.counts["val"] + result.counts["test"] == 10
+
+
+def test_tiny_exports_still_fill_every_split(tmp_path):
+    s = ReviewStore(tmp_path / "r.sqlite3")
+    for i in range(3):
+        s.submit(review(i, label=str(i + 1)))  # one case per label: rounding alone would leave val empty
+    result = export_stage2_dataset(s, tmp_path / "out", ExportPolicy(), val_fraction=0.1, test_csv=True)
+    assert all(len(load_examples(p)) >= 1 for p in result.files.values())
+
+
+@pytest.mark.parametrize("n_reviews, kwargs, message", [
+    (0, {}, "only 0 review"),
+    (1, {}, "need at least 2"),
+    (2, {"test_csv": True}, "need at least 3"),
+    (5, {"val_fraction": 0.0}, "must be in"),
+    (5, {"val_fraction": 0.6, "test_csv": True}, "leave rows for training"),
+])
+def test_exports_that_cannot_work_are_refused(tmp_path, n_reviews, kwargs, message):
+    s = ReviewStore(tmp_path / "r.sqlite3")
+    for i in range(n_reviews):
+        s.submit(review(i))
+    with pytest.raises(FeedbackStoreError, match=message):
+        export_stage2_dataset(s, tmp_path / "out", ExportPolicy(), **kwargs)
+    assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
+# --- Stage 2 reads an export ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_stage2_trains_on_an_export(store, tmp_path, tiny_model_dir):
+    stage2 = pytest.importorskip("training.stage2", reason="training/stage2.py (issue: Stage 2) is not written yet")
+    from r2d.config import load_config
+    result = export_stage2_dataset(store, tmp_path / "export", ExportPolicy(), val_fraction=0.2)
+    cfg = load_config(None, [f'data.train_files=["{result.files["train"]}"]', f'data.val_files=["{result.files["val"]}"]',
+                             'data.label_set=["1","2","3","4","5"]', "optim.max_steps=2", "optim.eval_steps=1",
+                             "optim.batch_size=4"])
+    trained = stage2.train_stage2(cfg, str(tiny_model_dir), tmp_path / "stage2_out")
+    assert trained.global_step == 2
+    assert (trained.out_dir / "r2d_model.json").is_file()
+    assert json.loads((trained.out_dir / "r2d_model.json").read_text())["label_set"] == ["1", "2", "3", "4", "5"]

@@ -1,0 +1,70 @@
+"""The export CLI: same files as the app's button, blocked by likely identifiers unless told otherwise."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from r2d.data import load_examples
+from r2d.store import ReviewRecord, ReviewStore, case_id_for
+from training import export_reviews
+
+
+def fill(db, n: int = 6, rationale: str = "Stable vitals, minor complaint.") -> ReviewStore:
+    store = ReviewStore(db)
+    for i in range(n):
+        case = f"case {i}: sore throat, HR {80 + i}"
+        store.submit(ReviewRecord(submission_id=f"s{i}", reviewer="Nurse A", case_id=case_id_for(case), case_text=case,
+                                  model_id="fake-r2d", quantization="none", prompt_version="r2d-prompts-1",
+                                  action="accepted" if i % 2 else "edited", model_label=str(i % 2 + 4),
+                                  model_rationale=rationale, model_probabilities={"4": 0.5, "5": 0.5},
+                                  final_label=str(i % 2 + 4), final_rationale=rationale, rating=i % 5 + 1))
+    return store
+
+
+def test_cli_writes_the_stage2_files(tmp_path, capsys):
+    store = fill(tmp_path / "r.sqlite3")
+    out = tmp_path / "export"
+    assert export_reviews.main(["--db", str(store.path), "--out", str(out), "--test-csv", "--seed", "1"]) == 0
+    assert {p.name for p in out.iterdir()} == {"train.jsonl", "val.jsonl", "test.csv", "export_meta.json"}
+    rows = sum(len(load_examples(out / name)) for name in ("train.jsonl", "val.jsonl", "test.csv"))
+    assert rows == 6
+    meta = json.loads((out / "export_meta.json").read_text())
+    assert meta["exported_by"] == "cli" and meta["seed"] == 1 and meta["counts"]["selected"] == 6
+    assert "exported 6 reviews" in capsys.readouterr().out
+
+
+def test_cli_policy_flags(tmp_path):
+    store = fill(tmp_path / "r.sqlite3")
+    out = tmp_path / "export"
+    export_reviews.main(["--db", str(store.path), "--out", str(out), "--actions", "accepted", "--min-rating", "2"])
+    meta = json.loads((out / "export_meta.json").read_text())
+    assert meta["policy"] == {"actions": ["accepted"], "min_rating": 2, "require_consistent": False}
+    assert meta["counts"]["selected"] == 2  # accepted: rows 1, 3, 5 rated 2, 4, 1
+    assert set(meta["actions"]) == {"accepted"}
+
+
+def test_identifiers_block_the_export_unless_allowed(tmp_path, capsys):
+    store = fill(tmp_path / "r.sqlite3", rationale="Spoke with Mrs. Jones on 555-123-4567.")
+    out = tmp_path / "export"
+    assert export_reviews.main(["--db", str(store.path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Mrs. Jones" in err and "555-123-4567" in err and "--allow-identifiers" in err
+    assert not out.exists()
+    assert export_reviews.main(["--db", str(store.path), "--out", str(out), "--allow-identifiers"]) == 0
+    assert json.loads((out / "export_meta.json").read_text())["identifier_findings"]
+
+
+@pytest.mark.parametrize("setup, argv_tail, message", [
+    ("not_a_db", [], "not a SQLite review database"),
+    ("empty", [], "no current review matches"),
+    ("full", ["--min-rating", "9"], "min_rating must be 0-5"),
+])
+def test_cli_errors_exit_with_a_message(tmp_path, setup, argv_tail, message):
+    db = tmp_path / "r.sqlite3"
+    if setup == "not_a_db":
+        db.write_text("hello")
+    elif setup == "full":
+        fill(db)
+    with pytest.raises(SystemExit, match=f"error: .*{message}"):
+        export_reviews.main(["--db", str(db), "--out", str(tmp_path / "export")] + argv_tail)

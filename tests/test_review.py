@@ -1,0 +1,276 @@
+"""UI-free review logic: diffs, actions, consistency, building reviews, case uploads and the batch queue."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from r2d import review as rv
+from r2d.errors import DatasetSchemaError, FeedbackStoreError, InvalidCaseError
+from r2d.prompts import PROMPT_VERSION
+from r2d.store import ReviewStore, case_id_for
+
+
+def shown_case(**overrides) -> rv.ShownCase:
+    values = dict(case_text="level 2: chest pain, BP 88/50", model_label="2",
+                  probabilities={"1": 0.1, "2": 0.6, "3": 0.1, "4": 0.1, "5": 0.1},
+                  model_rationale="Findings fit triage level 2.", model_id="fake-r2d", quantization="none",
+                  shown_at=1000.0)
+    values.update(overrides)
+    return rv.ShownCase(**values)
+
+
+# --- labels ---------------------------------------------------------------------------------------
+
+
+def test_label_choices_show_names_and_keep_values(fake_predictor):
+    choices = rv.label_choices(fake_predictor.label_set, fake_predictor.label_names)
+    assert choices[0] == ("1 — Resuscitation", "1")
+    assert [v for _, v in choices] == list(fake_predictor.label_set)
+    assert rv.format_label("yes", {}) == "yes"
+
+
+@pytest.mark.parametrize("top, warned", [(0.3, True), (0.49, True), (0.5, False), (0.9, False)])
+def test_probability_note_only_below_the_threshold(top, warned):
+    rest = (1 - top) / 3
+    note = rv.probability_note({"a": top, "b": rest, "c": rest, "d": rest}, threshold=0.5)
+    assert bool(note) == warned
+    if warned:
+        assert f"{top:.0%}" in note and "a" in note
+
+
+# --- diffs and actions ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("before, after", [
+    ("Shock signs: emergency.", "Shock signs: emergency."),
+    ("Shock signs: emergency.", "Hypotension and tachycardia: emergency now."),
+    ("", "A new rationale."),
+    ("An old rationale.", ""),
+    ("line one\nline two", "line one\nline 2 changed"),
+    ("<script>alert(1)</script> x", "<b>bold</b> x"),
+])
+def test_word_diff_reconstructs_both_texts(before, after):
+    pieces = rv.word_diff(before, after)
+    assert "".join(t for t, c in pieces if c != rv.DIFF_REMOVED) == after
+    assert "".join(t for t, c in pieces if c != rv.DIFF_ADDED) == before
+    assert {c for _, c in pieces} <= {None, rv.DIFF_ADDED, rv.DIFF_REMOVED}
+
+
+def test_word_diff_marks_only_changed_words():
+    pieces = rv.word_diff("pain is severe today", "pain is mild today")
+    assert [(t.strip(), c) for t, c in pieces if c] == [("severe", "removed"), ("mild", "added")]
+
+
+@pytest.mark.parametrize("final_label, final_rationale, action", [
+    ("2", "Findings fit triage level 2.", "accepted"),
+    ("2", "  Findings fit\ntriage level 2. ", "accepted"),  # re-flowed, not edited
+    ("2", "Shock: emergency.", "edited"),
+    ("3", "Findings fit triage level 2.", "relabelled"),
+    ("3", "Different words.", "relabelled"),
+])
+def test_classify_action(final_label, final_rationale, action):
+    assert rv.classify_action("2", "Findings fit triage level 2.", final_label, final_rationale) == action
+
+
+# --- consistency ----------------------------------------------------------------------------------
+
+
+def test_consistency_agrees_when_the_rationale_points_to_the_label(fake_predictor):
+    result = rv.check_consistency(fake_predictor, "Everything says level 2 here.", "2")
+    assert result.agrees and result.label == "2" and result.message.startswith("Consistent")
+    assert fake_predictor.calls["predict_label_from_rationale"] == 1
+
+
+def test_consistency_warns_and_names_both_labels(fake_predictor):
+    result = rv.check_consistency(fake_predictor, "Stable, walked in: level 5.", "2")
+    assert not result.agrees and result.label == "5"
+    assert "Warning" in result.message and "5 — Non-urgent" in result.message and "2 — Emergency" in result.message
+    assert 0.0 < result.probability <= 1.0
+
+
+def test_consistency_of_an_empty_rationale_is_an_error(fake_predictor):
+    with pytest.raises(InvalidCaseError, match="rationale is empty"):
+        rv.check_consistency(fake_predictor, "   ", "2")
+
+
+# --- building reviews ------------------------------------------------------------------------------
+
+
+def test_build_review_records_before_after_and_time_on_task():
+    shown = shown_case()
+    review = rv.build_review(shown, " Nurse A ", "3", " Edited: urgent. ", "4", " ok ", consistency_label="3",
+                             now=1012.5)
+    assert review.reviewer == "Nurse A" and review.action == "relabelled"
+    assert (review.model_label, review.final_label) == ("2", "3")
+    assert (review.model_rationale, review.final_rationale) == ("Findings fit triage level 2.", "Edited: urgent.")
+    assert review.rating == 4 and review.comment == "ok" and review.time_on_task_s == 12.5
+    assert review.case_id == case_id_for(shown.case_text) and review.prompt_version == PROMPT_VERSION
+    assert review.model_probabilities == shown.probabilities
+
+
+def test_submission_id_is_stable_for_the_same_content_and_new_for_a_correction():
+    shown = shown_case()
+    a = rv.build_review(shown, "A", "2", "x", None, "", now=1001)
+    b = rv.build_review(shown, "A", "2", "x ", None, "", now=1050)  # a retry, later
+    c = rv.build_review(shown, "A", "2", "y", None, "", now=1060)  # a correction
+    other_showing = rv.build_review(shown_case(review_token="other"), "A", "2", "x", None, "", now=1001)
+    other_nurse = rv.build_review(shown, "B", "2", "x", None, "", now=1001)
+    assert a.submission_id == b.submission_id
+    assert len({a.submission_id, c.submission_id, other_showing.submission_id, other_nurse.submission_id}) == 4
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), ("", None), ("3", 3), (5, 5)])
+def test_parse_rating(value, expected):
+    assert rv.parse_rating(value) == expected
+
+
+@pytest.mark.parametrize("value", ["6", "-1", "abc", 9])
+def test_bad_ratings_are_refused(value):
+    with pytest.raises(FeedbackStoreError, match="rating must be 1-5"):
+        rv.parse_rating(value)
+
+
+def test_a_label_outside_the_label_set_is_refused():
+    with pytest.raises(FeedbackStoreError, match="label '9' is not one of"):
+        rv.build_review(shown_case(), "A", "9", "x")
+
+
+def test_shown_case_round_trips_and_reads_predictions(fake_predictor):
+    shown = shown_case(batch_id="b-1", item_index=3)
+    assert rv.ShownCase.from_dict(json.loads(json.dumps(shown.to_dict()))) == shown
+    prediction = fake_predictor.predict("level 4 ankle sprain").to_dict()
+    from_prediction = rv.ShownCase.from_prediction(prediction, "b-1", 0)
+    assert (from_prediction.model_label, from_prediction.model_rationale) == (prediction["label"], prediction["rationale"])
+    assert from_prediction.probabilities == prediction["probabilities"] and from_prediction.item_index == 0
+
+
+# --- case uploads -------------------------------------------------------------------------------------
+
+
+def test_load_cases_from_jsonl_and_csv(tmp_path):
+    jsonl = tmp_path / "cases.jsonl"
+    jsonl.write_text('{"question": "chest pain", "label": "2"}\n\n{"case_text": "sore throat"}\n')
+    csv_file = tmp_path / "cases.csv"
+    csv_file.write_text('case,extra\n"fever, cough",1\nankle sprain,2\n')
+    assert rv.load_cases(jsonl, 100, 1000) == ["chest pain", "sore throat"]
+    assert rv.load_cases(csv_file, 100, 1000) == ["fever, cough", "ankle sprain"]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("broken.csv", 'question\n"ok"\n"too","many"\n', r"broken.csv:3: the row has a different number of cells"),
+    ("empty.csv", "question\nfirst\n\"\"\n", r"empty.csv:3: the case text \(question\) is empty"),
+    ("nocol.csv", "text\nsomething\n", r"nocol.csv:2: no case text column"),
+    ("bad.jsonl", '{"question": "ok"}\n{not json\n', r"bad.jsonl:2: not valid JSON"),
+    ("list.jsonl", '["a list"]\n', r"list.jsonl:1: expected an object"),
+    ("cases.txt", "chest pain\n", r"upload a .csv or .jsonl"),
+    ("none.jsonl", "\n\n", r"none.jsonl: no cases"),
+])
+def test_bad_uploads_name_the_file_and_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DatasetSchemaError, match=message):
+        rv.load_cases(path, 100, 1000)
+
+
+def test_huge_cases_and_too_many_rows_are_refused(tmp_path):
+    big = tmp_path / "big.jsonl"
+    big.write_text(json.dumps({"question": "x" * 1_000_000}) + "\n")
+    with pytest.raises(DatasetSchemaError, match=r"big.jsonl:1: the case text has 1,000,000 characters"):
+        rv.load_cases(big, 100, 4000)
+    many = tmp_path / "many.jsonl"
+    many.write_text("".join(json.dumps({"question": f"case {i}"}) + "\n" for i in range(11)))
+    with pytest.raises(DatasetSchemaError, match="11 cases; the limit is 10"):
+        rv.load_cases(many, 10, 4000)
+
+
+def test_non_utf8_upload(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("question\nB\u00f6brek a\u011fr\u0131s\u0131\n".encode("cp1254"))
+    with pytest.raises(DatasetSchemaError, match="not UTF-8"):
+        rv.load_cases(path, 100, 1000)
+
+
+# --- the batch queue ------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def store(tmp_path) -> ReviewStore:
+    return ReviewStore(tmp_path / "reviews.sqlite3")
+
+
+def test_predict_missing_saves_chunks_and_resumes(store, fake_predictor):
+    cases = [f"case {i} level {i % 5 + 1}" for i in range(5)]
+    batch = store.create_batch("up.csv", cases, "A", fake_predictor.model_id)
+    store.add_batch_predictions(batch.batch_id, {1: fake_predictor.predict(cases[1]).to_dict()})  # done before a crash
+    seen = []
+    assert rv.predict_missing(store, fake_predictor, batch.batch_id, batch_size=2,
+                              progress=lambda done, total: seen.append((done, total))) == 4
+    assert seen == [(2, 4), (4, 4)]
+    items = store.batch_items(batch.batch_id)
+    assert all(item.prediction is not None for item in items)
+    assert [item.prediction["case_text"] for item in items] == cases
+    assert rv.predict_missing(store, fake_predictor, batch.batch_id) == 0  # nothing left to do
+
+
+def test_queue_positions_and_progress(store, fake_predictor):
+    cases = ["level 1 a", "level 2 b", "level 3 c"]
+    batch = store.create_batch("up.csv", cases, "A", "m")
+    rv.predict_missing(store, fake_predictor, batch.batch_id)
+    items = store.batch_items(batch.batch_id)
+    assert rv.first_unreviewed(items) == 0
+    first = rv.shown_from_item(items[0])
+    store.submit(rv.build_review(first, "A", first.model_label, first.model_rationale))
+    items = store.batch_items(batch.batch_id)
+    assert rv.first_unreviewed(items) == 1
+    assert rv.queue_progress(items, 1) == "Case 2 of 3 · 1 reviewed · 2 to go"
+    assert [rv.clamp_position(p, 3) for p in (-1, 0, 2, 7)] == [0, 0, 2, 2]
+
+
+def test_reopening_an_item_gives_a_token_tied_to_its_latest_review(store, fake_predictor):
+    batch = store.create_batch("up.csv", ["level 1 a"], "A", "m")
+    rv.predict_missing(store, fake_predictor, batch.batch_id)
+    item = store.batch_items(batch.batch_id)[0]
+    assert rv.shown_from_item(item).review_token == rv.shown_from_item(item).review_token
+    shown = rv.shown_from_item(item)
+    store.submit(rv.build_review(shown, "A", "1", "edited"))
+    # the same content submitted after reopening is the same submission; a new token only after a new review
+    again = rv.shown_from_item(store.batch_items(batch.batch_id)[0])
+    assert again.review_token != shown.review_token
+
+
+def test_an_item_without_prediction_cannot_be_shown(store):
+    batch = store.create_batch("up.csv", ["a"], "A", "m")
+    with pytest.raises(FeedbackStoreError, match="no prediction yet"):
+        rv.shown_from_item(store.batch_items(batch.batch_id)[0])
+
+
+def test_all_reviewed_queue_stays_on_the_last_item(store, fake_predictor):
+    batch = store.create_batch("up.csv", ["level 1 a", "level 2 b"], "A", "m")
+    rv.predict_missing(store, fake_predictor, batch.batch_id)
+    for item in store.batch_items(batch.batch_id):
+        shown = rv.shown_from_item(item)
+        store.submit(rv.build_review(shown, "A", shown.model_label, shown.model_rationale))
+    assert rv.first_unreviewed(store.batch_items(batch.batch_id)) == 1
+
+
+def test_check_cases_names_the_first_bad_case(fake_predictor):
+    rv.check_cases(fake_predictor, ["level 1 a", "level 2 b"], "up.csv")
+    with pytest.raises(InvalidCaseError, match=r"up.csv, case 2: case text has 5000 characters"):
+        rv.check_cases(fake_predictor, ["ok", "x" * 5000, "  "], "up.csv")
+
+
+def test_batch_choices_show_progress(store, fake_predictor):
+    batch = store.create_batch("up.csv", ["level 1 a", "level 2 b"], "A", "m")
+    [(label, value)] = rv.batch_choices(store)
+    assert value == batch.batch_id and label.startswith("up.csv · ") and label.endswith("0/2 reviewed")
+
+
+def test_two_reviewers_of_one_batch_item_are_two_rows(store, fake_predictor):
+    batch = store.create_batch("up.csv", ["level 1 a"], "A", "m")
+    rv.predict_missing(store, fake_predictor, batch.batch_id)
+    item = store.batch_items(batch.batch_id)[0]
+    for nurse in ("Nurse A", "Nurse B", "Nurse B"):  # B clicks twice
+        shown = rv.shown_from_item(item)
+        rv.save_review(store, fake_predictor, shown, nurse, shown.model_label, shown.model_rationale)
+    assert [r.reviewer for r in store.reviews()] == ["Nurse A", "Nurse B"]

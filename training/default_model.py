@@ -75,6 +75,8 @@ def publish(model_dir: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
         out.rename(old)
+    for f in staging.iterdir():
+        f.chmod(0o644)  # some writers (safetensors, mkstemp) make 0600 files; a committed model is for everyone
     staging.rename(out)
     shutil.rmtree(old, ignore_errors=True)
 

@@ -1,0 +1,287 @@
+"""The Predictor: a case in, a label from the closed label set and a rationale for that label out.
+
+The label is the best-scoring candidate of the label set under `predict: {case}` (r2d.scoring: one
+encoder pass, all candidates teacher-forced together), so it is always valid and comes with a
+probability for every label. The rationale is generated greedily from `given label: {label},
+explain: {case}`; it can also be streamed, and the streamed text ends exactly where `explain` does.
+The two prompts differ from their first token, so the bidirectional encoder cannot share states between
+them: each prediction runs the encoder twice. All lengths come from GenerationConfig.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from r2d.config import GenerationConfig
+from r2d.errors import ConfigError, DatasetSchemaError, InvalidCaseError, ModelLoadError
+from r2d.modeling import LoadedModel
+from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, predict_prompt
+from r2d.scoring import LabelScores, eval_mode, score_labels, tokenize_inputs
+
+logger = logging.getLogger(__name__)
+
+TIMING_KEYS = ("label", "first_token", "total")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One case's label, its probabilities over the label set, the rationale, and what produced them."""
+
+    case_text: str
+    label: str
+    probabilities: dict[str, float]  # every label of the label set, in label-set order, sums to 1
+    rationale: str
+    model_id: str
+    quantization: str
+    prompt_version: str
+    timings: dict[str, float]  # seconds: "label", "first_token", "total" (a batch's times divided by its size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with the field names as keys."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Prediction":
+        """The Prediction of a to_dict() dict. Raises DatasetSchemaError for missing or mistyped fields."""
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise DatasetSchemaError(f"prediction record lacks {', '.join(missing)}; it was not written by Prediction.to_dict")
+        if not isinstance(data["probabilities"], dict) or not isinstance(data["timings"], dict):
+            raise DatasetSchemaError("prediction record: probabilities and timings must be objects")
+        values = {n: data[n] for n in names}
+        values["probabilities"] = {str(k): float(v) for k, v in data["probabilities"].items()}
+        values["timings"] = {str(k): float(v) for k, v in data["timings"].items()}
+        return cls(**values)
+
+
+class _FirstTokenClock(BaseStreamer):
+    """Notes when generate() emits its first new token (the first put() is the decoder start token)."""
+
+    def __init__(self) -> None:
+        self.calls, self.first_token_at = 0, None
+
+    def put(self, value: torch.Tensor) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            self.first_token_at = time.perf_counter()
+
+    def end(self) -> None:
+        return None
+
+
+class _TokenQueue(BaseStreamer):
+    """Hands each generated token id to the consuming thread; None marks the end."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[list[int] | None] = queue.Queue()
+        self.started = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.started:  # the decoder start token, not part of the rationale
+            self.started = True
+            return
+        self.queue.put(value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
+class _Cancelled(StoppingCriteria):
+    """Stops generation once the stream's consumer has gone away."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class Predictor:
+    """Label + rationale for triage cases with one loaded model. Thread-safe: model calls take turns."""
+
+    def __init__(self, loaded: LoadedModel, generation: GenerationConfig, max_case_chars: int = 4000) -> None:
+        if not loaded.meta.label_set:
+            raise ModelLoadError(f"model {loaded.model_id} has an empty label set; re-export it with its labels")
+        self.model, self.tokenizer, self.generation = loaded.model, loaded.tokenizer, generation
+        self.max_case_chars = max_case_chars
+        self.label_set: tuple[str, ...] = tuple(loaded.meta.label_set)
+        self.label_names: dict[str, str] = dict(loaded.meta.label_names)
+        self.ordinal: bool = bool(loaded.meta.ordinal)
+        self.model_id: str = loaded.model_id
+        self.quantization: str = loaded.quantization
+        self.device: str = loaded.device
+        self._lock = threading.Lock()  # Gradio calls from worker threads; one model call at a time
+        self._longest_label = max(self.label_set, key=len)
+        if loaded.meta.prompt_version != PROMPT_VERSION:
+            logger.warning("model %s was trained with prompts %s, this code builds %s", self.model_id,
+                           loaded.meta.prompt_version, PROMPT_VERSION)
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModel, generation: GenerationConfig, max_case_chars: int = 4000) -> "Predictor":
+        """Same as Predictor(loaded, generation, max_case_chars)."""
+        return cls(loaded, generation, max_case_chars)
+
+    # --- input checks ---------------------------------------------------------------------
+
+    def check_case(self, case_text: str) -> str:
+        """The stripped case text. Raises InvalidCaseError when it is not text, empty, or longer than the model reads."""
+        if not isinstance(case_text, str):
+            raise InvalidCaseError(f"case text must be a string, got {type(case_text).__name__}")
+        text = case_text.strip()
+        if not text:
+            raise InvalidCaseError("case text is empty: type or paste the patient's presentation")
+        if len(text) > self.max_case_chars:
+            raise InvalidCaseError(f"case text is {len(text)} characters long; the limit is {self.max_case_chars}. "
+                                   "Shorten it to the presentation, vitals and history that matter for triage")
+        # the explain prompt is the longer of the two; it must fit whole, or the model would read a cut case
+        n_tokens = len(self.tokenizer(explain_given_label_prompt(text, self._longest_label))["input_ids"])
+        if n_tokens > self.generation.max_input_tokens:
+            raise InvalidCaseError(f"case text is {n_tokens} tokens long with its prompt; the model reads at most "
+                                   f"{self.generation.max_input_tokens}. Shorten it")
+        return text
+
+    def _check_label(self, label: str) -> str:
+        if label not in self.label_set:
+            raise InvalidCaseError(f"label {label!r} is not one of this model's labels {list(self.label_set)}")
+        return label
+
+    # --- the model calls (callers hold the lock) ------------------------------------------
+
+    def _score(self, prompts: Sequence[str]) -> list[LabelScores]:
+        g = self.generation
+        return score_labels(self.model, self.tokenizer, prompts, self.label_set, g.max_input_tokens, g.max_label_tokens)
+
+    def _generate_kwargs(self) -> dict[str, Any]:
+        g = self.generation
+        # greedy (do_sample=False), so the same case gives the same rationale streamed or not, alone or in a batch
+        return {"max_new_tokens": g.max_rationale_tokens, "num_beams": g.num_beams, "do_sample": False,
+                "no_repeat_ngram_size": g.no_repeat_ngram_size}
+
+    def _explain(self, cases: Sequence[str], labels: Sequence[str], **generate_kwargs: Any) -> list[str]:
+        prompts = [explain_given_label_prompt(c, lab) for c, lab in zip(cases, labels)]
+        with eval_mode(self.model):
+            enc = tokenize_inputs(self.tokenizer, prompts, self.generation.max_input_tokens, self.model.device)
+            out = self.model.generate(**enc, **self._generate_kwargs(), **generate_kwargs)
+        return [self._decode(ids) for ids in out.tolist()]
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    # --- public API -------------------------------------------------------------------------
+
+    def predict_label(self, case_text: str) -> LabelScores:
+        """Scores of every label for the case under predict_prompt. Raises InvalidCaseError."""
+        case = self.check_case(case_text)
+        with self._lock:
+            return self._score([predict_prompt(case)])[0]
+
+    def predict_label_from_rationale(self, rationale: str) -> LabelScores:
+        """The label the model reads from a rationale alone (consistency check). Raises InvalidCaseError when empty."""
+        if not isinstance(rationale, str) or not rationale.strip():
+            raise InvalidCaseError("rationale is empty: there is nothing to check")
+        with self._lock:
+            return self._score([predict_prompt(rationale.strip())])[0]
+
+    def explain(self, case_text: str, label: str) -> str:
+        """The greedy rationale for `label` on the case. Raises InvalidCaseError (bad case, label outside the set)."""
+        case, label = self.check_case(case_text), self._check_label(label)
+        with self._lock:
+            return self._explain([case], [label])[0]
+
+    def stream_rationale(self, case_text: str, label: str) -> Iterator[str]:
+        """Yield the rationale so far after each new token; the last item equals explain(case_text, label).
+
+        Generation runs in a background thread and stops early when the consumer closes the generator.
+        Raises InvalidCaseError before yielding anything for a bad case or label.
+        """
+        case, label = self.check_case(case_text), self._check_label(label)
+        return self._stream(case, label)
+
+    def _stream(self, case: str, label: str) -> Iterator[str]:
+        if self.generation.num_beams > 1:  # transformers cannot stream beam search: give the whole text at once
+            with self._lock:
+                yield self._explain([case], [label])[0]
+            return
+        tokens, cancel, failure = _TokenQueue(), threading.Event(), []
+
+        def run() -> None:
+            try:
+                with self._lock:
+                    self._explain([case], [label], streamer=tokens,
+                                  stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]))
+            except Exception as e:  # re-raised in the consuming thread below
+                failure.append(e)
+                tokens.end()
+
+        worker = threading.Thread(target=run, name="r2d-rationale-stream", daemon=True)
+        worker.start()
+        ids: list[int] = []
+        last = None
+        try:
+            while (step := tokens.queue.get()) is not None:
+                ids.extend(step)
+                text = self._decode(ids)
+                if text != last:
+                    last = text
+                    yield text
+        finally:
+            cancel.set()
+            worker.join()
+        if failure:
+            raise failure[0]
+        if last is None:
+            yield self._decode(ids)  # an empty rationale still ends the stream with its (empty) text
+
+    def predict(self, case_text: str) -> Prediction:
+        """Label, probabilities and rationale for one case, with timings. Raises InvalidCaseError."""
+        case = self.check_case(case_text)
+        return self._predict_chunk([case])[0]
+
+    def predict_batch(self, case_texts: Sequence[str], batch_size: int = 8,
+                      progress: Callable[[int, int], None] | None = None) -> list[Prediction]:
+        """predict() for many cases, `batch_size` per model call; progress(done, total) after each call.
+
+        Every case is checked before any model call; InvalidCaseError names the first bad one (1-based).
+        Results equal predict() case by case; timings are each batch's times divided by its size.
+        """
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        cases = []
+        for i, text in enumerate(case_texts, start=1):
+            try:
+                cases.append(self.check_case(text))
+            except InvalidCaseError as e:
+                raise InvalidCaseError(f"case {i}: {e}") from e
+        results: list[Prediction] = []
+        for start in range(0, len(cases), batch_size):
+            results += self._predict_chunk(cases[start:start + batch_size])
+            if progress is not None:
+                progress(len(results), len(cases))
+        return results
+
+    def _predict_chunk(self, cases: list[str]) -> list[Prediction]:
+        clock = _FirstTokenClock()
+        streamer = {"streamer": clock} if self.generation.num_beams == 1 else {}
+        with self._lock:
+            t0 = time.perf_counter()
+            scores = self._score([predict_prompt(c) for c in cases])
+            t_label = time.perf_counter()
+            labels = [s.best for s in scores]
+            rationales = self._explain(cases, labels, **streamer)
+            t_end = time.perf_counter()
+        n = len(cases)
+        timings = {"label": (t_label - t0) / n, "first_token": ((clock.first_token_at or t_end) - t0) / n,
+                   "total": (t_end - t0) / n}
+        return [Prediction(case_text=c, label=lab, probabilities=dict(zip(s.labels, s.probabilities)),
+                           rationale=r, model_id=self.model_id, quantization=self.quantization,
+                           prompt_version=PROMPT_VERSION, timings=dict(timings))
+                for c, lab, s, r in zip(cases, labels, scores, rationales)]

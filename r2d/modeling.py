@@ -1,0 +1,494 @@
+"""Load a Reason2Decide model for inference: full checkpoint or base + LoRA adapter, in 4-bit, int8 or full precision.
+
+`4bit` converts the T5's linear layers to bitsandbytes NF4 after a normal full-precision load, keeps the
+precision-sensitive FFN outputs (`wo`) and the embedding table (which is also the lm_head) in bf16, and
+keeps nothing of the checkpoint's memory map: the measured reasons are in benchmarks/README.md. `save_quantized_model_dir` writes that
+model once so later loads read a quarter of the bytes; `int8` is bitsandbytes LLM.int8 through
+transformers. Every failure a user can fix is a ModelLoadError that says how.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import re
+import sys
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from r2d.artifacts import META_FILENAME, ModelMeta, read_model_meta
+from r2d.config import QUANTIZATIONS, ModelConfig
+from r2d.errors import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
+ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+QUANTIZED_MARKER = "r2d_quantized.json"  # a directory written by save_quantized_model_dir
+QUANTIZED_WEIGHTS = "r2d_4bit.safetensors"  # not model.safetensors: plain from_pretrained must not misread it
+QUANTIZED_FORMAT = "r2d-nf4-1"
+NF4_BLOCKSIZE = 64
+CPU_PACK_ROWS = 32  # bitsandbytes' AVX512-BF16 kernel packs weights in blocks of 32 output rows
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for inference, with what produced it."""
+
+    model: Any  # transformers PreTrainedModel (PeftModel for an unmerged int8 adapter)
+    tokenizer: Any
+    meta: ModelMeta
+    model_id: str
+    quantization: str  # the concrete choice: "4bit", "int8" or "none"
+    device: str
+
+
+# --- choosing a device and a quantization (pure) ---------------------------------------------
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when CUDA is usable, else "cpu". Raises ModelLoadError for CUDA on a machine without it."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"model.device={device!r} but this machine has no usable CUDA; set model.device=cpu or auto")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ModelLoadError(f"model.device must be auto, cpu or cuda[:N], got {device!r}")
+    return device
+
+
+def resolve_quantization(choice: str, device: str, bnb_available: bool, cpu_fast_4bit: bool = False) -> str:
+    """The concrete quantization ("4bit", "int8", "none") for a choice on a device. Pure; raises ModelLoadError.
+
+    `cpu_fast_4bit` says whether bitsandbytes has its fused AVX512-BF16 4-bit kernel on this CPU.
+    """
+    if choice not in QUANTIZATIONS:
+        raise ModelLoadError(f"unknown quantization {choice!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    kind = device.split(":")[0]
+    if choice == "auto":
+        # Measured (benchmarks/README.md): with the fused kernel NF4 beats fp32 on CPU in latency and memory;
+        # without it every 4-bit matmul dequantizes the whole weight first and runs several times slower
+        # than fp32, so CPUs without AVX512-BF16 get full precision. On CUDA 4-bit is the memory choice.
+        if bnb_available and (kind == "cuda" or (kind == "cpu" and cpu_fast_4bit)):
+            return "4bit"
+        return "none"
+    if choice == "none":
+        return "none"
+    if kind not in ("cpu", "cuda"):
+        raise ModelLoadError(f"quantization {choice} runs on cpu or cuda, not {device!r}; set model.quantization=none")
+    if not bnb_available:
+        raise ModelLoadError(f"quantization {choice} needs bitsandbytes, which is not installed or has no backend for "
+                             f"{kind}: `pip install bitsandbytes`, or set model.quantization=none")
+    return choice
+
+
+def bitsandbytes_available() -> bool:
+    """Whether bitsandbytes imports with a native backend for this machine."""
+    try:
+        _import_bnb()
+    except ImportError:
+        return False
+    from bitsandbytes.cextension import ErrorHandlerMockBNBNativeLibrary, lib
+    return not isinstance(lib, ErrorHandlerMockBNBNativeLibrary)
+
+
+def cpu_has_fast_4bit() -> bool:
+    """Whether bitsandbytes' fused AVX512-BF16 NF4 kernel runs on this CPU (the only fast CPU 4-bit path)."""
+    if not bitsandbytes_available():
+        return False
+    from bitsandbytes.functional import has_avx512bf16
+    return bool(has_avx512bf16())
+
+
+class _DropHubKernelAdvice(logging.Filter):
+    # bitsandbytes suggests `pip install kernels`, which downloads kernels from the Hub at run time; this
+    # project never downloads at run time, and bitsandbytes' own native kernel is used instead.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "kernels-community" not in record.getMessage()
+
+
+def _import_bnb() -> Any:
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropHubKernelAdvice())
+    import bitsandbytes
+    return bitsandbytes
+
+
+# --- checking what we were given ------------------------------------------------------------
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return bool(_HUB_ID.match(name)) and not Path(name).exists()
+
+
+def check_model_dir(path: Path, need_tokenizer: bool = True) -> None:
+    """Raise ModelLoadError naming `path` and what is missing unless it holds a T5-style seq2seq checkpoint."""
+    if not path.is_dir():
+        raise ModelLoadError(f"model directory {path} does not exist; pass a directory written by training/stage2.py")
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ModelLoadError(f"{path} is not a model directory: it has no config.json (train one with training/stage2.py)")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{config_path} is not valid JSON: {e}") from e
+    if not (config.get("is_encoder_decoder") or config.get("model_type") in ("t5", "mt5", "umt5")):
+        raise ModelLoadError(f"{path} holds a {config.get('model_type', 'unknown')!r} model; Reason2Decide needs an "
+                             "encoder-decoder (T5 family) checkpoint")
+    weights = WEIGHT_FILES + ((QUANTIZED_WEIGHTS,) if (path / QUANTIZED_MARKER).is_file() else ())
+    if not any((path / name).is_file() for name in weights):
+        raise ModelLoadError(f"{path} has config.json but no weights ({' or '.join(WEIGHT_FILES)}); "
+                             "the save was interrupted or only the config was copied: save the model again")
+    if need_tokenizer and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(f"{path} has no tokenizer ({' or '.join(TOKENIZER_FILES)}); save the tokenizer beside "
+                             "the weights (r2d.artifacts.save_model_dir does)")
+
+
+def check_adapter_dir(path: Path) -> dict[str, Any]:
+    """The adapter_config.json of a LoRA adapter directory. Raises ModelLoadError when it is not one."""
+    if not path.is_dir():
+        raise ModelLoadError(f"adapter directory {path} does not exist")
+    config_path = path / "adapter_config.json"
+    if not config_path.is_file():
+        raise ModelLoadError(f"adapter dir {path} has no adapter_config.json; pass the directory peft's "
+                             "save_pretrained wrote, or unset model.adapter_path")
+    if not any((path / name).is_file() for name in ADAPTER_WEIGHT_FILES):
+        raise ModelLoadError(f"adapter dir {path} has no adapter weights ({' or '.join(ADAPTER_WEIGHT_FILES)})")
+    return json.loads(config_path.read_text(encoding="utf-8"))
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return any((path / name).is_file() for name in TOKENIZER_FILES)
+
+
+def _meta_for(dirs: Sequence[Path], label_set: Sequence[str] | None, source: str) -> ModelMeta:
+    meta = next((m for m in (read_model_meta(d) for d in dirs) if m is not None), None)
+    if label_set is not None:
+        if meta is not None and tuple(label_set) != meta.label_set:
+            logger.warning("label set %s overrides %s's %s", list(label_set), META_FILENAME, list(meta.label_set))
+        return ModelMeta(label_set=tuple(label_set)) if meta is None else replace(meta, label_set=tuple(label_set))
+    if meta is None:
+        raise ModelLoadError(f"{source} has no {META_FILENAME}, so its label set is unknown; pass label_set=[...] "
+                             "(e.g. evaluate --labels) or use a directory written by training/stage2.py")
+    return meta
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def load_model_and_tokenizer(model_cfg: ModelConfig, label_set: Sequence[str] | None = None) -> LoadedModel:
+    """Load model_cfg.name_or_path (+ adapter_path) for inference on model_cfg.device, quantized as asked.
+
+    `label_set` is needed when the model has no r2d_model.json (hub ids, plain checkpoints) and overrides
+    it otherwise. Raises ModelLoadError for anything the user can fix (paths, files, offline hub ids,
+    quantizations this machine cannot run).
+    """
+    return _load(model_cfg, label_set, warm_up=True)
+
+
+def _load(model_cfg: ModelConfig, label_set: Sequence[str] | None, warm_up: bool) -> LoadedModel:
+    device = resolve_device(model_cfg.device)
+    if model_cfg.num_threads > 0:
+        torch.set_num_threads(model_cfg.num_threads)
+    source, is_hub = model_cfg.name_or_path, _looks_like_hub_id(model_cfg.name_or_path)
+    adapter = Path(model_cfg.adapter_path) if model_cfg.adapter_path else None
+    if adapter is not None:
+        check_adapter_dir(adapter)
+    tokenizer_source = str(adapter) if adapter is not None and _has_tokenizer(adapter) else source
+    if not is_hub:
+        check_model_dir(Path(source), need_tokenizer=tokenizer_source == source)
+    meta = _meta_for([d for d in (adapter, None if is_hub else Path(source)) if d is not None], label_set, source)
+    prequantized = not is_hub and (Path(source) / QUANTIZED_MARKER).is_file()
+    quantization = _choose(model_cfg.quantization, device, prequantized, adapter)
+    compute_dtype = _dtype(model_cfg.compute_dtype)
+    from transformers import AutoTokenizer
+    with _load_errors(source, is_hub):
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+        if prequantized:
+            model = _load_prequantized(Path(source), device, compute_dtype)
+        elif quantization == "int8":
+            model = _load_int8(source, adapter, device)
+        else:
+            model = _load_full(source, adapter, compute_dtype)
+            if quantization == "4bit":
+                quantize_4bit_(model, device, compute_dtype)
+            else:
+                model.to(device)
+    model.eval()
+    if quantization == "4bit" and warm_up:
+        _warm_up(model, tokenizer)
+    _return_freed_memory()
+    model_id = meta.extra.get("model_id") or (source if is_hub else Path(source).resolve().name)
+    if adapter is not None:
+        model_id = f"{model_id}+{adapter.resolve().name}"
+    logger.info("loaded %s (%s) on %s", model_id, quantization, device)
+    return LoadedModel(model, tokenizer, meta, str(model_id), quantization, device)
+
+
+def _dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ModelLoadError(f"model.compute_dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def _choose(choice: str, device: str, prequantized: bool, adapter: Path | None) -> str:
+    if prequantized:
+        if choice not in ("auto", "4bit"):
+            raise ModelLoadError(f"this directory holds a 4-bit model (see {QUANTIZED_MARKER}); set "
+                                 "model.quantization=4bit or auto, or load the full-precision model it came from")
+        if adapter is not None:
+            raise ModelLoadError("a pre-quantized 4-bit directory cannot take a LoRA adapter: load the base with the "
+                                 "adapter and quantization=4bit, then save that with save_quantized_model_dir")
+        resolve_quantization("4bit", device, bitsandbytes_available())  # raises when bitsandbytes is missing
+        return "4bit"
+    if choice == "none":
+        return "none"
+    available = bitsandbytes_available()
+    fast = available and device == "cpu" and cpu_has_fast_4bit()
+    return resolve_quantization(choice, device, available, cpu_fast_4bit=fast)
+
+
+@contextlib.contextmanager
+def _load_errors(source: str, is_hub: bool) -> Iterator[None]:
+    """Turn file-not-found style failures of from_pretrained into ModelLoadError; pass the rest through."""
+    try:
+        yield
+    except OSError as e:
+        if is_hub:
+            raise ModelLoadError(f"model {source!r} not found locally; download it on a machine with network "
+                                 f"or pass a local directory ({e})") from e
+        raise ModelLoadError(f"cannot load the model in {source}: {e}") from e
+
+
+def _load_full(source: str, adapter: Path | None, dtype: torch.dtype) -> Any:
+    from transformers import AutoModelForSeq2SeqLM
+    model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=dtype)
+    if adapter is None:
+        return model
+    from peft import PeftModel
+    # merged for inference: the plain model runs at full speed and is what 4-bit then quantizes
+    with _quiet_peft_deprecations():
+        return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+
+
+def _load_int8(source: str, adapter: Path | None, device: str) -> Any:
+    from transformers import AutoModelForSeq2SeqLM, BitsAndBytesConfig
+    _import_bnb()
+    model = AutoModelForSeq2SeqLM.from_pretrained(source, quantization_config=BitsAndBytesConfig(load_in_8bit=True),
+                                                  device_map={"": device})
+    if adapter is None:
+        return model
+    from peft import PeftModel
+    with _quiet_peft_deprecations():
+        return PeftModel.from_pretrained(model, str(adapter))  # LoRA stays beside the int8 layers (no merge into int8)
+
+
+@contextlib.contextmanager
+def _quiet_peft_deprecations() -> Iterator[None]:
+    # peft 0.21 reads `is_gradient_checkpointing`, which transformers 5.24 deprecates with a FutureWarning
+    # (the test suite makes those errors); only that message is silenced
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
+def _return_freed_memory() -> None:
+    # quantizing frees hundreds of MB of temporaries that glibc keeps in its heap; hand them back to the OS
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _warm_up(model: Any, tokenizer: Any) -> None:
+    # bitsandbytes repacks each 4-bit weight for its CPU kernel on the first call; doing it here keeps that
+    # cost out of the first prediction and keeps concurrent first requests from repacking the same weight
+    ids = torch.tensor([[tokenizer.eos_token_id]], device=model.device)
+    with torch.no_grad():
+        model(input_ids=ids, decoder_input_ids=torch.full_like(ids, model.config.decoder_start_token_id))
+
+
+# --- 4-bit: the big linear layers in NF4, the precision-sensitive ones and the embedding in 16 bits ----------
+
+
+def half_precision_dtype(device: str, compute_dtype: torch.dtype = torch.float32) -> torch.dtype:
+    """Storage dtype of the layers kept out of NF4: bf16 where the hardware multiplies in it natively
+    (CUDA with bf16, CPUs with AVX512-BF16) or when computing in bf16, else float32."""
+    native = torch.cuda.is_bf16_supported() if device.startswith("cuda") else cpu_has_fast_4bit()
+    return torch.bfloat16 if native or compute_dtype == torch.bfloat16 else torch.float32
+
+
+class HalfLinear(nn.Module):
+    """A linear layer kept out of NF4, its weight stored in `dtype` (a buffer, so `model.dtype` stays the compute dtype)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("weight", weight.detach().to(dtype, copy=True))
+        self.register_buffer("bias", None if bias is None else bias.detach().to(dtype, copy=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x.to(self.weight.dtype), self.weight, self.bias).to(x.dtype)
+
+
+class LowPrecisionEmbedding(nn.Module):
+    """The shared embedding table stored in `dtype`; looked-up rows come out in the compute dtype."""
+
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype, out_dtype: torch.dtype) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().to(dtype, copy=True))
+        self.num_embeddings, self.embedding_dim = weight.shape
+        self.padding_idx, self.out_dtype = None, out_dtype
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(input_ids, self.weight).to(self.out_dtype)
+
+
+class TiedHead(nn.Module):
+    """The lm_head of a model that ties it to the embedding (T5 in transformers 5): one table, no second copy."""
+
+    def __init__(self, embedding: LowPrecisionEmbedding) -> None:
+        super().__init__()
+        self._tied = [embedding]  # a list keeps it out of the module tree: its table is saved once, as shared.weight
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        weight = self._tied[0].weight
+        return nn.functional.linear(hidden.to(weight.dtype), weight).to(hidden.dtype)
+
+
+def _nf4_linear(weight: torch.Tensor | None, shape: tuple[int, int], bias: torch.Tensor | None,
+                compute_dtype: torch.dtype, device: str) -> nn.Module:
+    # weight=None builds an empty shell on the meta device, filled later from a saved 4-bit file
+    bnb = _import_bnb()
+    out_features, in_features = shape
+    layer = bnb.nn.Linear4bit(in_features, out_features, bias=bias is not None, compute_dtype=compute_dtype,
+                              compress_statistics=False, quant_type="nf4", device="meta")
+    # bitsandbytes' fused CPU kernel needs whole 32-row blocks and whole quantization blocks per row
+    layer.support_avx512bf16_for_cpu &= out_features % CPU_PACK_ROWS == 0 and in_features % NF4_BLOCKSIZE == 0
+    if weight is None:
+        return layer
+    layer.weight = bnb.nn.Params4bit(weight.detach(), requires_grad=False, blocksize=NF4_BLOCKSIZE,
+                                     compress_statistics=False, quant_type="nf4", module=layer)
+    if bias is not None:
+        layer.bias = nn.Parameter(bias.detach().to(compute_dtype, copy=True), requires_grad=False)
+    return layer.to(device)  # Params4bit quantizes when it moves to a real device
+
+
+def _convert_4bit_(model: Any, compute_dtype: torch.dtype, half: torch.dtype, device: str, with_weights: bool) -> None:
+    # The model class's own precision-sensitive modules (T5: `wo`, the FFN output) stay out of NF4: in NF4 they
+    # took a trained KTAS model from 0.63 to 0.36 accuracy, in bf16 they change nothing (benchmarks/README.md).
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is not nn.Linear or (parent is model and name == "lm_head"):
+                continue
+            weight = child.weight if with_weights else None
+            setattr(parent, name, HalfLinear(child.weight, child.bias, half) if name in keep else
+                    _nf4_linear(weight, tuple(child.weight.shape), child.bias, compute_dtype, device))
+    table = model.get_input_embeddings()
+    tied = model.lm_head.weight is table.weight
+    embedding = LowPrecisionEmbedding(table.weight, half, compute_dtype)
+    model.set_input_embeddings(embedding)
+    # an NF4 lm_head is several times faster per token but alone moved 16 of 253 KTAS labels; bf16 moved none
+    model.lm_head = TiedHead(embedding) if tied else HalfLinear(model.lm_head.weight, model.lm_head.bias, half)
+
+
+def quantize_4bit_(model: Any, device: str, compute_dtype: torch.dtype = torch.float32) -> None:
+    """In place: nn.Linear layers -> bitsandbytes NF4, except the model's precision-sensitive ones (T5: `wo`),
+    which with the embedding table (= the tied lm_head) are stored in half_precision_dtype().
+
+    Everything left (layer norms, position biases) is copied onto `device`, so no tensor keeps the
+    checkpoint's memory map (and its fp32 pages) alive. Raises ImportError without bitsandbytes.
+    """
+    half = half_precision_dtype(device, compute_dtype)
+    _convert_4bit_(model, compute_dtype, half, device, with_weights=True)
+    _own_the_rest_(model, device, compute_dtype, half)
+
+
+def _own_the_rest_(model: Any, device: str, compute_dtype: torch.dtype, half: torch.dtype) -> None:
+    bnb = _import_bnb()
+    for module in model.modules():
+        for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            if isinstance(tensor, bnb.nn.Params4bit):
+                continue
+            if isinstance(module, (HalfLinear, LowPrecisionEmbedding)):
+                tensor.data = tensor.data.to(device=device, dtype=half)  # already owned (or a file page, read-only)
+            else:
+                dtype = compute_dtype if tensor.is_floating_point() else tensor.dtype
+                tensor.data = tensor.data.to(device=device, dtype=dtype, copy=True)
+
+
+# --- a 4-bit model saved once, loaded many times ------------------------------------------------
+
+
+def save_quantized_model_dir(model_cfg: ModelConfig, directory: str | Path,
+                             label_set: Sequence[str] | None = None) -> Path:
+    """Quantize the model of model_cfg (+ adapter) to NF4 once and write it where the loader reads it back as is.
+
+    The directory holds config, tokenizer, r2d_model.json and the NF4 + bf16 weights; loading it reads a
+    fraction of the fp32 bytes and never holds fp32 weights, which is what keeps 4-bit's peak memory low.
+    Raises ModelLoadError like load_model_and_tokenizer.
+    """
+    # no warm-up: bitsandbytes' CPU repacking changes the weight layout, and its state_dict undo is lossy
+    loaded = _load(replace(model_cfg, quantization="4bit"), label_set, warm_up=False)
+    model = loaded.model
+    from safetensors.torch import save_file
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+    loaded.tokenizer.save_pretrained(out)
+    (out / META_FILENAME).write_text(json.dumps(loaded.meta.to_dict(), indent=2, ensure_ascii=False) + "\n",
+                                     encoding="utf-8")
+    tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
+    state, seen = {}, set()
+    for key, tensor in model.state_dict().items():
+        if key in tied:
+            continue  # the encoder's and decoder's embed_tokens are the shared table
+        tensor = tensor.detach().to("cpu").contiguous()
+        if tensor.data_ptr() in seen:
+            tensor = tensor.clone()  # bitsandbytes shares one NF4 code book between layers; safetensors wants copies
+        seen.add(tensor.data_ptr())
+        state[key] = tensor
+    save_file(state, str(out / QUANTIZED_WEIGHTS), metadata={"format": QUANTIZED_FORMAT})
+    marker = {"format": QUANTIZED_FORMAT, "quantization": "4bit", "quant_type": "nf4", "blocksize": NF4_BLOCKSIZE,
+              "source_model_id": loaded.model_id}
+    (out / QUANTIZED_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def _load_prequantized(path: Path, device: str, compute_dtype: torch.dtype) -> Any:
+    marker = json.loads((path / QUANTIZED_MARKER).read_text(encoding="utf-8"))
+    if marker.get("format") != QUANTIZED_FORMAT:
+        raise ModelLoadError(f"{path / QUANTIZED_MARKER} has format {marker.get('format')!r}, this version reads "
+                             f"{QUANTIZED_FORMAT!r}; re-save the model with save_quantized_model_dir")
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationConfig
+    bnb = _import_bnb()
+    with torch.device("meta"):
+        model = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(path))
+    half = half_precision_dtype(device, compute_dtype)
+    _convert_4bit_(model, compute_dtype, half, device, with_weights=False)
+    state = load_file(str(path / QUANTIZED_WEIGHTS))
+    for name, module in model.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            key = f"{name}.weight"
+            stats = {k[len(key) + 1:]: state.pop(k) for k in [k for k in state if k.startswith(key + ".")]}
+            if key not in state:
+                raise ModelLoadError(f"{path / QUANTIZED_WEIGHTS} has no {key}; re-save the model")
+            module.weight = bnb.nn.Params4bit.from_prequantized(state.pop(key), stats, device=device, module=module)
+    model.load_state_dict(state, strict=False, assign=True)
+    missing = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if missing:
+        raise ModelLoadError(f"{path / QUANTIZED_WEIGHTS} is incomplete (no {', '.join(missing[:3])}); re-save the model")
+    _own_the_rest_(model, device, compute_dtype, half)
+    if (path / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(path)
+    return model

@@ -1,0 +1,207 @@
+"""r2d.inference: the Predictor on the tiny random model (contracts, not model outputs)."""
+from __future__ import annotations
+
+import json
+import math
+import threading
+
+import pytest
+
+from r2d.config import GenerationConfig, ModelConfig
+from r2d.errors import ConfigError, DatasetSchemaError, InvalidCaseError
+from r2d.inference import TIMING_KEYS, Prediction, Predictor
+from r2d.modeling import bitsandbytes_available, load_model_and_tokenizer
+from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, predict_prompt
+from r2d.scoring import LabelScores
+from tests.conftest import KTAS_LABELS
+
+# short rationales keep the tiny model's greedy loops quick; the contracts do not depend on the length
+GEN = GenerationConfig(max_input_tokens=96, max_rationale_tokens=12)
+CASES = ["chest pain",
+         "72-year-old man, crushing chest pain, sweating, BP 88/50, HR 124, arrived by ambulance",
+         "sore throat two days, vitals normal",
+         "unresponsive adult, RR 6, SpO2 80 percent, pupils pinpoint, found at home by family, no pulse deficit"]
+QUANTIZATIONS = ["none"] + (["4bit", "int8"] if bitsandbytes_available() else [])
+
+
+@pytest.fixture(scope="module")
+def loaded_by_quantization(tiny_model_dir):
+    cache = {}
+
+    def get(quantization: str):
+        if quantization not in cache:
+            model_cfg = ModelConfig(name_or_path=str(tiny_model_dir), quantization=quantization, device="cpu")
+            cache[quantization] = load_model_and_tokenizer(model_cfg)
+        return cache[quantization]
+    return get
+
+
+@pytest.fixture()
+def predictor(loaded_by_quantization) -> Predictor:
+    return Predictor(loaded_by_quantization("none"), GEN)
+
+
+def check_prediction(p: Prediction, predictor: Predictor, case: str) -> None:
+    assert p.case_text == case.strip()
+    assert p.label in predictor.label_set
+    assert list(p.probabilities) == list(predictor.label_set)
+    assert math.isclose(sum(p.probabilities.values()), 1.0, abs_tol=1e-5)
+    assert all(0.0 <= v <= 1.0 for v in p.probabilities.values())
+    assert p.probabilities[p.label] == max(p.probabilities.values())
+    assert isinstance(p.rationale, str)
+    assert (p.model_id, p.quantization, p.prompt_version) == (predictor.model_id, predictor.quantization, PROMPT_VERSION)
+    assert set(p.timings) == set(TIMING_KEYS)
+    assert 0.0 <= p.timings["label"] <= p.timings["first_token"] <= p.timings["total"]
+
+
+@pytest.mark.parametrize("quantization", QUANTIZATIONS)
+def test_predict_gives_a_valid_label_and_probabilities(loaded_by_quantization, quantization):
+    predictor = Predictor(loaded_by_quantization(quantization), GEN)
+    assert predictor.quantization == quantization
+    for case in CASES[:2]:
+        check_prediction(predictor.predict(case), predictor, case)
+
+
+def test_predictor_exposes_the_model_metadata(predictor, tiny_model_dir):
+    assert predictor.label_set == tuple(KTAS_LABELS)
+    assert predictor.label_names["1"] == "Resuscitation" and predictor.ordinal is True
+    assert predictor.model_id == tiny_model_dir.name
+
+
+def test_predict_label_scores_the_predict_prompt(predictor, monkeypatch):
+    import r2d.inference as inference
+    seen = []
+    real = inference.score_labels
+
+    def spy(model, tokenizer, prompts, label_set, max_input_tokens, max_label_tokens):
+        seen.append((list(prompts), tuple(label_set), max_input_tokens, max_label_tokens))
+        return real(model, tokenizer, prompts, label_set, max_input_tokens, max_label_tokens)
+    monkeypatch.setattr(inference, "score_labels", spy)
+    scores = predictor.predict_label("  chest pain ")
+    assert isinstance(scores, LabelScores) and scores.labels == predictor.label_set
+    assert seen == [([predict_prompt("chest pain")], predictor.label_set, GEN.max_input_tokens, GEN.max_label_tokens)]
+
+
+def test_explain_generates_greedily_from_the_explain_prompt(predictor, monkeypatch):
+    import r2d.inference as inference
+    prompts, kwargs = [], []
+    real_tokenize, real_generate = inference.tokenize_inputs, predictor.model.generate
+    monkeypatch.setattr(inference, "tokenize_inputs", lambda tok, texts, *a: prompts.append(list(texts)) or
+                        real_tokenize(tok, texts, *a))
+    monkeypatch.setattr(predictor.model, "generate", lambda **kw: kwargs.append(kw) or real_generate(**kw))
+    predictor.explain("chest pain", "2")
+    assert prompts == [[explain_given_label_prompt("chest pain", "2")]]
+    assert kwargs[0]["max_new_tokens"] == GEN.max_rationale_tokens and kwargs[0]["do_sample"] is False
+    assert kwargs[0]["num_beams"] == GEN.num_beams and "temperature" not in kwargs[0]
+
+
+@pytest.mark.parametrize("label", KTAS_LABELS)
+def test_streaming_yields_the_same_text_as_explain(predictor, label):
+    streamed = list(predictor.stream_rationale(CASES[1], label))
+    assert streamed and all(isinstance(s, str) for s in streamed)
+    assert streamed[-1] == predictor.explain(CASES[1], label)
+    assert len(set(streamed)) == len(streamed)  # a new item only when the text changed
+
+
+def test_streaming_with_beam_search_yields_the_whole_text(loaded_by_quantization):
+    predictor = Predictor(loaded_by_quantization("none"), GenerationConfig(max_rationale_tokens=8, num_beams=2))
+    assert list(predictor.stream_rationale(CASES[0], "3")) == [predictor.explain(CASES[0], "3")]
+
+
+def test_closing_a_stream_early_stops_its_thread(predictor):
+    stream = predictor.stream_rationale(CASES[1], "1")
+    next(stream)
+    stream.close()
+    assert not [t for t in threading.enumerate() if t.name == "r2d-rationale-stream"]
+    assert predictor.predict(CASES[0]).label in predictor.label_set  # the lock was released
+
+
+def test_stream_checks_its_inputs_before_yielding(predictor):
+    with pytest.raises(InvalidCaseError, match="not one of this model's labels"):
+        predictor.stream_rationale(CASES[0], "9")
+    with pytest.raises(InvalidCaseError, match="empty"):
+        predictor.stream_rationale("  ", "1")
+
+
+@pytest.mark.parametrize("quantization", QUANTIZATIONS[:2])
+def test_batch_equals_single(loaded_by_quantization, quantization):
+    predictor = Predictor(loaded_by_quantization(quantization), GEN)
+    progress = []
+    batch = predictor.predict_batch(CASES, batch_size=3, progress=lambda done, total: progress.append((done, total)))
+    assert progress == [(3, 4), (4, 4)]
+    for case, got in zip(CASES, batch):
+        single = predictor.predict(case)
+        check_prediction(got, predictor, case)
+        assert (got.label, got.rationale) == (single.label, single.rationale)
+        assert got.probabilities == pytest.approx(single.probabilities, abs=1e-5)
+
+
+def test_batch_checks_every_case_first(predictor):
+    with pytest.raises(InvalidCaseError, match="case 2: case text is empty"):
+        predictor.predict_batch(["chest pain", "   ", "headache"])
+    with pytest.raises(ConfigError, match="batch_size"):
+        predictor.predict_batch(["chest pain"], batch_size=0)
+    assert predictor.predict_batch([]) == []
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("", "empty"),
+    (" \n\t ", "empty"),
+    (None, "must be a string, got NoneType"),
+    (42, "must be a string, got int"),
+    ("x" * 4001, "4001 characters long; the limit is 4000"),
+])
+def test_check_case_refuses(predictor, bad, match):
+    with pytest.raises(InvalidCaseError, match=match):
+        predictor.check_case(bad)
+    with pytest.raises(InvalidCaseError):
+        predictor.predict(bad)
+
+
+def test_check_case_refuses_more_tokens_than_the_model_reads(loaded_by_quantization):
+    predictor = Predictor(loaded_by_quantization("none"), GenerationConfig(max_input_tokens=32), max_case_chars=100_000)
+    with pytest.raises(InvalidCaseError, match=r"is \d+ tokens long with its prompt; the model reads at most 32"):
+        predictor.check_case("chest pain " * 40)
+    assert predictor.check_case("  chest pain  ") == "chest pain"
+
+
+def test_explain_refuses_a_label_outside_the_set(predictor):
+    with pytest.raises(InvalidCaseError, match=r"'urgent' is not one of this model's labels \['1'"):
+        predictor.explain(CASES[0], "urgent")
+
+
+def test_predict_label_from_rationale(predictor):
+    scores = predictor.predict_label_from_rationale("Hypotension and tachycardia suggest shock.")
+    assert scores.labels == predictor.label_set and math.isclose(sum(scores.probabilities), 1.0, abs_tol=1e-5)
+    with pytest.raises(InvalidCaseError, match="rationale is empty"):
+        predictor.predict_label_from_rationale("  ")
+
+
+def test_concurrent_predictions_match_sequential_ones(predictor):
+    expected = [predictor.predict(c) for c in CASES[:2]]
+    results = [None, None]
+
+    def run(i: int) -> None:
+        results[i] = predictor.predict(CASES[i])
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [(r.label, r.rationale) for r in results] == [(e.label, e.rationale) for e in expected]
+
+
+def test_prediction_round_trips_through_json(predictor):
+    p = predictor.predict(CASES[0])
+    again = Prediction.from_dict(json.loads(json.dumps(p.to_dict())))
+    assert again == p
+    assert Predictor.from_loaded  # the app's constructor spelling
+
+
+def test_prediction_from_dict_rejects_incomplete_records(predictor):
+    d = predictor.predict(CASES[0]).to_dict()
+    del d["rationale"]
+    with pytest.raises(DatasetSchemaError, match="lacks rationale"):
+        Prediction.from_dict(d)
+    with pytest.raises(DatasetSchemaError, match="must be objects"):
+        Prediction.from_dict({**predictor.predict(CASES[0]).to_dict(), "probabilities": [0.2, 0.8]})

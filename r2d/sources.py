@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from r2d.data import Example, load_examples, require_rationales
+from r2d.data import Example, iter_jsonl, load_examples, require_rationales
 from r2d.errors import DatasetSchemaError, InvalidCaseError
 from r2d.rules import KTAS_LABEL_NAMES, TriageFacts, format_value, write_rationale
 
@@ -372,19 +372,12 @@ def load_medmcqa(path: str | Path) -> list[Example]:
     """
     p = _require_file(path, "MedMCQA")
     examples, skipped = [], 0
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetSchemaError(f"{p}:{lineno}: not valid JSON ({e.msg})") from e
-            example = _medmcqa_example(row, f"{p}:{lineno}")
-            if example is None:
-                skipped += 1
-            else:
-                examples.append(example)
+    for where, row in iter_jsonl(p):
+        example = _medmcqa_example(row, where)
+        if example is None:
+            skipped += 1
+        else:
+            examples.append(example)
     if not examples:
         raise DatasetSchemaError(f"{p}: no row has an explanation")
     logger.info("read %d MedMCQA rows from %s (%d without an explanation skipped)", len(examples), p, skipped)

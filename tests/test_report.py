@@ -14,7 +14,8 @@ def fake_run(macro_f1: float, accuracy: float) -> dict:
     per_class = {label: {"f1": macro_f1, "precision": 0.0, "recall": 0.0, "support": 1, "predicted": 1} for label in LABELS}
     return {"metrics": {"accuracy": accuracy, "macro_f1": macro_f1, "under_triage_rate": 0.1, "over_triage_rate": 0.2,
                         "bleu": 0.5, "consistency": 0.9, "sufficiency": 0.6},
-            "per_class": per_class, "rationale": {}, "skipped": {"bertscore": "no scoring model"}}
+            "per_class": per_class, "rationale": {}, "skipped": {"bertscore": "no scoring model"},
+            "predictions": [{"rationale": "3"}, {"rationale": "Hypotension with a fast pulse."}]}
 
 
 NURSE = {"accuracy": 0.85, "macro_f1": 0.8, "under_triage_rate": 0.05, "over_triage_rate": 0.1, "n": 253}
@@ -32,6 +33,7 @@ def test_render_means_and_sds_over_seeds():
     assert "dss seed 0" in text  # missing runs are named, never silently left out
     assert "Best macro-F1 here:** Reason2Decide (0.600)" in text
     assert "skipped: no scoring model" in text
+    assert r2d_row.rstrip(" |").endswith("0.500 ± 0.000")  # in each run one of two rationales is just a label
 
 
 def test_finished_runs_are_not_trained_again(tmp_path, monkeypatch):

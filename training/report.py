@@ -102,11 +102,18 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def degenerate_rate(run: dict[str, Any]) -> float:
+    """Share of generated rationales that say nothing: fewer than 3 words (e.g. just the label)."""
+    predictions = run["predictions"]
+    return sum(len(p["rationale"].split()) < 3 for p in predictions) / len(predictions)
+
+
 def summary_rows(results: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
     """One markdown row per method: mean ± sample SD over the seeds that finished."""
     rows = []
     for name, by_seed in results.items():
         cells = [_mean_sd([r["metrics"][k] for r in by_seed.values() if k in r["metrics"]]) for k in REPORTED]
+        cells.append(_mean_sd([degenerate_rate(r) for r in by_seed.values()]))
         rows.append(f"| {METHODS[name].title} | {len(by_seed)} | " + " | ".join(cells) + " |")
     return rows
 
@@ -122,7 +129,8 @@ def per_class_rows(results: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
 def render(results: dict[str, dict[int, dict[str, Any]]], missing: list[str], nurse: dict[str, float],
            command: str, steps: tuple[int, int], bertscore: str) -> str:
     """docs/EVALUATION.md from the run reports."""
-    header = "| method | seeds | " + " | ".join(REPORTED) + " |\n|" + " --- |" * (len(REPORTED) + 2)
+    header = "| method | seeds | " + " | ".join(REPORTED) + " | empty_rationale_rate |\n|" + \
+        " --- |" * (len(REPORTED) + 3)
     classes = "| method | " + " | ".join(f"{k} {v}" for k, v in KTAS_LABEL_NAMES.items()) + " |\n|" + \
         " --- |" * (len(KTAS_LABEL_NAMES) + 1)
     best = max(((statistics.mean(r["metrics"]["macro_f1"] for r in s.values()), n) for n, s in results.items()),
@@ -152,6 +160,11 @@ def render(results: dict[str, dict[int, dict[str, Any]]], missing: list[str], nu
         "sufficiency = it equals the gold label (Reason2Decide-C definitions).",
         "- under-triage = predicted less urgent than the expert (a larger KTAS number); over-triage = more urgent.",
         "- SFT and DSS get Stage-2 steps only (as in the paper's baselines); Reason2Decide also gets Stage 1.",
+        "- SFT is never trained to explain: its rationale figures show what an untrained explainer scores.",
+        "- empty_rationale_rate = share of generated rationales under 3 words. Rationales are generated the way the "
+        "app does (`given label: {predicted}, explain: {case}`, greedy) for every method; a method whose rate is high "
+        "answers with the label token instead of a rationale, which drives its BLEU/BERTScore down and makes its "
+        "consistency trivial.",
     ]
     if missing:
         lines += ["", "## Runs not finished", "", "These runs had not finished when the report was generated; "

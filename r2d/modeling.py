@@ -75,9 +75,10 @@ def resolve_quantization(choice: str, device: str, bnb_available: bool, cpu_fast
         raise ModelLoadError(f"unknown quantization {choice!r}; choose one of {', '.join(QUANTIZATIONS)}")
     kind = device.split(":")[0]
     if choice == "auto":
-        # Measured (benchmarks/README.md): with the fused kernel NF4 beats fp32 on CPU in latency and memory;
-        # without it every 4-bit matmul dequantizes the whole weight first and runs several times slower
-        # than fp32, so CPUs without AVX512-BF16 get full precision. On CUDA 4-bit is the memory choice.
+        # Measured (benchmarks/README.md, t5-base shape, 1 thread): with bitsandbytes' AVX512-BF16 kernel the
+        # pre-quantized NF4 model ran 2.0x fp32's speed at 0.56x its peak RSS. Without that kernel every NF4
+        # matmul dequantizes its whole weight first: 1.0x fp32 here (AVX512) and 0.45x on the CPU the issue
+        # measured, so CPUs without AVX512-BF16 get full precision. On CUDA, 4-bit is the memory choice.
         if bnb_available and (kind == "cuda" or (kind == "cpu" and cpu_fast_4bit)):
             return "4bit"
         return "none"
@@ -464,19 +465,43 @@ def save_quantized_model_dir(model_cfg: ModelConfig, directory: str | Path,
     return out
 
 
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+                       "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
+                       "BOOL": torch.bool}
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a .safetensors file, read into memory of its own.
+
+    safetensors' load_file maps the whole file and its tensors keep the map alive, so the file's pages
+    stayed resident beside the copies bitsandbytes makes when it repacks (t5-base: +200 MB for good).
+    """
+    with open(path, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        header.pop("__metadata__", None)
+        base, tensors = f.tell(), {}
+        for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+            start, end = info["data_offsets"]
+            f.seek(base + start)
+            data = bytearray(f.read(end - start))
+            dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+            tensor = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
+            tensors[name] = tensor.reshape(info["shape"])
+    return tensors
+
+
 def _load_prequantized(path: Path, device: str, compute_dtype: torch.dtype) -> Any:
     marker = json.loads((path / QUANTIZED_MARKER).read_text(encoding="utf-8"))
     if marker.get("format") != QUANTIZED_FORMAT:
         raise ModelLoadError(f"{path / QUANTIZED_MARKER} has format {marker.get('format')!r}, this version reads "
                              f"{QUANTIZED_FORMAT!r}; re-save the model with save_quantized_model_dir")
-    from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationConfig
     bnb = _import_bnb()
     with torch.device("meta"):
         model = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(path))
     half = half_precision_dtype(device, compute_dtype)
     _convert_4bit_(model, compute_dtype, half, device, with_weights=False)
-    state = load_file(str(path / QUANTIZED_WEIGHTS))
+    state = _read_safetensors(path / QUANTIZED_WEIGHTS)
     for name, module in model.named_modules():
         if isinstance(module, bnb.nn.Linear4bit):
             key = f"{name}.weight"

@@ -6,6 +6,7 @@ import math
 import threading
 
 import pytest
+import torch
 
 from r2d.config import GenerationConfig, ModelConfig
 from r2d.errors import ConfigError, DatasetSchemaError, InvalidCaseError
@@ -26,14 +27,18 @@ QUANTIZATIONS = ["none"] + (["4bit", "int8"] if bitsandbytes_available() else []
 
 @pytest.fixture(scope="module")
 def loaded_by_quantization(tiny_model_dir):
-    cache = {}
+    # one thread: a 4k-parameter model gains nothing from two, and on a machine whose other core is busy
+    # two OpenMP threads spin-wait (a tiny-model predict took 50x longer); restored for the other tests
+    threads, cache = torch.get_num_threads(), {}
 
     def get(quantization: str):
         if quantization not in cache:
-            model_cfg = ModelConfig(name_or_path=str(tiny_model_dir), quantization=quantization, device="cpu")
+            model_cfg = ModelConfig(name_or_path=str(tiny_model_dir), quantization=quantization, device="cpu",
+                                    num_threads=1)
             cache[quantization] = load_model_and_tokenizer(model_cfg)
         return cache[quantization]
-    return get
+    yield get
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture()

@@ -13,17 +13,26 @@ from r2d.errors import ModelLoadError
 from r2d.modeling import (QUANTIZED_MARKER, QUANTIZED_WEIGHTS, HalfLinear, LoadedModel, LowPrecisionEmbedding,
                           TiedHead, bitsandbytes_available, half_precision_dtype, load_model_and_tokenizer,
                           resolve_device, resolve_quantization, save_quantized_model_dir)
+from r2d.prompts import predict_prompt
 from tests.conftest import KTAS_LABELS
 
 needs_bnb = pytest.mark.skipif(not bitsandbytes_available(), reason="bitsandbytes with a native backend not installed")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def cfg(path, **overrides) -> ModelConfig:
-    return ModelConfig(name_or_path=str(path), device="cpu", **overrides)
+    # one thread: tiny models gain nothing from more, and a busy second core makes OpenMP spin-wait
+    return ModelConfig(name_or_path=str(path), device="cpu", **{"num_threads": 1, **overrides})
 
 
-def logits(model, tokenizer, text: str = "predict: chest pain, BP 88/50") -> torch.Tensor:
-    enc = tokenizer([text], return_tensors="pt")
+def logits(model, tokenizer, case: str = "chest pain, BP 88/50") -> torch.Tensor:
+    enc = tokenizer([predict_prompt(case)], return_tensors="pt")
     start = torch.full((1, 1), model.config.decoder_start_token_id)
     with torch.no_grad():
         return model(**enc, decoder_input_ids=start).logits
@@ -144,7 +153,9 @@ def test_hub_id_needs_a_label_set():
 
 
 def test_full_precision_load(tiny_model_dir, tiny_t5, tiny_tokenizer):
+    torch.set_num_threads(2)
     loaded = load_model_and_tokenizer(cfg(tiny_model_dir, quantization="none"))
+    assert torch.get_num_threads() == 1  # model.num_threads applied
     assert isinstance(loaded, LoadedModel)
     assert (loaded.quantization, loaded.device, loaded.model_id) == ("none", "cpu", tiny_model_dir.name)
     assert loaded.meta.label_set == tuple(KTAS_LABELS) and loaded.meta.ordinal

@@ -13,6 +13,7 @@ import torch
 from r2d.config import GenerationConfig, ModelConfig
 from r2d.inference import Predictor
 from r2d.modeling import bitsandbytes_available, load_model_and_tokenizer, save_quantized_model_dir
+from r2d.prompts import predict_prompt
 
 pytestmark = [
     pytest.mark.gpu,
@@ -55,7 +56,7 @@ def test_prequantized_dir_on_cuda(tmp_path, tiny_model_dir):
     out = save_quantized_model_dir(cuda_cfg(tiny_model_dir), tmp_path / "q4")
     direct = load_model_and_tokenizer(cuda_cfg(tiny_model_dir, quantization="4bit"))
     again = load_model_and_tokenizer(cuda_cfg(out, quantization="4bit"))
-    enc = direct.tokenizer(["predict: chest pain"], return_tensors="pt").to("cuda")
+    enc = direct.tokenizer([predict_prompt("chest pain")], return_tensors="pt").to("cuda")
     start = torch.zeros((1, 1), dtype=torch.long, device="cuda")
     with torch.no_grad():
         torch.testing.assert_close(again.model(**enc, decoder_input_ids=start).logits,

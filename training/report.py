@@ -23,6 +23,7 @@ from r2d import metrics
 from r2d.config import R2DConfig, apply_overrides, load_config
 from r2d.data import atomic_write_text, load_examples
 from r2d.errors import R2DError
+from r2d.prompts import explain_given_label_prompt
 from r2d.sources import KTAS_LABEL_NAMES, load_ktas_nurse_labels
 from training import default_model, evaluate
 from training.common import setup_logging
@@ -160,9 +161,9 @@ def render(results: dict[str, dict[int, dict[str, Any]]], missing: list[str], nu
         "sufficiency = it equals the gold label (Reason2Decide-C definitions).",
         "- under-triage = predicted less urgent than the expert (a larger KTAS number); over-triage = more urgent.",
         "- SFT and DSS get Stage-2 steps only (as in the paper's baselines); Reason2Decide also gets Stage 1.",
-        "- SFT is never trained to explain: its rationale figures show what an untrained explainer scores.",
+        "- SFT is never trained to explain, so its rationale figures show what an untrained explainer scores.",
         "- empty_rationale_rate = share of generated rationales under 3 words. Rationales are generated the way the "
-        "app does (`given label: {predicted}, explain: {case}`, greedy) for every method; a method whose rate is high "
+        f"app does (`{explain_given_label_prompt('{case}', '{predicted}')}`, greedy) for every method; a method whose rate is high "
         "answers with the label token instead of a rationale, which drives its BLEU/BERTScore down and makes its "
         "consistency trivial.",
     ]

@@ -21,6 +21,7 @@ EXAMPLES_FILE = ROOT / "examples" / "triage_cases.jsonl"
 TINY_ARCH = ArchConfig(vocab_size=300, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_decoder_layers=1,
                        num_heads=2, dropout_rate=0.0)
 KTAS_LABELS = ["1", "2", "3", "4", "5"]
+TINY_CONFIG = ROOT / "training" / "configs" / "tiny_cpu.json"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -219,3 +220,23 @@ def launched_app(tmp_path, monkeypatch, fake_predictor):
                                     predictor=fake_predictor, external=external, tmp_path=tmp_path)
     finally:
         demo.close()
+
+
+# --- tiny training runs (test_stage1, test_stage2) -------------------------------------------------
+
+
+@pytest.fixture()
+def data_files(tmp_path, tiny_examples):
+    """(train, val) JSONL files of the five tiny examples (train repeated 4x)."""
+    from r2d.data import write_examples
+    train = write_examples(tmp_path / "data" / "train.jsonl", tiny_examples * 4)
+    val = write_examples(tmp_path / "data" / "val.jsonl", tiny_examples)
+    return train, val
+
+
+def tiny_config(train, val, *overrides):
+    """tiny_cpu.json pointed at the given train/val files, plus `section.key=value` overrides."""
+    import json
+    from r2d.config import load_config
+    return load_config(TINY_CONFIG, [f"data.train_files={json.dumps([str(train)])}",
+                                     f"data.val_files={json.dumps([str(val)])}", *overrides])

@@ -5,30 +5,16 @@ import json
 from dataclasses import replace
 
 import pytest
-from conftest import KTAS_LABELS, ROOT
+from conftest import KTAS_LABELS, TINY_CONFIG, tiny_config
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from r2d.artifacts import read_model_meta
-from r2d.config import load_config
 from r2d.data import write_examples
 from r2d.errors import ConfigError, DatasetSchemaError, ModelLoadError
 from training.common import TRAIN_LOG_FILENAME
 from training.stage1 import main, train_stage1
 from training.trainer import CHECKPOINT_SUBDIR
 
-TINY_CONFIG = ROOT / "training" / "configs" / "tiny_cpu.json"
-
-
-@pytest.fixture()
-def data_files(tmp_path, tiny_examples):
-    train = write_examples(tmp_path / "data" / "train.jsonl", tiny_examples * 4)
-    val = write_examples(tmp_path / "data" / "val.jsonl", tiny_examples)
-    return train, val
-
-
-def tiny_config(train, val, *overrides):
-    return load_config(TINY_CONFIG, [f"data.train_files={json.dumps([str(train)])}",
-                                     f"data.val_files={json.dumps([str(val)])}", *overrides])
 
 
 def test_stage1_writes_only_the_best_model_and_its_log(tmp_path, data_files):

@@ -1,10 +1,16 @@
 """A transparent, rule-based rationale writer for KTAS triage.
 
 The KTAS data set has no rationale text, so Stage 1 and Stage 2 learn from rationales written here
-from the triage facts alone. Every sentence states a fact of the case (a vital sign against a named
-adult threshold, the mental state, the pain score, arrival by ambulance, an injury) and ends with the
-expert's level. The writer is conditioned on the gold label: it explains the label it is given and
-never invents a finding; when nothing is abnormal it says so. It is deterministic.
+from the triage facts alone. Every statement is a fact of the case (the chief complaint, a vital sign
+against a named adult limit, the mental state, the pain score, arrival by ambulance, an injury) or what
+those facts imply (which systems are at risk). It is deterministic.
+
+The writer never sees the label. An earlier version ended every rationale with "This fits KTAS <gold>"
+and chose its closing clause by the gold level, so a model could "explain" by copying the label, and
+consistency/sufficiency measured that copying. Now the same case always gets the same rationale, so in
+Stage 2 the `given label: y, explain: x` target no longer depends on y: the explain task teaches the model
+to restate the case, the predict task alone carries the label, and a label read back from a rationale
+(consistency, sufficiency) has to come from the facts it states.
 """
 from __future__ import annotations
 
@@ -78,8 +84,8 @@ class Threshold:
 # ("red") at SpO2 <= 91, RR <= 8 or >= 25, SBP <= 90, HR <= 40 or >= 131, T <= 35.0; the KTAS/CTAS
 # first-order modifiers use shock (SBP < 90), hypoxia (SpO2 < 92) and fever (>= 38.0); ACC/AHA call
 # SBP > 180 severe hypertension. HR (> 120, < 50) and low RR (< 10) sit inside NEWS2's red bands so that
-# what a triage nurse calls tachycardia or bradycardia is named. They explain a label; they are not a
-# clinical standard.
+# what a triage nurse calls tachycardia or bradycardia is named. They explain a case; they are not a
+# clinical standard. The first six are the *critical* findings (breathing, circulation).
 THRESHOLDS: tuple[Threshold, ...] = (
     Threshold("spo2", "<", 92, "hypoxaemia", "breathing"),
     Threshold("resp_rate", ">", 24, "tachypnoea", "breathing"),
@@ -91,19 +97,30 @@ THRESHOLDS: tuple[Threshold, ...] = (
     Threshold("temperature", ">=", 38.0, "fever", "infection"),
     Threshold("temperature", "<", 35.0, "hypothermia", "body temperature"),
 )
+
+# The adult range a value must lie in (inclusive) to be called "within adult limits". Between a range
+# and a THRESHOLD a value is named as mildly abnormal ("heart rate 110/min (raised, above 100/min)"), so
+# "within adult limits" is never said of SBP 170, HR 110 or RR 22. Resting adult norms: HR 50-100, RR
+# 10-20 (NEWS2 scores RR 21-24 and HR 91-110 / 111-130), SpO2 >= 95%, SBP 90-160 / DBP 50-100 (above
+# 160/100 is stage-2 hypertension territory), temperature 35.0-37.9 °C.
+NORMAL_RANGES: dict[str, tuple[float, float]] = {
+    "sbp": (90, 160), "dbp": (50, 100), "heart_rate": (50, 100), "resp_rate": (10, 20),
+    "temperature": (35.0, 37.9), "spo2": (95, 100),
+}
 # pain bands on the 0-10 numeric rating scale: (lowest score, band)
 PAIN_BANDS = ((7, "severe"), (4, "moderate"), (1, "mild"), (0, "no"))
 
 _OPS: dict[str, Callable[[float, float], bool]] = {"<": operator.lt, ">": operator.gt, ">=": operator.ge}
 _RELATION = {"<": "below", ">": "above", ">=": "at or above"}
-_VITAL_NAMES = {"spo2": "SpO2", "resp_rate": "respiratory rate", "sbp": "systolic BP",
-                "heart_rate": "heart rate", "temperature": "temperature", "dbp": "diastolic BP"}
+VITAL_NAMES = {"spo2": "SpO2", "resp_rate": "respiratory rate", "sbp": "systolic BP",
+               "heart_rate": "heart rate", "temperature": "temperature", "dbp": "diastolic BP"}
 _UNITS = {"spo2": "%", "resp_rate": "/min", "sbp": " mmHg", "dbp": " mmHg", "heart_rate": "/min", "temperature": " °C"}
-_MENTAL_FINDINGS = {"verbal": "responds only to voice", "pain": "responds only to pain", "unresponsive": "unresponsive"}
+MENTAL_FINDINGS = {"verbal": "responds only to voice", "pain": "responds only to pain", "unresponsive": "unresponsive"}
 # the systems that make a case time-critical (KTAS 1-2 territory), in the order they are named
-_CRITICAL_SYSTEMS = ("consciousness", "breathing", "circulation")
+CRITICAL_SYSTEMS = ("consciousness", "breathing", "circulation")
 _CONCERNS = {"blood pressure": "the blood pressure needs prompt control", "infection": "the fever suggests infection",
-             "body temperature": "the low body temperature needs attention", "pain": "the pain needs prompt relief"}
+             "body temperature": "the low body temperature needs attention", "pain": "the pain needs prompt relief",
+             "vital signs": "the vital signs outside adult limits need reassessment"}
 VITALS = ("sbp", "dbp", "heart_rate", "resp_rate", "temperature", "spo2")
 
 
@@ -113,11 +130,12 @@ class Finding:
 
     phrase: str        # e.g. "SpO2 84% (hypoxaemia, below 92%)"
     system: str        # "consciousness", "breathing", "circulation", "blood pressure", ...
+    field: str = ""    # the TriageFacts field it reads ("mental", "spo2", "pain_score", ...)
 
     @property
     def critical(self) -> bool:
         """Threatens consciousness, breathing or circulation (KTAS 1-2 territory)."""
-        return self.system in _CRITICAL_SYSTEMS
+        return self.system in CRITICAL_SYSTEMS
 
 
 def format_value(vital: str, value: float) -> str:
@@ -133,29 +151,57 @@ def pain_band(score: int) -> str:
     return next(band for lowest, band in PAIN_BANDS if score >= lowest)
 
 
+def threshold_crossed(vital: str, value: float) -> Threshold | None:
+    """The first adult THRESHOLD `value` crosses, or None."""
+    return next((t for t in THRESHOLDS if t.vital == vital and _OPS[t.op](value, t.limit)), None)
+
+
+def in_normal_range(vital: str, value: float) -> bool:
+    """Inside the adult NORMAL_RANGES (inclusive)."""
+    low, high = NORMAL_RANGES[vital]
+    return low <= value <= high
+
+
+def _mild_phrase(vital: str, value: float) -> str:
+    low, high = NORMAL_RANGES[vital]
+    relation = f"raised, above {format_value(vital, high)}" if value > high else f"low, below {format_value(vital, low)}"
+    return f"{VITAL_NAMES[vital]} {format_value(vital, value)} ({relation})"
+
+
 def abnormal_vitals(facts: TriageFacts) -> list[Finding]:
-    """Vital signs outside the adult THRESHOLDS, in table order. Empty for children (adult limits do not apply)."""
+    """Vital signs outside adult limits: THRESHOLDS crossed first (table order), then values merely outside
+    NORMAL_RANGES (VITALS order). Empty for children (adult limits do not apply)."""
     if facts.is_paediatric:
         return []
-    found = []
+    found, named = [], set()
     for t in THRESHOLDS:
         value = getattr(facts, t.vital)
-        if value is not None and _OPS[t.op](value, t.limit):
-            phrase = (f"{_VITAL_NAMES[t.vital]} {format_value(t.vital, value)} "
+        if value is not None and _OPS[t.op](value, t.limit) and t.vital not in named:
+            named.add(t.vital)
+            phrase = (f"{VITAL_NAMES[t.vital]} {format_value(t.vital, value)} "
                       f"({t.finding}, {_RELATION[t.op]} {format_value(t.vital, t.limit)})")
-            found.append(Finding(phrase, t.system))
+            found.append(Finding(phrase, t.system, t.vital))
+    for vital in VITALS:
+        value = getattr(facts, vital)
+        if value is not None and vital not in named and not in_normal_range(vital, value):
+            found.append(Finding(_mild_phrase(vital, value), "vital signs", vital))
     return found
 
 
 def find_abnormal(facts: TriageFacts) -> list[Finding]:
     """Every finding that raises urgency: impaired consciousness, abnormal vitals, severe pain."""
     found = []
-    if facts.mental in _MENTAL_FINDINGS:
-        found.append(Finding(_MENTAL_FINDINGS[facts.mental], "consciousness"))
+    if facts.mental in MENTAL_FINDINGS:
+        found.append(Finding(MENTAL_FINDINGS[facts.mental], "consciousness", "mental"))
     found += abnormal_vitals(facts)
     if facts.pain_score is not None and pain_band(facts.pain_score) == "severe":
-        found.append(Finding(f"severe pain {facts.pain_score}/10", "pain"))
+        found.append(Finding(f"severe pain {facts.pain_score}/10", "pain", "pain_score"))
     return found
+
+
+def critical_findings(facts: TriageFacts) -> list[Finding]:
+    """The findings that threaten consciousness, breathing or circulation."""
+    return [f for f in find_abnormal(facts) if f.critical]
 
 
 def _pain_phrase(facts: TriageFacts) -> str | None:
@@ -168,7 +214,8 @@ def _pain_phrase(facts: TriageFacts) -> str | None:
 
 
 def _vitals_phrase(facts: TriageFacts) -> str:
-    missing = [_VITAL_NAMES[v] for v in VITALS if getattr(facts, v) is None]
+    """Said only when no vital is outside adult limits (abnormal_vitals is empty)."""
+    missing = [VITAL_NAMES[v] for v in VITALS if getattr(facts, v) is None]
     if len(missing) == len(VITALS):
         return "vital signs not recorded"
     if not missing:
@@ -192,23 +239,9 @@ def _concern_clause(findings: list[Finding]) -> str:
     return _join(clauses)
 
 
-def _no_finding_clause(facts: TriageFacts, level: int) -> str:
-    complaint = facts.chief_complaint
-    if level <= 2:
-        if not complaint:
-            return "the recorded findings alone do not explain this level"
-        vitals_recorded = any(getattr(facts, v) is not None for v in VITALS) and not facts.is_paediatric
-        return f"the urgency comes from the chief complaint, {complaint}" + (
-            ", rather than the vital signs" if vitals_recorded else "")
-    if level == 3:
-        return f"the chief complaint, {complaint}, still needs timely assessment" if complaint else \
-            "the presentation still needs timely assessment"
-    return "no sign of an immediate threat"
-
-
 def _context(facts: TriageFacts, findings: list[Finding]) -> list[str]:
     context = []
-    if facts.mental == "alert" and not any(f.system == "consciousness" for f in findings):
+    if facts.mental == "alert":
         context.append("alert")
     pain = _pain_phrase(facts)
     if pain and not any(f.system == "pain" for f in findings):
@@ -220,35 +253,25 @@ def _context(facts: TriageFacts, findings: list[Finding]) -> list[str]:
     return context
 
 
-def write_rationale(facts: TriageFacts, label: str) -> str:
-    """A 1-3 sentence rationale that names the findings driving urgency and ends with the KTAS level.
+def write_rationale(facts: TriageFacts) -> str:
+    """A 1-3 sentence rationale that restates the chief complaint and the findings, and what they imply.
 
-    Conditioned on `label` (the expert's level "1".."5"); only facts present in `facts` are stated.
-    Raises InvalidCaseError for a label outside 1-5.
+    Label-free (see the module docstring); only facts present in `facts` are stated.
     """
-    if label not in KTAS_LABEL_NAMES:
-        raise InvalidCaseError(f"KTAS label must be one of 1-5, got {label!r}")
-    level = int(label)
     findings = find_abnormal(facts)
     sentences = []
     if facts.is_paediatric:
         sentences.append(f"Child aged {facts.age}: adult vital-sign limits do not apply, so the vital signs "
                          "need paediatric review.")
+    if facts.chief_complaint:
+        sentences.append(f"Chief complaint: {facts.chief_complaint}.")
     context = _context(facts, findings)
     if findings:
         head = ", ".join([f.phrase for f in findings] + context)
-        critical = any(f.critical for f in findings)
-        if level >= 4 and critical:
-            clause = "despite this, the overall presentation was judged stable"
-        elif level >= 4:
-            clause = "no sign of an immediate threat"
-        else:
-            clause = _concern_clause(findings)
+        clause = _concern_clause(findings)
     else:
         vitals = [] if facts.is_paediatric else [_vitals_phrase(facts)]
         head = ", ".join(vitals + context) or "no abnormal finding recorded"
-        clause = _no_finding_clause(facts, level)
+        clause = "no sign of an immediate threat in the recorded findings"
     sentences.append(f"{head[0].upper()}{head[1:]}: {clause}.")
-    sentences.append(f"This fits KTAS {label} ({KTAS_LABEL_NAMES[label].lower()}).")
     return " ".join(sentences)
-

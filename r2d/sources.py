@@ -227,7 +227,7 @@ def load_ktas(path: str | Path, encoding: str = "cp1254") -> list[Example]:
     for number, where, row in _ktas_rows(path, encoding, KTAS_TRIAGE_COLUMNS + ("KTAS_expert",)):
         label = _ktas_level(row, "KTAS_expert", where)
         facts = _ktas_facts(row, where)
-        examples.append(Example(ktas_case_text(facts), label, write_rationale(facts, label), "rules",
+        examples.append(Example(ktas_case_text(facts), label, write_rationale(facts), "rules",
                                 f"ktas-{number}"))
     if not examples:
         raise DatasetSchemaError(f"{path}: no data rows")

@@ -1,4 +1,5 @@
-"""r2d.rules: adult thresholds at their boundaries, pain bands, and what a rationale may and must say."""
+"""r2d.rules: adult thresholds and normal ranges at their boundaries, pain bands, and what a rationale may and
+must say (it never sees or names the label)."""
 from __future__ import annotations
 
 import random
@@ -7,8 +8,8 @@ import re
 import pytest
 
 from r2d.errors import InvalidCaseError
-from r2d.rules import (ARRIVAL_MODES, KTAS_LABEL_NAMES, MENTAL_STATES, THRESHOLDS, TriageFacts, abnormal_vitals,
-                       find_abnormal, format_value, pain_band, write_rationale)
+from r2d.rules import (ARRIVAL_MODES, MENTAL_STATES, NORMAL_RANGES, THRESHOLDS, TriageFacts, abnormal_vitals,
+                       critical_findings, find_abnormal, format_value, pain_band, write_rationale)
 
 NORMAL = dict(age=40, sex="female", arrival="walking", injury=False, chief_complaint="sore throat", mental="alert",
               pain=True, pain_score=2, sbp=120, dbp=80, heart_rate=80, resp_rate=16, temperature=36.8, spo2=98)
@@ -32,14 +33,32 @@ def numbers(text: str) -> set[float]:
 ])
 def test_threshold_boundaries(vital, value, abnormal):
     facts = make_facts(**{vital: value})
-    found = abnormal_vitals(facts)
-    assert len(found) == (1 if abnormal else 0)
-    rationale = write_rationale(facts, "3")
+    named = [f for f in abnormal_vitals(facts) if "(raised" not in f.phrase and "(low" not in f.phrase]
+    assert len(named) == (1 if abnormal else 0)
     if abnormal:
-        assert format_value(vital, value) in found[0].phrase
+        assert format_value(vital, value) in named[0].phrase
+        assert format_value(vital, value) in write_rationale(facts)
+
+
+@pytest.mark.parametrize("vital, value, normal", [
+    ("sbp", 160, True), ("sbp", 161, False), ("sbp", 175, False), ("dbp", 100, True), ("dbp", 101, False),
+    ("dbp", 49, False), ("heart_rate", 100, True), ("heart_rate", 101, False), ("heart_rate", 115, False),
+    ("resp_rate", 20, True), ("resp_rate", 21, False), ("resp_rate", 24, False), ("spo2", 95, True),
+    ("spo2", 94, False), ("temperature", 37.9, True), ("temperature", 35.0, True),
+])
+def test_within_adult_limits_is_only_said_when_true(vital, value, normal):
+    """The old writer called SBP 160-180, HR 101-120 and RR 21-24 'within adult limits'."""
+    facts = make_facts(**{vital: value})
+    rationale = write_rationale(facts)
+    assert ("within adult limits" in rationale) == normal, rationale
+    if not normal:
         assert format_value(vital, value) in rationale
-    else:
-        assert rationale.startswith("Vital signs within adult limits")
+
+
+def test_normal_ranges_sit_inside_the_thresholds():
+    for t in THRESHOLDS:
+        low, high = NORMAL_RANGES[t.vital]
+        assert (t.limit <= low) if t.op == "<" else (t.limit > high), t
 
 
 def test_every_threshold_names_a_real_field():
@@ -65,52 +84,58 @@ def test_severe_pain_is_a_finding_mild_pain_is_not():
     assert find_abnormal(make_facts(pain_score=6)) == []
 
 
-@pytest.mark.parametrize("label", sorted(KTAS_LABEL_NAMES))
-def test_rationale_ends_with_the_level(label):
-    rationale = write_rationale(make_facts(), label)
-    assert rationale.endswith(f"This fits KTAS {label} ({KTAS_LABEL_NAMES[label].lower()}).")
-    assert 1 <= rationale.count(". ") + 1 <= 3
+def test_rationale_never_names_a_level():
+    for facts in (make_facts(), make_facts(mental="unresponsive", spo2=80), make_facts(heart_rate=125)):
+        rationale = write_rationale(facts)
+        assert "KTAS" not in rationale and not re.search(r"\blevel\b", rationale)
+        assert 1 <= rationale.count(". ") + 1 <= 3
 
 
 def test_critical_case_names_its_findings():
     facts = make_facts(mental="unresponsive", arrival="public ambulance", spo2=84, pain=None, pain_score=None)
-    rationale = write_rationale(facts, "1")
-    assert rationale.startswith("Unresponsive")
-    for text in ("SpO2 84%", "below 92%", "arrived by ambulance", "breathing", "KTAS 1 (resuscitation)"):
+    rationale = write_rationale(facts)
+    assert rationale.startswith("Chief complaint: sore throat. Unresponsive")
+    for text in ("SpO2 84%", "below 92%", "arrived by ambulance", "breathing is at risk", "consciousness is impaired"):
         assert text in rationale
+    assert [f.field for f in critical_findings(facts)] == ["mental", "spo2"]
 
 
 def test_normal_case_says_so_honestly():
-    rationale = write_rationale(make_facts(), "4")
-    assert rationale == ("Vital signs within adult limits, alert, mild pain 2/10: no sign of an immediate threat. "
-                         "This fits KTAS 4 (less urgent).")
+    assert write_rationale(make_facts()) == (
+        "Chief complaint: sore throat. Vital signs within adult limits, alert, mild pain 2/10: "
+        "no sign of an immediate threat in the recorded findings.")
 
 
-def test_high_level_without_findings_points_at_the_complaint():
-    rationale = write_rationale(make_facts(chief_complaint="chest pain"), "2")
-    assert "chief complaint, chest pain" in rationale
-    assert "KTAS 2 (emergency)" in rationale
+def test_complaint_is_restated_and_absent_complaint_is_not_invented():
+    assert "Chief complaint: chest pain." in write_rationale(make_facts(chief_complaint="chest pain"))
+    assert "complaint" not in write_rationale(make_facts(chief_complaint=None)).lower()
 
 
-def test_low_level_with_a_critical_finding_still_states_it():
-    rationale = write_rationale(make_facts(heart_rate=125), "4")
+def test_mildly_abnormal_vital_is_named_but_not_critical():
+    facts = make_facts(heart_rate=110)
+    assert "Heart rate 110/min (raised, above 100/min)" in write_rationale(facts)
+    assert critical_findings(facts) == []
+
+
+def test_critical_finding_is_stated_whatever_the_rest():
+    rationale = write_rationale(make_facts(heart_rate=125))
     assert "heart rate 125/min (tachycardia, above 120/min)" in rationale.lower()
-    assert "KTAS 4" in rationale
+    assert "circulation is at risk" in rationale
 
 
 def test_missing_vitals_are_said_missing_never_invented():
     facts = make_facts(sbp=None, dbp=None, spo2=None)
-    rationale = write_rationale(facts, "4")
+    rationale = write_rationale(facts)
     assert "not recorded" in rationale and "SpO2" in rationale
     none_recorded = write_rationale(make_facts(**{v: None for v in ("sbp", "dbp", "heart_rate", "resp_rate",
-                                                                    "temperature", "spo2")}), "5")
-    assert none_recorded.startswith("Vital signs not recorded")
+                                                                    "temperature", "spo2")}))
+    assert "Vital signs not recorded" in none_recorded
 
 
 def test_paediatric_case_sets_adult_limits_aside():
     child = make_facts(age=6, heart_rate=150, resp_rate=34, temperature=39.4)
     assert abnormal_vitals(child) == []
-    rationale = write_rationale(child, "2")
+    rationale = write_rationale(child)
     assert rationale.startswith("Child aged 6") and "do not apply" in rationale
     assert "above 120" not in rationale
 
@@ -126,23 +151,16 @@ def random_facts(rng: random.Random) -> TriageFacts:
         temperature=maybe(round(rng.uniform(34.0, 41.0), 1)), spo2=maybe(rng.randint(60, 100)))
 
 
-def test_rationale_numbers_come_from_the_case_or_the_threshold_table():
+def test_rationale_numbers_come_from_the_case_or_the_limit_tables():
     rng = random.Random(0)
-    allowed_constants = {float(t.limit) for t in THRESHOLDS} | {10.0}
+    allowed_constants = {float(t.limit) for t in THRESHOLDS} | {float(x) for r in NORMAL_RANGES.values() for x in r}
     for _ in range(300):
         facts = random_facts(rng)
-        label = rng.choice(sorted(KTAS_LABEL_NAMES))
         case_numbers = {float(v) for v in (facts.age, facts.pain_score, facts.sbp, facts.dbp, facts.heart_rate,
                                            facts.resp_rate, facts.temperature, facts.spo2) if v is not None}
-        rationale = write_rationale(facts, label)
-        assert numbers(rationale) <= case_numbers | allowed_constants | {float(label)}, (facts, rationale)
-        assert rationale == write_rationale(facts, label)  # deterministic
-
-
-@pytest.mark.parametrize("label", ["0", "6", "", "urgent", " 3"])
-def test_rejects_labels_outside_ktas(label):
-    with pytest.raises(InvalidCaseError, match="1-5"):
-        write_rationale(make_facts(), label)
+        rationale = write_rationale(facts)
+        assert numbers(rationale) <= case_numbers | allowed_constants | {10.0}, (facts, rationale)
+        assert rationale == write_rationale(facts)  # deterministic
 
 
 @pytest.mark.parametrize("field, value", [("sex", "f"), ("arrival", "helicopter"), ("mental", "drowsy"),

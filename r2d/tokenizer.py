@@ -3,9 +3,12 @@
 No pretrained tokenizer can be downloaded here, so the embedded model (and the test models) use one
 fitted to their own corpus: a Unigram model (the algorithm of T5's SentencePiece vocabulary) from the
 `tokenizers` library, with T5's special tokens, and `</s>` appended to every sequence as T5 expects.
+Every digit is its own token (as in LLaMA's and PaLM's vocabularies): "120/80" is 1 2 0 / 8 0, so a
+model copies a number digit by digit from the case instead of having to know a piece for each value.
 """
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Iterable
 
@@ -14,17 +17,21 @@ from transformers import PreTrainedTokenizerFast
 
 # T5 layout: pad=0 doubles as the decoder start token, eos=1, unk=2
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
+DIGITS = tuple("0123456789")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Fit a Unigram tokenizer with T5's special tokens to texts. Deterministic for the same texts."""
+    """Fit a Unigram tokenizer with T5's special tokens and one token per digit. Deterministic per texts."""
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace("\n", " ")])
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(),
+                                                 pre_tokenizers.Digits(individual_digits=True)])
     tok.decoder = decoders.Metaspace()
     trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
                                       unk_token="<unk>", show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
+    # one line with every digit: none is ever <unk>, even if the corpus lacks it (the trainer's
+    # initial_alphabet would give unseen characters scores in hash order, breaking determinism)
+    tok.train_from_iterator(itertools.chain(texts, [" ".join(DIGITS)]), trainer=trainer)
     tok.model = _stable_unigram(tok)
     eos = tok.token_to_id("</s>")
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",

@@ -23,3 +23,13 @@ def test_save_and_reload(tmp_path, tiny_tokenizer):
     tiny_tokenizer.save_pretrained(tmp_path)
     again = AutoTokenizer.from_pretrained(tmp_path)
     assert again("given label: 3, explain: fever").input_ids == tiny_tokenizer("given label: 3, explain: fever").input_ids
+
+
+def test_every_digit_is_one_token_and_numbers_round_trip():
+    tok = train_tokenizer(["blood pressure 120/80 mmHg, heart rate 84/min", "SpO2 97%, temperature 36.6 °C"] * 5, 80)
+    text = "blood pressure 905/61 mmHg, temperature 35.2 °C"  # numbers (and a 5) the corpus never had
+    pieces = tok.convert_ids_to_tokens(tok(text).input_ids)
+    digits = [p for p in pieces if any(ch.isdigit() for ch in p)]
+    assert digits == list("90561352")
+    assert tok.unk_token not in pieces
+    assert tok.decode(tok(text).input_ids, skip_special_tokens=True) == text

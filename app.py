@@ -386,9 +386,15 @@ def build_demo(predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig,
     return demo.queue(default_concurrency_limit=8)
 
 
-def launch_kwargs(cfg: R2DConfig) -> dict[str, Any]:
-    """Privacy-first launch options: loopback, no share link, no run history, no monitoring, no MCP server."""
+def launch_kwargs(cfg: R2DConfig, allowed_hosts: Sequence[str] = ()) -> dict[str, Any]:
+    """Privacy-first launch options: loopback, no share link, no run history, no monitoring, no MCP server.
+
+    Every request must name this app in its Host header (allowed_hosts: extra names) and come from its own
+    origin; every response forbids outside scripts, images and connections (see webguard.py).
+    """
+    from webguard import guard_middleware
     return dict(server_name=cfg.app.host, server_port=cfg.app.port, share=False, run_history=False,
+                app_kwargs={"middleware": guard_middleware(cfg.app.host, cfg.app.port, allowed_hosts)},
                 footer_links=["settings"], enable_monitoring=False, mcp_server=False, pwa=False, ssr_mode=False,
                 show_error=True, allowed_paths=[str(Path(cfg.app.export_dir).resolve())],
                 # an upload can hold at most max_batch_rows cases of max_case_chars (UTF-8: up to 4 bytes a character)
@@ -405,6 +411,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--port", type=int)
     ap.add_argument("--config", help="JSON config file")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
+    ap.add_argument("--allow-remote", action="store_true",
+                    help="allow app.host beyond loopback (also needs sign-in with --auth)")
+    ap.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                    help="another name this app is reached by (checked against the Host header)")
     return ap.parse_args(argv)
 
 
@@ -431,7 +441,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Parse flags, load the model and the store, launch on loopback. Exits with a message on R2DError."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = resolve_config(parse_args(argv))
+        args = parse_args(argv)
+        cfg = resolve_config(args)
+        from webguard import check_bind
+        check_bind(cfg.app.host, auth_enabled=bool(getattr(args, "auth", None)), allow_remote=args.allow_remote)
         default = ModelConfig().name_or_path
         if cfg.model.name_or_path.endswith(default) and not Path(cfg.model.name_or_path).is_dir():
             sys.exit(f"error: the default model {default} is missing. Create it with "
@@ -442,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"error: {e}")
     demo = build_demo(predictor, store, cfg)
     logger.info("reviews go to %s; open http://%s:%d", store.path.resolve(), cfg.app.host, cfg.app.port)
-    demo.launch(**launch_kwargs(cfg))
+    demo.launch(**launch_kwargs(cfg, args.allowed_host))
 
 
 if __name__ == "__main__":

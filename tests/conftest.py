@@ -39,6 +39,13 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def ktas_examples(shared_data) -> list[Example]:
+    """Every row of the public KTAS file as Examples (tests using it are marked shared_data)."""
+    from r2d.sources import load_ktas
+    return load_ktas(shared_data / "ktas" / "data.csv")
+
+
 def _corpus_examples() -> list[Example]:
     from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
     cases = [

@@ -1,0 +1,215 @@
+"""r2d.factcheck: hand-written faithful and unfaithful (case, rationale) pairs, both directions, on the KTAS
+narrative and on free-text notes; the rule writer and the checker agree on every KTAS row."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from r2d.factcheck import (KINDS, LABEL_MASK, case_has_triage_facts, check_rationale, fidelity_summary,
+                           mask_label_mentions, parse_case, read_case)
+from r2d.rules import ARRIVAL_MODES, MENTAL_STATES, TriageFacts, write_rationale
+from r2d.sources import ktas_case_text
+
+# the first example case of examples/: the one the issue tried
+COLLAPSE = ("68-year-old man, arrived by public ambulance, not an injury. Chief complaint: collapse, not breathing "
+            "normally. Mental status: unresponsive. Pain not recorded. Blood pressure 70/40 mmHg, heart rate 38/min, "
+            "respiratory rate 6/min, temperature not recorded, SpO2 78%.")
+SORE_THROAT = ("40-year-old woman, walked in, not an injury. Chief complaint: sore throat. Mental status: alert. "
+               "Pain score 2/10. Blood pressure 120/80 mmHg, heart rate 80/min, respiratory rate 16/min, "
+               "temperature 36.8 °C, SpO2 98%.")
+FREE_TEXT = "Pt c/o SOB since this morning. BP 90/60, HR 124, RR 28, T 38.5, sats 91% on air, GCS 14, pain 7/10."
+
+
+def kinds(case: str, rationale: str, label: str | None = None) -> set[str]:
+    return {p.kind for p in check_rationale(case, rationale, label).problems}
+
+
+# --- reading cases -------------------------------------------------------------------------------------
+
+
+def test_reads_the_ktas_narrative():
+    facts = parse_case(COLLAPSE)
+    assert (facts.sbp, facts.dbp, facts.heart_rate, facts.resp_rate, facts.spo2) == (70, 40, 38, 6, 78)
+    assert facts.temperature is None and facts.mental == "unresponsive" and facts.age == 68
+    assert facts.chief_complaint == "collapse, not breathing normally"
+
+
+def test_reads_free_text_notations():
+    case = read_case(FREE_TEXT)
+    f = case.facts
+    assert (f.sbp, f.dbp, f.heart_rate, f.resp_rate, f.temperature, f.spo2, f.pain_score) == (
+        90, 60, 124, 28, 38.5, 91, 7)
+    assert case.gcs == 14 and f.mental == "verbal"  # GCS 13-14 ~ V on AVPU
+
+
+@pytest.mark.parametrize("text, state", [("Patient responds only to voice.", "verbal"),
+                                         ("Responds to pain, GCS 8.", "pain"), ("Found unconscious.", "unresponsive"),
+                                         ("Alert and oriented.", "alert"), ("GCS 15, walking.", "alert")])
+def test_reads_avpu_words_and_gcs(text, state):
+    assert parse_case(text).mental == state
+
+
+def test_round_trips_every_generated_narrative():
+    rng = random.Random(1)
+    for _ in range(300):
+        maybe = lambda v: None if rng.random() < 0.2 else v  # noqa: E731
+        facts = TriageFacts(age=maybe(rng.randint(16, 99)), sex=maybe(rng.choice(["female", "male"])),
+                            arrival=maybe(rng.choice(ARRIVAL_MODES)), injury=maybe(rng.random() < 0.3),
+                            chief_complaint=maybe("abd pain"), mental=maybe(rng.choice(MENTAL_STATES)),
+                            pain=True, pain_score=maybe(rng.randint(0, 10)), sbp=maybe(rng.randint(50, 240)),
+                            dbp=maybe(rng.randint(30, 140)), heart_rate=maybe(rng.randint(30, 170)),
+                            resp_rate=maybe(rng.randint(6, 36)), temperature=maybe(round(rng.uniform(34, 41), 1)),
+                            spo2=maybe(rng.randint(60, 100)))
+        read = parse_case(ktas_case_text(facts))
+        assert read.pain_score == (facts.pain_score or None)  # "No pain." for a score of 0
+        for field in ("age", "mental", "sbp", "dbp", "heart_rate", "resp_rate", "temperature",
+                      "spo2", "chief_complaint", "injury"):
+            assert getattr(read, field) == getattr(facts, field), (field, ktas_case_text(facts))
+        fc = check_rationale(ktas_case_text(facts), write_rationale(facts))
+        assert fc.faithful and fc.critical_named, (ktas_case_text(facts), write_rationale(facts), fc)
+
+
+@pytest.mark.parametrize("text", ["hello", "안녕하세요, 오늘 날씨가 좋네요.", "What is the capital of France?", ""])
+def test_a_case_without_triage_facts_says_so(text):
+    assert not case_has_triage_facts(text)
+    assert not check_rationale(text, "Vital signs within adult limits, alert.").case_has_facts
+
+
+@pytest.mark.parametrize("text", [COLLAPSE, FREE_TEXT, "Chief complaint: headache.", "HR 80"])
+def test_a_triage_case_has_facts(text):
+    assert case_has_triage_facts(text)
+
+
+# --- faithful rationales pass ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rationale", [
+    "Unresponsive after a collapse with agonal breathing (RR 6/min), SpO2 78%, HR 38/min and BP 70/40 mmHg: "
+    "peri-arrest, needs airway support and resuscitation now.",
+    "Chief complaint: collapse, not breathing normally. Unresponsive, SpO2 78% (hypoxaemia, below 92%), "
+    "respiratory rate 6/min (bradypnoea, below 10/min), systolic BP 70 mmHg (hypotension, below 90 mmHg), "
+    "heart rate 38/min (bradycardia, below 50/min), arrived by ambulance: consciousness is impaired.",
+    "Hypotensive, bradycardic, bradypnoea and hypoxic; unresponsive. Temperature not recorded.",
+])
+def test_faithful_rationales_of_a_critical_case_pass(rationale):
+    fc = check_rationale(COLLAPSE, rationale, "1")
+    assert fc.faithful, fc.problems
+    assert fc.critical_named, fc.missing_critical
+
+
+def test_faithful_free_text_rationale_passes():
+    rationale = ("Short of breath with SpO2 91%, RR 28 and HR 124, febrile at 38.5 °C, BP 90/60, GCS 14, "
+                 "severe pain 7/10.")
+    fc = check_rationale(FREE_TEXT, rationale)
+    assert fc.faithful, fc.problems
+
+
+# --- unfaithful rationales are caught, with the span of what is wrong ----------------------------------
+
+
+def test_the_issue_rationale_is_caught_on_every_count():
+    """The embedded model's answer to the first example, as the issue quotes it."""
+    rationale = ("Recorded vital signs within adult limits (SpO2 not recorded), alert, no pain: the chief "
+                 "complaint, vagal syncope, still needs timely assessment. This fits KTAS 3 (urgent).")
+    fc = check_rationale(COLLAPSE, rationale, "1")
+    found = {p.kind for p in fc.problems}
+    assert {"abnormal_called_normal", "wrong_mental_state", "wrong_complaint", "wrong_level",
+            "wrong_context"} <= found
+    assert len(fc.missing_critical) == 5  # unresponsive, SpO2, RR, SBP, HR: none is named
+    for p in fc.problems:
+        assert 0 <= p.start < p.end <= len(rationale) and p.message
+    alert = next(p for p in fc.problems if p.kind == "wrong_mental_state")
+    assert rationale[alert.start:alert.end] == "alert"
+
+
+@pytest.mark.parametrize("rationale, kind", [
+    ("SpO2 97% and heart rate 80/min.", "number_not_in_case"),
+    ("Systolic BP 80 mmHg (severe hypertension, above 180 mmHg).", "normal_called_abnormal"),
+    ("Vital signs within adult limits.", "abnormal_called_normal"),
+    ("Alert, talking in sentences.", "wrong_mental_state"),
+    ("Temperature 38.2 °C.", "number_not_in_case"),  # the case records no temperature
+    ("Chief complaint: ankle sprain.", "wrong_complaint"),
+    ("Walked in, injured, severe pain 8/10.", "wrong_pain"),
+    ("Peri-arrest. This fits KTAS 3 (urgent).", "wrong_level"),
+    ("1", "empty"),
+    ("   ", "empty"),
+])
+def test_each_kind_of_error_is_caught(rationale, kind):
+    assert kind in kinds(COLLAPSE, rationale, "1")
+
+
+@pytest.mark.parametrize("case, rationale, kind", [
+    (SORE_THROAT, "Tachycardic at rest.", "normal_called_abnormal"),
+    (SORE_THROAT, "Febrile, needs antibiotics.", "normal_called_abnormal"),
+    (SORE_THROAT, "Responds only to pain.", "wrong_mental_state"),
+    (SORE_THROAT, "Severe pain 2/10.", "wrong_pain"),
+    (SORE_THROAT, "No pain.", "wrong_pain"),
+    (SORE_THROAT, "Arrived by ambulance.", "wrong_context"),
+    (SORE_THROAT, "Aged 45, sore throat.", "number_not_in_case"),
+    (FREE_TEXT, "Afebrile, normal vital signs.", "abnormal_called_normal"),
+    (FREE_TEXT, "No tachycardia, GCS 15.", "abnormal_called_normal"),
+    (FREE_TEXT, "GCS 15, alert.", "wrong_mental_state"),
+])
+def test_errors_in_the_other_direction_are_caught(case, rationale, kind):
+    assert kind in kinds(case, rationale), check_rationale(case, rationale)
+
+
+def test_normal_case_with_the_true_normal_statement_passes():
+    assert kinds(SORE_THROAT, "Chief complaint: sore throat. Vital signs within adult limits, alert, mild pain "
+                              "2/10: no sign of an immediate threat in the recorded findings.", "5") == set()
+
+
+def test_quoted_limits_are_not_numbers_of_the_case():
+    case = SORE_THROAT.replace("36.8 °C", "39.2 °C")
+    assert kinds(case, "Temperature 39.2 °C (fever, at or above 38.0 °C).") == set()
+    assert "number_not_in_case" in kinds(case, "Temperature 38.0 °C (fever).")
+
+
+def test_restating_a_complaint_word_is_supported():
+    case = SORE_THROAT.replace("sore throat", "fever")
+    assert kinds(case, "Chief complaint: fever. Temperature 36.8 °C.") == set()
+
+
+def test_adult_limits_are_not_applied_to_children():
+    child = SORE_THROAT.replace("40-year-old woman", "6-year-old girl").replace("heart rate 80", "heart rate 130")
+    assert kinds(child, "Child aged 6: vital signs within adult limits.") == set()
+    assert "number_not_in_case" in kinds(child, "Child aged 6, heart rate 90/min.")
+
+
+def test_every_kind_is_documented():
+    assert set(KINDS) >= {"empty", "number_not_in_case", "normal_called_abnormal", "abnormal_called_normal",
+                          "wrong_mental_state", "wrong_pain", "wrong_complaint", "wrong_level"}
+
+
+# --- figures over a data set ------------------------------------------------------------------------------
+
+
+def test_fidelity_summary_counts_both_ways():
+    good = write_rationale(parse_case(COLLAPSE))
+    summary = fidelity_summary([COLLAPSE, COLLAPSE, SORE_THROAT], [good, "Vital signs within adult limits.", "1"])
+    assert summary["fidelity"] == pytest.approx(1 / 3)
+    assert summary["critical_named"] == pytest.approx(1 / 2)  # the sore throat has no critical finding
+    assert summary["n_with_critical"] == 2
+    assert summary["rationales_with_problem"] == {"empty": 1, "abnormal_called_normal": 1}
+
+
+def test_fidelity_summary_refuses_mismatched_lengths():
+    with pytest.raises(ValueError, match="2 cases but 1"):
+        fidelity_summary([COLLAPSE, COLLAPSE], ["x y"])
+
+
+@pytest.mark.shared_data
+def test_rule_rationales_of_every_ktas_row_are_faithful(ktas_examples):
+    summary = fidelity_summary([e.case_text for e in ktas_examples], [e.rationale for e in ktas_examples],
+                               [e.label for e in ktas_examples])
+    assert summary["fidelity"] == 1.0 and summary["critical_named"] == 1.0
+    assert summary["cases_without_facts"] == 0
+
+
+def test_label_mentions_are_masked():
+    text = "Unresponsive, SpO2 78%: this fits KTAS 1 (resuscitation); level 2 would be too low. Pain level 3."
+    masked = mask_label_mentions(text, ["Resuscitation", "Emergency"])
+    assert masked == (f"Unresponsive, SpO2 78%: this fits {LABEL_MASK} ({LABEL_MASK}); {LABEL_MASK} would be too "
+                      "low. Pain level 3.")
+    assert mask_label_mentions("no label here", ["Urgent"]) == "no label here"

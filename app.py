@@ -40,25 +40,39 @@ REVIEW_OUTPUTS = ("shown", "case", "label_md", "plot", "rationale", "final_label
 QUEUE_OUTPUTS = ("queue", "batch_panel", "batch", "queue_md") + REVIEW_OUTPUTS
 
 
+def _ui_error(name: str, e: Exception) -> gr.Error:
+    """R2DError: its own message. Anything else: a generic message, the details logged under a short id."""
+    if isinstance(e, R2DError):
+        logger.warning("%s refused: %s", name, e)
+        return gr.Error(str(e))
+    log_id = os.urandom(4).hex()
+    logger.error("%s failed [log id %s]", name, log_id, exc_info=e)
+    # internals (paths, library messages) are never shown: they can carry case text or the DB location
+    return gr.Error(f"Something went wrong in the app (log id {log_id}); what you typed is still on screen. "
+                    "Try again, and give the log id to whoever runs the app if it happens again.")
+
+
 def ui_errors(fn: Callable) -> Callable:
-    """Turn R2DError into gr.Error (a readable modal) for plain and generator handlers alike."""
+    """Turn every exception into gr.Error (a readable modal), for plain and generator handlers alike."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def generator(*args: Any, **kwargs: Any) -> Any:
             try:
                 yield from fn(*args, **kwargs)
-            except R2DError as e:
-                logger.warning("%s refused: %s", fn.__name__, e)
-                raise gr.Error(str(e)) from e
+            except gr.Error:
+                raise
+            except Exception as e:
+                raise _ui_error(fn.__name__, e) from e
         return generator
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except R2DError as e:
-            logger.warning("%s refused: %s", fn.__name__, e)
-            raise gr.Error(str(e)) from e
+        except gr.Error:
+            raise
+        except Exception as e:
+            raise _ui_error(fn.__name__, e) from e
     return call
 
 
@@ -396,7 +410,7 @@ def launch_kwargs(cfg: R2DConfig, allowed_hosts: Sequence[str] = ()) -> dict[str
     return dict(server_name=cfg.app.host, server_port=cfg.app.port, share=False, run_history=False,
                 app_kwargs={"middleware": guard_middleware(cfg.app.host, cfg.app.port, allowed_hosts)},
                 footer_links=["settings"], enable_monitoring=False, mcp_server=False, pwa=False, ssr_mode=False,
-                show_error=True, allowed_paths=[str(Path(cfg.app.export_dir).resolve())],
+                show_error=False, allowed_paths=[str(Path(cfg.app.export_dir).resolve())],
                 # an upload can hold at most max_batch_rows cases of max_case_chars (UTF-8: up to 4 bytes a character)
                 max_file_size=cfg.app.max_batch_rows * (cfg.app.max_case_chars * 4 + 256),
                 css_paths=[ASSETS / "app.css"], js=_read_asset("shortcuts.js"))

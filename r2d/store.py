@@ -192,7 +192,7 @@ class ReviewStore:
 
     def _check_file(self) -> None:
         if self.path.is_dir():
-            raise FeedbackStoreError(f"review database {self.path} is a directory; pass --db with a file path")
+            raise FeedbackStoreError(f"review database {self.path.name} is a directory; pass --db with a file path")
         if self.path.is_file() and self.path.stat().st_size > 0:
             with self.path.open("rb") as f:
                 header = f.read(len(_SQLITE_HEADER))
@@ -200,7 +200,7 @@ class ReviewStore:
                 raise FeedbackStoreError(self._not_a_db_message())
 
     def _not_a_db_message(self) -> str:
-        return (f"{self.path} is not a SQLite review database (or it is corrupt). Move it aside (do not delete it: "
+        return (f"{self.path.name} is not a SQLite review database (or it is corrupt). Move it aside (do not delete it: "
                 f"it may hold reviews) and start again, or pass --db with another path")
 
     def _connect(self) -> sqlite3.Connection:
@@ -209,7 +209,7 @@ class ReviewStore:
             # autocommit mode: transactions are opened explicitly, one short one per write
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
         except (sqlite3.Error, OSError) as e:
-            raise FeedbackStoreError(f"cannot open review database {self.path}: {e}; check the path and its "
+            raise FeedbackStoreError(f"cannot open review database {self.path.name}: {e}; check the path and its "
                                      "permissions, or pass --db with another path") from e
         try:
             conn.row_factory = sqlite3.Row
@@ -228,9 +228,9 @@ class ReviewStore:
         try:
             yield conn
         except sqlite3.OperationalError as e:
-            raise FeedbackStoreError(f"reading {self.path} failed: {e}; try again") from e
+            raise FeedbackStoreError(f"reading {self.path.name} failed: {e}; try again") from e
         except sqlite3.DatabaseError as e:
-            raise FeedbackStoreError(f"reading {self.path} failed: {e}. {self._not_a_db_message()}") from e
+            raise FeedbackStoreError(f"reading {self.path.name} failed: {e}. {self._not_a_db_message()}") from e
         finally:
             conn.close()
 
@@ -248,11 +248,11 @@ class ReviewStore:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.IntegrityError as e:
-            raise FeedbackStoreError(f"{self.path} refused the write: {e}") from e
+            raise FeedbackStoreError(f"{self.path.name} refused the write: {e}") from e
         except sqlite3.OperationalError as e:
-            raise FeedbackStoreError(f"writing to {self.path} failed: {e}; nothing was saved, submit again") from e
+            raise FeedbackStoreError(f"writing to {self.path.name} failed: {e}; nothing was saved, submit again") from e
         except sqlite3.DatabaseError as e:
-            raise FeedbackStoreError(f"writing to {self.path} failed: {e}. {self._not_a_db_message()}") from e
+            raise FeedbackStoreError(f"writing to {self.path.name} failed: {e}. {self._not_a_db_message()}") from e
         finally:
             conn.close()
 
@@ -261,7 +261,7 @@ class ReviewStore:
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
-                raise FeedbackStoreError(f"{self.path}: cannot switch to WAL journaling (got {mode}); "
+                raise FeedbackStoreError(f"{self.path.name}: cannot switch to WAL journaling (got {mode}); "
                                          "put the database on a local disk")
             conn.executescript(_SCHEMA + "".join(
                 f"CREATE TRIGGER IF NOT EXISTS {t}_no_update BEFORE UPDATE ON {t} BEGIN "
@@ -271,13 +271,13 @@ class ReviewStore:
             conn.execute("INSERT OR IGNORE INTO store_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             version = int(conn.execute("SELECT value FROM store_meta WHERE key='schema_version'").fetchone()[0])
         except sqlite3.OperationalError as e:
-            raise FeedbackStoreError(f"cannot set up {self.path}: {e}; try again, or pass --db with another path") from e
+            raise FeedbackStoreError(f"cannot set up {self.path.name}: {e}; try again, or pass --db with another path") from e
         except sqlite3.DatabaseError as e:
             raise FeedbackStoreError(f"{self._not_a_db_message()} ({e})") from e
         finally:
             conn.close()
         if version > SCHEMA_VERSION:
-            raise FeedbackStoreError(f"{self.path} has schema version {version}, newer than this code "
+            raise FeedbackStoreError(f"{self.path.name} has schema version {version}, newer than this code "
                                      f"({SCHEMA_VERSION}); update Reason2Decide or use another --db")
 
     # --- reviews -----------------------------------------------------------------------------
@@ -363,7 +363,7 @@ class ReviewStore:
         for info in self.list_batches():
             if info.batch_id == batch_id:
                 return info
-        raise FeedbackStoreError(f"no batch {batch_id!r} in {self.path}; upload the cases again")
+        raise FeedbackStoreError(f"no batch {batch_id!r} in {self.path.name}; upload the cases again")
 
     def batch_items(self, batch_id: str) -> list[BatchItem]:
         """The items of a batch in upload order, each with its prediction and latest review (if any)."""

@@ -6,6 +6,8 @@
     python -m training.prepare_data medmcqa --source ../shared/data/medmcqa/dev.json --out data/medmcqa
 
 KTAS and PubMedQA have a small closed label set and are split stratified by label (r2d.data.stratified_split);
+KTAS is split by group: visits with the same case text (5 pairs in the file) land in the same split, so
+no test case is a copy of a training case.
 PubMedQA keeps its official 500-item test set and carves val out of the rest. MedReason and MedMCQA labels
 are answer texts, nearly all distinct, so stratifying by them would put everything in train: they get a
 seeded shuffle split instead. Every split is deterministic for a given seed.
@@ -67,10 +69,24 @@ def shuffle_split(examples: Sequence[Example], fractions: Sequence[float], seed:
 Prepared = tuple[dict[str, list[Example]], list[Path], dict[str, Any]]
 
 
+def grouped_stratified_split(examples: Sequence[Example], fractions: Sequence[float],
+                             seed: int) -> list[list[Example]]:
+    """stratified_split over groups of identical case texts: a group never straddles two parts.
+
+    Each group is split as one item labelled by its first member, then expanded in place.
+    """
+    groups: dict[str, list[Example]] = {}
+    for e in examples:
+        groups.setdefault(e.case_text, []).append(e)
+    firsts = [members[0] for members in groups.values()]
+    return [[m for first in part for m in groups[first.case_text]]
+            for part in stratified_split(firsts, fractions, seed=seed)]
+
+
 def prepare_ktas(args: argparse.Namespace) -> Prepared:
-    """KTAS: stratified train/val/test of the whole file."""
+    """KTAS: stratified train/val/test of the whole file, duplicated visits kept together."""
     fractions = split_fractions(args.val, args.test)
-    parts = stratified_split(load_ktas(args.source), fractions, seed=args.seed)
+    parts = grouped_stratified_split(load_ktas(args.source), fractions, seed=args.seed)
     extra = {"task": "ktas-triage", "ordinal": True, "label_names": KTAS_LABEL_NAMES}
     return dict(zip(SPLITS, parts)), [Path(args.source)], extra
 

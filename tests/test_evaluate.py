@@ -87,11 +87,13 @@ def test_evaluate_predictions_on_a_known_set():
     # hypotheses are the generated rationales, references the gold ones
     assert scorer.calls == [([p.rationale for p in predictions], [GOLD_RATIONALE] * 4)]
     assert report["rationale"]["bertscore_model"] == FakeScorer.model_id
-    assert report["skipped"] == {}
+    assert report["skipped"] == {"critical_named": "no case has a critical finding"}
     assert list(report["per_class"]) == KTAS and report["per_class"]["5"]["predicted"] == 1
     assert report["confusion_matrix"]["counts"][2] == [0, 1, 0, 0, 0]  # gold 3 predicted as 2
-    assert report["predictions"][3] == {"id": "3", "gold_label": "4", "predicted_label": "5",
-                                        "repredicted_label": "4", "rationale": ""}
+    row = report["predictions"][3]
+    assert {k: row[k] for k in ("id", "gold_label", "predicted_label", "repredicted_label", "rationale")} == {
+        "id": "3", "gold_label": "4", "predicted_label": "5", "repredicted_label": "4", "rationale": ""}
+    assert row["fact_check"][0].startswith("The rationale is empty")
     json.dumps(report)  # the report is plain JSON
 
 
@@ -100,7 +102,7 @@ def test_skipped_metrics_say_why_and_get_no_number():
     report = evaluate_predictions(examples, [make_prediction("yes"), make_prediction("yes")],
                                   label_set=["yes", "no", "maybe"], ordinal=False)
     skipped = report["skipped"]
-    assert set(skipped) == {"triage_errors", "bleu", "bertscore", "consistency", "sufficiency"}
+    assert set(skipped) == {"triage_errors", "bleu", "bertscore", "consistency", "sufficiency", "critical_named"}
     assert skipped["bleu"] == evaluate.NO_RATIONALES
     assert not set(skipped) & set(report["metrics"])
     assert "under_triage_rate" not in report["metrics"]
@@ -109,7 +111,7 @@ def test_skipped_metrics_say_why_and_get_no_number():
 
 def test_bertscore_skip_message_without_scorer():
     report = evaluate_predictions(make_examples(("1",)), [make_prediction("1")], ["1"], ordinal=True)
-    assert report["skipped"] == {"bertscore": SKIP_MESSAGE}
+    assert report["skipped"] == {"bertscore": SKIP_MESSAGE, "critical_named": "no case has a critical finding"}
     assert "bertscore_f1" not in report["metrics"] and report["metrics"]["bleu"] == pytest.approx(1.0)
 
 
@@ -127,7 +129,41 @@ def test_misaligned_predictions_raise(n_predictions):
         evaluate_predictions(make_examples(("1", "2")), [make_prediction("1")] * n_predictions)
 
 
+CRITICAL_CASE = ("70-year-old man, arrived by public ambulance, not an injury. Chief complaint: dyspnea. Mental status: "
+                 "alert. No pain. Blood pressure 130/80 mmHg, heart rate 90/min, respiratory rate 30/min, "
+                 "temperature 36.5 °C, SpO2 84%.")
+
+
+def test_fidelity_and_critical_findings_named_are_reported():
+    examples = [Example(CRITICAL_CASE, "2", "", "rules", "a"), Example(CRITICAL_CASE, "2", "", "rules", "b"),
+                Example(CRITICAL_CASE, "2", "", "rules", "c")]
+    predictions = [make_prediction("2", "SpO2 84% and respiratory rate 30/min: breathing is at risk."),
+                   make_prediction("2", "Vital signs within adult limits, alert, no pain."),
+                   make_prediction("2", "SpO2 97%, RR 30/min. This fits KTAS 4.")]
+    report = evaluate_predictions(examples, predictions, label_set=KTAS, ordinal=True)
+    m = report["metrics"]
+    assert m["fidelity"] == pytest.approx(1 / 3)  # only the first restates the case
+    assert m["critical_named"] == pytest.approx(2 / 3)  # the second names neither SpO2 nor RR
+    problems = report["fidelity"]["rationales_with_problem"]
+    assert problems == {"abnormal_called_normal": 1, "number_not_in_case": 1, "wrong_level": 1}
+    assert report["fidelity"]["n_with_critical"] == 3
+    assert any("SpO2 97%" in line for line in report["predictions"][2]["fact_check"])
+
+
 # --- evaluate_model ---------------------------------------------------------------------------
+
+
+def test_consistency_reads_rationales_with_label_mentions_masked():
+    examples = make_examples(("1", "2"))
+    rationales = ["SpO2 80%: fits KTAS 1 (resuscitation).", "Stable, level 2."]
+    predictor = FakePredictor(["1", "2"], rationales, ["1", "2"])
+    predictor.label_names = {"1": "Resuscitation", "2": "Emergency"}
+    predictor.repredicted = {"SpO2 80%: fits [LABEL] ([LABEL]).": "1", "Stable, [LABEL].": "3"}
+    report = evaluate_model(predictor, examples)
+    assert predictor.rationale_calls == ["SpO2 80%: fits [LABEL] ([LABEL]).", "Stable, [LABEL]."]
+    assert report["metrics"]["consistency"] == pytest.approx(0.5)
+    assert report["predictions"][0]["rationale"] == rationales[0]  # the report keeps what the model wrote
+
 
 
 def test_evaluate_model_predicts_then_repredicts_from_rationales():

@@ -5,9 +5,12 @@
         [--config FILE] [--set section.key=value ...]
 
 Labels: accuracy, macro-F1 (scikit-learn convention), per-class precision/recall/F1, confusion matrix,
-under/over-triage for ordinal label sets. Rationales (on examples that have a gold rationale):
+under/over-triage for ordinal label sets. Fidelity to the case (r2d.factcheck, every example): the share
+of rationales with no statement the case contradicts or does not support, and the share of cases with a
+critical finding whose rationale names all of them. Rationales (on examples that have a gold rationale):
 BERTScore F1 and mean sentence BLEU. Agreement (Reason2Decide-C): consistency and sufficiency of the
-label re-predicted from the generated rationale alone. Writes a JSON report and prints a table.
+label re-predicted from the generated rationale alone, with its label mentions masked as [LABEL] (as the
+Reason2Decide-C data masks them), so a copied "KTAS 3" does not count. Writes a JSON report and prints a table.
 A metric that cannot be computed is listed under "skipped" with the reason, never given a number.
 """
 from __future__ import annotations
@@ -22,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from r2d import metrics
+from r2d import factcheck, metrics
 from r2d.artifacts import read_model_meta
 from r2d.bertscore import SKIP_MESSAGE, load_scorer
 from r2d.config import CONFIG_FILENAME, QUANTIZATIONS, R2DConfig, load_config
@@ -90,6 +93,19 @@ def _rationale_block(examples: Sequence[Example], predictions: Sequence[_Scored]
     return values, info, {}
 
 
+def _fidelity_block(examples: Sequence[Example], predictions: Sequence[_Scored]) -> tuple[dict[str, Any],
+                                                                                          dict[str, Any]]:
+    """(metrics, info): fidelity and critical findings named, from the fact check of every rationale
+    against its own case and the label shown beside it."""
+    summary = factcheck.fidelity_summary([e.case_text for e in examples], [p.rationale for p in predictions],
+                                         [p.label for p in predictions])
+    values = {"fidelity": summary["fidelity"]}
+    if summary["critical_named"] is not None:
+        values["critical_named"] = summary["critical_named"]
+    info = {k: summary[k] for k in ("n_with_critical", "cases_without_facts", "rationales_with_problem")}
+    return values, info
+
+
 def evaluate_predictions(examples: Sequence[Example], predictions: Sequence[_Scored],
                          repredicted: Sequence[str] | None = None, *, label_set: Sequence[str] | None = None,
                          ordinal: bool = False, scorer: _Scorer | None = None,
@@ -108,6 +124,10 @@ def evaluate_predictions(examples: Sequence[Example], predictions: Sequence[_Sco
     report, skipped = _label_block(gold, pred, label_set, ordinal)
     rationale_metrics, rationale_info, rationale_skipped = _rationale_block(examples, predictions, scorer,
                                                                             bertscore_note)
+    fidelity_metrics, fidelity_info = _fidelity_block(examples, predictions)
+    report["metrics"].update(fidelity_metrics)
+    if "critical_named" not in fidelity_metrics:
+        skipped["critical_named"] = "no case has a critical finding"
     report["metrics"].update(rationale_metrics)
     skipped.update(rationale_skipped)
     if repredicted is None:
@@ -115,10 +135,13 @@ def evaluate_predictions(examples: Sequence[Example], predictions: Sequence[_Sco
     else:
         report["metrics"].update(consistency=metrics.consistency(pred, repredicted),
                                  sufficiency=metrics.sufficiency(gold, repredicted))
-    report.update(n=len(examples), rationale=rationale_info, skipped=skipped,
+    report.update(n=len(examples), rationale=rationale_info, fidelity=fidelity_info, skipped=skipped,
                   predictions=[{"id": e.example_id, "gold_label": e.label, "predicted_label": p.label,
                                 "repredicted_label": None if repredicted is None else repredicted[i],
-                                "rationale": p.rationale} for i, (e, p) in enumerate(zip(examples, predictions))])
+                                "rationale": p.rationale,
+                                "fact_check": factcheck.explain(factcheck.check_rationale(e.case_text, p.rationale,
+                                                                                          p.label))}
+                               for i, (e, p) in enumerate(zip(examples, predictions))])
     return report
 
 
@@ -148,9 +171,11 @@ def evaluate_model(predictor: Any, examples: Sequence[Example], *, batch_size: i
     repredicted = None
     if repredict:
         logger.info("re-predicting labels from the generated rationales")
-        # an empty rationale supports no label: "" never equals a label, so it counts as disagreeing
-        repredicted = [predictor.predict_label_from_rationale(p.rationale).best if p.rationale.strip() else ""
-                       for p in predictions]
+        # an empty rationale supports no label: "" never equals a label, so it counts as disagreeing;
+        # label mentions are masked so that a copied "KTAS 3" is not read back as agreement
+        names = list(getattr(predictor, "label_names", {}).values())
+        repredicted = [predictor.predict_label_from_rationale(factcheck.mask_label_mentions(p.rationale, names)).best
+                       if p.rationale.strip() else "" for p in predictions]
     return evaluate_predictions(examples, predictions, repredicted, label_set=predictor.label_set,
                                 ordinal=predictor.ordinal, scorer=scorer, bertscore_note=bertscore_note)
 

@@ -113,16 +113,17 @@ class Stage2Config:
     sampling_end_fraction: float = 0.65
     # never condition only on predictions: some gold labels keep the rationale anchored (paper: 0.9)
     sampling_cap: float = 0.9
-    # R2D-C: scale pi(t) by sigmoid(k * (confidence - running mean confidence))
+    # R2D-C: scale pi(t) by sigmoid(k * (confidence - threshold)); the threshold is the warm-up's mean
+    # confidence at step W, then the mean of each window of confidence_refresh_steps steps (authors: 1,000)
     confidence_gated: bool = False
     confidence_sharpness: float = 10.0
-    # R2D-C refreshes its confidence threshold every 1,000 steps
     confidence_refresh_steps: int = 1000
-    # R2D-C rationale -> label cycle loss weight; 0 turns it off (R2D-C uses 0.1)
+    # R2D-C rationale -> label cycle loss weight, applied after the W warm-up; 0 turns it off (R2D-C: 0.1)
     cycle_loss_weight: float = 0.0
+    # Gumbel temperature max(end, start * exp(-ln2 * t / max_steps)), the authors' 1.0 -> 0.5
     gumbel_temperature_start: float = 1.0
     gumbel_temperature_end: float = 0.5
-    # early stopping on val macro-F1, only after this fraction of steps (paper: 65%, patience 5)
+    # early stopping on val macro-F1 from this fraction of steps on, the best reset there (paper: 65%, patience 5)
     early_stopping_patience: int = 5
     early_stopping_after_fraction: float = 0.65
 

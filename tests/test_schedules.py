@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from r2d.config import Stage2Config
-from training.schedules import (RunningConfidence, alpha_at, gated_probability, gumbel_temperature, mix_labels,
-                                sampling_probability)
+from training.schedules import (ConfidenceThreshold, alpha_at, gated_probability, gumbel_temperature, mix_labels,
+                                sampling_probability, warmup_steps)
 
 MAX_STEPS = 1000
 PAPER = Stage2Config()  # alpha 0.7 over 5%; pi ramps from 5% towards 1 at 65%, capped at 0.9
@@ -73,9 +73,27 @@ def test_gated_probability_survives_extreme_sharpness():
     assert gated_probability(0.5, 0.0, 1.0, sharpness=1e6) == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("step, expected", [(0, 1.0), (500, 0.75), (1000, 0.5), (5000, 0.5)])
-def test_gumbel_temperature_anneals(step, expected):
-    assert gumbel_temperature(step, MAX_STEPS, 1.0, 0.5) == pytest.approx(expected)
+@pytest.mark.parametrize("step, expected", [
+    (0, 1.0),
+    (250, 2 ** -0.25),             # 0.8409
+    (500, 0.7071067811865476),     # mid-run: exp(-ln2 / 2) = 1/sqrt(2), the authors' value (linear would be 0.75)
+    (1000, 0.5),                   # exp(-ln2) = 0.5: the floor is met at the last step
+    (5000, 0.5),                   # and held
+])
+def test_gumbel_temperature_is_the_authors_exponential(step, expected):
+    assert gumbel_temperature(step, MAX_STEPS, 1.0, 0.5) == pytest.approx(expected, abs=1e-12)
+
+
+def test_gumbel_temperature_floor_and_rate_do_not_depend_on_each_other():
+    # the authors' decay rate is ln2 / T whatever the start; a higher floor is simply reached earlier
+    assert gumbel_temperature(500, MAX_STEPS, 2.0, 0.5) == pytest.approx(2 / math.sqrt(2))
+    assert gumbel_temperature(500, MAX_STEPS, 1.0, 0.8) == 0.8
+
+
+def test_warmup_steps_round_down_as_the_authors():
+    assert warmup_steps(1000, PAPER) == 50
+    assert warmup_steps(30_000, PAPER) == 1500
+    assert warmup_steps(39, PAPER) == 1  # int(1.95)
 
 
 # --- mix_labels ---------------------------------------------------------------------------------
@@ -135,18 +153,45 @@ def test_mix_labels_rejects_global_rng_stand_ins():
         mix_labels(["1"], ["2"], 0.5, None)
 
 
-# --- R2D-C running threshold --------------------------------------------------------------------
+# --- R2D-C threshold -------------------------------------------------------------------------------
 
 
-def test_running_confidence_follows_mean_then_refreshes_per_window():
-    rc = RunningConfidence(refresh_steps=10)
-    assert rc.update(0, [0.2]) == pytest.approx(0.2)
-    assert rc.update(5, [0.4]) == pytest.approx(0.3)        # first window: the running mean
-    assert rc.update(10, [0.6]) == pytest.approx(0.4)       # refresh at step 10: mean of 0.2, 0.4, 0.6
-    assert rc.update(15, [1.0, 1.0]) == pytest.approx(0.4)  # frozen inside the window
-    assert rc.update(20, [0.0]) == pytest.approx(3.2 / 6)   # next refresh sees everything so far
+def feed(threshold: ConfidenceThreshold, steps: range, confidence) -> list[float]:
+    return [threshold.update(t, [confidence(t)]) for t in steps]
 
 
-def test_running_confidence_rejects_zero_refresh():
-    with pytest.raises(ValueError, match="refresh_steps"):
-        RunningConfidence(0)
+def test_threshold_is_calibrated_on_the_warmup_at_step_w():
+    th = ConfidenceThreshold(warmup_steps=50, window_steps=1000)
+    before = feed(th, range(0, 50), lambda t: 0.2 if t % 2 else 0.4)
+    assert before == [1.0] * 50                       # before W: the authors' "never" value (pi = 0 anyway)
+    at_w = th.update(50, [0.3])
+    assert at_w == pytest.approx(0.3)                 # mean of steps 0..50: 25 x 0.2, 25 x 0.4, one 0.3
+
+
+def test_threshold_is_the_mean_of_each_1000_step_window():
+    th = ConfidenceThreshold(warmup_steps=50, window_steps=1000)
+    feed(th, range(0, 51), lambda t: 0.3)             # calibrated to 0.3 at W = 50
+    # the window after W: steps 51..1050, half at 0.5 and half at 0.9 (mean 0.7)
+    in_window = feed(th, range(51, 1051), lambda t: 0.5 if t % 2 else 0.9)
+    assert in_window == [pytest.approx(0.3)] * 1000   # the threshold in force, boundary step included
+    assert th.update(1051, [0.0]) == pytest.approx(0.7)  # the refreshed mean from the next step on
+    # the next window forgets the previous one: steps 1051..2050 all at 0.1 (the 0.0 above included)
+    feed(th, range(1052, 2051), lambda t: 0.1)
+    assert th.update(2051, [0.5]) == pytest.approx((0.0 + 999 * 0.1) / 1000)
+
+
+def test_threshold_refreshes_once_per_boundary_under_gradient_accumulation():
+    th = ConfidenceThreshold(warmup_steps=0, window_steps=2)
+    assert th.update(0, [0.4]) == pytest.approx(0.4)  # W = 0: calibrated on the first batch
+    assert th.update(0, [0.8]) == pytest.approx(0.4)  # a second micro-batch of step 0 opens the next window
+    th.update(1, [0.2])
+    assert th.update(2, [0.5]) == pytest.approx(0.4)  # boundary: gated with the old value, then refreshed
+    assert th.update(2, [0.9]) == pytest.approx(0.5)  # mean(0.8, 0.2, 0.5); no second refresh at step 2
+    th.update(3, [0.1])
+    assert th.update(4, [0.2]) == pytest.approx(0.5)
+    assert th.update(5, [0.0]) == pytest.approx(0.4)  # mean(0.9, 0.1, 0.2)
+
+
+def test_threshold_rejects_zero_window():
+    with pytest.raises(ValueError, match="window_steps"):
+        ConfidenceThreshold(0, 0)

@@ -58,11 +58,19 @@ def test_per_prompt_candidate_lists(tiny_t5, tiny_tokenizer):
         score_candidates(tiny_t5, tiny_tokenizer, ["predict: a"], [["1"], ["2"]], **GEN)
 
 
-def test_scoring_restores_training_mode_and_builds_no_graph(tiny_t5, tiny_tokenizer):
+def test_scoring_runs_in_eval_mode_without_graph_and_restores_training(tiny_t5, tiny_tokenizer, monkeypatch):
+    seen = []
+    original = tiny_t5.forward
+
+    def forward(*args, **kwargs):  # the decoder pass over every candidate
+        out = original(*args, **kwargs)
+        seen.append((tiny_t5.training, torch.is_grad_enabled(), out.logits.requires_grad))
+        return out
+    monkeypatch.setattr(tiny_t5, "forward", forward)
     tiny_t5.train()
-    with eval_mode(tiny_t5):
-        assert not tiny_t5.training
-        assert not torch.is_grad_enabled()
-    assert tiny_t5.training
     score_labels(tiny_t5, tiny_tokenizer, ["predict: x"], KTAS_LABELS, **GEN)
-    assert tiny_t5.training
+    assert seen == [(False, False, False)]  # dropout off, no autograd graph
+    assert tiny_t5.training  # and training mode back afterwards
+    tiny_t5.eval()
+    score_labels(tiny_t5, tiny_tokenizer, ["predict: x"], KTAS_LABELS, **GEN)
+    assert not tiny_t5.training  # an eval-mode model stays in eval mode

@@ -146,19 +146,17 @@ def test_sampled_labels_replace_gold_in_the_explain_input(tiny_t5, tiny_tokenize
 def test_label_scoring_runs_in_eval_mode_without_gradient(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
                                                           monkeypatch):
     trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=ALWAYS)
-    seen = []
-    original = trainer_module.score_labels
+    states = []
+    original = tiny_t5.get_encoder
 
-    def spy(model, *args, **kwargs):
-        result = original(model, *args, **kwargs)
-        seen.append((torch.is_grad_enabled(), model.training))
-        return result
-    monkeypatch.setattr(trainer_module, "score_labels", spy)
+    def encoder():  # only label scoring calls get_encoder; the loss forwards go through forward()
+        states.append((torch.is_grad_enabled(), tiny_t5.training))
+        return original()
+    monkeypatch.setattr(tiny_t5, "get_encoder", encoder)
     labels_seen = _spy_explain_labels(monkeypatch)
     tiny_t5.train()
     loss = trainer.compute_loss(tiny_t5, batch["r2d"])
-    # score_labels itself switches to eval + no_grad; inside the spy (after it returns) training is back on
-    assert seen == [(True, True)]
+    assert states == [(False, False)]  # read while scoring: no gradient, dropout off
     assert tiny_t5.training and loss.requires_grad
     # the labels fed back are plain strings from the label set: nothing to differentiate through
     assert all(isinstance(y, str) and y in KTAS_LABELS for y in labels_seen[0])
@@ -181,14 +179,22 @@ def test_own_labels_closed_set_are_valid_and_gradient_free(tiny_t5, tiny_tokeniz
     assert all(0.0 < c <= 1.0 for c in confidences)
 
 
-def test_own_labels_open_set_generates_text(tiny_t5, tiny_tokenizer, tiny_examples):
+def test_own_labels_open_set_generates_text(tiny_t5, tiny_tokenizer, tiny_examples, monkeypatch):
+    generated = []
+    original = tiny_t5.generate
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        generated.append((kwargs["max_new_tokens"], out.sequences.shape[1] - 1))  # minus the decoder start token
+        return out
+    monkeypatch.setattr(tiny_t5, "generate", spy)
     tiny_t5.train()
     labels, confidences = own_labels(tiny_t5, tiny_tokenizer, [e.case_text for e in tiny_examples], None, GEN)
     assert tiny_t5.training
     assert len(labels) == len(confidences) == len(tiny_examples)
     assert all(isinstance(y, str) for y in labels)
     assert all(0.0 <= c <= 1.0 for c in confidences)
-    assert all(len(tiny_tokenizer(y, add_special_tokens=False)["input_ids"]) <= GEN.max_label_tokens for y in labels)
+    assert generated and all(n <= limit == GEN.max_label_tokens for limit, n in generated)
 
 
 # --- R2D-C --------------------------------------------------------------------------------------------
@@ -201,39 +207,61 @@ def test_cycle_loss_is_finite_and_differentiable(tiny_t5, tiny_tokenizer, tiny_e
     out = tiny_t5(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=b["explain_labels"])
     logits = out.logits
     logits.retain_grad()
-    loss = cycle_loss(tiny_t5, tiny_tokenizer, logits, b["explain_labels"], gold, GEN, 0.5,
-                      torch.Generator().manual_seed(0), tiny_t5.get_input_embeddings().weight)
+    loss = cycle_loss(tiny_t5, tiny_tokenizer, logits, gold, GEN, 0.5, torch.Generator().manual_seed(0),
+                      tiny_t5.get_input_embeddings().weight)
     assert loss.dim() == 0 and math.isfinite(loss.item())
     loss.backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0  # the rationale is pushed to carry its label
     assert tiny_t5.get_input_embeddings().weight.grad.abs().sum() > 0
 
 
-def test_cycle_loss_is_logged_when_on(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch):
+def _cycle_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, step):
     s = Stage2Config(cycle_loss_weight=0.1, sampling_start_fraction=1.0, sampling_end_fraction=1.0)
-    trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=s, step=50)
+    return make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=s, step=step)
+
+
+def test_cycle_loss_runs_after_the_warmup_at_the_authors_temperature(tiny_t5, tiny_tokenizer, tiny_examples,
+                                                                     tmp_path, batch):
+    trainer = _cycle_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, step=50)  # T = 100, W = 5
     tiny_t5.train()
     loss = trainer.compute_loss(tiny_t5, batch["r2d"])
     assert math.isfinite(loss.item())
     trainer.log({"loss": loss.item()})
     entry = trainer.state.log_history[-1]
-    assert math.isfinite(entry["cycle_loss"]) and entry["gumbel_temperature"] == pytest.approx(0.75)
+    assert math.isfinite(entry["cycle_loss"])
+    assert entry["gumbel_temperature"] == pytest.approx(1 / math.sqrt(2))  # exp(-ln2 * 50/100)
 
 
-def test_confidence_gating_uses_confident_predictions_only(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
-                                                           monkeypatch):
-    s = Stage2Config(sampling_start_fraction=0.0, sampling_end_fraction=0.0, sampling_cap=1.0,
-                     confidence_gated=True, confidence_sharpness=1000.0)
-    trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=s, step=0)
-    confidences = [0.1, 0.9, 0.1, 0.9, 0.1]  # mean 0.42: a very sharp gate keeps only the 0.9s
-    monkeypatch.setattr(trainer, "model_labels", lambda model, cases: (["P"] * len(cases), confidences))
-    seen = _spy_explain_labels(monkeypatch)
+@pytest.mark.parametrize("step", [0, 3, 5])
+def test_no_cycle_loss_during_the_warmup(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, monkeypatch, step):
+    trainer = _cycle_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, step=step)
+    monkeypatch.setattr(trainer_module, "cycle_loss", lambda *a, **k: pytest.fail(f"cycle loss at step {step} <= W"))
     tiny_t5.train()
     trainer.compute_loss(tiny_t5, batch["r2d"])
-    gold = [e.label for e in tiny_examples]
-    assert seen[0] == [("P" if c > 0.5 else g) for c, g in zip(confidences, gold)]
     trainer.log({"loss": 0.0})
-    assert trainer.state.log_history[-1]["confidence_threshold"] == pytest.approx(0.42)
+    assert "cycle_loss" not in trainer.state.log_history[-1]
+
+
+def test_confidence_gating_calibrates_on_the_warmup(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
+                                                    monkeypatch):
+    s = Stage2Config(sampling_start_fraction=0.0, sampling_end_fraction=0.0, sampling_cap=1.0,
+                     confidence_gated=True, confidence_sharpness=1000.0)  # pi = 1 from step 0; W = 5
+    trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=s, step=0)
+    confidences = iter([[0.1, 0.9, 0.1, 0.9, 0.1], [0.3, 0.7, 0.3, 0.7, 0.3], [0.2, 0.6, 0.4, 0.6, 0.2]])
+    monkeypatch.setattr(trainer, "model_labels", lambda model, cases: (["P"] * len(cases), next(confidences)))
+    seen = _spy_explain_labels(monkeypatch)
+    gold = [e.label for e in tiny_examples]
+    tiny_t5.train()
+    trainer.compute_loss(tiny_t5, batch["r2d"])  # step 0 < W: confidences collected, threshold 1.0
+    assert seen[-1] == gold
+    trainer.state.global_step = 5  # W: the threshold becomes the mean of the warm-up's 10 confidences, 0.44
+    trainer.compute_loss(tiny_t5, batch["r2d"])
+    assert trainer.confidence.threshold == pytest.approx(0.44)
+    trainer.state.global_step = 6  # gated with 0.44: only the 0.6s pass a very sharp gate
+    trainer.compute_loss(tiny_t5, batch["r2d"])
+    assert seen[-1] == [("P" if c > 0.44 else g) for c, g in zip([0.2, 0.6, 0.4, 0.6, 0.2], gold)]
+    trainer.log({"loss": 0.0})
+    assert trainer.state.log_history[-1]["confidence_threshold"] == pytest.approx((1.0 + 0.44 + 0.44) / 3)
 
 
 # --- evaluation, logging, arguments --------------------------------------------------------------
@@ -335,17 +363,46 @@ def test_bf16_without_gpu_is_a_config_error(tmp_path):
         to_training_arguments(OptimConfig(bf16=True), tmp_path, metric_for_best_model="loss", greater_is_better=False)
 
 
+def _evaluate(callback, args, state, control, scores):
+    for step, f1 in scores:
+        state.global_step = step
+        callback.on_evaluate(args, state, control, metrics={"eval_macro_f1": f1})
+        if control.should_training_stop:
+            return step
+    return None
+
+
 def test_early_stopping_waits_for_its_fraction(tmp_path):
     args = to_training_arguments(OPTIM, tmp_path, metric_for_best_model="macro_f1", greater_is_better=True)
     callback = DelayedEarlyStopping(patience=2, after_fraction=0.65)
     state, control = TrainerState(max_steps=100, best_metric=0.8), TrainerControl()
-    for step in (10, 20, 30, 40, 50, 60):  # worse every time, but before 65% of the steps
+    assert _evaluate(callback, args, state, control, [(s, 0.1) for s in (10, 20, 30, 40, 50, 60)]) is None
+    # 70 is the baseline, 80 and 90 fail to beat it: stop at the second
+    assert _evaluate(callback, args, state, control, [(70, 0.1), (80, 0.1), (90, 0.1)]) == 90
+
+
+def test_early_stopping_baseline_resets_when_the_delay_ends(tmp_path):
+    # the authors' callback forgets everything before 65%: a run that peaked early still continues
+    # while it improves on its first post-delay score (the best-of-all rule would stop it at step 80)
+    args = to_training_arguments(OPTIM, tmp_path, metric_for_best_model="macro_f1", greater_is_better=True)
+    callback = DelayedEarlyStopping(patience=2, after_fraction=0.65)
+    state, control = TrainerState(max_steps=100), TrainerControl()
+    scores = [(30, 0.8), (60, 0.8), (70, 0.3), (80, 0.2), (90, 0.4), (100, 0.35)]
+    assert _evaluate(callback, args, state, control, scores) is None
+    assert callback.best == 0.4 and callback.bad_evaluations == 1
+    assert _evaluate(callback, args, state, control, [(110, 0.39)]) == 110
+
+
+def test_early_stopping_follows_the_metric_direction(tmp_path):
+    args = to_training_arguments(OPTIM, tmp_path, metric_for_best_model="loss", greater_is_better=False)
+    callback = DelayedEarlyStopping(patience=1, after_fraction=0.0)
+    state, control = TrainerState(max_steps=100), TrainerControl()
+    for step, loss in [(10, 2.0), (20, 1.0)]:  # lower is better: both improve
         state.global_step = step
-        callback.on_evaluate(args, state, control, metrics={"eval_macro_f1": 0.1})
+        callback.on_evaluate(args, state, control, metrics={"eval_loss": loss})
     assert not control.should_training_stop
-    for step in (70, 80):
-        state.global_step = step
-        callback.on_evaluate(args, state, control, metrics={"eval_macro_f1": 0.1})
+    state.global_step = 30
+    callback.on_evaluate(args, state, control, metrics={"eval_loss": 1.5})
     assert control.should_training_stop
 
 

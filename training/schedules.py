@@ -2,7 +2,8 @@
 
 alpha(t) weights the predict loss against the explain loss; pi(t) is the chance that an example's
 explain task is conditioned on the model's own label instead of the gold one (scheduled sampling).
-R2D-C scales pi(t) by the model's confidence and anneals a Gumbel-softmax temperature. Nothing
+R2D-C scales pi(t) by the model's confidence against a windowed threshold and anneals a Gumbel-softmax
+temperature, both as in the authors' follow-up code (quamranhasan/Reason2Decide-C, src/r2dc_stage2.py). Nothing
 here touches a model or the global RNG: randomness comes from a generator the caller seeds.
 """
 from __future__ import annotations
@@ -16,12 +17,18 @@ import torch
 from r2d.config import Stage2Config
 
 
+def warmup_steps(max_steps: int, s: Stage2Config) -> int:
+    """W = int(alpha_warmup_fraction * max_steps): the authors' warm-up, shared by alpha, R2D-C's
+    confidence calibration and the start of its cycle loss (their `cycle_warmup_steps = alpha_warmup_steps`)."""
+    return int(s.alpha_warmup_fraction * max_steps)
+
+
 def alpha_at(step: int, max_steps: int, s: Stage2Config) -> float:
-    """alpha * min(1, step / W) with W = alpha_warmup_fraction * max_steps (the authors' warm-up).
+    """alpha * min(1, step / W) (the authors' warm-up).
 
     Step 0 gives 0 (explain loss only); a zero-length warm-up gives alpha from the first step.
     """
-    warmup = s.alpha_warmup_fraction * max_steps
+    warmup = warmup_steps(max_steps, s)
     if warmup <= 0:
         return s.alpha
     return s.alpha * min(1.0, step / warmup)
@@ -52,10 +59,12 @@ def gated_probability(pi: float, confidence: float, threshold: float, sharpness:
 
 
 def gumbel_temperature(step: int, max_steps: int, start: float, end: float) -> float:
-    """R2D-C cycle-loss temperature, linear from `start` at step 0 to `end` at max_steps, then `end`."""
-    if max_steps <= 0:
-        return end
-    return start + (end - start) * min(1.0, step / max_steps)
+    """R2D-C cycle-loss temperature, the authors' max(end, start * exp(-ln2 * step / max_steps)).
+
+    The decay rate ln2 / max_steps is theirs and does not depend on `start` or `end`: with their
+    1.0 -> 0.5 the temperature halves over the run (0.707 at mid-run) and meets the floor at the last step.
+    """
+    return max(end, start * math.exp(-math.log(2) * step / max(1, max_steps)))
 
 
 def _uniforms(n: int, generator: torch.Generator | random.Random) -> list[float]:
@@ -85,33 +94,42 @@ def mix_labels(gold: Sequence[str], predicted: Sequence[str], pi: float | Sequen
     return [pr if use else g for g, pr, use in zip(gold, predicted, used)], used
 
 
-class RunningConfidence:
-    """R2D-C's threshold: the running mean confidence, re-read every `refresh_steps` optimiser steps.
+class ConfidenceThreshold:
+    """R2D-C's threshold, as the authors' follow-up code keeps it (their `confidence_tracker`).
 
-    Until the first refresh the threshold follows the running mean (so it exists from step 0);
-    afterwards it is frozen between refreshes, as in the authors' follow-up code.
+    Confidences are collected from step 0. At step W the threshold is calibrated to the mean confidence of
+    the warm-up and the collection restarts; then, every `window_steps` steps after W, it becomes the mean
+    of the window just ended (that boundary step included) and the collection restarts again. A batch is
+    gated with the threshold in force when it arrives: a refresh applies from the next step on, except at W,
+    where the freshly calibrated value is used at once (it gates nothing: pi(W) = 0). Before W the threshold
+    is 1.0, the authors' "never use a prediction" (pi is 0 there anyway).
     """
 
-    def __init__(self, refresh_steps: int) -> None:
-        if refresh_steps < 1:
-            raise ValueError(f"refresh_steps must be >= 1, got {refresh_steps}")
-        self.refresh_steps = refresh_steps
-        self.total = 0.0
-        self.count = 0
-        self.threshold = 0.5  # no confidence seen yet: the middle of [0, 1]
-        self._last_refresh = -1
-
-    @property
-    def mean(self) -> float:
-        """Mean of every confidence seen so far (the current threshold before any)."""
-        return self.total / self.count if self.count else self.threshold
+    def __init__(self, warmup_steps: int, window_steps: int) -> None:
+        if window_steps < 1:
+            raise ValueError(f"window_steps must be >= 1, got {window_steps}")
+        self.warmup_steps, self.window_steps = warmup_steps, window_steps
+        self.threshold = 1.0
+        self._total, self._count = 0.0, 0
+        self._next_refresh: int | None = None  # None until calibrated at W
 
     def update(self, step: int, confidences: Sequence[float]) -> float:
-        """Add this batch's confidences; return the threshold to gate them with."""
-        self.total += float(sum(confidences))
-        self.count += len(confidences)
-        window = step // self.refresh_steps
-        if window == 0 or window != self._last_refresh:
-            self.threshold = self.mean
-            self._last_refresh = window
-        return self.threshold
+        """Add this batch's confidences (optimiser step `step`); return the threshold to gate them with."""
+        self._total += float(sum(confidences))
+        self._count += len(confidences)
+        if step < self.warmup_steps:
+            return 1.0
+        if self._next_refresh is None:
+            self._refresh()
+            self._next_refresh = step + self.window_steps
+            return self.threshold
+        in_force = self.threshold
+        if step >= self._next_refresh:  # once per boundary, also under gradient accumulation
+            self._refresh()
+            self._next_refresh += self.window_steps * ((step - self._next_refresh) // self.window_steps + 1)
+        return in_force
+
+    def _refresh(self) -> None:
+        if self._count:
+            self.threshold = self._total / self._count
+        self._total, self._count = 0.0, 0

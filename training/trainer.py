@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from transformers import (EarlyStoppingCallback, EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase,
+from transformers import (EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase,
                           Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainerCallback)
 
 from r2d.config import GenerationConfig, OptimConfig, Stage2Config
@@ -24,8 +24,8 @@ from r2d.metrics import accuracy, macro_f1
 from r2d.prompts import predict_prompt
 from r2d.scoring import IGNORE_INDEX, eval_mode, score_labels, tokenize_inputs
 from training.features import MODES, explain_given_label_inputs, label_targets
-from training.schedules import (RunningConfidence, alpha_at, gated_probability, gumbel_temperature, mix_labels,
-                                sampling_probability)
+from training.schedules import (ConfidenceThreshold, alpha_at, gated_probability, gumbel_temperature, mix_labels,
+                                sampling_probability, warmup_steps)
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,12 @@ def own_labels(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, case_
 # --- losses ---------------------------------------------------------------------------------------
 
 
+def seq2seq_loss(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 labels: torch.Tensor) -> torch.Tensor:
+    """Token-mean cross-entropy of `labels` given the encoder input (the model's own loss)."""
+    return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+
+
 def gumbel_noise(shape: torch.Size, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """Standard Gumbel noise drawn from `generator` (never the global RNG)."""
     u = torch.rand(shape, generator=generator, device=device).clamp(min=1e-10)  # log(0) guard
@@ -79,13 +85,15 @@ def gumbel_noise(shape: torch.Size, generator: torch.Generator, device: torch.de
 
 
 def cycle_loss(model: Any, tokenizer: PreTrainedTokenizerBase, explain_logits: torch.Tensor,
-               explain_labels: torch.Tensor, condition_labels: Sequence[str], generation: GenerationConfig,
-               temperature: float, generator: torch.Generator, embedding_weight: torch.Tensor) -> torch.Tensor:
+               condition_labels: Sequence[str], generation: GenerationConfig, temperature: float,
+               generator: torch.Generator, embedding_weight: torch.Tensor) -> torch.Tensor:
     """R2D-C: recover the conditioning label from the rationale the model is being taught to write.
 
     Teacher-forced rationale logits (B, T, V) -> Gumbel-softmax at `temperature` -> soft one-hot @ the
     shared embedding matrix (V, d) -> encoder input `predict_prompt("")` + soft rationale -> CE against
-    the conditioning label. Differentiable end to end, so it pushes rationales to carry their label.
+    the conditioning label. As in the authors' code, every one of the T positions is read (no attention
+    mask) and the prefix embeddings get no gradient; the soft rationale does, so the rationale is pushed
+    to carry its label.
     """
     B, T, V = explain_logits.shape
     if V != embedding_weight.size(0):
@@ -96,26 +104,19 @@ def cycle_loss(model: Any, tokenizer: PreTrainedTokenizerBase, explain_logits: t
     soft_embeds = soft.to(embedding_weight.dtype) @ embedding_weight  # (B, T, d)
     # the predict prefix without its trailing space: that space belongs to the first rationale word's piece
     prefix = tokenizer(predict_prompt("").rstrip(), add_special_tokens=False, return_tensors="pt")["input_ids"]
-    prefix_embeds = embedding_weight[prefix[0].to(embedding_weight.device)].unsqueeze(0).expand(B, -1, -1)  # (B, P, d)
-    inputs_embeds = torch.cat([prefix_embeds, soft_embeds], dim=1)
-    rationale_mask = (explain_labels != IGNORE_INDEX).long()  # padded rationale positions are not read
-    attention_mask = torch.cat([torch.ones(B, prefix.size(1), dtype=torch.long, device=rationale_mask.device),
-                                rationale_mask], dim=1)
+    prefix_embeds = embedding_weight.detach()[prefix[0].to(embedding_weight.device)]  # (P, d)
+    inputs_embeds = torch.cat([prefix_embeds.unsqueeze(0).expand(B, -1, -1), soft_embeds], dim=1)
     targets = label_targets(tokenizer, condition_labels, generation).to(explain_logits.device)
-    return model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=targets).loss
-
-
-def _seq2seq_loss(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  labels: torch.Tensor) -> torch.Tensor:
-    return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+    return model(inputs_embeds=inputs_embeds, labels=targets).loss
 
 
 class R2DTrainer(Seq2SeqTrainer):
-    """Seq2SeqTrainer whose loss is the Stage 1, Reason2Decide, SFT or DSS objective (`mode`).
+    """Seq2SeqTrainer whose loss is the Stage 1, Reason2Decide (R2D-C), SFT or DSS objective (`mode`).
 
-    `label_set` is the closed set scored for sampling and evaluation; None means an open set
-    (greedy generation, exact match). Per-step alpha, pi, the share of predicted labels used and
-    each loss are averaged into every training log entry.
+    One method per objective (`stage1_loss`, `sft_loss`, `dss_loss`, `r2d_loss`; R2D-C's extra term is
+    `cycle_term`), each returning (loss, statistics). `label_set` is the closed set scored for sampling
+    and evaluation; None means an open set (greedy generation, exact match). The statistics (alpha, pi,
+    the share of predicted labels used, each loss) are averaged into every training log entry.
     """
 
     # compute_loss returns a per-micro-batch mean: the Trainer divides it by the accumulation steps
@@ -133,72 +134,105 @@ class R2DTrainer(Seq2SeqTrainer):
         self.rank_seed = self.args.seed + self.args.process_index
         self.sampling_generator = torch.Generator().manual_seed(self.rank_seed)
         self._noise_generators: dict[str, torch.Generator] = {}
-        self.confidence = RunningConfidence(self.stage2.confidence_refresh_steps)
+        self.confidence = ConfidenceThreshold(warmup_steps(self.args.max_steps, self.stage2),
+                                              self.stage2.confidence_refresh_steps)
         self._stats: dict[str, list[float]] = defaultdict(list)
-
-    # --- loss -------------------------------------------------------------------------------------
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None) -> Any:
         """The mode's loss on one batch from R2DCollator (see the module docstring of training.features)."""
-        step, max_steps = self.state.global_step, max(1, self.state.max_steps or 0)
-        if self.mode == "stage1":
-            explain = _seq2seq_loss(model, inputs["explain_input_ids"], inputs["explain_attention_mask"],
-                                    inputs["explain_labels"])
-            loss, stats = explain, {"explain_loss": explain}
-        elif self.mode == "sft":
-            predict = self._predict_loss(model, inputs)
-            loss, stats = predict, {"predict_loss": predict}
-        elif self.mode == "dss":
-            # distilling step-by-step: constant alpha, label-free explain task, no sampling
-            predict = self._predict_loss(model, inputs)
-            explain = _seq2seq_loss(model, inputs["explain_input_ids"], inputs["explain_attention_mask"],
-                                    inputs["explain_labels"])
-            a = self.stage2.alpha
-            loss, stats = a * predict + (1 - a) * explain, {"predict_loss": predict, "explain_loss": explain}
-        else:
-            loss, stats = self._r2d_loss(model, inputs, step, max_steps)
+        losses = {"stage1": self.stage1_loss, "sft": self.sft_loss, "dss": self.dss_loss, "r2d": self.r2d_loss}
+        loss, stats = losses[self.mode](model, inputs)
         if model.training:
             for name, value in stats.items():
                 self._stats[name].append(float(value.detach()) if torch.is_tensor(value) else float(value))
         return (loss, {}) if return_outputs else loss
 
-    def _predict_loss(self, model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
-        return _seq2seq_loss(model, inputs["predict_input_ids"], inputs["predict_attention_mask"],
-                             inputs["predict_labels"])
+    def stage1_loss(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Stage 1, rationale pre-training: L = CE(explain: x -> r)."""
+        explain = seq2seq_loss(model, inputs["explain_input_ids"], inputs["explain_attention_mask"],
+                               inputs["explain_labels"])
+        return explain, {"explain_loss": explain}
 
-    def _r2d_loss(self, model: torch.nn.Module, inputs: dict[str, Any], step: int,
-                  max_steps: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        s, training = self.stage2, model.training
-        # evaluation: the final weighting and gold labels, so eval losses compare across steps
-        alpha = alpha_at(step, max_steps, s) if training else s.alpha
-        pi = sampling_probability(step, max_steps, s) if training else 0.0
+    def sft_loss(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """SFT baseline: L = CE(predict: x -> y)."""
         predict = self._predict_loss(model, inputs)
-        cases, gold = inputs["case_texts"], inputs["gold_labels"]
-        labels, used, stats = list(gold), [False] * len(gold), {}
-        if pi > 0:
-            predicted, confidences = self.model_labels(model, cases)
-            probs = self._gated(pi, confidences, step, stats) if s.confidence_gated else pi
-            labels, used = mix_labels(gold, predicted, probs, self.sampling_generator)
-        enc = explain_given_label_inputs(self.processing_class, cases, labels, self.generation,
+        return predict, {"predict_loss": predict}
+
+    def dss_loss(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Distilling step-by-step (Hsieh et al., 2023), as its TaskPrefixTrainer.compute_loss:
+        L = alpha * CE(predict: x -> y) + (1 - alpha) * CE(explain: x -> r); alpha constant, no label in the
+        explain task, no sampling."""
+        predict = self._predict_loss(model, inputs)
+        explain = seq2seq_loss(model, inputs["explain_input_ids"], inputs["explain_attention_mask"],
+                               inputs["explain_labels"])
+        a = self.stage2.alpha
+        return a * predict + (1 - a) * explain, {"predict_loss": predict, "explain_loss": explain}
+
+    def r2d_loss(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Reason2Decide Stage 2 (R2D-C with stage2.confidence_gated and stage2.cycle_loss_weight):
+
+            L(t)     = alpha(t) * CE(predict: x -> y) + (1 - alpha(t)) * CE(given label: y~, explain: x -> r)
+                       [+ lambda * L_cycle(t)  for t > W, R2D-C only: see cycle_term]
+            alpha(t) = 0.7 * min(1, t / W),   W = 5% of the optimiser steps T
+            y~       = per example, the model's own label with probability pi(t), else the gold y
+            pi(t)    = 0 for t < W, then min(0.9, (t - W) / (0.6 T))
+                       [R2D-C: pi(t) * sigmoid(10 * (confidence - threshold))]
+
+        r is always the gold rationale; no gradient flows through y~. Evaluation uses the final alpha and
+        gold labels, so eval losses compare across steps.
+        """
+        s, step, max_steps = self.stage2, self.state.global_step, max(1, self.state.max_steps or 0)
+        alpha = alpha_at(step, max_steps, s) if model.training else s.alpha
+        predict = self._predict_loss(model, inputs)
+        labels, stats = self.conditioning_labels(model, inputs["case_texts"], inputs["gold_labels"], step, max_steps)
+        enc = explain_given_label_inputs(self.processing_class, inputs["case_texts"], labels, self.generation,
                                          inputs["explain_labels"].device)
         out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=inputs["explain_labels"])
         loss = alpha * predict + (1 - alpha) * out.loss
-        stats.update(alpha=alpha, sampling_probability=pi, used_predicted_fraction=sum(used) / len(used),
-                     predict_loss=predict, explain_loss=out.loss)
-        if s.cycle_loss_weight > 0 and training:
-            tau = gumbel_temperature(step, max_steps, s.gumbel_temperature_start, s.gumbel_temperature_end)
-            embedding = self.accelerator.unwrap_model(model).get_input_embeddings().weight
-            cycle = cycle_loss(model, self.processing_class, out.logits, inputs["explain_labels"], labels,
-                               self.generation, tau, self._noise_generator(out.logits.device), embedding)
+        stats.update(alpha=alpha, predict_loss=predict, explain_loss=out.loss)
+        if s.cycle_loss_weight > 0 and model.training and step > warmup_steps(max_steps, s):
+            cycle, cycle_stats = self.cycle_term(model, out.logits, labels, step, max_steps)
             loss = loss + s.cycle_loss_weight * cycle
-            stats.update(cycle_loss=cycle, gumbel_temperature=tau)
+            stats.update(cycle_stats)
         return loss, stats
 
-    def _gated(self, pi: float, confidences: list[float], step: int, stats: dict[str, Any]) -> list[float]:
-        threshold = self.confidence.update(step, confidences)
-        stats.update(confidence=sum(confidences) / len(confidences), confidence_threshold=threshold)
-        return [gated_probability(pi, c, threshold, self.stage2.confidence_sharpness) for c in confidences]
+    def cycle_term(self, model: Any, explain_logits: torch.Tensor, labels: Sequence[str], step: int,
+                   max_steps: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """R2D-C's L_cycle: CE of the conditioning label y~ re-predicted from the Gumbel-softmax rationale
+        (see cycle_loss), temperature max(0.5, exp(-ln2 * t / T))."""
+        s = self.stage2
+        tau = gumbel_temperature(step, max_steps, s.gumbel_temperature_start, s.gumbel_temperature_end)
+        embedding = self.accelerator.unwrap_model(model).get_input_embeddings().weight
+        cycle = cycle_loss(model, self.processing_class, explain_logits, labels, self.generation, tau,
+                           self._noise_generator(explain_logits.device), embedding)
+        return cycle, {"cycle_loss": cycle, "gumbel_temperature": tau}
+
+    def conditioning_labels(self, model: Any, cases: Sequence[str], gold: Sequence[str], step: int,
+                            max_steps: int) -> tuple[list[str], dict[str, Any]]:
+        """y~ for each case (scheduled sampling), and the statistics of the draw. Gold in evaluation.
+
+        R2D-C scores the model's labels from step 0, so that the warm-up calibrates its threshold.
+        """
+        if not model.training:
+            return list(gold), {}
+        s = self.stage2
+        pi = sampling_probability(step, max_steps, s)
+        stats: dict[str, Any] = {"sampling_probability": pi}
+        if pi == 0 and not s.confidence_gated:
+            return list(gold), {**stats, "used_predicted_fraction": 0.0}
+        predicted, confidences = self.model_labels(model, cases)
+        probs: float | list[float] = pi
+        if s.confidence_gated:
+            threshold = self.confidence.update(step, confidences)
+            stats.update(confidence=sum(confidences) / len(confidences), confidence_threshold=threshold)
+            probs = [gated_probability(pi, c, threshold, s.confidence_sharpness) for c in confidences]
+        labels, used = mix_labels(gold, predicted, probs, self.sampling_generator)
+        return labels, {**stats, "used_predicted_fraction": sum(used) / len(used)}
+
+    def _predict_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        return seq2seq_loss(model, inputs["predict_input_ids"], inputs["predict_attention_mask"],
+                            inputs["predict_labels"])
 
     def _noise_generator(self, device: torch.device) -> torch.Generator:
         # a generator lives on one device; Gumbel noise is drawn where the logits are
@@ -259,17 +293,35 @@ def label_metrics(tokenizer: PreTrainedTokenizerBase) -> Callable[[EvalPredictio
 # --- callbacks and arguments -----------------------------------------------------------------------
 
 
-class DelayedEarlyStopping(EarlyStoppingCallback):
-    """Early stopping that only counts evaluations after `after_fraction` of max_steps (paper: 65%)."""
+class DelayedEarlyStopping(TrainerCallback):
+    """Early stopping that starts at `after_fraction` of max_steps (paper: 65%), as the authors' callback.
+
+    The first evaluation at or after that step is the baseline (what came before does not count); each
+    later evaluation that does not beat the best since then adds one to a counter, an improvement resets
+    it, and training stops when it reaches `patience`. The metric is the Trainer's metric_for_best_model.
+    """
 
     def __init__(self, patience: int, after_fraction: float) -> None:
-        super().__init__(early_stopping_patience=patience)
-        self.after_fraction = after_fraction
+        self.patience, self.after_fraction = patience, after_fraction
+        self.best: float | None = None
+        self.bad_evaluations = 0
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float], **kwargs: Any) -> None:
         if state.global_step < self.after_fraction * state.max_steps:
             return
-        super().on_evaluate(args, state, control, metrics, **kwargs)
+        name = args.metric_for_best_model
+        value = metrics.get(name if name.startswith("eval_") else f"eval_{name}")
+        if value is None:
+            return
+        improved = self.best is None or (value > self.best if args.greater_is_better else value < self.best)
+        if improved:
+            self.best, self.bad_evaluations = value, 0
+        else:
+            self.bad_evaluations += 1
+        if self.bad_evaluations >= self.patience:
+            logger.info("early stopping at step %d: %d evaluations without beating %s = %s", state.global_step,
+                        self.bad_evaluations, name, self.best)
+            control.should_training_stop = True
 
 
 class EvaluateAtEnd(TrainerCallback):

@@ -406,13 +406,13 @@ def launch_kwargs(cfg: R2DConfig, allowed_hosts: Sequence[str] = ()) -> dict[str
     Every request must name this app in its Host header (allowed_hosts: extra names) and come from its own
     origin; every response forbids outside scripts, images and connections (see webguard.py).
     """
+    from r2d.limits import max_upload_bytes
     from webguard import guard_middleware
     return dict(server_name=cfg.app.host, server_port=cfg.app.port, share=False, run_history=False,
                 app_kwargs={"middleware": guard_middleware(cfg.app.host, cfg.app.port, allowed_hosts)},
                 footer_links=["settings"], enable_monitoring=False, mcp_server=False, pwa=False, ssr_mode=False,
                 show_error=False, allowed_paths=[str(Path(cfg.app.export_dir).resolve())],
-                # an upload can hold at most max_batch_rows cases of max_case_chars (UTF-8: up to 4 bytes a character)
-                max_file_size=cfg.app.max_batch_rows * (cfg.app.max_case_chars * 4 + 256),
+                max_file_size=max_upload_bytes(cfg.app.max_batch_rows, cfg.app.max_case_chars),
                 css_paths=[ASSETS / "app.css"], js=_read_asset("shortcuts.js"))
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from r2d.errors import FeedbackStoreError
+from r2d import limits
 
 logger = logging.getLogger(__name__)
 
@@ -157,9 +158,21 @@ class BatchItem:
     review: ReviewRecord | None = None  # the latest review of this item, if any
 
 
+# free-text fields of a review: (field, most characters, may hold line breaks)
+_TEXT_FIELDS = (("submission_id", limits.MAX_ID_CHARS, False), ("reviewer", limits.MAX_NAME_CHARS, False),
+                ("case_id", limits.MAX_ID_CHARS, False), ("case_text", limits.MAX_STORED_CASE_CHARS, True),
+                ("model_label", limits.MAX_ID_CHARS, False), ("model_rationale", limits.MAX_RATIONALE_CHARS, True),
+                ("final_label", limits.MAX_ID_CHARS, False), ("final_rationale", limits.MAX_RATIONALE_CHARS, True),
+                ("comment", limits.MAX_COMMENT_CHARS, True))
+
+
 def validate_review(record: ReviewRecord) -> None:
     """Raise FeedbackStoreError naming the first field a stored review cannot have."""
-    problems = []
+    # bounded plain text first: a 10 MB rationale or a NUL byte never reaches SQLite
+    problems = [p for name, max_chars, multiline in _TEXT_FIELDS
+                for p in limits.text_problems(name.replace("_", " "), getattr(record, name), max_chars, multiline)]
+    if problems:
+        raise FeedbackStoreError("review not saved: " + "; ".join(problems))
     if not record.submission_id.strip():
         problems.append("submission_id is empty")
     if not record.reviewer.strip():

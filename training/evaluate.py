@@ -253,28 +253,37 @@ def resolve_config(args: argparse.Namespace) -> tuple[R2DConfig, str]:
     return replace(cfg, model=model), str(path) if path else "defaults"
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Load data, model and scorer; evaluate; return the full report. Raises R2DError."""
-    cfg, config_source = resolve_config(args)
-    examples = load_examples(args.data)[:args.limit]
-    meta = read_model_meta(args.model)
+def evaluate_dir(cfg: R2DConfig, data: Path, *, limit: int | None = None, batch_size: int = 8,
+                 bertscore: bool = True, bertscore_model: Path | None = None, bertscore_layer: int | None = None,
+                 config_source: str = "defaults") -> dict[str, Any]:
+    """Evaluate the model cfg.model names on a data file; the full report. Raises R2DError."""
+    examples = load_examples(data)[:limit]
+    meta = read_model_meta(cfg.model.name_or_path)
     if meta is not None:
         check_labels(examples, meta.label_set)  # fail before the slow part
     from r2d.inference import Predictor  # torch-heavy: imported only when a model is evaluated
     from r2d.modeling import load_model_and_tokenizer
     loaded = load_model_and_tokenizer(cfg.model)
     predictor = Predictor(loaded, cfg.generation, cfg.app.max_case_chars)
-    scorer, note = (None, "disabled with --no-bertscore") if args.no_bertscore else \
-        load_scorer(args.bertscore_model, layer=args.bertscore_layer, device=loaded.device)
-    report = evaluate_model(predictor, examples, batch_size=args.batch_size, scorer=scorer, bertscore_note=note)
-    return {"format": REPORT_FORMAT, "model": str(args.model), "model_id": loaded.model_id,
-            "adapter": str(args.adapter) if args.adapter else None, "task": loaded.meta.task,
+    scorer, note = (None, "disabled with --no-bertscore") if not bertscore else \
+        load_scorer(bertscore_model, layer=bertscore_layer, device=loaded.device)
+    report = evaluate_model(predictor, examples, batch_size=batch_size, scorer=scorer, bertscore_note=note)
+    return {"format": REPORT_FORMAT, "model": cfg.model.name_or_path, "model_id": loaded.model_id,
+            "adapter": cfg.model.adapter_path, "task": loaded.meta.task,
             "label_set": list(predictor.label_set), "label_names": dict(loaded.meta.label_names),
             "ordinal": bool(predictor.ordinal), "quantization": loaded.quantization,
             "quantization_requested": cfg.model.quantization, "device": loaded.device,
-            "prompt_version": PROMPT_VERSION, "config_source": config_source, "limit": args.limit,
-            "data": {"path": str(args.data), "sha256": file_sha256(args.data)},
+            "prompt_version": PROMPT_VERSION, "config_source": config_source, "limit": limit,
+            "data": {"path": str(data), "sha256": file_sha256(data)},
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **report}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The command line's evaluation: resolve the config from the flags, then evaluate_dir."""
+    cfg, config_source = resolve_config(args)
+    return evaluate_dir(cfg, args.data, limit=args.limit, batch_size=args.batch_size,
+                        bertscore=not args.no_bertscore, bertscore_model=args.bertscore_model,
+                        bertscore_layer=args.bertscore_layer, config_source=config_source)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

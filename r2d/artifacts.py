@@ -67,3 +67,18 @@ def read_model_meta(directory: str | Path) -> ModelMeta | None:
         return ModelMeta.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except json.JSONDecodeError as e:
         raise ModelLoadError(f"{path} is not valid JSON: {e}") from e
+
+
+def model_source(directory: str | Path) -> tuple[str, str | None]:
+    """(model.name_or_path, model.adapter_path) that load a directory: an adapter directory (LoRA, as
+    training.improve writes) loads on top of the base its adapter_config.json names; any other is itself."""
+    adapter_config = Path(directory) / "adapter_config.json"
+    if not adapter_config.is_file():
+        return str(directory), None
+    try:
+        base = json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{adapter_config} is not valid JSON: {e}") from e
+    if not base:
+        raise ModelLoadError(f"{adapter_config} names no base_model_name_or_path; cannot load its base")
+    return str(base), str(directory)

@@ -28,3 +28,7 @@ class ModelLoadError(R2DError):
 
 class FeedbackStoreError(R2DError):
     """The review database cannot be read or written."""
+
+
+class TrainingRunError(R2DError):
+    """A background training run cannot be started, found or used as asked."""

@@ -247,3 +247,39 @@ def tiny_config(train, val, *overrides):
     from r2d.config import load_config
     return load_config(TINY_CONFIG, [f"data.train_files={json.dumps([str(train)])}",
                                      f"data.val_files={json.dumps([str(val)])}", *overrides])
+
+
+# --- a deployed model, its original data and a reviewed export (training.improve, r2d.jobs) -------
+
+
+@pytest.fixture()
+def current_model(tmp_path, tiny_tokenizer):
+    """A saved model with its own config (tiny_cpu.json), as a deployed model directory would be."""
+    from r2d.artifacts import ModelMeta, save_model_dir
+    from r2d.config import load_config
+    from training.scratch import new_t5
+    cfg = load_config(TINY_CONFIG)
+    meta = ModelMeta(label_set=tuple(KTAS_NAMES), label_names=KTAS_NAMES, ordinal=True, task="ktas-triage")
+    return save_model_dir(new_t5(tiny_tokenizer, cfg.arch, seed=0), tiny_tokenizer, tmp_path / "current", meta, cfg)
+
+
+@pytest.fixture()
+def original_data(tmp_path, tiny_examples):
+    """A prepare_data-style folder: train/val/test.jsonl of the tiny examples."""
+    from r2d.data import write_examples
+    d = tmp_path / "data"
+    for split, rows in (("train", tiny_examples * 4), ("val", tiny_examples), ("test", tiny_examples)):
+        write_examples(d / f"{split}.jsonl", rows)
+    return d
+
+
+@pytest.fixture()
+def reviewed_export(tmp_path, tiny_examples):
+    """An export folder as the app writes it: train.jsonl, val.jsonl (held out) and export_meta.json."""
+    import json
+    from r2d.data import write_examples
+    d = tmp_path / "export-1"
+    write_examples(d / "train.jsonl", tiny_examples[:4])
+    write_examples(d / "val.jsonl", tiny_examples[4:])
+    (d / "export_meta.json").write_text(json.dumps({"export_id": "export-1", "counts": {"train": 4, "val": 1}}))
+    return d

@@ -8,14 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from r2d.artifacts import ModelMeta, model_source, save_model_dir
-from r2d.config import load_config
+from r2d.artifacts import model_source
 from r2d.data import write_examples
 from r2d.errors import DatasetSchemaError
 from training import improve
-
-ROOT = Path(__file__).resolve().parent.parent
-KTAS_NAMES = {"1": "Resuscitation", "2": "Emergency", "3": "Urgent", "4": "Less urgent", "5": "Non-urgent"}
 
 
 def tree_digest(directory: Path) -> str:
@@ -23,32 +19,6 @@ def tree_digest(directory: Path) -> str:
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()
-
-
-@pytest.fixture()
-def current_model(tmp_path, tiny_tokenizer):
-    """A saved model with its own config (tiny_cpu.json), as a deployed model directory would be."""
-    from training.scratch import new_t5
-    cfg = load_config(ROOT / "training" / "configs" / "tiny_cpu.json")
-    meta = ModelMeta(label_set=tuple(KTAS_NAMES), label_names=KTAS_NAMES, ordinal=True, task="ktas-triage")
-    return save_model_dir(new_t5(tiny_tokenizer, cfg.arch, seed=0), tiny_tokenizer, tmp_path / "current", meta, cfg)
-
-
-@pytest.fixture()
-def original_data(tmp_path, tiny_examples):
-    d = tmp_path / "data"
-    for split, rows in (("train", tiny_examples * 4), ("val", tiny_examples), ("test", tiny_examples)):
-        write_examples(d / f"{split}.jsonl", rows)
-    return d
-
-
-@pytest.fixture()
-def reviewed_export(tmp_path, tiny_examples):
-    d = tmp_path / "export-1"
-    write_examples(d / "train.jsonl", tiny_examples[:4])
-    write_examples(d / "val.jsonl", tiny_examples[4:])
-    (d / "export_meta.json").write_text(json.dumps({"export_id": "export-1", "counts": {"train": 4, "val": 1}}))
-    return d
 
 
 @pytest.mark.slow

@@ -1,0 +1,183 @@
+"""Background runs of `python -m training.improve` for the app: start, poll, cancel, list.
+
+Pure standard library: the app never imports torch, and a run is another process, so reviewers keep
+working while it trains (it gets `threads` torch threads and a lower CPU priority). Everything a run
+knows is in its folder (run.json, progress.jsonl, worker.log, comparison.json; see training.improve), so
+the app can restart and still show every run; a run whose process is gone without a verdict is "lost".
+One run at a time: two would halve each other's speed on a laptop.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from r2d.errors import TrainingRunError
+
+ROOT = Path(__file__).resolve().parent.parent
+CANCELLED = "CANCELLED"
+LOG_FILE = "worker.log"
+PID_FILE = "worker.pid"
+STATES = ("running", "done", "failed", "cancelled", "lost")
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run_id: str
+    out_dir: Path
+    state: str                    # one of STATES
+    step: int = 0
+    max_steps: int = 0
+    phase: str = "starting"       # "starting" | "train" | "evaluate" | "done" | ...
+    error: str | None = None
+    log_tail: str = ""
+    comparison: dict[str, Any] | None = None
+    run: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        """Training progress 0-1 (evaluation counts as the last 10%)."""
+        if self.state == "done":
+            return 1.0
+        train = self.step / self.max_steps if self.max_steps else 0.0
+        return 0.9 * train + (0.05 if self.phase == "evaluate" else 0.0)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}  # not written yet, or being replaced: the next poll reads it
+
+
+def _last_events(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the last "train" event, the last event) of progress.jsonl."""
+    train, last = {}, {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return train, last
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line being written
+        last = event
+        if event.get("event") == "train":
+            train = event
+    return train, last
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - 16384))
+            return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class ImproveRuns:
+    """The runs under one folder; the processes this app started are watched directly."""
+
+    def __init__(self, root: str | Path, python: str = sys.executable, threads: int = 1) -> None:
+        self.root = Path(root)
+        self.python, self.threads = python, threads
+        self._procs: dict[str, subprocess.Popen] = {}
+
+    def _running(self) -> list[str]:
+        return [run_id for run_id, proc in self._procs.items() if proc.poll() is None]
+
+    def start(self, model_dir: str | Path, export_dir: str | Path, data_dir: str | Path, steps: int,
+              lora: bool = True) -> str:
+        """Start a run in the background; its id. Raises TrainingRunError when one is already running."""
+        if self._running():
+            raise TrainingRunError(f"run {self._running()[0]} is still running; wait for it or cancel it first")
+        run_id = time.strftime("improve-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
+        out = self.root / run_id
+        out.mkdir(parents=True, mode=0o700)
+        cmd = [self.python, "-m", "training.improve", "--model", str(Path(model_dir).resolve()),
+               "--export", str(Path(export_dir).resolve()), "--data", str(Path(data_dir).resolve()),
+               "--out", str(out.resolve()), "--steps", str(steps)] + ([] if lora else ["--full"])
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
+               "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+        with (out / LOG_FILE).open("wb") as log:
+            # its own session, so cancel() stops the whole process group; nice so reviewers stay responsive
+            nice = ["nice", "-n", "10"] if shutil.which("nice") else []
+            proc = subprocess.Popen(nice + cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self._procs[run_id] = proc
+        (out / PID_FILE).write_text(f"{proc.pid}\n")
+        return run_id
+
+    def _alive(self, run_id: str, out: Path) -> bool:
+        proc = self._procs.get(run_id)
+        if proc is not None:
+            return proc.poll() is None
+        try:  # started before this app restarted: is its process still there?
+            os.kill(int((out / PID_FILE).read_text()), 0)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def status(self, run_id: str) -> RunStatus:
+        """Where a run stands, from its folder (and its process, if this app started it)."""
+        out = self._dir(run_id)
+        run = _read_json(out / "run.json")
+        train, last = _last_events(out / "progress.jsonl")
+        proc = self._procs.get(run_id)
+        if (out / CANCELLED).exists():
+            state = "cancelled"
+        elif run.get("status") in ("done", "failed"):
+            state = run["status"]
+        else:
+            state = "running" if self._alive(run_id, out) else "lost"
+        comparison = _read_json(out / "comparison.json") if state == "done" else None
+        error = run.get("error") or (f"the worker stopped without a result (exit code {proc.returncode}); see its log"
+                                     if state == "lost" and proc is not None else None)
+        return RunStatus(run_id, out, state, int(train.get("step", 0)), int(train.get("max_steps", 0) or
+                                                                           last.get("max_steps", 0)),
+                         str(last.get("event", "starting")), error, _tail(out / LOG_FILE), comparison or None, run)
+
+    def cancel(self, run_id: str, grace_s: float = 10.0) -> None:
+        """Stop a running run (SIGTERM, then SIGKILL); it is marked cancelled and never offered to switch to."""
+        out = self._dir(run_id)
+        (out / CANCELLED).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + "\n")
+        proc = self._procs.get(run_id)
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def runs(self) -> list[RunStatus]:
+        """Every run under the folder, newest first."""
+        if not self.root.is_dir():
+            return []
+        ids = sorted((p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith("improve-")),
+                     reverse=True)
+        return [self.status(run_id) for run_id in ids]
+
+    def new_model_dir(self, run_id: str) -> Path:
+        """The finished run's model directory. Raises TrainingRunError unless the run is done."""
+        status = self.status(run_id)
+        if status.state != "done":
+            raise TrainingRunError(f"run {run_id} is {status.state}; only a finished run's model can be used")
+        return status.out_dir / "model"
+
+    def _dir(self, run_id: str) -> Path:
+        out = self.root / run_id
+        if not run_id.startswith("improve-") or "/" in run_id or not out.is_dir():
+            raise TrainingRunError(f"no run {run_id!r}")
+        return out

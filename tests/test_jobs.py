@@ -1,0 +1,70 @@
+"""r2d.jobs: a real training.improve worker process started, polled to the end, cancelled, and found again
+after an app restart; nothing about a run lives only in memory."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from r2d.errors import TrainingRunError
+from r2d.jobs import ImproveRuns
+
+pytestmark = pytest.mark.slow  # each test starts a Python process that imports torch
+
+
+def wait_for(runs: ImproveRuns, run_id: str, states: tuple[str, ...], timeout_s: float = 240.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = runs.status(run_id)
+        if status.state in states:
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} still {runs.status(run_id).state} after {timeout_s} s:\n"
+                         f"{runs.status(run_id).log_tail}")
+
+
+def test_a_run_goes_from_start_to_a_comparison(tmp_path, current_model, original_data, reviewed_export):
+    runs = ImproveRuns(tmp_path / "runs")
+    run_id = runs.start(current_model, reviewed_export, original_data, steps=3)
+    with pytest.raises(TrainingRunError, match="still running"):
+        runs.start(current_model, reviewed_export, original_data, steps=3)  # one at a time
+    status = wait_for(runs, run_id, ("done", "failed", "lost"))
+    assert status.state == "done", status.log_tail
+    assert status.fraction == 1.0 and status.max_steps == 3
+    assert set(status.comparison["sets"]) == {"reviewed cases held out", "public test split"}
+    assert runs.new_model_dir(run_id) == tmp_path / "runs" / run_id / "model"
+    # a restarted app sees the same run from its folder alone
+    again = ImproveRuns(tmp_path / "runs")
+    assert [s.run_id for s in again.runs()] == [run_id] and again.status(run_id).state == "done"
+
+
+def test_cancel_stops_the_worker_and_the_run_is_never_offered(tmp_path, current_model, original_data,
+                                                             reviewed_export):
+    runs = ImproveRuns(tmp_path / "runs")
+    run_id = runs.start(current_model, reviewed_export, original_data, steps=500)
+    pid = int((tmp_path / "runs" / run_id / "worker.pid").read_text())
+    runs.cancel(run_id)
+    assert runs.status(run_id).state == "cancelled"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    with pytest.raises(TrainingRunError, match="cancelled"):
+        runs.new_model_dir(run_id)
+
+
+def test_a_killed_worker_is_reported_lost(tmp_path, current_model, original_data, reviewed_export):
+    runs = ImproveRuns(tmp_path / "runs")
+    run_id = runs.start(current_model, reviewed_export, original_data, steps=500)
+    os.killpg(int((tmp_path / "runs" / run_id / "worker.pid").read_text()), signal.SIGKILL)
+    status = wait_for(runs, run_id, ("lost",), timeout_s=30)
+    assert "exit code" in status.error
+    with pytest.raises(TrainingRunError, match="lost"):
+        runs.new_model_dir(run_id)
+
+
+def test_unknown_run_ids_are_refused(tmp_path):
+    runs = ImproveRuns(tmp_path)
+    for bad in ("improve-nope", "../etc", "x"):
+        with pytest.raises(TrainingRunError, match="no run"):
+            runs.status(bad)

@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"
 EXAMPLES_DIR = ROOT / "examples"
 DIFF_COLORS = {rv.DIFF_ADDED: "#2ca02c", rv.DIFF_REMOVED: "#d62728"}
-# what every "show a case" handler fills, in order (see Handlers._render)
-REVIEW_OUTPUTS = ("shown", "case", "label_md", "plot", "rationale", "final_label", "rating", "comment", "diff",
-                  "consistency", "status")
-QUEUE_OUTPUTS = ("queue", "batch_panel", "batch", "queue_md") + REVIEW_OUTPUTS
+# what a "show a case" event may fill (see Handlers._render), and what a batch event fills besides
+SHOWN_OUTPUTS = ("shown", "case", "case_md", "label_md", "plot", "rationale", "final_label", "rating", "comment",
+                 "diff", "consistency", "status")
+QUEUE_OUTPUTS = ("queue", "batch_panel", "batch", "queue_md")
 
 
 def _ui_error(name: str, e: Exception) -> gr.Error:
@@ -89,53 +89,93 @@ def _consistency_markdown(check: rv.ConsistencyResult) -> str:
     return check.message if check.agrees else f"**⚠ {check.message}**"
 
 
+def _queue_of(queue: Any) -> dict[str, Any]:
+    """The saved queue position, or {} for anything that is not one (an old or forged browser value)."""
+    if isinstance(queue, dict) and isinstance(queue.get("batch_id"), str) and queue["batch_id"]:
+        position = queue.get("position", 0)
+        return {"batch_id": queue["batch_id"], "position": position if isinstance(position, int) else 0}
+    return {}
+
+
 class Handlers:
-    """Event handlers. Per-user data arrives as gr.State/BrowserState inputs; nothing per-user is kept here."""
+    """Event handlers. Each returns {component: value}; per-user data arrives as gr.State/BrowserState inputs.
+
+    `c` maps names to the components of the layout (filled in by build_app before the events are wired).
+    """
 
     def __init__(self, predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig) -> None:
         self.predictor, self.store, self.cfg = predictor, store, cfg
+        self.c: dict[str, Any] = {}
+
+    def _out(self, **values: Any) -> dict:
+        return {self.c[name]: value for name, value in values.items()}
+
+    def _reviewer(self, request: gr.Request | None, name: str | None) -> str:
+        reviewer = _who(request, name)
+        if not reviewer:
+            raise FeedbackStoreError("enter your name in the 'Reviewer' box first: every review records who made it")
+        return reviewer
 
     def _label_markdown(self, label: str, probabilities: dict[str, float]) -> str:
         text = f"### Suggested triage: {rv.format_label(label, self.predictor.label_names)} ({probabilities[label]:.0%})"
         note = rv.probability_note(probabilities, self.cfg.app.low_probability)
         return text + (f"\n\n**⚠ {note}**" if note else "")
 
-    def _render(self, shown: rv.ShownCase, prefill: Any = None, status: str = "", consistency: str = "") -> tuple:
-        """Values for REVIEW_OUTPUTS: the case, the suggestion and the editable review (prefilled if reviewed)."""
-        rationale = prefill.final_rationale if prefill else shown.model_rationale
-        return (shown, shown.case_text, self._label_markdown(shown.model_label, shown.probabilities),
-                probability_figure(shown.probabilities, self.predictor.label_names, shown.model_label), rationale,
-                prefill.final_label if prefill else shown.model_label,
-                str(prefill.rating) if prefill and prefill.rating else None, prefill.comment if prefill else "",
-                rv.word_diff(shown.model_rationale, rationale), consistency, status)
+    def _render(self, shown: rv.ShownCase, prefill: Any = None, draft: dict | None = None, status: str = "",
+                consistency: str = "", source_id: str | None = None) -> dict:
+        """The case, the suggestion and the editor: the reviewer's draft, else their review, else the model's."""
+        if draft:
+            label, rationale = draft.get("final_label") or shown.model_label, draft.get("rationale") or ""
+            rating, comment = draft.get("rating"), draft.get("comment") or ""
+        elif prefill is not None:
+            label, rationale = prefill.final_label, prefill.final_rationale
+            rating, comment = str(prefill.rating) if prefill.rating else None, prefill.comment
+        else:
+            label, rationale, rating, comment = shown.model_label, shown.model_rationale, None, ""
+        where = f" · batch case {shown.item_index + 1}" if shown.item_index is not None else ""
+        named = f" · upload id {rv.plain(source_id)}" if source_id else ""
+        return self._out(
+            shown=shown, case=shown.case_text, case_md=f"Case id `{shown.case_id}`{where}{named}",
+            label_md=self._label_markdown(shown.model_label, shown.probabilities),
+            plot=probability_figure(shown.probabilities, self.predictor.label_names, shown.model_label),
+            rationale=rationale, final_label=label, rating=rating, comment=comment,
+            diff=rv.word_diff(shown.model_rationale, rationale), consistency=consistency, status=status)
 
     @ui_errors
-    def predict(self, case_text: str) -> Iterator[tuple]:
-        """Label and every probability first, then the rationale streamed into the editor."""
+    def predict(self, case_text: str, name: str, request: gr.Request) -> Iterator[dict]:
+        """Label and every probability first, then the rationale streamed into the editor; leaves any batch."""
         if len(case_text or "") > self.cfg.app.max_case_chars:
             raise InvalidCaseError(f"the case has {len(case_text):,} characters; the limit is "
                                    f"{self.cfg.app.max_case_chars:,}. Keep the triage-relevant part")
         case_text = self.predictor.check_case(case_text or "")
         shown_at = time.time()
         scores = self.predictor.predict_label(case_text)
-        probabilities, label, skip = dict(zip(scores.labels, scores.probabilities)), scores.best, gr.skip()
-        yield (None, skip, self._label_markdown(label, probabilities),
-               probability_figure(probabilities, self.predictor.label_names, label), "", label, None, "", [], "",
-               "Writing the rationale…")
+        probabilities, label = dict(zip(scores.labels, scores.probabilities)), scores.best
+        yield self._out(shown=None, label_md=self._label_markdown(label, probabilities),
+                        plot=probability_figure(probabilities, self.predictor.label_names, label), rationale="",
+                        final_label=label, rating=None, comment="", diff=[], consistency="",
+                        status="Writing the rationale…", queue={}, queue_md="", case_md="")
         text = ""
         for text in self.predictor.stream_rationale(case_text, label):
-            yield (skip,) * 4 + (text,) + (skip,) * 6
+            yield self._out(rationale=text)
         shown = rv.ShownCase(case_text, label, probabilities, text, self.predictor.model_id,
                              self.predictor.quantization, shown_at=shown_at)
-        # complete values, not skips, at the end: API clients only see the last yield
-        yield self._render(shown, status="Review the rationale: accept it (A), or edit it and save (S).",
-                           consistency=self.check(shown, text, label))
+        reviewer = _who(request, name)
+        restored = rv.restorable_draft(self.store, reviewer, shown.case_id)
+        draft = restored[1] if restored else None
+        status = ("Restored your unsaved draft of this case." if draft else
+                  "Review the rationale: press A to save what is shown, or edit it first.")
+        note = rv.others_note(self.store, shown.case_id, reviewer) if reviewer else ""
+        # complete values at the end: API clients only see the last yield
+        rendered = self._render(shown, draft=draft, status=" ".join(filter(None, [status, note])))
+        yield {**rendered, **self._out(queue={}, queue_md="",
+                                       consistency=self.check(shown, rendered[self.c["rationale"]],
+                                                              rendered[self.c["final_label"]]))}
 
-    def diff(self, shown: rv.ShownCase | None, rationale: str) -> list:
+    def diff(self, shown: rv.ShownCase | None, rationale: str) -> dict:
         """The live word diff while the reviewer types."""
-        return rv.word_diff(shown.model_rationale, rationale or "") if shown else []
+        return self._out(diff=rv.word_diff(shown.model_rationale, rationale or "") if shown else [])
 
-    @ui_errors
     def check(self, shown: rv.ShownCase | None, rationale: str, final_label: str) -> str:
         """The consistency line: does the rationale alone point to the chosen label?"""
         if shown is None or not (rationale or "").strip():
@@ -143,100 +183,171 @@ class Handlers:
         return _consistency_markdown(rv.check_consistency(self.predictor, rationale, final_label))
 
     @ui_errors
-    def submit(self, shown: rv.ShownCase | None, name: str, final_label: str, rationale: str, rating: Any,
-               comment: str, request: gr.Request) -> tuple[str, list, str]:
-        """Store the review once per content, with the label its rationale alone points to."""
+    def check_event(self, shown: rv.ShownCase | None, rationale: str, final_label: str) -> dict:
+        return self._out(consistency=self.check(shown, rationale, final_label))
+
+    def save_draft(self, shown: rv.ShownCase | None, name: str, final_label: str, rationale: str, rating: Any,
+                   comment: str, request: gr.Request) -> None:
+        """Keep what is on screen server-side (per reviewer and case) so a refresh or restart loses nothing."""
+        reviewer = _who(request, name)
+        if isinstance(shown, rv.ShownCase) and reviewer:
+            draft = rv.make_draft(shown, final_label, rationale, rating, comment)
+            if rv.differs_from_model(draft, shown) or self.store.draft(reviewer, shown.case_id):
+                self.store.save_draft(reviewer, shown.case_id, draft)
+
+    def _open(self, batch_id: str, position: int | None, reviewer: str, status: str = "",
+              after: int | None = None) -> dict:
+        """The queue, the batch list, progress, then the item (with this reviewer's draft or review)."""
+        view = rv.open_queue(self.store, batch_id, position, reviewer, after=after)
+        return {**self._out(queue={"batch_id": batch_id, "position": view.position},
+                            batch_panel=gr.update(open=True),
+                            batch=gr.update(choices=rv.batch_choices(self.store), value=batch_id),
+                            queue_md=view.progress),
+                **self._render(view.shown, view.review, view.draft, " ".join(filter(None, [status, view.status])),
+                               source_id=view.source_id)}
+
+    @ui_errors
+    def save(self, shown: rv.ShownCase | None, name: str, final_label: str, rationale: str, rating: Any,
+             comment: str, queue: Any, request: gr.Request) -> dict:
+        """Store what is on screen (A and S alike: an edit on screen is saved, never replaced by the model's
+        output); in a batch, open the next case to review."""
         if shown is None:
             raise FeedbackStoreError("nothing to review yet: predict a case or open a batch first")
-        reviewer = _who(request, name)
-        if not reviewer:
-            raise FeedbackStoreError("enter your name in the 'Reviewer' box first: every review records who made it")
-        result, check = rv.save_review(self.store, self.predictor, shown, reviewer, final_label, rationale or "",
-                                       rating, comment or "")
-        return (rv.saved_message(result, shown.batch_id is not None),
-                rv.word_diff(shown.model_rationale, result.record.final_rationale), _consistency_markdown(check))
+        reviewer = self._reviewer(request, name)
+        result, check = rv.save_review(self.store, self.predictor, shown, reviewer, final_label or "",
+                                       rationale or "", rating, comment or "")
+        message = rv.saved_message(result, in_batch=False)
+        queue = _queue_of(queue)
+        if shown.batch_id is not None and queue.get("batch_id") == shown.batch_id:
+            return self._open(shown.batch_id, None, reviewer, message, after=shown.item_index)
+        note = rv.others_note(self.store, shown.case_id, reviewer)
+        return self._out(status=" ".join(filter(None, [message, note])), consistency=_consistency_markdown(check),
+                         diff=rv.word_diff(shown.model_rationale, result.record.final_rationale))
 
     @ui_errors
-    def accept(self, shown: rv.ShownCase | None, name: str, rating: Any, comment: str, request: gr.Request) -> tuple:
-        """Accept the model's label and rationale unchanged (discarding any edit on screen)."""
+    def undo(self, shown: rv.ShownCase | None, name: str, queue: Any, request: gr.Request) -> dict:
+        """Retract the reviewer's last save (a new audit row) and put its content back in the editor as a draft."""
+        reviewer = self._reviewer(request, name)
+        record = self.store.retract_last(reviewer)
+        if record is None:
+            raise FeedbackStoreError("nothing to undo: you have no saved review that still counts")
+        back = rv.shown_from_review(record)
+        self.store.save_draft(reviewer, record.case_id, rv.make_draft(
+            back, record.final_label, record.final_rationale, record.rating, record.comment))
+        message = (f"↶ Retracted your review #{record.review_id} ({record.action}); it no longer counts. "
+                   "Its content is back in the editor: change it and save, or move on.")
+        if record.batch_id is not None:
+            return self._open(record.batch_id, record.item_index, reviewer, message)
+        restored = rv.restorable_draft(self.store, reviewer, record.case_id)
+        return {**self._render(back, draft=restored[1] if restored else None, status=message),
+                **self._out(queue={}, queue_md="")}
+
+    @ui_errors
+    def skip(self, shown: rv.ShownCase | None, name: str, queue: Any, request: gr.Request) -> dict:
+        """Record a skip (the case stays to do) and, in a batch, open the next case."""
         if shown is None:
-            raise FeedbackStoreError("nothing to accept yet: predict a case or open a batch first")
-        saved = self.submit(shown, name, shown.model_label, shown.model_rationale, rating, comment, request)
-        return (shown.model_rationale, shown.model_label) + saved
-
-    def _open(self, batch_id: str, position: int | None) -> tuple:
-        """Values for QUEUE_OUTPUTS: the saved queue position, the batch list, progress, then the item."""
-        view = rv.open_queue(self.store, batch_id, position)
-        return ({"batch_id": batch_id, "position": view.position}, gr.update(open=True),
-                gr.update(choices=rv.batch_choices(self.store), value=batch_id),
-                view.progress) + self._render(view.shown, view.review, view.status)
+            raise FeedbackStoreError("nothing to skip: predict a case or open a batch first")
+        reviewer = self._reviewer(request, name)
+        self.store.add_event(reviewer, "skip", shown.case_id, batch_id=shown.batch_id, item_index=shown.item_index)
+        message = "Skipped: the case stays in your queue."
+        if shown.batch_id is not None and _queue_of(queue).get("batch_id") == shown.batch_id:
+            return self._open(shown.batch_id, None, reviewer, message, after=shown.item_index)
+        return self._out(status=message)
 
     @ui_errors
-    def upload(self, path: str | None, name: str, request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:
-        """Store the uploaded cases first, then predict them chunk by chunk with a progress bar."""
+    def flag(self, shown: rv.ShownCase | None, name: str, comment: str, request: gr.Request) -> dict:
+        """Flag the case for discussion (the comment box says why); it appears on the dashboard."""
+        if shown is None:
+            raise FeedbackStoreError("nothing to flag: predict a case or open a batch first")
+        reviewer = self._reviewer(request, name)
+        self.store.add_event(reviewer, "flag", shown.case_id, batch_id=shown.batch_id, item_index=shown.item_index,
+                             note=comment or "")
+        return self._out(status="⚑ Flagged for discussion; it is listed on the dashboard. Your edits stay on screen.")
+
+    @ui_errors
+    def upload(self, path: str | None, name: str, request: gr.Request, progress: gr.Progress = gr.Progress()) -> dict:
+        """Store the uploaded cases (with their ids) first, then predict them chunk by chunk with a progress bar."""
         if not path:
             raise InvalidCaseError("choose a .csv or .jsonl file of cases first")
-        cases = rv.load_cases(path, self.cfg.app.max_batch_rows, self.cfg.app.max_case_chars)
+        cases, ids = rv.load_upload(path, self.cfg.app.max_batch_rows, self.cfg.app.max_case_chars)
         rv.check_cases(self.predictor, cases, Path(path).name)
-        info = self.store.create_batch(Path(path).name, cases, _who(request, name) or "unknown", self.predictor.model_id)
-        return self.resume(info.batch_id, progress)
+        info = self.store.create_batch(Path(path).name, cases, _who(request, name) or "unknown",
+                                       self.predictor.model_id, source_ids=ids)
+        return self.resume(info.batch_id, name, request, progress)
 
     @ui_errors
-    def resume(self, batch_id: str | None, progress: gr.Progress = gr.Progress()) -> tuple:
-        """Predict what the batch still lacks (after a crash or restart), then open its first unreviewed case."""
+    def resume(self, batch_id: str | None, name: str, request: gr.Request,
+               progress: gr.Progress = gr.Progress()) -> dict:
+        """Predict what the batch still lacks (after a crash or restart), then open the reviewer's first case."""
         if not batch_id:
             raise FeedbackStoreError("choose a saved batch first")
         rv.predict_missing(self.store, self.predictor, batch_id, self.cfg.app.batch_size,
                            progress=lambda done, total: progress((done, total), desc="Predicting", unit="cases"))
-        return self._open(batch_id, None)
+        return self._open(batch_id, None, _who(request, name))
 
     @ui_errors
-    def step(self, queue: dict | None, delta: int) -> tuple:
+    def step(self, queue: Any, delta: int, name: str, request: gr.Request) -> dict:
         """Move through the open batch by delta items (clamped at both ends)."""
-        if not queue or not queue.get("batch_id"):
+        queue = _queue_of(queue)
+        if not queue:
             raise FeedbackStoreError("open a batch first: upload one, or choose a saved batch and press Open")
-        return self._open(queue["batch_id"], int(queue.get("position", 0)) + delta)
+        return self._open(queue["batch_id"], queue["position"] + delta, _who(request, name))
 
-    def restore(self, queue: dict | None, name: str | None, request: gr.Request) -> tuple:
-        """On page load: the reviewer's name and the open batch at its saved position (refresh or restart)."""
+    def next_case(self, queue: Any, name: str, request: gr.Request) -> dict:
+        return self.step(queue, 1, name, request)
+
+    def previous_case(self, queue: Any, name: str, request: gr.Request) -> dict:
+        return self.step(queue, -1, name, request)
+
+    def restore(self, queue: Any, name: Any, request: gr.Request) -> dict:
+        """On page load: the name, then the open batch at its saved position or the last single-case draft."""
         username = getattr(request, "username", None)
+        name = name if isinstance(name, str) else ""
         # nothing saved: leave the box alone, the reviewer may already be typing (this runs after page load)
         reviewer = gr.update(value=username, interactive=False) if username else (name or gr.skip())
-        if queue and queue.get("batch_id"):
+        who, queue = (username or name).strip(), _queue_of(queue)
+        if queue:
             try:
-                return (reviewer,) + self._open(queue["batch_id"], int(queue.get("position", 0)))
+                return {self.c["reviewer"]: reviewer, **self._open(queue["batch_id"], queue["position"], who)}
             except R2DError as e:  # a batch of another database, or not predicted yet: start clean
                 logger.info("not restoring the saved queue: %s", e)
-        return ((reviewer, {}, gr.skip(), gr.update(choices=rv.batch_choices(self.store), value=None), "")
-                + (gr.skip(),) * len(REVIEW_OUTPUTS))
+        restored = rv.restorable_draft(self.store, who) if who else None
+        if restored and restored[0].batch_id is None:
+            return {self.c["reviewer"]: reviewer, **self._out(queue={}, queue_md=""),
+                    **self._render(restored[0], draft=restored[1], status="Restored your unsaved draft.")}
+        return {self.c["reviewer"]: reviewer, **self._out(
+            queue={}, batch=gr.update(choices=rv.batch_choices(self.store), value=None), queue_md="")}
 
     @ui_errors
-    def dashboard(self) -> tuple:
+    def dashboard(self) -> dict:
         """Summary line and figures of the current review of every case."""
         reviews, p = self.store.latest_reviews(), self.predictor
         figures = dashboard_figures(reviews, p.label_set, p.label_names, p.ordinal)
-        return (summarize(reviews, p.label_set, p.ordinal).as_markdown(),) + tuple(figures.values())
+        return {self.c["dash_summary"]: summarize(reviews, p.label_set, p.ordinal).as_markdown(),
+                **dict(zip(self.c["dash_plots"], figures.values()))}
 
     @ui_errors
     def export_start(self, actions: list[str], min_rating: float, consistent: bool, val_fraction: float,
-                     test_csv: bool, name: str, request: gr.Request) -> tuple:
+                     test_csv: bool, name: str, request: gr.Request) -> dict:
         """Scan what would be exported; export at once if nothing looks like a patient identifier."""
         reviews, findings = preview_export(self.store, _policy(actions, min_rating, consistent))
         message = findings_message(findings, len(reviews))
         if not findings:
-            return ([], message, gr.update(visible=False)) + self.export_confirm(
-                actions, min_rating, consistent, val_fraction, test_csv, name, request)
-        return [[f.case_id, f.field, f.kind, f.text] for f in findings], message, gr.update(visible=True), None, ""
+            return {**self._out(ex_findings=[], ex_findings_md=message, ex_row=gr.update(visible=False)),
+                    **self.export_confirm(actions, min_rating, consistent, val_fraction, test_csv, name, request)}
+        return self._out(ex_findings=[[f.case_id, f.field, f.kind, f.text] for f in findings],
+                         ex_findings_md=message, ex_row=gr.update(visible=True), ex_files=None, ex_summary="")
 
     @ui_errors
     def export_confirm(self, actions: list[str], min_rating: float, consistent: bool, val_fraction: float,
-                       test_csv: bool, name: str, request: gr.Request) -> tuple:
+                       test_csv: bool, name: str, request: gr.Request) -> dict:
         """Write the export (after the scan, or when the reviewer chose to export anyway)."""
         result = export_stage2_dataset(
             self.store, Path(self.cfg.app.export_dir) / time.strftime("export-%Y%m%d-%H%M%S"),
             _policy(actions, min_rating, consistent), float(val_fraction), bool(test_csv), seed=self.cfg.optim.seed,
             exported_by=_who(request, name) or "unknown", config=config_to_dict(self.cfg))
-        return [str(p) for p in result.all_files], result.summary()
+        return self._out(ex_files=[str(p) for p in result.all_files], ex_summary=result.summary(),
+                         ex_row=gr.update(visible=False))
 
 
 def _read_asset(name: str) -> str:
@@ -257,6 +368,7 @@ def _review_panel(p: rv.PredictorLike, c: dict[str, Any]) -> None:
         with gr.Column():
             c["case"] = gr.Textbox(label="Case", lines=6, elem_id="r2d-case",
                                    placeholder="Paste the triage note: complaint, vital signs, history")
+            c["case_md"] = gr.Markdown(elem_id="r2d-case-id")
             with gr.Row():
                 c["predict"] = gr.Button("Suggest triage", variant="primary", elem_id="r2d-predict")
                 gr.ClearButton([c["case"]], value="Clear")
@@ -274,23 +386,27 @@ def _review_panel(p: rv.PredictorLike, c: dict[str, Any]) -> None:
                                            elem_id="r2d-diff")
         with gr.Column(scale=2):
             c["final_label"] = gr.Radio(rv.label_choices(p.label_set, p.label_names), elem_id="r2d-final-label",
-                                        label="Triage label (correct it if needed)")
+                                        label="Triage label (correct it if needed) · keys 1–5")
             c["rating"] = gr.Radio(["1", "2", "3", "4", "5"], elem_id="r2d-rating",
-                                   label="Rate the model's rationale (1 = wrong, 5 = excellent)")
+                                   label="Rate the model's rationale (1 = wrong, 5 = excellent) · Shift+1–5")
             c["comment"] = gr.Textbox(label="Comment (optional)", lines=2, elem_id="r2d-comment")
-    with gr.Row():
-        c["accept"] = gr.Button("Accept unchanged [A]", variant="primary", elem_id="r2d-accept")
-        c["submit"] = gr.Button("Save review [S]", elem_id="r2d-submit")
+    with gr.Row(elem_id="r2d-actions"):
+        c["accept"] = gr.Button("Accept what is shown [A]", variant="primary", elem_id="r2d-accept")
+        c["submit"] = gr.Button("Save [S]", elem_id="r2d-submit")
+        c["skip"] = gr.Button("Skip [K]", elem_id="r2d-skip")
+        c["flag"] = gr.Button("Flag [F]", elem_id="r2d-flag")
+        c["undo"] = gr.Button("Undo my last save [U]", elem_id="r2d-undo")
         c["check"] = gr.Button("Check consistency [C]", elem_id="r2d-check")
-    c["consistency"] = gr.Markdown(elem_id="r2d-consistency")
-    c["status"] = gr.Markdown(elem_id="r2d-status")
+    with gr.Row():
+        c["consistency"] = gr.Markdown(elem_id="r2d-consistency")
+        c["status"] = gr.Markdown(elem_id="r2d-status")
 
 
 def _batch_panel(c: dict[str, Any]) -> None:
     with gr.Accordion("Batch: upload cases, predict them all, then review them one by one", open=False,
                       elem_id="r2d-batch") as c["batch_panel"]:
         with gr.Row():
-            c["upload"] = gr.File(label="Cases (.csv or .jsonl with a question or case_text column)",
+            c["upload"] = gr.File(label="Cases (.csv or .jsonl with a question or case_text column, optional id)",
                                   file_types=[".csv", ".jsonl"], type="filepath", elem_id="r2d-upload")
             with gr.Column():
                 c["batch"] = gr.Dropdown(label="Saved batches", choices=[], elem_id="r2d-batch-choice")
@@ -333,47 +449,49 @@ def _export_tab(c: dict[str, Any]) -> None:
 
 
 def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
-    review_out, queue_out = [c[n] for n in REVIEW_OUTPUTS], [c[n] for n in QUEUE_OUTPUTS]
+    outs = lambda *names: [c[n] for n in names]  # noqa: E731
+    shown_out = outs(*SHOWN_OUTPUTS)
+    queue_out = shown_out + outs(*QUEUE_OUTPUTS)
     # long model runs (predict, batches) queue one at a time; saves and checks only wait for the Predictor's own
     # lock, i.e. for the model call in progress, not for a whole batch
     model = dict(concurrency_id="model", concurrency_limit=1)
     quiet = dict(api_name=False, show_progress="hidden")
-    c["predict"].click(h.predict, [c["case"]], review_out, api_name="predict", **model)
-    c["rationale"].input(h.diff, [c["shown"], c["rationale"]], [c["diff"]], trigger_mode="always_last", **quiet)
-    checked = [c["shown"], c["rationale"], c["final_label"]]
-    c["rationale"].blur(h.check, checked, [c["consistency"]], **quiet)
-    c["check"].click(h.check, checked, [c["consistency"]], api_name="check")
-    review_in = [c["shown"], c["reviewer"], c["final_label"], c["rationale"], c["rating"], c["comment"]]
-    saved = [c["status"], c["diff"], c["consistency"]]
-    c["submit"].click(h.submit, review_in, saved, api_name="submit", trigger_mode="once")
-    c["accept"].click(h.accept, [c["shown"], c["reviewer"], c["rating"], c["comment"]],
-                      [c["rationale"], c["final_label"]] + saved, api_name="accept", trigger_mode="once")
-    c["upload"].upload(h.upload, [c["upload"], c["reviewer"]], queue_out, api_name="upload_batch", **model)
-    c["resume"].click(h.resume, [c["batch"]], queue_out, api_name="resume_batch", **model)
-    c["next"].click(lambda queue: h.step(queue, 1), [c["queue"]], queue_out, api_name="next_case")
-    c["prev"].click(lambda queue: h.step(queue, -1), [c["queue"]], queue_out, api_name="previous_case")
-    demo.load(h.restore, [c["queue"], c["saved_name"]], [c["reviewer"]] + queue_out, api_name=False)
-    c["reviewer"].change(lambda name: name, [c["reviewer"]], [c["saved_name"]], **quiet)
+    c["predict"].click(h.predict, outs("case", "reviewer"), queue_out, api_name="predict", **model)
+    c["rationale"].input(h.diff, outs("shown", "rationale"), outs("diff"), trigger_mode="always_last", **quiet)
+    checked = outs("shown", "rationale", "final_label")
+    c["rationale"].blur(h.check_event, checked, outs("consistency"), **quiet)
+    c["check"].click(h.check_event, checked, outs("consistency"), api_name="check")
+    editor = outs("shown", "reviewer", "final_label", "rationale", "rating", "comment")
+    for box in ("rationale", "comment", "final_label", "rating"):
+        c[box].input(h.save_draft, editor, None, trigger_mode="always_last", **quiet)
+    for button, api in (("submit", "submit"), ("accept", "accept")):
+        c[button].click(h.save, editor + outs("queue"), queue_out, api_name=api, trigger_mode="once")
+    c["undo"].click(h.undo, outs("shown", "reviewer", "queue"), queue_out, api_name="undo", trigger_mode="once")
+    c["skip"].click(h.skip, outs("shown", "reviewer", "queue"), queue_out, api_name="skip", trigger_mode="once")
+    c["flag"].click(h.flag, outs("shown", "reviewer", "comment"), outs("status"), api_name="flag", trigger_mode="once")
+    c["upload"].upload(h.upload, outs("upload", "reviewer"), queue_out, api_name="upload_batch", **model)
+    c["resume"].click(h.resume, outs("batch", "reviewer"), queue_out, api_name="resume_batch", **model)
+    c["next"].click(h.next_case, outs("queue", "reviewer"), queue_out, api_name="next_case")
+    c["prev"].click(h.previous_case, outs("queue", "reviewer"), queue_out, api_name="previous_case")
+    demo.load(h.restore, outs("queue", "saved_name"), outs("reviewer") + queue_out, api_name=False)
+    c["reviewer"].change(lambda name: name, outs("reviewer"), outs("saved_name"), **quiet)
     for trigger in (c["dash_refresh"].click, c["dash_tab"].select):
-        trigger(h.dashboard, None, [c["dash_summary"]] + c["dash_plots"], api_name=False)
-    export_in = [c["ex_actions"], c["ex_rating"], c["ex_consistent"], c["ex_val"], c["ex_test"], c["reviewer"]]
-    c["ex_start"].click(h.export_start, export_in, [c["ex_findings"], c["ex_findings_md"], c["ex_row"],
-                                                    c["ex_files"], c["ex_summary"]], api_name="export")
-    c["ex_confirm"].click(h.export_confirm, export_in, [c["ex_files"], c["ex_summary"]], api_name="export_anyway"
-                          ).success(lambda: gr.update(visible=False), None, [c["ex_row"]], api_name=False)
-    c["ex_cancel"].click(lambda: ([], "Export cancelled: save corrected reviews, then export again.",
-                                  gr.update(visible=False)), None, [c["ex_findings"], c["ex_findings_md"], c["ex_row"]],
-                         api_name=False)
+        trigger(h.dashboard, None, outs("dash_summary") + c["dash_plots"], api_name=False)
+    export_in = outs("ex_actions", "ex_rating", "ex_consistent", "ex_val", "ex_test", "reviewer")
+    export_out = outs("ex_findings", "ex_findings_md", "ex_row", "ex_files", "ex_summary")
+    c["ex_start"].click(h.export_start, export_in, export_out, api_name="export")
+    c["ex_confirm"].click(h.export_confirm, export_in, export_out, api_name="export_anyway")
+    c["ex_cancel"].click(lambda: {c["ex_findings"]: [], c["ex_row"]: gr.update(visible=False),
+                                  c["ex_findings_md"]: "Export cancelled: save corrected reviews, then export again."},
+                         None, export_out, api_name=False)
 
 
-def build_demo(predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig,
-               examples: Sequence[str] | None = None) -> gr.Blocks:
-    """Construct the UI around a predictor and a store; nothing is launched and no weights are loaded.
-
-    examples: case texts offered one click away (default: examples/*.jsonl).
-    """
+def build_app(predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig,
+              examples: Sequence[str] | None = None) -> tuple[gr.Blocks, Handlers]:
+    """The UI and its handlers (whose `c` names every component); nothing is launched, no weights loaded."""
     h = Handlers(predictor, store, cfg)
-    c: dict[str, Any] = {"examples": list(load_example_cases() if examples is None else examples)}
+    c = h.c
+    c["examples"] = list(load_example_cases() if examples is None else examples)
     secret = store.browser_secret()
     with gr.Blocks(title="Reason2Decide — triage review", analytics_enabled=False) as demo:
         gr.Markdown(f"# Reason2Decide — triage review\nModel `{predictor.model_id}` · "
@@ -397,7 +515,16 @@ def build_demo(predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig,
                 _export_tab(c)
         _wire(demo, h, c)
     # several reviewers may save at once; model-heavy events keep their own limit of 1 (see _wire)
-    return demo.queue(default_concurrency_limit=8)
+    return demo.queue(default_concurrency_limit=8), h
+
+
+def build_demo(predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig,
+               examples: Sequence[str] | None = None) -> gr.Blocks:
+    """Construct the UI around a predictor and a store; nothing is launched and no weights are loaded.
+
+    examples: case texts offered one click away (default: examples/*.jsonl).
+    """
+    return build_app(predictor, store, cfg, examples)[0]
 
 
 def launch_kwargs(cfg: R2DConfig, allowed_hosts: Sequence[str] = ()) -> dict[str, Any]:

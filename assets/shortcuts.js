@@ -1,23 +1,39 @@
 () => {
   // Keyboard shortcuts for reviewers. They never fire while the focus is in a text field, so typing
   // "a" in a rationale is text, not "accept". Esc leaves a text field so the keys work again.
+  // Digits choose the triage label; Shift+digits rate the rationale (two different jobs, two different keys).
   if (window.__r2dShortcuts) return;
   window.__r2dShortcuts = true;
   const TEXT_TYPES = ["text", "search", "email", "password", "number", "tel", "url", "textarea", ""];
   const isTyping = (el) => !!el && (el.isContentEditable || el.tagName === "TEXTAREA" || el.tagName === "SELECT" ||
     (el.tagName === "INPUT" && TEXT_TYPES.includes((el.type || "").toLowerCase())));
-  const BUTTONS = { a: "r2d-accept", s: "r2d-submit", c: "r2d-check", n: "r2d-next", p: "r2d-prev" };
+  const BUTTONS = { a: "r2d-accept", s: "r2d-submit", k: "r2d-skip", f: "r2d-flag", u: "r2d-undo", c: "r2d-check",
+                    n: "r2d-next", p: "r2d-prev" };
   const clickById = (id) => {
     const el = document.getElementById(id);
     const button = el && (el.tagName === "BUTTON" ? el : el.querySelector("button"));
-    if (button && !button.disabled) { button.click(); return true; }
+    if (button && !button.disabled && button.offsetParent !== null) { button.click(); return true; }
+    return false;
+  };
+  const pick = (groupId, n) => {
+    const inputs = document.querySelectorAll(`#${groupId} input[type=radio]`);
+    if (n >= 1 && n <= inputs.length) { inputs[n - 1].click(); return true; }
     return false;
   };
   document.addEventListener("keydown", (ev) => {
-    if (ev.defaultPrevented || ev.ctrlKey || ev.metaKey || ev.altKey || ev.isComposing) return;
+    if (ev.defaultPrevented || ev.altKey || ev.isComposing) return;
     const target = ev.target;
-    if (isTyping(target)) {
+    const typing = isTyping(target);
+    // Ctrl+Z outside a text box would undo the last programmatic fill of some box (and empty it): never do that
+    if ((ev.ctrlKey || ev.metaKey) && ev.key.toLowerCase() === "z" && !typing) { ev.preventDefault(); return; }
+    if (ev.ctrlKey || ev.metaKey) return;
+    if (typing) {
       if (ev.key === "Escape") target.blur();
+      return;
+    }
+    const digit = /^Digit([1-9])$/.exec(ev.code || "");
+    if (digit) {
+      if (pick(ev.shiftKey ? "r2d-rating" : "r2d-final-label", Number(digit[1]))) ev.preventDefault();
       return;
     }
     const key = ev.key.toLowerCase();
@@ -26,9 +42,10 @@
     } else if (key === "e") {
       const box = document.querySelector("#r2d-rationale textarea");
       if (box) { box.focus(); ev.preventDefault(); }
-    } else if (/^[1-5]$/.test(key)) {
-      const input = document.querySelector(`#r2d-rating input[value="${key}"]`);
-      if (input) { input.click(); ev.preventDefault(); }
     }
   });
+  // Tab moves between the review controls, not through every plot toolbar button
+  const untab = () => document.querySelectorAll(".modebar a, .modebar button, .modebar-btn")
+    .forEach((el) => el.setAttribute("tabindex", "-1"));
+  new MutationObserver(untab).observe(document.body, { childList: true, subtree: true });
 }

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import difflib
 import hashlib
-import html
 import json
 import logging
 import re
@@ -254,15 +253,85 @@ def save_review(store: ReviewStore, predictor: PredictorLike, shown: ShownCase, 
     record = build_review(shown, reviewer, final_label, final_rationale, rating, comment)
     validate_review(record)  # before the model call: an unusable review fails fast with the store's reasons
     check = check_consistency(predictor, record.final_rationale, record.final_label)
-    return store.submit(replace(record, consistency_label=check.label)), check
+    result = store.submit(replace(record, consistency_label=check.label))
+    if not result.created and not store.is_live(result.record.review_id):
+        # the same content as a review that was retracted: saving it again must count, so it is a new row
+        result = store.submit(replace(record, consistency_label=check.label,
+                                      submission_id=f"{record.submission_id}-{uuid.uuid4().hex[:8]}"))
+    return result, check
 
 
 def saved_message(result: SubmitResult, in_batch: bool) -> str:
-    """What the reviewer is told after pressing save."""
+    """What the reviewer is told after pressing save (Markdown; nothing the reviewer typed is in it)."""
     r = result.record
     text = (f"✓ Saved review #{r.review_id} ({r.action})." if result.created
             else f"Already saved as review #{r.review_id}; nothing new to store.")
-    return text + (" Press N for the next case." if in_batch else "")
+    return text + (" Press U to undo it." if result.created else "") + (" Next case opened." if in_batch else "")
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def plain(text: str) -> str:
+    """User text (a name, a comment) made inert for a Markdown component: every ASCII punctuation character
+    backslash-escaped (CommonMark allows it for all of them), so no link, image, HTML tag or formula survives."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text).replace("\n", " ")
+
+
+def others_note(store: ReviewStore, case_id: str, reviewer: str) -> str:
+    """Blind review: how many others reviewed the case, and their labels only once this reviewer has saved."""
+    reviews = store.reviewer_reviews(case_id)
+    others = [r for r in reviews if r.reviewer != reviewer.strip()]
+    if not others:
+        return ""
+    if not any(r.reviewer == reviewer.strip() for r in reviews):
+        return (f"{len(others)} other reviewer(s) reviewed this case; their answers stay hidden until you save "
+                "yours (blind review).")
+    return "Other reviewers: " + "; ".join(f"{plain(r.reviewer)} chose {r.final_label} ({r.action})" for r in others)
+
+
+# --- drafts: what the nurse typed, kept server-side per reviewer and case --------------------------
+
+
+DRAFT_FIELDS = ("final_label", "rationale", "rating", "comment")
+
+
+def make_draft(shown: ShownCase, final_label: str | None, rationale: str | None, rating: Any,
+               comment: str | None) -> dict[str, Any]:
+    """The unsaved state of the editor, with the case it belongs to (so a refresh can show it again)."""
+    return {"shown": shown.to_dict(), "final_label": final_label, "rationale": rationale or "",
+            "rating": None if rating in (None, "") else str(rating), "comment": comment or ""}
+
+
+def differs_from_model(draft: Mapping[str, Any], shown: ShownCase) -> bool:
+    """Whether a draft holds anything the nurse changed (an untouched editor is not worth restoring)."""
+    return (draft.get("final_label") not in (None, shown.model_label)
+            or not same_text(draft.get("rationale") or "", shown.model_rationale)
+            or bool(draft.get("rating")) or bool((draft.get("comment") or "").strip()))
+
+
+def restorable_draft(store: ReviewStore, reviewer: str, case_id: str | None = None) -> tuple[ShownCase, dict] | None:
+    """The reviewer's newest unsaved draft (of one case, or of any single case), with its ShownCase."""
+    if not reviewer.strip():
+        return None
+    draft = store.draft(reviewer, case_id)
+    if not draft or not isinstance(draft.get("shown"), Mapping):
+        return None
+    try:
+        shown = ShownCase.from_dict(draft["shown"])
+    except TypeError:  # a draft written by another version of this code
+        return None
+    mine = [r for r in store.reviewer_reviews(shown.case_id) if r.reviewer == reviewer.strip()]
+    if mine and _same_content(draft, mine[-1]):
+        return None  # a draft that reached the store just after the save it belongs to
+    return (shown, draft) if differs_from_model(draft, shown) or mine else None
+
+
+def _same_content(draft: Mapping[str, Any], review: ReviewRecord) -> bool:
+    return (draft.get("final_label") == review.final_label and same_text(draft.get("rationale") or "",
+                                                                          review.final_rationale)
+            and parse_rating(draft.get("rating")) == review.rating
+            and (draft.get("comment") or "").strip() == review.comment)
 
 # --- batch uploads and the review queue -----------------------------------------------------------
 
@@ -309,6 +378,11 @@ def load_cases(path: str | Path, max_rows: int, max_chars: int) -> list[str]:
 
     Raises DatasetSchemaError naming file:line for a broken row, an empty or too long case, too many rows.
     """
+    return load_upload(path, max_rows, max_chars)[0]
+
+
+def load_upload(path: str | Path, max_rows: int, max_chars: int) -> tuple[list[str], list[str | None]]:
+    """Case texts and the upload's own `id` of each (None where it has none). Raises DatasetSchemaError."""
     p = Path(path)
     try:
         rows = _case_rows(p)
@@ -320,7 +394,9 @@ def load_cases(path: str | Path, max_rows: int, max_chars: int) -> list[str]:
         raise DatasetSchemaError(f"{p.name}: no cases")
     if len(rows) > max_rows:
         raise DatasetSchemaError(f"{p.name}: {len(rows):,} cases; the limit is {max_rows:,} per upload, split the file")
-    return [_case_from_row(row, where, max_chars) for where, row in rows]
+    texts = [_case_from_row(row, where, max_chars) for where, row in rows]
+    ids = [str(row["id"]).strip() or None if row.get("id") not in (None, "") else None for _, row in rows]
+    return texts, ids
 
 
 def check_cases(predictor: PredictorLike, cases: Sequence[str], source: str) -> None:
@@ -356,8 +432,15 @@ def predict_missing(store: ReviewStore, predictor: PredictorLike, batch_id: str,
 
 
 def first_unreviewed(items: Sequence[BatchItem]) -> int:
-    """Index of the first item without a review (the last item when all are reviewed)."""
-    return next((i for i, item in enumerate(items) if item.review is None), max(len(items) - 1, 0))
+    """Index of the first item neither reviewed nor skipped (else the first unreviewed, else the last item)."""
+    todo = [i for i, item in enumerate(items) if item.review is None]
+    return next((i for i in todo if not items[i].skipped), todo[0] if todo else max(len(items) - 1, 0))
+
+
+def next_unreviewed(items: Sequence[BatchItem], position: int) -> int:
+    """The next item after position that is neither reviewed nor skipped, else simply the next one (clamped)."""
+    later = [i for i in range(position + 1, len(items)) if items[i].review is None and not items[i].skipped]
+    return later[0] if later else clamp_position(position + 1, len(items))
 
 
 def clamp_position(position: int, n_items: int) -> int:
@@ -366,9 +449,11 @@ def clamp_position(position: int, n_items: int) -> int:
 
 
 def queue_progress(items: Sequence[BatchItem], position: int) -> str:
-    """'Case 3 of 20 · 7 reviewed · 13 to go'."""
+    """'Case 3 of 20 · 7 reviewed · 13 to go' (· 'n skipped' when some are), counted for one reviewer."""
     reviewed = sum(item.review is not None for item in items)
-    return f"Case {position + 1} of {len(items)} · {reviewed} reviewed · {len(items) - reviewed} to go"
+    skipped = sum(item.skipped and item.review is None for item in items)
+    text = f"Case {position + 1} of {len(items)} · {reviewed} reviewed · {len(items) - reviewed} to go"
+    return text + (f" · {skipped} skipped" if skipped else "")
 
 
 def shown_from_item(item: BatchItem) -> ShownCase:
@@ -383,6 +468,14 @@ def shown_from_item(item: BatchItem) -> ShownCase:
     return replace(shown, review_token=f"{item.batch_id}-{item.item_index}-r{latest}")
 
 
+def shown_from_review(record: ReviewRecord) -> ShownCase:
+    """The model output a stored review was made from, shown again (a fresh showing: a new token)."""
+    return ShownCase(case_text=record.case_text, model_label=record.model_label,
+                     probabilities=dict(record.model_probabilities), model_rationale=record.model_rationale,
+                     model_id=record.model_id, quantization=record.quantization,
+                     prompt_version=record.prompt_version, batch_id=record.batch_id, item_index=record.item_index)
+
+
 @dataclass(frozen=True)
 class QueueView:
     """One batch item opened for review: where it is in the queue and what to show."""
@@ -391,18 +484,31 @@ class QueueView:
     position: int
     progress: str
     shown: ShownCase
-    review: ReviewRecord | None  # the item's latest review, to prefill the editor
-    status: str
+    review: ReviewRecord | None  # this reviewer's latest review of the item, to prefill the editor
+    status: str  # Markdown; user text in it went through plain()
+    draft: dict[str, Any] | None = None  # this reviewer's unsaved draft of the item, which wins over the review
+    source_id: str | None = None
 
 
-def open_queue(store: ReviewStore, batch_id: str, position: int | None = None) -> QueueView:
-    """Open a batch at position (clamped), or at its first unreviewed item. Raises FeedbackStoreError."""
-    items = store.batch_items(batch_id)
+def open_queue(store: ReviewStore, batch_id: str, position: int | None = None, reviewer: str = "",
+               after: int | None = None) -> QueueView:
+    """Open a batch at position (clamped), at the next unreviewed item after `after`, or at the first
+    unreviewed one. Only the reviewer's own review and draft are shown (blind review). Raises FeedbackStoreError."""
+    items = store.batch_items(batch_id, reviewer or None)
+    if after is not None:
+        position = next_unreviewed(items, after)
     position = first_unreviewed(items) if position is None else clamp_position(position, len(items))
     item = items[position]
-    status = ""
+    status = []
     if item.review is not None:
         r = item.review
-        status = (f"Reviewed by {html.escape(r.reviewer)} at {r.created_at[:19].replace('T', ' ')} ({r.action}). "
-                  "Saving again adds a correction; the latest review counts.")
-    return QueueView(batch_id, position, queue_progress(items, position), shown_from_item(item), item.review, status)
+        status.append(f"You reviewed this case at {r.created_at[:19].replace('T', ' ')} ({r.action}). "
+                      "Saving again adds a correction; your latest review counts.")
+    shown = shown_from_item(item)
+    restored = restorable_draft(store, reviewer, item.case_id)
+    draft = restored[1] if restored else None
+    if draft:
+        status.append("Restored your unsaved draft of this case.")
+    note = others_note(store, item.case_id, reviewer) if reviewer else ""
+    return QueueView(batch_id, position, queue_progress(items, position), shown, item.review,
+                     " ".join(status + ([note] if note else [])), draft, item.source_id)

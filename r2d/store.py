@@ -70,9 +70,30 @@ CREATE TABLE IF NOT EXISTS batch_predictions (
 CREATE TABLE IF NOT EXISTS exports (
     export_id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL,
     exported_by TEXT NOT NULL, out_dir TEXT NOT NULL, meta TEXT NOT NULL);
+-- what a reviewer did besides saving: retract (undo a save), skip, flag, adjudicate (adopt a review for a case)
+CREATE TABLE IF NOT EXISTS review_events (
+    event_id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL,
+    reviewer TEXT NOT NULL CHECK (length(trim(reviewer)) > 0),
+    kind TEXT NOT NULL CHECK (kind IN ('retract', 'skip', 'flag', 'adjudicate')),
+    case_id TEXT NOT NULL, review_id INTEGER REFERENCES reviews (review_id),
+    batch_id TEXT, item_index INTEGER, note TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS events_by_case ON review_events (case_id, event_id);
+-- unsaved work per reviewer and case; the newest row counts until a newer review of that reviewer replaces it
+CREATE TABLE IF NOT EXISTS drafts (
+    draft_id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL,
+    reviewer TEXT NOT NULL, case_id TEXT NOT NULL, draft TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS drafts_by_key ON drafts (reviewer, case_id, draft_id);
+-- the id column of an uploaded file, kept so that an export names cases as the upload did
+CREATE TABLE IF NOT EXISTS batch_item_sources (
+    batch_id TEXT NOT NULL, item_index INTEGER NOT NULL, source_id TEXT NOT NULL,
+    PRIMARY KEY (batch_id, item_index), FOREIGN KEY (batch_id, item_index) REFERENCES batch_items (batch_id, item_index));
 """
 # the audit trail must not be rewritten, not even by a bug in this module
-_APPEND_ONLY = ("reviews", "batches", "batch_items", "batch_predictions", "exports")
+_APPEND_ONLY = ("reviews", "batches", "batch_items", "batch_predictions", "exports", "review_events", "drafts",
+                "batch_item_sources")
+EVENT_KINDS = ("retract", "skip", "flag", "adjudicate")
+# a review counts until its reviewer retracts it (retracting is itself a row: nothing is deleted)
+_LIVE = "review_id NOT IN (SELECT review_id FROM review_events WHERE kind = 'retract' AND review_id IS NOT NULL)"
 
 
 def utc_now() -> str:
@@ -156,6 +177,23 @@ class BatchItem:
     case_text: str
     prediction: dict[str, Any] | None = None  # Prediction.to_dict() once predicted
     review: ReviewRecord | None = None  # the latest review of this item, if any
+    source_id: str | None = None  # the upload's own id of the case
+    skipped: bool = False  # skipped by the reviewer the items were read for
+
+
+@dataclass(frozen=True)
+class ReviewEvent:
+    """A reviewer action that is not a review: retract (undo a save), skip, flag, adjudicate."""
+
+    event_id: int
+    created_at: str
+    reviewer: str
+    kind: str
+    case_id: str
+    review_id: int | None = None  # the retracted or adopted review
+    batch_id: str | None = None
+    item_index: int | None = None
+    note: str = ""
 
 
 # free-text fields of a review: (field, most characters, may hold line breaks)
@@ -329,11 +367,88 @@ class ReviewStore:
         return [self._row_to_review(r) for r in rows]
 
     def latest_reviews(self) -> list[ReviewRecord]:
-        """The current review of each case (its latest row), oldest case first."""
+        """The current review of each case (its latest row that is not retracted), oldest case first."""
         with self._read() as conn:
-            rows = conn.execute("SELECT * FROM reviews WHERE review_id IN "
-                                "(SELECT MAX(review_id) FROM reviews GROUP BY case_id) ORDER BY review_id").fetchall()
+            rows = conn.execute(f"SELECT * FROM reviews WHERE review_id IN (SELECT MAX(review_id) FROM reviews "
+                                f"WHERE {_LIVE} GROUP BY case_id) ORDER BY review_id").fetchall()
         return [self._row_to_review(r) for r in rows]
+
+    def reviewer_reviews(self, case_id: str | None = None) -> list[ReviewRecord]:
+        """Every reviewer's current review of each case (one case's if case_id is given), oldest first."""
+        where, args = ("AND case_id = ?", (case_id,)) if case_id is not None else ("", ())
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT * FROM reviews WHERE review_id IN (SELECT MAX(review_id) FROM reviews "
+                                f"WHERE {_LIVE} {where} GROUP BY case_id, reviewer) ORDER BY review_id",
+                                args).fetchall()
+        return [self._row_to_review(r) for r in rows]
+
+    # --- retract, skip, flag, adjudicate -------------------------------------------------------
+
+    def add_event(self, reviewer: str, kind: str, case_id: str, review_id: int | None = None,
+                  batch_id: str | None = None, item_index: int | None = None, note: str = "") -> ReviewEvent:
+        """Append one reviewer action. Raises FeedbackStoreError for an unknown kind or an empty name."""
+        if kind not in EVENT_KINDS:
+            raise FeedbackStoreError(f"event kind {kind!r} is not one of {', '.join(EVENT_KINDS)}")
+        if not reviewer.strip():
+            raise FeedbackStoreError("enter your name first: every action records who made it")
+        row = (utc_now(), reviewer.strip(), kind, case_id, review_id, batch_id, item_index, note.strip())
+        with self._write() as conn:
+            cur = conn.execute("INSERT INTO review_events (created_at, reviewer, kind, case_id, review_id, batch_id, "
+                               "item_index, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+        return ReviewEvent(cur.lastrowid, *row)
+
+    def events(self, kind: str | None = None) -> list[ReviewEvent]:
+        """Reviewer actions (one kind's if given), oldest first."""
+        where, args = ("WHERE kind = ?", (kind,)) if kind else ("", ())
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT * FROM review_events {where} ORDER BY event_id", args).fetchall()
+        return [ReviewEvent(**dict(r)) for r in rows]
+
+    def retract_last(self, reviewer: str) -> ReviewRecord | None:
+        """Retract the reviewer's newest review that still counts (undo my last save); None if there is none."""
+        with self._read() as conn:
+            row = conn.execute(f"SELECT * FROM reviews WHERE reviewer = ? AND {_LIVE} ORDER BY review_id DESC "
+                               "LIMIT 1", (reviewer.strip(),)).fetchone()
+        if row is None:
+            return None
+        record = self._row_to_review(row)
+        self.add_event(reviewer, "retract", record.case_id, record.review_id, record.batch_id, record.item_index)
+        return record
+
+    def adjudications(self) -> dict[str, int]:
+        """case_id -> the review adopted for it by the newest adjudication that names a live review."""
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT case_id, review_id FROM review_events WHERE kind = 'adjudicate' AND "
+                                f"review_id IN (SELECT review_id FROM reviews WHERE {_LIVE}) "
+                                "ORDER BY event_id").fetchall()
+        return {r["case_id"]: r["review_id"] for r in rows}
+
+    # --- drafts --------------------------------------------------------------------------------
+
+    def save_draft(self, reviewer: str, case_id: str, draft: Mapping[str, Any]) -> None:
+        """Keep what a reviewer has typed but not saved (a new row each time; the newest counts)."""
+        if not reviewer.strip():
+            return  # nobody to key it by; the UI asks for a name before anything can be saved
+        with self._write() as conn:
+            conn.execute("INSERT INTO drafts (created_at, reviewer, case_id, draft) VALUES (?, ?, ?, ?)",
+                         (utc_now(), reviewer.strip(), case_id, json.dumps(dict(draft), ensure_ascii=False)))
+
+    def draft(self, reviewer: str, case_id: str | None = None) -> dict[str, Any] | None:
+        """The reviewer's newest draft (of one case, or of any case) that is newer than their last save of it."""
+        where, args = ("AND d.case_id = ?", (reviewer.strip(), case_id)) if case_id else ("", (reviewer.strip(),))
+        with self._read() as conn:
+            row = conn.execute(f"""
+                SELECT d.* FROM drafts d WHERE d.reviewer = ? {where} AND d.created_at > coalesce(
+                    (SELECT MAX(r.created_at) FROM reviews r WHERE r.reviewer = d.reviewer AND r.case_id = d.case_id
+                     AND r.{_LIVE}), '')
+                ORDER BY d.draft_id DESC LIMIT 1""", args).fetchone()
+        return json.loads(row["draft"]) if row else None
+
+    def is_live(self, review_id: int | None) -> bool:
+        """Whether a stored review still counts (it exists and was not retracted)."""
+        with self._read() as conn:
+            return conn.execute(f"SELECT 1 FROM reviews WHERE review_id = ? AND {_LIVE}", (review_id,)).fetchone() \
+                is not None
 
     def count_reviews(self) -> int:
         """How many review rows (corrections included) the store holds."""
@@ -342,10 +457,16 @@ class ReviewStore:
 
     # --- batches -----------------------------------------------------------------------------
 
-    def create_batch(self, name: str, case_texts: Sequence[str], created_by: str, model_id: str) -> BatchInfo:
-        """Persist an uploaded case list (before predicting, so a crash mid-batch can resume)."""
+    def create_batch(self, name: str, case_texts: Sequence[str], created_by: str, model_id: str,
+                     source_ids: Sequence[str | None] | None = None) -> BatchInfo:
+        """Persist an uploaded case list (before predicting, so a crash mid-batch can resume).
+
+        source_ids: the upload's own id of each case (None where it had none), kept for the export.
+        """
         if not case_texts:
             raise FeedbackStoreError("a batch needs at least one case")
+        if source_ids is not None and len(source_ids) != len(case_texts):
+            raise FeedbackStoreError(f"{len(source_ids)} ids for {len(case_texts)} cases")
         batch_id = f"b-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
         created_at = utc_now()
         with self._write() as conn:
@@ -353,6 +474,8 @@ class ReviewStore:
                          (batch_id, name, created_at, created_by, model_id, len(case_texts)))
             conn.executemany("INSERT INTO batch_items VALUES (?, ?, ?, ?)",
                              [(batch_id, i, case_id_for(t), t) for i, t in enumerate(case_texts)])
+            conn.executemany("INSERT INTO batch_item_sources VALUES (?, ?, ?)",
+                             [(batch_id, i, str(s)) for i, s in enumerate(source_ids or ()) if s not in (None, "")])
         return BatchInfo(batch_id, name, created_at, created_by, model_id, len(case_texts))
 
     def add_batch_predictions(self, batch_id: str, predictions: Mapping[int, Mapping[str, Any]]) -> None:
@@ -365,9 +488,10 @@ class ReviewStore:
     def list_batches(self) -> list[BatchInfo]:
         """All batches, newest first, with how many items are predicted and reviewed."""
         with self._read() as conn:
-            rows = conn.execute("""
+            rows = conn.execute(f"""
                 SELECT b.*, (SELECT COUNT(*) FROM batch_predictions p WHERE p.batch_id = b.batch_id) AS n_predicted,
-                       (SELECT COUNT(DISTINCT r.item_index) FROM reviews r WHERE r.batch_id = b.batch_id) AS n_reviewed
+                       (SELECT COUNT(DISTINCT r.item_index) FROM reviews r WHERE r.batch_id = b.batch_id
+                        AND r.{_LIVE}) AS n_reviewed
                 FROM batches b ORDER BY b.created_at DESC, b.batch_id DESC""").fetchall()
         return [BatchInfo(**dict(r)) for r in rows]
 
@@ -378,20 +502,36 @@ class ReviewStore:
                 return info
         raise FeedbackStoreError(f"no batch {batch_id!r} in {self.path.name}; upload the cases again")
 
-    def batch_items(self, batch_id: str) -> list[BatchItem]:
-        """The items of a batch in upload order, each with its prediction and latest review (if any)."""
+    def batch_items(self, batch_id: str, reviewer: str | None = None) -> list[BatchItem]:
+        """The items of a batch in upload order, each with its prediction and latest live review (if any).
+
+        With reviewer: that reviewer's own latest review only (blind review), and whether they skipped the item.
+        """
         self.get_batch(batch_id)
+        mine, args = ("AND reviewer = ?", (batch_id, reviewer.strip())) if reviewer else ("", (batch_id,))
         with self._read() as conn:
             items = conn.execute("""
-                SELECT i.*, p.prediction FROM batch_items i LEFT JOIN batch_predictions p
+                SELECT i.*, p.prediction, s.source_id FROM batch_items i LEFT JOIN batch_predictions p
                 ON p.batch_id = i.batch_id AND p.item_index = i.item_index
+                LEFT JOIN batch_item_sources s ON s.batch_id = i.batch_id AND s.item_index = i.item_index
                 WHERE i.batch_id = ? ORDER BY i.item_index""", (batch_id,)).fetchall()
-            reviews = conn.execute("SELECT * FROM reviews WHERE review_id IN (SELECT MAX(review_id) FROM reviews "
-                                   "WHERE batch_id = ? GROUP BY item_index)", (batch_id,)).fetchall()
+            reviews = conn.execute(f"SELECT * FROM reviews WHERE review_id IN (SELECT MAX(review_id) FROM reviews "
+                                   f"WHERE batch_id = ? {mine} AND {_LIVE} GROUP BY item_index)", args).fetchall()
+            skipped = {r[0] for r in conn.execute(
+                f"SELECT item_index FROM review_events WHERE kind = 'skip' AND batch_id = ? {mine}", args)}
         latest = {r["item_index"]: self._row_to_review(r) for r in reviews}
         return [BatchItem(batch_id, r["item_index"], r["case_id"], r["case_text"],
-                          json.loads(r["prediction"]) if r["prediction"] else None, latest.get(r["item_index"]))
+                          json.loads(r["prediction"]) if r["prediction"] else None, latest.get(r["item_index"]),
+                          r["source_id"], r["item_index"] in skipped)
                 for r in items]
+
+    def source_ids(self) -> dict[str, str]:
+        """case_id -> the id its upload gave it (the first upload's, when a case came in several)."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT i.case_id, s.source_id FROM batch_item_sources s JOIN batch_items i "
+                                "ON i.batch_id = s.batch_id AND i.item_index = s.item_index "
+                                "ORDER BY s.rowid DESC").fetchall()
+        return {r["case_id"]: r["source_id"] for r in rows}
 
     # --- exports and housekeeping ----------------------------------------------------------------
 

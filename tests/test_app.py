@@ -33,36 +33,44 @@ def store(cfg) -> ReviewStore:
     return ReviewStore(cfg.app.db_path)
 
 
+def named(h: app.Handlers, result: dict) -> dict:
+    """A handler's {component: value} as {name: value}."""
+    names = {id(comp): name for name, comp in h.c.items() if not isinstance(comp, list)}
+    names.update({id(comp): f"dash_plot_{i}" for i, comp in enumerate(h.c.get("dash_plots", []))})
+    return {names[id(comp)]: value for comp, value in result.items()}
+
+
 @pytest.fixture()
 def h(fake_predictor, store, cfg) -> app.Handlers:
-    return app.Handlers(fake_predictor, store, cfg)
+    return app.build_app(fake_predictor, store, cfg, examples=[CASE])[1]
 
 
-def out(values: tuple, names=app.REVIEW_OUTPUTS) -> dict:
-    assert len(values) == len(names)
-    return dict(zip(names, values))
+def predicted(h: app.Handlers, case: str = CASE, name: str = "Nurse A") -> dict:
+    return named(h, list(h.predict(case, name, None))[-1])
 
 
-def predicted(h: app.Handlers, case: str = CASE) -> dict:
-    return out(list(h.predict(case))[-1])
+def save(h, shown, name="Nurse A", label="2", rationale="Shock signs: level 2.", rating=None, comment="", queue=None):
+    return named(h, h.save(shown, name, label, rationale, rating, comment, queue or {}, None))
 
 
 # --- single case --------------------------------------------------------------------------------
 
 
 def test_predict_shows_label_first_then_streams_the_rationale(h, fake_predictor):
-    steps = [out(v) for v in h.predict(CASE)]
+    steps = [named(h, v) for v in h.predict(CASE, "Nurse A", None)]
     first, streamed, last = steps[0], steps[1:-1], steps[-1]
     assert first["shown"] is None  # nothing to review until the rationale is complete
     assert "2 — Emergency" in first["label_md"] and isinstance(first["plot"], go.Figure)
     assert list(first["plot"].data[0].x) == pytest.approx([0.1, 0.6, 0.1, 0.1, 0.1])
     texts = [s["rationale"] for s in streamed]
     assert len(texts) > 1 and all(b.startswith(a) for a, b in zip(texts, texts[1:]))
+    assert all(set(s) == {"rationale"} for s in streamed)  # a streamed step touches nothing else
     shown = last["shown"]
     assert isinstance(shown, rv.ShownCase) and shown.model_rationale == texts[-1] == last["rationale"]
     assert shown.model_rationale == fake_predictor.explain(CASE, "2")
     assert (shown.model_label, last["final_label"]) == ("2", "2")
-    assert last["consistency"].startswith("Consistent")
+    assert last["consistency"].startswith("Consistent") and shown.case_id in last["case_md"]
+    assert (last["queue"], last["queue_md"]) == ({}, "")  # a single prediction leaves any open batch
 
 
 def test_low_top_probability_is_said_plainly(h):
@@ -74,19 +82,19 @@ def test_low_top_probability_is_said_plainly(h):
                                            ("x" * 1_000_000, "1,000,000 characters")])
 def test_bad_cases_become_readable_errors(h, case, message):
     with pytest.raises(gr.Error, match=message):
-        list(h.predict(case))
+        list(h.predict(case, "Nurse A", None))
 
 
 # --- review ---------------------------------------------------------------------------------------
 
 
-def test_submit_stores_an_edited_review_once(h, store):
+def test_save_stores_an_edited_review_once(h, store):
     shown = predicted(h)["shown"]
-    status, diff, consistency = h.submit(shown, "Nurse A", "2", "Shock signs: level 2.", "4", "clear", None)
-    assert status.startswith("✓ Saved review #1 (edited)")
-    assert ("Shock signs: ", rv.DIFF_ADDED) in diff and consistency.startswith("Consistent")
-    again = h.submit(shown, "Nurse A", "2", "Shock signs: level 2.", "4", "clear", None)  # a double click
-    assert again[0].startswith("Already saved as review #1")
+    saved = save(h, shown, rating="4", comment="clear")
+    assert saved["status"].startswith("✓ Saved review #1 (edited)")
+    assert ("Shock signs: ", rv.DIFF_ADDED) in saved["diff"] and saved["consistency"].startswith("Consistent")
+    again = save(h, shown, rating="4", comment="clear")  # a double click
+    assert again["status"].startswith("Already saved as review #1")
     [r] = store.reviews()
     assert (r.reviewer, r.action, r.final_label, r.rating, r.comment) == ("Nurse A", "edited", "2", 4, "clear")
     assert (r.model_label, r.model_rationale) == (shown.model_label, shown.model_rationale)
@@ -95,74 +103,159 @@ def test_submit_stores_an_edited_review_once(h, store):
 
 def test_a_correction_is_a_new_row_and_disagreement_is_flagged(h, store):
     shown = predicted(h)["shown"]
-    h.submit(shown, "Nurse A", "2", "Shock: level 2.", None, "", None)
-    _, _, consistency = h.submit(shown, "Nurse A", "3", "Walked in, stable: level 5.", None, "", None)
-    assert consistency.startswith("**⚠") and "5 — Non-urgent" in consistency
+    save(h, shown, rationale="Shock: level 2.")
+    saved = save(h, shown, label="3", rationale="Walked in, stable: level 5.")
+    assert saved["consistency"].startswith("**⚠") and "5 — Non-urgent" in saved["consistency"]
     assert [r.action for r in store.reviews()] == ["edited", "relabelled"]
     assert store.latest_reviews()[0].final_label == "3"
 
 
-def test_accept_restores_and_stores_the_model_output(h, store):
+def test_accept_saves_what_is_on_screen_never_the_model_output_over_an_edit(h, store):
+    """Issue 9: after an edit and a relabel, A used to store the model's label and text."""
     shown = predicted(h)["shown"]
-    rationale, label, status, diff, _ = h.accept(shown, "Nurse A", "5", "", None)
-    assert (rationale, label) == (shown.model_rationale, shown.model_label)
-    assert "(accepted)" in status and all(category is None for _, category in diff)
-    assert store.reviews()[0].action == "accepted" and store.reviews()[0].rating == 5
+    accepted = named(h, h.save(shown, "Nurse A", "1", "Airway at risk: level 1.", "2", "my note", {}, None))
+    assert "(relabelled)" in accepted["status"]
+    [r] = store.reviews()
+    assert (r.final_label, r.final_rationale, r.comment, r.action) == ("1", "Airway at risk: level 1.", "my note",
+                                                                     "relabelled")
+    untouched = predicted(h, "level 5: sore throat")["shown"]
+    named(h, h.save(untouched, "Nurse A", untouched.model_label, untouched.model_rationale, None, "", {}, None))
+    assert store.reviews()[-1].action == "accepted"
 
 
 @pytest.mark.parametrize("shown, name, message", [(None, "Nurse A", "predict a case"), ("shown", "  ", "Reviewer")])
-def test_submit_needs_a_case_and_a_name(h, shown, name, message):
+def test_save_needs_a_case_and_a_name(h, shown, name, message):
     shown = predicted(h)["shown"] if shown else None
     with pytest.raises(gr.Error, match=message):
-        h.submit(shown, name, "2", "text", None, "", None)
+        save(h, shown, name=name, rationale="text")
 
 
 def test_empty_rationale_and_html_are_handled(h, store):
     shown = predicted(h)["shown"]
     with pytest.raises(gr.Error, match="final rationale is empty"):
-        h.submit(shown, "Nurse A", "2", "  ", None, "", None)
+        save(h, shown, rationale="  ")
     assert h.check(shown, "", "2") == ""  # leaving an empty editor is not an error
     evil = "<script>alert(1)</script> level 2"
-    h.submit(shown, "Nurse A", "2", evil, None, "", None)
+    save(h, shown, rationale=evil)
     assert store.reviews()[0].final_rationale == evil  # stored verbatim; components render it as text
+
+
+def test_undo_retracts_my_last_save_and_gives_its_content_back(h, store):
+    shown = predicted(h)["shown"]
+    save(h, shown, label="1", rationale="Level 1: airway.", rating="3", comment="unsure")
+    undone = named(h, h.undo(shown, "Nurse A", {}, None))
+    assert "Retracted your review #1" in undone["status"]
+    assert (undone["final_label"], undone["rationale"], undone["rating"], undone["comment"]) == (
+        "1", "Level 1: airway.", "3", "unsure")  # nothing typed is lost
+    assert len(store.reviews()) == 1 and store.latest_reviews() == []  # the row stays, it no longer counts
+    assert [e.kind for e in store.events()] == ["retract"]
+    with pytest.raises(gr.Error, match="nothing to undo"):
+        h.undo(shown, "Nurse A", {}, None)
+    # saving the same content again counts again (a new row, not "already saved")
+    again = save(h, undone["shown"], label="1", rationale="Level 1: airway.", rating="3", comment="unsure")
+    assert again["status"].startswith("✓ Saved review #2") and [r.review_id for r in store.latest_reviews()] == [2]
+
+
+def test_drafts_survive_a_refresh_and_a_restart(h, store, fake_predictor, cfg):
+    shown = predicted(h)["shown"]
+    h.save_draft(shown, "Nurse A", "1", "Half-written: airway", "2", "ask the doctor", None)
+    h.save_draft(shown, "Nurse B", "4", "someone else's words", None, "", None)
+    restarted = app.build_app(fake_predictor, ReviewStore(cfg.app.db_path), cfg, examples=[])[1]
+    restored = named(restarted, restarted.restore({}, "Nurse A", None))  # a page load, no batch open
+    assert (restored["case"], restored["final_label"], restored["rationale"], restored["rating"],
+            restored["comment"]) == (CASE, "1", "Half-written: airway", "2", "ask the doctor")
+    assert "Restored your unsaved draft" in restored["status"]
+    # predicting the same case again shows the draft too; after a save the draft is gone
+    assert predicted(restarted)["rationale"] == "Half-written: airway"
+    save(restarted, restored["shown"], label="1", rationale="Half-written: airway", rating="2",
+         comment="ask the doctor")
+    assert "rationale" not in named(restarted, restarted.restore({}, "Nurse A", None))
+    assert predicted(restarted, name="Nurse B")["rationale"] == "someone else's words"
+
+
+def test_skip_and_flag_are_recorded(h, store):
+    shown = predicted(h)["shown"]
+    assert "Skipped" in named(h, h.skip(shown, "Nurse A", {}, None))["status"]
+    assert "Flagged" in named(h, h.flag(shown, "Nurse A", "BP cuff may be wrong", None))["status"]
+    assert [(e.kind, e.note) for e in store.events()] == [("skip", ""), ("flag", "BP cuff may be wrong")]
+    assert store.reviews() == []
+
+
+def test_a_markdown_name_is_shown_as_text(h, store):
+    """Issue 10: a name like ![n](http://...) made other reviewers' browsers fetch the image."""
+    evil = "![n](http://203.0.113.7/x.png)"
+    shown = predicted(h)["shown"]
+    save(h, shown, name=evil)
+    status = predicted(h, name="Nurse B")["status"]
+    save(h, predicted(h, name="Nurse B")["shown"], name="Nurse B")
+    status = predicted(h, name="Nurse B")["status"]
+    assert "![" not in status and "](" not in status and r"\!\[n\]\(http\:" in status
 
 
 # --- batch queue ----------------------------------------------------------------------------------
 
 
-def write_cases(path: Path, cases: list[str]) -> Path:
-    path.write_text("".join(json.dumps({"question": c}) + "\n" for c in cases))
+def write_cases(path: Path, cases: list[str], ids: list[str] | None = None) -> Path:
+    rows = [{"question": c} | ({"id": ids[i]} if ids else {}) for i, c in enumerate(cases)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
 def test_upload_predicts_and_opens_a_resumable_queue(h, tmp_path, fake_predictor, store, cfg):
-    path = write_cases(tmp_path / "cases.jsonl", ["level 1 a", "level 2 b", "level 3 c"])
-    first = out(h.upload(str(path), "Nurse A", None), app.QUEUE_OUTPUTS)
+    path = write_cases(tmp_path / "cases.jsonl", ["level 1 a", "level 2 b", "level 3 c"], ids=["A-1", "A-2", "A-3"])
+    first = named(h, h.upload(str(path), "Nurse A", None))
     batch_id = first["queue"]["batch_id"]
     assert first["queue"]["position"] == 0 and first["queue_md"].startswith("Case 1 of 3")
-    assert first["shown"].batch_id == batch_id and first["case"] == "level 1 a"
+    assert first["shown"].batch_id == batch_id and first["case"] == "level 1 a" and "A\\-1" in first["case_md"]
     assert fake_predictor.calls["predict_batch"] >= 1
-    h.accept(first["shown"], "Nurse A", None, "", None)
-    second = out(h.step(first["queue"], 1), app.QUEUE_OUTPUTS)
+    # A saves and opens the next case to review
+    second = save(h, first["shown"], label="1", rationale=first["rationale"], queue=first["queue"])
     assert second["queue"]["position"] == 1 and "1 reviewed" in second["queue_md"]
-    back = out(h.step(second["queue"], -1), app.QUEUE_OUTPUTS)
-    assert back["status"].startswith("Reviewed by Nurse A")
+    assert second["status"].startswith("✓ Saved review #1")
+    back = named(h, h.step(second["queue"], -1, "Nurse A", None))
+    assert back["status"].startswith("You reviewed this case")
     # a restart: new handlers on the same database, the browser sends its saved queue position
-    restarted = app.Handlers(fake_predictor, ReviewStore(cfg.app.db_path), cfg)
-    restored = out(restarted.restore(second["queue"], "Nurse A", None), ("reviewer",) + app.QUEUE_OUTPUTS)
+    restarted = app.build_app(fake_predictor, ReviewStore(cfg.app.db_path), cfg, examples=[])[1]
+    restored = named(restarted, restarted.restore(second["queue"], "Nurse A", None))
     assert restored["reviewer"] == "Nurse A" and restored["queue"] == second["queue"]
     assert restored["case"] == "level 2 b"
     # opening the batch again jumps to the first unreviewed case
-    assert out(restarted.resume(batch_id), app.QUEUE_OUTPUTS)["queue"]["position"] == 1
+    assert named(restarted, restarted.resume(batch_id, "Nurse A", None))["queue"]["position"] == 1
 
 
-def test_queue_without_a_batch_and_a_stale_saved_queue(h):
+def test_batch_skip_advances_and_undo_goes_back_to_the_case(h, tmp_path, store):
+    path = write_cases(tmp_path / "cases.jsonl", ["level 1 a", "level 2 b", "level 3 c"])
+    first = named(h, h.upload(str(path), "Nurse A", None))
+    second = named(h, h.skip(first["shown"], "Nurse A", first["queue"], None))
+    assert second["queue"]["position"] == 1 and "1 skipped" in second["queue_md"]
+    third = save(h, second["shown"], label="4", rationale="Relabelled: level 4.", queue=second["queue"])
+    assert third["queue"]["position"] == 2
+    undone = named(h, h.undo(third["shown"], "Nurse A", third["queue"], None))
+    assert undone["queue"]["position"] == 1 and undone["rationale"] == "Relabelled: level 4."
+    assert undone["final_label"] == "4" and "0 reviewed" in undone["queue_md"]
+
+
+def test_blind_review_hides_other_reviewers_until_i_save(h, tmp_path, store):
+    path = write_cases(tmp_path / "cases.jsonl", ["level 1 a", "level 2 b"])
+    mine = named(h, h.upload(str(path), "Nurse A", None))
+    save(h, mine["shown"], label="2", rationale="Nurse A thinks level 2.", comment="A's note", queue=mine["queue"])
+    theirs = named(h, h.resume(mine["queue"]["batch_id"], "Nurse B", None))
+    assert theirs["queue"]["position"] == 0  # B's queue: the case A reviewed is still B's to do
+    assert theirs["rationale"] == theirs["shown"].model_rationale and theirs["final_label"] == "1"
+    assert theirs["comment"] == "" and "hidden until you save" in theirs["status"] and "Nurse A" not in theirs["status"]
+    after = named(h, h.step(save(h, theirs["shown"], name="Nurse B", label="1", rationale="B: level 1.",
+                                 queue=theirs["queue"])["queue"], -1, "Nurse B", None))
+    assert "Nurse A chose 2" in after["status"]
+    assert sorted((r.reviewer, r.final_label) for r in store.reviewer_reviews()) == [("Nurse A", "2"), ("Nurse B", "1")]
+
+
+def test_queue_without_a_batch_and_a_stale_or_forged_saved_queue(h):
     with pytest.raises(gr.Error, match="open a batch first"):
-        h.step({}, 1)
-    restored = h.restore({"batch_id": "b-gone", "position": 3}, "", None)
-    restored = out(restored, ("reviewer",) + app.QUEUE_OUTPUTS)
-    assert restored["queue"] == {} and restored["queue_md"] == ""
-    assert restored["reviewer"] == gr.skip()  # no saved name: a name being typed is not wiped
+        h.step({}, 1, "Nurse A", None)
+    for saved in ({"batch_id": "b-gone", "position": 3}, ["not", "a", "dict"], {"batch_id": 5}):
+        restored = named(h, h.restore(saved, "", None))
+        assert restored["queue"] == {} and restored["queue_md"] == ""
+        assert restored["reviewer"] == gr.skip()  # no saved name: a name being typed is not wiped
 
 
 def test_broken_upload_names_file_and_line(h, tmp_path, store):
@@ -177,33 +270,37 @@ def test_broken_upload_names_file_and_line(h, tmp_path, store):
 
 
 def test_dashboard_has_a_summary_and_six_figures(h):
-    h.submit(predicted(h)["shown"], "Nurse A", "3", "level 3 really", "2", "", None)
-    summary, *figures = h.dashboard()
-    assert "**1** reviewed" in summary and len(figures) == 6
-    assert all(isinstance(f, go.Figure) for f in figures)
+    save(h, predicted(h)["shown"], label="3", rationale="level 3 really", rating="2")
+    result = named(h, h.dashboard())
+    assert "**1** reviewed" in result["dash_summary"]
+    figures = [v for k, v in result.items() if k.startswith("dash_plot_")]
+    assert len(figures) == 6 and all(isinstance(f, go.Figure) for f in figures)
 
 
 def review_cases(h: app.Handlers, rationale: str = "Shock signs: level 2.") -> None:
     for case in (CASE, "level 5: sore throat", "level 4: ankle sprain"):
-        h.submit(predicted(h, case)["shown"], "Nurse A", "2", rationale, "4", "", None)
+        save(h, predicted(h, case)["shown"], rationale=rationale, rating="4")
 
 
 def test_export_without_findings_writes_files_at_once(h, cfg):
     review_cases(h)
-    findings, message, row, files, summary = h.export_start(list(ACTIONS), 0, False, 0.1, False, "Nurse A", None)
-    assert findings == [] and "No likely" in message and row["visible"] is False
-    assert sorted(Path(f).name for f in files) == ["export_meta.json", "train.jsonl", "val.jsonl"]
-    assert all(Path(f).is_relative_to(Path(cfg.app.export_dir)) for f in files) and "Exported 3" in summary
+    result = named(h, h.export_start(list(ACTIONS), 0, False, 0.1, False, "Nurse A", None))
+    assert result["ex_findings"] == [] and "No likely" in result["ex_findings_md"]
+    assert result["ex_row"]["visible"] is False
+    assert sorted(Path(f).name for f in result["ex_files"]) == ["export_meta.json", "train.jsonl", "val.jsonl"]
+    assert all(Path(f).is_relative_to(Path(cfg.app.export_dir)) for f in result["ex_files"])
+    assert "Exported 3" in result["ex_summary"]
 
 
 def test_export_with_findings_waits_for_confirmation(h, cfg):
     review_cases(h, rationale="Spoke to Mr. John Smith on 555-123-4567: level 2.")
     args = (list(ACTIONS), 0, False, 0.1, True, "Nurse A", None)
-    findings, message, row, files, _ = h.export_start(*args)
-    assert {(f[2], f[3]) for f in findings} == {("name", "Mr. John Smith"), ("phone", "555-123-4567")}
-    assert "likely patient identifier" in message and row["visible"] is True and files is None
+    result = named(h, h.export_start(*args))
+    assert {(f[2], f[3]) for f in result["ex_findings"]} == {("name", "Mr. John Smith"), ("phone", "555-123-4567")}
+    assert "likely patient identifier" in result["ex_findings_md"] and result["ex_row"]["visible"] is True
+    assert result["ex_files"] is None
     assert not Path(cfg.app.export_dir).exists()  # nothing written before the user decides
-    files, summary = h.export_confirm(*args)
+    files = named(h, h.export_confirm(*args))["ex_files"]
     assert sorted(Path(f).name for f in files) == ["export_meta.json", "test.csv", "train.jsonl", "val.jsonl"]
 
 
@@ -283,23 +380,28 @@ def test_layers_stay_apart():
 # --- a real round trip ---------------------------------------------------------------------------------
 
 
+# what the API returns for a "show a case" event: the outputs without the per-session state
+API_OUTPUTS = [n for n in app.SHOWN_OUTPUTS + app.QUEUE_OUTPUTS if n != "shown"]
+
+
 @pytest.mark.slow
 def test_gradio_client_round_trip_on_loopback(launched_app, tmp_path):
     from gradio_client import Client
     client = Client(launched_app.url, verbose=False, download_files=str(tmp_path / "downloads"))
-    result = client.predict(CASE, api_name="/predict")
-    values = dict(zip(app.REVIEW_OUTPUTS[1:], result))  # gr.State is not part of the API
+    result = client.predict(CASE, "Nurse C", api_name="/predict")
+    values = dict(zip(API_OUTPUTS, result))
     assert values["case"] == CASE and "2 — Emergency" in values["label_md"]
     assert values["rationale"] == launched_app.predictor.explain(CASE, "2")
-    saved = client.predict("Nurse C", "3", "Edited: level 3.", "4", "", api_name="/submit")
-    assert saved[0].startswith("✓ Saved review")
-    assert client.predict("Nurse C", "3", "Edited: level 3.", "4", "", api_name="/submit")[0].startswith("Already")
+    saved = dict(zip(API_OUTPUTS, client.predict("Nurse C", "3", "Edited: level 3.", "4", "", {}, api_name="/submit")))
+    assert saved["status"].startswith("✓ Saved review")
+    again = dict(zip(API_OUTPUTS, client.predict("Nurse C", "3", "Edited: level 3.", "4", "", {}, api_name="/submit")))
+    assert again["status"].startswith("Already")
     [stored] = launched_app.store.reviews()
     assert (stored.reviewer, stored.final_label, stored.action) == ("Nurse C", "3", "relabelled")
     with pytest.raises(Exception, match="empty"):
-        client.predict("", api_name="/predict")
+        client.predict("", "Nurse C", api_name="/predict")
     with pytest.raises(Exception, match="1,000,000 characters"):
-        client.predict("x" * 1_000_000, api_name="/predict")
+        client.predict("x" * 1_000_000, "Nurse C", api_name="/predict")
     assert len(launched_app.store.reviews()) == 1
     assert launched_app.external == []
 
@@ -320,16 +422,16 @@ def test_handlers_on_a_real_tiny_model(tiny_model_dir, tmp_path):
                              f"app.db_path={tmp_path / 'r.sqlite3'}", "generation.max_rationale_tokens=8"])
     predictor = app.load_predictor(cfg)
     store = ReviewStore(cfg.app.db_path)
-    h = app.Handlers(predictor, store, cfg)
+    h = app.build_app(predictor, store, cfg, examples=[])[1]
     last = predicted(h, "72-year-old man, crushing chest pain, sweating")
     shown = last["shown"]
     assert shown.model_label in predictor.label_set and sum(shown.probabilities.values()) == pytest.approx(1.0)
     assert list(shown.probabilities) == list(predictor.label_set)
-    h.submit(shown, "Nurse A", "2", "Chest pain with sweating: emergency.", "3", "", None)
+    save(h, shown, label="2", rationale="Chest pain with sweating: emergency.", rating="3")
     [r] = store.reviews()
     assert r.model_id == predictor.model_id and r.consistency_label in predictor.label_set
     path = write_cases(tmp_path / "cases.jsonl", ["sore throat, walked in", "ankle sprain, pain 3 of 10"])
-    queue = out(h.upload(str(path), "Nurse A", None), app.QUEUE_OUTPUTS)
+    queue = named(h, h.upload(str(path), "Nurse A", None))
     assert queue["queue_md"].startswith("Case 1 of 2") and queue["shown"].model_label in predictor.label_set
 
 
@@ -341,8 +443,9 @@ def test_concurrent_reviewers_through_the_api_lose_nothing(launched_app, tmp_pat
 
     def review_as(k: int) -> str:
         client = Client(launched_app.url, verbose=False, download_files=str(tmp_path / f"dl{k}"))
-        client.predict(f"level {k % 5 + 1}: case {k}", api_name="/predict")
-        return client.predict(f"Nurse {k}", str(k % 5 + 1), f"Rationale {k}.", None, "", api_name="/submit")[0]
+        client.predict(f"level {k % 5 + 1}: case {k}", f"Nurse {k}", api_name="/predict")
+        result = client.predict(f"Nurse {k}", str(k % 5 + 1), f"Rationale {k}.", None, "", {}, api_name="/submit")
+        return dict(zip(API_OUTPUTS, result))["status"]
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         statuses = list(pool.map(review_as, range(6)))

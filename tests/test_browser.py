@@ -78,7 +78,7 @@ def test_predict_edit_save_batch_and_export(page, launched_app):
     editor.fill("")
     editor.type('Shock: <img src=x onerror="window.__pwned=1"> pressure low, as seen: level 2')
     page.keyboard.press("Escape")
-    page.keyboard.press("4")  # rate
+    page.keyboard.press("Shift+4")  # rate (plain digits choose the label)
     page.keyboard.press("s")  # save
     wait_text(page, "#r2d-status", "Saved review")
     assert page.locator("#r2d-rating input[value='4']").is_checked()

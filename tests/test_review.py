@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -274,3 +275,41 @@ def test_two_reviewers_of_one_batch_item_are_two_rows(store, fake_predictor):
         shown = rv.shown_from_item(item)
         rv.save_review(store, fake_predictor, shown, nurse, shown.model_label, shown.model_rationale)
     assert [r.reviewer for r in store.reviews()] == ["Nurse A", "Nurse B"]
+
+
+# --- plain text, skips, upload ids, drafts (issues 9 and 10) --------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["![n](http://203.0.113.7/x.png)", "<img src=x onerror=alert(1)>", "$x^2$",
+                                  "[link](javascript:alert(1))", "**bold** _it_ `code` # heading"])
+def test_plain_leaves_no_markdown_or_html_to_interpret(text):
+    escaped = rv.plain(text)
+    # every punctuation character is escaped, so undoing the escapes gives the text back
+    assert re.sub(r"\\(.)", r"\1", escaped) == text
+    assert not re.search(r"(?<!\\)[!\[\]()<>$*_`#]", escaped)
+
+
+def test_skipped_items_come_after_the_rest(store, fake_predictor):
+    batch = store.create_batch("up.csv", ["level 1 a", "level 2 b", "level 3 c"], "A", "m")
+    rv.predict_missing(store, fake_predictor, batch.batch_id)
+    item = store.batch_items(batch.batch_id)[0]
+    store.add_event("A", "skip", item.case_id, batch_id=batch.batch_id, item_index=0)
+    mine = store.batch_items(batch.batch_id, "A")
+    assert rv.first_unreviewed(mine) == 1 and rv.next_unreviewed(mine, 1) == 2
+    assert rv.first_unreviewed(store.batch_items(batch.batch_id, "B")) == 0  # B did not skip it
+    assert rv.queue_progress(mine, 1).endswith("· 1 skipped")
+
+
+def test_load_upload_keeps_ids(tmp_path):
+    path = tmp_path / "up.csv"
+    path.write_text("id,question\nK-1,chest pain\n,sore throat\n")
+    assert rv.load_upload(path, 10, 100) == (["chest pain", "sore throat"], ["K-1", None])
+
+
+def test_an_untouched_editor_is_no_draft(store):
+    shown = shown_case()
+    store.save_draft("A", shown.case_id, rv.make_draft(shown, "2", shown.model_rationale, None, ""))
+    assert rv.restorable_draft(store, "A", shown.case_id) is None
+    store.save_draft("A", shown.case_id, rv.make_draft(shown, "3", shown.model_rationale, None, ""))
+    restored_shown, draft = rv.restorable_draft(store, "A", shown.case_id)
+    assert restored_shown == shown and draft["final_label"] == "3"

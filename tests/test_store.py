@@ -276,3 +276,64 @@ def test_a_lock_held_past_the_timeout_is_an_error_not_a_loss(tmp_path):
     blocker.execute("ROLLBACK")
     assert store.submit(make_review()).created
 
+
+
+# --- retract, skip, flag, adjudicate, drafts, upload ids (issue 9) ---------------------------------------------
+
+
+def test_retract_keeps_the_row_and_the_previous_review_counts_again(store):
+    store.submit(make_review("s-1", final_label="2"))
+    store.submit(make_review("s-2", final_label="3", action="relabelled"))
+    retracted = store.retract_last("Nurse A")
+    assert retracted.submission_id == "s-2" and not store.is_live(retracted.review_id)
+    assert [r.final_label for r in store.latest_reviews()] == ["2"]  # undo brings the earlier review back
+    assert len(store.reviews()) == 2 and [e.kind for e in store.events()] == ["retract"]
+    assert store.retract_last("Nurse A").submission_id == "s-1"
+    assert store.latest_reviews() == [] and store.retract_last("Nurse A") is None
+
+
+def test_every_reviewers_latest_review_is_kept(store):
+    store.submit(make_review("a-1", reviewer="Nurse A", final_label="2"))
+    store.submit(make_review("b-1", reviewer="Nurse B", final_label="3"))
+    store.submit(make_review("a-2", reviewer="Nurse A", final_label="1"))
+    assert sorted((r.reviewer, r.final_label) for r in store.reviewer_reviews()) == [("Nurse A", "1"), ("Nurse B", "3")]
+    assert [r.final_label for r in store.latest_reviews()] == ["1"]
+
+
+def test_events_are_append_only_and_checked(store):
+    store.add_event("Nurse A", "flag", "case-1", note="odd BP")
+    with pytest.raises(FeedbackStoreError, match="not one of"):
+        store.add_event("Nurse A", "delete", "case-1")
+    with pytest.raises(FeedbackStoreError, match="name"):
+        store.add_event("  ", "skip", "case-1")
+    with sqlite3.connect(store.path) as conn, pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("DELETE FROM review_events")
+
+
+def test_adjudication_names_a_live_review(store):
+    first = store.submit(make_review("a-1", reviewer="Nurse A")).record
+    second = store.submit(make_review("b-1", reviewer="Nurse B", final_label="3")).record
+    store.add_event("Lead", "adjudicate", first.case_id, review_id=second.review_id)
+    assert store.adjudications() == {first.case_id: second.review_id}
+    store.retract_last("Nurse B")  # an adjudication of a retracted review no longer holds
+    assert store.adjudications() == {}
+
+
+def test_a_draft_lasts_until_its_reviewer_saves(store):
+    case = case_id_for("chest pain, BP 88/50")
+    store.save_draft("Nurse A", case, {"rationale": "half"})
+    store.save_draft("Nurse A", case, {"rationale": "half written"})
+    store.save_draft("", case, {"rationale": "nobody"})  # no name: nothing to key it by
+    assert store.draft("Nurse A", case) == {"rationale": "half written"} == store.draft("Nurse A")
+    assert store.draft("Nurse B", case) is None
+    time.sleep(0.002)  # created_at has millisecond resolution
+    store.submit(make_review("s-1"))
+    assert store.draft("Nurse A", case) is None
+
+
+def test_upload_ids_are_kept_per_item(store):
+    info = store.create_batch("up.jsonl", ["case a", "case b"], "Nurse A", "m", source_ids=["ID-7", None])
+    assert [i.source_id for i in store.batch_items(info.batch_id)] == ["ID-7", None]
+    assert store.source_ids() == {case_id_for("case a"): "ID-7"}
+    with pytest.raises(FeedbackStoreError, match="2 ids for 1 cases"):
+        store.create_batch("bad.jsonl", ["case c"], "Nurse A", "m", source_ids=["x", "y"])

@@ -113,7 +113,9 @@ def load_variant(variant: str, dirs: dict[str, Path], threads: int):
         import bitsandbytes.nn.modules as bnb_modules
         bnb_modules.has_avx512bf16 = lambda: False  # new Linear4bit layers then take the dequantize + matmul path
         import r2d.modeling
+        import r2d.quantize
         r2d.modeling.cpu_has_fast_4bit = lambda: False  # and the 16-bit layers are stored in float32, as there
+        r2d.quantize.cpu_has_fast_4bit = lambda: False
     if variant == "4bit-stock":
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, BitsAndBytesConfig
         from r2d.artifacts import read_model_meta
@@ -252,7 +254,7 @@ def profile(variant: str, dirs: dict[str, Path], case: str, args: argparse.Names
 def micro(threads: int) -> None:
     """Microseconds per call of one linear layer: fp32, bf16, NF4 fused (AVX512-BF16), NF4 dequantize + matmul."""
     import torch
-    from r2d.modeling import _nf4_linear
+    from r2d.quantize import nf4_linear
     torch.set_num_threads(threads)
 
     def clock(fn, x, n=30):
@@ -268,8 +270,8 @@ def micro(threads: int) -> None:
     for k, n in [(512, 1024), (1024, 512), (768, 2048), (2048, 768), (512, 32128), (768, 32128)]:
         dense = torch.nn.Linear(k, n, bias=False).eval()
         half = torch.nn.Linear(k, n, bias=False).to(torch.bfloat16).eval()
-        fused = _nf4_linear(dense.weight, (n, k), None, torch.float32, "cpu").eval()
-        plain = _nf4_linear(dense.weight, (n, k), None, torch.float32, "cpu").eval()
+        fused = nf4_linear(dense.weight, (n, k), None, torch.float32, "cpu").eval()
+        plain = nf4_linear(dense.weight, (n, k), None, torch.float32, "cpu").eval()
         plain.support_avx512bf16_for_cpu = False
         for rows in (1, 64):
             x = torch.randn(1, rows, k)

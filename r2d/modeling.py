@@ -2,9 +2,9 @@
 
 `4bit` converts the T5's linear layers to bitsandbytes NF4 after a normal full-precision load, keeps the
 precision-sensitive FFN outputs (`wo`) and the embedding table (which is also the lm_head) in bf16, and
-keeps nothing of the checkpoint's memory map: the measured reasons are in benchmarks/README.md. `save_quantized_model_dir` writes that
-model once so later loads read a quarter of the bytes; `int8` is bitsandbytes LLM.int8 through
-transformers. Every failure a user can fix is a ModelLoadError that says how.
+keeps nothing of the checkpoint's memory map (the NF4 internals are in r2d.quantize; the measured reasons in
+benchmarks/README.md). `save_quantized_model_dir` writes that model once so later loads read a quarter of the
+bytes; `int8` is bitsandbytes LLM.int8 through transformers. Every failure a user can fix is a ModelLoadError that says how.
 """
 from __future__ import annotations
 
@@ -20,22 +20,18 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
-from torch import nn
 
 from r2d.artifacts import META_FILENAME, ModelMeta, read_model_meta
 from r2d.config import QUANTIZATIONS, ModelConfig
 from r2d.errors import ModelLoadError
+from r2d.quantize import (QUANTIZED_MARKER, QUANTIZED_WEIGHTS, bitsandbytes_available, cpu_has_fast_4bit, import_bnb,
+                          load_prequantized, quantize_4bit_, write_4bit_weights)
 
 logger = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
-QUANTIZED_MARKER = "r2d_quantized.json"  # a directory written by save_quantized_model_dir
-QUANTIZED_WEIGHTS = "r2d_4bit.safetensors"  # not model.safetensors: plain from_pretrained must not misread it
-QUANTIZED_FORMAT = "r2d-nf4-1"
-NF4_BLOCKSIZE = 64
-CPU_PACK_ROWS = 32  # bitsandbytes' AVX512-BF16 kernel packs weights in blocks of 32 output rows
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -90,37 +86,6 @@ def resolve_quantization(choice: str, device: str, bnb_available: bool, cpu_fast
         raise ModelLoadError(f"quantization {choice} needs bitsandbytes, which is not installed or has no backend for "
                              f"{kind}: `pip install bitsandbytes`, or set model.quantization=none")
     return choice
-
-
-def bitsandbytes_available() -> bool:
-    """Whether bitsandbytes imports with a native backend for this machine."""
-    try:
-        _import_bnb()
-    except ImportError:
-        return False
-    from bitsandbytes.cextension import ErrorHandlerMockBNBNativeLibrary, lib
-    return not isinstance(lib, ErrorHandlerMockBNBNativeLibrary)
-
-
-def cpu_has_fast_4bit() -> bool:
-    """Whether bitsandbytes' fused AVX512-BF16 NF4 kernel runs on this CPU (the only fast CPU 4-bit path)."""
-    if not bitsandbytes_available():
-        return False
-    from bitsandbytes.functional import has_avx512bf16
-    return bool(has_avx512bf16())
-
-
-class _DropHubKernelAdvice(logging.Filter):
-    # bitsandbytes suggests `pip install kernels`, which downloads kernels from the Hub at run time; this
-    # project never downloads at run time, and bitsandbytes' own native kernel is used instead.
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "kernels-community" not in record.getMessage()
-
-
-def _import_bnb() -> Any:
-    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropHubKernelAdvice())
-    import bitsandbytes
-    return bitsandbytes
 
 
 # --- checking what we were given ------------------------------------------------------------
@@ -214,7 +179,7 @@ def _load(model_cfg: ModelConfig, label_set: Sequence[str] | None, warm_up: bool
     with _load_errors(source, is_hub):
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
         if prequantized:
-            model = _load_prequantized(Path(source), device, compute_dtype)
+            model = load_prequantized(Path(source), device, compute_dtype)
         elif quantization == "int8":
             model = _load_int8(source, adapter, device)
         else:
@@ -282,7 +247,7 @@ def _load_full(source: str, adapter: Path | None, dtype: torch.dtype) -> Any:
 
 def _load_int8(source: str, adapter: Path | None, device: str) -> Any:
     from transformers import AutoModelForSeq2SeqLM, BitsAndBytesConfig
-    _import_bnb()
+    import_bnb()
     model = AutoModelForSeq2SeqLM.from_pretrained(source, quantization_config=BitsAndBytesConfig(load_in_8bit=True),
                                                   device_map={"": device})
     if adapter is None:
@@ -316,115 +281,6 @@ def _warm_up(model: Any, tokenizer: Any) -> None:
         model(input_ids=ids, decoder_input_ids=torch.full_like(ids, model.config.decoder_start_token_id))
 
 
-# --- 4-bit: the big linear layers in NF4, the precision-sensitive ones and the embedding in 16 bits ----------
-
-
-def half_precision_dtype(device: str, compute_dtype: torch.dtype = torch.float32) -> torch.dtype:
-    """Storage dtype of the layers kept out of NF4: bf16 where the hardware multiplies in it natively
-    (CUDA with bf16, CPUs with AVX512-BF16) or when computing in bf16, else float32."""
-    native = torch.cuda.is_bf16_supported() if device.startswith("cuda") else cpu_has_fast_4bit()
-    return torch.bfloat16 if native or compute_dtype == torch.bfloat16 else torch.float32
-
-
-class HalfLinear(nn.Module):
-    """A linear layer kept out of NF4, its weight stored in `dtype` (a buffer, so `model.dtype` stays the compute dtype)."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.out_features, self.in_features = weight.shape
-        self.register_buffer("weight", weight.detach().to(dtype, copy=True))
-        self.register_buffer("bias", None if bias is None else bias.detach().to(dtype, copy=True))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x.to(self.weight.dtype), self.weight, self.bias).to(x.dtype)
-
-
-class LowPrecisionEmbedding(nn.Module):
-    """The shared embedding table stored in `dtype`; looked-up rows come out in the compute dtype."""
-
-    def __init__(self, weight: torch.Tensor, dtype: torch.dtype, out_dtype: torch.dtype) -> None:
-        super().__init__()
-        self.register_buffer("weight", weight.detach().to(dtype, copy=True))
-        self.num_embeddings, self.embedding_dim = weight.shape
-        self.padding_idx, self.out_dtype = None, out_dtype
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return nn.functional.embedding(input_ids, self.weight).to(self.out_dtype)
-
-
-class TiedHead(nn.Module):
-    """The lm_head of a model that ties it to the embedding (T5 in transformers 5): one table, no second copy."""
-
-    def __init__(self, embedding: LowPrecisionEmbedding) -> None:
-        super().__init__()
-        self._tied = [embedding]  # a list keeps it out of the module tree: its table is saved once, as shared.weight
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        weight = self._tied[0].weight
-        return nn.functional.linear(hidden.to(weight.dtype), weight).to(hidden.dtype)
-
-
-def _nf4_linear(weight: torch.Tensor | None, shape: tuple[int, int], bias: torch.Tensor | None,
-                compute_dtype: torch.dtype, device: str) -> nn.Module:
-    # weight=None builds an empty shell on the meta device, filled later from a saved 4-bit file
-    bnb = _import_bnb()
-    out_features, in_features = shape
-    layer = bnb.nn.Linear4bit(in_features, out_features, bias=bias is not None, compute_dtype=compute_dtype,
-                              compress_statistics=False, quant_type="nf4", device="meta")
-    # bitsandbytes' fused CPU kernel needs whole 32-row blocks and whole quantization blocks per row
-    layer.support_avx512bf16_for_cpu &= out_features % CPU_PACK_ROWS == 0 and in_features % NF4_BLOCKSIZE == 0
-    if weight is None:
-        return layer
-    layer.weight = bnb.nn.Params4bit(weight.detach(), requires_grad=False, blocksize=NF4_BLOCKSIZE,
-                                     compress_statistics=False, quant_type="nf4", module=layer)
-    if bias is not None:
-        layer.bias = nn.Parameter(bias.detach().to(compute_dtype, copy=True), requires_grad=False)
-    return layer.to(device)  # Params4bit quantizes when it moves to a real device
-
-
-def _convert_4bit_(model: Any, compute_dtype: torch.dtype, half: torch.dtype, device: str, with_weights: bool) -> None:
-    # The model class's own precision-sensitive modules (T5: `wo`, the FFN output) stay out of NF4: in NF4 they
-    # took a trained KTAS model from 0.63 to 0.36 accuracy, in bf16 they change nothing (benchmarks/README.md).
-    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is not nn.Linear or (parent is model and name == "lm_head"):
-                continue
-            weight = child.weight if with_weights else None
-            setattr(parent, name, HalfLinear(child.weight, child.bias, half) if name in keep else
-                    _nf4_linear(weight, tuple(child.weight.shape), child.bias, compute_dtype, device))
-    table = model.get_input_embeddings()
-    tied = model.lm_head.weight is table.weight
-    embedding = LowPrecisionEmbedding(table.weight, half, compute_dtype)
-    model.set_input_embeddings(embedding)
-    # an NF4 lm_head is several times faster per token but alone moved 16 of 253 KTAS labels; bf16 moved none
-    model.lm_head = TiedHead(embedding) if tied else HalfLinear(model.lm_head.weight, model.lm_head.bias, half)
-
-
-def quantize_4bit_(model: Any, device: str, compute_dtype: torch.dtype = torch.float32) -> None:
-    """In place: nn.Linear layers -> bitsandbytes NF4, except the model's precision-sensitive ones (T5: `wo`),
-    which with the embedding table (= the tied lm_head) are stored in half_precision_dtype().
-
-    Everything left (layer norms, position biases) is copied onto `device`, so no tensor keeps the
-    checkpoint's memory map (and its fp32 pages) alive. Raises ImportError without bitsandbytes.
-    """
-    half = half_precision_dtype(device, compute_dtype)
-    _convert_4bit_(model, compute_dtype, half, device, with_weights=True)
-    _own_the_rest_(model, device, compute_dtype, half)
-
-
-def _own_the_rest_(model: Any, device: str, compute_dtype: torch.dtype, half: torch.dtype) -> None:
-    bnb = _import_bnb()
-    for module in model.modules():
-        for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
-            if isinstance(tensor, bnb.nn.Params4bit):
-                continue
-            if isinstance(module, (HalfLinear, LowPrecisionEmbedding)):
-                tensor.data = tensor.data.to(device=device, dtype=half)  # already owned (or a file page, read-only)
-            else:
-                dtype = compute_dtype if tensor.is_floating_point() else tensor.dtype
-                tensor.data = tensor.data.to(device=device, dtype=dtype, copy=True)
-
 
 # --- a 4-bit model saved once, loaded many times ------------------------------------------------
 
@@ -440,7 +296,6 @@ def save_quantized_model_dir(model_cfg: ModelConfig, directory: str | Path,
     # no warm-up: bitsandbytes' CPU repacking changes the weight layout, and its state_dict undo is lossy
     loaded = _load(replace(model_cfg, quantization="4bit"), label_set, warm_up=False)
     model = loaded.model
-    from safetensors.torch import save_file
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(out)
@@ -448,72 +303,5 @@ def save_quantized_model_dir(model_cfg: ModelConfig, directory: str | Path,
     loaded.tokenizer.save_pretrained(out)
     (out / META_FILENAME).write_text(json.dumps(loaded.meta.to_dict(), indent=2, ensure_ascii=False) + "\n",
                                      encoding="utf-8")
-    tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
-    state, seen = {}, set()
-    for key, tensor in model.state_dict().items():
-        if key in tied:
-            continue  # the encoder's and decoder's embed_tokens are the shared table
-        tensor = tensor.detach().to("cpu").contiguous()
-        if tensor.data_ptr() in seen:
-            tensor = tensor.clone()  # bitsandbytes shares one NF4 code book between layers; safetensors wants copies
-        seen.add(tensor.data_ptr())
-        state[key] = tensor
-    save_file(state, str(out / QUANTIZED_WEIGHTS), metadata={"format": QUANTIZED_FORMAT})
-    marker = {"format": QUANTIZED_FORMAT, "quantization": "4bit", "quant_type": "nf4", "blocksize": NF4_BLOCKSIZE,
-              "source_model_id": loaded.model_id}
-    (out / QUANTIZED_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    write_4bit_weights(model, out, loaded.model_id)
     return out
-
-
-_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
-                       "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
-                       "BOOL": torch.bool}
-
-
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a .safetensors file, read into memory of its own.
-
-    safetensors' load_file maps the whole file and its tensors keep the map alive, so the file's pages
-    stayed resident beside the copies bitsandbytes makes when it repacks (t5-base: +200 MB for good).
-    """
-    with open(path, "rb") as f:
-        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-        header.pop("__metadata__", None)
-        base, tensors = f.tell(), {}
-        for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
-            start, end = info["data_offsets"]
-            f.seek(base + start)
-            data = bytearray(f.read(end - start))
-            dtype = _SAFETENSORS_DTYPES[info["dtype"]]
-            tensor = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
-            tensors[name] = tensor.reshape(info["shape"])
-    return tensors
-
-
-def _load_prequantized(path: Path, device: str, compute_dtype: torch.dtype) -> Any:
-    marker = json.loads((path / QUANTIZED_MARKER).read_text(encoding="utf-8"))
-    if marker.get("format") != QUANTIZED_FORMAT:
-        raise ModelLoadError(f"{path / QUANTIZED_MARKER} has format {marker.get('format')!r}, this version reads "
-                             f"{QUANTIZED_FORMAT!r}; re-save the model with save_quantized_model_dir")
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationConfig
-    bnb = _import_bnb()
-    with torch.device("meta"):
-        model = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(path))
-    half = half_precision_dtype(device, compute_dtype)
-    _convert_4bit_(model, compute_dtype, half, device, with_weights=False)
-    state = _read_safetensors(path / QUANTIZED_WEIGHTS)
-    for name, module in model.named_modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            key = f"{name}.weight"
-            stats = {k[len(key) + 1:]: state.pop(k) for k in [k for k in state if k.startswith(key + ".")]}
-            if key not in state:
-                raise ModelLoadError(f"{path / QUANTIZED_WEIGHTS} has no {key}; re-save the model")
-            module.weight = bnb.nn.Params4bit.from_prequantized(state.pop(key), stats, device=device, module=module)
-    model.load_state_dict(state, strict=False, assign=True)
-    missing = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if missing:
-        raise ModelLoadError(f"{path / QUANTIZED_WEIGHTS} is incomplete (no {', '.join(missing[:3])}); re-save the model")
-    _own_the_rest_(model, device, compute_dtype, half)
-    if (path / "generation_config.json").is_file():
-        model.generation_config = GenerationConfig.from_pretrained(path)
-    return model

@@ -10,9 +10,10 @@ import torch
 
 from r2d.config import ModelConfig
 from r2d.errors import ModelLoadError
-from r2d.modeling import (QUANTIZED_MARKER, QUANTIZED_WEIGHTS, HalfLinear, LoadedModel, LowPrecisionEmbedding,
-                          TiedHead, bitsandbytes_available, half_precision_dtype, load_model_and_tokenizer,
-                          resolve_device, resolve_quantization, save_quantized_model_dir)
+from r2d.modeling import (LoadedModel, load_model_and_tokenizer, resolve_device, resolve_quantization,
+                          save_quantized_model_dir)
+from r2d.quantize import (QUANTIZED_MARKER, QUANTIZED_WEIGHTS, HalfLinear, LowPrecisionEmbedding, TiedHead,
+                          bitsandbytes_available, half_precision_dtype)
 from r2d.prompts import predict_prompt
 from tests.conftest import KTAS_LABELS
 
@@ -180,11 +181,6 @@ def test_4bit_load_on_cpu_quantizes_the_big_linears(tiny_model_dir, tiny_t5, tin
     assert model.shared.weight.dtype == half_precision_dtype("cpu")
     out = logits(model, loaded.tokenizer)
     assert out.shape == logits(tiny_t5.eval(), tiny_tokenizer).shape and torch.isfinite(out).all()
-
-
-def test_half_precision_dtype_follows_the_compute_dtype():
-    assert half_precision_dtype("cpu", torch.bfloat16) == torch.bfloat16
-    assert half_precision_dtype("cpu") in (torch.bfloat16, torch.float32)
 
 
 @needs_bnb

@@ -1,0 +1,244 @@
+"""The NF4 internals of the 4-bit path: which layers go to bitsandbytes NF4 and which stay in 16 bits, and the
+pre-quantized directory format (written once, read back without ever holding fp32 weights).
+
+Layout (measured reasons in benchmarks/README.md): T5's attention projections and FFN inputs in NF4; the model's
+precision-sensitive modules (T5: the FFN output `wo`) and the embedding table, which is also the tied lm_head,
+in bf16 where the hardware multiplies in it. Nothing keeps the checkpoint's memory map alive. r2d.modeling
+chooses when to use this; everything here raises ImportError without bitsandbytes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from r2d.errors import ModelLoadError
+
+QUANTIZED_MARKER = "r2d_quantized.json"  # a directory written by r2d.modeling.save_quantized_model_dir
+QUANTIZED_WEIGHTS = "r2d_4bit.safetensors"  # not model.safetensors: plain from_pretrained must not misread it
+QUANTIZED_FORMAT = "r2d-nf4-1"
+NF4_BLOCKSIZE = 64
+CPU_PACK_ROWS = 32  # bitsandbytes' AVX512-BF16 kernel packs weights in blocks of 32 output rows
+
+
+# --- bitsandbytes: present, and fast on this CPU? ---------------------------------------------------
+
+
+def bitsandbytes_available() -> bool:
+    """Whether bitsandbytes imports with a native backend for this machine."""
+    try:
+        import_bnb()
+    except ImportError:
+        return False
+    from bitsandbytes.cextension import ErrorHandlerMockBNBNativeLibrary, lib
+    return not isinstance(lib, ErrorHandlerMockBNBNativeLibrary)
+
+
+def cpu_has_fast_4bit() -> bool:
+    """Whether bitsandbytes' fused AVX512-BF16 NF4 kernel runs on this CPU (the only fast CPU 4-bit path)."""
+    if not bitsandbytes_available():
+        return False
+    from bitsandbytes.functional import has_avx512bf16
+    return bool(has_avx512bf16())
+
+
+class _DropHubKernelAdvice(logging.Filter):
+    # bitsandbytes suggests `pip install kernels`, which downloads kernels from the Hub at run time; this
+    # project never downloads at run time, and bitsandbytes' own native kernel is used instead.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "kernels-community" not in record.getMessage()
+
+
+def import_bnb() -> Any:
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropHubKernelAdvice())
+    import bitsandbytes
+    return bitsandbytes
+
+
+# --- 4-bit: the big linear layers in NF4, the precision-sensitive ones and the embedding in 16 bits ----------
+
+
+def half_precision_dtype(device: str, compute_dtype: torch.dtype = torch.float32) -> torch.dtype:
+    """Storage dtype of the layers kept out of NF4: bf16 where the hardware multiplies in it natively
+    (CUDA with bf16, CPUs with AVX512-BF16) or when computing in bf16, else float32."""
+    native = torch.cuda.is_bf16_supported() if device.startswith("cuda") else cpu_has_fast_4bit()
+    return torch.bfloat16 if native or compute_dtype == torch.bfloat16 else torch.float32
+
+
+class HalfLinear(nn.Module):
+    """A linear layer kept out of NF4, its weight stored in `dtype` (a buffer, so `model.dtype` stays the compute dtype)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("weight", weight.detach().to(dtype, copy=True))
+        self.register_buffer("bias", None if bias is None else bias.detach().to(dtype, copy=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x.to(self.weight.dtype), self.weight, self.bias).to(x.dtype)
+
+
+class LowPrecisionEmbedding(nn.Module):
+    """The shared embedding table stored in `dtype`; looked-up rows come out in the compute dtype."""
+
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype, out_dtype: torch.dtype) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().to(dtype, copy=True))
+        self.num_embeddings, self.embedding_dim = weight.shape
+        self.padding_idx, self.out_dtype = None, out_dtype
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(input_ids, self.weight).to(self.out_dtype)
+
+
+class TiedHead(nn.Module):
+    """The lm_head of a model that ties it to the embedding (T5 in transformers 5): one table, no second copy."""
+
+    def __init__(self, embedding: LowPrecisionEmbedding) -> None:
+        super().__init__()
+        self._tied = [embedding]  # a list keeps it out of the module tree: its table is saved once, as shared.weight
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        weight = self._tied[0].weight
+        return nn.functional.linear(hidden.to(weight.dtype), weight).to(hidden.dtype)
+
+
+def nf4_linear(weight: torch.Tensor | None, shape: tuple[int, int], bias: torch.Tensor | None,
+                compute_dtype: torch.dtype, device: str) -> nn.Module:
+    # weight=None builds an empty shell on the meta device, filled later from a saved 4-bit file
+    bnb = import_bnb()
+    out_features, in_features = shape
+    layer = bnb.nn.Linear4bit(in_features, out_features, bias=bias is not None, compute_dtype=compute_dtype,
+                              compress_statistics=False, quant_type="nf4", device="meta")
+    # bitsandbytes' fused CPU kernel needs whole 32-row blocks and whole quantization blocks per row
+    layer.support_avx512bf16_for_cpu &= out_features % CPU_PACK_ROWS == 0 and in_features % NF4_BLOCKSIZE == 0
+    if weight is None:
+        return layer
+    layer.weight = bnb.nn.Params4bit(weight.detach(), requires_grad=False, blocksize=NF4_BLOCKSIZE,
+                                     compress_statistics=False, quant_type="nf4", module=layer)
+    if bias is not None:
+        layer.bias = nn.Parameter(bias.detach().to(compute_dtype, copy=True), requires_grad=False)
+    return layer.to(device)  # Params4bit quantizes when it moves to a real device
+
+
+def convert_4bit_(model: Any, compute_dtype: torch.dtype, half: torch.dtype, device: str, with_weights: bool) -> None:
+    # The model class's own precision-sensitive modules (T5: `wo`, the FFN output) stay out of NF4: in NF4 they
+    # took a trained KTAS model from 0.63 to 0.36 accuracy, in bf16 they change nothing (benchmarks/README.md).
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is not nn.Linear or (parent is model and name == "lm_head"):
+                continue
+            weight = child.weight if with_weights else None
+            setattr(parent, name, HalfLinear(child.weight, child.bias, half) if name in keep else
+                    nf4_linear(weight, tuple(child.weight.shape), child.bias, compute_dtype, device))
+    table = model.get_input_embeddings()
+    tied = model.lm_head.weight is table.weight
+    embedding = LowPrecisionEmbedding(table.weight, half, compute_dtype)
+    model.set_input_embeddings(embedding)
+    # an NF4 lm_head is several times faster per token but alone moved 16 of 253 KTAS labels; bf16 moved none
+    model.lm_head = TiedHead(embedding) if tied else HalfLinear(model.lm_head.weight, model.lm_head.bias, half)
+
+
+def quantize_4bit_(model: Any, device: str, compute_dtype: torch.dtype = torch.float32) -> None:
+    """In place: nn.Linear layers -> bitsandbytes NF4, except the model's precision-sensitive ones (T5: `wo`),
+    which with the embedding table (= the tied lm_head) are stored in half_precision_dtype().
+
+    Everything left (layer norms, position biases) is copied onto `device`, so no tensor keeps the
+    checkpoint's memory map (and its fp32 pages) alive. Raises ImportError without bitsandbytes.
+    """
+    half = half_precision_dtype(device, compute_dtype)
+    convert_4bit_(model, compute_dtype, half, device, with_weights=True)
+    own_the_rest_(model, device, compute_dtype, half)
+
+
+def own_the_rest_(model: Any, device: str, compute_dtype: torch.dtype, half: torch.dtype) -> None:
+    bnb = import_bnb()
+    for module in model.modules():
+        for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            if isinstance(tensor, bnb.nn.Params4bit):
+                continue
+            if isinstance(module, (HalfLinear, LowPrecisionEmbedding)):
+                tensor.data = tensor.data.to(device=device, dtype=half)  # already owned (or a file page, read-only)
+            else:
+                dtype = compute_dtype if tensor.is_floating_point() else tensor.dtype
+                tensor.data = tensor.data.to(device=device, dtype=dtype, copy=True)
+
+# --- the pre-quantized directory's weights -----------------------------------------------------------
+
+
+def write_4bit_weights(model: Any, directory: Path, source_model_id: str) -> None:
+    """Write a quantize_4bit_ model's NF4 + 16-bit weights and the format marker into `directory`."""
+    from safetensors.torch import save_file
+    tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
+    state, seen = {}, set()
+    for key, tensor in model.state_dict().items():
+        if key in tied:
+            continue  # the encoder's and decoder's embed_tokens are the shared table
+        tensor = tensor.detach().to("cpu").contiguous()
+        if tensor.data_ptr() in seen:
+            tensor = tensor.clone()  # bitsandbytes shares one NF4 code book between layers; safetensors wants copies
+        seen.add(tensor.data_ptr())
+        state[key] = tensor
+    save_file(state, str(directory / QUANTIZED_WEIGHTS), metadata={"format": QUANTIZED_FORMAT})
+    marker = {"format": QUANTIZED_FORMAT, "quantization": "4bit", "quant_type": "nf4", "blocksize": NF4_BLOCKSIZE,
+              "source_model_id": source_model_id}
+    (directory / QUANTIZED_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+
+
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+                       "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
+                       "BOOL": torch.bool}
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a .safetensors file, read into memory of its own.
+
+    safetensors' load_file maps the whole file and its tensors keep the map alive, so the file's pages
+    stayed resident beside the copies bitsandbytes makes when it repacks (t5-base: +200 MB for good).
+    """
+    with open(path, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        header.pop("__metadata__", None)
+        base, tensors = f.tell(), {}
+        for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+            start, end = info["data_offsets"]
+            f.seek(base + start)
+            data = bytearray(f.read(end - start))
+            dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+            tensor = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
+            tensors[name] = tensor.reshape(info["shape"])
+    return tensors
+
+
+def load_prequantized(path: Path, device: str, compute_dtype: torch.dtype) -> Any:
+    marker = json.loads((path / QUANTIZED_MARKER).read_text(encoding="utf-8"))
+    if marker.get("format") != QUANTIZED_FORMAT:
+        raise ModelLoadError(f"{path / QUANTIZED_MARKER} has format {marker.get('format')!r}, this version reads "
+                             f"{QUANTIZED_FORMAT!r}; re-save the model with save_quantized_model_dir")
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationConfig
+    bnb = import_bnb()
+    with torch.device("meta"):
+        model = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(path))
+    half = half_precision_dtype(device, compute_dtype)
+    convert_4bit_(model, compute_dtype, half, device, with_weights=False)
+    state = read_safetensors(path / QUANTIZED_WEIGHTS)
+    for name, module in model.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            key = f"{name}.weight"
+            stats = {k[len(key) + 1:]: state.pop(k) for k in [k for k in state if k.startswith(key + ".")]}
+            if key not in state:
+                raise ModelLoadError(f"{path / QUANTIZED_WEIGHTS} has no {key}; re-save the model")
+            module.weight = bnb.nn.Params4bit.from_prequantized(state.pop(key), stats, device=device, module=module)
+    model.load_state_dict(state, strict=False, assign=True)
+    missing = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if missing:
+        raise ModelLoadError(f"{path / QUANTIZED_WEIGHTS} is incomplete (no {', '.join(missing[:3])}); re-save the model")
+    own_the_rest_(model, device, compute_dtype, half)
+    if (path / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(path)
+    return model

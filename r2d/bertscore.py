@@ -2,8 +2,9 @@
 
 Each text is encoded once; every hypothesis token is matched to its most similar reference token
 by cosine similarity of contextual embeddings from one layer (precision), and every reference
-token to its most similar hypothesis token (recall); F1 is their harmonic mean. Special tokens
-([CLS], [SEP], </s>) take no part, as in the `bert_score` package; idf weighting is optional and
+token to its most similar hypothesis token (recall); F1 is their harmonic mean. As in the `bert_score`
+package, special tokens ([CLS], [SEP], <s>, </s>) are embedded and can be the best match of another
+token, but are not scored themselves (their weight is 0; padding takes no part); idf weighting is optional and
 off by default (the authors' evaluation used `BERTScorer(lang="en")`: roberta-large, layer 17,
 no idf, no baseline rescaling). Nothing here downloads: a model is a local directory or nothing.
 """
@@ -93,19 +94,22 @@ class BertScorer:
         """What the figure was computed with, for the report."""
         return f"{self.name} (layer {self.layer})"
 
-    def _embed(self, texts: Sequence[str]) -> list[tuple[list[int], torch.Tensor]]:
-        """Per text: its token ids and their L2-normalised embeddings (tokens, hidden), specials and padding removed."""
+    def _embed(self, texts: Sequence[str]) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """Per text: token ids, L2-normalised embeddings (tokens, hidden) and a content mask (False for
+        special tokens), padding removed. Specials stay as match candidates, as in bert_score."""
         out = []
         for start in range(0, len(texts), self.batch_size):
-            batch = list(texts[start:start + self.batch_size])
+            batch = [t.strip() for t in texts[start:start + self.batch_size]]
             enc = self.tokenizer(batch, padding=True, truncation=self.max_tokens is not None, max_length=self.max_tokens,
                                  return_special_tokens_mask=True, return_tensors="pt")
-            keep = enc.pop("special_tokens_mask").eq(0) & enc["attention_mask"].bool()  # (B, T)
+            content = enc.pop("special_tokens_mask").eq(0)  # (B, T)
+            real = enc["attention_mask"].bool()
             with torch.no_grad():
                 hidden = self.model(**enc.to(self.device), output_hidden_states=True).hidden_states[self.layer]  # (B, T, H)
             hidden = torch.nn.functional.normalize(hidden.float().cpu(), dim=-1)
             for i in range(len(batch)):
-                out.append((enc["input_ids"][i].cpu()[keep[i]].tolist(), hidden[i][keep[i]]))
+                keep = real[i].cpu()
+                out.append((enc["input_ids"][i].cpu()[keep].tolist(), hidden[i][keep], content[i].cpu()[keep]))
         return out
 
     def score(self, hypotheses: Sequence[str], references: Sequence[str], idf: bool = False) -> BertScoreResult:
@@ -120,30 +124,36 @@ class BertScorer:
             raise MetricInputError(f"{len(hypotheses)} hypotheses but {len(references)} references; "
                                    "they must be aligned one to one")
         hyps, refs = self._embed(hypotheses), self._embed(references)
-        weigh = _idf_weigher([ids for ids, _ in refs]) if idf else (lambda ids: torch.ones(len(ids)))
+        weigh = _idf_weigher([ids for ids, _, c in refs], [c for _, _, c in refs]) if idf else \
+            (lambda ids: torch.ones(len(ids)))
         p, r, f = [], [], []
-        for (h_ids, h), (r_ids, rf) in zip(hyps, refs):
-            precision, recall = _greedy_match(h, rf, weigh(h_ids), weigh(r_ids))
+        for (h_ids, h, h_content), (r_ids, rf, r_content) in zip(hyps, refs):
+            precision, recall = _greedy_match(h, rf, weigh(h_ids) * h_content, weigh(r_ids) * r_content)
             p.append(precision)
             r.append(recall)
             f.append(2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0)
         return BertScoreResult(tuple(p), tuple(r), tuple(f))
 
 
-def _idf_weigher(reference_ids: list[list[int]]) -> Callable[[list[int]], torch.Tensor]:
-    """idf(t) = log((M+1)/(df(t)+1)) over M references; a token no reference has gets log(M+1)."""
-    df = Counter(t for ids in reference_ids for t in set(ids))
+def _idf_weigher(reference_ids: list[list[int]], content: list[torch.Tensor]) -> Callable[[list[int]], torch.Tensor]:
+    """idf(t) = log((M+1)/(df(t)+1)) over M references (special tokens left out of df; they weigh 0
+    anyway); a token no reference has gets log(M+1)."""
+    df = Counter(t for ids, keep in zip(reference_ids, content) for t in {i for i, k in zip(ids, keep.tolist()) if k})
     m = len(reference_ids)
     return lambda ids: torch.tensor([math.log((m + 1) / (df[t] + 1)) for t in ids], dtype=torch.float)
 
 
 def _greedy_match(hyp: torch.Tensor, ref: torch.Tensor, hyp_w: torch.Tensor, ref_w: torch.Tensor) -> tuple[float, float]:
-    """Weighted greedy-matching precision and recall of two (tokens, hidden) unit-vector matrices."""
-    if hyp.shape[0] == 0 or ref.shape[0] == 0:
+    """Weighted greedy-matching precision and recall of two (tokens, hidden) unit-vector matrices.
+
+    Every token is a match candidate; only tokens with weight > 0 are scored. A text with nothing to
+    score (empty, or special tokens only) gives 0, as bert_score does for an empty candidate.
+    """
+    if hyp_w.sum() <= 0 or ref_w.sum() <= 0:
         return 0.0, 0.0
     sim = hyp @ ref.T  # (hyp tokens, ref tokens) cosine similarities
-    precision = (sim.max(dim=1).values * hyp_w).sum() / hyp_w.sum().clamp(min=1e-12)
-    recall = (sim.max(dim=0).values * ref_w).sum() / ref_w.sum().clamp(min=1e-12)
+    precision = (sim.max(dim=1).values * hyp_w).sum() / hyp_w.sum()
+    recall = (sim.max(dim=0).values * ref_w).sum() / ref_w.sum()
     return float(precision), float(recall)
 
 

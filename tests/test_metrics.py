@@ -36,7 +36,7 @@ def test_macro_f1_hand_computed(gold, pred, labels, expected):
 
 
 def test_macro_f1_class_never_predicted_matches_sklearn_convention():
-    # sklearn.metrics.f1_score(gold, pred, average="macro") = mean(F1 a=0.8, b=0.8, c=0) = 0.5333...
+    # sklearn.metrics.f1_score(gold, pred, average="macro") = mean(F1 a=0.8, b=0.5, c=0) = 0.4333...
     gold = ["a", "a", "b", "b", "c"]
     pred = ["a", "a", "b", "a", "b"]
     # a: tp2, support2, predicted3 -> 4/5; b: tp1, support2, predicted2 -> 2/4; c: 0
@@ -97,9 +97,37 @@ def test_bleu_identical_is_one_and_disjoint_is_zero():
     assert 0.0 < partial < 1.0
 
 
-def test_bleu_tokens_need_no_nltk_data():
-    # lowercased, punctuation split off, as nltk.word_tokenize(text.lower()) would, but without punkt
-    assert metrics.bleu_tokens("BP 88/50, HR 124.") == ["bp", "88", "/", "50", ",", "hr", "124", "."]
+def test_bleu_tokens_are_nltks_word_tokenizer():
+    # NLTK's Treebank-style word tokenizer, lowercased: a slash inside a number stays, the final period splits
+    assert metrics.bleu_tokens("BP 88/50, HR 124.") == ["bp", "88/50", ",", "hr", "124", "."]
+    assert metrics.bleu_tokens("Doesn't bear weight") == ["does", "n't", "bear", "weight"]
+
+
+def test_bleu_tokens_end_every_sentence_as_punkt_would():
+    # word_tokenize splits sentences (Punkt) first, so an inner sentence's period is its own token too;
+    # NLTK's tokenizer alone (preserve_line=True) would leave "124." glued
+    from nltk.tokenize import word_tokenize
+    text = "HR 124. Chest pain! Stable? yes"
+    assert word_tokenize(text.lower(), preserve_line=True)[:2] == ["hr", "124."]
+    assert metrics.bleu_tokens(text) == ["hr", "124", ".", "chest", "pain", "!", "stable", "?", "yes"]
+
+
+def test_bleu_is_nltk_sentence_bleu_method4_on_those_tokens():
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+    ref = "Hypotension with tachycardia and chest pain suggests shock. Emergent care."
+    hyp = "Hypotension, tachycardia and pain suggest shock. Care now."
+    expected = sentence_bleu([metrics.bleu_tokens(ref)], metrics.bleu_tokens(hyp),
+                             smoothing_function=SmoothingFunction().method4)
+    assert metrics.sentence_bleu(ref, hyp) == pytest.approx(expected) and 0 < expected < 1
+
+
+def test_bleu_with_punkt_is_exactly_word_tokenize():
+    from nltk.tokenize import word_tokenize
+    if not metrics._has_punkt():
+        pytest.skip("NLTK's Punkt data is not installed (it is not on PyPI); the fallback is tested above")
+    text = "Dr. Kim saw BP 88/50. Shock is likely; e.g. give fluids. Re-check in 5 min."
+    assert metrics.bleu_tokens(text) == word_tokenize(text.lower())
+    assert "paper" in metrics.bleu_tokenizer()
 
 
 def test_mean_sentence_bleu_is_the_mean():

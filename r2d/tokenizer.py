@@ -20,12 +20,14 @@ SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
 DIGITS = tuple("0123456789")
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Fit a Unigram tokenizer with T5's special tokens and one token per digit. Deterministic per texts."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int, split_digits: bool = True) -> PreTrainedTokenizerFast:
+    """Fit a Unigram tokenizer with T5's special tokens and (unless split_digits is False, for the ablation)
+    one token per digit. Deterministic for the same texts."""
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace("\n", " ")])
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(),
-                                                 pre_tokenizers.Digits(individual_digits=True)])
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Metaspace(),
+                                                  pre_tokenizers.Digits(individual_digits=True)])
+                         if split_digits else pre_tokenizers.Metaspace())
     tok.decoder = decoders.Metaspace()
     trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
                                       unk_token="<unk>", show_progress=False)

@@ -23,7 +23,7 @@ from transformers.generation.streamers import BaseStreamer
 from r2d.config import GenerationConfig
 from r2d.errors import ConfigError, DatasetSchemaError, InvalidCaseError, ModelLoadError
 from r2d.modeling import LoadedModel
-from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, predict_prompt
+from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, explain_prompt, predict_prompt
 from r2d.scoring import LabelScores, eval_mode, score_labels, tokenize_inputs
 
 logger = logging.getLogger(__name__)
@@ -124,6 +124,8 @@ class Predictor:
         self.device: str = loaded.device
         self._lock = threading.Lock()  # Gradio calls from worker threads; one model call at a time
         self._longest_label = max(self.label_set, key=len)
+        # the training method, from r2d_model.json: it decides which prompt the rationale is decoded with
+        self.method: str | None = loaded.meta.extra.get("method")
         if loaded.meta.prompt_version != PROMPT_VERSION:
             logger.warning("model %s was trained with prompts %s, this code builds %s", self.model_id,
                            loaded.meta.prompt_version, PROMPT_VERSION)
@@ -173,11 +175,19 @@ class Predictor:
                 "no_repeat_ngram_size": g.no_repeat_ngram_size}
 
     def _explain(self, cases: Sequence[str], labels: Sequence[str], **generate_kwargs: Any) -> list[str]:
-        prompts = [explain_given_label_prompt(c, lab) for c, lab in zip(cases, labels)]
+        prompts = [self.rationale_prompt(c, lab) for c, lab in zip(cases, labels)]
         with eval_mode(self.model):
             enc = tokenize_inputs(self.tokenizer, prompts, self.generation.max_input_tokens, self.model.device)
             out = self.model.generate(**enc, **self._generate_kwargs(), **generate_kwargs)
         return [self._decode(ids) for ids in out.tolist()]
+
+    def rationale_prompt(self, case: str, label: str) -> str:
+        """The prompt the rationale is decoded from: the one this model's method trained its explain task on.
+
+        Distilling step-by-step (method "dss") only ever learnt `explain: x`, so its rationale cannot be
+        conditioned on the label; every other model explains `given label: y, explain: x`.
+        """
+        return explain_prompt(case) if self.method == "dss" else explain_given_label_prompt(case, label)
 
     def _decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()

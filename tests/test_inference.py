@@ -210,3 +210,26 @@ def test_prediction_from_dict_rejects_incomplete_records(predictor):
         Prediction.from_dict(d)
     with pytest.raises(DatasetSchemaError, match="must be objects"):
         Prediction.from_dict({**predictor.predict(CASES[0]).to_dict(), "probabilities": [0.2, 0.8]})
+
+
+@pytest.mark.parametrize("method, expected", [("dss", "explain: {case}"), ("r2d", "given label: 3, explain: {case}"),
+                                              (None, "given label: 3, explain: {case}")])
+def test_rationale_is_decoded_with_the_prompt_the_method_trained_on(loaded_by_quantization, monkeypatch, method,
+                                                                    expected):
+    from dataclasses import replace
+
+    from r2d.prompts import explain_prompt
+    loaded = loaded_by_quantization("none")
+    extra = {**loaded.meta.extra, "method": method} if method else {}
+    predictor = Predictor(replace(loaded, meta=replace(loaded.meta, extra=extra)), GEN)
+    seen = []
+    original = predictor.tokenizer.__class__.__call__
+
+    def spy(tok, texts, *args, **kwargs):
+        seen.append(texts)
+        return original(tok, texts, *args, **kwargs)
+    monkeypatch.setattr(predictor.tokenizer.__class__, "__call__", spy)
+    predictor.explain("chest pain", "3")
+    prompt = expected.format(case="chest pain")
+    assert [prompt] in seen  # the encoder input of the rationale
+    assert (prompt == explain_prompt("chest pain")) == (method == "dss")

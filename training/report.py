@@ -1,7 +1,14 @@
-"""The evaluation report: SFT vs DSS vs Reason2Decide (vs R2D-C) on held-out KTAS, over several seeds.
+"""The evaluation report: SFT vs DSS vs Reason2Decide vs R2D-C on held-out KTAS, like for like, over seeds.
 
-    python -m training.report                        # every method x seeds 0 1 2, then docs/EVALUATION.md
+    python -m training.report                        # both initialisations x every method x seeds 0 1 2
     python -m training.report --seeds 0 --methods r2d sft --stage1-steps 100 --stage2-steps 100   # a quick look
+
+Like for like: every method starts from the same initialisation and gets the same number of optimiser
+steps, in two settings, both reported. "stage1": one Stage-1 checkpoint per seed (stage1-steps on the
+explain task) initialises every method's Stage 2 (stage2-steps): Reason2Decide's own pipeline, and the
+baselines given the same start. "random": every method's Stage 2 starts from the same random T5 (seed)
+and runs stage1-steps + stage2-steps, the same total. Each method's rationale is decoded with the prompt
+it trained on (DSS: `explain: x`; the others: `given label: y, explain: x`; r2d.inference.Predictor).
 
 Every run is the project's own pipeline (training.stage1, training.stage2, training.evaluate) on the same
 stratified KTAS split; only the training seed changes between seeds. Runs are cached in --work: a finished
@@ -15,68 +22,119 @@ import json
 import logging
 import statistics
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from r2d import metrics
-from r2d.config import R2DConfig, apply_overrides, load_config
+from r2d.config import CONFIG_FILENAME, R2DConfig, apply_overrides, load_config
 from r2d.data import atomic_write_text, load_examples
 from r2d.errors import R2DError
-from r2d.prompts import explain_given_label_prompt
+from r2d.prompts import explain_given_label_prompt, explain_prompt
 from r2d.sources import KTAS_LABEL_NAMES, load_ktas_nurse_labels
-from training import default_model, evaluate
+from training import default_model
 from training.common import setup_logging
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_SEED = 42  # one split for every method and seed: differences come from training, not from the test set
+REPORT_FILENAME = "eval_report.json"
+SECONDS_FILENAME = "run_seconds.json"
 
 
 @dataclass(frozen=True)
 class Method:
-    """One row of the report: a Stage-2 method, its overrides, and whether it starts from Stage 1."""
+    """One row of the report: a Stage-2 method and its overrides."""
 
     name: str
     title: str
     overrides: tuple[str, ...]
-    uses_stage1: bool
+
+
+@dataclass(frozen=True)
+class Init:
+    """Where every method's Stage 2 starts: a shared Stage-1 checkpoint, or the same random weights."""
+
+    name: str
+    title: str
+    from_stage1: bool
 
 
 METHODS = {
-    "sft": Method("sft", "SFT (label only)", ("stage2.method=sft",), False),
-    "dss": Method("dss", "DSS (distilling step-by-step)", ("stage2.method=dss",), False),
-    "r2d": Method("r2d", "Reason2Decide", ("stage2.method=r2d",), True),
-    "r2d-c": Method("r2d-c", "R2D-C options (confidence gating + cycle loss 0.1)",
-                    ("stage2.method=r2d", "stage2.confidence_gated=true", "stage2.cycle_loss_weight=0.1"), True),
+    "sft": Method("sft", "SFT (label only)", ("stage2.method=sft",)),
+    "dss": Method("dss", "DSS (distilling step-by-step)", ("stage2.method=dss",)),
+    "r2d": Method("r2d", "Reason2Decide", ("stage2.method=r2d",)),
+    "r2d-c": Method("r2d-c", "R2D-C (confidence gating + cycle loss 0.1)",
+                    ("stage2.method=r2d", "stage2.confidence_gated=true", "stage2.cycle_loss_weight=0.1")),
+}
+INITS = {
+    "stage1": Init("stage1", "Every method from the same Stage-1 checkpoint", True),
+    "random": Init("random", "Every method from the same random weights", False),
 }
 REPORTED = ("accuracy", "macro_f1", "under_triage_rate", "over_triage_rate", "bleu", "bertscore_f1",
-            "consistency", "sufficiency")
+            "fidelity", "critical_named", "consistency", "sufficiency")
 
 
-def run_dir(work: Path, method: str, seed: int) -> Path:
-    return work / f"seed{seed}" / method
+def run_dir(work: Path, init: str, method: str, seed: int) -> Path:
+    return work / f"seed{seed}" / init / method
 
 
-def train_and_evaluate(method: Method, seed: int, cfg: R2DConfig, files: dict[str, Path], work: Path,
+def stage_config(cfg: R2DConfig, files: dict[str, Path], steps: int, seed: int) -> R2DConfig:
+    """cfg pointed at the KTAS splits, with `steps` optimiser steps and the run's seed."""
+    data = replace(cfg.data, train_files=(str(files["train"]),), val_files=(str(files["val"]),),
+                   test_files=(str(files["test"]),))
+    eval_steps = max(1, min(cfg.optim.eval_steps, steps // 4))
+    return replace(cfg, data=data, optim=replace(cfg.optim, max_steps=steps, eval_steps=eval_steps, seed=seed))
+
+
+def evaluate_run(model_dir: Path, test_file: Path, out: Path) -> dict[str, Any]:
+    """training.evaluate on the test split with the model's own config (fp32, as trained); writes `out`."""
+    from training.evaluate import evaluate_dir
+    cfg = load_config(model_dir / CONFIG_FILENAME)
+    cfg = replace(cfg, model=replace(cfg.model, name_or_path=str(model_dir), adapter_path=None, quantization="none"))
+    report = evaluate_dir(cfg, test_file, config_source=str(model_dir / CONFIG_FILENAME))
+    atomic_write_text(out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    return report
+
+
+def train_and_evaluate(method: Method, init: Init, seed: int, cfg: R2DConfig, files: dict[str, Path], work: Path,
                        steps: tuple[int, int]) -> dict[str, Any]:
-    """One cached run: Stage 1 if the method needs it (shared per seed), Stage 2, evaluation on test."""
-    out = run_dir(work, method.name, seed)
-    report_path = out / default_model.REPORT_FILENAME
+    """One cached run: the shared Stage 1 if this initialisation needs it, Stage 2, evaluation on test.
+
+    Equal total optimiser steps: from Stage 1, stage2-steps after its stage1-steps; from random weights,
+    stage1-steps + stage2-steps of Stage 2.
+    """
+    out = run_dir(work, init.name, method.name, seed)
+    report_path = out / REPORT_FILENAME
     if report_path.is_file():
         return json.loads(report_path.read_text(encoding="utf-8"))
     from training.stage1 import train_stage1  # torch-heavy: only when something must be trained
     from training.stage2 import train_stage2
-    cfg1, cfg2 = default_model.stage_configs(replace(cfg, optim=replace(cfg.optim, seed=seed)), files, *steps)
-    init = None
-    if method.uses_stage1:
+    t0 = time.perf_counter()
+    model_init = None
+    if init.from_stage1:
         stage1 = work / f"seed{seed}" / "stage1"
         if not (stage1 / "r2d_model.json").is_file():
-            train_stage1(cfg1, None, stage1, **default_model.KTAS_META)
-        init = str(stage1)
-    result = train_stage2(apply_overrides(cfg2, method.overrides), init, out, **default_model.KTAS_META)
-    return default_model.evaluate_on_test(result.out_dir, files["test"], report_path, quantization="none")
+            train_stage1(stage_config(cfg, files, steps[0], seed), None, stage1, **default_model.KTAS_META)
+        model_init = str(stage1)
+    stage2_steps = steps[1] if init.from_stage1 else steps[0] + steps[1]
+    cfg2 = apply_overrides(stage_config(cfg, files, stage2_steps, seed), method.overrides)
+    result = train_stage2(cfg2, model_init, out, **default_model.KTAS_META)
+    report = evaluate_run(result.out_dir, files["test"], report_path)
+    atomic_write_text(out / SECONDS_FILENAME, json.dumps({"seconds": time.perf_counter() - t0}) + "\n")
+    return report
+
+
+def linear_baseline(data_dir: Path) -> dict[str, Any] | None:
+    """training.baselines (logistic regression on the triage facts) on the same splits, or None if unavailable."""
+    try:
+        from training import baselines
+        return baselines.run(data_dir)
+    except (ImportError, R2DError) as e:  # scikit-learn missing, or the lead's module changed shape
+        logger.warning("linear baseline skipped: %s", e)
+        return None
 
 
 def nurse_baseline(ktas_csv: Path, test_file: Path) -> dict[str, float]:
@@ -94,6 +152,8 @@ def nurse_baseline(ktas_csv: Path, test_file: Path) -> dict[str, float]:
 
 # --- rendering --------------------------------------------------------------------------------------
 
+Results = dict[str, dict[str, dict[int, dict[str, Any]]]]  # init -> method -> seed -> evaluation report
+
 
 def _mean_sd(values: list[float]) -> str:
     if not values:
@@ -109,64 +169,106 @@ def degenerate_rate(run: dict[str, Any]) -> float:
     return sum(len(p["rationale"].split()) < 3 for p in predictions) / len(predictions)
 
 
-def summary_rows(results: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
+def summary_rows(by_method: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
     """One markdown row per method: mean ± sample SD over the seeds that finished."""
     rows = []
-    for name, by_seed in results.items():
+    for name, by_seed in by_method.items():
         cells = [_mean_sd([r["metrics"][k] for r in by_seed.values() if k in r["metrics"]]) for k in REPORTED]
         cells.append(_mean_sd([degenerate_rate(r) for r in by_seed.values()]))
         rows.append(f"| {METHODS[name].title} | {len(by_seed)} | " + " | ".join(cells) + " |")
     return rows
 
 
-def per_class_rows(results: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
+def baseline_row(baseline: dict[str, Any] | None) -> list[str]:
+    if baseline is None:
+        return []
+    m = baseline["metrics"]
+    cells = [f"{m[k]:.3f}" if k in m else "-" for k in REPORTED]
+    return [f"| Linear baseline (labels only, deterministic) | 1 | " + " | ".join(cells) + " | - |"]
+
+
+def per_class_rows(by_method: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
     rows = []
-    for name, by_seed in results.items():
+    for name, by_seed in by_method.items():
         cells = [_mean_sd([r["per_class"][label]["f1"] for r in by_seed.values()]) for label in KTAS_LABEL_NAMES]
         rows.append(f"| {METHODS[name].title} | " + " | ".join(cells) + " |")
     return rows
 
 
-def render(results: dict[str, dict[int, dict[str, Any]]], missing: list[str], nurse: dict[str, float],
-           command: str, steps: tuple[int, int], bertscore: str) -> str:
-    """docs/EVALUATION.md from the run reports."""
+def _best(results: Results) -> tuple[float, str, str] | None:
+    scored = [(statistics.mean(r["metrics"]["macro_f1"] for r in by_seed.values()), init, name)
+              for init, by_method in results.items() for name, by_seed in by_method.items() if by_seed]
+    return max(scored) if scored else None
+
+
+def _init_section(init: str, by_method: dict[str, dict[int, dict[str, Any]]], steps: tuple[int, int],
+                  baseline: dict[str, Any] | None) -> list[str]:
     header = "| method | seeds | " + " | ".join(REPORTED) + " | empty_rationale_rate |\n|" + \
         " --- |" * (len(REPORTED) + 3)
     classes = "| method | " + " | ".join(f"{k} {v}" for k, v in KTAS_LABEL_NAMES.items()) + " |\n|" + \
         " --- |" * (len(KTAS_LABEL_NAMES) + 1)
-    best = max(((statistics.mean(r["metrics"]["macro_f1"] for r in s.values()), n) for n, s in results.items()),
-               default=(None, None))
+    how = (f"Stage 1 ({steps[0]} steps on the explain task, one checkpoint per seed), then {steps[1]} Stage-2 "
+           "steps for each method." if INITS[init].from_stage1 else
+           f"{steps[0] + steps[1]} Stage-2 steps for each method from the random T5 that Stage 1 starts from "
+           "(same seed, same tokenizer).")
+    return [f"## {INITS[init].title}", "", how, "", header, *summary_rows(by_method), *baseline_row(baseline), "",
+            "Per-class F1:", "", classes, *per_class_rows(by_method), ""]
+
+
+def render(results: Results, missing: list[str], nurse: dict[str, float], command: str, steps: tuple[int, int],
+           bertscore: str, baseline: dict[str, Any] | None = None, budget: str = "") -> str:
+    """docs/EVALUATION.md from the run reports."""
+    best = _best(results)
     lines = [
         "# Evaluation report", "",
         f"Generated by `{command}`. Do not edit by hand: `python -m training.report` trains what is missing "
         "(finished runs are cached in its work directory) and writes this file again.", "",
         "Held-out KTAS test split (stratified, data seed 42; the same cases for every run). Training seeds vary.",
-        f"Stage 1: {steps[0]} steps; Stage 2: {steps[1]} steps; model: the default architecture trained from scratch",
-        "(no pretrained weights exist on our machines). Mean ± sample standard deviation over seeds.", "",
-        header, *summary_rows(results), "",
-        "Per-class F1:", "", classes, *per_class_rows(results), "",
+        "Model: the default architecture trained from scratch (no pretrained weights exist on our machines). "
+        "Mean ± sample standard deviation over seeds. Like for like: within each table every method starts from "
+        f"the same weights and takes {steps[0] + steps[1]} optimiser steps in all.", "",
+    ]
+    if budget:
+        lines += [f"Budget: {budget}", ""]
+    for init, by_method in results.items():
+        lines += _init_section(init, by_method, steps, baseline)
+    lines += [
         "## The yardsticks", "",
         f"- **Triage nurses (KTAS_RN) vs the expert label, same {nurse['n']} test cases:** accuracy "
         f"{nurse['accuracy']:.3f}, macro-F1 {nurse['macro_f1']:.3f}, under-triage {nurse['under_triage_rate']:.3f}, "
         f"over-triage {nurse['over_triage_rate']:.3f}.",
+        "- **Linear baseline:** logistic regression on the triage facts (training.baselines), the same splits; "
+        "a rationale model whose label scores below it has not learned the triage facts." if baseline else
+        "- **Linear baseline:** not available on this machine (training.baselines could not run).",
         "- **The paper:** Reason2Decide with T5-Large reports triage macro-F1 60.58 ± 0.46 on its own (private) "
         "nurse-triage data. Our model is about 1/400 of T5-Large's size, starts from random weights, learns from "
-        "886 cases with rule-written rationales, and is scored on a different data set: the figures are not "
+        "under 900 cases with rule-written rationales, and is scored on a different data set: the figures are not "
         "comparable, only the ranking of methods under equal conditions is.",
-        f"- **Best macro-F1 here:** {METHODS[best[1]].title} ({best[0]:.3f})." if best[1] else "- No run finished.",
-        "", "## Notes", "",
-        "- BLEU compares generated rationales with the rule-written reference rationales (`rationale_source=rules`); "
-        "it measures agreement with the rule writer, not clinical quality.",
-        f"- BERTScore: {bertscore}",
+        f"- **Best macro-F1 here:** {METHODS[best[2]].title}, {INITS[best[1]].title.lower()} ({best[0]:.3f})."
+        if best else "- No run finished.",
+        "", "## How each figure is computed", "",
+        "- Labels: the label-set member with the largest summed token log-likelihood (`</s>` included) under "
+        "`predict: x` (r2d.scoring); accuracy and macro-F1 on exact label match (scikit-learn's macro convention). "
+        "R2D-C's confidence is the geometric-mean token probability of that label, which is comparable across "
+        "labels of different token lengths.",
+        f"- Rationales are decoded greedily with the prompt each method trained on: DSS `{explain_prompt('{case}')}`, "
+        f"every other method `{explain_given_label_prompt('{case}', '{predicted}')}`. SFT never trains to explain, "
+        "so its rationale figures show what an untrained explainer scores.",
+        f"- BLEU: NLTK sentence BLEU-4, smoothing method4, mean over cases; tokens: {metrics.bleu_tokenizer()}. "
+        "It compares with the rule-written reference rationales (`rationale_source=rules`): agreement with the "
+        "rule writer, not clinical quality.",
+        f"- BERTScore: {bertscore}; special tokens are match candidates but not scored, as in bert_score.",
+        "- fidelity and critical_named: the fact check of each generated rationale against its case "
+        "(training.evaluate, r2d.factcheck).",
         "- consistency = the label re-predicted from the generated rationale alone equals the first prediction; "
         "sufficiency = it equals the gold label (Reason2Decide-C definitions).",
         "- under-triage = predicted less urgent than the expert (a larger KTAS number); over-triage = more urgent.",
-        "- SFT and DSS get Stage-2 steps only (as in the paper's baselines); Reason2Decide also gets Stage 1.",
-        "- SFT is never trained to explain, so its rationale figures show what an untrained explainer scores.",
-        "- empty_rationale_rate = share of generated rationales under 3 words. Rationales are generated the way the "
-        f"app does (`{explain_given_label_prompt('{case}', '{predicted}')}`, greedy) for every method; a method whose rate is high "
+        "- empty_rationale_rate = share of generated rationales under 3 words; a method whose rate is high "
         "answers with the label token instead of a rationale, which drives its BLEU/BERTScore down and makes its "
         "consistency trivial.",
+        "- R2D-C and early stopping follow the authors' code (training/configs/README.md, 'Stage 2 as the authors "
+        "run it'); a run shorter than W + 1,000 steps (the confidence window) keeps the threshold calibrated on "
+        "its warm-up throughout.",
     ]
     if missing:
         lines += ["", "## Runs not finished", "", "These runs had not finished when the report was generated; "
@@ -174,14 +276,26 @@ def render(results: dict[str, dict[int, dict[str, Any]]], missing: list[str], nu
     return "\n".join(lines) + "\n"
 
 
-def _bertscore_note(results: dict[str, dict[int, dict[str, Any]]]) -> str:
-    for by_seed in results.values():
-        for r in by_seed.values():
-            if "bertscore_model" in r.get("rationale", {}):
-                return f"{r['rationale']['bertscore_model']} ({r['rationale'].get('bertscore_note', '')})"
-            if "bertscore" in r.get("skipped", {}):
-                return f"skipped: {r['skipped']['bertscore']}"
+def _bertscore_note(results: Results) -> str:
+    for by_method in results.values():
+        for by_seed in by_method.values():
+            for r in by_seed.values():
+                if "bertscore_model" in r.get("rationale", {}):
+                    return f"{r['rationale']['bertscore_model']} ({r['rationale'].get('bertscore_note', '')})"
+                if "bertscore" in r.get("skipped", {}):
+                    return f"skipped: {r['skipped']['bertscore']}"
     return "n/a"
+
+
+def _budget(work: Path, results: Results, threads: int) -> str:
+    seconds = [json.loads(p.read_text())["seconds"] for init, by_method in results.items()
+               for name, by_seed in by_method.items() for seed in by_seed
+               if (p := run_dir(work, init, name, seed) / SECONDS_FILENAME).is_file()]
+    if not seconds:
+        return ""
+    return (f"{len(seconds)} runs trained and evaluated in {sum(seconds) / 60:.1f} minutes of wall time in all, "
+            f"torch threads {threads}, on a CPU shared with other jobs; figures at this budget rank methods, "
+            "they do not show what each method reaches.")
 
 
 # --- command line ----------------------------------------------------------------------------------
@@ -193,9 +307,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "report")
     p.add_argument("--config", type=Path, default=ROOT / "training" / "configs" / "ktas_cpu.json")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    p.add_argument("--inits", nargs="+", choices=list(INITS), default=list(INITS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--stage1-steps", type=int, default=None, help="default: the config's optim.max_steps")
     p.add_argument("--stage2-steps", type=int, default=None, help="default: the config's optim.max_steps")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the budget line of the report says)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "EVALUATION.md")
     p.add_argument("--render-only", action="store_true", help="train nothing; render from the cached runs")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -205,21 +321,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, command: str) -> Path:
     """Train what is missing (unless --render-only), evaluate, write the report. Raises R2DError."""
+    import torch
+    torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.overrides)
     steps = (args.stage1_steps or cfg.optim.max_steps, args.stage2_steps or cfg.optim.max_steps)
     files = default_model.prepare_splits(args.ktas, args.work, DATA_SEED)
-    results: dict[str, dict[int, dict[str, Any]]] = {}
+    results: Results = {}
     missing = []
     for seed in args.seeds:
-        for name in args.methods:
-            cached = run_dir(args.work, name, seed) / default_model.REPORT_FILENAME
-            if args.render_only and not cached.is_file():
-                missing.append(f"{name} seed {seed}")
-                continue
-            logger.info("run %s seed %d", name, seed)
-            results.setdefault(name, {})[seed] = train_and_evaluate(METHODS[name], seed, cfg, files, args.work, steps)
+        for init in args.inits:
+            for name in args.methods:
+                cached = run_dir(args.work, init, name, seed) / REPORT_FILENAME
+                if args.render_only and not cached.is_file():
+                    missing.append(f"{name} ({init}) seed {seed}")
+                    continue
+                logger.info("run %s from %s, seed %d", name, init, seed)
+                results.setdefault(init, {}).setdefault(name, {})[seed] = train_and_evaluate(
+                    METHODS[name], INITS[init], seed, cfg, files, args.work, steps)
     text = render(results, missing, nurse_baseline(args.ktas, files["test"]), command, steps,
-                  _bertscore_note(results))
+                  _bertscore_note(results), linear_baseline(files["train"].parent),
+                  _budget(args.work, results, args.threads))
     atomic_write_text(args.out, text)
     return args.out
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from r2d.errors import FeedbackStoreError
-from r2d import limits
+from r2d import audit, limits
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +251,8 @@ class ReviewStore:
                 raise FeedbackStoreError(self._not_a_db_message())
 
     def _not_a_db_message(self) -> str:
-        return (f"{self.path.name} is not a SQLite review database (or it is corrupt). Move it aside (do not delete it: "
+        return (f"{self.path.name} is not a SQLite review database (or it is corrupt). Move it aside (do not "
+                "delete it: "
                 f"it may hold reviews) and start again, or pass --db with another path")
 
     def _connect(self) -> sqlite3.Connection:
@@ -308,6 +309,7 @@ class ReviewStore:
             conn.close()
 
     def _create_schema(self) -> None:
+        audit.make_private(self.path)  # owner-only before SQLite writes a byte (its WAL/SHM copy this mode)
         conn = self._connect()
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -320,13 +322,16 @@ class ReviewStore:
                 f"CREATE TRIGGER IF NOT EXISTS {t}_no_delete BEFORE DELETE ON {t} BEGIN "
                 f"SELECT RAISE(ABORT, '{t} is append-only'); END;" for t in _APPEND_ONLY))
             conn.execute("INSERT OR IGNORE INTO store_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            audit.start_chain(conn)
             version = int(conn.execute("SELECT value FROM store_meta WHERE key='schema_version'").fetchone()[0])
         except sqlite3.OperationalError as e:
-            raise FeedbackStoreError(f"cannot set up {self.path.name}: {e}; try again, or pass --db with another path") from e
+            raise FeedbackStoreError(f"cannot set up {self.path.name}: {e}; try again, or pass --db with another "
+                                     "path") from e
         except sqlite3.DatabaseError as e:
             raise FeedbackStoreError(f"{self._not_a_db_message()} ({e})") from e
         finally:
             conn.close()
+        audit.make_private(self.path)
         if version > SCHEMA_VERSION:
             raise FeedbackStoreError(f"{self.path.name} has schema version {version}, newer than this code "
                                      f"({SCHEMA_VERSION}); update Reason2Decide or use another --db")
@@ -342,11 +347,15 @@ class ReviewStore:
         row["created_at"] = utc_now()
         columns = ", ".join(row)
         with self._write() as conn:
-            cur = conn.execute(f"INSERT OR IGNORE INTO reviews ({columns}) VALUES "
-                               f"({', '.join('?' * len(row))})", tuple(row.values()))
-            created = cur.rowcount == 1
-            stored = self._row_to_review(conn.execute(
-                "SELECT * FROM reviews WHERE submission_id = ?", (record.submission_id,)).fetchone())
+            # a retry finds its row; a trigger refuses any INSERT that reuses an id (r2d.audit)
+            existing = conn.execute("SELECT * FROM reviews WHERE submission_id = ?", (record.submission_id,)).fetchone()
+            created = existing is None
+            if created:
+                cur = conn.execute(f"INSERT INTO reviews ({columns}) VALUES ({', '.join('?' * len(row))})",
+                                   tuple(row.values()))
+                audit.append_to_chain(conn, cur.lastrowid)
+                existing = conn.execute("SELECT * FROM reviews WHERE review_id = ?", (cur.lastrowid,)).fetchone()
+            stored = self._row_to_review(existing)
         differences = [] if created else stored.differences(record)
         if differences:
             raise FeedbackStoreError(f"submission id {record.submission_id} was already used for a different review "

@@ -1,0 +1,58 @@
+"""Check a review database for tampering: `python -m training.integrity --db reviews.sqlite3`.
+
+Opens the file read-only and reports SQLite's own integrity check, the audit hash chain over the
+reviews (r2d.audit: a row changed, removed or added with a raw SQLite client breaks it), missing
+protective triggers, and file modes wider than owner-only. Prints the chain head (keep it: a later
+run that prints a different history for the same reviews shows a rewrite). Exit status 1 on any problem.
+"""
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from r2d import audit
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description="Check a Reason2Decide review database for tampering.")
+    ap.add_argument("--db", required=True, help="review database path (SQLite)")
+    return ap.parse_args(argv)
+
+
+def check(db: Path) -> tuple[list[str], int, str]:
+    """(problems, number of reviews, chain head) of the database at db, opened read-only."""
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        problems = [] if (ok := conn.execute("PRAGMA integrity_check").fetchone()[0]) == "ok" else [
+            f"SQLite integrity_check: {ok}"]
+        problems += audit.verify_chain(conn)
+        n_reviews = conn.execute("SELECT COUNT(*) FROM reviews").fetchone()[0]
+        head = audit.chain_head(conn)
+    finally:
+        conn.close()
+    problems += [f"{name} has mode {mode:o}; it should be {audit.PRIVATE_MODE:o} (chmod 600)"
+                 for name, mode in audit.file_modes(db).items() if mode != audit.PRIVATE_MODE]
+    return problems, n_reviews, head
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print 'ok: ...' and return 0, or list the problems and return 1. Exits with a message if unreadable."""
+    db = Path(parse_args(argv).db)
+    if not db.is_file():
+        sys.exit(f"error: no review database at {db}")
+    try:
+        problems, n_reviews, head = check(db)
+    except sqlite3.DatabaseError as e:
+        sys.exit(f"error: {db} cannot be read as a review database: {e}")
+    for problem in problems:
+        print(f"TAMPERED: {problem}")
+    if not problems:
+        print(f"ok: {n_reviews} reviews, audit chain intact, chain head {head}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Likely patient identifiers in free text, screened before reviews are exported for training.
+
+The reference list is HIPAA Safe Harbor's 18 identifier types. Phone and fax numbers are found by
+Google's libphonenumber (the `phonenumbers` package: UK, US and international formats); the other
+types by patterns written for triage notes: names after titles, relations and "named"/"my name
+is", dates with or without a year ("born on the 4th of March 1961", "admitted on March 3rd"),
+ages over 89, labelled record/plan/account/licence/device numbers (letters allowed), SSNs, street
+addresses, UK postcodes and US ZIP codes, e-mail (also "name at host dot com"), URLs, IP addresses,
+vehicle plates and VINs. Clinical notation (BP 120/80, pain 7/10, 1/52, GCS 15, eponyms such as
+Parkinson's) is not flagged. `benchmarks/eval_identifiers.py` measures recall and false positives
+on tests/data/identifiers.jsonl against other libraries. A screen, not de-identification: a human
+decides, and the export records what was found.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+
+# regions whose national formats are read without a "+" prefix (the app's users: UK and US)
+PHONE_REGIONS = ("GB", "US")
+
+_MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
+          r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?|JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEPT?|"
+          r"OCT|NOV|DEC)")
+_ORD = r"(?:st|nd|rd|th)"
+# a capitalised name word: Smith, O'Brien, Lopez-Garcia
+_WORD = r"[A-Z][a-z]*(?:['’-][A-Z]?[a-z]+)*"
+_NAME = rf"{_WORD}(?:\s+{_WORD})?"
+_RELATIONS = (r"patient|husband|wife|partner|son|daughter|mother|father|mum|dad|brother|sister|friend|carer|"
+              r"neighbour|neighbor|paramedic|GP|nurse|grandson|granddaughter|uncle|aunt|cousin|fiancée?")
+_VERBS = (r"was|is|has|had|reports|reported|presents|presented|states|says|said|arrived|came|denies|complains|"
+          r"fell|collapsed|attends|attended")
+_ID_LABELS = (r"MRN|NHS(?:\s+(?:no|number))?|SSN|social\s+security\s+(?:no|number)|patient\s+(?:no|number|id)|"
+              r"hospital\s+(?:no|number)|record(?:\s+(?:no|number))?|(?:insurance\s+)?member\s+id|"
+              r"(?:insurance|policy|plan)\s+(?:no|number|id)|account(?:\s+(?:no|number))?|"
+              r"(?:driving\s+|driver'?s\s+)?licen[cs]e(?:\s+(?:no|number))?|serial(?:\s+(?:no|number))?|"
+              r"VIN|ID")
+_ID_VALUE = r"(?:\d{3}\s\d{3}\s\d{4}|[A-Z0-9]+(?:-[A-Z0-9]+)*)"
+_STREET = (r"Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Close|Way|Court|Ct|Place|Crescent|Terrace|Boulevard|"
+           r"Blvd|Square|Gardens|Grove|Hill|Row|Mews|Walk|Parade")
+
+
+_DOT = r"\s*(?:\[dot\]|\(dot\)|\s+dot\s+)\s*"  # an e-mail written out to dodge filters: "jo at host dot com"
+
+
+def _p(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    return re.compile(pattern, flags)
+
+
+# Order matters: earlier kinds claim their span first (a labelled MRN is not also a phone number).
+# These come before libphonenumber, so that it does not read an e-mail, a labelled number or a date as a phone.
+_BEFORE_PHONES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("email", _p(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")),
+    ("email", _p(rf"\b[\w.+-]+\s*(?:\[at\]|\(at\)|\s+at\s+)\s*[\w-]+(?:{_DOT}[\w-]+)*{_DOT}"
+                 r"(?:com|org|net|edu|gov|uk|us|io|nhs|info|co)\b", re.IGNORECASE)),
+    ("url", _p(r"\b(?:https?://|www\.)[^\s<>\"']+[^\s<>\"'.,;:!?)]", re.IGNORECASE)),
+    ("ip_address", _p(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b")),
+    # a label, then a value with at least one digit: "MRN: 00123456", "hospital number AB12345"
+    ("id_number", _p(rf"\b(?i:{_ID_LABELS})\.?\s*[:#]?\s*(?=[A-Z0-9 -]*\d){_ID_VALUE}\b")),
+    ("id_number", _p(r"\b\d{3}-\d{2}-\d{4}\b")),  # SSN shape
+    ("date", _p(rf"\b(?:\d{{1,2}}[/.-]\d{{1,2}}[/.-](?:\d{{4}}|\d{{2}})|\d{{4}}-\d{{2}}-\d{{2}}|"
+                rf"\d{{1,2}}{_ORD}?(?:\s+of)?\s+{_MONTH}\.?(?:,?\s+\d{{4}})?|"
+                rf"{_MONTH}\.?\s+(?:the\s+)?\d{{1,2}}{_ORD}?(?:,?\s+\d{{4}})?)\b")),
+    # day/month without a year only after a word that introduces a date: "on 14/3" (not "pain 7/10")
+    ("date", _p(r"\b(?:on|since|from|until|dated|date|seen)\s+(?P<v>\d{1,2}/\d{1,2})\b(?!/)", re.IGNORECASE)),
+)
+_AFTER_PHONES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("age_over_89", _p(r"\b(?:9\d|1[0-2]\d)\s*-?\s*(?:years?[\s-]old|year-old|yrs?\s+old|yo|y/o|y\.o\.)(?!\w)",
+                       re.IGNORECASE)),
+    ("age_over_89", _p(r"\bage[ds]?\s*:?\s*(?:9\d|1[0-2]\d)\b", re.IGNORECASE)),
+    ("address", _p(rf"\b\d{{1,5}}[A-Za-z]?,?\s+(?:{_WORD}\s+){{1,3}}(?:{_STREET})\b\.?")),
+    ("postcode", _p(r"\b(?:GIR\s?0AA|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2})\b")),  # UK
+    ("postcode", _p(r"\b(?:(?i:zip(?:\s+code)?|postcode|post\s+code)\s*:?\s*\d{5}(?:-\d{4})?|"
+                    r"(?<=[A-Z]{2} )\d{5}(?:-\d{4})?)\b")),  # US ZIP, labelled or after a state code
+    ("vehicle", _p(r"\b(?=[A-HJ-NPR-Z0-9]*\d)(?=[A-HJ-NPR-Z0-9]*[A-Z])[A-HJ-NPR-Z0-9]{17}\b")),  # VIN
+    ("vehicle", _p(r"\b[A-Z]{2}\d{2}\s?[A-Z]{3}\b")),  # UK number plate
+    ("id_number", _p(r"\b[A-Z9]{5}\d{6}[A-Z9]{2}\d[A-Z]{2}\b")),  # UK driving licence
+    ("name", _p(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sr|Sister)\.?\s+{_NAME}")),
+    ("name", _p(rf"\b(?i:patient\s+named|named|called|name\s+is|name\s*:|(?:{_RELATIONS})\s*,?)\s+{_NAME}")),
+    ("name", _p(rf"(?:^|(?<=[.!?]\s))(?:{_WORD}\s+){{1,2}}{_WORD}(?=\s+(?:{_VERBS})\b)")),
+    ("id_number", _p(r"\b[A-Z]{1,3}-?\d{5,}[A-Z]?\b")),  # record-like codes: AB123456, K-0045321
+    ("id_number", _p(r"\b\d{7,}\b")),
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A likely patient identifier in a text: its kind, the matched text and where it is."""
+
+    kind: str  # name | date | age_over_89 | phone | email | url | ip_address | id_number | address | postcode | vehicle
+    text: str
+    start: int
+    end: int
+
+
+def _phone_spans(text: str) -> list[tuple[int, int]]:
+    """Phone/fax numbers as libphonenumber reads them, kept only when shaped like a dialled number.
+
+    POSSIBLE leniency accepts numbers by length (fictional 07700 900xxx and 555 numbers too), so a
+    match must carry a '+' or '(' or a separator, have 9-15 digits and no '/' (BP 120/80, 2 x 500).
+    """
+    spans = set()
+    for region in PHONE_REGIONS:
+        for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
+            raw, digits = m.raw_string, sum(c.isdigit() for c in m.raw_string)
+            if "/" not in raw and " x " not in raw and 9 <= digits <= 15 and re.search(r"[+(\s.-]", raw):
+                spans.add((m.start, m.end))
+    return sorted(spans)
+
+
+def _value_span(m: re.Match[str]) -> tuple[int, int]:
+    """The identifier itself: group "v" where a pattern matches context around it, else the whole match."""
+    return m.span("v") if "v" in m.re.groupindex else m.span()
+
+
+def scan_identifiers(text: str) -> list[Finding]:
+    """Likely patient identifiers in text, in order of position; each span is reported once.
+
+    A heuristic screen, not de-identification: it errs towards flagging, and a human decides.
+    """
+    findings: list[Finding] = []
+    taken: list[tuple[int, int]] = []
+
+    def claim(kind: str, start: int, end: int) -> None:
+        if not any(start < e and s < end for s, e in taken):
+            taken.append((start, end))
+            findings.append(Finding(kind, text[start:end], start, end))
+
+    for kind, pattern in _BEFORE_PHONES:
+        for m in pattern.finditer(text):
+            claim(kind, *_value_span(m))
+    for start, end in _phone_spans(text):
+        claim("phone", start, end)
+    for kind, pattern in _AFTER_PHONES:
+        for m in pattern.finditer(text):
+            claim(kind, *_value_span(m))
+    return sorted(findings, key=lambda f: f.start)

@@ -10,11 +10,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import hashlib
 import inspect
+import json
 import logging
 import os
+import secrets
+import shutil
 import sys
+import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -106,6 +112,7 @@ class Handlers:
     def __init__(self, predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig) -> None:
         self.predictor, self.store, self.cfg = predictor, store, cfg
         self.c: dict[str, Any] = {}
+        self._downloads: list[Path] = []  # temporary folders of download zips, oldest first
 
     def _out(self, **values: Any) -> dict:
         return {self.c[name]: value for name, value in values.items()}
@@ -329,25 +336,59 @@ class Handlers:
     @ui_errors
     def export_start(self, actions: list[str], min_rating: float, consistent: bool, val_fraction: float,
                      test_csv: bool, name: str, request: gr.Request) -> dict:
-        """Scan what would be exported; export at once if nothing looks like a patient identifier."""
-        reviews, findings = preview_export(self.store, _policy(actions, min_rating, consistent))
+        """Scan what would be exported; export at once if the scans find nothing, else show the findings and
+        remember them: 'Export anyway' (UI or API) only confirms the findings this session has seen."""
+        self._reviewer(request, name)
+        policy = _policy(actions, min_rating, consistent)
+        reviews, findings = preview_export(self.store, policy)
         message = findings_message(findings, len(reviews))
         if not findings:
             return {**self._out(ex_findings=[], ex_findings_md=message, ex_row=gr.update(visible=False)),
-                    **self.export_confirm(actions, min_rating, consistent, val_fraction, test_csv, name, request)}
+                    **self._export(policy, val_fraction, test_csv, name, request)}
         return self._out(ex_findings=[[f.case_id, f.field, f.kind, f.text] for f in findings],
-                         ex_findings_md=message, ex_row=gr.update(visible=True), ex_files=None, ex_summary="")
+                         ex_findings_md=message, ex_row=gr.update(visible=True), ex_files=None, ex_summary="",
+                         ex_seen=_fingerprint(policy, findings))
 
     @ui_errors
     def export_confirm(self, actions: list[str], min_rating: float, consistent: bool, val_fraction: float,
-                       test_csv: bool, name: str, request: gr.Request) -> dict:
-        """Write the export (after the scan, or when the reviewer chose to export anyway)."""
+                       test_csv: bool, name: str, seen: Any, request: gr.Request) -> dict:
+        """Export anyway: only when this session was shown exactly the findings the data has now."""
+        self._reviewer(request, name)
+        policy = _policy(actions, min_rating, consistent)
+        _, findings = preview_export(self.store, policy)
+        if not seen or seen != _fingerprint(policy, findings):
+            raise FeedbackStoreError("press 'Export for Stage 2' first and look at what the scan found: the "
+                                     "reviews or the policy changed since, or nothing was scanned in this session")
+        return {**self._export(policy, val_fraction, test_csv, name, request), **self._out(ex_seen=None)}
+
+    def _export(self, policy: ExportPolicy, val_fraction: float, test_csv: bool, name: str,
+                request: gr.Request) -> dict:
+        # a folder name nobody can guess, outside every path Gradio serves; the download is a copy (a zip)
+        folder = f"export-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(8)}"
         result = export_stage2_dataset(
-            self.store, Path(self.cfg.app.export_dir) / time.strftime("export-%Y%m%d-%H%M%S"),
-            _policy(actions, min_rating, consistent), float(val_fraction), bool(test_csv), seed=self.cfg.optim.seed,
-            exported_by=_who(request, name) or "unknown", config=config_to_dict(self.cfg))
-        return self._out(ex_files=[str(p) for p in result.all_files], ex_summary=result.summary(),
-                         ex_row=gr.update(visible=False))
+            self.store, Path(self.cfg.app.export_dir) / folder, policy, float(val_fraction), bool(test_csv),
+            seed=self.cfg.optim.seed, exported_by=self._reviewer(request, name), config=config_to_dict(self.cfg))
+        return self._out(ex_files=[str(self._download_copy(result.out_dir, result.all_files))],
+                         ex_summary=result.summary(), ex_row=gr.update(visible=False))
+
+    def _download_copy(self, out_dir: Path, files: Sequence[Path]) -> Path:
+        """A zip of the export in a private temporary folder, for the download component to hand out once."""
+        while len(self._downloads) >= 4:  # Gradio keeps its own copy; older temporary zips are not needed
+            shutil.rmtree(self._downloads.pop(0), ignore_errors=True)
+        folder = Path(tempfile.mkdtemp(prefix="r2d-download-"))  # mode 0700
+        self._downloads.append(folder)
+        archive = folder / f"{out_dir.name}.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in files:
+                z.write(f, f.name)
+        archive.chmod(0o600)
+        return archive
+
+
+def _fingerprint(policy: ExportPolicy, findings: Sequence[Any]) -> str:
+    """What an 'Export anyway' confirms: this policy with exactly these findings."""
+    seen = json.dumps([policy.to_dict(), [f.to_dict() for f in findings]], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(seen.encode("utf-8")).hexdigest()
 
 
 def _read_asset(name: str) -> str:
@@ -445,7 +486,9 @@ def _export_tab(c: dict[str, Any]) -> None:
         c["ex_confirm"] = gr.Button("Export anyway", variant="stop", elem_id="r2d-export-anyway")
         c["ex_cancel"] = gr.Button("Go back", elem_id="r2d-export-cancel")
     c["ex_summary"] = gr.Markdown(elem_id="r2d-export-summary")
-    c["ex_files"] = gr.File(label="Exported files", file_count="multiple", interactive=False, elem_id="r2d-export-files")
+    c["ex_files"] = gr.File(label="Download the export (zip)", file_count="multiple", interactive=False,
+                            elem_id="r2d-export-files")
+    c["ex_seen"] = gr.State(None)  # the findings this session was shown, which 'Export anyway' confirms
 
 
 def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
@@ -478,9 +521,9 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
     for trigger in (c["dash_refresh"].click, c["dash_tab"].select):
         trigger(h.dashboard, None, outs("dash_summary") + c["dash_plots"], api_name=False)
     export_in = outs("ex_actions", "ex_rating", "ex_consistent", "ex_val", "ex_test", "reviewer")
-    export_out = outs("ex_findings", "ex_findings_md", "ex_row", "ex_files", "ex_summary")
+    export_out = outs("ex_findings", "ex_findings_md", "ex_row", "ex_files", "ex_summary", "ex_seen")
     c["ex_start"].click(h.export_start, export_in, export_out, api_name="export")
-    c["ex_confirm"].click(h.export_confirm, export_in, export_out, api_name="export_anyway")
+    c["ex_confirm"].click(h.export_confirm, export_in + outs("ex_seen"), export_out, api_name="export_anyway")
     c["ex_cancel"].click(lambda: {c["ex_findings"]: [], c["ex_row"]: gr.update(visible=False),
                                   c["ex_findings_md"]: "Export cancelled: save corrected reviews, then export again."},
                          None, export_out, api_name=False)
@@ -538,7 +581,7 @@ def launch_kwargs(cfg: R2DConfig, allowed_hosts: Sequence[str] = ()) -> dict[str
     return dict(server_name=cfg.app.host, server_port=cfg.app.port, share=False, run_history=False,
                 app_kwargs={"middleware": guard_middleware(cfg.app.host, cfg.app.port, allowed_hosts)},
                 footer_links=["settings"], enable_monitoring=False, mcp_server=False, pwa=False, ssr_mode=False,
-                show_error=False, allowed_paths=[str(Path(cfg.app.export_dir).resolve())],
+                show_error=False, blocked_paths=[str(Path(cfg.app.export_dir).resolve())],  # downloads: zips
                 max_file_size=max_upload_bytes(cfg.app.max_batch_rows, cfg.app.max_case_chars),
                 css_paths=[ASSETS / "app.css"], js=_read_asset("shortcuts.js"))
 

@@ -1,29 +1,72 @@
 """Export nurse reviews as a Stage-2 training set, after scanning them for patient identifiers.
 
-The export is the project schema (question/label/rationale/rationale_source/id, written by
-`r2d.data.write_examples`) with rationale_source="nurse_post_processed": train.jsonl, val.jsonl and,
-if asked, test.csv. A sidecar export_meta.json says which model produced the rationales, which
-reviews counted (the policy), how many rows went where, and what the identifier scan found.
+The export is the project schema (question/label/rationale/rationale_source/id) with
+rationale_source="nurse_post_processed": train.jsonl, val.jsonl and, if asked, test.csv. Each row also
+carries its provenance (case_id, reviewers, action, rating, model_id, review_ids, resolution) in extra
+fields that `r2d.data.load_examples` ignores and `datasets.load_dataset("json")` reads. The id is the one
+the upload gave the case, else the case id. A sidecar export_meta.json says which model produced the
+rationales, which reviews counted (the policy), how each case with several reviewers was resolved, how
+many rows went where (equal to the rows in the files), and what the scans found.
+
+A case reviewed by several people is resolved by RESOLUTION: an adjudicated review wins, else the label a
+strict majority chose (its latest review), else the latest review. The folder is written under a temporary
+name and renamed into place, so a crash never leaves half an export.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
-from collections import Counter
+import os
+import re
+import shutil
+import tempfile
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from r2d.data import Example, atomic_write_text, label_counts, stratified_split, write_examples
+from r2d.data import COLUMNS, Example, escape_csv_cell, label_counts, stratified_split
 from r2d.errors import FeedbackStoreError
-from r2d.identifiers import Finding, scan_identifiers  # noqa: F401 (re-exported)
+from r2d.factcheck import check_rationale
 from r2d.store import ACTIONS, ReviewRecord, ReviewStore, utc_now
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMAT = "r2d-export-1"
+EXPORT_FORMAT = "r2d-export-2"
+RESOLUTION = "adjudicated > majority > latest"
+# provenance fields of every row, after the schema's columns (Stage 2 ignores them)
+PROVENANCE = ("case_id", "reviewers", "action", "rating", "model_id", "review_ids", "resolution")
 META_FILENAME = "export_meta.json"
 RATIONALE_SOURCE = "nurse_post_processed"
+
+_NAME = r"[A-Z][a-z'’-]+(?:\s+[A-Z][a-z'’-]+)?"
+_MONTHS = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
+           r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)")
+# Order matters: earlier kinds claim their span first, so an MRN is not also reported as a phone number.
+_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("email", re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")),
+    ("id_number", re.compile(r"\b(?:MRN|NHS|SSN|ID|patient\s+(?:no|number|id)|hospital\s+(?:no|number)|"
+                             r"record\s+(?:no|number))\.?\s*[:#]?\s*[A-Z]{0,3}\d[\d-]{3,}\b", re.IGNORECASE)),
+    ("date", re.compile(rf"\b(?:\d{{1,2}}[/.-]\d{{1,2}}[/.-](?:\d{{4}}|\d{{2}})|\d{{4}}-\d{{2}}-\d{{2}}|"
+                        rf"\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTHS}\.?,?\s+\d{{4}}|{_MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})\b",
+                        re.IGNORECASE)),
+    ("phone", re.compile(r"(?<![\w/+])(?:\+\d{1,3}[\s.-]?)?(?:\(?\d{2,4}\)?[\s.-])?\d{3,4}[\s.-]\d{3,4}(?:[\s.-]\d{2,4})?(?![\w/])")),
+    ("name", re.compile(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?\s+{_NAME}")),
+    ("name", re.compile(rf"\b(?:patient\s+named|named|name\s+is|called)\s+{_NAME}", re.IGNORECASE)),
+    ("id_number", re.compile(r"\b\d{7,}\b")),
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A likely patient identifier in a text: its kind, the matched text and where it is."""
+
+    kind: str  # email | id_number | date | phone | name
+    text: str
+    start: int
+    end: int
 
 
 @dataclass(frozen=True)
@@ -37,6 +80,22 @@ class RecordFinding:
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
+
+
+def scan_identifiers(text: str) -> list[Finding]:
+    """Likely patient identifiers in text (names after titles, phones, dates, ID/MRN numbers, emails).
+
+    A heuristic screen, not de-identification: it errs towards flagging, and a human decides.
+    """
+    findings: list[Finding] = []
+    taken: list[tuple[int, int]] = []
+    for kind, pattern in _PATTERNS:
+        for m in pattern.finditer(text):
+            if any(m.start() < end and start < m.end() for start, end in taken):
+                continue
+            taken.append((m.start(), m.end()))
+            findings.append(Finding(kind, m.group(0), m.start(), m.end()))
+    return sorted(findings, key=lambda f: f.start)
 
 
 @dataclass(frozen=True)
@@ -88,15 +147,75 @@ class ExportResult:
                 "Add train.jsonl to `data.train_files` of the next Stage-2 run.")
 
 
+@dataclass(frozen=True)
+class ExportCase:
+    """One case to export: the review that counts, every reviewer's current review, and how it was chosen."""
+
+    review: ReviewRecord
+    reviews: tuple[ReviewRecord, ...]  # every reviewer's current review of the case, oldest first
+    resolution: str  # single | adjudicated | majority | latest
+    source_id: str | None = None  # the id the upload gave the case
+
+    def provenance(self) -> dict[str, Any]:
+        """The row's extra fields, one type each (lists of str / int, int or null), as datasets wants them."""
+        return {"case_id": self.review.case_id, "reviewers": [r.reviewer for r in self.reviews],
+                "action": self.review.action, "rating": self.review.rating, "model_id": self.review.model_id,
+                "review_ids": [int(r.review_id or 0) for r in self.reviews], "resolution": self.resolution}
+
+
+def resolve(reviews: Sequence[ReviewRecord], adjudicated: int | None = None) -> tuple[ReviewRecord, str]:
+    """The review that counts for one case under RESOLUTION, and which rule chose it."""
+    if len(reviews) == 1:
+        return reviews[0], "single"
+    chosen = next((r for r in reviews if adjudicated is not None and r.review_id == adjudicated), None)
+    if chosen is not None:
+        return chosen, "adjudicated"
+    counts = Counter(r.final_label for r in reviews).most_common()
+    if counts[0][1] * 2 > len(reviews):  # a strict majority of the reviewers
+        return [r for r in reviews if r.final_label == counts[0][0]][-1], "majority"
+    return reviews[-1], "latest"
+
+
+def export_cases(store: ReviewStore) -> list[ExportCase]:
+    """Every reviewed case, resolved across its reviewers, oldest case first."""
+    by_case: dict[str, list[ReviewRecord]] = defaultdict(list)
+    for r in store.reviewer_reviews():
+        by_case[r.case_id].append(r)
+    adjudicated, sources = store.adjudications(), store.source_ids()
+    cases = []
+    for case_id, reviews in by_case.items():
+        chosen, how = resolve(reviews, adjudicated.get(case_id))
+        cases.append(ExportCase(chosen, tuple(reviews), how, sources.get(case_id)))
+    return cases
+
+
+def select_cases(store: ReviewStore, policy: ExportPolicy) -> list[ExportCase]:
+    """The resolved cases whose chosen review the policy admits."""
+    return [c for c in export_cases(store) if policy.admits(c.review)]
+
+
 def select_reviews(store: ReviewStore, policy: ExportPolicy) -> list[ReviewRecord]:
-    """The current review of each case that the policy admits, oldest first."""
-    return [r for r in store.latest_reviews() if policy.admits(r)]
+    """The review that counts for each case that the policy admits, oldest case first."""
+    return [c.review for c in select_cases(store, policy)]
 
 
-def to_example(review: ReviewRecord) -> Example:
-    """A review as a Stage-2 training row: the nurse's label and rationale for the case."""
+def to_example(case: ExportCase | ReviewRecord) -> Example:
+    """A case as a Stage-2 training row: the nurse's label and rationale, under the upload's id if it had one."""
+    review = case.review if isinstance(case, ExportCase) else case
+    source = case.source_id if isinstance(case, ExportCase) else None
     return Example(case_text=review.case_text, label=review.final_label, rationale=review.final_rationale,
-                   rationale_source=RATIONALE_SOURCE, example_id=review.case_id)
+                   rationale_source=RATIONALE_SOURCE, example_id=source or review.case_id)
+
+
+def level_findings(reviews: Sequence[ReviewRecord]) -> list[RecordFinding]:
+    """Rationales that name a triage level other than their final label (a relabel that kept the old text)."""
+    found = []
+    for review in reviews:
+        for problem in check_rationale(review.case_text, review.final_rationale, review.final_label).problems:
+            if problem.kind == "wrong_level":
+                found.append(RecordFinding(review.case_id, "rationale", "names_another_level",
+                                           review.final_rationale[problem.start:problem.end]))
+    return found
 
 
 def scan_reviews(reviews: Sequence[ReviewRecord]) -> list[RecordFinding]:
@@ -109,38 +228,81 @@ def scan_reviews(reviews: Sequence[ReviewRecord]) -> list[RecordFinding]:
 
 
 def preview_export(store: ReviewStore, policy: ExportPolicy) -> tuple[list[ReviewRecord], list[RecordFinding]]:
-    """The reviews an export would write and the likely identifiers in them, for a human to see first.
+    """The reviews an export would write, and what a human should see first: likely identifiers, then
+    rationales that name another triage level.
 
     Raises FeedbackStoreError when no current review matches the policy.
     """
     reviews = select_reviews(store, policy)
     if not reviews:
         raise FeedbackStoreError("no current review matches this export policy; review cases or loosen the policy")
-    return reviews, scan_reviews(reviews)
+    return reviews, scan_reviews(reviews) + level_findings(reviews)
 
 
 def findings_message(findings: Sequence[RecordFinding], n_rows: int) -> str:
     """What the reviewer is told before deciding to export anyway or go back."""
     if not findings:
-        return "No likely patient identifiers found."
-    return (f"**⚠ {len(findings)} likely patient identifier(s)** in the {n_rows} rows to export. Go back and save "
-            "corrected reviews, or export anyway if they are not identifiers.")
+        return "No likely patient identifiers found, and no rationale names another triage level."
+    levels = sum(f.kind == "names_another_level" for f in findings)
+    parts = [f"{len(findings) - levels} likely patient identifier(s)"] if len(findings) > levels else []
+    parts += [f"{levels} rationale(s) naming another triage level than their label"] if levels else []
+    return (f"**⚠ {' and '.join(parts)}** in the {n_rows} rows to export. Go back and save corrected reviews, "
+            "or export anyway if they are fine.")
 
 
-def _split(examples: list[Example], val_fraction: float, test_fraction: float, seed: int) -> list[list[Example]]:
-    """train/val/test, stratified by label, with at least one row in each requested held-out split."""
-    fractions = [1.0 - val_fraction - test_fraction, val_fraction, test_fraction]
-    needed = 1 + sum(f > 0 for f in fractions[1:])
-    if len(examples) < needed:
-        raise FeedbackStoreError(f"only {len(examples)} review(s) match the export policy; need at least {needed} "
-                                 "for the requested splits (review more cases or loosen the policy)")
-    parts = stratified_split(examples, fractions, seed=seed)
-    for i in (1, 2):
+def _split(cases: list[ExportCase], val_fraction: float, test_fraction: float,
+           seed: int) -> list[list[ExportCase]]:
+    """train/val(/test), stratified by label, with at least one row in each requested held-out split.
+
+    Only the requested splits are drawn: a split of fraction 0 would otherwise take the rounding remainder.
+    """
+    fractions = [1.0 - val_fraction - test_fraction, val_fraction] + ([test_fraction] if test_fraction > 0 else [])
+    if len(cases) < len(fractions):
+        raise FeedbackStoreError(f"only {len(cases)} review(s) match the export policy; need at least "
+                                 f"{len(fractions)} for the requested splits (review more cases or loosen the policy)")
+    examples = [to_example(c) for c in cases]
+    index = {id(e): c for e, c in zip(examples, cases)}  # stratified_split returns the same Example objects
+    parts = [[index[id(e)] for e in part] for part in stratified_split(examples, fractions, seed=seed)]
+    for i in range(1, len(parts)):
         # a tiny export can round a held-out split to nothing; move one row so that every file loads
-        if fractions[i] > 0 and not parts[i]:
-            donor = max((0, 1, 2), key=lambda j: len(parts[j]))
+        if not parts[i]:
+            donor = max(range(len(parts)), key=lambda j: len(parts[j]))
             parts[i].append(parts[donor].pop())
-    return parts
+    return parts + [[]] * (3 - len(parts))
+
+
+def _rows(cases: Sequence[ExportCase]) -> list[dict[str, Any]]:
+    return [{**to_example(c).to_dict(), **c.provenance()} for c in cases]
+
+
+def _write_rows(path: Path, cases: Sequence[ExportCase]) -> Path:
+    """JSONL, or CSV with the provenance lists joined by ';' (cells neutralised against formulas)."""
+    rows = _rows(cases)
+    if path.suffix == ".jsonl":
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    else:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS + PROVENANCE)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: escape_csv_cell(";".join(map(str, v)) if isinstance(v, list) else
+                                                "" if v is None else str(v)) for k, v in row.items()})
+        text = buf.getvalue()
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(path, 0o600)  # case texts: owner-only, like the review database
+    return path
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename the finished temporary folder into place (an empty existing folder is replaced)."""
+    if out.exists():
+        if not out.is_dir() or any(out.iterdir()):
+            raise FeedbackStoreError(f"{out} already exists and is not empty; choose a new export folder")
+        out.rmdir()
+    os.rename(tmp, out)
 
 
 def export_stage2_dataset(store: ReviewStore, out_dir: str | Path, policy: ExportPolicy = ExportPolicy(),
@@ -157,26 +319,54 @@ def export_stage2_dataset(store: ReviewStore, out_dir: str | Path, policy: Expor
     if not (0.0 < val_fraction < 1.0 and 0.0 <= test_fraction < 1.0 and val_fraction + test_fraction < 1.0):
         raise FeedbackStoreError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be in (0, 1) "
                                  "and leave rows for training")
-    reviews = select_reviews(store, policy)
-    train, val, test = _split([to_example(r) for r in reviews], val_fraction, test_fraction, seed)
+    if test_csv and test_fraction <= 0:
+        raise FeedbackStoreError("test_fraction must be above 0 when a test split is asked for")
+    cases = select_cases(store, policy)
+    splits = dict(zip(("train", "val", "test"), _split(cases, val_fraction, test_fraction, seed)))
     out = Path(out_dir)
-    files = {"train": write_examples(out / "train.jsonl", train), "val": write_examples(out / "val.jsonl", val)}
-    if test_csv:
-        files["test"] = write_examples(out / "test.csv", test)
-    findings = scan_reviews(reviews)
-    counts = {"selected": len(reviews), "train": len(train), "val": len(val), "test": len(test),
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))  # mode 0700
+    try:
+        names = {"train": "train.jsonl", "val": "val.jsonl"} | ({"test": "test.csv"} if test_csv else {})
+        for split, name in names.items():
+            _write_rows(tmp / name, splits[split])
+        meta = _meta(store, cases, splits, names, policy, seed, val_fraction, test_fraction, exported_by, config)
+        _write_meta(tmp / META_FILENAME, meta)
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    store.log_export(exported_by, out, {k: meta[k] for k in ("created_at", "policy", "counts", "model_ids", "files")})
+    logger.info("exported %d reviews to %s (%s)", len(cases), out, meta["counts"])
+    findings = [RecordFinding(**f) for f in meta["identifier_findings"] + meta["level_findings"]]
+    return ExportResult(out, {k: out / n for k, n in names.items()}, meta["counts"], findings, meta)
+
+
+def _meta(store: ReviewStore, cases: Sequence[ExportCase], splits: dict[str, list[ExportCase]],
+          names: dict[str, str], policy: ExportPolicy, seed: int, val_fraction: float, test_fraction: float,
+          exported_by: str, config: dict[str, Any] | None) -> dict[str, Any]:
+    """The sidecar: counts are those of the rows written, per file."""
+    reviews = [c.review for c in cases]
+    written = [c for split in names for c in splits[split]]
+    counts = {"selected": len(written), **{split: len(splits[split]) for split in ("train", "val", "test")},
+              "cases_with_several_reviewers": sum(len(c.reviews) > 1 for c in cases),
               "current_reviews": len(store.latest_reviews()), "review_rows": store.count_reviews()}
-    meta = {
+    return {
         "format": EXPORT_FORMAT, "created_at": utc_now(), "exported_by": exported_by,
         "rationale_source": RATIONALE_SOURCE, "policy": policy.to_dict(), "seed": seed,
-        "val_fraction": val_fraction, "test_fraction": test_fraction,
+        "val_fraction": val_fraction, "test_fraction": test_fraction, "resolution_policy": RESOLUTION,
+        "resolutions": dict(Counter(c.resolution for c in cases)), "provenance_fields": list(PROVENANCE),
         "model_ids": sorted({r.model_id for r in reviews}), "quantizations": sorted({r.quantization for r in reviews}),
         "prompt_versions": sorted({r.prompt_version for r in reviews}), "counts": counts,
-        "actions": dict(Counter(r.action for r in reviews)), "labels": label_counts(train + val + test),
-        "files": {k: p.name for k, p in files.items()},
-        "identifier_findings": [f.to_dict() for f in findings], "config": config or {},
+        "actions": dict(Counter(r.action for r in reviews)),
+        "labels": label_counts([to_example(c) for c in written]),
+        "files": {split: name for split, name in names.items()},
+        "rows_per_file": {name: len(splits[split]) for split, name in names.items()},
+        "identifier_findings": [f.to_dict() for f in scan_reviews(reviews)],
+        "level_findings": [f.to_dict() for f in level_findings(reviews)], "config": config or {},
     }
-    atomic_write_text(out / META_FILENAME, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-    store.log_export(exported_by, out, {k: meta[k] for k in ("created_at", "policy", "counts", "model_ids", "files")})
-    logger.info("exported %d reviews to %s (%s)", len(reviews), out, counts)
-    return ExportResult(out, files, counts, findings, meta)
+
+
+def _write_meta(path: Path, meta: dict[str, Any]) -> None:
+    path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.chmod(path, 0o600)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -282,26 +283,50 @@ def review_cases(h: app.Handlers, rationale: str = "Shock signs: level 2.") -> N
         save(h, predicted(h, case)["shown"], rationale=rationale, rating="4")
 
 
+def zip_names(result: dict) -> list[str]:
+    import zipfile
+    [archive] = result["ex_files"]
+    with zipfile.ZipFile(archive) as z:
+        return sorted(z.namelist())
+
+
 def test_export_without_findings_writes_files_at_once(h, cfg):
     review_cases(h)
     result = named(h, h.export_start(list(ACTIONS), 0, False, 0.1, False, "Nurse A", None))
     assert result["ex_findings"] == [] and "No likely" in result["ex_findings_md"]
-    assert result["ex_row"]["visible"] is False
-    assert sorted(Path(f).name for f in result["ex_files"]) == ["export_meta.json", "train.jsonl", "val.jsonl"]
-    assert all(Path(f).is_relative_to(Path(cfg.app.export_dir)) for f in result["ex_files"])
-    assert "Exported 3" in result["ex_summary"]
+    assert result["ex_row"]["visible"] is False and "Exported 3" in result["ex_summary"]
+    assert zip_names(result) == ["export_meta.json", "train.jsonl", "val.jsonl"]
+    [folder] = Path(cfg.app.export_dir).iterdir()
+    # a name nobody can guess (issue 10: 4 of 4 timestamped folders found in 900 guesses)
+    assert re.fullmatch(r"export-\d{8}-\d{6}-[0-9a-f]{16}", folder.name)
+    assert not Path(result["ex_files"][0]).is_relative_to(Path(cfg.app.export_dir))  # the download is a copy
 
 
 def test_export_with_findings_waits_for_confirmation(h, cfg):
     review_cases(h, rationale="Spoke to Mr. John Smith on 555-123-4567: level 2.")
-    args = (list(ACTIONS), 0, False, 0.1, True, "Nurse A", None)
-    result = named(h, h.export_start(*args))
+    args = (list(ACTIONS), 0, False, 0.1, True, "Nurse A")
+    result = named(h, h.export_start(*args, None))
     assert {(f[2], f[3]) for f in result["ex_findings"]} == {("name", "Mr. John Smith"), ("phone", "555-123-4567")}
     assert "likely patient identifier" in result["ex_findings_md"] and result["ex_row"]["visible"] is True
     assert result["ex_files"] is None
     assert not Path(cfg.app.export_dir).exists()  # nothing written before the user decides
-    files = named(h, h.export_confirm(*args))["ex_files"]
-    assert sorted(Path(f).name for f in files) == ["export_meta.json", "test.csv", "train.jsonl", "val.jsonl"]
+    confirmed = named(h, h.export_confirm(*args, result["ex_seen"], None))
+    assert zip_names(confirmed) == ["export_meta.json", "test.csv", "train.jsonl", "val.jsonl"]
+
+
+def test_export_anyway_needs_the_scan_this_session_saw(h, cfg):
+    """Issue 10: the API's export_anyway exported without a name and without the identifier confirmation."""
+    review_cases(h, rationale="Spoke to Mr. John Smith: level 2.")
+    args = (list(ACTIONS), 0, False, 0.1, False, "Nurse A")
+    with pytest.raises(gr.Error, match="press 'Export for Stage 2' first"):
+        h.export_confirm(*args, None, None)
+    seen = named(h, h.export_start(*args, None))["ex_seen"]
+    save(h, predicted(h, "level 3: new case")["shown"], rationale="Also saw Mrs. Brown: level 2.")
+    with pytest.raises(gr.Error, match="changed since"):
+        h.export_confirm(*args, seen, None)  # a new finding since the scan: look again
+    with pytest.raises(gr.Error, match="Reviewer"):
+        h.export_start(list(ACTIONS), 0, False, 0.1, False, "", None)
+    assert not Path(cfg.app.export_dir).exists()
 
 
 def test_export_with_nothing_to_export(h):
@@ -453,3 +478,25 @@ def test_concurrent_reviewers_through_the_api_lose_nothing(launched_app, tmp_pat
     stored = launched_app.store.reviews()
     assert sorted(r.reviewer for r in stored) == [f"Nurse {k}" for k in range(6)]
     assert {r.case_text for r in stored} == {f"level {k % 5 + 1}: case {k}" for k in range(6)}
+
+
+@pytest.mark.slow
+def test_exports_are_not_served_and_export_anyway_needs_a_scan(launched_app, tmp_path):
+    """Issue 10: exports were served at /gradio_api/file=r2d_exports/export-.../train.jsonl and the API's
+    export_anyway skipped the identifier confirmation."""
+    import httpx
+    from gradio_client import Client
+    client = Client(launched_app.url, verbose=False, download_files=str(tmp_path / "downloads"))
+    for k, case in enumerate(("level 2: chest pain", "level 4: ankle sprain", "level 5: sore throat")):
+        client.predict(case, "Nurse C", api_name="/predict")
+        client.predict("Nurse C", str(k + 2), f"Seen: level {k + 2}.", None, "", {}, api_name="/submit")
+    with pytest.raises(Exception, match="Export for Stage 2' first"):
+        Client(launched_app.url, verbose=False).predict(list(ACTIONS), 0, False, 0.1, False, "Nurse C",
+                                                        api_name="/export_anyway")
+    assert not (launched_app.tmp_path / "exports").exists()
+    client.predict(list(ACTIONS), 0, False, 0.1, False, "Nurse C", api_name="/export")
+    [folder] = (launched_app.tmp_path / "exports").iterdir()
+    for path in (folder / "train.jsonl", folder / "export_meta.json"):
+        response = httpx.get(f"{launched_app.url}gradio_api/file={path}")
+        assert response.status_code in (403, 404) and "question" not in response.text
+    assert launched_app.external == []

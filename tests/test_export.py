@@ -8,8 +8,9 @@ import pytest
 
 from r2d.data import load_examples
 from r2d.errors import FeedbackStoreError
-from r2d.export import (META_FILENAME, RATIONALE_SOURCE, ExportPolicy, export_stage2_dataset, findings_message,
-                        preview_export, scan_identifiers, scan_reviews, select_reviews)
+from r2d.export import (META_FILENAME, PROVENANCE, RATIONALE_SOURCE, RESOLUTION, ExportPolicy, export_cases,
+                        export_stage2_dataset, findings_message, level_findings, preview_export, resolve,
+                        scan_identifiers, scan_reviews, select_reviews)
 from r2d.store import ReviewRecord, ReviewStore, case_id_for
 
 
@@ -78,7 +79,7 @@ def test_preview_lists_rows_and_findings_before_anything_is_written(store, tmp_p
     reviews, findings = preview_export(store, ExportPolicy())
     assert len(reviews) == 21 and [f.text for f in findings] == ["Dr Patel"]
     assert "1 likely patient identifier" in findings_message(findings, len(reviews))
-    assert findings_message([], 3) == "No likely patient identifiers found."
+    assert findings_message([], 3).startswith("No likely patient identifiers found")
     with pytest.raises(FeedbackStoreError, match="no current review matches"):
         preview_export(store, ExportPolicy(min_rating=5))
 
@@ -135,7 +136,9 @@ def test_export_writes_the_stage2_schema(store, tmp_path):
         assert (e.label, e.rationale) == (by_case[e.case_text].final_label, by_case[e.case_text].final_rationale)
         assert e.example_id == by_case[e.case_text].case_id
     row = json.loads(result.files["train"].read_text().splitlines()[0])
-    assert set(row) == {"id", "question", "label", "rationale", "rationale_source"}
+    assert set(row) == {"id", "question", "label", "rationale", "rationale_source", *PROVENANCE}
+    assert (row["reviewers"], row["action"], row["model_id"], row["resolution"]) == (
+        ["Nurse A"], "edited", "fake-r2d", "single") and row["rating"] == 4 and len(row["review_ids"]) == 1
 
 
 def test_export_loads_with_hf_datasets(store, tmp_path):
@@ -144,7 +147,8 @@ def test_export_loads_with_hf_datasets(store, tmp_path):
     ds = datasets.load_dataset("json", data_files={k: str(p) for k, p in result.files.items()},
                                cache_dir=str(tmp_path / "hf_cache"))
     assert ds["train"].num_rows + ds["val"].num_rows == 20
-    assert {"question", "label", "rationale", "rationale_source"} <= set(ds["train"].column_names)
+    assert {"question", "label", "rationale", "rationale_source", *PROVENANCE} <= set(ds["train"].column_names)
+    assert all(isinstance(ids, list) and ids for ids in ds["train"]["review_ids"])
 
 
 def test_sidecar_records_model_policy_counts_and_findings(store, tmp_path):
@@ -219,3 +223,90 @@ def test_stage2_trains_on_an_export(store, tmp_path, tiny_model_dir):
     assert trained.global_step == 2
     assert (trained.out_dir / "r2d_model.json").is_file()
     assert json.loads((trained.out_dir / "r2d_model.json").read_text())["label_set"] == ["1", "2", "3", "4", "5"]
+
+
+# --- issue 9: an export that loses nothing ---------------------------------------------------------------
+
+
+def rows_in(result) -> int:
+    return sum(len(load_examples(p)) for p in result.files.values())
+
+
+@pytest.mark.parametrize("n, test_csv", [(16, False), (16, True), (7, False), (3, True)])
+def test_counts_equal_the_rows_in_the_files(tmp_path, n, test_csv):
+    """Issue 9: 16 reviews in, 15 rows out: a test split of fraction 0 took a row that no file held."""
+    s = ReviewStore(tmp_path / "r.sqlite3")
+    for i in range(n):
+        s.submit(review(i, label=str(i % 5 + 1)))
+    result = export_stage2_dataset(s, tmp_path / "out", ExportPolicy(), val_fraction=0.1, test_csv=test_csv)
+    meta = json.loads((tmp_path / "out" / META_FILENAME).read_text())
+    assert rows_in(result) == n == meta["counts"]["selected"]
+    assert meta["counts"]["test"] == (len(load_examples(result.files["test"])) if test_csv else 0)
+    assert all(len(load_examples(result.out_dir / name)) == k for name, k in meta["rows_per_file"].items())
+
+
+def test_uploaded_ids_are_kept(tmp_path):
+    s = ReviewStore(tmp_path / "r.sqlite3")
+    cases = [f"case {i}: chest pain, HR {100 + i}, BP 90/60" for i in range(4)]
+    batch = s.create_batch("up.jsonl", cases, "Nurse A", "m", source_ids=["KTAS-001", "KTAS-002", None, "KTAS-004"])
+    for i in range(4):
+        s.submit(review(i, batch_id=batch.batch_id, item_index=i))
+    result = export_stage2_dataset(s, tmp_path / "out", ExportPolicy(), val_fraction=0.25)
+    ids = {e.example_id for p in result.files.values() for e in load_examples(p)}
+    assert ids == {"KTAS-001", "KTAS-002", case_id_for(cases[2]), "KTAS-004"}
+
+
+def test_several_reviewers_are_resolved_by_the_named_policy(tmp_path):
+    s = ReviewStore(tmp_path / "r.sqlite3")
+    case = "case 0: chest pain, HR 100, BP 90/60"
+    for who, label in (("A", "2"), ("B", "3"), ("C", "2")):  # majority 2
+        s.submit(review(0, label=label, reviewer=who, submission_id=f"m-{who}"))
+    other = "case 1: chest pain, HR 101, BP 90/60"
+    for who, label in (("A", "1"), ("B", "4")):  # a tie: the latest review
+        s.submit(review(1, label=label, reviewer=who, submission_id=f"t-{who}"))
+    chosen = {c.review.case_id: (c.review.final_label, c.resolution) for c in export_cases(s)}
+    assert chosen == {case_id_for(case): ("2", "majority"), case_id_for(other): ("4", "latest")}
+    first = next(r for r in s.reviewer_reviews(case_id_for(other)) if r.reviewer == "A")
+    s.add_event("Lead nurse", "adjudicate", first.case_id, review_id=first.review_id)
+    assert {c.review.final_label: c.resolution for c in export_cases(s)} == {"2": "majority", "1": "adjudicated"}
+    s.submit(review(2))
+    result = export_stage2_dataset(s, tmp_path / "out", ExportPolicy(), val_fraction=0.34)
+    meta = result.meta
+    assert meta["resolution_policy"] == RESOLUTION == "adjudicated > majority > latest"
+    assert meta["resolutions"] == {"majority": 1, "adjudicated": 1, "single": 1}
+    assert meta["counts"]["cases_with_several_reviewers"] == 2
+    rows = [json.loads(line) for p in result.files.values() for line in p.read_text().splitlines()]
+    majority = next(r for r in rows if r["question"] == case)
+    assert majority["reviewers"] == ["A", "B", "C"] and len(majority["review_ids"]) == 3
+
+
+def test_resolve_one_review_and_a_tie():
+    a, b = review(0, label="1", reviewer="A"), review(0, label="2", reviewer="B")
+    assert resolve([a]) == (a, "single") and resolve([a, b]) == (b, "latest")
+
+
+def test_a_rationale_naming_another_level_is_flagged_before_export(tmp_path):
+    """Issue 9: 5 of 15 relabelled rows still said 'This fits KTAS x' for another level."""
+    s = ReviewStore(tmp_path / "r.sqlite3")
+    s.submit(review(0, label="2", action="relabelled", final_rationale="Chest pain with low BP. This fits KTAS 3."))
+    s.submit(review(1, label="3", final_rationale="Chest pain, BP 90/60: KTAS 3."))
+    reviews, findings = preview_export(s, ExportPolicy())
+    assert [(f.kind, f.text) for f in findings] == [("names_another_level", "KTAS 3")]
+    assert "1 rationale(s) naming another triage level" in findings_message(findings, len(reviews))
+    assert level_findings([reviews[1]]) == []
+
+
+def test_a_crash_while_writing_leaves_no_export_folder(tmp_path, store, monkeypatch):
+    from r2d import export
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(export, "_write_meta", crash)
+    with pytest.raises(OSError, match="disk full"):
+        export_stage2_dataset(store, tmp_path / "exports" / "run1", ExportPolicy(), val_fraction=0.2)
+    assert list((tmp_path / "exports").iterdir()) == []  # neither the folder nor a partial one
+    monkeypatch.undo()
+    result = export_stage2_dataset(store, tmp_path / "exports" / "run1", ExportPolicy(), val_fraction=0.2)
+    assert [p.name for p in (tmp_path / "exports").iterdir()] == ["run1"] and rows_in(result) == 20
+    assert all((p.stat().st_mode & 0o777) == 0o600 for p in result.all_files)
+    with pytest.raises(FeedbackStoreError, match="already exists"):
+        export_stage2_dataset(store, tmp_path / "exports" / "run1", ExportPolicy(), val_fraction=0.2)

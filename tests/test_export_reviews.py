@@ -68,3 +68,13 @@ def test_cli_errors_exit_with_a_message(tmp_path, setup, argv_tail, message):
         fill(db)
     with pytest.raises(SystemExit, match=f"error: .*{message}"):
         export_reviews.main(["--db", str(db), "--out", str(tmp_path / "export")] + argv_tail)
+
+
+def test_a_rationale_naming_another_level_blocks_the_cli_unless_allowed(tmp_path, capsys):
+    store = fill(tmp_path / "r.sqlite3", rationale="Sore throat, stable: this fits KTAS 2.")
+    out = tmp_path / "export"
+    assert export_reviews.main(["--db", str(store.path), "--out", str(out)]) == 2
+    assert "--allow-other-levels" in capsys.readouterr().err and not out.exists()
+    assert export_reviews.main(["--db", str(store.path), "--out", str(out), "--allow-other-levels"]) == 0
+    meta = json.loads((out / "export_meta.json").read_text())
+    assert len(meta["level_findings"]) == 6 and meta["counts"]["selected"] == 6

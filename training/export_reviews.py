@@ -3,7 +3,8 @@
     python -m training.export_reviews --db r2d_reviews.sqlite3 --out exports/run1 [--test-csv]
 
 Writes train.jsonl, val.jsonl (test.csv) and export_meta.json. Rows whose rationale or case text looks
-like it holds a patient identifier stop the export and are listed, unless --allow-identifiers is given.
+like it holds a patient identifier stop the export and are listed, unless --allow-identifiers is given;
+so do rationales that name another triage level than their label, unless --allow-other-levels is given.
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, help="split seed (default: optim.seed of the config)")
     ap.add_argument("--allow-identifiers", action="store_true",
                     help="export even if likely patient identifiers are found (they are listed in export_meta.json)")
+    ap.add_argument("--allow-other-levels", action="store_true",
+                    help="export even if a rationale names another triage level than its label (listed in the meta)")
     ap.add_argument("--exported-by", default="cli", help="name recorded in the audit trail")
     ap.add_argument("--config", help="JSON config file")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -50,11 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = ReviewStore(args.db or cfg.app.db_path)
         policy = ExportPolicy(tuple(args.actions), args.min_rating, args.require_consistent)
         _, findings = preview_export(store, policy)
-        if findings and not args.allow_identifiers:
-            for f in findings:
+        blocking = [f for f in findings if not (args.allow_other_levels if f.kind == "names_another_level"
+                                                else args.allow_identifiers)]
+        if blocking:
+            for f in blocking:
                 print(f"{f.case_id}\t{f.field}\t{f.kind}\t{f.text}", file=sys.stderr)
-            print(f"{len(findings)} likely patient identifier(s) found (listed above). Correct those reviews in the "
-                  "app, or pass --allow-identifiers to export anyway.", file=sys.stderr)
+            levels = sum(f.kind == "names_another_level" for f in blocking)
+            if len(blocking) > levels:
+                print(f"{len(blocking) - levels} likely patient identifier(s) found (listed above). Correct those "
+                      "reviews in the app, or pass --allow-identifiers to export anyway.", file=sys.stderr)
+            if levels:
+                print(f"{levels} rationale(s) name another triage level than their label (listed above). Correct "
+                      "them in the app, or pass --allow-other-levels to export anyway.", file=sys.stderr)
             return 2
         result = export_stage2_dataset(store, args.out, policy, args.val_fraction, args.test_csv,
                                        seed=cfg.optim.seed if args.seed is None else args.seed,

@@ -78,7 +78,12 @@ REPORTED = ("accuracy", "macro_f1", "under_triage_rate", "over_triage_rate", "bl
 
 
 def run_dir(work: Path, init: str, method: str, seed: int) -> Path:
-    return work / f"seed{seed}" / init / method
+    return work / f"seed{seed}" / f"from-{init}" / method
+
+
+def stage1_dir(work: Path, seed: int) -> Path:
+    """The seed's one Stage-1 checkpoint, shared by every method that starts from Stage 1."""
+    return work / f"seed{seed}" / "stage1"
 
 
 def stage_config(cfg: R2DConfig, files: dict[str, Path], steps: int, seed: int) -> R2DConfig:
@@ -115,7 +120,7 @@ def train_and_evaluate(method: Method, init: Init, seed: int, cfg: R2DConfig, fi
     t0 = time.perf_counter()
     model_init = None
     if init.from_stage1:
-        stage1 = work / f"seed{seed}" / "stage1"
+        stage1 = stage1_dir(work, seed)
         if not (stage1 / "r2d_model.json").is_file():
             train_stage1(stage_config(cfg, files, steps[0], seed), None, stage1, **default_model.KTAS_META)
         model_init = str(stage1)

@@ -9,6 +9,7 @@ them: each prediction runs the encoder twice. All lengths come from GenerationCo
 """
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 import threading
@@ -123,6 +124,9 @@ class Predictor:
         self.quantization: str = loaded.quantization
         self.device: str = loaded.device
         self._lock = threading.Lock()  # Gradio calls from worker threads; one model call at a time
+        # a fast tokenizer's padding/truncation state is shared: a case check (run by saves, outside the model
+        # lock, so a save never waits for a batch) tokenizes with its own copy, one check at a time
+        self._check_tokenizer, self._check_lock = copy.deepcopy(self.tokenizer), threading.Lock()
         self._longest_label = max(self.label_set, key=len)
         # the training method, from r2d_model.json: it decides which prompt the rationale is decoded with
         self.method: str | None = loaded.meta.extra.get("method")
@@ -148,7 +152,8 @@ class Predictor:
             raise InvalidCaseError(f"case text is {len(text)} characters long; the limit is {self.max_case_chars}. "
                                    "Shorten it to the presentation, vitals and history that matter for triage")
         # the explain prompt is the longer of the two; it must fit whole, or the model would read a cut case
-        n_tokens = len(self.tokenizer(explain_given_label_prompt(text, self._longest_label))["input_ids"])
+        with self._check_lock:
+            n_tokens = len(self._check_tokenizer(explain_given_label_prompt(text, self._longest_label))["input_ids"])
         if n_tokens > self.generation.max_input_tokens:
             raise InvalidCaseError(f"case text is {n_tokens} tokens long with its prompt; the model reads at most "
                                    f"{self.generation.max_input_tokens}. Shorten it")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 
 import pytest
 import torch
@@ -233,3 +234,85 @@ def test_rationale_is_decoded_with_the_prompt_the_method_trained_on(loaded_by_qu
     prompt = expected.format(case="chest pain")
     assert [prompt] in seen  # the encoder input of the rationale
     assert (prompt == explain_prompt("chest pain")) == (method == "dss")
+
+
+# --- thread safety: the tokenizer race and the model lock between batch chunks ----------------------
+
+
+class _LockCheckingTokenizer:
+    """The shared tokenizer, recording whether the model lock was held at each encode (its state is shared)."""
+
+    def __init__(self, tokenizer, lock) -> None:
+        self._tokenizer, self._lock, self.unlocked_calls = tokenizer, lock, 0
+
+    def __call__(self, *args, **kwargs):
+        self.unlocked_calls += not self._lock.locked()
+        return self._tokenizer(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+
+def test_the_shared_tokenizer_is_only_used_under_the_model_lock(predictor):
+    spy = _LockCheckingTokenizer(predictor.tokenizer, predictor._lock)
+    predictor.tokenizer = spy
+    predictor.check_case(CASES[1])
+    predictor.predict(CASES[0])
+    predictor.predict_batch(CASES, batch_size=2)
+    list(predictor.stream_rationale(CASES[2], "3"))
+    assert spy.unlocked_calls == 0
+
+
+def test_case_checks_during_model_calls_never_fail(predictor):
+    """Saves check cases while other reviewers' predictions run (1 of 833 saves failed before)."""
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def checking() -> None:
+        try:
+            while not stop.is_set():
+                for case in CASES:
+                    assert predictor.check_case(case) == case.strip()
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    checkers = [threading.Thread(target=checking) for _ in range(3)]
+    for t in checkers:
+        t.start()
+    try:
+        for _ in range(3):
+            predictor.predict_batch(CASES, batch_size=2)
+            predictor.predict_label_from_rationale(CASES[3])
+    finally:
+        stop.set()
+        for t in checkers:
+            t.join()
+    assert errors == []
+
+
+def test_a_single_prediction_waits_at_most_one_batch_chunk(predictor, monkeypatch):
+    order: list[str] = []
+    first_chunk_done, single_done = threading.Event(), threading.Event()
+    score = predictor._score
+
+    def slow_score(prompts):  # a chunk long enough for the single prediction to be waiting when it ends
+        time.sleep(0.2)
+        return score(prompts)
+    monkeypatch.setattr(predictor, "_score", slow_score)
+
+    def progress(done: int, total: int) -> None:
+        order.append(f"chunk {done}")
+        first_chunk_done.set()
+
+    def single() -> None:
+        first_chunk_done.wait()
+        predictor.predict_label(CASES[0])
+        order.append("single")
+        single_done.set()
+
+    waiter = threading.Thread(target=single)
+    waiter.start()
+    predictor.predict_batch(CASES, batch_size=1, progress=progress)
+    waiter.join()
+    # the single prediction asked while chunk 2 ran; the model is its turn before the batch's chunk 3
+    assert order.index("single") <= order.index("chunk 3"), order

@@ -23,6 +23,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from r2d.config import GenerationConfig
 from r2d.errors import ConfigError, DatasetSchemaError, InvalidCaseError, ModelLoadError
+from r2d.limits import text_problems
 from r2d.modeling import LoadedModel
 from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, explain_prompt, predict_prompt
 from r2d.scoring import LabelScores, eval_mode, score_labels, tokenize_inputs
@@ -151,6 +152,9 @@ class Predictor:
         if len(text) > self.max_case_chars:
             raise InvalidCaseError(f"case text is {len(text)} characters long; the limit is {self.max_case_chars}. "
                                    "Shorten it to the presentation, vitals and history that matter for triage")
+        problems = text_problems("case text", text, self.max_case_chars)  # NUL, controls, lone surrogates
+        if problems:
+            raise InvalidCaseError(problems[0])
         # the explain prompt is the longer of the two; it must fit whole, or the model would read a cut case
         with self._check_lock:
             n_tokens = len(self._check_tokenizer(explain_given_label_prompt(text, self._longest_label))["input_ids"])

@@ -316,3 +316,13 @@ def test_a_single_prediction_waits_at_most_one_batch_chunk(predictor, monkeypatc
     waiter.join()
     # the single prediction asked while chunk 2 ran; the model is its turn before the batch's chunk 3
     assert order.index("single") <= order.index("chunk 3"), order
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("\x00\x01\x02", "NUL byte"), ("chest pain\x00", "NUL byte"), ("chest \x1b[2J pain", "control character"),
+    ("chest pain \ud83d", "unpaired surrogate"),
+])
+def test_check_case_refuses_control_characters_and_lone_surrogates(predictor, bad, match):
+    with pytest.raises(InvalidCaseError, match=match):
+        predictor.check_case(bad)
+    assert predictor.check_case("chest pain\n\tsince 2 h") == "chest pain\n\tsince 2 h"

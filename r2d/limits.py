@@ -18,6 +18,8 @@ MAX_RATIONALE_CHARS = 4000  # ten times the model's longest rationale; Stage 2 t
 MAX_ID_CHARS = 200  # submission ids, batch and case ids made by the app or an upload
 # the store's ceiling on a case text; the app refuses far less (AppConfig.max_case_chars, what the model reads)
 MAX_STORED_CASE_CHARS = 100_000
+# a saved draft as JSON: the case shown, the model's and the nurse's rationale, the comment, and the rest
+MAX_DRAFT_CHARS = MAX_STORED_CASE_CHARS + 2 * MAX_RATIONALE_CHARS + MAX_COMMENT_CHARS + 4096
 # bytes an uploaded row may take beyond its case text (an id, a label, a rationale, quoting)
 UPLOAD_ROW_OVERHEAD_BYTES = 4096
 

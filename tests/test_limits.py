@@ -87,3 +87,21 @@ def test_a_review_at_the_limits_is_stored(store):
                          final_rationale="r" * limits.MAX_RATIONALE_CHARS)
     assert store.submit(record).created
     assert dataclasses.replace(store.reviews()[0], created_at="", review_id=None) == record
+
+
+def test_drafts_and_reviewer_actions_are_bounded_too(store):
+    huge = {"final_rationale": "Shock. " * (10 * 1024 * 1024 // 7), "comment": ""}
+    with pytest.raises(FeedbackStoreError, match="draft not kept: draft final_rationale has 10,485,"):
+        store.save_draft("Nurse A", case_id_for(CASE), huge)
+    with pytest.raises(FeedbackStoreError, match="draft comment contains a NUL byte"):
+        store.save_draft("Nurse A", case_id_for(CASE), {"comment": "a\x00b"})
+    with pytest.raises(FeedbackStoreError, match="draft not kept: the draft has"):
+        store.save_draft("Nurse A", case_id_for(CASE), {f"k{i}": "x" * 1000 for i in range(200)})
+    assert store.draft("Nurse A", case_id_for(CASE)) is None
+    with pytest.raises(FeedbackStoreError, match="note has 2,001 characters"):
+        store.add_event("Nurse A", "flag", case_id_for(CASE), note="n" * 2001)
+    with pytest.raises(FeedbackStoreError, match="reviewer contains a control character"):
+        store.add_event("Nurse\x07A", "skip", case_id_for(CASE))
+    assert store.events() == []
+    store.save_draft("Nurse A", case_id_for(CASE), {"final_rationale": "r" * limits.MAX_RATIONALE_CHARS})
+    assert store.draft("Nurse A", case_id_for(CASE))["final_rationale"] == "r" * limits.MAX_RATIONALE_CHARS

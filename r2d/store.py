@@ -396,6 +396,10 @@ class ReviewStore:
     def add_event(self, reviewer: str, kind: str, case_id: str, review_id: int | None = None,
                   batch_id: str | None = None, item_index: int | None = None, note: str = "") -> ReviewEvent:
         """Append one reviewer action. Raises FeedbackStoreError for an unknown kind or an empty name."""
+        problems = (limits.text_problems("reviewer", reviewer, limits.MAX_NAME_CHARS, multiline=False)
+                    + limits.text_problems("note", note, limits.MAX_COMMENT_CHARS))
+        if problems:
+            raise FeedbackStoreError("not saved: " + "; ".join(problems))
         if kind not in EVENT_KINDS:
             raise FeedbackStoreError(f"event kind {kind!r} is not one of {', '.join(EVENT_KINDS)}")
         if not reviewer.strip():
@@ -436,6 +440,14 @@ class ReviewStore:
 
     def save_draft(self, reviewer: str, case_id: str, draft: Mapping[str, Any]) -> None:
         """Keep what a reviewer has typed but not saved (a new row each time; the newest counts)."""
+        problems = limits.text_problems("reviewer", reviewer, limits.MAX_NAME_CHARS, multiline=False) + [
+            p for key, value in draft.items() if isinstance(value, str)
+            for p in limits.text_problems(f"draft {key}", value, limits.MAX_RATIONALE_CHARS)]
+        size = len(json.dumps(dict(draft), ensure_ascii=False)) if not problems else 0
+        if size > limits.MAX_DRAFT_CHARS:
+            problems.append(f"the draft has {size:,} characters; the limit is {limits.MAX_DRAFT_CHARS:,}")
+        if problems:
+            raise FeedbackStoreError("draft not kept: " + "; ".join(problems))
         if not reviewer.strip():
             return  # nobody to key it by; the UI asks for a name before anything can be saved
         with self._write() as conn:

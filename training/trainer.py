@@ -1,8 +1,10 @@
 """R2DTrainer: transformers' Seq2SeqTrainer with the Reason2Decide losses, and nothing else of its own.
 
 Everything a Trainer already does (accelerate / torchrun DDP, bf16, gradient accumulation, the linear
-schedule, best-checkpoint bookkeeping) is left to it. This module adds the per-mode loss
-(`compute_loss`), an evaluation step that scores the label set for macro-F1 (`prediction_step`),
+schedule, best-checkpoint bookkeeping) is left to it. This module adds one loss method per objective
+(`stage1_loss`, `sft_loss`, `dss_loss`, `r2d_loss` with its equation, and R2D-C's `cycle_term`), picked by
+`compute_loss` as distilling step-by-step's TaskPrefixTrainer keeps its whole objective in one place; an
+evaluation step that scores the label set for macro-F1 (`prediction_step`),
 extra training statistics in the log (`log`), two small callbacks and the one converter from the
 frozen config to `Seq2SeqTrainingArguments`.
 """

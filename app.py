@@ -29,10 +29,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import gradio as gr  # noqa: E402
 
 from r2d import review as rv  # noqa: E402
+from r2d.agreement import agreement  # noqa: E402
+from r2d.auth import authenticator, load_users  # noqa: E402
 from r2d.config import ModelConfig, R2DConfig, config_to_dict, load_config, with_section  # noqa: E402
 from r2d.dashboard import dashboard_figures, probability_figure, summarize  # noqa: E402
 from r2d.errors import FeedbackStoreError, InvalidCaseError, R2DError  # noqa: E402
-from r2d.export import ExportPolicy, export_stage2_dataset, findings_message, preview_export  # noqa: E402
+from r2d.export import (ExportPolicy, export_cases, export_stage2_dataset, findings_message,  # noqa: E402
+                        preview_export)
 from r2d.store import ACTIONS, ReviewStore  # noqa: E402
 
 logger = logging.getLogger("r2d.app")
@@ -44,6 +47,9 @@ DIFF_COLORS = {rv.DIFF_ADDED: "#2ca02c", rv.DIFF_REMOVED: "#d62728"}
 SHOWN_OUTPUTS = ("shown", "case", "case_md", "label_md", "plot", "rationale", "final_label", "rating", "comment",
                  "diff", "consistency", "status")
 QUEUE_OUTPUTS = ("queue", "batch_panel", "batch", "queue_md")
+UNVERIFIED_NOTE = ("⚠ **Names are not verified**: anyone can type any name here. Start the app with "
+                   "`--auth FILE` to have reviewers sign in.")
+SIGNED_IN_NOTE = "Signed in: your reviews are recorded under your sign-in name."
 
 
 def _ui_error(name: str, e: Exception) -> gr.Error:
@@ -327,11 +333,36 @@ class Handlers:
 
     @ui_errors
     def dashboard(self) -> dict:
-        """Summary line and figures of the current review of every case."""
-        reviews, p = self.store.latest_reviews(), self.predictor
+        """Summary, reviewer agreement, cases to adjudicate, flags, and the figures of the review that counts
+        for each case (resolved across reviewers as the export does)."""
+        cases, p = export_cases(self.store), self.predictor
+        reviews = [c.review for c in cases]
         figures = dashboard_figures(reviews, p.label_set, p.label_names, p.ordinal)
-        return {self.c["dash_summary"]: summarize(reviews, p.label_set, p.ordinal).as_markdown(),
+        agreed = agreement(self.store.reviewer_reviews())
+        resolution = {c.review.case_id: c.resolution for c in cases}
+        return {**self._out(dash_summary=summarize(reviews, p.label_set, p.ordinal).as_markdown(),
+                            dash_agreement=_agreement_markdown(agreed),
+                            dash_disagreements=[_disagreement_row(rs, resolution) for rs in agreed.disagreements],
+                            dash_flags=[[e.case_id, e.reviewer, e.note, e.created_at[:16].replace("T", " ")]
+                                        for e in self.store.events("flag")]),
                 **dict(zip(self.c["dash_plots"], figures.values()))}
+
+    @ui_errors
+    def adjudicate(self, review_id: Any, name: str, request: gr.Request) -> dict:
+        """Adopt one reviewer's review as the answer for its case (the export then takes it)."""
+        reviewer = self._reviewer(request, name)
+        try:
+            review_id = int(review_id)
+        except (TypeError, ValueError) as e:
+            raise FeedbackStoreError("enter the number of the review to adopt (the # in the list)") from e
+        record = next((r for r in self.store.reviewer_reviews() if r.review_id == review_id), None)
+        if record is None:
+            raise FeedbackStoreError(f"review #{review_id} is not a current review; pick one from the list")
+        if len(self.store.reviewer_reviews(record.case_id)) < 2:
+            raise FeedbackStoreError(f"review #{review_id} is the only review of its case: nothing to adjudicate")
+        self.store.add_event(reviewer, "adjudicate", record.case_id, review_id=review_id)
+        return {**self.dashboard(), **self._out(
+            dash_status=f"✓ Review #{review_id} (label {record.final_label}) adopted for case `{record.case_id}`.")}
 
     @ui_errors
     def export_start(self, actions: list[str], min_rating: float, consistent: bool, val_fraction: float,
@@ -383,6 +414,27 @@ class Handlers:
                 z.write(f, f.name)
         archive.chmod(0o600)
         return archive
+
+
+def _agreement_markdown(a: Any) -> str:
+    """Agreement with its counts; reviewer names go through rv.plain (they are user text)."""
+    if a.n_cases == 0:
+        return "**Agreement:** no case has been reviewed by two or more reviewers yet."
+    fleiss = "undefined (every label the same)" if a.fleiss is None else f"{a.fleiss:.2f}"
+    parts = [f"**Agreement** on {a.n_cases} case(s) reviewed by 2+ of {a.n_reviewers} reviewers: "
+             f"{a.observed:.0%} of reviewer pairs agree · Fleiss' κ {fleiss} · {len(a.disagreements)} to adjudicate"]
+    for pair in a.pairs[:6]:
+        kappa = "undefined" if pair.kappa is None else f"{pair.kappa:.2f}"
+        parts.append(f"Cohen's κ {rv.plain(pair.reviewers[0])} vs {rv.plain(pair.reviewers[1])}: {kappa} "
+                     f"(n = {pair.n_cases}, {pair.agreement:.0%} agree)")
+    return "\n\n".join(parts)
+
+
+def _disagreement_row(reviews: Sequence[Any], resolution: dict[str, str]) -> list[str]:
+    first = reviews[0]
+    labels = "; ".join(f"{r.reviewer}: {r.final_label} (#{r.review_id})" for r in reviews)
+    text = first.case_text if len(first.case_text) <= 90 else first.case_text[:90] + "…"
+    return [first.case_id, text, labels, resolution.get(first.case_id, "")]
 
 
 def _fingerprint(policy: ExportPolicy, findings: Sequence[Any]) -> str:
@@ -461,6 +513,16 @@ def _batch_panel(c: dict[str, Any]) -> None:
 def _dashboard_tab(c: dict[str, Any]) -> None:
     c["dash_refresh"] = gr.Button("Refresh", elem_id="r2d-dash-refresh")
     c["dash_summary"] = gr.Markdown(elem_id="r2d-dash-summary")
+    c["dash_agreement"] = gr.Markdown(elem_id="r2d-dash-agreement")
+    c["dash_disagreements"] = gr.Dataframe(
+        headers=["case id", "case", "reviews (reviewer: label (#review))", "export takes"], datatype="str",
+        interactive=False, label="Disagreements to adjudicate", elem_id="r2d-disagreements")
+    with gr.Row():
+        c["dash_adopt_id"] = gr.Number(label="Review # to adopt for its case", precision=0, elem_id="r2d-adopt-id")
+        c["dash_adopt"] = gr.Button("Adjudicate: adopt this review", elem_id="r2d-adopt")
+    c["dash_status"] = gr.Markdown(elem_id="r2d-dash-status")
+    c["dash_flags"] = gr.Dataframe(headers=["case id", "reviewer", "why", "when"], datatype="str",
+                                   interactive=False, label="Flagged cases", elem_id="r2d-flags")
     c["dash_plots"] = []
     for row in (("Label distribution", "Model confidence"), ("Ratings", "Accept / edit rates"),
                 ("Per-class F1", "Under- vs over-triage")):
@@ -518,8 +580,11 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
     c["prev"].click(h.previous_case, outs("queue", "reviewer"), queue_out, api_name="previous_case")
     demo.load(h.restore, outs("queue", "saved_name"), outs("reviewer") + queue_out, api_name=False)
     c["reviewer"].change(lambda name: name, outs("reviewer"), outs("saved_name"), **quiet)
+    dash_out = outs("dash_summary", "dash_agreement", "dash_disagreements", "dash_flags") + c["dash_plots"]
     for trigger in (c["dash_refresh"].click, c["dash_tab"].select):
-        trigger(h.dashboard, None, outs("dash_summary") + c["dash_plots"], api_name=False)
+        trigger(h.dashboard, None, dash_out, api_name=False)
+    c["dash_adopt"].click(h.adjudicate, outs("dash_adopt_id", "reviewer"), dash_out + outs("dash_status"),
+                          api_name="adjudicate")
     export_in = outs("ex_actions", "ex_rating", "ex_consistent", "ex_val", "ex_test", "reviewer")
     export_out = outs("ex_findings", "ex_findings_md", "ex_row", "ex_files", "ex_summary", "ex_seen")
     c["ex_start"].click(h.export_start, export_in, export_out, api_name="export")
@@ -529,9 +594,12 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
                          None, export_out, api_name=False)
 
 
-def build_app(predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig,
-              examples: Sequence[str] | None = None) -> tuple[gr.Blocks, Handlers]:
-    """The UI and its handlers (whose `c` names every component); nothing is launched, no weights loaded."""
+def build_app(predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig, examples: Sequence[str] | None = None,
+              signed_in: bool = False) -> tuple[gr.Blocks, Handlers]:
+    """The UI and its handlers (whose `c` names every component); nothing is launched, no weights loaded.
+
+    signed_in: the app is launched with sign-in (--auth), so the recorded name is the signed-in one.
+    """
     h = Handlers(predictor, store, cfg)
     c = h.c
     c["examples"] = list(load_example_cases() if examples is None else examples)
@@ -541,8 +609,10 @@ def build_app(predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig,
                     f"quantization `{predictor.quantization}`")
         gr.Markdown(_read_asset("disclaimer.md"), elem_id="r2d-disclaimer")
         with gr.Row():
-            c["reviewer"] = gr.Textbox(label="Reviewer", placeholder="Your name (recorded with every review)",
-                                       elem_id="r2d-reviewer")
+            with gr.Column():
+                c["reviewer"] = gr.Textbox(label="Reviewer", placeholder="Your name (recorded with every review)",
+                                           elem_id="r2d-reviewer", interactive=not signed_in)
+                gr.Markdown(SIGNED_IN_NOTE if signed_in else UNVERIFIED_NOTE, elem_id="r2d-names-note")
             gr.Markdown(_read_asset("shortcuts.md"), elem_id="r2d-shortcuts")
         c["shown"] = gr.State(None)  # the case under review, per browser session
         # the open batch, the position and the name survive a refresh (browser storage) and a restart (DB secret)
@@ -595,6 +665,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--port", type=int)
     ap.add_argument("--config", help="JSON config file")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
+    ap.add_argument("--auth", metavar="FILE",
+                    help="sign-in: users file of names and scrypt hashes (make one with `python -m r2d.auth add`)")
     ap.add_argument("--allow-remote", action="store_true",
                     help="allow app.host beyond loopback (also needs sign-in with --auth)")
     ap.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
@@ -633,13 +705,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         if cfg.model.name_or_path.endswith(default) and not Path(cfg.model.name_or_path).is_dir():
             sys.exit(f"error: the default model {default} is missing. Create it with "
                      "`python -m training.default_model`, or pass --model DIR with a trained model directory.")
+        users = load_users(args.auth) if args.auth else None
         predictor = load_predictor(cfg)
         store = ReviewStore(cfg.app.db_path)
     except R2DError as e:
         sys.exit(f"error: {e}")
-    demo = build_demo(predictor, store, cfg)
+    demo = build_app(predictor, store, cfg, signed_in=users is not None)[0]
     logger.info("reviews go to %s; open http://%s:%d", store.path.resolve(), cfg.app.host, cfg.app.port)
-    demo.launch(**launch_kwargs(cfg, args.allowed_host))
+    demo.launch(**launch_kwargs(cfg, args.allowed_host), auth=authenticator(users) if users else None,
+                auth_message="Sign in with your reviewer name: every review records who made it.")
 
 
 if __name__ == "__main__":

@@ -278,6 +278,34 @@ def test_dashboard_has_a_summary_and_six_figures(h):
     assert len(figures) == 6 and all(isinstance(f, go.Figure) for f in figures)
 
 
+def test_dashboard_shows_agreement_disagreements_flags_and_adjudication(h, store):
+    for case, labels in ((CASE, ("2", "2")), ("level 4: ankle sprain", ("4", "5")), ("level 5: sore throat", ("5",))):
+        for who, label in zip(("Nurse A", "Nurse B"), labels):
+            save(h, predicted(h, case, who)["shown"], name=who, label=label, rationale=f"{who}: level {label}.")
+    h.flag(predicted(h, CASE)["shown"], "Nurse A", "check the BP", None)
+    result = named(h, h.dashboard())
+    assert "on 2 case(s) reviewed by 2+ of 2 reviewers" in result["dash_agreement"]
+    assert "Cohen's κ Nurse A vs Nurse B" in result["dash_agreement"] and "(n = 2, 50% agree)" in result["dash_agreement"]
+    [row] = result["dash_disagreements"]
+    assert row[2] == "Nurse A: 4 (#3); Nurse B: 5 (#4)" and row[3] == "latest"
+    assert [f[1:3] for f in result["dash_flags"]] == [["Nurse A", "check the BP"]]
+    assert "**3** reviewed" in result["dash_summary"]  # one review per case counts, not one per reviewer
+    adopted = named(h, h.adjudicate(3, "Lead nurse", None))
+    assert "Review #3" in adopted["dash_status"] and adopted["dash_disagreements"][0][3] == "adjudicated"
+    with pytest.raises(gr.Error, match="only review of its case"):
+        h.adjudicate(5, "Lead nurse", None)
+    with pytest.raises(gr.Error, match="not a current review"):
+        h.adjudicate(99, "Lead nurse", None)
+
+
+def test_names_are_said_to_be_unverified_without_sign_in(fake_predictor, store, cfg):
+    def notes(demo):
+        return " ".join(str(c.value) for c in demo.blocks.values() if isinstance(c, gr.Markdown))
+    assert "Names are not verified" in notes(app.build_demo(fake_predictor, store, cfg, examples=[]))
+    signed = notes(app.build_app(fake_predictor, store, cfg, examples=[], signed_in=True)[0])
+    assert "Names are not verified" not in signed and "Signed in" in signed
+
+
 def review_cases(h: app.Handlers, rationale: str = "Shock signs: level 2.") -> None:
     for case in (CASE, "level 5: sore throat", "level 4: ankle sprain"):
         save(h, predicted(h, case)["shown"], rationale=rationale, rating="4")
@@ -439,6 +467,20 @@ def test_main_runs_the_app_on_a_real_tiny_model(tiny_model_dir, tmp_path, monkey
               "--port", "7999", "--set", f"app.export_dir={tmp_path / 'exports'}"])
     assert launched["server_name"] == "127.0.0.1" and launched["server_port"] == 7999
     assert launched["run_history"] is False and isinstance(launched["demo"], gr.Blocks)
+    assert launched["auth"] is None
+
+
+def test_main_with_auth_signs_reviewers_in(tiny_model_dir, tmp_path, monkeypatch):
+    from r2d import auth
+    users = tmp_path / "users.txt"
+    auth.add_user(users, "Nurse A", "s3cret-pass")
+    launched = {}
+    monkeypatch.setattr(gr.Blocks, "launch", lambda demo, **kwargs: launched.update(demo=demo, **kwargs))
+    app.main(["--model", str(tiny_model_dir), "--quantization", "none", "--db", str(tmp_path / "r.sqlite3"),
+              "--auth", str(users), "--set", f"app.export_dir={tmp_path / 'exports'}"])
+    assert launched["auth"]("Nurse A", "s3cret-pass") and not launched["auth"]("Nurse A", "wrong")
+    with pytest.raises(SystemExit, match="does not exist"):
+        app.main(["--model", str(tiny_model_dir), "--auth", str(tmp_path / "missing.txt")])
 
 
 def test_handlers_on_a_real_tiny_model(tiny_model_dir, tmp_path):
@@ -500,3 +542,13 @@ def test_exports_are_not_served_and_export_anyway_needs_a_scan(launched_app, tmp
         response = httpx.get(f"{launched_app.url}gradio_api/file={path}")
         assert response.status_code in (403, 404) and "question" not in response.text
     assert launched_app.external == []
+
+
+def test_the_signed_in_name_is_recorded_not_the_typed_one(h, store):
+    import types
+    signed_in = types.SimpleNamespace(username="Nurse A")
+    shown = predicted(h)["shown"]
+    named(h, h.save(shown, "alice (typed)", "2", "Shock: level 2.", None, "", {}, signed_in))
+    assert [r.reviewer for r in store.reviews()] == ["Nurse A"]
+    restored = named(h, h.restore({}, "alice (typed)", signed_in))
+    assert restored["reviewer"] == gr.update(value="Nurse A", interactive=False)

@@ -408,6 +408,7 @@ class ReviewStore:
         with self._write() as conn:
             cur = conn.execute("INSERT INTO review_events (created_at, reviewer, kind, case_id, review_id, batch_id, "
                                "item_index, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+            audit.append_to_chain(conn, cur.lastrowid, "review_events")
         return ReviewEvent(cur.lastrowid, *row)
 
     def events(self, kind: str | None = None) -> list[ReviewEvent]:

@@ -138,3 +138,18 @@ def test_database_and_wal_files_are_private(tmp_path):
     older.chmod(0o644)
     ReviewStore(older)
     assert stat.S_IMODE(older.stat().st_mode) == 0o600
+
+
+def test_reviewer_actions_are_chained_and_a_forged_retract_is_detected(store, capsys):
+    store.add_event("Nurse A", "flag", case_id_for(CASE), note="check the BP")
+    store.retract_last("Nurse A")
+    assert integrity.main(["--db", str(store.path)]) == 0
+    conn = raw(store)
+    conn.execute("INSERT INTO review_events (created_at, reviewer, kind, case_id, review_id) "
+                 "VALUES ('2026-01-01', 'Mallory', 'retract', 'c', 1)")  # allowed by the triggers: an insert
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("INSERT OR REPLACE INTO review_events (event_id, created_at, reviewer, kind, case_id) "
+                     "VALUES (1, '2026-01-01', 'Mallory', 'skip', 'c')")
+    conn.close()
+    assert integrity.main(["--db", str(store.path)]) == 1
+    assert "reviewer action 3 is not in the audit chain" in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """Check a review database for tampering: `python -m training.integrity --db reviews.sqlite3`.
 
 Opens the file read-only and reports SQLite's own integrity check, the audit hash chain over the
-reviews (r2d.audit: a row changed, removed or added with a raw SQLite client breaks it), missing
+reviews and reviewer actions (r2d.audit: a row changed, removed or added with a raw SQLite client breaks it), missing
 protective triggers, and file modes wider than owner-only. Prints the chain head (keep it: a later
 run that prints a different history for the same reviews shows a rewrite). Exit status 1 on any problem.
 """
@@ -23,14 +23,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def check(db: Path) -> tuple[list[str], int, str]:
-    """(problems, number of reviews, chain head) of the database at db, opened read-only."""
+    """(problems, number of reviews, chain heads) of the database at db, opened read-only."""
     conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
     try:
         problems = [] if (ok := conn.execute("PRAGMA integrity_check").fetchone()[0]) == "ok" else [
             f"SQLite integrity_check: {ok}"]
         problems += audit.verify_chain(conn)
         n_reviews = conn.execute("SELECT COUNT(*) FROM reviews").fetchone()[0]
-        head = audit.chain_head(conn)
+        head = ", ".join(f"{table} {audit.chain_head(conn, table)}" for table in audit.CHAINS)
     finally:
         conn.close()
     problems += [f"{name} has mode {mode:o}; it should be {audit.PRIVATE_MODE:o} (chmod 600)"
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for problem in problems:
         print(f"TAMPERED: {problem}")
     if not problems:
-        print(f"ok: {n_reviews} reviews, audit chain intact, chain head {head}")
+        print(f"ok: {n_reviews} reviews, audit chains intact, chain heads: {head}")
     return 1 if problems else 0
 
 

@@ -168,7 +168,8 @@ def report(name: str, result: dict, show: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--candidates", default=",".join(CANDIDATES), help="comma-separated, from: " + ", ".join(CANDIDATES))
+    ap.add_argument("--candidates", default=",".join(CANDIDATES),
+                    help="comma-separated, from: " + ", ".join(CANDIDATES))
     ap.add_argument("--show-misses", action="store_true", help="list every miss and every flagged clinical line")
     ap.add_argument("--split", choices=("dev", "heldout", "all"), default="all")
     args = ap.parse_args(argv)

@@ -110,3 +110,14 @@ def test_main_refuses_to_listen_beyond_loopback_without_sign_in(tmp_path, monkey
     for argv in (["--set", "app.host=0.0.0.0"], ["--set", "app.host=0.0.0.0", "--allow-remote"]):
         with pytest.raises(SystemExit, match=r"beyond this machine.*--auth"):
             app.main(argv)
+
+
+@pytest.mark.slow
+def test_the_review_app_refuses_dns_rebinding_and_other_origins(launched_app):
+    base = launched_app.url.rstrip("/")
+    assert httpx.get(base + "/").status_code == 200
+    for path in ("/", "/gradio_api/info", "/config"):
+        assert httpx.get(base + path, headers={"Host": "attacker.example"}).status_code == 403, path
+    upload = httpx.post(base + "/gradio_api/upload", files={"files": ("cases.csv", b"question\nchest pain\n")},
+                        headers={"Origin": "http://localhost:8080"})
+    assert upload.status_code == 403 and launched_app.external == []

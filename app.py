@@ -43,9 +43,12 @@ ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"
 EXAMPLES_DIR = ROOT / "examples"
 DIFF_COLORS = {rv.DIFF_ADDED: "#2ca02c", rv.DIFF_REMOVED: "#d62728"}
+FACT_COLORS = {rv.FACT_CONTRADICTED: "#d62728", rv.FACT_UNSUPPORTED: "#ff7f0e"}
+NO_FACTS_NOTE = ("**⚠ This case holds none of the triage facts the model was trained on** (vital signs, chief "
+                 "complaint, mental state, pain). The suggestion is a guess: decide from the case itself.")
 # what a "show a case" event may fill (see Handlers._render), and what a batch event fills besides
 SHOWN_OUTPUTS = ("shown", "case", "case_md", "label_md", "plot", "rationale", "final_label", "rating", "comment",
-                 "diff", "consistency", "status")
+                 "diff", "facts", "fact_notes", "consistency", "status")
 QUEUE_OUTPUTS = ("queue", "batch_panel", "batch", "queue_md")
 UNVERIFIED_NOTE = ("⚠ **Names are not verified**: anyone can type any name here. Start the app with "
                    "`--auth FILE` to have reviewers sign in.")
@@ -101,6 +104,20 @@ def _consistency_markdown(check: rv.ConsistencyResult) -> str:
     return check.message if check.agrees else f"**⚠ {check.message}**"
 
 
+def _fact_notes(view: rv.FactView) -> str:
+    """The fact check in words (its messages quote the rationale, so they go through rv.plain)."""
+    lines = [] if view.case_has_facts else [NO_FACTS_NOTE]
+    if view.problems:
+        lines.append(f"**Fact check: {len(view.problems)} statement(s) the case does not support**")
+        lines += [f"- {rv.plain(m)}" for m in view.problems]
+    elif view.case_has_facts:
+        lines.append("Fact check: every statement checked matches the case.")
+    if view.missing_critical:
+        lines.append("**Critical findings the rationale leaves out:** "
+                     + "; ".join(rv.plain(m) for m in view.missing_critical))
+    return "\n".join(lines)
+
+
 def _queue_of(queue: Any) -> dict[str, Any]:
     """The saved queue position, or {} for anything that is not one (an old or forged browser value)."""
     if isinstance(queue, dict) and isinstance(queue.get("batch_id"), str) and queue["batch_id"]:
@@ -147,12 +164,12 @@ class Handlers:
             label, rationale, rating, comment = shown.model_label, shown.model_rationale, None, ""
         where = f" · batch case {shown.item_index + 1}" if shown.item_index is not None else ""
         named = f" · upload id {rv.plain(source_id)}" if source_id else ""
-        return self._out(
+        return {**self.facts(shown, rationale, label), **self._out(
             shown=shown, case=shown.case_text, case_md=f"Case id `{shown.case_id}`{where}{named}",
             label_md=self._label_markdown(shown.model_label, shown.probabilities),
             plot=probability_figure(shown.probabilities, self.predictor.label_names, shown.model_label),
             rationale=rationale, final_label=label, rating=rating, comment=comment,
-            diff=rv.word_diff(shown.model_rationale, rationale), consistency=consistency, status=status)
+            diff=rv.word_diff(shown.model_rationale, rationale), consistency=consistency, status=status)}
 
     @ui_errors
     def predict(self, case_text: str, name: str, request: gr.Request) -> Iterator[dict]:
@@ -167,7 +184,7 @@ class Handlers:
         yield self._out(shown=None, label_md=self._label_markdown(label, probabilities),
                         plot=probability_figure(probabilities, self.predictor.label_names, label), rationale="",
                         final_label=label, rating=None, comment="", diff=[], consistency="",
-                        status="Writing the rationale…", queue={}, queue_md="", case_md="")
+                        status="Writing the rationale…", queue={}, queue_md="", case_md="", facts=[], fact_notes="")
         text = ""
         for text in self.predictor.stream_rationale(case_text, label):
             yield self._out(rationale=text)
@@ -185,6 +202,13 @@ class Handlers:
                                        consistency=self.check(shown, rendered[self.c["rationale"]],
                                                               rendered[self.c["final_label"]]))}
 
+    def facts(self, shown: rv.ShownCase | None, rationale: str, final_label: str | None) -> dict:
+        """The fact check of the rationale as it stands (live while the nurse types)."""
+        if not isinstance(shown, rv.ShownCase):
+            return self._out(facts=[], fact_notes="")
+        view = rv.fact_view(shown.case_text, rationale or "", final_label)
+        return self._out(facts=view.highlights, fact_notes=_fact_notes(view))
+
     def diff(self, shown: rv.ShownCase | None, rationale: str) -> dict:
         """The live word diff while the reviewer types."""
         return self._out(diff=rv.word_diff(shown.model_rationale, rationale or "") if shown else [])
@@ -193,7 +217,8 @@ class Handlers:
         """The consistency line: does the rationale alone point to the chosen label?"""
         if shown is None or not (rationale or "").strip():
             return ""
-        return _consistency_markdown(rv.check_consistency(self.predictor, rationale, final_label))
+        return _consistency_markdown(rv.check_consistency(self.predictor, rationale, final_label,
+                                                          self.cfg.app.low_probability))
 
     @ui_errors
     def check_event(self, shown: rv.ShownCase | None, rationale: str, final_label: str) -> dict:
@@ -478,6 +503,10 @@ def _review_panel(p: rv.PredictorLike, c: dict[str, Any]) -> None:
                                            color_map=DIFF_COLORS, show_legend=True, combine_adjacent=True,
                                            elem_id="r2d-diff")
         with gr.Column(scale=2):
+            c["facts"] = gr.HighlightedText(label="Fact check against the case (updates as you type)",
+                                            color_map=FACT_COLORS, show_legend=True, elem_id="r2d-facts")
+            c["fact_notes"] = gr.Markdown(elem_id="r2d-fact-notes")
+        with gr.Column(scale=2):
             c["final_label"] = gr.Radio(rv.label_choices(p.label_set, p.label_names), elem_id="r2d-final-label",
                                         label="Triage label (correct it if needed) · keys 1–5")
             c["rating"] = gr.Radio(["1", "2", "3", "4", "5"], elem_id="r2d-rating",
@@ -490,9 +519,8 @@ def _review_panel(p: rv.PredictorLike, c: dict[str, Any]) -> None:
         c["flag"] = gr.Button("Flag [F]", elem_id="r2d-flag")
         c["undo"] = gr.Button("Undo my last save [U]", elem_id="r2d-undo")
         c["check"] = gr.Button("Check consistency [C]", elem_id="r2d-check")
-    with gr.Row():
         c["consistency"] = gr.Markdown(elem_id="r2d-consistency")
-        c["status"] = gr.Markdown(elem_id="r2d-status")
+    c["status"] = gr.Markdown(elem_id="r2d-status")
 
 
 def _batch_panel(c: dict[str, Any]) -> None:
@@ -563,6 +591,9 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
     quiet = dict(api_name=False, show_progress="hidden")
     c["predict"].click(h.predict, outs("case", "reviewer"), queue_out, api_name="predict", **model)
     c["rationale"].input(h.diff, outs("shown", "rationale"), outs("diff"), trigger_mode="always_last", **quiet)
+    for box in ("rationale", "final_label"):
+        c[box].input(h.facts, outs("shown", "rationale", "final_label"), outs("facts", "fact_notes"),
+                     trigger_mode="always_last", **quiet)
     checked = outs("shown", "rationale", "final_label")
     c["rationale"].blur(h.check_event, checked, outs("consistency"), **quiet)
     c["check"].click(h.check_event, checked, outs("consistency"), api_name="check")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from r2d.errors import DatasetSchemaError, FeedbackStoreError, InvalidCaseError
+from r2d.factcheck import check_rationale
 from r2d.prompts import PROMPT_VERSION
 from r2d.store import BatchItem, ReviewRecord, ReviewStore, SubmitResult, case_id_for, validate_review
 
@@ -180,8 +181,10 @@ class ConsistencyResult:
     message: str
 
 
-def check_consistency(predictor: PredictorLike, rationale: str, chosen_label: str) -> ConsistencyResult:
-    """Re-predict the label from the rationale alone and compare it with the chosen label.
+def check_consistency(predictor: PredictorLike, rationale: str, chosen_label: str,
+                      min_probability: float = 0.0) -> ConsistencyResult:
+    """Re-predict the label from the rationale alone and compare it with the chosen label. It agrees only
+    when the chosen label is the top one *and* has at least min_probability (a 41% top label is no support).
 
     Raises InvalidCaseError for an empty rationale.
     """
@@ -190,13 +193,50 @@ def check_consistency(predictor: PredictorLike, rationale: str, chosen_label: st
     scores = predictor.predict_label_from_rationale(rationale)
     probability = dict(zip(scores.labels, scores.probabilities))[scores.best]
     names = predictor.label_names
-    if scores.best == chosen_label:
+    if scores.best == chosen_label and probability >= min_probability:
         message = f"Consistent: the rationale alone points to {format_label(scores.best, names)} ({probability:.0%})."
+    elif scores.best == chosen_label:
+        message = (f"Weak: the rationale alone points to {format_label(scores.best, names)} with only "
+                   f"{probability:.0%} (below {min_probability:.0%}). Say more about why this level fits.")
+        return ConsistencyResult(scores.best, probability, False, message)
     else:
         message = (f"Warning: the rationale alone points to {format_label(scores.best, names)} ({probability:.0%}), "
                    f"not to the chosen label {format_label(chosen_label, names)}. "
                    "Check that the rationale supports the label.")
     return ConsistencyResult(scores.best, probability, scores.best == chosen_label, message)
+
+
+# --- the fact check beside the rationale --------------------------------------------------------------
+
+
+FACT_CONTRADICTED, FACT_UNSUPPORTED = "contradicts the case", "not in the case"
+
+
+@dataclass(frozen=True)
+class FactView:
+    """What the fact check shows beside the rationale: the text with its problem spans, and the notes."""
+
+    highlights: list[tuple[str, str | None]]  # (piece of the rationale, FACT_* category or None)
+    problems: tuple[str, ...]  # plain-English messages, in text order
+    missing_critical: tuple[str, ...]
+    case_has_facts: bool
+
+
+def fact_view(case_text: str, rationale: str, label: str | None) -> FactView:
+    """r2d.factcheck on the rationale as it stands, as highlight pieces (joined, they give the rationale)."""
+    fc = check_rationale(case_text, rationale, label)
+    pieces: list[tuple[str, str | None]] = []
+    at = 0
+    for problem in fc.problems:
+        if problem.start < at or problem.end <= problem.start or (problem.start, problem.end) == (0, len(rationale)):
+            continue  # overlapping, empty, or about the whole text (listed in the notes only)
+        pieces.append((rationale[at:problem.start], None))
+        category = FACT_UNSUPPORTED if problem.kind == "number_not_in_case" else FACT_CONTRADICTED
+        pieces.append((rationale[problem.start:problem.end], category))
+        at = problem.end
+    pieces.append((rationale[at:], None))
+    return FactView([p for p in pieces if p[0]], tuple(p.message for p in fc.problems), fc.missing_critical,
+                    fc.case_has_facts)
 
 
 # --- building a review ----------------------------------------------------------------------------

@@ -74,6 +74,29 @@ def test_predict_shows_label_first_then_streams_the_rationale(h, fake_predictor)
     assert (last["queue"], last["queue_md"]) == ({}, "")  # a single prediction leaves any open batch
 
 
+def test_the_fact_check_shows_beside_the_rationale_and_follows_edits(h):
+    case = "level 2: 45-year-old man, chest pain, BP 88/50, HR 124, SpO2 97%, alert, pain 7/10"
+    shown = predicted(h, case)["shown"]
+    live = named(h, h.facts(shown, "Chest pain, SpO2 78%, vitals within adult limits. This fits KTAS 4.", "2"))
+    marked = {text: category for text, category in live["facts"] if category}
+    assert marked == {"SpO2 78%": rv.FACT_UNSUPPORTED, "vitals within adult limits": rv.FACT_CONTRADICTED,
+                      "KTAS 4": rv.FACT_CONTRADICTED}
+    assert "3 statement(s) the case does not support" in live["fact_notes"]
+    assert "Critical findings the rationale leaves out" in live["fact_notes"]
+    fixed = named(h, h.facts(shown, "Chest pain with BP 88/50 (hypotension) and HR 124 (tachycardia).", "2"))
+    assert all(category is None for _, category in fixed["facts"]) and "matches the case" in fixed["fact_notes"]
+    assert "none of the triage facts" in predicted(h, "hello level 3")["fact_notes"]  # a case with no facts
+
+
+def test_consistency_needs_a_meaningful_probability(h, cfg):
+    assert cfg.app.low_probability == 0.5
+    shown = predicted(h)["shown"]
+    assert h.check(shown, "level 2 findings", "2").startswith("Consistent")  # 60%
+    h.cfg = load_config(None, [f"app.db_path={cfg.app.db_path}", "app.low_probability=0.7"])
+    assert h.check(shown, "level 2 findings", "2").startswith("**⚠ Weak") and "below 70%" in h.check(
+        shown, "level 2 findings", "2")
+
+
 def test_low_top_probability_is_said_plainly(h):
     assert "Low confidence" in predicted(h, "unclear: level 4 dizziness")["label_md"]
     assert "Low confidence" not in predicted(h, CASE)["label_md"]

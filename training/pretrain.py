@@ -149,8 +149,8 @@ def pretrain(model: Any, tokenizer: PreTrainedTokenizerBase, batches: Iterator[d
              on_log: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Train until max_steps or the budget; every eval_every steps log loss (+ quality on `probe`). Returns the log.
 
-    With a budget, the planned total (for the decay) is re-estimated at each log point from the
-    measured seconds per step, so the schedule ends close to the budget on any machine.
+    With a budget, the planned total (for the decay) is re-estimated every step from the measured
+    seconds per step (log points included), so the schedule decays and ends close to the budget on any machine.
     """
     torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -168,6 +168,9 @@ def pretrain(model: Any, tokenizer: PreTrainedTokenizerBase, batches: Iterator[d
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
         step += 1
+        if cfg.budget_s is not None and step >= 10:  # plan from the measured pace, from the 10th step on
+            elapsed = time.monotonic() - start
+            total = min(cfg.max_steps, max(step, math.floor(cfg.budget_s * step / max(elapsed, 1e-9))))
         if step % cfg.eval_every == 0 or step == total:
             entry = {"step": step, "loss": sum(losses) / len(losses), "lr": opt.param_groups[0]["lr"],
                      "elapsed_s": round(time.monotonic() - start, 1)}
@@ -182,9 +185,6 @@ def pretrain(model: Any, tokenizer: PreTrainedTokenizerBase, batches: Iterator[d
                                                  for k, v in entry.items()))
             if on_log:
                 on_log(entry)
-            if cfg.budget_s is not None:
-                elapsed = time.monotonic() - start
-                total = min(cfg.max_steps, max(step + 1, math.floor(cfg.budget_s * step / max(elapsed, 1e-9))))
-                if elapsed >= cfg.budget_s:
-                    break
+            if cfg.budget_s is not None and time.monotonic() - start >= cfg.budget_s:
+                break
     return history

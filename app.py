@@ -512,6 +512,9 @@ def _review_panel(p: rv.PredictorLike, c: dict[str, Any]) -> None:
             c["rating"] = gr.Radio(["1", "2", "3", "4", "5"], elem_id="r2d-rating",
                                    label="Rate the model's rationale (1 = wrong, 5 = excellent) · Shift+1–5")
             c["comment"] = gr.Textbox(label="Comment (optional)", lines=2, elem_id="r2d-comment")
+            with gr.Accordion("KTAS reference: levels and first-order modifiers", open=False,
+                              elem_id="r2d-ktas-reference"):
+                gr.Markdown(_read_asset("ktas_reference.md"))
     with gr.Row(elem_id="r2d-actions"):
         c["accept"] = gr.Button("Accept what is shown [A]", variant="primary", elem_id="r2d-accept")
         c["submit"] = gr.Button("Save [S]", elem_id="r2d-submit")

@@ -22,11 +22,17 @@ logger = logging.getLogger(__name__)
 
 _HEIGHT = 300
 _BLUE, _ORANGE, _GREY, _RED = "#1f77b4", "#ff7f0e", "#9e9e9e", "#d62728"
+_GRID = "rgba(128, 128, 128, 0.3)"
 
 
 def _layout(fig: go.Figure, title: str, x_title: str = "", y_title: str = "") -> go.Figure:
+    # transparent backgrounds and grey grid lines read on a light and a dark page alike; assets/app.css gives
+    # the text the page's own colour in dark mode
     fig.update_layout(title=title, height=_HEIGHT, margin=dict(l=50, r=20, t=50, b=50),
-                      xaxis_title=x_title, yaxis_title=y_title, template="plotly_white")
+                      xaxis_title=x_title, yaxis_title=y_title, template="plotly_white",
+                      paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)")
+    fig.update_xaxes(gridcolor=_GRID, zerolinecolor=_GRID)
+    fig.update_yaxes(gridcolor=_GRID, zerolinecolor=_GRID)
     return fig
 
 

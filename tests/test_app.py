@@ -401,6 +401,7 @@ def test_build_demo_wires_everything_without_calling_the_model(fake_predictor, s
                    for c in components)
     texts = " ".join(str(c.value) for c in components if isinstance(c, gr.Markdown))
     assert "not a medical device" in texts and "only when no text box has focus" in texts
+    assert "First-order modifiers" in texts and "Resuscitation" in texts  # the KTAS reference beside the task
 
 
 def test_build_demo_reads_examples_when_present(fake_predictor, store, cfg, tmp_path, monkeypatch):

@@ -1,6 +1,8 @@
 """Dashboard figures and summary numbers, computed from plain ReviewRecords."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import plotly.graph_objects as go
 import pytest
 
@@ -102,3 +104,11 @@ def test_every_dashboard_figure_exists_with_and_without_reviews():
         assert all(isinstance(f, go.Figure) for f in figures.values())
         if not reviews:
             assert all(f.layout.annotations[0].text == "No reviews yet" for f in figures.values())
+
+
+def test_figures_have_transparent_backgrounds_for_dark_mode():
+    from r2d.dashboard import probability_figure
+    fig = probability_figure({"1": 0.2, "2": 0.8}, {}, "2")
+    assert fig.layout.paper_bgcolor == fig.layout.plot_bgcolor == "rgba(0,0,0,0)"
+    css = (Path(__file__).resolve().parent.parent / "assets" / "app.css").read_text()
+    assert ".dark .js-plotly-plot" in css

@@ -26,15 +26,20 @@ _MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|
           r"OCT|NOV|DEC)")
 _ORD = r"(?:st|nd|rd|th)"
 # a capitalised name word: Smith, O'Brien, Lopez-Garcia
-_WORD = r"[A-Z][a-z]*(?:['’-][A-Z]?[a-z]+)*"
+_WORD = r"[A-Z][a-z]*(?:['’-][A-Z]?[a-z]+)*\b"
 _NAME = rf"{_WORD}(?:\s+{_WORD})?"
 _RELATIONS = (r"patient|husband|wife|partner|son|daughter|mother|father|mum|dad|brother|sister|friend|carer|"
-              r"neighbour|neighbor|paramedic|GP|nurse|grandson|granddaughter|uncle|aunt|cousin|fiancée?")
+              r"neighbour|neighbor|paramedic|GP|nurse|grandson|granddaughter|uncle|aunt|cousin|fiancée?|nephew|niece")
+# capitalised words that follow "patient"/relations in notes but are not names ("Patient Group Direction")
+_NOT_NAMES = frozenset("Group Direction Directions Team Unit Department Service Services Ward Clinic Centre Center "
+                       "Hospital Trust Health Care Liaison Mental Emergency Medical Surgical Acute Transport "
+                       "Scale Score Syndrome Disease Criteria Protocol Pathway Bay Resus Triage Advice".split())
 _VERBS = (r"was|is|has|had|reports|reported|presents|presented|states|says|said|arrived|came|denies|complains|"
           r"fell|collapsed|attends|attended")
 _ID_LABELS = (r"MRN|NHS(?:\s+(?:no|number))?|SSN|social\s+security\s+(?:no|number)|patient\s+(?:no|number|id)|"
               r"hospital\s+(?:no|number)|record(?:\s+(?:no|number))?|(?:insurance\s+)?member\s+id|"
               r"(?:insurance|policy|plan)\s+(?:no|number|id)|account(?:\s+(?:no|number))?|"
+              r"medicare(?:\s+(?:no|number|id))?|medicaid(?:\s+(?:no|number|id))?|"
               r"(?:driving\s+|driver'?s\s+)?licen[cs]e(?:\s+(?:no|number))?|serial(?:\s+(?:no|number))?|"
               r"VIN|ID")
 _ID_VALUE = r"(?:\d{3}\s\d{3}\s\d{4}|[A-Z0-9]+(?:-[A-Z0-9]+)*)"
@@ -70,6 +75,12 @@ _AFTER_PHONES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("age_over_89", _p(r"\b(?:9\d|1[0-2]\d)\s*-?\s*(?:years?[\s-]old|year-old|yrs?\s+old|yo|y/o|y\.o\.)(?!\w)",
                        re.IGNORECASE)),
     ("age_over_89", _p(r"\bage[ds]?\s*:?\s*(?:9\d|1[0-2]\d)\b", re.IGNORECASE)),
+    ("age_over_89", _p(r"\b(?:ninety|a\s+hundred|one\s+hundred)(?:[\s-](?:and[\s-])?(?:one|two|three|four|five|six|"
+                       r"seven|eight|nine))?[\s-]years?[\s-]old\b", re.IGNORECASE)),
+    ("date", _p(rf"\b{_MONTH}\.?,?\s+(?:19|20)\d{{2}}\b")),  # month and year: "in August 2022"
+    ("id_number", _p(r"\b(?:\d{4}[ -]){3}\d{1,7}\b")),  # payment card number
+    ("id_number", _p(r"\b\d[A-Z][A-Z\d]\d-?[A-Z][A-Z\d]\d-?[A-Z]{2}\d{2}\b")),  # US Medicare MBI
+    ("social_handle", _p(r"(?<![\w@.])@[A-Za-z0-9_]{3,15}\b")),
     ("address", _p(rf"\b\d{{1,5}}[A-Za-z]?,?\s+(?:{_WORD}\s+){{1,3}}(?:{_STREET})\b\.?")),
     ("postcode", _p(r"\b(?:GIR\s?0AA|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2})\b")),  # UK
     ("postcode", _p(r"\b(?:(?i:zip(?:\s+code)?|postcode|post\s+code)\s*:?\s*\d{5}(?:-\d{4})?|"
@@ -78,7 +89,9 @@ _AFTER_PHONES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("vehicle", _p(r"\b[A-Z]{2}\d{2}\s?[A-Z]{3}\b")),  # UK number plate
     ("id_number", _p(r"\b[A-Z9]{5}\d{6}[A-Z9]{2}\d[A-Z]{2}\b")),  # UK driving licence
     ("name", _p(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sr|Sister)\.?\s+{_NAME}")),
-    ("name", _p(rf"\b(?i:patient\s+named|named|called|name\s+is|name\s*:|(?:{_RELATIONS})\s*,?)\s+{_NAME}")),
+    ("name", _p(rf"\b(?i:patient\s+named|patient\s+is|named|called|name\s+is|name\s*:|(?:{_RELATIONS})\s*,?)"
+                rf"\s*\(?\s*{_NAME}")),
+    ("name", _p(rf"\b{_NAME}(?=,?\s+(?i:his|her|their|the\s+patient's)\s+(?i:{_RELATIONS})\b)")),
     ("name", _p(rf"(?:^|(?<=[.!?]\s))(?:{_WORD}\s+){{1,2}}{_WORD}(?=\s+(?:{_VERBS})\b)")),
     ("id_number", _p(r"\b[A-Z]{1,3}-?\d{5,}[A-Z]?\b")),  # record-like codes: AB123456, K-0045321
     ("id_number", _p(r"\b\d{7,}\b")),
@@ -89,7 +102,9 @@ _AFTER_PHONES: tuple[tuple[str, re.Pattern[str]], ...] = (
 class Finding:
     """A likely patient identifier in a text: its kind, the matched text and where it is."""
 
-    kind: str  # name | date | age_over_89 | phone | email | url | ip_address | id_number | address | postcode | vehicle
+    # name | date | age_over_89 | phone | email | url | ip_address | id_number | address | postcode | vehicle
+    # | social_handle
+    kind: str
     text: str
     start: int
     end: int
@@ -124,6 +139,8 @@ def scan_identifiers(text: str) -> list[Finding]:
     taken: list[tuple[int, int]] = []
 
     def claim(kind: str, start: int, end: int) -> None:
+        if kind == "name" and _NOT_NAMES.intersection(text[start:end].split()):
+            return
         if not any(start < e and s < end for s, e in taken):
             taken.append((start, end))
             findings.append(Finding(kind, text[start:end], start, end))

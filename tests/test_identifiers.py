@@ -57,13 +57,13 @@ def _recall(scan, rows) -> float:
 
 
 def test_the_export_scan_finds_most_identifiers_of_every_split():
-    """The scan the export uses; held-out lines were written after the patterns (figures in the module doc)."""
-    for split, floor in (("dev", 0.95), ("heldout", 0.65)):
+    """The scan the export uses; heldout2 was written after the last change to a pattern (figures: eval script)."""
+    for split, floor in (("dev", 0.95), ("heldout1", 0.9), ("heldout2", 0.8)):
         rows = [r for r in ROWS if r["split"] == split]
-        assert len(rows) >= 40 and sum(len(r["identifiers"]) for r in rows) >= 30
+        assert len(rows) >= 40 and sum(len(r["identifiers"]) for r in rows) >= 29
         assert _recall(export_scan, rows) >= floor, split
     flagged = [r["text"] for r in ROWS if not r["identifiers"] and export_scan(r["text"])]
-    assert len(flagged) <= 2, flagged
+    assert len(flagged) <= 2, flagged  # of 90 clinical lines
 
 
 def test_the_data_covers_the_safe_harbor_types():

@@ -41,14 +41,16 @@ class ModelConfig:
 class GenerationConfig:
     # longest tokenised case kept; longer inputs are refused by the app, truncated in training
     max_input_tokens: int = 256
-    # labels are short strings ("1".."5", "yes"/"no"/"maybe")
-    max_label_tokens: int = 8
+    # 0 = derived from the data: training sets it to the longest label after tokenisation (</s> included)
+    # and saves that number with the model; a smaller value cuts labels, and training warns how many
+    max_label_tokens: int = 0
     # rationales longer than this are cut in training targets and in generation
     max_rationale_tokens: int = 128
     # greedy by default: deterministic, the same text streamed or not
     num_beams: int = 1
-    # stops degenerate loops in small models without changing good outputs
-    no_repeat_ngram_size: int = 3
+    # 0 = no n-gram blocking: a block of 3 makes 167 of the 1,267 gold KTAS rationales impossible to generate
+    # (they repeat a 3-token piece, e.g. digits of two vitals, under the default model's tokenizer)
+    no_repeat_ngram_size: int = 0
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import KTAS_LABELS
+from r2d import scoring
 from r2d.prompts import predict_prompt
 from r2d.scoring import IGNORE_INDEX, eval_mode, score_candidates, score_labels, tokenize_targets
 
@@ -74,3 +75,76 @@ def test_scoring_runs_in_eval_mode_without_graph_and_restores_training(tiny_t5, 
     tiny_t5.eval()
     score_labels(tiny_t5, tiny_tokenizer, ["predict: x"], KTAS_LABELS, **GEN)
     assert not tiny_t5.training  # an eval-mode model stays in eval mode
+
+
+def test_chunked_scoring_equals_one_call_and_bounds_the_pairs(tiny_t5, tiny_tokenizer, tiny_examples, monkeypatch):
+    prompts = [predict_prompt(e.case_text) for e in tiny_examples]
+    whole = score_labels(tiny_t5, tiny_tokenizer, prompts, KTAS_LABELS, **GEN, max_pairs=10_000)
+    pairs = []
+    real_targets = scoring.tokenize_targets
+
+    def tokenize_targets_spy(tokenizer, texts, max_tokens):  # one call per decoder call, one text per pair
+        pairs.append(len(texts))
+        return real_targets(tokenizer, texts, max_tokens)
+    monkeypatch.setattr(scoring, "tokenize_targets", tokenize_targets_spy)
+    chunked = score_labels(tiny_t5, tiny_tokenizer, prompts, KTAS_LABELS, **GEN, max_pairs=12)
+    assert pairs == [12, 12, 1]  # 25 pairs in calls of at most 12
+    for a, b in zip(whole, chunked):
+        assert a.best == b.best and a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
+    pairs.clear()
+    score_labels(tiny_t5, tiny_tokenizer, prompts[:1], KTAS_LABELS, **GEN, max_pairs=2)
+    assert pairs == [2, 2, 1]  # one case's labels are split too
+
+
+def test_zero_label_limit_cuts_nothing(tiny_tokenizer):
+    long_label = "no longer than a sentence"
+    ids = tokenize_targets(tiny_tokenizer, [long_label, "1"], 0)
+    assert ids.shape[1] == len(tiny_tokenizer(text_target=long_label)["input_ids"])
+    assert tokenize_targets(tiny_tokenizer, [long_label], 2).shape[1] == 2
+
+
+def test_confidence_is_the_geometric_mean_token_probability(tiny_t5, tiny_tokenizer):
+    # R2D-C's confidence: exp(mean token log-prob) of the best label, comparable across label lengths
+    labels = ["1", "maybe not at all"]
+    s = score_candidates(tiny_t5, tiny_tokenizer, [predict_prompt("chest pain")], [labels], **GEN)[0]
+    n_tokens = len(tiny_tokenizer(text_target=s.best)["input_ids"])
+    assert s.confidence == pytest.approx(math.exp(s.log_likelihoods[s.best_index] / n_tokens), rel=1e-5)
+    assert s.best_index == max(range(2), key=lambda i: s.log_likelihoods[i])  # ranking: the summed log-likelihood
+
+
+def _per_pair_log_likelihood(model, tokenizer, prompt: str, label: str) -> float:
+    # the straightforward computation: encoder and decoder run again for this one (case, label) pair
+    enc = tokenizer([prompt], return_tensors="pt")
+    target = tokenize_targets(tokenizer, [label], 0)
+    with torch.no_grad():
+        logits = model(**enc, labels=target).logits
+    return float(torch.log_softmax(logits, -1).gather(-1, target.unsqueeze(-1)).sum())
+
+
+@pytest.mark.parametrize("max_pairs", [10_000, 4])
+def test_shared_cross_attention_scores_equal_the_per_pair_computation(tiny_t5, tiny_tokenizer, tiny_examples,
+                                                                      max_pairs):
+    # every case's candidates share one decoder row (cross-attention keys/values once per case): the scores must be
+    # those of scoring each (case, label) pair on its own, for prompts of different lengths, labels of different
+    # token lengths, per-prompt candidate lists of different sizes, and cases split between decoder calls
+    prompts = [predict_prompt(e.case_text) for e in tiny_examples]
+    candidates = [["1", "maybe not at all", "yes"], ["no"], ["5", "4", "3", "2", "1"], ["maybe", "yes"], ["2"]]
+    tiny_t5.eval()
+    scores = score_candidates(tiny_t5, tiny_tokenizer, prompts, candidates, max_input_tokens=64, max_label_tokens=0,
+                              max_pairs=max_pairs)
+    for prompt, cands, s in zip(prompts, candidates, scores):
+        expected = [_per_pair_log_likelihood(tiny_t5, tiny_tokenizer, prompt, c) for c in cands]
+        torch.testing.assert_close(torch.tensor(s.log_likelihoods), torch.tensor(expected), rtol=1e-4, atol=1e-5)
+
+
+def test_decoder_runs_once_per_chunk_with_one_row_per_case(tiny_t5, tiny_tokenizer, tiny_examples, monkeypatch):
+    prompts = [predict_prompt(e.case_text) for e in tiny_examples]
+    rows = []
+    original = tiny_t5.decoder.forward
+
+    def forward(*args, **kwargs):
+        rows.append(kwargs["encoder_hidden_states"].shape[0])
+        return original(*args, **kwargs)
+    monkeypatch.setattr(tiny_t5.decoder, "forward", forward)
+    score_labels(tiny_t5, tiny_tokenizer, prompts, KTAS_LABELS, **GEN, max_pairs=10_000)
+    assert rows == [len(prompts)]  # not len(prompts) * 5 (one row per pair)

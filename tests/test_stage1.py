@@ -115,3 +115,45 @@ def test_cli_turns_r2d_errors_into_exit_messages(tmp_path, argv, message):
     with pytest.raises(SystemExit) as exc:
         main(["--out", str(tmp_path / "x"), *argv])
     assert str(exc.value.code) == message
+
+
+# --- lengths derived from the data (training.common.resolve_generation) ---------------------------
+
+
+def test_label_length_is_the_longest_label_after_tokenisation(tiny_tokenizer, tiny_examples):
+    from r2d.config import GenerationConfig
+    from training.common import resolve_generation
+    labels = ["yes", "no", "maybe"]
+    longest = max(len(tiny_tokenizer(text_target=y)["input_ids"]) for y in labels)
+    examples = [replace(e, label=y) for e, y in zip(tiny_examples, labels)]
+    g = resolve_generation(GenerationConfig(max_label_tokens=0), tiny_tokenizer, labels, examples, "r2d")
+    assert g.max_label_tokens == longest and longest > 1  # </s> included
+    assert resolve_generation(GenerationConfig(max_label_tokens=7), tiny_tokenizer, labels, examples,
+                              "r2d").max_label_tokens == 7  # a value that was set is kept
+
+
+@pytest.mark.parametrize("key, value, what", [
+    ("max_label_tokens", 1, "labels"),
+    ("max_rationale_tokens", 3, "rationales"),
+    ("max_input_tokens", 5, "r2d prompts"),
+])
+def test_every_cut_is_a_warning(tiny_tokenizer, tiny_examples, caplog, key, value, what):
+    from r2d.config import GenerationConfig
+    from training.common import resolve_generation
+    g = replace(GenerationConfig(max_label_tokens=0, max_rationale_tokens=128, max_input_tokens=256), **{key: value})
+    with caplog.at_level("WARNING", logger="training.common"):
+        resolve_generation(g, tiny_tokenizer, KTAS_LABELS, tiny_examples, "r2d")
+    assert f"of {len(tiny_examples) if what != 'labels' else len(KTAS_LABELS)} {what} are longer than " \
+           f"generation.{key}={value} tokens" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="training.common"):
+        resolve_generation(GenerationConfig(max_label_tokens=0), tiny_tokenizer, KTAS_LABELS, tiny_examples, "r2d")
+    assert "are cut" not in caplog.text  # the defaults cut nothing of the test data
+
+
+def test_the_derived_label_length_is_saved_with_the_model(tmp_path, data_files, tiny_tokenizer):
+    out = tmp_path / "s1"
+    train_stage1(tiny_config(*data_files, "optim.max_steps=1"), None, out)
+    saved = json.loads((out / "r2d_config.json").read_text())["generation"]["max_label_tokens"]
+    tok = AutoTokenizer.from_pretrained(out)
+    assert saved == max(len(tok(text_target=y)["input_ids"]) for y in KTAS_LABELS)

@@ -156,7 +156,7 @@ def test_label_scoring_runs_in_eval_mode_without_gradient(tiny_t5, tiny_tokenize
     labels_seen = _spy_explain_labels(monkeypatch)
     tiny_t5.train()
     loss = trainer.compute_loss(tiny_t5, batch["r2d"])
-    assert states == [(False, False)]  # read while scoring: no gradient, dropout off
+    assert states and set(states) == {(False, False)}  # each scoring chunk: no gradient, dropout off
     assert tiny_t5.training and loss.requires_grad
     # the labels fed back are plain strings from the label set: nothing to differentiate through
     assert all(isinstance(y, str) and y in KTAS_LABELS for y in labels_seen[0])
@@ -173,7 +173,7 @@ def test_own_labels_closed_set_are_valid_and_gradient_free(tiny_t5, tiny_tokeniz
     tiny_t5.train()
     labels, confidences = own_labels(tiny_t5, tiny_tokenizer, [e.case_text for e in tiny_examples],
                                      KTAS_LABELS, GEN)
-    assert states == [(False, False)]
+    assert states and set(states) == {(False, False)}
     assert tiny_t5.training
     assert len(labels) == len(tiny_examples) and set(labels) <= set(KTAS_LABELS)
     assert all(0.0 < c <= 1.0 for c in confidences)

@@ -21,10 +21,10 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
 
 from r2d.artifacts import ModelMeta, read_model_meta, save_model_dir
-from r2d.config import AdapterConfig, DataConfig, R2DConfig
+from r2d.config import AdapterConfig, DataConfig, GenerationConfig, R2DConfig
 from r2d.data import Example, atomic_write_text, label_set, load_examples
 from r2d.errors import ConfigError, DatasetSchemaError, ModelLoadError
-from r2d.prompts import PROMPT_VERSION
+from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, explain_prompt, predict_prompt
 from r2d.tokenizer import train_tokenizer
 from training.prepare_data import MANIFEST
 from training.scratch import new_t5
@@ -91,6 +91,49 @@ def resolve_label_set(data: DataConfig, train: Sequence[Example],
     else:
         logger.info("%d distinct labels: open label set, greedy generation for sampling and evaluation", len(labels))
     return labels, closed
+
+
+def token_lengths(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], target: bool) -> list[int]:
+    """Tokens per text as the model reads it (special tokens included); `target` for decoder targets."""
+    if not texts:
+        return []
+    enc = tokenizer(text_target=list(texts)) if target else tokenizer(list(texts))
+    return [len(ids) for ids in enc["input_ids"]]
+
+
+def _warn_if_cut(what: str, lengths: Sequence[int], limit: int, key: str) -> None:
+    cut = [n for n in lengths if n > limit]
+    if cut:
+        logger.warning("%d of %d %s are longer than %s=%d tokens and are cut (longest %d); raise it with "
+                       "--set %s=%d", len(cut), len(lengths), what, key, limit, max(cut), key, max(cut))
+
+
+_PROMPTS = {"stage1": lambda e: explain_prompt(e.case_text), "sft": lambda e: predict_prompt(e.case_text),
+            "dss": lambda e: explain_prompt(e.case_text),
+            "r2d": lambda e: explain_given_label_prompt(e.case_text, e.label)}  # the mode's longest prompt
+
+
+def resolve_generation(generation: GenerationConfig, tokenizer: PreTrainedTokenizerBase, labels: Sequence[str],
+                       examples: Sequence[Example], mode: str) -> GenerationConfig:
+    """`generation` with its data-derived lengths filled in, warning whenever a limit cuts the data.
+
+    max_label_tokens 0 becomes the longest label (of `labels` and the examples) after tokenisation, `</s>`
+    included, so no label target or candidate is ever cut and two labels never become one. A set value is
+    kept; labels, rationales and the mode's prompts longer than their limits are counted in a warning.
+    """
+    label_lengths = token_lengths(tokenizer, sorted(set(labels) | {e.label for e in examples}), target=True)
+    g = generation
+    if g.max_label_tokens <= 0:
+        g = replace(g, max_label_tokens=max(label_lengths))
+        logger.info("generation.max_label_tokens = %d (the longest label)", g.max_label_tokens)
+    _warn_if_cut("labels", label_lengths, g.max_label_tokens, "generation.max_label_tokens")
+    if mode != "sft":
+        rationales = [e.rationale for e in examples if e.rationale]
+        _warn_if_cut("rationales", token_lengths(tokenizer, rationales, target=True), g.max_rationale_tokens,
+                     "generation.max_rationale_tokens")
+    _warn_if_cut(f"{mode} prompts", token_lengths(tokenizer, [_PROMPTS[mode](e) for e in examples], target=False),
+                 g.max_input_tokens, "generation.max_input_tokens")
+    return g
 
 
 # --- models ------------------------------------------------------------------------------------

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from r2d.config import R2DConfig, load_config
 from r2d.data import require_rationales
 from r2d.errors import R2DError
 from training.common import (TrainResult, build_meta, build_parser, is_main_process, load_model_for_training,
-                             load_split, meta_defaults, meta_hints, resolve_label_set, run_training, setup_logging)
+                             load_split, meta_defaults, meta_hints, resolve_generation, resolve_label_set,
+                             run_training, setup_logging)
 from training.features import ExampleDataset, R2DCollator, tokenizer_corpus
 from training.trainer import EvaluateAtEnd, R2DTrainer, to_training_arguments
 
@@ -35,6 +37,7 @@ def train_stage1(cfg: R2DConfig, init: str | None, out_dir: str | Path, tokenize
     require_rationales(val, "Stage 1 validation data")
     labels, closed = resolve_label_set(cfg.data, train)
     loaded = load_model_for_training(init, cfg, tokenizer_corpus(train), tokenizer_dir)
+    cfg = replace(cfg, generation=resolve_generation(cfg.generation, loaded.tokenizer, labels, train, "stage1"))
     args = to_training_arguments(cfg.optim, out_dir, metric_for_best_model="loss", greater_is_better=False)
     trainer = R2DTrainer(
         model=loaded.model, args=args, processing_class=loaded.tokenizer,

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
+
+from transformers import TrainerCallback
 
 from r2d.config import R2DConfig, load_config
 from r2d.data import require_rationales
 from r2d.errors import R2DError
 from training.common import (TrainResult, build_meta, build_parser, is_main_process, load_model_for_training,
-                             load_split, meta_defaults, meta_hints, resolve_label_set, run_training, setup_logging)
+                             load_split, meta_defaults, meta_hints, resolve_generation, resolve_label_set,
+                             run_training, setup_logging)
 from training.features import ExampleDataset, R2DCollator, needs_rationales, tokenizer_corpus
 from training.trainer import DelayedEarlyStopping, EvaluateAtEnd, R2DTrainer, label_metrics, to_training_arguments
 
@@ -24,11 +29,13 @@ logger = logging.getLogger(__name__)
 
 
 def train_stage2(cfg: R2DConfig, init_dir: str | None, out_dir: str | Path, *, task: str | None = None,
-                 ordinal: bool | None = None, label_names: dict[str, str] | None = None) -> TrainResult:
+                 ordinal: bool | None = None, label_names: dict[str, str] | None = None,
+                 callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
     """Train cfg.stage2.method on cfg.data.train_files; save the best-val-macro-F1 model to out_dir.
 
     init_dir is normally a Stage-1 output (or any model dir / hub id); None starts from a new T5,
-    which is what the SFT and DSS baselines do without a pretrained base.
+    which is what the SFT and DSS baselines do without a pretrained base. `callbacks` are added to the
+    Trainer's own (training.improve reports progress through one).
     Raises ConfigError, DatasetSchemaError (bad rows, labels outside the set, missing rationales)
     and ModelLoadError.
     """
@@ -42,6 +49,7 @@ def train_stage2(cfg: R2DConfig, init_dir: str | None, out_dir: str | Path, *, t
     if init_dir is None and mode == "r2d":
         logger.warning("Stage 2 without --init starts from random weights; Reason2Decide expects a Stage-1 model")
     loaded = load_model_for_training(init_dir, cfg, tokenizer_corpus(train))
+    cfg = replace(cfg, generation=resolve_generation(cfg.generation, loaded.tokenizer, labels, [*train, *val], mode))
     args = to_training_arguments(cfg.optim, out_dir, metric_for_best_model="macro_f1", greater_is_better=True)
     s = cfg.stage2
     trainer = R2DTrainer(
@@ -49,7 +57,8 @@ def train_stage2(cfg: R2DConfig, init_dir: str | None, out_dir: str | Path, *, t
         data_collator=R2DCollator(loaded.tokenizer, cfg.generation, mode),
         train_dataset=ExampleDataset(train), eval_dataset=ExampleDataset(val),
         compute_metrics=label_metrics(loaded.tokenizer),
-        callbacks=[EvaluateAtEnd(), DelayedEarlyStopping(s.early_stopping_patience, s.early_stopping_after_fraction)],
+        callbacks=[EvaluateAtEnd(), DelayedEarlyStopping(s.early_stopping_patience, s.early_stopping_after_fraction),
+                   *callbacks],
         mode=mode, generation=cfg.generation, stage2=s, label_set=labels if closed else None)
     meta = build_meta(labels if closed else (), loaded.init_meta,
                       **meta_defaults(cfg.data.train_files, task, ordinal, label_names),

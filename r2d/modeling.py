@@ -25,7 +25,8 @@ from r2d.artifacts import META_FILENAME, ModelMeta, read_model_meta
 from r2d.config import QUANTIZATIONS, ModelConfig
 from r2d.errors import ModelLoadError
 from r2d.quantize import (QUANTIZED_MARKER, QUANTIZED_WEIGHTS, bitsandbytes_available, cpu_has_fast_4bit, import_bnb,
-                          load_prequantized, quantize_4bit_, write_4bit_weights)
+                          int8_16bit_layers_, load_prequantized, quantize_4bit_, uses_int8_16bit_layers,
+                          write_4bit_weights)
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +190,9 @@ def _load(model_cfg: ModelConfig, label_set: Sequence[str] | None, warm_up: bool
             else:
                 model.to(device)
     model.eval()
-    if quantization == "4bit" and warm_up:
+    if quantization == "4bit" and warm_up:  # warm_up=False is save_quantized_model_dir, which keeps bf16 in files
+        if uses_int8_16bit_layers(device):
+            int8_16bit_layers_(model)
         _warm_up(model, tokenizer)
     _return_freed_memory()
     model_id = meta.extra.get("model_id") or (source if is_hub else Path(source).resolve().name)

@@ -8,6 +8,8 @@ chooses when to use this; everything here raises ImportError without bitsandbyte
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import logging
 from pathlib import Path
@@ -103,8 +105,111 @@ class TiedHead(nn.Module):
         self._tied = [embedding]  # a list keeps it out of the module tree: its table is saved once, as shared.weight
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        weight = self._tied[0].weight
-        return nn.functional.linear(hidden.to(weight.dtype), weight).to(hidden.dtype)
+        table = self._tied[0]
+        if isinstance(table, Int8Embedding):
+            return _int8_matmul(hidden, table.weight, table.scale).to(hidden.dtype)
+        return nn.functional.linear(hidden.to(table.weight.dtype), table.weight).to(hidden.dtype)
+
+
+INT8_CHUNK_ROWS = 4096  # rows quantized at a time: the float32 scratch of a 32,128-row table stays ~12 MB
+
+
+def _int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one scale per row (output channel), computed in slices to keep the scratch small."""
+    q = torch.empty(weight.shape, dtype=torch.int8)
+    scale = torch.empty(weight.shape[0], dtype=torch.float32)
+    for start in range(0, weight.shape[0], INT8_CHUNK_ROWS):
+        rows = weight[start:start + INT8_CHUNK_ROWS].detach().float()
+        s = rows.abs().amax(dim=1).clamp(min=1e-12) / 127
+        q[start:start + len(rows)] = torch.round(rows / s[:, None]).clamp(-127, 127).to(torch.int8)
+        scale[start:start + len(rows)] = s
+    return q, scale.to(torch.bfloat16)
+
+
+def _int8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    # torch's weight-only int8 kernel; fast with bf16 activations (with float32 ones it is several times slower)
+    rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
+    return torch._weight_int8pack_mm(rows, weight, scale).reshape(*x.shape[:-1], weight.shape[0])
+
+
+class Int8Linear(nn.Module):
+    """A 16-bit layer at inference on a CPU with AVX512-BF16: int8 weight, one bf16 scale per output row."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        q, scale = _int8_rows(weight)
+        self.register_buffer("weight", q)
+        self.register_buffer("scale", scale)
+        self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16, copy=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = _int8_matmul(x, self.weight, self.scale)
+        return (out if self.bias is None else out + self.bias).to(x.dtype)
+
+
+class Int8Embedding(nn.Module):
+    """The shared embedding table (= the tied lm_head) in int8 with one scale per token row."""
+
+    def __init__(self, weight: torch.Tensor, out_dtype: torch.dtype) -> None:
+        super().__init__()
+        q, scale = _int8_rows(weight)
+        self.register_buffer("weight", q)
+        self.register_buffer("scale", scale)
+        self.num_embeddings, self.embedding_dim = weight.shape
+        self.padding_idx, self.out_dtype = None, out_dtype
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        rows = nn.functional.embedding(input_ids, self.weight).to(self.out_dtype)
+        return rows * nn.functional.embedding(input_ids, self.scale[:, None]).to(self.out_dtype)
+
+
+@functools.cache
+def fast_nf4_class() -> type:
+    """bitsandbytes' Linear4bit with a leaner CPU inference call (built on first use: bitsandbytes loads lazily).
+
+    Once bitsandbytes has packed a weight for its AVX512-BF16 kernel (first eval call), FastNF4Linear calls
+    that same native kernel directly. Linear4bit's forward spends more time in Python than the kernel takes for
+    one decoding row: fixing up the quant state, converting absmax to bf16 and testing the code book on
+    every call (benchmarks/README.md has the figures). Training, CUDA and unpacked weights take Linear4bit's
+    own forward; the result is the same kernel's, bit for bit.
+    """
+    bnb = import_bnb()
+    from bitsandbytes.cextension import lib
+    kernel = getattr(getattr(lib, "_lib", None), "gemv_4bit_inference_cpu_nf4_bf16", None)
+
+    class FastNF4Linear(bnb.nn.Linear4bit):
+        _fast: tuple | None = None  # (packed weight, bf16 absmax, ctypes N, K, blocksize) once packed
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self._fast is None or self.training or x.requires_grad or x.device.type != "cpu":
+                out = super().forward(x)
+                if self._fast is None and not self.training:
+                    self._fast = self._fast_arguments()
+                return out
+            weight, absmax, n, k, blocksize = self._fast
+            rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
+            out = torch.empty((rows.shape[0], self.out_features), dtype=torch.bfloat16)
+            kernel(ctypes.c_int64(rows.shape[0]), n, k, ctypes.c_void_p(rows.data_ptr()),
+                   ctypes.c_void_p(weight.data_ptr()), ctypes.c_void_p(absmax.data_ptr()),
+                   ctypes.c_void_p(out.data_ptr()), blocksize, k, n)  # row strides = K and N (contiguous)
+            out = out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+            return out if self.bias is None else out + self.bias.to(x.dtype)
+
+        def _fast_arguments(self) -> tuple | None:
+            state = self.weight.quant_state
+            if (kernel is None or not getattr(state, "packing_format_for_cpu", False) or state.nested
+                    or state.quant_type != "nf4" or self.weight.device.type != "cpu"):
+                return None
+            return (self.weight.data.view(torch.uint8).contiguous(), state.absmax.to(torch.bfloat16).contiguous(),
+                    ctypes.c_int64(self.out_features), ctypes.c_int64(self.in_features),
+                    ctypes.c_int64(state.blocksize))
+
+        def _apply(self, fn, *args, **kwargs):  # .to() / .cuda() move the weight: the cached one is stale
+            self._fast = None
+            return super()._apply(fn, *args, **kwargs)
+
+    return FastNF4Linear
 
 
 def nf4_linear(weight: torch.Tensor | None, shape: tuple[int, int], bias: torch.Tensor | None,
@@ -112,8 +217,8 @@ def nf4_linear(weight: torch.Tensor | None, shape: tuple[int, int], bias: torch.
     # weight=None builds an empty shell on the meta device, filled later from a saved 4-bit file
     bnb = import_bnb()
     out_features, in_features = shape
-    layer = bnb.nn.Linear4bit(in_features, out_features, bias=bias is not None, compute_dtype=compute_dtype,
-                              compress_statistics=False, quant_type="nf4", device="meta")
+    layer = fast_nf4_class()(in_features, out_features, bias=bias is not None, compute_dtype=compute_dtype,
+                             compress_statistics=False, quant_type="nf4", device="meta")
     # bitsandbytes' fused CPU kernel needs whole 32-row blocks and whole quantization blocks per row
     layer.support_avx512bf16_for_cpu &= out_features % CPU_PACK_ROWS == 0 and in_features % NF4_BLOCKSIZE == 0
     if weight is None:
@@ -167,6 +272,31 @@ def own_the_rest_(model: Any, device: str, compute_dtype: torch.dtype, half: tor
             else:
                 dtype = compute_dtype if tensor.is_floating_point() else tensor.dtype
                 tensor.data = tensor.data.to(device=device, dtype=dtype, copy=True)
+
+def uses_int8_16bit_layers(device: str) -> bool:
+    """Whether int8_16bit_layers_ applies: CPUs with AVX512-BF16, where torch's int8 kernel beats bf16."""
+    return device == "cpu" and cpu_has_fast_4bit()
+
+
+def int8_16bit_layers_(model: Any) -> None:
+    """In place, for inference on a CPU with AVX512-BF16: the 16-bit layers of a quantize_4bit_ model (T5's `wo`,
+    the embedding table and with it the tied lm_head) become int8 with one bf16 scale per row.
+
+    Half the bytes of bf16, and torch's int8 kernel with bf16 activations took a decoding row through `wo` and
+    the lm_head ~1.5-3x faster than bf16 here; on the embedded KTAS model it moved no more labels than bf16
+    (benchmarks/README.md). Files keep bf16 (save_quantized_model_dir never calls this), so a directory saved
+    once loads the same on CUDA. A table not tied to the lm_head stays as it is.
+    """
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, HalfLinear) and child.weight.dtype == torch.bfloat16:
+                setattr(parent, name, Int8Linear(child.weight, child.bias))
+    table = model.get_input_embeddings()
+    if isinstance(model.lm_head, TiedHead) and isinstance(table, LowPrecisionEmbedding):
+        embedding = Int8Embedding(table.weight, table.out_dtype)
+        model.set_input_embeddings(embedding)
+        model.lm_head = TiedHead(embedding)
+
 
 # --- the pre-quantized directory's weights -----------------------------------------------------------
 

@@ -11,8 +11,9 @@ import torch
 
 from r2d.errors import ModelLoadError
 from r2d.prompts import predict_prompt
-from r2d.quantize import (QUANTIZED_FORMAT, QUANTIZED_MARKER, QUANTIZED_WEIGHTS, HalfLinear, LowPrecisionEmbedding,
-                          TiedHead, bitsandbytes_available, half_precision_dtype, load_prequantized, quantize_4bit_,
+from r2d.quantize import (QUANTIZED_FORMAT, QUANTIZED_MARKER, QUANTIZED_WEIGHTS, HalfLinear, Int8Embedding, Int8Linear,
+                          LowPrecisionEmbedding, TiedHead, bitsandbytes_available, cpu_has_fast_4bit,
+                          half_precision_dtype, int8_16bit_layers_, load_prequantized, nf4_linear, quantize_4bit_,
                           read_safetensors, write_4bit_weights)
 
 needs_bnb = pytest.mark.skipif(not bitsandbytes_available(), reason="bitsandbytes with a native backend not installed")
@@ -58,6 +59,66 @@ def test_tied_head_reads_the_embedding_table_itself():
     expected = torch.nn.functional.linear(hidden.bfloat16(), embedding.weight).float()
     torch.testing.assert_close(head(hidden), expected)
     assert embedding(torch.tensor([3])).dtype == torch.float32
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def test_int8_linear_keeps_the_layer_within_int8_error():
+    dense = torch.nn.Linear(96, 40).eval()
+    layer = Int8Linear(dense.weight, dense.bias)
+    assert layer.weight.dtype == torch.int8 and layer.scale.shape == (40,)
+    x = torch.randn(2, 3, 96)
+    with torch.no_grad():
+        out = layer(x)
+        assert out.shape == (2, 3, 40) and out.dtype == torch.float32
+        assert relative_error(out, dense(x)) < 0.02  # one scale per row: ~1% error, NF4's is ~10%
+        # exactly the int8 weights times their scales, multiplied in bf16
+        dequantized = layer.weight.float() * layer.scale.float()[:, None]
+        expected = torch.nn.functional.linear(x.bfloat16(), dequantized.bfloat16(), layer.bias)
+        torch.testing.assert_close(out, expected.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_int8_embedding_and_tied_head_share_one_int8_table():
+    table = torch.randn(50, 32)
+    embedding = Int8Embedding(table, torch.float32)
+    ids = torch.tensor([[0, 7, 49]])
+    rows = embedding(ids)
+    assert rows.dtype == torch.float32 and relative_error(rows, table[ids]) < 0.02
+    head = TiedHead(embedding)
+    hidden = torch.randn(1, 2, 32)
+    assert not list(head.buffers())  # the head reads the embedding's table: no second copy
+    assert relative_error(head(hidden), hidden @ table.t()) < 0.03
+
+
+@needs_bnb
+def test_int8_16bit_layers_moves_a_real_t5_no_further_than_int8_error(tiny_t5, tiny_tokenizer):
+    quantize_4bit_(tiny_t5, "cpu", torch.bfloat16)  # 16-bit layers in bf16 whatever this CPU has
+    half = logits(tiny_t5.eval(), tiny_tokenizer)
+    int8_16bit_layers_(tiny_t5)
+    assert {n.split(".")[-1] for n, m in tiny_t5.named_modules() if isinstance(m, Int8Linear)} == {"wo"}
+    assert not [m for m in tiny_t5.modules() if isinstance(m, (HalfLinear, LowPrecisionEmbedding))]
+    assert isinstance(tiny_t5.shared, Int8Embedding) and tiny_t5.lm_head._tied[0] is tiny_t5.shared
+    assert tiny_t5.encoder.embed_tokens is tiny_t5.shared is tiny_t5.decoder.embed_tokens
+    assert relative_error(logits(tiny_t5, tiny_tokenizer), half) < 0.05
+
+
+@pytest.mark.skipif(not cpu_has_fast_4bit(), reason="needs bitsandbytes' AVX512-BF16 CPU kernel")
+def test_fast_nf4_call_is_bitsandbytes_own_kernel_bit_for_bit():
+    import bitsandbytes as bnb
+    dense = torch.nn.Linear(128, 64, bias=False)  # whole 32-row and 64-column blocks: the packed CPU kernel
+    layer = nf4_linear(dense.weight, (64, 128), None, torch.float32, "cpu").eval()
+    one, many = torch.randn(1, 1, 128), torch.randn(3, 5, 128)
+    with torch.no_grad():
+        layer(one)  # bitsandbytes packs the weight on its first eval call; the direct call is used from then on
+        assert layer._fast is not None
+        for x in (one, many):
+            torch.testing.assert_close(layer(x), bnb.nn.Linear4bit.forward(layer, x), rtol=0, atol=0)
+            error = (layer(x) - dense(x)).norm() / dense(x).norm()
+            assert error < 0.15  # and it is still this layer, within NF4's error
+    layer.to("cpu")
+    assert layer._fast is None  # a move drops the cached weight; the next call takes it again
 
 
 @needs_bnb

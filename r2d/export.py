@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections import Counter, defaultdict
@@ -30,6 +29,7 @@ from typing import Any, Sequence
 from r2d.data import COLUMNS, Example, escape_csv_cell, label_counts, stratified_split
 from r2d.errors import FeedbackStoreError
 from r2d.factcheck import check_rationale
+from r2d.identifiers import Finding, scan_identifiers  # noqa: F401 (re-exported)
 from r2d.store import ACTIONS, ReviewRecord, ReviewStore, utc_now
 
 logger = logging.getLogger(__name__)
@@ -40,33 +40,6 @@ RESOLUTION = "adjudicated > majority > latest"
 PROVENANCE = ("case_id", "reviewers", "action", "rating", "model_id", "review_ids", "resolution")
 META_FILENAME = "export_meta.json"
 RATIONALE_SOURCE = "nurse_post_processed"
-
-_NAME = r"[A-Z][a-z'’-]+(?:\s+[A-Z][a-z'’-]+)?"
-_MONTHS = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
-           r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)")
-# Order matters: earlier kinds claim their span first, so an MRN is not also reported as a phone number.
-_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("email", re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")),
-    ("id_number", re.compile(r"\b(?:MRN|NHS|SSN|ID|patient\s+(?:no|number|id)|hospital\s+(?:no|number)|"
-                             r"record\s+(?:no|number))\.?\s*[:#]?\s*[A-Z]{0,3}\d[\d-]{3,}\b", re.IGNORECASE)),
-    ("date", re.compile(rf"\b(?:\d{{1,2}}[/.-]\d{{1,2}}[/.-](?:\d{{4}}|\d{{2}})|\d{{4}}-\d{{2}}-\d{{2}}|"
-                        rf"\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTHS}\.?,?\s+\d{{4}}|{_MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})\b",
-                        re.IGNORECASE)),
-    ("phone", re.compile(r"(?<![\w/+])(?:\+\d{1,3}[\s.-]?)?(?:\(?\d{2,4}\)?[\s.-])?\d{3,4}[\s.-]\d{3,4}(?:[\s.-]\d{2,4})?(?![\w/])")),
-    ("name", re.compile(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?\s+{_NAME}")),
-    ("name", re.compile(rf"\b(?:patient\s+named|named|name\s+is|called)\s+{_NAME}", re.IGNORECASE)),
-    ("id_number", re.compile(r"\b\d{7,}\b")),
-)
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A likely patient identifier in a text: its kind, the matched text and where it is."""
-
-    kind: str  # email | id_number | date | phone | name
-    text: str
-    start: int
-    end: int
 
 
 @dataclass(frozen=True)
@@ -80,22 +53,6 @@ class RecordFinding:
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
-
-
-def scan_identifiers(text: str) -> list[Finding]:
-    """Likely patient identifiers in text (names after titles, phones, dates, ID/MRN numbers, emails).
-
-    A heuristic screen, not de-identification: it errs towards flagging, and a human decides.
-    """
-    findings: list[Finding] = []
-    taken: list[tuple[int, int]] = []
-    for kind, pattern in _PATTERNS:
-        for m in pattern.finditer(text):
-            if any(m.start() < end and start < m.end() for start, end in taken):
-                continue
-            taken.append((m.start(), m.end()))
-            findings.append(Finding(kind, m.group(0), m.start(), m.end()))
-    return sorted(findings, key=lambda f: f.start)
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ class TiedHead(nn.Module):
         return nn.functional.linear(hidden.to(table.weight.dtype), table.weight).to(hidden.dtype)
 
 
-INT8_CHUNK_ROWS = 4096  # rows quantized at a time: the float32 scratch of a 32,128-row table stays ~12 MB
+INT8_CHUNK_ROWS = 1024  # rows quantized at a time: a few MB of float32 scratch, not the whole table's
 
 
 def _int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,9 +119,9 @@ def _int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     q = torch.empty(weight.shape, dtype=torch.int8)
     scale = torch.empty(weight.shape[0], dtype=torch.float32)
     for start in range(0, weight.shape[0], INT8_CHUNK_ROWS):
-        rows = weight[start:start + INT8_CHUNK_ROWS].detach().float()
+        rows = weight[start:start + INT8_CHUNK_ROWS].detach().to(torch.float32, copy=True)
         s = rows.abs().amax(dim=1).clamp(min=1e-12) / 127
-        q[start:start + len(rows)] = torch.round(rows / s[:, None]).clamp(-127, 127).to(torch.int8)
+        q[start:start + len(rows)] = rows.div_(s[:, None]).round_().clamp_(-127, 127)  # in place: one chunk of scratch
         scale[start:start + len(rows)] = s
     return q, scale.to(torch.bfloat16)
 

@@ -100,6 +100,45 @@ class _TokenQueue(BaseStreamer):
         self.queue.put(None)
 
 
+class _FairLock:
+    """A lock granted in arrival order. threading.Lock is not: a batch that releases it between chunks
+    and takes it again at once can keep a waiting single prediction out for many chunks."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._next_ticket = self._serving = 0
+        self._abandoned: set[int] = set()  # tickets whose waiter was interrupted: skipped, never deadlocked on
+
+    def __enter__(self) -> "_FairLock":
+        with self._cond:
+            ticket, self._next_ticket = self._next_ticket, self._next_ticket + 1
+            try:
+                self._cond.wait_for(lambda: self._serving == ticket)
+            except BaseException:
+                if self._serving == ticket:  # its turn came as it was interrupted: pass the turn on
+                    self._advance()
+                else:
+                    self._abandoned.add(ticket)
+                raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._cond:
+            self._advance()
+
+    def _advance(self) -> None:
+        """Serve the next ticket that still has a waiter (the condition's lock is held)."""
+        self._serving += 1
+        while self._serving in self._abandoned:
+            self._abandoned.discard(self._serving)
+            self._serving += 1
+        self._cond.notify_all()
+
+    def locked(self) -> bool:
+        with self._cond:
+            return self._serving != self._next_ticket
+
+
 class _Cancelled(StoppingCriteria):
     """Stops generation once the stream's consumer has gone away."""
 
@@ -124,7 +163,9 @@ class Predictor:
         self.model_id: str = loaded.model_id
         self.quantization: str = loaded.quantization
         self.device: str = loaded.device
-        self._lock = threading.Lock()  # Gradio calls from worker threads; one model call at a time
+        # Gradio calls from worker threads: one model call at a time, in arrival order (a single prediction
+        # waits for the batch chunk in progress, not for the whole batch)
+        self._lock = _FairLock()
         # a fast tokenizer's padding/truncation state is shared: a case check (run by saves, outside the model
         # lock, so a save never waits for a batch) tokenizes with its own copy, one check at a time
         self._check_tokenizer, self._check_lock = copy.deepcopy(self.tokenizer), threading.Lock()

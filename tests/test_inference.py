@@ -326,3 +326,16 @@ def test_check_case_refuses_control_characters_and_lone_surrogates(predictor, ba
     with pytest.raises(InvalidCaseError, match=match):
         predictor.check_case(bad)
     assert predictor.check_case("chest pain\n\tsince 2 h") == "chest pain\n\tsince 2 h"
+
+
+def test_the_model_lock_serves_waiters_in_arrival_order(predictor):
+    lock, order, threads = predictor._lock, [], []
+    with lock:
+        for i in range(5):
+            threads.append(threading.Thread(target=lambda i=i: (lock.__enter__(), order.append(i), lock.__exit__())))
+            threads[-1].start()
+            while lock._next_ticket != i + 2:  # wait until thread i holds its ticket
+                time.sleep(0.001)
+    for t in threads:
+        t.join()
+    assert order == [0, 1, 2, 3, 4] and not lock.locked()

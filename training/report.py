@@ -298,9 +298,15 @@ def _budget(work: Path, results: Results, threads: int) -> str:
                if (p := run_dir(work, init, name, seed) / SECONDS_FILENAME).is_file()]
     if not seconds:
         return ""
-    return (f"{len(seconds)} runs trained and evaluated in {sum(seconds) / 60:.1f} minutes of wall time in all, "
-            f"torch threads {threads}, on a CPU shared with other jobs; figures at this budget rank methods, "
-            "they do not show what each method reaches.")
+    runs = [r for by_method in results.values() for by_seed in by_method.values() for r in by_seed.values()]
+    empty = statistics.mean(degenerate_rate(r) for r in runs)
+    text = (f"{len(seconds)} runs, {sum(seconds) / 60:.1f} minutes of training and evaluation summed over runs, "
+            f"torch threads {threads}, on a CPU shared with other jobs.")
+    if empty > 0.9:
+        text += (f" At this budget {empty:.0%} of the generated rationales are empty or a bare label and the labels "
+                 "sit near the majority class: the tables show the like-for-like set-up, not what the methods "
+                 "reach. Rerun with the config's own steps (`python -m training.report`) for figures that do.")
+    return text
 
 
 # --- command line ----------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from r2d.dashboard import dashboard_figures, probability_figure, summarize  # no
 from r2d.errors import FeedbackStoreError, InvalidCaseError, R2DError  # noqa: E402
 from r2d.export import (ExportPolicy, export_cases, export_stage2_dataset, findings_message,  # noqa: E402
                         preview_export)
-from r2d.store import ACTIONS, ReviewStore  # noqa: E402
+from r2d.store import ACTIONS, ReviewStore, case_id_for  # noqa: E402
 
 logger = logging.getLogger("r2d.app")
 ROOT = Path(__file__).resolve().parent
@@ -116,6 +116,13 @@ def _fact_notes(view: rv.FactView) -> str:
         lines.append("**Critical findings the rationale leaves out:** "
                      + "; ".join(rv.plain(m) for m in view.missing_critical))
     return "\n".join(lines)
+
+
+def _on_screen(shown: rv.ShownCase, case_text: str | None) -> bool:
+    """Whether the editor values that came with an event belong to the case under review. gr.State is read on
+    the server when the event runs, the boxes when it was triggered: after a save that opened the next case, a
+    late event would otherwise file the previous case's editor under the next one."""
+    return case_text is None or case_id_for(case_text) == shown.case_id
 
 
 def _queue_of(queue: Any) -> dict[str, Any]:
@@ -225,10 +232,10 @@ class Handlers:
         return self._out(consistency=self.check(shown, rationale, final_label))
 
     def save_draft(self, shown: rv.ShownCase | None, name: str, final_label: str, rationale: str, rating: Any,
-                   comment: str, request: gr.Request) -> None:
+                   comment: str, case_text: str | None, request: gr.Request) -> None:
         """Keep what is on screen server-side (per reviewer and case) so a refresh or restart loses nothing."""
         reviewer = _who(request, name)
-        if isinstance(shown, rv.ShownCase) and reviewer:
+        if isinstance(shown, rv.ShownCase) and reviewer and _on_screen(shown, case_text):
             draft = rv.make_draft(shown, final_label, rationale, rating, comment)
             if rv.differs_from_model(draft, shown) or self.store.draft(reviewer, shown.case_id):
                 self.store.save_draft(reviewer, shown.case_id, draft)
@@ -246,11 +253,14 @@ class Handlers:
 
     @ui_errors
     def save(self, shown: rv.ShownCase | None, name: str, final_label: str, rationale: str, rating: Any,
-             comment: str, queue: Any, request: gr.Request) -> dict:
+             comment: str, queue: Any, case_text: str | None, request: gr.Request) -> dict:
         """Store what is on screen (A and S alike: an edit on screen is saved, never replaced by the model's
         output); in a batch, open the next case to review."""
         if shown is None:
             raise FeedbackStoreError("nothing to review yet: predict a case or open a batch first")
+        if not _on_screen(shown, case_text):
+            raise FeedbackStoreError("the Case box no longer holds the case under review, so nothing was saved: "
+                                     "press 'Suggest triage' for the new text, or open the case again")
         reviewer = self._reviewer(request, name)
         result, check = rv.save_review(self.store, self.predictor, shown, reviewer, final_label or "",
                                        rationale or "", rating, comment or "")
@@ -594,17 +604,21 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
     quiet = dict(api_name=False, show_progress="hidden")
     c["predict"].click(h.predict, outs("case", "reviewer"), queue_out, api_name="predict", **model)
     c["rationale"].input(h.diff, outs("shown", "rationale"), outs("diff"), trigger_mode="always_last", **quiet)
-    for box in ("rationale", "final_label"):
-        c[box].input(h.facts, outs("shown", "rationale", "final_label"), outs("facts", "fact_notes"),
-                     trigger_mode="always_last", **quiet)
+    # radios: .select, which only a person fires; their .input also fired while an output was being applied,
+    # which saved the previous case's editor as a draft of the next one
+    fact_in = outs("shown", "rationale", "final_label")
+    c["rationale"].input(h.facts, fact_in, outs("facts", "fact_notes"), trigger_mode="always_last", **quiet)
+    c["final_label"].select(h.facts, fact_in, outs("facts", "fact_notes"), trigger_mode="always_last", **quiet)
     checked = outs("shown", "rationale", "final_label")
     c["rationale"].blur(h.check_event, checked, outs("consistency"), **quiet)
     c["check"].click(h.check_event, checked, outs("consistency"), api_name="check")
     editor = outs("shown", "reviewer", "final_label", "rationale", "rating", "comment")
-    for box in ("rationale", "comment", "final_label", "rating"):
-        c[box].input(h.save_draft, editor, None, trigger_mode="always_last", **quiet)
+    for box in ("rationale", "comment"):
+        c[box].input(h.save_draft, editor + outs("case"), None, trigger_mode="always_last", **quiet)
+    for radio in ("final_label", "rating"):
+        c[radio].select(h.save_draft, editor + outs("case"), None, trigger_mode="always_last", **quiet)
     for button, api in (("submit", "submit"), ("accept", "accept")):
-        c[button].click(h.save, editor + outs("queue"), queue_out, api_name=api, trigger_mode="once")
+        c[button].click(h.save, editor + outs("queue", "case"), queue_out, api_name=api, trigger_mode="once")
     c["undo"].click(h.undo, outs("shown", "reviewer", "queue"), queue_out, api_name="undo", trigger_mode="once")
     c["skip"].click(h.skip, outs("shown", "reviewer", "queue"), queue_out, api_name="skip", trigger_mode="once")
     c["flag"].click(h.flag, outs("shown", "reviewer", "comment"), outs("status"), api_name="flag", trigger_mode="once")

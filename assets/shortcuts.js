@@ -9,10 +9,31 @@
     (el.tagName === "INPUT" && TEXT_TYPES.includes((el.type || "").toLowerCase())));
   const BUTTONS = { a: "r2d-accept", s: "r2d-submit", k: "r2d-skip", f: "r2d-flag", u: "r2d-undo", c: "r2d-check",
                     n: "r2d-next", p: "r2d-prev" };
+  // One action at a time: a key pressed while the previous save or move is still on its way would act on the
+  // old queue position, so it waits its turn. The lock opens when the queue line or the status line changes
+  // (or after 4 s).
+  let busyUntil = 0;
+  const waiting = [];
+  // the rendered text only: the block around it also shows Gradio's progress timer while the event runs
+  const watched = () => ["r2d-queue", "r2d-status"].map((id) => {
+    const el = document.getElementById(id);
+    return (el?.querySelector(".prose") || el)?.innerText || "";
+  }).join("|");
+  let seen = "";
+  setInterval(() => {
+    const now = watched();
+    if (now !== seen) { seen = now; busyUntil = 0; }
+    if (Date.now() >= busyUntil && waiting.length) clickById(waiting.shift());
+  }, 50);
   const clickById = (id) => {
     const el = document.getElementById(id);
     const button = el && (el.tagName === "BUTTON" ? el : el.querySelector("button"));
-    if (button && !button.disabled && button.offsetParent !== null) { button.click(); return true; }
+    if (button && !button.disabled && button.offsetParent !== null) {
+      seen = watched();
+      busyUntil = Date.now() + 4000;
+      button.click();
+      return true;
+    }
     return false;
   };
   const pick = (groupId, n) => {
@@ -38,7 +59,12 @@
     }
     const key = ev.key.toLowerCase();
     if (key in BUTTONS) {
-      if (clickById(BUTTONS[key])) ev.preventDefault();
+      ev.preventDefault();
+      if (Date.now() < busyUntil || waiting.length) {
+        if (waiting.length < 5) waiting.push(BUTTONS[key]);  // still busy with the previous action
+        return;
+      }
+      clickById(BUTTONS[key]);
     } else if (key === "e") {
       const box = document.querySelector("#r2d-rationale textarea");
       if (box) { box.focus(); ev.preventDefault(); }

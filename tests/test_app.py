@@ -51,7 +51,7 @@ def predicted(h: app.Handlers, case: str = CASE, name: str = "Nurse A") -> dict:
 
 
 def save(h, shown, name="Nurse A", label="2", rationale="Shock signs: level 2.", rating=None, comment="", queue=None):
-    return named(h, h.save(shown, name, label, rationale, rating, comment, queue or {}, None))
+    return named(h, h.save(shown, name, label, rationale, rating, comment, queue or {}, None, None))
 
 
 # --- single case --------------------------------------------------------------------------------
@@ -137,13 +137,13 @@ def test_a_correction_is_a_new_row_and_disagreement_is_flagged(h, store):
 def test_accept_saves_what_is_on_screen_never_the_model_output_over_an_edit(h, store):
     """Issue 9: after an edit and a relabel, A used to store the model's label and text."""
     shown = predicted(h)["shown"]
-    accepted = named(h, h.save(shown, "Nurse A", "1", "Airway at risk: level 1.", "2", "my note", {}, None))
+    accepted = named(h, h.save(shown, "Nurse A", "1", "Airway at risk: level 1.", "2", "my note", {}, CASE, None))
     assert "(relabelled)" in accepted["status"]
     [r] = store.reviews()
     assert (r.final_label, r.final_rationale, r.comment, r.action) == ("1", "Airway at risk: level 1.", "my note",
                                                                      "relabelled")
     untouched = predicted(h, "level 5: sore throat")["shown"]
-    named(h, h.save(untouched, "Nurse A", untouched.model_label, untouched.model_rationale, None, "", {}, None))
+    named(h, h.save(untouched, "Nurse A", untouched.model_label, untouched.model_rationale, None, "", {}, None, None))
     assert store.reviews()[-1].action == "accepted"
 
 
@@ -182,8 +182,11 @@ def test_undo_retracts_my_last_save_and_gives_its_content_back(h, store):
 
 def test_drafts_survive_a_refresh_and_a_restart(h, store, fake_predictor, cfg):
     shown = predicted(h)["shown"]
-    h.save_draft(shown, "Nurse A", "1", "Half-written: airway", "2", "ask the doctor", None)
-    h.save_draft(shown, "Nurse B", "4", "someone else's words", None, "", None)
+    h.save_draft(shown, "Nurse A", "1", "Half-written: airway", "2", "ask the doctor", CASE, None)
+    h.save_draft(shown, "Nurse B", "4", "someone else's words", None, "", None, None)
+    # a late draft event whose boxes belong to another case is not filed under this one
+    h.save_draft(shown, "Nurse C", "1", "the previous case's words", None, "", "level 5: another case", None)
+    assert store.draft("Nurse C") is None
     restarted = app.build_app(fake_predictor, ReviewStore(cfg.app.db_path), cfg, examples=[])[1]
     restored = named(restarted, restarted.restore({}, "Nurse A", None))  # a page load, no batch open
     assert (restored["case"], restored["final_label"], restored["rationale"], restored["rating"],
@@ -195,6 +198,13 @@ def test_drafts_survive_a_refresh_and_a_restart(h, store, fake_predictor, cfg):
          comment="ask the doctor")
     assert "rationale" not in named(restarted, restarted.restore({}, "Nurse A", None))
     assert predicted(restarted, name="Nurse B")["rationale"] == "someone else's words"
+
+
+def test_save_refuses_when_the_case_box_holds_another_case(h, store):
+    shown = predicted(h)["shown"]
+    with pytest.raises(gr.Error, match="no longer holds the case under review"):
+        h.save(shown, "Nurse A", "2", "Shock: level 2.", None, "", {}, "level 4: a new case typed in", None)
+    assert store.reviews() == []
 
 
 def test_skip_and_flag_are_recorded(h, store):
@@ -469,9 +479,9 @@ def test_gradio_client_round_trip_on_loopback(launched_app, tmp_path):
     values = dict(zip(API_OUTPUTS, result))
     assert values["case"] == CASE and "2 — Emergency" in values["label_md"]
     assert values["rationale"] == launched_app.predictor.explain(CASE, "2")
-    saved = dict(zip(API_OUTPUTS, client.predict("Nurse C", "3", "Edited: level 3.", "4", "", {}, api_name="/submit")))
+    saved = dict(zip(API_OUTPUTS, client.predict("Nurse C", "3", "Edited: level 3.", "4", "", {}, CASE, api_name="/submit")))
     assert saved["status"].startswith("✓ Saved review")
-    again = dict(zip(API_OUTPUTS, client.predict("Nurse C", "3", "Edited: level 3.", "4", "", {}, api_name="/submit")))
+    again = dict(zip(API_OUTPUTS, client.predict("Nurse C", "3", "Edited: level 3.", "4", "", {}, CASE, api_name="/submit")))
     assert again["status"].startswith("Already")
     [stored] = launched_app.store.reviews()
     assert (stored.reviewer, stored.final_label, stored.action) == ("Nurse C", "3", "relabelled")
@@ -535,7 +545,7 @@ def test_concurrent_reviewers_through_the_api_lose_nothing(launched_app, tmp_pat
     def review_as(k: int) -> str:
         client = Client(launched_app.url, verbose=False, download_files=str(tmp_path / f"dl{k}"))
         client.predict(f"level {k % 5 + 1}: case {k}", f"Nurse {k}", api_name="/predict")
-        result = client.predict(f"Nurse {k}", str(k % 5 + 1), f"Rationale {k}.", None, "", {}, api_name="/submit")
+        result = client.predict(f"Nurse {k}", str(k % 5 + 1), f"Rationale {k}.", None, "", {}, f"level {k % 5 + 1}: case {k}", api_name="/submit")
         return dict(zip(API_OUTPUTS, result))["status"]
 
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -555,7 +565,7 @@ def test_exports_are_not_served_and_export_anyway_needs_a_scan(launched_app, tmp
     client = Client(launched_app.url, verbose=False, download_files=str(tmp_path / "downloads"))
     for k, case in enumerate(("level 2: chest pain", "level 4: ankle sprain", "level 5: sore throat")):
         client.predict(case, "Nurse C", api_name="/predict")
-        client.predict("Nurse C", str(k + 2), f"Seen: level {k + 2}.", None, "", {}, api_name="/submit")
+        client.predict("Nurse C", str(k + 2), f"Seen: level {k + 2}.", None, "", {}, case, api_name="/submit")
     with pytest.raises(Exception, match="Export for Stage 2' first"):
         Client(launched_app.url, verbose=False).predict(list(ACTIONS), 0, False, 0.1, False, "Nurse C",
                                                         api_name="/export_anyway")
@@ -572,7 +582,7 @@ def test_the_signed_in_name_is_recorded_not_the_typed_one(h, store):
     import types
     signed_in = types.SimpleNamespace(username="Nurse A")
     shown = predicted(h)["shown"]
-    named(h, h.save(shown, "alice (typed)", "2", "Shock: level 2.", None, "", {}, signed_in))
+    named(h, h.save(shown, "alice (typed)", "2", "Shock: level 2.", None, "", {}, None, signed_in))
     assert [r.reviewer for r in store.reviews()] == ["Nurse A"]
     restored = named(h, h.restore({}, "alice (typed)", signed_in))
     assert restored["reviewer"] == gr.update(value="Nurse A", interactive=False)

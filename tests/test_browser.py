@@ -121,3 +121,114 @@ def test_predict_edit_save_batch_and_export(page, launched_app):
 
     assert page.external_requests == []
     assert launched_app.external == []
+
+
+def wait_for(condition, what: str, timeout_s: float = 30.0):
+    """Poll a Python-side condition (the store) until it holds."""
+    import time
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def open_reviewer(browser, url: str, name: str, batch_file: Path):
+    """A reviewer in their own browser context (own storage), with the batch uploaded and open."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.external_requests = []
+    page.on("request", lambda r: None if r.url.startswith((url.rstrip("/"), "data:", "blob:"))
+            else page.external_requests.append(r.url))
+    page.set_default_timeout(30_000)
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#r2d-case textarea")
+    page.fill("#r2d-reviewer textarea", name)
+    page.get_by_text("Batch: upload cases").click()
+    page.set_input_files("#r2d-upload input[type=file]", str(batch_file))
+    wait_text(page, "#r2d-queue", "Case 1 of 3")
+    return page
+
+
+def test_two_reviewers_accept_after_edit_undo_blind_review_agreement_and_export(launched_app):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    store, tmp, predictor = launched_app.store, launched_app.tmp_path, launched_app.predictor
+    cases = ["level 2: chest pain, BP 88/50, HR 124", "level 4: ankle sprain, walked in", "level 5: sore throat"]
+    batch = tmp / "batch.jsonl"
+    batch.write_text("".join(json.dumps({"id": f"K-{k}", "question": c}) + "\n" for k, c in enumerate(cases)))
+    evil = "![n](http://203.0.113.7/x.png)"  # issue 10: a Markdown name made other browsers fetch the URL
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            a = open_reviewer(browser, launched_app.url, "Nurse A", batch)
+            # accept after an edit: A stores what is on screen (the edit and the new label), then moves on
+            a.fill("#r2d-rationale textarea", "Edited by A: chest pain with low BP, level 3.")
+            a.keyboard.press("Escape")
+            a.keyboard.press("3")  # relabel: one key
+            a.keyboard.press("a")  # save what is shown and open the next case: one key
+            wait_text(a, "#r2d-queue", "Case 2 of 3")
+            [first] = wait_for(store.reviews, "A's first review")
+            assert (first.reviewer, first.final_label, first.action) == ("Nurse A", "3", "relabelled")
+            assert first.final_rationale == "Edited by A: chest pain with low BP, level 3."
+            # undo: the review no longer counts and its content is back on screen
+            a.keyboard.press("u")
+            wait_text(a, "#r2d-status", "Retracted your review")
+            wait_text(a, "#r2d-queue", "Case 1 of 3")
+            assert a.input_value("#r2d-rationale textarea") == first.final_rationale
+            assert store.latest_reviews() == []
+            a.keyboard.press("s")
+            wait_text(a, "#r2d-queue", "Case 2 of 3")
+            for position in ("Case 3 of 3", "3 reviewed"):
+                a.keyboard.press("a")
+                wait_text(a, "#r2d-queue", position)
+
+            # blind review: B sees the model's answer, not A's, until B has saved
+            b = open_reviewer(browser, launched_app.url, evil, batch)
+            assert b.input_value("#r2d-rationale textarea") == predictor.explain(cases[0], "2")
+            wait_text(b, "#r2d-status", "hidden until you save")
+            assert "Nurse A" not in b.inner_text("#r2d-status")
+            b.keyboard.press("1")
+            b.keyboard.press("s")
+            wait_text(b, "#r2d-queue", "Case 2 of 3")
+            b.keyboard.press("a")
+            wait_text(b, "#r2d-queue", "Case 3 of 3")
+            b.keyboard.press("a")
+            wait_text(b, "#r2d-queue", "3 reviewed")
+            b.keyboard.press("p")
+            b.keyboard.press("p")
+            wait_text(b, "#r2d-queue", "Case 1 of 3")
+            wait_text(b, "#r2d-status", "Nurse A chose 3")
+            assert len(store.reviewer_reviews()) == 6
+
+            # A sees B's name as text, never as an image
+            a.keyboard.press("p")
+            a.keyboard.press("p")
+            wait_text(a, "#r2d-queue", "Case 1 of 3")
+            wait_text(a, "#r2d-status", evil)
+
+            # the dashboard: agreement with counts, the one disagreement to adjudicate
+            b.get_by_role("tab", name="Dashboard").click()
+            wait_text(b, "#r2d-dash-agreement", "on 3 case(s) reviewed by 2+ of 2 reviewers")
+            wait_text(b, "#r2d-disagreements", "Nurse A: 3")
+            b.screenshot(path=str(tmp / "dashboard-two-reviewers.png"), full_page=True)
+
+            # export: B's relabel kept the model's "level 2" text, so the export asks first; rows == counts
+            b.get_by_role("tab", name="Export").click()
+            b.click("#r2d-export")
+            wait_text(b, "#r2d-findings-md", "naming another triage level")
+            b.click("#r2d-export-anyway")
+            wait_text(b, "#r2d-export-summary", "Exported 3 reviews")
+            [folder] = (tmp / "exports").iterdir()
+            meta = json.loads((folder / "export_meta.json").read_text())
+            rows = [json.loads(line) for name in ("train.jsonl", "val.jsonl")
+                    for line in (folder / name).read_text().splitlines()]
+            assert len(rows) == meta["counts"]["selected"] == 3
+            assert {r["id"] for r in rows} == {"K-0", "K-1", "K-2"}
+            assert {r["resolution"] for r in rows} == {"latest", "majority"}
+            assert all(len(r["reviewers"]) == 2 for r in rows)
+            assert a.external_requests == [] and b.external_requests == []
+        finally:
+            browser.close()
+    assert launched_app.external == []

@@ -87,7 +87,9 @@ def test_evaluate_predictions_on_a_known_set():
     # hypotheses are the generated rationales, references the gold ones
     assert scorer.calls == [([p.rationale for p in predictions], [GOLD_RATIONALE] * 4)]
     assert report["rationale"]["bertscore_model"] == FakeScorer.model_id
-    assert report["skipped"] == {"critical_named": "no case has a critical finding"}
+    # "case 0".."case 3" hold no triage facts: fidelity is not given a number on such data
+    assert report["skipped"] == {"fidelity": evaluate.NO_TRIAGE_FACTS, "critical_named": evaluate.NO_TRIAGE_FACTS}
+    assert "fidelity" not in m and report["fidelity"]["cases_without_facts"] == 4
     assert list(report["per_class"]) == KTAS and report["per_class"]["5"]["predicted"] == 1
     assert report["confusion_matrix"]["counts"][2] == [0, 1, 0, 0, 0]  # gold 3 predicted as 2
     row = report["predictions"][3]
@@ -102,7 +104,8 @@ def test_skipped_metrics_say_why_and_get_no_number():
     report = evaluate_predictions(examples, [make_prediction("yes"), make_prediction("yes")],
                                   label_set=["yes", "no", "maybe"], ordinal=False)
     skipped = report["skipped"]
-    assert set(skipped) == {"triage_errors", "bleu", "bertscore", "consistency", "sufficiency", "critical_named"}
+    assert set(skipped) == {"triage_errors", "bleu", "bertscore", "consistency", "sufficiency", "fidelity",
+                            "critical_named"}
     assert skipped["bleu"] == evaluate.NO_RATIONALES
     assert not set(skipped) & set(report["metrics"])
     assert "under_triage_rate" not in report["metrics"]
@@ -111,7 +114,8 @@ def test_skipped_metrics_say_why_and_get_no_number():
 
 def test_bertscore_skip_message_without_scorer():
     report = evaluate_predictions(make_examples(("1",)), [make_prediction("1")], ["1"], ordinal=True)
-    assert report["skipped"] == {"bertscore": SKIP_MESSAGE, "critical_named": "no case has a critical finding"}
+    assert report["skipped"] == {"bertscore": SKIP_MESSAGE, "fidelity": evaluate.NO_TRIAGE_FACTS,
+                                 "critical_named": evaluate.NO_TRIAGE_FACTS}
     assert "bertscore_f1" not in report["metrics"] and report["metrics"]["bleu"] == pytest.approx(1.0)
 
 

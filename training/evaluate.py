@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 REPORT_FORMAT = "r2d-eval-1"
 NO_RATIONALES = "the data has no gold rationales to compare with"
+NO_TRIAGE_FACTS = "most cases hold none of the triage facts the fact check reads (vitals, AVPU, pain, complaint)"
 
 
 class _Scored(Protocol):
@@ -83,6 +84,7 @@ def _rationale_block(examples: Sequence[Example], predictions: Sequence[_Scored]
         return {}, info, {"bleu": NO_RATIONALES, "bertscore": NO_RATIONALES}
     refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
     values: dict[str, Any] = {"bleu": metrics.mean_sentence_bleu(refs, hyps)}
+    info["bleu_tokenizer"] = metrics.bleu_tokenizer()
     if scorer is None:
         return values, info, {"bertscore": bertscore_note}
     result = scorer.score(hyps, refs)
@@ -99,10 +101,12 @@ def _fidelity_block(examples: Sequence[Example], predictions: Sequence[_Scored])
     against its own case and the label shown beside it."""
     summary = factcheck.fidelity_summary([e.case_text for e in examples], [p.rationale for p in predictions],
                                          [p.label for p in predictions])
+    info = {k: summary[k] for k in ("n_with_critical", "cases_without_facts", "rationales_with_problem")}
+    if summary["cases_without_facts"] * 2 > summary["n"]:
+        return {}, info  # e.g. PubMedQA: the fact check reads triage facts, and most cases have none
     values = {"fidelity": summary["fidelity"]}
     if summary["critical_named"] is not None:
         values["critical_named"] = summary["critical_named"]
-    info = {k: summary[k] for k in ("n_with_critical", "cases_without_facts", "rationales_with_problem")}
     return values, info
 
 
@@ -126,7 +130,9 @@ def evaluate_predictions(examples: Sequence[Example], predictions: Sequence[_Sco
                                                                             bertscore_note)
     fidelity_metrics, fidelity_info = _fidelity_block(examples, predictions)
     report["metrics"].update(fidelity_metrics)
-    if "critical_named" not in fidelity_metrics:
+    if "fidelity" not in fidelity_metrics:
+        skipped["fidelity"] = skipped["critical_named"] = NO_TRIAGE_FACTS
+    elif "critical_named" not in fidelity_metrics:
         skipped["critical_named"] = "no case has a critical finding"
     report["metrics"].update(rationale_metrics)
     skipped.update(rationale_skipped)

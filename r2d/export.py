@@ -287,7 +287,8 @@ def export_stage2_dataset(store: ReviewStore, out_dir: str | Path, policy: Expor
         names = {"train": "train.jsonl", "val": "val.jsonl"} | ({"test": "test.csv"} if test_csv else {})
         for split, name in names.items():
             _write_rows(tmp / name, splits[split])
-        meta = _meta(store, cases, splits, names, policy, seed, val_fraction, test_fraction, exported_by, config)
+        meta = {"export_id": out.name,
+                **_meta(store, cases, splits, names, policy, seed, val_fraction, test_fraction, exported_by, config)}
         _write_meta(tmp / META_FILENAME, meta)
         _publish(tmp, out)
     except BaseException:

@@ -272,7 +272,7 @@ def test_several_reviewers_are_resolved_by_the_named_policy(tmp_path):
     s.submit(review(2))
     result = export_stage2_dataset(s, tmp_path / "out", ExportPolicy(), val_fraction=0.34)
     meta = result.meta
-    assert meta["resolution_policy"] == RESOLUTION == "adjudicated > majority > latest"
+    assert meta["resolution_policy"] == RESOLUTION == "adjudicated > majority > latest" and meta["export_id"] == "out"
     assert meta["resolutions"] == {"majority": 1, "adjudicated": 1, "single": 1}
     assert meta["counts"]["cases_with_several_reviewers"] == 2
     rows = [json.loads(line) for p in result.files.values() for line in p.read_text().splitlines()]

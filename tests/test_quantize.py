@@ -65,14 +65,16 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def test_int8_linear_keeps_the_layer_within_int8_error():
+@pytest.mark.parametrize("rows", [3, 40])  # torch's int8 kernel, and dequantized bf16 slices beyond 32 rows
+def test_int8_linear_keeps_the_layer_within_int8_error(rows, monkeypatch):
+    monkeypatch.setattr("r2d.quantize.INT8_CHUNK_ROWS", 16)  # several output slices
     dense = torch.nn.Linear(96, 40).eval()
     layer = Int8Linear(dense.weight, dense.bias)
     assert layer.weight.dtype == torch.int8 and layer.scale.shape == (40,)
-    x = torch.randn(2, 3, 96)
+    x = torch.randn(1, rows, 96)
     with torch.no_grad():
         out = layer(x)
-        assert out.shape == (2, 3, 40) and out.dtype == torch.float32
+        assert out.shape == (1, rows, 40) and out.dtype == torch.float32
         assert relative_error(out, dense(x)) < 0.02  # one scale per row: ~1% error, NF4's is ~10%
         # exactly the int8 weights times their scales, multiplied in bf16
         dequantized = layer.weight.float() * layer.scale.float()[:, None]

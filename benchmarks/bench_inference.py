@@ -42,7 +42,7 @@ VARIANTS = {
     "bf16": "transformers, weights and compute in bfloat16",
     "int8": "bitsandbytes LLM.int8 through transformers",
     "4bit-stock": "transformers BitsAndBytesConfig NF4 as documented (the starting point)",
-    "4bit": "r2d NF4: q/k/v/o/wi in NF4, wo + embedding (= tied lm_head) in bf16, quantized at load",
+    "4bit": "r2d NF4: q/k/v/o/wi in NF4, wo + embedding (= tied lm_head) in int8 (AVX512-BF16 CPUs) or bf16, quantized at load",
     "4bit-pre": "r2d NF4 loaded from a save_quantized_model_dir directory",
     "4bit-noavx": "4bit-pre with bitsandbytes' AVX512-BF16 kernel disabled (what CPUs without it run)",
     "ct2-int8": "CTranslate2 int8 (converted directory)",
@@ -298,8 +298,30 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
                  f"{r['batch_cases_per_s']:.2f}", f"{r['peak_rss_mb']:.0f}", f"{model_rss:.0f}", *vs)
         print("| " + " | ".join(cells) + " |")
     print("\nmodel RSS = peak RSS minus the RSS after imports (python + torch + transformers + the variant's library)")
+    print_targets(rows, args)
     for r in rows:
         print(f"  {r['variant']:11} {VARIANTS[r['variant']]}")
+
+
+def print_targets(rows: list[dict], args: argparse.Namespace) -> None:
+    """The issue's targets against this run: 4-bit at least as fast as CTranslate2 int8, label <= 100 ms at base
+    shape, peak RSS <= 0.5x fp32's (printed, never asserted)."""
+    by = {r["variant"]: r for r in rows}
+    q4, ct2, fp32 = by.get("4bit-pre"), by.get("ct2-int8"), by.get("fp32")
+    if q4 is None:
+        return
+    checks = []
+    if ct2:
+        checks.append((f"4bit-pre total {q4['total_ms']:.0f} ms <= ct2-int8 {ct2['total_ms']:.0f} ms",
+                       q4["total_ms"] <= ct2["total_ms"]))
+    if args.shape == "base":
+        checks.append((f"4bit-pre label {q4['label_ms']:.0f} ms <= 100 ms", q4["label_ms"] <= 100))
+    if fp32:
+        ratio = q4["peak_rss_mb"] / fp32["peak_rss_mb"]
+        checks.append((f"4bit-pre peak RSS {ratio:.2f}x fp32 <= 0.50x", ratio <= 0.5))
+    print(f"\ntargets (load average at start {LOAD_AT_START}):")
+    for text, met in checks:
+        print(f"  {'met    ' if met else 'NOT met'}  {text}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -343,6 +365,9 @@ def load_cases(n: int) -> list[str]:
     """n + 1 KTAS case texts: the first warms up, the other n are timed."""
     from r2d.sources import load_ktas
     return [e.case_text for e in load_ktas(SHARED / "ktas" / "data.csv")[:n + 1]]
+
+
+LOAD_AT_START = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").is_file() else "n/a"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -126,22 +126,13 @@ def _int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale.to(torch.bfloat16)
 
 
-INT8_KERNEL_MAX_ROWS = 32  # torch's int8 kernel costs ~linear in rows: beyond this, dequantize + bf16 GEMM wins
-
-
 def _int8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    # torch's weight-only int8 kernel (fast with bf16 activations; float32 ones are several times slower) is a
-    # matrix-vector kernel: per row it costs the same at 85 rows as at 1. Decoding steps (1 row per case) use it;
-    # encoder passes and label scoring of many rows multiply by bf16 slices of the dequantized weight instead
-    # (measured per layer, benchmarks/README.md)
+    # torch's weight-only int8 kernel, fast with bf16 activations (float32 ones are several times slower). It is a
+    # matrix-vector kernel (per row it costs the same at 85 rows as at 1), but each row's result depends on that
+    # row alone, so a case scores the same alone and in a batch; dequantized bf16 slices for many rows were
+    # faster for `wo` but moved batch probabilities by 3e-3 (benchmarks/README.md)
     rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
-    if rows.shape[0] <= INT8_KERNEL_MAX_ROWS:
-        out = torch._weight_int8pack_mm(rows, weight, scale)
-    else:
-        out = torch.cat([nn.functional.linear(rows, weight[i:i + INT8_CHUNK_ROWS].to(torch.bfloat16)
-                                              .mul_(scale[i:i + INT8_CHUNK_ROWS, None]))
-                         for i in range(0, weight.shape[0], INT8_CHUNK_ROWS)], dim=-1)
-    return out.reshape(*x.shape[:-1], weight.shape[0])
+    return torch._weight_int8pack_mm(rows, weight, scale).reshape(*x.shape[:-1], weight.shape[0])
 
 
 class Int8Linear(nn.Module):

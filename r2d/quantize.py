@@ -127,12 +127,18 @@ def _int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _int8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    # torch's weight-only int8 kernel, fast with bf16 activations (float32 ones are several times slower). It is a
-    # matrix-vector kernel (per row it costs the same at 85 rows as at 1), but each row's result depends on that
-    # row alone, so a case scores the same alone and in a batch; dequantized bf16 slices for many rows were
-    # faster for `wo` but moved batch probabilities by 3e-3 (benchmarks/README.md)
+    # Decoding steps (one new token per sequence) take torch's weight-only int8 kernel with bf16 activations
+    # (float32 ones are several times slower). That kernel is matrix-vector: per row it costs the same at 85
+    # rows as at 1, so longer inputs (encoder passes, label scoring) multiply by bf16 slices of the int8 weight
+    # and scale the outputs. The choice follows the sequence length, never the batch, so a case scores the
+    # same alone and in a batch (benchmarks/README.md has the per-layer figures).
     rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
-    return torch._weight_int8pack_mm(rows, weight, scale).reshape(*x.shape[:-1], weight.shape[0])
+    if x.dim() < 3 or x.shape[-2] == 1:
+        out = torch._weight_int8pack_mm(rows, weight, scale)
+    else:
+        out = torch.cat([nn.functional.linear(rows, weight[i:i + INT8_CHUNK_ROWS].to(torch.bfloat16))
+                         for i in range(0, weight.shape[0], INT8_CHUNK_ROWS)], dim=-1).float().mul_(scale.float())
+    return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
 class Int8Linear(nn.Module):

@@ -29,6 +29,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import gradio as gr  # noqa: E402
 
 from r2d import review as rv  # noqa: E402
+from r2d.active import ORDERS  # noqa: E402
 from r2d.agreement import agreement  # noqa: E402
 from r2d.auth import authenticator, load_users  # noqa: E402
 from r2d.config import ModelConfig, R2DConfig, config_to_dict, load_config, with_section  # noqa: E402
@@ -49,7 +50,9 @@ NO_FACTS_NOTE = ("**⚠ This case holds none of the triage facts the model was t
 # what a "show a case" event may fill (see Handlers._render), and what a batch event fills besides
 SHOWN_OUTPUTS = ("shown", "case", "case_md", "label_md", "plot", "rationale", "final_label", "rating", "comment",
                  "diff", "facts", "fact_notes", "consistency", "status")
-QUEUE_OUTPUTS = ("queue", "batch_panel", "batch", "queue_md")
+QUEUE_OUTPUTS = ("queue", "batch_panel", "batch", "queue_md", "order")
+ORDER_CHOICES = [("As uploaded", "upload"), ("Least confident first", "least_confident"),
+                 ("Rationale disagrees with its label first", "disagreement")]
 UNVERIFIED_NOTE = ("⚠ **Names are not verified**: anyone can type any name here. Start the app with "
                    "`--auth FILE` to have reviewers sign in.")
 SIGNED_IN_NOTE = "Signed in: your reviews are recorded under your sign-in name."
@@ -128,8 +131,9 @@ def _on_screen(shown: rv.ShownCase, case_text: str | None) -> bool:
 def _queue_of(queue: Any) -> dict[str, Any]:
     """The saved queue position, or {} for anything that is not one (an old or forged browser value)."""
     if isinstance(queue, dict) and isinstance(queue.get("batch_id"), str) and queue["batch_id"]:
-        position = queue.get("position", 0)
-        return {"batch_id": queue["batch_id"], "position": position if isinstance(position, int) else 0}
+        position, order = queue.get("position", 0), queue.get("order", "upload")
+        return {"batch_id": queue["batch_id"], "position": position if isinstance(position, int) else 0,
+                "order": order if order in ORDERS else "upload"}
     return {}
 
 
@@ -241,10 +245,11 @@ class Handlers:
                 self.store.save_draft(reviewer, shown.case_id, draft)
 
     def _open(self, batch_id: str, position: int | None, reviewer: str, status: str = "",
-              after: int | None = None) -> dict:
+              after: int | None = None, order: str = "upload", item: int | None = None) -> dict:
         """The queue, the batch list, progress, then the item (with this reviewer's draft or review)."""
-        view = rv.open_queue(self.store, batch_id, position, reviewer, after=after)
-        return {**self._out(queue={"batch_id": batch_id, "position": view.position},
+        view = rv.open_queue(self.store, batch_id, position, reviewer, after=after, order=order, item=item)
+        return {**self._out(queue={"batch_id": batch_id, "position": view.position, "order": view.order},
+                            order=view.order,
                             batch_panel=gr.update(open=True),
                             batch=gr.update(choices=rv.batch_choices(self.store), value=batch_id),
                             queue_md=view.progress),
@@ -267,7 +272,7 @@ class Handlers:
         message = rv.saved_message(result, in_batch=False)
         queue = _queue_of(queue)
         if shown.batch_id is not None and queue.get("batch_id") == shown.batch_id:
-            return self._open(shown.batch_id, None, reviewer, message, after=shown.item_index)
+            return self._open(shown.batch_id, None, reviewer, message, after=shown.item_index, order=queue["order"])
         note = rv.others_note(self.store, shown.case_id, reviewer)
         return self._out(status=" ".join(filter(None, [message, note])), consistency=_consistency_markdown(check),
                          diff=rv.word_diff(shown.model_rationale, result.record.final_rationale))
@@ -285,7 +290,9 @@ class Handlers:
         message = (f"↶ Retracted your review #{record.review_id} ({record.action}); it no longer counts. "
                    "Its content is back in the editor: change it and save, or move on.")
         if record.batch_id is not None:
-            return self._open(record.batch_id, record.item_index, reviewer, message)
+            queue = _queue_of(queue)
+            order = queue["order"] if queue.get("batch_id") == record.batch_id else "upload"
+            return self._open(record.batch_id, None, reviewer, message, order=order, item=record.item_index)
         restored = rv.restorable_draft(self.store, reviewer, record.case_id)
         return {**self._render(back, draft=restored[1] if restored else None, status=message),
                 **self._out(queue={}, queue_md="")}
@@ -298,8 +305,9 @@ class Handlers:
         reviewer = self._reviewer(request, name)
         self.store.add_event(reviewer, "skip", shown.case_id, batch_id=shown.batch_id, item_index=shown.item_index)
         message = "Skipped: the case stays in your queue."
-        if shown.batch_id is not None and _queue_of(queue).get("batch_id") == shown.batch_id:
-            return self._open(shown.batch_id, None, reviewer, message, after=shown.item_index)
+        queue = _queue_of(queue)
+        if shown.batch_id is not None and queue.get("batch_id") == shown.batch_id:
+            return self._open(shown.batch_id, None, reviewer, message, after=shown.item_index, order=queue["order"])
         return self._out(status=message)
 
     @ui_errors
@@ -313,7 +321,8 @@ class Handlers:
         return self._out(status="⚑ Flagged for discussion; it is listed on the dashboard. Your edits stay on screen.")
 
     @ui_errors
-    def upload(self, path: str | None, name: str, request: gr.Request, progress: gr.Progress = gr.Progress()) -> dict:
+    def upload(self, path: str | None, name: str, request: gr.Request, order: str = "upload",
+               progress: gr.Progress = gr.Progress()) -> dict:
         """Store the uploaded cases (with their ids) first, then predict them chunk by chunk with a progress bar."""
         if not path:
             raise InvalidCaseError("choose a .csv or .jsonl file of cases first")
@@ -321,17 +330,26 @@ class Handlers:
         rv.check_cases(self.predictor, cases, Path(path).name)
         info = self.store.create_batch(Path(path).name, cases, _who(request, name) or "unknown",
                                        self.predictor.model_id, source_ids=ids)
-        return self.resume(info.batch_id, name, request, progress)
+        return self.resume(info.batch_id, name, request, order, progress)
 
     @ui_errors
-    def resume(self, batch_id: str | None, name: str, request: gr.Request,
+    def resume(self, batch_id: str | None, name: str, request: gr.Request, order: str = "upload",
                progress: gr.Progress = gr.Progress()) -> dict:
         """Predict what the batch still lacks (after a crash or restart), then open the reviewer's first case."""
         if not batch_id:
             raise FeedbackStoreError("choose a saved batch first")
         rv.predict_missing(self.store, self.predictor, batch_id, self.cfg.app.batch_size,
                            progress=lambda done, total: progress((done, total), desc="Predicting", unit="cases"))
-        return self._open(batch_id, None, _who(request, name))
+        return self._open(batch_id, None, _who(request, name), order=order if order in ORDERS else "upload")
+
+    @ui_errors
+    def reorder(self, queue: Any, order: str, name: str, request: gr.Request) -> dict:
+        """Review the open batch in another order (most uncertain first, or as uploaded), from its first
+        case still to do."""
+        queue = _queue_of(queue)
+        if not queue:
+            return {}  # no batch open: the choice applies when one is opened
+        return self._open(queue["batch_id"], None, _who(request, name), order=order if order in ORDERS else "upload")
 
     @ui_errors
     def step(self, queue: Any, delta: int, name: str, request: gr.Request) -> dict:
@@ -339,7 +357,7 @@ class Handlers:
         queue = _queue_of(queue)
         if not queue:
             raise FeedbackStoreError("open a batch first: upload one, or choose a saved batch and press Open")
-        return self._open(queue["batch_id"], queue["position"] + delta, _who(request, name))
+        return self._open(queue["batch_id"], queue["position"] + delta, _who(request, name), order=queue["order"])
 
     def next_case(self, queue: Any, name: str, request: gr.Request) -> dict:
         return self.step(queue, 1, name, request)
@@ -356,7 +374,8 @@ class Handlers:
         who, queue = (username or name).strip(), _queue_of(queue)
         if queue:
             try:
-                return {self.c["reviewer"]: reviewer, **self._open(queue["batch_id"], queue["position"], who)}
+                return {self.c["reviewer"]: reviewer, **self._open(queue["batch_id"], queue["position"], who,
+                                                                  order=queue["order"])}
             except R2DError as e:  # a batch of another database, or not predicted yet: start clean
                 logger.info("not restoring the saved queue: %s", e)
         restored = rv.restorable_draft(self.store, who) if who else None
@@ -546,6 +565,9 @@ def _batch_panel(c: dict[str, Any]) -> None:
                 c["batch"] = gr.Dropdown(label="Saved batches", choices=[], elem_id="r2d-batch-choice")
                 c["resume"] = gr.Button("Open / resume batch", elem_id="r2d-resume")
         with gr.Row():
+            c["order"] = gr.Dropdown(ORDER_CHOICES, value="upload", label="Review order", elem_id="r2d-order",
+                                     info="Most uncertain first puts the cases a correction teaches most at the front")
+        with gr.Row():
             c["prev"] = gr.Button("◀ Previous [P]", elem_id="r2d-prev")
             c["queue_md"] = gr.Markdown(elem_id="r2d-queue")
             c["next"] = gr.Button("Next [N] ▶", elem_id="r2d-next")
@@ -622,8 +644,9 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
     c["undo"].click(h.undo, outs("shown", "reviewer", "queue"), queue_out, api_name="undo", trigger_mode="once")
     c["skip"].click(h.skip, outs("shown", "reviewer", "queue"), queue_out, api_name="skip", trigger_mode="once")
     c["flag"].click(h.flag, outs("shown", "reviewer", "comment"), outs("status"), api_name="flag", trigger_mode="once")
-    c["upload"].upload(h.upload, outs("upload", "reviewer"), queue_out, api_name="upload_batch", **model)
-    c["resume"].click(h.resume, outs("batch", "reviewer"), queue_out, api_name="resume_batch", **model)
+    c["upload"].upload(h.upload, outs("upload", "reviewer", "order"), queue_out, api_name="upload_batch", **model)
+    c["resume"].click(h.resume, outs("batch", "reviewer", "order"), queue_out, api_name="resume_batch", **model)
+    c["order"].select(h.reorder, outs("queue", "order", "reviewer"), queue_out, api_name="reorder_batch")
     c["next"].click(h.next_case, outs("queue", "reviewer"), queue_out, api_name="next_case")
     c["prev"].click(h.previous_case, outs("queue", "reviewer"), queue_out, api_name="previous_case")
     demo.load(h.restore, outs("queue", "saved_name"), outs("reviewer") + queue_out, api_name=False)

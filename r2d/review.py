@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
+from r2d.active import review_order
 from r2d.errors import DatasetSchemaError, FeedbackStoreError, InvalidCaseError
 from r2d.factcheck import check_rationale
 from r2d.prompts import PROMPT_VERSION
@@ -465,10 +466,21 @@ def predict_missing(store: ReviewStore, predictor: PredictorLike, batch_id: str,
     for start in range(0, total, batch_size):
         chunk = missing[start:start + batch_size]
         predictions = predictor.predict_batch([item.case_text for item in chunk], batch_size=batch_size)
-        store.add_batch_predictions(batch_id, {item.item_index: p.to_dict() for item, p in zip(chunk, predictions)})
+        store.add_batch_predictions(batch_id, {item.item_index: _with_rationale_scores(predictor, p)
+                                               for item, p in zip(chunk, predictions)})
         if progress is not None:
             progress(start + len(chunk), total)
     return total
+
+
+def _with_rationale_scores(predictor: PredictorLike, prediction: Any) -> dict[str, Any]:
+    """The stored form of a batch prediction, with the label probabilities the rationale alone gives
+    (what r2d.active's "disagreement" order reads; one scoring pass, no generation)."""
+    stored = prediction.to_dict()
+    if prediction.rationale.strip():
+        scores = predictor.predict_label_from_rationale(prediction.rationale)
+        stored["rationale_probabilities"] = dict(zip(scores.labels, scores.probabilities))
+    return stored
 
 
 def first_unreviewed(items: Sequence[BatchItem]) -> int:
@@ -528,27 +540,34 @@ class QueueView:
     status: str  # Markdown; user text in it went through plain()
     draft: dict[str, Any] | None = None  # this reviewer's unsaved draft of the item, which wins over the review
     source_id: str | None = None
+    order: str = "upload"  # r2d.active.ORDERS: the order positions count in
 
 
 def open_queue(store: ReviewStore, batch_id: str, position: int | None = None, reviewer: str = "",
-               after: int | None = None) -> QueueView:
-    """Open a batch at position (clamped), at the next unreviewed item after `after`, or at the first
-    unreviewed one. Only the reviewer's own review and draft are shown (blind review). Raises FeedbackStoreError."""
+               after: int | None = None, order: str = "upload", item: int | None = None) -> QueueView:
+    """Open a batch at position (clamped), at batch item `item`, at the next unreviewed item after item
+    `after`, or at the first unreviewed one. Positions count in `order` (r2d.active.ORDERS: upload order, or
+    most uncertain first); `item` and `after` are item indices, wherever the order puts them.
+    Only the reviewer's own review and draft are shown (blind review). Raises FeedbackStoreError."""
     items = store.batch_items(batch_id, reviewer or None)
-    if after is not None:
-        position = next_unreviewed(items, after)
+    items = [items[i] for i in review_order([it.prediction for it in items], order)]
+    where = {it.item_index: i for i, it in enumerate(items)}
+    if item is not None and item in where:
+        position = where[item]
+    elif after is not None and after in where:
+        position = next_unreviewed(items, where[after])
     position = first_unreviewed(items) if position is None else clamp_position(position, len(items))
-    item = items[position]
+    current = items[position]
     status = []
-    if item.review is not None:
-        r = item.review
+    if current.review is not None:
+        r = current.review
         status.append(f"You reviewed this case at {r.created_at[:19].replace('T', ' ')} ({r.action}). "
                       "Saving again adds a correction; your latest review counts.")
-    shown = shown_from_item(item)
-    restored = restorable_draft(store, reviewer, item.case_id)
+    shown = shown_from_item(current)
+    restored = restorable_draft(store, reviewer, current.case_id)
     draft = restored[1] if restored else None
     if draft:
         status.append("Restored your unsaved draft of this case.")
-    note = others_note(store, item.case_id, reviewer) if reviewer else ""
-    return QueueView(batch_id, position, queue_progress(items, position), shown, item.review,
-                     " ".join(status + ([note] if note else [])), draft, item.source_id)
+    note = others_note(store, current.case_id, reviewer) if reviewer else ""
+    return QueueView(batch_id, position, queue_progress(items, position), shown, current.review,
+                     " ".join(status + ([note] if note else [])), draft, current.source_id, order)

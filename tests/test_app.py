@@ -257,6 +257,22 @@ def test_upload_predicts_and_opens_a_resumable_queue(h, tmp_path, fake_predictor
     assert named(restarted, restarted.resume(batch_id, "Nurse A", None))["queue"]["position"] == 1
 
 
+def test_least_confident_order_reviews_the_uncertain_case_first(h, tmp_path, store):
+    path = write_cases(tmp_path / "cases.jsonl", ["level 1 a", "unclear level 2 b", "level 3 c"])
+    first = named(h, h.upload(str(path), "Nurse A", None, "least_confident"))
+    assert first["case"] == "unclear level 2 b" and first["queue"]["order"] == "least_confident"
+    assert first["order"] == "least_confident"
+    prediction = store.batch_items(first["queue"]["batch_id"])[1].prediction
+    assert prediction["rationale_probabilities"]["2"] == pytest.approx(0.6)  # stored for the disagreement order
+    second = save(h, first["shown"], label="2", rationale=first["rationale"], queue=first["queue"])
+    assert second["case"] == "level 1 a" and second["queue"]["order"] == "least_confident"
+    undone = named(h, h.undo(second["shown"], "Nurse A", second["queue"], None))
+    assert undone["case"] == "unclear level 2 b" and undone["queue"]["position"] == 0  # back where it sits
+    as_uploaded = named(h, h.reorder(undone["queue"], "upload", "Nurse A", None))
+    assert as_uploaded["case"] == "level 1 a" and as_uploaded["queue"]["order"] == "upload"
+    assert h.reorder({}, "least_confident", "Nurse A", None) == {}  # no batch open: nothing to reorder
+
+
 def test_batch_skip_advances_and_undo_goes_back_to_the_case(h, tmp_path, store):
     path = write_cases(tmp_path / "cases.jsonl", ["level 1 a", "level 2 b", "level 3 c"])
     first = named(h, h.upload(str(path), "Nurse A", None))

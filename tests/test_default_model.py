@@ -99,3 +99,9 @@ def test_bad_data_path_is_a_clear_error(tmp_path, capsys):
         default_model.main(["--ktas", str(tmp_path / "missing.csv"), "--work", str(tmp_path / "w"),
                             "--out", str(tmp_path / "o"), "--config", str(TINY)])
     assert "missing.csv" in str(err.value) or "missing.csv" in capsys.readouterr().err
+
+
+def test_unknown_ablation_arm_is_a_clear_error(tmp_path):
+    from r2d.errors import ConfigError
+    with pytest.raises(ConfigError, match="no such lever"):
+        default_model.run_ablation(load_config(TINY), {}, tmp_path, 1, 0, only=["no such lever"])

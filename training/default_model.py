@@ -207,10 +207,18 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     return {k: m.get(k) for k in ("fidelity", "critical_named", "macro_f1", "accuracy")} | {"n": report["n"]}
 
 
-def run_ablation(cfg: R2DConfig, files: dict[str, Path], work: Path, minutes: float, seed: int) -> dict[str, Any]:
-    """Train every arm of ABLATIONS at `minutes` each and score it on the validation split."""
-    arms = {}
+def run_ablation(cfg: R2DConfig, files: dict[str, Path], work: Path, minutes: float, seed: int,
+                 only: Sequence[str] = ()) -> dict[str, Any]:
+    """Train every arm of ABLATIONS (or those named in `only`, keeping the other arms of an earlier
+    work/ablation.json) at `minutes` each and score it on the validation split."""
+    unknown = sorted(set(only) - set(ABLATIONS))
+    if unknown:
+        raise ConfigError(f"unknown ablation arm(s) {unknown}; the arms are {list(ABLATIONS)}")
+    earlier = work / ABLATION_FILENAME
+    arms = json.loads(earlier.read_text(encoding="utf-8"))["arms"] if only and earlier.is_file() else {}
     for name, change in ABLATIONS.items():
+        if only and name not in only:
+            continue
         arm_dir = work / "ablation" / name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "plus")
         model_dir, log = train_recipe(cfg, Recipe(**change), files, arm_dir, minutes * 60, seed)
         report = evaluate_on(model_dir, files["val"], arm_dir / REPORT_FILENAME, bertscore=False)
@@ -219,8 +227,9 @@ def run_ablation(cfg: R2DConfig, files: dict[str, Path], work: Path, minutes: fl
                                         "stage2_step_cost": round(log["stage2_step_cost"], 2)}
         logger.info("ablation %s: %s", name, arms[name])
         shutil.rmtree(arm_dir / "stage1", ignore_errors=True)  # keep reports, not weights
-    result = {"minutes_per_arm": minutes, "split": "val", "seed": seed, "arms": arms}
-    atomic_write_text(work / ABLATION_FILENAME, json.dumps(result, indent=2) + "\n")
+        result = {"minutes_per_arm": minutes, "split": "val", "seed": seed,
+                  "arms": {name: arms[name] for name in ABLATIONS if name in arms}}
+        atomic_write_text(earlier, json.dumps(result, indent=2) + "\n")  # after every arm: a stop loses one arm
     return result
 
 
@@ -249,7 +258,8 @@ def _fmt(v: Any) -> str:
 def ablation_table(ablation: dict[str, Any] | None) -> str:
     """The ablation as a markdown table, or a line saying it was not run."""
     if not ablation:
-        return "Not run for this build (see the rebuild command)."
+        return ("Not run for this build (`--ablation-minutes 0`): the shared 2-core machine it was built on had no "
+                "compute left for it. `python -m training.default_model` (the full recipe) runs it first.")
     rows = "\n".join(f"| {name} | {_fmt(a['fidelity'])} | {_fmt(a['critical_named'])} | {_fmt(a['macro_f1'])} | "
                      f"{_fmt(a['accuracy'])} | {a['stage1_steps']} |" for name, a in ablation["arms"].items())
     n = next(iter(ablation["arms"].values()))["n"]
@@ -336,6 +346,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--ablation-from", type=Path, default=None,
                    help="an ablation.json of an earlier --ablation-only run, instead of running the ablation")
     p.add_argument("--ablation-only", action="store_true", help="run and write the ablation, train no final model")
+    p.add_argument("--ablation-arm", dest="ablation_arms", action="append", default=[], metavar="NAME",
+                   help="re-run only this arm (repeatable); the other arms are kept from WORK/ablation.json")
     p.add_argument("--stage1-steps", type=int, default=None, help="fixed Stage-1 steps instead of the budget")
     p.add_argument("--stage2-steps", type=int, default=None, help="fixed Stage-2 steps instead of the budget")
     p.add_argument("--seed", type=int, default=None, help="data split and training seed (default: optim.seed)")
@@ -351,7 +363,7 @@ def _ablation(args: argparse.Namespace, cfg: R2DConfig, files: dict[str, Path]) 
         return json.loads(args.ablation_from.read_text(encoding="utf-8"))
     if args.ablation_minutes <= 0:
         return None
-    return run_ablation(cfg, files, args.work, args.ablation_minutes, cfg.optim.seed)
+    return run_ablation(cfg, files, args.work, args.ablation_minutes, cfg.optim.seed, args.ablation_arms)
 
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:

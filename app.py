@@ -30,13 +30,16 @@ import gradio as gr  # noqa: E402
 
 from r2d import review as rv  # noqa: E402
 from r2d.active import ORDERS  # noqa: E402
+from r2d.artifacts import model_source  # noqa: E402
 from r2d.agreement import agreement  # noqa: E402
 from r2d.auth import authenticator, load_users  # noqa: E402
 from r2d.config import ModelConfig, R2DConfig, config_to_dict, load_config, with_section  # noqa: E402
-from r2d.dashboard import dashboard_figures, probability_figure, summarize  # noqa: E402
-from r2d.errors import FeedbackStoreError, InvalidCaseError, R2DError  # noqa: E402
+from r2d.dashboard import (comparison_figure, dashboard_figures, probability_figure, reviews_per_class,  # noqa: E402
+                           summarize)
+from r2d.errors import FeedbackStoreError, InvalidCaseError, R2DError, TrainingRunError  # noqa: E402
 from r2d.export import (ExportPolicy, export_cases, export_stage2_dataset, findings_message,  # noqa: E402
                         preview_export)
+from r2d.jobs import COMPARED, ImproveRuns, comparison_table  # noqa: E402
 from r2d.store import ACTIONS, ReviewStore, case_id_for  # noqa: E402
 
 logger = logging.getLogger("r2d.app")
@@ -147,6 +150,8 @@ class Handlers:
         self.predictor, self.store, self.cfg = predictor, store, cfg
         self.c: dict[str, Any] = {}
         self._downloads: list[Path] = []  # temporary folders of download zips, oldest first
+        self.runs = ImproveRuns(cfg.app.runs_dir)
+        self.model_dir = cfg.model.name_or_path  # what "Improve the model" starts from; changes on a switch
 
     def _out(self, **values: Any) -> dict:
         return {self.c[name]: value for name, value in values.items()}
@@ -235,6 +240,7 @@ class Handlers:
     def check_event(self, shown: rv.ShownCase | None, rationale: str, final_label: str) -> dict:
         return self._out(consistency=self.check(shown, rationale, final_label))
 
+    @ui_errors
     def save_draft(self, shown: rv.ShownCase | None, name: str, final_label: str, rationale: str, rating: Any,
                    comment: str, case_text: str | None, request: gr.Request) -> None:
         """Keep what is on screen server-side (per reviewer and case) so a refresh or restart loses nothing."""
@@ -394,7 +400,8 @@ class Handlers:
         figures = dashboard_figures(reviews, p.label_set, p.label_names, p.ordinal)
         agreed = agreement(self.store.reviewer_reviews())
         resolution = {c.review.case_id: c.resolution for c in cases}
-        return {**self._out(dash_summary=summarize(reviews, p.label_set, p.ordinal).as_markdown(),
+        summary = summarize(reviews, p.label_set, p.ordinal).as_markdown()
+        return {**self._out(dash_summary=f"{summary}\n\n{reviews_per_class(reviews, p.label_set, p.label_names)}",
                             dash_agreement=_agreement_markdown(agreed),
                             dash_disagreements=[_disagreement_row(rs, resolution) for rs in agreed.disagreements],
                             dash_flags=[[e.case_id, e.reviewer, e.note, e.created_at[:16].replace("T", " ")]
@@ -468,6 +475,81 @@ class Handlers:
                 z.write(f, f.name)
         archive.chmod(0o600)
         return archive
+
+
+    # --- Improve the model: a training.improve run in a background process, compared before a switch ---
+
+    def _export_folders(self) -> list[str]:
+        root = Path(self.cfg.app.export_dir)
+        found = [p for p in root.iterdir() if (p / "train.jsonl").is_file()] if root.is_dir() else []
+        return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+    @ui_errors
+    def improve_refresh(self) -> dict:
+        """The exports to learn from and the runs so far (newest first)."""
+        runs = [r.run_id for r in self.runs.runs()]
+        exports = self._export_folders()
+        return self._out(im_export=gr.update(choices=exports, value=exports[0] if exports else None),
+                         im_run=gr.update(choices=runs, value=runs[0] if runs else None))
+
+    @ui_errors
+    def improve_start(self, export: str | None, data_dir: str, steps: Any, full: bool, name: str,
+                      request: gr.Request) -> dict:
+        """Start Stage 2 on the original data plus the chosen export, from the model in use, in the background."""
+        reviewer = self._reviewer(request, name)
+        if not export or export not in self._export_folders():  # only the app's own export folders
+            raise TrainingRunError("choose an export first (make one in the Export tab)")
+        steps = int(steps or 0)
+        if not 1 <= steps <= 100_000:
+            raise TrainingRunError("steps must be between 1 and 100,000")
+        run_id = self.runs.start(self.model_dir, Path(self.cfg.app.export_dir) / export, data_dir or "", steps,
+                                 lora=not full)
+        logger.info("%s started improvement run %s from %s on export %s", reviewer, run_id, self.model_dir, export)
+        return {**self.improve_poll(run_id), **self._out(im_run=gr.update(choices=[r.run_id for r in self.runs.runs()],
+                                                                          value=run_id))}
+
+    @ui_errors
+    def improve_poll(self, run_id: str | None) -> dict:
+        """Where the chosen run stands: progress, log, and once done the comparison (table and plot)."""
+        if not run_id:
+            return self._out(im_status="No run yet.", im_progress=0)
+        st = self.runs.status(run_id)
+        words = {"running": f"⏳ Running: {st.phase}, step {st.step} of {st.max_steps or '?'}",
+                 "done": "✓ Done: compare below, then switch if the new model is better",
+                 "failed": f"✗ Failed: {rv.plain(st.error or '')}", "cancelled": "Cancelled: the app is unchanged",
+                 "lost": f"✗ The worker stopped without a result: {rv.plain(st.error or '')}"}
+        done = st.state == "done" and st.comparison is not None
+        return self._out(im_status=f"**{words[st.state]}** · run `{run_id}`", im_progress=round(100 * st.fraction),
+                         im_log=st.log_tail, im_table=comparison_table(st.comparison) if done else "",
+                         im_plot=comparison_figure(st.comparison or {}, COMPARED),
+                         im_switch=gr.update(interactive=done))
+
+    @ui_errors
+    def improve_cancel(self, run_id: str | None) -> dict:
+        if not run_id:
+            raise TrainingRunError("no run chosen")
+        self.runs.cancel(run_id)
+        return self.improve_poll(run_id)
+
+    @ui_errors
+    def improve_switch(self, run_id: str | None, name: str, request: gr.Request) -> dict:
+        """Use a finished run's model for every later suggestion (reviews record its id)."""
+        reviewer = self._reviewer(request, name)
+        new_dir = self.runs.new_model_dir(run_id or "")
+        base, adapter = model_source(new_dir)
+        cfg = with_section(self.cfg, model=dataclasses.replace(self.cfg.model, name_or_path=base,
+                                                               adapter_path=adapter))
+        predictor = load_predictor(cfg)
+        # the adapter directory is always called "model": name the run instead, so reviews say which run
+        predictor.model_id = f"{predictor.model_id.split('+')[0]}+{run_id}"
+        self.predictor, self.model_dir = predictor, str(new_dir)
+        logger.info("%s switched suggestions to %s (%s)", reviewer, predictor.model_id, new_dir)
+        return self._out(model_md=self._model_line(), im_status=(
+            f"✓ Suggestions now come from `{predictor.model_id}`; every later review records it. "
+            "Reviews already saved keep the model that made them."))
+
+    def _model_line(self) -> str:
+        return f"Model `{self.predictor.model_id}` · quantization `{self.predictor.quantization}`"
 
 
 def _agreement_markdown(a: Any) -> str:
@@ -616,6 +698,29 @@ def _export_tab(c: dict[str, Any]) -> None:
     c["ex_seen"] = gr.State(None)  # the findings this session was shown, which 'Export anyway' confirms
 
 
+def _improve_tab(c: dict[str, Any], cfg: R2DConfig) -> None:
+    gr.Markdown(_read_asset("improve.md"))
+    with gr.Row():
+        c["im_export"] = gr.Dropdown(label="Reviewed export to learn from", choices=[], elem_id="r2d-im-export")
+        c["im_data"] = gr.Textbox(label="Original training data (train/val/test.jsonl)",
+                                  value=cfg.app.improve_data_dir, elem_id="r2d-im-data")
+        c["im_steps"] = gr.Number(label="Stage-2 steps", value=cfg.app.improve_steps, precision=0,
+                                  elem_id="r2d-im-steps")
+        c["im_full"] = gr.Checkbox(label="Full fine-tune (default: LoRA)", elem_id="r2d-im-full")
+    with gr.Row():
+        c["im_start"] = gr.Button("Start improving", variant="primary", elem_id="r2d-im-start")
+        c["im_refresh"] = gr.Button("Refresh lists", elem_id="r2d-im-refresh")
+        c["im_run"] = gr.Dropdown(label="Run", choices=[], elem_id="r2d-im-run")
+        c["im_cancel"] = gr.Button("Cancel run", variant="stop", elem_id="r2d-im-cancel")
+    c["im_status"] = gr.Markdown(elem_id="r2d-im-status")
+    c["im_progress"] = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False, elem_id="r2d-im-progress")
+    c["im_table"] = gr.Markdown(elem_id="r2d-im-table")
+    c["im_plot"] = gr.Plot(show_label=False, elem_id="r2d-im-plot")
+    c["im_switch"] = gr.Button("Use the new model for suggestions", interactive=False, elem_id="r2d-im-switch")
+    c["im_log"] = gr.Textbox(label="Log (last lines)", lines=8, interactive=False, elem_id="r2d-im-log")
+    c["im_timer"] = gr.Timer(2.0)
+
+
 def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
     outs = lambda *names: [c[n] for n in names]  # noqa: E731
     shown_out = outs(*SHOWN_OUTPUTS)
@@ -623,8 +728,11 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
     # long model runs (predict, batches) queue one at a time; saves and checks only wait for the Predictor's own
     # lock, i.e. for the model call in progress, not for a whole batch
     model = dict(concurrency_id="model", concurrency_limit=1)
+    # a single prediction has its own queue: behind a 1,000-case upload it waits for one chunk (the Predictor's
+    # fair lock), not for the whole batch
+    single = dict(concurrency_id="single", concurrency_limit=4)
     quiet = dict(api_name=False, show_progress="hidden")
-    c["predict"].click(h.predict, outs("case", "reviewer"), queue_out, api_name="predict", **model)
+    c["predict"].click(h.predict, outs("case", "reviewer"), queue_out, api_name="predict", **single)
     c["rationale"].input(h.diff, outs("shown", "rationale"), outs("diff"), trigger_mode="always_last", **quiet)
     # radios: .select, which only a person fires; their .input also fired while an output was being applied,
     # which saved the previous case's editor as a draft of the next one
@@ -660,6 +768,18 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
     export_out = outs("ex_findings", "ex_findings_md", "ex_row", "ex_files", "ex_summary", "ex_seen")
     c["ex_start"].click(h.export_start, export_in, export_out, api_name="export")
     c["ex_confirm"].click(h.export_confirm, export_in + outs("ex_seen"), export_out, api_name="export_anyway")
+    poll_out = outs("im_status", "im_progress", "im_log", "im_table", "im_plot", "im_switch")
+    lists = outs("im_export", "im_run")
+    for trigger in (c["im_refresh"].click, c["im_tab"].select):
+        trigger(h.improve_refresh, None, lists, api_name=False).then(h.improve_poll, outs("im_run"), poll_out,
+                                                                     api_name=False)
+    c["im_start"].click(h.improve_start, outs("im_export", "im_data", "im_steps", "im_full", "reviewer"),
+                        poll_out + outs("im_run"), api_name="improve_start", trigger_mode="once")
+    c["im_run"].select(h.improve_poll, outs("im_run"), poll_out, api_name=False)
+    c["im_timer"].tick(h.improve_poll, outs("im_run"), poll_out, api_name=False, show_progress="hidden")
+    c["im_cancel"].click(h.improve_cancel, outs("im_run"), poll_out, api_name="improve_cancel")
+    c["im_switch"].click(h.improve_switch, outs("im_run", "reviewer"), outs("model_md", "im_status"),
+                         api_name="improve_switch", **model)
     c["ex_cancel"].click(lambda: {c["ex_findings"]: [], c["ex_row"]: gr.update(visible=False),
                                   c["ex_findings_md"]: "Export cancelled: save corrected reviews, then export again."},
                          None, export_out, api_name=False)
@@ -676,8 +796,8 @@ def build_app(predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig, e
     c["examples"] = list(load_example_cases() if examples is None else examples)
     secret = store.browser_secret()
     with gr.Blocks(title="Reason2Decide — triage review", analytics_enabled=False) as demo:
-        gr.Markdown(f"# Reason2Decide — triage review\nModel `{predictor.model_id}` · "
-                    f"quantization `{predictor.quantization}`")
+        gr.Markdown("# Reason2Decide — triage review")
+        c["model_md"] = gr.Markdown(h._model_line(), elem_id="r2d-model")
         gr.Markdown(_read_asset("disclaimer.md"), elem_id="r2d-disclaimer")
         with gr.Row():
             with gr.Column():
@@ -697,6 +817,8 @@ def build_app(predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig, e
                 _dashboard_tab(c)
             with gr.Tab("Export", elem_id="r2d-export-tab"):
                 _export_tab(c)
+            with gr.Tab("Improve the model", elem_id="r2d-improve-tab") as c["im_tab"]:
+                _improve_tab(c, cfg)
         _wire(demo, h, c)
     # several reviewers may save at once; model-heavy events keep their own limit of 1 (see _wire)
     return demo.queue(default_concurrency_limit=8), h

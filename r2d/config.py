@@ -158,6 +158,12 @@ class AppConfig:
     export_dir: str = "r2d_exports"
     # cases predicted per model call in a batch upload; also how often the progress bar and the DB advance
     batch_size: int = 8
+    # "Improve the model" runs (training.improve in a background process) go here, one folder each
+    runs_dir: str = "r2d_runs"
+    # the original training data a run adds the reviews to (a prepare_data output: train/val/test.jsonl)
+    improve_data_dir: str = "data/ktas"
+    # Stage-2 steps of a run (LoRA on the embedded model; the README gives the measured time per step)
+    improve_steps: int = 200
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import plotly.graph_objects as go
 
@@ -215,3 +215,33 @@ def dashboard_figures(reviews: Sequence[ReviewRecord], label_set: Sequence[str],
         "f1": per_class_f1_figure(reviews, label_set, label_names),
         "triage": triage_figure(reviews, ordinal),
     }
+
+
+def reviews_per_class(reviews: Sequence[ReviewRecord], label_set: Sequence[str],
+                      label_names: Mapping[str, str]) -> str:
+    """One line: how many current reviews carry each (nurse) label, rare classes included at 0."""
+    counts = Counter(r.final_label for r in reviews)
+    labels = _labels(label_set, list(counts), [])
+    return "**Reviews per class (nurse label):** " + " · ".join(
+        f"{format_label(label, label_names)}: {counts[label]}" for label in labels)
+
+
+def comparison_figure(comparison: Mapping[str, Any], compared: Sequence[tuple[str, str, bool]]) -> go.Figure:
+    """Grouped bars of a training.improve comparison: the current and the new model on each data set and
+    metric (rates, 0-1; under-triage is better when lower, as its label says)."""
+    title = "Current vs new model"
+    x, old, new = [], [], []
+    for name, row in comparison.get("sets", {}).items():
+        for key, label, higher in compared:
+            if row["old"].get(key) is None or row["new"].get(key) is None:
+                continue
+            x.append(f"{label}{'' if higher else ' (lower is better)'}<br>{name}")
+            old.append(row["old"][key])
+            new.append(row["new"][key])
+    if not x:
+        return _empty(title, "No comparison yet")
+    fig = go.Figure([go.Bar(name="current", x=x, y=old, marker_color=_BLUE),
+                     go.Bar(name="new", x=x, y=new, marker_color=_ORANGE)])
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(range=[0, 1])
+    return _layout(fig, title, "", "rate")

@@ -20,13 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r2d.errors import TrainingRunError
+from r2d.errors import DatasetSchemaError, TrainingRunError
 
 ROOT = Path(__file__).resolve().parent.parent
 CANCELLED = "CANCELLED"
 LOG_FILE = "worker.log"
 PID_FILE = "worker.pid"
 STATES = ("running", "done", "failed", "cancelled", "lost")
+SPLITS = ("train", "val", "test")  # the original data: a prepare_data output
+# what a run's comparison.json holds for each model and data set, in order: (key, name, higher is better)
+COMPARED = (("accuracy", "accuracy", True), ("macro_f1", "macro-F1", True), ("under_triage_rate", "under-triage", False),
+            ("fidelity", "fidelity to the case", True), ("critical_named", "critical findings named", True),
+            ("bleu", "BLEU vs reference rationale", True))
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,18 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
+def check_inputs(export_dir: str | Path, data_dir: str | Path) -> None:
+    """What a run reads must be there before it starts. Raises DatasetSchemaError saying what to do."""
+    if not (Path(export_dir) / "train.jsonl").is_file():
+        raise DatasetSchemaError(f"{Path(export_dir).name} holds no train.jsonl; export the reviews first (the "
+                                 "app's Export tab or python -m training.export_reviews)")
+    missing = [f"{split}.jsonl" for split in SPLITS if not (Path(data_dir) / f"{split}.jsonl").is_file()]
+    if missing:
+        raise DatasetSchemaError(f"the original data folder {data_dir} lacks {', '.join(missing)}; prepare it first, "
+                                 "e.g. python -m training.prepare_data ktas --source ../shared/data/ktas/data.csv "
+                                 "--out data/ktas")
+
+
 class ImproveRuns:
     """The runs under one folder; the processes this app started are watched directly."""
 
@@ -101,6 +118,7 @@ class ImproveRuns:
         """Start a run in the background; its id. Raises TrainingRunError when one is already running."""
         if self._running():
             raise TrainingRunError(f"run {self._running()[0]} is still running; wait for it or cancel it first")
+        check_inputs(export_dir, data_dir)
         run_id = time.strftime("improve-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
         out = self.root / run_id
         out.mkdir(parents=True, mode=0o700)
@@ -181,3 +199,17 @@ class ImproveRuns:
         if not run_id.startswith("improve-") or "/" in run_id or not out.is_dir():
             raise TrainingRunError(f"no run {run_id!r}")
         return out
+
+
+def comparison_table(comparison: dict[str, Any]) -> str:
+    """Markdown table of a run's comparison.json: one row per (data set, metric), current vs new, and which
+    is better (ties say "same"; a metric a set cannot give is left out)."""
+    lines = ["| data | metric | current | new | better |", "| --- | --- | --- | --- | --- |"]
+    for name, row in comparison["sets"].items():
+        for key, label, higher in COMPARED:
+            old, new = row["old"].get(key), row["new"].get(key)
+            if old is None or new is None:
+                continue
+            better = "same" if abs(new - old) < 1e-9 else ("new" if (new > old) == higher else "current")
+            lines.append(f"| {name} (n={row['n']}) | {label} | {old:.3f} | {new:.3f} | {better} |")
+    return "\n".join(lines)

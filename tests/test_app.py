@@ -602,3 +602,56 @@ def test_the_signed_in_name_is_recorded_not_the_typed_one(h, store):
     assert [r.reviewer for r in store.reviews()] == ["Nurse A"]
     restored = named(h, h.restore({}, "alice (typed)", signed_in))
     assert restored["reviewer"] == gr.update(value="Nurse A", interactive=False)
+
+
+# --- improve the model ----------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def improving(tmp_path, current_model, original_data, reviewed_export, fake_predictor):
+    """Handlers whose model is the tiny saved model and whose export folder holds one reviewed export."""
+    import shutil
+    cfg = load_config(None, [f"app.db_path={tmp_path / 'reviews.sqlite3'}", f"app.export_dir={tmp_path / 'exports'}",
+                             f"app.runs_dir={tmp_path / 'runs'}", f"app.improve_data_dir={original_data}",
+                             f"model.name_or_path={current_model}", "model.quantization=none"])
+    shutil.copytree(reviewed_export, tmp_path / "exports" / "export-1")
+    return app.build_app(fake_predictor, ReviewStore(cfg.app.db_path), cfg, examples=[])[1]
+
+
+def test_improve_refuses_what_it_cannot_run(improving, tmp_path):
+    h = improving
+    lists = named(h, h.improve_refresh())
+    assert lists["im_export"]["value"] == "export-1" and lists["im_run"]["value"] is None
+    for export in (None, "../exports/export-1", "missing"):
+        with pytest.raises(gr.Error, match="choose an export first"):
+            h.improve_start(export, str(tmp_path), 3, False, "Nurse A", None)
+    with pytest.raises(gr.Error, match="enter your name"):
+        h.improve_start("export-1", str(tmp_path), 3, False, "", None)
+    with pytest.raises(gr.Error, match="lacks train.jsonl"):
+        h.improve_start("export-1", str(tmp_path / "nowhere"), 3, False, "Nurse A", None)
+    with pytest.raises(gr.Error, match="no run 'improve-none'"):
+        h.improve_switch("improve-none", "Nurse A", None)
+    assert named(h, h.improve_poll(None))["im_status"] == "No run yet."
+
+
+@pytest.mark.slow
+def test_improve_runs_compares_and_switches_the_suggestions(improving, original_data):
+    import time as clock
+    h = improving
+    started = named(h, h.improve_start("export-1", str(original_data), 3, False, "Nurse A", None))
+    run_id = started["im_run"]["value"]
+    deadline = clock.monotonic() + 240
+    while clock.monotonic() < deadline:
+        polled = named(h, h.improve_poll(run_id))
+        if "Running" not in polled["im_status"]:
+            break
+        clock.sleep(0.5)
+    assert polled["im_status"].startswith("**✓ Done"), polled["im_log"]
+    assert "| reviewed cases held out (n=1) | accuracy |" in polled["im_table"]
+    assert polled["im_progress"] == 100 and polled["im_switch"]["interactive"] is True
+    before = h.predictor
+    switched = named(h, h.improve_switch(run_id, "Nurse A", None))
+    assert h.predictor is not before and h.predictor.model_id.endswith(f"+{run_id}")
+    assert run_id in switched["model_md"] and "every later review records it" in switched["im_status"]
+    shown = predicted(h, "level 2: chest pain, BP 88/50, HR 124")["shown"]
+    assert shown.model_id == h.predictor.model_id  # later suggestions (and so their reviews) name the new model

@@ -112,3 +112,23 @@ def test_figures_have_transparent_backgrounds_for_dark_mode():
     assert fig.layout.paper_bgcolor == fig.layout.plot_bgcolor == "rgba(0,0,0,0)"
     css = (Path(__file__).resolve().parent.parent / "assets" / "app.css").read_text()
     assert ".dark .js-plotly-plot" in css
+
+
+def test_reviews_per_class_counts_every_class():
+    from types import SimpleNamespace
+
+    from r2d.dashboard import reviews_per_class
+    reviews = [SimpleNamespace(final_label=label) for label in ("2", "2", "4")]
+    line = reviews_per_class(reviews, ["1", "2", "3", "4", "5"], {"2": "Emergency"})
+    assert line.endswith("1: 0 · 2 — Emergency: 2 · 3: 0 · 4: 1 · 5: 0")
+
+
+def test_comparison_figure_pairs_current_and_new():
+    from r2d.dashboard import comparison_figure
+    from r2d.jobs import COMPARED
+    comparison = {"sets": {"held out": {"n": 3, "old": {"accuracy": 0.5, "fidelity": None},
+                                        "new": {"accuracy": 0.75, "fidelity": 0.9}}}}
+    fig = comparison_figure(comparison, COMPARED)
+    assert [t.name for t in fig.data] == ["current", "new"]
+    assert list(fig.data[0].y) == [0.5] and list(fig.data[1].y) == [0.75]  # a metric one side lacks is left out
+    assert comparison_figure({"sets": {}}, COMPARED).layout.annotations[0].text == "No comparison yet"

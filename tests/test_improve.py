@@ -11,6 +11,7 @@ import pytest
 from r2d.artifacts import model_source
 from r2d.data import write_examples
 from r2d.errors import DatasetSchemaError
+from r2d.jobs import COMPARED, check_inputs, comparison_table
 from training import improve
 
 
@@ -34,10 +35,10 @@ def test_improve_trains_compares_and_leaves_the_current_model_alone(current_mode
     comparison = json.loads((tmp_path / "run" / "comparison.json").read_text())
     assert list(comparison["sets"]) == ["reviewed cases held out", "public test split"]
     held_out = comparison["sets"]["reviewed cases held out"]
-    assert held_out["n"] == 1 and set(held_out["old"]) == set(held_out["new"]) == {k for k, _, _ in improve.COMPARED}
+    assert held_out["n"] == 1 and set(held_out["old"]) == set(held_out["new"]) == {k for k, _, _ in COMPARED}
     events = [json.loads(line)["event"] for line in (tmp_path / "run" / "progress.jsonl").read_text().splitlines()]
     assert events[0] == "start" and events[-1] == "done" and events.count("train") == 3
-    table = improve.comparison_table(comparison)
+    table = comparison_table(comparison)
     assert "| reviewed cases held out (n=1) | accuracy |" in table
     name, adapter = model_source(tmp_path / "run" / "model")  # LoRA: the new model is an adapter on the current
     assert Path(name) == current_model and Path(adapter) == tmp_path / "run" / "model"
@@ -58,9 +59,9 @@ def test_a_run_never_writes_into_the_current_model(current_model, original_data,
         improve.improve(current_model, reviewed_export, original_data, current_model / "new", steps=3)
 
 
-def test_missing_original_data_says_how_to_make_it(tmp_path):
-    with pytest.raises(DatasetSchemaError, match="prepare_data ktas"):
-        improve.data_files(tmp_path / "nowhere")
+def test_missing_original_data_says_how_to_make_it(tmp_path, reviewed_export):
+    with pytest.raises(DatasetSchemaError, match="lacks train.jsonl, val.jsonl, test.jsonl.*prepare_data ktas"):
+        check_inputs(reviewed_export, tmp_path / "nowhere")
 
 
 def test_an_empty_export_is_refused(tmp_path):

@@ -30,15 +30,12 @@ from r2d.artifacts import model_source
 from r2d.config import CONFIG_FILENAME, R2DConfig, config_to_dict, load_config
 from r2d.data import atomic_write_text, load_examples
 from r2d.errors import DatasetSchemaError, R2DError
+from r2d.jobs import COMPARED, SPLITS, check_inputs, comparison_table
 
 logger = logging.getLogger(__name__)
 
 RUN_FILE, PROGRESS_FILE, COMPARISON_FILE, MODEL_SUBDIR = "run.json", "progress.jsonl", "comparison.json", "model"
 EXPORT_META = "export_meta.json"
-# what the comparison table shows, in order: (report key, name, higher is better)
-COMPARED = (("accuracy", "accuracy", True), ("macro_f1", "macro-F1", True), ("under_triage_rate", "under-triage", False),
-            ("fidelity", "fidelity to the case", True), ("critical_named", "critical findings named", True),
-            ("bleu", "BLEU vs reference rationale", True))
 DEFAULT_STEPS = 200
 
 
@@ -54,9 +51,6 @@ def _file_info(path: Path) -> dict[str, Any]:
 def read_export(export_dir: Path) -> dict[str, Any]:
     """What the run learns from: the export's id, meta and files. Raises DatasetSchemaError."""
     train = export_dir / "train.jsonl"
-    if not train.is_file():
-        raise DatasetSchemaError(f"{export_dir} holds no train.jsonl; export the reviews first (the app's Export "
-                                 "tab or python -m training.export_reviews)")
     meta_path = export_dir / EXPORT_META
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     files = {"train": _file_info(train)}  # the loader refuses an empty or broken file, naming it
@@ -68,13 +62,8 @@ def read_export(export_dir: Path) -> dict[str, Any]:
 
 
 def data_files(data_dir: Path) -> dict[str, Path]:
-    """The original split: train/val/test.jsonl of a prepare_data output. Raises DatasetSchemaError."""
-    files = {split: data_dir / f"{split}.jsonl" for split in ("train", "val", "test")}
-    missing = [str(p) for p in files.values() if not p.is_file()]
-    if missing:
-        raise DatasetSchemaError(f"missing {', '.join(missing)}; prepare the original data first, e.g. python -m "
-                                 "training.prepare_data ktas --source ../shared/data/ktas/data.csv --out data/ktas")
-    return files
+    """The original split: train/val/test.jsonl of a prepare_data output (checked by read_export's caller)."""
+    return {split: data_dir / f"{split}.jsonl" for split in SPLITS}
 
 
 def run_config(model_dir: Path, train_files: Sequence[Path], val_file: Path, steps: int, lora: bool,
@@ -138,19 +127,6 @@ def compare(old_dir: Path, new_dir: Path, sets: dict[str, Path], progress: Progr
     return result
 
 
-def comparison_table(comparison: dict[str, Any]) -> str:
-    """Markdown table: one row per (set, metric), old vs new, and which is better."""
-    lines = ["| data | metric | current | new | better |", "| --- | --- | --- | --- | --- |"]
-    for name, row in comparison["sets"].items():
-        for key, label, higher in COMPARED:
-            old, new = row["old"].get(key), row["new"].get(key)
-            if old is None or new is None:
-                continue
-            better = "same" if abs(new - old) < 1e-9 else ("new" if (new > old) == higher else "current")
-            lines.append(f"| {name} (n={row['n']}) | {label} | {old:.3f} | {new:.3f} | {better} |")
-    return "\n".join(lines)
-
-
 def improve(model_dir: Path, export_dir: Path, data_dir: Path, out_dir: Path, *, steps: int = DEFAULT_STEPS,
             lora: bool = True, overrides: Sequence[str] = (), quantization: str = "none") -> dict[str, Any]:
     """Stage 2 on original + reviewed data from the current model, then the comparison. Returns run.json's
@@ -163,6 +139,7 @@ def improve(model_dir: Path, export_dir: Path, data_dir: Path, out_dir: Path, *,
     run: dict[str, Any] = {"status": "running", "model": str(model_dir), "out": str(out_dir),
                            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
+        check_inputs(export_dir, data_dir)
         export, original = read_export(export_dir), data_files(data_dir)
         cfg = run_config(model_dir, [original["train"], export_dir / "train.jsonl"], original["val"], steps, lora,
                          overrides)

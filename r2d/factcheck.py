@@ -55,9 +55,9 @@ _WITHIN_LIMITS = re.compile(r"\b(other |recorded )?(?:vital signs|vitals|observa
                             r"(?:within (?:adult|normal) limits|normal|unremarkable)\b|\bnormal vital signs\b", re.I)
 _LEVEL = re.compile(r"\b(?<!pain )(?:KTAS|level|category|triage)\s*(?:level\s*)?([1-5])\b", re.I)
 # "Chief complaint: X." (KTAS narrative, rule rationale) or "the chief complaint, X," (prose)
-_END = r"(?=\.\s+[A-Z]|\.\s*$|;|$)"  # a sentence end, not the dot of "abd." or "ant."
-_COMPLAINT = re.compile(r"\b(?:chief complaint|presenting complaint|complaint|c/c|(?-i:CC))\s*(?::\s*([^;]+?)" + _END
-                        + r"|,\s*([^;,]+?)(?=,|\.\s+[A-Z]|\.\s*$|;|$))", re.I)
+_END = r"(?=\.\s+(?-i:[A-Z])|\.\s*$|;|$)"  # a sentence end, not the dot of "abd." or "ant."
+_COMPLAINT = re.compile(r"\b(?:chief complaint|presenting complaint|presenting with|complaint|c/c|(?-i:CC))\s*(?::\s*([^;]+?)" + _END
+                        + r"|,\s*([^;,]+?)(?=,|\.\s+(?-i:[A-Z])|\.\s*$|;|$))", re.I)
 _NUMBER = re.compile(r"(?<![A-Za-z\d.])\d+(?:\.\d+)?")
 _LIMIT_CONTEXT = re.compile(r"(?:below|above|under|over|at or above|at or below|<|>|>=|<=)\s*$", re.I)
 _NEGATION = re.compile(r"\b(?:no|not|without|denies|nil)\s+(?:\w+\s+){0,2}$", re.I)
@@ -82,7 +82,7 @@ _NORMAL_WORDS = {"afebrile": "temperature", "apyrexial": "temperature", "normote
 _NORMAL_RE = re.compile(r"\b(" + "|".join(_NORMAL_WORDS) + r")\b", re.I)
 # AVPU, in the words the KTAS narrative, the rule writer and nurses use
 _MENTAL_RE: tuple[tuple[str, re.Pattern], ...] = tuple((state, re.compile(p, re.I)) for state, p in (
-    ("unresponsive", r"\b(?:unresponsive|unconscious|comatose|responds to nothing)\b"),
+    ("unresponsive", r"\b(?:unresponsive|unconscious|comatose|responds to nothing)\b|\bU on AVPU\b"),
     ("pain", r"\bresponds?(?: only)? to pain(?:ful stimuli)?\b|\bP on AVPU\b"),
     ("verbal", r"\bresponds?(?: only)? to (?:voice|verbal stimuli)\b|\bV on AVPU\b"),
     ("alert", r"\balert\b|\bA on AVPU\b"),

@@ -45,7 +45,8 @@ def test_reads_free_text_notations():
 
 @pytest.mark.parametrize("text, state", [("Patient responds only to voice.", "verbal"),
                                          ("Responds to pain, GCS 8.", "pain"), ("Found unconscious.", "unresponsive"),
-                                         ("Alert and oriented.", "alert"), ("GCS 15, walking.", "alert")])
+                                         ("Alert and oriented.", "alert"), ("GCS 15, walking.", "alert"),
+                                         ("U on AVPU after the fall.", "unresponsive")])
 def test_reads_avpu_words_and_gcs(text, state):
     assert parse_case(text).mental == state
 
@@ -79,6 +80,14 @@ def test_a_case_without_triage_facts_says_so(text):
 @pytest.mark.parametrize("text", [COLLAPSE, FREE_TEXT, "Chief complaint: headache.", "HR 80"])
 def test_a_triage_case_has_facts(text):
     assert case_has_triage_facts(text)
+
+
+@pytest.mark.parametrize("text, complaint", [("Chief complaint: abd. pain. Mental status: alert.", "abd. pain"),
+                                             ("Presenting with: chest pain; BP 120/80.", "chest pain"),
+                                             ("Chief complaint: arm pain, lt. HR 80.", "arm pain, lt")])
+def test_complaints_keep_their_abbreviations(text, complaint):
+    assert parse_case(text).chief_complaint == complaint
+
 
 
 # --- faithful rationales pass ------------------------------------------------------------------------

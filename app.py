@@ -33,7 +33,7 @@ from r2d.active import ORDERS  # noqa: E402
 from r2d.artifacts import model_source  # noqa: E402
 from r2d.agreement import agreement  # noqa: E402
 from r2d.auth import authenticator, load_users  # noqa: E402
-from r2d.config import ModelConfig, R2DConfig, config_to_dict, load_config, with_section  # noqa: E402
+from r2d.config import CONFIG_FILENAME, ModelConfig, R2DConfig, config_to_dict, load_config, with_section  # noqa: E402
 from r2d.dashboard import (comparison_figure, dashboard_figures, probability_figure, reviews_per_class,  # noqa: E402
                            summarize)
 from r2d.errors import FeedbackStoreError, InvalidCaseError, R2DError, TrainingRunError  # noqa: E402
@@ -876,6 +876,11 @@ def resolve_config(args: argparse.Namespace) -> R2DConfig:
     path = Path(model.name_or_path)
     if not path.is_absolute() and not path.exists() and (ROOT / path).exists():
         model = dataclasses.replace(model, name_or_path=str(ROOT / path))  # launched from another directory
+    own = Path(model.name_or_path) / CONFIG_FILENAME
+    if args.config is None and own.is_file():
+        # the model's own generation lengths (e.g. rationales of up to 256 tokens), then the user's --set
+        generation = load_config(own, [s for s in args.set if s.startswith("generation.")]).generation
+        cfg = with_section(cfg, generation=generation)
     return with_section(cfg, model=model, app=app)
 
 

@@ -463,6 +463,16 @@ def test_flags_override_the_config(tmp_path):
         app.resolve_config(app.parse_args(["--set", "app.nope=1"]))
 
 
+def test_the_model_brings_its_own_generation_lengths(current_model):
+    from r2d.config import load_config as load
+    own = load(current_model / "r2d_config.json").generation
+    cfg = app.resolve_config(app.parse_args(["--model", str(current_model)]))
+    assert cfg.generation == own and own.max_rationale_tokens != load(None).generation.max_rationale_tokens
+    cfg = app.resolve_config(app.parse_args(["--model", str(current_model), "--set",
+                                             "generation.max_rationale_tokens=77"]))
+    assert cfg.generation.max_rationale_tokens == 77 and cfg.generation.max_input_tokens == own.max_input_tokens
+
+
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     names = set()

@@ -519,10 +519,13 @@ class Handlers:
                  "failed": f"✗ Failed: {rv.plain(st.error or '')}", "cancelled": "Cancelled: the app is unchanged",
                  "lost": f"✗ The worker stopped without a result: {rv.plain(st.error or '')}"}
         done = st.state == "done" and st.comparison is not None
+        in_use = done and Path(self.model_dir) == st.out_dir / "model"
+        if in_use:
+            words["done"] = f"✓ In use: suggestions come from `{self.predictor.model_id}`"
         return self._out(im_status=f"**{words[st.state]}** · run `{run_id}`", im_progress=round(100 * st.fraction),
                          im_log=st.log_tail, im_table=comparison_table(st.comparison) if done else "",
                          im_plot=comparison_figure(st.comparison or {}, COMPARED),
-                         im_switch=gr.update(interactive=done))
+                         im_switch=gr.update(interactive=done and not in_use))
 
     @ui_errors
     def improve_cancel(self, run_id: str | None) -> dict:

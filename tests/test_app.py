@@ -663,5 +663,7 @@ def test_improve_runs_compares_and_switches_the_suggestions(improving, original_
     switched = named(h, h.improve_switch(run_id, "Nurse A", None))
     assert h.predictor is not before and h.predictor.model_id.endswith(f"+{run_id}")
     assert run_id in switched["model_md"] and "every later review records it" in switched["im_status"]
+    after = named(h, h.improve_poll(run_id))  # the 2-s poll keeps saying so, and offers no second switch
+    assert "In use" in after["im_status"] and after["im_switch"]["interactive"] is False
     shown = predicted(h, "level 2: chest pain, BP 88/50, HR 124")["shown"]
     assert shown.model_id == h.predictor.model_id  # later suggestions (and so their reviews) name the new model

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 
 from conftest import TINY_ARCH
@@ -47,8 +48,18 @@ def test_lr_warms_up_then_decays_to_a_tenth():
     assert lr_factor(0, 0, 100) == 1.0
 
 
-def test_batches_mix_explain_and_span_corruption(tiny_tokenizer):
-    add_sentinels(tiny_tokenizer)
+@pytest.fixture()
+def sentinel_tokenizer(tiny_tokenizer):
+    """A copy of the session's tiny tokenizer with T5's sentinels: adding tokens to the shared one changed
+    the vocabulary every later test saw."""
+    import copy
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    add_sentinels(tokenizer)
+    return tokenizer
+
+
+def test_batches_mix_explain_and_span_corruption(sentinel_tokenizer):
+    tiny_tokenizer = sentinel_tokenizer
     assert all(tiny_tokenizer.convert_tokens_to_ids(s) != tiny_tokenizer.unk_token_id for s in SENTINELS)
     cfg = PretrainConfig(batch_size=8, span_fraction=0.5, max_input_tokens=64, max_target_tokens=32)
     real = [Example("fever and cough", "3", "Chief complaint: fever.")]
@@ -60,8 +71,8 @@ def test_batches_mix_explain_and_span_corruption(tiny_tokenizer):
     assert any(int(t) in sentinel_ids for t in batch["input_ids"].flatten())
 
 
-def test_pretrain_lowers_the_loss_and_stops_on_the_budget(tiny_tokenizer):
-    add_sentinels(tiny_tokenizer)
+def test_pretrain_lowers_the_loss_and_stops_on_the_budget(sentinel_tokenizer):
+    tiny_tokenizer = sentinel_tokenizer
     model = new_t5(tiny_tokenizer, TINY_ARCH, seed=0)
     cfg = PretrainConfig(max_steps=30, batch_size=4, learning_rate=1e-2, warmup_steps=3, eval_every=10,
                          max_input_tokens=64, max_target_tokens=24)

@@ -31,7 +31,7 @@ from r2d import metrics
 from r2d.config import CONFIG_FILENAME, R2DConfig, apply_overrides, load_config
 from r2d.data import atomic_write_text, load_examples
 from r2d.errors import R2DError
-from r2d.prompts import explain_given_label_prompt, explain_prompt
+from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
 from r2d.sources import KTAS_LABEL_NAMES, load_ktas_nurse_labels
 from training import default_model
 from training.common import setup_logging
@@ -253,7 +253,7 @@ def render(results: Results, missing: list[str], nurse: dict[str, float], comman
         if best else "- No run finished.",
         "", "## How each figure is computed", "",
         "- Labels: the label-set member with the largest summed token log-likelihood (`</s>` included) under "
-        "`predict: x` (r2d.scoring); accuracy and macro-F1 on exact label match (scikit-learn's macro convention). "
+        f"`{predict_prompt('x')}` (r2d.scoring); accuracy and macro-F1 on exact label match (scikit-learn's macro convention). "
         "R2D-C's confidence is the geometric-mean token probability of that label, which is comparable across "
         "labels of different token lengths.",
         f"- Rationales are decoded greedily with the prompt each method trained on: DSS `{explain_prompt('{case}')}`, "

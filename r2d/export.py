@@ -288,7 +288,8 @@ def export_stage2_dataset(store: ReviewStore, out_dir: str | Path, policy: Expor
         for split, name in names.items():
             _write_rows(tmp / name, splits[split])
         meta = {"export_id": out.name,
-                **_meta(store, cases, splits, names, policy, seed, val_fraction, test_fraction, exported_by, config)}
+                **_meta(store, cases, splits, names, policy, seed, val_fraction, test_fraction, exported_by, config),
+                "audit_chain_heads": store.chain_heads()}
         _write_meta(tmp / META_FILENAME, meta)
         _publish(tmp, out)
     except BaseException:

@@ -368,6 +368,12 @@ class ReviewStore:
         data["model_probabilities"] = json.loads(data["model_probabilities"])
         return ReviewRecord.from_dict(data)
 
+    def chain_heads(self) -> dict[str, str]:
+        """The last hash of each audit chain: kept outside the database (in every export's meta), it shows
+        later whether rows up to that point were rewritten, since the chain has no secret key."""
+        with self._read() as conn:
+            return {table: audit.chain_head(conn, table) for table in audit.CHAINS}
+
     def reviews(self, batch_id: str | None = None) -> list[ReviewRecord]:
         """Every review row (the full audit trail), oldest first; only one batch's if batch_id is given."""
         where, args = ("WHERE batch_id = ?", (batch_id,)) if batch_id is not None else ("", ())

@@ -165,6 +165,10 @@ def test_sidecar_records_model_policy_counts_and_findings(store, tmp_path):
     assert [f["text"] for f in meta["identifier_findings"]] == ["Mr. Jones"]
     assert sum(meta["labels"].values()) == 21
     assert store.exports()[-1]["meta"]["counts"] == meta["counts"]
+    # the audit chains' heads leave the database with every export, so a later rewrite is visible
+    assert meta["audit_chain_heads"] == store.chain_heads() and len(meta["audit_chain_heads"]["reviews"]) == 64
+    store.submit(review(51))
+    assert store.chain_heads()["reviews"] != meta["audit_chain_heads"]["reviews"]
 
 
 def test_test_csv_neutralises_formulas_and_round_trips(tmp_path):

@@ -31,6 +31,7 @@ from r2d.config import CONFIG_FILENAME, R2DConfig, config_to_dict, load_config
 from r2d.data import atomic_write_text, load_examples
 from r2d.errors import DatasetSchemaError, R2DError
 from r2d.jobs import COMPARED, SPLITS, check_inputs, comparison_table
+from training.evaluate import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +40,8 @@ EXPORT_META = "export_meta.json"
 DEFAULT_STEPS = 200
 
 
-def _sha256(path: Path) -> str:
-    from training.evaluate import file_sha256
-    return file_sha256(path)
-
-
 def _file_info(path: Path) -> dict[str, Any]:
-    return {"path": str(path), "sha256": _sha256(path), "rows": len(load_examples(path))}
+    return {"path": str(path), "sha256": file_sha256(path), "rows": len(load_examples(path))}
 
 
 def read_export(export_dir: Path) -> dict[str, Any]:

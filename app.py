@@ -552,7 +552,12 @@ class Handlers:
             "Reviews already saved keep the model that made them."))
 
     def _model_line(self) -> str:
-        return f"Model `{self.predictor.model_id}` · quantization `{self.predictor.quantization}`"
+        line = f"Model `{self.predictor.model_id}` · quantization `{self.predictor.quantization}`"
+        n = self.predictor.generation.fact_check_candidates
+        if n > 1:
+            line += (f" · rationale: of {n} candidates the model wrote, the one the fact check finds fewest problems "
+                     "in (what it still gets wrong is listed beside it)")
+        return line
 
 
 def _agreement_markdown(a: Any) -> str:
@@ -611,7 +616,9 @@ def _review_panel(p: rv.PredictorLike, c: dict[str, Any]) -> None:
             c["plot"] = gr.Plot(label="Probability of each label", show_label=False, elem_id="r2d-probabilities")
     with gr.Row():
         with gr.Column(scale=3):
-            c["rationale"] = gr.Textbox(label="Rationale (streamed from the model; edit it if needed)", lines=5,
+            how = ("streamed from the model" if p.generation.fact_check_candidates <= 1 and p.generation.num_beams == 1
+                   else "from the model")
+            c["rationale"] = gr.Textbox(label=f"Rationale ({how}; edit it if needed)", lines=5,
                                         elem_id="r2d-rationale")
             c["diff"] = gr.HighlightedText(label="Your changes: word diff against the model's rationale",
                                            color_map=DIFF_COLORS, show_legend=True, combine_adjacent=True,

@@ -498,6 +498,15 @@ def check_rationale(case_text: str, rationale: str, label: str | None = None) ->
 # --- figures over a data set ---------------------------------------------------------------------------
 
 
+def least_contradicted(case_text: str, candidates: Sequence[str], label: str | None = None) -> int:
+    """Index of the candidate rationale with the fewest problems, then the fewest critical findings left out;
+    ties go to the earlier candidate (the decoder's own ranking). Raises ValueError for no candidates."""
+    if not candidates:
+        raise ValueError("no candidate rationales to choose from")
+    checks = [check_rationale(case_text, c, label) for c in candidates]
+    return min(range(len(candidates)), key=lambda i: (len(checks[i].problems), len(checks[i].missing_critical), i))
+
+
 def fidelity_summary(cases: Sequence[str], rationales: Sequence[str],
                      labels: Sequence[str | None] | None = None) -> dict:
     """fidelity = share of rationales with no problem; critical_named = share of the cases that have a

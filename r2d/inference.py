@@ -3,7 +3,9 @@
 The label is the best-scoring candidate of the label set under predict_prompt(case) (r2d.scoring: one
 encoder pass, all candidates teacher-forced together), so it is always valid and comes with a
 probability for every label. The rationale is generated greedily from explain_given_label_prompt(case,
-label); it can also be streamed, and the streamed text ends exactly where `explain` does.
+label); it can also be streamed, and the streamed text ends exactly where `explain` does. With
+generation.fact_check_candidates = N > 1, beam search returns N candidates and the one the case
+contradicts least (r2d.factcheck) is the rationale; it is then shown whole, not streamed.
 The two prompts differ from their first token, so the bidirectional encoder cannot share states between
 them: each prediction runs the encoder twice. All lengths come from GenerationConfig.
 """
@@ -23,6 +25,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from r2d.config import GenerationConfig
 from r2d.errors import ConfigError, DatasetSchemaError, InvalidCaseError, ModelLoadError
+from r2d.factcheck import least_contradicted
 from r2d.limits import text_problems
 from r2d.modeling import LoadedModel
 from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, explain_prompt, predict_prompt
@@ -221,15 +224,33 @@ class Predictor:
     def _generate_kwargs(self) -> dict[str, Any]:
         g = self.generation
         # greedy (do_sample=False), so the same case gives the same rationale streamed or not, alone or in a batch
-        return {"max_new_tokens": g.max_rationale_tokens, "num_beams": g.num_beams, "do_sample": False,
-                "no_repeat_ngram_size": g.no_repeat_ngram_size}
+        kwargs = {"max_new_tokens": g.max_rationale_tokens, "num_beams": g.num_beams, "do_sample": False,
+                  "no_repeat_ngram_size": g.no_repeat_ngram_size}
+        if self._candidates > 1:
+            kwargs |= {"num_beams": max(g.num_beams, self._candidates), "num_return_sequences": self._candidates}
+        return kwargs
+
+    @property
+    def _candidates(self) -> int:
+        return self.generation.fact_check_candidates
+
+    @property
+    def _streams(self) -> bool:
+        """Whether generation yields token by token (transformers cannot stream beam search)."""
+        return self.generation.num_beams == 1 and self._candidates <= 1
 
     def _explain(self, cases: Sequence[str], labels: Sequence[str], **generate_kwargs: Any) -> list[str]:
         prompts = [self.rationale_prompt(c, lab) for c, lab in zip(cases, labels)]
         with eval_mode(self.model):
             enc = tokenize_inputs(self.tokenizer, prompts, self.generation.max_input_tokens, self.model.device)
             out = self.model.generate(**enc, **self._generate_kwargs(), **generate_kwargs)
-        return [self._decode(ids) for ids in out.tolist()]
+        texts = [self._decode(ids) for ids in out.tolist()]
+        if self._candidates <= 1:
+            return texts
+        # fact-checked decoding: each case's candidates come in a row, best beam first
+        k = self._candidates
+        picks = [texts[i * k:(i + 1) * k] for i in range(len(cases))]
+        return [cands[least_contradicted(case, cands, label)] for case, label, cands in zip(cases, labels, picks)]
 
     def rationale_prompt(self, case: str, label: str) -> str:
         """The prompt the rationale is decoded from: the one this model's method trained its explain task on.
@@ -273,7 +294,7 @@ class Predictor:
         return self._stream(case, label)
 
     def _stream(self, case: str, label: str) -> Iterator[str]:
-        if self.generation.num_beams > 1:  # transformers cannot stream beam search: give the whole text at once
+        if not self._streams:  # beam search or fact-checked candidates: the whole text at once
             with self._lock:
                 yield self._explain([case], [label])[0]
             return
@@ -336,7 +357,7 @@ class Predictor:
 
     def _predict_chunk(self, cases: list[str]) -> list[Prediction]:
         clock = _FirstTokenClock()
-        streamer = {"streamer": clock} if self.generation.num_beams == 1 else {}
+        streamer = {"streamer": clock} if self._streams else {}
         with self._lock:
             t0 = time.perf_counter()
             scores = self._score([predict_prompt(c) for c in cases])

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from r2d.active import review_order
+from r2d.config import GenerationConfig
 from r2d.errors import DatasetSchemaError, FeedbackStoreError, InvalidCaseError
 from r2d.factcheck import check_rationale
 from r2d.prompts import PROMPT_VERSION
@@ -49,6 +50,7 @@ class PredictorLike(Protocol):
     ordinal: bool
     model_id: str
     quantization: str
+    generation: GenerationConfig  # fact_check_candidates decides whether the rationale was chosen among several
 
     def check_case(self, case_text: str) -> str: ...
     def predict_label(self, case_text: str) -> LabelScoresLike: ...

@@ -46,6 +46,8 @@ def test_int_is_accepted_for_float():
     ("stage2.alpha=1.5", "[0, 1]"),
     ("stage2.sampling_start_fraction=0.9", "sampling_start_fraction"),
     ("optim.batch_size=0", "batch_size"),
+    ("generation.fact_check_candidates=-1", "fact_check_candidates"),
+    ("generation.num_beams=0", "num_beams"),
     ("noequals", "section.key=value"),
 ])
 def test_bad_overrides_are_rejected(override, message):

@@ -15,41 +15,85 @@ TINY = ROOT / "training" / "configs" / "tiny_cpu.json"
 
 @pytest.mark.slow
 @pytest.mark.shared_data
-def test_recipe_trains_evaluates_and_publishes(tmp_path, shared_data):
+def test_ablation_then_recipe_then_evaluate_only(tmp_path, shared_data):
+    ktas, work = ["--ktas", str(shared_data / "ktas" / "data.csv")], tmp_path / "work"
+    common = ktas + ["--work", str(work), "--config", str(TINY), "--set", "optim.eval_steps=1",
+                     "--set", "generation.max_rationale_tokens=8", "--set", "generation.max_input_tokens=256"]
+    arms = ["--ablation-arm", "recipe (all levers)", "--ablation-arm", "no class balance"]
+    assert default_model.main(common + ["--ablation-only", "--ablation-steps", "2", "2",
+                                        "--ablation-seeds", "0", "1"] + arms) == 0
+    ablation = json.loads((work / default_model.ABLATION_FILENAME).read_text())
+    assert list(ablation["arms"]) == ["recipe (all levers)", "no class balance"]
+    for arm in ablation["arms"].values():
+        assert arm["seeds"] == [0, 1] and arm["n"] == 127 and ablation["steps"] == [[2, 2]]
+        assert arm["fidelity"]["mean"] is not None and arm["fidelity"]["sd"] is not None
+    # class balance changes only Stage 2: both arms of a seed read one Stage-1 model
+    runs = {(r["seed"], name): r for name, a in ablation["arms"].items() for r in a["runs"]}
+    assert runs[(0, "no class balance")]["stage1_fidelity_probe"] == runs[(0, "recipe (all levers)")]["stage1_fidelity_probe"]
+    summary = work / "ablation" / "seed0" / "no_class_balance" / "summary.json"
+    before = summary.stat().st_mtime_ns
+    assert default_model.main(common + ["--ablation-only", "--ablation-steps", "2", "2", "--ablation-seeds", "0"]
+                              + arms) == 0
+    assert summary.stat().st_mtime_ns == before  # a finished arm is read back, not trained again
+
     out = tmp_path / "assets" / "model"
     out.mkdir(parents=True)
     (out / "stale.txt").write_text("from an older model")
-    ablation = tmp_path / "ablation.json"
-    ablation.write_text(json.dumps(ABLATION))
-    code = default_model.main(["--ktas", str(shared_data / "ktas" / "data.csv"), "--out", str(out),
-                               "--work", str(tmp_path / "work"), "--config", str(TINY),
-                               "--stage1-steps", "2", "--stage2-steps", "2", "--ablation-from", str(ablation),
-                               "--set", "optim.eval_steps=1", "--set", "generation.max_rationale_tokens=8",
-                               "--set", "generation.max_input_tokens=256"])
-    assert code == 0
+    assert default_model.main(common + ["--out", str(out), "--stage1-steps", "2", "--stage2-steps", "2",
+                                        "--ablation-from", str(work / default_model.ABLATION_FILENAME)]) == 0
     meta = read_model_meta(out)
     assert meta.label_set == ("1", "2", "3", "4", "5") and meta.ordinal and meta.label_names["1"] == "Resuscitation"
     assert not (out / "stale.txt").exists()  # replaced whole, not merged
-    report = json.loads((out / default_model.REPORT_FILENAME).read_text())
-    assert report["n"] == 252  # the held-out test split, every case (group-aware split of seed 0)
-    examples = json.loads((out / default_model.EXAMPLES_REPORT_FILENAME).read_text())
-    assert examples["n"] == 18
-    card = (out / default_model.CARD_FILENAME).read_text()
-    m = report["metrics"]
-    for key in ("fidelity", "critical_named", "macro_f1", "accuracy"):  # the card's figures are the report's
-        assert f"| {m[key]:.3f} |" in card, key
-    right = sum(p["predicted_label"] == p["gold_label"] for p in examples["predictions"])
-    assert f"| {right}/18 |" in card
-    assert "| no digit tokens | 0.400 | 0.500 | 0.300 | 0.550 | 7 |" in card
-    assert "not a medical device" in card and "single seed" in card
     assert not list(out.parent.glob("*.new")) and not list(out.parent.glob("*.old"))
+    report = json.loads((out / default_model.REPORT_FILENAME).read_text())
+    single = json.loads((out / default_model.SINGLE_REPORT_FILENAME).read_text())
+    assert report["n"] == single["n"] == 252  # the held-out test split, every case
+    assert single["generation"]["fact_check_candidates"] == 0
+    assert report["generation"]["fact_check_candidates"] == load_config(TINY).generation.fact_check_candidates
+    card = (out / default_model.CARD_FILENAME).read_text()
+    for key in ("fidelity", "critical_named"):  # the card's figures are the reports'
+        assert f"| {report['metrics'][key]:.3f} | {single['metrics'][key]:.3f} |" in card, key
+    examples = json.loads((out / default_model.EXAMPLES_REPORT_FILENAME).read_text())
+    right = sum(p["predicted_label"] == p["gold_label"] for p in examples["predictions"])
+    assert examples["n"] == 18 and f"| {right}/18 |" in card
+    assert "| no class balance | 2 |" in card and "not a medical device" in card
+    assert "--stage1-steps 2" in card  # the command that trained it
+
+    (out / default_model.CARD_FILENAME).write_text("stale card")
+    (out / default_model.ABLATION_FILENAME).unlink()
+    assert default_model.main(common + ["--out", str(out), "--evaluate-only"]) == 0
+    card = (out / default_model.CARD_FILENAME).read_text()
+    assert "stale card" not in card and "--stage1-steps 2" in card and "Not run for this build" in card
 
 
-ABLATION = {"minutes_per_arm": 6, "split": "val", "seed": 42, "arms": {
-    "recipe (all levers)": {"fidelity": 0.9, "critical_named": 0.8, "macro_f1": 0.5, "accuracy": 0.6, "n": 127,
-                            "stage1_steps": 8, "change": {}},
-    "no digit tokens": {"fidelity": 0.4, "critical_named": 0.5, "macro_f1": 0.3, "accuracy": 0.55, "n": 127,
-                        "stage1_steps": 7, "change": {"digit_tokens": False}}}}
+@pytest.mark.shared_data
+def test_evaluate_only_needs_a_model_built_by_the_recipe(tmp_path, shared_data):
+    with pytest.raises(SystemExit) as err:
+        default_model.main(["--ktas", str(shared_data / "ktas" / "data.csv"), "--work", str(tmp_path / "w"),
+                            "--out", str(tmp_path / "empty"), "--config", str(TINY), "--evaluate-only"])
+    assert "pretrain_log.json" in str(err.value)
+
+
+def _summary(seed: int, change: dict, fidelity: float) -> dict:
+    return {"seed": seed, "change": change, "fidelity": fidelity, "critical_named": 0.5, "macro_f1": 0.3,
+            "accuracy": 0.5, "n": 127, "stage1_steps": 500, "stage2_steps": 80, "stage1_fidelity_probe": 0.1}
+
+
+def test_collect_ablation_gives_mean_and_sd_per_arm_in_arm_order(tmp_path):
+    for seed, fid in ((0, 0.2), (1, 0.4), (2, 0.6)):
+        for arm, change in (("no_digit_tokens", {"digit_tokens": False}), ("recipe_all_levers", {})):
+            f = tmp_path / "ablation" / f"seed{seed}" / arm / "summary.json"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(json.dumps(_summary(seed, change, fid if change else fid + 0.1)))
+    ablation = default_model.collect_ablation(tmp_path)
+    assert list(ablation["arms"]) == ["recipe (all levers)", "no digit tokens"]  # ABLATIONS' order
+    recipe = ablation["arms"]["recipe (all levers)"]
+    assert recipe["seeds"] == [0, 1, 2] and recipe["fidelity"]["mean"] == pytest.approx(0.5)
+    assert recipe["fidelity"]["sd"] == pytest.approx(0.2)  # sample SD of 0.3, 0.5, 0.7
+    table = default_model.ablation_table(ablation)
+    assert "| recipe (all levers) | 3 | 0.500 ± 0.200 | 0.500 ± 0.000 |" in table
+    assert "500 Stage-1 + 80 Stage-2 steps" in table and "seeds 0, 1, 2" in table and "(n = 127)" in table
+    assert json.loads((tmp_path / default_model.ABLATION_FILENAME).read_text()) == ablation
 
 
 def test_stage2_config_points_at_the_splits_and_the_balanced_file(tmp_path):
@@ -66,13 +110,6 @@ def test_class_balance_lifts_the_rare_levels():
     assert default_model.balance_factors(examples) == {"1": 4, "3": 1, "5": 3}
     out = default_model.balanced(examples)
     assert sum(e.label == "1" for e in out) == 72 and sum(e.label == "3" for e in out) == 340
-
-
-def test_ablation_table_states_budget_seed_and_split():
-    table = default_model.ablation_table(ABLATION)
-    assert "6 minutes per arm" in table and "single seed (42)" in table and "validation split (n = 127)" in table
-    assert table.count("\n| ") == 4  # header, rule, two arms
-    assert "Not run" in default_model.ablation_table(None)
 
 
 def test_publish_replaces_in_one_step(tmp_path):
@@ -104,4 +141,4 @@ def test_bad_data_path_is_a_clear_error(tmp_path, capsys):
 def test_unknown_ablation_arm_is_a_clear_error(tmp_path):
     from r2d.errors import ConfigError
     with pytest.raises(ConfigError, match="no such lever"):
-        default_model.run_ablation(load_config(TINY), {}, tmp_path, 1, 0, only=["no such lever"])
+        default_model.run_ablation(load_config(TINY), {}, tmp_path, [0], 2, 2, only=["no such lever"])

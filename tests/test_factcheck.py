@@ -7,6 +7,7 @@ import random
 import pytest
 
 from r2d.factcheck import (KINDS, LABEL_MASK, case_has_triage_facts, check_rationale, fidelity_summary,
+                           least_contradicted,
                            mask_label_mentions, parse_case, read_case)
 from r2d.rules import ARRIVAL_MODES, MENTAL_STATES, TriageFacts, write_rationale
 from r2d.sources import ktas_case_text
@@ -222,3 +223,26 @@ def test_label_mentions_are_masked():
     assert masked == (f"Unresponsive, SpO2 78%: this fits {LABEL_MASK} ({LABEL_MASK}); {LABEL_MASK} would be too "
                       "low. Pain level 3.")
     assert mask_label_mentions("no label here", ["Urgent"]) == "no label here"
+
+
+def test_least_contradicted_picks_the_candidate_the_case_contradicts_least():
+    wrong_rate = "HR 150, BP 90/60, RR 28, SpO2 91%."          # heart rate not the case's, nothing else named
+    faithful = "HR 124, BP 90/60, RR 28, SpO2 91%, GCS 14."    # the case's own values
+    twice_wrong = "HR 150, BP 120/80, RR 28, SpO2 91%."
+    cands = [twice_wrong, wrong_rate, faithful]
+    assert check_rationale(FREE_TEXT, faithful).faithful and not check_rationale(FREE_TEXT, wrong_rate).faithful
+    assert least_contradicted(FREE_TEXT, cands) == 2
+    assert least_contradicted(FREE_TEXT, [twice_wrong, wrong_rate]) == 1  # fewer problems wins
+    assert least_contradicted(FREE_TEXT, [faithful, faithful]) == 0       # ties keep the decoder's order
+
+
+def test_least_contradicted_prefers_naming_the_critical_findings_on_equal_problems():
+    silent = "Shortness of breath."
+    named = "Shortness of breath, SpO2 91%, RR 28, HR 124, BP 90/60, GCS 14."
+    assert check_rationale(FREE_TEXT, silent).missing_critical and not check_rationale(FREE_TEXT, named).missing_critical
+    assert least_contradicted(FREE_TEXT, [silent, named]) == 1
+
+
+def test_least_contradicted_needs_candidates():
+    with pytest.raises(ValueError, match="no candidate"):
+        least_contradicted(FREE_TEXT, [])

@@ -114,6 +114,23 @@ def test_streaming_with_beam_search_yields_the_whole_text(loaded_by_quantization
     assert list(predictor.stream_rationale(CASES[0], "3")) == [predictor.explain(CASES[0], "3")]
 
 
+def test_fact_checked_decoding_shows_the_candidate_the_case_contradicts_least(loaded_by_quantization):
+    from r2d.factcheck import least_contradicted
+    from r2d.scoring import tokenize_inputs
+    gen = GenerationConfig(max_input_tokens=96, max_rationale_tokens=8, fact_check_candidates=3)
+    predictor = Predictor(loaded_by_quantization("none"), gen)
+    case = CASES[1]
+    enc = tokenize_inputs(predictor.tokenizer, [explain_given_label_prompt(case, "2")], 96, "cpu")
+    with torch.no_grad():  # the candidates, decoded independently: beam search of width 3, all three returned
+        out = predictor.model.generate(**enc, max_new_tokens=8, num_beams=3, num_return_sequences=3, do_sample=False)
+    candidates = [predictor.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out.tolist()]
+    assert predictor.explain(case, "2") == candidates[least_contradicted(case, candidates, "2")]
+    assert list(predictor.stream_rationale(case, "2")) == [predictor.explain(case, "2")]  # whole, not streamed
+    batch = predictor.predict_batch([case, CASES[0]], batch_size=2)  # a batch picks per case, in order
+    assert batch[0].rationale == predictor.explain(case, batch[0].label)
+    assert batch[1].rationale == predictor.explain(CASES[0], batch[1].label)
+
+
 def test_closing_a_stream_early_stops_its_thread(predictor):
     stream = predictor.stream_rationale(CASES[1], "1")
     next(stream)

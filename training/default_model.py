@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import shutil
 import sys
 import time
@@ -43,6 +44,8 @@ DEFAULT_KTAS = ROOT.parent / "shared" / "data" / "ktas" / "data.csv"
 EXAMPLES_FILE = ROOT / "examples" / "triage_cases.jsonl"
 REPORT_FILENAME = "eval_report.json"
 EXAMPLES_REPORT_FILENAME = "examples_report.json"
+SINGLE_REPORT_FILENAME = "eval_report_single_rationale.json"
+TRAIN_LOG_FILENAME = "pretrain_log.json"  # Stage 1's log, Stage 2's steps and the command: the card reads it
 ABLATION_FILENAME = "ablation.json"
 CARD_FILENAME = "MODEL_CARD.md"
 KTAS_META = {"task": "ktas-triage", "ordinal": True, "label_names": KTAS_LABEL_NAMES}
@@ -53,7 +56,8 @@ STAGE1_SHARE, STAGE2_SHARE = 0.6, 0.25
 # task and scores the label set for scheduled sampling, plus validation; the ablation logs the measured ratio
 STAGE2_STEP_COST = 2.5  # 2.45 measured in the first ablation arm (1 thread, shared 2-core machine)
 FULL_BUDGET_MINUTES = 90.0
-FULL_ABLATION_MINUTES = 5.0
+# each ablation arm's fixed steps: Stage 1 then Stage 2 (about 9 minutes of one free core per arm and seed)
+ABLATION_STEPS = (500, 80)
 
 
 @dataclass(frozen=True)
@@ -175,30 +179,48 @@ def _cycle(examples: Sequence[Example], seed: int):
         yield from order
 
 
+def train_stage2_from(cfg: R2DConfig, recipe: Recipe, files: dict[str, Path], stage1_dir: Path, out: Path,
+                      steps: int, seed: int) -> tuple[Path, int]:
+    """training.stage2 from a Stage-1 model dir; returns the best model's dir and the steps taken."""
+    from training.stage2 import train_stage2
+
+    cfg2 = stage_configs(replace(cfg, optim=replace(cfg.optim, seed=seed)), files, steps,
+                         stage2_train_file(files["train"], recipe))
+    s2 = train_stage2(cfg2, str(stage1_dir), out, **KTAS_META)
+    return s2.out_dir, s2.global_step
+
+
 def train_recipe(cfg: R2DConfig, recipe: Recipe, files: dict[str, Path], work: Path, budget_s: float,
                  seed: int, stage1_steps: int | None = None, stage2_steps: int | None = None) -> tuple[Path, dict]:
     """Stage 1 (training.pretrain) then Stage 2 (training.stage2); returns the Stage-2 dir and the Stage-1 log."""
-    from training.stage2 import train_stage2
-
     train, val = load_examples(files["train"]), load_examples(files["val"])
     log = stage1(cfg, recipe, train, val, work / "stage1", STAGE1_SHARE * budget_s, stage1_steps, seed)
     if stage2_steps is None:
         stage2_steps = max(10, round(STAGE2_SHARE * budget_s / (log["seconds_per_step"] * STAGE2_STEP_COST)))
-    cfg2 = stage_configs(cfg, files, stage2_steps, stage2_train_file(files["train"], recipe))
     started = time.monotonic()
-    s2 = train_stage2(cfg2, str(work / "stage1"), work / "stage2", **KTAS_META)
-    log["stage2_steps"] = s2.global_step
-    log["stage2_step_cost"] = (time.monotonic() - started) / max(1, s2.global_step) / log["seconds_per_step"]
-    return s2.out_dir, log
+    out_dir, log["stage2_steps"] = train_stage2_from(cfg, recipe, files, work / "stage1", work / "stage2",
+                                                     stage2_steps, seed)
+    log["stage2_step_cost"] = (time.monotonic() - started) / max(1, log["stage2_steps"]) / log["seconds_per_step"]
+    return out_dir, log
 
 
-def evaluate_on(model_dir: Path, data: Path, out: Path, bertscore: bool = True) -> dict[str, Any]:
+def evaluate_on(model_dir: Path, data: Path, out: Path, bertscore: bool = True,
+                overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The evaluation command's own code path (fidelity and critical findings included)."""
     argv = ["--model", str(model_dir), "--data", str(data), "--out", str(out), "--quantization", "none",
             "--batch-size", "16"] + ([] if bertscore else ["--no-bertscore"])
-    report = evaluate.run(evaluate.parse_args(argv))
+    report = evaluate.run(evaluate.parse_args(argv + [a for o in overrides for a in ("--set", o)]))
     atomic_write_text(out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return report
+
+
+def evaluate_model_dir(model_dir: Path, test: Path) -> dict[str, dict[str, Any]]:
+    """Test split as the app shows it (the model's own generation section), test split with one decoded
+    rationale (no fact-checked choice: the model's own fidelity), and the examples; each report written."""
+    return {"test": evaluate_on(model_dir, test, model_dir / REPORT_FILENAME),
+            "single": evaluate_on(model_dir, test, model_dir / SINGLE_REPORT_FILENAME, bertscore=False,
+                                  overrides=("generation.fact_check_candidates=0",)),
+            "examples": evaluate_on(model_dir, EXAMPLES_FILE, model_dir / EXAMPLES_REPORT_FILENAME, bertscore=False)}
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
@@ -207,30 +229,81 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     return {k: m.get(k) for k in ("fidelity", "critical_named", "macro_f1", "accuracy")} | {"n": report["n"]}
 
 
-def run_ablation(cfg: R2DConfig, files: dict[str, Path], work: Path, minutes: float, seed: int,
-                 only: Sequence[str] = ()) -> dict[str, Any]:
-    """Train every arm of ABLATIONS (or those named in `only`, keeping the other arms of an earlier
-    work/ablation.json) at `minutes` each and score it on the validation split."""
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _stage1_key(recipe: Recipe) -> str:
+    """The levers Stage 1 reads: arms equal in these share one Stage-1 model per seed."""
+    return f"digits{int(recipe.digit_tokens)}_synth{int(recipe.synthetic)}_warm{recipe.warmup_steps}_span{recipe.span_fraction:g}"
+
+
+def ablation_arm(cfg: R2DConfig, name: str, files: dict[str, Path], work: Path, seed: int,
+                 stage1_steps: int, stage2_steps: int) -> dict[str, Any]:
+    """Train one arm of ABLATIONS at a fixed number of steps (load on the machine does not change what it
+    learns) and score it on the validation split. Cached: a finished arm's summary.json is read back."""
+    recipe = Recipe(**ABLATIONS[name])
+    seed_dir = work / "ablation" / f"seed{seed}"
+    arm_dir = seed_dir / _slug(name)
+    done = arm_dir / "summary.json"
+    if done.is_file():
+        return json.loads(done.read_text(encoding="utf-8"))
+    s1_dir = seed_dir / f"stage1_{_stage1_key(recipe)}"
+    if not (s1_dir / "pretrain_log.json").is_file():
+        stage1(cfg, recipe, load_examples(files["train"]), load_examples(files["val"]), s1_dir, None,
+               stage1_steps, seed)
+    log = json.loads((s1_dir / "pretrain_log.json").read_text(encoding="utf-8"))
+    model_dir, s2_steps = train_stage2_from(cfg, recipe, files, s1_dir, arm_dir / "stage2", stage2_steps, seed)
+    report = evaluate_on(model_dir, files["val"], arm_dir / REPORT_FILENAME, bertscore=False)
+    result = summary(report) | {"seed": seed, "change": ABLATIONS[name], "stage1_steps": log["history"][-1]["step"],
+                                "stage2_steps": s2_steps, "stage1_fidelity_probe": log["history"][-1].get("fidelity")}
+    atomic_write_text(done, json.dumps(result, indent=2) + "\n")
+    shutil.rmtree(arm_dir / "stage2", ignore_errors=True)  # keep reports, not weights
+    return result
+
+
+def run_ablation(cfg: R2DConfig, files: dict[str, Path], work: Path, seeds: Sequence[int], stage1_steps: int,
+                 stage2_steps: int, only: Sequence[str] = ()) -> dict[str, Any]:
+    """Every arm of ABLATIONS (or those in `only`) for every seed; work/ablation.json holds every arm-seed
+    finished so far, from this or an earlier run (several processes may share work, one seed each)."""
     unknown = sorted(set(only) - set(ABLATIONS))
     if unknown:
         raise ConfigError(f"unknown ablation arm(s) {unknown}; the arms are {list(ABLATIONS)}")
-    earlier = work / ABLATION_FILENAME
-    arms = json.loads(earlier.read_text(encoding="utf-8"))["arms"] if only and earlier.is_file() else {}
+    for seed in seeds:
+        for name in ABLATIONS:
+            if not only or name in only:
+                logger.info("ablation seed %d, %s: %s", seed, name,
+                            ablation_arm(cfg, name, files, work, seed, stage1_steps, stage2_steps))
+        for s1 in (work / "ablation" / f"seed{seed}").glob("stage1_*"):
+            shutil.rmtree(s1, ignore_errors=True)  # the seed's arms are done: its Stage-1 weights are not needed
+    return collect_ablation(work)
+
+
+def collect_ablation(work: Path) -> dict[str, Any]:
+    """Aggregate every finished arm-seed under work/ablation into work/ablation.json (mean and SD per arm)."""
+    runs = [json.loads(f.read_text(encoding="utf-8")) for f in sorted((work / "ablation").glob("seed*/*/summary.json"))]
+    arms: dict[str, Any] = {}
     for name, change in ABLATIONS.items():
-        if only and name not in only:
-            continue
-        arm_dir = work / "ablation" / name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "plus")
-        model_dir, log = train_recipe(cfg, Recipe(**change), files, arm_dir, minutes * 60, seed)
-        report = evaluate_on(model_dir, files["val"], arm_dir / REPORT_FILENAME, bertscore=False)
-        arms[name] = summary(report) | {"stage1_steps": log["history"][-1]["step"], "change": change,
-                                        "stage2_steps": log["stage2_steps"],
-                                        "stage2_step_cost": round(log["stage2_step_cost"], 2)}
-        logger.info("ablation %s: %s", name, arms[name])
-        shutil.rmtree(arm_dir / "stage1", ignore_errors=True)  # keep reports, not weights
-        result = {"minutes_per_arm": minutes, "split": "val", "seed": seed,
-                  "arms": {name: arms[name] for name in ABLATIONS if name in arms}}
-        atomic_write_text(earlier, json.dumps(result, indent=2) + "\n")  # after every arm: a stop loses one arm
+        mine = [r for r in runs if r["change"] == change]
+        if mine:
+            arms[name] = {"change": change, "seeds": sorted(r["seed"] for r in mine), "runs": mine,
+                          "n": mine[0]["n"]} | {k: _mean_sd([r[k] for r in mine]) for k in ABLATION_METRICS}
+    steps = {(r["stage1_steps"], r["stage2_steps"]) for r in runs}
+    result = {"split": "val", "arms": arms, "steps": [list(s) for s in sorted(steps)]}
+    atomic_write_text(work / ABLATION_FILENAME, json.dumps(result, indent=2) + "\n")
     return result
+
+
+ABLATION_METRICS = ("fidelity", "critical_named", "macro_f1", "accuracy")
+
+
+def _mean_sd(values: Sequence[float | None]) -> dict[str, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "sd": None}
+    mean = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
+    return {"mean": mean, "sd": sd}
 
 
 # --- publishing ----------------------------------------------------------------------------------
@@ -255,30 +328,42 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
+def _fmt_sd(stat: dict[str, float | None]) -> str:
+    if stat["mean"] is None:
+        return "n/a"
+    return f"{stat['mean']:.3f}" + ("" if stat["sd"] is None else f" ± {stat['sd']:.3f}")
+
+
 def ablation_table(ablation: dict[str, Any] | None) -> str:
-    """The ablation as a markdown table, or a line saying it was not run."""
-    if not ablation:
-        return ("Not run for this build (`--ablation-minutes 0`): the shared 2-core machine it was built on had no "
-                "compute left for it. `python -m training.default_model` (the full recipe) runs it first.")
-    rows = "\n".join(f"| {name} | {_fmt(a['fidelity'])} | {_fmt(a['critical_named'])} | {_fmt(a['macro_f1'])} | "
-                     f"{_fmt(a['accuracy'])} | {a['stage1_steps']} |" for name, a in ablation["arms"].items())
-    n = next(iter(ablation["arms"].values()))["n"]
-    return (f"Each arm switches one lever off (or one on), trained with a reduced budget of "
-            f"{ablation['minutes_per_arm']:g} minutes per arm, single seed ({ablation['seed']}), scored on the "
-            f"validation split (n = {n}); too little compute for mean ± SD over seeds.\n\n"
-            "| arm | fidelity | critical named | macro-F1 | accuracy | Stage-1 steps |\n"
+    """The ablation as a markdown table (mean ± SD over seeds), or a line saying how to run it."""
+    if not ablation or not ablation.get("arms"):
+        return ("Not run for this build. `python -m training.default_model --ablation-only` trains every arm "
+                "(cached per arm and seed), then `--ablation-from WORK/ablation.json` puts the table here.")
+    arms = ablation["arms"]
+    rows = "\n".join(f"| {name} | {len(a['seeds'])} | " + " | ".join(_fmt_sd(a[k]) for k in ABLATION_METRICS) + " |"
+                     for name, a in arms.items())
+    first = next(iter(arms.values()))
+    steps = ", ".join(f"{s1} Stage-1 + {s2} Stage-2 steps" for s1, s2 in ablation["steps"])
+    seeds = sorted({s for a in arms.values() for s in a["seeds"]})
+    return (f"One lever off per arm, at a reduced budget ({steps} per arm, fixed steps so the machine's load does "
+            f"not change what an arm learns; the final model trains longer), one rationale decoded per case (no "
+            f"fact-checked choice). Mean ± SD over training seeds "
+            f"{', '.join(map(str, seeds))} (same data split), scored on the validation split (n = {first['n']}).\n\n"
+            "| arm | seeds | fidelity | critical named | macro-F1 | accuracy |\n"
             "| --- | --- | --- | --- | --- | --- |\n" + rows)
 
 
-def model_card(report: dict[str, Any], examples: dict[str, Any], manifest: dict[str, Any], cfg: R2DConfig,
-               stage1_log: dict[str, Any], ablation: dict[str, Any] | None, command: str) -> str:
+def model_card(reports: dict[str, dict[str, Any]], manifest: dict[str, Any], cfg: R2DConfig,
+               log: dict[str, Any], ablation: dict[str, Any] | None) -> str:
     """MODEL_CARD.md text; every figure is read from the evaluation reports, the logs or the data manifest."""
-    m = report["metrics"]
+    report, single, examples = reports["test"], reports["single"], reports["examples"]
+    m, m1 = report["metrics"], single["metrics"]
     rows = "\n".join(f"| {label} {KTAS_LABEL_NAMES.get(label, '')} | {_fmt(s['f1'])} | {s['support']} |"
                      for label, s in report["per_class"].items())
     right = sum(p["predicted_label"] == p["gold_label"] for p in examples["predictions"])
-    a, last = cfg.arch, stage1_log["history"][-1]
+    a, last = cfg.arch, log["history"][-1]
     counts = manifest["counts"]
+    k = cfg.generation.fact_check_candidates
     return f"""# r2d-ktas-small (v2): the embedded Reason2Decide triage model
 
 **Research prototype, not a medical device.** Trained from scratch on {counts['train']['total']} public KTAS cases
@@ -289,32 +374,43 @@ and a synthetic corpus; it is far weaker than a triage nurse and must not be use
 - Method: Reason2Decide. Stage 1 (`explain`) on {last['step']} batches of {cfg.optim.batch_size} streamed from a synthetic
   corpus of sampled triage facts (training.synthetic: normal and abnormal ranges, every mental state and pain
   score, the training split's chief complaints, KTAS-narrative and free-text styles) mixed with the KTAS training
-  split, learning-rate warm-up {stage1_log['recipe']['warmup_steps']} steps; then Stage 2 ({stage1_log['stage2_steps']} steps of `predict` +
-  `given label ... explain`, scheduled sampling) on the KTAS training split{', KTAS 1 and 5 oversampled (square-root balancing)' if stage1_log['recipe']['class_balance'] else ''}.
+  split, learning-rate warm-up {log['recipe']['warmup_steps']} steps; then Stage 2 ({log['stage2_steps']} steps of `predict` +
+  `given label ... explain`, scheduled sampling) on the KTAS training split{', KTAS 1 and 5 oversampled (square-root balancing)' if log['recipe']['class_balance'] else ''}.
 - Architecture: T5 (gated-GELU) trained from random weights, d_model {a.d_model}, {a.num_layers}+{a.num_decoder_layers} layers,
   {a.num_heads} heads, own Unigram tokenizer with one token per digit, fitted to the training texts.
+- Decoding: {_decoding_line(k)}
 - Data: KTAS (Moon et al., PLOS ONE 2019), source sha256 `{next(iter(manifest.get('source_files', {}).values()), 'n/a')}`,
   group-aware stratified split seed {manifest.get('seed')} (duplicated visits in one split):
   train/val/test = {counts['train']['total']}/{counts['val']['total']}/{counts['test']['total']}.
 - Stage 1 at its end: loss {last['loss']:.3f}; on 32 validation cases, rationales identical to the rule rationale
   {_fmt(last.get('exact'))}, fidelity {_fmt(last.get('fidelity'))}.
-- Rebuild: `{command}`
+- Trained by: `{log.get('command', 'n/a')}`; evaluated and this card written by
+  `python -m training.default_model --evaluate-only` (add `--ablation-from WORK/ablation.json` for the table).
 
 ## Held-out test results (n = {report['n']}, quantization {report['quantization']})
 
-| metric | value | target |
-| --- | --- | --- |
-| fidelity (rationales the case does not contradict) | {_fmt(m.get('fidelity'))} | >= 0.95 |
-| critical findings named | {_fmt(m.get('critical_named'))} | >= 0.90 |
-| macro-F1 | {_fmt(m.get('macro_f1'))} | >= 0.57 |
-| accuracy | {_fmt(m.get('accuracy'))} | |
-| under-triage rate | {_fmt(m.get('under_triage_rate'))} | |
-| over-triage rate | {_fmt(m.get('over_triage_rate'))} | |
-| BLEU vs rule rationale | {_fmt(m.get('bleu'))} | |
-| consistency (label mentions masked) | {_fmt(m.get('consistency'))} | |
-| sufficiency (label mentions masked) | {_fmt(m.get('sufficiency'))} | |
-| examples/triage_cases.jsonl right | {right}/{examples['n']} | >= 15/18 |
-| fidelity on those examples | {_fmt(examples['metrics'].get('fidelity'))} | |
+"As shown" is the rationale the app shows{f' (the least contradicted of {k} candidates)' if k > 1 else ''}; "one rationale" is the
+model's single decoded rationale (beam top, no choice), the model's own fidelity.
+
+| metric | as shown | one rationale | target |
+| --- | --- | --- | --- |
+| fidelity (rationales the case does not contradict) | {_fmt(m.get('fidelity'))} | {_fmt(m1.get('fidelity'))} | >= 0.95 |
+| critical findings named | {_fmt(m.get('critical_named'))} | {_fmt(m1.get('critical_named'))} | >= 0.90 |
+| macro-F1 | {_fmt(m.get('macro_f1'))} | {_fmt(m1.get('macro_f1'))} | >= 0.57 |
+| accuracy | {_fmt(m.get('accuracy'))} | {_fmt(m1.get('accuracy'))} | |
+| under-triage rate | {_fmt(m.get('under_triage_rate'))} | | |
+| over-triage rate | {_fmt(m.get('over_triage_rate'))} | | |
+| BLEU vs rule rationale | {_fmt(m.get('bleu'))} | {_fmt(m1.get('bleu'))} | |
+| consistency (label mentions masked) | {_fmt(m.get('consistency'))} | {_fmt(m1.get('consistency'))} | |
+| sufficiency (label mentions masked) | {_fmt(m.get('sufficiency'))} | {_fmt(m1.get('sufficiency'))} | |
+| examples/triage_cases.jsonl right | {right}/{examples['n']} | | >= 15/18 |
+| fidelity on those examples | {_fmt(examples['metrics'].get('fidelity'))} | | |
+
+The label does not depend on decoding (it is scored over the label set before any rationale is written).
+What the fact check cannot read (history, medication, anything outside the triage facts) it does not check,
+in either column.
+
+Problems per kind, as shown: {_problem_counts(report)}.
 
 | class | F1 | support |
 | --- | --- | --- |
@@ -329,6 +425,20 @@ smaller, starts from no pretraining, and is scored on a different data set. See 
 """
 
 
+def _decoding_line(k: int) -> str:
+    if k <= 1:
+        return "one greedy rationale per case (generation.fact_check_candidates = 0)."
+    return (f"fact-checked: beam search returns {k} candidate rationales and the one r2d.factcheck finds fewest "
+            "problems in is shown (`generation.fact_check_candidates`). The fact check that chooses also scores "
+            "fidelity, so the \"as shown\" figure measures what a nurse sees, not an independent judge; the "
+            "\"one rationale\" column is the model alone.")
+
+
+def _problem_counts(report: dict[str, Any]) -> str:
+    counts = report.get("fidelity", {}).get("rationales_with_problem", {})
+    return ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in counts.items()) or "none"
+
+
 # --- command line --------------------------------------------------------------------------------
 
 
@@ -341,13 +451,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--budget-minutes", type=float, default=None,
                    help=f"wall-clock budget of the final model's training and evaluation (default: "
                         f"{FULL_BUDGET_MINUTES:g} minutes minus the ablation's)")
-    p.add_argument("--ablation-minutes", type=float, default=FULL_ABLATION_MINUTES,
-                   help="budget of each ablation arm; 0 skips the ablation")
     p.add_argument("--ablation-from", type=Path, default=None,
-                   help="an ablation.json of an earlier --ablation-only run, instead of running the ablation")
-    p.add_argument("--ablation-only", action="store_true", help="run and write the ablation, train no final model")
+                   help="the WORK/ablation.json of an --ablation-only run: its table goes into the model card")
+    p.add_argument("--ablation-only", action="store_true",
+                   help="train and score the ablation arms (cached per arm and seed), train no final model")
+    p.add_argument("--ablation-steps", type=int, nargs=2, default=list(ABLATION_STEPS), metavar=("STAGE1", "STAGE2"),
+                   help="fixed steps of every arm (default: %(default)s; a reduced budget, stated in the table)")
+    p.add_argument("--ablation-seeds", type=int, nargs="+", default=None,
+                   help="training seeds of the ablation (default: optim.seed and the next two)")
     p.add_argument("--ablation-arm", dest="ablation_arms", action="append", default=[], metavar="NAME",
-                   help="re-run only this arm (repeatable); the other arms are kept from WORK/ablation.json")
+                   help="run only this arm (repeatable); finished arms of other runs stay in WORK/ablation.json")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="train nothing: evaluate the model in --out again and rewrite its card")
     p.add_argument("--stage1-steps", type=int, default=None, help="fixed Stage-1 steps instead of the budget")
     p.add_argument("--stage2-steps", type=int, default=None, help="fixed Stage-2 steps instead of the budget")
     p.add_argument("--seed", type=int, default=None, help="data split and training seed (default: optim.seed)")
@@ -361,9 +476,10 @@ def _ablation(args: argparse.Namespace, cfg: R2DConfig, files: dict[str, Path]) 
         if not args.ablation_from.is_file():
             raise ConfigError(f"--ablation-from {args.ablation_from} does not exist")
         return json.loads(args.ablation_from.read_text(encoding="utf-8"))
-    if args.ablation_minutes <= 0:
+    if not args.ablation_only:
         return None
-    return run_ablation(cfg, files, args.work, args.ablation_minutes, cfg.optim.seed, args.ablation_arms)
+    seeds = args.ablation_seeds or [cfg.optim.seed + i for i in range(3)]
+    return run_ablation(cfg, files, args.work, seeds, *args.ablation_steps, only=args.ablation_arms)
 
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
@@ -376,20 +492,40 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     ablation = _ablation(args, cfg, files)
     if args.ablation_only:
         return {"ablation": ablation}
+    if args.evaluate_only:
+        return evaluate_published(args.out, files, ablation)
     budget_s = (args.budget_minutes * 60 if args.budget_minutes is not None
                 else FULL_BUDGET_MINUTES * 60 - (time.monotonic() - started))
     model_dir, log = train_recipe(cfg, Recipe(), files, args.work / "final", budget_s, cfg.optim.seed,
                                   args.stage1_steps, args.stage2_steps)
-    report = evaluate_on(model_dir, files["test"], model_dir / REPORT_FILENAME)
-    examples = evaluate_on(model_dir, EXAMPLES_FILE, model_dir / EXAMPLES_REPORT_FILENAME, bertscore=False)
-    if ablation:
-        atomic_write_text(model_dir / ABLATION_FILENAME, json.dumps(ablation, indent=2) + "\n")
-    manifest = json.loads((files["train"].parent / prepare_data.MANIFEST).read_text(encoding="utf-8"))
-    saved = load_config(model_dir / "r2d_config.json")
-    atomic_write_text(model_dir / CARD_FILENAME, model_card(report, examples, manifest, saved, log, ablation, command))
+    atomic_write_text(model_dir / TRAIN_LOG_FILENAME, json.dumps(log | {"command": command}, indent=2) + "\n")
+    report = write_card(model_dir, files, ablation)
     publish(model_dir, args.out)
     logger.info("default model written to %s in %.1f minutes", args.out, (time.monotonic() - started) / 60)
     return report
+
+
+def write_card(model_dir: Path, files: dict[str, Path], ablation: dict[str, Any] | None) -> dict[str, Any]:
+    """Evaluate the model dir (evaluate_model_dir) and write its MODEL_CARD.md (and ablation.json); the test report."""
+    reports = evaluate_model_dir(model_dir, files["test"])
+    if ablation:
+        atomic_write_text(model_dir / ABLATION_FILENAME, json.dumps(ablation, indent=2) + "\n")
+    elif (model_dir / ABLATION_FILENAME).is_file():
+        ablation = json.loads((model_dir / ABLATION_FILENAME).read_text(encoding="utf-8"))
+    manifest = json.loads((files["train"].parent / prepare_data.MANIFEST).read_text(encoding="utf-8"))
+    saved = load_config(model_dir / "r2d_config.json")
+    log = json.loads((model_dir / TRAIN_LOG_FILENAME).read_text(encoding="utf-8"))
+    atomic_write_text(model_dir / CARD_FILENAME, model_card(reports, manifest, saved, log, ablation))
+    return reports["test"]
+
+
+def evaluate_published(out: Path, files: dict[str, Path], ablation: dict[str, Any] | None) -> dict[str, Any]:
+    """--evaluate-only: evaluate the published model in `out` again and rewrite its card, training nothing
+    (after a change to decoding, the fact check or the ablation). Raises ConfigError when `out` has no model."""
+    if not (out / TRAIN_LOG_FILENAME).is_file():
+        raise ConfigError(f"{out} holds no model built by this recipe (no {TRAIN_LOG_FILENAME}); "
+                          "train one with python -m training.default_model")
+    return write_card(out, files, ablation)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

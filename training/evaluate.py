@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -212,6 +212,10 @@ def format_table(report: dict[str, Any]) -> str:
     if "bertscore_model" in report["rationale"]:
         info = report["rationale"]
         lines.append(f"(BERTScore: {info['bertscore_model']}; {info.get('bertscore_note', '')})")
+    candidates = report.get("generation", {}).get("fact_check_candidates", 0)
+    if candidates > 1:
+        lines.append(f"(rationales: the least contradicted of {candidates} beam candidates; the fact check that "
+                     "chooses them also scores fidelity)")
     lines += ["", f"{'label':<8}{'name':<14}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}{'predicted':>11}"]
     for label, s in report["per_class"].items():
         lines.append(f"{label:<8}{names.get(label, '')[:13]:<14}{s['precision']:>10.4f}{s['recall']:>8.4f}"
@@ -280,6 +284,7 @@ def evaluate_dir(cfg: R2DConfig, data: Path, *, limit: int | None = None, batch_
             "ordinal": bool(predictor.ordinal), "quantization": loaded.quantization,
             "quantization_requested": cfg.model.quantization, "device": loaded.device,
             "prompt_version": PROMPT_VERSION, "config_source": config_source, "limit": limit,
+            "generation": asdict(cfg.generation),
             "data": {"path": str(data), "sha256": file_sha256(data)},
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **report}
 

@@ -390,7 +390,7 @@ and a synthetic corpus; it is far weaker than a triage nurse and must not be use
 ## Held-out test results (n = {report['n']}, quantization {report['quantization']})
 
 "As shown" is the rationale the app shows{f' (the least contradicted of {k} candidates)' if k > 1 else ''}; "one rationale" is the
-model's single decoded rationale (beam top, no choice), the model's own fidelity.
+model's single greedy rationale (`generation.fact_check_candidates=0`, no choice): the model's own fidelity.
 
 | metric | as shown | one rationale | target |
 | --- | --- | --- | --- |

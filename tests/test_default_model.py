@@ -59,6 +59,12 @@ def test_ablation_then_recipe_then_evaluate_only(tmp_path, shared_data):
     assert "| no class balance | 2 |" in card and "not a medical device" in card
     assert "--stage1-steps 2" in card  # the command that trained it
 
+    stage1 = work / "final" / "stage1"
+    assert default_model.main(common + ["--out", str(out), "--stage1-from", str(stage1), "--stage2-steps", "3"]) == 0
+    card = (out / default_model.CARD_FILENAME).read_text()
+    assert "--stage1-steps 2" in card and "--stage2-steps 3" in card and "Stage 2 from that Stage 1" in card
+    assert json.loads((out / default_model.TRAIN_LOG_FILENAME).read_text())["stage2_steps"] == 3
+
     (out / default_model.CARD_FILENAME).write_text("stale card")
     (out / default_model.ABLATION_FILENAME).unlink()
     assert default_model.main(common + ["--out", str(out), "--evaluate-only"]) == 0

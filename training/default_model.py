@@ -191,17 +191,31 @@ def train_stage2_from(cfg: R2DConfig, recipe: Recipe, files: dict[str, Path], st
 
 
 def train_recipe(cfg: R2DConfig, recipe: Recipe, files: dict[str, Path], work: Path, budget_s: float,
-                 seed: int, stage1_steps: int | None = None, stage2_steps: int | None = None) -> tuple[Path, dict]:
-    """Stage 1 (training.pretrain) then Stage 2 (training.stage2); returns the Stage-2 dir and the Stage-1 log."""
-    train, val = load_examples(files["train"]), load_examples(files["val"])
-    log = stage1(cfg, recipe, train, val, work / "stage1", STAGE1_SHARE * budget_s, stage1_steps, seed)
+                 seed: int, stage1_steps: int | None = None, stage2_steps: int | None = None,
+                 stage1_from: Path | None = None) -> tuple[Path, dict]:
+    """Stage 1 (training.pretrain, or the model in stage1_from) then Stage 2 (training.stage2); returns the
+    Stage-2 dir and the Stage-1 log."""
+    if stage1_from is None:
+        train, val = load_examples(files["train"]), load_examples(files["val"])
+        stage1_dir = work / "stage1"
+        log = stage1(cfg, recipe, train, val, stage1_dir, STAGE1_SHARE * budget_s, stage1_steps, seed)
+    else:
+        stage1_dir, log = stage1_from, _stage1_log(stage1_from)
     if stage2_steps is None:
         stage2_steps = max(10, round(STAGE2_SHARE * budget_s / (log["seconds_per_step"] * STAGE2_STEP_COST)))
     started = time.monotonic()
-    out_dir, log["stage2_steps"] = train_stage2_from(cfg, recipe, files, work / "stage1", work / "stage2",
+    out_dir, log["stage2_steps"] = train_stage2_from(cfg, recipe, files, stage1_dir, work / "stage2",
                                                      stage2_steps, seed)
     log["stage2_step_cost"] = (time.monotonic() - started) / max(1, log["stage2_steps"]) / log["seconds_per_step"]
     return out_dir, log
+
+
+def _stage1_log(stage1_dir: Path) -> dict[str, Any]:
+    log = stage1_dir / TRAIN_LOG_FILENAME
+    if not log.is_file():
+        raise ConfigError(f"--stage1-from {stage1_dir}: no {TRAIN_LOG_FILENAME}; give the stage1/ folder of an "
+                          "earlier build (WORK/final/stage1)")
+    return json.loads(log.read_text(encoding="utf-8"))
 
 
 def evaluate_on(model_dir: Path, data: Path, out: Path, bertscore: bool = True,
@@ -384,7 +398,7 @@ and a synthetic corpus; it is far weaker than a triage nurse and must not be use
   train/val/test = {counts['train']['total']}/{counts['val']['total']}/{counts['test']['total']}.
 - Stage 1 at its end: loss {last['loss']:.3f}; on 32 validation cases, rationales identical to the rule rationale
   {_fmt(last.get('exact'))}, fidelity {_fmt(last.get('fidelity'))}.
-- Trained by: `{log.get('command', 'n/a')}`; evaluated and this card written by
+- Trained by: {_commands(log)}; evaluated and this card written by
   `python -m training.default_model --evaluate-only` (add `--ablation-from WORK/ablation.json` for the table).
 
 ## Held-out test results (n = {report['n']}, quantization {report['quantization']})
@@ -423,6 +437,12 @@ Problems per kind, as shown: {_problem_counts(report)}.
 The paper reports macro-F1 60.58 for T5-Large on its own (private) triage data; this model is roughly 100x
 smaller, starts from no pretraining, and is scored on a different data set. See docs/EVALUATION.md.
 """
+
+
+def _commands(log: dict[str, Any]) -> str:
+    if "stage1_command" in log:
+        return f"`{log['stage1_command']}` (Stage 1), then `{log['command']}` (Stage 2 from that Stage 1)"
+    return f"`{log.get('command', 'n/a')}`"
 
 
 def _decoding_line(k: int) -> str:
@@ -464,6 +484,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--evaluate-only", action="store_true",
                    help="train nothing: evaluate the model in --out again and rewrite its card")
     p.add_argument("--stage1-steps", type=int, default=None, help="fixed Stage-1 steps instead of the budget")
+    p.add_argument("--stage1-from", type=Path, default=None,
+                   help="train Stage 2 only, from the Stage-1 model of an earlier build (WORK/final/stage1)")
     p.add_argument("--stage2-steps", type=int, default=None, help="fixed Stage-2 steps instead of the budget")
     p.add_argument("--seed", type=int, default=None, help="data split and training seed (default: optim.seed)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -497,8 +519,13 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     budget_s = (args.budget_minutes * 60 if args.budget_minutes is not None
                 else FULL_BUDGET_MINUTES * 60 - (time.monotonic() - started))
     model_dir, log = train_recipe(cfg, Recipe(), files, args.work / "final", budget_s, cfg.optim.seed,
-                                  args.stage1_steps, args.stage2_steps)
-    atomic_write_text(model_dir / TRAIN_LOG_FILENAME, json.dumps(log | {"command": command}, indent=2) + "\n")
+                                  args.stage1_steps, args.stage2_steps, args.stage1_from)
+    if args.stage1_from is None:  # a later --stage1-from build names the command that trained this Stage 1
+        s1_log = args.work / "final" / "stage1" / TRAIN_LOG_FILENAME
+        atomic_write_text(s1_log, json.dumps(_stage1_log(s1_log.parent) | {"command": command}, indent=2) + "\n")
+    # a reused Stage 1 keeps the command that trained it: the card names both
+    commands = {"command": command} | ({"stage1_command": log["command"]} if "command" in log else {})
+    atomic_write_text(model_dir / TRAIN_LOG_FILENAME, json.dumps(log | commands, indent=2) + "\n")
     report = write_card(model_dir, files, ablation)
     publish(model_dir, args.out)
     logger.info("default model written to %s in %.1f minutes", args.out, (time.monotonic() - started) / 60)

@@ -10,18 +10,36 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+
+def _fast_temp_root() -> None:
+    """tmp_path on tmpfs when there is room: the review store fsyncs every commit (synchronous=FULL), 0.2 s a new
+    store on this project's disk against 0.004 s on /dev/shm. What the tests check does not depend on the disk."""
+    import shutil
+    shm = Path("/dev/shm")
+    if "PYTEST_DEBUG_TEMPROOT" in os.environ or not (shm.is_dir() and os.access(shm, os.W_OK)):
+        return
+    if shutil.disk_usage(shm).free > 2 * 1024**3:  # a session writes ~30 MB; docker's default 64 MB shm is too small
+        os.environ["PYTEST_DEBUG_TEMPROOT"] = str(shm)
+
+
+_fast_temp_root()
+
 import pytest  # noqa: E402
 
-from r2d.config import ArchConfig  # noqa: E402
-from r2d.data import Example, load_examples  # noqa: E402
+from r2d.config import ArchConfig, GenerationConfig  # noqa: E402
+from r2d.data import Example  # noqa: E402
+from r2d.rules import KTAS_LABEL_NAMES  # noqa: E402
 
+# Test modules take these through the fixtures below (root, tiny_arch, ktas_labels, ...), not by importing conftest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("R2D_SHARED_DATA", ROOT.parent / "shared" / "data"))
 EXAMPLES_FILE = ROOT / "examples" / "triage_cases.jsonl"
 TINY_ARCH = ArchConfig(vocab_size=300, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_decoder_layers=1,
                        num_heads=2, dropout_rate=0.0)
-KTAS_LABELS = ["1", "2", "3", "4", "5"]
+KTAS_NAMES = dict(KTAS_LABEL_NAMES)
+KTAS_LABELS = list(KTAS_NAMES)
 TINY_CONFIG = ROOT / "training" / "configs" / "tiny_cpu.json"
+REVIEW_CASE = "chest pain, BP 88/50, HR 124"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -40,6 +58,36 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def root() -> Path:
+    """The project root (the checkout)."""
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def examples_file() -> Path:
+    """The example cases the app offers (examples/triage_cases.jsonl)."""
+    return EXAMPLES_FILE
+
+
+@pytest.fixture(scope="session")
+def tiny_arch() -> ArchConfig:
+    """The 1-layer T5 shape of tiny_t5 (and of training/configs/tiny_cpu.json)."""
+    return TINY_ARCH
+
+
+@pytest.fixture(scope="session")
+def ktas_labels() -> list[str]:
+    """The five KTAS levels, "1" (most urgent) to "5"."""
+    return list(KTAS_LABELS)
+
+
+@pytest.fixture(scope="session")
+def ktas_names() -> dict[str, str]:
+    """KTAS level -> name ("1" -> "Resuscitation", ...)."""
+    return dict(KTAS_NAMES)
+
+
+@pytest.fixture(scope="session")
 def ktas_examples(shared_data) -> list[Example]:
     """Every row of the public KTAS file as Examples (tests using it are marked shared_data)."""
     from r2d.sources import load_ktas
@@ -47,7 +95,6 @@ def ktas_examples(shared_data) -> list[Example]:
 
 
 def _corpus_examples() -> list[Example]:
-    from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
     cases = [
         Example("72-year-old man, crushing chest pain, sweating, BP 88/50, HR 124", "2",
                 "Hypotension with tachycardia and chest pain suggests shock; emergent care.", "nurse"),
@@ -94,15 +141,45 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     from r2d.artifacts import ModelMeta, save_model_dir
     from training.scratch import new_t5
     out = tmp_path_factory.mktemp("tiny_model")
-    meta = ModelMeta(label_set=tuple(KTAS_LABELS), ordinal=True, task="ktas-triage",
-                     label_names={"1": "Resuscitation", "2": "Emergency", "3": "Urgent", "4": "Less urgent", "5": "Non-urgent"})
+    meta = ModelMeta(label_set=tuple(KTAS_LABELS), ordinal=True, task="ktas-triage", label_names=KTAS_NAMES)
     save_model_dir(new_t5(tiny_tokenizer, TINY_ARCH, seed=0), tiny_tokenizer, out, meta)
     return out
 
 
-# --- a fake predictor for the review app (r2d.review, app.py): the Predictor interface, no model ---------
+# --- the review store and its records (r2d.store) ------------------------------------------------------
 
-KTAS_NAMES = {"1": "Resuscitation", "2": "Emergency", "3": "Urgent", "4": "Less urgent", "5": "Non-urgent"}
+
+@pytest.fixture()
+def store(tmp_path):
+    """An empty ReviewStore at tmp_path/reviews.sqlite3 (where test_app's cfg points app.db_path)."""
+    from r2d.store import ReviewStore
+    return ReviewStore(tmp_path / "reviews.sqlite3")
+
+
+@pytest.fixture(scope="session")
+def make_review():
+    """Builds a ReviewRecord with every audit field set: make_review(i or submission_id, **overrides).
+
+    An int i gives submission_id "s-{i}". The case defaults to REVIEW_CASE; a case_text override without a
+    case_id gets case_id_for(case_text). The comment has a newline and a tab: multi-line fields allow both.
+    """
+    from r2d.store import ReviewRecord, case_id_for
+
+    def build(i: int | str = 1, **overrides) -> ReviewRecord:
+        case = overrides.pop("case_text", REVIEW_CASE)
+        values = dict(submission_id=i if isinstance(i, str) else f"s-{i}", reviewer="Nurse A",
+                      case_id=case_id_for(case), case_text=case, model_id="fake-r2d", quantization="none",
+                      prompt_version="r2d-prompts-1", action="edited", model_label="2", model_rationale="Shock signs.",
+                      model_probabilities={"1": 0.2, "2": 0.8}, final_label="2",
+                      final_rationale="Hypotension and chest pain: emergency.", rating=4,
+                      comment="clearer\nsecond line\ttabbed", consistency_label="2", time_on_task_s=12.5)
+        values.update(overrides)
+        return ReviewRecord(**values)
+    build.case = REVIEW_CASE
+    return build
+
+
+# --- a fake predictor for the review app (r2d.review, app.py): the Predictor interface, no model ---------
 
 
 class FakePredictor:
@@ -119,6 +196,7 @@ class FakePredictor:
     model_id = "fake-r2d"
     quantization = "none"
     max_case_chars = 4000
+    generation = GenerationConfig()
 
     def __init__(self) -> None:
         from collections import Counter
@@ -241,12 +319,22 @@ def data_files(tmp_path, tiny_examples):
     return train, val
 
 
-def tiny_config(train, val, *overrides):
-    """tiny_cpu.json pointed at the given train/val files, plus `section.key=value` overrides."""
+@pytest.fixture(scope="session")
+def tiny_config_file() -> Path:
+    """training/configs/tiny_cpu.json: a few steps on tiny_t5's shape."""
+    return TINY_CONFIG
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """tiny_config(train, val, *overrides): tiny_cpu.json on the given train/val files, plus `section.key=value`."""
     import json
     from r2d.config import load_config
-    return load_config(TINY_CONFIG, [f"data.train_files={json.dumps([str(train)])}",
-                                     f"data.val_files={json.dumps([str(val)])}", *overrides])
+
+    def build(train, val, *overrides):
+        return load_config(TINY_CONFIG, [f"data.train_files={json.dumps([str(train)])}",
+                                         f"data.val_files={json.dumps([str(val)])}", *overrides])
+    return build
 
 
 # --- a deployed model, its original data and a reviewed export (training.improve, r2d.jobs) -------
@@ -259,7 +347,7 @@ def current_model(tmp_path, tiny_tokenizer):
     from r2d.config import load_config
     from training.scratch import new_t5
     cfg = load_config(TINY_CONFIG)
-    meta = ModelMeta(label_set=tuple(KTAS_NAMES), label_names=KTAS_NAMES, ordinal=True, task="ktas-triage")
+    meta = ModelMeta(label_set=tuple(KTAS_LABELS), label_names=KTAS_NAMES, ordinal=True, task="ktas-triage")
     return save_model_dir(new_t5(tiny_tokenizer, cfg.arch, seed=0), tiny_tokenizer, tmp_path / "current", meta, cfg)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 
 from r2d.agreement import agreement, cohen_kappa, fleiss_kappa
-from r2d.store import ReviewRecord, case_id_for
 
 
 def test_cohen_kappa_matches_the_worked_example():
@@ -27,14 +26,14 @@ def test_fleiss_kappa_matches_the_worked_example():
     assert fleiss_kappa([{"1": 1}]) is None  # one rater: no agreement to measure
 
 
-def review(case: str, reviewer: str, label: str, i: int) -> ReviewRecord:
-    return ReviewRecord(submission_id=f"s{i}", reviewer=reviewer, case_id=case_id_for(case), case_text=case,
-                        model_id="m", quantization="none", prompt_version="p", action="edited", model_label="2",
-                        model_rationale="x", model_probabilities={"2": 1.0}, final_label=label,
-                        final_rationale="y", review_id=i)
+@pytest.fixture(scope="session")
+def review(make_review):
+    """review(case, reviewer, label, i): reviewer's review i of a case, with its final label."""
+    return lambda case, reviewer, label, i: make_review(i, case_text=case, reviewer=reviewer, final_label=label,
+                                                        review_id=i)
 
 
-def test_agreement_of_stored_reviews_counts_cases_pairs_and_disagreements():
+def test_agreement_of_stored_reviews_counts_cases_pairs_and_disagreements(review):
     reviews = [review("c1", "A", "2", 1), review("c1", "B", "2", 2), review("c2", "A", "3", 3),
                review("c2", "B", "4", 4), review("c3", "A", "1", 5), review("c3", "B", "1", 6),
                review("c3", "C", "2", 7), review("c4", "A", "5", 8)]  # c4 has one reviewer: left out

@@ -26,12 +26,8 @@ def gradio_temp(tmp_path, monkeypatch):
 
 @pytest.fixture()
 def cfg(tmp_path):
+    """The app's config with the database where the shared `store` fixture keeps it, and exports in tmp_path."""
     return load_config(None, [f"app.db_path={tmp_path / 'reviews.sqlite3'}", f"app.export_dir={tmp_path / 'exports'}"])
-
-
-@pytest.fixture()
-def store(cfg) -> ReviewStore:
-    return ReviewStore(cfg.app.db_path)
 
 
 def named(h: app.Handlers, result: dict) -> dict:
@@ -543,12 +539,11 @@ def test_main_with_auth_signs_reviewers_in(tiny_model_dir, tmp_path, monkeypatch
         app.main(["--model", str(tiny_model_dir), "--auth", str(tmp_path / "missing.txt")])
 
 
-def test_handlers_on_a_real_tiny_model(tiny_model_dir, tmp_path):
+def test_handlers_on_a_real_tiny_model(tiny_model_dir, store, tmp_path):
     """The same handlers on the real Predictor (random weights: contracts only, never the text)."""
     cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", "model.quantization=none",
-                             f"app.db_path={tmp_path / 'r.sqlite3'}", "generation.max_rationale_tokens=8"])
+                             f"app.db_path={store.path}", "generation.max_rationale_tokens=8"])
     predictor = app.load_predictor(cfg)
-    store = ReviewStore(cfg.app.db_path)
     h = app.build_app(predictor, store, cfg, examples=[])[1]
     last = predicted(h, "72-year-old man, crushing chest pain, sweating")
     shown = last["shown"]
@@ -618,14 +613,14 @@ def test_the_signed_in_name_is_recorded_not_the_typed_one(h, store):
 
 
 @pytest.fixture()
-def improving(tmp_path, current_model, original_data, reviewed_export, fake_predictor):
+def improving(tmp_path, store, current_model, original_data, reviewed_export, fake_predictor):
     """Handlers whose model is the tiny saved model and whose export folder holds one reviewed export."""
     import shutil
-    cfg = load_config(None, [f"app.db_path={tmp_path / 'reviews.sqlite3'}", f"app.export_dir={tmp_path / 'exports'}",
+    cfg = load_config(None, [f"app.db_path={store.path}", f"app.export_dir={tmp_path / 'exports'}",
                              f"app.runs_dir={tmp_path / 'runs'}", f"app.improve_data_dir={original_data}",
                              f"model.name_or_path={current_model}", "model.quantization=none"])
     shutil.copytree(reviewed_export, tmp_path / "exports" / "export-1")
-    return app.build_app(fake_predictor, ReviewStore(cfg.app.db_path), cfg, examples=[])[1]
+    return app.build_app(fake_predictor, store, cfg, examples=[])[1]
 
 
 def test_improve_refuses_what_it_cannot_run(improving, tmp_path):

@@ -1,4 +1,5 @@
-"""Export to Stage 2: schema, splits, policy, sidecar, identifier scan, CSV injection, and a Stage-2 run."""
+"""Export to Stage 2: schema, splits, policy, sidecar, identifier scan, CSV injection (a Stage-2 run on an export:
+test_training_smoke.py)."""
 from __future__ import annotations
 
 import csv
@@ -14,23 +15,24 @@ from r2d.export import (META_FILENAME, PROVENANCE, RATIONALE_SOURCE, RESOLUTION,
 from r2d.store import ReviewRecord, ReviewStore, case_id_for
 
 
-def review(i: int, label: str = "2", action: str = "edited", rating: int | None = 4, **overrides) -> ReviewRecord:
-    case = overrides.pop("case_text", f"case {i}: chest pain, HR {100 + i}, BP 90/60")
-    values = dict(submission_id=f"s-{i}-{label}-{action}", reviewer="Nurse A", case_id=case_id_for(case),
-                  case_text=case, model_id="fake-r2d", quantization="none", prompt_version="r2d-prompts-1",
-                  action=action, model_label=label, model_rationale="model words",
-                  model_probabilities={str(k): 0.2 for k in range(1, 6)}, final_label=label,
-                  final_rationale=f"Nurse rationale {i} for level {label}.", rating=rating, consistency_label=label)
-    values.update(overrides)
-    return ReviewRecord(**values)
+@pytest.fixture(scope="session")
+def review(make_review):
+    """review(i, label, action, rating, **overrides): case i of a distinct case text, a rationale naming its label."""
+    def build(i: int, label: str = "2", action: str = "edited", rating: int | None = 4, **overrides) -> ReviewRecord:
+        values = dict(case_text=f"case {i}: chest pain, HR {100 + i}, BP 90/60", action=action, model_label=label,
+                      model_rationale="model words", model_probabilities={str(k): 0.2 for k in range(1, 6)},
+                      final_label=label, final_rationale=f"Nurse rationale {i} for level {label}.", rating=rating,
+                      consistency_label=label, comment="", time_on_task_s=None)
+        return make_review(f"s-{i}-{label}-{action}", **{**values, **overrides})
+    return build
 
 
 @pytest.fixture()
-def store(tmp_path) -> ReviewStore:
-    s = ReviewStore(tmp_path / "reviews.sqlite3")
+def reviewed_store(store, review) -> ReviewStore:
+    """The shared store with 20 reviews, four of each label."""
     for i in range(20):
-        s.submit(review(i, label=str(i % 5 + 1)))
-    return s
+        store.submit(review(i, label=str(i % 5 + 1)))
+    return store
 
 
 # --- identifier scan ---------------------------------------------------------------------------------
@@ -67,32 +69,31 @@ def test_scan_does_not_flag_clinical_numbers(text):
     assert scan_identifiers(text) == []
 
 
-def test_scan_reviews_reports_field_and_case(store):
+def test_scan_reviews_reports_field_and_case(reviewed_store, review):
     flagged = review(99, final_rationale="Called Mrs. Brown on 555 123 4567.", case_text="fell at home on 01/02/2023")
     findings = scan_reviews([flagged])
     assert {(f.field, f.kind) for f in findings} == {("rationale", "name"), ("rationale", "phone"), ("case_text", "date")}
     assert all(f.case_id == flagged.case_id for f in findings)
 
 
-def test_preview_lists_rows_and_findings_before_anything_is_written(store, tmp_path):
-    store.submit(review(77, final_rationale="Seen by Dr Patel.", label="1"))
-    reviews, findings = preview_export(store, ExportPolicy())
+def test_preview_lists_rows_and_findings_before_anything_is_written(reviewed_store, tmp_path, review):
+    reviewed_store.submit(review(77, final_rationale="Seen by Dr Patel.", label="1"))
+    reviews, findings = preview_export(reviewed_store, ExportPolicy())
     assert len(reviews) == 21 and [f.text for f in findings] == ["Dr Patel"]
     assert "1 likely patient identifier" in findings_message(findings, len(reviews))
     assert findings_message([], 3).startswith("No likely patient identifiers found")
     with pytest.raises(FeedbackStoreError, match="no current review matches"):
-        preview_export(store, ExportPolicy(min_rating=5))
+        preview_export(reviewed_store, ExportPolicy(min_rating=5))
 
 
 # --- policy ----------------------------------------------------------------------------------------
 
 
-def test_policy_filters_actions_ratings_and_consistency(tmp_path):
-    s = ReviewStore(tmp_path / "r.sqlite3")
-    s.submit(review(1, action="accepted", rating=None))
-    s.submit(review(2, action="edited", rating=2))
-    s.submit(review(3, action="relabelled", rating=5, consistency_label="4"))
-    ids = lambda policy: sorted(r.submission_id.split("-")[1] for r in select_reviews(s, policy))  # noqa: E731
+def test_policy_filters_actions_ratings_and_consistency(store, tmp_path, review):
+    store.submit(review(1, action="accepted", rating=None))
+    store.submit(review(2, action="edited", rating=2))
+    store.submit(review(3, action="relabelled", rating=5, consistency_label="4"))
+    ids = lambda policy: sorted(r.submission_id.split("-")[1] for r in select_reviews(store, policy))  # noqa: E731
     assert ids(ExportPolicy()) == ["1", "2", "3"]
     assert ids(ExportPolicy(actions=("accepted",))) == ["1"]
     assert ids(ExportPolicy(min_rating=3)) == ["3"]
@@ -109,12 +110,11 @@ def test_bad_policies_are_refused(kwargs, message):
         ExportPolicy(**kwargs)
 
 
-def test_only_the_latest_review_of_a_case_is_exported(tmp_path):
-    s = ReviewStore(tmp_path / "r.sqlite3")
-    s.submit(review(1, label="2"))
-    s.submit(review(1, label="3", action="relabelled"))  # a correction of the same case
-    s.submit(review(2))
-    selected = select_reviews(s, ExportPolicy())
+def test_only_the_latest_review_of_a_case_is_exported(store, tmp_path, review):
+    store.submit(review(1, label="2"))
+    store.submit(review(1, label="3", action="relabelled"))  # a correction of the same case
+    store.submit(review(2))
+    selected = select_reviews(store, ExportPolicy())
     assert len(selected) == 2
     assert {r.final_label for r in selected if r.case_text.startswith("case 1:")} == {"3"}
 
@@ -122,8 +122,8 @@ def test_only_the_latest_review_of_a_case_is_exported(tmp_path):
 # --- files -------------------------------------------------------------------------------------------
 
 
-def test_export_writes_the_stage2_schema(store, tmp_path):
-    result = export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), val_fraction=0.2, seed=1)
+def test_export_writes_the_stage2_schema(reviewed_store, tmp_path):
+    result = export_stage2_dataset(reviewed_store, tmp_path / "out", ExportPolicy(), val_fraction=0.2, seed=1)
     assert set(result.files) == {"train", "val"}
     assert result.all_files[-1] == tmp_path / "out" / META_FILENAME and "train 15, val 5" in result.summary()
     train, val = load_examples(result.files["train"]), load_examples(result.files["val"])
@@ -131,7 +131,7 @@ def test_export_writes_the_stage2_schema(store, tmp_path):
     assert {e.label for e in val} == {"1", "2", "3", "4", "5"}  # stratified: every label held out
     assert {e.rationale_source for e in train + val} == {RATIONALE_SOURCE}
     assert {e.case_text for e in train}.isdisjoint({e.case_text for e in val})
-    by_case = {r.case_text: r for r in store.latest_reviews()}
+    by_case = {r.case_text: r for r in reviewed_store.latest_reviews()}
     for e in train + val:
         assert (e.label, e.rationale) == (by_case[e.case_text].final_label, by_case[e.case_text].final_rationale)
         assert e.example_id == by_case[e.case_text].case_id
@@ -141,9 +141,9 @@ def test_export_writes_the_stage2_schema(store, tmp_path):
         ["Nurse A"], "edited", "fake-r2d", "single") and row["rating"] == 4 and len(row["review_ids"]) == 1
 
 
-def test_export_loads_with_hf_datasets(store, tmp_path):
+def test_export_loads_with_hf_datasets(reviewed_store, tmp_path):
     datasets = pytest.importorskip("datasets")
-    result = export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), val_fraction=0.2)
+    result = export_stage2_dataset(reviewed_store, tmp_path / "out", ExportPolicy(), val_fraction=0.2)
     ds = datasets.load_dataset("json", data_files={k: str(p) for k, p in result.files.items()},
                                cache_dir=str(tmp_path / "hf_cache"))
     assert ds["train"].num_rows + ds["val"].num_rows == 20
@@ -151,10 +151,10 @@ def test_export_loads_with_hf_datasets(store, tmp_path):
     assert all(isinstance(ids, list) and ids for ids in ds["train"]["review_ids"])
 
 
-def test_sidecar_records_model_policy_counts_and_findings(store, tmp_path):
-    store.submit(review(50, final_rationale="Spoke to Mr. Jones by phone.", label="1"))
+def test_sidecar_records_model_policy_counts_and_findings(reviewed_store, tmp_path, review):
+    reviewed_store.submit(review(50, final_rationale="Spoke to Mr. Jones by phone.", label="1"))
     policy = ExportPolicy(min_rating=1)
-    result = export_stage2_dataset(store, tmp_path / "out", policy, val_fraction=0.2, exported_by="Nurse A",
+    result = export_stage2_dataset(reviewed_store, tmp_path / "out", policy, val_fraction=0.2, exported_by="Nurse A",
                                    config={"app": {"port": 1}})
     meta = json.loads((tmp_path / "out" / META_FILENAME).read_text())
     assert meta == result.meta
@@ -164,19 +164,18 @@ def test_sidecar_records_model_policy_counts_and_findings(store, tmp_path):
     assert meta["rationale_source"] == RATIONALE_SOURCE and meta["config"] == {"app": {"port": 1}}
     assert [f["text"] for f in meta["identifier_findings"]] == ["Mr. Jones"]
     assert sum(meta["labels"].values()) == 21
-    assert store.exports()[-1]["meta"]["counts"] == meta["counts"]
+    assert reviewed_store.exports()[-1]["meta"]["counts"] == meta["counts"]
     # the audit chains' heads leave the database with every export, so a later rewrite is visible
-    assert meta["audit_chain_heads"] == store.chain_heads() and len(meta["audit_chain_heads"]["reviews"]) == 64
-    store.submit(review(51))
-    assert store.chain_heads()["reviews"] != meta["audit_chain_heads"]["reviews"]
+    assert meta["audit_chain_heads"] == reviewed_store.chain_heads() and len(meta["audit_chain_heads"]["reviews"]) == 64
+    reviewed_store.submit(review(51))
+    assert reviewed_store.chain_heads()["reviews"] != meta["audit_chain_heads"]["reviews"]
 
 
-def test_test_csv_neutralises_formulas_and_round_trips(tmp_path):
-    s = ReviewStore(tmp_path / "r.sqlite3")
+def test_test_csv_neutralises_formulas_and_round_trips(store, tmp_path, review):
     evil = "=HYPERLINK(\"http://evil\",\"click\")"
     for i in range(10):
-        s.submit(review(i, label=str(i % 2 + 1), final_rationale=evil if i % 2 else "+1 for shock", case_text=f"@case {i}"))
-    result = export_stage2_dataset(s, tmp_path / "out", ExportPolicy(), val_fraction=0.2, test_csv=True, seed=3)
+        store.submit(review(i, label=str(i % 2 + 1), final_rationale=evil if i % 2 else "+1 for shock", case_text=f"@case {i}"))
+    result = export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), val_fraction=0.2, test_csv=True, seed=3)
     assert set(result.files) == {"train", "val", "test"} and result.files["test"].suffix == ".csv"
     with result.files["test"].open(newline="") as f:
         rows = list(csv.DictReader(f))
@@ -188,11 +187,10 @@ def test_test_csv_neutralises_formulas_and_round_trips(tmp_path):
     assert result.counts["train"] + result.counts["val"] + result.counts["test"] == 10
 
 
-def test_tiny_exports_still_fill_every_split(tmp_path):
-    s = ReviewStore(tmp_path / "r.sqlite3")
+def test_tiny_exports_still_fill_every_split(store, tmp_path, review):
     for i in range(3):
-        s.submit(review(i, label=str(i + 1)))  # one case per label: rounding alone would leave val empty
-    result = export_stage2_dataset(s, tmp_path / "out", ExportPolicy(), val_fraction=0.1, test_csv=True)
+        store.submit(review(i, label=str(i + 1)))  # one case per label: rounding alone would leave val empty
+    result = export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), val_fraction=0.1, test_csv=True)
     assert all(len(load_examples(p)) >= 1 for p in result.files.values())
 
 
@@ -203,30 +201,12 @@ def test_tiny_exports_still_fill_every_split(tmp_path):
     (5, {"val_fraction": 0.0}, "must be in"),
     (5, {"val_fraction": 0.6, "test_csv": True}, "leave rows for training"),
 ])
-def test_exports_that_cannot_work_are_refused(tmp_path, n_reviews, kwargs, message):
-    s = ReviewStore(tmp_path / "r.sqlite3")
+def test_exports_that_cannot_work_are_refused(store, tmp_path, n_reviews, kwargs, message, review):
     for i in range(n_reviews):
-        s.submit(review(i))
+        store.submit(review(i))
     with pytest.raises(FeedbackStoreError, match=message):
-        export_stage2_dataset(s, tmp_path / "out", ExportPolicy(), **kwargs)
+        export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), **kwargs)
     assert not (tmp_path / "out" / "train.jsonl").exists()
-
-
-# --- Stage 2 reads an export ---------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_stage2_trains_on_an_export(store, tmp_path, tiny_model_dir):
-    stage2 = pytest.importorskip("training.stage2", reason="training/stage2.py (issue: Stage 2) is not written yet")
-    from r2d.config import load_config
-    result = export_stage2_dataset(store, tmp_path / "export", ExportPolicy(), val_fraction=0.2)
-    cfg = load_config(None, [f'data.train_files=["{result.files["train"]}"]', f'data.val_files=["{result.files["val"]}"]',
-                             'data.label_set=["1","2","3","4","5"]', "optim.max_steps=2", "optim.eval_steps=1",
-                             "optim.batch_size=4"])
-    trained = stage2.train_stage2(cfg, str(tiny_model_dir), tmp_path / "stage2_out")
-    assert trained.global_step == 2
-    assert (trained.out_dir / "r2d_model.json").is_file()
-    assert json.loads((trained.out_dir / "r2d_model.json").read_text())["label_set"] == ["1", "2", "3", "4", "5"]
 
 
 # --- issue 9: an export that loses nothing ---------------------------------------------------------------
@@ -237,44 +217,41 @@ def rows_in(result) -> int:
 
 
 @pytest.mark.parametrize("n, test_csv", [(16, False), (16, True), (7, False), (3, True)])
-def test_counts_equal_the_rows_in_the_files(tmp_path, n, test_csv):
+def test_counts_equal_the_rows_in_the_files(store, tmp_path, n, test_csv, review):
     """Issue 9: 16 reviews in, 15 rows out: a test split of fraction 0 took a row that no file held."""
-    s = ReviewStore(tmp_path / "r.sqlite3")
     for i in range(n):
-        s.submit(review(i, label=str(i % 5 + 1)))
-    result = export_stage2_dataset(s, tmp_path / "out", ExportPolicy(), val_fraction=0.1, test_csv=test_csv)
+        store.submit(review(i, label=str(i % 5 + 1)))
+    result = export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), val_fraction=0.1, test_csv=test_csv)
     meta = json.loads((tmp_path / "out" / META_FILENAME).read_text())
     assert rows_in(result) == n == meta["counts"]["selected"]
     assert meta["counts"]["test"] == (len(load_examples(result.files["test"])) if test_csv else 0)
     assert all(len(load_examples(result.out_dir / name)) == k for name, k in meta["rows_per_file"].items())
 
 
-def test_uploaded_ids_are_kept(tmp_path):
-    s = ReviewStore(tmp_path / "r.sqlite3")
+def test_uploaded_ids_are_kept(store, tmp_path, review):
     cases = [f"case {i}: chest pain, HR {100 + i}, BP 90/60" for i in range(4)]
-    batch = s.create_batch("up.jsonl", cases, "Nurse A", "m", source_ids=["KTAS-001", "KTAS-002", None, "KTAS-004"])
+    batch = store.create_batch("up.jsonl", cases, "Nurse A", "m", source_ids=["KTAS-001", "KTAS-002", None, "KTAS-004"])
     for i in range(4):
-        s.submit(review(i, batch_id=batch.batch_id, item_index=i))
-    result = export_stage2_dataset(s, tmp_path / "out", ExportPolicy(), val_fraction=0.25)
+        store.submit(review(i, batch_id=batch.batch_id, item_index=i))
+    result = export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), val_fraction=0.25)
     ids = {e.example_id for p in result.files.values() for e in load_examples(p)}
     assert ids == {"KTAS-001", "KTAS-002", case_id_for(cases[2]), "KTAS-004"}
 
 
-def test_several_reviewers_are_resolved_by_the_named_policy(tmp_path):
-    s = ReviewStore(tmp_path / "r.sqlite3")
+def test_several_reviewers_are_resolved_by_the_named_policy(store, tmp_path, review):
     case = "case 0: chest pain, HR 100, BP 90/60"
     for who, label in (("A", "2"), ("B", "3"), ("C", "2")):  # majority 2
-        s.submit(review(0, label=label, reviewer=who, submission_id=f"m-{who}"))
+        store.submit(review(0, label=label, reviewer=who, submission_id=f"m-{who}"))
     other = "case 1: chest pain, HR 101, BP 90/60"
     for who, label in (("A", "1"), ("B", "4")):  # a tie: the latest review
-        s.submit(review(1, label=label, reviewer=who, submission_id=f"t-{who}"))
-    chosen = {c.review.case_id: (c.review.final_label, c.resolution) for c in export_cases(s)}
+        store.submit(review(1, label=label, reviewer=who, submission_id=f"t-{who}"))
+    chosen = {c.review.case_id: (c.review.final_label, c.resolution) for c in export_cases(store)}
     assert chosen == {case_id_for(case): ("2", "majority"), case_id_for(other): ("4", "latest")}
-    first = next(r for r in s.reviewer_reviews(case_id_for(other)) if r.reviewer == "A")
-    s.add_event("Lead nurse", "adjudicate", first.case_id, review_id=first.review_id)
-    assert {c.review.final_label: c.resolution for c in export_cases(s)} == {"2": "majority", "1": "adjudicated"}
-    s.submit(review(2))
-    result = export_stage2_dataset(s, tmp_path / "out", ExportPolicy(), val_fraction=0.34)
+    first = next(r for r in store.reviewer_reviews(case_id_for(other)) if r.reviewer == "A")
+    store.add_event("Lead nurse", "adjudicate", first.case_id, review_id=first.review_id)
+    assert {c.review.final_label: c.resolution for c in export_cases(store)} == {"2": "majority", "1": "adjudicated"}
+    store.submit(review(2))
+    result = export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), val_fraction=0.34)
     meta = result.meta
     assert meta["resolution_policy"] == RESOLUTION == "adjudicated > majority > latest" and meta["export_id"] == "out"
     assert meta["resolutions"] == {"majority": 1, "adjudicated": 1, "single": 1}
@@ -284,33 +261,32 @@ def test_several_reviewers_are_resolved_by_the_named_policy(tmp_path):
     assert majority["reviewers"] == ["A", "B", "C"] and len(majority["review_ids"]) == 3
 
 
-def test_resolve_one_review_and_a_tie():
+def test_resolve_one_review_and_a_tie(review):
     a, b = review(0, label="1", reviewer="A"), review(0, label="2", reviewer="B")
     assert resolve([a]) == (a, "single") and resolve([a, b]) == (b, "latest")
 
 
-def test_a_rationale_naming_another_level_is_flagged_before_export(tmp_path):
+def test_a_rationale_naming_another_level_is_flagged_before_export(store, tmp_path, review):
     """Issue 9: 5 of 15 relabelled rows still said 'This fits KTAS x' for another level."""
-    s = ReviewStore(tmp_path / "r.sqlite3")
-    s.submit(review(0, label="2", action="relabelled", final_rationale="Chest pain with low BP. This fits KTAS 3."))
-    s.submit(review(1, label="3", final_rationale="Chest pain, BP 90/60: KTAS 3."))
-    reviews, findings = preview_export(s, ExportPolicy())
+    store.submit(review(0, label="2", action="relabelled", final_rationale="Chest pain with low BP. This fits KTAS 3."))
+    store.submit(review(1, label="3", final_rationale="Chest pain, BP 90/60: KTAS 3."))
+    reviews, findings = preview_export(store, ExportPolicy())
     assert [(f.kind, f.text) for f in findings] == [("names_another_level", "KTAS 3")]
     assert "1 rationale(s) naming another triage level" in findings_message(findings, len(reviews))
     assert level_findings([reviews[1]]) == []
 
 
-def test_a_crash_while_writing_leaves_no_export_folder(tmp_path, store, monkeypatch):
+def test_a_crash_while_writing_leaves_no_export_folder(tmp_path, reviewed_store, monkeypatch):
     from r2d import export
     def crash(*args, **kwargs):
         raise OSError("disk full")
     monkeypatch.setattr(export, "_write_meta", crash)
     with pytest.raises(OSError, match="disk full"):
-        export_stage2_dataset(store, tmp_path / "exports" / "run1", ExportPolicy(), val_fraction=0.2)
+        export_stage2_dataset(reviewed_store, tmp_path / "exports" / "run1", ExportPolicy(), val_fraction=0.2)
     assert list((tmp_path / "exports").iterdir()) == []  # neither the folder nor a partial one
     monkeypatch.undo()
-    result = export_stage2_dataset(store, tmp_path / "exports" / "run1", ExportPolicy(), val_fraction=0.2)
+    result = export_stage2_dataset(reviewed_store, tmp_path / "exports" / "run1", ExportPolicy(), val_fraction=0.2)
     assert [p.name for p in (tmp_path / "exports").iterdir()] == ["run1"] and rows_in(result) == 20
     assert all((p.stat().st_mode & 0o777) == 0o600 for p in result.all_files)
     with pytest.raises(FeedbackStoreError, match="already exists"):
-        export_stage2_dataset(store, tmp_path / "exports" / "run1", ExportPolicy(), val_fraction=0.2)
+        export_stage2_dataset(reviewed_store, tmp_path / "exports" / "run1", ExportPolicy(), val_fraction=0.2)

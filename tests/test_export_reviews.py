@@ -6,24 +6,27 @@ import json
 import pytest
 
 from r2d.data import load_examples
-from r2d.store import ReviewRecord, ReviewStore, case_id_for
+from r2d.store import ReviewStore
 from training import export_reviews
 
 
-def fill(db, n: int = 6, rationale: str = "Stable vitals, minor complaint.") -> ReviewStore:
-    store = ReviewStore(db)
-    for i in range(n):
-        case = f"case {i}: sore throat, HR {80 + i}"
-        store.submit(ReviewRecord(submission_id=f"s{i}", reviewer="Nurse A", case_id=case_id_for(case), case_text=case,
-                                  model_id="fake-r2d", quantization="none", prompt_version="r2d-prompts-1",
-                                  action="accepted" if i % 2 else "edited", model_label=str(i % 2 + 4),
-                                  model_rationale=rationale, model_probabilities={"4": 0.5, "5": 0.5},
-                                  final_label=str(i % 2 + 4), final_rationale=rationale, rating=i % 5 + 1))
-    return store
+@pytest.fixture()
+def fill(store, make_review):
+    """fill(n, rationale): the shared store with n reviews of sore-throat cases, alternately accepted and edited."""
+    def build(n: int = 6, rationale: str = "Stable vitals, minor complaint.") -> ReviewStore:
+        for i in range(n):
+            label = str(i % 2 + 4)
+            store.submit(make_review(f"s{i}", case_text=f"case {i}: sore throat, HR {80 + i}",
+                                     action="accepted" if i % 2 else "edited", model_label=label,
+                                     model_rationale=rationale, model_probabilities={"4": 0.5, "5": 0.5},
+                                     final_label=label, final_rationale=rationale, rating=i % 5 + 1, comment="",
+                                     consistency_label=None, time_on_task_s=None))
+        return store
+    return build
 
 
-def test_cli_writes_the_stage2_files(tmp_path, capsys):
-    store = fill(tmp_path / "r.sqlite3")
+def test_cli_writes_the_stage2_files(tmp_path, capsys, fill):
+    store = fill()
     out = tmp_path / "export"
     assert export_reviews.main(["--db", str(store.path), "--out", str(out), "--test-csv", "--seed", "1"]) == 0
     assert {p.name for p in out.iterdir()} == {"train.jsonl", "val.jsonl", "test.csv", "export_meta.json"}
@@ -34,8 +37,8 @@ def test_cli_writes_the_stage2_files(tmp_path, capsys):
     assert "exported 6 reviews" in capsys.readouterr().out
 
 
-def test_cli_policy_flags(tmp_path):
-    store = fill(tmp_path / "r.sqlite3")
+def test_cli_policy_flags(tmp_path, fill):
+    store = fill()
     out = tmp_path / "export"
     export_reviews.main(["--db", str(store.path), "--out", str(out), "--actions", "accepted", "--min-rating", "2"])
     meta = json.loads((out / "export_meta.json").read_text())
@@ -44,8 +47,8 @@ def test_cli_policy_flags(tmp_path):
     assert set(meta["actions"]) == {"accepted"}
 
 
-def test_identifiers_block_the_export_unless_allowed(tmp_path, capsys):
-    store = fill(tmp_path / "r.sqlite3", rationale="Spoke with Mrs. Jones on 555-123-4567.")
+def test_identifiers_block_the_export_unless_allowed(tmp_path, capsys, fill):
+    store = fill(rationale="Spoke with Mrs. Jones on 555-123-4567.")
     out = tmp_path / "export"
     assert export_reviews.main(["--db", str(store.path), "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -60,18 +63,18 @@ def test_identifiers_block_the_export_unless_allowed(tmp_path, capsys):
     ("empty", [], "no current review matches"),
     ("full", ["--min-rating", "9"], "min_rating must be 0-5"),
 ])
-def test_cli_errors_exit_with_a_message(tmp_path, setup, argv_tail, message):
+def test_cli_errors_exit_with_a_message(tmp_path, setup, argv_tail, message, fill):
     db = tmp_path / "r.sqlite3"
     if setup == "not_a_db":
         db.write_text("hello")
     elif setup == "full":
-        fill(db)
+        db = fill().path
     with pytest.raises(SystemExit, match=f"error: .*{message}"):
         export_reviews.main(["--db", str(db), "--out", str(tmp_path / "export")] + argv_tail)
 
 
-def test_a_rationale_naming_another_level_blocks_the_cli_unless_allowed(tmp_path, capsys):
-    store = fill(tmp_path / "r.sqlite3", rationale="Sore throat, stable: this fits KTAS 2.")
+def test_a_rationale_naming_another_level_blocks_the_cli_unless_allowed(tmp_path, capsys, fill):
+    store = fill(rationale="Sore throat, stable: this fits KTAS 2.")
     out = tmp_path / "export"
     assert export_reviews.main(["--db", str(store.path), "--out", str(out)]) == 2
     assert "--allow-other-levels" in capsys.readouterr().err and not out.exists()

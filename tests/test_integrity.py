@@ -10,28 +10,16 @@ from pathlib import Path
 import pytest
 
 from r2d import audit
-from r2d.store import ReviewRecord, ReviewStore, case_id_for
+from r2d.store import ReviewStore
 from training import integrity
 
 ROOT = Path(__file__).resolve().parent.parent
-CASE = "chest pain, BP 88/50, HR 124"
-
-
-def make_review(i: int, **overrides) -> ReviewRecord:
-    values = dict(submission_id=f"s-{i}", reviewer="Nurse A", case_id=case_id_for(CASE), case_text=CASE,
-                  model_id="fake-r2d", quantization="none", prompt_version="r2d-prompts-1", action="edited",
-                  model_label="2", model_rationale="Shock signs.", model_probabilities={"1": 0.2, "2": 0.8},
-                  final_label="2", final_rationale=f"Hypotension and chest pain: emergency ({i}).", rating=4)
-    values.update(overrides)
-    return ReviewRecord(**values)
-
-
 @pytest.fixture()
-def store(tmp_path) -> ReviewStore:
-    s = ReviewStore(tmp_path / "reviews.sqlite3")
+def reviewed_store(store, make_review):
+    """The shared store with three reviews, s-0 to s-2."""
     for i in range(3):
-        s.submit(make_review(i))
-    return s
+        store.submit(make_review(i))
+    return store
 
 
 def raw(store: ReviewStore) -> sqlite3.Connection:
@@ -42,19 +30,19 @@ def raw(store: ReviewStore) -> sqlite3.Connection:
 def _replace_sql(review_id: int | None, submission_id: str) -> tuple[str, tuple]:
     columns = "review_id, submission_id, created_at, reviewer, case_id, case_text, model_id, quantization, " \
               "prompt_version, action, model_label, model_rationale, model_probabilities, final_label, final_rationale"
-    values = (review_id, submission_id, "2026-01-01T00:00:00.000+00:00", "Mallory", "c", CASE, "m", "none", "p",
-              "relabelled", "2", "x", "{}", "5", "Not urgent at all.")
+    values = (review_id, submission_id, "2026-01-01T00:00:00.000+00:00", "Mallory", "c", "a forged case", "m", "none",
+              "p", "relabelled", "2", "x", "{}", "5", "Not urgent at all.")
     return f"INSERT OR REPLACE INTO reviews ({columns}) VALUES ({', '.join('?' * len(values))})", values
 
 
 @pytest.mark.parametrize("review_id, submission_id", [(1, "forged"), (None, "s-1")])
-def test_insert_or_replace_over_a_stored_review_is_refused(store, review_id, submission_id):
-    conn = raw(store)
+def test_insert_or_replace_over_a_stored_review_is_refused(reviewed_store, review_id, submission_id):
+    conn = raw(reviewed_store)
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         conn.execute(*_replace_sql(review_id, submission_id))
     conn.close()
-    assert [r.reviewer for r in store.reviews()] == ["Nurse A"] * 3
-    assert integrity.main(["--db", str(store.path)]) == 0
+    assert [r.reviewer for r in reviewed_store.reviews()] == ["Nurse A"] * 3
+    assert integrity.main(["--db", str(reviewed_store.path)]) == 0
 
 
 def _drop_triggers(conn: sqlite3.Connection) -> None:
@@ -69,46 +57,46 @@ def _drop_triggers(conn: sqlite3.Connection) -> None:
     ("DELETE FROM reviews WHERE review_id = 2", "chain is broken before review 3"),
     ("DELETE FROM reviews WHERE review_id = 3", "review 3 is in the audit chain but missing"),
 ])
-def test_an_edit_with_the_triggers_dropped_is_detected(store, tamper, problem, capsys):
-    conn = raw(store)
+def test_an_edit_with_the_triggers_dropped_is_detected(reviewed_store, tamper, problem, capsys):
+    conn = raw(reviewed_store)
     _drop_triggers(conn)
     if tamper.startswith("INSERT"):  # a forged review over review 1, or a new one smuggled in
         conn.execute(*_replace_sql(1 if tamper == "INSERT OR REPLACE" else None, "forged"))
     else:
         conn.execute(tamper)
     conn.close()
-    assert integrity.main(["--db", str(store.path)]) == 1
+    assert integrity.main(["--db", str(reviewed_store.path)]) == 1
     out = capsys.readouterr().out
     assert problem in out and "trigger reviews_no_update is missing" in out
 
 
-def test_a_clean_store_passes_and_prints_the_chain_head(store, capsys):
-    assert integrity.main(["--db", str(store.path)]) == 0
+def test_a_clean_store_passes_and_prints_the_chain_head(reviewed_store, capsys):
+    assert integrity.main(["--db", str(reviewed_store.path)]) == 0
     out = capsys.readouterr().out
-    conn = raw(store)
+    conn = raw(reviewed_store)
     head = audit.chain_head(conn)
     conn.close()
     assert "ok: 3 reviews" in out and head in out and head != audit.GENESIS
 
 
-def test_the_integrity_command_runs_as_a_module(store):
-    done = subprocess.run([sys.executable, "-m", "training.integrity", "--db", str(store.path)], cwd=ROOT,
+def test_the_integrity_command_runs_as_a_module(reviewed_store):
+    done = subprocess.run([sys.executable, "-m", "training.integrity", "--db", str(reviewed_store.path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "ok: 3 reviews" in done.stdout
-    missing = subprocess.run([sys.executable, "-m", "training.integrity", "--db", str(store.path) + ".none"],
+    missing = subprocess.run([sys.executable, "-m", "training.integrity", "--db", str(reviewed_store.path) + ".none"],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and "no review database" in missing.stderr
 
 
-def test_retries_stay_idempotent_and_chained(store):
-    again = store.submit(make_review(1))
-    assert not again.created and store.count_reviews() == 3
-    conn = raw(store)
+def test_retries_stay_idempotent_and_chained(reviewed_store, make_review):
+    again = reviewed_store.submit(make_review(1))
+    assert not again.created and reviewed_store.count_reviews() == 3
+    conn = raw(reviewed_store)
     assert audit.verify_chain(conn) == []
     conn.close()
 
 
-def test_reviews_stored_before_the_chain_existed_are_chained_once(tmp_path):
+def test_reviews_stored_before_the_chain_existed_are_chained_once(tmp_path, make_review):
     s = ReviewStore(tmp_path / "old.sqlite3")
     s.submit(make_review(0))
     conn = raw(s)
@@ -124,7 +112,7 @@ def test_reviews_stored_before_the_chain_existed_are_chained_once(tmp_path):
     conn.close()
 
 
-def test_database_and_wal_files_are_private(tmp_path):
+def test_database_and_wal_files_are_private(tmp_path, make_review):
     s = ReviewStore(tmp_path / "new.sqlite3")
     conn = raw(s)  # keep a connection open, so the WAL and SHM files exist
     conn.execute("SELECT COUNT(*) FROM reviews").fetchone()
@@ -140,16 +128,16 @@ def test_database_and_wal_files_are_private(tmp_path):
     assert stat.S_IMODE(older.stat().st_mode) == 0o600
 
 
-def test_reviewer_actions_are_chained_and_a_forged_retract_is_detected(store, capsys):
-    store.add_event("Nurse A", "flag", case_id_for(CASE), note="check the BP")
-    store.retract_last("Nurse A")
-    assert integrity.main(["--db", str(store.path)]) == 0
-    conn = raw(store)
+def test_reviewer_actions_are_chained_and_a_forged_retract_is_detected(reviewed_store, capsys, make_review):
+    reviewed_store.add_event("Nurse A", "flag", make_review().case_id, note="check the BP")
+    reviewed_store.retract_last("Nurse A")
+    assert integrity.main(["--db", str(reviewed_store.path)]) == 0
+    conn = raw(reviewed_store)
     conn.execute("INSERT INTO review_events (created_at, reviewer, kind, case_id, review_id) "
                  "VALUES ('2026-01-01', 'Mallory', 'retract', 'c', 1)")  # allowed by the triggers: an insert
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         conn.execute("INSERT OR REPLACE INTO review_events (event_id, created_at, reviewer, kind, case_id) "
                      "VALUES (1, '2026-01-01', 'Mallory', 'skip', 'c')")
     conn.close()
-    assert integrity.main(["--db", str(store.path)]) == 1
+    assert integrity.main(["--db", str(reviewed_store.path)]) == 1
     assert "reviewer action 3 is not in the audit chain" in capsys.readouterr().out

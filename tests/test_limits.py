@@ -8,25 +8,6 @@ import pytest
 
 from r2d import limits
 from r2d.errors import FeedbackStoreError, InvalidCaseError
-from r2d.store import ReviewRecord, ReviewStore, case_id_for
-
-CASE = "chest pain, BP 88/50, HR 124"
-
-
-def make_review(**overrides) -> ReviewRecord:
-    values = dict(submission_id="s-1", reviewer="Nurse A", case_id=case_id_for(CASE), case_text=CASE,
-                  model_id="fake-r2d", quantization="none", prompt_version="r2d-prompts-1", action="edited",
-                  model_label="2", model_rationale="Shock signs.", model_probabilities={"1": 0.2, "2": 0.8},
-                  final_label="2", final_rationale="Hypotension and chest pain: emergency.", rating=4,
-                  comment="clearer\nsecond line\ttabbed", consistency_label="2")
-    values.update(overrides)
-    return ReviewRecord(**values)
-
-
-@pytest.fixture()
-def store(tmp_path) -> ReviewStore:
-    return ReviewStore(tmp_path / "reviews.sqlite3")
-
 
 @pytest.mark.parametrize("value, multiline, problem", [
     ("fine text\nwith lines\tand tabs", True, None),
@@ -57,7 +38,7 @@ def test_upload_bytes_cover_the_largest_allowed_upload():
     assert limits.max_upload_bytes(2, 10) == 2 * (40 + limits.UPLOAD_ROW_OVERHEAD_BYTES)
 
 
-def test_a_10_mb_rationale_is_refused_before_it_is_stored(store):
+def test_a_10_mb_rationale_is_refused_before_it_is_stored(store, make_review):
     huge = "Shock. " * (10 * 1024 * 1024 // 7)
     size_before = store.path.stat().st_size
     with pytest.raises(FeedbackStoreError, match=r"final rationale has 10,485,\d+ characters; the limit is 4,000"):
@@ -76,32 +57,32 @@ def test_a_10_mb_rationale_is_refused_before_it_is_stored(store):
     ("final_label", "2\x00", "final label contains a NUL byte"),
     ("submission_id", "s" * 500, "submission id has 500 characters"),
 ])
-def test_every_review_field_is_bounded_and_plain_text(store, field, value, message):
+def test_every_review_field_is_bounded_and_plain_text(store, field, value, message, make_review):
     with pytest.raises(FeedbackStoreError, match=re.escape(message)):
         store.submit(make_review(**{field: value}))
     assert store.count_reviews() == 0
 
 
-def test_a_review_at_the_limits_is_stored(store):
+def test_a_review_at_the_limits_is_stored(store, make_review):
     record = make_review(reviewer="N" * limits.MAX_NAME_CHARS, comment="c" * limits.MAX_COMMENT_CHARS,
                          final_rationale="r" * limits.MAX_RATIONALE_CHARS)
     assert store.submit(record).created
     assert dataclasses.replace(store.reviews()[0], created_at="", review_id=None) == record
 
 
-def test_drafts_and_reviewer_actions_are_bounded_too(store):
+def test_drafts_and_reviewer_actions_are_bounded_too(store, make_review):
     huge = {"final_rationale": "Shock. " * (10 * 1024 * 1024 // 7), "comment": ""}
     with pytest.raises(FeedbackStoreError, match="draft not kept: draft final_rationale has 10,485,"):
-        store.save_draft("Nurse A", case_id_for(CASE), huge)
+        store.save_draft("Nurse A", make_review().case_id, huge)
     with pytest.raises(FeedbackStoreError, match="draft comment contains a NUL byte"):
-        store.save_draft("Nurse A", case_id_for(CASE), {"comment": "a\x00b"})
+        store.save_draft("Nurse A", make_review().case_id, {"comment": "a\x00b"})
     with pytest.raises(FeedbackStoreError, match="draft not kept: the draft has"):
-        store.save_draft("Nurse A", case_id_for(CASE), {f"k{i}": "x" * 1000 for i in range(200)})
-    assert store.draft("Nurse A", case_id_for(CASE)) is None
+        store.save_draft("Nurse A", make_review().case_id, {f"k{i}": "x" * 1000 for i in range(200)})
+    assert store.draft("Nurse A", make_review().case_id) is None
     with pytest.raises(FeedbackStoreError, match="note has 2,001 characters"):
-        store.add_event("Nurse A", "flag", case_id_for(CASE), note="n" * 2001)
+        store.add_event("Nurse A", "flag", make_review().case_id, note="n" * 2001)
     with pytest.raises(FeedbackStoreError, match="reviewer contains a control character"):
-        store.add_event("Nurse\x07A", "skip", case_id_for(CASE))
+        store.add_event("Nurse\x07A", "skip", make_review().case_id)
     assert store.events() == []
-    store.save_draft("Nurse A", case_id_for(CASE), {"final_rationale": "r" * limits.MAX_RATIONALE_CHARS})
-    assert store.draft("Nurse A", case_id_for(CASE))["final_rationale"] == "r" * limits.MAX_RATIONALE_CHARS
+    store.save_draft("Nurse A", make_review().case_id, {"final_rationale": "r" * limits.MAX_RATIONALE_CHARS})
+    assert store.draft("Nurse A", make_review().case_id)["final_rationale"] == "r" * limits.MAX_RATIONALE_CHARS

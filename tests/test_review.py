@@ -9,7 +9,7 @@ import pytest
 from r2d import review as rv
 from r2d.errors import DatasetSchemaError, FeedbackStoreError, InvalidCaseError
 from r2d.prompts import PROMPT_VERSION
-from r2d.store import ReviewStore, case_id_for
+from r2d.store import case_id_for
 
 
 def shown_case(**overrides) -> rv.ShownCase:
@@ -193,11 +193,6 @@ def test_non_utf8_upload(tmp_path):
 
 
 # --- the batch queue ------------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def store(tmp_path) -> ReviewStore:
-    return ReviewStore(tmp_path / "reviews.sqlite3")
 
 
 def test_predict_missing_saves_chunks_and_resumes(store, fake_predictor):

@@ -1,7 +1,6 @@
 """The review store: append-only, idempotent, WAL, safe under concurrent writers and a kill mid-write."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import sqlite3
@@ -14,25 +13,9 @@ from pathlib import Path
 import pytest
 
 from r2d.errors import FeedbackStoreError
-from r2d.store import ReviewRecord, ReviewStore, case_id_for
+from r2d.store import ReviewStore, case_id_for
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def make_review(submission_id: str = "s-1", **overrides) -> ReviewRecord:
-    values = dict(submission_id=submission_id, reviewer="Nurse A", case_id=case_id_for("chest pain, BP 88/50"),
-                  case_text="chest pain, BP 88/50", model_id="fake-r2d", quantization="none",
-                  prompt_version="r2d-prompts-1", action="edited", model_label="2",
-                  model_rationale="Shock signs.", model_probabilities={"1": 0.2, "2": 0.8},
-                  final_label="2", final_rationale="Hypotension and chest pain: emergency.", rating=4,
-                  comment="clearer", consistency_label="2", time_on_task_s=12.5)
-    values.update(overrides)
-    return ReviewRecord(**values)
-
-
-@pytest.fixture()
-def store(tmp_path) -> ReviewStore:
-    return ReviewStore(tmp_path / "reviews.sqlite3")
 
 
 # --- basics ---------------------------------------------------------------------------------------
@@ -44,7 +27,7 @@ def test_new_database_is_wal_and_sound(store):
     assert store.count_reviews() == 0
 
 
-def test_submit_round_trips_every_audit_field(store):
+def test_submit_round_trips_every_audit_field(store, make_review):
     review = make_review()
     result = store.submit(review)
     assert result.created
@@ -54,7 +37,7 @@ def test_submit_round_trips_every_audit_field(store):
     assert stored.payload() == review.payload()
 
 
-def test_resubmitting_the_same_submission_is_stored_once(store):
+def test_resubmitting_the_same_submission_is_stored_once(store, make_review):
     first = store.submit(make_review())
     # a retry arrives later: time on task differs, the submission is the same
     again = store.submit(make_review(time_on_task_s=99.0))
@@ -63,25 +46,25 @@ def test_resubmitting_the_same_submission_is_stored_once(store):
     assert store.count_reviews() == 1
 
 
-def test_submission_id_reused_for_other_content_is_refused(store):
+def test_submission_id_reused_for_other_content_is_refused(store, make_review):
     store.submit(make_review())
     with pytest.raises(FeedbackStoreError, match="differs in final_rationale"):
         store.submit(make_review(final_rationale="something else"))
     assert store.count_reviews() == 1
 
 
-def test_corrections_append_and_the_latest_counts(store):
+def test_corrections_append_and_the_latest_counts(store, make_review):
     store.submit(make_review("s-1", final_label="2"))
     store.submit(make_review("s-2", final_label="3", action="relabelled"))
     store.submit(make_review("s-3", case_text="other case", case_id=case_id_for("other case")))
     assert [r.submission_id for r in store.reviews()] == ["s-1", "s-2", "s-3"]
     latest = {r.case_id: r for r in store.latest_reviews()}
     assert len(latest) == 2
-    assert latest[case_id_for("chest pain, BP 88/50")].final_label == "3"
+    assert latest[make_review().case_id].final_label == "3"
 
 
 @pytest.mark.parametrize("statement", ["UPDATE reviews SET final_label = '5'", "DELETE FROM reviews"])
-def test_reviews_cannot_be_rewritten_even_with_raw_sql(store, statement):
+def test_reviews_cannot_be_rewritten_even_with_raw_sql(store, statement, make_review):
     store.submit(make_review())
     conn = sqlite3.connect(store.path)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
@@ -98,7 +81,7 @@ def test_reviews_cannot_be_rewritten_even_with_raw_sql(store, statement):
     ({"final_label": ""}, "final label is empty"),
     ({"submission_id": ""}, "submission_id is empty"),
 ])
-def test_invalid_reviews_are_refused_with_the_reason(store, overrides, message):
+def test_invalid_reviews_are_refused_with_the_reason(store, overrides, message, make_review):
     with pytest.raises(FeedbackStoreError, match=message):
         store.submit(make_review(**overrides))
     assert store.count_reviews() == 0
@@ -120,7 +103,7 @@ def test_not_a_database_says_what_to_do(tmp_path):
     assert path.read_text().startswith("question,label")  # never overwritten
 
 
-def test_corrupt_database_body_is_reported(tmp_path):
+def test_corrupt_database_body_is_reported(tmp_path, make_review):
     path = tmp_path / "reviews.sqlite3"
     ReviewStore(path).submit(make_review())
     data = bytearray(path.read_bytes())
@@ -149,7 +132,7 @@ def test_newer_schema_is_refused(store):
 # --- batches, exports, browser secret ------------------------------------------------------------
 
 
-def test_batches_keep_cases_predictions_and_progress(store):
+def test_batches_keep_cases_predictions_and_progress(store, make_review):
     info = store.create_batch("upload.csv", ["case a", "case b", "case c"], "Nurse A", "fake-r2d")
     store.add_batch_predictions(info.batch_id, {0: {"label": "1"}, 2: {"label": "3"}})
     store.add_batch_predictions(info.batch_id, {0: {"label": "5"}})  # a retry never replaces a prediction
@@ -205,19 +188,19 @@ def _writer(tmp_path: Path, db: Path) -> Path:
     return script
 
 
-def _submit_many(store: ReviewStore, prefix: str, n: int) -> None:
+def _submit_many(store: ReviewStore, make_review, prefix: str, n: int) -> None:
     for i in range(n):
         store.submit(make_review(f"{prefix}-{i}", case_id=f"c-{prefix}-{i}"))
         store.submit(make_review(f"{prefix}-{i}", case_id=f"c-{prefix}-{i}"))  # a double click: no second row
 
 
-def test_threads_and_processes_submitting_at_once_lose_nothing(tmp_path):
+def test_threads_and_processes_submitting_at_once_lose_nothing(tmp_path, make_review):
     db = tmp_path / "reviews.sqlite3"
     store = ReviewStore(db, busy_timeout_s=60)
     script = _writer(tmp_path, db)
     procs = [subprocess.Popen([sys.executable, str(script), f"p{k}", "25"], stdout=subprocess.DEVNULL)
              for k in range(3)]
-    threads = [threading.Thread(target=_submit_many, args=(store, f"t{k}", 25)) for k in range(6)]
+    threads = [threading.Thread(target=_submit_many, args=(store, make_review, f"t{k}", 25)) for k in range(6)]
     for t in threads:
         t.start()
     for t in threads:
@@ -230,7 +213,7 @@ def test_threads_and_processes_submitting_at_once_lose_nothing(tmp_path):
     assert store.integrity_check() == "ok"
 
 
-def test_kill_mid_write_keeps_every_committed_review(tmp_path):
+def test_kill_mid_write_keeps_every_committed_review(tmp_path, make_review):
     db = tmp_path / "reviews.sqlite3"
     ReviewStore(db)
     proc = subprocess.Popen([sys.executable, str(_writer(tmp_path, db)), "k", "-1"], stdout=subprocess.PIPE, text=True)
@@ -249,11 +232,11 @@ def test_kill_mid_write_keeps_every_committed_review(tmp_path):
     stored = {r.submission_id for r in reopened.reviews()}
     assert set(committed) <= stored
     # it keeps working after the crash
-    reopened.submit(dataclasses.replace(make_review("after-crash")))
+    reopened.submit(make_review("after-crash"))
     assert reopened.count_reviews() == len(stored) + 1
 
 
-def test_a_write_waits_for_a_held_lock_instead_of_failing(tmp_path):
+def test_a_write_waits_for_a_held_lock_instead_of_failing(tmp_path, make_review):
     store = ReviewStore(tmp_path / "reviews.sqlite3", busy_timeout_s=30)
     blocker = sqlite3.connect(store.path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock for a moment
@@ -267,7 +250,7 @@ def test_a_write_waits_for_a_held_lock_instead_of_failing(tmp_path):
     assert done.is_set() and store.count_reviews() == 1
 
 
-def test_a_lock_held_past_the_timeout_is_an_error_not_a_loss(tmp_path):
+def test_a_lock_held_past_the_timeout_is_an_error_not_a_loss(tmp_path, make_review):
     store = ReviewStore(tmp_path / "reviews.sqlite3", busy_timeout_s=0.2)
     blocker = sqlite3.connect(store.path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
@@ -281,7 +264,7 @@ def test_a_lock_held_past_the_timeout_is_an_error_not_a_loss(tmp_path):
 # --- retract, skip, flag, adjudicate, drafts, upload ids (issue 9) ---------------------------------------------
 
 
-def test_retract_keeps_the_row_and_the_previous_review_counts_again(store):
+def test_retract_keeps_the_row_and_the_previous_review_counts_again(store, make_review):
     store.submit(make_review("s-1", final_label="2"))
     store.submit(make_review("s-2", final_label="3", action="relabelled"))
     retracted = store.retract_last("Nurse A")
@@ -292,7 +275,7 @@ def test_retract_keeps_the_row_and_the_previous_review_counts_again(store):
     assert store.latest_reviews() == [] and store.retract_last("Nurse A") is None
 
 
-def test_every_reviewers_latest_review_is_kept(store):
+def test_every_reviewers_latest_review_is_kept(store, make_review):
     store.submit(make_review("a-1", reviewer="Nurse A", final_label="2"))
     store.submit(make_review("b-1", reviewer="Nurse B", final_label="3"))
     store.submit(make_review("a-2", reviewer="Nurse A", final_label="1"))
@@ -310,7 +293,7 @@ def test_events_are_append_only_and_checked(store):
         conn.execute("DELETE FROM review_events")
 
 
-def test_adjudication_names_a_live_review(store):
+def test_adjudication_names_a_live_review(store, make_review):
     first = store.submit(make_review("a-1", reviewer="Nurse A")).record
     second = store.submit(make_review("b-1", reviewer="Nurse B", final_label="3")).record
     store.add_event("Lead", "adjudicate", first.case_id, review_id=second.review_id)
@@ -319,8 +302,8 @@ def test_adjudication_names_a_live_review(store):
     assert store.adjudications() == {}
 
 
-def test_a_draft_lasts_until_its_reviewer_saves(store):
-    case = case_id_for("chest pain, BP 88/50")
+def test_a_draft_lasts_until_its_reviewer_saves(store, make_review):
+    case = make_review().case_id
     store.save_draft("Nurse A", case, {"rationale": "half"})
     store.save_draft("Nurse A", case, {"rationale": "half written"})
     store.save_draft("", case, {"rationale": "nobody"})  # no name: nothing to key it by

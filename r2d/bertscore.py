@@ -6,7 +6,9 @@ token to its most similar hypothesis token (recall); F1 is their harmonic mean. 
 package, special tokens ([CLS], [SEP], <s>, </s>) are embedded and can be the best match of another
 token, but are not scored themselves (their weight is 0; padding takes no part); idf weighting is optional and
 off by default (the authors' evaluation used `BERTScorer(lang="en")`: roberta-large, layer 17,
-no idf, no baseline rescaling). Nothing here downloads: a model is a local directory or nothing.
+no idf, no baseline rescaling). A GPT-2 or RoBERTa tokenizer (byte-level BPE) encodes each text with a
+space in front, as bert_score's `sent_encode` asks with `add_prefix_space=True`, so the first word is the
+same token as mid-sentence (`Ġchest`, not `chest`). Nothing here downloads: a model is a local directory or nothing.
 """
 from __future__ import annotations
 
@@ -85,6 +87,7 @@ class BertScorer:
             raise ModelLoadError(f"BERTScore layer {self.layer} is out of range for {path} (1..{n_layers})")
         self.name = name or str(path)
         self.device, self.batch_size = device, batch_size
+        self.prefix_space = adds_prefix_space(self.tokenizer)
         limits = [getattr(config, "max_position_embeddings", None), getattr(self.tokenizer, "model_max_length", None)]
         # roberta reserves 2 positions (514 vs 512): the tokenizer's own limit is the smaller, usable one
         self.max_tokens = min(n for n in limits if n) if any(limits) else None
@@ -94,12 +97,17 @@ class BertScorer:
         """What the figure was computed with, for the report."""
         return f"{self.name} (layer {self.layer})"
 
+    def _prepare(self, text: str) -> str:
+        """The text as bert_score's sent_encode encodes it: stripped; for byte-level BPE a leading space."""
+        text = text.strip()
+        return " " + text if text and self.prefix_space else text
+
     def _embed(self, texts: Sequence[str]) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
         """Per text: token ids, L2-normalised embeddings (tokens, hidden) and a content mask (False for
         special tokens), padding removed. Specials stay as match candidates, as in bert_score."""
         out = []
         for start in range(0, len(texts), self.batch_size):
-            batch = [t.strip() for t in texts[start:start + self.batch_size]]
+            batch = [self._prepare(t) for t in texts[start:start + self.batch_size]]
             enc = self.tokenizer(batch, padding=True, truncation=self.max_tokens is not None, max_length=self.max_tokens,
                                  return_special_tokens_mask=True, return_tensors="pt")
             content = enc.pop("special_tokens_mask").eq(0)  # (B, T)
@@ -133,6 +141,22 @@ class BertScorer:
             r.append(recall)
             f.append(2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0)
         return BertScoreResult(tuple(p), tuple(r), tuple(f))
+
+
+def adds_prefix_space(tokenizer: object) -> bool:
+    """Whether bert_score's `sent_encode` passes `add_prefix_space=True` for this tokenizer: GPT-2 and RoBERTa
+    (and their subclasses), the byte-level BPE tokenizers, which otherwise read a text's first word as a
+    different token than the same word after a space.
+
+    The keyword itself is not used: transformers 5's tokenizers-backed GPT-2/RoBERTa tokenizers ignore it
+    in `encode` (measured with 5.24: `encode("chest", add_prefix_space=True)` has no `Ġ`), so bert_score
+    0.3.12 on transformers 5 loses the space; with transformers 4 (the authors' environment) the slow
+    tokenizer prepends it. A leading space in the text does the same on both.
+    """
+    import transformers
+    names = ("GPT2Tokenizer", "GPT2TokenizerFast", "RobertaTokenizer", "RobertaTokenizerFast")
+    classes = tuple(c for c in (getattr(transformers, n, None) for n in names) if isinstance(c, type))
+    return isinstance(tokenizer, classes)
 
 
 def _idf_weigher(reference_ids: list[list[int]], content: list[torch.Tensor]) -> Callable[[list[int]], torch.Tensor]:

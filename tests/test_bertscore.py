@@ -188,3 +188,52 @@ def test_equals_the_bert_score_package(idf):
     assert ours.precision == pytest.approx(p.tolist(), abs=1e-4)
     assert ours.recall == pytest.approx(r.tolist(), abs=1e-4)
     assert ours.f1 == pytest.approx(f.tolist(), abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_roberta_dir(tmp_path_factory):
+    """A saved 1-layer random RobertaModel with a byte-level BPE tokenizer trained here on TEXTS (no download).
+
+    Every word of TEXTS is trained after a space ("Ġpain") and never at the start of a text without one,
+    so a first word encoded without bert_score's prefix space falls apart into other pieces.
+    """
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
+
+    bpe = ByteLevelBPETokenizer()  # add_prefix_space=False, like roberta-large's own tokenizer
+    bpe.train_from_iterator([" " + t for t in TEXTS], vocab_size=400, min_frequency=1, show_progress=False,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    out = tmp_path_factory.mktemp("tiny_roberta")
+    bpe.save_model(str(out))
+    merges = [tuple(line.split()) for line in (out / "merges.txt").read_text(encoding="utf-8").splitlines()[1:] if line]
+    tok = RobertaTokenizer(vocab=bpe.get_vocab(), merges=merges, model_max_length=64)
+    torch.manual_seed(0)
+    model = RobertaModel(RobertaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32, max_position_embeddings=66, pad_token_id=tok.pad_token_id,
+                                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_byte_level_bpe_gets_bert_scores_prefix_space(tiny_roberta_dir):
+    # bert_score's sent_encode encodes GPT-2/RoBERTa text with add_prefix_space=True: "pain" alone is the token
+    # "Ġpain", the same as in "chest pain"; without it the first word is split into other pieces
+    scorer = BertScorer(tiny_roberta_dir)
+    tok = scorer.tokenizer
+    assert scorer.prefix_space and bertscore.adds_prefix_space(tok)
+    ids = {text: scorer._embed([text])[0][0] for text in ("pain", "  pain ", "chest pain", "")}
+    g_pain, bos, eos = tok.convert_tokens_to_ids("Ġpain"), tok.cls_token_id, tok.sep_token_id
+    assert tok("pain")["input_ids"] != [bos, g_pain, eos]  # the test means something: no space, other pieces
+    assert ids["pain"] == ids["  pain "] == [bos, g_pain, eos]
+    assert ids["chest pain"] == [bos, tok.convert_tokens_to_ids("Ġchest"), g_pain, eos]
+    assert ids[""] == [bos, eos]  # bert_score's build_inputs_with_special_tokens([]) for an empty text
+    # so a one-word hypothesis matches the same word in the reference through the same token embedding
+    assert scorer.score(["pain"], ["pain"]).f1[0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_word_level_tokenizers_get_no_prefix_space(scorer):
+    # bert_score adds the space only for GPT-2/RoBERTa; a BERT-style (WordPiece or word-level) text is unchanged
+    assert not scorer.prefix_space and not bertscore.adds_prefix_space(scorer.tokenizer)
+    assert scorer._prepare("  chest pain ") == "chest pain"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -32,9 +33,8 @@ def test_missing_and_malformed_meta(tmp_path):
 # --- the committed default model ---------------------------------------------------------------------
 
 def _default_model_dir():
-    from conftest import ROOT
     from r2d.config import ModelConfig
-    return ROOT / ModelConfig().name_or_path
+    return Path(__file__).resolve().parent.parent / ModelConfig().name_or_path
 
 
 def test_committed_default_model_is_small_and_reads_digits():

@@ -9,8 +9,6 @@ import pytest
 from r2d.data import load_examples
 from r2d.rules import KTAS_LABEL_NAMES
 
-from conftest import EXAMPLES_FILE
-
 # the sentence frame of r2d.sources.ktas_case_text: the KTAS-trained model reads exactly this shape
 NARRATIVE = re.compile(
     r"^(\d+-year-old (woman|man|girl|boy|patient)|(Woman|Man|Patient), age not recorded), "
@@ -22,8 +20,8 @@ NARRATIVE = re.compile(
 
 
 @pytest.fixture(scope="module")
-def cases():
-    return load_examples(EXAMPLES_FILE)
+def cases(examples_file):
+    return load_examples(examples_file)
 
 
 def test_examples_load_and_cover_every_level(cases):

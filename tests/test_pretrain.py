@@ -6,7 +6,6 @@ import random
 import pytest
 import torch
 
-from conftest import TINY_ARCH
 from r2d.data import Example
 from r2d.scoring import IGNORE_INDEX
 from training.pretrain import (SENTINELS, Batches, PretrainConfig, add_sentinels, lr_factor, pretrain,
@@ -71,9 +70,9 @@ def test_batches_mix_explain_and_span_corruption(sentinel_tokenizer):
     assert any(int(t) in sentinel_ids for t in batch["input_ids"].flatten())
 
 
-def test_pretrain_lowers_the_loss_and_stops_on_the_budget(sentinel_tokenizer):
+def test_pretrain_lowers_the_loss_and_stops_on_the_budget(sentinel_tokenizer, tiny_arch):
     tiny_tokenizer = sentinel_tokenizer
-    model = new_t5(tiny_tokenizer, TINY_ARCH, seed=0)
+    model = new_t5(tiny_tokenizer, tiny_arch, seed=0)
     cfg = PretrainConfig(max_steps=30, batch_size=4, learning_rate=1e-2, warmup_steps=3, eval_every=10,
                          max_input_tokens=64, max_target_tokens=24)
     history = pretrain(model, tiny_tokenizer, Batches(tiny_tokenizer, synthetic_examples(10 ** 6, COMPLAINTS, 0), [],

@@ -6,7 +6,6 @@ import re
 
 import pytest
 
-from conftest import ROOT
 from r2d import prompts
 
 
@@ -31,16 +30,16 @@ def _string_literals(source: str) -> list[str]:
 
 
 @pytest.mark.parametrize("needle", ["predict:", "explain:", "given label:"])
-def test_no_other_module_builds_prompts(needle):
+def test_no_other_module_builds_prompts(needle, root):
     # the paper's code repeats its templates in 4 places; here only r2d/prompts.py may hold them
     pattern = re.compile(rf"(?<![\w]){re.escape(needle)}")
     offenders = []
-    for path in list(ROOT.glob("*.py")) + list(ROOT.glob("r2d/*.py")) + list(ROOT.glob("training/*.py")) + \
-            list(ROOT.glob("benchmarks/*.py")):
+    for path in list(root.glob("*.py")) + list(root.glob("r2d/*.py")) + list(root.glob("training/*.py")) + \
+            list(root.glob("benchmarks/*.py")):
         if path.name == "prompts.py":
             continue
         if any(pattern.search(text) for text in _string_literals(path.read_text(encoding="utf-8"))):
-            offenders.append(str(path.relative_to(ROOT)))
+            offenders.append(str(path.relative_to(root)))
     assert offenders == []
 
 

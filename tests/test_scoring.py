@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 
-from conftest import KTAS_LABELS
 from r2d import scoring
 from r2d.prompts import predict_prompt
 from r2d.scoring import IGNORE_INDEX, eval_mode, score_candidates, score_labels, tokenize_targets
@@ -14,13 +13,13 @@ from r2d.scoring import IGNORE_INDEX, eval_mode, score_candidates, score_labels,
 GEN = dict(max_input_tokens=64, max_label_tokens=8)
 
 
-def test_scores_every_label_and_probabilities_sum_to_one(tiny_t5, tiny_tokenizer, tiny_examples):
+def test_scores_every_label_and_probabilities_sum_to_one(tiny_t5, tiny_tokenizer, tiny_examples, ktas_labels):
     prompts = [predict_prompt(e.case_text) for e in tiny_examples]
-    scores = score_labels(tiny_t5, tiny_tokenizer, prompts, KTAS_LABELS, **GEN)
+    scores = score_labels(tiny_t5, tiny_tokenizer, prompts, ktas_labels, **GEN)
     assert len(scores) == len(prompts)
     for s in scores:
-        assert s.labels == tuple(KTAS_LABELS)
-        assert s.best in KTAS_LABELS
+        assert s.labels == tuple(ktas_labels)
+        assert s.best in ktas_labels
         assert math.isclose(sum(s.probabilities), 1.0, rel_tol=1e-5)
         assert s.probabilities[s.best_index] == max(s.probabilities)
         assert 0.0 < s.confidence <= 1.0
@@ -40,11 +39,11 @@ def test_scores_match_the_models_own_sequence_loss(tiny_t5, tiny_tokenizer):
     assert math.isclose(s.log_likelihoods[0], -float(loss) * n_tokens, rel_tol=1e-4)
 
 
-def test_batch_equals_single(tiny_t5, tiny_tokenizer, tiny_examples):
+def test_batch_equals_single(tiny_t5, tiny_tokenizer, tiny_examples, ktas_labels):
     prompts = [predict_prompt(e.case_text) for e in tiny_examples]  # different lengths -> padding
-    batch = score_labels(tiny_t5, tiny_tokenizer, prompts, KTAS_LABELS, **GEN)
+    batch = score_labels(tiny_t5, tiny_tokenizer, prompts, ktas_labels, **GEN)
     for prompt, b in zip(prompts, batch):
-        single = score_labels(tiny_t5, tiny_tokenizer, [prompt], KTAS_LABELS, **GEN)[0]
+        single = score_labels(tiny_t5, tiny_tokenizer, [prompt], ktas_labels, **GEN)[0]
         assert single.best == b.best
         assert single.probabilities == pytest.approx(b.probabilities, abs=1e-5)
 
@@ -59,7 +58,8 @@ def test_per_prompt_candidate_lists(tiny_t5, tiny_tokenizer):
         score_candidates(tiny_t5, tiny_tokenizer, ["predict: a"], [["1"], ["2"]], **GEN)
 
 
-def test_scoring_runs_in_eval_mode_without_graph_and_restores_training(tiny_t5, tiny_tokenizer, monkeypatch):
+def test_scoring_runs_in_eval_mode_without_graph_and_restores_training(tiny_t5, tiny_tokenizer, monkeypatch,
+                                                                       ktas_labels):
     seen = []
     original = tiny_t5.forward
 
@@ -69,17 +69,18 @@ def test_scoring_runs_in_eval_mode_without_graph_and_restores_training(tiny_t5, 
         return out
     monkeypatch.setattr(tiny_t5, "forward", forward)
     tiny_t5.train()
-    score_labels(tiny_t5, tiny_tokenizer, ["predict: x"], KTAS_LABELS, **GEN)
+    score_labels(tiny_t5, tiny_tokenizer, ["predict: x"], ktas_labels, **GEN)
     assert seen == [(False, False, False)]  # dropout off, no autograd graph
     assert tiny_t5.training  # and training mode back afterwards
     tiny_t5.eval()
-    score_labels(tiny_t5, tiny_tokenizer, ["predict: x"], KTAS_LABELS, **GEN)
+    score_labels(tiny_t5, tiny_tokenizer, ["predict: x"], ktas_labels, **GEN)
     assert not tiny_t5.training  # an eval-mode model stays in eval mode
 
 
-def test_chunked_scoring_equals_one_call_and_bounds_the_pairs(tiny_t5, tiny_tokenizer, tiny_examples, monkeypatch):
+def test_chunked_scoring_equals_one_call_and_bounds_the_pairs(tiny_t5, tiny_tokenizer, tiny_examples, monkeypatch,
+                                                              ktas_labels):
     prompts = [predict_prompt(e.case_text) for e in tiny_examples]
-    whole = score_labels(tiny_t5, tiny_tokenizer, prompts, KTAS_LABELS, **GEN, max_pairs=10_000)
+    whole = score_labels(tiny_t5, tiny_tokenizer, prompts, ktas_labels, **GEN, max_pairs=10_000)
     pairs = []
     real_targets = scoring.tokenize_targets
 
@@ -87,12 +88,12 @@ def test_chunked_scoring_equals_one_call_and_bounds_the_pairs(tiny_t5, tiny_toke
         pairs.append(len(texts))
         return real_targets(tokenizer, texts, max_tokens)
     monkeypatch.setattr(scoring, "tokenize_targets", tokenize_targets_spy)
-    chunked = score_labels(tiny_t5, tiny_tokenizer, prompts, KTAS_LABELS, **GEN, max_pairs=12)
+    chunked = score_labels(tiny_t5, tiny_tokenizer, prompts, ktas_labels, **GEN, max_pairs=12)
     assert pairs == [12, 12, 1]  # 25 pairs in calls of at most 12
     for a, b in zip(whole, chunked):
         assert a.best == b.best and a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
     pairs.clear()
-    score_labels(tiny_t5, tiny_tokenizer, prompts[:1], KTAS_LABELS, **GEN, max_pairs=2)
+    score_labels(tiny_t5, tiny_tokenizer, prompts[:1], ktas_labels, **GEN, max_pairs=2)
     assert pairs == [2, 2, 1]  # one case's labels are split too
 
 
@@ -137,7 +138,8 @@ def test_shared_cross_attention_scores_equal_the_per_pair_computation(tiny_t5, t
         torch.testing.assert_close(torch.tensor(s.log_likelihoods), torch.tensor(expected), rtol=1e-4, atol=1e-5)
 
 
-def test_decoder_runs_once_per_chunk_with_one_row_per_case(tiny_t5, tiny_tokenizer, tiny_examples, monkeypatch):
+def test_decoder_runs_once_per_chunk_with_one_row_per_case(tiny_t5, tiny_tokenizer, tiny_examples, monkeypatch,
+                                                           ktas_labels):
     prompts = [predict_prompt(e.case_text) for e in tiny_examples]
     rows = []
     original = tiny_t5.decoder.forward
@@ -146,5 +148,5 @@ def test_decoder_runs_once_per_chunk_with_one_row_per_case(tiny_t5, tiny_tokeniz
         rows.append(kwargs["encoder_hidden_states"].shape[0])
         return original(*args, **kwargs)
     monkeypatch.setattr(tiny_t5.decoder, "forward", forward)
-    score_labels(tiny_t5, tiny_tokenizer, prompts, KTAS_LABELS, **GEN, max_pairs=10_000)
+    score_labels(tiny_t5, tiny_tokenizer, prompts, ktas_labels, **GEN, max_pairs=10_000)
     assert rows == [len(prompts)]  # not len(prompts) * 5 (one row per pair)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
-from conftest import KTAS_LABELS, TINY_CONFIG, tiny_config
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from r2d.artifacts import read_model_meta
@@ -16,10 +16,18 @@ from training.stage1 import main, train_stage1
 from training.trainer import CHECKPOINT_SUBDIR
 
 
+@pytest.fixture(scope="module")
+def stage1_run(tmp_path_factory, tiny_examples, tiny_config):
+    """One default Stage-1 run (tiny_cpu.json, 6 steps) that several tests read: result and out dir."""
+    d = tmp_path_factory.mktemp("stage1")
+    train = write_examples(d / "data" / "train.jsonl", tiny_examples * 4)
+    val = write_examples(d / "data" / "val.jsonl", tiny_examples)
+    out = d / "s1"
+    return SimpleNamespace(result=train_stage1(tiny_config(train, val), None, out), out=out)
 
-def test_stage1_writes_only_the_best_model_and_its_log(tmp_path, data_files):
-    out = tmp_path / "s1"
-    result = train_stage1(tiny_config(*data_files), None, out)
+
+def test_stage1_writes_only_the_best_model_and_its_log(stage1_run):
+    result, out = stage1_run.result, stage1_run.out
     for name in ("config.json", "model.safetensors", "tokenizer.json", "r2d_model.json", "r2d_config.json",
                  TRAIN_LOG_FILENAME):
         assert (out / name).is_file(), name
@@ -33,11 +41,10 @@ def test_stage1_writes_only_the_best_model_and_its_log(tmp_path, data_files):
     assert all("explain_loss" in e for e in log["history"] if "loss" in e)
 
 
-def test_stage1_model_dir_reloads_and_describes_itself(tmp_path, data_files):
-    out = tmp_path / "s1"
-    train_stage1(tiny_config(*data_files), None, out)
+def test_stage1_model_dir_reloads_and_describes_itself(stage1_run, ktas_labels):
+    out = stage1_run.out
     meta = read_model_meta(out)
-    assert meta.label_set == tuple(KTAS_LABELS)
+    assert meta.label_set == tuple(ktas_labels)
     assert meta.extra["stage"] == "stage1" and meta.extra["train_examples"] == 20 and not meta.extra["adapter"]
     model = AutoModelForSeq2SeqLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -45,13 +52,13 @@ def test_stage1_model_dir_reloads_and_describes_itself(tmp_path, data_files):
     assert json.loads((out / "r2d_config.json").read_text())["optim"]["max_steps"] == 6
 
 
-def test_stage1_reuses_a_given_tokenizer(tmp_path, data_files, tiny_model_dir, tiny_tokenizer):
+def test_stage1_reuses_a_given_tokenizer(tmp_path, data_files, tiny_model_dir, tiny_tokenizer, tiny_config):
     out = tmp_path / "s1"
     train_stage1(tiny_config(*data_files), None, out, tokenizer_dir=str(tiny_model_dir))
     assert AutoTokenizer.from_pretrained(out).get_vocab() == tiny_tokenizer.get_vocab()
 
 
-def test_stage1_from_an_init_dir_keeps_its_label_metadata(tmp_path, data_files, tiny_model_dir):
+def test_stage1_from_an_init_dir_keeps_its_label_metadata(tmp_path, data_files, tiny_model_dir, tiny_config):
     out = tmp_path / "s1"
     train_stage1(tiny_config(*data_files), str(tiny_model_dir), out)
     meta, init = read_model_meta(out), read_model_meta(tiny_model_dir)
@@ -59,7 +66,7 @@ def test_stage1_from_an_init_dir_keeps_its_label_metadata(tmp_path, data_files, 
     assert meta.extra["init"] == str(tiny_model_dir)
 
 
-def test_metadata_from_the_data_manifest_and_the_caller(tmp_path, data_files):
+def test_metadata_from_the_data_manifest_and_the_caller(tmp_path, data_files, tiny_config):
     train, val = data_files
     (train.parent / "manifest.json").write_text(json.dumps(
         {"task": "from-manifest", "ordinal": True, "label_names": {"1": "Resuscitation"}}))
@@ -70,34 +77,34 @@ def test_metadata_from_the_data_manifest_and_the_caller(tmp_path, data_files):
     assert meta.ordinal is True and meta.label_names == {"1": "Resuscitation"}
 
 
-def test_stage1_needs_validation_data(tmp_path, data_files):
+def test_stage1_needs_validation_data(tmp_path, data_files, tiny_config):
     cfg = tiny_config(*data_files)
     cfg = replace(cfg, data=replace(cfg.data, val_files=()))
     with pytest.raises(ConfigError, match="data.val_files is empty"):
         train_stage1(cfg, None, tmp_path / "s1")
 
 
-def test_stage1_needs_rationales(tmp_path, tiny_examples):
+def test_stage1_needs_rationales(tmp_path, tiny_examples, tiny_config):
     bare = [replace(e, rationale="") for e in tiny_examples]
     train = write_examples(tmp_path / "train.jsonl", bare)
     with pytest.raises(DatasetSchemaError, match="no rationale"):
         train_stage1(tiny_config(train, train), None, tmp_path / "s1")
 
 
-def test_lora_on_a_random_base_is_refused(tmp_path, data_files):
+def test_lora_on_a_random_base_is_refused(tmp_path, data_files, tiny_config):
     with pytest.raises(ConfigError, match="pretrained base"):
         train_stage1(tiny_config(*data_files, "adapter.use_lora=true"), None, tmp_path / "s1")
 
 
-def test_an_unloadable_init_is_a_model_load_error(tmp_path, data_files):
+def test_an_unloadable_init_is_a_model_load_error(tmp_path, data_files, tiny_config):
     with pytest.raises(ModelLoadError, match="cannot load"):
         train_stage1(tiny_config(*data_files), str(tmp_path / "no-such-model"), tmp_path / "s1")
 
 
-def test_cli_trains_and_reports(tmp_path, data_files, capsys):
+def test_cli_trains_and_reports(tmp_path, data_files, capsys, tiny_config_file):
     train, val = data_files
     out = tmp_path / "cli"
-    code = main(["--config", str(TINY_CONFIG), "--out", str(out), "--set", f"data.train_files=[\"{train}\"]",
+    code = main(["--config", str(tiny_config_file), "--out", str(out), "--set", f"data.train_files=[\"{train}\"]",
                  "--set", f"data.val_files=[\"{val}\"]", "--task", "ktas", "--ordinal",
                  "--label-name", "1=Resuscitation",
                  "--log-level", "WARNING"])
@@ -137,23 +144,22 @@ def test_label_length_is_the_longest_label_after_tokenisation(tiny_tokenizer, ti
     ("max_rationale_tokens", 3, "rationales"),
     ("max_input_tokens", 5, "r2d prompts"),
 ])
-def test_every_cut_is_a_warning(tiny_tokenizer, tiny_examples, caplog, key, value, what):
+def test_every_cut_is_a_warning(tiny_tokenizer, tiny_examples, caplog, key, value, what, ktas_labels):
     from r2d.config import GenerationConfig
     from training.common import resolve_generation
     g = replace(GenerationConfig(max_label_tokens=0, max_rationale_tokens=128, max_input_tokens=256), **{key: value})
     with caplog.at_level("WARNING", logger="training.common"):
-        resolve_generation(g, tiny_tokenizer, KTAS_LABELS, tiny_examples, "r2d")
-    assert f"of {len(tiny_examples) if what != 'labels' else len(KTAS_LABELS)} {what} are longer than " \
+        resolve_generation(g, tiny_tokenizer, ktas_labels, tiny_examples, "r2d")
+    assert f"of {len(tiny_examples) if what != 'labels' else len(ktas_labels)} {what} are longer than " \
            f"generation.{key}={value} tokens" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="training.common"):
-        resolve_generation(GenerationConfig(max_label_tokens=0), tiny_tokenizer, KTAS_LABELS, tiny_examples, "r2d")
+        resolve_generation(GenerationConfig(max_label_tokens=0), tiny_tokenizer, ktas_labels, tiny_examples, "r2d")
     assert "are cut" not in caplog.text  # the defaults cut nothing of the test data
 
 
-def test_the_derived_label_length_is_saved_with_the_model(tmp_path, data_files, tiny_tokenizer):
-    out = tmp_path / "s1"
-    train_stage1(tiny_config(*data_files, "optim.max_steps=1"), None, out)
+def test_the_derived_label_length_is_saved_with_the_model(stage1_run, ktas_labels):
+    out = stage1_run.out
     saved = json.loads((out / "r2d_config.json").read_text())["generation"]["max_label_tokens"]
     tok = AutoTokenizer.from_pretrained(out)
-    assert saved == max(len(tok(text_target=y)["input_ids"]) for y in KTAS_LABELS)
+    assert saved == max(len(tok(text_target=y)["input_ids"]) for y in ktas_labels)

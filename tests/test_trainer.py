@@ -12,8 +12,8 @@ import training.trainer as trainer_module
 from r2d.config import GenerationConfig, OptimConfig, Stage2Config
 from r2d.errors import ConfigError
 from r2d.metrics import macro_f1
+from r2d.rules import KTAS_LABEL_NAMES
 from r2d.scoring import IGNORE_INDEX
-from conftest import KTAS_LABELS
 from training.features import ExampleDataset, R2DCollator, explain_given_label_inputs, label_targets
 from training.trainer import (CHECKPOINT_SUBDIR, DelayedEarlyStopping, EvaluateAtEnd, R2DTrainer, cycle_loss,
                               label_metrics, own_labels, to_training_arguments)
@@ -24,7 +24,7 @@ ALWAYS = Stage2Config(sampling_start_fraction=0.0, sampling_end_fraction=0.0, sa
 NEVER = Stage2Config(sampling_start_fraction=1.0, sampling_end_fraction=1.0)  # pi = 0 before the last step
 
 
-def make_trainer(model, tokenizer, examples, tmp_path, mode="r2d", stage2=NEVER, label_set=tuple(KTAS_LABELS),
+def make_trainer(model, tokenizer, examples, tmp_path, mode="r2d", stage2=NEVER, label_set=tuple(KTAS_LABEL_NAMES),
                  step=50, seed=0):
     metric = "loss" if mode == "stage1" else "macro_f1"
     args = to_training_arguments(OptimConfig(**{**OPTIM.__dict__, "seed": seed}), tmp_path,
@@ -144,7 +144,7 @@ def test_sampled_labels_replace_gold_in_the_explain_input(tiny_t5, tiny_tokenize
 
 
 def test_label_scoring_runs_in_eval_mode_without_gradient(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
-                                                          monkeypatch):
+                                                          monkeypatch, ktas_labels):
     trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=ALWAYS)
     states = []
     original = tiny_t5.get_encoder
@@ -159,10 +159,11 @@ def test_label_scoring_runs_in_eval_mode_without_gradient(tiny_t5, tiny_tokenize
     assert states and set(states) == {(False, False)}  # each scoring chunk: no gradient, dropout off
     assert tiny_t5.training and loss.requires_grad
     # the labels fed back are plain strings from the label set: nothing to differentiate through
-    assert all(isinstance(y, str) and y in KTAS_LABELS for y in labels_seen[0])
+    assert all(isinstance(y, str) and y in ktas_labels for y in labels_seen[0])
 
 
-def test_own_labels_closed_set_are_valid_and_gradient_free(tiny_t5, tiny_tokenizer, tiny_examples, monkeypatch):
+def test_own_labels_closed_set_are_valid_and_gradient_free(tiny_t5, tiny_tokenizer, tiny_examples, monkeypatch,
+                                                           ktas_labels):
     states = []
     original = tiny_t5.get_encoder
 
@@ -172,10 +173,10 @@ def test_own_labels_closed_set_are_valid_and_gradient_free(tiny_t5, tiny_tokeniz
     monkeypatch.setattr(tiny_t5, "get_encoder", encoder)
     tiny_t5.train()
     labels, confidences = own_labels(tiny_t5, tiny_tokenizer, [e.case_text for e in tiny_examples],
-                                     KTAS_LABELS, GEN)
+                                     ktas_labels, GEN)
     assert states and set(states) == {(False, False)}
     assert tiny_t5.training
-    assert len(labels) == len(tiny_examples) and set(labels) <= set(KTAS_LABELS)
+    assert len(labels) == len(tiny_examples) and set(labels) <= set(ktas_labels)
     assert all(0.0 < c <= 1.0 for c in confidences)
 
 
@@ -267,7 +268,8 @@ def test_confidence_gating_calibrates_on_the_warmup(tiny_t5, tiny_tokenizer, tin
 # --- evaluation, logging, arguments --------------------------------------------------------------
 
 
-def test_prediction_step_returns_label_ids_outside_stage1(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch):
+def test_prediction_step_returns_label_ids_outside_stage1(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
+                                                          ktas_labels):
     trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d")
     tiny_t5.eval()
     loss, predicted, gold = trainer.prediction_step(tiny_t5, batch["r2d"], prediction_loss_only=False)
@@ -275,7 +277,7 @@ def test_prediction_step_returns_label_ids_outside_stage1(tiny_t5, tiny_tokenize
     assert predicted.shape[0] == gold.shape[0] == len(tiny_examples)
     decoded = [tiny_tokenizer.decode([t for t in row.tolist() if t != IGNORE_INDEX], skip_special_tokens=True)
                for row in predicted]
-    assert set(decoded) <= set(KTAS_LABELS)
+    assert set(decoded) <= set(ktas_labels)
     stage1 = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="stage1")
     loss, predicted, gold = stage1.prediction_step(tiny_t5, batch["stage1"], prediction_loss_only=False)
     assert predicted is None and gold is None and math.isfinite(loss.item())

@@ -47,12 +47,15 @@ def test_ablation_then_recipe_then_evaluate_only(tmp_path, shared_data):
     assert not list(out.parent.glob("*.new")) and not list(out.parent.glob("*.old"))
     report = json.loads((out / default_model.REPORT_FILENAME).read_text())
     single = json.loads((out / default_model.SINGLE_REPORT_FILENAME).read_text())
-    assert report["n"] == single["n"] == 252  # the held-out test split, every case
-    assert single["generation"]["fact_check_candidates"] == 0
+    fp32 = json.loads((out / default_model.FP32_REPORT_FILENAME).read_text())
+    assert report["n"] == single["n"] == fp32["n"] == 252  # the held-out test split, every case
+    assert single["generation"]["fact_check_candidates"] == fp32["generation"]["fact_check_candidates"] == 0
+    assert report["quantization_requested"] == single["quantization_requested"] == "auto"  # as the app loads it
+    assert fp32["quantization"] == "none"
     assert report["generation"]["fact_check_candidates"] == load_config(TINY).generation.fact_check_candidates
     card = (out / default_model.CARD_FILENAME).read_text()
     for key in ("fidelity", "critical_named"):  # the card's figures are the reports'
-        assert f"| {report['metrics'][key]:.3f} | {single['metrics'][key]:.3f} |" in card, key
+        assert f"| {report['metrics'][key]:.3f} | {single['metrics'][key]:.3f} | {fp32['metrics'][key]:.3f} |" in card, key
     examples = json.loads((out / default_model.EXAMPLES_REPORT_FILENAME).read_text())
     right = sum(p["predicted_label"] == p["gold_label"] for p in examples["predictions"])
     assert examples["n"] == 18 and f"| {right}/18 |" in card

@@ -45,6 +45,7 @@ EXAMPLES_FILE = ROOT / "examples" / "triage_cases.jsonl"
 REPORT_FILENAME = "eval_report.json"
 EXAMPLES_REPORT_FILENAME = "examples_report.json"
 SINGLE_REPORT_FILENAME = "eval_report_single_rationale.json"
+FP32_REPORT_FILENAME = "eval_report_single_rationale_fp32.json"
 TRAIN_LOG_FILENAME = "pretrain_log.json"  # Stage 1's log, Stage 2's steps and the command: the card reads it
 ABLATION_FILENAME = "ablation.json"
 CARD_FILENAME = "MODEL_CARD.md"
@@ -218,10 +219,10 @@ def _stage1_log(stage1_dir: Path) -> dict[str, Any]:
     return json.loads(log.read_text(encoding="utf-8"))
 
 
-def evaluate_on(model_dir: Path, data: Path, out: Path, bertscore: bool = True,
-                overrides: Sequence[str] = ()) -> dict[str, Any]:
+def evaluate_on(model_dir: Path, data: Path, out: Path, bertscore: bool = True, overrides: Sequence[str] = (),
+                quantization: str = "none") -> dict[str, Any]:
     """The evaluation command's own code path (fidelity and critical findings included)."""
-    argv = ["--model", str(model_dir), "--data", str(data), "--out", str(out), "--quantization", "none",
+    argv = ["--model", str(model_dir), "--data", str(data), "--out", str(out), "--quantization", quantization,
             "--batch-size", "16"] + ([] if bertscore else ["--no-bertscore"])
     report = evaluate.run(evaluate.parse_args(argv + [a for o in overrides for a in ("--set", o)]))
     atomic_write_text(out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
@@ -229,12 +230,17 @@ def evaluate_on(model_dir: Path, data: Path, out: Path, bertscore: bool = True,
 
 
 def evaluate_model_dir(model_dir: Path, test: Path) -> dict[str, dict[str, Any]]:
-    """Test split as the app shows it (the model's own generation section), test split with one decoded
-    rationale (no fact-checked choice: the model's own fidelity), and the examples; each report written."""
-    return {"test": evaluate_on(model_dir, test, model_dir / REPORT_FILENAME),
+    """Every report the card reads, each written beside the model: the test split and the examples as the app
+    runs the model (quantization "auto", the model's own generation section), the test split with one greedy
+    rationale (no fact-checked choice: the model's own fidelity), and that again unquantized."""
+    single = ("generation.fact_check_candidates=0",)
+    return {"test": evaluate_on(model_dir, test, model_dir / REPORT_FILENAME, quantization="auto"),
             "single": evaluate_on(model_dir, test, model_dir / SINGLE_REPORT_FILENAME, bertscore=False,
-                                  overrides=("generation.fact_check_candidates=0",)),
-            "examples": evaluate_on(model_dir, EXAMPLES_FILE, model_dir / EXAMPLES_REPORT_FILENAME, bertscore=False)}
+                                  overrides=single, quantization="auto"),
+            "fp32": evaluate_on(model_dir, test, model_dir / FP32_REPORT_FILENAME, bertscore=False,
+                                overrides=single, quantization="none"),
+            "examples": evaluate_on(model_dir, EXAMPLES_FILE, model_dir / EXAMPLES_REPORT_FILENAME, bertscore=False,
+                                    quantization="auto")}
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
@@ -370,8 +376,8 @@ def ablation_table(ablation: dict[str, Any] | None) -> str:
 def model_card(reports: dict[str, dict[str, Any]], manifest: dict[str, Any], cfg: R2DConfig,
                log: dict[str, Any], ablation: dict[str, Any] | None) -> str:
     """MODEL_CARD.md text; every figure is read from the evaluation reports, the logs or the data manifest."""
-    report, single, examples = reports["test"], reports["single"], reports["examples"]
-    m, m1 = report["metrics"], single["metrics"]
+    report, single, fp32, examples = reports["test"], reports["single"], reports["fp32"], reports["examples"]
+    m, m1, m0 = report["metrics"], single["metrics"], fp32["metrics"]
     rows = "\n".join(f"| {label} {KTAS_LABEL_NAMES.get(label, '')} | {_fmt(s['f1'])} | {s['support']} |"
                      for label, s in report["per_class"].items())
     right = sum(p["predicted_label"] == p["gold_label"] for p in examples["predictions"])
@@ -401,26 +407,29 @@ and a synthetic corpus; it is far weaker than a triage nurse and must not be use
 - Trained by: {_commands(log)}; evaluated and this card written by
   `python -m training.default_model --evaluate-only` (add `--ablation-from WORK/ablation.json` for the table).
 
-## Held-out test results (n = {report['n']}, quantization {report['quantization']})
+## Held-out test results (n = {report['n']})
 
-"As shown" is the rationale the app shows{f' (the least contradicted of {k} candidates)' if k > 1 else ''}; "one rationale" is the
-model's single greedy rationale (`generation.fact_check_candidates=0`, no choice): the model's own fidelity.
+"As shown" is what the app shows: the model loaded as the app loads it (quantization "auto", here
+`{report['quantization']}`) and{f' the least contradicted of {k} candidate rationales' if k > 1 else ' its decoded rationale'}. "One rationale" is the
+model's single greedy rationale (`generation.fact_check_candidates=0`, no choice): the model's own fidelity,
+at `{single['quantization']}` and unquantized (`{fp32['quantization']}`).
 
-| metric | as shown | one rationale | target |
-| --- | --- | --- | --- |
-| fidelity (rationales the case does not contradict) | {_fmt(m.get('fidelity'))} | {_fmt(m1.get('fidelity'))} | >= 0.95 |
-| critical findings named | {_fmt(m.get('critical_named'))} | {_fmt(m1.get('critical_named'))} | >= 0.90 |
-| macro-F1 | {_fmt(m.get('macro_f1'))} | {_fmt(m1.get('macro_f1'))} | >= 0.57 |
-| accuracy | {_fmt(m.get('accuracy'))} | {_fmt(m1.get('accuracy'))} | |
-| under-triage rate | {_fmt(m.get('under_triage_rate'))} | | |
-| over-triage rate | {_fmt(m.get('over_triage_rate'))} | | |
-| BLEU vs rule rationale | {_fmt(m.get('bleu'))} | {_fmt(m1.get('bleu'))} | |
-| consistency (label mentions masked) | {_fmt(m.get('consistency'))} | {_fmt(m1.get('consistency'))} | |
-| sufficiency (label mentions masked) | {_fmt(m.get('sufficiency'))} | {_fmt(m1.get('sufficiency'))} | |
-| examples/triage_cases.jsonl right | {right}/{examples['n']} | | >= 15/18 |
-| fidelity on those examples | {_fmt(examples['metrics'].get('fidelity'))} | | |
+| metric | as shown ({report['quantization']}) | one rationale ({single['quantization']}) | one rationale ({fp32['quantization']}) | target |
+| --- | --- | --- | --- | --- |
+| fidelity (rationales the case does not contradict) | {_fmt(m.get('fidelity'))} | {_fmt(m1.get('fidelity'))} | {_fmt(m0.get('fidelity'))} | >= 0.95 |
+| critical findings named | {_fmt(m.get('critical_named'))} | {_fmt(m1.get('critical_named'))} | {_fmt(m0.get('critical_named'))} | >= 0.90 |
+| macro-F1 | {_fmt(m.get('macro_f1'))} | {_fmt(m1.get('macro_f1'))} | {_fmt(m0.get('macro_f1'))} | >= 0.57 |
+| accuracy | {_fmt(m.get('accuracy'))} | {_fmt(m1.get('accuracy'))} | {_fmt(m0.get('accuracy'))} | |
+| under-triage rate | {_fmt(m.get('under_triage_rate'))} | | {_fmt(m0.get('under_triage_rate'))} | |
+| over-triage rate | {_fmt(m.get('over_triage_rate'))} | | {_fmt(m0.get('over_triage_rate'))} | |
+| BLEU vs rule rationale | {_fmt(m.get('bleu'))} | {_fmt(m1.get('bleu'))} | {_fmt(m0.get('bleu'))} | |
+| consistency (label mentions masked) | {_fmt(m.get('consistency'))} | {_fmt(m1.get('consistency'))} | {_fmt(m0.get('consistency'))} | |
+| sufficiency (label mentions masked) | {_fmt(m.get('sufficiency'))} | {_fmt(m1.get('sufficiency'))} | {_fmt(m0.get('sufficiency'))} | |
+| examples/triage_cases.jsonl right | {right}/{examples['n']} | | | >= 15/18 |
+| fidelity on those examples | {_fmt(examples['metrics'].get('fidelity'))} | | | |
 
-The label does not depend on decoding (it is scored over the label set before any rationale is written).
+The label does not depend on decoding (it is scored over the label set before any rationale is written); it
+does depend on quantization.
 What the fact check cannot read (history, medication, anything outside the triage facts) it does not check,
 in either column.
 

@@ -2,6 +2,7 @@
 
     python -m training.report                        # both initialisations x every method x seeds 0 1 2
     python -m training.report --seeds 0 --methods r2d sft --stage1-steps 100 --stage2-steps 100   # a quick look
+    python -m training.report --pubmedqa --ktas-render-only --pubmedqa-stage1-steps 400 --pubmedqa-stage2-steps 400
 
 Like for like: every method starts from the same initialisation and gets the same number of optimiser
 steps, in two settings, both reported. "stage1": one Stage-1 checkpoint per seed (stage1-steps on the
@@ -14,6 +15,12 @@ Every run is the project's own pipeline (training.stage1, training.stage2, train
 stratified KTAS split; only the training seed changes between seeds. Runs are cached in --work: a finished
 run (its eval_report.json exists) is not trained again, so an interrupted report resumes where it stopped,
 and the document is rendered from whatever runs exist, saying which are missing. No figure is typed by hand.
+
+With --pubmedqa the report adds PubMedQA end to end, Reason2Decide only: training.prepare_data pubmedqa
+(the official 500-item test split; train/val from the other 500), Stage 1, Stage 2 from it, training.evaluate
+on the test split, per seed, cached in WORK/pubmedqa like the KTAS runs. Its prompts need
+generation.max_input_tokens=1024 (training/configs/README.md, "PubMedQA end to end"); data.label_set=[]
+takes yes/no/maybe from the data. --ktas-render-only trains only what PubMedQA lacks.
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ from r2d.data import atomic_write_text, load_examples
 from r2d.errors import R2DError
 from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
 from r2d.sources import KTAS_LABEL_NAMES, load_ktas_nurse_labels
-from training import default_model
+from training import default_model, prepare_data
 from training.common import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -73,6 +80,14 @@ INITS = {
     "stage1": Init("stage1", "Every method from the same Stage-1 checkpoint", True),
     "random": Init("random", "Every method from the same random weights", False),
 }
+# PubMedQA: the authors' input length (the longest prompt is ~950 tokens) and the label set from the data
+PUBMEDQA_OVERRIDES = ("generation.max_input_tokens=1024", "data.label_set=[]")
+PUBMEDQA_REPORTED = ("accuracy", "macro_f1", "bleu", "bertscore_f1", "consistency", "sufficiency")
+# ../shared/reference/METHOD.md, "Reported (third-party, unverified)": PubMedQA macro-F1 in percent
+PAPER_PUBMEDQA_MACRO_F1 = 60.28
+# google-research T5-Large (t5-large): the shape the paper's triage figure is reported for; counted, not typed
+T5_LARGE_SHAPE = {"vocab_size": 32128, "d_model": 1024, "d_kv": 64, "d_ff": 4096, "num_layers": 24,
+                  "num_decoder_layers": 24, "num_heads": 16, "feed_forward_proj": "relu"}
 REPORTED = ("accuracy", "macro_f1", "under_triage_rate", "over_triage_rate", "bleu", "bertscore_f1",
             "fidelity", "critical_named", "consistency", "sufficiency")
 
@@ -94,23 +109,27 @@ def stage_config(cfg: R2DConfig, files: dict[str, Path], steps: int, seed: int) 
     return replace(cfg, data=data, optim=replace(cfg.optim, max_steps=steps, eval_steps=eval_steps, seed=seed))
 
 
-def evaluate_run(model_dir: Path, test_file: Path, out: Path) -> dict[str, Any]:
-    """training.evaluate on the test split with the model's own config (fp32, as trained); writes `out`."""
+def evaluate_run(model_dir: Path, test_file: Path, out: Path, limit: int | None = None) -> dict[str, Any]:
+    """training.evaluate on the test split (its first `limit` cases if given) with the model's own config
+    (fp32, as trained); writes `out`."""
     from training.evaluate import evaluate_dir
     cfg = load_config(model_dir / CONFIG_FILENAME)
     cfg = replace(cfg, model=replace(cfg.model, name_or_path=str(model_dir), adapter_path=None, quantization="none"))
-    report = evaluate_dir(cfg, test_file, config_source=str(model_dir / CONFIG_FILENAME))
+    report = evaluate_dir(cfg, test_file, limit=limit, config_source=str(model_dir / CONFIG_FILENAME))
     atomic_write_text(out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return report
 
 
 def train_and_evaluate(method: Method, init: Init, seed: int, cfg: R2DConfig, files: dict[str, Path], work: Path,
-                       steps: tuple[int, int]) -> dict[str, Any]:
+                       steps: tuple[int, int], *, meta: dict[str, Any] | None = None,
+                       limit: int | None = None) -> dict[str, Any]:
     """One cached run: the shared Stage 1 if this initialisation needs it, Stage 2, evaluation on test.
 
     Equal total optimiser steps: from Stage 1, stage2-steps after its stage1-steps; from random weights,
-    stage1-steps + stage2-steps of Stage 2.
+    stage1-steps + stage2-steps of Stage 2. `meta` (task, ordinal, label names) defaults to KTAS's; {}
+    takes them from the data's manifest. `limit` evaluates only the first test cases.
     """
+    meta = default_model.KTAS_META if meta is None else meta
     out = run_dir(work, init.name, method.name, seed)
     report_path = out / REPORT_FILENAME
     if report_path.is_file():
@@ -122,12 +141,12 @@ def train_and_evaluate(method: Method, init: Init, seed: int, cfg: R2DConfig, fi
     if init.from_stage1:
         stage1 = stage1_dir(work, seed)
         if not (stage1 / "r2d_model.json").is_file():
-            train_stage1(stage_config(cfg, files, steps[0], seed), None, stage1, **default_model.KTAS_META)
+            train_stage1(stage_config(cfg, files, steps[0], seed), None, stage1, **meta)
         model_init = str(stage1)
     stage2_steps = steps[1] if init.from_stage1 else steps[0] + steps[1]
     cfg2 = apply_overrides(stage_config(cfg, files, stage2_steps, seed), method.overrides)
-    result = train_stage2(cfg2, model_init, out, **default_model.KTAS_META)
-    report = evaluate_run(result.out_dir, files["test"], report_path)
+    result = train_stage2(cfg2, model_init, out, **meta)
+    report = evaluate_run(result.out_dir, files["test"], report_path, limit=limit)
     atomic_write_text(out / SECONDS_FILENAME, json.dumps({"seconds": time.perf_counter() - t0}) + "\n")
     return report
 
@@ -153,6 +172,41 @@ def nurse_baseline(ktas_csv: Path, test_file: Path) -> dict[str, float]:
     return {"accuracy": metrics.accuracy(gold, pred), "macro_f1": metrics.macro_f1(gold, pred, labels),
             "under_triage_rate": triage.under_triage_rate, "over_triage_rate": triage.over_triage_rate,
             "n": len(test)}
+
+
+def pubmedqa_work(work: Path) -> Path:
+    """Where the PubMedQA data and runs live: their own tree under the report's work directory."""
+    return work / "pubmedqa"
+
+
+def prepare_pubmedqa(source: Path, work: Path) -> dict[str, Path]:
+    """training.prepare_data pubmedqa into WORK/pubmedqa/data (official test split); return split -> file."""
+    out = pubmedqa_work(work) / "data"
+    code = prepare_data.main(["pubmedqa", "--source", str(source), "--out", str(out), "--seed", str(DATA_SEED)])
+    if code != 0:
+        raise R2DError(f"preparing PubMedQA data from {source} failed")
+    return {split: out / f"{split}.jsonl" for split in ("train", "val", "test")}
+
+
+def majority_baseline(train_file: Path, test_file: Path, n: int | None = None) -> dict[str, Any]:
+    """The training split's most frequent label predicted for every test case (the first n): its scores."""
+    train, test = load_examples(train_file), load_examples(test_file)[:n]
+    counts: dict[str, int] = {}
+    for e in train:
+        counts[e.label] = counts.get(e.label, 0) + 1
+    majority = max(sorted(counts), key=counts.__getitem__)
+    gold = [e.label for e in test]
+    labels = sorted(set(counts) | set(gold))
+    return {"label": majority, "n": len(test), "accuracy": metrics.accuracy(gold, [majority] * len(gold)),
+            "macro_f1": metrics.macro_f1(gold, [majority] * len(gold), labels)}
+
+
+def t5_parameters(shape: dict[str, Any]) -> int:
+    """Parameters of a T5 of this shape (T5Config keys), counted on the meta device (no memory, no weights)."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+    with torch.device("meta"):
+        return T5ForConditionalGeneration(T5Config(**shape)).num_parameters()
 
 
 # --- rendering --------------------------------------------------------------------------------------
@@ -206,6 +260,71 @@ def _best(results: Results) -> tuple[float, str, str] | None:
     return max(scored) if scored else None
 
 
+def arch_shape(arch: Any) -> dict[str, Any]:
+    """The T5Config keys training.scratch.new_t5 builds from cfg.arch (the vocabulary: the tokenizer's target size)."""
+    keys = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads")
+    return {**{k: getattr(arch, k) for k in keys}, "feed_forward_proj": "gated-gelu"}
+
+
+def render_pubmedqa(runs: dict[int, dict[str, Any]], baseline: dict[str, Any], counts: dict[str, int],
+                    steps: tuple[int, int], arch: Any, sizes: tuple[int, int], seconds: list[float]) -> list[str]:
+    """The PubMedQA section: Reason2Decide over seeds beside the majority class and the paper's figure.
+
+    `counts`: cases per split and "labels" (the data's manifest); `sizes`: parameters of our arch and of T5-Large;
+    `seconds`: each finished run's training and evaluation time.
+    """
+    ns = sorted({r["n"] for r in runs.values()})
+    n_test = "/".join(map(str, ns)) if ns else str(baseline["n"])
+    header = "| model | seeds | test cases | " + " | ".join(PUBMEDQA_REPORTED) + " | empty_rationale_rate |\n|" + \
+        " --- |" * (len(PUBMEDQA_REPORTED) + 4)
+    ours = [_mean_sd([r["metrics"][k] for r in runs.values() if k in r["metrics"]]) for k in PUBMEDQA_REPORTED]
+    ours.append(_mean_sd([degenerate_rate(r) for r in runs.values()]))
+    majority = [f"{baseline[k]:.3f}" if k in baseline else "-" for k in PUBMEDQA_REPORTED]
+    paper = [f"{PAPER_PUBMEDQA_MACRO_F1 / 100:.4f} ({PAPER_PUBMEDQA_MACRO_F1:g})" if k == "macro_f1" else "-"
+             for k in PUBMEDQA_REPORTED]
+    labels = sorted({label for r in runs.values() for label in r["per_class"]})
+    classes = ["| model | " + " | ".join(labels) + " |", "|" + " --- |" * (len(labels) + 1),
+               "| Reason2Decide | " + " | ".join(_mean_sd([r["per_class"][label]["f1"] for r in runs.values()])
+                                               for label in labels) + " |"] if labels else []
+    skipped = {k: v for r in runs.values() for k, v in r.get("skipped", {}).items()}
+    mean_f1 = statistics.mean(r["metrics"]["macro_f1"] for r in runs.values()) if runs else None
+    ours_params, large_params = sizes
+    lines = [
+        "## PubMedQA end to end", "",
+        f"Reason2Decide on PubMedQA (PQA-L), the project's own pipeline: `training.prepare_data pubmedqa` keeps the "
+        f"official {counts['test']}-item test split and splits the other labelled items {counts['train']} train / "
+        f"{counts['val']} val (stratified, seed {DATA_SEED}); Stage 1 ({steps[0]} steps on the explain task) and "
+        f"Stage 2 ({steps[1]} steps) from it, per seed; `training.evaluate` on {n_test} of the {counts['test']} "
+        "test items. Config: the KTAS runs' with " + ", ".join(f"`{o}`" for o in PUBMEDQA_OVERRIDES) +
+        " (an abstract is far longer than a triage note: at the default 256 input tokens most prompts would be "
+        f"cut; the label set, {'/'.join(counts['labels'])}, comes from the data). The reference rationale is "
+        "each abstract's conclusion (LONG_ANSWER).", "",
+        header,
+        f"| Reason2Decide (ours) | {len(runs)} | {n_test} | " + " | ".join(ours) + " |",
+        f"| Majority class (`{baseline['label']}` for every case: the training split's most frequent label) | - | "
+        f"{baseline['n']} | " + " | ".join(majority) + " | - |",
+        "| The paper (reported, unverified; a different model) | - | - | " + " | ".join(paper) + " | - |", "",
+        *(["Per-class F1:", "", *classes, ""] if classes else []),
+        f"- **Majority class:** macro-F1 {baseline['macro_f1']:.3f} on the same {baseline['n']} test items; a model "
+        "below it has learnt nothing about the questions."
+        + (f" Ours, {mean_f1:.3f}, is {'above' if mean_f1 > baseline['macro_f1'] else 'not above'} it."
+           if mean_f1 is not None else ""),
+        f"- **The paper:** Reason2Decide reports PubMedQA macro-F1 {PAPER_PUBMEDQA_MACRO_F1:g} (unverified). It "
+        "fine-tunes pretrained T5 checkpoints (\"across model sizes\"; our notes do not say which size gave this "
+        f"figure; T5-Large, the size of its triage figure, has {large_params / 1e6:.0f}M parameters). Ours is the "
+        f"config's arch (d_model {arch.d_model}, {arch.num_layers}+{arch.num_decoder_layers} layers, "
+        f"{arch.vocab_size}-piece tokenizer): about {ours_params / 1e6:.1f}M parameters, 1/"
+        f"{large_params / ours_params:.0f} of T5-Large, trained from random weights on {counts['train']} abstracts. "
+        "The figures are not comparable.",
+    ]
+    lines.append(f"- **BERTScore:** {_bertscore_note({'pubmedqa': {'r2d': runs}})}.")
+    lines += [f"- **{k}:** skipped: {v}." for k, v in skipped.items() if k != "bertscore"]
+    if seconds:
+        lines.append(f"- **Budget:** {len(seconds)} runs, {sum(seconds) / 60:.1f} minutes of training and "
+                     "evaluation summed over runs.")
+    return lines + [""]
+
+
 def _init_section(init: str, by_method: dict[str, dict[int, dict[str, Any]]], steps: tuple[int, int],
                   baseline: dict[str, Any] | None) -> list[str]:
     header = "| method | seeds | " + " | ".join(REPORTED) + " | empty_rationale_rate |\n|" + \
@@ -221,8 +340,9 @@ def _init_section(init: str, by_method: dict[str, dict[int, dict[str, Any]]], st
 
 
 def render(results: Results, missing: list[str], nurse: dict[str, float], command: str, steps: tuple[int, int],
-           bertscore: str, baseline: dict[str, Any] | None = None, budget: str = "") -> str:
-    """docs/EVALUATION.md from the run reports."""
+           bertscore: str, baseline: dict[str, Any] | None = None, budget: str = "",
+           pubmedqa: Sequence[str] = ()) -> str:
+    """docs/EVALUATION.md from the run reports; `pubmedqa` is render_pubmedqa's section, if any."""
     best = _best(results)
     lines = [
         "# Evaluation report", "",
@@ -275,6 +395,8 @@ def render(results: Results, missing: list[str], nurse: dict[str, float], comman
         "run it'); a run shorter than W + 1,000 steps (the confidence window) keeps the threshold calibrated on "
         "its warm-up throughout.",
     ]
+    if pubmedqa:
+        lines += ["", *pubmedqa]
     if missing:
         lines += ["", "## Runs not finished", "", "These runs had not finished when the report was generated; "
                   "re-running the command trains them (finished runs are cached): " + ", ".join(missing) + "."]
@@ -325,9 +447,44 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (the budget line of the report says)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "EVALUATION.md")
     p.add_argument("--render-only", action="store_true", help="train nothing; render from the cached runs")
+    p.add_argument("--ktas-render-only", action="store_true",
+                   help="train no KTAS run (render the cached ones); PubMedQA runs are still trained")
+    p.add_argument("--pubmedqa", action="store_true",
+                   help="add PubMedQA end to end: Reason2Decide per seed, trained unless cached")
+    p.add_argument("--pubmedqa-source", type=Path, default=ROOT.parent / "shared" / "data" / "pubmedqa",
+                   help="the PubMedQA folder (ori_pqal.json, test_ground_truth.json)")
+    p.add_argument("--pubmedqa-stage1-steps", type=int, default=None, help="default: --stage1-steps")
+    p.add_argument("--pubmedqa-stage2-steps", type=int, default=None, help="default: --stage2-steps")
+    p.add_argument("--pubmedqa-limit", type=int, default=None,
+                   help="evaluate on the first N official test items only (default: all 500)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
+
+
+def run_pubmedqa(args: argparse.Namespace, cfg: R2DConfig, steps: tuple[int, int], missing: list[str]) -> list[str]:
+    """Train what PubMedQA lacks (unless --render-only), evaluate, and return its section; appends to `missing`."""
+    cfg = apply_overrides(cfg, PUBMEDQA_OVERRIDES)
+    steps = (args.pubmedqa_stage1_steps or steps[0], args.pubmedqa_stage2_steps or steps[1])
+    files = prepare_pubmedqa(args.pubmedqa_source, args.work)
+    work = pubmedqa_work(args.work)
+    runs: dict[int, dict[str, Any]] = {}
+    for seed in args.seeds:
+        if args.render_only and not (run_dir(work, "stage1", "r2d", seed) / REPORT_FILENAME).is_file():
+            missing.append(f"PubMedQA r2d seed {seed}")
+            continue
+        logger.info("PubMedQA: Reason2Decide, seed %d", seed)
+        runs[seed] = train_and_evaluate(METHODS["r2d"], INITS["stage1"], seed, cfg, files, work, steps, meta={},
+                                        limit=args.pubmedqa_limit)
+    ns = {r["n"] for r in runs.values()}
+    baseline = majority_baseline(files["train"], files["test"], ns.pop() if len(ns) == 1 else args.pubmedqa_limit)
+    manifest = json.loads((files["train"].parent / prepare_data.MANIFEST).read_text(encoding="utf-8"))
+    counts = {**{split: manifest["counts"][split]["total"] for split in ("train", "val", "test")},
+              "labels": manifest["label_set"]}
+    seconds = [json.loads(p.read_text())["seconds"] for seed in runs
+               if (p := run_dir(work, "stage1", "r2d", seed) / SECONDS_FILENAME).is_file()]
+    sizes = (t5_parameters(arch_shape(cfg.arch)), t5_parameters(T5_LARGE_SHAPE))
+    return render_pubmedqa(runs, baseline, counts, steps, cfg.arch, sizes, seconds)
 
 
 def run(args: argparse.Namespace, command: str) -> Path:
@@ -343,15 +500,16 @@ def run(args: argparse.Namespace, command: str) -> Path:
         for init in args.inits:
             for name in args.methods:
                 cached = run_dir(args.work, init, name, seed) / REPORT_FILENAME
-                if args.render_only and not cached.is_file():
+                if (args.render_only or args.ktas_render_only) and not cached.is_file():
                     missing.append(f"{name} ({init}) seed {seed}")
                     continue
                 logger.info("run %s from %s, seed %d", name, init, seed)
                 results.setdefault(init, {}).setdefault(name, {})[seed] = train_and_evaluate(
                     METHODS[name], INITS[init], seed, cfg, files, args.work, steps)
+    pubmedqa = run_pubmedqa(args, cfg, steps, missing) if args.pubmedqa else []
     text = render(results, missing, nurse_baseline(args.ktas, files["test"]), command, steps,
                   _bertscore_note(results), linear_baseline(files["train"].parent),
-                  _budget(args.work, results, args.threads))
+                  _budget(args.work, results, args.threads), pubmedqa)
     atomic_write_text(args.out, text)
     return args.out
 

@@ -268,7 +268,7 @@ def fake_predictor() -> FakePredictor:
 
 
 @pytest.fixture()
-def launched_app(tmp_path, monkeypatch, fake_predictor):
+def launched_app(tmp_path, monkeypatch, fake_predictor, store):
     """The review app (app.py) launched on loopback with the fake predictor, its store and exports in tmp_path.
 
     Every outgoing TCP connection to a non-loopback address is blocked and recorded in `.external`,
@@ -290,14 +290,11 @@ def launched_app(tmp_path, monkeypatch, fake_predictor):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     import app as app_module
     from r2d.config import load_config
-    from r2d.store import ReviewStore
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = load_config(None, [f"app.port={port}", f"app.db_path={tmp_path / 'reviews.sqlite3'}",
-                             f"app.export_dir={tmp_path / 'exports'}"])
-    store = ReviewStore(cfg.app.db_path)
+    cfg = load_config(None, [f"app.port={port}", f"app.db_path={store.path}", f"app.export_dir={tmp_path / 'exports'}"])
     demo = app_module.build_demo(fake_predictor, store, cfg, examples=["level 2: chest pain, BP 88/50, HR 124"])
     demo.launch(**app_module.launch_kwargs(cfg), prevent_thread_lock=True, quiet=True)
     try:

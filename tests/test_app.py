@@ -38,8 +38,13 @@ def named(h: app.Handlers, result: dict) -> dict:
 
 
 @pytest.fixture()
-def h(fake_predictor, store, cfg) -> app.Handlers:
-    return app.build_app(fake_predictor, store, cfg, examples=[CASE])[1]
+def h(fake_predictor, store, cfg, monkeypatch) -> app.Handlers:
+    """The handlers of a freshly built app. Their tests call them directly and never serve the app, so gradio's
+    FastAPI app (built three times per build_app, 70% of its CPU time) is not built here; test_build_demo_*, the
+    handlers on a real model and the launched round trips build the real one."""
+    with monkeypatch.context() as m:
+        m.setattr(gr.routes.App, "create_app", staticmethod(lambda *args, **kwargs: None))
+        return app.build_app(fake_predictor, store, cfg, examples=[CASE])[1]
 
 
 def predicted(h: app.Handlers, case: str = CASE, name: str = "Nurse A") -> dict:

@@ -13,10 +13,11 @@ from r2d.config import load_config, save_config
 from r2d.data import Example, write_examples
 from r2d.errors import DatasetSchemaError
 from r2d.metrics import MetricInputError
+from r2d.rules import KTAS_LABEL_NAMES
 from training import evaluate
 from training.evaluate import evaluate_model, evaluate_predictions
 
-KTAS = ["1", "2", "3", "4", "5"]
+KTAS = list(KTAS_LABEL_NAMES)
 GOLD_RATIONALE = "hypotension with tachycardia and chest pain suggests shock and needs emergent care"
 
 

@@ -552,7 +552,9 @@ class Handlers:
             "Reviews already saved keep the model that made them."))
 
     def _model_line(self) -> str:
-        line = f"Model `{self.predictor.model_id}` · quantization `{self.predictor.quantization}`"
+        p = self.predictor
+        engine = {"ct2": "CTranslate2", "torch": "transformers"}.get(getattr(p, "backend", "torch"), "transformers")
+        line = f"Model `{p.model_id}` · backend `{engine}` · quantization `{p.quantization}`"
         n = self.predictor.generation.fact_check_candidates
         if n > 1:
             line += (f" · rationale: of {n} candidates the model wrote, the one the fact check finds fewest problems "
@@ -895,10 +897,10 @@ def resolve_config(args: argparse.Namespace) -> R2DConfig:
 
 
 def load_predictor(cfg: R2DConfig) -> rv.PredictorLike:
-    """Load the model named by cfg.model (the app's only road to torch). Raises ModelLoadError."""
-    from r2d.inference import Predictor
-    from r2d.modeling import load_model_and_tokenizer
-    return Predictor.from_loaded(load_model_and_tokenizer(cfg.model), cfg.generation, cfg.app.max_case_chars)
+    """Load the model named by cfg.model on the backend model.backend resolves to (auto: CTranslate2 on CPU
+    when installed, else transformers; the app's only road to torch). Raises ModelLoadError."""
+    from r2d.inference import load_predictor as load
+    return load(cfg.model, cfg.generation, cfg.app.max_case_chars)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -18,6 +18,7 @@ from r2d.errors import ConfigError
 
 CONFIG_FILENAME = "r2d_config.json"
 QUANTIZATIONS = ("auto", "4bit", "int8", "none")
+BACKENDS = ("auto", "torch", "ct2")
 METHODS = ("r2d", "sft", "dss")
 
 
@@ -35,6 +36,13 @@ class ModelConfig:
     device: str = "auto"
     # torch threads for CPU inference; 0 leaves torch's default (all cores)
     num_threads: int = 0
+    # inference engine: torch = transformers (+ bitsandbytes for 4bit/int8); ct2 = CTranslate2 int8 (float32 with
+    # quantization=none), converted once from the local model dir into ct2_cache_dir. auto = ct2 on CPU when
+    # ctranslate2 is installed and quantization is auto (measured at t5-base shape, 1 thread: CT2 int8 ran 2.7x
+    # fp32's speed against 4-bit's 2.0x, at 0.50x vs 0.58x its peak RSS; benchmarks/README.md), else torch
+    backend: str = "auto"
+    # where converted CTranslate2 models are kept; "" = $R2D_CT2_CACHE, else ~/.cache/r2d/ct2
+    ct2_cache_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -189,6 +197,11 @@ def validate(cfg: R2DConfig) -> None:
     """Reject values that are the right type but cannot work. Raises ConfigError."""
     if cfg.model.quantization not in QUANTIZATIONS:
         raise ConfigError(f"model.quantization must be one of {QUANTIZATIONS}, got {cfg.model.quantization!r}")
+    if cfg.model.backend not in BACKENDS:
+        raise ConfigError(f"model.backend must be one of {BACKENDS}, got {cfg.model.backend!r}")
+    if cfg.model.backend == "ct2" and cfg.model.quantization == "4bit":
+        raise ConfigError("model.backend=ct2 has no 4-bit mode: set model.quantization=auto or int8 (CTranslate2 "
+                          "int8) or none (float32), or model.backend=torch for bitsandbytes 4-bit")
     if cfg.stage2.method not in METHODS:
         raise ConfigError(f"stage2.method must be one of {METHODS}, got {cfg.stage2.method!r}")
     s = cfg.stage2

@@ -6,6 +6,8 @@ probability for every label. The rationale is generated greedily from explain_gi
 label); it can also be streamed, and the streamed text ends exactly where `explain` does. With
 generation.fact_check_candidates = N > 1, beam search returns N candidates and the one the case
 contradicts least (r2d.factcheck) is the rationale; it is then shown whole, not streamed.
+The model runs on transformers (this module) or CTranslate2 (r2d.ct2, the same interface);
+load_predictor picks the backend model.backend asks for.
 The two prompts differ from their first token, so the bidirectional encoder cannot share states between
 them: each prediction runs the encoder twice. All lengths come from GenerationConfig.
 """
@@ -23,7 +25,7 @@ import torch
 from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from r2d.config import GenerationConfig
+from r2d.config import GenerationConfig, ModelConfig
 from r2d.errors import ConfigError, DatasetSchemaError, InvalidCaseError, ModelLoadError
 from r2d.factcheck import least_contradicted
 from r2d.limits import text_problems
@@ -34,9 +36,8 @@ from r2d.scoring import LabelScores, eval_mode, score_labels, tokenize_inputs
 logger = logging.getLogger(__name__)
 
 TIMING_KEYS = ("label", "first_token", "total")
-# The decoder computes cross-attention keys and values for every (case, label) pair it scores: 8 cases x 5
-# labels in one call added 280 MB of peak memory at t5-base shape. Calls of at most this many pairs bound it.
-SCORING_PAIRS = 16
+# on_token(ids) gets one new token id per row after each decoding step; returning True stops the generation
+OnToken = Callable[[list[int]], bool]
 
 
 @dataclass(frozen=True)
@@ -71,36 +72,20 @@ class Prediction:
         return cls(**values)
 
 
-class _FirstTokenClock(BaseStreamer):
-    """Notes when generate() emits its first new token (the first put() is the decoder start token)."""
+class _TokenHook(BaseStreamer):
+    """Hands each step's new token ids to an OnToken callback (the first put() is the decoder start token)."""
 
-    def __init__(self) -> None:
-        self.calls, self.first_token_at = 0, None
+    def __init__(self, on_token: OnToken) -> None:
+        self.on_token, self.started, self.stop = on_token, False, False
 
     def put(self, value: torch.Tensor) -> None:
-        self.calls += 1
-        if self.calls == 2:
-            self.first_token_at = time.perf_counter()
+        if not self.started:
+            self.started = True
+            return
+        self.stop = bool(self.on_token(value.reshape(-1).tolist())) or self.stop
 
     def end(self) -> None:
         return None
-
-
-class _TokenQueue(BaseStreamer):
-    """Hands each generated token id to the consuming thread; None marks the end."""
-
-    def __init__(self) -> None:
-        self.queue: queue.Queue[list[int] | None] = queue.Queue()
-        self.started = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.started:  # the decoder start token, not part of the rationale
-            self.started = True
-            return
-        self.queue.put(value.reshape(-1).tolist())
-
-    def end(self) -> None:
-        self.queue.put(None)
 
 
 class _FairLock:
@@ -142,22 +127,31 @@ class _FairLock:
             return self._serving != self._next_ticket
 
 
-class _Cancelled(StoppingCriteria):
-    """Stops generation once the stream's consumer has gone away."""
+class _StopWhenAsked(StoppingCriteria):
+    """Stops generation once the token hook's callback asked for it (the stream's consumer went away)."""
 
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
+    def __init__(self, hook: _TokenHook) -> None:
+        self.hook = hook
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        return torch.full((input_ids.shape[0],), self.hook.stop, dtype=torch.bool, device=input_ids.device)
 
 
 class Predictor:
-    """Label + rationale for triage cases with one loaded model. Thread-safe: model calls take turns."""
+    """Label + rationale for triage cases with one loaded model. Thread-safe: model calls take turns.
+
+    This class runs a transformers model (backend "torch"); r2d.ct2.CT2Predictor overrides the two model
+    calls (_score, _rationale_candidates) for CTranslate2. Predictor.from_loaded picks the class.
+    """
+
+    backend = "torch"
 
     def __init__(self, loaded: LoadedModel, generation: GenerationConfig, max_case_chars: int = 4000) -> None:
         if not loaded.meta.label_set:
             raise ModelLoadError(f"model {loaded.model_id} has an empty label set; re-export it with its labels")
+        if loaded.backend != self.backend:
+            raise ModelLoadError(f"a {loaded.backend} model needs Predictor.from_loaded (this is the {self.backend} "
+                                 "Predictor)")
         self.model, self.tokenizer, self.generation = loaded.model, loaded.tokenizer, generation
         self.max_case_chars = max_case_chars
         self.label_set: tuple[str, ...] = tuple(loaded.meta.label_set)
@@ -181,7 +175,10 @@ class Predictor:
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel, generation: GenerationConfig, max_case_chars: int = 4000) -> "Predictor":
-        """Same as Predictor(loaded, generation, max_case_chars)."""
+        """The Predictor for the loaded model's backend: Predictor(loaded, ...) for torch, CT2Predictor for ct2."""
+        if loaded.backend == "ct2" and cls.backend != "ct2":
+            from r2d.ct2 import CT2Predictor
+            return CT2Predictor(loaded, generation, max_case_chars)
         return cls(loaded, generation, max_case_chars)
 
     # --- input checks ---------------------------------------------------------------------
@@ -212,14 +209,25 @@ class Predictor:
             raise InvalidCaseError(f"label {label!r} is not one of this model's labels {list(self.label_set)}")
         return label
 
-    # --- the model calls (callers hold the lock) ------------------------------------------
+    # --- the model calls (callers hold the lock); a backend overrides these two -----------------
 
     def _score(self, prompts: Sequence[str]) -> list[LabelScores]:
-        g = self.generation
-        per_call = max(1, SCORING_PAIRS // len(self.label_set))
-        return [s for i in range(0, len(prompts), per_call)
-                for s in score_labels(self.model, self.tokenizer, prompts[i:i + per_call], self.label_set,
-                                      g.max_input_tokens, g.max_label_tokens)]
+        g = self.generation  # r2d.scoring bounds the decoder's memory (pairs per call); one home for that
+        return score_labels(self.model, self.tokenizer, prompts, self.label_set, g.max_input_tokens, g.max_label_tokens)
+
+    def _rationale_candidates(self, prompts: Sequence[str], on_token: OnToken | None = None) -> list[list[str]]:
+        """Each prompt's decoded rationales, best first: one, or fact_check_candidates beam hypotheses.
+        on_token (greedy only) sees every step's new token ids and stops the generation by returning True."""
+        extra: dict[str, Any] = {}
+        if on_token is not None:
+            hook = _TokenHook(on_token)
+            extra = {"streamer": hook, "stopping_criteria": StoppingCriteriaList([_StopWhenAsked(hook)])}
+        with eval_mode(self.model):
+            enc = tokenize_inputs(self.tokenizer, prompts, self.generation.max_input_tokens, self.model.device)
+            out = self.model.generate(**enc, **self._generate_kwargs(), **extra)
+        texts = [self._decode(ids) for ids in out.tolist()]
+        k = max(1, self._candidates)  # each prompt's candidates come in a row, best beam first
+        return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]
 
     def _generate_kwargs(self) -> dict[str, Any]:
         g = self.generation
@@ -236,21 +244,16 @@ class Predictor:
 
     @property
     def _streams(self) -> bool:
-        """Whether generation yields token by token (transformers cannot stream beam search)."""
+        """Whether generation yields token by token (neither engine streams beam search)."""
         return self.generation.num_beams == 1 and self._candidates <= 1
 
-    def _explain(self, cases: Sequence[str], labels: Sequence[str], **generate_kwargs: Any) -> list[str]:
+    def _explain(self, cases: Sequence[str], labels: Sequence[str], on_token: OnToken | None = None) -> list[str]:
         prompts = [self.rationale_prompt(c, lab) for c, lab in zip(cases, labels)]
-        with eval_mode(self.model):
-            enc = tokenize_inputs(self.tokenizer, prompts, self.generation.max_input_tokens, self.model.device)
-            out = self.model.generate(**enc, **self._generate_kwargs(), **generate_kwargs)
-        texts = [self._decode(ids) for ids in out.tolist()]
+        candidates = self._rationale_candidates(prompts, on_token if self._streams else None)
         if self._candidates <= 1:
-            return texts
-        # fact-checked decoding: each case's candidates come in a row, best beam first
-        k = self._candidates
-        picks = [texts[i * k:(i + 1) * k] for i in range(len(cases))]
-        return [cands[least_contradicted(case, cands, label)] for case, label, cands in zip(cases, labels, picks)]
+            return [c[0] for c in candidates]
+        # fact-checked decoding: of each case's candidates, the one the case contradicts least
+        return [cands[least_contradicted(case, cands, label)] for case, label, cands in zip(cases, labels, candidates)]
 
     def rationale_prompt(self, case: str, label: str) -> str:
         """The prompt the rationale is decoded from: the one this model's method trained its explain task on.
@@ -298,23 +301,28 @@ class Predictor:
             with self._lock:
                 yield self._explain([case], [label])[0]
             return
-        tokens, cancel, failure = _TokenQueue(), threading.Event(), []
+        tokens: queue.Queue[list[int] | None] = queue.Queue()
+        cancel, failure = threading.Event(), []
+
+        def on_token(ids: list[int]) -> bool:
+            tokens.put(ids)
+            return cancel.is_set()
 
         def run() -> None:
             try:
                 with self._lock:
-                    self._explain([case], [label], streamer=tokens,
-                                  stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]))
+                    self._explain([case], [label], on_token=on_token)
             except Exception as e:  # re-raised in the consuming thread below
                 failure.append(e)
-                tokens.end()
+            finally:
+                tokens.put(None)
 
         worker = threading.Thread(target=run, name="r2d-rationale-stream", daemon=True)
         worker.start()
         ids: list[int] = []
         last = None
         try:
-            while (step := tokens.queue.get()) is not None:
+            while (step := tokens.get()) is not None:
                 ids.extend(step)
                 text = self._decode(ids)
                 if text != last:
@@ -356,19 +364,34 @@ class Predictor:
         return results
 
     def _predict_chunk(self, cases: list[str]) -> list[Prediction]:
-        clock = _FirstTokenClock()
-        streamer = {"streamer": clock} if self._streams else {}
+        first_token_at: list[float] = []
+
+        def clock(ids: list[int]) -> bool:
+            if not first_token_at:
+                first_token_at.append(time.perf_counter())
+            return False
         with self._lock:
             t0 = time.perf_counter()
             scores = self._score([predict_prompt(c) for c in cases])
             t_label = time.perf_counter()
             labels = [s.best for s in scores]
-            rationales = self._explain(cases, labels, **streamer)
+            rationales = self._explain(cases, labels, on_token=clock)
             t_end = time.perf_counter()
         n = len(cases)
-        timings = {"label": (t_label - t0) / n, "first_token": ((clock.first_token_at or t_end) - t0) / n,
+        timings = {"label": (t_label - t0) / n, "first_token": ((first_token_at or [t_end])[0] - t0) / n,
                    "total": (t_end - t0) / n}
         return [Prediction(case_text=c, label=lab, probabilities=dict(zip(s.labels, s.probabilities)),
                            rationale=r, model_id=self.model_id, quantization=self.quantization,
                            prompt_version=PROMPT_VERSION, timings=dict(timings))
                 for c, lab, s, r in zip(cases, labels, scores, rationales)]
+
+
+def load_predictor(model_cfg: ModelConfig, generation: GenerationConfig, max_case_chars: int = 4000) -> Predictor:
+    """Load model_cfg's model on the backend model_cfg.backend resolves to (r2d.modeling.resolve_backend) and
+    wrap it in the Predictor for that backend. Raises ModelLoadError."""
+    from r2d import ct2
+    from r2d.modeling import load_model_and_tokenizer, resolve_backend, resolve_device
+    backend = resolve_backend(model_cfg.backend, model_cfg.quantization, resolve_device(model_cfg.device),
+                              ct2.ct2_available(), ct2.convertible(model_cfg))
+    loaded = ct2.load_ct2(model_cfg) if backend == "ct2" else load_model_and_tokenizer(model_cfg)
+    return Predictor.from_loaded(loaded, generation, max_case_chars)

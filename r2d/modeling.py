@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from r2d.artifacts import META_FILENAME, ModelMeta, read_model_meta
-from r2d.config import QUANTIZATIONS, ModelConfig
+from r2d.config import BACKENDS, QUANTIZATIONS, ModelConfig
 from r2d.errors import ModelLoadError
 from r2d.quantize import (QUANTIZED_MARKER, QUANTIZED_WEIGHTS, bitsandbytes_available, cpu_has_fast_4bit, import_bnb,
                           int8_16bit_layers_, load_prequantized, quantize_4bit_, uses_int8_16bit_layers,
@@ -45,8 +45,9 @@ class LoadedModel:
     tokenizer: Any
     meta: ModelMeta
     model_id: str
-    quantization: str  # the concrete choice: "4bit", "int8" or "none"
+    quantization: str  # the concrete choice: "4bit", "int8" or "none"; "ct2-int8" / "ct2-float32" for CTranslate2
     device: str
+    backend: str = "torch"  # "torch" (model is a transformers model) or "ct2" (a ctranslate2.Translator, r2d.ct2)
 
 
 # --- choosing a device and a quantization (pure) ---------------------------------------------
@@ -87,6 +88,36 @@ def resolve_quantization(choice: str, device: str, bnb_available: bool, cpu_fast
         raise ModelLoadError(f"quantization {choice} needs bitsandbytes, which is not installed or has no backend for "
                              f"{kind}: `pip install bitsandbytes`, or set model.quantization=none")
     return choice
+
+
+def resolve_backend(choice: str, quantization: str, device: str, ct2_available: bool, local_full_dir: bool) -> str:
+    """The concrete inference engine, "torch" or "ct2", for model.backend. Pure; raises ModelLoadError.
+
+    `local_full_dir` says whether name_or_path is a local full-precision directory (CTranslate2 converts
+    from one; hub ids and pre-quantized 4-bit directories stay on torch).
+    """
+    if choice not in BACKENDS:
+        raise ModelLoadError(f"unknown model.backend {choice!r}; choose one of {', '.join(BACKENDS)}")
+    if choice == "torch":
+        return "torch"
+    if choice == "ct2":
+        if not ct2_available:
+            raise ModelLoadError("model.backend=ct2 needs CTranslate2, which is not installed: "
+                                 "`pip install -r requirements.txt` (ctranslate2>=4.8,<5), or set model.backend=torch")
+        if quantization == "4bit":
+            raise ModelLoadError("model.backend=ct2 has no 4-bit mode: set model.quantization=auto, int8 or none")
+        if not local_full_dir:
+            raise ModelLoadError("model.backend=ct2 converts a local full-precision model directory; this is a hub id "
+                                 "or a pre-quantized 4-bit directory: pass the directory it came from, or set "
+                                 "model.backend=torch")
+        return "ct2"
+    # auto. Measured (benchmarks/README.md, t5-base shape, 1 thread, one run side by side): CTranslate2 int8 ran
+    # 2.7x fp32-transformers' speed at 0.50x its peak RSS, r2d's pre-quantized 4-bit 2.0x at 0.58x. So a CPU
+    # takes CTranslate2 when it is installed and no precision was asked for; CUDA keeps 4-bit (the memory path).
+    kind = device.split(":")[0]
+    if kind == "cpu" and ct2_available and quantization == "auto" and local_full_dir:
+        return "ct2"
+    return "torch"
 
 
 # --- checking what we were given ------------------------------------------------------------
@@ -195,11 +226,15 @@ def _load(model_cfg: ModelConfig, label_set: Sequence[str] | None, warm_up: bool
             int8_16bit_layers_(model)
         _warm_up(model, tokenizer)
     _return_freed_memory()
-    model_id = meta.extra.get("model_id") or (source if is_hub else Path(source).resolve().name)
-    if adapter is not None:
-        model_id = f"{model_id}+{adapter.resolve().name}"
+    model_id = model_id_of(meta, source, is_hub, adapter)
     logger.info("loaded %s (%s) on %s", model_id, quantization, device)
-    return LoadedModel(model, tokenizer, meta, str(model_id), quantization, device)
+    return LoadedModel(model, tokenizer, meta, model_id, quantization, device)
+
+
+def model_id_of(meta: ModelMeta, source: str, is_hub: bool, adapter: Path | None) -> str:
+    """The id predictions record: r2d_model.json's model_id, else the hub id or the directory name (+ adapter)."""
+    model_id = meta.extra.get("model_id") or (source if is_hub else Path(source).resolve().name)
+    return f"{model_id}+{adapter.resolve().name}" if adapter is not None else str(model_id)
 
 
 def _dtype(name: str) -> torch.dtype:

@@ -17,7 +17,9 @@ The scores, and why:
 (case, candidate) pairs go through the decoder in calls of at most `max_pairs` pairs, so memory stays
 bounded whatever the batch and label-set sizes (the logits are per pair). Inside a call, each case's
 candidates are packed into one decoder sequence, so the encoder output and the cross-attention keys and
-values are computed once per case.
+values are computed once per case. This is the one home of that chunking: callers pass whole batches.
+Backends that compute the token log-probs another way (CTranslate2, r2d.ct2) turn them into LabelScores
+with scores_from_token_logprobs, so the normalisation above is written once.
 """
 from __future__ import annotations
 
@@ -138,6 +140,19 @@ def _block_causal_mask(n_blocks: int, width: int, dtype: torch.dtype, device: to
     pos = torch.arange(n_blocks * width, device=device)
     allowed = (pos[:, None] // width == pos[None, :] // width) & (pos[None, :] <= pos[:, None])
     return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+
+
+def scores_from_token_logprobs(candidates: Sequence[Sequence[str]],
+                               token_logps: Sequence[Sequence[float]]) -> list[LabelScores]:
+    """LabelScores from each (case, candidate) pair's token log-probs (`</s>` included), pairs grouped by case
+    in candidate order: the same sums, softmax and confidence as score_candidates. For backends that score
+    the pairs themselves (r2d.ct2). Raises ValueError when the pair count does not match the candidates."""
+    if len(token_logps) != sum(len(c) for c in candidates):
+        raise ValueError(f"{len(token_logps)} scored pairs for {sum(len(c) for c in candidates)} candidates")
+    if any(len(t) == 0 for t in token_logps):
+        raise ValueError("a scored candidate has no tokens (not even </s>)")
+    sums = [float(torch.tensor(t, dtype=torch.float32).sum()) for t in token_logps]
+    return _group(candidates, sums, [s / len(t) for s, t in zip(sums, token_logps)])
 
 
 def _group(candidates: Sequence[Sequence[str]], seq_logp: list[float], mean_logp: list[float]) -> list[LabelScores]:

@@ -52,12 +52,14 @@ def test_stage1_model_dir_reloads_and_describes_itself(stage1_run, ktas_labels):
     assert json.loads((out / "r2d_config.json").read_text())["optim"]["max_steps"] == 6
 
 
+@pytest.mark.slow  # its own Trainer run (~1 s idle, 2.5-3 s on a loaded 2-core machine)
 def test_stage1_reuses_a_given_tokenizer(tmp_path, data_files, tiny_model_dir, tiny_tokenizer, tiny_config):
     out = tmp_path / "s1"
     train_stage1(tiny_config(*data_files), None, out, tokenizer_dir=str(tiny_model_dir))
     assert AutoTokenizer.from_pretrained(out).get_vocab() == tiny_tokenizer.get_vocab()
 
 
+@pytest.mark.slow  # its own Trainer run (~1 s idle, 2.5-3 s on a loaded 2-core machine)
 def test_stage1_from_an_init_dir_keeps_its_label_metadata(tmp_path, data_files, tiny_model_dir, tiny_config):
     out = tmp_path / "s1"
     train_stage1(tiny_config(*data_files), str(tiny_model_dir), out)
@@ -66,6 +68,7 @@ def test_stage1_from_an_init_dir_keeps_its_label_metadata(tmp_path, data_files, 
     assert meta.extra["init"] == str(tiny_model_dir)
 
 
+@pytest.mark.slow  # its own Trainer run (~1 s idle, 2.5-3 s on a loaded 2-core machine)
 def test_metadata_from_the_data_manifest_and_the_caller(tmp_path, data_files, tiny_config):
     train, val = data_files
     (train.parent / "manifest.json").write_text(json.dumps(
@@ -101,6 +104,7 @@ def test_an_unloadable_init_is_a_model_load_error(tmp_path, data_files, tiny_con
         train_stage1(tiny_config(*data_files), str(tmp_path / "no-such-model"), tmp_path / "s1")
 
 
+@pytest.mark.slow  # its own Trainer run (~1 s idle, 2.5-3 s on a loaded 2-core machine)
 def test_cli_trains_and_reports(tmp_path, data_files, capsys, tiny_config_file):
     train, val = data_files
     out = tmp_path / "cli"

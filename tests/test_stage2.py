@@ -78,6 +78,7 @@ def test_r2d_needs_rationales(tmp_path, tiny_examples, tiny_model_dir, tiny_conf
         train_stage2(tiny_config(bare, bare), str(tiny_model_dir), tmp_path / "r2d")
 
 
+@pytest.mark.slow  # its own Trainer run (~1 s idle, 2.5-3 s on a loaded 2-core machine)
 def test_dss_logs_both_tasks_and_never_samples(tmp_path, data_files, tiny_model_dir, tiny_config):
     out = tmp_path / "dss"
     train_stage2(tiny_config(*data_files, "stage2.method=dss"), str(tiny_model_dir), out)
@@ -93,6 +94,7 @@ def test_labels_outside_the_label_set_are_rejected(tmp_path, tiny_examples, data
         train_stage2(tiny_config(train, val), str(tiny_model_dir), tmp_path / "s2")
 
 
+@pytest.mark.slow  # its own Trainer run (~1 s idle, 2.5-3 s on a loaded 2-core machine)
 def test_open_label_set_generates_and_stores_no_label_set(tmp_path, data_files, tiny_model_dir, monkeypatch,
                                                           tiny_config):
     monkeypatch.setattr(common, "MAX_CLOSED_LABELS", 3)  # the 5 KTAS levels now count as free text
@@ -104,6 +106,7 @@ def test_open_label_set_generates_and_stores_no_label_set(tmp_path, data_files, 
 
 
 # peft 0.21 reads a property that transformers 5.24 deprecates (training.common silences the same message)
+@pytest.mark.slow  # its own Trainer run (~1 s idle, 2.5-3 s on a loaded 2-core machine)
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 def test_lora_saves_an_adapter_that_reloads_on_its_base(tmp_path, data_files, tiny_model_dir, ktas_labels, tiny_config):
     from peft import PeftModel
@@ -125,6 +128,7 @@ def test_lora_saves_an_adapter_that_reloads_on_its_base(tmp_path, data_files, ti
     assert loaded.meta.label_set == tuple(ktas_labels)
 
 
+@pytest.mark.slow  # its own Trainer run (~1 s idle, 2.5-3 s on a loaded 2-core machine)
 @pytest.mark.skipif(not HAS_BNB, reason="bitsandbytes is not installed")
 def test_qlora_on_cpu_saves_an_adapter(tmp_path, data_files, tiny_model_dir, tiny_config):
     out = tmp_path / "qlora"

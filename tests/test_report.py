@@ -180,6 +180,11 @@ def test_the_report_places_the_pubmedqa_section_and_names_its_missing_runs():
         text.index("## Runs not finished")
     assert "PubMedQA r2d seed 2" in text
     assert "## PubMedQA" not in report.render(results, [], NURSE, "cmd", (1, 1), "n/a")
+    baseline = {"label": "yes", "n": 500, "accuracy": 0.552, "macro_f1": 0.237}
+    counts = {"train": 450, "val": 50, "test": 500, "labels": ["maybe", "no", "yes"]}
+    cfg = report.load_config(report.ROOT / "training" / "configs" / "ktas_cpu.json")
+    empty = "\n".join(report.render_pubmedqa({}, baseline, counts, (400, 400), cfg.arch, (700, 7), []))
+    assert "No PubMedQA run has finished" in empty and "| 0 | 500 | n/a |" in empty and "Ours," not in empty
 
 
 def test_parameter_count_of_a_t5_shape():
@@ -210,6 +215,7 @@ def test_pubmedqa_end_to_end_with_the_tiny_config(tmp_path, monkeypatch):
     assert config["optim"]["max_steps"] == 2 and config["stage2"]["method"] == "r2d"
     assert json.loads((run.parent.parent / "stage1" / "r2d_config.json").read_text())["optim"]["max_steps"] == 2
     assert f"| {saved['metrics']['macro_f1']:.3f} |" in _row(text, "PubMedQA end to end", "Reason2Decide")
+    assert "Stage 1 (2 steps" in text and "Stage 2 (2 steps)" in text  # read from the runs' own configs
     assert "on 6 of the 10 test items" in text and "| 6 |" in _row(text, "PubMedQA end to end", "Majority")
     monkeypatch.setattr("training.stage2.train_stage2", lambda *a, **k: pytest.fail("a cached run was trained"))
     assert "\n".join(report.run_pubmedqa(args, cfg, (2, 2), [])) == text

@@ -267,7 +267,7 @@ def arch_shape(arch: Any) -> dict[str, Any]:
 
 
 def render_pubmedqa(runs: dict[int, dict[str, Any]], baseline: dict[str, Any], counts: dict[str, int],
-                    steps: tuple[int, int], arch: Any, sizes: tuple[int, int], seconds: list[float]) -> list[str]:
+                    steps: tuple[int | str, int | str], arch: Any, sizes: tuple[int, int], seconds: list[float]) -> list[str]:
     """The PubMedQA section: Reason2Decide over seeds beside the majority class and the paper's figure.
 
     `counts`: cases per split and "labels" (the data's manifest); `sizes`: parameters of our arch and of T5-Large;
@@ -304,7 +304,8 @@ def render_pubmedqa(runs: dict[int, dict[str, Any]], baseline: dict[str, Any], c
         f"| Majority class (`{baseline['label']}` for every case: the training split's most frequent label) | - | "
         f"{baseline['n']} | " + " | ".join(majority) + " | - |",
         "| The paper (reported, unverified; a different model) | - | - | " + " | ".join(paper) + " | - |", "",
-        *(["Per-class F1:", "", *classes, ""] if classes else []),
+        *(["Per-class F1:", "", *classes, ""] if classes else
+          ["No PubMedQA run has finished: see 'Runs not finished' (the command above trains them).", ""]),
         f"- **Majority class:** macro-F1 {baseline['macro_f1']:.3f} on the same {baseline['n']} test items; a model "
         "below it has learnt nothing about the questions."
         + (f" Ours, {mean_f1:.3f}, is {'above' if mean_f1 > baseline['macro_f1'] else 'not above'} it."
@@ -320,8 +321,8 @@ def render_pubmedqa(runs: dict[int, dict[str, Any]], baseline: dict[str, Any], c
     lines.append(f"- **BERTScore:** {_bertscore_note({'pubmedqa': {'r2d': runs}})}.")
     lines += [f"- **{k}:** skipped: {v}." for k, v in skipped.items() if k != "bertscore"]
     if seconds:
-        lines.append(f"- **Budget:** {len(seconds)} runs, {sum(seconds) / 60:.1f} minutes of training and "
-                     "evaluation summed over runs.")
+        lines.append(f"- **Budget:** {len(seconds)} run{'s' * (len(seconds) != 1)}, {sum(seconds) / 60:.1f} "
+                     "minutes of training and evaluation summed over runs.")
     return lines + [""]
 
 
@@ -484,7 +485,19 @@ def run_pubmedqa(args: argparse.Namespace, cfg: R2DConfig, steps: tuple[int, int
     seconds = [json.loads(p.read_text())["seconds"] for seed in runs
                if (p := run_dir(work, "stage1", "r2d", seed) / SECONDS_FILENAME).is_file()]
     sizes = (t5_parameters(arch_shape(cfg.arch)), t5_parameters(T5_LARGE_SHAPE))
-    return render_pubmedqa(runs, baseline, counts, steps, cfg.arch, sizes, seconds)
+    trained = trained_steps([stage1_dir(work, seed) for seed in runs], steps[0]), \
+        trained_steps([run_dir(work, "stage1", "r2d", seed) for seed in runs], steps[1])
+    return render_pubmedqa(runs, baseline, counts, trained, cfg.arch, sizes, seconds)
+
+
+def trained_steps(model_dirs: Sequence[Path], default: int) -> str:
+    """The optim.max_steps the cached runs were trained with ("a/b" if they differ), else `default`.
+
+    A cached run is never trained again, so a later command's step flags need not be what it ran.
+    """
+    steps = sorted({load_config(d / CONFIG_FILENAME).optim.max_steps for d in model_dirs
+                    if (d / CONFIG_FILENAME).is_file()})
+    return "/".join(map(str, steps)) if steps else str(default)
 
 
 def run(args: argparse.Namespace, command: str) -> Path:

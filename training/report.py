@@ -323,7 +323,7 @@ def render_pubmedqa(runs: dict[int, dict[str, Any]], baseline: dict[str, Any], c
     if seconds:
         lines.append(f"- **Budget:** {len(seconds)} run{'s' * (len(seconds) != 1)}, {sum(seconds) / 60:.1f} "
                      "minutes of training and evaluation summed over runs.")
-    return lines + [""]
+    return lines
 
 
 def _init_section(init: str, by_method: dict[str, dict[int, dict[str, Any]]], steps: tuple[int, int],

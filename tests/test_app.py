@@ -38,13 +38,17 @@ def named(h: app.Handlers, result: dict) -> dict:
 
 
 @pytest.fixture()
-def h(fake_predictor, store, cfg, monkeypatch) -> app.Handlers:
-    """The handlers of a freshly built app. Their tests call them directly and never serve the app, so gradio's
-    FastAPI app (built three times per build_app, 70% of its CPU time) is not built here; test_build_demo_*, the
-    handlers on a real model and the launched round trips build the real one."""
-    with monkeypatch.context() as m:
-        m.setattr(gr.routes.App, "create_app", staticmethod(lambda *args, **kwargs: None))
-        return app.build_app(fake_predictor, store, cfg, examples=[CASE])[1]
+def unserved(monkeypatch):
+    """For tests that build the app and call its handlers but never serve it: gradio's FastAPI app (built three
+    times per build_app, 70% of its CPU time) is not built. test_build_demo_*, test_main_*, the handlers on a real
+    model and the launched round trips build the real one."""
+    monkeypatch.setattr(gr.routes.App, "create_app", staticmethod(lambda *args, **kwargs: None))
+
+
+@pytest.fixture()
+def h(fake_predictor, store, cfg, unserved) -> app.Handlers:
+    """The handlers of a freshly built app (not served)."""
+    return app.build_app(fake_predictor, store, cfg, examples=[CASE])[1]
 
 
 def predicted(h: app.Handlers, case: str = CASE, name: str = "Nurse A") -> dict:
@@ -348,7 +352,7 @@ def test_dashboard_shows_agreement_disagreements_flags_and_adjudication(h, store
         h.adjudicate(99, "Lead nurse", None)
 
 
-def test_names_are_said_to_be_unverified_without_sign_in(fake_predictor, store, cfg):
+def test_names_are_said_to_be_unverified_without_sign_in(unserved, fake_predictor, store, cfg):
     def notes(demo):
         return " ".join(str(c.value) for c in demo.blocks.values() if isinstance(c, gr.Markdown))
     assert "Names are not verified" in notes(app.build_demo(fake_predictor, store, cfg, examples=[]))
@@ -618,7 +622,7 @@ def test_the_signed_in_name_is_recorded_not_the_typed_one(h, store):
 
 
 @pytest.fixture()
-def improving(tmp_path, store, current_model, original_data, reviewed_export, fake_predictor):
+def improving(tmp_path, store, unserved, current_model, original_data, reviewed_export, fake_predictor):
     """Handlers whose model is the tiny saved model and whose export folder holds one reviewed export."""
     import shutil
     cfg = load_config(None, [f"app.db_path={store.path}", f"app.export_dir={tmp_path / 'exports'}",

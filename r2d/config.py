@@ -38,8 +38,9 @@ class ModelConfig:
     num_threads: int = 0
     # inference engine: torch = transformers (+ bitsandbytes for 4bit/int8); ct2 = CTranslate2 int8 (float32 with
     # quantization=none), converted once from the local model dir into ct2_cache_dir. auto = ct2 on CPU when
-    # ctranslate2 is installed and quantization is auto (measured at t5-base shape, 1 thread: CT2 int8 ran 2.7x
-    # fp32's speed against 4-bit's 2.0x, at 0.50x vs 0.58x its peak RSS; benchmarks/README.md), else torch
+    # ctranslate2 is installed and quantization is auto (t5-base shape, 1 thread, benchmarks/README.md: the CT2
+    # backend ran 2.2x fp32-transformers' speed against 4-bit's 0.88x in one loaded run; 2.7x vs 2.0x in the
+    # issue's), else torch
     backend: str = "auto"
     # where converted CTranslate2 models are kept; "" = $R2D_CT2_CACHE, else ~/.cache/r2d/ct2
     ct2_cache_dir: str = ""

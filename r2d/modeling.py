@@ -111,8 +111,9 @@ def resolve_backend(choice: str, quantization: str, device: str, ct2_available: 
                                  "or a pre-quantized 4-bit directory: pass the directory it came from, or set "
                                  "model.backend=torch")
         return "ct2"
-    # auto. Measured (benchmarks/README.md, t5-base shape, 1 thread, one run side by side): CTranslate2 int8 ran
-    # 2.7x fp32-transformers' speed at 0.50x its peak RSS, r2d's pre-quantized 4-bit 2.0x at 0.58x. So a CPU
+    # auto. Measured (benchmarks/README.md, t5-base shape, 1 thread, side by side): the CTranslate2 backend ran
+    # 2.2x fp32-transformers' speed, r2d's pre-quantized 4-bit 0.88x (loaded machine; the issue's run: CT2 2.7x,
+    # 4-bit 2.0x), and kept 249/252 labels of the embedded model equal to fp32 against 4-bit's 238. So a CPU
     # takes CTranslate2 when it is installed and no precision was asked for; CUDA keeps 4-bit (the memory path).
     kind = device.split(":")[0]
     if kind == "cpu" and ct2_available and quantization == "auto" and local_full_dir:

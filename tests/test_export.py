@@ -174,7 +174,8 @@ def test_sidecar_records_model_policy_counts_and_findings(reviewed_store, tmp_pa
 def test_test_csv_neutralises_formulas_and_round_trips(store, tmp_path, review):
     evil = "=HYPERLINK(\"http://evil\",\"click\")"
     for i in range(10):
-        store.submit(review(i, label=str(i % 2 + 1), final_rationale=evil if i % 2 else "+1 for shock", case_text=f"@case {i}"))
+        store.submit(review(i, label=str(i % 2 + 1), final_rationale=evil if i % 2 else "+1 for shock",
+                            case_text=f"@case {i}"))
     result = export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), val_fraction=0.2, test_csv=True, seed=3)
     assert set(result.files) == {"train", "val", "test"} and result.files["test"].suffix == ".csv"
     with result.files["test"].open(newline="") as f:

@@ -157,6 +157,7 @@ class Predictor:
         self.label_set: tuple[str, ...] = tuple(loaded.meta.label_set)
         self.label_names: dict[str, str] = dict(loaded.meta.label_names)
         self.ordinal: bool = bool(loaded.meta.ordinal)
+        self.task: str | None = loaded.meta.task
         self.model_id: str = loaded.model_id
         self.quantization: str = loaded.quantization
         self.device: str = loaded.device

@@ -268,3 +268,16 @@ def test_main_end_to_end_on_the_tiny_model(tmp_path, tiny_model_dir, tiny_exampl
     assert report["created_at"] and report["format"] == evaluate.REPORT_FORMAT
     printed = capsys.readouterr().out
     assert "macro_f1" in printed and str(out) in printed
+
+
+def test_evaluation_loads_the_model_as_the_app_does(tmp_path, tiny_model_dir, tiny_examples):
+    """The report describes what a nurse would see: the backend and quantization the app's loader picks."""
+    from r2d.config import GenerationConfig, ModelConfig
+    from r2d.inference import load_predictor
+    data = write_examples(tmp_path / "cases.jsonl", tiny_examples)
+    cache = tmp_path / "ct2"
+    report = evaluate.main(["--model", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "r.json"),
+                            "--limit", "2", "--no-bertscore", "--set", f"model.ct2_cache_dir={cache}"])
+    app = load_predictor(ModelConfig(name_or_path=str(tiny_model_dir), ct2_cache_dir=str(cache)), GenerationConfig())
+    assert (report["backend"], report["quantization"]) == (app.backend, app.quantization)
+    assert report["quantization_requested"] == "auto"

@@ -271,18 +271,17 @@ def evaluate_dir(cfg: R2DConfig, data: Path, *, limit: int | None = None, batch_
     meta = read_model_meta(cfg.model.name_or_path)
     if meta is not None:
         check_labels(examples, meta.label_set)  # fail before the slow part
-    from r2d.inference import Predictor  # torch-heavy: imported only when a model is evaluated
-    from r2d.modeling import load_model_and_tokenizer
-    loaded = load_model_and_tokenizer(cfg.model)
-    predictor = Predictor(loaded, cfg.generation, cfg.app.max_case_chars)
+    from r2d.inference import load_predictor  # torch-heavy: imported only when a model is evaluated
+    # the app's own loader: the backend (torch or CTranslate2) and quantization it would choose here
+    predictor = load_predictor(cfg.model, cfg.generation, cfg.app.max_case_chars)
     scorer, note = (None, "disabled with --no-bertscore") if not bertscore else \
-        load_scorer(bertscore_model, layer=bertscore_layer, device=loaded.device)
+        load_scorer(bertscore_model, layer=bertscore_layer, device=predictor.device)
     report = evaluate_model(predictor, examples, batch_size=batch_size, scorer=scorer, bertscore_note=note)
-    return {"format": REPORT_FORMAT, "model": cfg.model.name_or_path, "model_id": loaded.model_id,
-            "adapter": cfg.model.adapter_path, "task": loaded.meta.task,
-            "label_set": list(predictor.label_set), "label_names": dict(loaded.meta.label_names),
-            "ordinal": bool(predictor.ordinal), "quantization": loaded.quantization,
-            "quantization_requested": cfg.model.quantization, "device": loaded.device,
+    return {"format": REPORT_FORMAT, "model": cfg.model.name_or_path, "model_id": predictor.model_id,
+            "adapter": cfg.model.adapter_path, "task": predictor.task,
+            "label_set": list(predictor.label_set), "label_names": dict(predictor.label_names),
+            "ordinal": bool(predictor.ordinal), "backend": predictor.backend, "quantization": predictor.quantization,
+            "quantization_requested": cfg.model.quantization, "device": predictor.device,
             "prompt_version": PROMPT_VERSION, "config_source": config_source, "limit": limit,
             "generation": asdict(cfg.generation),
             "data": {"path": str(data), "sha256": file_sha256(data)},

@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: app test test-fast venv dev-venv browser
+.PHONY: app test test-fast lint venv dev-venv browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,8 +28,12 @@ browser:
 app: venv
 	$(BIN)/python app.py
 
-test: dev-venv browser
+test: lint browser
 	$(BIN)/python -m pytest -m "not gpu"
+
+# pyflakes (unused imports and names, undefined names) and pycodestyle at 120 columns: ruff, configured in pyproject.toml
+lint: dev-venv
+	$(BIN)/ruff check .
 
 test-fast: dev-venv
 	$(BIN)/python -m pytest -m "not gpu and not slow"

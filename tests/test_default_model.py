@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
 from r2d.artifacts import read_model_meta
 from r2d.config import load_config
 from training import default_model
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TINY = ROOT / "training" / "configs" / "tiny_cpu.json"
 
@@ -29,7 +31,8 @@ def test_ablation_then_recipe_then_evaluate_only(tmp_path, shared_data):
         assert arm["fidelity"]["mean"] is not None and arm["fidelity"]["sd"] is not None
     # class balance changes only Stage 2: both arms of a seed read one Stage-1 model
     runs = {(r["seed"], name): r for name, a in ablation["arms"].items() for r in a["runs"]}
-    assert runs[(0, "no class balance")]["stage1_fidelity_probe"] == runs[(0, "recipe (all levers)")]["stage1_fidelity_probe"]
+    probe = "stage1_fidelity_probe"
+    assert runs[(0, "no class balance")][probe] == runs[(0, "recipe (all levers)")][probe]
     summary = work / "ablation" / "seed0" / "no_class_balance" / "summary.json"
     before = summary.stat().st_mtime_ns
     assert default_model.main(common + ["--ablation-only", "--ablation-steps", "2", "2", "--ablation-seeds", "0"]
@@ -55,7 +58,8 @@ def test_ablation_then_recipe_then_evaluate_only(tmp_path, shared_data):
     assert report["generation"]["fact_check_candidates"] == load_config(TINY).generation.fact_check_candidates
     card = (out / default_model.CARD_FILENAME).read_text()
     for key in ("fidelity", "critical_named"):  # the card's figures are the reports'
-        assert f"| {report['metrics'][key]:.3f} | {single['metrics'][key]:.3f} | {fp32['metrics'][key]:.3f} |" in card, key
+        row = " | ".join(f"{r['metrics'][key]:.3f}" for r in (report, single, fp32))
+        assert f"| {row} |" in card, key
     examples = json.loads((out / default_model.EXAMPLES_REPORT_FILENAME).read_text())
     right = sum(p["predicted_label"] == p["gold_label"] for p in examples["predictions"])
     assert examples["n"] == 18 and f"| {right}/18 |" in card

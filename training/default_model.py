@@ -1,8 +1,9 @@
 """The recipe of the embedded default model: KTAS triage, Stage 1 then Stage 2, written into assets/.
 
-    python -m training.default_model                       # the full recipe: ablation + final model, <= 90 min on 2 cores
-    python -m training.default_model --budget-minutes 40 --ablation-from runs/ablation/ablation.json
-    python -m training.default_model --ablation-only --ablation-minutes 6 --work runs/ablation
+    python -m training.default_model                    # the final model, <= 90 min on 2 cores
+    python -m training.default_model --ablation-only --work runs/ablation   # the ablation arms x 3 seeds, cached
+    python -m training.default_model --evaluate-only --ablation-from runs/ablation/ablation.json   # the card again
+    python -m training.default_model --stage1-from runs/default_model/final/stage1 --stage2-steps 1200
 
 No pretrained T5 can be installed on our machines, so the default model starts from random weights.
 The levers that make such a T5 restate the case rather than recite a template (issue 8): a tokenizer
@@ -255,7 +256,8 @@ def _slug(name: str) -> str:
 
 def _stage1_key(recipe: Recipe) -> str:
     """The levers Stage 1 reads: arms equal in these share one Stage-1 model per seed."""
-    return f"digits{int(recipe.digit_tokens)}_synth{int(recipe.synthetic)}_warm{recipe.warmup_steps}_span{recipe.span_fraction:g}"
+    r = recipe
+    return f"digits{int(r.digit_tokens)}_synth{int(r.synthetic)}_warm{r.warmup_steps}_span{r.span_fraction:g}"
 
 
 def ablation_arm(cfg: R2DConfig, name: str, files: dict[str, Path], work: Path, seed: int,
@@ -376,14 +378,15 @@ def ablation_table(ablation: dict[str, Any] | None) -> str:
 def model_card(reports: dict[str, dict[str, Any]], manifest: dict[str, Any], cfg: R2DConfig,
                log: dict[str, Any], ablation: dict[str, Any] | None) -> str:
     """MODEL_CARD.md text; every figure is read from the evaluation reports, the logs or the data manifest."""
-    report, single, fp32, examples = reports["test"], reports["single"], reports["fp32"], reports["examples"]
-    m, m1, m0 = report["metrics"], single["metrics"], fp32["metrics"]
+    report, single, fp32 = reports["test"], reports["single"], reports["fp32"]
     rows = "\n".join(f"| {label} {KTAS_LABEL_NAMES.get(label, '')} | {_fmt(s['f1'])} | {s['support']} |"
                      for label, s in report["per_class"].items())
-    right = sum(p["predicted_label"] == p["gold_label"] for p in examples["predictions"])
     a, last = cfg.arch, log["history"][-1]
     counts = manifest["counts"]
     k = cfg.generation.fact_check_candidates
+    balance = ", KTAS 1 and 5 oversampled (square-root balancing)" if log["recipe"]["class_balance"] else ""
+    source_sha = next(iter(manifest.get("source_files", {}).values()), "n/a")
+    shown = f"the least contradicted of {k} candidate rationales" if k > 1 else "its decoded rationale"
     return f"""# r2d-ktas-small (v2): the embedded Reason2Decide triage model
 
 **Research prototype, not a medical device.** Trained from scratch on {counts['train']['total']} public KTAS cases
@@ -391,15 +394,16 @@ and a synthetic corpus; it is far weaker than a triage nurse and must not be use
 
 - Task: KTAS level (1 = resuscitation ... 5 = non-urgent) from a triage narrative, with a rationale that
   restates the case's own findings (label-free rule rationales: the gold level is never in a target).
-- Method: Reason2Decide. Stage 1 (`explain`) on {last['step']} batches of {cfg.optim.batch_size} streamed from a synthetic
-  corpus of sampled triage facts (training.synthetic: normal and abnormal ranges, every mental state and pain
+- Method: Reason2Decide. Stage 1 (`explain`) on {last['step']} batches of {cfg.optim.batch_size} streamed from a
+  synthetic corpus of sampled triage facts (training.synthetic: normal and abnormal ranges, every mental state and pain
   score, the training split's chief complaints, KTAS-narrative and free-text styles) mixed with the KTAS training
-  split, learning-rate warm-up {log['recipe']['warmup_steps']} steps; then Stage 2 ({log['stage2_steps']} steps of `predict` +
-  `given label ... explain`, scheduled sampling) on the KTAS training split{', KTAS 1 and 5 oversampled (square-root balancing)' if log['recipe']['class_balance'] else ''}.
-- Architecture: T5 (gated-GELU) trained from random weights, d_model {a.d_model}, {a.num_layers}+{a.num_decoder_layers} layers,
-  {a.num_heads} heads, own Unigram tokenizer with one token per digit, fitted to the training texts.
+  split, learning-rate warm-up {log['recipe']['warmup_steps']} steps; then Stage 2 ({log['stage2_steps']} steps of
+  `predict` + `given label ... explain`, scheduled sampling) on the KTAS training split{balance}.
+- Architecture: T5 (gated-GELU) trained from random weights, d_model {a.d_model},
+  {a.num_layers}+{a.num_decoder_layers} layers, {a.num_heads} heads, own Unigram tokenizer with one token per digit,
+  fitted to the training texts.
 - Decoding: {_decoding_line(k)}
-- Data: KTAS (Moon et al., PLOS ONE 2019), source sha256 `{next(iter(manifest.get('source_files', {}).values()), 'n/a')}`,
+- Data: KTAS (Moon et al., PLOS ONE 2019), source sha256 `{source_sha}`,
   group-aware stratified split seed {manifest.get('seed')} (duplicated visits in one split):
   train/val/test = {counts['train']['total']}/{counts['val']['total']}/{counts['test']['total']}.
 - Stage 1 at its end: loss {last['loss']:.3f}; on 32 validation cases, rationales identical to the rule rationale
@@ -410,23 +414,11 @@ and a synthetic corpus; it is far weaker than a triage nurse and must not be use
 ## Held-out test results (n = {report['n']})
 
 "As shown" is what the app shows: the model loaded as the app loads it (quantization "auto", here
-`{report['quantization']}`) and{f' the least contradicted of {k} candidate rationales' if k > 1 else ' its decoded rationale'}. "One rationale" is the
+`{report['quantization']}`) and {shown}. "One rationale" is the
 model's single greedy rationale (`generation.fact_check_candidates=0`, no choice): the model's own fidelity,
 at `{single['quantization']}` and unquantized (`{fp32['quantization']}`).
 
-| metric | as shown ({report['quantization']}) | one rationale ({single['quantization']}) | one rationale ({fp32['quantization']}) | target |
-| --- | --- | --- | --- | --- |
-| fidelity (rationales the case does not contradict) | {_fmt(m.get('fidelity'))} | {_fmt(m1.get('fidelity'))} | {_fmt(m0.get('fidelity'))} | >= 0.95 |
-| critical findings named | {_fmt(m.get('critical_named'))} | {_fmt(m1.get('critical_named'))} | {_fmt(m0.get('critical_named'))} | >= 0.90 |
-| macro-F1 | {_fmt(m.get('macro_f1'))} | {_fmt(m1.get('macro_f1'))} | {_fmt(m0.get('macro_f1'))} | >= 0.57 |
-| accuracy | {_fmt(m.get('accuracy'))} | {_fmt(m1.get('accuracy'))} | {_fmt(m0.get('accuracy'))} | |
-| under-triage rate | {_fmt(m.get('under_triage_rate'))} | | {_fmt(m0.get('under_triage_rate'))} | |
-| over-triage rate | {_fmt(m.get('over_triage_rate'))} | | {_fmt(m0.get('over_triage_rate'))} | |
-| BLEU vs rule rationale | {_fmt(m.get('bleu'))} | {_fmt(m1.get('bleu'))} | {_fmt(m0.get('bleu'))} | |
-| consistency (label mentions masked) | {_fmt(m.get('consistency'))} | {_fmt(m1.get('consistency'))} | {_fmt(m0.get('consistency'))} | |
-| sufficiency (label mentions masked) | {_fmt(m.get('sufficiency'))} | {_fmt(m1.get('sufficiency'))} | {_fmt(m0.get('sufficiency'))} | |
-| examples/triage_cases.jsonl right | {right}/{examples['n']} | | | >= 15/18 |
-| fidelity on those examples | {_fmt(examples['metrics'].get('fidelity'))} | | | |
+{_results_table(reports)}
 
 The label does not depend on decoding (it is scored over the label set before any rationale is written); it
 does depend on quantization.
@@ -446,6 +438,34 @@ Problems per kind, as shown: {_problem_counts(report)}.
 The paper reports macro-F1 60.58 for T5-Large on its own (private) triage data; this model is roughly 100x
 smaller, starts from no pretraining, and is scored on a different data set. See docs/EVALUATION.md.
 """
+
+
+RESULT_ROWS = (  # (title, metric, target); None: the "one rationale" columns do not apply
+    ("fidelity (rationales the case does not contradict)", "fidelity", ">= 0.95"),
+    ("critical findings named", "critical_named", ">= 0.90"),
+    ("macro-F1", "macro_f1", ">= 0.57"),
+    ("accuracy", "accuracy", ""),
+    ("under-triage rate", "under_triage_rate", ""),
+    ("over-triage rate", "over_triage_rate", ""),
+    ("BLEU vs rule rationale", "bleu", ""),
+    ("consistency (label mentions masked)", "consistency", ""),
+    ("sufficiency (label mentions masked)", "sufficiency", ""),
+)
+
+
+def _results_table(reports: dict[str, dict[str, Any]]) -> str:
+    """As shown | one rationale at the app's quantization | one rationale unquantized, per metric, and the examples."""
+    columns = [reports["test"], reports["single"], reports["fp32"]]
+    head = " | ".join(["as shown"] + ["one rationale"] * 2)
+    quant = [f"{name} ({r['quantization']})" for name, r in zip(head.split(" | "), columns)]
+    lines = ["| metric | " + " | ".join(quant) + " | target |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {title} | " + " | ".join(_fmt(r["metrics"].get(key)) for r in columns) + f" | {target} |"
+              for title, key, target in RESULT_ROWS]
+    examples = reports["examples"]
+    right = sum(p["predicted_label"] == p["gold_label"] for p in examples["predictions"])
+    lines += [f"| examples/triage_cases.jsonl right | {right}/{examples['n']} | | | >= 15/18 |",
+              f"| fidelity on those examples | {_fmt(examples['metrics'].get('fidelity'))} | | | |"]
+    return "\n".join(lines)
 
 
 def _commands(log: dict[str, Any]) -> str:

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 from r2d.config import R2DConfig, load_config
 from r2d.data import Example, atomic_write_text, load_examples, write_examples
 from r2d.errors import ConfigError, R2DError
-from r2d.sources import KTAS_LABEL_NAMES
+from r2d.sources import KTAS_LABEL_NAMES, KTAS_LABELS, ktas_meta
 from training import evaluate, prepare_data
 from training.common import setup_logging
 
@@ -50,8 +50,6 @@ FP32_REPORT_FILENAME = "eval_report_single_rationale_fp32.json"
 TRAIN_LOG_FILENAME = "pretrain_log.json"  # Stage 1's log, Stage 2's steps and the command: the card reads it
 ABLATION_FILENAME = "ablation.json"
 CARD_FILENAME = "MODEL_CARD.md"
-KTAS_META = {"task": "ktas-triage", "ordinal": True, "label_names": KTAS_LABEL_NAMES}
-LABELS = tuple(KTAS_LABEL_NAMES)
 # shares of the budget: Stage 1, Stage 2; the rest is kept for the evaluations
 STAGE1_SHARE, STAGE2_SHARE = 0.6, 0.25
 # seconds per Stage-2 step / seconds per Stage-1 step (both batches of 16): the r2d step adds the predict
@@ -164,7 +162,7 @@ def stage1(cfg: R2DConfig, recipe: Recipe, train: list[Example], val: list[Examp
     started = time.monotonic()
     history = pretrain(model, tokenizer, Batches(tokenizer, stream, train, pcfg), pcfg, probe=val[:32])
     seconds = time.monotonic() - started
-    meta = ModelMeta(label_set=LABELS, label_names=dict(KTAS_LABEL_NAMES), ordinal=True, task="ktas-triage",
+    meta = ModelMeta(label_set=KTAS_LABELS, **ktas_meta(),
                      extra={"stage": "stage1", "recipe": recipe.__dict__, "steps": history[-1]["step"]})
     save_model_dir(model, tokenizer, out, meta, cfg)
     log = {"recipe": recipe.__dict__, "history": history, "seconds": seconds,
@@ -188,7 +186,7 @@ def train_stage2_from(cfg: R2DConfig, recipe: Recipe, files: dict[str, Path], st
 
     cfg2 = stage_configs(replace(cfg, optim=replace(cfg.optim, seed=seed)), files, steps,
                          stage2_train_file(files["train"], recipe))
-    s2 = train_stage2(cfg2, str(stage1_dir), out, **KTAS_META)
+    s2 = train_stage2(cfg2, str(stage1_dir), out, **ktas_meta())
     return s2.out_dir, s2.global_step
 
 
@@ -303,7 +301,8 @@ def run_ablation(cfg: R2DConfig, files: dict[str, Path], work: Path, seeds: Sequ
 
 def collect_ablation(work: Path) -> dict[str, Any]:
     """Aggregate every finished arm-seed under work/ablation into work/ablation.json (mean and SD per arm)."""
-    runs = [json.loads(f.read_text(encoding="utf-8")) for f in sorted((work / "ablation").glob("seed*/*/summary.json"))]
+    done = sorted((work / "ablation").glob("seed*/*/summary.json"))
+    runs = [json.loads(f.read_text(encoding="utf-8")) | _decoding(f.with_name(REPORT_FILENAME)) for f in done]
     arms: dict[str, Any] = {}
     for name, change in ABLATIONS.items():
         mine = [r for r in runs if r["change"] == change]
@@ -311,12 +310,20 @@ def collect_ablation(work: Path) -> dict[str, Any]:
             arms[name] = {"change": change, "seeds": sorted(r["seed"] for r in mine), "runs": mine,
                           "n": mine[0]["n"]} | {k: _mean_sd([r[k] for r in mine]) for k in ABLATION_METRICS}
     steps = {(r["stage1_steps"], r["stage2_steps"]) for r in runs}
-    result = {"split": "val", "arms": arms, "steps": [list(s) for s in sorted(steps)]}
+    result = {"split": "val", "arms": arms, "steps": [list(s) for s in sorted(steps)],
+              "decoding": sorted({(r["candidates"], r["quantization"]) for r in runs})}
     atomic_write_text(work / ABLATION_FILENAME, json.dumps(result, indent=2) + "\n")
     return result
 
 
 ABLATION_METRICS = ("fidelity", "critical_named", "macro_f1", "accuracy")
+
+
+def _decoding(report: Path) -> dict[str, Any]:
+    """How an arm's validation report decoded: fact-checked candidates and quantization."""
+    r = json.loads(report.read_text(encoding="utf-8")) if report.is_file() else {}
+    return {"candidates": r.get("generation", {}).get("fact_check_candidates", 0),
+            "quantization": r.get("quantization", "none")}
 
 
 def _mean_sd(values: Sequence[float | None]) -> dict[str, float | None]:
@@ -356,6 +363,14 @@ def _fmt_sd(stat: dict[str, float | None]) -> str:
     return f"{stat['mean']:.3f}" + ("" if stat["sd"] is None else f" ± {stat['sd']:.3f}")
 
 
+def _decoding_text(ablation: dict[str, Any]) -> str:
+    parts = []
+    for k, q in ablation.get("decoding", []):
+        how = f"the least contradicted of {k} candidate rationales" if k > 1 else "one greedy rationale"
+        parts.append(how + (" unquantized" if q == "none" else f" at {q}"))
+    return "rationales decoded as " + " / ".join(parts) if parts else "decoding not recorded"
+
+
 def ablation_table(ablation: dict[str, Any] | None) -> str:
     """The ablation as a markdown table (mean ± SD over seeds), or a line saying how to run it."""
     if not ablation or not ablation.get("arms"):
@@ -368,8 +383,8 @@ def ablation_table(ablation: dict[str, Any] | None) -> str:
     steps = ", ".join(f"{s1} Stage-1 + {s2} Stage-2 steps" for s1, s2 in ablation["steps"])
     seeds = sorted({s for a in arms.values() for s in a["seeds"]})
     return (f"One lever off per arm, at a reduced budget ({steps} per arm, fixed steps so the machine's load does "
-            f"not change what an arm learns; the final model trains longer), one rationale decoded per case (no "
-            f"fact-checked choice). Mean ± SD over training seeds "
+            f"not change what an arm learns; the final model trains longer), {_decoding_text(ablation)}. "
+            f"Mean ± SD over training seeds "
             f"{', '.join(map(str, seeds))} (same data split), scored on the validation split (n = {first['n']}).\n\n"
             "| arm | seeds | fidelity | critical named | macro-F1 | accuracy |\n"
             "| --- | --- | --- | --- | --- | --- |\n" + rows)

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 from r2d.data import COLUMNS, Example, escape_csv_cell, label_counts, stratified_split
 from r2d.errors import FeedbackStoreError
 from r2d.factcheck import check_rationale
-from r2d.identifiers import Finding, scan_identifiers  # noqa: F401 (re-exported)
+from r2d.identifiers import scan_identifiers
 from r2d.store import ACTIONS, ReviewRecord, ReviewStore, utc_now
 
 logger = logging.getLogger(__name__)
@@ -38,13 +38,13 @@ EXPORT_FORMAT = "r2d-export-2"
 RESOLUTION = "adjudicated > majority > latest"
 # provenance fields of every row, after the schema's columns (Stage 2 ignores them)
 PROVENANCE = ("case_id", "reviewers", "action", "rating", "model_id", "review_ids", "resolution")
-META_FILENAME = "export_meta.json"
+EXPORT_META_FILENAME = "export_meta.json"
 RATIONALE_SOURCE = "nurse_post_processed"
 
 
 @dataclass(frozen=True)
 class RecordFinding:
-    """A Finding located in one exported row."""
+    """A flagged span of one exported row: an identifier (r2d.identifiers) or a level named in the rationale."""
 
     case_id: str
     field: str  # "rationale" or "case_text"
@@ -94,7 +94,7 @@ class ExportResult:
     @property
     def all_files(self) -> list[Path]:
         """The data files and the sidecar."""
-        return list(self.files.values()) + [self.out_dir / META_FILENAME]
+        return list(self.files.values()) + [self.out_dir / EXPORT_META_FILENAME]
 
     def summary(self) -> str:
         """One line for the reviewer: how many rows went where."""
@@ -290,7 +290,7 @@ def export_stage2_dataset(store: ReviewStore, out_dir: str | Path, policy: Expor
         meta = {"export_id": out.name,
                 **_meta(store, cases, splits, names, policy, seed, val_fraction, test_fraction, exported_by, config),
                 "audit_chain_heads": store.chain_heads()}
-        _write_meta(tmp / META_FILENAME, meta)
+        _write_meta(tmp / EXPORT_META_FILENAME, meta)
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

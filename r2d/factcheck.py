@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from r2d.rules import (MENTAL_FINDINGS, NORMAL_RANGES, PAEDIATRIC_AGE, THRESHOLDS, VITAL_NAMES, VITALS, Finding,
-                       TriageFacts, critical_findings, format_value, in_normal_range, pain_band)
+from r2d.rules import (MENTAL_FINDINGS, NORMAL_RANGES, PAEDIATRIC_AGE, THRESHOLDS, VITAL_NAMES, VITALS,
+                       ClinicalFinding, TriageFacts, critical_findings, format_value, in_normal_range, pain_band)
 
 KINDS = ("empty", "number_not_in_case", "normal_called_abnormal", "abnormal_called_normal", "wrong_mental_state",
          "wrong_pain", "wrong_complaint", "wrong_context", "wrong_level")
@@ -454,7 +454,7 @@ def _check_numbers(case: CaseFacts, rationale: str, covered: list[tuple[int, int
     return problems
 
 
-def _names(finding: Finding, rationale: str, mentions: list[_Mention]) -> bool:
+def _names(finding: ClinicalFinding, rationale: str, mentions: list[_Mention]) -> bool:
     """Does the rationale name this critical finding (the vital with a value, its name or its abnormality)?"""
     if finding.field == "mental":
         claimed = _mental_state(rationale)
@@ -465,7 +465,7 @@ def _names(finding: Finding, rationale: str, mentions: list[_Mention]) -> bool:
     return any(re.search(r"\b" + w, rationale, re.I) for w in words)
 
 
-def _critical_phrase(finding: Finding) -> str:
+def _critical_phrase(finding: ClinicalFinding) -> str:
     return finding.phrase.split(" (")[0] + (f" ({finding.phrase.split(' (')[1].split(',')[0]})"
                                             if " (" in finding.phrase else "")
 

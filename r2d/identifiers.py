@@ -99,7 +99,7 @@ _AFTER_PHONES: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 
 @dataclass(frozen=True)
-class Finding:
+class IdentifierMatch:
     """A likely patient identifier in a text: its kind, the matched text and where it is."""
 
     # name | date | age_over_89 | phone | email | url | ip_address | id_number | address | postcode | vehicle
@@ -130,12 +130,12 @@ def _value_span(m: re.Match[str]) -> tuple[int, int]:
     return m.span("v") if "v" in m.re.groupindex else m.span()
 
 
-def scan_identifiers(text: str) -> list[Finding]:
+def scan_identifiers(text: str) -> list[IdentifierMatch]:
     """Likely patient identifiers in text, in order of position; each span is reported once.
 
     A heuristic screen, not de-identification: it errs towards flagging, and a human decides.
     """
-    findings: list[Finding] = []
+    findings: list[IdentifierMatch] = []
     taken: list[tuple[int, int]] = []
 
     def claim(kind: str, start: int, end: int) -> None:
@@ -143,7 +143,7 @@ def scan_identifiers(text: str) -> list[Finding]:
             return
         if not any(start < e and s < end for s, e in taken):
             taken.append((start, end))
-            findings.append(Finding(kind, text[start:end], start, end))
+            findings.append(IdentifierMatch(kind, text[start:end], start, end))
 
     for kind, pattern in _BEFORE_PHONES:
         for m in pattern.finditer(text):

@@ -125,7 +125,7 @@ VITALS = ("sbp", "dbp", "heart_rate", "resp_rate", "temperature", "spo2")
 
 
 @dataclass(frozen=True)
-class Finding:
+class ClinicalFinding:
     """One abnormal fact of a case, phrased for a rationale."""
 
     phrase: str        # e.g. "SpO2 84% (hypoxaemia, below 92%)"
@@ -168,7 +168,7 @@ def _mild_phrase(vital: str, value: float) -> str:
     return f"{VITAL_NAMES[vital]} {format_value(vital, value)} ({relation})"
 
 
-def abnormal_vitals(facts: TriageFacts) -> list[Finding]:
+def abnormal_vitals(facts: TriageFacts) -> list[ClinicalFinding]:
     """Vital signs outside adult limits: THRESHOLDS crossed first (table order), then values merely outside
     NORMAL_RANGES (VITALS order). Empty for children (adult limits do not apply)."""
     if facts.is_paediatric:
@@ -180,26 +180,26 @@ def abnormal_vitals(facts: TriageFacts) -> list[Finding]:
             named.add(t.vital)
             phrase = (f"{VITAL_NAMES[t.vital]} {format_value(t.vital, value)} "
                       f"({t.finding}, {_RELATION[t.op]} {format_value(t.vital, t.limit)})")
-            found.append(Finding(phrase, t.system, t.vital))
+            found.append(ClinicalFinding(phrase, t.system, t.vital))
     for vital in VITALS:
         value = getattr(facts, vital)
         if value is not None and vital not in named and not in_normal_range(vital, value):
-            found.append(Finding(_mild_phrase(vital, value), "vital signs", vital))
+            found.append(ClinicalFinding(_mild_phrase(vital, value), "vital signs", vital))
     return found
 
 
-def find_abnormal(facts: TriageFacts) -> list[Finding]:
+def find_abnormal(facts: TriageFacts) -> list[ClinicalFinding]:
     """Every finding that raises urgency: impaired consciousness, abnormal vitals, severe pain."""
     found = []
     if facts.mental in MENTAL_FINDINGS:
-        found.append(Finding(MENTAL_FINDINGS[facts.mental], "consciousness", "mental"))
+        found.append(ClinicalFinding(MENTAL_FINDINGS[facts.mental], "consciousness", "mental"))
     found += abnormal_vitals(facts)
     if facts.pain_score is not None and pain_band(facts.pain_score) == "severe":
-        found.append(Finding(f"severe pain {facts.pain_score}/10", "pain", "pain_score"))
+        found.append(ClinicalFinding(f"severe pain {facts.pain_score}/10", "pain", "pain_score"))
     return found
 
 
-def critical_findings(facts: TriageFacts) -> list[Finding]:
+def critical_findings(facts: TriageFacts) -> list[ClinicalFinding]:
     """The findings that threaten consciousness, breathing or circulation."""
     return [f for f in find_abnormal(facts) if f.critical]
 
@@ -227,7 +227,7 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _concern_clause(findings: list[Finding]) -> str:
+def _concern_clause(findings: list[ClinicalFinding]) -> str:
     systems = list(dict.fromkeys(f.system for f in findings))
     clauses = []
     if "consciousness" in systems:
@@ -239,7 +239,7 @@ def _concern_clause(findings: list[Finding]) -> str:
     return _join(clauses)
 
 
-def _context(facts: TriageFacts, findings: list[Finding]) -> list[str]:
+def _context(facts: TriageFacts, findings: list[ClinicalFinding]) -> list[str]:
     context = []
     if facts.mental == "alert":
         context.append("alert")

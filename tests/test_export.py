@@ -9,9 +9,9 @@ import pytest
 
 from r2d.data import load_examples
 from r2d.errors import FeedbackStoreError
-from r2d.export import (META_FILENAME, PROVENANCE, RATIONALE_SOURCE, RESOLUTION, ExportPolicy, export_cases,
-                        export_stage2_dataset, findings_message, level_findings, preview_export, resolve,
-                        scan_identifiers, scan_reviews, select_reviews)
+from r2d.export import (EXPORT_META_FILENAME, PROVENANCE, RATIONALE_SOURCE, RESOLUTION, ExportPolicy,
+                        export_cases, export_stage2_dataset, findings_message, level_findings, preview_export,
+                        resolve, scan_identifiers, scan_reviews, select_reviews)
 from r2d.store import ReviewRecord, ReviewStore, case_id_for
 
 
@@ -125,7 +125,7 @@ def test_only_the_latest_review_of_a_case_is_exported(store, tmp_path, review):
 def test_export_writes_the_stage2_schema(reviewed_store, tmp_path):
     result = export_stage2_dataset(reviewed_store, tmp_path / "out", ExportPolicy(), val_fraction=0.2, seed=1)
     assert set(result.files) == {"train", "val"}
-    assert result.all_files[-1] == tmp_path / "out" / META_FILENAME and "train 15, val 5" in result.summary()
+    assert result.all_files[-1] == tmp_path / "out" / EXPORT_META_FILENAME and "train 15, val 5" in result.summary()
     train, val = load_examples(result.files["train"]), load_examples(result.files["val"])
     assert len(train) + len(val) == 20
     assert {e.label for e in val} == {"1", "2", "3", "4", "5"}  # stratified: every label held out
@@ -156,7 +156,7 @@ def test_sidecar_records_model_policy_counts_and_findings(reviewed_store, tmp_pa
     policy = ExportPolicy(min_rating=1)
     result = export_stage2_dataset(reviewed_store, tmp_path / "out", policy, val_fraction=0.2, exported_by="Nurse A",
                                    config={"app": {"port": 1}})
-    meta = json.loads((tmp_path / "out" / META_FILENAME).read_text())
+    meta = json.loads((tmp_path / "out" / EXPORT_META_FILENAME).read_text())
     assert meta == result.meta
     assert meta["model_ids"] == ["fake-r2d"] and meta["prompt_versions"] == ["r2d-prompts-1"]
     assert meta["policy"] == policy.to_dict() and meta["exported_by"] == "Nurse A"
@@ -223,7 +223,7 @@ def test_counts_equal_the_rows_in_the_files(store, tmp_path, n, test_csv, review
     for i in range(n):
         store.submit(review(i, label=str(i % 5 + 1)))
     result = export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), val_fraction=0.1, test_csv=test_csv)
-    meta = json.loads((tmp_path / "out" / META_FILENAME).read_text())
+    meta = json.loads((tmp_path / "out" / EXPORT_META_FILENAME).read_text())
     assert rows_in(result) == n == meta["counts"]["selected"]
     assert meta["counts"]["test"] == (len(load_examples(result.files["test"])) if test_csv else 0)
     assert all(len(load_examples(result.out_dir / name)) == k for name, k in meta["rows_per_file"].items())

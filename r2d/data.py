@@ -67,16 +67,44 @@ class Example:
 # --- reading ------------------------------------------------------------------------------------
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    """(where, parsed row) for each non-blank line; where = "file:line". Raises DatasetSchemaError on bad JSON."""
+def iter_jsonl(path: Path, name: str | None = None) -> Iterator[tuple[str, Any]]:
+    """(where, parsed row) for each non-blank line; where = "name:line" (name: the path unless given).
+
+    Raises DatasetSchemaError on bad JSON.
+    """
+    name = str(path) if name is None else name
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                yield f"{path}:{lineno}", json.loads(line)
+                yield f"{name}:{lineno}", json.loads(line)
             except json.JSONDecodeError as e:
-                raise DatasetSchemaError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+                raise DatasetSchemaError(f"{name}:{lineno}: not valid JSON ({e.msg})") from e
+
+
+def iter_csv(path: Path, name: str | None = None, required: Sequence[str] = ()) -> Iterator[tuple[str, dict]]:
+    """(where, row as read) for each CSV row; where = "name:line" (name: the path unless given).
+
+    Raises DatasetSchemaError when the header lacks a `required` column or a row's cells do not match the
+    header; csv.Error for a file the csv module cannot parse.
+    """
+    name = str(path) if name is None else name
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise DatasetSchemaError(f"{name}:1: header lacks column(s) {', '.join(missing)}; "
+                                     f"found {', '.join(header) or 'none'}")
+        for row in reader:
+            # line_num is the physical line the row ended on (quoted cells may span lines)
+            where = f"{name}:{reader.line_num}"
+            if None in row or any(v is None for v in row.values()):
+                extent = "more" if None in row else "fewer"
+                raise DatasetSchemaError(f"{where}: the row has a different number of cells than the header "
+                                         f"({extent} cells than header columns; check quotes and commas)")
+            yield where, row
 
 
 def _read_jsonl(path: Path) -> list[Example]:
@@ -91,22 +119,8 @@ def _unescape_cell(value: str | None) -> str | None:
 
 
 def _read_csv(path: Path) -> list[Example]:
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        missing = [c for c in REQUIRED if c not in header]
-        if missing:
-            raise DatasetSchemaError(f"{path}:1: header lacks column(s) {', '.join(missing)}; found {', '.join(header) or 'none'}")
-        examples = []
-        for row in reader:
-            # line_num is the physical line the row ended on (quoted cells may span lines)
-            where = f"{path}:{reader.line_num}"
-            if None in row:
-                raise DatasetSchemaError(f"{where}: more cells than header columns")
-            if any(v is None for v in row.values()):
-                raise DatasetSchemaError(f"{where}: fewer cells than header columns")
-            examples.append(Example.from_dict({k: _unescape_cell(v) for k, v in row.items()}, where))
-    return examples
+    return [Example.from_dict({k: _unescape_cell(v) for k, v in row.items()}, where)
+            for where, row in iter_csv(path, required=REQUIRED)]
 
 
 def load_examples(path: str | Path) -> list[Example]:

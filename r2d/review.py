@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from r2d.active import review_order
 from r2d.config import GenerationConfig
+from r2d.data import iter_csv, iter_jsonl
 from r2d.errors import DatasetSchemaError, FeedbackStoreError, InvalidCaseError
 from r2d.factcheck import check_rationale
 from r2d.prompts import PROMPT_VERSION
@@ -394,26 +395,13 @@ def _case_from_row(row: Mapping[str, Any], where: str, max_chars: int) -> str:
 
 
 def _case_rows(path: Path) -> list[tuple[str, Any]]:
+    """(file:line, row) of every case in an upload, read by r2d.data's readers under the file's name only."""
     if path.suffix.lower() in (".jsonl", ".json"):
-        rows = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append((f"{path.name}:{lineno}", json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise DatasetSchemaError(f"{path.name}:{lineno}: not valid JSON ({e.msg})") from e
-        return rows
+        return list(iter_jsonl(path, path.name))
     if path.suffix.lower() == ".csv":
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            rows = []
-            for row in reader:
-                if None in row or any(v is None for v in row.values()):
-                    raise DatasetSchemaError(f"{path.name}:{reader.line_num}: the row has a different number "
-                                             "of cells than the header (check quotes and commas)")
-                rows.append((f"{path.name}:{reader.line_num}", row))
-            return rows
-    raise DatasetSchemaError(f"{path.name}: upload a .csv or .jsonl file, not {path.suffix or 'a file without extension'}")
+        return list(iter_csv(path, path.name))
+    kind = path.suffix or "a file without extension"
+    raise DatasetSchemaError(f"{path.name}: upload a .csv or .jsonl file, not {kind}")
 
 
 def load_cases(path: str | Path, max_rows: int, max_chars: int) -> list[str]:

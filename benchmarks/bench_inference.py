@@ -70,7 +70,7 @@ def build_dirs(workdir: Path, shape: str, variants: list[str]) -> dict[str, Path
     full, q4, ct2 = workdir / "full", workdir / "q4", workdir / "ct2-int8"
     if not (full / "r2d_model.json").is_file():
         from r2d.artifacts import ModelMeta, save_model_dir
-        from r2d.sources import KTAS_LABEL_NAMES, load_ktas, load_pubmedqa
+        from r2d.sources import KTAS_LABELS, ktas_meta, load_ktas, load_pubmedqa
         from r2d.tokenizer import train_tokenizer
         from training.scratch import new_t5
         ktas = load_ktas(SHARED / "ktas" / "data.csv")
@@ -79,8 +79,7 @@ def build_dirs(workdir: Path, shape: str, variants: list[str]) -> dict[str, Path
         tok = train_tokenizer(texts, vocab_size=32000)
         model = new_t5(tok, replace(SHAPES[shape], vocab_size=len(tok)), seed=0)
         model.resize_token_embeddings(T5_VOCAB)  # T5's real vocabulary size: the lm_head is a large part of the cost
-        meta = ModelMeta(label_set=("1", "2", "3", "4", "5"), label_names=KTAS_LABEL_NAMES, ordinal=True,
-                         task="ktas-triage", extra={"model_id": f"random-t5-{shape}"})
+        meta = ModelMeta(label_set=KTAS_LABELS, **ktas_meta(), extra={"model_id": f"random-t5-{shape}"})
         save_model_dir(model, tok, full, meta)
         print(f"built {full} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters)", flush=True)
     if any(v.startswith("4bit-") and v != "4bit-stock" for v in variants) and not (q4 / "r2d_quantized.json").is_file():
@@ -179,7 +178,8 @@ def measure_ct2(dirs: dict[str, Path], cases: list[str], args: argparse.Namespac
     tr = ctranslate2.Translator(str(dirs["ct2"]), device="cpu", compute_type="int8", intra_threads=args.threads)
     tok = AutoTokenizer.from_pretrained(dirs["full"])
     load_s = time.perf_counter() - t0
-    labels = ["1", "2", "3", "4", "5"]
+    from r2d.sources import KTAS_LABELS
+    labels = list(KTAS_LABELS)
     pieces = lambda text: tok.convert_ids_to_tokens(tok(text)["input_ids"])  # noqa: E731
     gen = {"max_decoding_length": args.rationale_tokens, "min_decoding_length": args.rationale_tokens,
            "no_repeat_ngram_size": GenerationConfig().no_repeat_ngram_size}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from r2d.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILENAME = "r2d_config.json"
 QUANTIZATIONS = ("auto", "4bit", "int8", "none")
@@ -149,7 +152,6 @@ class DataConfig:
     train_files: tuple[str, ...] = ()
     # validation picks the best checkpoint (Stage 1: loss; Stage 2: label macro-F1)
     val_files: tuple[str, ...] = ()
-    test_files: tuple[str, ...] = ()
     # closed label set; empty = the sorted distinct labels of the training files
     label_set: tuple[str, ...] = ()
 
@@ -266,9 +268,26 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+# keys that earlier versions wrote into r2d_config.json and that nothing ever read: saved model directories
+# (the committed one's until it was rewritten, runs/ of older builds) must still load, so these are dropped
+# with a note instead of being rejected like other unknown keys
+RETIRED_KEYS = {"data": ("test_files",)}
+
+
+def _drop_retired(data: dict[str, Any]) -> dict[str, Any]:
+    out = dict(data)
+    for section, keys in RETIRED_KEYS.items():
+        node = out.get(section)
+        if isinstance(node, dict) and any(k in node for k in keys):
+            logger.info("ignoring retired config key(s) %s (nothing reads them)",
+                        ", ".join(f"{section}.{k}" for k in keys if k in node))
+            out[section] = {k: v for k, v in node.items() if k not in keys}
+    return out
+
+
 def config_from_dict(data: dict[str, Any]) -> R2DConfig:
     """Build a config from a (possibly partial) nested dict. Raises ConfigError."""
-    return _build(R2DConfig, data, "")
+    return _build(R2DConfig, _drop_retired(data) if isinstance(data, dict) else data, "")
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:

@@ -33,10 +33,12 @@ from r2d.rules import KTAS_LABEL_NAMES, TriageFacts, format_value, write_rationa
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KTAS_LABEL_NAMES", "KTAS_TRIAGE_COLUMNS", "KTAS_POST_TRIAGE_COLUMNS", "ktas_case_text",
-           "clean_chief_complaint", "load_ktas", "load_ktas_nurse_labels", "load_pubmedqa", "load_medreason",
-           "load_medmcqa", "strip_answer_prefix"]
+__all__ = ["KTAS_LABEL_NAMES", "KTAS_LABELS", "KTAS_TASK", "ktas_meta", "KTAS_TRIAGE_COLUMNS",
+           "KTAS_POST_TRIAGE_COLUMNS", "ktas_case_text", "clean_chief_complaint", "load_ktas", "load_ktas_nurse_labels", "load_pubmedqa",
+           "load_medreason", "load_medmcqa", "strip_answer_prefix"]
 
+KTAS_TASK = "ktas-triage"
+KTAS_LABELS = tuple(KTAS_LABEL_NAMES)  # "1" (resuscitation) ... "5" (non-urgent)
 KTAS_TRIAGE_COLUMNS = ("Sex", "Age", "Arrival mode", "Injury", "Chief_complain", "Mental", "Pain", "NRS_pain",
                        "SBP", "DBP", "HR", "RR", "BT", "Saturation")
 # known only after triage (or about the site / the nurse): never part of a case text
@@ -51,6 +53,12 @@ _MENTAL = {"1": "alert", "2": "verbal", "3": "pain", "4": "unresponsive"}
 _PAIN = {"0": False, "1": True}
 _VITAL_COLUMNS = {"sbp": "SBP", "dbp": "DBP", "heart_rate": "HR", "resp_rate": "RR", "temperature": "BT",
                   "spo2": "Saturation"}
+
+
+def ktas_meta() -> dict[str, Any]:
+    """What a KTAS model and its data manifest record about the labels (task, ordinal, label_names): a new,
+    JSON-ready dict each call, for `ModelMeta(**...)`-style keyword arguments."""
+    return {"task": KTAS_TASK, "ordinal": True, "label_names": dict(KTAS_LABEL_NAMES)}
 
 
 def _require_file(path: str | Path, what: str) -> Path:

@@ -28,7 +28,7 @@ import pytest  # noqa: E402
 
 from r2d.config import ArchConfig, GenerationConfig  # noqa: E402
 from r2d.data import Example  # noqa: E402
-from r2d.rules import KTAS_LABEL_NAMES  # noqa: E402
+from r2d.sources import KTAS_LABEL_NAMES, KTAS_LABELS, ktas_meta  # noqa: E402
 
 # Test modules take these through the fixtures below (root, tiny_arch, ktas_labels, ...), not by importing conftest
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,6 @@ EXAMPLES_FILE = ROOT / "examples" / "triage_cases.jsonl"
 TINY_ARCH = ArchConfig(vocab_size=300, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_decoder_layers=1,
                        num_heads=2, dropout_rate=0.0)
 KTAS_NAMES = dict(KTAS_LABEL_NAMES)
-KTAS_LABELS = list(KTAS_NAMES)
 TINY_CONFIG = ROOT / "training" / "configs" / "tiny_cpu.json"
 REVIEW_CASE = "chest pain, BP 88/50, HR 124"
 
@@ -124,7 +123,7 @@ def tiny_tokenizer():
     for e in _corpus_examples():
         texts += [predict_prompt(e.case_text), explain_prompt(e.case_text),
                   explain_given_label_prompt(e.case_text, e.label), e.rationale]
-    texts += KTAS_LABELS + ["yes", "no", "maybe"]
+    texts += list(KTAS_LABELS) + ["yes", "no", "maybe"]
     return train_tokenizer(texts * 3, vocab_size=TINY_ARCH.vocab_size)
 
 
@@ -141,7 +140,7 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     from r2d.artifacts import ModelMeta, save_model_dir
     from training.scratch import new_t5
     out = tmp_path_factory.mktemp("tiny_model")
-    meta = ModelMeta(label_set=tuple(KTAS_LABELS), ordinal=True, task="ktas-triage", label_names=KTAS_NAMES)
+    meta = ModelMeta(label_set=KTAS_LABELS, **ktas_meta())
     save_model_dir(new_t5(tiny_tokenizer, TINY_ARCH, seed=0), tiny_tokenizer, out, meta)
     return out
 
@@ -190,7 +189,7 @@ class FakePredictor:
     low top probability. Calls are counted in `calls` so tests can check what the app asked for.
     """
 
-    label_set = tuple(KTAS_LABELS)
+    label_set = KTAS_LABELS
     label_names = KTAS_NAMES
     ordinal = True
     model_id = "fake-r2d"
@@ -344,7 +343,7 @@ def current_model(tmp_path, tiny_tokenizer):
     from r2d.config import load_config
     from training.scratch import new_t5
     cfg = load_config(TINY_CONFIG)
-    meta = ModelMeta(label_set=tuple(KTAS_LABELS), label_names=KTAS_NAMES, ordinal=True, task="ktas-triage")
+    meta = ModelMeta(label_set=KTAS_LABELS, **ktas_meta())
     return save_model_dir(new_t5(tiny_tokenizer, cfg.arch, seed=0), tiny_tokenizer, tmp_path / "current", meta, cfg)
 
 

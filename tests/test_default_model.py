@@ -106,6 +106,7 @@ def test_collect_ablation_gives_mean_and_sd_per_arm_in_arm_order(tmp_path):
     table = default_model.ablation_table(ablation)
     assert "| recipe (all levers) | 3 | 0.500 ± 0.200 | 0.500 ± 0.000 |" in table
     assert "500 Stage-1 + 80 Stage-2 steps" in table and "seeds 0, 1, 2" in table and "(n = 127)" in table
+    assert "decoding not recorded" in table  # no evaluation report beside these summaries
     assert json.loads((tmp_path / default_model.ABLATION_FILENAME).read_text()) == ablation
 
 
@@ -114,7 +115,7 @@ def test_stage2_config_points_at_the_splits_and_the_balanced_file(tmp_path):
     cfg = default_model.stage_configs(load_config(TINY), files, 22, tmp_path / "train_balanced.jsonl")
     assert cfg.optim.max_steps == 22 and cfg.optim.eval_steps <= 22 // 4
     assert cfg.data.train_files == (str(tmp_path / "train_balanced.jsonl"),)
-    assert cfg.data.val_files == (str(files["val"]),) and cfg.data.test_files == (str(files["test"]),)
+    assert cfg.data.val_files == (str(files["val"]),)
 
 
 def test_class_balance_lifts_the_rare_levels():
@@ -155,3 +156,12 @@ def test_unknown_ablation_arm_is_a_clear_error(tmp_path):
     from r2d.errors import ConfigError
     with pytest.raises(ConfigError, match="no such lever"):
         default_model.run_ablation(load_config(TINY), {}, tmp_path, [0], 2, 2, only=["no such lever"])
+
+
+def test_the_committed_config_loads_and_a_retired_test_files_key_is_ignored(tmp_path):
+    committed = json.loads((default_model.DEFAULT_OUT / "r2d_config.json").read_text(encoding="utf-8"))
+    assert load_config(default_model.DEFAULT_OUT / "r2d_config.json").data.val_files == tuple(
+        committed["data"]["val_files"])
+    old = tmp_path / "r2d_config.json"  # as builds before data.test_files was retired wrote it
+    old.write_text(json.dumps({**committed, "data": {**committed["data"], "test_files": ["test.jsonl"]}}))
+    assert load_config(old) == load_config(default_model.DEFAULT_OUT / "r2d_config.json")

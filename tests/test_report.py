@@ -6,13 +6,11 @@ import json
 import pytest
 
 from r2d.data import load_examples
+from r2d.sources import KTAS_LABELS
 from training import report
 
-LABELS = ["1", "2", "3", "4", "5"]
-
-
 def fake_run(macro_f1: float, accuracy: float, fidelity: float | None = None) -> dict:
-    per_class = {label: {"f1": macro_f1, "precision": 0.0, "recall": 0.0, "support": 1, "predicted": 1} for label in LABELS}
+    per_class = {label: {"f1": macro_f1, "precision": 0.0, "recall": 0.0, "support": 1, "predicted": 1} for label in KTAS_LABELS}
     m = {"accuracy": accuracy, "macro_f1": macro_f1, "under_triage_rate": 0.1, "over_triage_rate": 0.2,
          "bleu": 0.5, "consistency": 0.9, "sufficiency": 0.6}
     if fidelity is not None:

@@ -127,8 +127,7 @@ def stage2_train_file(train_file: Path, recipe: Recipe) -> Path:
 def stage_configs(cfg: R2DConfig, files: dict[str, Path], stage2_steps: int,
                   train2: Path | None = None) -> R2DConfig:
     """The Stage-2 config: the data files and step count (Stage 1 runs in training.pretrain)."""
-    data = replace(cfg.data, train_files=(str(train2 or files["train"]),), val_files=(str(files["val"]),),
-                   test_files=(str(files["test"]),))
+    data = replace(cfg.data, train_files=(str(train2 or files["train"]),), val_files=(str(files["val"]),))
     eval_steps = max(1, min(cfg.optim.eval_steps, stage2_steps // 4))
     return replace(cfg, data=data, optim=replace(cfg.optim, max_steps=stage2_steps, eval_steps=eval_steps))
 
@@ -311,7 +310,8 @@ def collect_ablation(work: Path) -> dict[str, Any]:
                           "n": mine[0]["n"]} | {k: _mean_sd([r[k] for r in mine]) for k in ABLATION_METRICS}
     steps = {(r["stage1_steps"], r["stage2_steps"]) for r in runs}
     result = {"split": "val", "arms": arms, "steps": [list(s) for s in sorted(steps)],
-              "decoding": sorted({(r["candidates"], r["quantization"]) for r in runs})}
+              "decoding": [list(d) for d in sorted({(r["candidates"], r["quantization"]) for r in runs
+                                                        if "candidates" in r})]}
     atomic_write_text(work / ABLATION_FILENAME, json.dumps(result, indent=2) + "\n")
     return result
 
@@ -321,9 +321,10 @@ ABLATION_METRICS = ("fidelity", "critical_named", "macro_f1", "accuracy")
 
 def _decoding(report: Path) -> dict[str, Any]:
     """How an arm's validation report decoded: fact-checked candidates and quantization."""
-    r = json.loads(report.read_text(encoding="utf-8")) if report.is_file() else {}
-    return {"candidates": r.get("generation", {}).get("fact_check_candidates", 0),
-            "quantization": r.get("quantization", "none")}
+    if not report.is_file():
+        return {}
+    r = json.loads(report.read_text(encoding="utf-8"))
+    return {"candidates": r.get("generation", {}).get("fact_check_candidates", 0), "quantization": r["quantization"]}
 
 
 def _mean_sd(values: Sequence[float | None]) -> dict[str, float | None]:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 from r2d.data import Example, atomic_write_text, label_counts, stratified_split, write_examples
 from r2d.errors import ConfigError, R2DError
-from r2d.sources import KTAS_LABEL_NAMES, load_ktas, load_medmcqa, load_medreason, load_pubmedqa
+from r2d.sources import ktas_meta, load_ktas, load_medmcqa, load_medreason, load_pubmedqa
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +87,7 @@ def prepare_ktas(args: argparse.Namespace) -> Prepared:
     """KTAS: stratified train/val/test of the whole file, duplicated visits kept together."""
     fractions = split_fractions(args.val, args.test)
     parts = grouped_stratified_split(load_ktas(args.source), fractions, seed=args.seed)
-    extra = {"task": "ktas-triage", "ordinal": True, "label_names": KTAS_LABEL_NAMES}
-    return dict(zip(SPLITS, parts)), [Path(args.source)], extra
+    return dict(zip(SPLITS, parts)), [Path(args.source)], ktas_meta()
 
 
 def prepare_pubmedqa(args: argparse.Namespace) -> Prepared:

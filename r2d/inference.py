@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -26,7 +26,7 @@ from transformers.generation.stopping_criteria import StoppingCriteria, Stopping
 from transformers.generation.streamers import BaseStreamer
 
 from r2d.config import GenerationConfig, ModelConfig
-from r2d.errors import ConfigError, DatasetSchemaError, InvalidCaseError, ModelLoadError
+from r2d.errors import ConfigError, InvalidCaseError, ModelLoadError
 from r2d.factcheck import least_contradicted
 from r2d.limits import text_problems
 from r2d.modeling import LoadedModel
@@ -56,20 +56,6 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with the field names as keys."""
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Prediction":
-        """The Prediction of a to_dict() dict. Raises DatasetSchemaError for missing or mistyped fields."""
-        names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in data]
-        if missing:
-            raise DatasetSchemaError(f"prediction record lacks {', '.join(missing)}; it was not written by Prediction.to_dict")
-        if not isinstance(data["probabilities"], dict) or not isinstance(data["timings"], dict):
-            raise DatasetSchemaError("prediction record: probabilities and timings must be objects")
-        values = {n: data[n] for n in names}
-        values["probabilities"] = {str(k): float(v) for k, v in data["probabilities"].items()}
-        values["timings"] = {str(k): float(v) for k, v in data["timings"].items()}
-        return cls(**values)
 
 
 class _TokenHook(BaseStreamer):

@@ -569,24 +569,8 @@ class ReviewStore:
             conn.execute("INSERT INTO exports (created_at, exported_by, out_dir, meta) VALUES (?, ?, ?, ?)",
                          (utc_now(), exported_by, str(out_dir), json.dumps(meta, ensure_ascii=False)))
 
-    def exports(self) -> list[dict[str, Any]]:
-        """Logged exports, oldest first."""
-        with self._read() as conn:
-            rows = conn.execute("SELECT * FROM exports ORDER BY export_id").fetchall()
-        return [{**dict(r), "meta": json.loads(r["meta"])} for r in rows]
-
     def browser_secret(self) -> str:
         """A per-database secret for encrypting the browser's saved queue position; stable across restarts."""
         with self._write() as conn:
             conn.execute("INSERT OR IGNORE INTO store_meta VALUES ('browser_secret', ?)", (secrets.token_hex(16),))
             return str(conn.execute("SELECT value FROM store_meta WHERE key='browser_secret'").fetchone()[0])
-
-    def integrity_check(self) -> str:
-        """SQLite's integrity_check result ('ok' when the file is sound)."""
-        with self._read() as conn:
-            return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
-
-    def journal_mode(self) -> str:
-        """SQLite's journal mode of the file ('wal')."""
-        with self._read() as conn:
-            return str(conn.execute("PRAGMA journal_mode").fetchone()[0])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
+from contextlib import closing
 
 import pytest
 
@@ -164,7 +166,9 @@ def test_sidecar_records_model_policy_counts_and_findings(reviewed_store, tmp_pa
     assert meta["rationale_source"] == RATIONALE_SOURCE and meta["config"] == {"app": {"port": 1}}
     assert [f["text"] for f in meta["identifier_findings"]] == ["Mr. Jones"]
     assert sum(meta["labels"].values()) == 21
-    assert reviewed_store.exports()[-1]["meta"]["counts"] == meta["counts"]
+    with closing(sqlite3.connect(reviewed_store.path)) as conn:  # the store's audit trail logged the same export
+        logged = conn.execute("SELECT exported_by, meta FROM exports ORDER BY export_id DESC LIMIT 1").fetchone()
+    assert (logged[0], json.loads(logged[1])["counts"]) == ("Nurse A", meta["counts"])
     # the audit chains' heads leave the database with every export, so a later rewrite is visible
     assert meta["audit_chain_heads"] == reviewed_store.chain_heads() and len(meta["audit_chain_heads"]["reviews"]) == 64
     reviewed_store.submit(review(51))

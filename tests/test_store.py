@@ -1,6 +1,7 @@
 """The review store: append-only, idempotent, WAL, safe under concurrent writers and a kill mid-write."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -18,12 +20,25 @@ from r2d.store import ReviewStore, case_id_for
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pragma(store: ReviewStore, name: str) -> str:
+    """A PRAGMA's answer read on the store's file by a connection of its own (as any other process sees it)."""
+    with closing(sqlite3.connect(store.path)) as conn:
+        return str(conn.execute(f"PRAGMA {name}").fetchone()[0])
+
+
+def logged_exports(store: ReviewStore) -> list[tuple[str, dict]]:
+    """(exported_by, meta) of each export in the store's audit trail, oldest first."""
+    with closing(sqlite3.connect(store.path)) as conn:
+        rows = conn.execute("SELECT exported_by, meta FROM exports ORDER BY export_id").fetchall()
+    return [(who, json.loads(meta)) for who, meta in rows]
+
+
 # --- basics ---------------------------------------------------------------------------------------
 
 
 def test_new_database_is_wal_and_sound(store):
-    assert store.journal_mode() == "wal"
-    assert store.integrity_check() == "ok"
+    assert pragma(store, "journal_mode") == "wal"
+    assert pragma(store, "integrity_check") == "ok"
     assert store.count_reviews() == 0
 
 
@@ -154,7 +169,7 @@ def test_unknown_and_empty_batches(store):
 
 def test_exports_are_logged(store):
     store.log_export("Nurse A", "/tmp/x", {"counts": {"train": 3}})
-    assert [(e["exported_by"], e["meta"]["counts"]["train"]) for e in store.exports()] == [("Nurse A", 3)]
+    assert [(who, meta["counts"]["train"]) for who, meta in logged_exports(store)] == [("Nurse A", 3)]
 
 
 def test_browser_secret_is_stable_across_reopening(store):
@@ -210,7 +225,7 @@ def test_threads_and_processes_submitting_at_once_lose_nothing(tmp_path, make_re
     expected = {f"{who}-{i}" for who in [f"t{k}" for k in range(6)] + [f"p{k}" for k in range(3)] for i in range(25)}
     assert len(ids) == len(set(ids)) == 9 * 25
     assert set(ids) == expected
-    assert store.integrity_check() == "ok"
+    assert pragma(store, "integrity_check") == "ok"
 
 
 def test_kill_mid_write_keeps_every_committed_review(tmp_path, make_review):
@@ -228,7 +243,7 @@ def test_kill_mid_write_keeps_every_committed_review(tmp_path, make_review):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     reopened = ReviewStore(db)
-    assert reopened.integrity_check() == "ok"
+    assert pragma(reopened, "integrity_check") == "ok"
     stored = {r.submission_id for r in reopened.reviews()}
     assert set(committed) <= stored
     # it keeps working after the crash

@@ -29,11 +29,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import gradio as gr  # noqa: E402
 
 from r2d import review as rv  # noqa: E402
-from r2d.active import ORDERS  # noqa: E402
+from r2d.active import DEFAULT_ORDER, ORDERS  # noqa: E402
 from r2d.artifacts import model_source  # noqa: E402
 from r2d.agreement import agreement  # noqa: E402
 from r2d.auth import authenticator, load_users  # noqa: E402
-from r2d.config import CONFIG_FILENAME, ModelConfig, R2DConfig, config_to_dict, load_config, with_section  # noqa: E402
+from r2d.config import (CONFIG_FILENAME, QUANTIZATIONS, ModelConfig, R2DConfig, config_to_dict, load_config,  # noqa: E402
+                        with_section)
 from r2d.dashboard import (comparison_figure, dashboard_figures, probability_figure, reviews_per_class,  # noqa: E402
                            summarize)
 from r2d.errors import FeedbackStoreError, InvalidCaseError, R2DError, TrainingRunError  # noqa: E402
@@ -131,12 +132,17 @@ def _on_screen(shown: rv.ShownCase, case_text: str | None) -> bool:
     return case_text is None or case_id_for(case_text) == shown.case_id
 
 
+def _known_order(order: Any) -> str:
+    """A review order r2d.active knows, else the upload order (an old or forged browser value)."""
+    return order if order in ORDERS else DEFAULT_ORDER
+
+
 def _queue_of(queue: Any) -> dict[str, Any]:
     """The saved queue position, or {} for anything that is not one (an old or forged browser value)."""
     if isinstance(queue, dict) and isinstance(queue.get("batch_id"), str) and queue["batch_id"]:
-        position, order = queue.get("position", 0), queue.get("order", "upload")
+        position = queue.get("position", 0)
         return {"batch_id": queue["batch_id"], "position": position if isinstance(position, int) else 0,
-                "order": order if order in ORDERS else "upload"}
+                "order": _known_order(queue.get("order"))}
     return {}
 
 
@@ -251,7 +257,7 @@ class Handlers:
                 self.store.save_draft(reviewer, shown.case_id, draft)
 
     def _open(self, batch_id: str, position: int | None, reviewer: str, status: str = "",
-              after: int | None = None, order: str = "upload", item: int | None = None) -> dict:
+              after: int | None = None, order: str = DEFAULT_ORDER, item: int | None = None) -> dict:
         """The queue, the batch list, progress, then the item (with this reviewer's draft or review)."""
         view = rv.open_queue(self.store, batch_id, position, reviewer, after=after, order=order, item=item)
         return {**self._out(queue={"batch_id": batch_id, "position": view.position, "order": view.order},
@@ -297,7 +303,7 @@ class Handlers:
                    "Its content is back in the editor: change it and save, or move on.")
         if record.batch_id is not None:
             queue = _queue_of(queue)
-            order = queue["order"] if queue.get("batch_id") == record.batch_id else "upload"
+            order = queue["order"] if queue.get("batch_id") == record.batch_id else DEFAULT_ORDER
             return self._open(record.batch_id, None, reviewer, message, order=order, item=record.item_index)
         restored = rv.restorable_draft(self.store, reviewer, record.case_id)
         return {**self._render(back, draft=restored[1] if restored else None, status=message),
@@ -327,7 +333,7 @@ class Handlers:
         return self._out(status="⚑ Flagged for discussion; it is listed on the dashboard. Your edits stay on screen.")
 
     @ui_errors
-    def upload(self, path: str | None, name: str, request: gr.Request, order: str = "upload",
+    def upload(self, path: str | None, name: str, request: gr.Request, order: str = DEFAULT_ORDER,
                progress: gr.Progress = gr.Progress()) -> dict:
         """Store the uploaded cases (with their ids) first, then predict them chunk by chunk with a progress bar."""
         if not path:
@@ -339,14 +345,14 @@ class Handlers:
         return self.resume(info.batch_id, name, request, order, progress)
 
     @ui_errors
-    def resume(self, batch_id: str | None, name: str, request: gr.Request, order: str = "upload",
+    def resume(self, batch_id: str | None, name: str, request: gr.Request, order: str = DEFAULT_ORDER,
                progress: gr.Progress = gr.Progress()) -> dict:
         """Predict what the batch still lacks (after a crash or restart), then open the reviewer's first case."""
         if not batch_id:
             raise FeedbackStoreError("choose a saved batch first")
         rv.predict_missing(self.store, self.predictor, batch_id, self.cfg.app.batch_size,
                            progress=lambda done, total: progress((done, total), desc="Predicting", unit="cases"))
-        return self._open(batch_id, None, _who(request, name), order=order if order in ORDERS else "upload")
+        return self._open(batch_id, None, _who(request, name), order=_known_order(order))
 
     @ui_errors
     def reorder(self, queue: Any, order: str, name: str, request: gr.Request) -> dict:
@@ -355,7 +361,7 @@ class Handlers:
         queue = _queue_of(queue)
         if not queue:
             return {}  # no batch open: the choice applies when one is opened
-        return self._open(queue["batch_id"], None, _who(request, name), order=order if order in ORDERS else "upload")
+        return self._open(queue["batch_id"], None, _who(request, name), order=_known_order(order))
 
     @ui_errors
     def step(self, queue: Any, delta: int, name: str, request: gr.Request) -> dict:
@@ -653,13 +659,13 @@ def _batch_panel(c: dict[str, Any]) -> None:
     with gr.Accordion("Batch: upload cases, predict them all, then review them one by one", open=False,
                       elem_id="r2d-batch") as c["batch_panel"]:
         with gr.Row():
-            c["upload"] = gr.File(label="Cases (.csv or .jsonl with a question or case_text column, optional id)",
+            c["upload"] = gr.File(label="Cases (.csv or .jsonl with a question, case_text or case column, optional id)",
                                   file_types=[".csv", ".jsonl"], type="filepath", elem_id="r2d-upload")
             with gr.Column():
                 c["batch"] = gr.Dropdown(label="Saved batches", choices=[], elem_id="r2d-batch-choice")
                 c["resume"] = gr.Button("Open / resume batch", elem_id="r2d-resume")
         with gr.Row():
-            c["order"] = gr.Dropdown(ORDER_CHOICES, value="upload", label="Review order", elem_id="r2d-order",
+            c["order"] = gr.Dropdown(ORDER_CHOICES, value=DEFAULT_ORDER, label="Review order", elem_id="r2d-order",
                                      info="Most uncertain first puts the cases a correction teaches most at the front")
         with gr.Row():
             c["prev"] = gr.Button("◀ Previous [P]", elem_id="r2d-prev")
@@ -865,7 +871,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The app's command line (unknown flags are an error, as argparse does)."""
     ap = argparse.ArgumentParser(description="Reason2Decide review app (loopback only).")
     ap.add_argument("--model", help="model directory or hub id (default: the embedded assets/models/r2d-ktas-small)")
-    ap.add_argument("--quantization", choices=("auto", "4bit", "int8", "none"))
+    ap.add_argument("--quantization", choices=QUANTIZATIONS)
     ap.add_argument("--db", help="review database path (SQLite)")
     ap.add_argument("--port", type=int)
     ap.add_argument("--config", help="JSON config file")

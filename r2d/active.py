@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 ORDERS = ("upload", "least_confident", "disagreement")
+DEFAULT_ORDER = "upload"
 
 
 def uncertainty(prediction: Mapping[str, Any], order: str) -> float | None:

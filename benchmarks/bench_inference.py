@@ -126,10 +126,11 @@ def load_variant(variant: str, dirs: dict[str, Path], threads: int):
         r2d.modeling.cpu_has_fast_4bit = lambda: False  # and the 16-bit layers are stored in float32, as there
         r2d.quantize.cpu_has_fast_4bit = lambda: False
     if variant == "4bit-stock":
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, BitsAndBytesConfig
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
         from r2d.artifacts import read_model_meta
+        from r2d.quantize import nf4_bnb_config
         torch.set_num_threads(threads)
-        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+        q = nf4_bnb_config(torch.float32)  # transformers' documented NF4 load, no double quantisation
         model = AutoModelForSeq2SeqLM.from_pretrained(dirs["full"], quantization_config=q).eval()
         loaded = LoadedModel(model, AutoTokenizer.from_pretrained(dirs["full"]), read_model_meta(dirs["full"]),
                              "random-t5", "4bit", "cpu")

@@ -280,7 +280,7 @@ def _load_full(source: str, adapter: Path | None, dtype: torch.dtype) -> Any:
         return model
     from peft import PeftModel
     # merged for inference: the plain model runs at full speed and is what 4-bit then quantizes
-    with _quiet_peft_deprecations():
+    with quiet_peft_deprecations():
         return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
 
 
@@ -292,14 +292,17 @@ def _load_int8(source: str, adapter: Path | None, device: str) -> Any:
     if adapter is None:
         return model
     from peft import PeftModel
-    with _quiet_peft_deprecations():
+    with quiet_peft_deprecations():
         return PeftModel.from_pretrained(model, str(adapter))  # LoRA stays beside the int8 layers (no merge into int8)
 
 
 @contextlib.contextmanager
-def _quiet_peft_deprecations() -> Iterator[None]:
-    # peft 0.21 reads `is_gradient_checkpointing`, which transformers 5.24 deprecates with a FutureWarning
-    # (the test suite makes those errors); only that message is silenced
+def quiet_peft_deprecations() -> Iterator[None]:
+    """Silence the one FutureWarning peft raises on every adapter load or wrap (training uses it too).
+
+    peft 0.21 reads `is_gradient_checkpointing`, which transformers 5.24 deprecates (the test suite makes
+    those warnings errors); only that message is silenced, the call itself is fine.
+    """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
         yield

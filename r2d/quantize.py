@@ -23,6 +23,7 @@ from r2d.errors import ModelLoadError
 QUANTIZED_MARKER = "r2d_quantized.json"  # a directory written by r2d.modeling.save_quantized_model_dir
 QUANTIZED_WEIGHTS = "r2d_4bit.safetensors"  # not model.safetensors: plain from_pretrained must not misread it
 QUANTIZED_FORMAT = "r2d-nf4-1"
+NF4_QUANT_TYPE = "nf4"  # bitsandbytes' 4-bit NormalFloat, QLoRA's data type
 NF4_BLOCKSIZE = 64
 CPU_PACK_ROWS = 32  # bitsandbytes' AVX512-BF16 kernel packs weights in blocks of 32 output rows
 
@@ -59,6 +60,19 @@ def import_bnb() -> Any:
     logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropHubKernelAdvice())
     import bitsandbytes
     return bitsandbytes
+
+
+def nf4_bnb_config(compute_dtype: torch.dtype, double_quant: bool = False) -> Any:
+    """transformers' BitsAndBytesConfig that loads a model's linear layers in NF4, computing in `compute_dtype`.
+
+    The one NF4 recipe for loads through transformers: QLoRA training bases (training.loading, with
+    `double_quant`, which also quantises the per-block scales) and the stock variant of
+    benchmarks/bench_inference.py. The inference path builds its layers itself (quantize_4bit_), with the
+    same NF4_QUANT_TYPE. Building it needs no bitsandbytes; loading with it does.
+    """
+    from transformers import BitsAndBytesConfig
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=NF4_QUANT_TYPE,
+                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute_dtype)
 
 
 # --- 4-bit: the big linear layers in NF4, the precision-sensitive ones and the embedding in 16 bits ----------
@@ -208,7 +222,7 @@ def fast_nf4_class() -> type:
         def _fast_arguments(self) -> tuple | None:
             state = self.weight.quant_state
             if (kernel is None or not getattr(state, "packing_format_for_cpu", False) or state.nested
-                    or state.quant_type != "nf4" or self.weight.device.type != "cpu"):
+                    or state.quant_type != NF4_QUANT_TYPE or self.weight.device.type != "cpu"):
                 return None
             return (self.weight.data.view(torch.uint8).contiguous(), state.absmax.to(torch.bfloat16).contiguous(),
                     ctypes.c_int64(self.out_features), ctypes.c_int64(self.in_features),
@@ -227,13 +241,13 @@ def nf4_linear(weight: torch.Tensor | None, shape: tuple[int, int], bias: torch.
     bnb = import_bnb()
     out_features, in_features = shape
     layer = fast_nf4_class()(in_features, out_features, bias=bias is not None, compute_dtype=compute_dtype,
-                             compress_statistics=False, quant_type="nf4", device="meta")
+                             compress_statistics=False, quant_type=NF4_QUANT_TYPE, device="meta")
     # bitsandbytes' fused CPU kernel needs whole 32-row blocks and whole quantization blocks per row
     layer.support_avx512bf16_for_cpu &= out_features % CPU_PACK_ROWS == 0 and in_features % NF4_BLOCKSIZE == 0
     if weight is None:
         return layer
     layer.weight = bnb.nn.Params4bit(weight.detach(), requires_grad=False, blocksize=NF4_BLOCKSIZE,
-                                     compress_statistics=False, quant_type="nf4", module=layer)
+                                     compress_statistics=False, quant_type=NF4_QUANT_TYPE, module=layer)
     if bias is not None:
         layer.bias = nn.Parameter(bias.detach().to(compute_dtype, copy=True), requires_grad=False)
     return layer.to(device)  # Params4bit quantizes when it moves to a real device
@@ -324,8 +338,8 @@ def write_4bit_weights(model: Any, directory: Path, source_model_id: str) -> Non
         seen.add(tensor.data_ptr())
         state[key] = tensor
     save_file(state, str(directory / QUANTIZED_WEIGHTS), metadata={"format": QUANTIZED_FORMAT})
-    marker = {"format": QUANTIZED_FORMAT, "quantization": "4bit", "quant_type": "nf4", "blocksize": NF4_BLOCKSIZE,
-              "source_model_id": source_model_id}
+    marker = {"format": QUANTIZED_FORMAT, "quantization": "4bit", "quant_type": NF4_QUANT_TYPE,
+              "blocksize": NF4_BLOCKSIZE, "source_model_id": source_model_id}
     (directory / QUANTIZED_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
 

@@ -10,13 +10,13 @@ import torch
 
 from r2d.config import ModelConfig
 from r2d.errors import ModelLoadError
-from r2d.modeling import (LoadedModel, load_model_and_tokenizer, resolve_device, resolve_quantization,
-                          save_quantized_model_dir)
+from r2d.modeling import (LoadedModel, load_model_and_tokenizer, quiet_peft_deprecations, resolve_device,
+                          resolve_quantization, save_quantized_model_dir)
 from r2d.quantize import (QUANTIZED_MARKER, QUANTIZED_WEIGHTS, HalfLinear, Int8Embedding, Int8Linear,
                           LowPrecisionEmbedding, TiedHead, bitsandbytes_available, half_precision_dtype,
                           uses_int8_16bit_layers)
 from r2d.prompts import predict_prompt
-from tests.conftest import KTAS_LABELS
+from r2d.sources import KTAS_LABELS
 
 needs_bnb = pytest.mark.skipif(not bitsandbytes_available(), reason="bitsandbytes with a native backend not installed")
 
@@ -246,3 +246,12 @@ def test_lora_adapter_with_4bit(tmp_path, tiny_model_dir, tiny_t5):
     loaded = load_model_and_tokenizer(cfg(tiny_model_dir, quantization="4bit", adapter_path=str(tmp_path / "adapter")))
     assert loaded.quantization == "4bit" and isinstance(loaded.model.lm_head, TiedHead)
     assert torch.isfinite(logits(loaded.model, loaded.tokenizer)).all()
+
+
+def test_quiet_peft_deprecations_silences_only_peft_s_one_message():
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_peft_deprecations():
+            warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning)
+            warnings.warn("something else", FutureWarning)
+    assert [str(w.message) for w in seen] == ["something else"]

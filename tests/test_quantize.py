@@ -11,10 +11,10 @@ import torch
 
 from r2d.errors import ModelLoadError
 from r2d.prompts import predict_prompt
-from r2d.quantize import (QUANTIZED_FORMAT, QUANTIZED_MARKER, QUANTIZED_WEIGHTS, HalfLinear, Int8Embedding, Int8Linear,
-                          LowPrecisionEmbedding, TiedHead, bitsandbytes_available, cpu_has_fast_4bit,
-                          half_precision_dtype, int8_16bit_layers_, load_prequantized, nf4_linear, quantize_4bit_,
-                          read_safetensors, write_4bit_weights)
+from r2d.quantize import (NF4_QUANT_TYPE, QUANTIZED_FORMAT, QUANTIZED_MARKER, QUANTIZED_WEIGHTS, HalfLinear,
+                          Int8Embedding, Int8Linear, LowPrecisionEmbedding, TiedHead, bitsandbytes_available,
+                          cpu_has_fast_4bit, half_precision_dtype, int8_16bit_layers_, load_prequantized,
+                          nf4_bnb_config, nf4_linear, quantize_4bit_, read_safetensors, write_4bit_weights)
 
 needs_bnb = pytest.mark.skipif(not bitsandbytes_available(), reason="bitsandbytes with a native backend not installed")
 
@@ -180,3 +180,10 @@ def test_load_prequantized_refuses_other_formats_and_incomplete_files(tmp_path, 
     (tmp_path / QUANTIZED_MARKER).write_text(json.dumps({"format": "r2d-nf4-0"}))
     with pytest.raises(ModelLoadError, match="format 'r2d-nf4-0'"):
         load_prequantized(tmp_path, "cpu", torch.float32)
+
+
+@pytest.mark.parametrize("double_quant", [False, True])
+def test_nf4_bnb_config_is_the_one_nf4_recipe_and_needs_no_bitsandbytes_to_build(double_quant):
+    q = nf4_bnb_config(torch.bfloat16, double_quant=double_quant)
+    assert q.load_in_4bit and not q.load_in_8bit and q.bnb_4bit_quant_type == NF4_QUANT_TYPE == "nf4"
+    assert q.bnb_4bit_use_double_quant is double_quant and q.bnb_4bit_compute_dtype == torch.bfloat16

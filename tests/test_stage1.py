@@ -1,4 +1,4 @@
-"""training.stage1 (and the shared wiring in training.common): rationale pre-training end to end on tiny data."""
+"""training.stage1: rationale pre-training end to end on tiny data."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from r2d.artifacts import read_model_meta
 from r2d.data import write_examples
-from r2d.errors import ConfigError, DatasetSchemaError, ModelLoadError
+from r2d.errors import ConfigError, DatasetSchemaError
 from training.common import TRAIN_LOG_FILENAME
 from training.stage1 import main, train_stage1
 from training.trainer import CHECKPOINT_SUBDIR
@@ -94,14 +94,6 @@ def test_stage1_needs_rationales(tmp_path, tiny_examples, tiny_config):
         train_stage1(tiny_config(train, train), None, tmp_path / "s1")
 
 
-def test_lora_on_a_random_base_is_refused(tmp_path, data_files, tiny_config):
-    with pytest.raises(ConfigError, match="pretrained base"):
-        train_stage1(tiny_config(*data_files, "adapter.use_lora=true"), None, tmp_path / "s1")
-
-
-def test_an_unloadable_init_is_a_model_load_error(tmp_path, data_files, tiny_config):
-    with pytest.raises(ModelLoadError, match="cannot load"):
-        train_stage1(tiny_config(*data_files), str(tmp_path / "no-such-model"), tmp_path / "s1")
 
 
 @pytest.mark.slow  # its own Trainer run (~1 s idle, 2.5-3 s on a loaded 2-core machine)
@@ -126,40 +118,6 @@ def test_cli_turns_r2d_errors_into_exit_messages(tmp_path, argv, message):
     with pytest.raises(SystemExit) as exc:
         main(["--out", str(tmp_path / "x"), *argv])
     assert str(exc.value.code) == message
-
-
-# --- lengths derived from the data (training.common.resolve_generation) ---------------------------
-
-
-def test_label_length_is_the_longest_label_after_tokenisation(tiny_tokenizer, tiny_examples):
-    from r2d.config import GenerationConfig
-    from training.common import resolve_generation
-    labels = ["yes", "no", "maybe"]
-    longest = max(len(tiny_tokenizer(text_target=y)["input_ids"]) for y in labels)
-    examples = [replace(e, label=y) for e, y in zip(tiny_examples, labels)]
-    g = resolve_generation(GenerationConfig(max_label_tokens=0), tiny_tokenizer, labels, examples, "r2d")
-    assert g.max_label_tokens == longest and longest > 1  # </s> included
-    assert resolve_generation(GenerationConfig(max_label_tokens=7), tiny_tokenizer, labels, examples,
-                              "r2d").max_label_tokens == 7  # a value that was set is kept
-
-
-@pytest.mark.parametrize("key, value, what", [
-    ("max_label_tokens", 1, "labels"),
-    ("max_rationale_tokens", 3, "rationales"),
-    ("max_input_tokens", 5, "r2d prompts"),
-])
-def test_every_cut_is_a_warning(tiny_tokenizer, tiny_examples, caplog, key, value, what, ktas_labels):
-    from r2d.config import GenerationConfig
-    from training.common import resolve_generation
-    g = replace(GenerationConfig(max_label_tokens=0, max_rationale_tokens=128, max_input_tokens=256), **{key: value})
-    with caplog.at_level("WARNING", logger="training.common"):
-        resolve_generation(g, tiny_tokenizer, ktas_labels, tiny_examples, "r2d")
-    assert f"of {len(tiny_examples) if what != 'labels' else len(ktas_labels)} {what} are longer than " \
-           f"generation.{key}={value} tokens" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="training.common"):
-        resolve_generation(GenerationConfig(max_label_tokens=0), tiny_tokenizer, ktas_labels, tiny_examples, "r2d")
-    assert "are cut" not in caplog.text  # the defaults cut nothing of the test data
 
 
 def test_the_derived_label_length_is_saved_with_the_model(stage1_run, ktas_labels):

@@ -1,33 +1,27 @@
-"""Wiring shared by Stage 1 and Stage 2: data, label set, model loading (full / LoRA / QLoRA), the run itself.
+"""Wiring shared by Stage 1 and Stage 2: data, label set, generation lengths, model metadata, the run itself.
 
-A base model is a local directory or a hub id and goes through the same `from_pretrained` call; no
-`init` means a new T5 from `cfg.arch` with a tokenizer fitted to the training texts. Only the best
-model ends up in the output directory, beside `r2d_model.json`, `r2d_config.json` and `train_log.json`.
+Model loading (full / LoRA / QLoRA) is in training.loading. Only the best model ends up in the output
+directory, beside `r2d_model.json`, `r2d_config.json` and `train_log.json`.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.util
 import json
 import logging
 import shutil
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
-import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from r2d.artifacts import ModelMeta, read_model_meta, save_model_dir
-from r2d.config import AdapterConfig, DataConfig, GenerationConfig, R2DConfig
+from r2d.artifacts import ModelMeta, save_model_dir
+from r2d.config import DataConfig, GenerationConfig, R2DConfig
 from r2d.data import Example, atomic_write_text, label_set, load_examples
-from r2d.errors import ConfigError, DatasetSchemaError, ModelLoadError
-from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, explain_prompt, predict_prompt
-from r2d.tokenizer import train_tokenizer
+from r2d.errors import ConfigError, DatasetSchemaError
+from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
+from training.loading import TrainingModel
 from training.prepare_data import MANIFEST
-from training.scratch import new_t5
 from training.trainer import CHECKPOINT_SUBDIR, R2DTrainer
 
 logger = logging.getLogger(__name__)
@@ -48,16 +42,6 @@ class TrainResult:
     best_step: int | None
     global_step: int
     log_path: Path
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model ready to train, its tokenizer, what an adapter sits on, and the init dir's metadata."""
-
-    model: Any
-    tokenizer: PreTrainedTokenizerBase
-    base_model: str | None  # hub id or absolute directory under a LoRA adapter; None for full models
-    init_meta: ModelMeta | None
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -136,133 +120,6 @@ def resolve_generation(generation: GenerationConfig, tokenizer: PreTrainedTokeni
     return g
 
 
-# --- models ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _quiet_peft_deprecations() -> Iterator[None]:
-    # peft 0.21 reads `is_gradient_checkpointing`, which transformers 5.24 deprecates with a FutureWarning
-    # (our pytest config makes those errors). Only that message is silenced; the call itself is fine.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
-        yield
-
-
-def quantization_config(adapter: AdapterConfig, bf16: bool) -> BitsAndBytesConfig | None:
-    """NF4 4-bit settings for a QLoRA base, or None. Raises ModelLoadError if bitsandbytes is missing."""
-    if not adapter.quantize_base_4bit:
-        return None
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise ModelLoadError("adapter.quantize_base_4bit needs bitsandbytes: pip install bitsandbytes "
-                             "(or set adapter.quantize_base_4bit=false)")
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              # T5 overflows in fp16; bf16 where the GPU has it, else fp32
-                              bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float32)
-
-
-def _resolve_init(init: str) -> str:
-    # a local directory becomes absolute, so an adapter's base_model_name_or_path works from anywhere
-    path = Path(init).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ModelLoadError(f"--init {init} is a file; pass a model directory or a hub id")
-        return str(path.resolve())
-    return init
-
-
-def _from_pretrained(name: str, cfg: R2DConfig) -> Any:
-    q = quantization_config(cfg.adapter, cfg.optim.bf16)
-    kwargs: dict[str, Any] = {"dtype": torch.float32}  # master weights in fp32; bf16 is autocast by the Trainer
-    if q is not None:
-        kwargs = {"quantization_config": q, "dtype": q.bnb_4bit_compute_dtype}
-        if torch.cuda.is_available():
-            from accelerate import PartialState
-            kwargs["device_map"] = {"": PartialState().local_process_index}  # one full copy per DDP rank
-    try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"cannot load a seq2seq model from {name!r}: not a model directory, and not a hub "
-                             f"id this machine can download ({e})") from e
-    if q is not None:
-        _keep_cpu_4bit_trainable(model)
-    return model
-
-
-def _keep_cpu_4bit_trainable(model: Any) -> None:
-    # On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit weight for a faster kernel the first time
-    # it runs in eval mode without gradients (our label scoring does) and never unpacks it; the packed
-    # kernel needs out_features % 32 == 0 and is meant for inference. Training keeps the plain layout.
-    from bitsandbytes.nn import Linear4bit
-    for module in model.modules():
-        if isinstance(module, Linear4bit):
-            module.support_avx512bf16_for_cpu = False
-
-
-def _with_lora(model: Any, adapter: AdapterConfig) -> Any:
-    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
-    if adapter.quantize_base_4bit:
-        # no gradient checkpointing: it is slow on CPU and its enabling call is deprecated in transformers 5
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    config = LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=adapter.r, lora_alpha=adapter.alpha,
-                        lora_dropout=adapter.dropout, target_modules=list(adapter.target_modules))
-    with _quiet_peft_deprecations():
-        return get_peft_model(model, config)
-
-
-def _load_adapter_dir(init: str, cfg: R2DConfig) -> tuple[Any, str]:
-    from peft import PeftModel, prepare_model_for_kbit_training
-    adapter_cfg = json.loads((Path(init) / "adapter_config.json").read_text(encoding="utf-8"))
-    base = adapter_cfg.get("base_model_name_or_path")
-    if not base:
-        raise ModelLoadError(f"{init}/adapter_config.json has no base_model_name_or_path; cannot rebuild its base")
-    model = _from_pretrained(base, cfg)
-    if cfg.adapter.quantize_base_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    with _quiet_peft_deprecations():
-        model = PeftModel.from_pretrained(model, init, is_trainable=cfg.adapter.use_lora)
-    if not cfg.adapter.use_lora:
-        model = model.merge_and_unload()  # continue as a full fine-tune of base + adapter
-    return model, base
-
-
-def load_model_for_training(init: str | None, cfg: R2DConfig, corpus: Sequence[str],
-                            tokenizer_dir: str | None = None) -> LoadedModel:
-    """Build or load the model to train, per cfg.adapter (full, LoRA, or QLoRA).
-
-    init None: new T5 from cfg.arch, tokenizer from `tokenizer_dir` or fitted to `corpus`.
-    init a directory or hub id: from_pretrained (an adapter directory brings its base back).
-    Raises ConfigError for LoRA on a random base, ModelLoadError when nothing can be loaded.
-    """
-    if init is None:
-        if cfg.adapter.use_lora:
-            raise ConfigError("adapter.use_lora needs a pretrained base (--init DIR_OR_HUB_ID): "
-                              "an adapter on random weights could never be reloaded")
-        tokenizer = (_load_tokenizer(tokenizer_dir) if tokenizer_dir
-                     else train_tokenizer(corpus, vocab_size=cfg.arch.vocab_size))
-        return LoadedModel(new_t5(tokenizer, cfg.arch, seed=cfg.optim.seed), tokenizer, None, None)
-    name = _resolve_init(init)
-    is_local = Path(name).is_dir()
-    if is_local and (Path(name) / "adapter_config.json").is_file():
-        model, base = _load_adapter_dir(name, cfg)
-    else:
-        model, base = _from_pretrained(name, cfg), name
-        if cfg.adapter.use_lora:
-            model = _with_lora(model, cfg.adapter)
-    tokenizer = _load_tokenizer(tokenizer_dir or name)
-    init_meta = read_model_meta(name) if is_local else None
-    if init_meta is not None and init_meta.prompt_version != PROMPT_VERSION:
-        logger.warning("%s was trained with prompts %s; this code uses %s", name, init_meta.prompt_version,
-                       PROMPT_VERSION)
-    return LoadedModel(model, tokenizer, base if cfg.adapter.use_lora else None, init_meta)
-
-
-def _load_tokenizer(name: str) -> PreTrainedTokenizerBase:
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"cannot load a tokenizer from {name!r} ({e})") from e
-
-
 # --- metadata and the run ------------------------------------------------------------------------
 
 
@@ -307,7 +164,7 @@ def build_meta(labels: Sequence[str], init_meta: ModelMeta | None, task: str | N
                      extra=dict(extra or {}))
 
 
-def run_training(trainer: R2DTrainer, loaded: LoadedModel, out_dir: str | Path, cfg: R2DConfig,
+def run_training(trainer: R2DTrainer, loaded: TrainingModel, out_dir: str | Path, cfg: R2DConfig,
                  meta: ModelMeta) -> TrainResult:
     """Train, save the best model with its metadata, config and train_log.json; remove the checkpoints."""
     out = Path(out_dir)

@@ -3,6 +3,7 @@
 All figures are built from plain data (probabilities, ReviewRecords), so they are tested without
 a browser. On reviewed cases the nurse's final label is the reference and the model's label the
 prediction: per-class F1 and under-/over-triage describe how often nurses had to correct the model.
+Each figure function imports plotly itself, so importing this module (and starting the app) does not.
 """
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
-
-import plotly.graph_objects as go
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from r2d.metrics import macro_f1, per_class_f1, triage_errors
 from r2d.review import format_label
 from r2d.store import ACTIONS, ReviewRecord
+
+if TYPE_CHECKING:
+    from plotly.graph_objects import Figure
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +27,7 @@ _BLUE, _ORANGE, _GREY, _RED = "#1f77b4", "#ff7f0e", "#9e9e9e", "#d62728"
 _GRID = "rgba(128, 128, 128, 0.3)"
 
 
-def _layout(fig: go.Figure, title: str, x_title: str = "", y_title: str = "") -> go.Figure:
+def _layout(fig: Figure, title: str, x_title: str = "", y_title: str = "") -> Figure:
     # transparent backgrounds and grey grid lines read on a light and a dark page alike; assets/app.css gives
     # the text the page's own colour in dark mode
     fig.update_layout(title=title, height=_HEIGHT, margin=dict(l=50, r=20, t=50, b=50),
@@ -36,13 +38,15 @@ def _layout(fig: go.Figure, title: str, x_title: str = "", y_title: str = "") ->
     return fig
 
 
-def _count_axis(fig: go.Figure, max_count: int) -> go.Figure:
+def _count_axis(fig: Figure, max_count: int) -> Figure:
     # whole numbers only: half a case on a count axis reads as a bug
     fig.update_yaxes(rangemode="tozero", tick0=0, dtick=max(1, math.ceil(max_count / 5)))
     return fig
 
 
-def _empty(title: str, message: str = "No reviews yet") -> go.Figure:
+def _empty(title: str, message: str = "No reviews yet") -> Figure:
+    import plotly.graph_objects as go
+
     fig = go.Figure()
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     fig.update_xaxes(visible=False)
@@ -51,8 +55,10 @@ def _empty(title: str, message: str = "No reviews yet") -> go.Figure:
 
 
 def probability_figure(probabilities: Mapping[str, float], label_names: Mapping[str, str],
-                       chosen: str | None = None) -> go.Figure:
+                       chosen: str | None = None) -> Figure:
     """Horizontal bar of every label's probability (label-set order, top to bottom); chosen in orange."""
+    import plotly.graph_objects as go
+
     labels = list(probabilities)
     names = [format_label(label, label_names) for label in labels]
     values = [float(probabilities[label]) for label in labels]
@@ -116,8 +122,10 @@ def _labels(label_set: Sequence[str], gold: Sequence[str], pred: Sequence[str]) 
 
 
 def label_distribution_figure(reviews: Sequence[ReviewRecord], label_set: Sequence[str],
-                              label_names: Mapping[str, str]) -> go.Figure:
+                              label_names: Mapping[str, str]) -> Figure:
     """Grouped bars: how often the model and the nurses chose each label."""
+    import plotly.graph_objects as go
+
     title = "Label distribution (model vs nurse)"
     if not reviews:
         return _empty(title)
@@ -131,8 +139,10 @@ def label_distribution_figure(reviews: Sequence[ReviewRecord], label_set: Sequen
     return _layout(fig, title, "label", "cases")
 
 
-def confidence_histogram(reviews: Sequence[ReviewRecord]) -> go.Figure:
+def confidence_histogram(reviews: Sequence[ReviewRecord]) -> Figure:
     """Histogram of the model's top-label probability, split by whether the nurse kept its label."""
+    import plotly.graph_objects as go
+
     title = "Model confidence (top-label probability)"
     if not reviews:
         return _empty(title)
@@ -147,8 +157,10 @@ def confidence_histogram(reviews: Sequence[ReviewRecord]) -> go.Figure:
     return _layout(fig, title, "top-label probability", "cases")
 
 
-def ratings_figure(reviews: Sequence[ReviewRecord]) -> go.Figure:
+def ratings_figure(reviews: Sequence[ReviewRecord]) -> Figure:
     """Bars of rationale ratings 1-5 and unrated."""
+    import plotly.graph_objects as go
+
     title = "Rationale ratings"
     if not reviews:
         return _empty(title)
@@ -160,8 +172,10 @@ def ratings_figure(reviews: Sequence[ReviewRecord]) -> go.Figure:
     return _layout(fig, title, "rating", "cases")
 
 
-def action_rates_figure(reviews: Sequence[ReviewRecord]) -> go.Figure:
+def action_rates_figure(reviews: Sequence[ReviewRecord]) -> Figure:
     """Share of reviews accepted unchanged, with an edited rationale, and with a corrected label."""
+    import plotly.graph_objects as go
+
     title = "Accept / edit / relabel rates"
     if not reviews:
         return _empty(title)
@@ -174,8 +188,10 @@ def action_rates_figure(reviews: Sequence[ReviewRecord]) -> go.Figure:
 
 
 def per_class_f1_figure(reviews: Sequence[ReviewRecord], label_set: Sequence[str],
-                        label_names: Mapping[str, str]) -> go.Figure:
+                        label_names: Mapping[str, str]) -> Figure:
     """Per-class F1 of the model's labels against the nurses' labels on reviewed cases."""
+    import plotly.graph_objects as go
+
     title = "Per-class F1 (model vs nurse label)"
     if not reviews:
         return _empty(title)
@@ -189,8 +205,10 @@ def per_class_f1_figure(reviews: Sequence[ReviewRecord], label_set: Sequence[str
     return _layout(fig, title, "label", "F1")
 
 
-def triage_figure(reviews: Sequence[ReviewRecord], ordinal: bool) -> go.Figure:
+def triage_figure(reviews: Sequence[ReviewRecord], ordinal: bool) -> Figure:
     """Under-triage (model less urgent than the nurse), agreement and over-triage counts."""
+    import plotly.graph_objects as go
+
     title = "Under- vs over-triage (model vs nurse)"
     if not ordinal:
         return _empty(title, "Labels are not ordinal: under/over-triage does not apply")
@@ -205,7 +223,7 @@ def triage_figure(reviews: Sequence[ReviewRecord], ordinal: bool) -> go.Figure:
 
 
 def dashboard_figures(reviews: Sequence[ReviewRecord], label_set: Sequence[str],
-                      label_names: Mapping[str, str], ordinal: bool) -> dict[str, go.Figure]:
+                      label_names: Mapping[str, str], ordinal: bool) -> dict[str, Figure]:
     """Every dashboard figure by name, in display order."""
     return {
         "labels": label_distribution_figure(reviews, label_set, label_names),
@@ -226,9 +244,11 @@ def reviews_per_class(reviews: Sequence[ReviewRecord], label_set: Sequence[str],
         f"{format_label(label, label_names)}: {counts[label]}" for label in labels)
 
 
-def comparison_figure(comparison: Mapping[str, Any], compared: Sequence[tuple[str, str, bool]]) -> go.Figure:
+def comparison_figure(comparison: Mapping[str, Any], compared: Sequence[tuple[str, str, bool]]) -> Figure:
     """Grouped bars of a training.improve comparison: the current and the new model on each data set and
     metric (rates, 0-1; under-triage is better when lower, as its label says)."""
+    import plotly.graph_objects as go
+
     title = "Current vs new model"
     x, old, new = [], [], []
     for name, row in comparison.get("sets", {}).items():

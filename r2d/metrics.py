@@ -7,8 +7,10 @@ BLEU is the paper's: NLTK sentence BLEU-4 with smoothing method4 on `nltk.word_t
 lowercased texts, exactly, where NLTK's Punkt data is installed; it is not on PyPI, so on a machine
 without it the Punkt sentence split is replaced by a split after ., ! or ? and whitespace and each
 sentence goes through the same NLTK word tokenizer (`bleu_tokenizer()` says which ran; the two differ
-only where Punkt would not end a sentence, e.g. after an abbreviation). Consistency and sufficiency are the
-Reason2Decide-C definitions (see /work/shared/reference/METHOD.md).
+only where Punkt would not end a sentence, e.g. after an abbreviation). NLTK is imported where BLEU is
+computed, not with this module (about 1,900 modules). Consistency and sufficiency are the
+Reason2Decide-C definitions (consistency() and sufficiency() below; docs/EVALUATION.md, "How each figure
+is computed").
 """
 from __future__ import annotations
 
@@ -19,11 +21,6 @@ import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
-
-import nltk
-from nltk.tokenize import word_tokenize
-from nltk.translate.bleu_score import SmoothingFunction
-from nltk.translate.bleu_score import sentence_bleu as _nltk_sentence_bleu
 
 from r2d.data import _label_key
 from r2d.errors import R2DError
@@ -182,6 +179,8 @@ def triage_errors(gold: Sequence[str], pred: Sequence[str], ordinal: bool = True
 
 @functools.lru_cache(maxsize=1)
 def _has_punkt() -> bool:
+    import nltk
+
     for resource in ("tokenizers/punkt_tab/english/", "tokenizers/punkt/english.pickle"):
         try:
             nltk.data.find(resource)
@@ -201,6 +200,8 @@ def bleu_tokenizer() -> str:
 
 def bleu_tokens(text: str) -> list[str]:
     """The paper's BLEU tokens, nltk.word_tokenize(text.lower()); without Punkt, the closest NLTK-only match."""
+    from nltk.tokenize import word_tokenize
+
     text = text.lower()
     if _has_punkt():
         return word_tokenize(text)
@@ -212,13 +213,16 @@ def sentence_bleu(reference: str, hypothesis: str) -> float:
 
     An empty hypothesis or reference scores 0.0 (nothing matches).
     """
+    from nltk.translate.bleu_score import SmoothingFunction
+    from nltk.translate.bleu_score import sentence_bleu as nltk_sentence_bleu
+
     ref, hyp = bleu_tokens(reference), bleu_tokens(hypothesis)
     if not ref or not hyp:
         return 0.0
     with warnings.catch_warnings():
         # NLTK warns on every short sentence lacking some n-gram order; smoothing already handles it
         warnings.simplefilter("ignore", UserWarning)
-        return float(_nltk_sentence_bleu([ref], hyp, smoothing_function=SmoothingFunction().method4))
+        return float(nltk_sentence_bleu([ref], hyp, smoothing_function=SmoothingFunction().method4))
 
 
 def mean_sentence_bleu(references: Sequence[str], hypotheses: Sequence[str]) -> float:

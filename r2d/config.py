@@ -99,7 +99,8 @@ class ArchConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    # the authors' 5e-5 is for pretrained T5-Large; a small model from scratch needs a larger step
+    # the authors' 5e-5, for fine-tuning a pretrained T5; a model trained from random weights needs a larger step,
+    # which its config sets (ktas_cpu.json and default_model.json: 1e-3)
     learning_rate: float = 5e-5
     weight_decay: float = 0.0
     batch_size: int = 8
@@ -215,7 +216,8 @@ def validate(cfg: R2DConfig) -> None:
     if not 0.0 <= s.sampling_cap <= 1.0:
         raise ConfigError(f"stage2.sampling_cap must be in [0, 1], got {s.sampling_cap}")
     if cfg.adapter.quantize_base_4bit and not cfg.adapter.use_lora:
-        raise ConfigError("adapter.quantize_base_4bit (QLoRA) needs adapter.use_lora=true: a 4-bit base cannot be fully fine-tuned")
+        raise ConfigError("adapter.quantize_base_4bit (QLoRA) needs adapter.use_lora=true: "
+                          "a 4-bit base cannot be fully fine-tuned")
     if cfg.generation.fact_check_candidates < 0 or cfg.generation.num_beams < 1:
         raise ConfigError("generation.fact_check_candidates must be >= 0 and generation.num_beams >= 1")
     for name in ("batch_size", "max_steps", "eval_steps", "gradient_accumulation_steps"):

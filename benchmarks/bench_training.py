@@ -35,8 +35,9 @@ DEFAULT_CONFIG = ROOT / "training" / "configs" / "default_model.json"
 T5_VOCAB = 32128
 SMALL = ArchConfig(vocab_size=T5_VOCAB, d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_decoder_layers=8,
                    num_heads=6, dropout_rate=0.0)  # flan-t5-small (gated-GELU MLP)
-# name -> (stage2.method, overrides of Stage2Config); R2D-C is the two options together (authors' lambda 0.1)
-METHODS = {
+# the benchmark's rows: name -> (stage2.method, overrides of Stage2Config); R2D-C is the two options together
+# (authors' lambda 0.1)
+BENCH_METHODS = {
     "sft": ("sft", {}),
     "dss": ("dss", {}),
     "r2d": ("r2d", {}),
@@ -98,7 +99,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     imports_mb = rss_mb("VmRSS")
     cfg = base_config(args.shape)
-    method, options = METHODS[name]
+    method, options = BENCH_METHODS[name]
     steps = args.warmup + args.steps
     batch = args.batch_size or cfg.optim.batch_size
     examples = load_ktas(SHARED / "ktas" / "data.csv")[:max(batch * steps, 64)]
@@ -150,7 +151,8 @@ def print_table(rows: list[dict], args: argparse.Namespace, load: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", choices=("default", "small"), default="default")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
+    names = ", ".join(BENCH_METHODS)
+    p.add_argument("--methods", default=",".join(BENCH_METHODS), help=f"comma-separated, from {names}")
     p.add_argument("--steps", type=int, default=20, help="timed optimiser steps per method")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (allocations, first-call costs)")
     p.add_argument("--batch-size", type=int, default=0, help="0 = the config's optim.batch_size")
@@ -168,9 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     if not (SHARED / "ktas" / "data.csv").is_file():
         raise SystemExit(f"KTAS data not found at {SHARED / 'ktas' / 'data.csv'} (set R2D_SHARED_DATA)")
     names = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in names if m not in METHODS]
+    unknown = [m for m in names if m not in BENCH_METHODS]
     if unknown:
-        raise SystemExit(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        raise SystemExit(f"unknown method(s) {unknown}; choose from {', '.join(BENCH_METHODS)}")
     load = Path("/proc/loadavg").read_text().split()[0]
     best: dict[str, dict] = {}
     for round_ in range(args.repeat):  # rounds interleave the methods, so a busy moment hits all of them alike

@@ -10,7 +10,8 @@ from r2d.sources import KTAS_LABELS
 from training import report
 
 def fake_run(macro_f1: float, accuracy: float, fidelity: float | None = None) -> dict:
-    per_class = {label: {"f1": macro_f1, "precision": 0.0, "recall": 0.0, "support": 1, "predicted": 1} for label in KTAS_LABELS}
+    scores = {"f1": macro_f1, "precision": 0.0, "recall": 0.0, "support": 1, "predicted": 1}
+    per_class = {label: dict(scores) for label in KTAS_LABELS}
     m = {"accuracy": accuracy, "macro_f1": macro_f1, "under_triage_rate": 0.1, "over_triage_rate": 0.2,
          "bleu": 0.5, "consistency": 0.9, "sufficiency": 0.6}
     if fidelity is not None:
@@ -59,7 +60,8 @@ def test_finished_runs_are_not_trained_again(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a cached run was trained again")
     monkeypatch.setattr("training.stage2.train_stage2", no_training)
-    result = report.train_and_evaluate(report.METHODS["sft"], report.INITS["random"], 3, None, {}, tmp_path, (1, 1))
+    sft, random_init = report.REPORT_METHODS["sft"], report.INITS["random"]
+    result = report.train_and_evaluate(sft, random_init, 3, None, {}, tmp_path, (1, 1))
     assert result["metrics"]["macro_f1"] == 0.3
 
 
@@ -77,7 +79,8 @@ def test_every_method_gets_the_same_start_and_total_steps(tmp_path, monkeypatch)
     cfg = report.load_config(report.ROOT / "training" / "configs" / "ktas_cpu.json")
     for init in ("stage1", "random"):
         for name in ("sft", "dss", "r2d"):
-            report.train_and_evaluate(report.METHODS[name], report.INITS[init], 0, cfg, files, tmp_path, (30, 20))
+            method = report.REPORT_METHODS[name]
+            report.train_and_evaluate(method, report.INITS[init], 0, cfg, files, tmp_path, (30, 20))
     stage1_dir = str(tmp_path / "seed0" / "stage1")
     assert calls == [("stage1", 30, None), ("sft", 20, stage1_dir), ("dss", 20, stage1_dir), ("r2d", 20, stage1_dir),
                      ("sft", 50, None), ("dss", 50, None), ("r2d", 50, None)]

@@ -13,14 +13,15 @@ from typing import Any, Sequence
 import torch
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
-from r2d.config import GenerationConfig
+from r2d.config import METHODS, GenerationConfig
 from r2d.data import Example
 from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
 from r2d.scoring import tokenize_inputs, tokenize_targets
 
-# stage1 = the label-free explain task (case -> rationale); r2d = predict + explain given a (sampled) label;
-# sft = predict only; dss = predict + label-free explain (distilling step-by-step)
-MODES = ("stage1", "r2d", "sft", "dss")
+# stage1 = the label-free explain task (case -> rationale), then Stage 2's methods (r2d.config.METHODS):
+# r2d = predict + explain given a (sampled) label; sft = predict only; dss = predict + label-free explain
+# (distilling step-by-step)
+MODES = ("stage1", *METHODS)
 # which parts a batch needs per mode
 _NEEDS_PREDICT = {"r2d", "sft", "dss"}
 _NEEDS_EXPLAIN_INPUT = {"stage1", "dss"}

@@ -69,7 +69,8 @@ class Init:
     from_stage1: bool
 
 
-METHODS = {
+# the report's rows (Stage-2 method plus options, r2d.config.METHODS and R2D-C) by name
+REPORT_METHODS = {
     "sft": Method("sft", "SFT (label only)", ("stage2.method=sft",)),
     "dss": Method("dss", "DSS (distilling step-by-step)", ("stage2.method=dss",)),
     "r2d": Method("r2d", "Reason2Decide", ("stage2.method=r2d",)),
@@ -233,7 +234,7 @@ def summary_rows(by_method: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
     for name, by_seed in by_method.items():
         cells = [_mean_sd([r["metrics"][k] for r in by_seed.values() if k in r["metrics"]]) for k in REPORTED]
         cells.append(_mean_sd([degenerate_rate(r) for r in by_seed.values()]))
-        rows.append(f"| {METHODS[name].title} | {len(by_seed)} | " + " | ".join(cells) + " |")
+        rows.append(f"| {REPORT_METHODS[name].title} | {len(by_seed)} | " + " | ".join(cells) + " |")
     return rows
 
 
@@ -242,14 +243,14 @@ def baseline_row(baseline: dict[str, Any] | None) -> list[str]:
         return []
     m = baseline["metrics"]
     cells = [f"{m[k]:.3f}" if k in m else "-" for k in REPORTED]
-    return [f"| Linear baseline (labels only, deterministic) | 1 | " + " | ".join(cells) + " | - |"]
+    return ["| Linear baseline (labels only, deterministic) | 1 | " + " | ".join(cells) + " | - |"]
 
 
 def per_class_rows(by_method: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
     rows = []
     for name, by_seed in by_method.items():
         cells = [_mean_sd([r["per_class"][label]["f1"] for r in by_seed.values()]) for label in KTAS_LABELS]
-        rows.append(f"| {METHODS[name].title} | " + " | ".join(cells) + " |")
+        rows.append(f"| {REPORT_METHODS[name].title} | " + " | ".join(cells) + " |")
     return rows
 
 
@@ -266,7 +267,8 @@ def arch_shape(arch: Any) -> dict[str, Any]:
 
 
 def render_pubmedqa(runs: dict[int, dict[str, Any]], baseline: dict[str, Any], counts: dict[str, int],
-                    steps: tuple[int | str, int | str], arch: Any, sizes: tuple[int, int], seconds: list[float]) -> list[str]:
+                    steps: tuple[int | str, int | str], arch: Any, sizes: tuple[int, int],
+                    seconds: list[float]) -> list[str]:
     """The PubMedQA section: Reason2Decide over seeds beside the majority class and the paper's figure.
 
     `counts`: cases per split and "labels" (the data's manifest); `sizes`: parameters of our arch and of T5-Large;
@@ -369,11 +371,12 @@ def render(results: Results, missing: list[str], nurse: dict[str, float], comman
         "nurse-triage data. Our model is about 1/400 of T5-Large's size, starts from random weights, learns from "
         "under 900 cases with rule-written rationales, and is scored on a different data set: the figures are not "
         "comparable, only the ranking of methods under equal conditions is.",
-        f"- **Best macro-F1 here:** {METHODS[best[2]].title}, {INITS[best[1]].title.lower()} ({best[0]:.3f})."
+        f"- **Best macro-F1 here:** {REPORT_METHODS[best[2]].title}, {INITS[best[1]].title.lower()} ({best[0]:.3f})."
         if best else "- No run finished.",
         "", "## How each figure is computed", "",
         "- Labels: the label-set member with the largest summed token log-likelihood (`</s>` included) under "
-        f"`{predict_prompt('x')}` (r2d.scoring); accuracy and macro-F1 on exact label match (scikit-learn's macro convention). "
+        f"`{predict_prompt('x')}` (r2d.scoring); accuracy and macro-F1 on exact label match "
+        "(scikit-learn's macro convention). "
         "R2D-C's confidence is the geometric-mean token probability of that label, which is comparable across "
         "labels of different token lengths.",
         f"- Rationales are decoded greedily with the prompt each method trained on: DSS `{explain_prompt('{case}')}`, "
@@ -439,7 +442,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--ktas", type=Path, default=default_model.DEFAULT_KTAS)
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "report")
     p.add_argument("--config", type=Path, default=ROOT / "training" / "configs" / "ktas_cpu.json")
-    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    p.add_argument("--methods", nargs="+", choices=list(REPORT_METHODS), default=list(REPORT_METHODS))
     p.add_argument("--inits", nargs="+", choices=list(INITS), default=list(INITS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--stage1-steps", type=int, default=None, help="default: the config's optim.max_steps")
@@ -474,7 +477,7 @@ def run_pubmedqa(args: argparse.Namespace, cfg: R2DConfig, steps: tuple[int, int
             missing.append(f"PubMedQA r2d seed {seed}")
             continue
         logger.info("PubMedQA: Reason2Decide, seed %d", seed)
-        runs[seed] = train_and_evaluate(METHODS["r2d"], INITS["stage1"], seed, cfg, files, work, steps, meta={},
+        runs[seed] = train_and_evaluate(REPORT_METHODS["r2d"], INITS["stage1"], seed, cfg, files, work, steps, meta={},
                                         limit=args.pubmedqa_limit)
     ns = {r["n"] for r in runs.values()}
     baseline = majority_baseline(files["train"], files["test"], ns.pop() if len(ns) == 1 else args.pubmedqa_limit)
@@ -517,7 +520,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
                     continue
                 logger.info("run %s from %s, seed %d", name, init, seed)
                 results.setdefault(init, {}).setdefault(name, {})[seed] = train_and_evaluate(
-                    METHODS[name], INITS[init], seed, cfg, files, args.work, steps)
+                    REPORT_METHODS[name], INITS[init], seed, cfg, files, args.work, steps)
     pubmedqa = run_pubmedqa(args, cfg, steps, missing) if args.pubmedqa else []
     text = render(results, missing, nurse_baseline(args.ktas, files["test"]), command, steps,
                   _bertscore_note(results), linear_baseline(files["train"].parent),

@@ -1,7 +1,6 @@
 """The evaluation command: metrics from known predictions, the model loop, the report and the CLI."""
 from __future__ import annotations
 
-import hashlib
 import json
 from types import SimpleNamespace
 
@@ -13,11 +12,12 @@ from r2d.config import load_config, save_config
 from r2d.data import Example, write_examples
 from r2d.errors import DatasetSchemaError
 from r2d.metrics import MetricInputError
-from r2d.rules import KTAS_LABEL_NAMES
+from r2d.sources import KTAS_LABELS
 from training import evaluate
 from training.evaluate import evaluate_model, evaluate_predictions
+from training.prepare_data import file_sha256
 
-KTAS = list(KTAS_LABEL_NAMES)
+KTAS = list(KTAS_LABELS)
 GOLD_RATIONALE = "hypotension with tachycardia and chest pain suggests shock and needs emergent care"
 
 
@@ -134,9 +134,9 @@ def test_misaligned_predictions_raise(n_predictions):
         evaluate_predictions(make_examples(("1", "2")), [make_prediction("1")] * n_predictions)
 
 
-CRITICAL_CASE = ("70-year-old man, arrived by public ambulance, not an injury. Chief complaint: dyspnea. Mental status: "
-                 "alert. No pain. Blood pressure 130/80 mmHg, heart rate 90/min, respiratory rate 30/min, "
-                 "temperature 36.5 °C, SpO2 84%.")
+CRITICAL_CASE = ("70-year-old man, arrived by public ambulance, not an injury. Chief complaint: dyspnea. "
+                 "Mental status: alert. No pain. Blood pressure 130/80 mmHg, heart rate 90/min, "
+                 "respiratory rate 30/min, temperature 36.5 °C, SpO2 84%.")
 
 
 def test_fidelity_and_critical_findings_named_are_reported():
@@ -211,12 +211,6 @@ def test_format_table_names_the_bertscore_model_and_its_caveat():
     assert FakeScorer.model_id in table and "NOT the paper's roberta-large" in table
 
 
-def test_file_sha256(tmp_path):
-    path = tmp_path / "x.bin"
-    path.write_bytes(b"abc" * 1000)
-    assert evaluate.file_sha256(path) == hashlib.sha256(b"abc" * 1000).hexdigest()
-
-
 def test_resolve_config_prefers_the_models_own_config(tmp_path):
     save_config(load_config(None, ["generation.max_input_tokens=99"]), tmp_path)
     args = evaluate.parse_args(["--model", str(tmp_path), "--data", "d.jsonl", "--quantization", "none",
@@ -258,7 +252,7 @@ def test_main_end_to_end_on_the_tiny_model(tmp_path, tiny_model_dir, tiny_exampl
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report == json.loads(json.dumps(returned))
     assert report["n"] == 3 and len(report["predictions"]) == 3
-    assert report["data"] == {"path": str(data), "sha256": evaluate.file_sha256(data)}
+    assert report["data"] == {"path": str(data), "sha256": file_sha256(data)}
     assert report["quantization"] == "none" and report["label_set"] == KTAS and report["ordinal"] is True
     assert report["skipped"]["bertscore"].startswith(SKIP_MESSAGE)
     for name in ("accuracy", "macro_f1", "under_triage_rate", "over_triage_rate", "bleu", "consistency",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from r2d.data import load_examples
-from training.prepare_data import SPLITS, main, shuffle_split, split_fractions
+from training.prepare_data import SPLITS, file_sha256, main, shuffle_split, split_fractions
 
 
 def run(*argv: str) -> Path:
@@ -142,3 +142,9 @@ def test_grouped_split_keeps_groups_together_and_is_seeded():
     assert all(len(p) % 2 == 0 for p in parts)  # whole pairs only
     assert parts == grouped_stratified_split(examples, [0.6, 0.2, 0.2], seed=3)
     assert parts != grouped_stratified_split(examples, [0.6, 0.2, 0.2], seed=4)
+
+
+def test_file_sha256(tmp_path):
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"abc" * (1 << 19))  # 1.5 MB: more than one read block
+    assert file_sha256(path) == file_sha256(str(path)) == hashlib.sha256(b"abc" * (1 << 19)).hexdigest()

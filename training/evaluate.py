@@ -16,7 +16,6 @@ A metric that cannot be computed is listed under "skipped" with the reason, neve
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -33,6 +32,7 @@ from r2d.data import Example, atomic_write_text, load_examples
 from r2d.errors import DatasetSchemaError, R2DError
 from r2d.metrics import MetricInputError
 from r2d.prompts import PROMPT_VERSION
+from training.prepare_data import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -187,15 +187,6 @@ def evaluate_model(predictor: Any, examples: Sequence[Example], *, batch_size: i
 
 
 # --- report -------------------------------------------------------------------------------------
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fmt(value: Any) -> str:

@@ -31,7 +31,7 @@ from r2d.config import CONFIG_FILENAME, R2DConfig, config_to_dict, load_config
 from r2d.data import atomic_write_text, load_examples
 from r2d.errors import DatasetSchemaError, R2DError
 from r2d.jobs import COMPARED, SPLITS, check_inputs, comparison_table
-from training.evaluate import file_sha256
+from training.prepare_data import file_sha256
 
 logger = logging.getLogger(__name__)
 

@@ -35,10 +35,10 @@ MANIFEST = "manifest.json"
 MAX_LISTED_LABELS = 20
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks: the data provenance every manifest and report records."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with Path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -131,7 +131,7 @@ def build_manifest(args: argparse.Namespace, splits: dict[str, list[Example]], f
     labels = list(label_counts(e for split in SPLITS for e in splits[split]))
     return {
         "dataset": args.dataset, "source": str(args.source),
-        "source_files": {str(f): sha256_file(f) for f in files},
+        "source_files": {str(f): file_sha256(f) for f in files},
         "seed": args.seed, "val": args.val, "test": getattr(args, "test", None),
         "label_set": labels if len(labels) <= MAX_LISTED_LABELS else None,
         **extra,

@@ -24,6 +24,7 @@ from r2d.data import Example, atomic_write_text, load_examples
 from r2d.errors import DatasetSchemaError, R2DError
 from r2d.factcheck import read_case
 from r2d.rules import MENTAL_STATES, VITALS
+from training.common import setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def run(data_dir: Path) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     p = argparse.ArgumentParser(prog="python -m training.baselines", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, type=Path, help="directory with train/val/test.jsonl (prepare_data)")
     p.add_argument("--out", type=Path, default=None, help="write the JSON result here")

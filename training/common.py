@@ -11,18 +11,20 @@ import logging
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
-
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any, Sequence
 
 from r2d.artifacts import ModelMeta, save_model_dir
 from r2d.config import DataConfig, GenerationConfig, R2DConfig
 from r2d.data import Example, atomic_write_text, label_set, load_examples
 from r2d.errors import ConfigError, DatasetSchemaError
 from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
-from training.loading import TrainingModel
 from training.prepare_data import MANIFEST
-from training.trainer import CHECKPOINT_SUBDIR, R2DTrainer
+
+if TYPE_CHECKING:  # torch-heavy; this module stays light so every CLI can call setup_logging cheaply
+    from transformers import PreTrainedTokenizerBase
+
+    from training.loading import TrainingModel
+    from training.trainer import R2DTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +169,7 @@ def build_meta(labels: Sequence[str], init_meta: ModelMeta | None, task: str | N
 def run_training(trainer: R2DTrainer, loaded: TrainingModel, out_dir: str | Path, cfg: R2DConfig,
                  meta: ModelMeta) -> TrainResult:
     """Train, save the best model with its metadata, config and train_log.json; remove the checkpoints."""
+    from training.trainer import CHECKPOINT_SUBDIR
     out = Path(out_dir)
     checkpoints = out / CHECKPOINT_SUBDIR
     if trainer.is_world_process_zero():

@@ -32,6 +32,7 @@ from r2d.data import Example, atomic_write_text, load_examples
 from r2d.errors import DatasetSchemaError, R2DError
 from r2d.metrics import MetricInputError
 from r2d.prompts import PROMPT_VERSION
+from training.common import setup_logging
 from training.prepare_data import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -289,7 +290,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command-line entry point: evaluate, write the JSON report, print the table; exits on R2DError."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     args = parse_args(argv)
     try:
         report = run(args)

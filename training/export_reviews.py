@@ -17,6 +17,7 @@ from r2d.config import config_to_dict, load_config
 from r2d.errors import R2DError
 from r2d.export import ExportPolicy, export_stage2_dataset, preview_export
 from r2d.store import ACTIONS, ReviewStore
+from training.common import setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the export; returns 0, or exits with 'error: ...' on R2DError or with 2 when identifiers block it."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.set)

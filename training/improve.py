@@ -31,6 +31,7 @@ from r2d.config import CONFIG_FILENAME, R2DConfig, config_to_dict, load_config
 from r2d.data import atomic_write_text, load_examples
 from r2d.errors import DatasetSchemaError, R2DError
 from r2d.jobs import COMPARED, SPLITS, check_inputs, comparison_table
+from training.common import setup_logging
 from training.prepare_data import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     args = parse_args(argv)
     try:
         improve(args.model, args.export, args.data, args.out, steps=args.steps, lora=not args.full,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from r2d import audit
+from training.common import setup_logging
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -40,6 +41,7 @@ def check(db: Path) -> tuple[list[str], int, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print 'ok: ...' and return 0, or list the problems and return 1. Exits with a message if unreadable."""
+    setup_logging("INFO")
     db = Path(parse_args(argv).db)
     if not db.is_file():
         sys.exit(f"error: no review database at {db}")

@@ -170,7 +170,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; prints the split sizes. Exits with "error: ..." on an R2DError."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from training.common import setup_logging  # not at the top: training.common imports this module
+    setup_logging("INFO")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     try:

@@ -169,7 +169,8 @@ class Handlers:
         return reviewer
 
     def _label_markdown(self, label: str, probabilities: dict[str, float]) -> str:
-        text = f"### Suggested triage: {rv.format_label(label, self.predictor.label_names)} ({probabilities[label]:.0%})"
+        name = rv.format_label(label, self.predictor.label_names)
+        text = f"### Suggested triage: {name} ({probabilities[label]:.0%})"
         note = rv.probability_note(probabilities, self.cfg.app.low_probability)
         return text + (f"\n\n**⚠ {note}**" if note else "")
 

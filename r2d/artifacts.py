@@ -42,7 +42,8 @@ class ModelMeta:
         try:
             return cls(**{**data, "label_set": tuple(data["label_set"])})
         except (KeyError, TypeError) as e:
-            raise ModelLoadError(f"{META_FILENAME} is malformed ({e}); re-export the model with training/stage2.py") from e
+            raise ModelLoadError(f"{META_FILENAME} is malformed ({e}); "
+                                 "re-export the model with training/stage2.py") from e
 
 
 def save_model_dir(model: Any, tokenizer: Any, directory: str | Path, meta: ModelMeta,

@@ -76,7 +76,8 @@ class BertScorer:
             raise ModelLoadError(f"cannot load a BERTScore encoder from {path}: {e}") from e
         config = self.model.config
         if getattr(config, "is_encoder_decoder", False):
-            raise ModelLoadError(f"{path} is an encoder-decoder model; BERTScore needs an encoder such as roberta-large")
+            raise ModelLoadError(f"{path} is an encoder-decoder model; "
+                                 "BERTScore needs an encoder such as roberta-large")
         n_layers = config.num_hidden_layers
         shape = (config.model_type, n_layers, getattr(config, "hidden_size", None))
         self.layer = layer if layer is not None else _DEFAULT_LAYERS.get(shape, n_layers)
@@ -105,12 +106,13 @@ class BertScorer:
         out = []
         for start in range(0, len(texts), self.batch_size):
             batch = [self._prepare(t) for t in texts[start:start + self.batch_size]]
-            enc = self.tokenizer(batch, padding=True, truncation=self.max_tokens is not None, max_length=self.max_tokens,
-                                 return_special_tokens_mask=True, return_tensors="pt")
+            enc = self.tokenizer(batch, padding=True, truncation=self.max_tokens is not None,
+                                 max_length=self.max_tokens, return_special_tokens_mask=True, return_tensors="pt")
             content = enc.pop("special_tokens_mask").eq(0)  # (B, T)
             real = enc["attention_mask"].bool()
             with torch.no_grad():
-                hidden = self.model(**enc.to(self.device), output_hidden_states=True).hidden_states[self.layer]  # (B, T, H)
+                outputs = self.model(**enc.to(self.device), output_hidden_states=True)
+                hidden = outputs.hidden_states[self.layer]  # (B, T, H)
             hidden = torch.nn.functional.normalize(hidden.float().cpu(), dim=-1)
             for i in range(len(batch)):
                 keep = real[i].cpu()
@@ -164,7 +166,8 @@ def _idf_weigher(reference_ids: list[list[int]], content: list[torch.Tensor]) ->
     return lambda ids: torch.tensor([math.log((m + 1) / (df[t] + 1)) for t in ids], dtype=torch.float)
 
 
-def _greedy_match(hyp: torch.Tensor, ref: torch.Tensor, hyp_w: torch.Tensor, ref_w: torch.Tensor) -> tuple[float, float]:
+def _greedy_match(hyp: torch.Tensor, ref: torch.Tensor, hyp_w: torch.Tensor,
+                  ref_w: torch.Tensor) -> tuple[float, float]:
     """Weighted greedy-matching precision and recall of two (tokens, hidden) unit-vector matrices.
 
     Every token is a match candidate; only tokens with weight > 0 are scored. A text with nothing to

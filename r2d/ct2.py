@@ -25,8 +25,8 @@ from typing import Any, Sequence
 from r2d.config import GenerationConfig, ModelConfig
 from r2d.errors import ModelLoadError
 from r2d.inference import OnToken, Predictor
-from r2d.modeling import (LoadedModel, _has_tokenizer, _looks_like_hub_id, _meta_for, check_adapter_dir, check_model_dir,
-                          model_id_of, resolve_device)
+from r2d.modeling import (LoadedModel, _has_tokenizer, _looks_like_hub_id, _meta_for, check_adapter_dir,
+                          check_model_dir, model_id_of, resolve_device)
 from r2d.quantize import QUANTIZED_MARKER
 from r2d.scoring import LabelScores, scores_from_token_logprobs
 
@@ -103,7 +103,8 @@ def convert(model_cfg: ModelConfig, compute_type: str) -> Path:
     tokenizer_source = adapter if adapter is not None and _has_tokenizer(adapter) else source
     check_model_dir(source, need_tokenizer=tokenizer_source == source)
     root = cache_dir(model_cfg)
-    out = root / f"{source.resolve().name}-{compute_type}-{cache_key(source, adapter, compute_type, ctranslate2.__version__)}"
+    key = cache_key(source, adapter, compute_type, ctranslate2.__version__)
+    out = root / f"{source.resolve().name}-{compute_type}-{key}"
     if (out / "model.bin").is_file():
         return out
     root.mkdir(parents=True, exist_ok=True)
@@ -179,7 +180,8 @@ def load_ct2(model_cfg: ModelConfig, label_set: Sequence[str] | None = None) -> 
     except (RuntimeError, ValueError) as e:
         raise ModelLoadError(f"CTranslate2 cannot load {directory} on {device}: {e}") from e
     from transformers import AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(str(adapter if adapter is not None and _has_tokenizer(adapter) else source))
+    tokenizer_dir = adapter if adapter is not None and _has_tokenizer(adapter) else source
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     model_id = model_id_of(meta, str(source), False, adapter)
     logger.info("loaded %s (CTranslate2 %s) on %s", model_id, compute_type, device)
     return LoadedModel(translator, tokenizer, meta, model_id, f"ct2-{compute_type}", device, backend="ct2")

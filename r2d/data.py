@@ -47,7 +47,8 @@ class Example:
     def from_dict(cls, row: dict[str, Any], where: str = "row") -> "Example":
         """Validate one on-disk row. Raises DatasetSchemaError naming `where` (file:line)."""
         if not isinstance(row, dict):
-            raise DatasetSchemaError(f"{where}: expected an object with {', '.join(REQUIRED)}, got {type(row).__name__}")
+            raise DatasetSchemaError(f"{where}: expected an object with {', '.join(REQUIRED)}, "
+                                     f"got {type(row).__name__}")
         for key in REQUIRED:
             value = row.get(key)
             if not isinstance(value, str) or not value.strip():
@@ -57,7 +58,8 @@ class Example:
                 raise DatasetSchemaError(f"{where}: column {key!r} must be text")
         source = str(row.get("rationale_source") or "unknown")
         if source not in RATIONALE_SOURCES:
-            raise DatasetSchemaError(f"{where}: rationale_source {source!r} is not one of {', '.join(RATIONALE_SOURCES)}")
+            raise DatasetSchemaError(f"{where}: rationale_source {source!r} is not one of "
+                                     f"{', '.join(RATIONALE_SOURCES)}")
         example_id = row.get("id")
         return cls(case_text=row["question"].strip(), label=row["label"].strip(),
                    rationale=str(row.get("rationale") or "").strip(), rationale_source=source,

@@ -56,7 +56,8 @@ _WITHIN_LIMITS = re.compile(r"\b(other |recorded )?(?:vital signs|vitals|observa
 _LEVEL = re.compile(r"\b(?<!pain )(?:KTAS|level|category|triage)\s*(?:level\s*)?([1-5])\b", re.I)
 # "Chief complaint: X." (KTAS narrative, rule rationale) or "the chief complaint, X," (prose)
 _END = r"(?=\.\s+(?-i:[A-Z])|\.\s*$|;|$)"  # a sentence end, not the dot of "abd." or "ant."
-_COMPLAINT = re.compile(r"\b(?:chief complaint|presenting complaint|presenting with|complaint|c/c|(?-i:CC))\s*(?::\s*([^;]+?)" + _END
+_COMPLAINT = re.compile(r"\b(?:chief complaint|presenting complaint|presenting with|complaint|c/c|(?-i:CC))"
+                        r"\s*(?::\s*([^;]+?)" + _END
                         + r"|,\s*([^;,]+?)(?=,|\.\s+(?-i:[A-Z])|\.\s*$|;|$))", re.I)
 _NUMBER = re.compile(r"(?<![A-Za-z\d.])\d+(?:\.\d+)?")
 _LIMIT_CONTEXT = re.compile(r"(?:below|above|under|over|at or above|at or below|<|>|>=|<=)\s*$", re.I)

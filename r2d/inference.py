@@ -171,7 +171,10 @@ class Predictor:
     # --- input checks ---------------------------------------------------------------------
 
     def check_case(self, case_text: str) -> str:
-        """The stripped case text. Raises InvalidCaseError when it is not text, empty, or longer than the model reads."""
+        """The stripped case text.
+
+        Raises InvalidCaseError when it is not text, empty, or longer than the model reads.
+        """
         if not isinstance(case_text, str):
             raise InvalidCaseError(f"case text must be a string, got {type(case_text).__name__}")
         text = case_text.strip()

@@ -29,9 +29,9 @@ PID_FILE = "worker.pid"
 STATES = ("running", "done", "failed", "cancelled", "lost")
 SPLITS = ("train", "val", "test")  # the original data: a prepare_data output
 # what a run's comparison.json holds for each model and data set, in order: (key, name, higher is better)
-COMPARED = (("accuracy", "accuracy", True), ("macro_f1", "macro-F1", True), ("under_triage_rate", "under-triage", False),
-            ("fidelity", "fidelity to the case", True), ("critical_named", "critical findings named", True),
-            ("bleu", "BLEU vs reference rationale", True))
+COMPARED = (("accuracy", "accuracy", True), ("macro_f1", "macro-F1", True),
+            ("under_triage_rate", "under-triage", False), ("fidelity", "fidelity to the case", True),
+            ("critical_named", "critical findings named", True), ("bleu", "BLEU vs reference rationale", True))
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,10 @@ def in_normal_range(vital: str, value: float) -> bool:
 
 def _mild_phrase(vital: str, value: float) -> str:
     low, high = NORMAL_RANGES[vital]
-    relation = f"raised, above {format_value(vital, high)}" if value > high else f"low, below {format_value(vital, low)}"
+    if value > high:
+        relation = f"raised, above {format_value(vital, high)}"
+    else:
+        relation = f"low, below {format_value(vital, low)}"
     return f"{VITAL_NAMES[vital]} {format_value(vital, value)} ({relation})"
 
 

@@ -139,7 +139,8 @@ def _block_causal_mask(n_blocks: int, width: int, dtype: torch.dtype, device: to
     """Additive decoder self-attention mask (1, 1, B*T, B*T): a position sees the earlier positions of its own block."""
     pos = torch.arange(n_blocks * width, device=device)
     allowed = (pos[:, None] // width == pos[None, :] // width) & (pos[None, :] <= pos[:, None])
-    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return mask[None, None]
 
 
 def scores_from_token_logprobs(candidates: Sequence[Sequence[str]],

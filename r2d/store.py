@@ -86,7 +86,8 @@ CREATE INDEX IF NOT EXISTS drafts_by_key ON drafts (reviewer, case_id, draft_id)
 -- the id column of an uploaded file, kept so that an export names cases as the upload did
 CREATE TABLE IF NOT EXISTS batch_item_sources (
     batch_id TEXT NOT NULL, item_index INTEGER NOT NULL, source_id TEXT NOT NULL,
-    PRIMARY KEY (batch_id, item_index), FOREIGN KEY (batch_id, item_index) REFERENCES batch_items (batch_id, item_index));
+    PRIMARY KEY (batch_id, item_index),
+    FOREIGN KEY (batch_id, item_index) REFERENCES batch_items (batch_id, item_index));
 """
 # the audit trail must not be rewritten, not even by a bug in this module
 _APPEND_ONLY = ("reviews", "batches", "batch_items", "batch_predictions", "exports", "review_events", "drafts",

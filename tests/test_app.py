@@ -339,7 +339,8 @@ def test_dashboard_shows_agreement_disagreements_flags_and_adjudication(h, store
     h.flag(predicted(h, CASE)["shown"], "Nurse A", "check the BP", None)
     result = named(h, h.dashboard())
     assert "on 2 case(s) reviewed by 2+ of 2 reviewers" in result["dash_agreement"]
-    assert "Cohen's κ Nurse A vs Nurse B" in result["dash_agreement"] and "(n = 2, 50% agree)" in result["dash_agreement"]
+    assert "Cohen's κ Nurse A vs Nurse B" in result["dash_agreement"]
+    assert "(n = 2, 50% agree)" in result["dash_agreement"]
     [row] = result["dash_disagreements"]
     assert row[2] == "Nurse A: 4 (#3); Nurse B: 5 (#4)" and row[3] == "latest"
     assert [f[1:3] for f in result["dash_flags"]] == [["Nurse A", "check the BP"]]
@@ -510,9 +511,10 @@ def test_gradio_client_round_trip_on_loopback(launched_app, tmp_path):
     values = dict(zip(API_OUTPUTS, result))
     assert values["case"] == CASE and "2 — Emergency" in values["label_md"]
     assert values["rationale"] == launched_app.predictor.explain(CASE, "2")
-    saved = dict(zip(API_OUTPUTS, client.predict("Nurse C", "3", "Edited: level 3.", "4", "", {}, CASE, api_name="/submit")))
+    submission = ("Nurse C", "3", "Edited: level 3.", "4", "", {}, CASE)
+    saved = dict(zip(API_OUTPUTS, client.predict(*submission, api_name="/submit")))
     assert saved["status"].startswith("✓ Saved review")
-    again = dict(zip(API_OUTPUTS, client.predict("Nurse C", "3", "Edited: level 3.", "4", "", {}, CASE, api_name="/submit")))
+    again = dict(zip(API_OUTPUTS, client.predict(*submission, api_name="/submit")))
     assert again["status"].startswith("Already")
     [stored] = launched_app.store.reviews()
     assert (stored.reviewer, stored.final_label, stored.action) == ("Nurse C", "3", "relabelled")
@@ -574,8 +576,9 @@ def test_concurrent_reviewers_through_the_api_lose_nothing(launched_app, tmp_pat
 
     def review_as(k: int) -> str:
         client = Client(launched_app.url, verbose=False, download_files=str(tmp_path / f"dl{k}"))
-        client.predict(f"level {k % 5 + 1}: case {k}", f"Nurse {k}", api_name="/predict")
-        result = client.predict(f"Nurse {k}", str(k % 5 + 1), f"Rationale {k}.", None, "", {}, f"level {k % 5 + 1}: case {k}", api_name="/submit")
+        case = f"level {k % 5 + 1}: case {k}"
+        client.predict(case, f"Nurse {k}", api_name="/predict")
+        result = client.predict(f"Nurse {k}", str(k % 5 + 1), f"Rationale {k}.", None, "", {}, case, api_name="/submit")
         return dict(zip(API_OUTPUTS, result))["status"]
 
     with ThreadPoolExecutor(max_workers=4) as pool:

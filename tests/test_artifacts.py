@@ -12,7 +12,8 @@ from r2d.errors import ModelLoadError
 
 
 def test_save_and_read_back(tmp_path, tiny_t5, tiny_tokenizer):
-    meta = ModelMeta(label_set=("1", "2"), label_names={"1": "Resuscitation"}, ordinal=True, task="t", extra={"steps": 3})
+    meta = ModelMeta(label_set=("1", "2"), label_names={"1": "Resuscitation"}, ordinal=True, task="t",
+                     extra={"steps": 3})
     cfg = load_config(None, ["optim.max_steps=3"])
     out = save_model_dir(tiny_t5, tiny_tokenizer, tmp_path / "m", meta, cfg)
     assert read_model_meta(out) == meta

@@ -239,7 +239,8 @@ def test_least_contradicted_picks_the_candidate_the_case_contradicts_least():
 def test_least_contradicted_prefers_naming_the_critical_findings_on_equal_problems():
     silent = "Shortness of breath."
     named = "Shortness of breath, SpO2 91%, RR 28, HR 124, BP 90/60, GCS 14."
-    assert check_rationale(FREE_TEXT, silent).missing_critical and not check_rationale(FREE_TEXT, named).missing_critical
+    assert check_rationale(FREE_TEXT, silent).missing_critical
+    assert not check_rationale(FREE_TEXT, named).missing_critical
     assert least_contradicted(FREE_TEXT, [silent, named]) == 1
 
 

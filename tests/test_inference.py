@@ -55,7 +55,8 @@ def check_prediction(p: Prediction, predictor: Predictor, case: str) -> None:
     assert all(0.0 <= v <= 1.0 for v in p.probabilities.values())
     assert p.probabilities[p.label] == max(p.probabilities.values())
     assert isinstance(p.rationale, str)
-    assert (p.model_id, p.quantization, p.prompt_version) == (predictor.model_id, predictor.quantization, PROMPT_VERSION)
+    expected = (predictor.model_id, predictor.quantization, PROMPT_VERSION)
+    assert (p.model_id, p.quantization, p.prompt_version) == expected
     assert set(p.timings) == set(TIMING_KEYS)
     assert 0.0 <= p.timings["label"] <= p.timings["first_token"] <= p.timings["total"]
 

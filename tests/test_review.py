@@ -142,7 +142,8 @@ def test_shown_case_round_trips_and_reads_predictions(fake_predictor):
     assert rv.ShownCase.from_dict(json.loads(json.dumps(shown.to_dict()))) == shown
     prediction = fake_predictor.predict("level 4 ankle sprain").to_dict()
     from_prediction = rv.ShownCase.from_prediction(prediction, "b-1", 0)
-    assert (from_prediction.model_label, from_prediction.model_rationale) == (prediction["label"], prediction["rationale"])
+    assert from_prediction.model_label == prediction["label"]
+    assert from_prediction.model_rationale == prediction["rationale"]
     assert from_prediction.probabilities == prediction["probabilities"] and from_prediction.item_index == 0
 
 

@@ -213,9 +213,8 @@ def test_format_table_names_the_bertscore_model_and_its_caveat():
 
 def test_resolve_config_prefers_the_models_own_config(tmp_path):
     save_config(load_config(None, ["generation.max_input_tokens=99"]), tmp_path)
-    args = evaluate.parse_args(["--model", str(tmp_path), "--data", "d.jsonl", "--quantization", "none",
-                                "--set", "generation.max_rationale_tokens=7"])
-    cfg, source = evaluate.resolve_config(args)
+    cfg, source = evaluate.resolve_config(tmp_path, quantization="none",
+                                          overrides=["generation.max_rationale_tokens=7"])
     assert source.endswith("r2d_config.json")
     assert (cfg.generation.max_input_tokens, cfg.generation.max_rationale_tokens) == (99, 7)
     assert (cfg.model.name_or_path, cfg.model.quantization) == (str(tmp_path), "none")

@@ -219,10 +219,9 @@ def _stage1_log(stage1_dir: Path) -> dict[str, Any]:
 
 def evaluate_on(model_dir: Path, data: Path, out: Path, bertscore: bool = True, overrides: Sequence[str] = (),
                 quantization: str = "none") -> dict[str, Any]:
-    """The evaluation command's own code path (fidelity and critical findings included)."""
-    argv = ["--model", str(model_dir), "--data", str(data), "--out", str(out), "--quantization", quantization,
-            "--batch-size", "16"] + ([] if bertscore else ["--no-bertscore"])
-    report = evaluate.run(evaluate.parse_args(argv + [a for o in overrides for a in ("--set", o)]))
+    """The evaluation command's own code path (fidelity and critical findings included); writes `out`."""
+    report = evaluate.run(model_dir, data, quantization=quantization, overrides=overrides, batch_size=16,
+                          bertscore=bertscore)
     atomic_write_text(out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return report
 

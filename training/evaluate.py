@@ -245,14 +245,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def resolve_config(args: argparse.Namespace) -> tuple[R2DConfig, str]:
-    """The config to evaluate with, and where it came from. Raises ConfigError."""
-    own = args.model / CONFIG_FILENAME
-    path = args.config or (own if own.is_file() else None)
-    cfg = load_config(path, args.overrides)
-    model = replace(cfg.model, name_or_path=str(args.model), adapter_path=str(args.adapter) if args.adapter else None,
-                    quantization=args.quantization or cfg.model.quantization)
-    return replace(cfg, model=model), str(path) if path else "defaults"
+def resolve_config(model: Path, *, adapter: Path | None = None, quantization: str | None = None,
+                   config: Path | None = None, overrides: Sequence[str] = ()) -> tuple[R2DConfig, str]:
+    """The config to evaluate `model` (+ `adapter`) with, and where it came from. Raises ConfigError.
+
+    `config`, else the model's own r2d_config.json, else the defaults; then `overrides`; `quantization`
+    (None: the config's) replaces model.quantization.
+    """
+    own = Path(model) / CONFIG_FILENAME
+    path = config or (own if own.is_file() else None)
+    cfg = load_config(path, list(overrides))
+    model_cfg = replace(cfg.model, name_or_path=str(model), adapter_path=str(adapter) if adapter else None,
+                        quantization=quantization or cfg.model.quantization)
+    return replace(cfg, model=model_cfg), str(path) if path else "defaults"
 
 
 def evaluate_dir(cfg: R2DConfig, data: Path, *, limit: int | None = None, batch_size: int = 8,
@@ -280,12 +285,17 @@ def evaluate_dir(cfg: R2DConfig, data: Path, *, limit: int | None = None, batch_
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **report}
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """The command line's evaluation: resolve the config from the flags, then evaluate_dir."""
-    cfg, config_source = resolve_config(args)
-    return evaluate_dir(cfg, args.data, limit=args.limit, batch_size=args.batch_size,
-                        bertscore=not args.no_bertscore, bertscore_model=args.bertscore_model,
-                        bertscore_layer=args.bertscore_layer, config_source=config_source)
+def run(model: Path, data: Path, *, adapter: Path | None = None, quantization: str | None = None,
+        config: Path | None = None, overrides: Sequence[str] = (), limit: int | None = None, batch_size: int = 8,
+        bertscore: bool = True, bertscore_model: Path | None = None,
+        bertscore_layer: int | None = None) -> dict[str, Any]:
+    """Evaluate the model directory `model` on `data` as the command line does: resolve_config, then
+    evaluate_dir. Returns the report (not written anywhere). Raises R2DError."""
+    cfg, config_source = resolve_config(model, adapter=adapter, quantization=quantization, config=config,
+                                        overrides=overrides)
+    return evaluate_dir(cfg, data, limit=limit, batch_size=batch_size, bertscore=bertscore,
+                        bertscore_model=bertscore_model, bertscore_layer=bertscore_layer,
+                        config_source=config_source)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -293,7 +303,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     setup_logging("INFO")
     args = parse_args(argv)
     try:
-        report = run(args)
+        report = run(args.model, args.data, adapter=args.adapter, quantization=args.quantization,
+                     config=args.config, overrides=args.overrides, limit=args.limit, batch_size=args.batch_size,
+                     bertscore=not args.no_bertscore, bertscore_model=args.bertscore_model,
+                     bertscore_layer=args.bertscore_layer)
         atomic_write_text(args.out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     except R2DError as e:
         sys.exit(f"error: {e}")

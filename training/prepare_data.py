@@ -63,7 +63,8 @@ def shuffle_split(examples: Sequence[Example], fractions: Sequence[float], seed:
     return parts
 
 
-# --- one function per data set: (args) -> ({split: examples}, [source files], extra manifest fields) ---
+# --- one function per data set: (source, seed, val, test) -> ({split: examples}, [source files], extra manifest
+# fields); `test` is None for the data sets that come with their own test split ---
 
 
 Prepared = tuple[dict[str, list[Example]], list[Path], dict[str, Any]]
@@ -83,39 +84,47 @@ def grouped_stratified_split(examples: Sequence[Example], fractions: Sequence[fl
             for part in stratified_split(firsts, fractions, seed=seed)]
 
 
-def prepare_ktas(args: argparse.Namespace) -> Prepared:
+def prepare_ktas(source: Path, seed: int, val: float, test: float | None) -> Prepared:
     """KTAS: stratified train/val/test of the whole file, duplicated visits kept together."""
-    fractions = split_fractions(args.val, args.test)
-    parts = grouped_stratified_split(load_ktas(args.source), fractions, seed=args.seed)
-    return dict(zip(SPLITS, parts)), [Path(args.source)], ktas_meta()
+    fractions = split_fractions(val, _fraction(test, "ktas"))
+    parts = grouped_stratified_split(load_ktas(source), fractions, seed=seed)
+    return dict(zip(SPLITS, parts)), [Path(source)], ktas_meta()
 
 
-def prepare_pubmedqa(args: argparse.Namespace) -> Prepared:
+def prepare_pubmedqa(source: Path, seed: int, val: float, test: float | None = None) -> Prepared:
     """PubMedQA: the official test split; val is a stratified fraction of the other 500."""
-    official = load_pubmedqa(args.source)
-    train, val = stratified_split(official["train"], split_fractions(args.val, 0.0)[:2], seed=args.seed)
-    files = [Path(args.source) / "ori_pqal.json", Path(args.source) / "test_ground_truth.json"]
-    return {"train": train, "val": val, "test": official["test"]}, files, {"task": "pubmedqa", "ordinal": False}
+    official = load_pubmedqa(source)
+    train, val_part = stratified_split(official["train"], split_fractions(val, 0.0)[:2], seed=seed)
+    files = [Path(source) / "ori_pqal.json", Path(source) / "test_ground_truth.json"]
+    return {"train": train, "val": val_part, "test": official["test"]}, files, {"task": "pubmedqa", "ordinal": False}
 
 
-def prepare_medreason(args: argparse.Namespace) -> Prepared:
+def prepare_medreason(source: Path, seed: int, val: float, test: float | None = None) -> Prepared:
     """MedReason (R2D-C processing): val.jsonl -> train/val, test.csv -> test."""
-    source = Path(args.source)
-    train, val = shuffle_split(load_medreason(source / "val.jsonl"), split_fractions(args.val, 0.0)[:2], args.seed)
-    return ({"train": train, "val": val, "test": load_medreason(source / "test.csv")},
+    source = Path(source)
+    train, val_part = shuffle_split(load_medreason(source / "val.jsonl"), split_fractions(val, 0.0)[:2], seed)
+    return ({"train": train, "val": val_part, "test": load_medreason(source / "test.csv")},
             [source / "val.jsonl", source / "test.csv"], {"task": "medreason", "ordinal": False})
 
 
-def prepare_medmcqa(args: argparse.Namespace) -> Prepared:
+def prepare_medmcqa(source: Path, seed: int, val: float, test: float | None) -> Prepared:
     """MedMCQA dev (rows with an explanation): seeded shuffle train/val/test."""
-    fractions = split_fractions(args.val, args.test)
-    parts = shuffle_split(load_medmcqa(args.source), fractions, args.seed)
-    return dict(zip(SPLITS, parts)), [Path(args.source)], {"task": "medmcqa", "ordinal": False}
+    fractions = split_fractions(val, _fraction(test, "medmcqa"))
+    parts = shuffle_split(load_medmcqa(source), fractions, seed)
+    return dict(zip(SPLITS, parts)), [Path(source)], {"task": "medmcqa", "ordinal": False}
 
 
-PREPARERS: dict[str, Callable[[argparse.Namespace], Prepared]] = {
+def _fraction(test: float | None, dataset: str) -> float:
+    if test is None:
+        raise ConfigError(f"{dataset} is split into train/val/test here: give the test fraction (--test)")
+    return test
+
+
+PREPARERS: dict[str, Callable[[Path, int, float, float | None], Prepared]] = {
     "ktas": prepare_ktas, "pubmedqa": prepare_pubmedqa, "medreason": prepare_medreason, "medmcqa": prepare_medmcqa,
 }
+# the data sets that bring their own test split take no --test fraction
+OWN_TEST_SPLIT = ("pubmedqa", "medreason")
 
 
 def _split_counts(examples: list[Example]) -> dict[str, Any]:
@@ -125,14 +134,15 @@ def _split_counts(examples: list[Example]) -> dict[str, Any]:
     return {"total": len(examples), "labels": counts}
 
 
-def build_manifest(args: argparse.Namespace, splits: dict[str, list[Example]], files: list[Path],
-                   extra: dict[str, Any], command: str) -> dict[str, Any]:
+def build_manifest(dataset: str, source: Path, seed: int, val: float, test: float | None,
+                   splits: dict[str, list[Example]], files: list[Path], extra: dict[str, Any],
+                   command: str) -> dict[str, Any]:
     """Everything needed to reproduce or audit the split: source hashes, seed, fractions, counts."""
     labels = list(label_counts(e for split in SPLITS for e in splits[split]))
     return {
-        "dataset": args.dataset, "source": str(args.source),
+        "dataset": dataset, "source": str(source),
         "source_files": {str(f): file_sha256(f) for f in files},
-        "seed": args.seed, "val": args.val, "test": getattr(args, "test", None),
+        "seed": seed, "val": val, "test": test,
         "label_set": labels if len(labels) <= MAX_LISTED_LABELS else None,
         **extra,
         "counts": {split: _split_counts(splits[split]) for split in SPLITS},
@@ -140,13 +150,20 @@ def build_manifest(args: argparse.Namespace, splits: dict[str, list[Example]], f
     }
 
 
-def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
-    """Load, split and write train/val/test.jsonl and manifest.json under args.out. Raises R2DError."""
-    splits, files, extra = PREPARERS[args.dataset](args)
-    out = Path(args.out)
+def run(dataset: str, source: Path, out: Path, *, seed: int = 42, val: float = 0.1, test: float | None = None,
+        command: str = "") -> dict[str, Any]:
+    """Load `dataset` from `source`, split it and write train/val/test.jsonl and manifest.json under `out`.
+
+    `test` is the test fraction (KTAS, MedMCQA; None for the data sets with their own test split);
+    `command` is recorded in the manifest. Raises R2DError (ConfigError for an unknown data set).
+    """
+    if dataset not in PREPARERS:
+        raise ConfigError(f"unknown data set {dataset!r}; choose one of {', '.join(PREPARERS)}")
+    splits, files, extra = PREPARERS[dataset](Path(source), seed, val, test)
+    out = Path(out)
     for split in SPLITS:
         write_examples(out / f"{split}.jsonl", splits[split])
-    manifest = build_manifest(args, splits, files, extra, command)
+    manifest = build_manifest(dataset, source, seed, val, test, splits, files, extra, command)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
 
@@ -163,7 +180,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.add_argument("--out", required=True, type=Path, help="output folder for train/val/test.jsonl + manifest")
         p.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
         p.add_argument("--val", type=float, default=0.1, help="validation fraction (default 0.1)")
-        if name in ("ktas", "medmcqa"):  # the others come with their own test set
+        if name not in OWN_TEST_SPLIT:
             p.add_argument("--test", type=float, default=0.2, help="test fraction (default 0.2)")
     return parser.parse_args(argv)
 
@@ -175,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     try:
-        manifest = run(args, " ".join(["python -m training.prepare_data", *argv]))
+        manifest = run(args.dataset, args.source, args.out, seed=args.seed, val=args.val,
+                       test=getattr(args, "test", None),
+                       command=" ".join(["python -m training.prepare_data", *argv]))
     except R2DError as e:
         sys.exit(f"error: {e}")
     sizes = ", ".join(f"{s} {manifest['counts'][s]['total']}" for s in SPLITS)

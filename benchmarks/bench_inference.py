@@ -33,7 +33,8 @@ from r2d.config import ArchConfig, GenerationConfig, ModelConfig  # noqa: E402
 SHARED = Path(os.environ.get("R2D_SHARED_DATA", ROOT.parent / "shared" / "data"))
 T5_VOCAB = 32128
 SHAPES = {  # flan-t5-small and flan-t5-base shapes (gated-GELU MLP)
-    "small": ArchConfig(d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_decoder_layers=8, num_heads=6, dropout_rate=0.0),
+    "small": ArchConfig(d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_decoder_layers=8, num_heads=6,
+                        dropout_rate=0.0),
     "base": ArchConfig(d_model=768, d_kv=64, d_ff=2048, num_layers=12, num_decoder_layers=12, num_heads=12,
                        dropout_rate=0.0),
 }
@@ -42,7 +43,8 @@ VARIANTS = {
     "bf16": "transformers, weights and compute in bfloat16",
     "int8": "bitsandbytes LLM.int8 through transformers",
     "4bit-stock": "transformers BitsAndBytesConfig NF4 as documented (the starting point)",
-    "4bit": "r2d NF4: q/k/v/o/wi in NF4, wo + embedding (= tied lm_head) in int8 (AVX512-BF16 CPUs) or bf16, quantized at load",
+    "4bit": ("r2d NF4: q/k/v/o/wi in NF4, wo + embedding (= tied lm_head) in int8 (AVX512-BF16 CPUs) or bf16, "
+             "quantized at load"),
     "4bit-pre": "r2d NF4 loaded from a save_quantized_model_dir directory",
     "4bit-noavx": "4bit-pre with bitsandbytes' AVX512-BF16 kernel disabled (what CPUs without it run)",
     "ct2-int8": "CTranslate2 int8 (converted directory), called directly: the engine's own speed",
@@ -234,7 +236,8 @@ def print_quality(rows: list[dict]) -> None:
     ref = rows[0]
     print(f"\n{len(ref['labels'])} examples of {ref.get('data', '')}; rationales for the gold label on the first "
           f"{len(ref['rationales'])}; reference = {ref['variant']}\n")
-    print("| variant | accuracy | labels = ref | max abs prob diff | mean abs prob diff | rationales = ref |\n|---|---|---|---|---|---|")
+    print("| variant | accuracy | labels = ref | max abs prob diff | mean abs prob diff | rationales = ref |\n"
+          "|---|---|---|---|---|---|")
     for r in rows:
         n = len(r["labels"])
         diffs = [abs(a - b) for p, q in zip(r["probabilities"], ref["probabilities"]) for a, b in zip(p, q)]
@@ -247,7 +250,8 @@ def print_quality(rows: list[dict]) -> None:
 
 def summarize(variant, disk, load_s, baseline, timings, batch_s, n, tokens, labels) -> dict:
     med = {k: statistics.median(v) * 1000 for k, v in timings.items()}
-    per_token = statistics.median((t - f) / max(tokens - 1, 1) for t, f in zip(timings["total"], timings["first_token"]))
+    steps = max(tokens - 1, 1)
+    per_token = statistics.median((t - f) / steps for t, f in zip(timings["total"], timings["first_token"]))
     return {"variant": variant, "disk_mb": disk, "load_s": load_s, "label_ms": med["label"],
             "first_token_ms": med["first_token"], "total_ms": med["total"], "ms_per_token": per_token * 1000,
             "batch_cases_per_s": n / batch_s, "imports_rss_mb": baseline, "peak_rss_mb": rss_mb("VmHWM"),
@@ -362,7 +366,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--repeat", type=int, default=1, help="rounds; each variant's least disturbed round is shown")
     p.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, from {', '.join(VARIANTS)}")
-    p.add_argument("--workdir", type=Path, default=None, help="where the random models go (default /tmp/r2d-bench-SHAPE)")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="where the random models go (default /tmp/r2d-bench-SHAPE)")
     p.add_argument("--model", type=Path, help="quality mode: a trained model directory (needs --data)")
     p.add_argument("--data", type=Path, help="quality mode: labelled JSONL (e.g. the KTAS test split)")
     p.add_argument("--micro", action="store_true", help="per-layer kernel timings instead of the table")
@@ -440,8 +445,8 @@ def main(argv: list[str] | None = None) -> None:
                               "--rationale-tokens", str(args.rationale_tokens), "--batch-size", str(args.batch_size),
                               "--threads", str(args.threads), "--workdir", str(args.workdir)])
             row = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
-            print(f"round {round_ + 1} {variant}: {row['total_ms']:.0f} ms per case, peak RSS {row['peak_rss_mb']:.0f} MB",
-                  flush=True)
+            print(f"round {round_ + 1} {variant}: {row['total_ms']:.0f} ms per case, "
+                  f"peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
             if variant not in best or row["total_ms"] < best[variant]["total_ms"]:
                 best[variant] = row  # the least disturbed round (other processes share these cores)
     rows = [best[v] for v in variants if v in best]

@@ -4,7 +4,8 @@
 precision-sensitive FFN outputs (`wo`) and the embedding table (which is also the lm_head) in bf16, and
 keeps nothing of the checkpoint's memory map (the NF4 internals are in r2d.quantize; the measured reasons in
 benchmarks/README.md). `save_quantized_model_dir` writes that model once so later loads read a quarter of the
-bytes; `int8` is bitsandbytes LLM.int8 through transformers. Every failure a user can fix is a ModelLoadError that says how.
+bytes; `int8` is bitsandbytes LLM.int8 through transformers. Every failure a user can fix is a ModelLoadError that
+says how.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from r2d.quantize import (QUANTIZED_MARKER, QUANTIZED_WEIGHTS, bitsandbytes_avai
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -58,7 +60,8 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"model.device={device!r} but this machine has no usable CUDA; set model.device=cpu or auto")
+        raise ModelLoadError(f"model.device={device!r} but this machine has no usable CUDA; "
+                             "set model.device=cpu or auto")
     if device != "cpu" and not device.startswith("cuda"):
         raise ModelLoadError(f"model.device must be auto, cpu or cuda[:N], got {device!r}")
     return device
@@ -134,7 +137,8 @@ def check_model_dir(path: Path, need_tokenizer: bool = True) -> None:
         raise ModelLoadError(f"model directory {path} does not exist; pass a directory written by training/stage2.py")
     config_path = path / "config.json"
     if not config_path.is_file():
-        raise ModelLoadError(f"{path} is not a model directory: it has no config.json (train one with training/stage2.py)")
+        raise ModelLoadError(f"{path} is not a model directory: it has no config.json "
+                             "(train one with training/stage2.py)")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:

@@ -86,7 +86,10 @@ def half_precision_dtype(device: str, compute_dtype: torch.dtype = torch.float32
 
 
 class HalfLinear(nn.Module):
-    """A linear layer kept out of NF4, its weight stored in `dtype` (a buffer, so `model.dtype` stays the compute dtype)."""
+    """A linear layer kept out of NF4, its weight stored in `dtype`.
+
+    The weight is a buffer, so `model.dtype` stays the compute dtype.
+    """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
         super().__init__()
@@ -390,7 +393,8 @@ def load_prequantized(path: Path, device: str, compute_dtype: torch.dtype) -> An
     model.load_state_dict(state, strict=False, assign=True)
     missing = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if missing:
-        raise ModelLoadError(f"{path / QUANTIZED_WEIGHTS} is incomplete (no {', '.join(missing[:3])}); re-save the model")
+        raise ModelLoadError(f"{path / QUANTIZED_WEIGHTS} is incomplete (no {', '.join(missing[:3])}); "
+                             "re-save the model")
     own_the_rest_(model, device, compute_dtype, half)
     if (path / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(path)

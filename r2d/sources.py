@@ -34,8 +34,8 @@ from r2d.rules import KTAS_LABEL_NAMES, TriageFacts, format_value, write_rationa
 logger = logging.getLogger(__name__)
 
 __all__ = ["KTAS_LABEL_NAMES", "KTAS_LABELS", "KTAS_TASK", "ktas_meta", "KTAS_TRIAGE_COLUMNS",
-           "KTAS_POST_TRIAGE_COLUMNS", "ktas_case_text", "clean_chief_complaint", "load_ktas", "load_ktas_nurse_labels", "load_pubmedqa",
-           "load_medreason", "load_medmcqa", "strip_answer_prefix"]
+           "KTAS_POST_TRIAGE_COLUMNS", "ktas_case_text", "clean_chief_complaint", "load_ktas", "load_ktas_nurse_labels",
+           "load_pubmedqa", "load_medreason", "load_medmcqa", "strip_answer_prefix"]
 
 KTAS_TASK = "ktas-triage"
 KTAS_LABELS = tuple(KTAS_LABEL_NAMES)  # "1" (resuscitation) ... "5" (non-urgent)

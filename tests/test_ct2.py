@@ -103,7 +103,8 @@ def test_predict_and_batch_keep_the_predictor_contracts(loaded):
     batch = p.predict_batch(CASES, batch_size=3)
     for case, one, many in zip(CASES, singles, batch):
         assert one.case_text == case and one.label in p.label_set
-        assert list(one.probabilities) == list(p.label_set) and one.probabilities[one.label] == max(one.probabilities.values())
+        assert list(one.probabilities) == list(p.label_set)
+        assert one.probabilities[one.label] == max(one.probabilities.values())
         assert (one.model_id, one.quantization, one.prompt_version) == (p.model_id, "ct2-int8", PROMPT_VERSION)
         assert 0.0 <= one.timings["label"] <= one.timings["first_token"] <= one.timings["total"]
         assert (many.label, many.rationale) == (one.label, one.rationale)
@@ -161,7 +162,8 @@ def test_conversion_is_cached_and_keyed_by_the_source_files(model_cfg, loaded, m
     assert ct2.convert(cfg, "int8") == first  # cached: no second conversion
     key = ct2.cache_key(tiny_model_dir, None, "int8", "4.8.5")
     assert key == ct2.cache_key(tiny_model_dir, None, "int8", "4.8.5")
-    assert key != ct2.cache_key(tiny_model_dir, None, "float32", "4.8.5") != ct2.cache_key(tiny_model_dir, None, "int8", "5")
+    other_precision = ct2.cache_key(tiny_model_dir, None, "float32", "4.8.5")
+    assert key != other_precision != ct2.cache_key(tiny_model_dir, None, "int8", "5")
     import shutil
     copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
     (copy / "r2d_model.json").touch()

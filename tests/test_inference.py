@@ -15,7 +15,7 @@ from r2d.inference import TIMING_KEYS, Prediction, Predictor
 from r2d.modeling import bitsandbytes_available, load_model_and_tokenizer
 from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, predict_prompt
 from r2d.scoring import LabelScores
-from tests.conftest import KTAS_LABELS
+from r2d.sources import KTAS_LABELS
 
 # short rationales keep the tiny model's greedy loops quick; the contracts do not depend on the length
 GEN = GenerationConfig(max_input_tokens=96, max_rationale_tokens=12)

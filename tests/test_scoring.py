@@ -8,7 +8,7 @@ import torch
 
 from r2d import scoring
 from r2d.prompts import predict_prompt
-from r2d.scoring import IGNORE_INDEX, eval_mode, score_candidates, score_labels, tokenize_targets
+from r2d.scoring import IGNORE_INDEX, score_candidates, score_labels, tokenize_targets
 
 GEN = dict(max_input_tokens=64, max_label_tokens=8)
 
@@ -49,7 +49,8 @@ def test_batch_equals_single(tiny_t5, tiny_tokenizer, tiny_examples, ktas_labels
 
 
 def test_per_prompt_candidate_lists(tiny_t5, tiny_tokenizer):
-    scores = score_candidates(tiny_t5, tiny_tokenizer, ["predict: a", "predict: b"], [["yes", "no", "maybe"], ["1"]], **GEN)
+    candidates = [["yes", "no", "maybe"], ["1"]]
+    scores = score_candidates(tiny_t5, tiny_tokenizer, ["predict: a", "predict: b"], candidates, **GEN)
     assert scores[0].labels == ("yes", "no", "maybe") and scores[0].best in ("yes", "no", "maybe")
     assert scores[1].probabilities == (1.0,)
     with pytest.raises(ValueError):

@@ -22,7 +22,8 @@ def test_save_and_reload(tmp_path, tiny_tokenizer):
     from transformers import AutoTokenizer
     tiny_tokenizer.save_pretrained(tmp_path)
     again = AutoTokenizer.from_pretrained(tmp_path)
-    assert again("given label: 3, explain: fever").input_ids == tiny_tokenizer("given label: 3, explain: fever").input_ids
+    prompt = "given label: 3, explain: fever"
+    assert again(prompt).input_ids == tiny_tokenizer(prompt).input_ids
 
 
 def test_every_digit_is_one_token_and_numbers_round_trip():

@@ -38,6 +38,7 @@ from r2d.config import (CONFIG_FILENAME, QUANTIZATIONS, ModelConfig, R2DConfig, 
 from r2d.dashboard import (comparison_figure, dashboard_figures, probability_figure, reviews_per_class,  # noqa: E402
                            summarize)
 from r2d.errors import FeedbackStoreError, InvalidCaseError, R2DError, TrainingRunError  # noqa: E402
+from r2d.factcheck import case_has_triage_facts  # noqa: E402
 from r2d.export import (ExportPolicy, export_cases, export_stage2_dataset, findings_message,  # noqa: E402
                         preview_export)
 from r2d.jobs import COMPARED, ImproveRuns, comparison_table  # noqa: E402
@@ -168,11 +169,13 @@ class Handlers:
             raise FeedbackStoreError("enter your name in the 'Reviewer' box first: every review records who made it")
         return reviewer
 
-    def _label_markdown(self, label: str, probabilities: dict[str, float]) -> str:
+    def _label_markdown(self, label: str, probabilities: dict[str, float], case_text: str) -> str:
         name = rv.format_label(label, self.predictor.label_names)
         text = f"### Suggested triage: {name} ({probabilities[label]:.0%})"
         note = rv.probability_note(probabilities, self.cfg.app.low_probability)
-        return text + (f"\n\n**⚠ {note}**" if note else "")
+        # beside the suggestion too, not only under the fact check: a confident guess on "hello" is still a guess
+        facts = "" if case_has_triage_facts(case_text) else f"\n\n{NO_FACTS_NOTE}"
+        return text + (f"\n\n**⚠ {note}**" if note else "") + facts
 
     def _render(self, shown: rv.ShownCase, prefill: Any = None, draft: dict | None = None, status: str = "",
                 consistency: str = "", source_id: str | None = None) -> dict:
@@ -189,7 +192,7 @@ class Handlers:
         named = f" · upload id {rv.plain(source_id)}" if source_id else ""
         return {**self.facts(shown, rationale, label), **self._out(
             shown=shown, case=shown.case_text, case_md=f"Case id `{shown.case_id}`{where}{named}",
-            label_md=self._label_markdown(shown.model_label, shown.probabilities),
+            label_md=self._label_markdown(shown.model_label, shown.probabilities, shown.case_text),
             plot=probability_figure(shown.probabilities, self.predictor.label_names, shown.model_label),
             rationale=rationale, final_label=label, rating=rating, comment=comment,
             diff=rv.word_diff(shown.model_rationale, rationale), consistency=consistency, status=status)}
@@ -204,7 +207,7 @@ class Handlers:
         shown_at = time.time()
         scores = self.predictor.predict_label(case_text)
         probabilities, label = dict(zip(scores.labels, scores.probabilities)), scores.best
-        yield self._out(shown=None, label_md=self._label_markdown(label, probabilities),
+        yield self._out(shown=None, label_md=self._label_markdown(label, probabilities, case_text),
                         plot=probability_figure(probabilities, self.predictor.label_names, label), rationale="",
                         final_label=label, rating=None, comment="", diff=[], consistency="",
                         status="Writing the rationale…", queue={}, queue_md="", case_md="", facts=[], fact_notes="")

@@ -90,7 +90,9 @@ def test_the_fact_check_shows_beside_the_rationale_and_follows_edits(h):
     assert "Critical findings the rationale leaves out" in live["fact_notes"]
     fixed = named(h, h.facts(shown, "Chest pain with BP 88/50 (hypotension) and HR 124 (tachycardia).", "2"))
     assert all(category is None for _, category in fixed["facts"]) and "matches the case" in fixed["fact_notes"]
-    assert "none of the triage facts" in predicted(h, "hello level 3")["fact_notes"]  # a case with no facts
+    no_facts = predicted(h, "hello level 3")  # a case with no facts: said beside the suggestion and the fact check
+    assert "none of the triage facts" in no_facts["fact_notes"] and "none of the triage facts" in no_facts["label_md"]
+    assert "none of the triage facts" not in predicted(h, case)["label_md"]
 
 
 def test_consistency_needs_a_meaningful_probability(h, cfg):

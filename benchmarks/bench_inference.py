@@ -327,6 +327,16 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         print(f"  {r['variant']:11} {VARIANTS[r['variant']]}")
 
 
+def _label_and_memory_targets(name: str, v: dict, fp32: dict | None, shape: str) -> list[tuple[str, bool]]:
+    """The issue's label-time (base shape) and peak-memory targets for one variant."""
+    checks = []
+    if shape == "base":
+        checks.append((f"{name} label {v['label_ms']:.0f} ms <= 100 ms", v["label_ms"] <= 100))
+    if fp32:
+        ratio = v["peak_rss_mb"] / fp32["peak_rss_mb"]
+        checks.append((f"{name} peak RSS {ratio:.2f}x fp32 <= 0.50x", ratio <= 0.5))
+    return checks
+
 def print_targets(rows: list[dict], args: argparse.Namespace) -> None:
     """The issue's targets against this run: 4-bit at least as fast as CTranslate2 int8, label <= 100 ms at base
     shape, peak RSS <= 0.5x fp32's (printed, never asserted)."""
@@ -339,19 +349,11 @@ def print_targets(rows: list[dict], args: argparse.Namespace) -> None:
         cb = by["ct2-backend"]
         checks.append((f"CPU default ct2-backend total {cb['total_ms']:.0f} ms <= 4bit-pre {q4['total_ms']:.0f} ms",
                        cb["total_ms"] <= q4["total_ms"]))
-        if args.shape == "base":
-            checks.append((f"ct2-backend label {cb['label_ms']:.0f} ms <= 100 ms", cb["label_ms"] <= 100))
-        if fp32:
-            ratio = cb["peak_rss_mb"] / fp32["peak_rss_mb"]
-            checks.append((f"ct2-backend peak RSS {ratio:.2f}x fp32 <= 0.50x", ratio <= 0.5))
+        checks += _label_and_memory_targets("ct2-backend", cb, fp32, args.shape)
     if ct2:
         checks.append((f"4bit-pre total {q4['total_ms']:.0f} ms <= ct2-int8 {ct2['total_ms']:.0f} ms",
                        q4["total_ms"] <= ct2["total_ms"]))
-    if args.shape == "base":
-        checks.append((f"4bit-pre label {q4['label_ms']:.0f} ms <= 100 ms", q4["label_ms"] <= 100))
-    if fp32:
-        ratio = q4["peak_rss_mb"] / fp32["peak_rss_mb"]
-        checks.append((f"4bit-pre peak RSS {ratio:.2f}x fp32 <= 0.50x", ratio <= 0.5))
+    checks += _label_and_memory_targets("4bit-pre", q4, fp32, args.shape)
     print(f"\ntargets (load average at start {LOAD_AT_START}):")
     for text, met in checks:
         print(f"  {'met    ' if met else 'NOT met'}  {text}")

@@ -755,18 +755,25 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
     single = dict(concurrency_id="single", concurrency_limit=4)
     quiet = dict(api_name=False, show_progress="hidden")
     c["predict"].click(h.predict, outs("case", "reviewer"), queue_out, api_name="predict", **single)
-    c["rationale"].input(h.diff, outs("shown", "rationale"), outs("diff"), trigger_mode="always_last", **quiet)
+    # .input fires on typing only: text pasted with the mouse or dropped in arrives with the box's .blur (leaving it)
+    typed_or_left = ("input", "blur")
+    for event in typed_or_left:
+        getattr(c["rationale"], event)(h.diff, outs("shown", "rationale"), outs("diff"), trigger_mode="always_last",
+                                       **quiet)
     # radios: .select, which only a person fires; their .input also fired while an output was being applied,
     # which saved the previous case's editor as a draft of the next one
     fact_in = outs("shown", "rationale", "final_label")
-    c["rationale"].input(h.facts, fact_in, outs("facts", "fact_notes"), trigger_mode="always_last", **quiet)
+    for event in typed_or_left:
+        getattr(c["rationale"], event)(h.facts, fact_in, outs("facts", "fact_notes"), trigger_mode="always_last",
+                                       **quiet)
     c["final_label"].select(h.facts, fact_in, outs("facts", "fact_notes"), trigger_mode="always_last", **quiet)
     checked = outs("shown", "rationale", "final_label")
     c["rationale"].blur(h.check_event, checked, outs("consistency"), **quiet)
     c["check"].click(h.check_event, checked, outs("consistency"), api_name="check")
     editor = outs("shown", "reviewer", "final_label", "rationale", "rating", "comment")
     for box in ("rationale", "comment"):
-        c[box].input(h.save_draft, editor + outs("case"), None, trigger_mode="always_last", **quiet)
+        for event in typed_or_left:
+            getattr(c[box], event)(h.save_draft, editor + outs("case"), None, trigger_mode="always_last", **quiet)
     for radio in ("final_label", "rating"):
         c[radio].select(h.save_draft, editor + outs("case"), None, trigger_mode="always_last", **quiet)
     for button, api in (("submit", "submit"), ("accept", "accept")):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,27 @@ def open_reviewer(browser, url: str, name: str, batch_file: Path):
     page.set_input_files("#r2d-upload input[type=file]", str(batch_file))
     wait_text(page, "#r2d-queue", "Case 1 of 3")
     return page
+
+
+def test_pasted_rationale_is_checked_and_kept_as_a_draft_across_a_refresh(page, launched_app):
+    """Text pasted with the mouse fires no keystroke: leaving the box must still check it and keep it."""
+    page.fill("#r2d-reviewer textarea", "Nurse Paste")
+    predict(page, "level 2: chest pain, BP 88/50, HR 124")
+    pasted = "Chest pain with BP 88/50 (hypotension) and HR 124 (tachycardia)."
+    page.click("#r2d-rationale textarea")
+    page.keyboard.press("Control+a")
+    page.keyboard.insert_text(pasted)  # one input event, as a paste or a drop gives
+    page.click("#r2d-case-id")  # leave the box
+    wait_text(page, "#r2d-fact-notes", "every statement checked matches the case")
+    case_id = page.inner_text("#r2d-case-id").split()[2]  # "Case id <id>"
+    for _ in range(100):  # the draft is written by the box's blur event: wait for it, then refresh
+        if launched_app.store.draft("Nurse Paste", case_id):
+            break
+        time.sleep(0.1)
+    page.reload(wait_until="load")
+    wait_text(page, "#r2d-status", "Restored your unsaved draft")
+    assert page.input_value("#r2d-rationale textarea") == pasted
+    assert not launched_app.store.reviews()  # a draft, not a saved review
 
 
 def test_two_reviewers_accept_after_edit_undo_blind_review_agreement_and_export(launched_app):

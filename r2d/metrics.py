@@ -3,6 +3,7 @@
 Label metrics follow scikit-learn's conventions, which the authors' evaluation used
 (`f1_score(gold, pred, average="macro")`): macro-F1 averages per-class F1 over the sorted union of
 gold and predicted labels, and a class that is never predicted has precision 0 (not undefined).
+Severe under-triage counts emergencies (gold KTAS 1-2) predicted 4-5; its rate is a share of the emergencies.
 BLEU is the paper's: NLTK sentence BLEU-4 with smoothing method4 on `nltk.word_tokenize` of the
 lowercased texts, exactly, where NLTK's Punkt data is installed; it is not on PyPI, so on a machine
 without it the Punkt sentence split is replaced by a split after ., ! or ? and whitespace and each
@@ -26,6 +27,10 @@ from r2d.data import _label_key
 from r2d.errors import R2DError
 
 logger = logging.getLogger(__name__)
+
+# severe under-triage: an emergency (KTAS 1 resuscitation, 2 emergency) called less urgent or non-urgent (4, 5)
+EMERGENCY_MAX = 2
+NON_URGENT_MIN = 4
 
 # where Punkt is missing: a sentence ends at ., ! or ? followed by whitespace
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -58,6 +63,18 @@ class TriageErrors:
     under_triage: int
     over_triage: int
     n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SevereUnderTriage:
+    """Emergencies (gold KTAS 1-2) predicted less urgent (KTAS 4-5): the error triage must never make."""
+
+    count: int  # emergencies predicted 4-5
+    emergencies: int  # gold 1-2
+    rate: float | None  # count / emergencies (a share of the emergencies, not of all cases); None without any
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,17 +178,33 @@ def triage_errors(gold: Sequence[str], pred: Sequence[str], ordinal: bool = True
     Raises MetricInputError for empty/misaligned lists, `ordinal=False` (the rates mean nothing for an
     unordered label set such as yes/no/maybe) or labels that are not numbers.
     """
+    pairs = _ordinal_pairs(gold, pred, ordinal)
+    under = sum(p > g for g, p in pairs)
+    over = sum(p < g for g, p in pairs)
+    return TriageErrors(under / len(pairs), over / len(pairs), under, over, len(pairs))
+
+
+def severe_under_triage(gold: Sequence[str], pred: Sequence[str], ordinal: bool = True) -> SevereUnderTriage:
+    """Emergencies (gold level <= EMERGENCY_MAX, KTAS 1-2) predicted at level >= NON_URGENT_MIN (KTAS 4-5).
+
+    The rate is the share of the emergencies so called (None when gold holds no emergency), not a share of
+    all cases. Raises MetricInputError as triage_errors does (empty, misaligned, unordered or non-numeric).
+    """
+    pairs = _ordinal_pairs(gold, pred, ordinal)
+    emergencies = [p for g, p in pairs if g <= EMERGENCY_MAX]
+    count = sum(p >= NON_URGENT_MIN for p in emergencies)
+    return SevereUnderTriage(count, len(emergencies), count / len(emergencies) if emergencies else None)
+
+
+def _ordinal_pairs(gold: Sequence[str], pred: Sequence[str], ordinal: bool) -> list[tuple[float, float]]:
     _check_pair(gold, pred, ("gold", "pred"))
     if not ordinal:
         raise MetricInputError("under/over-triage needs ordinal labels (a larger number = less urgent); "
                                "this label set is not ordinal")
     try:
-        pairs = [(float(g), float(p)) for g, p in zip(gold, pred)]
+        return [(float(g), float(p)) for g, p in zip(gold, pred)]
     except ValueError as e:
         raise MetricInputError(f"under/over-triage needs numeric labels such as KTAS 1-5: {e}") from e
-    under = sum(p > g for g, p in pairs)
-    over = sum(p < g for g, p in pairs)
-    return TriageErrors(under / len(pairs), over / len(pairs), under, over, len(pairs))
 
 
 # --- rationale metrics ---------------------------------------------------------------------------

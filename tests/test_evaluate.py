@@ -79,6 +79,9 @@ def test_evaluate_predictions_on_a_known_set():
     assert m["macro_f1"] == pytest.approx((1 + 2 / 3) / 5)
     assert m["under_triage_rate"] == pytest.approx(0.25)  # 4 -> 5
     assert m["over_triage_rate"] == pytest.approx(0.25)  # 3 -> 2
+    # emergencies (gold 1, 2) were both called 1 and 2: none called 4-5
+    assert (m["severe_under_triage"], m["severe_under_triage_rate"]) == (0, 0.0)
+    assert report["severe_under_triage"] == {"count": 0, "emergencies": 2, "rate": 0.0}
     assert m["consistency"] == pytest.approx(0.5)  # repredicted == first prediction at items 0 and 2
     assert m["sufficiency"] == pytest.approx(0.5)  # repredicted == gold at items 0 and 3
     # BLEU: two identical rationales (1.0), "sore throat" (0.0) and an empty one (0.0)
@@ -105,12 +108,32 @@ def test_skipped_metrics_say_why_and_get_no_number():
     report = evaluate_predictions(examples, [make_prediction("yes"), make_prediction("yes")],
                                   label_set=["yes", "no", "maybe"], ordinal=False)
     skipped = report["skipped"]
-    assert set(skipped) == {"triage_errors", "bleu", "bertscore", "consistency", "sufficiency", "fidelity",
-                            "critical_named"}
+    assert set(skipped) == {"triage_errors", "severe_under_triage", "bleu", "bertscore", "consistency",
+                            "sufficiency", "fidelity", "critical_named"}
     assert skipped["bleu"] == evaluate.NO_RATIONALES
     assert not set(skipped) & set(report["metrics"])
-    assert "under_triage_rate" not in report["metrics"]
+    assert "under_triage_rate" not in report["metrics"] and "severe_under_triage" not in report
     assert report["rationale"]["n_with_gold_rationale"] == 0
+
+
+def test_severe_under_triage_counts_emergencies_called_4_or_5():
+    # gold 1 2 2 3 predicted 4 5 2 5: emergencies are the first three; 1 -> 4 and 2 -> 5 are severe (2 of 3);
+    # 3 -> 5 is under-triage but not of an emergency, so under-triage is 3 of 4
+    report = evaluate_predictions(make_examples(("1", "2", "2", "3")), [make_prediction(lab) for lab in "4525"],
+                                  label_set=KTAS, ordinal=True)
+    m = report["metrics"]
+    assert m["severe_under_triage"] == 2 and m["severe_under_triage_rate"] == pytest.approx(2 / 3)
+    assert m["under_triage_rate"] == pytest.approx(3 / 4)
+    # the longest metric name keeps a space before its value
+    assert "severe_under_triage_rate  0.6667" in evaluate.format_table(report)
+
+
+def test_severe_under_triage_rate_is_skipped_without_emergencies():
+    report = evaluate_predictions(make_examples(("3", "4")), [make_prediction("5"), make_prediction("5")],
+                                  label_set=KTAS, ordinal=True)
+    assert report["metrics"]["severe_under_triage"] == 0
+    assert "severe_under_triage_rate" not in report["metrics"]
+    assert report["skipped"]["severe_under_triage_rate"] == evaluate.NO_EMERGENCIES
 
 
 def test_bertscore_skip_message_without_scorer():
@@ -209,6 +232,72 @@ def test_format_table_names_the_bertscore_model_and_its_caveat():
                                   bertscore_note="fallback; NOT the paper's roberta-large")
     table = evaluate.format_table(report)
     assert FakeScorer.model_id in table and "NOT the paper's roberta-large" in table
+
+
+# --- evaluation files with rows that are not triage notes ------------------------------------------
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_load_eval_rows_reads_each_rows_kind(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", [
+        {"id": "a", "question": "BP 70/40, HR 130, unresponsive", "label": "1", "kind": "triage"},
+        {"id": "b", "question": "hello", "label": "not_triage", "kind": "not_triage"},
+        {"id": "c", "question": "sore throat, vitals normal", "label": "5"}])  # no kind: a triage note
+    examples, kinds = evaluate.load_eval_rows(data)
+    assert [e.example_id for e in examples] == ["a", "b", "c"]
+    assert kinds == ["triage", "not_triage", "triage"]
+
+
+def test_load_eval_rows_reads_a_csv_without_kinds_as_triage(tmp_path):
+    data = write_examples(tmp_path / "d.csv", make_examples(("1", "2")))
+    assert evaluate.load_eval_rows(data)[1] == ["triage", "triage"]
+
+
+def test_load_eval_rows_refuses_an_unknown_kind_with_its_line(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"question": "q", "label": "1"},
+                                              {"question": "q", "label": "1", "kind": "letter"}])
+    with pytest.raises(DatasetSchemaError, match=r"d\.jsonl:2: kind 'letter'"):
+        evaluate.load_eval_rows(data)
+
+
+def test_not_triage_block_counts_what_the_app_would_warn_on():
+    # "hello" holds no triage fact, so the app warns; a note with vitals and AVPU is not warned
+    examples = [Example("hello", "not_triage", "", "author", "x"),
+                Example("BP 70/40, HR 130, unresponsive", "not_triage", "", "author", "y")]
+    block = evaluate.not_triage_block(examples, [make_prediction("3", "r1"), make_prediction("1", "r2")])
+    assert (block["n"], block["warned"]) == (2, 1)
+    assert block["rows"][0] == {"id": "x", "warned": True, "predicted_label": "3", "rationale": "r1"}
+    assert block["rows"][1]["warned"] is False
+    with pytest.raises(MetricInputError):
+        evaluate.not_triage_block(examples, [make_prediction("3")])
+
+
+def test_main_keeps_not_triage_rows_out_of_the_label_metrics(tmp_path, tiny_model_dir, tiny_examples, capsys):
+    pytest.importorskip("r2d.inference", reason="r2d/inference.py is not written yet")
+    rows = [dict(e.to_dict(), kind="triage") for e in tiny_examples[:2]]
+    rows += [{"id": "n1", "question": "hello", "label": "not_triage", "kind": "not_triage"},
+             {"id": "n2", "question": "milk, eggs, bread", "label": "not_triage", "kind": "not_triage"}]
+    data = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    report = evaluate.main(["--model", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "r.json"),
+                            "--quantization", "none", "--no-bertscore"])
+    # the label "not_triage" is outside the model's label set: scored, it would have been refused
+    assert report["n"] == 2 and [p["id"] for p in report["predictions"]] == [e.example_id for e in tiny_examples[:2]]
+    assert sum(map(sum, report["confusion_matrix"]["counts"])) == 2
+    block = report["not_triage"]
+    assert (block["n"], block["warned"]) == (2, 2) and [r["id"] for r in block["rows"]] == ["n1", "n2"]
+    assert all(r["predicted_label"] in KTAS for r in block["rows"])
+    printed = capsys.readouterr().out
+    assert "not triage notes (no level, not in the metrics above): 2, the app would warn on 2" in printed
+
+
+def test_main_refuses_a_file_of_only_not_triage_rows(tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"question": "hello", "label": "not_triage", "kind": "not_triage"}])
+    with pytest.raises(SystemExit, match="no triage rows"):
+        evaluate.main(["--model", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "r.json")])
 
 
 def test_resolve_config_prefers_the_models_own_config(tmp_path):

@@ -88,6 +88,36 @@ def test_triage_errors_refuses_unordered_labels():
         metrics.triage_errors(["yes"], ["no"])
 
 
+# Severe under-triage by hand: emergencies = gold 1 or 2; severe = one predicted 4 or 5; rate = severe / emergencies.
+@pytest.mark.parametrize("gold, pred, count, emergencies, rate", [
+    # 1 -> 4 and 2 -> 5 are severe; 3 -> 5 is under-triage but not of an emergency; 5 -> 1 is over-triage
+    (["1", "2", "3", "4", "5"], ["4", "5", "5", "5", "1"], 2, 2, 1.0),
+    # 1 -> 4 and 2 -> 5 are severe; 1 -> 3 and 2 -> 3 are under-triage but not severe; 2 -> 1 is over-triage
+    (["1", "1", "2", "2", "2"], ["3", "4", "1", "5", "3"], 2, 5, 2 / 5),
+    (["2", "2", "1"], ["2", "3", "1"], 0, 3, 0.0),
+    # no emergency in gold: no rate (0/0), even though every case is under-triaged
+    (["3", "4", "3"], ["5", "5", "4"], 0, 0, None),
+])
+def test_severe_under_triage_hand_computed(gold, pred, count, emergencies, rate):
+    result = metrics.severe_under_triage(gold, pred)
+    assert (result.count, result.emergencies) == (count, emergencies)
+    assert result.rate == (None if rate is None else pytest.approx(rate))
+    assert result.to_dict() == {"count": count, "emergencies": emergencies, "rate": result.rate}
+
+
+def test_severe_under_triage_is_counted_within_under_triage():
+    gold, pred = ["1", "2", "2", "3", "1"], ["5", "4", "3", "4", "1"]
+    severe, all_errors = metrics.severe_under_triage(gold, pred), metrics.triage_errors(gold, pred)
+    assert (severe.count, all_errors.under_triage) == (2, 4)  # 1->5, 2->4 among 1->5, 2->4, 2->3, 3->4
+
+
+def test_severe_under_triage_refuses_unordered_labels():
+    with pytest.raises(MetricInputError, match="ordinal"):
+        metrics.severe_under_triage(["1"], ["4"], ordinal=False)
+    with pytest.raises(MetricInputError, match="numeric"):
+        metrics.severe_under_triage(["yes"], ["no"])
+
+
 def test_bleu_identical_is_one_and_disjoint_is_zero():
     text = "Hypotension with tachycardia and chest pain suggests shock; emergent care."
     assert metrics.sentence_bleu(text, text) == pytest.approx(1.0)
@@ -148,8 +178,8 @@ def test_consistency_and_sufficiency_definitions():
 
 
 @pytest.mark.parametrize("fn", [metrics.accuracy, metrics.macro_f1, metrics.per_class_f1, metrics.confusion_matrix,
-                                metrics.triage_errors, metrics.mean_sentence_bleu, metrics.consistency,
-                                metrics.sufficiency])
+                                metrics.triage_errors, metrics.severe_under_triage, metrics.mean_sentence_bleu,
+                                metrics.consistency, metrics.sufficiency])
 def test_empty_and_mismatched_inputs_raise(fn):
     with pytest.raises(MetricInputError, match="empty"):
         fn([], [])

@@ -5,9 +5,11 @@
         [--config FILE] [--set section.key=value ...]
 
 Labels: accuracy, macro-F1 (scikit-learn convention), per-class precision/recall/F1, confusion matrix,
-under/over-triage for ordinal label sets. Fidelity to the case (r2d.factcheck, every example): the share
-of rationales with no statement the case contradicts or does not support, and the share of cases with a
-critical finding whose rationale names all of them. Rationales (on examples that have a gold rationale):
+under/over-triage for ordinal label sets, and severe under-triage (emergencies, gold KTAS 1-2, called 4-5:
+a count, and a rate over the emergencies). Rows of kind "not_triage" (assets/eval/README.md) enter no label
+metric; the report counts how many the app would warn on. Fidelity to the case (r2d.factcheck, every
+example): the share of rationales with no statement the case contradicts or does not support, and the share
+of cases with a critical finding whose rationale names all of them. Rationales (on examples that have a gold rationale):
 BERTScore F1 and mean sentence BLEU. Agreement (Reason2Decide-C): consistency and sufficiency of the
 label re-predicted from the generated rationale alone, with its label mentions masked as [LABEL] (as the
 Reason2Decide-C data masks them), so a copied "KTAS 3" does not count. Writes a JSON report and prints a table.
@@ -28,7 +30,7 @@ from r2d import factcheck, metrics
 from r2d.artifacts import read_model_meta
 from r2d.bertscore import SKIP_MESSAGE, load_scorer
 from r2d.config import CONFIG_FILENAME, QUANTIZATIONS, R2DConfig, load_config
-from r2d.data import Example, atomic_write_text, load_examples
+from r2d.data import Example, atomic_write_text, iter_csv, iter_jsonl, load_examples
 from r2d.errors import DatasetSchemaError, R2DError
 from r2d.metrics import MetricInputError
 from r2d.prompts import PROMPT_VERSION
@@ -40,6 +42,11 @@ logger = logging.getLogger(__name__)
 REPORT_FORMAT = "r2d-eval-1"
 NO_RATIONALES = "the data has no gold rationales to compare with"
 NO_TRIAGE_FACTS = "most cases hold none of the triage facts the fact check reads (vitals, AVPU, pain, complaint)"
+NOT_ORDINAL = "the label set is not ordinal (under/over-triage needs ordered levels)"
+NO_EMERGENCIES = "no case has gold KTAS 1-2 (the rate is a share of the emergencies)"
+# the `kind` of a row of an evaluation file (assets/eval/README.md); a row without one is a triage note
+TRIAGE, NOT_TRIAGE = "triage", "not_triage"
+ROW_KINDS = (TRIAGE, NOT_TRIAGE)
 
 
 class _Scored(Protocol):
@@ -69,10 +76,16 @@ def _label_block(gold: list[str], pred: list[str], label_set: Sequence[str] | No
     skipped = {}
     if ordinal:
         triage = metrics.triage_errors(gold, pred, ordinal=True)
-        block["metrics"].update(under_triage_rate=triage.under_triage_rate, over_triage_rate=triage.over_triage_rate)
-        block["triage_errors"] = triage.to_dict()
+        severe = metrics.severe_under_triage(gold, pred, ordinal=True)
+        block["metrics"].update(under_triage_rate=triage.under_triage_rate, over_triage_rate=triage.over_triage_rate,
+                                severe_under_triage=severe.count)
+        if severe.rate is None:
+            skipped["severe_under_triage_rate"] = NO_EMERGENCIES
+        else:
+            block["metrics"]["severe_under_triage_rate"] = severe.rate
+        block.update(triage_errors=triage.to_dict(), severe_under_triage=severe.to_dict())
     else:
-        skipped["triage_errors"] = "the label set is not ordinal (under/over-triage needs ordered levels)"
+        skipped["triage_errors"] = skipped["severe_under_triage"] = NOT_ORDINAL
     return block, skipped
 
 
@@ -152,6 +165,38 @@ def evaluate_predictions(examples: Sequence[Example], predictions: Sequence[_Sco
     return report
 
 
+def not_triage_block(examples: Sequence[Example], predictions: Sequence[_Scored]) -> dict[str, Any]:
+    """For inputs that are not triage notes (no right level): how many the app would warn on, i.e. those
+    with none of the triage facts (r2d.factcheck.case_has_triage_facts, the app's own test), and the level
+    the model suggested for each anyway. They enter no label metric."""
+    if len(examples) != len(predictions):
+        raise MetricInputError(f"{len(examples)} examples but {len(predictions)} predictions")
+    rows = [{"id": e.example_id, "warned": not factcheck.case_has_triage_facts(e.case_text),
+             "predicted_label": p.label, "rationale": p.rationale} for e, p in zip(examples, predictions)]
+    return {"n": len(rows), "warned": sum(r["warned"] for r in rows), "rows": rows}
+
+
+# --- reading an evaluation file -------------------------------------------------------------------
+
+
+def load_eval_rows(path: str | Path) -> tuple[list[Example], list[str]]:
+    """The examples of a data file (r2d.data.load_examples) and each row's `kind`, "triage" or "not_triage"
+    (assets/eval/README.md); a row or a file without the field is "triage".
+
+    Raises DatasetSchemaError as load_examples does, and for an unknown kind (file:line).
+    """
+    examples = load_examples(path)
+    p = Path(path)
+    rows = iter_jsonl(p) if p.suffix.lower() in (".jsonl", ".json") else iter_csv(p)
+    kinds = []
+    for where, row in rows:
+        kind = row.get("kind") or TRIAGE
+        if kind not in ROW_KINDS:
+            raise DatasetSchemaError(f"{where}: kind {kind!r} is not one of {', '.join(ROW_KINDS)}")
+        kinds.append(kind)
+    return examples, kinds
+
+
 # --- running a model ----------------------------------------------------------------------------
 
 
@@ -197,10 +242,11 @@ def _fmt(value: Any) -> str:
 def format_table(report: dict[str, Any]) -> str:
     """The report as a plain-text table for the terminal."""
     names = report.get("label_names", {})
+    width = max([22] + [len(name) + 2 for name in [*report["metrics"], *report["skipped"]]])
     lines = [f"Reason2Decide evaluation: {report.get('model', '?')} on {report.get('data', {}).get('path', '?')} "
-             f"(n={report['n']})", "", f"{'metric':<22}value"]
-    lines += [f"{name:<22}{_fmt(value)}" for name, value in report["metrics"].items()]
-    lines += [f"{name:<22}skipped" for name in report["skipped"]]
+             f"(n={report['n']})", "", f"{'metric':<{width}}value"]
+    lines += [f"{name:<{width}}{_fmt(value)}" for name, value in report["metrics"].items()]
+    lines += [f"{name:<{width}}skipped" for name in report["skipped"]]
     if "bertscore_model" in report["rationale"]:
         info = report["rationale"]
         lines.append(f"(BERTScore: {info['bertscore_model']}; {info.get('bertscore_note', '')})")
@@ -212,6 +258,10 @@ def format_table(report: dict[str, Any]) -> str:
     for label, s in report["per_class"].items():
         lines.append(f"{label:<8}{names.get(label, '')[:13]:<14}{s['precision']:>10.4f}{s['recall']:>8.4f}"
                      f"{s['f1']:>8.4f}{s['support']:>9}{s['predicted']:>11}")
+    if "not_triage" in report:
+        block = report["not_triage"]
+        lines += ["", f"not triage notes (no level, not in the metrics above): {block['n']}, the app would warn "
+                      f"on {block['warned']}"]
     if report["skipped"]:
         lines += ["", "skipped:"] + [f"  {name}: {reason}" for name, reason in report["skipped"].items()]
     return "\n".join(lines)
@@ -263,8 +313,17 @@ def resolve_config(model: Path, *, adapter: Path | None = None, quantization: st
 def evaluate_dir(cfg: R2DConfig, data: Path, *, limit: int | None = None, batch_size: int = 8,
                  bertscore: bool = True, bertscore_model: Path | None = None, bertscore_layer: int | None = None,
                  config_source: str = "defaults") -> dict[str, Any]:
-    """Evaluate the model cfg.model names on a data file; the full report. Raises R2DError."""
-    examples = load_examples(data)[:limit]
+    """Evaluate the model cfg.model names on a data file; the full report. Raises R2DError.
+
+    Rows of kind "not_triage" (load_eval_rows) are predicted but kept out of every label metric: the report's
+    `not_triage` block (not_triage_block) counts those the app would warn on.
+    """
+    rows, kinds = load_eval_rows(data)
+    rows, kinds = rows[:limit], kinds[:limit]
+    examples = [e for e, kind in zip(rows, kinds) if kind == TRIAGE]
+    others = [e for e, kind in zip(rows, kinds) if kind == NOT_TRIAGE]
+    if not examples:
+        raise DatasetSchemaError(f"{data}: no triage rows to score (every row is of kind {NOT_TRIAGE!r})")
     meta = read_model_meta(cfg.model.name_or_path)
     if meta is not None:
         check_labels(examples, meta.label_set)  # fail before the slow part
@@ -274,6 +333,9 @@ def evaluate_dir(cfg: R2DConfig, data: Path, *, limit: int | None = None, batch_
     scorer, note = (None, "disabled with --no-bertscore") if not bertscore else \
         load_scorer(bertscore_model, layer=bertscore_layer, device=predictor.device)
     report = evaluate_model(predictor, examples, batch_size=batch_size, scorer=scorer, bertscore_note=note)
+    if others:
+        report["not_triage"] = not_triage_block(
+            others, predictor.predict_batch([e.case_text for e in others], batch_size=batch_size))
     return {"format": REPORT_FORMAT, "model": cfg.model.name_or_path, "model_id": predictor.model_id,
             "adapter": cfg.model.adapter_path, "task": predictor.task,
             "label_set": list(predictor.label_set), "label_names": dict(predictor.label_names),

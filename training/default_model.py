@@ -35,6 +35,7 @@ from r2d.errors import ConfigError, R2DError
 from r2d.sources import KTAS_LABEL_NAMES, KTAS_LABELS, ktas_meta
 from training import evaluate, prepare_data
 from training.common import setup_logging
+from training.scale import Scale
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ class Recipe:
     # fidelity 0.078 vs 0.086 without), as it takes a quarter of the explain data away
     span_fraction: float = 0.0
     class_balance: bool = True    # Stage 2 oversamples KTAS 1 and 5
+    # Stage 2 also trains on this many synthetic cases whose level a KTAS first-order modifier fixes
+    # (r2d.rules.urgency_floor): the label then follows the triage facts the rationale names
+    modifier_cases: int = 0
 
 
 ABLATIONS: dict[str, dict[str, Any]] = {
@@ -79,7 +83,10 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no synthetic corpus": {"synthetic": False},
     "no warm-up": {"warmup_steps": 0},
     "no class balance": {"class_balance": False},
+    "+ first-order modifier cases": {"modifier_cases": 1000},
 }
+# the Stage-2 arms a GPU build trains from each Stage-1 model; the best on validation is published
+DEFAULT_STAGE2_ARMS = ("recipe (all levers)", "+ first-order modifier cases")
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -112,12 +119,20 @@ def balanced(examples: Sequence[Example]) -> list[Example]:
     return [e for e in examples for _ in range(factors[e.label])]
 
 
-def stage2_train_file(train_file: Path, recipe: Recipe) -> Path:
-    """The Stage-2 training file: the split itself, or a class-balanced copy beside it (same manifest)."""
-    if not recipe.class_balance:
+def stage2_train_file(train_file: Path, recipe: Recipe, seed: int = 0) -> Path:
+    """The Stage-2 training file: the split itself, or beside it (same manifest) a copy that is class-balanced
+    and/or extended with recipe.modifier_cases synthetic cases labelled by KTAS first-order modifiers."""
+    if not recipe.class_balance and not recipe.modifier_cases:
         return train_file
-    out = train_file.with_name("train_balanced.jsonl")
-    write_examples(out, balanced(load_examples(train_file)))
+    train = load_examples(train_file)
+    rows = balanced(train) if recipe.class_balance else list(train)
+    if recipe.modifier_cases:
+        from training.labelled_synthetic import modifier_labelled_examples
+        from training.synthetic import training_complaints
+        rows += modifier_labelled_examples(recipe.modifier_cases, training_complaints(train), seed)
+    name = f"train_b{int(recipe.class_balance)}_m{recipe.modifier_cases}_s{seed}.jsonl"
+    out = train_file.with_name(name)
+    write_examples(out, rows)
     return out
 
 
@@ -132,42 +147,62 @@ def stage_configs(cfg: R2DConfig, files: dict[str, Path], stage2_steps: int,
     return replace(cfg, data=data, optim=replace(cfg.optim, max_steps=stage2_steps, eval_steps=eval_steps))
 
 
+TOKENIZER_SAMPLE = 20000  # synthetic cases (and their rationales) the tokenizer is fitted on, beside KTAS train
+
+
 def stage1(cfg: R2DConfig, recipe: Recipe, train: list[Example], val: list[Example], out: Path,
-           budget_s: float | None, steps: int | None, seed: int) -> dict[str, Any]:
-    """Fit the tokenizer, build a new T5, run training.pretrain; save the model dir. Returns its log."""
+           budget_s: float | None, steps: int | None, seed: int, scale: Scale = Scale()) -> dict[str, Any]:
+    """Fit the tokenizer, build a new T5, run training.pretrain at `scale`; save the model dir. Returns its log."""
+    import functools
+
     import torch
 
     from r2d.artifacts import ModelMeta, save_model_dir
     from r2d.tokenizer import train_tokenizer
     from training.features import tokenizer_corpus
-    from training.pretrain import Batches, PretrainConfig, add_sentinels, pretrain
+    from training.pretrain import PretrainConfig, add_sentinels, batch_iterator, pretrain
     from training.scratch import new_t5
     from training.synthetic import synthetic_examples, training_complaints
 
     torch.manual_seed(seed)
     complaints = training_complaints(train)  # the training split's only: never val or test
-    sample = list(synthetic_examples(3000, complaints, seed + 1)) if recipe.synthetic else []
+    sample = list(synthetic_examples(TOKENIZER_SAMPLE, complaints, seed + 1)) if recipe.synthetic else []
     corpus = tokenizer_corpus(train) + [t for e in sample for t in (e.case_text, e.rationale)]
     tokenizer = train_tokenizer(corpus, cfg.arch.vocab_size, split_digits=recipe.digit_tokens)
     add_sentinels(tokenizer)
     model = new_t5(tokenizer, cfg.arch, seed=seed)
-    stream = synthetic_examples(10 ** 9, complaints, seed) if recipe.synthetic else _cycle(train, seed)
+    stream = (functools.partial(synthetic_examples, 10 ** 9, complaints) if recipe.synthetic
+              else functools.partial(_cycle, train))
     pcfg = PretrainConfig(max_steps=steps or 10 ** 6, budget_s=None if steps else budget_s,
-                          batch_size=cfg.optim.batch_size, learning_rate=cfg.optim.learning_rate,
+                          batch_size=scale.stage1_batch_size, learning_rate=cfg.optim.learning_rate,
                           warmup_steps=recipe.warmup_steps, span_fraction=recipe.span_fraction,
                           real_fraction=0.2 if recipe.synthetic else 1.0,
                           max_input_tokens=cfg.generation.max_input_tokens,
-                          max_target_tokens=cfg.generation.max_rationale_tokens, seed=seed)
+                          max_target_tokens=cfg.generation.max_rationale_tokens, seed=seed, device=scale.device,
+                          bf16=scale.bf16, num_workers=scale.workers, compile=scale.compile,
+                          pad_multiple=scale.pad_multiple)
     started = time.monotonic()
-    history = pretrain(model, tokenizer, Batches(tokenizer, stream, train, pcfg), pcfg, probe=val[:32])
+    history = pretrain(model, tokenizer, batch_iterator(tokenizer, stream, train, pcfg), pcfg, probe=val[:32])
     seconds = time.monotonic() - started
+    model.to("cpu")
     meta = ModelMeta(label_set=KTAS_LABELS, **ktas_meta(),
                      extra={"stage": "stage1", "recipe": recipe.__dict__, "steps": history[-1]["step"]})
     save_model_dir(model, tokenizer, out, meta, cfg)
     log = {"recipe": recipe.__dict__, "history": history, "seconds": seconds,
-           "seconds_per_step": seconds / max(1, history[-1]["step"])}
+           "seconds_per_step": seconds / max(1, history[-1]["step"]), "scale": scale.__dict__,
+           "hardware": hardware(scale), "tokenizer_pieces": len(tokenizer)}
     atomic_write_text(out / "pretrain_log.json", json.dumps(log, indent=2) + "\n")
     return log
+
+
+def hardware(scale: Scale) -> dict[str, Any]:
+    """What the build ran on: device name, torch and transformers versions, CPU cores (for the card)."""
+    import os
+
+    import torch
+    import transformers
+    name = torch.cuda.get_device_name(0) if scale.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    return {"device": name, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 def _cycle(examples: Sequence[Example], seed: int):
@@ -179,34 +214,42 @@ def _cycle(examples: Sequence[Example], seed: int):
 
 
 def train_stage2_from(cfg: R2DConfig, recipe: Recipe, files: dict[str, Path], stage1_dir: Path, out: Path,
-                      steps: int, seed: int) -> tuple[Path, int]:
-    """training.stage2 from a Stage-1 model dir; returns the best model's dir and the steps taken."""
+                      steps: int, seed: int, scale: Scale = Scale()) -> tuple[Path, int]:
+    """training.stage2 from a Stage-1 model dir; returns the best model's dir and the steps taken.
+    On a GPU scale the Trainer runs in bf16 (it picks the GPU itself)."""
     from training.stage2 import train_stage2
 
-    cfg2 = stage_configs(replace(cfg, optim=replace(cfg.optim, seed=seed)), files, steps,
-                         stage2_train_file(files["train"], recipe))
+    optim = replace(cfg.optim, seed=seed, bf16=cfg.optim.bf16 or (scale.device == "cuda" and scale.bf16))
+    cfg2 = stage_configs(replace(cfg, optim=optim), files, steps, stage2_train_file(files["train"], recipe, seed))
     s2 = train_stage2(cfg2, str(stage1_dir), out, **ktas_meta())
     return s2.out_dir, s2.global_step
 
 
 def train_recipe(cfg: R2DConfig, recipe: Recipe, files: dict[str, Path], work: Path, budget_s: float,
                  seed: int, stage1_steps: int | None = None, stage2_steps: int | None = None,
-                 stage1_from: Path | None = None) -> tuple[Path, dict]:
+                 stage1_from: Path | None = None, scale: Scale = Scale()) -> tuple[Path, dict]:
     """Stage 1 (training.pretrain, or the model in stage1_from) then Stage 2 (training.stage2); returns the
     Stage-2 dir and the Stage-1 log."""
-    if stage1_from is None:
-        train, val = load_examples(files["train"]), load_examples(files["val"])
-        stage1_dir = work / "stage1"
-        log = stage1(cfg, recipe, train, val, stage1_dir, STAGE1_SHARE * budget_s, stage1_steps, seed)
-    else:
-        stage1_dir, log = stage1_from, _stage1_log(stage1_from)
+    stage1_dir = train_stage1_once(cfg, recipe, files, work, budget_s, seed, stage1_steps, stage1_from, scale)
+    log = _stage1_log(stage1_dir)
     if stage2_steps is None:
         stage2_steps = max(10, round(STAGE2_SHARE * budget_s / (log["seconds_per_step"] * STAGE2_STEP_COST)))
     started = time.monotonic()
     out_dir, log["stage2_steps"] = train_stage2_from(cfg, recipe, files, stage1_dir, work / "stage2",
-                                                     stage2_steps, seed)
+                                                     stage2_steps, seed, scale)
     log["stage2_step_cost"] = (time.monotonic() - started) / max(1, log["stage2_steps"]) / log["seconds_per_step"]
     return out_dir, log
+
+
+def train_stage1_once(cfg: R2DConfig, recipe: Recipe, files: dict[str, Path], work: Path, budget_s: float,
+                      seed: int, steps: int | None, stage1_from: Path | None, scale: Scale) -> Path:
+    """The Stage-1 model dir: stage1_from as given, or a new one trained into work/stage1."""
+    if stage1_from is not None:
+        _stage1_log(stage1_from)  # refuses a folder no build wrote
+        return stage1_from
+    train, val = load_examples(files["train"]), load_examples(files["val"])
+    stage1(cfg, recipe, train, val, work / "stage1", STAGE1_SHARE * budget_s, steps, seed, scale)
+    return work / "stage1"
 
 
 def _stage1_log(stage1_dir: Path) -> dict[str, Any]:
@@ -218,10 +261,10 @@ def _stage1_log(stage1_dir: Path) -> dict[str, Any]:
 
 
 def evaluate_on(model_dir: Path, data: Path, out: Path, bertscore: bool = True, overrides: Sequence[str] = (),
-                quantization: str = "none") -> dict[str, Any]:
+                quantization: str = "none", batch_size: int = 16, limit: int | None = None) -> dict[str, Any]:
     """The evaluation command's own code path (fidelity and critical findings included); writes `out`."""
-    report = evaluate.run(model_dir, data, quantization=quantization, overrides=overrides, batch_size=16,
-                          bertscore=bertscore)
+    report = evaluate.run(model_dir, data, quantization=quantization, overrides=overrides, batch_size=batch_size,
+                          bertscore=bertscore, limit=limit)
     atomic_write_text(out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return report
 
@@ -240,10 +283,85 @@ def evaluate_model_dir(model_dir: Path, test: Path) -> dict[str, dict[str, Any]]
                                     quantization="auto")}
 
 
+SINGLE_RATIONALE = ("generation.fact_check_candidates=0",)
+
+
+def build_arms(cfg: R2DConfig, files: dict[str, Path], work: Path, budget_s: float, seed: int,
+               steps: tuple[int | None, int | None], stage1_from: Path | None, scale: Scale,
+               arms: Sequence[str], extra_sets: dict[str, Path],
+               eval_limit: int | None = None) -> tuple[Path, dict[str, Any]]:
+    """One Stage 1, then every Stage-2 arm from it, each scored (one greedy rationale, unquantized, on the
+    build's device) on val, test and `extra_sets`; returns the dir of the best arm on validation and the log
+    (every arm's figures, the choice). Raises ConfigError for unknown arms or arms that differ in Stage 1."""
+    recipes = {name: Recipe(**ABLATIONS[name]) for name in _known_arms(arms)}
+    if len({_stage1_key(r) for r in recipes.values()}) != 1:
+        raise ConfigError(f"--stage2-arms {list(arms)} differ in Stage 1; give arms that change only Stage 2")
+    first = next(iter(recipes.values()))
+    stage1_dir = train_stage1_once(cfg, first, files, work, budget_s, seed, steps[0], stage1_from, scale)
+    log = _stage1_log(stage1_dir)
+    stage2_steps = steps[1] or max(10, round(STAGE2_SHARE * budget_s / len(recipes)
+                                             / (log["seconds_per_step"] * STAGE2_STEP_COST)))
+    sets = {"val": files["val"], "test": files["test"]} | extra_sets
+    results: dict[str, Any] = {}
+    for name, recipe in recipes.items():
+        arm_dir = work / "arms" / _slug(name)
+        model_dir, taken = train_stage2_from(cfg, recipe, files, stage1_dir, arm_dir / "stage2", stage2_steps,
+                                             seed, scale)
+        results[name] = {"dir": str(model_dir), "stage2_steps": taken, "seed": seed} | {
+            split: summary(evaluate_on(model_dir, path, arm_dir / f"{split}_{REPORT_FILENAME}", bertscore=False,
+                                       overrides=SINGLE_RATIONALE, quantization="none",
+                                       batch_size=64 if scale.device == "cuda" else 16, limit=eval_limit))
+            for split, path in sets.items()}
+        logger.info("arm %s: %s", name, {k: v for k, v in results[name].items() if k != "dir"})
+    best = max(results, key=lambda name: selection_score(results[name]))
+    log |= {"arms": results, "selected_arm": best, "stage2_steps": results[best]["stage2_steps"],
+            "recipe": Recipe(**ABLATIONS[best]).__dict__, "selection": SELECTION_RULE}
+    return Path(results[best]["dir"]), log
+
+
+SELECTION_RULE = ("validation macro-F1 + validation fidelity of one greedy rationale (unquantized); "
+                  "the highest sum is kept")
+
+
+def selection_score(result: dict[str, Any]) -> float:
+    """What a build is chosen by (SELECTION_RULE): validation figures only, never test."""
+    val = result["val"]
+    return (val["macro_f1"] or 0.0) + (val["fidelity"] or 0.0)
+
+
+def _known_arms(arms: Sequence[str]) -> list[str]:
+    unknown = sorted(set(arms) - set(ABLATIONS))
+    if unknown:
+        raise ConfigError(f"unknown arm(s) {unknown}; the arms are {list(ABLATIONS)}")
+    return list(dict.fromkeys(arms))
+
+
+def pick_best(candidates: Sequence[Path], out: Path) -> dict[str, Any]:
+    """Publish the best of several builds (one seed each, built with --stage2-arms) to `out` by
+    selection_score on validation; every candidate's figures go into the published log."""
+    logs = {}
+    for c in candidates:
+        log = _stage1_log(c)
+        if "arms" not in log:
+            raise ConfigError(f"{c} was not built with --stage2-arms: its validation figures are missing")
+        logs[c] = log
+    best = max(logs, key=lambda c: selection_score(logs[c]["arms"][logs[c]["selected_arm"]]))
+    builds = [{"seed": log["arms"][log["selected_arm"]]["seed"], "arms": log["arms"], "selected_arm":
+               log["selected_arm"], "chosen": c == best} for c, log in logs.items()]
+    merged = logs[best] | {"builds": builds}
+    publish(best, out)
+    atomic_write_text(out / TRAIN_LOG_FILENAME, json.dumps(merged, indent=2) + "\n")
+    return merged
+
+
+SUMMARY_METRICS = ("fidelity", "critical_named", "macro_f1", "accuracy", "under_triage_rate", "severe_under_triage",
+                   "severe_under_triage_rate")
+
+
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """The figures the card and the ablation compare."""
     m = report["metrics"]
-    return {k: m.get(k) for k in ("fidelity", "critical_named", "macro_f1", "accuracy")} | {"n": report["n"]}
+    return {k: m.get(k) for k in SUMMARY_METRICS} | {"n": report["n"]}
 
 
 def _slug(name: str) -> str:
@@ -531,7 +649,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--stage1-from", type=Path, default=None,
                    help="train Stage 2 only, from the Stage-1 model of an earlier build (WORK/final/stage1)")
     p.add_argument("--stage2-steps", type=int, default=None, help="fixed Stage-2 steps instead of the budget")
-    p.add_argument("--seed", type=int, default=None, help="data split and training seed (default: optim.seed)")
+    p.add_argument("--seed", type=int, default=None, help="training seed (default: optim.seed)")
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seed of the KTAS data split (default: the training seed); fix it to compare seeds")
+    g = p.add_argument_group("scale (one code path on a CPU and on a GPU)")
+    g.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="where to train (default cpu)")
+    g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast (default: on for CUDA and for CPUs with AVX512-BF16/AMX)")
+    g.add_argument("--stage1-batch-size", type=int, default=None, help="default 256 on CUDA, 16 on a CPU")
+    g.add_argument("--workers", type=int, default=None,
+                   help="processes generating Stage-1 batches (default: the cores / --parallel-builds on CUDA, "
+                        "0 on a CPU)")
+    g.add_argument("--parallel-builds", type=int, default=1,
+                   help="how many builds share this machine (for the default --workers)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the Stage-1 model")
+    g.add_argument("--stage1-minutes", type=float, default=None,
+                   help=f"Stage 1's own budget (default: {STAGE1_SHARE:g} of --budget-minutes)")
+    g.add_argument("--stage2-arms", nargs="+", default=None, metavar="ARM",
+                   help="train these Stage-2 arms from one Stage 1 and publish the best on validation "
+                        f"(e.g. {' '.join(repr(a) for a in DEFAULT_STAGE2_ARMS)})")
+    g.add_argument("--eval-set", dest="eval_sets", action="append", default=[], metavar="NAME=JSONL",
+                   help="with --stage2-arms: also score every arm on this labelled set (never trained on)")
+    g.add_argument("--eval-limit", type=int, default=None,
+                   help="with --stage2-arms: score each arm on the first N rows of each set only (a smoke run)")
+    g.add_argument("--no-card", action="store_true",
+                   help="publish without the card's evaluations (a GPU build; --evaluate-only writes it later)")
+    g.add_argument("--pick-best", nargs="+", type=Path, default=None, metavar="MODEL_DIR",
+                   help="publish the best of these --stage2-arms builds on validation to --out; train nothing")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
@@ -548,29 +692,59 @@ def _ablation(args: argparse.Namespace, cfg: R2DConfig, files: dict[str, Path]) 
     return run_ablation(cfg, files, args.work, seeds, *args.ablation_steps, only=args.ablation_arms)
 
 
+def resolve_args_scale(args: argparse.Namespace) -> Scale:
+    """The Scale the command line asks for (training.scale.resolve_scale). Raises ConfigError."""
+    import torch
+
+    from training.scale import cpu_has_bf16, resolve_scale
+    return resolve_scale(args.device, torch.cuda.is_available(), bf16=args.bf16, batch_size=args.stage1_batch_size,
+                         workers=args.workers, compile_model=args.compile, cpu_bf16=cpu_has_bf16(),
+                         processes=args.parallel_builds)
+
+
+def _eval_sets(specs: Sequence[str]) -> dict[str, Path]:
+    sets = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not Path(path).is_file():
+            raise ConfigError(f"--eval-set {spec!r}: give NAME=PATH to an existing JSONL file")
+        sets[name] = Path(path)
+    return sets
+
+
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     """Prepare data, (ablation), train both stages, evaluate on test and the examples, publish. Raises R2DError."""
     started = time.monotonic()
     cfg = load_config(args.config, args.overrides)
+    if args.pick_best:
+        return {"picked": pick_best(args.pick_best, args.out)}
     if args.seed is not None:
         cfg = replace(cfg, optim=replace(cfg.optim, seed=args.seed))
-    files = prepare_splits(args.ktas, args.work, cfg.optim.seed)
+    files = prepare_splits(args.ktas, args.work, cfg.optim.seed if args.split_seed is None else args.split_seed)
     ablation = _ablation(args, cfg, files)
     if args.ablation_only:
         return {"ablation": ablation}
     if args.evaluate_only:
         return evaluate_published(args.out, files, ablation)
+    scale = resolve_args_scale(args)
     budget_s = (args.budget_minutes * 60 if args.budget_minutes is not None
                 else FULL_BUDGET_MINUTES * 60 - (time.monotonic() - started))
-    model_dir, log = train_recipe(cfg, Recipe(), files, args.work / "final", budget_s, cfg.optim.seed,
-                                  args.stage1_steps, args.stage2_steps, args.stage1_from)
+    if args.stage1_minutes is not None:  # Stage 1's budget is STAGE1_SHARE of the whole
+        budget_s = args.stage1_minutes * 60 / STAGE1_SHARE
+    if args.stage2_arms:
+        model_dir, log = build_arms(cfg, files, args.work / "final", budget_s, cfg.optim.seed,
+                                    (args.stage1_steps, args.stage2_steps), args.stage1_from, scale,
+                                    args.stage2_arms, _eval_sets(args.eval_sets), args.eval_limit)
+    else:
+        model_dir, log = train_recipe(cfg, Recipe(), files, args.work / "final", budget_s, cfg.optim.seed,
+                                      args.stage1_steps, args.stage2_steps, args.stage1_from, scale)
     if args.stage1_from is None:  # a later --stage1-from build names the command that trained this Stage 1
         s1_log = args.work / "final" / "stage1" / TRAIN_LOG_FILENAME
         atomic_write_text(s1_log, json.dumps(_stage1_log(s1_log.parent) | {"command": command}, indent=2) + "\n")
     # a reused Stage 1 keeps the command that trained it: the card names both
     commands = {"command": command} | ({"stage1_command": log["command"]} if "command" in log else {})
     atomic_write_text(model_dir / TRAIN_LOG_FILENAME, json.dumps(log | commands, indent=2) + "\n")
-    report = write_card(model_dir, files, ablation)
+    report = {} if args.no_card else write_card(model_dir, files, ablation)
     publish(model_dir, args.out)
     logger.info("default model written to %s in %.1f minutes", args.out, (time.monotonic() - started) / 60)
     return report
@@ -610,7 +784,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ablation_only:
         print(ablation_table(report["ablation"]))
         return 0
-    print(evaluate.format_table(report))
+    if report.get("metrics"):
+        print(evaluate.format_table(report))
     print(f"model written to {args.out}")
     return 0
 

@@ -14,7 +14,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -43,6 +43,11 @@ class PretrainConfig:
     max_input_tokens: int = 256
     max_target_tokens: int = 160
     seed: int = 0
+    device: str = "cpu"               # "cpu" or "cuda": where the model trains
+    bf16: bool = False                # bfloat16 autocast (GPUs; CPUs with AVX512-BF16/AMX, where it pays)
+    num_workers: int = 0              # processes that generate and tokenize batches (0: the training process)
+    compile: bool = False             # torch.compile the model's forward (dynamic shapes)
+    pad_multiple: int = 1             # pad batch widths to a multiple of this (8 suits tensor cores)
 
 
 def add_sentinels(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -84,8 +89,8 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return max(0.1, 1.0 - 0.9 * (step - warmup) / max(1, total - warmup))
 
 
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    width = max(len(r) for r in rows)
+def _pad(rows: list[list[int]], value: int, multiple: int = 1) -> torch.Tensor:
+    width = -(-max(len(r) for r in rows) // multiple) * multiple
     return torch.tensor([r + [value] * (width - len(r)) for r in rows])
 
 
@@ -117,9 +122,39 @@ class Batches:
             inp, tgt = span_corrupt(ids, self.rng, self.sentinel_ids)
             inputs.append(inp + [tok.eos_token_id])
             targets.append(tgt + [tok.eos_token_id])
-        input_ids = _pad(inputs, tok.pad_token_id)
+        input_ids = _pad(inputs, tok.pad_token_id, c.pad_multiple)
         return {"input_ids": input_ids, "attention_mask": (input_ids != tok.pad_token_id).long(),
-                "labels": _pad(targets, IGNORE_INDEX)}
+                "labels": _pad(targets, IGNORE_INDEX, c.pad_multiple)}
+
+
+class StreamedBatches(torch.utils.data.IterableDataset):
+    """Batches made in DataLoader worker processes: each worker draws its own synthetic stream.
+
+    `stream(seed)` returns an endless iterator of explain examples; worker w uses seed cfg.seed + 7919 * (w + 1),
+    so workers never repeat each other's cases and a run is reproducible for a fixed number of workers.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, stream: Callable[[int], Iterator[Example]],
+                 real: Sequence[Example], cfg: PretrainConfig) -> None:
+        self.tok, self.stream, self.real, self.cfg = tokenizer, stream, list(real), cfg
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = torch.utils.data.get_worker_info()
+        seed = self.cfg.seed + (0 if info is None else 7919 * (info.id + 1))
+        batches = Batches(self.tok, self.stream(seed), self.real, replace(self.cfg, seed=seed))
+        while True:
+            yield next(batches)
+
+
+def batch_iterator(tokenizer: PreTrainedTokenizerBase, stream: Callable[[int], Iterator[Example]],
+                   real: Sequence[Example], cfg: PretrainConfig) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless training batches: made in the training process (num_workers 0) or in cfg.num_workers processes."""
+    if cfg.num_workers <= 0:
+        return Batches(tokenizer, stream(cfg.seed), real, cfg)
+    loader = torch.utils.data.DataLoader(StreamedBatches(tokenizer, stream, real, cfg), batch_size=None,
+                                         num_workers=cfg.num_workers, prefetch_factor=8,
+                                         pin_memory=cfg.device.startswith("cuda"))
+    return iter(loader)
 
 
 def generate_rationales(model: Any, tokenizer: PreTrainedTokenizerBase, case_texts: Sequence[str],
@@ -149,37 +184,38 @@ def pretrain(model: Any, tokenizer: PreTrainedTokenizerBase, batches: Iterator[d
              on_log: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Train until max_steps or the budget; every eval_every steps log loss (+ quality on `probe`). Returns the log.
 
-    With a budget, the planned total (for the decay) is re-estimated every step from the measured
-    seconds per step (log points included), so the schedule decays and ends close to the budget on any machine.
+    The model moves to cfg.device and stays there. With a budget, the planned total (for the decay) is
+    re-estimated every step from the measured seconds per step (log points included), so the schedule
+    decays and ends close to the budget on any machine.
     """
     torch.manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    device = torch.device(cfg.device)
+    model.to(device)
+    forward = torch.compile(model, dynamic=True) if cfg.compile else model
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                            fused=device.type == "cuda")
     total, start, history, losses = cfg.max_steps, time.monotonic(), [], []
     model.train()
     step = 0
     while step < total:
         for group in opt.param_groups:
             group["lr"] = cfg.learning_rate * lr_factor(step, cfg.warmup_steps, total)
-        batch = next(batches)
-        loss = model(**batch).loss
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = forward(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+        losses.append(loss.detach())
         step += 1
         if cfg.budget_s is not None and step >= 10:  # plan from the measured pace, from the 10th step on
             elapsed = time.monotonic() - start
             total = min(cfg.max_steps, max(step, math.floor(cfg.budget_s * step / max(elapsed, 1e-9))))
         if step % cfg.eval_every == 0 or step == total:
-            entry = {"step": step, "loss": sum(losses) / len(losses), "lr": opt.param_groups[0]["lr"],
-                     "elapsed_s": round(time.monotonic() - start, 1)}
+            entry = _log_entry(model, tokenizer, cfg, probe, step, float(torch.stack(losses).float().mean()),
+                               opt.param_groups[0]["lr"], time.monotonic() - start)
             losses = []
-            if probe:
-                texts = generate_rationales(model, tokenizer, [e.case_text for e in probe], cfg.max_input_tokens,
-                                            cfg.max_target_tokens)
-                entry.update(rationale_quality([e.case_text for e in probe], texts, [e.rationale for e in probe]))
-                model.train()
             history.append(entry)
             logger.info("stage 1 %s", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                  for k, v in entry.items()))
@@ -188,3 +224,14 @@ def pretrain(model: Any, tokenizer: PreTrainedTokenizerBase, batches: Iterator[d
             if cfg.budget_s is not None and time.monotonic() - start >= cfg.budget_s:
                 break
     return history
+
+
+def _log_entry(model: Any, tokenizer: PreTrainedTokenizerBase, cfg: PretrainConfig, probe: Sequence[Example],
+               step: int, loss: float, lr: float, elapsed: float) -> dict[str, Any]:
+    entry = {"step": step, "loss": loss, "lr": lr, "elapsed_s": round(elapsed, 1)}
+    if probe:
+        texts = generate_rationales(model, tokenizer, [e.case_text for e in probe], cfg.max_input_tokens,
+                                    cfg.max_target_tokens)
+        entry.update(rationale_quality([e.case_text for e in probe], texts, [e.rationale for e in probe]))
+        model.train()
+    return entry

@@ -45,6 +45,8 @@ def seed_command(args: argparse.Namespace, seed: int) -> list[str]:
         return cmd + ["--config", str(SMOKE_CONFIG), "--device", "cpu", "--stage1-steps", "3", "--stage2-steps", "2",
                       "--set", "generation.max_rationale_tokens=8", "--set", "generation.max_input_tokens=256",
                       "--set", "optim.eval_steps=1", "--eval-limit", "8"]
+    if args.workers is not None:
+        cmd += ["--workers", str(args.workers)]
     return cmd + ["--config", str(args.config), "--device", args.device, "--stage1-minutes", str(args.stage1_minutes),
                   "--stage2-steps", str(args.stage2_steps)]
 
@@ -113,6 +115,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda")
     p.add_argument("--stage1-minutes", type=float, default=3.3)
     p.add_argument("--stage2-steps", type=int, default=400)
+    p.add_argument("--workers", type=int, default=None, help="batch-making processes per seed (default: the "
+                   "cores split among the seeds)")
     p.add_argument("--ktas", type=Path, default=None, help="KTAS data.csv (default: default_model's)")
     p.add_argument("--free-text", type=Path, default=FREE_TEXT)
     p.add_argument("--deadline-minutes", type=float, default=60.0,

@@ -147,7 +147,8 @@ def train_and_evaluate(method: Method, init: Init, seed: int, cfg: R2DConfig, fi
     cfg2 = apply_overrides(stage_config(cfg, files, stage2_steps, seed), method.overrides)
     result = train_stage2(cfg2, model_init, out, **meta)
     report = evaluate_run(result.out_dir, files["test"], report_path, limit=limit)
-    atomic_write_text(out / SECONDS_FILENAME, json.dumps({"seconds": time.perf_counter() - t0}) + "\n")
+    atomic_write_text(out / SECONDS_FILENAME, json.dumps({"seconds": time.perf_counter() - t0,
+                                                          "device": run_device()}) + "\n")
     return report
 
 
@@ -406,6 +407,16 @@ def render(results: Results, missing: list[str], nurse: dict[str, float], comman
     return "\n".join(lines) + "\n"
 
 
+def run_device() -> str:
+    """Where a run trained, for the report's budget line: the GPU's name and torch's version, or the CPU."""
+    import os
+
+    import torch
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
+    return f"a {os.cpu_count()}-core CPU shared with other jobs (torch {torch.__version__})"
+
+
 def _bertscore_note(results: Results) -> str:
     for by_method in results.values():
         for by_seed in by_method.values():
@@ -418,15 +429,17 @@ def _bertscore_note(results: Results) -> str:
 
 
 def _budget(work: Path, results: Results, threads: int) -> str:
-    seconds = [json.loads(p.read_text())["seconds"] for init, by_method in results.items()
-               for name, by_seed in by_method.items() for seed in by_seed
-               if (p := run_dir(work, init, name, seed) / SECONDS_FILENAME).is_file()]
-    if not seconds:
+    logs = [json.loads(p.read_text()) for init, by_method in results.items()
+            for name, by_seed in by_method.items() for seed in by_seed
+            if (p := run_dir(work, init, name, seed) / SECONDS_FILENAME).is_file()]
+    if not logs:
         return ""
+    seconds = [log["seconds"] for log in logs]
+    devices = sorted({log.get("device", "a CPU shared with other jobs") for log in logs})
     runs = [r for by_method in results.values() for by_seed in by_method.values() for r in by_seed.values()]
     empty = statistics.mean(degenerate_rate(r) for r in runs)
     text = (f"{len(seconds)} runs, {sum(seconds) / 60:.1f} minutes of training and evaluation summed over runs, "
-            f"torch threads {threads}, on a CPU shared with other jobs.")
+            f"torch threads {threads}, on {' and '.join(devices)}.")
     if empty > 0.9:
         text += (f" At this budget {empty:.0%} of the generated rationales are empty or a bare label and the labels "
                  "sit near the majority class: the tables show the like-for-like set-up, not what the methods "

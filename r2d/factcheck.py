@@ -11,8 +11,12 @@ rationale leaves out:
 - a wrong mental state (AVPU), pain score or pain band, chief complaint, arrival or injury;
 - a KTAS level other than the label shown; an empty or one-word rationale.
 
-Both sides are read with the same extractor, which knows the project's KTAS narrative (r2d.sources) and
-common free-text notations (BP 90/60, HR 120, RR 24, T 38.5, sats/SpO2 91%, GCS 14, AVPU words, pain 7/10).
+Both sides are read with the same extractor, which knows the project's KTAS narrative (r2d.sources) and notes
+as nurses write them (training.synthetic writes both): vitals in any order with units or none (BP 90/60 mmHg,
+HR 120 bpm, RR 24, T 38.5C or 101.3F, sats 91% RA), "vitals normal" / "obs stable" / "VSS" without numbers,
+GCS 3-15, AVPU words and letters ("AVPU: V", A&Ox3), pain 7/10, ages as 55M / 55 yo F, BIBA / EMS, and the
+complaint after "c/o", "presenting with", "CC:" or as the sentence a note opens with. Complaint words are
+compared with abbreviations written out (_ABBREVIATIONS: "Abd. pain" = "abdominal pain", SOB).
 Limits are r2d.rules' NORMAL_RANGES (normal/abnormal claims) and THRESHOLDS (critical findings); adult
 limits are not applied to children, as in the rule writer.
 """
@@ -29,7 +33,7 @@ KINDS = ("empty", "number_not_in_case", "normal_called_abnormal", "abnormal_call
          "wrong_pain", "wrong_complaint", "wrong_context", "wrong_level")
 LABEL_MASK = "[LABEL]"
 _NUM = r"(\d{1,3}(?:\.\d)?)"
-_SEP = r"\s*(?:of|was|is|at|=|:)?\s*"
+_SEP = r"[^\S\n]*(?:of|was|is|at|=|:)?[^\S\n]*"  # never across a line break
 
 # one pattern per way of writing a vital sign; group 1 (and 2 for BP) hold the value(s)
 _VITAL_PATTERNS: tuple[tuple[str, re.Pattern], ...] = tuple((v, re.compile(p, re.I)) for v, p in (
@@ -39,10 +43,13 @@ _VITAL_PATTERNS: tuple[tuple[str, re.Pattern], ...] = tuple((v, re.compile(p, re
     ("heart_rate", r"\b(?:heart rate|HR|pulse(?: rate)?|PR)" + _SEP + r"(\d{2,3})(?:\s*(?:/\s*min|bpm|beats/min))?"),
     ("resp_rate", r"\b(?:respiratory rate|resp(?:iratory)?\.? rate|RR|resps?|breathing rate)" + _SEP
      + r"(\d{1,2})(?:\s*(?:/\s*min|breaths/min))?"),
+    ("fahrenheit", r"\b(?:temperature|temp|T)" + _SEP + r"(\d{2,3}(?:\.\d)?)\s*°?\s*F\b"),
+    ("fahrenheit", r"(?<![\d.])(\d{2,3}(?:\.\d)?)\s*°\s*F\b"),
     ("temperature", r"\b(?:temperature|temp|T)" + _SEP + r"(\d{2}(?:\.\d)?)\s*(?:°\s*C|degrees(?: C)?|C\b)?"),
     ("temperature", r"(?<![\d.])(\d{2}\.\d)\s*°\s*C"),
     ("spo2", r"\b(?:SpO2|SpO₂|SaO2|O2 sat(?:uration)?s?|sats?|saturations?|oxygen saturation)" + _SEP
      + r"(\d{2,3})\s*%?"),
+    ("spo2", r"(?<![\d.])(\d{2,3})\s*%\s*(?:on\s+)?(?:RA|room air)\b"),  # "91% RA"
 ))
 _GCS = re.compile(r"\bGCS" + _SEP + r"(\d{1,2})\b", re.I)
 _PAIN_SCORE = re.compile(r"\b(?:(no|mild|moderate|severe)\s+)?(?:pain(?: score)?|NRS(?: pain)?)" + _SEP
@@ -55,13 +62,34 @@ _WITHIN_LIMITS = re.compile(r"\b(other |recorded )?(?:vital signs|vitals|observa
                             r"(?:within (?:adult|normal) limits|normal|unremarkable)\b|\bnormal vital signs\b", re.I)
 _LEVEL = re.compile(r"\b(?<!pain )(?:KTAS|level|category|triage)\s*(?:level\s*)?([1-5])\b", re.I)
 # "Chief complaint: X." (KTAS narrative, rule rationale) or "the chief complaint, X," (prose)
-_END = r"(?=\.\s+(?-i:[A-Z])|\.\s*$|;|$)"  # a sentence end, not the dot of "abd." or "ant."
-_COMPLAINT = re.compile(r"\b(?:chief complaint|presenting complaint|presenting with|complaint|c/c|(?-i:CC))"
-                        r"\s*(?::\s*([^;]+?)" + _END
-                        + r"|,\s*([^;,]+?)(?=,|\.\s+(?-i:[A-Z])|\.\s*$|;|$))", re.I)
+# where a free-text fact starts: a complaint written before one ends at the comma ("c/o chest pain, HR 120")
+_FACT_START = (r"(?:BP|B/P|HR|RR|SpO2|O2 sats?|sats?|GCS|AVPU|pulse|resp\w*|temp\w*|T\s*\d|BIBA|EMS|via|brought|"
+               r"arrived|walked|alert|A&O|pain(?: score)?\s*\d|\d{1,2}/10|no pain|denies|hx|PMH\w*|NKDA|vitals|obs|"
+               r"VSS?|injured|trauma)\b")
+# a sentence end, not the dot of "abd." or "ant."
+_END = r"(?=\.\s+(?-i:[A-Z0-9])|\.\s*$|;|\n|$|,\s*" + _FACT_START + ")"
+_COMPLAINT = re.compile(r"\b(?:chief complaint|presenting complaint|complaint|c/c|(?-i:CC|PC))"
+                        r"\s*(?::\s*(?P<a>[^;\n]+?)" + _END
+                        + r"|,\s*(?P<b>[^;,\n]+?)(?=,|\.\s+(?-i:[A-Z])|\.\s*$|;|$))"
+                        r"|(?:\bc/o|\bcomplain(?:s|ing) of|\bpresent(?:s|ing) with|(?-i:\b(?:CC|PC)))"
+                        r"(?::\s*|\s+)(?P<c>[^;\n]+?)" + _END, re.I)
+# a note that opens with its complaint ("Chest pain since this morning. 55M, BIBA ..."), after an optional
+# "55M " / "Pt 55 yo F, "; the sentence must hold no other triage fact (see _leading_complaint)
+_LEADING = re.compile(r"\s*(?:(?:pt|patient)\.?\s+)?(?:\d{1,3}\s*(?:yo\s*|y/o\s*)?(?-i:[MF])\b[\s,:]*)?"
+                      r"(?P<c>[^\W_][^;\n]*?)" + _END, re.I)
+# what a sentence that is not a complaint says (besides a vital, GCS, AVPU, pain, arrival or age)
+_NOT_A_COMPLAINT = re.compile(r"^(?:injured|trauma|with an injury)$|\binjured\b|\bnot (?:taken|done|recorded)\b|"
+                              r"\bno (?:obs|sats)\b|\b(?:hx|PMH\w*|NKDA|background|meds|complaint|pt|patient|"
+                              r"male|female|man|woman|boy|girl)\b|\?|\d+/\d+|%", re.I)
+# one home for the abbreviations a complaint is written with: a paraphrase is not a different complaint
+_ABBREVIATIONS = {"abd": "abdominal", "abdo": "abdominal", "abdomen": "abdominal", "sob": "shortness breath",
+                  "dyspnoea": "dyspnea", "cp": "chest pain", "ha": "headache", "loc": "loss consciousness",
+                  "fb": "foreign body", "lac": "laceration", "fx": "fracture", "dz": "dizziness",
+                  "lbp": "low back pain", "n": "nausea", "v": "vomiting", "uti": "urinary tract infection",
+                  "sx": "symptom", "symptoms": "symptom", "sz": "seizure", "seizures": "seizure"}
 _NUMBER = re.compile(r"(?<![A-Za-z\d.])\d+(?:\.\d+)?")
 _LIMIT_CONTEXT = re.compile(r"(?:below|above|under|over|at or above|at or below|<|>|>=|<=)\s*$", re.I)
-_NEGATION = re.compile(r"\b(?:no|not|without|denies|nil)\s+(?:\w+\s+){0,2}$", re.I)
+_NEGATION = re.compile(r"\b(?:no|not|without|denies|nil)[^\S\n]+(?:\w+[^\S\n]+){0,2}$", re.I)
 _WORD = re.compile(r"[a-z0-9]+")
 
 # abnormality words -> (vital, direction): "high" = above the normal range, "low" = below it
@@ -81,18 +109,33 @@ _ABNORMAL_RE = re.compile(r"\b(" + "|".join(sorted(_ABNORMAL_WORDS, key=len, rev
 _NORMAL_WORDS = {"afebrile": "temperature", "apyrexial": "temperature", "normotensive": "sbp",
                  "normocardic": "heart_rate"}
 _NORMAL_RE = re.compile(r"\b(" + "|".join(_NORMAL_WORDS) + r")\b", re.I)
+_AVPU = r"\bAVPU\s*(?:[:=-]\s*)?(?-i:"  # "AVPU: V", its letter in capitals
 # AVPU, in the words the KTAS narrative, the rule writer and nurses use
 _MENTAL_RE: tuple[tuple[str, re.Pattern], ...] = tuple((state, re.compile(p, re.I)) for state, p in (
-    ("unresponsive", r"\b(?:unresponsive|unconscious|comatose|responds to nothing)\b|\bU on AVPU\b"),
-    ("pain", r"\bresponds?(?: only)? to pain(?:ful stimuli)?\b|\bP on AVPU\b"),
-    ("verbal", r"\bresponds?(?: only)? to (?:voice|verbal stimuli)\b|\bV on AVPU\b"),
-    ("alert", r"\balert\b|\bA on AVPU\b"),
+    ("unresponsive", r"\b(?:unresponsive|unconscious|comatose|responds to nothing)\b|\bU on AVPU\b|" + _AVPU + r"U)\b"),
+    ("pain", r"\bresponds?(?: only)? to pain(?:ful stimuli)?\b|\bP on AVPU\b|" + _AVPU + r"P)\b"),
+    ("verbal", r"\bresponds?(?: only)? to (?:voice|verbal stimuli)\b|\bV on AVPU\b|" + _AVPU + r"V)\b"),
+    ("alert", r"\balert\b|\bA on AVPU\b|" + _AVPU + r"A)\b|(?-i:\bA\s*[&+]\s*O)(?:\s*x\s*[1-4])?\b"),
 ))
 _NARRATIVE_MENTAL = {"alert": "alert", "responds to voice": "verbal", "responds to pain": "pain",
                      "unresponsive": "unresponsive"}
+_SEX = re.compile(r"(?<![\d.])\d{1,3}\s*(?:yo|y/o|-year-old)?\s*(?-i:(M|F))\b|\b(male|female|man|woman|boy|girl)\b",
+                  re.I)
+_SEX_WORDS = {"m": "male", "f": "female", "male": "male", "female": "female", "man": "male", "woman": "female",
+              "boy": "male", "girl": "female"}
 _AGE = re.compile(r"\b(\d{1,3})[- ](?:year|yr)s?[- ]old\b|\baged? (\d{1,3})\b|\b(\d{1,3}) ?(?:yo|y/o|M|F)\b", re.I)
-_AMBULANCE = re.compile(r"\b(?:arrived|brought in|came|transported) by (?:\w+ )?ambulance\b|\bby ambulance\b", re.I)
-_WALKED = re.compile(r"\bwalked in\b|\bwalk-in\b|\bprivate vehicle\b|\barrived by other transport\b", re.I)
+_AMBULANCE = re.compile(r"\b(?:arrived|brought in|came|transported) by (?:\w+ )?ambulance\b|\bby ambulance\b|"
+                        r"\bBIBA\b|\bEMS\b|\bvia ambulance\b|\bambulance transfer\b", re.I)
+# arrival modes other than a public ambulance, as r2d.rules.ARRIVAL_MODES names them
+_ARRIVAL_RE = (("private ambulance", re.compile(r"\bprivate ambulance\b", re.I)),
+               ("public ambulance", _AMBULANCE),
+               ("private vehicle", re.compile(r"\bprivate (?:vehicle|car)\b|\bby (?:\w+ )?car\b", re.I)),
+               ("walking", re.compile(r"\bwalked in\b|\bwalk-in\b|\bself-presented\b", re.I)),
+               ("other", re.compile(r"\barrived by other transport\b", re.I)))
+# "vitals normal", "obs stable", "VSS": the vital signs are normal, with no number given
+_VITALS_NORMAL = re.compile(r"\b(?:vitals?|vital signs|obs|observations|VS)\s*(?:are |were |all |:\s*)?"
+                            r"(?:normal|stable|WNL|within normal limits|unremarkable)\b|\bVSS\b|"
+                            r"\bnormal (?:vitals|vital signs|obs)\b", re.I)
 _STOPWORDS = frozenset("a an the and or of with to in on at for lt rt left right is was x".split())
 
 
@@ -115,6 +158,7 @@ class CaseFacts:
     numbers: frozenset[float]
     complaint_words: frozenset[str]
     found: tuple[str, ...]        # which triage facts were found ("heart_rate", "mental", "chief_complaint", ...)
+    normal_vitals: frozenset[str] = frozenset()  # vitals said to be normal with no number ("vitals normal")
 
 
 @dataclass(frozen=True)
@@ -161,6 +205,8 @@ def _vital_mentions(text: str) -> list[_Mention]:
             if vital == "bp":
                 found += [_Mention("sbp", float(m.group(1)), m.start(), m.end()),
                           _Mention("dbp", float(m.group(2)), m.start(), m.end())]
+            elif vital == "fahrenheit":  # read as °C, the unit of the rules and the rationales
+                found.append(_Mention("temperature", round((float(m.group(1)) - 32) * 5 / 9, 1), m.start(), m.end()))
             else:
                 found.append(_Mention(vital, float(m.group(1)), m.start(), m.end()))
     return sorted(found, key=lambda x: x.start)
@@ -183,22 +229,51 @@ def _gcs_state(gcs: int) -> str:
 
 
 def _complaint_match(text: str) -> tuple[str, int, int] | None:
+    """The complaint a marker introduces ("Chief complaint: X.", "c/o X", "presenting with X")."""
     m = _COMPLAINT.search(text)
     if not m:
         return None
-    group = 1 if m.group(1) is not None else 2
+    group = next(g for g in ("a", "b", "c") if m.group(g) is not None)
     return m.group(group).strip(), m.start(group), m.end(group)
+
+
+def _states_a_fact(sentence: str) -> bool:
+    return bool(_NOT_A_COMPLAINT.search(sentence.strip()) or _vital_mentions(sentence) or _GCS.search(sentence)
+                or _mental_state(sentence) or _pain(sentence) != (None, None) or _AGE.search(sentence)
+                or _VITALS_NORMAL.search(sentence) or any(p.search(sentence) for _, p in _ARRIVAL_RE))
+
+
+def _leading_complaint(text: str) -> str | None:
+    """The first sentence of a note that opens with its complaint ("Chest pain x2 days. 55M, BIBA, HR 120"):
+    read only when it states no other fact and the rest of the note states one."""
+    m = _LEADING.match(text)
+    if not m or len(m.group("c").split()) > 12 or _states_a_fact(m.group("c")):
+        return None
+    rest = text[m.end("c"):]
+    if not (_vital_mentions(rest) or _GCS.search(rest) or _mental_state(rest) or _pain(rest) != (None, None)
+            or _VITALS_NORMAL.search(rest) or _AMBULANCE.search(rest)):
+        return None
+    said = m.group("c").strip()
+    first = re.match(r"[A-Za-z]*", said).group(0)
+    # the note capitalised its first word ("Abd. pain", "D - diarrhea"), not an acronym ("HA - headache")
+    return said[0].lower() + said[1:] if len(first) == 1 or first[1:].islower() else said
 
 
 def _complaint(text: str) -> str | None:
     found = _complaint_match(text)
-    if not found or found[0].lower().startswith("not recorded"):
+    if found:
+        return None if found[0].lower().startswith("not recorded") else found[0]
+    if re.search(r"\bcomplaint not recorded\b", text, re.I):
         return None
-    return found[0]
+    return _leading_complaint(text)
 
 
 def _words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+    """The content words of a complaint, abbreviations written out ("Abd. pain" = "abdominal pain")."""
+    words = set()
+    for w in _WORD.findall(text.lower()):
+        words.update(_ABBREVIATIONS.get(w, w).split())
+    return words - _STOPWORDS
 
 
 def _numbers(text: str) -> set[float]:
@@ -216,30 +291,41 @@ def _pain(text: str) -> tuple[bool | None, int | None]:
     return None, None
 
 
+def _outside(pattern: re.Pattern, text: str, mentions: list[_Mention]) -> re.Match | None:
+    """The first match of `pattern` that is not part of a vital sign."""
+    return next((m for m in pattern.finditer(text)
+                 if not any(v.start < m.end() and m.start() < v.end for v in mentions)), None)
+
+
 def read_case(text: str) -> CaseFacts:
     """The triage facts of a case text (KTAS narrative or free text); what is not written stays None."""
     values: dict[str, float] = {}
-    for mention in _vital_mentions(text):
+    mentions = _vital_mentions(text)
+    for mention in mentions:
         values.setdefault(mention.vital, mention.value)
     gcs_match = _GCS.search(text)
     gcs = int(gcs_match.group(1)) if gcs_match and 3 <= int(gcs_match.group(1)) <= 15 else None
     mental = _mental_state(text)
     state = mental[0] if mental else (_gcs_state(gcs) if gcs is not None else None)
     pain, pain_score = _pain(text)
-    age_match = _AGE.search(text)
+    age_match = _outside(_AGE, text, mentions)  # not the "101F" of a temperature
     age = next((int(g) for g in age_match.groups() if g), None) if age_match else None
     complaint = _complaint(text)
-    arrival = ("public ambulance" if _AMBULANCE.search(text) else "walking" if _WALKED.search(text) else None)
+    arrival = next((mode for mode, pattern in _ARRIVAL_RE if pattern.search(text)), None)
+    sex_match = _outside(_SEX, text, mentions)
+    sex = _SEX_WORDS[(sex_match.group(1) or sex_match.group(2)).lower()] if sex_match else None
+    normal = frozenset(VITALS) - values.keys() if _VITALS_NORMAL.search(text) else frozenset()
     injury = (True if re.search(r"\bwith an injury\b|\binjured\b|\btrauma\b", text, re.I) else
               False if re.search(r"\bnot an injury\b", text, re.I) else None)
     facts = TriageFacts(
-        age=age if age is not None and age <= 130 else None, arrival=arrival, injury=injury,
+        age=age if age is not None and age <= 130 else None, sex=sex, arrival=arrival, injury=injury,
         chief_complaint=complaint, mental=state, pain=pain,
         pain_score=pain_score if pain_score is not None and pain_score <= 10 else None,
         **{v: values.get(v) for v in VITALS})
     found = tuple(name for name in (*VITALS, "mental", "pain_score", "chief_complaint")
-                  if getattr(facts, name) is not None) + (("gcs",) if gcs is not None else ())
-    return CaseFacts(facts, gcs, frozenset(_numbers(text)), frozenset(_words(complaint or "")), found)
+                  if getattr(facts, name) is not None) + (("gcs",) if gcs is not None else ()) + (
+        ("vitals_normal",) if normal else ())
+    return CaseFacts(facts, gcs, frozenset(_numbers(text)), frozenset(_words(complaint or "")), found, normal)
 
 
 def parse_case(text: str) -> TriageFacts:
@@ -265,8 +351,10 @@ def _check_vitals(case: CaseFacts, rationale: str, mentions: list[_Mention]) -> 
         recorded = getattr(case.facts, m.vital)
         name = VITAL_NAMES[m.vital]
         if recorded is None:
+            gives = ("gives no number for it (it says the vital signs are normal)" if m.vital in case.normal_vitals
+                     else f"does not record {name}")
             problems.append(Problem("number_not_in_case", f"Says {name} {format_value(m.vital, m.value)}; the case "
-                                    f"does not record {name}.", m.start, m.end))
+                                    f"{gives}.", m.start, m.end))
         elif abs(recorded - m.value) > 0.05:
             problems.append(Problem("number_not_in_case", f"Says {name} {format_value(m.vital, m.value)}; the case "
                                     f"records {format_value(m.vital, recorded)}.", m.start, m.end))
@@ -295,7 +383,10 @@ def _check_abnormal_words(case: CaseFacts, case_text: str, rationale: str) -> li
                                         f"{VITAL_NAMES[vital]} {format_value(vital, value)}.", m.start(), m.end()))
             continue
         holds = _claims_direction(case, vital, direction)
-        if holds is None:
+        if holds is None and vital in case.normal_vitals:
+            problems.append(Problem("normal_called_abnormal", f"Says {m.group(0).lower()}; the case says the vital "
+                                    "signs are normal.", m.start(), m.end()))
+        elif holds is None:
             problems.append(Problem("normal_called_abnormal", f"Says {m.group(0).lower()}; the case does not record "
                                     f"{VITAL_NAMES[vital]}.", m.start(), m.end()))
         elif not holds and _is_adult(case):
@@ -334,16 +425,20 @@ def _check_within_limits(case: CaseFacts, rationale: str, mentions: list[_Mentio
             listed = ", ".join(f"{VITAL_NAMES[v]} {format_value(v, getattr(case.facts, v))}" for v in outside)
             problems.append(Problem("abnormal_called_normal", f"Says the vital signs are within adult limits; the "
                                     f"case records {listed}.", m.start(), m.end()))
-        elif not any(getattr(case.facts, v) is not None for v in VITALS):
+        elif not any(getattr(case.facts, v) is not None for v in VITALS) and not case.normal_vitals:
             problems.append(Problem("abnormal_called_normal", "Says the vital signs are within adult limits; the "
                                     "case records no vital sign.", m.start(), m.end()))
     for m in _NOT_RECORDED.finditer(rationale):
         names = re.split(r",\s*|\s+and\s+", m.group(1) or m.group(2))
         for name in names:
-            if name.strip().lower() == "vital signs" and any(getattr(case.facts, v) is not None for v in VITALS):
+            if name.strip().lower() == "vital signs" and (any(getattr(case.facts, v) is not None for v in VITALS)
+                                                          or case.normal_vitals):
                 problems.append(Problem("wrong_context", "Says the vital signs were not recorded; the case records "
                                         "some.", m.start(), m.end()))
             vital = _vital_from_name(name)
+            if vital in case.normal_vitals:
+                problems.append(Problem("wrong_context", f"Says {VITAL_NAMES[vital]} was not recorded; the case says "
+                                        "the vital signs are normal.", m.start(), m.end()))
             if vital and getattr(case.facts, vital) is not None:
                 problems.append(Problem("wrong_context", f"Says {VITAL_NAMES[vital]} was not recorded; the case "
                                         f"records {format_value(vital, getattr(case.facts, vital))}.",
@@ -415,7 +510,7 @@ def _check_complaint(case: CaseFacts, case_text: str, rationale: str) -> list[Pr
 def _check_context(case: CaseFacts, rationale: str) -> list[Problem]:
     problems = []
     amb = _AMBULANCE.search(rationale)
-    if amb and case.facts.arrival is not None and case.facts.arrival != "public ambulance":
+    if amb and case.facts.arrival is not None and not case.facts.by_ambulance:
         problems.append(Problem("wrong_context", "Says the patient arrived by ambulance; the case says otherwise.",
                                 amb.start(), amb.end()))
     inj = re.search(r"\binjured\b|\bwith an injury\b", rationale, re.I)

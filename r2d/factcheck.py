@@ -83,7 +83,8 @@ _NOT_A_COMPLAINT = re.compile(r"^(?:injured|trauma|with an injury)$|\binjured\b|
                               r"male|female|man|woman|boy|girl)\b|\?|\d+/\d+|%", re.I)
 # one home for the abbreviations a complaint is written with: a paraphrase is not a different complaint
 _ABBREVIATIONS = {"abd": "abdominal", "abdo": "abdominal", "abdomen": "abdominal", "sob": "shortness breath",
-                  "dyspnoea": "dyspnea", "cp": "chest pain", "ha": "headache", "loc": "loss consciousness",
+                  "dyspnea": "shortness breath", "dyspnoea": "shortness breath", "cp": "chest pain",
+                  "l": "left", "r": "right", "ha": "headache", "loc": "loss consciousness",
                   "fb": "foreign body", "lac": "laceration", "fx": "fracture", "dz": "dizziness",
                   "lbp": "low back pain", "n": "nausea", "v": "vomiting", "uti": "urinary tract infection",
                   "sx": "symptom", "symptoms": "symptom", "sz": "seizure", "seizures": "seizure"}

@@ -9,7 +9,7 @@ import pytest
 from r2d.factcheck import (KINDS, LABEL_MASK, case_has_triage_facts, check_rationale, fidelity_summary,
                            least_contradicted,
                            mask_label_mentions, parse_case, read_case)
-from r2d.rules import ARRIVAL_MODES, MENTAL_STATES, TriageFacts, write_rationale
+from r2d.rules import ARRIVAL_MODES, MENTAL_STATES, VITALS, TriageFacts, write_rationale
 from r2d.sources import ktas_case_text
 
 # the first example case of examples/: the one the issue tried
@@ -247,3 +247,130 @@ def test_least_contradicted_prefers_naming_the_critical_findings_on_equal_proble
 def test_least_contradicted_needs_candidates():
     with pytest.raises(ValueError, match="no candidate"):
         least_contradicted(FREE_TEXT, [])
+
+
+# --- notes as nurses write them ----------------------------------------------------------------------------
+
+NURSE = "55 yo F BIBA c/o SOB since this morning, HR 124 bpm, BP 90/60 mmHg, T 38.5C, sats 91% RA, GCS 14. Hx HTN, DM."
+
+
+def test_reads_a_note_as_nurses_write_it():
+    f = parse_case(NURSE)
+    assert (f.age, f.sex, f.arrival, f.chief_complaint) == (55, "female", "public ambulance", "SOB since this morning")
+    assert (f.heart_rate, f.sbp, f.dbp, f.temperature, f.spo2, f.mental) == (124, 90, 60, 38.5, 91, "verbal")
+    rationale = ("Chief complaint: shortness of breath since this morning. SpO2 91% (hypoxaemia, below 92%), heart "
+                 "rate 124/min (tachycardia, above 120/min), responds only to voice, fever 38.5 °C, arrived by "
+                 "ambulance: consciousness is impaired, breathing and circulation are at risk.")
+    assert kinds(NURSE, rationale) == set()
+
+
+@pytest.mark.parametrize("text, complaint", [
+    ("Pt c/o chest pain. HR 80.", "chest pain"),
+    ("55M presenting with abd. pain x2 days; BP 120/80", "abd. pain x2 days"),
+    ("Complaining of headache\nBP 120/80", "headache"),
+    ("C/O dizziness. 70 yo M. Alert.", "dizziness"),
+    ("Chest pain since this morning. 55M, BIBA. HR 124 BP 90/60.", "chest pain since this morning"),
+    ("Abd. pain. 40F. Vitals normal.", "abd. pain"),
+    ("D - diarrhea\n40F\nGCS 15", "d - diarrhea"),
+    ("55M chest pain. HR 124.", "chest pain"),
+    ("HA - headache. GCS 15.", "HA - headache"),
+    ("c/o arm pain, lt, HR 80, alert", "arm pain, lt"),
+    ("CC pain, chest. AVPU A.", "pain, chest"),
+])
+def test_reads_the_complaint_of_free_text(text, complaint):
+    assert parse_case(text).chief_complaint == complaint
+
+
+@pytest.mark.parametrize("text", ["hello", "Family at bedside.", "55M. Alert. HR 80.", "GCS 15. HR 80.",
+                                  "Hx HTN, DM. BP 120/80.", "Injured. HR 80.", "Female pt. Alert.",
+                                  "No sats. HR 80.", "Vitals normal. Alert.", "What hurts? HR 80.",
+                                  "Chief complaint not recorded. Mental status: alert."])
+def test_no_complaint_is_invented(text):
+    assert parse_case(text).chief_complaint is None
+
+
+@pytest.mark.parametrize("text, state", [("AVPU: V.", "verbal"), ("AVPU P", "pain"), ("AVPU=U", "unresponsive"),
+                                         ("A&Ox3, HR 80", "alert"), ("AVPU A", "alert"), ("GCS 14/15", "verbal"),
+                                         ("GCS 3", "unresponsive"), ("GCS 11", "pain"),
+                                         ("No pain\nV on AVPU", "verbal")])
+def test_reads_avpu_letters_and_gcs(text, state):
+    assert parse_case(text).mental == state
+
+
+@pytest.mark.parametrize("text", ["avpu a, HR 80", "A and O", "Vitamin A. HR 80", "pt denies pain, BP 120/80"])
+def test_letters_and_words_that_are_not_avpu(text):
+    assert parse_case(text).mental is None
+
+
+@pytest.mark.parametrize("text, age, sex", [("55M c/o cough", 55, "male"), ("55 yo F", 55, "female"),
+                                            ("55 y/o female", 55, "female"), ("Pt 8yo M", 8, "male"),
+                                            ("55-year-old man", 55, "male"), ("T 101F, 30 yo F", 30, "female")])
+def test_reads_ages_and_sex(text, age, sex):
+    f = parse_case(text)
+    assert (f.age, f.sex) == (age, sex)
+
+
+@pytest.mark.parametrize("text", [
+    "HR 120 bpm, BP 90/60, T 38.5C, RR 24/min, SpO2 91%",
+    "sats 91% on room air; temp 38.5 °C; resp 24; pulse 120; B/P 90/60 mmHg",
+    "91% RA RR 24 T: 38.5 HR: 120 BP: 90/60",
+    "Obs: temp 101.3F HR 120bpm RR 24 BP 90/60 SpO2 91",
+    "BP 90/60\nHR 120\nRR 24\nT 38.5\nsats 91%",
+])
+def test_reads_vitals_in_any_order_with_units_or_none(text):
+    f = parse_case(text)
+    assert (f.sbp, f.dbp, f.heart_rate, f.resp_rate, f.temperature, f.spo2) == (90, 60, 120, 24, 38.5, 91)
+
+
+def test_a_value_is_not_read_across_a_line_break():
+    f = parse_case("No sats\n10/10 pain\nHR 80")
+    assert f.spo2 is None and f.pain_score == 10 and f.heart_rate == 80
+
+
+@pytest.mark.parametrize("note", ["55M c/o cough. Vitals normal. Alert.", "55M c/o cough. Obs stable. Alert.",
+                                  "55M c/o cough, vitals WNL, alert", "55M c/o cough. VSS. Alert.",
+                                  "55M c/o cough. Vital signs within normal limits. Alert."])
+def test_vitals_normal_supports_within_limits_and_no_number(note):
+    case = read_case(note)
+    assert case.normal_vitals == set(VITALS) and case.facts.heart_rate is None and case_has_triage_facts(note)
+    assert kinds(note, "Chief complaint: cough. Vital signs within adult limits, alert: no sign of an immediate "
+                       "threat in the recorded findings.") == set()
+    assert kinds(note, "Heart rate 80/min, alert.") == {"number_not_in_case"}
+    assert "normal_called_abnormal" in kinds(note, "Tachycardic, alert.")
+    assert "wrong_context" in kinds(note, "Vital signs not recorded, alert.")
+
+
+@pytest.mark.parametrize("case, rationale", [
+    ("Chief complaint: Abd. pain. HR 80.", "Chief complaint: abdominal pain."),
+    ("Pt c/o abd pain. HR 80.", "Chief complaint: abdominal pain."),
+    ("Pt c/o SOB. HR 80.", "Chief complaint: shortness of breath."),
+    ("Chief complaint: shortness of breath. HR 80.", "Chief complaint: SOB."),
+    ("c/o dyspnoea, HR 80", "Chief complaint: dyspnea."),
+    ("c/o dyspnea, HR 80", "Chief complaint: shortness of breath."),
+    ("c/o L arm pain. HR 80", "Chief complaint: left arm pain."),
+])
+def test_correct_paraphrases_of_the_complaint_pass(case, rationale):
+    assert kinds(case, rationale) == set()
+
+
+@pytest.mark.parametrize("case, rationale", [
+    ("Pt c/o SOB. HR 80.", "Chief complaint: chest pain."),
+    ("Pt c/o abd pain. HR 80.", "Chief complaint: back pain."),
+    ("Chest pain since this morning. 55M, BIBA. HR 80.", "Chief complaint: headache."),
+])
+def test_a_wrong_complaint_in_free_text_is_still_caught(case, rationale):
+    fc = check_rationale(case, rationale)
+    assert {p.kind for p in fc.problems} == {"wrong_complaint"}
+    assert "no chief complaint" not in fc.problems[0].message
+
+
+@pytest.mark.parametrize("case, arrival, flagged", [
+    ("62 yo M by private ambulance, c/o chest pain", "private ambulance", False),
+    ("62 yo M BIBA c/o chest pain", "public ambulance", False),
+    ("62 yo M via EMS, c/o chest pain", "public ambulance", False),
+    ("62 yo M, walked in, c/o chest pain", "walking", True),
+    ("62 yo M by private car, c/o chest pain", "private vehicle", True),
+])
+def test_arrival_of_free_text(case, arrival, flagged):
+    assert parse_case(case).arrival == arrival
+    assert ("wrong_context" in kinds(case, "Chest pain, arrived by ambulance.")) == flagged

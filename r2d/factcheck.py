@@ -37,16 +37,18 @@ _SEP = r"[^\S\n]*(?:of|was|is|at|=|:)?[^\S\n]*"  # never across a line break
 
 # one pattern per way of writing a vital sign; group 1 (and 2 for BP) hold the value(s)
 _VITAL_PATTERNS: tuple[tuple[str, re.Pattern], ...] = tuple((v, re.compile(p, re.I)) for v, p in (
-    ("bp", r"\b(?:blood pressure|BP|B/P)" + _SEP + r"(\d{2,3})\s*/\s*(\d{2,3})(?:\s*mm\s*Hg)?"),
+    # "RR 150/90" is a blood pressure (Riva-Rocci, as German notes write it), not a respiratory rate
+    ("bp", r"\b(?:blood pressure|BP|B/P|RR)" + _SEP + r"(\d{2,3})\s*/\s*(\d{2,3})(?:\s*mm\s*Hg)?"),
     ("sbp", r"\b(?:systolic(?: blood pressure| BP)?|SBP)" + _SEP + r"(\d{2,3})(?:\s*mm\s*Hg)?"),
     ("dbp", r"\b(?:diastolic(?: blood pressure| BP)?|DBP)" + _SEP + r"(\d{2,3})(?:\s*mm\s*Hg)?"),
     ("heart_rate", r"\b(?:heart rate|HR|pulse(?: rate)?|PR)" + _SEP + r"(\d{2,3})(?:\s*(?:/\s*min|bpm|beats/min))?"),
     ("resp_rate", r"\b(?:respiratory rate|resp(?:iratory)?\.? rate|RR|resps?|breathing rate)" + _SEP
-     + r"(\d{1,2})(?:\s*(?:/\s*min|breaths/min))?"),
+     + r"(\d{1,2})(?!\d)(?:\s*(?:/\s*min|breaths/min))?"),
     ("fahrenheit", r"\b(?:temperature|temp|T)" + _SEP + r"(\d{2,3}(?:\.\d)?)\s*°?\s*F\b"),
     ("fahrenheit", r"(?<![\d.])(\d{2,3}(?:\.\d)?)\s*°\s*F\b"),
     ("temperature", r"\b(?:temperature|temp|T)" + _SEP + r"(\d{2}(?:\.\d)?)\s*(?:°\s*C|degrees(?: C)?|C\b)?"),
     ("temperature", r"(?<![\d.])(\d{2}\.\d)\s*°\s*C"),
+    ("temperature", r"\b(?:fever|febrile|pyrexi\w*)" + _SEP + r"(\d{2}\.\d)\b"),  # "fever 39.5"
     ("spo2", r"\b(?:SpO2|SpO₂|SaO2|O2 sat(?:uration)?s?|sats?|saturations?|oxygen saturation)" + _SEP
      + r"(\d{2,3})\s*%?"),
     ("spo2", r"(?<![\d.])(\d{2,3})\s*%\s*(?:on\s+)?(?:RA|room air)\b"),  # "91% RA"
@@ -63,9 +65,9 @@ _WITHIN_LIMITS = re.compile(r"\b(other |recorded )?(?:vital signs|vitals|observa
 _LEVEL = re.compile(r"\b(?<!pain )(?:KTAS|level|category|triage)\s*(?:level\s*)?([1-5])\b", re.I)
 # "Chief complaint: X." (KTAS narrative, rule rationale) or "the chief complaint, X," (prose)
 # where a free-text fact starts: a complaint written before one ends at the comma ("c/o chest pain, HR 120")
-_FACT_START = (r"(?:BP|B/P|HR|RR|SpO2|O2 sats?|sats?|GCS|AVPU|pulse|resp\w*|temp\w*|T\s*\d|BIBA|EMS|via|brought|"
-               r"arrived|walked|alert|A&O|pain(?: score)?\s*\d|\d{1,2}/10|no pain|denies|hx|PMH\w*|NKDA|vitals|obs|"
-               r"VSS?|injured|trauma)\b")
+_FACT_START = (r"(?:BP|B/P|HR|RR|SpO2|O2 sats?|sats?|GCS|AVPU|pulse|resp\w*|temp\w*|T\s*\d+|BIBA|EMS|via|"
+               r"brought|arrived|walked|alert|A&O|pain(?: score)?\s*\d+|\d{1,2}/10|no pain|denies|hx|PMH\w*|NKDA|"
+               r"vitals|obs|VSS?|injured|trauma|afebrile|apyrexial)\b")
 # a sentence end, not the dot of "abd." or "ant."
 _END = r"(?=\.\s+(?-i:[A-Z0-9])|\.\s*$|;|\n|$|,\s*" + _FACT_START + ")"
 _COMPLAINT = re.compile(r"\b(?:chief complaint|presenting complaint|complaint|c/c|(?-i:CC|PC))"
@@ -110,6 +112,8 @@ _ABNORMAL_RE = re.compile(r"\b(" + "|".join(sorted(_ABNORMAL_WORDS, key=len, rev
 _NORMAL_WORDS = {"afebrile": "temperature", "apyrexial": "temperature", "normotensive": "sbp",
                  "normocardic": "heart_rate"}
 _NORMAL_RE = re.compile(r"\b(" + "|".join(_NORMAL_WORDS) + r")\b", re.I)
+_NORMAL_CASE_WORDS = {"afebrile": ("temperature",), "apyrexial": ("temperature",), "normotensive": ("sbp", "dbp"),
+                      "normocardic": ("heart_rate",)}  # a case that says so gives that vital as normal
 _AVPU = r"\bAVPU\s*(?:[:=-]\s*)?(?-i:"  # "AVPU: V", its letter in capitals
 # AVPU, in the words the KTAS narrative, the rule writer and nurses use
 _MENTAL_RE: tuple[tuple[str, re.Pattern], ...] = tuple((state, re.compile(p, re.I)) for state, p in (
@@ -315,7 +319,9 @@ def read_case(text: str) -> CaseFacts:
     arrival = next((mode for mode, pattern in _ARRIVAL_RE if pattern.search(text)), None)
     sex_match = _outside(_SEX, text, mentions)
     sex = _SEX_WORDS[(sex_match.group(1) or sex_match.group(2)).lower()] if sex_match else None
-    normal = frozenset(VITALS) - values.keys() if _VITALS_NORMAL.search(text) else frozenset()
+    normal = frozenset(VITALS) if _VITALS_NORMAL.search(text) else frozenset(
+        v for m in _NORMAL_RE.finditer(text) for v in _NORMAL_CASE_WORDS[m.group(1).lower()])
+    normal -= values.keys()
     injury = (True if re.search(r"\bwith an injury\b|\binjured\b|\btrauma\b", text, re.I) else
               False if re.search(r"\bnot an injury\b", text, re.I) else None)
     facts = TriageFacts(

@@ -322,6 +322,25 @@ def test_reads_vitals_in_any_order_with_units_or_none(text):
     assert (f.sbp, f.dbp, f.heart_rate, f.resp_rate, f.temperature, f.spo2) == (90, 60, 120, 24, 38.5, 91)
 
 
+@pytest.mark.parametrize("text, read", [
+    ("RR 150/90, HR 80", {"sbp": 150, "dbp": 90, "heart_rate": 80, "resp_rate": None}),  # Riva-Rocci
+    ("RR 150", {"resp_rate": None}),
+    ("6 yo boy, fever 39.5, HR 140", {"temperature": 39.5, "heart_rate": 140}),
+    ("c/o fever for 10 days. HR 80", {"temperature": None, "chief_complaint": "fever for 10 days"}),
+    ("45 yo M presents with abdo pain RLQ, T 38.2, HR 105", {"temperature": 38.2, "chief_complaint": "abdo pain RLQ"}),
+])
+def test_free_text_edge_cases(text, read):
+    f = parse_case(text)
+    assert {k: getattr(f, k) for k in read} == read
+
+
+def test_afebrile_gives_the_temperature_as_normal():
+    note = "23F c/o sore throat x3 days, afebrile, pain 3/10"
+    assert read_case(note).normal_vitals == {"temperature"}
+    assert "wrong_context" in kinds(note, "Temperature not recorded.")
+    assert kinds(note, "Chief complaint: sore throat x3 days. Afebrile, mild pain 3/10.") == set()
+
+
 def test_a_value_is_not_read_across_a_line_break():
     f = parse_case("No sats\n10/10 pain\nHR 80")
     assert f.spo2 is None and f.pain_score == 10 and f.heart_rate == 80

@@ -77,7 +77,7 @@ _COMPLAINT = re.compile(r"\b(?:chief complaint|presenting complaint|complaint|c/
                         r"(?::\s*|\s+)(?P<c>[^;\n]+?)" + _END, re.I)
 # a note that opens with its complaint ("Chest pain since this morning. 55M, BIBA ..."), after an optional
 # "55M " / "Pt 55 yo F, "; the sentence must hold no other triage fact (see _leading_complaint)
-_LEADING = re.compile(r"\s*(?:(?:pt|patient)\.?\s+)?(?:\d{1,3}\s*(?:yo\s*|y/o\s*)?(?-i:[MF])\b[\s,:]*)?"
+_LEADING = re.compile(r"\s*(?:(?:pt|patient)\.?[ \t]+)?(?:\d{1,3}[ \t]*(?:yo[ \t]*|y/o[ \t]*)?(?-i:[MF])\b[ \t,:]*)?"
                       r"(?P<c>[^\W_][^;\n]*?)" + _END, re.I)
 # what a sentence that is not a complaint says (besides a vital, GCS, AVPU, pain, arrival or age)
 _NOT_A_COMPLAINT = re.compile(r"^(?:injured|trauma|with an injury)$|\binjured\b|\bnot (?:taken|done|recorded)\b|"
@@ -245,7 +245,8 @@ def _complaint_match(text: str) -> tuple[str, int, int] | None:
 def _states_a_fact(sentence: str) -> bool:
     return bool(_NOT_A_COMPLAINT.search(sentence.strip()) or _vital_mentions(sentence) or _GCS.search(sentence)
                 or _mental_state(sentence) or _pain(sentence) != (None, None) or _AGE.search(sentence)
-                or _VITALS_NORMAL.search(sentence) or any(p.search(sentence) for _, p in _ARRIVAL_RE))
+                or _VITALS_NORMAL.search(sentence) or _NORMAL_RE.search(sentence)
+                or any(p.search(sentence) for _, p in _ARRIVAL_RE))
 
 
 def _leading_complaint(text: str) -> str | None:

@@ -272,6 +272,7 @@ def test_reads_a_note_as_nurses_write_it():
     ("Chest pain since this morning. 55M, BIBA. HR 124 BP 90/60.", "chest pain since this morning"),
     ("Abd. pain. 40F. Vitals normal.", "abd. pain"),
     ("D - diarrhea\n40F\nGCS 15", "d - diarrhea"),
+    ("62 yo F\nObs afebrile, BP 185/130", None),  # the line after "62 yo F" is not its complaint
     ("55M chest pain. HR 124.", "chest pain"),
     ("HA - headache. GCS 15.", "HA - headache"),
     ("c/o arm pain, lt, HR 80, alert", "arm pain, lt"),

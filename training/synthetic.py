@@ -229,6 +229,11 @@ def _nurse_vital(rng: random.Random, vital: str, f: TriageFacts) -> str:
         return rng.choice(("BP {}/{}", "BP {}/{} mmHg", "BP {}/{}mmHg", "B/P {}/{}", "BP: {}/{}")).format(
             f"{f.sbp:g}", f"{f.dbp:g}")
     if vital == "temperature":
+        r = rng.random()
+        if r < 0.12 and in_normal_range(vital, value):
+            return "afebrile"  # read as a normal temperature with no number; the rationale cites none
+        if r < 0.25 and value >= 38.0:
+            return f"{rng.choice(('fever', 'febrile'))} {value:.1f}"
         number = f"{value:.1f}" if rng.random() < 0.7 else f"{value:g}"
         return rng.choice(("T {}", "T {}C", "T {} °C", "temp {}", "Temp {}°C", "T: {}")).format(number)
     form = {"heart_rate": ("HR {}", "HR {} bpm", "HR {}bpm", "HR {}/min", "pulse {}", "HR: {}"),

@@ -88,11 +88,11 @@ def test_no_note_is_a_case_of_the_ktas_data(raw_rows, ktas_examples):
 
 
 def test_no_training_path_reads_the_evaluation_set(root):
-    # training.evaluate reads it (that is its job), and training.gpu_build names it only as the --eval-set its
-    # builds score every arm on; every other module under training/ and r2d/ must not name it, nor the folder,
+    # training.evaluate names it (FREE_TEXT_SET: scoring is its job; the card and the GPU build's --eval-set
+    # take it from there); every other module under training/ and r2d/ must not name it, nor the folder,
     # so that no data build can pick it up
     pattern = re.compile(r"free_text_notes|assets\W{1,8}eval\b")
-    allowed = {root / "training" / "evaluate.py", root / "training" / "gpu_build.py"}
+    allowed = {root / "training" / "evaluate.py"}
     files = [p for folder in ("training", "r2d") for p in (root / folder).rglob("*")
              if p.is_file() and p.suffix in (".py", ".json", ".md", ".txt", ".yaml", ".yml", ".sh")]
     assert len(files) > 10

@@ -46,6 +46,7 @@ DEFAULT_KTAS = ROOT.parent / "shared" / "data" / "ktas" / "data.csv"
 EXAMPLES_FILE = ROOT / "examples" / "triage_cases.jsonl"
 REPORT_FILENAME = "eval_report.json"
 EXAMPLES_REPORT_FILENAME = "examples_report.json"
+FREE_TEXT_REPORT_FILENAME = "free_text_report.json"
 SINGLE_REPORT_FILENAME = "eval_report_single_rationale.json"
 FP32_REPORT_FILENAME = "eval_report_single_rationale_fp32.json"
 TRAIN_LOG_FILENAME = "pretrain_log.json"  # Stage 1's log, Stage 2's steps and the command: the card reads it
@@ -272,7 +273,8 @@ def evaluate_on(model_dir: Path, data: Path, out: Path, bertscore: bool = True, 
 def evaluate_model_dir(model_dir: Path, test: Path) -> dict[str, dict[str, Any]]:
     """Every report the card reads, each written beside the model: the test split and the examples as the app
     runs the model (quantization "auto", the model's own generation section), the test split with one greedy
-    rationale (no fact-checked choice: the model's own fidelity), and that again unquantized."""
+    rationale (no fact-checked choice: the model's own fidelity), and that again unquantized; the team's
+    free-text notes (evaluate.FREE_TEXT_SET) with one greedy rationale, as the app loads the model."""
     single = ("generation.fact_check_candidates=0",)
     return {"test": evaluate_on(model_dir, test, model_dir / REPORT_FILENAME, quantization="auto"),
             "single": evaluate_on(model_dir, test, model_dir / SINGLE_REPORT_FILENAME, bertscore=False,
@@ -280,7 +282,9 @@ def evaluate_model_dir(model_dir: Path, test: Path) -> dict[str, dict[str, Any]]
             "fp32": evaluate_on(model_dir, test, model_dir / FP32_REPORT_FILENAME, bertscore=False,
                                 overrides=single, quantization="none"),
             "examples": evaluate_on(model_dir, EXAMPLES_FILE, model_dir / EXAMPLES_REPORT_FILENAME, bertscore=False,
-                                    quantization="auto")}
+                                    quantization="auto"),
+            "free_text": evaluate_on(model_dir, evaluate.FREE_TEXT_SET, model_dir / FREE_TEXT_REPORT_FILENAME,
+                                     bertscore=False, overrides=single, quantization="auto")}
 
 
 SINGLE_RATIONALE = ("generation.fact_check_candidates=0",)
@@ -564,6 +568,10 @@ Problems per kind, as shown: {_problem_counts(report)}.
 | --- | --- | --- |
 {rows}
 
+## Free-text notes written by the team (n = {reports['free_text']['n']} triage notes)
+
+{_free_text_section(reports['free_text'])}
+
 ## Ablation
 
 {ablation_table(ablation)}
@@ -599,6 +607,28 @@ def _results_table(reports: dict[str, dict[str, Any]]) -> str:
     lines += [f"| examples/triage_cases.jsonl right | {right}/{examples['n']} | | | >= 15/18 |",
               f"| fidelity on those examples | {_fmt(examples['metrics'].get('fidelity'))} | | | |"]
     return "\n".join(lines)
+
+
+FREE_TEXT_ROWS = (("accuracy", "accuracy", ""), ("macro-F1", "macro_f1", ""),
+                  ("under-triage rate", "under_triage_rate", ""),
+                  ("emergencies (KTAS 1-2) called 4-5", "severe_under_triage", "0"),
+                  ("fidelity, one greedy rationale", "fidelity", ">= 0.90"),
+                  ("critical findings named", "critical_named", ">= 0.90"))
+
+
+def _free_text_section(report: dict[str, Any]) -> str:
+    """The card's free-text table: notes as nurses write them (assets/eval/README.md), one greedy rationale."""
+    m = report["metrics"]
+    emergencies = report.get("severe_under_triage", {}).get("emergencies", "n/a")
+    rows = [f"| {title} | " + (f"{m.get(key)} of {emergencies}" if key == "severe_under_triage"
+                                else _fmt(m.get(key))) + f" | {target} |" for title, key, target in FREE_TEXT_ROWS]
+    other = report.get("not_triage")
+    tail = (f"\n\nNot triage notes (no level; in no figure above): {other['n']}, the app warns on "
+            f"{other['warned']}." if other else "")
+    return ("Notes in the styles nurses write (abbreviations, vitals in any order, missing values, other "
+            f"languages), labelled by KTAS criteria, never trained on; quantization `{report['quantization']}`, "
+            "one greedy rationale.\n\n| metric | value | target |\n| --- | --- | --- |\n"
+            + "\n".join(rows) + tail)
 
 
 def _commands(log: dict[str, Any]) -> str:

@@ -46,6 +46,8 @@ NOT_ORDINAL = "the label set is not ordinal (under/over-triage needs ordered lev
 NO_EMERGENCIES = "no case has gold KTAS 1-2 (the rate is a share of the emergencies)"
 # the `kind` of a row of an evaluation file (assets/eval/README.md); a row without one is a triage note
 TRIAGE, NOT_TRIAGE = "triage", "not_triage"
+# the team-written free-text notes (assets/eval/README.md): scored here and nowhere trained on
+FREE_TEXT_SET = Path(__file__).resolve().parent.parent / "assets" / "eval" / "free_text_notes.jsonl"
 ROW_KINDS = (TRIAGE, NOT_TRIAGE)
 
 

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Sequence
 
 from training.common import setup_logging
+from training.evaluate import FREE_TEXT_SET
 from training.default_model import DEFAULT_STAGE2_ARMS, ROOT
 
 logger = logging.getLogger(__name__)
 
 PART_MB = 15
-FREE_TEXT = ROOT / "assets" / "eval" / "free_text_notes.jsonl"
+FREE_TEXT = FREE_TEXT_SET
 GPU_CONFIG = ROOT / "training" / "configs" / "default_model_gpu.json"
 SMOKE_CONFIG = ROOT / "training" / "configs" / "tiny_cpu.json"
 SPLIT_SEED = 42  # every seed trains on the same KTAS split, so their validation figures compare

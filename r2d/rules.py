@@ -278,3 +278,72 @@ def write_rationale(facts: TriageFacts) -> str:
         clause = "no sign of an immediate threat in the recorded findings"
     sentences.append(f"{head[0].upper()}{head[1:]}: {clause}.")
     return " ".join(sentences)
+
+
+# --- KTAS first-order modifiers: the most urgent level a single finding calls for --------------------
+
+
+@dataclass(frozen=True)
+class Modifier:
+    """One first-order modifier that applies to a case."""
+
+    level: str      # "1".."5": the most urgent KTAS level this finding alone calls for
+    finding: str    # what in the case triggers it, e.g. "unresponsive", "SpO2 84% (< 90%)"
+
+
+# (vital, op, limit, level), most urgent first: for each vital the first row that matches applies.
+# Adult first-order modifiers of CTAS (Bullard et al., "Revisions to the Canadian Emergency Department Triage
+# and Acuity Scale (CTAS) adult guidelines", CJEM 2017, the 2016 revision) as adopted by KTAS (Korean Society
+# of Emergency Medicine, 2012; Kwon et al., CEEM 2019). CTAS states haemodynamics and breathing in words
+# ("shock", "severe respiratory distress"); the numbers below are the bedside cut-offs commonly used for them:
+#   circulation  no pulse (HR 0) -> 1; shock, SBP < 80 -> 1; SBP 80-89 -> 2; HR > 130 or HR < 40 -> 2
+#   breathing    SpO2 < 90 -> 1; SpO2 90-91 -> 2; SpO2 92-94 -> 3; RR >= 36 or RR < 8 -> 1
+# They are a floor for a suggestion, not a clinical standard; fever/sepsis (which needs SIRS criteria or immune
+# status the case does not record) and the paediatric scale are not encoded.
+VITAL_MODIFIERS: tuple[tuple[str, str, float, str], ...] = (
+    ("heart_rate", "<=", 0, "1"), ("heart_rate", ">", 130, "2"), ("heart_rate", "<", 40, "2"),
+    ("sbp", "<", 80, "1"), ("sbp", "<", 90, "2"),
+    ("spo2", "<", 90, "1"), ("spo2", "<", 92, "2"), ("spo2", "<", 95, "3"),
+    ("resp_rate", ">=", 36, "1"), ("resp_rate", "<", 8, "1"),
+)
+# AVPU: unresponsive ~ GCS 3-9 -> 1; responds to pain or voice ~ GCS 10-13 -> 2 (CTAS level of consciousness).
+MENTAL_MODIFIERS = {"unresponsive": "1", "pain": "2", "verbal": "2"}
+# (lowest score, level) on the 0-10 scale: CTAS severe central pain 8-10 -> 2, moderate 4-7 -> 3. The case does
+# not say central or peripheral, so the more urgent (central) row applies.
+PAIN_MODIFIERS = ((8, "2"), (4, "3"))
+_MODIFIER_OPS: dict[str, Callable[[float, float], bool]] = {**_OPS, "<=": operator.le}
+
+
+def _vital_modifiers(facts: TriageFacts) -> list[Modifier]:
+    found, named = [], set()
+    for vital, op, limit, level in VITAL_MODIFIERS:
+        value = getattr(facts, vital)
+        if value is None or vital in named or not _MODIFIER_OPS[op](value, limit):
+            continue
+        named.add(vital)
+        cut = "no pulse" if op == "<=" else f"{op} {format_value(vital, limit)}"
+        found.append(Modifier(level, f"{VITAL_NAMES[vital]} {format_value(vital, value)} ({cut})"))
+    return found
+
+
+def first_order_modifiers(facts: TriageFacts) -> list[Modifier]:
+    """The KTAS/CTAS adult first-order modifiers the case's own facts trigger (consciousness, circulation,
+    breathing, pain; tables above), in that order. Empty for a child (the adult scale does not apply)."""
+    if facts.is_paediatric:
+        return []
+    found = []
+    if facts.mental in MENTAL_MODIFIERS:
+        found.append(Modifier(MENTAL_MODIFIERS[facts.mental], MENTAL_FINDINGS[facts.mental]))
+    found += _vital_modifiers(facts)
+    if facts.pain_score is not None:
+        band = next((i for i, (lowest, _) in enumerate(PAIN_MODIFIERS) if facts.pain_score >= lowest), None)
+        if band is not None:
+            lowest, level = PAIN_MODIFIERS[band]
+            highest = PAIN_MODIFIERS[band - 1][0] - 1 if band else 10
+            found.append(Modifier(level, f"pain {facts.pain_score}/10 ({lowest}-{highest})"))
+    return found
+
+
+def urgency_floor(facts: TriageFacts) -> str | None:
+    """The most urgent KTAS level any first-order modifier calls for ("1" is most urgent); None if none applies."""
+    return min((m.level for m in first_order_modifiers(facts)), key=int, default=None)

@@ -8,8 +8,9 @@ import re
 import pytest
 
 from r2d.errors import InvalidCaseError
-from r2d.rules import (ARRIVAL_MODES, MENTAL_STATES, NORMAL_RANGES, THRESHOLDS, TriageFacts, abnormal_vitals,
-                       critical_findings, find_abnormal, format_value, pain_band, write_rationale)
+from r2d.rules import (ARRIVAL_MODES, MENTAL_STATES, NORMAL_RANGES, THRESHOLDS, Modifier, TriageFacts, abnormal_vitals,
+                       critical_findings, find_abnormal, first_order_modifiers, format_value, pain_band,
+                       urgency_floor, write_rationale)
 
 NORMAL = dict(age=40, sex="female", arrival="walking", injury=False, chief_complaint="sore throat", mental="alert",
               pain=True, pain_score=2, sbp=120, dbp=80, heart_rate=80, resp_rate=16, temperature=36.8, spo2=98)
@@ -168,3 +169,55 @@ def test_rationale_numbers_come_from_the_case_or_the_limit_tables():
 def test_facts_reject_unknown_values(field, value):
     with pytest.raises(InvalidCaseError, match=field):
         make_facts(**{field: value})
+
+
+# --- KTAS first-order modifiers ------------------------------------------------------------------------
+
+QUIET = dict(NORMAL, pain_score=0)  # no modifier applies
+
+
+@pytest.mark.parametrize("field, value, level, finding", [
+    ("mental", "alert", None, None), ("mental", "verbal", "2", "responds only to voice"),
+    ("mental", "pain", "2", "responds only to pain"), ("mental", "unresponsive", "1", "unresponsive"),
+    ("sbp", 79, "1", "systolic BP 79 mmHg (< 80 mmHg)"), ("sbp", 80, "2", "systolic BP 80 mmHg (< 90 mmHg)"),
+    ("sbp", 89, "2", "systolic BP 89 mmHg (< 90 mmHg)"), ("sbp", 90, None, None),
+    ("heart_rate", 131, "2", "heart rate 131/min (> 130/min)"), ("heart_rate", 130, None, None),
+    ("heart_rate", 39, "2", "heart rate 39/min (< 40/min)"), ("heart_rate", 40, None, None),
+    ("heart_rate", 0, "1", "heart rate 0/min (no pulse)"),
+    ("spo2", 89, "1", "SpO2 89% (< 90%)"), ("spo2", 90, "2", "SpO2 90% (< 92%)"), ("spo2", 91, "2", "SpO2 91% (< 92%)"),
+    ("spo2", 92, "3", "SpO2 92% (< 95%)"), ("spo2", 94, "3", "SpO2 94% (< 95%)"), ("spo2", 95, None, None),
+    ("resp_rate", 36, "1", "respiratory rate 36/min (>= 36/min)"), ("resp_rate", 35, None, None),
+    ("resp_rate", 7, "1", "respiratory rate 7/min (< 8/min)"), ("resp_rate", 8, None, None),
+    ("pain_score", 10, "2", "pain 10/10 (8-10)"), ("pain_score", 8, "2", "pain 8/10 (8-10)"),
+    ("pain_score", 7, "3", "pain 7/10 (4-7)"), ("pain_score", 4, "3", "pain 4/10 (4-7)"),
+    ("pain_score", 3, None, None),
+])
+def test_each_modifier_at_its_boundary(field, value, level, finding):
+    facts = TriageFacts(**{**QUIET, field: value})
+    modifiers = first_order_modifiers(facts)
+    assert modifiers == ([Modifier(level, finding)] if level else [])
+    assert urgency_floor(facts) == level
+
+
+def test_floor_is_the_most_urgent_modifier_and_findings_come_in_order():
+    facts = TriageFacts(**{**QUIET, "mental": "verbal", "sbp": 75, "spo2": 93, "pain_score": 9})
+    assert [m.finding.split(" (")[0] for m in first_order_modifiers(facts)] == [
+        "responds only to voice", "systolic BP 75 mmHg", "SpO2 93%", "pain 9/10"]
+    assert urgency_floor(facts) == "1"
+    assert urgency_floor(TriageFacts(**{**QUIET, "spo2": 93, "pain_score": 9})) == "2"
+
+
+def test_one_vital_gives_one_modifier_its_most_urgent():
+    facts = TriageFacts(**{**QUIET, "heart_rate": 0})  # also < 40, but only "no pulse" is named
+    assert [m.level for m in first_order_modifiers(facts)] == ["1"]
+
+
+@pytest.mark.parametrize("age, applies", [(15, False), (16, True), (None, True)])
+def test_modifiers_are_adult_only(age, applies):
+    facts = TriageFacts(**{**QUIET, "age": age, "mental": "unresponsive", "spo2": 80})
+    assert bool(first_order_modifiers(facts)) == applies
+    assert urgency_floor(facts) == ("1" if applies else None)
+
+
+def test_no_facts_no_floor():
+    assert first_order_modifiers(TriageFacts()) == [] and urgency_floor(TriageFacts()) is None

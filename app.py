@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import functools
 import hashlib
+import html
 import inspect
 import json
 import logging
@@ -28,6 +29,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import gradio as gr  # noqa: E402
 
+from r2d import adjudication as adj  # noqa: E402
 from r2d import review as rv  # noqa: E402
 from r2d.active import DEFAULT_ORDER, ORDERS  # noqa: E402
 from r2d.artifacts import model_source  # noqa: E402
@@ -402,38 +404,62 @@ class Handlers:
             queue={}, batch=gr.update(choices=rv.batch_choices(self.store), value=None), queue_md="")}
 
     @ui_errors
-    def dashboard(self) -> dict:
-        """Summary, reviewer agreement, cases to adjudicate, flags, and the figures of the review that counts
+    def dashboard(self, name: str = "", request: gr.Request | None = None) -> dict:
+        """Summary, reviewer agreement, the cases to adjudicate, flags, and the figures of the review that counts
         for each case (resolved across reviewers as the export does)."""
         cases, p = export_cases(self.store), self.predictor
         reviews = [c.review for c in cases]
         figures = dashboard_figures(reviews, p.label_set, p.label_names, p.ordinal)
-        agreed = agreement(self.store.reviewer_reviews())
-        resolution = {c.review.case_id: c.resolution for c in cases}
+        agreed = agreement(adj.reviewer_reviews(self.store))
         summary = summarize(reviews, p.label_set, p.ordinal).as_markdown()
+        choices = adj.case_choices(self.store, p.label_names)
+        opened = self.adjudication_case(choices[0][1] if choices else None, name, request)
         return {**self._out(dash_summary=f"{summary}\n\n{reviews_per_class(reviews, p.label_set, p.label_names)}",
-                            dash_agreement=_agreement_markdown(agreed),
-                            dash_disagreements=[_disagreement_row(rs, resolution) for rs in agreed.disagreements],
+                            dash_agreement=_agreement_markdown(agreed), adj_md=adj.open_markdown(cases),
+                            adj_case=gr.update(choices=choices, value=choices[0][1] if choices else None),
                             dash_flags=[[e.case_id, e.reviewer, e.note, e.created_at[:16].replace("T", " ")]
                                         for e in self.store.events("flag")]),
-                **dict(zip(self.c["dash_plots"], figures.values()))}
+                **opened, **dict(zip(self.c["dash_plots"], figures.values()))}
 
     @ui_errors
-    def adjudicate(self, review_id: Any, name: str, request: gr.Request) -> dict:
-        """Adopt one reviewer's review as the answer for its case (the export then takes it)."""
+    def adjudication_case(self, case_id: str | None, name: str = "", request: gr.Request | None = None) -> dict:
+        """The reviews of one case side by side with their diff, and the ways to settle it (blind review: not
+        to a reviewer of its batch who has not reviewed it yet)."""
+        empty = self._out(adj_view="", adj_pick=gr.update(choices=[], value=None), adj_label=None, adj_rationale="")
+        if not case_id:
+            return empty
+        case = adj.find_case(self.store, case_id)
+        hidden = adj.hidden_from(self.store, case, _who(request, name))
+        if hidden:
+            return {**empty, **self._out(adj_view=f"<p class='r2d-adj-hidden'>{html.escape(hidden)}</p>")}
+        latest = case.reviews[-1]
+        return self._out(adj_view=adj.side_by_side_html(case, self.predictor.label_names),
+                         adj_pick=gr.update(choices=adj.pick_choices(case, self.predictor.label_names), value=None),
+                         adj_label=latest.final_label, adj_rationale=latest.final_rationale)
+
+    @ui_errors
+    def adjudicate(self, case_id: str | None, pick: str | None, label: str | None, rationale: str, name: str,
+                   request: gr.Request) -> dict:
+        """Settle a case: adopt the picked review, or store the final the adjudicator wrote (the export takes it)."""
         reviewer = self._reviewer(request, name)
-        try:
-            review_id = int(review_id)
-        except (TypeError, ValueError) as e:
-            raise FeedbackStoreError("enter the number of the review to adopt (the # in the list)") from e
-        record = next((r for r in self.store.reviewer_reviews() if r.review_id == review_id), None)
-        if record is None:
-            raise FeedbackStoreError(f"review #{review_id} is not a current review; pick one from the list")
-        if len(self.store.reviewer_reviews(record.case_id)) < 2:
-            raise FeedbackStoreError(f"review #{review_id} is the only review of its case: nothing to adjudicate")
-        self.store.add_event(reviewer, "adjudicate", record.case_id, review_id=review_id)
-        return {**self.dashboard(), **self._out(
-            dash_status=f"✓ Review #{review_id} (label {record.final_label}) adopted for case `{record.case_id}`.")}
+        if not case_id:
+            raise FeedbackStoreError("choose a case to adjudicate first")
+        if not pick:
+            raise FeedbackStoreError("pick a review to adopt, or 'Write the final' and fill in the label and rationale")
+        hidden = adj.hidden_from(self.store, adj.find_case(self.store, case_id), reviewer)
+        if hidden:
+            raise FeedbackStoreError(hidden)
+        if pick == adj.WRITE:
+            record = adj.write_final(self.store, reviewer, case_id, label or "", rationale or "")
+            done = f"✓ Your final (label {record.final_label}, review #{record.review_id}) settles case `{case_id}`."
+        else:
+            try:
+                review_id = int(pick)
+            except ValueError as e:
+                raise FeedbackStoreError("pick one of the listed reviews") from e
+            record = adj.adopt(self.store, reviewer, case_id, review_id)
+            done = f"✓ Review #{review_id} (label {record.final_label}) adopted for case `{case_id}`."
+        return {**self.dashboard(name, request), **self._out(dash_status=done)}
 
     @ui_errors
     def export_start(self, actions: list[str], min_rating: float, consistent: bool, val_fraction: float,
@@ -578,19 +604,13 @@ def _agreement_markdown(a: Any) -> str:
         return "**Agreement:** no case has been reviewed by two or more reviewers yet."
     fleiss = "undefined (every label the same)" if a.fleiss is None else f"{a.fleiss:.2f}"
     parts = [f"**Agreement** on {a.n_cases} case(s) reviewed by 2+ of {a.n_reviewers} reviewers: "
-             f"{a.observed:.0%} of reviewer pairs agree · Fleiss' κ {fleiss} · {len(a.disagreements)} to adjudicate"]
+             f"{a.observed:.0%} of reviewer pairs agree on the label · Fleiss' κ {fleiss} · "
+             f"{len(a.disagreements)} with different labels"]
     for pair in a.pairs[:6]:
         kappa = "undefined" if pair.kappa is None else f"{pair.kappa:.2f}"
         parts.append(f"Cohen's κ {rv.plain(pair.reviewers[0])} vs {rv.plain(pair.reviewers[1])}: {kappa} "
                      f"(n = {pair.n_cases}, {pair.agreement:.0%} agree)")
     return "\n\n".join(parts)
-
-
-def _disagreement_row(reviews: Sequence[Any], resolution: dict[str, str]) -> list[str]:
-    first = reviews[0]
-    labels = "; ".join(f"{r.reviewer}: {r.final_label} (#{r.review_id})" for r in reviews)
-    text = first.case_text if len(first.case_text) <= 90 else first.case_text[:90] + "…"
-    return [first.case_id, text, labels, resolution.get(first.case_id, "")]
 
 
 def _fingerprint(policy: ExportPolicy, findings: Sequence[Any]) -> str:
@@ -681,13 +701,7 @@ def _dashboard_tab(c: dict[str, Any]) -> None:
     c["dash_refresh"] = gr.Button("Refresh", elem_id="r2d-dash-refresh")
     c["dash_summary"] = gr.Markdown(elem_id="r2d-dash-summary")
     c["dash_agreement"] = gr.Markdown(elem_id="r2d-dash-agreement")
-    c["dash_disagreements"] = gr.Dataframe(
-        headers=["case id", "case", "reviews (reviewer: label (#review))", "export takes"], datatype="str",
-        interactive=False, label="Disagreements to adjudicate", elem_id="r2d-disagreements")
-    with gr.Row():
-        c["dash_adopt_id"] = gr.Number(label="Review # to adopt for its case", precision=0, elem_id="r2d-adopt-id")
-        c["dash_adopt"] = gr.Button("Adjudicate: adopt this review", elem_id="r2d-adopt")
-    c["dash_status"] = gr.Markdown(elem_id="r2d-dash-status")
+    _adjudication_panel(c)
     c["dash_flags"] = gr.Dataframe(headers=["case id", "reviewer", "why", "when"], datatype="str",
                                    interactive=False, label="Flagged cases", elem_id="r2d-flags")
     c["dash_plots"] = []
@@ -695,6 +709,23 @@ def _dashboard_tab(c: dict[str, Any]) -> None:
                 ("Per-class F1", "Under- vs over-triage")):
         with gr.Row():
             c["dash_plots"] += [gr.Plot(label=name, show_label=False) for name in row]
+
+
+def _adjudication_panel(c: dict[str, Any]) -> None:
+    """Cases whose reviewers disagree: their reviews side by side, and a pick (click, or Tab and arrow keys)."""
+    with gr.Group(elem_id="r2d-adjudication"):
+        c["adj_md"] = gr.Markdown(elem_id="r2d-adj-count")
+        c["adj_case"] = gr.Dropdown(label="Case to adjudicate", choices=[], elem_id="r2d-adj-case")
+        c["adj_view"] = gr.HTML(elem_id="r2d-adj-view")
+        c["adj_pick"] = gr.Radio([], label="Settle it: adopt a review, or write the final (arrow keys move the choice)",
+                                 elem_id="r2d-adj-pick")
+        with gr.Row():
+            c["adj_label"] = gr.Radio(c["label_choices"], label="Final label (if you write the final)",
+                                      elem_id="r2d-adj-label")
+            c["adj_rationale"] = gr.Textbox(label="Final rationale (if you write the final)", lines=3,
+                                            elem_id="r2d-adj-rationale")
+        c["adj_settle"] = gr.Button("Settle this case", variant="primary", elem_id="r2d-adj-settle")
+    c["dash_status"] = gr.Markdown(elem_id="r2d-dash-status")
 
 
 def _export_tab(c: dict[str, Any]) -> None:
@@ -788,11 +819,13 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
     c["prev"].click(h.previous_case, outs("queue", "reviewer"), queue_out, api_name="previous_case")
     demo.load(h.restore, outs("queue", "saved_name"), outs("reviewer") + queue_out, api_name=False)
     c["reviewer"].change(lambda name: name, outs("reviewer"), outs("saved_name"), **quiet)
-    dash_out = outs("dash_summary", "dash_agreement", "dash_disagreements", "dash_flags") + c["dash_plots"]
+    adj_out = outs("adj_view", "adj_pick", "adj_label", "adj_rationale")
+    dash_out = outs("dash_summary", "dash_agreement", "adj_md", "adj_case", "dash_flags") + adj_out + c["dash_plots"]
     for trigger in (c["dash_refresh"].click, c["dash_tab"].select):
-        trigger(h.dashboard, None, dash_out, api_name=False)
-    c["dash_adopt"].click(h.adjudicate, outs("dash_adopt_id", "reviewer"), dash_out + outs("dash_status"),
-                          api_name="adjudicate")
+        trigger(h.dashboard, outs("reviewer"), dash_out, api_name=False)
+    c["adj_case"].select(h.adjudication_case, outs("adj_case", "reviewer"), adj_out, api_name=False)
+    c["adj_settle"].click(h.adjudicate, outs("adj_case", "adj_pick", "adj_label", "adj_rationale", "reviewer"),
+                          dash_out + outs("dash_status"), api_name="adjudicate", trigger_mode="once")
     export_in = outs("ex_actions", "ex_rating", "ex_consistent", "ex_val", "ex_test", "reviewer")
     export_out = outs("ex_findings", "ex_findings_md", "ex_row", "ex_files", "ex_summary", "ex_seen")
     c["ex_start"].click(h.export_start, export_in, export_out, api_name="export")
@@ -823,6 +856,7 @@ def build_app(predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig, e
     h = Handlers(predictor, store, cfg)
     c = h.c
     c["examples"] = list(load_example_cases() if examples is None else examples)
+    c["label_choices"] = rv.label_choices(predictor.label_set, predictor.label_names)
     secret = store.browser_secret()
     with gr.Blocks(title="Reason2Decide — triage review", analytics_enabled=False) as demo:
         gr.Markdown("# Reason2Decide — triage review")

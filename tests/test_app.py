@@ -337,22 +337,56 @@ def test_dashboard_has_a_summary_and_six_figures(h):
 def test_dashboard_shows_agreement_disagreements_flags_and_adjudication(h, store):
     for case, labels in ((CASE, ("2", "2")), ("level 4: ankle sprain", ("4", "5")), ("level 5: sore throat", ("5",))):
         for who, label in zip(("Nurse A", "Nurse B"), labels):
-            save(h, predicted(h, case, who)["shown"], name=who, label=label, rationale=f"{who}: level {label}.")
+            save(h, predicted(h, case, who)["shown"], name=who, label=label, rationale=f"Level {label} fits.")
     h.flag(predicted(h, CASE)["shown"], "Nurse A", "check the BP", None)
-    result = named(h, h.dashboard())
+    result = named(h, h.dashboard("Lead nurse", None))
     assert "on 2 case(s) reviewed by 2+ of 2 reviewers" in result["dash_agreement"]
     assert "Cohen's κ Nurse A vs Nurse B" in result["dash_agreement"]
     assert "(n = 2, 50% agree)" in result["dash_agreement"]
-    [row] = result["dash_disagreements"]
-    assert row[2] == "Nurse A: 4 (#3); Nurse B: 5 (#4)" and row[3] == "latest"
+    assert "**1 case(s) to adjudicate:**" in result["adj_md"]
+    [(_, case_id)] = result["adj_case"]["choices"]
+    view = result["adj_view"]
+    assert "ankle sprain" in view and "#3 · Nurse A" in view and "#4 · Nurse B" in view
+    assert "<del>4 </del><ins>5 </ins>" in view.replace("Level ", "")
+    assert [v for _, v in result["adj_pick"]["choices"]] == ["3", "4", "write"]
+    assert (result["adj_label"], result["adj_rationale"]) == ("5", "Level 5 fits.")
     assert [f[1:3] for f in result["dash_flags"]] == [["Nurse A", "check the BP"]]
     assert "**3** reviewed" in result["dash_summary"]  # one review per case counts, not one per reviewer
-    adopted = named(h, h.adjudicate(3, "Lead nurse", None))
-    assert "Review #3" in adopted["dash_status"] and adopted["dash_disagreements"][0][3] == "adjudicated"
-    with pytest.raises(gr.Error, match="only review of its case"):
-        h.adjudicate(5, "Lead nurse", None)
-    with pytest.raises(gr.Error, match="not a current review"):
-        h.adjudicate(99, "Lead nurse", None)
+    adopted = named(h, h.adjudicate(case_id, "3", None, "", "Lead nurse", None))
+    assert "Review #3" in adopted["dash_status"] and "Nothing to adjudicate" in adopted["adj_md"]
+    assert adopted["adj_case"]["choices"] == [] and adopted["adj_view"] == ""
+    with pytest.raises(gr.Error, match="pick a review"):
+        h.adjudicate(case_id, None, None, "", "Lead nurse", None)
+    with pytest.raises(gr.Error, match="not a current review of this case"):
+        h.adjudicate(case_id, "99", None, "", "Lead nurse", None)
+    with pytest.raises(gr.Error, match="only one review"):
+        h.adjudicate(store.reviewer_reviews()[-1].case_id, "5", None, "", "Lead nurse", None)
+
+
+def test_a_written_final_settles_a_rationale_disagreement_and_a_reviewer_cannot_pick_their_own(h, store):
+    """Issue 20: the same label with two different rationales used to be 'agreement'; an adjudicator who
+    reviewed the case may concede to the other reviewer but not pick their own review while someone else could."""
+    for who, text in (("Nurse A", "HR 124 and BP 88/50: shock."), ("Nurse B", "Chest pain with tachycardia.")):
+        save(h, predicted(h, CASE, who)["shown"], name=who, label="2", rationale=text)
+    save(h, predicted(h, "level 5: sore throat", "Nurse C")["shown"], name="Nurse C", label="5", rationale="Minor.")
+    result = named(h, h.dashboard("Nurse A", None))
+    assert "**1 case(s) to adjudicate:**" in result["adj_md"] and "rationales differ" in result["adj_view"]
+    [(_, case_id)] = result["adj_case"]["choices"]
+    mine, theirs = (r.review_id for r in store.reviewer_reviews(case_id))
+    with pytest.raises(gr.Error, match="you reviewed this case yourself.*Nurse C"):
+        h.adjudicate(case_id, str(mine), None, "", "Nurse A", None)
+    with pytest.raises(gr.Error, match="you reviewed this case yourself"):
+        h.adjudicate(case_id, "write", "2", "My own words.", "Nurse A", None)
+    written = named(h, h.adjudicate(case_id, "write", "1", "BP 88/50 with HR 124: shock, resuscitate.",
+                                    "Nurse C", None))
+    assert "Your final (label 1" in written["dash_status"] and "Nothing to adjudicate" in written["adj_md"]
+    [event] = store.events("adjudicate")
+    assert event.reviewer == "Nurse C" and event.note == "final written by the adjudicator"
+    assert "on 1 case(s) reviewed by 2+ of 2 reviewers" in written["dash_agreement"]  # the final is no rater
+    chosen = next(c for c in app.export_cases(store) if c.review.case_id == case_id)
+    assert (chosen.resolution, chosen.review.final_label, chosen.review.reviewer) == ("adjudicated", "1", "Nurse C")
+    assert h.adjudicate(case_id, str(theirs), None, "", "Nurse A", None)  # conceding is allowed
+    assert store.events("adjudicate")[-1].note == ""
 
 
 def test_names_are_said_to_be_unverified_without_sign_in(unserved, fake_predictor, store, cfg):

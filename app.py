@@ -174,6 +174,9 @@ class Handlers:
     def _label_markdown(self, label: str, probabilities: dict[str, float], case_text: str) -> str:
         name = rv.format_label(label, self.predictor.label_names)
         text = f"### Suggested triage: {name} ({probabilities[label]:.0%})"
+        guard = rv.under_triage(case_text, label, self.predictor.label_set)
+        if guard:  # right under the suggestion, before anything else: the case itself calls for more urgency
+            text += f"\n\n**⚠ {guard.message(self.predictor.label_names)}**"  # no user text: only fixed words
         note = rv.probability_note(probabilities, self.cfg.app.low_probability)
         # beside the suggestion too, not only under the fact check: a confident guess on "hello" is still a guess
         facts = "" if case_has_triage_facts(case_text) else f"\n\n{NO_FACTS_NOTE}"
@@ -235,7 +238,10 @@ class Handlers:
         if not isinstance(shown, rv.ShownCase):
             return self._out(facts=[], fact_notes="")
         view = rv.fact_view(shown.case_text, rationale or "", final_label)
-        return self._out(facts=view.highlights, fact_notes=_fact_notes(view))
+        guard = rv.under_triage(shown.case_text, final_label, self.predictor.label_set) if final_label else None
+        mine = (f"**⚠ {guard.message(self.predictor.label_names, 'your label')}**\n"
+                if guard and final_label != shown.model_label else "")
+        return self._out(facts=view.highlights, fact_notes=mine + _fact_notes(view))
 
     def diff(self, shown: rv.ShownCase | None, rationale: str) -> dict:
         """The live word diff while the reviewer types."""
@@ -414,7 +420,9 @@ class Handlers:
         summary = summarize(reviews, p.label_set, p.ordinal).as_markdown()
         choices = adj.case_choices(self.store, p.label_names)
         opened = self.adjudication_case(choices[0][1] if choices else None, name, request)
-        return {**self._out(dash_summary=f"{summary}\n\n{reviews_per_class(reviews, p.label_set, p.label_names)}",
+        guard = rv.under_triage_line(reviews, p.label_set)
+        return {**self._out(dash_summary=f"{summary}\n\n{reviews_per_class(reviews, p.label_set, p.label_names)}"
+                                         + (f"\n\n{guard}" if guard else ""),
                             dash_agreement=_agreement_markdown(agreed), adj_md=adj.open_markdown(cases),
                             adj_case=gr.update(choices=choices, value=choices[0][1] if choices else None),
                             dash_flags=[[e.case_id, e.reviewer, e.note, e.created_at[:16].replace("T", " ")]

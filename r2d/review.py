@@ -22,8 +22,9 @@ from r2d.active import review_order
 from r2d.config import GenerationConfig
 from r2d.data import iter_csv, iter_jsonl
 from r2d.errors import DatasetSchemaError, FeedbackStoreError, InvalidCaseError
-from r2d.factcheck import check_rationale
+from r2d.factcheck import check_rationale, parse_case
 from r2d.prompts import PROMPT_VERSION
+from r2d.rules import KTAS_LABEL_NAMES, Modifier, first_order_modifiers
 from r2d.store import BatchItem, ReviewRecord, ReviewStore, SubmitResult, case_id_for, validate_review
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,61 @@ def probability_note(probabilities: Mapping[str, float], threshold: float) -> st
         return ""
     return (f"Low confidence: the top label {label} has only {top:.0%} probability. "
             "Treat the suggestion as uncertain and decide from the case.")
+
+
+# --- the under-triage guard: KTAS first-order modifiers against a label -----------------------------
+
+
+# cardiac or respiratory arrest said in words (the case parser reads vital signs as numbers only); a negation
+# just before ("no cardiac arrest", "not apnoeic") cancels it
+_ARREST = re.compile(r"\b(pulseless|no (?:palpable |central )?pulse|(?:cardiac|cardiorespiratory|respiratory) arrest|"
+                     r"CPR|not breathing|apno?eic)\b", re.I)
+_NEGATED = re.compile(r"\b(no|not|denies|without|never)\s+(?:\w+\s+)?$", re.I)
+
+
+def _arrest_modifier(case_text: str) -> Modifier | None:
+    for hit in _ARREST.finditer(case_text):
+        if not _NEGATED.search(case_text[max(0, hit.start() - 20):hit.start()]):
+            return Modifier("1", f"\"{hit.group(0).lower()}\" (arrest)")  # letters and spaces only: safe to show
+    return None
+
+
+@dataclass(frozen=True)
+class UnderTriage:
+    """A KTAS label less urgent than the case's own first-order modifiers allow (r2d.rules)."""
+
+    label: str  # the suggested or chosen label
+    floor: str  # the most urgent level the modifiers call for
+    modifiers: tuple[Modifier, ...]  # those calling for a more urgent level than label, most urgent first
+
+    def message(self, label_names: Mapping[str, str], whose: str = "the suggestion") -> str:
+        """'Under-triage risk: unresponsive calls for KTAS 1; the suggestion is 4 — Less urgent.'"""
+        calls = "; ".join(f"{m.finding} calls for KTAS {m.level}" for m in self.modifiers)
+        pain = (" The pain levels are for central pain (chest, abdomen, head); peripheral pain allows one level "
+                "less." if any(m.finding.startswith("pain ") for m in self.modifiers) else "")
+        return (f"Under-triage risk: {calls}; {whose} is {format_label(self.label, label_names)}. "
+                f"Check the level against the first-order modifiers before saving.{pain}")
+
+
+def under_triage(case_text: str, label: str, label_set: Sequence[str]) -> UnderTriage | None:
+    """When the case's facts call for a more urgent KTAS level than `label`; None when they do not, or when the
+    labels are not KTAS levels (another task). For a child only an arrest counts (the adult modifiers do not apply)."""
+    if set(label_set) != set(KTAS_LABEL_NAMES) or label not in KTAS_LABEL_NAMES:
+        return None
+    arrest = _arrest_modifier(case_text)
+    modifiers = first_order_modifiers(parse_case(case_text)) + ([arrest] if arrest else [])
+    above = sorted((m for m in modifiers if int(m.level) < int(label)), key=lambda m: int(m.level))
+    return UnderTriage(label, above[0].level, tuple(above)) if above else None
+
+
+def under_triage_line(reviews: Sequence[ReviewRecord], label_set: Sequence[str]) -> str:
+    """The dashboard's count of reviewed cases whose suggestion, and whose final label, the guard flags."""
+    if set(label_set) != set(KTAS_LABEL_NAMES) or not reviews:
+        return ""
+    model = sum(under_triage(r.case_text, r.model_label, label_set) is not None for r in reviews)
+    final = sum(under_triage(r.case_text, r.final_label, label_set) is not None for r in reviews)
+    return (f"**Under-triage guard:** the model's suggestion was less urgent than the case's first-order modifiers "
+            f"allow in **{model}** of {len(reviews)} reviewed cases; the final label still is in **{final}**.")
 
 
 # --- what the nurse is reviewing ---------------------------------------------------------------

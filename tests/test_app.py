@@ -109,6 +109,29 @@ def test_low_top_probability_is_said_plainly(h):
     assert "Low confidence" not in predicted(h, CASE)["label_md"]
 
 
+PERI_ARREST = "level 4 suggested: 70-year-old man, unresponsive, BP 72/40 mmHg, SpO2 84%, HR 48/min."
+
+
+def test_an_under_triaged_peri_arrest_case_shows_the_guard_beside_the_suggestion(h, store):
+    """Issue 20: an unresponsive, hypotensive, hypoxic patient was suggested '4 — Less urgent' with no word that
+    the suggestion contradicts the case. The fake predictor suggests the first digit: 4."""
+    result = predicted(h, PERI_ARREST)
+    suggestion = result["label_md"]
+    assert suggestion.startswith("### Suggested triage: 4 — Less urgent")
+    assert "**⚠ Under-triage risk: unresponsive calls for KTAS 1; systolic BP 72 mmHg (< 80 mmHg)" in suggestion
+    assert "the suggestion is 4 — Less urgent" in suggestion and not store.reviews()  # before any save
+    assert "Under" not in predicted(h, CASE)["label_md"]  # BP 88 calls for 2: the suggestion is 2
+    # the label the nurse picks is checked too; the suggestion's own level is said once, beside it
+    shown = result["shown"]
+    assert "your label is 5" in named(h, h.facts(shown, shown.model_rationale, "5"))["fact_notes"]
+    assert "Under" not in named(h, h.facts(shown, shown.model_rationale, "4"))["fact_notes"]
+    assert "Under" not in named(h, h.facts(shown, shown.model_rationale, "1"))["fact_notes"]
+    save(h, shown, label="1", rationale="Unresponsive, BP 72/40, SpO2 84%: resuscitation.")
+    summary = named(h, h.dashboard())["dash_summary"]
+    assert "less urgent than the case's first-order modifiers allow in **1** of 1" in summary
+    assert "the final label still is in **0**" in summary
+
+
 @pytest.mark.parametrize("case, message", [("", "empty"), ("   \n ", "empty"),
                                            ("x" * 1_000_000, "1,000,000 characters")])
 def test_bad_cases_become_readable_errors(h, case, message):
@@ -599,6 +622,9 @@ def test_handlers_on_a_real_tiny_model(tiny_model_dir, store, tmp_path):
     save(h, shown, label="2", rationale="Chest pain with sweating: emergency.", rating="3")
     [r] = store.reviews()
     assert r.model_id == predictor.model_id and r.consistency_label in predictor.label_set
+    arrest = predicted(h, "70-year-old man, pulseless, unresponsive, BP 60/30 mmHg, SpO2 70%.")
+    # whatever a random model suggests, the guard speaks exactly when it is less urgent than KTAS 1
+    assert ("Under-triage risk" in arrest["label_md"]) == (arrest["shown"].model_label != "1")
     path = write_cases(tmp_path / "cases.jsonl", ["sore throat, walked in", "ankle sprain, pain 3 of 10"])
     queue = named(h, h.upload(str(path), "Nurse A", None))
     assert queue["queue_md"].startswith("Case 1 of 2") and queue["shown"].model_label in predictor.label_set

@@ -35,6 +35,7 @@ from r2d.active import DEFAULT_ORDER, ORDERS  # noqa: E402
 from r2d.artifacts import model_source  # noqa: E402
 from r2d.agreement import agreement  # noqa: E402
 from r2d.auth import authenticator, load_users  # noqa: E402
+from r2d.consistency import consistency_line, load_calibration  # noqa: E402
 from r2d.config import (CONFIG_FILENAME, QUANTIZATIONS, ModelConfig, R2DConfig, config_to_dict, load_config,  # noqa: E402
                         with_section)
 from r2d.dashboard import (comparison_figure, dashboard_figures, probability_figure, reviews_per_class,  # noqa: E402
@@ -110,10 +111,6 @@ def _policy(actions: list[str] | None, min_rating: float, consistent: bool) -> E
     return ExportPolicy(tuple(actions or ()), int(min_rating), bool(consistent))
 
 
-def _consistency_markdown(check: rv.ConsistencyResult) -> str:
-    return check.message if check.agrees else f"**⚠ {check.message}**"
-
-
 def _fact_notes(view: rv.FactView) -> str:
     """The fact check in words (its messages quote the rationale, so they go through rv.plain)."""
     lines = [] if view.case_has_facts else [NO_FACTS_NOTE]
@@ -161,6 +158,7 @@ class Handlers:
         self._downloads: list[Path] = []  # temporary folders of download zips, oldest first
         self.runs = ImproveRuns(cfg.app.runs_dir)
         self.model_dir = cfg.model.name_or_path  # what "Improve the model" starts from; changes on a switch
+        self.calibration = load_calibration(self.model_dir)  # how far the consistency line can be trusted
 
     def _out(self, **values: Any) -> dict:
         return {self.c[name]: value for name, value in values.items()}
@@ -251,8 +249,13 @@ class Handlers:
         """The consistency line: does the rationale alone point to the chosen label?"""
         if shown is None or not (rationale or "").strip():
             return ""
-        return _consistency_markdown(rv.check_consistency(self.predictor, rationale, final_label,
-                                                          self.cfg.app.low_probability))
+        return self._consistency_line(rv.check_consistency(self.predictor, rationale, final_label,
+                                                           self.cfg.app.low_probability))
+
+    def _consistency_line(self, check: rv.ConsistencyResult) -> str:
+        label = rv.format_label(check.label, self.predictor.label_names)
+        return consistency_line(label, check.probability, check.agrees, check.message, self.predictor.model_id,
+                                self.calibration)
 
     @ui_errors
     def check_event(self, shown: rv.ShownCase | None, rationale: str, final_label: str) -> dict:
@@ -298,7 +301,7 @@ class Handlers:
         if shown.batch_id is not None and queue.get("batch_id") == shown.batch_id:
             return self._open(shown.batch_id, None, reviewer, message, after=shown.item_index, order=queue["order"])
         note = rv.others_note(self.store, shown.case_id, reviewer)
-        return self._out(status=" ".join(filter(None, [message, note])), consistency=_consistency_markdown(check),
+        return self._out(status=" ".join(filter(None, [message, note])), consistency=self._consistency_line(check),
                          diff=rv.word_diff(shown.model_rationale, result.record.final_rationale))
 
     @ui_errors
@@ -590,6 +593,7 @@ class Handlers:
         # the adapter directory is always called "model": name the run instead, so reviews say which run
         predictor.model_id = f"{predictor.model_id.split('+')[0]}+{run_id}"
         self.predictor, self.model_dir = predictor, str(new_dir)
+        self.calibration = load_calibration(new_dir)  # a new model's consistency check is not the old one's
         logger.info("%s switched suggestions to %s (%s)", reviewer, predictor.model_id, new_dir)
         return self._out(model_md=self._model_line(), im_status=(
             f"✓ Suggestions now come from `{predictor.model_id}`; every later review records it. "
@@ -808,6 +812,8 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
     c["final_label"].select(h.facts, fact_in, outs("facts", "fact_notes"), trigger_mode="always_last", **quiet)
     checked = outs("shown", "rationale", "final_label")
     c["rationale"].blur(h.check_event, checked, outs("consistency"), **quiet)
+    # a relabel re-checks at once: the line said something about the previous label
+    c["final_label"].select(h.check_event, checked, outs("consistency"), trigger_mode="always_last", **quiet)
     c["check"].click(h.check_event, checked, outs("consistency"), api_name="check")
     editor = outs("shown", "reviewer", "final_label", "rationale", "rating", "comment")
     for box in ("rationale", "comment"):

@@ -13,6 +13,8 @@ import pytest
 import app
 from r2d import review as rv
 from r2d.config import load_config
+from r2d.consistency import calibrate, load_calibration
+from r2d.data import Example
 from r2d.store import ACTIONS, ReviewStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,10 +47,19 @@ def unserved(monkeypatch):
     monkeypatch.setattr(gr.routes.App, "create_app", staticmethod(lambda *args, **kwargs: None))
 
 
+# gold rows the fake predictor reads right (it takes the first digit 1-5): its consistency check is measured
+# reliable, so the app warns on a disagreement (r2d.consistency)
+FAKE_GOLD = [Example(f"case {i}", str(i % 5 + 1), f"Findings fit level {i % 5 + 1}.", "rules", f"g{i}")
+             for i in range(20)]
+
+
 @pytest.fixture()
 def h(fake_predictor, store, cfg, unserved) -> app.Handlers:
-    """The handlers of a freshly built app (not served)."""
-    return app.build_app(fake_predictor, store, cfg, examples=[CASE])[1]
+    """The handlers of a freshly built app (not served), with the fake predictor's consistency check measured."""
+    handlers = app.build_app(fake_predictor, store, cfg, examples=[CASE])[1]
+    handlers.calibration = calibrate(fake_predictor, FAKE_GOLD, fake_predictor.model_id, "FAKE_GOLD")
+    assert handlers.calibration.warn_min_probability == 0.5
+    return handlers
 
 
 def predicted(h: app.Handlers, case: str = CASE, name: str = "Nurse A") -> dict:
@@ -102,6 +113,31 @@ def test_consistency_needs_a_meaningful_probability(h, cfg):
     h.cfg = load_config(None, [f"app.db_path={cfg.app.db_path}", "app.low_probability=0.7"])
     assert h.check(shown, "level 2 findings", "2").startswith("**⚠ Weak") and "below 70%" in h.check(
         shown, "level 2 findings", "2")
+
+
+def test_the_consistency_line_warns_only_where_it_was_measured_to_mean_something(h):
+    """Issue 20: the embedded model's check warned on 13 of 14 cases, a nurse's 'non-urgent' rationale included."""
+    shown = predicted(h)["shown"]
+    assert h.check(shown, "Stable, walked in: level 5.", "2").startswith("**⚠ Warning: the rationale alone points "
+                                                                         "to 5 — Non-urgent (60%)")
+    h.calibration = None  # a model never measured: a hint, never a warning
+    assert h.check(shown, "Stable, walked in: level 5.", "2").startswith("Hint (the consistency check of this "
+                                                                         "model was not measured")
+    embedded = load_calibration(ROOT / "assets" / "models" / "r2d-ktas-small")
+    assert embedded.model_id == "r2d-ktas-small" and embedded.n == 252 and embedded.warn_min_probability is None
+    assert embedded.contradicts_gold > 0.8 and max(p for p in embedded.precision.values() if p) < 0.5
+    h.calibration, h.predictor.model_id = embedded, "r2d-ktas-small"
+    line = h.check(shown, "Non-urgent, no threat: level 5.", "5")
+    assert line.startswith("Hint (unreliable for this model: on 252 gold rationales this check pointed away from "
+                           "the expert label 86% of the time") and "⚠" not in line
+
+
+def test_a_relabel_rechecks_the_consistency_at_once(fake_predictor, store, cfg, unserved):
+    """Issue 20: the line stayed as it was after a relabel (it spoke of the previous label)."""
+    demo, h = app.build_app(fake_predictor, store, cfg, examples=[])
+    on_relabel = [fn for fn in demo.fns.values() if (h.c["final_label"]._id, "select") in fn.targets]
+    assert any(getattr(fn.fn, "__name__", "") == "check_event" and h.c["consistency"] in fn.outputs
+               for fn in on_relabel)
 
 
 def test_low_top_probability_is_said_plainly(h):

@@ -272,13 +272,15 @@ class Handlers:
                 self.store.save_draft(reviewer, shown.case_id, draft)
 
     def _open(self, batch_id: str, position: int | None, reviewer: str, status: str = "",
-              after: int | None = None, order: str = DEFAULT_ORDER, item: int | None = None) -> dict:
+              after: int | None = None, order: str = DEFAULT_ORDER, item: int | None = None,
+              unreviewed_after: int | None = None) -> dict:
         """The queue, the batch list, progress, then the item (with this reviewer's draft or review)."""
-        view = rv.open_queue(self.store, batch_id, position, reviewer, after=after, order=order, item=item)
+        view = rv.open_queue(self.store, batch_id, position, reviewer, after=after, order=order, item=item,
+                             unreviewed_after=unreviewed_after)
         return {**self._out(queue={"batch_id": batch_id, "position": view.position, "order": view.order},
                             order=view.order,
                             batch_panel=gr.update(open=True),
-                            batch=gr.update(choices=rv.batch_choices(self.store), value=batch_id),
+                            batch=gr.update(choices=rv.batch_choices(self.store, reviewer), value=batch_id),
                             queue_md=view.progress),
                 **self._render(view.shown, view.review, view.draft, " ".join(filter(None, [status, view.status])),
                                source_id=view.source_id)}
@@ -343,8 +345,11 @@ class Handlers:
         if shown is None:
             raise FeedbackStoreError("nothing to flag: predict a case or open a batch first")
         reviewer = self._reviewer(request, name)
+        if not (comment or "").strip():
+            raise FeedbackStoreError("say why you flag this case: type the reason in the Comment box (key M), "
+                                     "then flag again (F)")
         self.store.add_event(reviewer, "flag", shown.case_id, batch_id=shown.batch_id, item_index=shown.item_index,
-                             note=comment or "")
+                             note=comment)
         return self._out(status="⚑ Flagged for discussion; it is listed on the dashboard. Your edits stay on screen.")
 
     @ui_errors
@@ -389,6 +394,15 @@ class Handlers:
     def next_case(self, queue: Any, name: str, request: gr.Request) -> dict:
         return self.step(queue, 1, name, request)
 
+    @ui_errors
+    def next_unreviewed(self, queue: Any, name: str, request: gr.Request) -> dict:
+        """Jump to the next case this reviewer has not reviewed (round to the start), or say the batch is done."""
+        queue = _queue_of(queue)
+        if not queue:
+            raise FeedbackStoreError("open a batch first: upload one, or choose a saved batch and press Open")
+        return self._open(queue["batch_id"], None, _who(request, name), order=queue["order"],
+                          unreviewed_after=queue["position"])
+
     def previous_case(self, queue: Any, name: str, request: gr.Request) -> dict:
         return self.step(queue, -1, name, request)
 
@@ -410,7 +424,7 @@ class Handlers:
             return {self.c["reviewer"]: reviewer, **self._out(queue={}, queue_md=""),
                     **self._render(restored[0], draft=restored[1], status="Restored your unsaved draft.")}
         return {self.c["reviewer"]: reviewer, **self._out(
-            queue={}, batch=gr.update(choices=rv.batch_choices(self.store), value=None), queue_md="")}
+            queue={}, batch=gr.update(choices=rv.batch_choices(self.store, who), value=None), queue_md="")}
 
     @ui_errors
     def dashboard(self, name: str = "", request: gr.Request | None = None) -> dict:
@@ -676,7 +690,8 @@ def _review_panel(p: rv.PredictorLike, c: dict[str, Any]) -> None:
                                         label="Triage label (correct it if needed) · keys 1–5")
             c["rating"] = gr.Radio(["1", "2", "3", "4", "5"], elem_id="r2d-rating",
                                    label="Rate the model's rationale (1 = wrong, 5 = excellent) · Shift+1–5")
-            c["comment"] = gr.Textbox(label="Comment (optional)", lines=2, elem_id="r2d-comment")
+            c["comment"] = gr.Textbox(label="Comment (optional; the reason when you flag) · key M", lines=2,
+                                      elem_id="r2d-comment")
             with gr.Accordion("KTAS reference: levels and first-order modifiers", open=False,
                               elem_id="r2d-ktas-reference"):
                 gr.Markdown(_read_asset("ktas_reference.md"))
@@ -707,6 +722,7 @@ def _batch_panel(c: dict[str, Any]) -> None:
             c["prev"] = gr.Button("◀ Previous [P]", elem_id="r2d-prev")
             c["queue_md"] = gr.Markdown(elem_id="r2d-queue")
             c["next"] = gr.Button("Next [N] ▶", elem_id="r2d-next")
+            c["next_todo"] = gr.Button("Next unreviewed [R] ⏭", elem_id="r2d-next-unreviewed")
 
 
 def _dashboard_tab(c: dict[str, Any]) -> None:
@@ -831,6 +847,7 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
     c["order"].select(h.reorder, outs("queue", "order", "reviewer"), queue_out, api_name="reorder_batch")
     c["next"].click(h.next_case, outs("queue", "reviewer"), queue_out, api_name="next_case")
     c["prev"].click(h.previous_case, outs("queue", "reviewer"), queue_out, api_name="previous_case")
+    c["next_todo"].click(h.next_unreviewed, outs("queue", "reviewer"), queue_out, api_name="next_unreviewed")
     demo.load(h.restore, outs("queue", "saved_name"), outs("reviewer") + queue_out, api_name=False)
     c["reviewer"].change(lambda name: name, outs("reviewer"), outs("saved_name"), **quiet)
     adj_out = outs("adj_view", "adj_pick", "adj_label", "adj_rationale")

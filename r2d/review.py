@@ -495,10 +495,18 @@ def check_cases(predictor: PredictorLike, cases: Sequence[str], source: str) -> 
             raise InvalidCaseError(f"{source}, case {i}: {e}") from e
 
 
-def batch_choices(store: ReviewStore) -> list[tuple[str, str]]:
-    """(label, batch_id) of every saved batch, newest first, with its review progress."""
-    return [(f"{b.name} · {b.created_at[:16].replace('T', ' ')} · {b.n_reviewed}/{b.n_items} reviewed", b.batch_id)
-            for b in store.list_batches()]
+def batch_choices(store: ReviewStore, reviewer: str = "") -> list[tuple[str, str]]:
+    """(label, batch_id) of every saved batch, newest first, with the reviewer's own progress (another
+    reviewer's reviews are not yours: blind review); without a name, only the batch size."""
+    choices = []
+    for b in store.list_batches():
+        if reviewer.strip():
+            mine = sum(item.review is not None for item in store.batch_items(b.batch_id, reviewer))
+            progress = f"{mine}/{b.n_items} reviewed by you"
+        else:
+            progress = f"{b.n_items} cases"
+        choices.append((f"{b.name} · {b.created_at[:16].replace('T', ' ')} · {progress}", b.batch_id))
+    return choices
 
 
 def predict_missing(store: ReviewStore, predictor: PredictorLike, batch_id: str, batch_size: int = 8,
@@ -536,9 +544,12 @@ def first_unreviewed(items: Sequence[BatchItem]) -> int:
 
 
 def next_unreviewed(items: Sequence[BatchItem], position: int) -> int:
-    """The next item after position that is neither reviewed nor skipped, else simply the next one (clamped)."""
-    later = [i for i in range(position + 1, len(items)) if items[i].review is None and not items[i].skipped]
-    return later[0] if later else clamp_position(position + 1, len(items))
+    """The next item after position that is neither reviewed nor skipped, going round to the start; else the
+    first skipped one still unreviewed; else position itself (the batch is complete)."""
+    n = len(items)
+    ring = [(position + k) % n for k in range(1, n + 1)] if n else []
+    todo = [i for i in ring if items[i].review is None]
+    return next((i for i in todo if not items[i].skipped), todo[0] if todo else clamp_position(position, n))
 
 
 def clamp_position(position: int, n_items: int) -> int:
@@ -550,6 +561,8 @@ def queue_progress(items: Sequence[BatchItem], position: int) -> str:
     """'Case 3 of 20 · 7 reviewed · 13 to go' (· 'n skipped' when some are), counted for one reviewer."""
     reviewed = sum(item.review is not None for item in items)
     skipped = sum(item.skipped and item.review is None for item in items)
+    if items and reviewed == len(items):
+        return f"Case {position + 1} of {len(items)} · ✓ batch complete: all {len(items)} reviewed"
     text = f"Case {position + 1} of {len(items)} · {reviewed} reviewed · {len(items) - reviewed} to go"
     return text + (f" · {skipped} skipped" if skipped else "")
 
@@ -590,10 +603,12 @@ class QueueView:
 
 
 def open_queue(store: ReviewStore, batch_id: str, position: int | None = None, reviewer: str = "",
-               after: int | None = None, order: str = "upload", item: int | None = None) -> QueueView:
+               after: int | None = None, order: str = "upload", item: int | None = None,
+               unreviewed_after: int | None = None) -> QueueView:
     """Open a batch at position (clamped), at batch item `item`, at the next unreviewed item after item
-    `after`, or at the first unreviewed one. Positions count in `order` (r2d.active.ORDERS: upload order, or
-    most uncertain first); `item` and `after` are item indices, wherever the order puts them.
+    `after` (or after position `unreviewed_after`), or at the first unreviewed one. Positions count in `order`
+    (r2d.active.ORDERS: upload order, or most uncertain first); `item` and `after` are item indices, wherever
+    the order puts them. When every item is reviewed, the status says the batch is complete.
     Only the reviewer's own review and draft are shown (blind review). Raises FeedbackStoreError."""
     items = store.batch_items(batch_id, reviewer or None)
     items = [items[i] for i in review_order([it.prediction for it in items], order)]
@@ -602,10 +617,16 @@ def open_queue(store: ReviewStore, batch_id: str, position: int | None = None, r
         position = where[item]
     elif after is not None and after in where:
         position = next_unreviewed(items, where[after])
+    elif unreviewed_after is not None:
+        position = next_unreviewed(items, clamp_position(unreviewed_after, len(items)))
     position = first_unreviewed(items) if position is None else clamp_position(position, len(items))
     current = items[position]
     status = []
-    if current.review is not None:
+    moving = after is not None or unreviewed_after is not None
+    if moving and all(it.review is not None for it in items):
+        status.append(f"✓ Batch complete: you have reviewed all {len(items)} cases. N / P look back at them; "
+                      "open another batch to go on.")
+    elif current.review is not None:
         r = current.review
         status.append(f"You reviewed this case at {r.created_at[:19].replace('T', ' ')} ({r.action}). "
                       "Saving again adds a correction; your latest review counts.")

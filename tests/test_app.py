@@ -273,6 +273,13 @@ def test_save_refuses_when_the_case_box_holds_another_case(h, store):
     assert store.reviews() == []
 
 
+def test_a_flag_needs_a_reason(h, store):
+    shown = predicted(h)["shown"]
+    with pytest.raises(gr.Error, match="say why you flag this case"):
+        h.flag(shown, "Nurse A", "  ", None)
+    assert store.events("flag") == []
+
+
 def test_skip_and_flag_are_recorded(h, store):
     shown = predicted(h)["shown"]
     assert "Skipped" in named(h, h.skip(shown, "Nurse A", {}, None))["status"]
@@ -349,6 +356,30 @@ def test_batch_skip_advances_and_undo_goes_back_to_the_case(h, tmp_path, store):
     undone = named(h, h.undo(third["shown"], "Nurse A", third["queue"], None))
     assert undone["queue"]["position"] == 1 and undone["rationale"] == "Relabelled: level 4."
     assert undone["final_label"] == "4" and "0 reviewed" in undone["queue_md"]
+
+
+def test_after_the_last_case_the_batch_is_complete_and_r_finds_what_is_left(h, tmp_path, store):
+    """Issue 20: after the last case there was no 'batch complete' and no 'next unreviewed', and the next
+    save's status mixed in another case."""
+    path = write_cases(tmp_path / "cases.jsonl", ["level 1 a", "level 2 b", "level 3 c"])
+    first = named(h, h.upload(str(path), "Nurse A", None))
+    last = named(h, h.step(first["queue"], 2, "Nurse A", None))
+    back = save(h, last["shown"], label="3", rationale="Level 3.", queue=last["queue"])
+    assert back["queue"]["position"] == 0 and back["status"].startswith("✓ Saved review #1 (edited)")
+    assert "You reviewed" not in back["status"] and back["case"] == "level 1 a"  # round to what is left
+    skipped = named(h, h.skip(back["shown"], "Nurse A", back["queue"], None))
+    assert skipped["queue"]["position"] == 1
+    todo = named(h, h.next_unreviewed(h.step(skipped["queue"], 1, "Nurse A", None)[h.c["queue"]], "Nurse A", None))
+    assert todo["queue"]["position"] == 1  # from the reviewed last case round to the one not skipped
+    then = save(h, todo["shown"], label=todo["final_label"], rationale="Seen.", queue=todo["queue"])
+    assert then["queue"]["position"] == 0  # only the skipped case is left
+    done = save(h, then["shown"], label=then["final_label"], rationale="Seen too.", queue=then["queue"])
+    assert done["status"].startswith("✓ Saved review #3") and "✓ Batch complete: you have reviewed all 3" in (
+        done["status"]) and "batch complete: all 3 reviewed" in done["queue_md"]
+    assert done["shown"].item_index == 0  # stays on the case just saved
+    other = named(h, h.resume(first["queue"]["batch_id"], "Nurse B", None))
+    labels = [label for label, _ in other["batch"]["choices"]]
+    assert labels[0].endswith("0/3 reviewed by you") and other["queue"]["position"] == 0
 
 
 def test_blind_review_hides_other_reviewers_until_i_save(h, tmp_path, store):
@@ -527,7 +558,7 @@ def test_build_demo_wires_everything_without_calling_the_model(fake_predictor, s
     assert not any(isinstance(c, gr.Dropdown) and ("1 — Resuscitation", "1") in [tuple(x) for x in c.choices]
                    for c in components)
     texts = " ".join(str(c.value) for c in components if isinstance(c, gr.Markdown))
-    assert "not a medical device" in texts and "only when no text box has focus" in texts
+    assert "not a medical device" in texts and "only when no text box, radio or list has focus" in texts
     assert "First-order modifiers" in texts and "Resuscitation" in texts  # the KTAS reference beside the task
 
 

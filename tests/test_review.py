@@ -257,10 +257,38 @@ def test_check_cases_names_the_first_bad_case(fake_predictor):
         rv.check_cases(fake_predictor, ["ok", "x" * 5000, "  "], "up.csv")
 
 
-def test_batch_choices_show_progress(store, fake_predictor):
+def test_batch_choices_show_each_reviewers_own_progress(store, fake_predictor):
+    """Issue 20: B's list said '20/20 reviewed' before B reviewed anything (A's reviews counted)."""
     batch = store.create_batch("up.csv", ["level 1 a", "level 2 b"], "A", "m")
+    rv.predict_missing(store, fake_predictor, batch.batch_id)
     [(label, value)] = rv.batch_choices(store)
-    assert value == batch.batch_id and label.startswith("up.csv · ") and label.endswith("0/2 reviewed")
+    assert value == batch.batch_id and label.startswith("up.csv · ") and label.endswith("· 2 cases")
+    for item in store.batch_items(batch.batch_id):
+        shown = rv.shown_from_item(item)
+        store.submit(rv.build_review(shown, "A", shown.model_label, shown.model_rationale))
+    assert rv.batch_choices(store, "A")[0][0].endswith("2/2 reviewed by you")
+    assert rv.batch_choices(store, "B")[0][0].endswith("0/2 reviewed by you")
+
+
+def test_the_queue_goes_round_to_what_is_left_and_then_says_the_batch_is_complete(store, fake_predictor):
+    batch = store.create_batch("up.csv", ["level 1 a", "level 2 b", "level 3 c"], "A", "m")
+    rv.predict_missing(store, fake_predictor, batch.batch_id)
+
+    def review(index: int) -> None:
+        shown = rv.shown_from_item(store.batch_items(batch.batch_id)[index])
+        store.submit(rv.build_review(shown, "A", shown.model_label, shown.model_rationale))
+
+    review(1)
+    review(2)  # the last case: the next unreviewed is the first one, not the last case again
+    view = rv.open_queue(store, batch.batch_id, reviewer="A", after=2)
+    assert view.position == 0 and "You reviewed" not in view.status
+    assert rv.open_queue(store, batch.batch_id, reviewer="A", unreviewed_after=1).position == 0
+    review(0)
+    done = rv.open_queue(store, batch.batch_id, reviewer="A", after=0)
+    assert done.position == 0 and done.status.startswith("✓ Batch complete: you have reviewed all 3 cases")
+    assert done.progress == "Case 1 of 3 · ✓ batch complete: all 3 reviewed"
+    assert "Batch complete" not in rv.open_queue(store, batch.batch_id, 1, reviewer="A").status  # N / P look back
+    assert rv.open_queue(store, batch.batch_id, reviewer="B", after=0).position == 1  # B's own queue
 
 
 def test_two_reviewers_of_one_batch_item_are_two_rows(store, fake_predictor):

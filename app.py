@@ -318,6 +318,9 @@ class Handlers:
             back, record.final_label, record.final_rationale, record.rating, record.comment))
         message = (f"↶ Retracted your review #{record.review_id} ({record.action}); it no longer counts. "
                    "Its content is back in the editor: change it and save, or move on.")
+        if any(r.reviewer != reviewer for r in self.store.reviewer_reviews(record.case_id)):
+            message += (" You have seen the other reviewers' answers to this case, so your next review of it is "
+                        "not blind: agreement leaves it out.")
         if record.batch_id is not None:
             queue = _queue_of(queue)
             order = queue["order"] if queue.get("batch_id") == record.batch_id else DEFAULT_ORDER
@@ -433,14 +436,19 @@ class Handlers:
         cases, p = export_cases(self.store), self.predictor
         reviews = [c.review for c in cases]
         figures = dashboard_figures(reviews, p.label_set, p.label_names, p.ordinal)
-        agreed = agreement(adj.reviewer_reviews(self.store))
+        blind, n_unblinded = adj.blind_reviews(self.store)
+        agreed = agreement(blind)
         summary = summarize(reviews, p.label_set, p.ordinal).as_markdown()
         choices = adj.case_choices(self.store, p.label_names)
         opened = self.adjudication_case(choices[0][1] if choices else None, name, request)
         guard = rv.under_triage_line(reviews, p.label_set)
         return {**self._out(dash_summary=f"{summary}\n\n{reviews_per_class(reviews, p.label_set, p.label_names)}"
                                          + (f"\n\n{guard}" if guard else ""),
-                            dash_agreement=_agreement_markdown(agreed), adj_md=adj.open_markdown(cases),
+                            dash_agreement=_agreement_markdown(agreed) + (
+                                f"\n\n{n_unblinded} review(s) made after their reviewer had seen another's answer "
+                                "(a save, then an undo or a correction) are left out of agreement."
+                                if n_unblinded else ""),
+                            adj_md=adj.open_markdown(cases),
                             adj_case=gr.update(choices=choices, value=choices[0][1] if choices else None),
                             dash_flags=[[e.case_id, e.reviewer, e.note, e.created_at[:16].replace("T", " ")]
                                         for e in self.store.events("flag")]),

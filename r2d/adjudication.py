@@ -34,9 +34,32 @@ def written_finals(store: ReviewStore) -> set[int]:
 
 
 def reviewer_reviews(store: ReviewStore) -> list[ReviewRecord]:
-    """Every reviewer's current review, without adjudicators' written finals (what agreement is measured on)."""
+    """Every reviewer's current review, without adjudicators' written finals."""
     finals = written_finals(store)
     return [r for r in store.reviewer_reviews() if r.review_id not in finals]
+
+
+def unblinded(store: ReviewStore) -> set[int]:
+    """Current reviews made after their reviewer had seen another reviewer's answer: the reviewer had saved
+    this case before (a save shows the others' answers, and undoing it does not unsee them) and another
+    reviewer's review was already stored. Agreement leaves them out (blind review)."""
+    rows, current = store.reviews(), reviewer_reviews(store)
+    by_case: dict[str, list[ReviewRecord]] = {}
+    for r in rows:
+        by_case.setdefault(r.case_id, []).append(r)
+    found = set()
+    for r in current:
+        earlier = [x for x in by_case[r.case_id] if x.review_id < r.review_id]
+        if any(x.reviewer == r.reviewer for x in earlier) and any(x.reviewer != r.reviewer for x in earlier):
+            found.add(r.review_id)
+    return found
+
+
+def blind_reviews(store: ReviewStore) -> tuple[list[ReviewRecord], int]:
+    """What agreement is measured on: reviewer_reviews without the unblinded ones; and how many were left out."""
+    seen = unblinded(store)
+    reviews = reviewer_reviews(store)
+    return [r for r in reviews if r.review_id not in seen], len(seen)
 
 
 def hidden_from(store: ReviewStore, case: ExportCase, viewer: str) -> str:

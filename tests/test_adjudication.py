@@ -57,3 +57,13 @@ def test_a_written_final_needs_a_known_label_and_a_rationale(disputed):
     assert adj.written_finals(disputed) == {final.review_id}
     assert [r.reviewer for r in adj.reviewer_reviews(disputed)] == ["Nurse A", "Nurse B"]
     assert adj.case_choices(disputed, {}) == []
+
+
+def test_a_review_made_after_seeing_another_answer_is_not_blind(disputed, make_review):
+    """A and B each saved once, blind (B's first save came after A's, but B had not seen it): both count.
+    Then A corrects the review after seeing B's answer: A's current review is unblinded."""
+    assert adj.unblinded(disputed) == set()
+    corrected = disputed.submit(make_review("d-A-2", reviewer="Nurse A", case_text=CASE, final_label="3")).record
+    assert adj.unblinded(disputed) == {corrected.review_id}
+    blind, left_out = adj.blind_reviews(disputed)
+    assert [r.reviewer for r in blind] == ["Nurse B"] and left_out == 1

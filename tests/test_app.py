@@ -394,6 +394,13 @@ def test_blind_review_hides_other_reviewers_until_i_save(h, tmp_path, store):
                                  queue=theirs["queue"])["queue"], -1, "Nurse B", None))
     assert "Nurse A chose 2" in after["status"]
     assert sorted((r.reviewer, r.final_label) for r in store.reviewer_reviews()) == [("Nurse A", "2"), ("Nurse B", "1")]
+    assert "left out of agreement" not in named(h, h.dashboard("Lead", None))["dash_agreement"]
+    # save, read, undo: B has seen A's answer; the review B saves next is not blind and agreement leaves it out
+    undone = named(h, h.undo(after["shown"], "Nurse B", after["queue"], None))
+    assert "You have seen the other reviewers' answers" in undone["status"]
+    save(h, undone["shown"], name="Nurse B", label="2", rationale="B again: level 2.", queue=undone["queue"])
+    agreement = named(h, h.dashboard("Lead", None))["dash_agreement"]
+    assert "no case has been reviewed by two or more" in agreement and "1 review(s) made after" in agreement
 
 
 def test_queue_without_a_batch_and_a_stale_or_forged_saved_queue(h):

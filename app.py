@@ -57,7 +57,7 @@ NO_FACTS_NOTE = ("**⚠ This case holds none of the triage facts the model was t
                  "complaint, mental state, pain). The suggestion is a guess: decide from the case itself.")
 # what a "show a case" event may fill (see Handlers._render), and what a batch event fills besides
 SHOWN_OUTPUTS = ("shown", "case", "case_md", "label_md", "plot", "rationale", "final_label", "rating", "comment",
-                 "diff", "facts", "fact_notes", "consistency", "status")
+                 "diff", "facts", "fact_notes", "consistency", "status", "model_md")
 QUEUE_OUTPUTS = ("queue", "batch_panel", "batch", "queue_md", "order")
 ORDER_CHOICES = [("As uploaded", "upload"), ("Least confident first", "least_confident"),
                  ("Rationale disagrees with its label first", "disagreement")]
@@ -198,7 +198,8 @@ class Handlers:
             label_md=self._label_markdown(shown.model_label, shown.probabilities, shown.case_text),
             plot=probability_figure(shown.probabilities, self.predictor.label_names, shown.model_label),
             rationale=rationale, final_label=label, rating=rating, comment=comment,
-            diff=rv.word_diff(shown.model_rationale, rationale), consistency=consistency, status=status)}
+            diff=rv.word_diff(shown.model_rationale, rationale), consistency=consistency, status=status,
+            model_md=self._model_line())}  # another page may have switched the model since this one loaded
 
     @ui_errors
     def predict(self, case_text: str, name: str, request: gr.Request) -> Iterator[dict]:
@@ -603,11 +604,10 @@ class Handlers:
         self.runs.cancel(run_id)
         return self.improve_poll(run_id)
 
-    @ui_errors
-    def improve_switch(self, run_id: str | None, name: str, request: gr.Request) -> dict:
-        """Use a finished run's model for every later suggestion (reviews record its id)."""
-        reviewer = self._reviewer(request, name)
-        new_dir = self.runs.new_model_dir(run_id or "")
+    def use_run(self, run_id: str) -> None:
+        """Load a finished run's model for every later suggestion and remember it across restarts.
+        Raises TrainingRunError (no such finished run) or ModelLoadError."""
+        new_dir = self.runs.new_model_dir(run_id)
         base, adapter = model_source(new_dir)
         cfg = with_section(self.cfg, model=dataclasses.replace(self.cfg.model, name_or_path=base,
                                                                adapter_path=adapter))
@@ -616,15 +616,49 @@ class Handlers:
         predictor.model_id = f"{predictor.model_id.split('+')[0]}+{run_id}"
         self.predictor, self.model_dir = predictor, str(new_dir)
         self.calibration = load_calibration(new_dir)  # a new model's consistency check is not the old one's
-        logger.info("%s switched suggestions to %s (%s)", reviewer, predictor.model_id, new_dir)
+        self.runs.remember(run_id)
+
+    def restore_model(self) -> None:
+        """At start: the improved model in use before the restart, if any (else the configured one stays)."""
+        run_id = self.runs.remembered()
+        if run_id:
+            try:
+                self.use_run(run_id)
+                logger.info("using the improved model of run %s, as before the restart", run_id)
+            except R2DError as e:
+                logger.warning("not using the remembered run %s: %s", run_id, e)
+                self.runs.forget()
+
+    @ui_errors
+    def improve_switch(self, run_id: str | None, name: str, request: gr.Request) -> dict:
+        """Use a finished run's model for every later suggestion (reviews record its id), also after a restart."""
+        reviewer = self._reviewer(request, name)
+        self.use_run(run_id or "")
+        logger.info("%s switched suggestions to %s (%s)", reviewer, self.predictor.model_id, self.model_dir)
         return self._out(model_md=self._model_line(), im_status=(
-            f"✓ Suggestions now come from `{predictor.model_id}`; every later review records it. "
-            "Reviews already saved keep the model that made them."))
+            f"✓ Suggestions now come from `{self.predictor.model_id}`; every later review records it, also after "
+            "a restart. Reviews already saved keep the model that made them."))
+
+    @ui_errors
+    def improve_revert(self, name: str, request: gr.Request) -> dict:
+        """Back to the model the app was started with (the embedded one by default), now and after a restart."""
+        reviewer = self._reviewer(request, name)
+        if self.model_dir == self.cfg.model.name_or_path:
+            raise TrainingRunError("the app already uses the model it was started with")
+        self.predictor = load_predictor(self.cfg)
+        self.model_dir = self.cfg.model.name_or_path
+        self.calibration = load_calibration(self.model_dir)
+        self.runs.forget()
+        logger.info("%s switched suggestions back to %s", reviewer, self.predictor.model_id)
+        return self._out(model_md=self._model_line(), im_status=(
+            f"✓ Suggestions come from `{self.predictor.model_id}` again, also after a restart."))
 
     def _model_line(self) -> str:
         p = self.predictor
         engine = {"ct2": "CTranslate2", "torch": "transformers"}.get(getattr(p, "backend", "torch"), "transformers")
         line = f"Model `{p.model_id}` · backend `{engine}` · quantization `{p.quantization}`"
+        if self.model_dir != self.cfg.model.name_or_path:
+            line += " · an improved model (Improve tab: 'Back to the starting model')"
         n = self.predictor.generation.fact_check_candidates
         if n > 1:
             line += (f" · rationale: of {n} candidates the model wrote, the one the fact check finds fewest problems "
@@ -805,7 +839,9 @@ def _improve_tab(c: dict[str, Any], cfg: R2DConfig) -> None:
     c["im_progress"] = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False, elem_id="r2d-im-progress")
     c["im_table"] = gr.Markdown(elem_id="r2d-im-table")
     c["im_plot"] = gr.Plot(show_label=False, elem_id="r2d-im-plot")
-    c["im_switch"] = gr.Button("Use the new model for suggestions", interactive=False, elem_id="r2d-im-switch")
+    with gr.Row():
+        c["im_switch"] = gr.Button("Use the new model for suggestions", interactive=False, elem_id="r2d-im-switch")
+        c["im_revert"] = gr.Button("Back to the starting model", elem_id="r2d-im-revert")
     c["im_log"] = gr.Textbox(label="Log (last lines)", lines=8, interactive=False, elem_id="r2d-im-log")
     c["im_timer"] = gr.Timer(2.0)
 
@@ -881,6 +917,9 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
     c["im_cancel"].click(h.improve_cancel, outs("im_run"), poll_out, api_name="improve_cancel")
     c["im_switch"].click(h.improve_switch, outs("im_run", "reviewer"), outs("model_md", "im_status"),
                          api_name="improve_switch", **model)
+    c["im_revert"].click(h.improve_revert, outs("reviewer"), outs("model_md", "im_status"),
+                         api_name="improve_revert", **model)
+    demo.load(h._model_line, None, outs("model_md"), api_name=False)  # a page opened after a switch says so
     c["ex_cancel"].click(lambda: {c["ex_findings"]: [], c["ex_row"]: gr.update(visible=False),
                                   c["ex_findings_md"]: "Export cancelled: save corrected reviews, then export again."},
                          None, export_out, api_name=False)
@@ -1010,7 +1049,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         store = ReviewStore(cfg.app.db_path)
     except R2DError as e:
         sys.exit(f"error: {e}")
-    demo = build_app(predictor, store, cfg, signed_in=users is not None)[0]
+    demo, h = build_app(predictor, store, cfg, signed_in=users is not None)
+    if not args.model:  # an explicit --model wins over the improved model remembered from the last run
+        h.restore_model()
     logger.info("reviews go to %s; open http://%s:%d", store.path.resolve(), cfg.app.host, cfg.app.port)
     demo.launch(**launch_kwargs(cfg, args.allowed_host), auth=authenticator(users) if users else None,
                 auth_message="Sign in with your reviewer name: every review records who made it.")

@@ -787,6 +787,37 @@ def test_improve_refuses_what_it_cannot_run(improving, tmp_path):
     assert named(h, h.improve_poll(None))["im_status"] == "No run yet."
 
 
+def test_the_model_in_use_shows_on_every_page_survives_a_restart_and_can_be_undone(tiny_model_dir, store, tmp_path,
+                                                                                   unserved):
+    """Issue 20: other pages kept the old model's name, and a restart went back to the embedded model. The
+    finished run here is a real tiny model in a run folder, as training.improve leaves it (a full model)."""
+    import shutil
+    run = tmp_path / "runs" / "improve-20261204-000000-test"
+    shutil.copytree(tiny_model_dir, run / "model")
+    (run / "run.json").write_text(json.dumps({"status": "done"}))
+    cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", "model.quantization=none",
+                             f"app.db_path={store.path}", f"app.runs_dir={tmp_path / 'runs'}",
+                             "generation.max_rationale_tokens=8"])
+    start = app.load_predictor(cfg)
+    h, other_page = app.build_app(start, store, cfg, examples=[])[1], None
+    with pytest.raises(gr.Error, match="already uses the model it was started with"):
+        h.improve_revert("Nurse A", None)
+    switched = named(h, h.improve_switch(run.name, "Nurse A", None))
+    assert h.predictor.model_id.endswith(f"+{run.name}") and "also after a restart" in switched["im_status"]
+    assert run.name in switched["model_md"] and "Back to the starting model" in switched["model_md"]
+    other_page = predicted(h, "72-year-old man, chest pain")  # a page that loaded before the switch
+    assert run.name in other_page["model_md"] and other_page["shown"].model_id == h.predictor.model_id
+    restarted = app.build_app(app.load_predictor(cfg), store, cfg, examples=[])[1]
+    restarted.restore_model()
+    assert restarted.predictor.model_id == h.predictor.model_id and run.name in restarted._model_line()
+    back = named(restarted, restarted.improve_revert("Nurse A", None))
+    assert restarted.predictor.model_id == start.model_id and "again, also after a restart" in back["im_status"]
+    assert run.name not in back["model_md"]
+    again = app.build_app(app.load_predictor(cfg), store, cfg, examples=[])[1]
+    again.restore_model()
+    assert again.predictor.model_id == start.model_id
+
+
 @pytest.mark.slow
 def test_improve_runs_compares_and_switches_the_suggestions(improving, original_data):
     import time as clock

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import functools
 import hashlib
+import html
 import inspect
 import json
 import logging
@@ -28,11 +29,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import gradio as gr  # noqa: E402
 
+from r2d import adjudication as adj  # noqa: E402
 from r2d import review as rv  # noqa: E402
 from r2d.active import DEFAULT_ORDER, ORDERS  # noqa: E402
 from r2d.artifacts import model_source  # noqa: E402
 from r2d.agreement import agreement  # noqa: E402
 from r2d.auth import authenticator, load_users  # noqa: E402
+from r2d.consistency import consistency_line, load_calibration  # noqa: E402
 from r2d.config import (CONFIG_FILENAME, QUANTIZATIONS, ModelConfig, R2DConfig, config_to_dict, load_config,  # noqa: E402
                         with_section)
 from r2d.dashboard import (comparison_figure, dashboard_figures, probability_figure, reviews_per_class,  # noqa: E402
@@ -54,7 +57,7 @@ NO_FACTS_NOTE = ("**⚠ This case holds none of the triage facts the model was t
                  "complaint, mental state, pain). The suggestion is a guess: decide from the case itself.")
 # what a "show a case" event may fill (see Handlers._render), and what a batch event fills besides
 SHOWN_OUTPUTS = ("shown", "case", "case_md", "label_md", "plot", "rationale", "final_label", "rating", "comment",
-                 "diff", "facts", "fact_notes", "consistency", "status")
+                 "diff", "facts", "fact_notes", "consistency", "status", "model_md")
 QUEUE_OUTPUTS = ("queue", "batch_panel", "batch", "queue_md", "order")
 ORDER_CHOICES = [("As uploaded", "upload"), ("Least confident first", "least_confident"),
                  ("Rationale disagrees with its label first", "disagreement")]
@@ -108,10 +111,6 @@ def _policy(actions: list[str] | None, min_rating: float, consistent: bool) -> E
     return ExportPolicy(tuple(actions or ()), int(min_rating), bool(consistent))
 
 
-def _consistency_markdown(check: rv.ConsistencyResult) -> str:
-    return check.message if check.agrees else f"**⚠ {check.message}**"
-
-
 def _fact_notes(view: rv.FactView) -> str:
     """The fact check in words (its messages quote the rationale, so they go through rv.plain)."""
     lines = [] if view.case_has_facts else [NO_FACTS_NOTE]
@@ -159,6 +158,7 @@ class Handlers:
         self._downloads: list[Path] = []  # temporary folders of download zips, oldest first
         self.runs = ImproveRuns(cfg.app.runs_dir)
         self.model_dir = cfg.model.name_or_path  # what "Improve the model" starts from; changes on a switch
+        self.calibration = load_calibration(self.model_dir)  # how far the consistency line can be trusted
 
     def _out(self, **values: Any) -> dict:
         return {self.c[name]: value for name, value in values.items()}
@@ -172,6 +172,9 @@ class Handlers:
     def _label_markdown(self, label: str, probabilities: dict[str, float], case_text: str) -> str:
         name = rv.format_label(label, self.predictor.label_names)
         text = f"### Suggested triage: {name} ({probabilities[label]:.0%})"
+        guard = rv.under_triage(case_text, label, self.predictor.label_set)
+        if guard:  # right under the suggestion, before anything else: the case itself calls for more urgency
+            text += f"\n\n**⚠ {guard.message(self.predictor.label_names)}**"  # no user text: only fixed words
         note = rv.probability_note(probabilities, self.cfg.app.low_probability)
         # beside the suggestion too, not only under the fact check: a confident guess on "hello" is still a guess
         facts = "" if case_has_triage_facts(case_text) else f"\n\n{NO_FACTS_NOTE}"
@@ -195,7 +198,8 @@ class Handlers:
             label_md=self._label_markdown(shown.model_label, shown.probabilities, shown.case_text),
             plot=probability_figure(shown.probabilities, self.predictor.label_names, shown.model_label),
             rationale=rationale, final_label=label, rating=rating, comment=comment,
-            diff=rv.word_diff(shown.model_rationale, rationale), consistency=consistency, status=status)}
+            diff=rv.word_diff(shown.model_rationale, rationale), consistency=consistency, status=status,
+            model_md=self._model_line())}  # another page may have switched the model since this one loaded
 
     @ui_errors
     def predict(self, case_text: str, name: str, request: gr.Request) -> Iterator[dict]:
@@ -233,7 +237,10 @@ class Handlers:
         if not isinstance(shown, rv.ShownCase):
             return self._out(facts=[], fact_notes="")
         view = rv.fact_view(shown.case_text, rationale or "", final_label)
-        return self._out(facts=view.highlights, fact_notes=_fact_notes(view))
+        guard = rv.under_triage(shown.case_text, final_label, self.predictor.label_set) if final_label else None
+        mine = (f"**⚠ {guard.message(self.predictor.label_names, 'your label')}**\n"
+                if guard and final_label != shown.model_label else "")
+        return self._out(facts=view.highlights, fact_notes=mine + _fact_notes(view))
 
     def diff(self, shown: rv.ShownCase | None, rationale: str) -> dict:
         """The live word diff while the reviewer types."""
@@ -243,8 +250,13 @@ class Handlers:
         """The consistency line: does the rationale alone point to the chosen label?"""
         if shown is None or not (rationale or "").strip():
             return ""
-        return _consistency_markdown(rv.check_consistency(self.predictor, rationale, final_label,
-                                                          self.cfg.app.low_probability))
+        return self._consistency_line(rv.check_consistency(self.predictor, rationale, final_label,
+                                                           self.cfg.app.low_probability))
+
+    def _consistency_line(self, check: rv.ConsistencyResult) -> str:
+        label = rv.format_label(check.label, self.predictor.label_names)
+        return consistency_line(label, check.probability, check.agrees, check.message, self.predictor.model_id,
+                                self.calibration)
 
     @ui_errors
     def check_event(self, shown: rv.ShownCase | None, rationale: str, final_label: str) -> dict:
@@ -261,13 +273,15 @@ class Handlers:
                 self.store.save_draft(reviewer, shown.case_id, draft)
 
     def _open(self, batch_id: str, position: int | None, reviewer: str, status: str = "",
-              after: int | None = None, order: str = DEFAULT_ORDER, item: int | None = None) -> dict:
+              after: int | None = None, order: str = DEFAULT_ORDER, item: int | None = None,
+              unreviewed_after: int | None = None) -> dict:
         """The queue, the batch list, progress, then the item (with this reviewer's draft or review)."""
-        view = rv.open_queue(self.store, batch_id, position, reviewer, after=after, order=order, item=item)
+        view = rv.open_queue(self.store, batch_id, position, reviewer, after=after, order=order, item=item,
+                             unreviewed_after=unreviewed_after)
         return {**self._out(queue={"batch_id": batch_id, "position": view.position, "order": view.order},
                             order=view.order,
                             batch_panel=gr.update(open=True),
-                            batch=gr.update(choices=rv.batch_choices(self.store), value=batch_id),
+                            batch=gr.update(choices=rv.batch_choices(self.store, reviewer), value=batch_id),
                             queue_md=view.progress),
                 **self._render(view.shown, view.review, view.draft, " ".join(filter(None, [status, view.status])),
                                source_id=view.source_id)}
@@ -290,7 +304,7 @@ class Handlers:
         if shown.batch_id is not None and queue.get("batch_id") == shown.batch_id:
             return self._open(shown.batch_id, None, reviewer, message, after=shown.item_index, order=queue["order"])
         note = rv.others_note(self.store, shown.case_id, reviewer)
-        return self._out(status=" ".join(filter(None, [message, note])), consistency=_consistency_markdown(check),
+        return self._out(status=" ".join(filter(None, [message, note])), consistency=self._consistency_line(check),
                          diff=rv.word_diff(shown.model_rationale, result.record.final_rationale))
 
     @ui_errors
@@ -305,6 +319,9 @@ class Handlers:
             back, record.final_label, record.final_rationale, record.rating, record.comment))
         message = (f"↶ Retracted your review #{record.review_id} ({record.action}); it no longer counts. "
                    "Its content is back in the editor: change it and save, or move on.")
+        if any(r.reviewer != reviewer for r in self.store.reviewer_reviews(record.case_id)):
+            message += (" You have seen the other reviewers' answers to this case, so your next review of it is "
+                        "not blind: agreement leaves it out.")
         if record.batch_id is not None:
             queue = _queue_of(queue)
             order = queue["order"] if queue.get("batch_id") == record.batch_id else DEFAULT_ORDER
@@ -332,8 +349,11 @@ class Handlers:
         if shown is None:
             raise FeedbackStoreError("nothing to flag: predict a case or open a batch first")
         reviewer = self._reviewer(request, name)
+        if not (comment or "").strip():
+            raise FeedbackStoreError("say why you flag this case: type the reason in the Comment box (key M), "
+                                     "then flag again (F)")
         self.store.add_event(reviewer, "flag", shown.case_id, batch_id=shown.batch_id, item_index=shown.item_index,
-                             note=comment or "")
+                             note=comment)
         return self._out(status="⚑ Flagged for discussion; it is listed on the dashboard. Your edits stay on screen.")
 
     @ui_errors
@@ -378,6 +398,15 @@ class Handlers:
     def next_case(self, queue: Any, name: str, request: gr.Request) -> dict:
         return self.step(queue, 1, name, request)
 
+    @ui_errors
+    def next_unreviewed(self, queue: Any, name: str, request: gr.Request) -> dict:
+        """Jump to the next case this reviewer has not reviewed (round to the start), or say the batch is done."""
+        queue = _queue_of(queue)
+        if not queue:
+            raise FeedbackStoreError("open a batch first: upload one, or choose a saved batch and press Open")
+        return self._open(queue["batch_id"], None, _who(request, name), order=queue["order"],
+                          unreviewed_after=queue["position"])
+
     def previous_case(self, queue: Any, name: str, request: gr.Request) -> dict:
         return self.step(queue, -1, name, request)
 
@@ -399,41 +428,72 @@ class Handlers:
             return {self.c["reviewer"]: reviewer, **self._out(queue={}, queue_md=""),
                     **self._render(restored[0], draft=restored[1], status="Restored your unsaved draft.")}
         return {self.c["reviewer"]: reviewer, **self._out(
-            queue={}, batch=gr.update(choices=rv.batch_choices(self.store), value=None), queue_md="")}
+            queue={}, batch=gr.update(choices=rv.batch_choices(self.store, who), value=None), queue_md="")}
 
     @ui_errors
-    def dashboard(self) -> dict:
-        """Summary, reviewer agreement, cases to adjudicate, flags, and the figures of the review that counts
+    def dashboard(self, name: str = "", request: gr.Request | None = None) -> dict:
+        """Summary, reviewer agreement, the cases to adjudicate, flags, and the figures of the review that counts
         for each case (resolved across reviewers as the export does)."""
         cases, p = export_cases(self.store), self.predictor
         reviews = [c.review for c in cases]
         figures = dashboard_figures(reviews, p.label_set, p.label_names, p.ordinal)
-        agreed = agreement(self.store.reviewer_reviews())
-        resolution = {c.review.case_id: c.resolution for c in cases}
+        blind, n_unblinded = adj.blind_reviews(self.store)
+        agreed = agreement(blind)
         summary = summarize(reviews, p.label_set, p.ordinal).as_markdown()
-        return {**self._out(dash_summary=f"{summary}\n\n{reviews_per_class(reviews, p.label_set, p.label_names)}",
-                            dash_agreement=_agreement_markdown(agreed),
-                            dash_disagreements=[_disagreement_row(rs, resolution) for rs in agreed.disagreements],
+        choices = adj.case_choices(self.store, p.label_names)
+        opened = self.adjudication_case(choices[0][1] if choices else None, name, request)
+        guard = rv.under_triage_line(reviews, p.label_set)
+        return {**self._out(dash_summary=f"{summary}\n\n{reviews_per_class(reviews, p.label_set, p.label_names)}"
+                                         + (f"\n\n{guard}" if guard else ""),
+                            dash_agreement=_agreement_markdown(agreed) + (
+                                f"\n\n{n_unblinded} review(s) made after their reviewer had seen another's answer "
+                                "(a save, then an undo or a correction) are left out of agreement."
+                                if n_unblinded else ""),
+                            adj_md=adj.open_markdown(cases),
+                            adj_case=gr.update(choices=choices, value=choices[0][1] if choices else None),
                             dash_flags=[[e.case_id, e.reviewer, e.note, e.created_at[:16].replace("T", " ")]
                                         for e in self.store.events("flag")]),
-                **dict(zip(self.c["dash_plots"], figures.values()))}
+                **opened, **dict(zip(self.c["dash_plots"], figures.values()))}
 
     @ui_errors
-    def adjudicate(self, review_id: Any, name: str, request: gr.Request) -> dict:
-        """Adopt one reviewer's review as the answer for its case (the export then takes it)."""
+    def adjudication_case(self, case_id: str | None, name: str = "", request: gr.Request | None = None) -> dict:
+        """The reviews of one case side by side with their diff, and the ways to settle it (blind review: not
+        to a reviewer of its batch who has not reviewed it yet)."""
+        empty = self._out(adj_view="", adj_pick=gr.update(choices=[], value=None), adj_label=None, adj_rationale="")
+        if not case_id:
+            return empty
+        case = adj.find_case(self.store, case_id)
+        hidden = adj.hidden_from(self.store, case, _who(request, name))
+        if hidden:
+            return {**empty, **self._out(adj_view=f"<p class='r2d-adj-hidden'>{html.escape(hidden)}</p>")}
+        latest = case.reviews[-1]
+        return self._out(adj_view=adj.side_by_side_html(case, self.predictor.label_names),
+                         adj_pick=gr.update(choices=adj.pick_choices(case, self.predictor.label_names), value=None),
+                         adj_label=latest.final_label, adj_rationale=latest.final_rationale)
+
+    @ui_errors
+    def adjudicate(self, case_id: str | None, pick: str | None, label: str | None, rationale: str, name: str,
+                   request: gr.Request) -> dict:
+        """Settle a case: adopt the picked review, or store the final the adjudicator wrote (the export takes it)."""
         reviewer = self._reviewer(request, name)
-        try:
-            review_id = int(review_id)
-        except (TypeError, ValueError) as e:
-            raise FeedbackStoreError("enter the number of the review to adopt (the # in the list)") from e
-        record = next((r for r in self.store.reviewer_reviews() if r.review_id == review_id), None)
-        if record is None:
-            raise FeedbackStoreError(f"review #{review_id} is not a current review; pick one from the list")
-        if len(self.store.reviewer_reviews(record.case_id)) < 2:
-            raise FeedbackStoreError(f"review #{review_id} is the only review of its case: nothing to adjudicate")
-        self.store.add_event(reviewer, "adjudicate", record.case_id, review_id=review_id)
-        return {**self.dashboard(), **self._out(
-            dash_status=f"✓ Review #{review_id} (label {record.final_label}) adopted for case `{record.case_id}`.")}
+        if not case_id:
+            raise FeedbackStoreError("choose a case to adjudicate first")
+        if not pick:
+            raise FeedbackStoreError("pick a review to adopt, or 'Write the final' and fill in the label and rationale")
+        hidden = adj.hidden_from(self.store, adj.find_case(self.store, case_id), reviewer)
+        if hidden:
+            raise FeedbackStoreError(hidden)
+        if pick == adj.WRITE:
+            record = adj.write_final(self.store, reviewer, case_id, label or "", rationale or "")
+            done = f"✓ Your final (label {record.final_label}, review #{record.review_id}) settles case `{case_id}`."
+        else:
+            try:
+                review_id = int(pick)
+            except ValueError as e:
+                raise FeedbackStoreError("pick one of the listed reviews") from e
+            record = adj.adopt(self.store, reviewer, case_id, review_id)
+            done = f"✓ Review #{review_id} (label {record.final_label}) adopted for case `{case_id}`."
+        return {**self.dashboard(name, request), **self._out(dash_status=done)}
 
     @ui_errors
     def export_start(self, actions: list[str], min_rating: float, consistent: bool, val_fraction: float,
@@ -544,11 +604,10 @@ class Handlers:
         self.runs.cancel(run_id)
         return self.improve_poll(run_id)
 
-    @ui_errors
-    def improve_switch(self, run_id: str | None, name: str, request: gr.Request) -> dict:
-        """Use a finished run's model for every later suggestion (reviews record its id)."""
-        reviewer = self._reviewer(request, name)
-        new_dir = self.runs.new_model_dir(run_id or "")
+    def use_run(self, run_id: str) -> None:
+        """Load a finished run's model for every later suggestion and remember it across restarts.
+        Raises TrainingRunError (no such finished run) or ModelLoadError."""
+        new_dir = self.runs.new_model_dir(run_id)
         base, adapter = model_source(new_dir)
         cfg = with_section(self.cfg, model=dataclasses.replace(self.cfg.model, name_or_path=base,
                                                                adapter_path=adapter))
@@ -556,15 +615,50 @@ class Handlers:
         # the adapter directory is always called "model": name the run instead, so reviews say which run
         predictor.model_id = f"{predictor.model_id.split('+')[0]}+{run_id}"
         self.predictor, self.model_dir = predictor, str(new_dir)
-        logger.info("%s switched suggestions to %s (%s)", reviewer, predictor.model_id, new_dir)
+        self.calibration = load_calibration(new_dir)  # a new model's consistency check is not the old one's
+        self.runs.remember(run_id)
+
+    def restore_model(self) -> None:
+        """At start: the improved model in use before the restart, if any (else the configured one stays)."""
+        run_id = self.runs.remembered()
+        if run_id:
+            try:
+                self.use_run(run_id)
+                logger.info("using the improved model of run %s, as before the restart", run_id)
+            except R2DError as e:
+                logger.warning("not using the remembered run %s: %s", run_id, e)
+                self.runs.forget()
+
+    @ui_errors
+    def improve_switch(self, run_id: str | None, name: str, request: gr.Request) -> dict:
+        """Use a finished run's model for every later suggestion (reviews record its id), also after a restart."""
+        reviewer = self._reviewer(request, name)
+        self.use_run(run_id or "")
+        logger.info("%s switched suggestions to %s (%s)", reviewer, self.predictor.model_id, self.model_dir)
         return self._out(model_md=self._model_line(), im_status=(
-            f"✓ Suggestions now come from `{predictor.model_id}`; every later review records it. "
-            "Reviews already saved keep the model that made them."))
+            f"✓ Suggestions now come from `{self.predictor.model_id}`; every later review records it, also after "
+            "a restart. Reviews already saved keep the model that made them."))
+
+    @ui_errors
+    def improve_revert(self, name: str, request: gr.Request) -> dict:
+        """Back to the model the app was started with (the embedded one by default), now and after a restart."""
+        reviewer = self._reviewer(request, name)
+        if self.model_dir == self.cfg.model.name_or_path:
+            raise TrainingRunError("the app already uses the model it was started with")
+        self.predictor = load_predictor(self.cfg)
+        self.model_dir = self.cfg.model.name_or_path
+        self.calibration = load_calibration(self.model_dir)
+        self.runs.forget()
+        logger.info("%s switched suggestions back to %s", reviewer, self.predictor.model_id)
+        return self._out(model_md=self._model_line(), im_status=(
+            f"✓ Suggestions come from `{self.predictor.model_id}` again, also after a restart."))
 
     def _model_line(self) -> str:
         p = self.predictor
         engine = {"ct2": "CTranslate2", "torch": "transformers"}.get(getattr(p, "backend", "torch"), "transformers")
         line = f"Model `{p.model_id}` · backend `{engine}` · quantization `{p.quantization}`"
+        if self.model_dir != self.cfg.model.name_or_path:
+            line += " · an improved model (Improve tab: 'Back to the starting model')"
         n = self.predictor.generation.fact_check_candidates
         if n > 1:
             line += (f" · rationale: of {n} candidates the model wrote, the one the fact check finds fewest problems "
@@ -578,19 +672,13 @@ def _agreement_markdown(a: Any) -> str:
         return "**Agreement:** no case has been reviewed by two or more reviewers yet."
     fleiss = "undefined (every label the same)" if a.fleiss is None else f"{a.fleiss:.2f}"
     parts = [f"**Agreement** on {a.n_cases} case(s) reviewed by 2+ of {a.n_reviewers} reviewers: "
-             f"{a.observed:.0%} of reviewer pairs agree · Fleiss' κ {fleiss} · {len(a.disagreements)} to adjudicate"]
+             f"{a.observed:.0%} of reviewer pairs agree on the label · Fleiss' κ {fleiss} · "
+             f"{len(a.disagreements)} with different labels"]
     for pair in a.pairs[:6]:
         kappa = "undefined" if pair.kappa is None else f"{pair.kappa:.2f}"
         parts.append(f"Cohen's κ {rv.plain(pair.reviewers[0])} vs {rv.plain(pair.reviewers[1])}: {kappa} "
                      f"(n = {pair.n_cases}, {pair.agreement:.0%} agree)")
     return "\n\n".join(parts)
-
-
-def _disagreement_row(reviews: Sequence[Any], resolution: dict[str, str]) -> list[str]:
-    first = reviews[0]
-    labels = "; ".join(f"{r.reviewer}: {r.final_label} (#{r.review_id})" for r in reviews)
-    text = first.case_text if len(first.case_text) <= 90 else first.case_text[:90] + "…"
-    return [first.case_id, text, labels, resolution.get(first.case_id, "")]
 
 
 def _fingerprint(policy: ExportPolicy, findings: Sequence[Any]) -> str:
@@ -644,7 +732,8 @@ def _review_panel(p: rv.PredictorLike, c: dict[str, Any]) -> None:
                                         label="Triage label (correct it if needed) · keys 1–5")
             c["rating"] = gr.Radio(["1", "2", "3", "4", "5"], elem_id="r2d-rating",
                                    label="Rate the model's rationale (1 = wrong, 5 = excellent) · Shift+1–5")
-            c["comment"] = gr.Textbox(label="Comment (optional)", lines=2, elem_id="r2d-comment")
+            c["comment"] = gr.Textbox(label="Comment (optional; the reason when you flag) · key M", lines=2,
+                                      elem_id="r2d-comment")
             with gr.Accordion("KTAS reference: levels and first-order modifiers", open=False,
                               elem_id="r2d-ktas-reference"):
                 gr.Markdown(_read_asset("ktas_reference.md"))
@@ -675,19 +764,14 @@ def _batch_panel(c: dict[str, Any]) -> None:
             c["prev"] = gr.Button("◀ Previous [P]", elem_id="r2d-prev")
             c["queue_md"] = gr.Markdown(elem_id="r2d-queue")
             c["next"] = gr.Button("Next [N] ▶", elem_id="r2d-next")
+            c["next_todo"] = gr.Button("Next unreviewed [R] ⏭", elem_id="r2d-next-unreviewed")
 
 
 def _dashboard_tab(c: dict[str, Any]) -> None:
     c["dash_refresh"] = gr.Button("Refresh", elem_id="r2d-dash-refresh")
     c["dash_summary"] = gr.Markdown(elem_id="r2d-dash-summary")
     c["dash_agreement"] = gr.Markdown(elem_id="r2d-dash-agreement")
-    c["dash_disagreements"] = gr.Dataframe(
-        headers=["case id", "case", "reviews (reviewer: label (#review))", "export takes"], datatype="str",
-        interactive=False, label="Disagreements to adjudicate", elem_id="r2d-disagreements")
-    with gr.Row():
-        c["dash_adopt_id"] = gr.Number(label="Review # to adopt for its case", precision=0, elem_id="r2d-adopt-id")
-        c["dash_adopt"] = gr.Button("Adjudicate: adopt this review", elem_id="r2d-adopt")
-    c["dash_status"] = gr.Markdown(elem_id="r2d-dash-status")
+    _adjudication_panel(c)
     c["dash_flags"] = gr.Dataframe(headers=["case id", "reviewer", "why", "when"], datatype="str",
                                    interactive=False, label="Flagged cases", elem_id="r2d-flags")
     c["dash_plots"] = []
@@ -695,6 +779,23 @@ def _dashboard_tab(c: dict[str, Any]) -> None:
                 ("Per-class F1", "Under- vs over-triage")):
         with gr.Row():
             c["dash_plots"] += [gr.Plot(label=name, show_label=False) for name in row]
+
+
+def _adjudication_panel(c: dict[str, Any]) -> None:
+    """Cases whose reviewers disagree: their reviews side by side, and a pick (click, or Tab and arrow keys)."""
+    with gr.Group(elem_id="r2d-adjudication"):
+        c["adj_md"] = gr.Markdown(elem_id="r2d-adj-count")
+        c["adj_case"] = gr.Dropdown(label="Case to adjudicate", choices=[], elem_id="r2d-adj-case")
+        c["adj_view"] = gr.HTML(elem_id="r2d-adj-view")
+        c["adj_pick"] = gr.Radio([], label="Settle it: adopt a review, or write the final (arrow keys move the choice)",
+                                 elem_id="r2d-adj-pick")
+        with gr.Row():
+            c["adj_label"] = gr.Radio(c["label_choices"], label="Final label (if you write the final)",
+                                      elem_id="r2d-adj-label")
+            c["adj_rationale"] = gr.Textbox(label="Final rationale (if you write the final)", lines=3,
+                                            elem_id="r2d-adj-rationale")
+        c["adj_settle"] = gr.Button("Settle this case", variant="primary", elem_id="r2d-adj-settle")
+    c["dash_status"] = gr.Markdown(elem_id="r2d-dash-status")
 
 
 def _export_tab(c: dict[str, Any]) -> None:
@@ -738,7 +839,9 @@ def _improve_tab(c: dict[str, Any], cfg: R2DConfig) -> None:
     c["im_progress"] = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False, elem_id="r2d-im-progress")
     c["im_table"] = gr.Markdown(elem_id="r2d-im-table")
     c["im_plot"] = gr.Plot(show_label=False, elem_id="r2d-im-plot")
-    c["im_switch"] = gr.Button("Use the new model for suggestions", interactive=False, elem_id="r2d-im-switch")
+    with gr.Row():
+        c["im_switch"] = gr.Button("Use the new model for suggestions", interactive=False, elem_id="r2d-im-switch")
+        c["im_revert"] = gr.Button("Back to the starting model", elem_id="r2d-im-revert")
     c["im_log"] = gr.Textbox(label="Log (last lines)", lines=8, interactive=False, elem_id="r2d-im-log")
     c["im_timer"] = gr.Timer(2.0)
 
@@ -769,6 +872,8 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
     c["final_label"].select(h.facts, fact_in, outs("facts", "fact_notes"), trigger_mode="always_last", **quiet)
     checked = outs("shown", "rationale", "final_label")
     c["rationale"].blur(h.check_event, checked, outs("consistency"), **quiet)
+    # a relabel re-checks at once: the line said something about the previous label
+    c["final_label"].select(h.check_event, checked, outs("consistency"), trigger_mode="always_last", **quiet)
     c["check"].click(h.check_event, checked, outs("consistency"), api_name="check")
     editor = outs("shown", "reviewer", "final_label", "rationale", "rating", "comment")
     for box in ("rationale", "comment"):
@@ -786,13 +891,16 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
     c["order"].select(h.reorder, outs("queue", "order", "reviewer"), queue_out, api_name="reorder_batch")
     c["next"].click(h.next_case, outs("queue", "reviewer"), queue_out, api_name="next_case")
     c["prev"].click(h.previous_case, outs("queue", "reviewer"), queue_out, api_name="previous_case")
+    c["next_todo"].click(h.next_unreviewed, outs("queue", "reviewer"), queue_out, api_name="next_unreviewed")
     demo.load(h.restore, outs("queue", "saved_name"), outs("reviewer") + queue_out, api_name=False)
     c["reviewer"].change(lambda name: name, outs("reviewer"), outs("saved_name"), **quiet)
-    dash_out = outs("dash_summary", "dash_agreement", "dash_disagreements", "dash_flags") + c["dash_plots"]
+    adj_out = outs("adj_view", "adj_pick", "adj_label", "adj_rationale")
+    dash_out = outs("dash_summary", "dash_agreement", "adj_md", "adj_case", "dash_flags") + adj_out + c["dash_plots"]
     for trigger in (c["dash_refresh"].click, c["dash_tab"].select):
-        trigger(h.dashboard, None, dash_out, api_name=False)
-    c["dash_adopt"].click(h.adjudicate, outs("dash_adopt_id", "reviewer"), dash_out + outs("dash_status"),
-                          api_name="adjudicate")
+        trigger(h.dashboard, outs("reviewer"), dash_out, api_name=False)
+    c["adj_case"].select(h.adjudication_case, outs("adj_case", "reviewer"), adj_out, api_name=False)
+    c["adj_settle"].click(h.adjudicate, outs("adj_case", "adj_pick", "adj_label", "adj_rationale", "reviewer"),
+                          dash_out + outs("dash_status"), api_name="adjudicate", trigger_mode="once")
     export_in = outs("ex_actions", "ex_rating", "ex_consistent", "ex_val", "ex_test", "reviewer")
     export_out = outs("ex_findings", "ex_findings_md", "ex_row", "ex_files", "ex_summary", "ex_seen")
     c["ex_start"].click(h.export_start, export_in, export_out, api_name="export")
@@ -809,6 +917,9 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
     c["im_cancel"].click(h.improve_cancel, outs("im_run"), poll_out, api_name="improve_cancel")
     c["im_switch"].click(h.improve_switch, outs("im_run", "reviewer"), outs("model_md", "im_status"),
                          api_name="improve_switch", **model)
+    c["im_revert"].click(h.improve_revert, outs("reviewer"), outs("model_md", "im_status"),
+                         api_name="improve_revert", **model)
+    demo.load(h._model_line, None, outs("model_md"), api_name=False)  # a page opened after a switch says so
     c["ex_cancel"].click(lambda: {c["ex_findings"]: [], c["ex_row"]: gr.update(visible=False),
                                   c["ex_findings_md"]: "Export cancelled: save corrected reviews, then export again."},
                          None, export_out, api_name=False)
@@ -823,6 +934,7 @@ def build_app(predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig, e
     h = Handlers(predictor, store, cfg)
     c = h.c
     c["examples"] = list(load_example_cases() if examples is None else examples)
+    c["label_choices"] = rv.label_choices(predictor.label_set, predictor.label_names)
     secret = store.browser_secret()
     with gr.Blocks(title="Reason2Decide — triage review", analytics_enabled=False) as demo:
         gr.Markdown("# Reason2Decide — triage review")
@@ -937,7 +1049,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         store = ReviewStore(cfg.app.db_path)
     except R2DError as e:
         sys.exit(f"error: {e}")
-    demo = build_app(predictor, store, cfg, signed_in=users is not None)[0]
+    demo, h = build_app(predictor, store, cfg, signed_in=users is not None)
+    if not args.model:  # an explicit --model wins over the improved model remembered from the last run
+        h.restore_model()
     logger.info("reviews go to %s; open http://%s:%d", store.path.resolve(), cfg.app.host, cfg.app.port)
     demo.launch(**launch_kwargs(cfg, args.allowed_host), auth=authenticator(users) if users else None,
                 auth_message="Sign in with your reviewer name: every review records who made it.")

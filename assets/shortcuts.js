@@ -1,17 +1,20 @@
 () => {
-  // Keyboard shortcuts for reviewers. They never fire while the focus is in a text field, so typing
-  // "a" in a rationale is text, not "accept". Esc leaves a text field so the keys work again.
+  // Keyboard shortcuts for reviewers. They never fire while the focus is in a text field, a radio, a select, a
+  // dropdown or any other input, so typing "a" in a rationale is text, not "accept", and letters typed while a
+  // label radio has focus do nothing. Esc leaves the field so the keys work again.
   // Digits choose the triage label; Shift+digits rate the rationale (two different jobs, two different keys).
   if (window.__r2dShortcuts) return;
   window.__r2dShortcuts = true;
-  const TEXT_TYPES = ["text", "search", "email", "password", "number", "tel", "url", "textarea", ""];
-  const isTyping = (el) => !!el && (el.isContentEditable || el.tagName === "TEXTAREA" || el.tagName === "SELECT" ||
-    (el.tagName === "INPUT" && TEXT_TYPES.includes((el.type || "").toLowerCase())));
+  const isTyping = (el) => !!el && (el.isContentEditable || ["TEXTAREA", "SELECT", "INPUT"].includes(el.tagName) ||
+    !!el.closest?.("[role=listbox], [role=combobox], [role=radiogroup], [role=option]"));
   const BUTTONS = { a: "r2d-accept", s: "r2d-submit", k: "r2d-skip", f: "r2d-flag", u: "r2d-undo", c: "r2d-check",
-                    n: "r2d-next", p: "r2d-prev" };
+                    n: "r2d-next", p: "r2d-prev", r: "r2d-next-unreviewed" };
+  const FOCUS = { e: "#r2d-rationale textarea", m: "#r2d-comment textarea" };
   // One action at a time: a key pressed while the previous save or move is still on its way would act on the
-  // old queue position, so it waits its turn. The lock opens when the queue line or the status line changes
-  // (or after 4 s).
+  // old queue position, so it waits its turn (none is dropped: up to 50 wait). The lock opens SETTLE_MS after
+  // the queue line or the status line changes, so Gradio has finished the event that changed them and takes
+  // the next click (or after 4 s).
+  const SETTLE_MS = 150;
   let busyUntil = 0;
   const waiting = [];
   // the rendered text only: the block around it also shows Gradio's progress timer while the event runs
@@ -22,7 +25,7 @@
   let seen = "";
   setInterval(() => {
     const now = watched();
-    if (now !== seen) { seen = now; busyUntil = 0; }
+    if (now !== seen) { seen = now; busyUntil = Math.min(busyUntil, Date.now() + SETTLE_MS); }
     if (Date.now() >= busyUntil && waiting.length) clickById(waiting.shift());
   }, 50);
   const clickById = (id) => {
@@ -58,15 +61,21 @@
       return;
     }
     const key = ev.key.toLowerCase();
-    if (key in BUTTONS) {
+    const comment = document.querySelector("#r2d-comment textarea");
+    if (key === "f" && comment && !comment.value.trim()) {
+      // a flag needs a reason: F goes to the comment box first; Esc then F flags with what was typed
+      comment.placeholder = "Why do you flag this case? Type the reason, then Esc and F.";
+      comment.focus();
+      ev.preventDefault();
+    } else if (key in BUTTONS) {
       ev.preventDefault();
       if (Date.now() < busyUntil || waiting.length) {
-        if (waiting.length < 5) waiting.push(BUTTONS[key]);  // still busy with the previous action
+        if (waiting.length < 50) waiting.push(BUTTONS[key]);  // still busy with the previous action
         return;
       }
       clickById(BUTTONS[key]);
-    } else if (key === "e") {
-      const box = document.querySelector("#r2d-rationale textarea");
+    } else if (key in FOCUS) {
+      const box = document.querySelector(FOCUS[key]);
       if (box) { box.focus(); ev.preventDefault(); }
     }
   });

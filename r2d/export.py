@@ -8,9 +8,14 @@ the upload gave the case, else the case id. A sidecar export_meta.json says whic
 rationales, which reviews counted (the policy), how each case with several reviewers was resolved, how
 many rows went where (equal to the rows in the files), and what the scans found.
 
-A case reviewed by several people is resolved by RESOLUTION: an adjudicated review wins, else the label a
-strict majority chose (its latest review), else the latest review. The folder is written under a temporary
-name and renamed into place, so a crash never leaves half an export.
+A case reviewed by several people is resolved by RESOLUTION, so that a nurse's correction is never lost:
+1. an adjudicated review wins (the Dashboard's adjudication, see r2d.adjudication);
+2. else, when every reviewer chose the same label and the same rationale (up to whitespace), they agree;
+3. else, when they chose the same label and exactly one rationale was written by hand (edited or relabelled),
+   that edit wins over the unedited acceptances of the model's text;
+4. else (labels differ, or two different rationales were written) the case waits for adjudication: it is
+   not exported, and export_meta.json lists it. Agreement on the label is not agreement on the rationale.
+The folder is written under a temporary name and renamed into place, so a crash never leaves half an export.
 """
 from __future__ import annotations
 
@@ -35,9 +40,12 @@ from r2d.store import ACTIONS, ReviewRecord, ReviewStore, utc_now
 logger = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "r2d-export-2"
-RESOLUTION = "adjudicated > majority > latest"
-# provenance fields of every row, after the schema's columns (Stage 2 ignores them)
-PROVENANCE = ("case_id", "reviewers", "action", "rating", "model_id", "review_ids", "resolution")
+RESOLUTION = "adjudicated > agreed > edit over acceptance > waits for adjudication"
+PENDING = "pending"  # the resolution of a case that waits for adjudication (never exported)
+# provenance fields of every row, after the schema's columns (Stage 2 ignores them); ratings and comments are
+# every reviewer's, in the order of reviewers (a rating not given is null, a comment not given is "")
+PROVENANCE = ("case_id", "reviewers", "action", "rating", "comment", "model_id", "review_ids", "ratings", "comments",
+              "resolution")
 EXPORT_META_FILENAME = "export_meta.json"
 RATIONALE_SOURCE = "nurse_post_processed"
 
@@ -100,8 +108,11 @@ class ExportResult:
         """One line for the reviewer: how many rows went where."""
         c = self.counts
         splits = ", ".join(f"{name} {c[name]}" for name in self.files)
+        waiting = c.get("waiting_for_adjudication", 0)
         return (f"Exported {c['selected']} reviews to `{self.out_dir}`: {splits}. "
-                "Add train.jsonl to `data.train_files` of the next Stage-2 run.")
+                + (f"{waiting} case(s) whose reviewers disagree wait for adjudication (Dashboard) and are not in "
+                   "it. " if waiting else "")
+                + "Add train.jsonl to `data.train_files` of the next Stage-2 run.")
 
 
 @dataclass(frozen=True)
@@ -110,27 +121,42 @@ class ExportCase:
 
     review: ReviewRecord
     reviews: tuple[ReviewRecord, ...]  # every reviewer's current review of the case, oldest first
-    resolution: str  # single | adjudicated | majority | latest
+    resolution: str  # single | adjudicated | agreed | edit | pending (waits for adjudication, not exported)
     source_id: str | None = None  # the id the upload gave the case
 
     def provenance(self) -> dict[str, Any]:
         """The row's extra fields, one type each (lists of str / int, int or null), as datasets wants them."""
         return {"case_id": self.review.case_id, "reviewers": [r.reviewer for r in self.reviews],
-                "action": self.review.action, "rating": self.review.rating, "model_id": self.review.model_id,
-                "review_ids": [int(r.review_id or 0) for r in self.reviews], "resolution": self.resolution}
+                "action": self.review.action, "rating": self.review.rating, "comment": self.review.comment,
+                "model_id": self.review.model_id, "review_ids": [int(r.review_id or 0) for r in self.reviews],
+                "ratings": [r.rating for r in self.reviews], "comments": [r.comment for r in self.reviews],
+                "resolution": self.resolution}
+
+    @property
+    def pending(self) -> bool:
+        """The reviewers disagree and nobody has adjudicated: not exported until someone does."""
+        return self.resolution == PENDING
+
+
+def _answer(review: ReviewRecord) -> tuple[str, str]:
+    return review.final_label, " ".join(review.final_rationale.split())
 
 
 def resolve(reviews: Sequence[ReviewRecord], adjudicated: int | None = None) -> tuple[ReviewRecord, str]:
-    """The review that counts for one case under RESOLUTION, and which rule chose it."""
+    """The review that counts for one case under RESOLUTION, and which rule chose it: single, adjudicated,
+    agreed, edit, or PENDING (then the latest review is returned, for display only: it is not exported)."""
     if len(reviews) == 1:
         return reviews[0], "single"
     chosen = next((r for r in reviews if adjudicated is not None and r.review_id == adjudicated), None)
     if chosen is not None:
         return chosen, "adjudicated"
-    counts = Counter(r.final_label for r in reviews).most_common()
-    if counts[0][1] * 2 > len(reviews):  # a strict majority of the reviewers
-        return [r for r in reviews if r.final_label == counts[0][0]][-1], "majority"
-    return reviews[-1], "latest"
+    if len({_answer(r) for r in reviews}) == 1:
+        edited = [r for r in reviews if r.action != "accepted"]
+        return (edited or list(reviews))[-1], "agreed"
+    written = [r for r in reviews if r.action != "accepted"]
+    if len({r.final_label for r in reviews}) == 1 and len({_answer(r) for r in written}) == 1:
+        return written[-1], "edit"  # one hand-written rationale against unedited acceptances: the edit wins
+    return reviews[-1], PENDING
 
 
 def export_cases(store: ReviewStore) -> list[ExportCase]:
@@ -146,9 +172,14 @@ def export_cases(store: ReviewStore) -> list[ExportCase]:
     return cases
 
 
+def pending_cases(store: ReviewStore) -> list[ExportCase]:
+    """The cases whose reviewers disagree (label or rationale) and that nobody has adjudicated yet."""
+    return [c for c in export_cases(store) if c.pending]
+
+
 def select_cases(store: ReviewStore, policy: ExportPolicy) -> list[ExportCase]:
-    """The resolved cases whose chosen review the policy admits."""
-    return [c for c in export_cases(store) if policy.admits(c.review)]
+    """The resolved cases whose chosen review the policy admits (a case waiting for adjudication never is)."""
+    return [c for c in export_cases(store) if not c.pending and policy.admits(c.review)]
 
 
 def select_reviews(store: ReviewStore, policy: ExportPolicy) -> list[ReviewRecord]:
@@ -184,16 +215,23 @@ def scan_reviews(reviews: Sequence[ReviewRecord]) -> list[RecordFinding]:
     return found
 
 
+def scan_comments(cases: Sequence[ExportCase]) -> list[RecordFinding]:
+    """Identifier findings in the comments that travel with the rows (every reviewer's, not just the chosen one's)."""
+    return [RecordFinding(c.review.case_id, "comment", f.kind, f.text)
+            for c in cases for r in c.reviews for f in scan_identifiers(r.comment)]
+
+
 def preview_export(store: ReviewStore, policy: ExportPolicy) -> tuple[list[ReviewRecord], list[RecordFinding]]:
     """The reviews an export would write, and what a human should see first: likely identifiers, then
     rationales that name another triage level.
 
     Raises FeedbackStoreError when no current review matches the policy.
     """
-    reviews = select_reviews(store, policy)
+    cases = select_cases(store, policy)
+    reviews = [c.review for c in cases]
     if not reviews:
         raise FeedbackStoreError("no current review matches this export policy; review cases or loosen the policy")
-    return reviews, scan_reviews(reviews) + level_findings(reviews)
+    return reviews, scan_reviews(reviews) + scan_comments(cases) + level_findings(reviews)
 
 
 def findings_message(findings: Sequence[RecordFinding], n_rows: int) -> str:
@@ -232,8 +270,17 @@ def _rows(cases: Sequence[ExportCase]) -> list[dict[str, Any]]:
     return [{**to_example(c).to_dict(), **c.provenance()} for c in cases]
 
 
+def _csv_cell(column: str, value: Any) -> str:
+    """A provenance list as 'a;b' (a missing rating is empty); comments, free text, as a JSON list."""
+    if column == "comments":
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return ";".join("" if v is None else str(v) for v in value)
+    return "" if value is None else str(value)
+
+
 def _write_rows(path: Path, cases: Sequence[ExportCase]) -> Path:
-    """JSONL, or CSV with the provenance lists joined by ';' (cells neutralised against formulas)."""
+    """JSONL, or CSV with the provenance lists as _csv_cell writes them (cells neutralised against formulas)."""
     rows = _rows(cases)
     if path.suffix == ".jsonl":
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
@@ -242,8 +289,7 @@ def _write_rows(path: Path, cases: Sequence[ExportCase]) -> Path:
         writer = csv.DictWriter(buf, fieldnames=COLUMNS + PROVENANCE)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: escape_csv_cell(";".join(map(str, v)) if isinstance(v, list) else
-                                                "" if v is None else str(v)) for k, v in row.items()})
+            writer.writerow({k: escape_csv_cell(_csv_cell(k, v)) for k, v in row.items()})
         text = buf.getvalue()
     with open(path, "w", encoding="utf-8", newline="") as f:
         f.write(text)
@@ -307,8 +353,10 @@ def _meta(store: ReviewStore, cases: Sequence[ExportCase], splits: dict[str, lis
     """The sidecar: counts are those of the rows written, per file."""
     reviews = [c.review for c in cases]
     written = [c for split in names for c in splits[split]]
+    waiting = pending_cases(store)
     counts = {"selected": len(written), **{split: len(splits[split]) for split in ("train", "val", "test")},
               "cases_with_several_reviewers": sum(len(c.reviews) > 1 for c in cases),
+              "waiting_for_adjudication": len(waiting),
               "current_reviews": len(store.latest_reviews()), "review_rows": store.count_reviews()}
     return {
         "format": EXPORT_FORMAT, "created_at": utc_now(), "exported_by": exported_by,
@@ -317,11 +365,13 @@ def _meta(store: ReviewStore, cases: Sequence[ExportCase], splits: dict[str, lis
         "resolutions": dict(Counter(c.resolution for c in cases)), "provenance_fields": list(PROVENANCE),
         "model_ids": sorted({r.model_id for r in reviews}), "quantizations": sorted({r.quantization for r in reviews}),
         "prompt_versions": sorted({r.prompt_version for r in reviews}), "counts": counts,
-        "actions": dict(Counter(r.action for r in reviews)),
+        "actions": dict(Counter(r.action for r in reviews)),  # of the rows written: the review that counts
+        "reviewer_actions": dict(Counter(r.action for c in cases for r in c.reviews)),  # every reviewer's
+        "waiting_for_adjudication": [c.review.case_id for c in waiting],
         "labels": label_counts([to_example(c) for c in written]),
         "files": {split: name for split, name in names.items()},
         "rows_per_file": {name: len(splits[split]) for split, name in names.items()},
-        "identifier_findings": [f.to_dict() for f in scan_reviews(reviews)],
+        "identifier_findings": [f.to_dict() for f in scan_reviews(reviews) + scan_comments(cases)],
         "level_findings": [f.to_dict() for f in level_findings(reviews)], "config": config or {},
     }
 

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CANCELLED = "CANCELLED"
 LOG_FILE = "worker.log"
 PID_FILE = "worker.pid"
+ACTIVE_FILE = "active_model.json"  # the run whose model the app uses, so a restart keeps using it
 STATES = ("running", "done", "failed", "cancelled", "lost")
 SPLITS = ("train", "val", "test")  # the original data: a prepare_data output
 # what a run's comparison.json holds for each model and data set, in order: (key, name, higher is better)
@@ -193,6 +194,28 @@ class ImproveRuns:
         if status.state != "done":
             raise TrainingRunError(f"run {run_id} is {status.state}; only a finished run's model can be used")
         return status.out_dir / "model"
+
+    def remember(self, run_id: str) -> None:
+        """Keep run_id as the model in use across restarts. Raises TrainingRunError unless the run is done."""
+        self.new_model_dir(run_id)
+        tmp = self.root / f".{ACTIVE_FILE}.tmp"
+        tmp.write_text(json.dumps({"run_id": run_id}) + "\n", encoding="utf-8")
+        os.replace(tmp, self.root / ACTIVE_FILE)
+
+    def remembered(self) -> str | None:
+        """The run remembered as in use, while its model is still there; else None."""
+        run_id = _read_json(self.root / ACTIVE_FILE).get("run_id")
+        if not isinstance(run_id, str):
+            return None
+        try:
+            self.new_model_dir(run_id)
+        except TrainingRunError:
+            return None
+        return run_id
+
+    def forget(self) -> None:
+        """Back to the model the app was started with, now and after a restart."""
+        (self.root / ACTIVE_FILE).unlink(missing_ok=True)
 
     def _dir(self, run_id: str) -> Path:
         out = self.root / run_id

@@ -22,8 +22,9 @@ from r2d.active import review_order
 from r2d.config import GenerationConfig
 from r2d.data import iter_csv, iter_jsonl
 from r2d.errors import DatasetSchemaError, FeedbackStoreError, InvalidCaseError
-from r2d.factcheck import check_rationale
+from r2d.factcheck import check_rationale, parse_case
 from r2d.prompts import PROMPT_VERSION
+from r2d.rules import KTAS_LABEL_NAMES, Modifier, first_order_modifiers
 from r2d.store import BatchItem, ReviewRecord, ReviewStore, SubmitResult, case_id_for, validate_review
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,61 @@ def probability_note(probabilities: Mapping[str, float], threshold: float) -> st
         return ""
     return (f"Low confidence: the top label {label} has only {top:.0%} probability. "
             "Treat the suggestion as uncertain and decide from the case.")
+
+
+# --- the under-triage guard: KTAS first-order modifiers against a label -----------------------------
+
+
+# cardiac or respiratory arrest said in words (the case parser reads vital signs as numbers only); a negation
+# just before ("no cardiac arrest", "not apnoeic") cancels it
+_ARREST = re.compile(r"\b(pulseless|no (?:palpable |central )?pulse|(?:cardiac|cardiorespiratory|respiratory) arrest|"
+                     r"CPR|not breathing|apno?eic)\b", re.I)
+_NEGATED = re.compile(r"\b(no|not|denies|without|never)\s+(?:\w+\s+)?$", re.I)
+
+
+def _arrest_modifier(case_text: str) -> Modifier | None:
+    for hit in _ARREST.finditer(case_text):
+        if not _NEGATED.search(case_text[max(0, hit.start() - 20):hit.start()]):
+            return Modifier("1", f"\"{hit.group(0).lower()}\" (arrest)")  # letters and spaces only: safe to show
+    return None
+
+
+@dataclass(frozen=True)
+class UnderTriage:
+    """A KTAS label less urgent than the case's own first-order modifiers allow (r2d.rules)."""
+
+    label: str  # the suggested or chosen label
+    floor: str  # the most urgent level the modifiers call for
+    modifiers: tuple[Modifier, ...]  # those calling for a more urgent level than label, most urgent first
+
+    def message(self, label_names: Mapping[str, str], whose: str = "the suggestion") -> str:
+        """'Under-triage risk: unresponsive calls for KTAS 1; the suggestion is 4 — Less urgent.'"""
+        calls = "; ".join(f"{m.finding} calls for KTAS {m.level}" for m in self.modifiers)
+        pain = (" The pain levels are for central pain (chest, abdomen, head); peripheral pain allows one level "
+                "less." if any(m.finding.startswith("pain ") for m in self.modifiers) else "")
+        return (f"Under-triage risk: {calls}; {whose} is {format_label(self.label, label_names)}. "
+                f"Check the level against the first-order modifiers before saving.{pain}")
+
+
+def under_triage(case_text: str, label: str, label_set: Sequence[str]) -> UnderTriage | None:
+    """When the case's facts call for a more urgent KTAS level than `label`; None when they do not, or when the
+    labels are not KTAS levels (another task). For a child only an arrest counts (the adult modifiers do not apply)."""
+    if set(label_set) != set(KTAS_LABEL_NAMES) or label not in KTAS_LABEL_NAMES:
+        return None
+    arrest = _arrest_modifier(case_text)
+    modifiers = first_order_modifiers(parse_case(case_text)) + ([arrest] if arrest else [])
+    above = sorted((m for m in modifiers if int(m.level) < int(label)), key=lambda m: int(m.level))
+    return UnderTriage(label, above[0].level, tuple(above)) if above else None
+
+
+def under_triage_line(reviews: Sequence[ReviewRecord], label_set: Sequence[str]) -> str:
+    """The dashboard's count of reviewed cases whose suggestion, and whose final label, the guard flags."""
+    if set(label_set) != set(KTAS_LABEL_NAMES) or not reviews:
+        return ""
+    model = sum(under_triage(r.case_text, r.model_label, label_set) is not None for r in reviews)
+    final = sum(under_triage(r.case_text, r.final_label, label_set) is not None for r in reviews)
+    return (f"**Under-triage guard:** the model's suggestion was less urgent than the case's first-order modifiers "
+            f"allow in **{model}** of {len(reviews)} reviewed cases; the final label still is in **{final}**.")
 
 
 # --- what the nurse is reviewing ---------------------------------------------------------------
@@ -439,10 +495,18 @@ def check_cases(predictor: PredictorLike, cases: Sequence[str], source: str) -> 
             raise InvalidCaseError(f"{source}, case {i}: {e}") from e
 
 
-def batch_choices(store: ReviewStore) -> list[tuple[str, str]]:
-    """(label, batch_id) of every saved batch, newest first, with its review progress."""
-    return [(f"{b.name} · {b.created_at[:16].replace('T', ' ')} · {b.n_reviewed}/{b.n_items} reviewed", b.batch_id)
-            for b in store.list_batches()]
+def batch_choices(store: ReviewStore, reviewer: str = "") -> list[tuple[str, str]]:
+    """(label, batch_id) of every saved batch, newest first, with the reviewer's own progress (another
+    reviewer's reviews are not yours: blind review); without a name, only the batch size."""
+    choices = []
+    for b in store.list_batches():
+        if reviewer.strip():
+            mine = sum(item.review is not None for item in store.batch_items(b.batch_id, reviewer))
+            progress = f"{mine}/{b.n_items} reviewed by you"
+        else:
+            progress = f"{b.n_items} cases"
+        choices.append((f"{b.name} · {b.created_at[:16].replace('T', ' ')} · {progress}", b.batch_id))
+    return choices
 
 
 def predict_missing(store: ReviewStore, predictor: PredictorLike, batch_id: str, batch_size: int = 8,
@@ -480,9 +544,12 @@ def first_unreviewed(items: Sequence[BatchItem]) -> int:
 
 
 def next_unreviewed(items: Sequence[BatchItem], position: int) -> int:
-    """The next item after position that is neither reviewed nor skipped, else simply the next one (clamped)."""
-    later = [i for i in range(position + 1, len(items)) if items[i].review is None and not items[i].skipped]
-    return later[0] if later else clamp_position(position + 1, len(items))
+    """The next item after position that is neither reviewed nor skipped, going round to the start; else the
+    first skipped one still unreviewed; else position itself (the batch is complete)."""
+    n = len(items)
+    ring = [(position + k) % n for k in range(1, n + 1)] if n else []
+    todo = [i for i in ring if items[i].review is None]
+    return next((i for i in todo if not items[i].skipped), todo[0] if todo else clamp_position(position, n))
 
 
 def clamp_position(position: int, n_items: int) -> int:
@@ -494,6 +561,8 @@ def queue_progress(items: Sequence[BatchItem], position: int) -> str:
     """'Case 3 of 20 · 7 reviewed · 13 to go' (· 'n skipped' when some are), counted for one reviewer."""
     reviewed = sum(item.review is not None for item in items)
     skipped = sum(item.skipped and item.review is None for item in items)
+    if items and reviewed == len(items):
+        return f"Case {position + 1} of {len(items)} · ✓ batch complete: all {len(items)} reviewed"
     text = f"Case {position + 1} of {len(items)} · {reviewed} reviewed · {len(items) - reviewed} to go"
     return text + (f" · {skipped} skipped" if skipped else "")
 
@@ -534,10 +603,12 @@ class QueueView:
 
 
 def open_queue(store: ReviewStore, batch_id: str, position: int | None = None, reviewer: str = "",
-               after: int | None = None, order: str = "upload", item: int | None = None) -> QueueView:
+               after: int | None = None, order: str = "upload", item: int | None = None,
+               unreviewed_after: int | None = None) -> QueueView:
     """Open a batch at position (clamped), at batch item `item`, at the next unreviewed item after item
-    `after`, or at the first unreviewed one. Positions count in `order` (r2d.active.ORDERS: upload order, or
-    most uncertain first); `item` and `after` are item indices, wherever the order puts them.
+    `after` (or after position `unreviewed_after`), or at the first unreviewed one. Positions count in `order`
+    (r2d.active.ORDERS: upload order, or most uncertain first); `item` and `after` are item indices, wherever
+    the order puts them. When every item is reviewed, the status says the batch is complete.
     Only the reviewer's own review and draft are shown (blind review). Raises FeedbackStoreError."""
     items = store.batch_items(batch_id, reviewer or None)
     items = [items[i] for i in review_order([it.prediction for it in items], order)]
@@ -546,10 +617,16 @@ def open_queue(store: ReviewStore, batch_id: str, position: int | None = None, r
         position = where[item]
     elif after is not None and after in where:
         position = next_unreviewed(items, where[after])
+    elif unreviewed_after is not None:
+        position = next_unreviewed(items, clamp_position(unreviewed_after, len(items)))
     position = first_unreviewed(items) if position is None else clamp_position(position, len(items))
     current = items[position]
     status = []
-    if current.review is not None:
+    moving = after is not None or unreviewed_after is not None
+    if moving and all(it.review is not None for it in items):
+        status.append(f"✓ Batch complete: you have reviewed all {len(items)} cases. N / P look back at them; "
+                      "open another batch to go on.")
+    elif current.review is not None:
         r = current.review
         status.append(f"You reviewed this case at {r.created_at[:19].replace('T', ' ')} ({r.action}). "
                       "Saving again adds a correction; your latest review counts.")

@@ -13,6 +13,8 @@ import pytest
 import app
 from r2d import review as rv
 from r2d.config import load_config
+from r2d.consistency import calibrate, load_calibration
+from r2d.data import Example
 from r2d.store import ACTIONS, ReviewStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,10 +47,19 @@ def unserved(monkeypatch):
     monkeypatch.setattr(gr.routes.App, "create_app", staticmethod(lambda *args, **kwargs: None))
 
 
+# gold rows the fake predictor reads right (it takes the first digit 1-5): its consistency check is measured
+# reliable, so the app warns on a disagreement (r2d.consistency)
+FAKE_GOLD = [Example(f"case {i}", str(i % 5 + 1), f"Findings fit level {i % 5 + 1}.", "rules", f"g{i}")
+             for i in range(20)]
+
+
 @pytest.fixture()
 def h(fake_predictor, store, cfg, unserved) -> app.Handlers:
-    """The handlers of a freshly built app (not served)."""
-    return app.build_app(fake_predictor, store, cfg, examples=[CASE])[1]
+    """The handlers of a freshly built app (not served), with the fake predictor's consistency check measured."""
+    handlers = app.build_app(fake_predictor, store, cfg, examples=[CASE])[1]
+    handlers.calibration = calibrate(fake_predictor, FAKE_GOLD, fake_predictor.model_id, "FAKE_GOLD")
+    assert handlers.calibration.warn_min_probability == 0.5
+    return handlers
 
 
 def predicted(h: app.Handlers, case: str = CASE, name: str = "Nurse A") -> dict:
@@ -104,9 +115,57 @@ def test_consistency_needs_a_meaningful_probability(h, cfg):
         shown, "level 2 findings", "2")
 
 
+def test_the_consistency_line_warns_only_where_it_was_measured_to_mean_something(h):
+    """Issue 20: the embedded model's check warned on 13 of 14 cases, a nurse's 'non-urgent' rationale included."""
+    shown = predicted(h)["shown"]
+    assert h.check(shown, "Stable, walked in: level 5.", "2").startswith("**⚠ Warning: the rationale alone points "
+                                                                         "to 5 — Non-urgent (60%)")
+    h.calibration = None  # a model never measured: a hint, never a warning
+    assert h.check(shown, "Stable, walked in: level 5.", "2").startswith("Hint (the consistency check of this "
+                                                                         "model was not measured")
+    embedded = load_calibration(ROOT / "assets" / "models" / "r2d-ktas-small")
+    assert embedded.model_id == "r2d-ktas-small" and embedded.n == 252 and embedded.warn_min_probability is None
+    assert embedded.contradicts_gold > 0.8 and max(p for p in embedded.precision.values() if p) < 0.5
+    h.calibration, h.predictor.model_id = embedded, "r2d-ktas-small"
+    line = h.check(shown, "Non-urgent, no threat: level 5.", "5")
+    assert line.startswith("Hint (unreliable for this model: on 252 gold rationales this check pointed away from "
+                           "the expert label 86% of the time") and "⚠" not in line
+
+
+def test_a_relabel_rechecks_the_consistency_at_once(fake_predictor, store, cfg, unserved):
+    """Issue 20: the line stayed as it was after a relabel (it spoke of the previous label)."""
+    demo, h = app.build_app(fake_predictor, store, cfg, examples=[])
+    on_relabel = [fn for fn in demo.fns.values() if (h.c["final_label"]._id, "select") in fn.targets]
+    assert any(getattr(fn.fn, "__name__", "") == "check_event" and h.c["consistency"] in fn.outputs
+               for fn in on_relabel)
+
+
 def test_low_top_probability_is_said_plainly(h):
     assert "Low confidence" in predicted(h, "unclear: level 4 dizziness")["label_md"]
     assert "Low confidence" not in predicted(h, CASE)["label_md"]
+
+
+PERI_ARREST = "level 4 suggested: 70-year-old man, unresponsive, BP 72/40 mmHg, SpO2 84%, HR 48/min."
+
+
+def test_an_under_triaged_peri_arrest_case_shows_the_guard_beside_the_suggestion(h, store):
+    """Issue 20: an unresponsive, hypotensive, hypoxic patient was suggested '4 — Less urgent' with no word that
+    the suggestion contradicts the case. The fake predictor suggests the first digit: 4."""
+    result = predicted(h, PERI_ARREST)
+    suggestion = result["label_md"]
+    assert suggestion.startswith("### Suggested triage: 4 — Less urgent")
+    assert "**⚠ Under-triage risk: unresponsive calls for KTAS 1; systolic BP 72 mmHg (< 80 mmHg)" in suggestion
+    assert "the suggestion is 4 — Less urgent" in suggestion and not store.reviews()  # before any save
+    assert "Under" not in predicted(h, CASE)["label_md"]  # BP 88 calls for 2: the suggestion is 2
+    # the label the nurse picks is checked too; the suggestion's own level is said once, beside it
+    shown = result["shown"]
+    assert "your label is 5" in named(h, h.facts(shown, shown.model_rationale, "5"))["fact_notes"]
+    assert "Under" not in named(h, h.facts(shown, shown.model_rationale, "4"))["fact_notes"]
+    assert "Under" not in named(h, h.facts(shown, shown.model_rationale, "1"))["fact_notes"]
+    save(h, shown, label="1", rationale="Unresponsive, BP 72/40, SpO2 84%: resuscitation.")
+    summary = named(h, h.dashboard())["dash_summary"]
+    assert "less urgent than the case's first-order modifiers allow in **1** of 1" in summary
+    assert "the final label still is in **0**" in summary
 
 
 @pytest.mark.parametrize("case, message", [("", "empty"), ("   \n ", "empty"),
@@ -214,6 +273,13 @@ def test_save_refuses_when_the_case_box_holds_another_case(h, store):
     assert store.reviews() == []
 
 
+def test_a_flag_needs_a_reason(h, store):
+    shown = predicted(h)["shown"]
+    with pytest.raises(gr.Error, match="say why you flag this case"):
+        h.flag(shown, "Nurse A", "  ", None)
+    assert store.events("flag") == []
+
+
 def test_skip_and_flag_are_recorded(h, store):
     shown = predicted(h)["shown"]
     assert "Skipped" in named(h, h.skip(shown, "Nurse A", {}, None))["status"]
@@ -292,6 +358,30 @@ def test_batch_skip_advances_and_undo_goes_back_to_the_case(h, tmp_path, store):
     assert undone["final_label"] == "4" and "0 reviewed" in undone["queue_md"]
 
 
+def test_after_the_last_case_the_batch_is_complete_and_r_finds_what_is_left(h, tmp_path, store):
+    """Issue 20: after the last case there was no 'batch complete' and no 'next unreviewed', and the next
+    save's status mixed in another case."""
+    path = write_cases(tmp_path / "cases.jsonl", ["level 1 a", "level 2 b", "level 3 c"])
+    first = named(h, h.upload(str(path), "Nurse A", None))
+    last = named(h, h.step(first["queue"], 2, "Nurse A", None))
+    back = save(h, last["shown"], label="3", rationale="Level 3.", queue=last["queue"])
+    assert back["queue"]["position"] == 0 and back["status"].startswith("✓ Saved review #1 (edited)")
+    assert "You reviewed" not in back["status"] and back["case"] == "level 1 a"  # round to what is left
+    skipped = named(h, h.skip(back["shown"], "Nurse A", back["queue"], None))
+    assert skipped["queue"]["position"] == 1
+    todo = named(h, h.next_unreviewed(h.step(skipped["queue"], 1, "Nurse A", None)[h.c["queue"]], "Nurse A", None))
+    assert todo["queue"]["position"] == 1  # from the reviewed last case round to the one not skipped
+    then = save(h, todo["shown"], label=todo["final_label"], rationale="Seen.", queue=todo["queue"])
+    assert then["queue"]["position"] == 0  # only the skipped case is left
+    done = save(h, then["shown"], label=then["final_label"], rationale="Seen too.", queue=then["queue"])
+    assert done["status"].startswith("✓ Saved review #3") and "✓ Batch complete: you have reviewed all 3" in (
+        done["status"]) and "batch complete: all 3 reviewed" in done["queue_md"]
+    assert done["shown"].item_index == 0  # stays on the case just saved
+    other = named(h, h.resume(first["queue"]["batch_id"], "Nurse B", None))
+    labels = [label for label, _ in other["batch"]["choices"]]
+    assert labels[0].endswith("0/3 reviewed by you") and other["queue"]["position"] == 0
+
+
 def test_blind_review_hides_other_reviewers_until_i_save(h, tmp_path, store):
     path = write_cases(tmp_path / "cases.jsonl", ["level 1 a", "level 2 b"])
     mine = named(h, h.upload(str(path), "Nurse A", None))
@@ -304,6 +394,13 @@ def test_blind_review_hides_other_reviewers_until_i_save(h, tmp_path, store):
                                  queue=theirs["queue"])["queue"], -1, "Nurse B", None))
     assert "Nurse A chose 2" in after["status"]
     assert sorted((r.reviewer, r.final_label) for r in store.reviewer_reviews()) == [("Nurse A", "2"), ("Nurse B", "1")]
+    assert "left out of agreement" not in named(h, h.dashboard("Lead", None))["dash_agreement"]
+    # save, read, undo: B has seen A's answer; the review B saves next is not blind and agreement leaves it out
+    undone = named(h, h.undo(after["shown"], "Nurse B", after["queue"], None))
+    assert "You have seen the other reviewers' answers" in undone["status"]
+    save(h, undone["shown"], name="Nurse B", label="2", rationale="B again: level 2.", queue=undone["queue"])
+    agreement = named(h, h.dashboard("Lead", None))["dash_agreement"]
+    assert "no case has been reviewed by two or more" in agreement and "1 review(s) made after" in agreement
 
 
 def test_queue_without_a_batch_and_a_stale_or_forged_saved_queue(h):
@@ -337,22 +434,56 @@ def test_dashboard_has_a_summary_and_six_figures(h):
 def test_dashboard_shows_agreement_disagreements_flags_and_adjudication(h, store):
     for case, labels in ((CASE, ("2", "2")), ("level 4: ankle sprain", ("4", "5")), ("level 5: sore throat", ("5",))):
         for who, label in zip(("Nurse A", "Nurse B"), labels):
-            save(h, predicted(h, case, who)["shown"], name=who, label=label, rationale=f"{who}: level {label}.")
+            save(h, predicted(h, case, who)["shown"], name=who, label=label, rationale=f"Level {label} fits.")
     h.flag(predicted(h, CASE)["shown"], "Nurse A", "check the BP", None)
-    result = named(h, h.dashboard())
+    result = named(h, h.dashboard("Lead nurse", None))
     assert "on 2 case(s) reviewed by 2+ of 2 reviewers" in result["dash_agreement"]
     assert "Cohen's κ Nurse A vs Nurse B" in result["dash_agreement"]
     assert "(n = 2, 50% agree)" in result["dash_agreement"]
-    [row] = result["dash_disagreements"]
-    assert row[2] == "Nurse A: 4 (#3); Nurse B: 5 (#4)" and row[3] == "latest"
+    assert "**1 case(s) to adjudicate:**" in result["adj_md"]
+    [(_, case_id)] = result["adj_case"]["choices"]
+    view = result["adj_view"]
+    assert "ankle sprain" in view and "#3 · Nurse A" in view and "#4 · Nurse B" in view
+    assert "<del>4 </del><ins>5 </ins>" in view.replace("Level ", "")
+    assert [v for _, v in result["adj_pick"]["choices"]] == ["3", "4", "write"]
+    assert (result["adj_label"], result["adj_rationale"]) == ("5", "Level 5 fits.")
     assert [f[1:3] for f in result["dash_flags"]] == [["Nurse A", "check the BP"]]
     assert "**3** reviewed" in result["dash_summary"]  # one review per case counts, not one per reviewer
-    adopted = named(h, h.adjudicate(3, "Lead nurse", None))
-    assert "Review #3" in adopted["dash_status"] and adopted["dash_disagreements"][0][3] == "adjudicated"
-    with pytest.raises(gr.Error, match="only review of its case"):
-        h.adjudicate(5, "Lead nurse", None)
-    with pytest.raises(gr.Error, match="not a current review"):
-        h.adjudicate(99, "Lead nurse", None)
+    adopted = named(h, h.adjudicate(case_id, "3", None, "", "Lead nurse", None))
+    assert "Review #3" in adopted["dash_status"] and "Nothing to adjudicate" in adopted["adj_md"]
+    assert adopted["adj_case"]["choices"] == [] and adopted["adj_view"] == ""
+    with pytest.raises(gr.Error, match="pick a review"):
+        h.adjudicate(case_id, None, None, "", "Lead nurse", None)
+    with pytest.raises(gr.Error, match="not a current review of this case"):
+        h.adjudicate(case_id, "99", None, "", "Lead nurse", None)
+    with pytest.raises(gr.Error, match="only one review"):
+        h.adjudicate(store.reviewer_reviews()[-1].case_id, "5", None, "", "Lead nurse", None)
+
+
+def test_a_written_final_settles_a_rationale_disagreement_and_a_reviewer_cannot_pick_their_own(h, store):
+    """Issue 20: the same label with two different rationales used to be 'agreement'; an adjudicator who
+    reviewed the case may concede to the other reviewer but not pick their own review while someone else could."""
+    for who, text in (("Nurse A", "HR 124 and BP 88/50: shock."), ("Nurse B", "Chest pain with tachycardia.")):
+        save(h, predicted(h, CASE, who)["shown"], name=who, label="2", rationale=text)
+    save(h, predicted(h, "level 5: sore throat", "Nurse C")["shown"], name="Nurse C", label="5", rationale="Minor.")
+    result = named(h, h.dashboard("Nurse A", None))
+    assert "**1 case(s) to adjudicate:**" in result["adj_md"] and "rationales differ" in result["adj_view"]
+    [(_, case_id)] = result["adj_case"]["choices"]
+    mine, theirs = (r.review_id for r in store.reviewer_reviews(case_id))
+    with pytest.raises(gr.Error, match="you reviewed this case yourself.*Nurse C"):
+        h.adjudicate(case_id, str(mine), None, "", "Nurse A", None)
+    with pytest.raises(gr.Error, match="you reviewed this case yourself"):
+        h.adjudicate(case_id, "write", "2", "My own words.", "Nurse A", None)
+    written = named(h, h.adjudicate(case_id, "write", "1", "BP 88/50 with HR 124: shock, resuscitate.",
+                                    "Nurse C", None))
+    assert "Your final (label 1" in written["dash_status"] and "Nothing to adjudicate" in written["adj_md"]
+    [event] = store.events("adjudicate")
+    assert event.reviewer == "Nurse C" and event.note == "final written by the adjudicator"
+    assert "on 1 case(s) reviewed by 2+ of 2 reviewers" in written["dash_agreement"]  # the final is no rater
+    chosen = next(c for c in app.export_cases(store) if c.review.case_id == case_id)
+    assert (chosen.resolution, chosen.review.final_label, chosen.review.reviewer) == ("adjudicated", "1", "Nurse C")
+    assert h.adjudicate(case_id, str(theirs), None, "", "Nurse A", None)  # conceding is allowed
+    assert store.events("adjudicate")[-1].note == ""
 
 
 def test_names_are_said_to_be_unverified_without_sign_in(unserved, fake_predictor, store, cfg):
@@ -434,7 +565,7 @@ def test_build_demo_wires_everything_without_calling_the_model(fake_predictor, s
     assert not any(isinstance(c, gr.Dropdown) and ("1 — Resuscitation", "1") in [tuple(x) for x in c.choices]
                    for c in components)
     texts = " ".join(str(c.value) for c in components if isinstance(c, gr.Markdown))
-    assert "not a medical device" in texts and "only when no text box has focus" in texts
+    assert "not a medical device" in texts and "only when no text box, radio or list has focus" in texts
     assert "First-order modifiers" in texts and "Resuscitation" in texts  # the KTAS reference beside the task
 
 
@@ -565,6 +696,9 @@ def test_handlers_on_a_real_tiny_model(tiny_model_dir, store, tmp_path):
     save(h, shown, label="2", rationale="Chest pain with sweating: emergency.", rating="3")
     [r] = store.reviews()
     assert r.model_id == predictor.model_id and r.consistency_label in predictor.label_set
+    arrest = predicted(h, "70-year-old man, pulseless, unresponsive, BP 60/30 mmHg, SpO2 70%.")
+    # whatever a random model suggests, the guard speaks exactly when it is less urgent than KTAS 1
+    assert ("Under-triage risk" in arrest["label_md"]) == (arrest["shown"].model_label != "1")
     path = write_cases(tmp_path / "cases.jsonl", ["sore throat, walked in", "ankle sprain, pain 3 of 10"])
     queue = named(h, h.upload(str(path), "Nurse A", None))
     assert queue["queue_md"].startswith("Case 1 of 2") and queue["shown"].model_label in predictor.label_set
@@ -651,6 +785,37 @@ def test_improve_refuses_what_it_cannot_run(improving, tmp_path):
     with pytest.raises(gr.Error, match="no run 'improve-none'"):
         h.improve_switch("improve-none", "Nurse A", None)
     assert named(h, h.improve_poll(None))["im_status"] == "No run yet."
+
+
+def test_the_model_in_use_shows_on_every_page_survives_a_restart_and_can_be_undone(tiny_model_dir, store, tmp_path,
+                                                                                   unserved):
+    """Issue 20: other pages kept the old model's name, and a restart went back to the embedded model. The
+    finished run here is a real tiny model in a run folder, as training.improve leaves it (a full model)."""
+    import shutil
+    run = tmp_path / "runs" / "improve-20261204-000000-test"
+    shutil.copytree(tiny_model_dir, run / "model")
+    (run / "run.json").write_text(json.dumps({"status": "done"}))
+    cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", "model.quantization=none",
+                             f"app.db_path={store.path}", f"app.runs_dir={tmp_path / 'runs'}",
+                             "generation.max_rationale_tokens=8"])
+    start = app.load_predictor(cfg)
+    h, other_page = app.build_app(start, store, cfg, examples=[])[1], None
+    with pytest.raises(gr.Error, match="already uses the model it was started with"):
+        h.improve_revert("Nurse A", None)
+    switched = named(h, h.improve_switch(run.name, "Nurse A", None))
+    assert h.predictor.model_id.endswith(f"+{run.name}") and "also after a restart" in switched["im_status"]
+    assert run.name in switched["model_md"] and "Back to the starting model" in switched["model_md"]
+    other_page = predicted(h, "72-year-old man, chest pain")  # a page that loaded before the switch
+    assert run.name in other_page["model_md"] and other_page["shown"].model_id == h.predictor.model_id
+    restarted = app.build_app(app.load_predictor(cfg), store, cfg, examples=[])[1]
+    restarted.restore_model()
+    assert restarted.predictor.model_id == h.predictor.model_id and run.name in restarted._model_line()
+    back = named(restarted, restarted.improve_revert("Nurse A", None))
+    assert restarted.predictor.model_id == start.model_id and "again, also after a restart" in back["im_status"]
+    assert run.name not in back["model_md"]
+    again = app.build_app(app.load_predictor(cfg), store, cfg, examples=[])[1]
+    again.restore_model()
+    assert again.predictor.model_id == start.model_id
 
 
 @pytest.mark.slow

@@ -230,17 +230,20 @@ def test_two_reviewers_accept_after_edit_undo_blind_review_agreement_and_export(
             wait_text(a, "#r2d-queue", "Case 1 of 3")
             wait_text(a, "#r2d-status", evil)
 
-            # the dashboard: agreement with counts, the one disagreement to adjudicate
+            # the dashboard: agreement with counts; the one disagreement side by side, settled by clicking
             b.get_by_role("tab", name="Dashboard").click()
             wait_text(b, "#r2d-dash-agreement", "on 3 case(s) reviewed by 2+ of 2 reviewers")
-            wait_text(b, "#r2d-disagreements", "Nurse A: 3")
+            wait_text(b, "#r2d-adj-count", "1 case(s) to adjudicate")
+            wait_text(b, "#r2d-adj-view", "Edited by A: chest pain with low BP, level 3.")
             b.screenshot(path=str(tmp / "dashboard-two-reviewers.png"), full_page=True)
+            b.locator("#r2d-adj-pick label").filter(has_text="(Nurse A)").click()
+            b.click("#r2d-adj-settle")
+            wait_text(b, "#r2d-dash-status", "adopted for case")
+            wait_text(b, "#r2d-adj-count", "Nothing to adjudicate")
 
-            # export: B's relabel kept the model's "level 2" text, so the export asks first; rows == counts
+            # export: A's adopted relabel and two agreed acceptances; rows == counts
             b.get_by_role("tab", name="Export").click()
             b.click("#r2d-export")
-            wait_text(b, "#r2d-findings-md", "naming another triage level")
-            b.click("#r2d-export-anyway")
             wait_text(b, "#r2d-export-summary", "Exported 3 reviews")
             [folder] = (tmp / "exports").iterdir()
             meta = json.loads((folder / "export_meta.json").read_text())
@@ -248,7 +251,8 @@ def test_two_reviewers_accept_after_edit_undo_blind_review_agreement_and_export(
                     for line in (folder / name).read_text().splitlines()]
             assert len(rows) == meta["counts"]["selected"] == 3
             assert {r["id"] for r in rows} == {"K-0", "K-1", "K-2"}
-            assert {r["resolution"] for r in rows} == {"latest", "majority"}
+            assert {r["resolution"] for r in rows} == {"adjudicated", "agreed"}
+            assert next(r for r in rows if r["id"] == "K-0")["rationale"] == first.final_rationale
             assert all(len(r["reviewers"]) == 2 for r in rows)
             assert a.external_requests == [] and b.external_requests == []
         finally:

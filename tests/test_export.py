@@ -12,8 +12,8 @@ import pytest
 from r2d.data import load_examples
 from r2d.errors import FeedbackStoreError
 from r2d.export import (EXPORT_META_FILENAME, PROVENANCE, RATIONALE_SOURCE, RESOLUTION, ExportPolicy,
-                        export_cases, export_stage2_dataset, findings_message, level_findings, preview_export,
-                        resolve, scan_identifiers, scan_reviews, select_reviews)
+                        export_cases, export_stage2_dataset, findings_message, level_findings, pending_cases,
+                        preview_export, resolve, scan_identifiers, scan_reviews, select_reviews)
 from r2d.store import ReviewRecord, ReviewStore, case_id_for
 
 
@@ -246,30 +246,99 @@ def test_uploaded_ids_are_kept(store, tmp_path, review):
 
 def test_several_reviewers_are_resolved_by_the_named_policy(store, tmp_path, review):
     case = "case 0: chest pain, HR 100, BP 90/60"
-    for who, label in (("A", "2"), ("B", "3"), ("C", "2")):  # majority 2
+    for who, label in (("A", "2"), ("B", "3"), ("C", "2")):  # a 2-1 split on the label is not settled by vote
         store.submit(review(0, label=label, reviewer=who, submission_id=f"m-{who}"))
     other = "case 1: chest pain, HR 101, BP 90/60"
-    for who, label in (("A", "1"), ("B", "4")):  # a tie: the latest review
+    for who, label in (("A", "1"), ("B", "4")):
         store.submit(review(1, label=label, reviewer=who, submission_id=f"t-{who}"))
-    chosen = {c.review.case_id: (c.review.final_label, c.resolution) for c in export_cases(store)}
-    assert chosen == {case_id_for(case): ("2", "majority"), case_id_for(other): ("4", "latest")}
+    chosen = {c.review.case_id: c.resolution for c in export_cases(store)}
+    assert chosen == {case_id_for(case): "pending", case_id_for(other): "pending"}
     first = next(r for r in store.reviewer_reviews(case_id_for(other)) if r.reviewer == "A")
     store.add_event("Lead nurse", "adjudicate", first.case_id, review_id=first.review_id)
-    assert {c.review.final_label: c.resolution for c in export_cases(store)} == {"2": "majority", "1": "adjudicated"}
+    assert {c.review.final_label: c.resolution for c in export_cases(store)} == {"2": "pending", "1": "adjudicated"}
     store.submit(review(2))
+    for who in ("A", "B"):  # the same label and the same words: agreed
+        store.submit(review(3, reviewer=who, submission_id=f"a-{who}"))
     result = export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), val_fraction=0.34)
     meta = result.meta
-    assert meta["resolution_policy"] == RESOLUTION == "adjudicated > majority > latest" and meta["export_id"] == "out"
-    assert meta["resolutions"] == {"majority": 1, "adjudicated": 1, "single": 1}
-    assert meta["counts"]["cases_with_several_reviewers"] == 2
+    assert meta["resolution_policy"] == RESOLUTION and meta["export_id"] == "out"
+    assert meta["resolutions"] == {"adjudicated": 1, "single": 1, "agreed": 1}
+    assert meta["counts"]["cases_with_several_reviewers"] == 2 and meta["counts"]["selected"] == 3
+    assert meta["waiting_for_adjudication"] == [case_id_for(case)] and meta["counts"]["waiting_for_adjudication"] == 1
+    assert "1 case(s) whose reviewers disagree wait for adjudication" in result.summary()
     rows = [json.loads(line) for p in result.files.values() for line in p.read_text().splitlines()]
-    majority = next(r for r in rows if r["question"] == case)
-    assert majority["reviewers"] == ["A", "B", "C"] and len(majority["review_ids"]) == 3
+    assert case not in {r["question"] for r in rows}
+    adjudicated = next(r for r in rows if r["question"] == other)
+    assert adjudicated["reviewers"] == ["A", "B"] and adjudicated["label"] == "1"
+    assert len(adjudicated["review_ids"]) == 2
 
 
-def test_resolve_one_review_and_a_tie(review):
+def test_resolve_one_review_agreement_and_a_tie(review):
     a, b = review(0, label="1", reviewer="A"), review(0, label="2", reviewer="B")
-    assert resolve([a]) == (a, "single") and resolve([a, b]) == (b, "latest")
+    assert resolve([a]) == (a, "single") and resolve([a, b]) == (b, "pending")
+    same = review(0, label="1", reviewer="B", final_rationale="Nurse rationale 0  for level 1.")  # spacing only
+    assert resolve([a, same]) == (same, "agreed")
+
+
+def issue_case(review, who: str, **overrides):
+    """Issue 20's case: the model wrote HR 109; nurse A corrected it to 135 and rated it, nurse B accepted it."""
+    model = "Tachycardia HR 109/min with chest pain: emergency."
+    values = dict(case_text="case 7: chest pain, HR 135, BP 90/60", reviewer=who, submission_id=f"i-{who}",
+                  model_rationale=model, final_rationale=model, action="accepted", rating=None, comment="")
+    return review(7, **{**values, **overrides})
+
+
+def edited_by_a(review):
+    return issue_case(review, "A", final_rationale="Tachycardia HR 135/min with chest pain: emergency.",
+                      action="edited", rating=4, comment="the model misread the HR")
+
+
+@pytest.mark.parametrize("order", ["edit first", "acceptance first"])
+def test_an_edit_wins_over_an_unedited_acceptance(store, tmp_path, review, order):
+    """Issue 20: A corrected the rationale, B then accepted the model's text with the same label. The export
+    used to take B's uncorrected text by 'majority', count 0 edited and drop A's rating and comment."""
+    a, b = edited_by_a(review), issue_case(review, "B")
+    for r in ([a, b] if order == "edit first" else [b, a]):
+        store.submit(r)
+    for i in range(3):
+        store.submit(review(20 + i))
+    [case] = [c for c in export_cases(store) if len(c.reviews) == 2]
+    assert case.resolution == "edit" and case.review.reviewer == "A"
+    result = export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), val_fraction=0.25)
+    rows = {r["case_id"]: r for p in result.files.values() for r in map(json.loads, p.read_text().splitlines())}
+    row = rows[a.case_id]
+    assert row["rationale"] == "Tachycardia HR 135/min with chest pain: emergency." and row["action"] == "edited"
+    assert (row["rating"], row["comment"]) == (4, "the model misread the HR")
+    by_reviewer = dict(zip(row["reviewers"], zip(row["ratings"], row["comments"])))
+    assert by_reviewer == {"A": (4, "the model misread the HR"), "B": (None, "")}
+    assert result.meta["actions"] == {"edited": 4} and result.meta["reviewer_actions"] == {"edited": 4, "accepted": 1}
+    assert result.meta["resolutions"] == {"edit": 1, "single": 3}
+
+
+def test_two_different_edits_wait_for_adjudication(store, tmp_path, review):
+    store.submit(edited_by_a(review))
+    store.submit(issue_case(review, "B", final_rationale="HR 135, BP 90/60: shock risk.", action="edited"))
+    store.submit(issue_case(review, "C"))
+    [case] = export_cases(store)
+    assert case.pending and [c.review.case_id for c in pending_cases(store)] == [case.review.case_id]
+    assert select_reviews(store, ExportPolicy()) == []
+
+
+def test_comments_travel_with_the_rows_and_are_scanned(store, tmp_path, review):
+    store.submit(edited_by_a(review))
+    store.submit(issue_case(review, "B", comment="ask Mrs. Brown, she saw it\nsecond; line"))
+    for i in range(3):
+        store.submit(review(30 + i, comment=""))
+    reviews, findings = preview_export(store, ExportPolicy())
+    assert [(f.field, f.text) for f in findings] == [("comment", "Mrs. Brown")]
+    result = export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), val_fraction=0.25, test_csv=True)
+    assert [f.text for f in result.findings] == ["Mrs. Brown"]
+    rows = [r for p in result.files.values() for r in (
+        [json.loads(line) for line in p.read_text().splitlines()] if p.suffix == ".jsonl"
+        else list(csv.DictReader(p.open(newline=""))))]
+    row = next(r for r in rows if r["case_id"] == reviews[0].case_id or r["question"].startswith("case 7"))
+    comments = row["comments"] if isinstance(row["comments"], list) else json.loads(row["comments"])
+    assert comments == ["the model misread the HR", "ask Mrs. Brown, she saw it\nsecond; line"]
 
 
 def test_a_rationale_naming_another_level_is_flagged_before_export(store, tmp_path, review):

@@ -81,3 +81,12 @@ def test_a_rationale_naming_another_level_blocks_the_cli_unless_allowed(tmp_path
     assert export_reviews.main(["--db", str(store.path), "--out", str(out), "--allow-other-levels"]) == 0
     meta = json.loads((out / "export_meta.json").read_text())
     assert len(meta["level_findings"]) == 6 and meta["counts"]["selected"] == 6
+
+
+def test_cli_says_which_cases_wait_for_adjudication(tmp_path, capsys, fill, make_review):
+    store = fill()
+    for who, label in (("Nurse A", "4"), ("Nurse B", "5")):
+        store.submit(make_review(f"d-{who}", reviewer=who, case_text="case 9: sore throat, HR 99", final_label=label))
+    assert export_reviews.main(["--db", str(store.path), "--out", str(tmp_path / "export")]) == 0
+    captured = capsys.readouterr()
+    assert "exported 6 reviews" in captured.out and "1 case(s) whose reviewers disagree" in captured.err

@@ -257,10 +257,38 @@ def test_check_cases_names_the_first_bad_case(fake_predictor):
         rv.check_cases(fake_predictor, ["ok", "x" * 5000, "  "], "up.csv")
 
 
-def test_batch_choices_show_progress(store, fake_predictor):
+def test_batch_choices_show_each_reviewers_own_progress(store, fake_predictor):
+    """Issue 20: B's list said '20/20 reviewed' before B reviewed anything (A's reviews counted)."""
     batch = store.create_batch("up.csv", ["level 1 a", "level 2 b"], "A", "m")
+    rv.predict_missing(store, fake_predictor, batch.batch_id)
     [(label, value)] = rv.batch_choices(store)
-    assert value == batch.batch_id and label.startswith("up.csv · ") and label.endswith("0/2 reviewed")
+    assert value == batch.batch_id and label.startswith("up.csv · ") and label.endswith("· 2 cases")
+    for item in store.batch_items(batch.batch_id):
+        shown = rv.shown_from_item(item)
+        store.submit(rv.build_review(shown, "A", shown.model_label, shown.model_rationale))
+    assert rv.batch_choices(store, "A")[0][0].endswith("2/2 reviewed by you")
+    assert rv.batch_choices(store, "B")[0][0].endswith("0/2 reviewed by you")
+
+
+def test_the_queue_goes_round_to_what_is_left_and_then_says_the_batch_is_complete(store, fake_predictor):
+    batch = store.create_batch("up.csv", ["level 1 a", "level 2 b", "level 3 c"], "A", "m")
+    rv.predict_missing(store, fake_predictor, batch.batch_id)
+
+    def review(index: int) -> None:
+        shown = rv.shown_from_item(store.batch_items(batch.batch_id)[index])
+        store.submit(rv.build_review(shown, "A", shown.model_label, shown.model_rationale))
+
+    review(1)
+    review(2)  # the last case: the next unreviewed is the first one, not the last case again
+    view = rv.open_queue(store, batch.batch_id, reviewer="A", after=2)
+    assert view.position == 0 and "You reviewed" not in view.status
+    assert rv.open_queue(store, batch.batch_id, reviewer="A", unreviewed_after=1).position == 0
+    review(0)
+    done = rv.open_queue(store, batch.batch_id, reviewer="A", after=0)
+    assert done.position == 0 and done.status.startswith("✓ Batch complete: you have reviewed all 3 cases")
+    assert done.progress == "Case 1 of 3 · ✓ batch complete: all 3 reviewed"
+    assert "Batch complete" not in rv.open_queue(store, batch.batch_id, 1, reviewer="A").status  # N / P look back
+    assert rv.open_queue(store, batch.batch_id, reviewer="B", after=0).position == 1  # B's own queue
 
 
 def test_two_reviewers_of_one_batch_item_are_two_rows(store, fake_predictor):
@@ -309,3 +337,73 @@ def test_an_untouched_editor_is_no_draft(store):
     store.save_draft("A", shown.case_id, rv.make_draft(shown, "3", shown.model_rationale, None, ""))
     restored_shown, draft = rv.restorable_draft(store, "A", shown.case_id)
     assert restored_shown == shown and draft["final_label"] == "3"
+
+
+# --- the under-triage guard (issue 20) -----------------------------------------------------------------
+
+KTAS = ("1", "2", "3", "4", "5")
+KTAS_NAMES = {"1": "Resuscitation", "2": "Emergency", "3": "Urgent", "4": "Less urgent", "5": "Non-urgent"}
+
+
+@pytest.mark.parametrize("case, label, expected", [
+    # the issue's two cases, both suggested "4 — Less urgent"
+    ("70-year-old man, unresponsive, BP 72/40 mmHg, SpO2 84%, HR 48/min.", "4",
+     ["unresponsive calls for KTAS 1", "systolic BP 72 mmHg (< 80 mmHg) calls for KTAS 1",
+      "SpO2 84% (< 90%) calls for KTAS 1"]),
+    ("Found collapsed, pulseless, CPR started by the ambulance crew.", "4",
+     ['"pulseless" (arrest) calls for KTAS 1']),
+    ("8-year-old girl, not breathing, brought in by her mother.", "3", ['"not breathing" (arrest) calls for KTAS 1']),
+    ("45-year-old woman, responds to voice only, HR 136/min.", "3",
+     ["responds only to voice calls for KTAS 2", "heart rate 136/min (> 130/min) calls for KTAS 2"]),
+    ("30-year-old man, RR 38/min, SpO2 91%.", "2", ["respiratory rate 38/min (>= 36/min) calls for KTAS 1"]),
+])
+def test_the_guard_names_each_modifier_above_the_label(case, label, expected):
+    guard = rv.under_triage(case, label, KTAS)
+    message = guard.message(KTAS_NAMES)
+    assert [f"{m.finding} calls for KTAS {m.level}" for m in guard.modifiers] == expected
+    assert message.startswith("Under-triage risk: " + "; ".join(expected))
+    assert f"the suggestion is {rv.format_label(label, KTAS_NAMES)}" in message
+
+
+@pytest.mark.parametrize("case, label", [
+    ("70-year-old man, unresponsive, BP 72/40 mmHg, SpO2 84%.", "1"),  # already as urgent as the floor
+    ("40-year-old woman, sore throat, HR 80/min, BP 120/80 mmHg, SpO2 98%.", "5"),  # no modifier at all
+    ("Chest pain, no cardiac arrest, not apnoeic, HR 80/min.", "4"),  # negated arrest words
+    ("8-year-old boy, HR 150/min, SpO2 85%.", "4"),  # a child: the adult modifiers do not apply
+])
+def test_the_guard_is_quiet_when_the_label_is_urgent_enough_or_nothing_applies(case, label):
+    assert rv.under_triage(case, label, KTAS) is None
+
+
+def test_the_guard_only_speaks_ktas_and_says_central_pain():
+    assert rv.under_triage("unresponsive, SpO2 80%", "no", ("yes", "no", "maybe")) is None
+    guard = rv.under_triage("40-year-old man, ankle sprain, pain 6/10.", "4", KTAS)
+    assert guard.floor == "3" and "peripheral pain allows one level less" in guard.message(KTAS_NAMES)
+
+
+def test_the_guard_on_the_example_cases_follows_their_floor():
+    """Real, nurse-labelled example cases: the guard fires for a label exactly when it is less urgent than the
+    most urgent modifier, and never for the nurse's label of the peri-arrest cases (all KTAS 1)."""
+    from pathlib import Path
+
+    from r2d.factcheck import parse_case
+    from r2d.rules import urgency_floor
+    rows = [json.loads(line) for line in (Path(__file__).parent.parent / "examples" / "triage_cases.jsonl").open()]
+    for row in rows:
+        floor = urgency_floor(parse_case(row["question"]))
+        for label in KTAS:
+            guard = rv.under_triage(row["question"], label, KTAS)
+            assert (guard is not None) == (floor is not None and int(label) > int(floor)), (row["id"], label)
+    peri_arrest = [r for r in rows if r["label"] == "1"]
+    assert len(peri_arrest) == 3 and all(rv.under_triage(r["question"], "1", KTAS) is None for r in peri_arrest)
+    assert all(rv.under_triage(r["question"], "4", KTAS).floor == "1" for r in peri_arrest)
+
+
+def test_the_dashboard_line_counts_suggestions_and_final_labels(make_review):
+    case = "70-year-old man, unresponsive, BP 72/40 mmHg, SpO2 84%."
+    reviews = [make_review(1, case_text=case, model_label="4", final_label="1"),
+               make_review(2, case_text=case + " Again.", model_label="4", final_label="4"),
+               make_review(3, case_text="sore throat, HR 80/min", model_label="5", final_label="5")]
+    line = rv.under_triage_line(reviews, KTAS)
+    assert "in **2** of 3 reviewed cases" in line and "the final label still is in **1**" in line
+    assert rv.under_triage_line(reviews, ("yes", "no")) == ""

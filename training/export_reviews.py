@@ -74,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.exit(f"error: {e}")
     print(f"exported {result.counts['selected']} reviews to {result.out_dir}: "
           + ", ".join(f"{k} {result.counts[k]}" for k in ("train", "val", "test")))
+    if result.counts["waiting_for_adjudication"]:
+        print(f"{result.counts['waiting_for_adjudication']} case(s) whose reviewers disagree on the label or the "
+              "rationale wait for adjudication (app Dashboard) and are not exported", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,69 @@
+"""r2d.adjudication: who may see and settle a case whose reviewers disagree (issue 20)."""
+from __future__ import annotations
+
+import pytest
+
+from r2d import adjudication as adj
+from r2d.errors import FeedbackStoreError
+from r2d.export import export_cases
+
+CASE = "case 1: chest pain, HR 135, BP 90/60"
+
+
+@pytest.fixture()
+def disputed(store, make_review):
+    """Nurse A and Nurse B reviewed CASE in batch b1 with different labels; Nurse C reviewed another case of b1."""
+    for who, label in (("Nurse A", "2"), ("Nurse B", "3")):
+        store.submit(make_review(f"d-{who}", reviewer=who, case_text=CASE, final_label=label, batch_id="b1",
+                                 item_index=0))
+    return store
+
+
+def test_a_reviewer_of_the_batch_sees_no_answers_before_reviewing_the_case(disputed, make_review):
+    [case] = export_cases(disputed)
+    assert adj.hidden_from(disputed, case, "Nurse A") == "" and adj.hidden_from(disputed, case, "Lead") == ""
+    assert "Enter your name" in adj.hidden_from(disputed, case, " ")
+    disputed.submit(make_review("c", reviewer="Nurse C", case_text="case 2: sore throat", batch_id="b1", item_index=1))
+    assert "blind review" in adj.hidden_from(disputed, case, "Nurse C")
+
+
+def test_with_no_independent_reviewer_self_adjudication_is_allowed_and_recorded(disputed):
+    [case] = export_cases(disputed)
+    mine = case.reviews[0]
+    adj.adopt(disputed, "Nurse A", case.review.case_id, mine.review_id)
+    [event] = disputed.events("adjudicate")
+    assert event.note == adj.SELF_NOTE and event.review_id == mine.review_id
+    assert export_cases(disputed)[0].resolution == "adjudicated"
+
+
+def test_an_independent_reviewer_blocks_self_adjudication_but_not_conceding(disputed, make_review):
+    disputed.submit(make_review("c", reviewer="Nurse C", case_text="case 2: sore throat"))
+    case = next(c for c in export_cases(disputed) if len(c.reviews) == 2)
+    mine, theirs = case.reviews
+    with pytest.raises(FeedbackStoreError, match="Nurse C"):
+        adj.adopt(disputed, "Nurse A", case.review.case_id, mine.review_id)
+    adj.adopt(disputed, "Nurse A", case.review.case_id, theirs.review_id)
+    assert [e.note for e in disputed.events("adjudicate")] == [""]
+
+
+def test_a_written_final_needs_a_known_label_and_a_rationale(disputed):
+    [case] = export_cases(disputed)
+    with pytest.raises(FeedbackStoreError, match="choose the final label"):
+        adj.write_final(disputed, "Lead", case.review.case_id, "", "words")
+    with pytest.raises(FeedbackStoreError, match="final rationale is empty"):
+        adj.write_final(disputed, "Lead", case.review.case_id, "2", "  ")
+    assert disputed.events("adjudicate") == []
+    final = adj.write_final(disputed, "Lead", case.review.case_id, "1", "Shock: resuscitate.")
+    assert adj.written_finals(disputed) == {final.review_id}
+    assert [r.reviewer for r in adj.reviewer_reviews(disputed)] == ["Nurse A", "Nurse B"]
+    assert adj.case_choices(disputed, {}) == []
+
+
+def test_a_review_made_after_seeing_another_answer_is_not_blind(disputed, make_review):
+    """A and B each saved once, blind (B's first save came after A's, but B had not seen it): both count.
+    Then A corrects the review after seeing B's answer: A's current review is unblinded."""
+    assert adj.unblinded(disputed) == set()
+    corrected = disputed.submit(make_review("d-A-2", reviewer="Nurse A", case_text=CASE, final_label="3")).record
+    assert adj.unblinded(disputed) == {corrected.review_id}
+    blind, left_out = adj.blind_reviews(disputed)
+    assert [r.reviewer for r in blind] == ["Nurse B"] and left_out == 1

@@ -869,12 +869,16 @@ def launch_kwargs(cfg: R2DConfig, allowed_hosts: Sequence[str] = ()) -> dict[str
     origin; every response forbids outside scripts, images and connections (see webguard.py).
     """
     from r2d.limits import max_upload_bytes
-    from webguard import guard_middleware
+    from webguard import MAX_REQUEST_BYTES, guard_middleware
+    upload_bytes = max_upload_bytes(cfg.app.max_batch_rows, cfg.app.max_case_chars)
+    # a request body: an event's bounded fields, or one upload (plus its multipart framing)
+    guard = guard_middleware(cfg.app.host, cfg.app.port, allowed_hosts, max_body_bytes=MAX_REQUEST_BYTES,
+                             max_upload_bytes=upload_bytes + MAX_REQUEST_BYTES)
     return dict(server_name=cfg.app.host, server_port=cfg.app.port, share=False, run_history=False,
-                app_kwargs={"middleware": guard_middleware(cfg.app.host, cfg.app.port, allowed_hosts)},
+                app_kwargs={"middleware": guard},
                 footer_links=["settings"], enable_monitoring=False, mcp_server=False, pwa=False, ssr_mode=False,
                 show_error=False, blocked_paths=[str(Path(cfg.app.export_dir).resolve())],  # downloads: zips
-                max_file_size=max_upload_bytes(cfg.app.max_batch_rows, cfg.app.max_case_chars),
+                max_file_size=upload_bytes,
                 css_paths=[ASSETS / "app.css"], js=_read_asset("shortcuts.js"))
 
 

@@ -232,12 +232,18 @@ class Handlers:
         """The fact check of the rationale as it stands (live while the nurse types)."""
         if not isinstance(shown, rv.ShownCase):
             return self._out(facts=[], fact_notes="")
-        view = rv.fact_view(shown.case_text, rationale or "", final_label)
+        try:
+            view = rv.fact_view(shown.case_text, rationale or "", final_label)
+        except InvalidCaseError as e:  # too long: say so instead of checking it (the save refuses it too)
+            return self._out(facts=[], fact_notes=f"**⚠ Fact check paused: {e}.**")
         return self._out(facts=view.highlights, fact_notes=_fact_notes(view))
 
     def diff(self, shown: rv.ShownCase | None, rationale: str) -> dict:
         """The live word diff while the reviewer types."""
-        return self._out(diff=rv.word_diff(shown.model_rationale, rationale or "") if shown else [])
+        try:
+            return self._out(diff=rv.word_diff(shown.model_rationale, rationale or "") if shown else [])
+        except InvalidCaseError:  # too long: the fact check notes say so
+            return self._out(diff=[])
 
     def check(self, shown: rv.ShownCase | None, rationale: str, final_label: str) -> str:
         """The consistency line: does the rationale alone point to the chosen label?"""

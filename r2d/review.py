@@ -23,6 +23,7 @@ from r2d.config import GenerationConfig
 from r2d.data import iter_csv, iter_jsonl
 from r2d.errors import DatasetSchemaError, FeedbackStoreError, InvalidCaseError
 from r2d.factcheck import check_rationale
+from r2d.limits import MAX_RATIONALE_CHARS
 from r2d.prompts import PROMPT_VERSION
 from r2d.store import BatchItem, ReviewRecord, ReviewStore, SubmitResult, case_id_for, validate_review
 
@@ -141,11 +142,22 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\S+\s*", text)
 
 
+def check_rationale_length(rationale: str) -> None:
+    """Raises InvalidCaseError for a rationale longer than the store keeps (MAX_RATIONALE_CHARS): the diff,
+    the fact check and the consistency check read all of it (5 MB once pinned a core for minutes)."""
+    if len(rationale) > MAX_RATIONALE_CHARS:
+        raise InvalidCaseError(f"the rationale has {len(rationale):,} characters; the limit is "
+                               f"{MAX_RATIONALE_CHARS:,}. Shorten it")
+
+
 def word_diff(before: str, after: str) -> list[tuple[str, str | None]]:
     """Word-level diff as (text, category) pieces: 'added', 'removed', or None for unchanged.
 
     Joining the pieces that are not removed gives `after`; those not added give `before`.
+    Raises InvalidCaseError when either text is over MAX_RATIONALE_CHARS.
     """
+    check_rationale_length(before)
+    check_rationale_length(after)
     old, new = _words(before), _words(after)
     pieces: list[tuple[str, str | None]] = []
     matcher = difflib.SequenceMatcher(a=[w.strip() for w in old], b=[w.strip() for w in new], autojunk=False)
@@ -190,8 +202,9 @@ def check_consistency(predictor: PredictorLike, rationale: str, chosen_label: st
     """Re-predict the label from the rationale alone and compare it with the chosen label. It agrees only
     when the chosen label is the top one *and* has at least min_probability (a 41% top label is no support).
 
-    Raises InvalidCaseError for an empty rationale.
+    Raises InvalidCaseError for an empty rationale or one over MAX_RATIONALE_CHARS.
     """
+    check_rationale_length(rationale)
     if not rationale.strip():
         raise InvalidCaseError("the rationale is empty: write one before checking consistency")
     scores = predictor.predict_label_from_rationale(rationale)
@@ -227,7 +240,10 @@ class FactView:
 
 
 def fact_view(case_text: str, rationale: str, label: str | None) -> FactView:
-    """r2d.factcheck on the rationale as it stands, as highlight pieces (joined, they give the rationale)."""
+    """r2d.factcheck on the rationale as it stands, as highlight pieces (joined, they give the rationale).
+
+    Raises InvalidCaseError for a rationale over MAX_RATIONALE_CHARS."""
+    check_rationale_length(rationale)
     fc = check_rationale(case_text, rationale, label)
     pieces: list[tuple[str, str | None]] = []
     at = 0

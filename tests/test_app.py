@@ -95,6 +95,22 @@ def test_the_fact_check_shows_beside_the_rationale_and_follows_edits(h):
     assert "none of the triage facts" not in predicted(h, case)["label_md"]
 
 
+def test_a_megabyte_rationale_is_refused_before_the_diff_fact_check_and_model(h, fake_predictor, monkeypatch):
+    shown = predicted(h)["shown"]
+    huge = "HR 120, BP 90/60, tachycardia. " * 34_000  # about 1 MB
+    read = []
+    real = rv.check_rationale
+    monkeypatch.setattr(rv, "check_rationale", lambda *args: read.append(args) or real(*args))
+    notes = named(h, h.facts(shown, huge, "2"))
+    assert notes["facts"] == [] and "limit is 4,000" in notes["fact_notes"] and "paused" in notes["fact_notes"]
+    assert named(h, h.diff(shown, huge))["diff"] == []
+    before = fake_predictor.calls["predict_label_from_rationale"]
+    with pytest.raises(gr.Error, match="limit is 4,000"):
+        h.check_event(shown, huge, "2")
+    assert read == [] and fake_predictor.calls["predict_label_from_rationale"] == before
+    assert named(h, h.facts(shown, "Tachycardia with HR 124.", "2"))["facts"] and len(read) == 1
+
+
 def test_consistency_needs_a_meaningful_probability(h, cfg):
     assert cfg.app.low_probability == 0.5
     shown = predicted(h)["shown"]

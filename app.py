@@ -8,6 +8,7 @@ Run: `python app.py [--model DIR] [--db reviews.sqlite3]` and open http://127.0.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import functools
 import hashlib
@@ -61,6 +62,9 @@ ORDER_CHOICES = [("As uploaded", "upload"), ("Least confident first", "least_con
 UNVERIFIED_NOTE = ("⚠ **Names are not verified**: anyone can type any name here. Start the app with "
                    "`--auth FILE` to have reviewers sign in.")
 SIGNED_IN_NOTE = "Signed in: your reviews are recorded under your sign-in name."
+TEMP_PREFIX = "r2d-gradio-"  # the app's private Gradio cache: TEMP_PREFIX + its process id + "-" + random
+# Gradio's own clean-up of its cache (uploads, download copies): every 5 minutes, files older than 15 minutes
+CACHE_CLEANUP_S = (300, 900)
 
 
 def _ui_error(name: str, e: Exception) -> gr.Error:
@@ -348,7 +352,10 @@ class Handlers:
         """Store the uploaded cases (with their ids) first, then predict them chunk by chunk with a progress bar."""
         if not path:
             raise InvalidCaseError("choose a .csv or .jsonl file of cases first")
-        cases, ids = rv.load_upload(path, self.cfg.app.max_batch_rows, self.cfg.app.max_case_chars)
+        try:
+            cases, ids = rv.load_upload(path, self.cfg.app.max_batch_rows, self.cfg.app.max_case_chars)
+        finally:
+            _discard_upload(path)  # read or refused, the file has served: case texts do not stay in the cache
         rv.check_cases(self.predictor, cases, Path(path).name)
         info = self.store.create_batch(Path(path).name, cases, _who(request, name) or "unknown",
                                        self.predictor.model_id, source_ids=ids)
@@ -483,7 +490,10 @@ class Handlers:
         """A zip of the export in a private temporary folder, for the download component to hand out once."""
         while len(self._downloads) >= 4:  # Gradio keeps its own copy; older temporary zips are not needed
             shutil.rmtree(self._downloads.pop(0), ignore_errors=True)
-        folder = Path(tempfile.mkdtemp(prefix="r2d-download-"))  # mode 0700
+        cache = os.environ.get("GRADIO_TEMP_DIR")  # the app's private folder (see use_private_temp_dir)
+        if cache:
+            Path(cache).mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="r2d-download-", dir=cache))  # mode 0700
         self._downloads.append(folder)
         archive = folder / f"{out_dir.name}.zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
@@ -576,6 +586,51 @@ class Handlers:
             line += (f" · rationale: of {n} candidates the model wrote, the one the fact check finds fewest problems "
                      "in (what it still gets wrong is listed beside it)")
         return line
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def private_temp_dir(base: str | Path | None = None) -> Path:
+    """A new folder only this user can open (mode 700) for Gradio's cache, under base (default: the system
+    temporary folder). Gradio's shared default (/tmp/gradio) is world-readable and served by any other Gradio
+    app; exports copied there once stayed readable by every local user. Folders an earlier app left behind
+    (it was killed) are deleted first: this user's, whose process is gone."""
+    root = Path(base or tempfile.gettempdir())
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob(f"{TEMP_PREFIX}*"):
+        pid = old.name[len(TEMP_PREFIX):].split("-")[0]
+        if pid.isdigit() and old.stat().st_uid == os.getuid() and not _pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=root))
+
+
+def use_private_temp_dir() -> Path:
+    """Point Gradio's cache (uploads, download copies) at a private folder, deleted when the app exits.
+
+    Called before the app is built: Gradio reads GRADIO_TEMP_DIR when Blocks and its server are created."""
+    folder = private_temp_dir(os.environ.get("GRADIO_TEMP_DIR"))
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def _discard_upload(path: str) -> None:
+    """Delete an uploaded file once it is read (its cases are in the store), if it is in Gradio's cache."""
+    from gradio.utils import get_upload_folder, is_in_or_equal
+    if is_in_or_equal(path, get_upload_folder()):
+        Path(path).unlink(missing_ok=True)
+        try:
+            Path(path).parent.rmdir()  # Gradio's per-file folder, when empty
+        except OSError:
+            pass
 
 
 def _agreement_markdown(a: Any) -> str:
@@ -830,7 +885,8 @@ def build_app(predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig, e
     c = h.c
     c["examples"] = list(load_example_cases() if examples is None else examples)
     secret = store.browser_secret()
-    with gr.Blocks(title="Reason2Decide — triage review", analytics_enabled=False) as demo:
+    with gr.Blocks(title="Reason2Decide — triage review", analytics_enabled=False,
+                   delete_cache=CACHE_CLEANUP_S) as demo:
         gr.Markdown("# Reason2Decide — triage review")
         c["model_md"] = gr.Markdown(h._model_line(), elem_id="r2d-model")
         gr.Markdown(_read_asset("disclaimer.md"), elem_id="r2d-disclaimer")
@@ -943,6 +999,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(f"error: the default model {default} is missing. Create it with "
                      "`python -m training.default_model`, or pass --model DIR with a trained model directory.")
         users = load_users(args.auth) if args.auth else None
+        use_private_temp_dir()
         predictor = load_predictor(cfg)
         store = ReviewStore(cfg.app.db_path)
     except R2DError as e:

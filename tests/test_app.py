@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import stat
 from pathlib import Path
 
 import gradio as gr
@@ -621,12 +623,57 @@ def test_exports_are_not_served_and_export_anyway_needs_a_scan(launched_app, tmp
         Client(launched_app.url, verbose=False).predict(list(ACTIONS), 0, False, 0.1, False, "Nurse C",
                                                         api_name="/export_anyway")
     assert not (launched_app.tmp_path / "exports").exists()
-    client.predict(list(ACTIONS), 0, False, 0.1, False, "Nurse C", api_name="/export")
+    outputs = client.predict(list(ACTIONS), 0, False, 0.1, False, "Nurse C", api_name="/export")
+    [downloaded] = [o for o in outputs if isinstance(o, list) and o and str(o[0]).endswith(".zip")][0]
+    import zipfile
+    assert "train.jsonl" in zipfile.ZipFile(downloaded).namelist()  # served from the app's own cache folder
+    assert list((launched_app.tmp_path / "gradio").glob("r2d-download-*/export-*.zip"))
     [folder] = (launched_app.tmp_path / "exports").iterdir()
     for path in (folder / "train.jsonl", folder / "export_meta.json"):
         response = httpx.get(f"{launched_app.url}gradio_api/file={path}")
         assert response.status_code in (403, 404) and "question" not in response.text
     assert launched_app.external == []
+
+
+def test_gradio_cache_is_a_private_folder_swept_of_dead_apps(tmp_path, monkeypatch):
+    """Issue 21: the download zip sat world-readable in Gradio's shared /tmp/gradio, never deleted."""
+    import subprocess
+    import sys
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{app.TEMP_PREFIX}{gone.stdout.strip()}-abc"
+    alive = tmp_path / f"{app.TEMP_PREFIX}{os.getpid()}-def"
+    for folder in (dead, alive):
+        (folder / "h").mkdir(parents=True)
+        (folder / "h" / "export.zip").write_text("train rows")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    exits = []
+    monkeypatch.setattr(app.atexit, "register", lambda fn, *args: exits.append((fn, args)))
+    folder = app.use_private_temp_dir()
+    assert os.environ["GRADIO_TEMP_DIR"] == str(folder) and folder.parent == tmp_path
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert not dead.exists() and alive.exists()  # a killed app's cache is swept; a running one's is not
+    [(fn, args)] = exits
+    fn(*args)
+    assert not folder.exists()  # deleted when the app exits
+
+
+def test_an_upload_is_deleted_once_read_and_downloads_are_private(h, tmp_path, monkeypatch, store):
+    cache = tmp_path / "gradio"
+    (cache / "0f3c").mkdir(parents=True)
+    path = write_cases(cache / "0f3c" / "cases.jsonl", ["level 2: chest pain", "level 4: sprain"])
+    named(h, h.upload(str(path), "Nurse A", None))
+    assert len(store.list_batches()) == 1 and not path.exists() and not path.parent.exists()
+    broken = cache / "9a9a" / "broken.csv"
+    broken.parent.mkdir()
+    broken.write_text("id,notes\n1,chest pain\n")
+    with pytest.raises(gr.Error, match="no case text column"):
+        h.upload(str(broken), "Nurse A", None)
+    assert not broken.exists()  # refused, and deleted all the same
+    assert app.CACHE_CLEANUP_S[1] <= 3600
+    save(h, predicted(h)["shown"])
+    save(h, predicted(h, "level 4: ankle sprain")["shown"], label="4", rationale="Sprain: level 4.")
+    [zipped] = named(h, h.export_start(list(ACTIONS), 0, False, 0.1, False, "Nurse A", None))["ex_files"]
+    assert Path(zipped).is_relative_to(cache) and stat.S_IMODE(Path(zipped).stat().st_mode) == 0o600
 
 
 def test_the_signed_in_name_is_recorded_not_the_typed_one(h, store):

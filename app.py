@@ -41,7 +41,7 @@ from r2d.dashboard import (comparison_figure, dashboard_figures, probability_fig
 from r2d.errors import FeedbackStoreError, InvalidCaseError, R2DError, TrainingRunError  # noqa: E402
 from r2d.factcheck import case_has_triage_facts  # noqa: E402
 from r2d.export import (ExportPolicy, export_cases, export_stage2_dataset, findings_message,  # noqa: E402
-                        preview_export)
+                        is_complete_export, preview_export, sweep_partial_exports)
 from r2d.jobs import COMPARED, ImproveRuns, comparison_table  # noqa: E402
 from r2d.store import ACTIONS, ReviewStore, case_id_for  # noqa: E402
 
@@ -162,6 +162,7 @@ class Handlers:
         self.c: dict[str, Any] = {}
         self._downloads: list[Path] = []  # temporary folders of download zips, oldest first
         self.runs = ImproveRuns(cfg.app.runs_dir)
+        sweep_partial_exports(cfg.app.export_dir)  # exports a killed app or CLI never finished
         self.model_dir = cfg.model.name_or_path  # what "Improve the model" starts from; changes on a switch
 
     def _out(self, **values: Any) -> dict:
@@ -507,7 +508,8 @@ class Handlers:
 
     def _export_folders(self) -> list[str]:
         root = Path(self.cfg.app.export_dir)
-        found = [p for p in root.iterdir() if (p / "train.jsonl").is_file()] if root.is_dir() else []
+        # finished exports only: a killed export leaves a .partial folder with train.jsonl but no meta
+        found = [p for p in root.iterdir() if is_complete_export(p)] if root.is_dir() else []
         return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
 
     @ui_errors

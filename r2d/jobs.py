@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from r2d.errors import DatasetSchemaError, TrainingRunError
+from r2d.export import is_complete_export
 
 ROOT = Path(__file__).resolve().parent.parent
 CANCELLED = "CANCELLED"
@@ -95,6 +96,9 @@ def check_inputs(export_dir: str | Path, data_dir: str | Path) -> None:
     if not (Path(export_dir) / "train.jsonl").is_file():
         raise DatasetSchemaError(f"{Path(export_dir).name} holds no train.jsonl; export the reviews first (the "
                                  "app's Export tab or python -m training.export_reviews)")
+    if not is_complete_export(Path(export_dir)):
+        raise DatasetSchemaError(f"{Path(export_dir).name} is not a finished export (no export_meta.json, written "
+                                 "last): export the reviews again")
     missing = [f"{split}.jsonl" for split in SPLITS if not (Path(data_dir) / f"{split}.jsonl").is_file()]
     if missing:
         raise DatasetSchemaError(f"the original data folder {data_dir} lacks {', '.join(missing)}; prepare it first, "

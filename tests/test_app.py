@@ -700,6 +700,19 @@ def improving(tmp_path, store, unserved, current_model, original_data, reviewed_
     return app.build_app(fake_predictor, store, cfg, examples=[])[1]
 
 
+def test_improve_offers_only_finished_exports(improving, tmp_path):
+    import shutil
+    exports = tmp_path / "exports"
+    shutil.copytree(exports / "export-1", exports / ".export-9.partial-x1")  # a killed export, renamed never
+    shutil.copytree(exports / "export-1", exports / "export-8")
+    (exports / "export-8" / "export_meta.json").unlink()  # meta is written last: this one never finished
+    h = improving
+    assert named(h, h.improve_refresh())["im_export"]["choices"] == ["export-1"]
+    for export in ("export-8", ".export-9.partial-x1"):
+        with pytest.raises(gr.Error, match="choose an export first"):
+            h.improve_start(export, str(tmp_path), 3, False, "Nurse A", None)
+
+
 def test_improve_refuses_what_it_cannot_run(improving, tmp_path):
     h = improving
     lists = named(h, h.improve_refresh())

@@ -527,6 +527,12 @@ class Handlers:
         reviewer = self._reviewer(request, name)
         if not export or export not in self._export_folders():  # only the app's own export folders
             raise TrainingRunError("choose an export first (make one in the Export tab)")
+        configured = self.cfg.app.improve_data_dir
+        # only the data folder the app was started with: any other server folder, and errors naming its path
+        # (whether it exists), are not the reviewer's to choose
+        if not data_dir or not configured or Path(data_dir).resolve() != Path(configured).resolve():
+            raise TrainingRunError("the original training data must be the folder this app was started with "
+                                   "(app.improve_data_dir); ask whoever runs the app to configure another")
         steps = int(steps or 0)
         if not 1 <= steps <= 100_000:
             raise TrainingRunError("steps must be between 1 and 100,000")
@@ -556,10 +562,13 @@ class Handlers:
                          im_switch=gr.update(interactive=done and not in_use))
 
     @ui_errors
-    def improve_cancel(self, run_id: str | None) -> dict:
+    def improve_cancel(self, run_id: str | None, name: str, request: gr.Request) -> dict:
+        """Cancel a run: needs a reviewer's name, and is logged with it."""
+        reviewer = self._reviewer(request, name)
         if not run_id:
             raise TrainingRunError("no run chosen")
         self.runs.cancel(run_id)
+        logger.info("%s cancelled improvement run %s", reviewer, run_id)
         return self.improve_poll(run_id)
 
     @ui_errors
@@ -869,7 +878,7 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
                         poll_out + outs("im_run"), api_name="improve_start", trigger_mode="once")
     c["im_run"].select(h.improve_poll, outs("im_run"), poll_out, api_name=False)
     c["im_timer"].tick(h.improve_poll, outs("im_run"), poll_out, api_name=False, show_progress="hidden")
-    c["im_cancel"].click(h.improve_cancel, outs("im_run"), poll_out, api_name="improve_cancel")
+    c["im_cancel"].click(h.improve_cancel, outs("im_run", "reviewer"), poll_out, api_name="improve_cancel")
     c["im_switch"].click(h.improve_switch, outs("im_run", "reviewer"), outs("model_md", "im_status"),
                          api_name="improve_switch", **model)
     c["ex_cancel"].click(lambda: {c["ex_findings"]: [], c["ex_row"]: gr.update(visible=False),

@@ -722,8 +722,12 @@ def test_improve_refuses_what_it_cannot_run(improving, tmp_path):
             h.improve_start(export, str(tmp_path), 3, False, "Nurse A", None)
     with pytest.raises(gr.Error, match="enter your name"):
         h.improve_start("export-1", str(tmp_path), 3, False, "", None)
-    with pytest.raises(gr.Error, match="lacks train.jsonl"):
-        h.improve_start("export-1", str(tmp_path / "nowhere"), 3, False, "Nurse A", None)
+    for elsewhere in (tmp_path / "nowhere", tmp_path, "/etc"):  # only the configured folder; no path said back
+        with pytest.raises(gr.Error, match="folder this app was started with") as refused:
+            h.improve_start("export-1", str(elsewhere), 3, False, "Nurse A", None)
+        assert str(tmp_path) not in str(refused.value) and "/etc" not in str(refused.value)
+    with pytest.raises(gr.Error, match="enter your name"):
+        h.improve_cancel("improve-none", "", None)
     with pytest.raises(gr.Error, match="no run 'improve-none'"):
         h.improve_switch("improve-none", "Nurse A", None)
     assert named(h, h.improve_poll(None))["im_status"] == "No run yet."

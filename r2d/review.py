@@ -23,7 +23,7 @@ from r2d.config import GenerationConfig
 from r2d.data import iter_csv, iter_jsonl
 from r2d.errors import DatasetSchemaError, FeedbackStoreError, InvalidCaseError
 from r2d.factcheck import check_rationale
-from r2d.limits import MAX_RATIONALE_CHARS
+from r2d.limits import MAX_ID_CHARS, MAX_RATIONALE_CHARS, text_problems
 from r2d.prompts import PROMPT_VERSION
 from r2d.store import BatchItem, ReviewRecord, ReviewStore, SubmitResult, case_id_for, validate_review
 
@@ -443,6 +443,11 @@ def load_upload(path: str | Path, max_rows: int, max_chars: int) -> tuple[list[s
         raise DatasetSchemaError(f"{p.name}: {len(rows):,} cases; the limit is {max_rows:,} per upload, split the file")
     texts = [_case_from_row(row, where, max_chars) for where, row in rows]
     ids = [str(row["id"]).strip() or None if row.get("id") not in (None, "") else None for _, row in rows]
+    for (where, _), source_id in zip(rows, ids):
+        # an id is shown to reviewers and exported: one line of plain text, no direction controls, bounded
+        problems = [] if source_id is None else text_problems("id", source_id, MAX_ID_CHARS, multiline=False)
+        if problems:
+            raise DatasetSchemaError(f"{where}: {problems[0]}")
     return texts, ids
 
 

@@ -11,6 +11,7 @@ head hash elsewhere (it is printed by `python -m training.integrity` and kept in
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -104,12 +105,39 @@ def start_chain(conn: sqlite3.Connection) -> None:
         raise
 
 
+def _normal_sql(sql: str) -> str:
+    return " ".join(sql.replace("IF NOT EXISTS ", "").split())
+
+
+@functools.lru_cache(maxsize=1)
+def expected_triggers() -> dict[str, str]:
+    """The SQL of every protected trigger as the app creates it (whitespace-normalised): this module's SCHEMA,
+    run on stand-in tables, and the store's append-only pair for reviews and review_events."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript("CREATE TABLE reviews (review_id, submission_id); CREATE TABLE review_events (event_id);"
+                           "CREATE TABLE store_meta (key, value);" + SCHEMA)
+        found = {n: _normal_sql(sql) for n, sql in conn.execute("SELECT name, sql FROM sqlite_master "
+                                                                 "WHERE type = 'trigger'")}
+    finally:
+        conn.close()
+    for t in ("reviews", "review_events"):  # as r2d.store._create_schema writes them
+        found[f"{t}_no_update"] = _normal_sql(f"CREATE TRIGGER {t}_no_update BEFORE UPDATE ON {t} BEGIN "
+                                              f"SELECT RAISE(ABORT, '{t} is append-only: add a new row instead'); END")
+        found[f"{t}_no_delete"] = _normal_sql(f"CREATE TRIGGER {t}_no_delete BEFORE DELETE ON {t} BEGIN "
+                                              f"SELECT RAISE(ABORT, '{t} is append-only'); END")
+    return found
+
+
 def verify_chain(conn: sqlite3.Connection) -> list[str]:
-    """Every sign of tampering with reviews and reviewer actions: changed, removed or added rows, missing triggers."""
+    """Every sign of tampering with reviews and reviewer actions: changed, removed or added rows, missing
+    triggers, and triggers replaced by others of the same name (their SQL is compared, not only the name)."""
     conn.row_factory = sqlite3.Row
-    triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-    problems = [f"trigger {t} is missing (dropped with a raw SQLite client?)" for t in PROTECTED_TRIGGERS
-                if t not in triggers]
+    triggers = {r[0]: r[1] or "" for r in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")}
+    expected = expected_triggers()
+    problems = [f"trigger {t} is missing (dropped with a raw SQLite client?)" if t not in triggers else
+                f"trigger {t} was replaced: its SQL is not the app's (a no-op of the same name?)"
+                for t in PROTECTED_TRIGGERS if t not in triggers or _normal_sql(triggers[t]) != expected[t]]
     for table in CHAINS:
         problems += _verify_table(conn, table)
     return problems

@@ -70,6 +70,21 @@ def test_an_edit_with_the_triggers_dropped_is_detected(reviewed_store, tamper, p
     assert problem in out and "trigger reviews_no_update is missing" in out
 
 
+@pytest.mark.parametrize("name, noop", [
+    ("reviews_no_update", "CREATE TRIGGER reviews_no_update BEFORE UPDATE ON reviews BEGIN SELECT 1; END"),
+    ("review_chain_no_delete", "CREATE TRIGGER review_chain_no_delete BEFORE DELETE ON review_chain WHEN 0 "
+                               "BEGIN SELECT RAISE(ABORT, 'review_chain is append-only'); END"),
+])
+def test_a_trigger_replaced_by_a_noop_of_the_same_name_is_detected(reviewed_store, name, noop, capsys):
+    """Issue 21: only trigger names were checked, so a no-op of the same name passed."""
+    conn = raw(reviewed_store)
+    conn.execute(f"DROP TRIGGER {name}")
+    conn.execute(noop)
+    conn.close()
+    assert integrity.main(["--db", str(reviewed_store.path)]) == 1
+    assert f"trigger {name} was replaced" in capsys.readouterr().out
+
+
 def test_a_clean_store_passes_and_prints_the_chain_head(reviewed_store, capsys):
     assert integrity.main(["--db", str(reviewed_store.path)]) == 0
     out = capsys.readouterr().out

@@ -143,6 +143,21 @@ def verify_chain(conn: sqlite3.Connection) -> list[str]:
     return problems
 
 
+def verify_heads(conn: sqlite3.Connection, heads: Mapping[str, str], where: str) -> list[str]:
+    """Chain heads recorded outside the database (an export's meta) must still be in its chains: a history
+    cut short (the newest reviews deleted with their chain rows) or rewritten from there on no longer holds
+    them. where: what recorded them, for the message."""
+    problems = []
+    for table, head in heads.items():
+        if table not in CHAINS or head == GENESIS:
+            continue
+        chain, key, _, what = CHAINS[table]
+        if conn.execute(f"SELECT 1 FROM {chain} WHERE row_hash = ?", (head,)).fetchone() is None:
+            problems.append(f"the {what} chain head recorded in {where} is no longer in the chain ({what}s up to "
+                            "it were deleted or rewritten)")
+    return problems
+
+
 def _verify_table(conn: sqlite3.Connection, table: str) -> list[str]:
     chain_table, key, columns, what = CHAINS[table]
     problems, prev = [], GENESIS

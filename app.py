@@ -8,6 +8,7 @@ Run: `python app.py [--model DIR] [--db reviews.sqlite3]` and open http://127.0.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import functools
 import hashlib
@@ -43,7 +44,7 @@ from r2d.dashboard import (comparison_figure, dashboard_figures, probability_fig
 from r2d.errors import FeedbackStoreError, InvalidCaseError, R2DError, TrainingRunError  # noqa: E402
 from r2d.factcheck import case_has_triage_facts  # noqa: E402
 from r2d.export import (ExportPolicy, export_cases, export_stage2_dataset, findings_message,  # noqa: E402
-                        preview_export)
+                        is_complete_export, preview_export, sweep_partial_exports)
 from r2d.jobs import COMPARED, ImproveRuns, comparison_table  # noqa: E402
 from r2d.store import ACTIONS, ReviewStore, case_id_for  # noqa: E402
 
@@ -64,6 +65,9 @@ ORDER_CHOICES = [("As uploaded", "upload"), ("Least confident first", "least_con
 UNVERIFIED_NOTE = ("⚠ **Names are not verified**: anyone can type any name here. Start the app with "
                    "`--auth FILE` to have reviewers sign in.")
 SIGNED_IN_NOTE = "Signed in: your reviews are recorded under your sign-in name."
+TEMP_PREFIX = "r2d-gradio-"  # the app's private Gradio cache: TEMP_PREFIX + its process id + "-" + random
+# Gradio's own clean-up of its cache (uploads, download copies): every 5 minutes, files older than 15 minutes
+CACHE_CLEANUP_S = (300, 900)
 
 
 def _ui_error(name: str, e: Exception) -> gr.Error:
@@ -157,6 +161,7 @@ class Handlers:
         self.c: dict[str, Any] = {}
         self._downloads: list[Path] = []  # temporary folders of download zips, oldest first
         self.runs = ImproveRuns(cfg.app.runs_dir)
+        sweep_partial_exports(cfg.app.export_dir)  # exports a killed app or CLI never finished
         self.model_dir = cfg.model.name_or_path  # what "Improve the model" starts from; changes on a switch
         self.calibration = load_calibration(self.model_dir)  # how far the consistency line can be trusted
 
@@ -236,7 +241,10 @@ class Handlers:
         """The fact check of the rationale as it stands (live while the nurse types)."""
         if not isinstance(shown, rv.ShownCase):
             return self._out(facts=[], fact_notes="")
-        view = rv.fact_view(shown.case_text, rationale or "", final_label)
+        try:
+            view = rv.fact_view(shown.case_text, rationale or "", final_label)
+        except InvalidCaseError as e:  # too long: say so instead of checking it (the save refuses it too)
+            return self._out(facts=[], fact_notes=f"**⚠ Fact check paused: {e}.**")
         guard = rv.under_triage(shown.case_text, final_label, self.predictor.label_set) if final_label else None
         mine = (f"**⚠ {guard.message(self.predictor.label_names, 'your label')}**\n"
                 if guard and final_label != shown.model_label else "")
@@ -244,7 +252,10 @@ class Handlers:
 
     def diff(self, shown: rv.ShownCase | None, rationale: str) -> dict:
         """The live word diff while the reviewer types."""
-        return self._out(diff=rv.word_diff(shown.model_rationale, rationale or "") if shown else [])
+        try:
+            return self._out(diff=rv.word_diff(shown.model_rationale, rationale or "") if shown else [])
+        except InvalidCaseError:  # too long: the fact check notes say so
+            return self._out(diff=[])
 
     def check(self, shown: rv.ShownCase | None, rationale: str, final_label: str) -> str:
         """The consistency line: does the rationale alone point to the chosen label?"""
@@ -362,7 +373,10 @@ class Handlers:
         """Store the uploaded cases (with their ids) first, then predict them chunk by chunk with a progress bar."""
         if not path:
             raise InvalidCaseError("choose a .csv or .jsonl file of cases first")
-        cases, ids = rv.load_upload(path, self.cfg.app.max_batch_rows, self.cfg.app.max_case_chars)
+        try:
+            cases, ids = rv.load_upload(path, self.cfg.app.max_batch_rows, self.cfg.app.max_case_chars)
+        finally:
+            _discard_upload(path)  # read or refused, the file has served: case texts do not stay in the cache
         rv.check_cases(self.predictor, cases, Path(path).name)
         info = self.store.create_batch(Path(path).name, cases, _who(request, name) or "unknown",
                                        self.predictor.model_id, source_ids=ids)
@@ -537,7 +551,10 @@ class Handlers:
         """A zip of the export in a private temporary folder, for the download component to hand out once."""
         while len(self._downloads) >= 4:  # Gradio keeps its own copy; older temporary zips are not needed
             shutil.rmtree(self._downloads.pop(0), ignore_errors=True)
-        folder = Path(tempfile.mkdtemp(prefix="r2d-download-"))  # mode 0700
+        cache = os.environ.get("GRADIO_TEMP_DIR")  # the app's private folder (see use_private_temp_dir)
+        if cache:
+            Path(cache).mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="r2d-download-", dir=cache))  # mode 0700
         self._downloads.append(folder)
         archive = folder / f"{out_dir.name}.zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
@@ -551,7 +568,8 @@ class Handlers:
 
     def _export_folders(self) -> list[str]:
         root = Path(self.cfg.app.export_dir)
-        found = [p for p in root.iterdir() if (p / "train.jsonl").is_file()] if root.is_dir() else []
+        # finished exports only: a killed export leaves a .partial folder with train.jsonl but no meta
+        found = [p for p in root.iterdir() if is_complete_export(p)] if root.is_dir() else []
         return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
 
     @ui_errors
@@ -569,6 +587,12 @@ class Handlers:
         reviewer = self._reviewer(request, name)
         if not export or export not in self._export_folders():  # only the app's own export folders
             raise TrainingRunError("choose an export first (make one in the Export tab)")
+        configured = self.cfg.app.improve_data_dir
+        # only the data folder the app was started with: any other server folder, and errors naming its path
+        # (whether it exists), are not the reviewer's to choose
+        if not data_dir or not configured or Path(data_dir).resolve() != Path(configured).resolve():
+            raise TrainingRunError("the original training data must be the folder this app was started with "
+                                   "(app.improve_data_dir); ask whoever runs the app to configure another")
         steps = int(steps or 0)
         if not 1 <= steps <= 100_000:
             raise TrainingRunError("steps must be between 1 and 100,000")
@@ -598,10 +622,13 @@ class Handlers:
                          im_switch=gr.update(interactive=done and not in_use))
 
     @ui_errors
-    def improve_cancel(self, run_id: str | None) -> dict:
+    def improve_cancel(self, run_id: str | None, name: str, request: gr.Request) -> dict:
+        """Cancel a run: needs a reviewer's name, and is logged with it."""
+        reviewer = self._reviewer(request, name)
         if not run_id:
             raise TrainingRunError("no run chosen")
         self.runs.cancel(run_id)
+        logger.info("%s cancelled improvement run %s", reviewer, run_id)
         return self.improve_poll(run_id)
 
     def use_run(self, run_id: str) -> None:
@@ -664,6 +691,51 @@ class Handlers:
             line += (f" · rationale: of {n} candidates the model wrote, the one the fact check finds fewest problems "
                      "in (what it still gets wrong is listed beside it)")
         return line
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def private_temp_dir(base: str | Path | None = None) -> Path:
+    """A new folder only this user can open (mode 700) for Gradio's cache, under base (default: the system
+    temporary folder). Gradio's shared default (/tmp/gradio) is world-readable and served by any other Gradio
+    app; exports copied there once stayed readable by every local user. Folders an earlier app left behind
+    (it was killed) are deleted first: this user's, whose process is gone."""
+    root = Path(base or tempfile.gettempdir())
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob(f"{TEMP_PREFIX}*"):
+        pid = old.name[len(TEMP_PREFIX):].split("-")[0]
+        if pid.isdigit() and old.stat().st_uid == os.getuid() and not _pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=root))
+
+
+def use_private_temp_dir() -> Path:
+    """Point Gradio's cache (uploads, download copies) at a private folder, deleted when the app exits.
+
+    Called before the app is built: Gradio reads GRADIO_TEMP_DIR when Blocks and its server are created."""
+    folder = private_temp_dir(os.environ.get("GRADIO_TEMP_DIR"))
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def _discard_upload(path: str) -> None:
+    """Delete an uploaded file once it is read (its cases are in the store), if it is in Gradio's cache."""
+    from gradio.utils import get_upload_folder, is_in_or_equal
+    if is_in_or_equal(path, get_upload_folder()):
+        Path(path).unlink(missing_ok=True)
+        try:
+            Path(path).parent.rmdir()  # Gradio's per-file folder, when empty
+        except OSError:
+            pass
 
 
 def _agreement_markdown(a: Any) -> str:
@@ -914,7 +986,7 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
                         poll_out + outs("im_run"), api_name="improve_start", trigger_mode="once")
     c["im_run"].select(h.improve_poll, outs("im_run"), poll_out, api_name=False)
     c["im_timer"].tick(h.improve_poll, outs("im_run"), poll_out, api_name=False, show_progress="hidden")
-    c["im_cancel"].click(h.improve_cancel, outs("im_run"), poll_out, api_name="improve_cancel")
+    c["im_cancel"].click(h.improve_cancel, outs("im_run", "reviewer"), poll_out, api_name="improve_cancel")
     c["im_switch"].click(h.improve_switch, outs("im_run", "reviewer"), outs("model_md", "im_status"),
                          api_name="improve_switch", **model)
     c["im_revert"].click(h.improve_revert, outs("reviewer"), outs("model_md", "im_status"),
@@ -936,7 +1008,8 @@ def build_app(predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig, e
     c["examples"] = list(load_example_cases() if examples is None else examples)
     c["label_choices"] = rv.label_choices(predictor.label_set, predictor.label_names)
     secret = store.browser_secret()
-    with gr.Blocks(title="Reason2Decide — triage review", analytics_enabled=False) as demo:
+    with gr.Blocks(title="Reason2Decide — triage review", analytics_enabled=False,
+                   delete_cache=CACHE_CLEANUP_S) as demo:
         gr.Markdown("# Reason2Decide — triage review")
         c["model_md"] = gr.Markdown(h._model_line(), elem_id="r2d-model")
         gr.Markdown(_read_asset("disclaimer.md"), elem_id="r2d-disclaimer")
@@ -981,12 +1054,16 @@ def launch_kwargs(cfg: R2DConfig, allowed_hosts: Sequence[str] = ()) -> dict[str
     origin; every response forbids outside scripts, images and connections (see webguard.py).
     """
     from r2d.limits import max_upload_bytes
-    from webguard import guard_middleware
+    from webguard import MAX_REQUEST_BYTES, guard_middleware
+    upload_bytes = max_upload_bytes(cfg.app.max_batch_rows, cfg.app.max_case_chars)
+    # a request body: an event's bounded fields, or one upload (plus its multipart framing)
+    guard = guard_middleware(cfg.app.host, cfg.app.port, allowed_hosts, max_body_bytes=MAX_REQUEST_BYTES,
+                             max_upload_bytes=upload_bytes + MAX_REQUEST_BYTES)
     return dict(server_name=cfg.app.host, server_port=cfg.app.port, share=False, run_history=False,
-                app_kwargs={"middleware": guard_middleware(cfg.app.host, cfg.app.port, allowed_hosts)},
+                app_kwargs={"middleware": guard},
                 footer_links=["settings"], enable_monitoring=False, mcp_server=False, pwa=False, ssr_mode=False,
                 show_error=False, blocked_paths=[str(Path(cfg.app.export_dir).resolve())],  # downloads: zips
-                max_file_size=max_upload_bytes(cfg.app.max_batch_rows, cfg.app.max_case_chars),
+                max_file_size=upload_bytes,
                 css_paths=[ASSETS / "app.css"], js=_read_asset("shortcuts.js"))
 
 
@@ -1045,6 +1122,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(f"error: the default model {default} is missing. Create it with "
                      "`python -m training.default_model`, or pass --model DIR with a trained model directory.")
         users = load_users(args.auth) if args.auth else None
+        use_private_temp_dir()
         predictor = load_predictor(cfg)
         store = ReviewStore(cfg.app.db_path)
     except R2DError as e:

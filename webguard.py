@@ -10,6 +10,11 @@ Content-Security-Policy that forbids outside scripts, images and connections.
 {"middleware": guard_middleware(...)}) hands the list to FastAPI, which runs it around every route.
 Gradio's own CORS middleware sits outside it and may still answer a CORS preflight, but the request
 that follows is refused here, so a foreign origin never reaches a handler.
+
+It also bounds every request body (a 100 MB body to an event endpoint was once accepted whole): a
+Content-Length over the limit is answered 413 before anything is read, and a body sent without one
+(chunked) is read up to the limit before the app sees it, and answered 413 once it passes it. File
+uploads get their own, larger limit (Gradio's max_file_size checks each file, not the request).
 """
 from __future__ import annotations
 
@@ -36,6 +41,9 @@ CONTENT_SECURITY_POLICY = "; ".join((
     "img-src 'self' data: blob:", "font-src 'self' data:", "media-src 'self' data: blob:", "connect-src 'self'",
     "worker-src 'self' blob:", "frame-src 'self'", "object-src 'none'", "base-uri 'self'", "form-action 'self'",
     "frame-ancestors 'none'"))
+# request body limits (bytes): an event carries a few bounded text fields (r2d.limits), an upload a case file
+MAX_REQUEST_BYTES = 1 << 20
+UPLOAD_PATH_SUFFIX = "/upload"  # Gradio's file upload route (/gradio_api/upload)
 SECURITY_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff",
                     "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 
@@ -101,10 +109,17 @@ class GuardPolicy:
 
 
 class WebGuard:
-    """ASGI middleware: refuse foreign Host headers and Origins; add the security headers to every response."""
+    """ASGI middleware: refuse foreign Host headers and Origins and over-long bodies; add the security headers
+    to every response."""
 
-    def __init__(self, app: Callable, policy: GuardPolicy) -> None:
+    def __init__(self, app: Callable, policy: GuardPolicy, max_body_bytes: int = MAX_REQUEST_BYTES,
+                 max_upload_bytes: int = MAX_REQUEST_BYTES) -> None:
         self.app, self.policy = app, policy
+        self.max_body_bytes, self.max_upload_bytes = max_body_bytes, max_upload_bytes
+
+    def body_limit(self, path: str) -> int:
+        """The largest body a request to path may carry."""
+        return self.max_upload_bytes if path.rstrip("/").endswith(UPLOAD_PATH_SUFFIX) else self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -116,7 +131,47 @@ class WebGuard:
             logger.warning("refused %s %s: %s", scope.get("method", "WS"), scope.get("path"), problem)
             await self._refuse(scope, send, problem)
             return
-        await self.app(scope, receive, self._with_headers(send) if scope["type"] == "http" else send)
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+        limit = self.body_limit(scope.get("path", ""))
+        length = headers.get("content-length")
+        if length is not None and (not length.strip().isdigit() or int(length) > limit):
+            await self._too_large(scope, send, limit)
+            return
+        if length is None:  # chunked: read up to the limit first, then replay what was read
+            messages = await self._read_body(receive, limit)
+            if messages is None:
+                await self._too_large(scope, send, limit)
+                return
+            receive = self._replay(messages, receive)
+        await self.app(scope, receive, self._with_headers(send))
+
+    @staticmethod
+    async def _read_body(receive: Receive, limit: int) -> list[dict[str, Any]] | None:
+        """The request's body messages, or None as soon as they pass limit bytes (or the client leaves)."""
+        messages, received = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages
+            received += len(message.get("body", b""))
+            if received > limit:
+                return None
+            if not message.get("more_body", False):
+                return messages
+
+    @staticmethod
+    def _replay(messages: list[dict[str, Any]], receive: Receive) -> Receive:
+        async def replay() -> dict[str, Any]:
+            return messages.pop(0) if messages else await receive()
+        return replay
+
+    @classmethod
+    async def _too_large(cls, scope: Scope, send: Send, limit: int) -> None:
+        logger.warning("refused %s %s: body over %d bytes", scope.get("method"), scope.get("path"), limit)
+        await cls._respond(send, 413, f"Request body too large: the limit is {limit:,} bytes\n")
 
     def _problem(self, headers: Headers) -> str:
         if not self.policy.host_allowed(headers.get("host")):
@@ -131,8 +186,12 @@ class WebGuard:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        body = f"Forbidden: {problem}\n".encode()
-        await send({"type": "http.response.start", "status": 403,
+        await WebGuard._respond(send, 403, f"Forbidden: {problem}\n")
+
+    @staticmethod
+    async def _respond(send: Send, status: int, text: str) -> None:
+        body = text.encode()
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"text/plain; charset=utf-8"),
                                 (b"content-length", str(len(body)).encode())]
                     + [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]})
@@ -149,6 +208,8 @@ class WebGuard:
         return send_with_headers
 
 
-def guard_middleware(host: str, port: int, extra_names: Iterable[str] = ()) -> list[Middleware]:
+def guard_middleware(host: str, port: int, extra_names: Iterable[str] = (), max_body_bytes: int = MAX_REQUEST_BYTES,
+                     max_upload_bytes: int = MAX_REQUEST_BYTES) -> list[Middleware]:
     """The middleware list for launch(app_kwargs={"middleware": ...})."""
-    return [Middleware(WebGuard, policy=GuardPolicy(host, port, extra_names))]
+    return [Middleware(WebGuard, policy=GuardPolicy(host, port, extra_names), max_body_bytes=max_body_bytes,
+                       max_upload_bytes=max_upload_bytes)]

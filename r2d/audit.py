@@ -11,6 +11,7 @@ head hash elsewhere (it is printed by `python -m training.integrity` and kept in
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -104,14 +105,56 @@ def start_chain(conn: sqlite3.Connection) -> None:
         raise
 
 
+def _normal_sql(sql: str) -> str:
+    return " ".join(sql.replace("IF NOT EXISTS ", "").split())
+
+
+@functools.lru_cache(maxsize=1)
+def expected_triggers() -> dict[str, str]:
+    """The SQL of every protected trigger as the app creates it (whitespace-normalised): this module's SCHEMA,
+    run on stand-in tables, and the store's append-only pair for reviews and review_events."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript("CREATE TABLE reviews (review_id, submission_id); CREATE TABLE review_events (event_id);"
+                           "CREATE TABLE store_meta (key, value);" + SCHEMA)
+        found = {n: _normal_sql(sql) for n, sql in conn.execute("SELECT name, sql FROM sqlite_master "
+                                                                 "WHERE type = 'trigger'")}
+    finally:
+        conn.close()
+    for t in ("reviews", "review_events"):  # as r2d.store._create_schema writes them
+        found[f"{t}_no_update"] = _normal_sql(f"CREATE TRIGGER {t}_no_update BEFORE UPDATE ON {t} BEGIN "
+                                              f"SELECT RAISE(ABORT, '{t} is append-only: add a new row instead'); END")
+        found[f"{t}_no_delete"] = _normal_sql(f"CREATE TRIGGER {t}_no_delete BEFORE DELETE ON {t} BEGIN "
+                                              f"SELECT RAISE(ABORT, '{t} is append-only'); END")
+    return found
+
+
 def verify_chain(conn: sqlite3.Connection) -> list[str]:
-    """Every sign of tampering with reviews and reviewer actions: changed, removed or added rows, missing triggers."""
+    """Every sign of tampering with reviews and reviewer actions: changed, removed or added rows, missing
+    triggers, and triggers replaced by others of the same name (their SQL is compared, not only the name)."""
     conn.row_factory = sqlite3.Row
-    triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-    problems = [f"trigger {t} is missing (dropped with a raw SQLite client?)" for t in PROTECTED_TRIGGERS
-                if t not in triggers]
+    triggers = {r[0]: r[1] or "" for r in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")}
+    expected = expected_triggers()
+    problems = [f"trigger {t} is missing (dropped with a raw SQLite client?)" if t not in triggers else
+                f"trigger {t} was replaced: its SQL is not the app's (a no-op of the same name?)"
+                for t in PROTECTED_TRIGGERS if t not in triggers or _normal_sql(triggers[t]) != expected[t]]
     for table in CHAINS:
         problems += _verify_table(conn, table)
+    return problems
+
+
+def verify_heads(conn: sqlite3.Connection, heads: Mapping[str, str], where: str) -> list[str]:
+    """Chain heads recorded outside the database (an export's meta) must still be in its chains: a history
+    cut short (the newest reviews deleted with their chain rows) or rewritten from there on no longer holds
+    them. where: what recorded them, for the message."""
+    problems = []
+    for table, head in heads.items():
+        if table not in CHAINS or head == GENESIS:
+            continue
+        chain, key, _, what = CHAINS[table]
+        if conn.execute(f"SELECT 1 FROM {chain} WHERE row_hash = ?", (head,)).fetchone() is None:
+            problems.append(f"the {what} chain head recorded in {where} is no longer in the chain ({what}s up to "
+                            "it were deleted or rewritten)")
     return problems
 
 

@@ -15,6 +15,8 @@ import hmac
 import os
 import secrets
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,6 +25,12 @@ from r2d.errors import ConfigError
 # scrypt cost: 2**14 x 8 x 1 is the common interactive-login setting (about 16 MiB and tens of ms)
 _N, _R, _P = 2 ** 14, 8, 1
 _MAX_PASSWORD = 1024  # bytes; scrypt itself has no limit, a request body should
+# sign-in attempt limit per name: after FREE_FAILURES wrong passwords in a row, the name is locked for
+# LOCK_BASE_S, doubling with every further failure up to LOCK_MAX_S; a locked name is refused without any
+# scrypt work (even with the right password) until the lock ends; a success clears its count
+FREE_FAILURES = 5
+LOCK_BASE_S = 1.0
+LOCK_MAX_S = 900.0
 
 
 def _b64(data: bytes) -> str:
@@ -70,14 +78,48 @@ def load_users(path: str | Path) -> dict[str, str]:
     return users
 
 
-def authenticator(users: dict[str, str]) -> Callable[[str, str], bool]:
-    """The callable Gradio's launch(auth=...) takes: (username, password) -> bool."""
+class AttemptLimiter:
+    """Failed sign-ins per name, and until when each name is locked (see FREE_FAILURES). Thread-safe."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock, self._lock = clock, threading.Lock()
+        self._failures: dict[str, int] = {}
+        self._locked_until: dict[str, float] = {}
+
+    def allowed(self, name: str) -> bool:
+        with self._lock:
+            return self.clock() >= self._locked_until.get(name, 0.0)
+
+    def record(self, name: str, ok: bool) -> None:
+        with self._lock:
+            if ok:
+                self._failures.pop(name, None)
+                self._locked_until.pop(name, None)
+                return
+            failures = self._failures[name] = self._failures.get(name, 0) + 1
+            if failures >= FREE_FAILURES:
+                wait = min(LOCK_BASE_S * 2 ** (failures - FREE_FAILURES), LOCK_MAX_S)
+                self._locked_until[name] = self.clock() + wait
+
+
+def authenticator(users: dict[str, str], limiter: AttemptLimiter | None = None) -> Callable[[str, str], bool]:
+    """The callable Gradio's launch(auth=...) takes: (username, password) -> bool.
+
+    Attempts are limited per name (AttemptLimiter), and one scrypt runs at a time, so a flood of sign-ins
+    keeps at most one core busy."""
     dummy = hash_password(secrets.token_hex(8))  # unknown names cost the same work: no name probing by timing
+    limiter = limiter or AttemptLimiter()
+    one_at_a_time = threading.Lock()
 
     def check(username: str, password: str) -> bool:
-        stored = users.get((username or "").strip())
-        ok = verify_password(password or "", stored or dummy)
-        return ok and stored is not None
+        name = (username or "").strip()[:_MAX_PASSWORD]
+        if not limiter.allowed(name):
+            return False
+        stored = users.get(name)
+        with one_at_a_time:
+            ok = verify_password(password or "", stored or dummy) and stored is not None
+        limiter.record(name, ok)
+        return ok
     return check
 
 

@@ -88,25 +88,40 @@ def iter_jsonl(path: Path, name: str | None = None) -> Iterator[tuple[str, Any]]
 def iter_csv(path: Path, name: str | None = None, required: Sequence[str] = ()) -> Iterator[tuple[str, dict]]:
     """(where, row as read) for each CSV row; where = "name:line" (name: the path unless given).
 
-    Raises DatasetSchemaError when the header lacks a `required` column or a row's cells do not match the
-    header; csv.Error for a file the csv module cannot parse.
+    Raises DatasetSchemaError when the header lacks a `required` column or names one twice, a row's cells do
+    not match the header, or a quote is never closed (strict parsing: an unclosed quote once merged two
+    patients' notes into one case), naming the line.
     """
     name = str(path) if name is None else name
     with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise DatasetSchemaError(f"{name}:1: header lacks column(s) {', '.join(missing)}; "
-                                     f"found {', '.join(header) or 'none'}")
-        for row in reader:
-            # line_num is the physical line the row ended on (quoted cells may span lines)
-            where = f"{name}:{reader.line_num}"
-            if None in row or any(v is None for v in row.values()):
-                extent = "more" if None in row else "fewer"
-                raise DatasetSchemaError(f"{where}: the row has a different number of cells than the header "
-                                         f"({extent} cells than header columns; check quotes and commas)")
-            yield where, row
+        reader = csv.DictReader(f, strict=True)
+        ended = 0  # the line the last good row ended on: a broken row starts after it
+        try:
+            for where, row in _csv_rows(reader, name, required):
+                ended = reader.line_num
+                yield where, row
+        except csv.Error as e:
+            hint = "; a quote is never closed" if "end of data" in str(e) else ""
+            raise DatasetSchemaError(f"{name}:{max(ended, 1) + 1}: not readable CSV ({e}){hint}") from e
+
+
+def _csv_rows(reader: csv.DictReader, name: str, required: Sequence[str]) -> Iterator[tuple[str, dict]]:
+    header = reader.fieldnames or []
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:  # DictReader keeps the last of them silently
+        raise DatasetSchemaError(f"{name}:1: the header names column(s) {', '.join(twice)} more than once")
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DatasetSchemaError(f"{name}:1: header lacks column(s) {', '.join(missing)}; "
+                                 f"found {', '.join(header) or 'none'}")
+    for row in reader:
+        # line_num is the physical line the row ended on (quoted cells may span lines)
+        where = f"{name}:{reader.line_num}"
+        if None in row or any(v is None for v in row.values()):
+            extent = "more" if None in row else "fewer"
+            raise DatasetSchemaError(f"{where}: the row has a different number of cells than the header "
+                                     f"({extent} cells than header columns; check quotes and commas)")
+        yield where, row
 
 
 def _read_jsonl(path: Path) -> list[Example]:

@@ -26,6 +26,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -308,6 +309,30 @@ def _publish(tmp: Path, out: Path) -> None:
     os.rename(tmp, out)
 
 
+PARTIAL_MARK = ".partial-"  # in the name of a folder an export is still being written to (see export_stage2_dataset)
+
+
+def is_complete_export(folder: Path) -> bool:
+    """Whether folder is a finished export: renamed into place and holding its export_meta.json (written last)."""
+    return (not folder.name.startswith(".") and PARTIAL_MARK not in folder.name
+            and (folder / EXPORT_META_FILENAME).is_file() and (folder / "train.jsonl").is_file())
+
+
+def sweep_partial_exports(parent: str | Path, min_age_s: float = 60.0) -> int:
+    """Delete the temporary folders of exports that never finished (the app or CLI was killed) in parent,
+    those untouched for min_age_s (an export in progress elsewhere is left alone). Returns how many."""
+    root, swept = Path(parent), 0
+    if not root.is_dir():
+        return 0
+    for folder in root.glob(f".*{PARTIAL_MARK}*"):
+        if folder.is_dir() and time.time() - folder.stat().st_mtime >= min_age_s:
+            shutil.rmtree(folder, ignore_errors=True)
+            swept += 1
+    if swept:
+        logger.warning("deleted %d unfinished export folder(s) in %s", swept, root)
+    return swept
+
+
 def export_stage2_dataset(store: ReviewStore, out_dir: str | Path, policy: ExportPolicy = ExportPolicy(),
                           val_fraction: float = 0.1, test_csv: bool = False, seed: int = 0,
                           test_fraction: float | None = None, exported_by: str = "unknown",
@@ -328,7 +353,7 @@ def export_stage2_dataset(store: ReviewStore, out_dir: str | Path, policy: Expor
     splits = dict(zip(("train", "val", "test"), _split(cases, val_fraction, test_fraction, seed)))
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))  # mode 0700
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL_MARK}", dir=out.parent))  # mode 0700
     try:
         names = {"train": "train.jsonl", "val": "val.jsonl"} | ({"test": "test.csv"} if test_csv else {})
         for split, name in names.items():

@@ -94,6 +94,9 @@ _NUMBER = re.compile(r"(?<![A-Za-z\d.])\d+(?:\.\d+)?")
 _LIMIT_CONTEXT = re.compile(r"(?:below|above|under|over|at or above|at or below|<|>|>=|<=)\s*$", re.I)
 _NEGATION = re.compile(r"\b(?:no|not|without|denies|nil)[^\S\n]+(?:\w+[^\S\n]+){0,2}$", re.I)
 _WORD = re.compile(r"[a-z0-9]+")
+# how far back _LIMIT_CONTEXT and _NEGATION look (their matches end where a value starts): searching the whole
+# text before every value made the check quadratic (100k characters: 174 s)
+_LOOKBACK = 200
 
 # abnormality words -> (vital, direction): "high" = above the normal range, "low" = below it
 _ABNORMAL_WORDS: dict[str, tuple[str, str]] = {
@@ -199,14 +202,14 @@ class _Mention:
 def _vital_mentions(text: str) -> list[_Mention]:
     """Every vital sign written with a value, left to right; BP 90/60 gives an sbp and a dbp mention."""
     found: list[_Mention] = []
-    taken: list[tuple[int, int]] = []
+    taken = bytearray(len(text))  # 1 where a mention was read
     for vital, pattern in _VITAL_PATTERNS:
         for m in pattern.finditer(text):
-            if any(s < m.end() and m.start() < e for s, e in taken):
+            if any(taken[m.start():m.end()]):
                 continue  # "systolic BP 80" is read once, not also as "BP 80"
-            if _LIMIT_CONTEXT.search(text[:m.start()]):
+            if _LIMIT_CONTEXT.search(text[max(0, m.start() - _LOOKBACK):m.start()]):
                 continue  # "(fever, at or above 38.0 °C)" quotes a limit, not the patient's value
-            taken.append((m.start(), m.end()))
+            taken[m.start():m.end()] = b"\1" * (m.end() - m.start())
             if vital == "bp":
                 found += [_Mention("sbp", float(m.group(1)), m.start(), m.end()),
                           _Mention("dbp", float(m.group(2)), m.start(), m.end())]
@@ -384,7 +387,7 @@ def _check_abnormal_words(case: CaseFacts, case_text: str, rationale: str) -> li
         vital, direction = _ABNORMAL_WORDS[m.group(1).lower()]
         if re.search(r"\b" + re.escape(m.group(1)), case_text, re.I):
             continue  # the case itself says it ("Chief complaint: fever"): restating it is supported
-        if _NEGATION.search(rationale[:m.start()]):
+        if _NEGATION.search(rationale[max(0, m.start() - _LOOKBACK):m.start()]):
             value = getattr(case.facts, vital)
             if _claims_direction(case, vital, direction) and _is_adult(case):
                 problems.append(Problem("abnormal_called_normal", f"Says no {m.group(0).lower()}; the case records "
@@ -537,7 +540,7 @@ def _check_level(rationale: str, label: str | None) -> list[Problem]:
 
 def _allowed_constant(rationale: str, start: int, value: float) -> bool:
     """A limit from the rule tables quoted as a limit ('below 92%'), or the 10 of 'x/10'."""
-    before = rationale[:start]
+    before = rationale[max(0, start - _LOOKBACK):start]
     if before.rstrip().endswith("/") and value == 10:
         return True
     limits = {float(t.limit) for t in THRESHOLDS} | {float(x) for r in NORMAL_RANGES.values() for x in r}
@@ -547,8 +550,11 @@ def _allowed_constant(rationale: str, start: int, value: float) -> bool:
 def _check_numbers(case: CaseFacts, rationale: str, covered: list[tuple[int, int]]) -> list[Problem]:
     """Every other number in the rationale must be in the case (or be a quoted limit)."""
     problems = []
+    inside = bytearray(len(rationale))  # 1 inside a covered span
+    for s, e in covered:
+        inside[s:e] = b"\1" * (e - s)
     for m in _NUMBER.finditer(rationale):
-        if any(s <= m.start() < e for s, e in covered):
+        if inside[m.start()]:
             continue
         value = float(m.group(0))
         if value in case.numbers or _allowed_constant(rationale, m.start(), value):

@@ -18,9 +18,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from r2d.errors import DatasetSchemaError, TrainingRunError
+from r2d.export import is_complete_export
 
 ROOT = Path(__file__).resolve().parent.parent
 CANCELLED = "CANCELLED"
@@ -96,6 +97,9 @@ def check_inputs(export_dir: str | Path, data_dir: str | Path) -> None:
     if not (Path(export_dir) / "train.jsonl").is_file():
         raise DatasetSchemaError(f"{Path(export_dir).name} holds no train.jsonl; export the reviews first (the "
                                  "app's Export tab or python -m training.export_reviews)")
+    if not is_complete_export(Path(export_dir)):
+        raise DatasetSchemaError(f"{Path(export_dir).name} is not a finished export (no export_meta.json, written "
+                                 "last): export the reviews again")
     missing = [f"{split}.jsonl" for split in SPLITS if not (Path(data_dir) / f"{split}.jsonl").is_file()]
     if missing:
         raise DatasetSchemaError(f"the original data folder {data_dir} lacks {', '.join(missing)}; prepare it first, "
@@ -112,7 +116,28 @@ class ImproveRuns:
         self._procs: dict[str, subprocess.Popen] = {}
 
     def _running(self) -> list[str]:
-        return [run_id for run_id, proc in self._procs.items() if proc.poll() is None]
+        """Runs whose worker is alive: started by this app, or by an app that was killed or restarted (read from
+        each run's folder: the guard must survive a restart, or a second run starts beside the orphan)."""
+        mine = [run_id for run_id, proc in self._procs.items() if proc.poll() is None]
+        if not self.root.is_dir():
+            return mine
+        for out in sorted(self.root.glob("improve-*")):
+            if out.name in self._procs or (out / CANCELLED).exists():
+                continue
+            if _read_json(out / "run.json").get("status") not in ("done", "failed") and self._orphan_pid(out):
+                mine.append(out.name)
+        return mine
+
+    @staticmethod
+    def _orphan_pid(out: Path) -> int | None:
+        """The PID in a run's folder if that process still runs this run's worker (its command line names the
+        run's folder, so a reused PID is not mistaken for it), else None."""
+        try:
+            pid = int((out / PID_FILE).read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        return pid if str(out.resolve()).encode() in cmdline else None
 
     def start(self, model_dir: str | Path, export_dir: str | Path, data_dir: str | Path, steps: int,
               lora: bool = True) -> str:
@@ -141,11 +166,7 @@ class ImproveRuns:
         proc = self._procs.get(run_id)
         if proc is not None:
             return proc.poll() is None
-        try:  # started before this app restarted: is its process still there?
-            os.kill(int((out / PID_FILE).read_text()), 0)
-            return True
-        except (OSError, ValueError):
-            return False
+        return self._orphan_pid(out) is not None  # started before this app restarted
 
     def status(self, run_id: str) -> RunStatus:
         """Where a run stands, from its folder (and its process, if this app started it)."""
@@ -171,7 +192,12 @@ class ImproveRuns:
         out = self._dir(run_id)
         (out / CANCELLED).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + "\n")
         proc = self._procs.get(run_id)
-        if proc is None or proc.poll() is not None:
+        if proc is None:  # an orphan of an earlier app: stop its process group too, not only mark it
+            pid = self._orphan_pid(out)
+            if pid is not None:
+                _stop_group(pid, lambda: self._orphan_pid(out) is None, grace_s)
+            return
+        if proc.poll() is not None:
             return
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -222,6 +248,19 @@ class ImproveRuns:
         if not run_id.startswith("improve-") or "/" in run_id or not out.is_dir():
             raise TrainingRunError(f"no run {run_id!r}")
         return out
+
+
+def _stop_group(pid: int, gone: Callable[[], bool], grace_s: float) -> None:
+    """SIGTERM a worker's process group (it leads its own session), then SIGKILL after grace_s."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while not gone() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not gone():
+            os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def comparison_table(comparison: dict[str, Any]) -> str:

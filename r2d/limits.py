@@ -2,7 +2,7 @@
 
 Every text a nurse sends is bounded (a 10 MB rationale once tripled the app's memory and went into
 train.jsonl) and must be plain text: no NUL or other control characters, no lone surrogates (they
-cannot be stored as UTF-8), no bidi overrides in a name that other reviewers see. The case-text
+cannot be stored as UTF-8), no bidi overrides or invisible word splitters (look-alike text). The case-text
 and upload limits are the config's (AppConfig.max_case_chars, max_batch_rows); this module holds
 the rest and the rules shared by the store, the review logic and the app.
 """
@@ -24,8 +24,12 @@ MAX_DRAFT_CHARS = MAX_STORED_CASE_CHARS + 2 * MAX_RATIONALE_CHARS + MAX_COMMENT_
 UPLOAD_ROW_OVERHEAD_BYTES = 4096
 
 _LINE_BREAKS = "\n\r\t"
-# bidi embeddings/overrides/isolates: they make a name read differently from what is stored
+# bidi embeddings/overrides/isolates: they make text read differently from what is stored ("BP 90/60 \u202e021
+# RH" displays as "HR 120"), in a name and in a case, rationale or comment alike
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# invisible characters that split a word or number without showing (they hid identifiers from the scan);
+# the joiners U+200C/U+200D stay allowed, some scripts need them
+_INVISIBLE = frozenset("\u200b\u2060\ufeff\u00ad")
 
 
 def _bad_character(text: str, multiline: bool) -> str | None:
@@ -37,8 +41,10 @@ def _bad_character(text: str, multiline: bool) -> str | None:
         if category == "Cc" and not (multiline and ch in _LINE_BREAKS):
             what = "a NUL byte" if ch == "\x00" else f"a control character (U+{ord(ch):04X})"
             return f"{what} at position {i + 1}"
-        if not multiline and ch in _BIDI_CONTROLS:
+        if ch in _BIDI_CONTROLS:
             return f"a text-direction control (U+{ord(ch):04X}) at position {i + 1}"
+        if ch in _INVISIBLE:
+            return f"an invisible character (U+{ord(ch):04X}) at position {i + 1}"
     return None
 
 

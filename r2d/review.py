@@ -23,6 +23,7 @@ from r2d.config import GenerationConfig
 from r2d.data import iter_csv, iter_jsonl
 from r2d.errors import DatasetSchemaError, FeedbackStoreError, InvalidCaseError
 from r2d.factcheck import check_rationale, parse_case
+from r2d.limits import MAX_ID_CHARS, MAX_RATIONALE_CHARS, text_problems
 from r2d.prompts import PROMPT_VERSION
 from r2d.rules import KTAS_LABEL_NAMES, Modifier, first_order_modifiers
 from r2d.store import BatchItem, ReviewRecord, ReviewStore, SubmitResult, case_id_for, validate_review
@@ -197,11 +198,22 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\S+\s*", text)
 
 
+def check_rationale_length(rationale: str) -> None:
+    """Raises InvalidCaseError for a rationale longer than the store keeps (MAX_RATIONALE_CHARS): the diff,
+    the fact check and the consistency check read all of it (5 MB once pinned a core for minutes)."""
+    if len(rationale) > MAX_RATIONALE_CHARS:
+        raise InvalidCaseError(f"the rationale has {len(rationale):,} characters; the limit is "
+                               f"{MAX_RATIONALE_CHARS:,}. Shorten it")
+
+
 def word_diff(before: str, after: str) -> list[tuple[str, str | None]]:
     """Word-level diff as (text, category) pieces: 'added', 'removed', or None for unchanged.
 
     Joining the pieces that are not removed gives `after`; those not added give `before`.
+    Raises InvalidCaseError when either text is over MAX_RATIONALE_CHARS.
     """
+    check_rationale_length(before)
+    check_rationale_length(after)
     old, new = _words(before), _words(after)
     pieces: list[tuple[str, str | None]] = []
     matcher = difflib.SequenceMatcher(a=[w.strip() for w in old], b=[w.strip() for w in new], autojunk=False)
@@ -246,8 +258,9 @@ def check_consistency(predictor: PredictorLike, rationale: str, chosen_label: st
     """Re-predict the label from the rationale alone and compare it with the chosen label. It agrees only
     when the chosen label is the top one *and* has at least min_probability (a 41% top label is no support).
 
-    Raises InvalidCaseError for an empty rationale.
+    Raises InvalidCaseError for an empty rationale or one over MAX_RATIONALE_CHARS.
     """
+    check_rationale_length(rationale)
     if not rationale.strip():
         raise InvalidCaseError("the rationale is empty: write one before checking consistency")
     scores = predictor.predict_label_from_rationale(rationale)
@@ -283,7 +296,10 @@ class FactView:
 
 
 def fact_view(case_text: str, rationale: str, label: str | None) -> FactView:
-    """r2d.factcheck on the rationale as it stands, as highlight pieces (joined, they give the rationale)."""
+    """r2d.factcheck on the rationale as it stands, as highlight pieces (joined, they give the rationale).
+
+    Raises InvalidCaseError for a rationale over MAX_RATIONALE_CHARS."""
+    check_rationale_length(rationale)
     fc = check_rationale(case_text, rationale, label)
     pieces: list[tuple[str, str | None]] = []
     at = 0
@@ -483,6 +499,11 @@ def load_upload(path: str | Path, max_rows: int, max_chars: int) -> tuple[list[s
         raise DatasetSchemaError(f"{p.name}: {len(rows):,} cases; the limit is {max_rows:,} per upload, split the file")
     texts = [_case_from_row(row, where, max_chars) for where, row in rows]
     ids = [str(row["id"]).strip() or None if row.get("id") not in (None, "") else None for _, row in rows]
+    for (where, _), source_id in zip(rows, ids):
+        # an id is shown to reviewers and exported: one line of plain text, no direction controls, bounded
+        problems = [] if source_id is None else text_problems("id", source_id, MAX_ID_CHARS, multiline=False)
+        if problems:
+            raise DatasetSchemaError(f"{where}: {problems[0]}")
     return texts, ids
 
 

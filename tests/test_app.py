@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import stat
 from pathlib import Path
 
 import gradio as gr
@@ -104,6 +106,22 @@ def test_the_fact_check_shows_beside_the_rationale_and_follows_edits(h):
     no_facts = predicted(h, "hello level 3")  # a case with no facts: said beside the suggestion and the fact check
     assert "none of the triage facts" in no_facts["fact_notes"] and "none of the triage facts" in no_facts["label_md"]
     assert "none of the triage facts" not in predicted(h, case)["label_md"]
+
+
+def test_a_megabyte_rationale_is_refused_before_the_diff_fact_check_and_model(h, fake_predictor, monkeypatch):
+    shown = predicted(h)["shown"]
+    huge = "HR 120, BP 90/60, tachycardia. " * 34_000  # about 1 MB
+    read = []
+    real = rv.check_rationale
+    monkeypatch.setattr(rv, "check_rationale", lambda *args: read.append(args) or real(*args))
+    notes = named(h, h.facts(shown, huge, "2"))
+    assert notes["facts"] == [] and "limit is 4,000" in notes["fact_notes"] and "paused" in notes["fact_notes"]
+    assert named(h, h.diff(shown, huge))["diff"] == []
+    before = fake_predictor.calls["predict_label_from_rationale"]
+    with pytest.raises(gr.Error, match="limit is 4,000"):
+        h.check_event(shown, huge, "2")
+    assert read == [] and fake_predictor.calls["predict_label_from_rationale"] == before
+    assert named(h, h.facts(shown, "Tachycardia with HR 124.", "2"))["facts"] and len(read) == 1
 
 
 def test_consistency_needs_a_meaningful_probability(h, cfg):
@@ -739,12 +757,57 @@ def test_exports_are_not_served_and_export_anyway_needs_a_scan(launched_app, tmp
         Client(launched_app.url, verbose=False).predict(list(ACTIONS), 0, False, 0.1, False, "Nurse C",
                                                         api_name="/export_anyway")
     assert not (launched_app.tmp_path / "exports").exists()
-    client.predict(list(ACTIONS), 0, False, 0.1, False, "Nurse C", api_name="/export")
+    outputs = client.predict(list(ACTIONS), 0, False, 0.1, False, "Nurse C", api_name="/export")
+    [downloaded] = [o for o in outputs if isinstance(o, list) and o and str(o[0]).endswith(".zip")][0]
+    import zipfile
+    assert "train.jsonl" in zipfile.ZipFile(downloaded).namelist()  # served from the app's own cache folder
+    assert list((launched_app.tmp_path / "gradio").glob("r2d-download-*/export-*.zip"))
     [folder] = (launched_app.tmp_path / "exports").iterdir()
     for path in (folder / "train.jsonl", folder / "export_meta.json"):
         response = httpx.get(f"{launched_app.url}gradio_api/file={path}")
         assert response.status_code in (403, 404) and "question" not in response.text
     assert launched_app.external == []
+
+
+def test_gradio_cache_is_a_private_folder_swept_of_dead_apps(tmp_path, monkeypatch):
+    """Issue 21: the download zip sat world-readable in Gradio's shared /tmp/gradio, never deleted."""
+    import subprocess
+    import sys
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{app.TEMP_PREFIX}{gone.stdout.strip()}-abc"
+    alive = tmp_path / f"{app.TEMP_PREFIX}{os.getpid()}-def"
+    for folder in (dead, alive):
+        (folder / "h").mkdir(parents=True)
+        (folder / "h" / "export.zip").write_text("train rows")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    exits = []
+    monkeypatch.setattr(app.atexit, "register", lambda fn, *args: exits.append((fn, args)))
+    folder = app.use_private_temp_dir()
+    assert os.environ["GRADIO_TEMP_DIR"] == str(folder) and folder.parent == tmp_path
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert not dead.exists() and alive.exists()  # a killed app's cache is swept; a running one's is not
+    [(fn, args)] = exits
+    fn(*args)
+    assert not folder.exists()  # deleted when the app exits
+
+
+def test_an_upload_is_deleted_once_read_and_downloads_are_private(h, tmp_path, monkeypatch, store):
+    cache = tmp_path / "gradio"
+    (cache / "0f3c").mkdir(parents=True)
+    path = write_cases(cache / "0f3c" / "cases.jsonl", ["level 2: chest pain", "level 4: sprain"])
+    named(h, h.upload(str(path), "Nurse A", None))
+    assert len(store.list_batches()) == 1 and not path.exists() and not path.parent.exists()
+    broken = cache / "9a9a" / "broken.csv"
+    broken.parent.mkdir()
+    broken.write_text("id,notes\n1,chest pain\n")
+    with pytest.raises(gr.Error, match="no case text column"):
+        h.upload(str(broken), "Nurse A", None)
+    assert not broken.exists()  # refused, and deleted all the same
+    assert app.CACHE_CLEANUP_S[1] <= 3600
+    save(h, predicted(h)["shown"])
+    save(h, predicted(h, "level 4: ankle sprain")["shown"], label="4", rationale="Sprain: level 4.")
+    [zipped] = named(h, h.export_start(list(ACTIONS), 0, False, 0.1, False, "Nurse A", None))["ex_files"]
+    assert Path(zipped).is_relative_to(cache) and stat.S_IMODE(Path(zipped).stat().st_mode) == 0o600
 
 
 def test_the_signed_in_name_is_recorded_not_the_typed_one(h, store):
@@ -771,6 +834,19 @@ def improving(tmp_path, store, unserved, current_model, original_data, reviewed_
     return app.build_app(fake_predictor, store, cfg, examples=[])[1]
 
 
+def test_improve_offers_only_finished_exports(improving, tmp_path):
+    import shutil
+    exports = tmp_path / "exports"
+    shutil.copytree(exports / "export-1", exports / ".export-9.partial-x1")  # a killed export, renamed never
+    shutil.copytree(exports / "export-1", exports / "export-8")
+    (exports / "export-8" / "export_meta.json").unlink()  # meta is written last: this one never finished
+    h = improving
+    assert named(h, h.improve_refresh())["im_export"]["choices"] == ["export-1"]
+    for export in ("export-8", ".export-9.partial-x1"):
+        with pytest.raises(gr.Error, match="choose an export first"):
+            h.improve_start(export, str(tmp_path), 3, False, "Nurse A", None)
+
+
 def test_improve_refuses_what_it_cannot_run(improving, tmp_path):
     h = improving
     lists = named(h, h.improve_refresh())
@@ -780,8 +856,12 @@ def test_improve_refuses_what_it_cannot_run(improving, tmp_path):
             h.improve_start(export, str(tmp_path), 3, False, "Nurse A", None)
     with pytest.raises(gr.Error, match="enter your name"):
         h.improve_start("export-1", str(tmp_path), 3, False, "", None)
-    with pytest.raises(gr.Error, match="lacks train.jsonl"):
-        h.improve_start("export-1", str(tmp_path / "nowhere"), 3, False, "Nurse A", None)
+    for elsewhere in (tmp_path / "nowhere", tmp_path, "/etc"):  # only the configured folder; no path said back
+        with pytest.raises(gr.Error, match="folder this app was started with") as refused:
+            h.improve_start("export-1", str(elsewhere), 3, False, "Nurse A", None)
+        assert str(tmp_path) not in str(refused.value) and "/etc" not in str(refused.value)
+    with pytest.raises(gr.Error, match="enter your name"):
+        h.improve_cancel("improve-none", "", None)
     with pytest.raises(gr.Error, match="no run 'improve-none'"):
         h.improve_switch("improve-none", "Nurse A", None)
     assert named(h, h.improve_poll(None))["im_status"] == "No run yet."

@@ -39,3 +39,27 @@ def test_bad_users_files_say_what_to_do(tmp_path, content, message):
         auth.load_users(path)
     with pytest.raises(ConfigError, match="does not exist"):
         auth.load_users(tmp_path / "missing.txt")
+
+
+def test_sign_in_attempts_are_limited_per_name(tmp_path, monkeypatch):
+    """Issue 21: 762 wrong passwords, then the right one worked at once (about 20 attempts a second)."""
+    users_file = tmp_path / "users.txt"
+    auth.add_user(users_file, "Nurse A", "s3cret-pass")
+    now = [0.0]
+    limiter = auth.AttemptLimiter(clock=lambda: now[0])
+    check = auth.authenticator(auth.load_users(users_file), limiter)
+    scrypts = []
+    real = auth.verify_password
+    monkeypatch.setattr(auth, "verify_password", lambda *a: scrypts.append(a) or real(*a))
+    for _ in range(auth.FREE_FAILURES):
+        assert not check("Nurse A", "wrong-guess")
+    assert not check("Nurse A", "s3cret-pass")  # locked: even the right password, and no scrypt work spent
+    assert len(scrypts) == auth.FREE_FAILURES
+    assert check("Nurse B", "anything") is False and len(scrypts) == auth.FREE_FAILURES + 1  # other names unaffected
+    now[0] += auth.LOCK_BASE_S
+    assert not check("Nurse A", "wrong-again")  # the lock doubles
+    now[0] += auth.LOCK_BASE_S
+    assert not check("Nurse A", "s3cret-pass")
+    now[0] += auth.LOCK_BASE_S
+    assert check("Nurse A", "s3cret-pass")  # after the lock, the right password works and clears the count
+    assert not check("Nurse A", "wrong") and check("Nurse A", "s3cret-pass")

@@ -365,3 +365,22 @@ def test_a_crash_while_writing_leaves_no_export_folder(tmp_path, reviewed_store,
     assert all((p.stat().st_mode & 0o777) == 0o600 for p in result.all_files)
     with pytest.raises(FeedbackStoreError, match="already exists"):
         export_stage2_dataset(reviewed_store, tmp_path / "exports" / "run1", ExportPolicy(), val_fraction=0.2)
+
+
+def test_a_half_export_is_never_offered_and_is_swept(tmp_path):
+    """Issue 21: kill -9 mid-export left .export-*.partial-* folders with train.jsonl but no meta."""
+    import os
+
+    from r2d.export import is_complete_export, sweep_partial_exports
+    done, half, fresh = tmp_path / "export-1", tmp_path / ".export-2.partial-ab12", tmp_path / ".export-3.partial-cd34"
+    for folder in (done, half, fresh):
+        folder.mkdir()
+        (folder / "train.jsonl").write_text('{"question": "q", "label": "2", "rationale": "r"}\n')
+    (done / "export_meta.json").write_text("{}")
+    (half / "export_meta.json").write_text("{}")  # even with its meta, a .partial folder never finished renaming
+    nometa = tmp_path / "export-4"
+    nometa.mkdir()
+    (nometa / "train.jsonl").write_text("{}\n")
+    assert [f.name for f in sorted(tmp_path.iterdir()) if is_complete_export(f)] == ["export-1"]
+    os.utime(half, (0, 0))  # untouched for long; `fresh` may be an export in progress
+    assert sweep_partial_exports(tmp_path) == 1 and not half.exists() and fresh.exists() and done.exists()

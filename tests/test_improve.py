@@ -67,5 +67,14 @@ def test_missing_original_data_says_how_to_make_it(tmp_path, reviewed_export):
 def test_an_empty_export_is_refused(tmp_path):
     d = tmp_path / "export"
     write_examples(d / "train.jsonl", [])
+    (d / "export_meta.json").write_text("{}")
     with pytest.raises(DatasetSchemaError, match="train.jsonl: no rows"):
         improve.read_export(d)
+
+
+def test_an_export_without_its_meta_is_refused(reviewed_export):
+    """Issue 21: a half export (train.jsonl, no export_meta.json) could be trained on."""
+    assert improve.read_export(reviewed_export)["export_id"] == "export-1"
+    (reviewed_export / "export_meta.json").unlink()
+    with pytest.raises(DatasetSchemaError, match="not a finished export"):
+        improve.read_export(reviewed_export)

@@ -70,6 +70,42 @@ def test_an_edit_with_the_triggers_dropped_is_detected(reviewed_store, tamper, p
     assert problem in out and "trigger reviews_no_update is missing" in out
 
 
+@pytest.mark.parametrize("name, noop", [
+    ("reviews_no_update", "CREATE TRIGGER reviews_no_update BEFORE UPDATE ON reviews BEGIN SELECT 1; END"),
+    ("review_chain_no_delete", "CREATE TRIGGER review_chain_no_delete BEFORE DELETE ON review_chain WHEN 0 "
+                               "BEGIN SELECT RAISE(ABORT, 'review_chain is append-only'); END"),
+])
+def test_a_trigger_replaced_by_a_noop_of_the_same_name_is_detected(reviewed_store, name, noop, capsys):
+    """Issue 21: only trigger names were checked, so a no-op of the same name passed."""
+    conn = raw(reviewed_store)
+    conn.execute(f"DROP TRIGGER {name}")
+    conn.execute(noop)
+    conn.close()
+    assert integrity.main(["--db", str(reviewed_store.path)]) == 1
+    assert f"trigger {name} was replaced" in capsys.readouterr().out
+
+
+def test_the_newest_review_deleted_with_its_chain_row_is_caught_by_an_exports_head(reviewed_store, tmp_path,
+                                                                                  capsys):
+    """Issue 21: deleting the last review together with its chain row left a consistent, shorter chain."""
+    import json
+    exports = tmp_path / "exports"
+    (exports / "export-1").mkdir(parents=True)
+    (exports / "export-1" / "export_meta.json").write_text(json.dumps({"audit_chain_heads":
+                                                                        reviewed_store.chain_heads()}))
+    args = ["--db", str(reviewed_store.path), "--exports", str(exports)]
+    assert integrity.main(args) == 0
+    conn = raw(reviewed_store)
+    _drop_triggers(conn)
+    conn.execute("DELETE FROM review_chain WHERE review_id = 3")
+    conn.execute("DELETE FROM reviews WHERE review_id = 3")
+    conn.close()
+    ReviewStore(reviewed_store.path)  # opening it puts the triggers back as they were
+    assert integrity.main(["--db", str(reviewed_store.path)]) == 0  # a consistent, shorter chain on its own
+    assert integrity.main(args) == 1
+    assert "review chain head recorded in export export-1 is no longer in the chain" in capsys.readouterr().out
+
+
 def test_a_clean_store_passes_and_prints_the_chain_head(reviewed_store, capsys):
     assert integrity.main(["--db", str(reviewed_store.path)]) == 0
     out = capsys.readouterr().out

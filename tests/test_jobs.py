@@ -68,3 +68,33 @@ def test_unknown_run_ids_are_refused(tmp_path):
     for bad in ("improve-nope", "../etc", "x"):
         with pytest.raises(TrainingRunError, match="no run"):
             runs.status(bad)
+
+
+def test_an_orphan_of_a_killed_app_still_guards_and_can_be_cancelled(tmp_path, original_data, reviewed_export):
+    """Issue 21: after kill -9 and a restart a second run started beside the orphan, and Cancel said
+    Cancelled while the orphan ran on. (No torch here: the "worker" is a sleeping Python naming the run.)"""
+    import subprocess
+    import sys
+
+    from r2d import jobs
+    out = tmp_path / "runs" / "improve-20260101-000000-abcdef"
+    out.mkdir(parents=True)
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "--out", str(out.resolve())],
+                              start_new_session=True)
+    try:
+        (out / jobs.PID_FILE).write_text(f"{orphan.pid}\n")
+        for _ in range(100):  # the child's command line appears once its exec has run
+            if str(out.resolve()) in open(f"/proc/{orphan.pid}/cmdline").read():
+                break
+            time.sleep(0.05)
+        restarted = ImproveRuns(tmp_path / "runs")  # a new app: nothing in memory
+        assert restarted.status(out.name).state == "running"
+        with pytest.raises(TrainingRunError, match=f"{out.name} is still running"):
+            restarted.start(tmp_path, reviewed_export, original_data, 3)
+        restarted.cancel(out.name, grace_s=5)
+        assert orphan.wait(timeout=10) is not None and restarted.status(out.name).state == "cancelled"
+        (out / jobs.PID_FILE).write_text(f"{os.getpid()}\n")  # a reused PID (not this run's worker) is no orphan
+        assert ImproveRuns(tmp_path / "runs")._orphan_pid(out) is None
+    finally:
+        orphan.kill()
+        orphan.wait()

@@ -19,6 +19,10 @@ from r2d.errors import FeedbackStoreError, InvalidCaseError
     ("c1 \x85 control", True, "U+0085"),
     ("lone \ud800 surrogate", True, "an unpaired surrogate (U+D800)"),
     ("evil\u202eetan", False, "a text-direction control (U+202E)"),
+    ("BP 90/60 \u202e021 RH", True, "a text-direction control (U+202E) at position 10"),  # shows as "HR 120"
+    ("John\u200bSmith", True, "an invisible character (U+200B)"),
+    ("phone 555\ufeff0142", True, "an invisible character (U+FEFF)"),
+    ("\u0645\u200c\u0646 \u200d ok", True, None),  # joiners some scripts need stay allowed
     (12345, False, "must be text, got int"),
 ])
 def test_text_problems(value, multiline, problem):

@@ -407,3 +407,19 @@ def test_the_dashboard_line_counts_suggestions_and_final_labels(make_review):
     line = rv.under_triage_line(reviews, KTAS)
     assert "in **2** of 3 reviewed cases" in line and "the final label still is in **1**" in line
     assert rv.under_triage_line(reviews, ("yes", "no")) == ""
+
+
+@pytest.mark.parametrize("content, message", [
+    ('id,question\n1,"chest pain\n2,sore throat\n', r"cases.csv:2: not readable CSV.*quote is never closed"),
+    ("id,question,question\n1,chest pain,sore throat\n", r"cases.csv:1: .*question more than once"),
+    ("id,question\n" + "7" * 201 + ",chest pain\n", r"cases.csv:2: id has 201 characters; the limit is 200"),
+    ("id,question\nA\x1b[31m,chest pain\n", r"cases.csv:2: id contains a control character \(U\+001B\)"),
+    ("id,question\nA\u202e12,chest pain\n", r"cases.csv:2: id contains a text-direction control \(U\+202E\)"),
+])
+def test_an_upload_that_would_corrupt_silently_is_refused(tmp_path, content, message):
+    """Issue 21: an unclosed quote merged two patients' notes; a duplicated column silently won; ids of any
+    length or holding ESC/U+202E were stored, shown and exported."""
+    path = tmp_path / "cases.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DatasetSchemaError, match=message):
+        rv.load_upload(path, max_rows=10, max_chars=4000)

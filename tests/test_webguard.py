@@ -74,6 +74,36 @@ def test_every_response_carries_the_security_headers(guarded_client):
 
 
 @pytest.fixture()
+def bounded_client():
+    async def echo_length(request):
+        return PlainTextResponse(str(len(await request.body())))
+    inner = Starlette(routes=[Route("/", echo_length, methods=["POST"]),
+                              Route("/gradio_api/upload", echo_length, methods=["POST"])])
+    guarded = webguard.WebGuard(inner, webguard.GuardPolicy("127.0.0.1", 7860), max_body_bytes=1000,
+                                max_upload_bytes=5000)
+    return TestClient(guarded, base_url="http://127.0.0.1:7860")
+
+
+def test_request_bodies_are_bounded(bounded_client):
+    assert bounded_client.post("/", content=b"x" * 1000).text == "1000"
+    too_big = bounded_client.post("/", content=b"x" * 1001)
+    assert too_big.status_code == 413 and "1,000 bytes" in too_big.text
+    assert "default-src 'self'" in too_big.headers["content-security-policy"]
+    # uploads have their own limit
+    assert bounded_client.post("/gradio_api/upload", content=b"x" * 5000).text == "5000"
+    assert bounded_client.post("/gradio_api/upload", content=b"x" * 5001).status_code == 413
+    assert bounded_client.post("/", content=b"x", headers={"Content-Length": "abc"}).status_code == 413
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(bounded_client):
+    def chunks(n):
+        for _ in range(n):
+            yield b"x" * 100
+    assert bounded_client.post("/", content=chunks(10)).text == "1000"  # no Content-Length: sent chunked
+    assert bounded_client.post("/", content=chunks(11)).status_code == 413
+
+
+@pytest.fixture()
 def launched_tiny(tmp_path, monkeypatch):
     """A tiny gr.Blocks launched on 127.0.0.1 with the app's own launch options."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
@@ -103,6 +133,8 @@ def test_launched_app_refuses_a_foreign_host_header(launched_tiny):
     assert cross.status_code == 403
     assert httpx.post(base + "/gradio_api/call/echo", json={"data": ["x"]},
                       headers={"Origin": base}).status_code == 200
+    huge = httpx.post(base + "/gradio_api/call/echo", json={"data": ["x" * (2 << 20)]})
+    assert huge.status_code == 413
 
 
 def test_main_refuses_to_listen_beyond_loopback_without_sign_in(tmp_path, monkeypatch):

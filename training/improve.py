@@ -30,6 +30,7 @@ from r2d.artifacts import model_source
 from r2d.config import CONFIG_FILENAME, R2DConfig, config_to_dict, load_config
 from r2d.data import atomic_write_text, load_examples
 from r2d.errors import DatasetSchemaError, R2DError
+from r2d.export import is_complete_export
 from r2d.jobs import COMPARED, SPLITS, check_inputs, comparison_table
 from training.common import setup_logging
 from training.prepare_data import file_sha256
@@ -49,7 +50,9 @@ def read_export(export_dir: Path) -> dict[str, Any]:
     """What the run learns from: the export's id, meta and files. Raises DatasetSchemaError."""
     train = export_dir / "train.jsonl"
     meta_path = export_dir / EXPORT_META
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    if not is_complete_export(export_dir):  # its meta is written last: without it, the export never finished
+        raise DatasetSchemaError(f"{export_dir.name} is not a finished export (no {EXPORT_META}): export again")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     files = {"train": _file_info(train)}  # the loader refuses an empty or broken file, naming it
     val = export_dir / "val.jsonl"
     if val.is_file() and val.stat().st_size > 0:

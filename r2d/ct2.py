@@ -229,7 +229,9 @@ class CT2Predictor(Predictor):
         options: dict[str, Any] = {"beam_size": max(g.num_beams, k) if k > 1 else g.num_beams, "num_hypotheses": k,
                                    "max_decoding_length": g.max_rationale_tokens, "min_decoding_length": 0,
                                    "no_repeat_ngram_size": g.no_repeat_ngram_size, "max_input_length": 0,
-                                   "patience": BEAM_PATIENCE if max(g.num_beams, k) > 1 else 1}
+                                   "patience": BEAM_PATIENCE if max(g.num_beams, k) > 1 else 1,
+                                   # as the torch path: <pad> (the decoder start) is never generated
+                                   "suppress_sequences": [[self.tokenizer.pad_token]]}
         if on_token is not None:  # greedy only (the Predictor asks for tokens only when it streams)
             options["callback"] = _step_callback(on_token, self.tokenizer.convert_tokens_to_ids)
         results = self.translator.translate_batch(self._pieces(prompts), **(options | self.decode_options))

@@ -222,8 +222,9 @@ class Predictor:
     def _generate_kwargs(self) -> dict[str, Any]:
         g = self.generation
         # greedy (do_sample=False), so the same case gives the same rationale streamed or not, alone or in a batch
+        # <pad> is T5's decoder start, never text: a model that echoes it would "write" an empty rationale
         kwargs = {"max_new_tokens": g.max_rationale_tokens, "num_beams": g.num_beams, "do_sample": False,
-                  "no_repeat_ngram_size": g.no_repeat_ngram_size}
+                  "no_repeat_ngram_size": g.no_repeat_ngram_size, "suppress_tokens": [self.tokenizer.pad_token_id]}
         if self._candidates > 1:
             kwargs |= {"num_beams": max(g.num_beams, self._candidates), "num_return_sequences": self._candidates}
         return kwargs

@@ -123,7 +123,8 @@ def test_fact_checked_decoding_shows_the_candidate_the_case_contradicts_least(lo
     case = CASES[1]
     enc = tokenize_inputs(predictor.tokenizer, [explain_given_label_prompt(case, "2")], 96, "cpu")
     with torch.no_grad():  # the candidates, decoded independently: beam search of width 3, all three returned
-        out = predictor.model.generate(**enc, max_new_tokens=8, num_beams=3, num_return_sequences=3, do_sample=False)
+        out = predictor.model.generate(**enc, max_new_tokens=8, num_beams=3, num_return_sequences=3, do_sample=False,
+                                       suppress_tokens=[predictor.tokenizer.pad_token_id])
     candidates = [predictor.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out.tolist()]
     assert predictor.explain(case, "2") == candidates[least_contradicted(case, candidates, "2")]
     assert list(predictor.stream_rationale(case, "2")) == [predictor.explain(case, "2")]  # whole, not streamed

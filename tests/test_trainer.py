@@ -482,6 +482,51 @@ def test_gumbel_noise_is_minus_log_minus_log_uniform():
     torch.testing.assert_close(noise, -torch.log(-torch.log(u)))
 
 
+
+def test_loss_statistics_are_logged_under_their_names(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, batch):
+    hand = HandLosses(sharp_t5, tiny_tokenizer, tiny_examples)
+    sharp_t5.train()
+    for mode, expected in (("stage1", {"explain_loss": hand.explain()}),
+                           ("dss", {"predict_loss": hand.predict(), "explain_loss": hand.explain()}),
+                           ("r2d", {"used_predicted_fraction": 0.0, "sampling_probability": 0.0})):  # NEVER
+        trainer = _trainer_at(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, mode, NEVER, 50)
+        loss, outputs = trainer.compute_loss(sharp_t5, batch[mode], return_outputs=True)  # the Trainer's API
+        assert outputs == {} and loss.dim() == 0
+        trainer.log({"loss": 0.0})
+        entry = trainer.state.log_history[-1]
+        assert {k: entry[k] for k in expected} == pytest.approx(expected, abs=TOL)
+
+
+def test_no_cycle_term_when_its_weight_is_zero(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, monkeypatch):
+    trainer = _trainer_at(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, "r2d", NEVER, T_STEPS // 2)
+    monkeypatch.setattr(trainer_module, "cycle_loss", lambda *a, **k: pytest.fail("cycle loss with weight 0"))
+    tiny_t5.train()
+    trainer.compute_loss(tiny_t5, batch["r2d"])
+
+
+def test_cycle_noise_comes_from_the_trainers_seed_not_the_global_rng(tiny_t5, tiny_tokenizer, tiny_examples,
+                                                                     tmp_path, batch):
+    stage2 = Stage2Config(cycle_loss_weight=CYCLE_WEIGHT, sampling_start_fraction=1.0, sampling_end_fraction=1.0)
+    tiny_t5.train()
+    losses = []
+    for seed, global_seed in ((0, 1), (0, 2), (1, 1)):
+        trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path / str(seed), mode="r2d",
+                               stage2=stage2, step=50, seed=seed)
+        torch.manual_seed(global_seed)
+        trainer.compute_loss(tiny_t5, batch["r2d"])
+        trainer.log({"loss": 0.0})
+        losses.append(trainer.state.log_history[-1]["cycle_loss"])
+    assert losses[0] == losses[1] != losses[2]
+
+
+def test_cycle_loss_rejects_logits_of_another_vocabulary(tiny_t5, tiny_tokenizer, batch):
+    embedding = tiny_t5.get_input_embeddings().weight
+    rows = embedding.size(0)
+    logits = torch.zeros(2, 3, rows + 1)
+    with pytest.raises(ValueError, match=f"have {rows + 1} classes but the embedding matrix has {rows} rows"):
+        cycle_loss(tiny_t5, tiny_tokenizer, logits, ["1", "2"], GEN, 1.0, torch.Generator(), embedding)
+
+
 # --- evaluation, logging, arguments --------------------------------------------------------------
 
 

@@ -27,6 +27,11 @@ def test_alpha_warmup_boundaries(step, expected):
     assert alpha_at(step, MAX_STEPS, PAPER) == pytest.approx(expected)
 
 
+def test_alpha_with_a_one_step_warmup_still_starts_at_zero():
+    s = Stage2Config()  # 5% of 20 steps: W = 1
+    assert [alpha_at(t, 20, s) for t in (0, 1, 2)] == [0.0, pytest.approx(0.7), pytest.approx(0.7)]
+
+
 def test_alpha_without_warmup_is_constant():
     s = Stage2Config(alpha_warmup_fraction=0.0, alpha=0.4)
     assert alpha_at(0, MAX_STEPS, s) == 0.4
@@ -90,6 +95,12 @@ def test_gumbel_temperature_floor_and_rate_do_not_depend_on_each_other():
     assert gumbel_temperature(500, MAX_STEPS, 1.0, 0.8) == 0.8
 
 
+@pytest.mark.parametrize("max_steps", [1, 0])
+def test_gumbel_temperature_of_a_one_step_run(max_steps):
+    # T = 1 halves the temperature in its one step; T = 0 (no max_steps known) is read as 1, not a division by 0
+    assert gumbel_temperature(1, max_steps, 1.0, 0.1) == pytest.approx(0.5)
+
+
 def test_warmup_steps_round_down_as_the_authors():
     assert warmup_steps(1000, PAPER) == 50
     assert warmup_steps(30_000, PAPER) == 1500
@@ -151,6 +162,29 @@ def test_mix_labels_rejects_bad_input(predicted, pi, message):
 def test_mix_labels_rejects_global_rng_stand_ins():
     with pytest.raises(TypeError, match="generator"):
         mix_labels(["1"], ["2"], 0.5, None)
+    with pytest.raises(TypeError, match="got int$"):  # the message names what was passed
+        mix_labels(["1"], ["2"], 0.5, 7)
+
+
+class FixedDraws(random.Random):
+    """A generator whose every draw is `value`, to test the comparison at its edge."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+@pytest.mark.parametrize("draw, pi, uses_prediction", [
+    (0.0, 0.0, False),             # draws are in [0, 1): pi = 0 never takes a prediction, even at draw 0
+    (0.5, 0.5, False),             # a draw takes the prediction when it is below pi, so P(prediction) = pi
+    (0.4999, 0.5, True),
+])
+def test_a_draw_takes_the_prediction_only_below_pi(draw, pi, uses_prediction):
+    labels, used = mix_labels(["1"], ["5"], pi, FixedDraws(draw))
+    assert used == [uses_prediction] and labels == (["5"] if uses_prediction else ["1"])
 
 
 # --- R2D-C threshold -------------------------------------------------------------------------------
@@ -190,6 +224,31 @@ def test_threshold_refreshes_once_per_boundary_under_gradient_accumulation():
     th.update(3, [0.1])
     assert th.update(4, [0.2]) == pytest.approx(0.5)
     assert th.update(5, [0.0]) == pytest.approx(0.4)  # mean(0.9, 0.1, 0.2)
+
+
+def test_threshold_with_a_one_step_window_refreshes_every_step():
+    th = ConfidenceThreshold(warmup_steps=0, window_steps=1)
+    assert th.update(0, [0.4]) == pytest.approx(0.4)
+    assert th.update(1, [0.6]) == pytest.approx(0.4)  # gated with the value in force, then refreshed
+    assert th.update(2, [0.2]) == pytest.approx(0.6)
+
+
+def test_threshold_without_confidences_stays_at_never():
+    # nothing to calibrate on at W: the threshold stays 1.0, the authors' "never use a prediction"
+    th = ConfidenceThreshold(warmup_steps=0, window_steps=10)
+    assert th.update(0, []) == 1.0
+    assert th.threshold == 1.0
+
+
+def test_threshold_after_a_gap_refreshes_at_the_next_boundary():
+    # steps can jump (a resumed run): a gap over several windows moves the next refresh to the first
+    # window boundary after the step, not one window after the old boundary
+    th = ConfidenceThreshold(warmup_steps=0, window_steps=10)
+    th.update(0, [0.5])                               # calibrated at W = 0; next boundary 10
+    assert th.update(35, [0.1]) == pytest.approx(0.5)  # past 10, 20 and 30: refreshed once, to 0.1
+    assert th.update(39, [0.3]) == pytest.approx(0.1)  # no refresh before 40
+    assert th.update(40, [0.7]) == pytest.approx(0.1)  # the boundary: refreshed to mean(0.3, 0.7)
+    assert th.update(41, [0.0]) == pytest.approx(0.5)
 
 
 def test_threshold_rejects_zero_window():

@@ -265,6 +265,268 @@ def test_confidence_gating_calibrates_on_the_warmup(tiny_t5, tiny_tokenizer, tin
     assert trainer.state.log_history[-1]["confidence_threshold"] == pytest.approx((1.0 + 0.44 + 0.44) / 3)
 
 
+# --- the objective, computed by hand ------------------------------------------------------------------
+# Every expected value below comes from its own forward pass, fed decoder inputs (never labels=, so the
+# model's own loss is not reused), with the prompts written as METHOD.md documents them and the weights
+# from the formula: alpha(t) = 0.7 * min(1, t / W), W = 5% of T. A swapped alpha / (1 - alpha), a
+# warm-up removed or a gold label where y~ belongs each changes a number here.
+
+T_STEPS = 200  # W = 10: steps 0, W/2 = 5, W = 10 and the end (200) are all whole steps
+PAPER_ALPHA, PAPER_WARMUP, CYCLE_WEIGHT = 0.7, 0.05, 0.1
+TOL = 1e-5  # float32 agreement of two computations of a loss near 5; every term pair below differs by > 100 TOL
+STEPS = {"t=0": 0, "t=W/2": 5, "t=W": 10, "t=end": T_STEPS}
+PI_ONE = Stage2Config(alpha=PAPER_ALPHA, alpha_warmup_fraction=PAPER_WARMUP, sampling_start_fraction=0.0,
+                      sampling_end_fraction=0.0, sampling_cap=1.0)  # pi(t) = 1: y~ is the model's label
+
+
+@pytest.fixture()
+def sharp_t5(tiny_t5):
+    """sharp_t5 with its weights redrawn from N(0, 1): at T5's small initial scale the prompt barely moves the
+    rationale loss (gold vs rotated y~: 3e-4); here the terms differ by 1e-2 or more."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in tiny_t5.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator))
+    return tiny_t5
+
+
+def paper_alpha(step):
+    return PAPER_ALPHA * min(1.0, step / (PAPER_WARMUP * T_STEPS))
+
+
+def hand_encode(tokenizer, texts):
+    enc = tokenizer(list(texts), padding=True, return_tensors="pt")
+    assert enc["input_ids"].shape[1] <= GEN.max_input_tokens  # nothing is cut: the prompts are whole
+    return enc
+
+
+def hand_targets(tokenizer, texts, max_tokens):
+    ids = tokenizer(text_target=list(texts), max_length=max_tokens, truncation=True, padding=True,
+                    return_tensors="pt")["input_ids"]
+    return ids.masked_fill(ids == tokenizer.pad_token_id, -100)
+
+
+def hand_forward(model, targets, **encoder):
+    """Teacher-forced logits (B, T, V): decoder input = <pad> (T5's start) + targets shifted right."""
+    start = torch.full((targets.size(0), 1), model.config.decoder_start_token_id)
+    decoder_input_ids = torch.cat([start, targets[:, :-1]], dim=1)
+    decoder_input_ids = decoder_input_ids.masked_fill(decoder_input_ids == -100, model.config.pad_token_id)
+    return model(decoder_input_ids=decoder_input_ids, **encoder).logits
+
+
+def hand_ce(logits, targets):
+    """Mean over the non-padding target tokens of -log softmax(logits)[target]."""
+    keep = targets != -100
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    nll = -logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (nll * keep).sum() / keep.sum()
+
+
+class HandLosses:
+    """The predict and explain cross-entropies of tiny_examples, each from its own forward pass."""
+
+    def __init__(self, model, tokenizer, examples):
+        self.model, self.tokenizer = model, tokenizer
+        self.cases = [e.case_text for e in examples]
+        self.gold = [e.label for e in examples]
+        self.rationales = hand_targets(tokenizer, [e.rationale for e in examples], GEN.max_rationale_tokens)
+
+    def predict(self):
+        labels = hand_targets(self.tokenizer, self.gold, GEN.max_label_tokens)
+        enc = hand_encode(self.tokenizer, [f"predict: {c}" for c in self.cases])
+        return hand_ce(hand_forward(self.model, labels, **enc), labels).item()
+
+    def explain(self):  # Stage 1 and DSS: no label in the input
+        enc = hand_encode(self.tokenizer, [f"explain: {c}" for c in self.cases])
+        return hand_ce(hand_forward(self.model, self.rationales, **enc), self.rationales).item()
+
+    def explain_given(self, labels):  # Reason2Decide: conditioned on y~
+        logits = self.explain_given_logits(labels)
+        return hand_ce(logits, self.rationales).item()
+
+    def explain_given_logits(self, labels):
+        enc = hand_encode(self.tokenizer, [f"given label: {y}, explain: {c}" for y, c in zip(labels, self.cases)])
+        return hand_forward(self.model, self.rationales, **enc)
+
+    def cycle(self, labels, noise, temperature):
+        """R2D-C: rationale logits + Gumbel noise -> softmax at the temperature -> soft embeddings after the
+        embedded `predict:` prefix -> CE of the conditioning labels y~."""
+        embedding = self.model.get_input_embeddings().weight
+        soft = torch.softmax((self.explain_given_logits(labels) + noise) / temperature, dim=-1) @ embedding
+        prefix = embedding[self.tokenizer("predict:", add_special_tokens=False)["input_ids"]]
+        inputs_embeds = torch.cat([prefix.expand(soft.size(0), -1, -1), soft], dim=1)
+        targets = hand_targets(self.tokenizer, labels, GEN.max_label_tokens)
+        return hand_ce(hand_forward(self.model, targets, inputs_embeds=inputs_embeds), targets).item()
+
+
+def _rotated(labels):
+    return labels[1:] + labels[:1]  # a y~ that differs from gold in every example
+
+
+def _trainer_at(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, mode, stage2, step, monkeypatch=None):
+    trainer = make_trainer(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, mode=mode, stage2=stage2, step=step)
+    trainer.state.max_steps = T_STEPS
+    if monkeypatch is not None:  # the model's own labels, fixed: y~ = the gold labels rotated by one
+        monkeypatch.setattr(trainer, "model_labels", lambda model, cases: (_rotated([e.label for e in tiny_examples]),
+                                                                            [0.9] * len(cases)))
+    return trainer
+
+
+def test_hand_losses_tell_the_terms_apart(sharp_t5, tiny_tokenizer, tiny_examples):
+    # the tests below can only catch a swapped weight or a wrong label if the terms differ by far more than TOL
+    hand = HandLosses(sharp_t5, tiny_tokenizer, tiny_examples)
+    gold = [e.label for e in tiny_examples]
+    assert abs(hand.predict() - hand.explain_given(gold)) > 100 * TOL
+    assert abs(hand.predict() - hand.explain()) > 100 * TOL
+    assert abs(hand.explain() - hand.explain_given(gold)) > 100 * TOL
+    assert abs(hand.explain_given(_rotated(gold)) - hand.explain_given(gold)) > 100 * TOL
+
+
+@pytest.mark.parametrize("step", STEPS.values(), ids=STEPS.keys())
+def test_stage1_and_sft_losses_by_hand(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, step):
+    hand = HandLosses(sharp_t5, tiny_tokenizer, tiny_examples)
+    sharp_t5.train()
+    for mode, expected in (("stage1", hand.explain()), ("sft", hand.predict())):
+        trainer = _trainer_at(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, mode, PI_ONE, step)
+        assert trainer.compute_loss(sharp_t5, batch[mode]).item() == pytest.approx(expected, abs=TOL)
+
+
+@pytest.mark.parametrize("step", STEPS.values(), ids=STEPS.keys())
+def test_dss_loss_by_hand_constant_alpha(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, step):
+    # distilling step-by-step: alpha * CE(predict: x -> y) + (1 - alpha) * CE(explain: x -> r), no warm-up
+    hand = HandLosses(sharp_t5, tiny_tokenizer, tiny_examples)
+    trainer = _trainer_at(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, "dss", PI_ONE, step)
+    sharp_t5.train()
+    expected = PAPER_ALPHA * hand.predict() + (1 - PAPER_ALPHA) * hand.explain()
+    assert trainer.compute_loss(sharp_t5, batch["dss"]).item() == pytest.approx(expected, abs=TOL)
+
+
+@pytest.mark.parametrize("step", STEPS.values(), ids=STEPS.keys())
+def test_r2d_loss_by_hand_with_y_tilde_fixed(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, monkeypatch,
+                                             step):
+    # L(t) = alpha(t) * CE(predict: x -> y) + (1 - alpha(t)) * CE(given label: y~, explain: x -> r)
+    hand = HandLosses(sharp_t5, tiny_tokenizer, tiny_examples)
+    trainer = _trainer_at(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, "r2d", PI_ONE, step, monkeypatch)
+    sharp_t5.train()
+    y_tilde = _rotated([e.label for e in tiny_examples])
+    alpha = paper_alpha(step)
+    expected = alpha * hand.predict() + (1 - alpha) * hand.explain_given(y_tilde)
+    assert trainer.compute_loss(sharp_t5, batch["r2d"]).item() == pytest.approx(expected, abs=TOL)
+    trainer.log({"loss": 0.0})
+    entry = trainer.state.log_history[-1]
+    assert entry["alpha"] == pytest.approx(alpha)
+    assert entry["predict_loss"] == pytest.approx(hand.predict(), abs=TOL)
+    assert entry["explain_loss"] == pytest.approx(hand.explain_given(y_tilde), abs=TOL)
+
+
+def test_r2d_explain_input_carries_y_tilde_per_example(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
+                                                       monkeypatch):
+    # pi = 1/2 with the trainer's seeded generator: some examples keep gold, the others get the model's label
+    s = Stage2Config(sampling_start_fraction=0.0, sampling_end_fraction=0.0, sampling_cap=0.5)
+    trainer = _trainer_at(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, "r2d", s, T_STEPS, monkeypatch)
+    draws = torch.rand(len(tiny_examples), generator=torch.Generator().manual_seed(OPTIM.seed)).tolist()
+    gold = [e.label for e in tiny_examples]
+    y_tilde = [own if u < 0.5 else g for u, own, g in zip(draws, _rotated(gold), gold)]
+    assert y_tilde != gold and y_tilde != _rotated(gold)  # this seed mixes both kinds
+    hand = HandLosses(sharp_t5, tiny_tokenizer, tiny_examples)
+    sharp_t5.train()
+    expected = PAPER_ALPHA * hand.predict() + (1 - PAPER_ALPHA) * hand.explain_given(y_tilde)
+    assert trainer.compute_loss(sharp_t5, batch["r2d"]).item() == pytest.approx(expected, abs=TOL)
+
+
+@pytest.mark.parametrize("step", STEPS.values(), ids=STEPS.keys())
+def test_evaluation_uses_the_final_alpha_and_gold_labels(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
+                                                         monkeypatch, step):
+    stage2 = Stage2Config(**{**PI_ONE.__dict__, "cycle_loss_weight": CYCLE_WEIGHT})
+    hand = HandLosses(sharp_t5, tiny_tokenizer, tiny_examples)
+    trainer = _trainer_at(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, "r2d", stage2, step, monkeypatch)
+    sharp_t5.eval()
+    gold = [e.label for e in tiny_examples]
+    expected = PAPER_ALPHA * hand.predict() + (1 - PAPER_ALPHA) * hand.explain_given(gold)  # no cycle term
+    with torch.no_grad():
+        assert trainer.compute_loss(sharp_t5, batch["r2d"]).item() == pytest.approx(expected, abs=TOL)
+    loss, _, _ = trainer.prediction_step(sharp_t5, batch["r2d"], prediction_loss_only=True)
+    assert loss.item() == pytest.approx(expected, abs=TOL)
+
+
+@pytest.mark.parametrize("step", [*STEPS.values(), T_STEPS // 2], ids=[*STEPS.keys(), "t=T/2"])
+def test_r2dc_cycle_term_by_hand(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, monkeypatch, step):
+    # R2D-C: L(t) + lambda * L_cycle(t) for t > W, at temperature max(0.5, exp(-ln2 * t / T)), target y~
+    stage2 = Stage2Config(**{**PI_ONE.__dict__, "cycle_loss_weight": CYCLE_WEIGHT})
+    trainer = _trainer_at(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, "r2d", stage2, step, monkeypatch)
+    noises = []
+
+    def fixed_noise(shape, generator, device):  # the same Gumbel draw for the trainer and the hand computation
+        noises.append(-torch.log(-torch.log(torch.rand(shape, generator=torch.Generator().manual_seed(7)))))
+        return noises[-1]
+    monkeypatch.setattr(trainer_module, "gumbel_noise", fixed_noise)
+    hand = HandLosses(sharp_t5, tiny_tokenizer, tiny_examples)
+    sharp_t5.train()
+    y_tilde = _rotated([e.label for e in tiny_examples])
+    alpha = paper_alpha(step)
+    expected = alpha * hand.predict() + (1 - alpha) * hand.explain_given(y_tilde)
+    loss = trainer.compute_loss(sharp_t5, batch["r2d"]).item()
+    if step <= PAPER_WARMUP * T_STEPS:
+        assert not noises  # no cycle term up to and including W
+    else:
+        temperature = max(0.5, math.exp(-math.log(2) * step / T_STEPS))
+        cycle = hand.cycle(y_tilde, noises[0], temperature)
+        assert abs(cycle - hand.cycle([e.label for e in tiny_examples], noises[0], temperature)) > 100 * TOL
+        expected += CYCLE_WEIGHT * cycle
+    assert loss == pytest.approx(expected, abs=TOL)
+
+
+def test_gumbel_noise_is_minus_log_minus_log_uniform():
+    u = torch.rand(3, 4, generator=torch.Generator().manual_seed(5))
+    noise = trainer_module.gumbel_noise(torch.Size([3, 4]), torch.Generator().manual_seed(5), torch.device("cpu"))
+    torch.testing.assert_close(noise, -torch.log(-torch.log(u)))
+
+
+
+def test_loss_statistics_are_logged_under_their_names(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, batch):
+    hand = HandLosses(sharp_t5, tiny_tokenizer, tiny_examples)
+    sharp_t5.train()
+    for mode, expected in (("stage1", {"explain_loss": hand.explain()}),
+                           ("dss", {"predict_loss": hand.predict(), "explain_loss": hand.explain()}),
+                           ("r2d", {"used_predicted_fraction": 0.0, "sampling_probability": 0.0})):  # NEVER
+        trainer = _trainer_at(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, mode, NEVER, 50)
+        loss, outputs = trainer.compute_loss(sharp_t5, batch[mode], return_outputs=True)  # the Trainer's API
+        assert outputs == {} and loss.dim() == 0
+        trainer.log({"loss": 0.0})
+        entry = trainer.state.log_history[-1]
+        assert {k: entry[k] for k in expected} == pytest.approx(expected, abs=TOL)
+
+
+def test_no_cycle_term_when_its_weight_is_zero(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, monkeypatch):
+    trainer = _trainer_at(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, "r2d", NEVER, T_STEPS // 2)
+    monkeypatch.setattr(trainer_module, "cycle_loss", lambda *a, **k: pytest.fail("cycle loss with weight 0"))
+    tiny_t5.train()
+    trainer.compute_loss(tiny_t5, batch["r2d"])
+
+
+def test_cycle_noise_comes_from_the_trainers_seed_not_the_global_rng(tiny_t5, tiny_tokenizer, tiny_examples,
+                                                                     tmp_path, batch):
+    stage2 = Stage2Config(cycle_loss_weight=CYCLE_WEIGHT, sampling_start_fraction=1.0, sampling_end_fraction=1.0)
+    tiny_t5.train()
+    losses = []
+    for seed, global_seed in ((0, 1), (0, 2), (1, 1)):
+        trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path / str(seed), mode="r2d",
+                               stage2=stage2, step=50, seed=seed)
+        torch.manual_seed(global_seed)
+        trainer.compute_loss(tiny_t5, batch["r2d"])
+        trainer.log({"loss": 0.0})
+        losses.append(trainer.state.log_history[-1]["cycle_loss"])
+    assert losses[0] == losses[1] != losses[2]
+
+
+def test_cycle_loss_rejects_logits_of_another_vocabulary(tiny_t5, tiny_tokenizer, batch):
+    embedding = tiny_t5.get_input_embeddings().weight
+    rows = embedding.size(0)
+    logits = torch.zeros(2, 3, rows + 1)
+    with pytest.raises(ValueError, match=f"have {rows + 1} classes but the embedding matrix has {rows} rows"):
+        cycle_loss(tiny_t5, tiny_tokenizer, logits, ["1", "2"], GEN, 1.0, torch.Generator(), embedding)
+
+
 # --- evaluation, logging, arguments --------------------------------------------------------------
 
 

@@ -52,10 +52,9 @@ def sampling_probability(step: int, max_steps: int, s: Stage2Config) -> float:
 
 def gated_probability(pi: float, confidence: float, threshold: float, sharpness: float) -> float:
     """R2D-C: pi * sigmoid(sharpness * (confidence - threshold)); confident predictions are used more."""
-    z = sharpness * (confidence - threshold)
-    # the two branches keep exp() from overflowing for very large |z|
-    gate = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
-    return pi * gate
+    # sigmoid(z) = (1 + tanh(z / 2)) / 2: the same value, and tanh cannot overflow for very large |z|
+    # (one expression instead of an exp() per sign, whose two branches agree wherever they meet)
+    return pi * 0.5 * (1.0 + math.tanh(0.5 * sharpness * (confidence - threshold)))
 
 
 def gumbel_temperature(step: int, max_steps: int, start: float, end: float) -> float:

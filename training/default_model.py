@@ -617,7 +617,7 @@ FREE_TEXT_ROWS = (("accuracy", "accuracy", ""), ("macro-F1", "macro_f1", ""),
 
 
 def _free_text_section(report: dict[str, Any]) -> str:
-    """The card's free-text table: notes as nurses write them (assets/eval/README.md), one greedy rationale."""
+    """The card's free-text table: notes as nurses write them (evaluate.FREE_TEXT_SET), one greedy rationale."""
     m = report["metrics"]
     emergencies = report.get("severe_under_triage", {}).get("emergencies", "n/a")
     rows = [f"| {title} | " + (f"{m.get(key)} of {emergencies}" if key == "severe_under_triage"

@@ -193,6 +193,9 @@ class CT2Predictor(Predictor):
     backend = "ct2"
 
     def __init__(self, loaded: LoadedModel, generation: GenerationConfig, max_case_chars: int = 4000) -> None:
+        if generation.constrain_numbers:
+            raise ModelLoadError("generation.constrain_numbers needs model.backend=torch or auto: CTranslate2 "
+                                 "takes no logits processor")
         super().__init__(loaded, generation, max_case_chars)
         self.translator = loaded.model
         # extra translate_batch options (the benchmark forces a length with min_decoding_length); empty in the app
@@ -224,7 +227,8 @@ class CT2Predictor(Predictor):
                        for r, (_, (_, with_eos)) in zip(results, pairs)]
         return scores_from_token_logprobs([self.label_set] * len(prompts), token_logps)
 
-    def _rationale_candidates(self, prompts: Sequence[str], on_token: OnToken | None = None) -> list[list[str]]:
+    def _rationale_candidates(self, prompts: Sequence[str], on_token: OnToken | None = None,
+                              cases: Sequence[str] = ()) -> list[list[str]]:
         g, k = self.generation, max(1, self._candidates)
         options: dict[str, Any] = {"beam_size": max(g.num_beams, k) if k > 1 else g.num_beams, "num_hypotheses": k,
                                    "max_decoding_length": g.max_rationale_tokens, "min_decoding_length": 0,

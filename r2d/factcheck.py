@@ -35,22 +35,36 @@ LABEL_MASK = "[LABEL]"
 _NUM = r"(\d{1,3}(?:\.\d)?)"
 _SEP = r"[^\S\n]*(?:of|was|is|at|=|:)?[^\S\n]*"  # never across a line break
 
+# how a case or rationale names each vital sign (one home: the value patterns below and value_slot read them)
+_VITAL_NAMES = {
+    # "RR 150/90" is a blood pressure (Riva-Rocci, as German notes write it), not a respiratory rate
+    "bp": r"blood pressure|BP|B/P|RR",
+    "sbp": r"systolic(?: blood pressure| BP)?|SBP",
+    "dbp": r"diastolic(?: blood pressure| BP)?|DBP",
+    "heart_rate": r"heart rate|HR|pulse(?: rate)?|PR",
+    "resp_rate": r"respiratory rate|resp(?:iratory)?\.? rate|RR|resps?|breathing rate",
+    "temperature": r"temperature|temp|T",
+    "spo2": r"SpO2|SpO₂|SaO2|O2 sat(?:uration)?s?|sats?|saturations?|oxygen saturation",
+}
+
+
+def _named(vital: str) -> str:
+    return r"\b(?:" + _VITAL_NAMES[vital] + ")" + _SEP
+
+
 # one pattern per way of writing a vital sign; group 1 (and 2 for BP) hold the value(s)
 _VITAL_PATTERNS: tuple[tuple[str, re.Pattern], ...] = tuple((v, re.compile(p, re.I)) for v, p in (
-    # "RR 150/90" is a blood pressure (Riva-Rocci, as German notes write it), not a respiratory rate
-    ("bp", r"\b(?:blood pressure|BP|B/P|RR)" + _SEP + r"(\d{2,3})\s*/\s*(\d{2,3})(?:\s*mm\s*Hg)?"),
-    ("sbp", r"\b(?:systolic(?: blood pressure| BP)?|SBP)" + _SEP + r"(\d{2,3})(?:\s*mm\s*Hg)?"),
-    ("dbp", r"\b(?:diastolic(?: blood pressure| BP)?|DBP)" + _SEP + r"(\d{2,3})(?:\s*mm\s*Hg)?"),
-    ("heart_rate", r"\b(?:heart rate|HR|pulse(?: rate)?|PR)" + _SEP + r"(\d{2,3})(?:\s*(?:/\s*min|bpm|beats/min))?"),
-    ("resp_rate", r"\b(?:respiratory rate|resp(?:iratory)?\.? rate|RR|resps?|breathing rate)" + _SEP
-     + r"(\d{1,2})(?!\d)(?:\s*(?:/\s*min|breaths/min))?"),
-    ("fahrenheit", r"\b(?:temperature|temp|T)" + _SEP + r"(\d{2,3}(?:\.\d)?)\s*°?\s*F\b"),
+    ("bp", _named("bp") + r"(\d{2,3})\s*/\s*(\d{2,3})(?:\s*mm\s*Hg)?"),
+    ("sbp", _named("sbp") + r"(\d{2,3})(?:\s*mm\s*Hg)?"),
+    ("dbp", _named("dbp") + r"(\d{2,3})(?:\s*mm\s*Hg)?"),
+    ("heart_rate", _named("heart_rate") + r"(\d{2,3})(?:\s*(?:/\s*min|bpm|beats/min))?"),
+    ("resp_rate", _named("resp_rate") + r"(\d{1,2})(?!\d)(?:\s*(?:/\s*min|breaths/min))?"),
+    ("fahrenheit", _named("temperature") + r"(\d{2,3}(?:\.\d)?)\s*°?\s*F\b"),
     ("fahrenheit", r"(?<![\d.])(\d{2,3}(?:\.\d)?)\s*°\s*F\b"),
-    ("temperature", r"\b(?:temperature|temp|T)" + _SEP + r"(\d{2}(?:\.\d)?)\s*(?:°\s*C|degrees(?: C)?|C\b)?"),
+    ("temperature", _named("temperature") + r"(\d{2}(?:\.\d)?)\s*(?:°\s*C|degrees(?: C)?|C\b)?"),
     ("temperature", r"(?<![\d.])(\d{2}\.\d)\s*°\s*C"),
     ("temperature", r"\b(?:fever|febrile|pyrexi\w*)" + _SEP + r"(\d{2}\.\d)\b"),  # "fever 39.5"
-    ("spo2", r"\b(?:SpO2|SpO₂|SaO2|O2 sat(?:uration)?s?|sats?|saturations?|oxygen saturation)" + _SEP
-     + r"(\d{2,3})\s*%?"),
+    ("spo2", _named("spo2") + r"(\d{2,3})\s*%?"),
     ("spo2", r"(?<![\d.])(\d{2,3})\s*%\s*(?:on\s+)?(?:RA|room air)\b"),  # "91% RA"
 ))
 _GCS = re.compile(r"\bGCS" + _SEP + r"(\d{1,2})\b", re.I)
@@ -218,6 +232,29 @@ def _vital_mentions(text: str) -> list[_Mention]:
             else:
                 found.append(_Mention(vital, float(m.group(1)), m.start(), m.end()))
     return sorted(found, key=lambda x: x.start)
+
+
+_SLOT_TAIL = 40  # characters before a number that decide what it states
+_PAIN_NAME = r"\b(?:pain(?: score)?|NRS(?: pain)?)" + _SEP
+# (slot, the text that ends right before a number stating it); the first match wins, so "systolic BP" is an sbp,
+# "pain 7/" is the pain scale's 10 and "RR" alone a respiratory rate
+_SLOTS: tuple[tuple[str, re.Pattern], ...] = tuple((slot, re.compile(p + "$", re.I)) for slot, p in (
+    ("limit", _LIMIT_CONTEXT.pattern.removesuffix("$")),
+    ("pain_scale", _PAIN_NAME + r"\d{1,2}\s*/\s*"),
+    ("dbp", _named("bp") + r"\d{2,3}\s*/\s*"),
+    ("gcs", r"\bGCS" + _SEP),
+    ("pain", _PAIN_NAME),
+    *((vital, _named(vital)) for vital in ("sbp", "dbp", "heart_rate", "resp_rate", "temperature", "spo2")),
+    ("sbp", _named("bp")),
+))
+
+
+def value_slot(before: str) -> str | None:
+    """What a number written right after `before` states, as this module reads text: a vital sign ("sbp",
+    "dbp", "heart_rate", "resp_rate", "temperature", "spo2"), "pain", "pain_scale" (the 10 of x/10), "gcs",
+    "limit" (a rule limit quoted as one: "above 160"), or None (nothing in particular)."""
+    tail = before[-_SLOT_TAIL:]
+    return next((slot for slot, pattern in _SLOTS if pattern.search(tail)), None)
 
 
 def _mental_state(text: str) -> tuple[str, int, int] | None:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
+from transformers.generation.logits_process import LogitsProcessorList
 from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
@@ -30,6 +31,7 @@ from r2d.errors import ConfigError, InvalidCaseError, ModelLoadError
 from r2d.factcheck import least_contradicted
 from r2d.limits import text_problems
 from r2d.modeling import LoadedModel
+from r2d.number_guard import NumberGuardProcessor
 from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, explain_prompt, predict_prompt
 from r2d.scoring import LabelScores, eval_mode, score_labels, tokenize_inputs
 
@@ -205,13 +207,18 @@ class Predictor:
         g = self.generation  # r2d.scoring bounds the decoder's memory (pairs per call); one home for that
         return score_labels(self.model, self.tokenizer, prompts, self.label_set, g.max_input_tokens, g.max_label_tokens)
 
-    def _rationale_candidates(self, prompts: Sequence[str], on_token: OnToken | None = None) -> list[list[str]]:
+    def _rationale_candidates(self, prompts: Sequence[str], on_token: OnToken | None = None,
+                              cases: Sequence[str] = ()) -> list[list[str]]:
         """Each prompt's decoded rationales, best first: one, or fact_check_candidates beam hypotheses.
-        on_token (greedy only) sees every step's new token ids and stops the generation by returning True."""
+        on_token (greedy only) sees every step's new token ids and stops the generation by returning True.
+        `cases` (the prompts' case texts) feed generation.constrain_numbers."""
         extra: dict[str, Any] = {}
         if on_token is not None:
             hook = _TokenHook(on_token)
             extra = {"streamer": hook, "stopping_criteria": StoppingCriteriaList([_StopWhenAsked(hook)])}
+        if self.generation.constrain_numbers:
+            rows = self._generate_kwargs()["num_beams"]  # beams (and returned candidates) of a case come in a row
+            extra["logits_processor"] = LogitsProcessorList([NumberGuardProcessor(self.tokenizer, cases, rows)])
         with eval_mode(self.model):
             enc = tokenize_inputs(self.tokenizer, prompts, self.generation.max_input_tokens, self.model.device)
             out = self.model.generate(**enc, **self._generate_kwargs(), **extra)
@@ -240,7 +247,7 @@ class Predictor:
 
     def _explain(self, cases: Sequence[str], labels: Sequence[str], on_token: OnToken | None = None) -> list[str]:
         prompts = [self.rationale_prompt(c, lab) for c, lab in zip(cases, labels)]
-        candidates = self._rationale_candidates(prompts, on_token if self._streams else None)
+        candidates = self._rationale_candidates(prompts, on_token if self._streams else None, cases=cases)
         if self._candidates <= 1:
             return [c[0] for c in candidates]
         # fact-checked decoding: of each case's candidates, the one the case contradicts least
@@ -382,7 +389,9 @@ def load_predictor(model_cfg: ModelConfig, generation: GenerationConfig, max_cas
     wrap it in the Predictor for that backend. Raises ModelLoadError."""
     from r2d import ct2
     from r2d.modeling import load_model_and_tokenizer, resolve_backend, resolve_device
-    backend = resolve_backend(model_cfg.backend, model_cfg.quantization, resolve_device(model_cfg.device),
+    # the number guard is a transformers logits processor: CTranslate2 has no hook for one
+    choice = "torch" if generation.constrain_numbers and model_cfg.backend == "auto" else model_cfg.backend
+    backend = resolve_backend(choice, model_cfg.quantization, resolve_device(model_cfg.device),
                               ct2.ct2_available(), ct2.convertible(model_cfg))
     loaded = ct2.load_ct2(model_cfg) if backend == "ct2" else load_model_and_tokenizer(model_cfg)
     return Predictor.from_loaded(loaded, generation, max_case_chars)

@@ -55,10 +55,13 @@ def test_ablation_then_recipe_then_evaluate_only(tmp_path, shared_data):
     assert single["generation"]["fact_check_candidates"] == fp32["generation"]["fact_check_candidates"] == 0
     assert report["quantization_requested"] == single["quantization_requested"] == "auto"  # as the app loads it
     assert fp32["quantization"] == "none"
+    guarded = json.loads((out / default_model.GUARDED_REPORT_FILENAME).read_text())
+    assert guarded["generation"]["constrain_numbers"] and not fp32["generation"]["constrain_numbers"]
+    assert guarded["n"] == 252 and guarded["quantization"] == "none"
     assert report["generation"]["fact_check_candidates"] == load_config(TINY).generation.fact_check_candidates
     card = (out / default_model.CARD_FILENAME).read_text()
     for key in ("fidelity", "critical_named"):  # the card's figures are the reports'
-        row = " | ".join(f"{r['metrics'][key]:.3f}" for r in (report, single, fp32))
+        row = " | ".join(f"{r['metrics'][key]:.3f}" for r in (report, single, fp32, guarded))
         assert f"| {row} |" in card, key
     examples = json.loads((out / default_model.EXAMPLES_REPORT_FILENAME).read_text())
     right = sum(p["predicted_label"] == p["gold_label"] for p in examples["predictions"])

@@ -49,6 +49,8 @@ EXAMPLES_REPORT_FILENAME = "examples_report.json"
 FREE_TEXT_REPORT_FILENAME = "free_text_report.json"
 SINGLE_REPORT_FILENAME = "eval_report_single_rationale.json"
 FP32_REPORT_FILENAME = "eval_report_single_rationale_fp32.json"
+GUARDED_REPORT_FILENAME = "eval_report_numbers_guarded.json"
+FREE_TEXT_GUARDED_REPORT_FILENAME = "free_text_report_numbers_guarded.json"
 TRAIN_LOG_FILENAME = "pretrain_log.json"  # Stage 1's log, Stage 2's steps and the command: the card reads it
 ABLATION_FILENAME = "ablation.json"
 CARD_FILENAME = "MODEL_CARD.md"
@@ -274,8 +276,11 @@ def evaluate_model_dir(model_dir: Path, test: Path) -> dict[str, dict[str, Any]]
     """Every report the card reads, each written beside the model: the test split and the examples as the app
     runs the model (quantization "auto", the model's own generation section), the test split with one greedy
     rationale (no fact-checked choice: the model's own fidelity), and that again unquantized; the team's
-    free-text notes (evaluate.FREE_TEXT_SET) with one greedy rationale, as the app loads the model."""
+    free-text notes (evaluate.FREE_TEXT_SET) with one greedy rationale, as the app loads the model; and the
+    test split and the notes with one unquantized greedy rationale under the number guard (r2d.number_guard:
+    a decoding lever, reported beside the model's own figures, never as them)."""
     single = ("generation.fact_check_candidates=0",)
+    guarded = single + ("generation.constrain_numbers=true",)
     return {"test": evaluate_on(model_dir, test, model_dir / REPORT_FILENAME, quantization="auto"),
             "single": evaluate_on(model_dir, test, model_dir / SINGLE_REPORT_FILENAME, bertscore=False,
                                   overrides=single, quantization="auto"),
@@ -284,7 +289,12 @@ def evaluate_model_dir(model_dir: Path, test: Path) -> dict[str, dict[str, Any]]
             "examples": evaluate_on(model_dir, EXAMPLES_FILE, model_dir / EXAMPLES_REPORT_FILENAME, bertscore=False,
                                     quantization="auto"),
             "free_text": evaluate_on(model_dir, evaluate.FREE_TEXT_SET, model_dir / FREE_TEXT_REPORT_FILENAME,
-                                     bertscore=False, overrides=single, quantization="auto")}
+                                     bertscore=False, overrides=single, quantization="auto"),
+            "guarded": evaluate_on(model_dir, test, model_dir / GUARDED_REPORT_FILENAME, bertscore=False,
+                                   overrides=guarded, quantization="none"),
+            "free_text_guarded": evaluate_on(model_dir, evaluate.FREE_TEXT_SET,
+                                             model_dir / FREE_TEXT_GUARDED_REPORT_FILENAME, bertscore=False,
+                                             overrides=guarded, quantization="none")}
 
 
 SINGLE_RATIONALE = ("generation.fact_check_candidates=0",)
@@ -553,7 +563,10 @@ and a synthetic corpus; it is far weaker than a triage nurse and must not be use
 "As shown" is what the app shows: the model loaded as the app loads it (quantization "auto", here
 `{report['quantization']}`) and {shown}. "One rationale" is the
 model's single greedy rationale (`generation.fact_check_candidates=0`, no choice): the model's own fidelity,
-at `{single['quantization']}` and unquantized (`{fp32['quantization']}`).
+at `{single['quantization']}` and unquantized (`{fp32['quantization']}`). "Numbers guarded" is that unquantized
+greedy rationale decoded under `generation.constrain_numbers` (r2d.number_guard: a number may only be the
+case's own value where the text names a vital sign, a rule limit after "above"/"below", or another number of
+the case): a decoding lever, not the model's own fidelity.
 
 {_results_table(reports)}
 
@@ -570,7 +583,7 @@ Problems per kind, as shown: {_problem_counts(report)}.
 
 ## Free-text notes written by the team (n = {reports['free_text']['n']} triage notes)
 
-{_free_text_section(reports['free_text'])}
+{_free_text_section(reports['free_text'], reports.get('free_text_guarded'))}
 
 ## Ablation
 
@@ -596,16 +609,16 @@ RESULT_ROWS = (  # (title, metric, target); None: the "one rationale" columns do
 
 def _results_table(reports: dict[str, dict[str, Any]]) -> str:
     """As shown | one rationale at the app's quantization | one rationale unquantized, per metric, and the examples."""
-    columns = [reports["test"], reports["single"], reports["fp32"]]
-    head = " | ".join(["as shown"] + ["one rationale"] * 2)
-    quant = [f"{name} ({r['quantization']})" for name, r in zip(head.split(" | "), columns)]
-    lines = ["| metric | " + " | ".join(quant) + " | target |", "| --- | --- | --- | --- | --- |"]
+    columns = [reports["test"], reports["single"], reports["fp32"], reports["guarded"]]
+    names = ["as shown", "one rationale", "one rationale", "numbers guarded"]
+    quant = [f"{name} ({r['quantization']})" for name, r in zip(names, columns)]
+    lines = ["| metric | " + " | ".join(quant) + " | target |", "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {title} | " + " | ".join(_fmt(r["metrics"].get(key)) for r in columns) + f" | {target} |"
               for title, key, target in RESULT_ROWS]
     examples = reports["examples"]
     right = sum(p["predicted_label"] == p["gold_label"] for p in examples["predictions"])
-    lines += [f"| examples/triage_cases.jsonl right | {right}/{examples['n']} | | | >= 15/18 |",
-              f"| fidelity on those examples | {_fmt(examples['metrics'].get('fidelity'))} | | | |"]
+    lines += [f"| examples/triage_cases.jsonl right | {right}/{examples['n']} | | | | >= 15/18 |",
+              f"| fidelity on those examples | {_fmt(examples['metrics'].get('fidelity'))} | | | | |"]
     return "\n".join(lines)
 
 
@@ -616,12 +629,16 @@ FREE_TEXT_ROWS = (("accuracy", "accuracy", ""), ("macro-F1", "macro_f1", ""),
                   ("critical findings named", "critical_named", ">= 0.90"))
 
 
-def _free_text_section(report: dict[str, Any]) -> str:
-    """The card's free-text table: notes as nurses write them (evaluate.FREE_TEXT_SET), one greedy rationale."""
+def _free_text_section(report: dict[str, Any], guarded: dict[str, Any] | None = None) -> str:
+    """The card's free-text table: notes as nurses write them (evaluate.FREE_TEXT_SET), one greedy rationale
+    (and its fidelity under the number guard, a decoding lever, when that report exists)."""
     m = report["metrics"]
     emergencies = report.get("severe_under_triage", {}).get("emergencies", "n/a")
     rows = [f"| {title} | " + (f"{m.get(key)} of {emergencies}" if key == "severe_under_triage"
                                 else _fmt(m.get(key))) + f" | {target} |" for title, key, target in FREE_TEXT_ROWS]
+    if guarded:
+        rows.append(f"| fidelity, numbers guarded (decoding lever, {guarded['quantization']}) | "
+                    f"{_fmt(guarded['metrics'].get('fidelity'))} | |")
     other = report.get("not_triage")
     tail = (f"\n\nNot triage notes (no level; in no figure above): {other['n']}, the app warns on "
             f"{other['warned']}." if other else "")

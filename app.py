@@ -32,6 +32,7 @@ import gradio as gr  # noqa: E402
 
 from r2d import adjudication as adj  # noqa: E402
 from r2d import review as rv  # noqa: E402
+from r2d import upload as up  # noqa: E402
 from r2d.active import DEFAULT_ORDER, ORDERS  # noqa: E402
 from r2d.artifacts import model_source  # noqa: E402
 from r2d.agreement import agreement  # noqa: E402
@@ -45,7 +46,7 @@ from r2d.errors import FeedbackStoreError, InvalidCaseError, R2DError, TrainingR
 from r2d.factcheck import case_has_triage_facts  # noqa: E402
 from r2d.export import (ExportPolicy, export_cases, export_stage2_dataset, findings_message,  # noqa: E402
                         is_complete_export, preview_export, sweep_partial_exports)
-from r2d.jobs import COMPARED, ImproveRuns, comparison_table  # noqa: E402
+from r2d.jobs import COMPARED, MIN_COMPARED_CASES, ImproveRuns, comparison_table, plan_run  # noqa: E402
 from r2d.store import ACTIONS, ReviewStore, case_id_for  # noqa: E402
 
 logger = logging.getLogger("r2d.app")
@@ -54,6 +55,11 @@ ASSETS = ROOT / "assets"
 EXAMPLES_DIR = ROOT / "examples"
 DIFF_COLORS = {rv.DIFF_ADDED: "#2ca02c", rv.DIFF_REMOVED: "#d62728"}
 FACT_COLORS = {rv.FACT_CONTRADICTED: "#d62728", rv.FACT_UNSUPPORTED: "#ff7f0e"}
+NO_ID_COLUMN = "(no id column)"
+NO_SUGGESTION = "The suggested triage level appears here."
+GUESS_CONFIRM = ("⚠ **Not saved: this text is no triage note** (no vital sign, age, complaint or mental state), so "
+                 "the suggestion is only a guess. Press the same key again to save the guess as it is, or change "
+                 "the label or the rationale first.")
 NO_FACTS_NOTE = ("**⚠ This case holds none of the triage facts the model was trained on** (vital signs, chief "
                  "complaint, mental state, pain). The suggestion is a guess: decide from the case itself.")
 # what a "show a case" event may fill (see Handlers._render), and what a batch event fills besides
@@ -160,6 +166,8 @@ class Handlers:
         self.predictor, self.store, self.cfg = predictor, store, cfg
         self.c: dict[str, Any] = {}
         self._downloads: list[Path] = []  # temporary folders of download zips, oldest first
+        # (reviewer, case id, showing) of each non-triage text whose one-key acceptance was asked to be confirmed
+        self._guesses_warned: set[tuple[str, str, str]] = set()
         self.runs = ImproveRuns(cfg.app.runs_dir)
         sweep_partial_exports(cfg.app.export_dir)  # exports a killed app or CLI never finished
         self.model_dir = cfg.model.name_or_path  # what "Improve the model" starts from; changes on a switch
@@ -208,11 +216,16 @@ class Handlers:
 
     @ui_errors
     def predict(self, case_text: str, name: str, request: gr.Request) -> Iterator[dict]:
-        """Label and every probability first, then the rationale streamed into the editor; leaves any batch."""
-        if len(case_text or "") > self.cfg.app.max_case_chars:
-            raise InvalidCaseError(f"the case has {len(case_text):,} characters; the limit is "
-                                   f"{self.cfg.app.max_case_chars:,}. Keep the triage-relevant part")
-        case_text = self.predictor.check_case(case_text or "")
+        """Label and every probability first, then the rationale streamed into the editor; leaves any batch.
+        A case that cannot be read (empty, too long) gets one message under the case box, which keeps its text."""
+        try:
+            if len(case_text or "") > self.cfg.app.max_case_chars:
+                raise InvalidCaseError(f"the case has {len(case_text):,} characters; the limit is "
+                                       f"{self.cfg.app.max_case_chars:,}. Keep the triage-relevant part")
+            case_text = self.predictor.check_case(case_text or "")
+        except InvalidCaseError as e:  # raised, it marked every output "Error", over the pasted text too
+            yield self._out(case_md=f"⚠ **No suggestion: {rv.plain(str(e))}**", label_md=NO_SUGGESTION)
+            return
         shown_at = time.time()
         scores = self.predictor.predict_label(case_text)
         probabilities, label = dict(zip(scores.labels, scores.probabilities)), scores.best
@@ -308,6 +321,11 @@ class Handlers:
             raise FeedbackStoreError("the Case box no longer holds the case under review, so nothing was saved: "
                                      "press 'Suggest triage' for the new text, or open the case again")
         reviewer = self._reviewer(request, name)
+        if rv.unconfirmed_guess(shown, final_label or "", rationale or ""):
+            showing = (reviewer, shown.case_id, shown.review_token)
+            if showing not in self._guesses_warned:  # the second press on the same showing saves
+                self._guesses_warned.add(showing)
+                return self._out(status=GUESS_CONFIRM)
         result, check = rv.save_review(self.store, self.predictor, shown, reviewer, final_label or "",
                                        rationale or "", rating, comment or "")
         message = rv.saved_message(result, in_batch=False)
@@ -370,17 +388,46 @@ class Handlers:
     @ui_errors
     def upload(self, path: str | None, name: str, request: gr.Request, order: str = DEFAULT_ORDER,
                progress: gr.Progress = gr.Progress()) -> dict:
-        """Store the uploaded cases (with their ids) first, then predict them chunk by chunk with a progress bar."""
+        """Store the uploaded cases (with their ids) first, then predict them chunk by chunk with a progress bar.
+        A file naming no case column opens the column choice instead (upload_mapped goes on from there)."""
         if not path:
             raise InvalidCaseError("choose a .csv or .jsonl file of cases first")
+        return self._upload(path, name, request, order, progress)
+
+    @ui_errors
+    def upload_mapped(self, pending: str | None, case_column: str | None, id_column: str | None, name: str,
+                      request: gr.Request, order: str = DEFAULT_ORDER, progress: gr.Progress = gr.Progress()) -> dict:
+        """The upload waiting for its columns, read with the ones the reviewer chose."""
+        if not pending or not _in_upload_cache(pending) or not Path(pending).is_file():
+            raise InvalidCaseError("upload the file again: the one waiting for its columns is gone")
+        if not case_column:
+            raise InvalidCaseError("choose the column that holds the case text")
+        return self._upload(pending, name, request, order, progress, case_column,
+                            None if id_column in (None, "", NO_ID_COLUMN) else id_column)
+
+    def _upload(self, path: str, name: str, request: gr.Request, order: str, progress: gr.Progress,
+                case_column: str | None = None, id_column: str | None = None) -> dict:
+        """Read, check and store an upload, then predict it; a refusal is one message in the batch panel (a
+        raised error marked every panel, the case box among them)."""
         try:
-            cases, ids = rv.load_upload(path, self.cfg.app.max_batch_rows, self.cfg.app.max_case_chars)
-        finally:
-            _discard_upload(path)  # read or refused, the file has served: case texts do not stay in the cache
-        rv.check_cases(self.predictor, cases, Path(path).name)
+            cases, ids = up.load_upload(path, self.cfg.app.max_batch_rows, self.cfg.app.max_case_chars,
+                                        case_column, id_column)
+            rv.check_cases(self.predictor, cases, Path(path).name)
+        except up.CaseColumnNeeded as e:  # the file stays in the cache until the columns are chosen
+            return self._out(up_status=f"**{rv.plain(str(e))}**", up_map=gr.update(visible=True), up_pending=path,
+                             up_case_col=gr.update(choices=e.columns, value=None),
+                             up_id_col=gr.update(choices=[NO_ID_COLUMN, *e.columns], value=NO_ID_COLUMN))
+        except R2DError as e:
+            _discard_upload(path)  # refused: the file has served, case texts do not stay in the cache
+            logger.warning("upload refused: %s", e)
+            return self._out(up_status=f"⚠ **Not uploaded: {rv.plain(str(e))}**", up_map=gr.update(visible=False),
+                             up_pending=None)
+        _discard_upload(path)
         info = self.store.create_batch(Path(path).name, cases, _who(request, name) or "unknown",
                                        self.predictor.model_id, source_ids=ids)
-        return self.resume(info.batch_id, name, request, order, progress)
+        return {**self.resume(info.batch_id, name, request, order, progress),
+                **self._out(up_status=f"✓ {len(cases)} case(s) uploaded from {rv.plain(Path(path).name)}.",
+                            up_map=gr.update(visible=False), up_pending=None)}
 
     @ui_errors
     def resume(self, batch_id: str | None, name: str, request: gr.Request, order: str = DEFAULT_ORDER,
@@ -580,35 +627,76 @@ class Handlers:
         return self._out(im_export=gr.update(choices=exports, value=exports[0] if exports else None),
                          im_run=gr.update(choices=runs, value=runs[0] if runs else None))
 
+    def _plan(self, export: str | None, steps: Any) -> str:
+        """Before a run: what its comparison will score and how long it should take (Markdown)."""
+        a = self.cfg.app
+        if not export or export not in self._export_folders():
+            return "Choose an export to see how long a run takes."
+        try:
+            steps = max(int(steps or 0), 0)
+        except (TypeError, ValueError):  # a half-typed number: the estimate waits for a whole one
+            steps = 0
+        plan = plan_run(Path(a.export_dir) / export, a.improve_data_dir, steps, a.improve_test_cases,
+                        a.improve_step_s, a.improve_case_s)
+        text = (f"**About {max(1, round(plan.seconds / 60))} min** on one core: {steps} training steps, "
+                f"then both models score {plan.held_out} held-out reviewed case(s) and {plan.test_cases} public "
+                "test cases.")
+        if plan.held_out < MIN_COMPARED_CASES:
+            text += (f"\n\n⚠ **Only {plan.held_out} reviewed case(s) are held out** in this export: with fewer "
+                     f"than {MIN_COMPARED_CASES}, the comparison on them cannot tell the models apart. Review and "
+                     "export more cases (or a larger validation share) first if you want that comparison.")
+        return text
+
     @ui_errors
-    def improve_start(self, export: str | None, data_dir: str, steps: Any, full: bool, name: str,
-                      request: gr.Request) -> dict:
-        """Start Stage 2 on the original data plus the chosen export, from the model in use, in the background."""
-        reviewer = self._reviewer(request, name)
-        if not export or export not in self._export_folders():  # only the app's own export folders
-            raise TrainingRunError("choose an export first (make one in the Export tab)")
+    def improve_plan(self, export: str | None, steps: Any) -> dict:
+        """The estimate and the held-out warning, shown before Start is pressed."""
+        return self._out(im_plan=self._plan(export, steps))
+
+    def _check_data_dir(self, data_dir: str) -> str:
+        """The configured original data folder, prepared from app.improve_source when it lacks its splits;
+        a note saying so ("" when it was there). Raises TrainingRunError for any other folder."""
+        from training.prepare_data import prepare_missing  # no torch: r2d.data and r2d.sources only
         configured = self.cfg.app.improve_data_dir
         # only the data folder the app was started with: any other server folder, and errors naming its path
         # (whether it exists), are not the reviewer's to choose
         if not data_dir or not configured or Path(data_dir).resolve() != Path(configured).resolve():
             raise TrainingRunError("the original training data must be the folder this app was started with "
                                    "(app.improve_data_dir); ask whoever runs the app to configure another")
+        manifest = prepare_missing(configured, self.cfg.app.improve_source)
+        if manifest is None:
+            return ""
+        sizes = ", ".join(f"{split} {manifest['counts'][split]['total']}" for split in ("train", "val", "test"))
+        return f"Prepared the original training data first, from the public KTAS data ({sizes} cases)."
+
+    @ui_errors
+    def improve_start(self, export: str | None, data_dir: str, steps: Any, full: bool, name: str,
+                      request: gr.Request) -> dict:
+        """Start Stage 2 on the original data plus the chosen export, from the model in use, in the background
+        (preparing the original data first when it is missing)."""
+        reviewer = self._reviewer(request, name)
+        if not export or export not in self._export_folders():  # only the app's own export folders
+            raise TrainingRunError("choose an export first (make one in the Export tab)")
         steps = int(steps or 0)
         if not 1 <= steps <= 100_000:
             raise TrainingRunError("steps must be between 1 and 100,000")
-        run_id = self.runs.start(self.model_dir, Path(self.cfg.app.export_dir) / export, data_dir or "", steps,
-                                 lora=not full)
+        prepared = self._check_data_dir(data_dir)
+        run_id = self.runs.start(self.model_dir, Path(self.cfg.app.export_dir) / export, data_dir, steps,
+                                 lora=not full, test_cases=self.cfg.app.improve_test_cases)
         logger.info("%s started improvement run %s from %s on export %s", reviewer, run_id, self.model_dir, export)
-        return {**self.improve_poll(run_id), **self._out(im_run=gr.update(choices=[r.run_id for r in self.runs.runs()],
-                                                                          value=run_id))}
+        polled = self.improve_poll(run_id)
+        plan = self._plan(export, steps)
+        return {**polled, **self._out(im_run=gr.update(choices=[r.run_id for r in self.runs.runs()], value=run_id),
+                                      im_plan=" ".join(filter(None, [prepared, plan])))}
 
     @ui_errors
     def improve_poll(self, run_id: str | None) -> dict:
         """Where the chosen run stands: progress, log, and once done the comparison (table and plot)."""
         if not run_id:
-            return self._out(im_status="No run yet.", im_progress=0)
+            return self._out(im_status="No run yet.", im_progress=progress_bar(0))
         st = self.runs.status(run_id)
-        words = {"running": f"⏳ Running: {st.phase}, step {st.step} of {st.max_steps or '?'}",
+        doing = (f"scoring cases for the comparison, {st.scored} of {st.to_score}" if st.phase == "evaluate"
+                 else f"{st.phase}, step {st.step} of {st.max_steps or '?'}")
+        words = {"running": f"⏳ Running: {doing}",
                  "done": "✓ Done: compare below, then switch if the new model is better",
                  "failed": f"✗ Failed: {rv.plain(st.error or '')}", "cancelled": "Cancelled: the app is unchanged",
                  "lost": f"✗ The worker stopped without a result: {rv.plain(st.error or '')}"}
@@ -616,7 +704,8 @@ class Handlers:
         in_use = done and Path(self.model_dir) == st.out_dir / "model"
         if in_use:
             words["done"] = f"✓ In use: suggestions come from `{self.predictor.model_id}`"
-        return self._out(im_status=f"**{words[st.state]}** · run `{run_id}`", im_progress=round(100 * st.fraction),
+        return self._out(im_status=f"**{words[st.state]}** · run `{run_id}`",
+                         im_progress=progress_bar(round(100 * st.fraction)),
                          im_log=st.log_tail, im_table=comparison_table(st.comparison) if done else "",
                          im_plot=comparison_figure(st.comparison or {}, COMPARED),
                          im_switch=gr.update(interactive=done and not in_use))
@@ -693,6 +782,13 @@ class Handlers:
         return line
 
 
+def progress_bar(percent: int) -> str:
+    """An improvement run's progress as a bar that shows, never takes, a value (a slider invited dragging)."""
+    percent = min(max(int(percent), 0), 100)
+    return (f'<div class="r2d-progress"><progress max="100" value="{percent}" aria-label="Run progress">'
+            f"</progress> <span>{percent}%</span></div>")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -727,10 +823,15 @@ def use_private_temp_dir() -> Path:
     return folder
 
 
+def _in_upload_cache(path: str) -> bool:
+    """Whether a path is an upload in Gradio's cache (never any other server file)."""
+    from gradio.utils import get_upload_folder, is_in_or_equal
+    return is_in_or_equal(path, get_upload_folder())
+
+
 def _discard_upload(path: str) -> None:
     """Delete an uploaded file once it is read (its cases are in the store), if it is in Gradio's cache."""
-    from gradio.utils import get_upload_folder, is_in_or_equal
-    if is_in_or_equal(path, get_upload_folder()):
+    if _in_upload_cache(path):
         Path(path).unlink(missing_ok=True)
         try:
             Path(path).parent.rmdir()  # Gradio's per-file folder, when empty
@@ -767,7 +868,7 @@ def load_example_cases(directory: Path = EXAMPLES_DIR, limit: int = 8) -> list[s
     """Up to `limit` case texts from examples/*.jsonl (none if there are none)."""
     cases: list[str] = []
     for path in sorted(directory.glob("*.jsonl")):
-        cases += rv.load_cases(path, max_rows=100_000, max_chars=100_000)
+        cases += up.load_cases(path, max_rows=100_000, max_chars=100_000)
     return cases[:limit]
 
 
@@ -784,7 +885,7 @@ def _review_panel(p: rv.PredictorLike, c: dict[str, Any]) -> None:
             if c["examples"]:
                 gr.Examples([[e] for e in c["examples"]], [c["case"]], label="Example cases", cache_examples=False)
         with gr.Column():
-            c["label_md"] = gr.Markdown("The suggested triage level appears here.", elem_id="r2d-suggestion")
+            c["label_md"] = gr.Markdown(NO_SUGGESTION, elem_id="r2d-suggestion")
             c["plot"] = gr.Plot(label="Probability of each label", show_label=False, elem_id="r2d-probabilities")
     with gr.Row():
         with gr.Column(scale=3):
@@ -824,11 +925,20 @@ def _batch_panel(c: dict[str, Any]) -> None:
     with gr.Accordion("Batch: upload cases, predict them all, then review them one by one", open=False,
                       elem_id="r2d-batch") as c["batch_panel"]:
         with gr.Row():
-            c["upload"] = gr.File(label="Cases (.csv or .jsonl with a question, case_text or case column, optional id)",
+            c["upload"] = gr.File(label="Cases (.csv or .jsonl with a question, case_text or case column, optional id; "
+                                        "or the raw KTAS data.csv)",
                                   file_types=[".csv", ".jsonl"], type="filepath", elem_id="r2d-upload")
             with gr.Column():
                 c["batch"] = gr.Dropdown(label="Saved batches", choices=[], elem_id="r2d-batch-choice")
                 c["resume"] = gr.Button("Open / resume batch", elem_id="r2d-resume")
+        c["up_status"] = gr.Markdown(elem_id="r2d-upload-status")
+        with gr.Row(visible=False, elem_id="r2d-upload-map") as c["up_map"]:  # only when no case column is named
+            c["up_case_col"] = gr.Dropdown(label="Column that holds the case text", choices=[],
+                                           elem_id="r2d-upload-case-col")
+            c["up_id_col"] = gr.Dropdown(label="Column that holds the case id (optional)", choices=[NO_ID_COLUMN],
+                                         value=NO_ID_COLUMN, elem_id="r2d-upload-id-col")
+            c["up_use"] = gr.Button("Use these columns", variant="primary", elem_id="r2d-upload-use")
+        c["up_pending"] = gr.State(None)  # the upload waiting for its columns (server side, this session only)
         with gr.Row():
             c["order"] = gr.Dropdown(ORDER_CHOICES, value=DEFAULT_ORDER, label="Review order", elem_id="r2d-order",
                                      info="Most uncertain first puts the cases a correction teaches most at the front")
@@ -907,8 +1017,9 @@ def _improve_tab(c: dict[str, Any], cfg: R2DConfig) -> None:
         c["im_refresh"] = gr.Button("Refresh lists", elem_id="r2d-im-refresh")
         c["im_run"] = gr.Dropdown(label="Run", choices=[], elem_id="r2d-im-run")
         c["im_cancel"] = gr.Button("Cancel run", variant="stop", elem_id="r2d-im-cancel")
+    c["im_plan"] = gr.Markdown(elem_id="r2d-im-plan")
     c["im_status"] = gr.Markdown(elem_id="r2d-im-status")
-    c["im_progress"] = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False, elem_id="r2d-im-progress")
+    c["im_progress"] = gr.HTML(progress_bar(0), label="Progress", elem_id="r2d-im-progress")
     c["im_table"] = gr.Markdown(elem_id="r2d-im-table")
     c["im_plot"] = gr.Plot(show_label=False, elem_id="r2d-im-plot")
     with gr.Row():
@@ -958,7 +1069,10 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
     c["undo"].click(h.undo, outs("shown", "reviewer", "queue"), queue_out, api_name="undo", trigger_mode="once")
     c["skip"].click(h.skip, outs("shown", "reviewer", "queue"), queue_out, api_name="skip", trigger_mode="once")
     c["flag"].click(h.flag, outs("shown", "reviewer", "comment"), outs("status"), api_name="flag", trigger_mode="once")
-    c["upload"].upload(h.upload, outs("upload", "reviewer", "order"), queue_out, api_name="upload_batch", **model)
+    upload_out = queue_out + outs("up_status", "up_map", "up_pending", "up_case_col", "up_id_col")
+    c["upload"].upload(h.upload, outs("upload", "reviewer", "order"), upload_out, api_name="upload_batch", **model)
+    c["up_use"].click(h.upload_mapped, outs("up_pending", "up_case_col", "up_id_col", "reviewer", "order"), upload_out,
+                      api_name="upload_mapped", trigger_mode="once", **model)
     c["resume"].click(h.resume, outs("batch", "reviewer", "order"), queue_out, api_name="resume_batch", **model)
     c["order"].select(h.reorder, outs("queue", "order", "reviewer"), queue_out, api_name="reorder_batch")
     c["next"].click(h.next_case, outs("queue", "reviewer"), queue_out, api_name="next_case")
@@ -983,7 +1097,9 @@ def _wire(demo: gr.Blocks, h: Handlers, c: dict[str, Any]) -> None:
         trigger(h.improve_refresh, None, lists, api_name=False).then(h.improve_poll, outs("im_run"), poll_out,
                                                                      api_name=False)
     c["im_start"].click(h.improve_start, outs("im_export", "im_data", "im_steps", "im_full", "reviewer"),
-                        poll_out + outs("im_run"), api_name="improve_start", trigger_mode="once")
+                        poll_out + outs("im_run", "im_plan"), api_name="improve_start", trigger_mode="once")
+    for changed in (c["im_export"].change, c["im_steps"].change):  # the estimate before Start, not after
+        changed(h.improve_plan, outs("im_export", "im_steps"), outs("im_plan"), **quiet)
     c["im_run"].select(h.improve_poll, outs("im_run"), poll_out, api_name=False)
     c["im_timer"].tick(h.improve_poll, outs("im_run"), poll_out, api_name=False, show_progress="hidden")
     c["im_cancel"].click(h.improve_cancel, outs("im_run", "reviewer"), poll_out, api_name="improve_cancel")

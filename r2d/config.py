@@ -183,6 +183,16 @@ class AppConfig:
     improve_data_dir: str = "data/ktas"
     # Stage-2 steps of a run (LoRA on the embedded model; the README gives the measured time per step)
     improve_steps: int = 200
+    # the KTAS data.csv the app prepares improve_data_dir from (training.prepare_data) when that folder lacks
+    # its splits, so a run never needs a terminal; relative = under the working directory
+    improve_source: str = "../shared/data/ktas/data.csv"
+    # public test cases each model is scored on in a run's comparison (a seeded sample; 0 = all of them): the
+    # whole split made the comparison take most of a short run. Held-out reviewed cases are always all scored
+    improve_test_cases: int = 100
+    # seconds per Stage-2 step and per case scored by one model, on one loaded core (the README's measurement):
+    # the estimate a reviewer sees before starting a run, and how the progress bar splits training and scoring
+    improve_step_s: float = 1.5
+    improve_case_s: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -226,6 +236,9 @@ def validate(cfg: R2DConfig) -> None:
     for name in ("batch_size", "max_steps", "eval_steps", "gradient_accumulation_steps"):
         if getattr(cfg.optim, name) < 1:
             raise ConfigError(f"optim.{name} must be >= 1")
+    if cfg.app.improve_test_cases < 0 or cfg.app.improve_step_s <= 0 or cfg.app.improve_case_s <= 0:
+        raise ConfigError("app.improve_test_cases must be >= 0 (0 = the whole test split), and "
+                          "app.improve_step_s and app.improve_case_s > 0")
 
 
 # --- reading and writing -------------------------------------------------------------------

@@ -85,7 +85,28 @@ def iter_jsonl(path: Path, name: str | None = None) -> Iterator[tuple[str, Any]]
                 raise DatasetSchemaError(f"{name}:{lineno}: not valid JSON ({e.msg})") from e
 
 
-def iter_csv(path: Path, name: str | None = None, required: Sequence[str] = ()) -> Iterator[tuple[str, dict]]:
+# the cell separators an uploaded CSV may use (spreadsheets write ";" where "," is the decimal mark, as in KTAS)
+DELIMITERS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+SNIFF_BYTES = 65536
+
+
+def sniff_delimiter(path: Path) -> str:
+    """The cell separator of a CSV file: csv.Sniffer's choice among DELIMITERS when the header line holds it,
+    else the one the header line holds most, else a comma (a one-column file)."""
+    with path.open("rb") as f:
+        sample = f.read(SNIFF_BYTES).decode("utf-8-sig", errors="replace")  # the header is what matters
+    header = sample.splitlines()[0] if sample.strip() else ""
+    try:
+        found = csv.Sniffer().sniff(sample, delimiters="".join(DELIMITERS)).delimiter
+    except csv.Error:  # no separator consistent over the sample lines: a one-column file, or a ragged one
+        found = ""
+    if found and found in header:
+        return found
+    return max(DELIMITERS, key=header.count) if any(d in header for d in DELIMITERS) else ","
+
+
+def iter_csv(path: Path, name: str | None = None, required: Sequence[str] = (),
+             delimiter: str = ",") -> Iterator[tuple[str, dict]]:
     """(where, row as read) for each CSV row; where = "name:line" (name: the path unless given).
 
     Raises DatasetSchemaError when the header lacks a `required` column or names one twice, a row's cells do
@@ -94,7 +115,7 @@ def iter_csv(path: Path, name: str | None = None, required: Sequence[str] = ()) 
     """
     name = str(path) if name is None else name
     with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f, strict=True)
+        reader = csv.DictReader(f, strict=True, delimiter=delimiter)
         ended = 0  # the line the last good row ended on: a broken row starts after it
         try:
             for where, row in _csv_rows(reader, name, required):
@@ -114,13 +135,15 @@ def _csv_rows(reader: csv.DictReader, name: str, required: Sequence[str]) -> Ite
     if missing:
         raise DatasetSchemaError(f"{name}:1: header lacks column(s) {', '.join(missing)}; "
                                  f"found {', '.join(header) or 'none'}")
+    separators = DELIMITERS.get(reader.reader.dialect.delimiter, repr(reader.reader.dialect.delimiter))
     for row in reader:
         # line_num is the physical line the row ended on (quoted cells may span lines)
         where = f"{name}:{reader.line_num}"
         if None in row or any(v is None for v in row.values()):
             extent = "more" if None in row else "fewer"
             raise DatasetSchemaError(f"{where}: the row has a different number of cells than the header "
-                                     f"({extent} cells than header columns; check quotes and commas)")
+                                     f"({extent} cells than its {len(header)} column(s), separated by {separators}; "
+                                     f"a cell holding {separators} must be in double quotes)")
         yield where, row
 
 

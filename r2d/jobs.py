@@ -34,6 +34,11 @@ SPLITS = ("train", "val", "test")  # the original data: a prepare_data output
 COMPARED = (("accuracy", "accuracy", True), ("macro_f1", "macro-F1", True),
             ("under_triage_rate", "under-triage", False), ("fidelity", "fidelity to the case", True),
             ("critical_named", "critical findings named", True), ("bleu", "BLEU vs reference rationale", True))
+# the metrics that are a share of the cases: each gets a 95% Wilson interval in comparison.json ("intervals")
+PROPORTIONS = ("accuracy", "under_triage_rate")
+# below this many cases a comparison cannot tell two models apart (an interval spans tens of points): the
+# table says so instead of naming a better model
+MIN_COMPARED_CASES = 20
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,9 @@ class RunStatus:
     step: int = 0
     max_steps: int = 0
     phase: str = "starting"       # "starting" | "train" | "evaluate" | "done" | ...
+    train_share: float = 0.9      # the part of the run's estimated time that is training (the "start" event)
+    scored: int = 0               # cases scored so far in the comparison, of to_score
+    to_score: int = 0
     error: str | None = None
     log_tail: str = ""
     comparison: dict[str, Any] | None = None
@@ -51,11 +59,14 @@ class RunStatus:
 
     @property
     def fraction(self) -> float:
-        """Training progress 0-1 (evaluation counts as the last 10%)."""
+        """Progress 0-1: training steps, then cases scored, each weighted by its share of the estimated time."""
         if self.state == "done":
             return 1.0
         train = self.step / self.max_steps if self.max_steps else 0.0
-        return 0.9 * train + (0.05 if self.phase == "evaluate" else 0.0)
+        scored = self.scored / self.to_score if self.to_score else 0.0
+        if self.phase == "evaluate":
+            train = 1.0
+        return min(1.0, self.train_share * train + (1.0 - self.train_share) * scored)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -65,22 +76,53 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}  # not written yet, or being replaced: the next poll reads it
 
 
-def _last_events(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the last "train" event, the last event) of progress.jsonl."""
-    train, last = {}, {}
+def _last_events(path: Path) -> dict[str, dict[str, Any]]:
+    """The last event of each kind in progress.jsonl ("start", "train", ...), and under "last" the last one."""
+    events: dict[str, dict[str, Any]] = {"last": {}}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
-        return train, last
+        return events
     for line in lines:
         try:
             event = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line being written
-        last = event
-        if event.get("event") == "train":
-            train = event
-    return train, last
+        events["last"] = events[str(event.get("event"))] = event
+    return events
+
+
+def estimate_seconds(steps: int, cases: int, step_s: float, case_s: float) -> float:
+    """A run's expected length: its Stage-2 steps, then both models scoring every compared case."""
+    return steps * step_s + 2 * cases * case_s
+
+
+def _rows(path: Path) -> int:
+    """Non-blank lines of a JSONL file (0 when it is absent): a count, without validating every row."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return 0
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run will score in its comparison, and how long the whole run should take."""
+
+    held_out: int      # reviewed cases held out from training (the export's val.jsonl), all scored
+    test_cases: int    # public test cases scored (a sample of the split when it is larger)
+    seconds: float
+
+
+def plan_run(export_dir: str | Path, data_dir: str | Path, steps: int, test_cases: int, step_s: float,
+             case_s: float) -> RunPlan:
+    """The plan of a run before it starts. A data folder not prepared yet counts as `test_cases` test rows
+    (KTAS's test split is larger than the default sample)."""
+    held_out = _rows(Path(export_dir) / "val.jsonl")
+    split = _rows(Path(data_dir) / "test.jsonl") or test_cases
+    tested = min(split, test_cases) if test_cases else split
+    return RunPlan(held_out, tested, estimate_seconds(steps, held_out + tested, step_s, case_s))
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -140,8 +182,9 @@ class ImproveRuns:
         return pid if str(out.resolve()).encode() in cmdline else None
 
     def start(self, model_dir: str | Path, export_dir: str | Path, data_dir: str | Path, steps: int,
-              lora: bool = True) -> str:
-        """Start a run in the background; its id. Raises TrainingRunError when one is already running."""
+              lora: bool = True, test_cases: int = 0) -> str:
+        """Start a run in the background (its comparison scores `test_cases` public test cases, 0 = all); its
+        id. Raises TrainingRunError when one is already running."""
         if self._running():
             raise TrainingRunError(f"run {self._running()[0]} is still running; wait for it or cancel it first")
         check_inputs(export_dir, data_dir)
@@ -150,7 +193,8 @@ class ImproveRuns:
         out.mkdir(parents=True, mode=0o700)
         cmd = [self.python, "-m", "training.improve", "--model", str(Path(model_dir).resolve()),
                "--export", str(Path(export_dir).resolve()), "--data", str(Path(data_dir).resolve()),
-               "--out", str(out.resolve()), "--steps", str(steps)] + ([] if lora else ["--full"])
+               "--out", str(out.resolve()), "--steps", str(steps), "--test-cases", str(test_cases)]
+        cmd += [] if lora else ["--full"]
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
                "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
         with (out / LOG_FILE).open("wb") as log:
@@ -172,7 +216,8 @@ class ImproveRuns:
         """Where a run stands, from its folder (and its process, if this app started it)."""
         out = self._dir(run_id)
         run = _read_json(out / "run.json")
-        train, last = _last_events(out / "progress.jsonl")
+        events = _last_events(out / "progress.jsonl")
+        train, last, start = events.get("train", {}), events["last"], events.get("start", {})
         proc = self._procs.get(run_id)
         if (out / CANCELLED).exists():
             state = "cancelled"
@@ -183,9 +228,12 @@ class ImproveRuns:
         comparison = _read_json(out / "comparison.json") if state == "done" else None
         error = run.get("error") or (f"the worker stopped without a result (exit code {proc.returncode}); see its log"
                                      if state == "lost" and proc is not None else None)
+        scoring = events.get("evaluate", {})
         return RunStatus(run_id, out, state, int(train.get("step", 0)), int(train.get("max_steps", 0) or
-                                                                           last.get("max_steps", 0)),
-                         str(last.get("event", "starting")), error, _tail(out / LOG_FILE), comparison or None, run)
+                                                                           start.get("max_steps", 0)),
+                         str(last.get("event", "starting")), float(start.get("train_share", 0.9)),
+                         int(scoring.get("scored", 0)), int(scoring.get("to_score", 0)), error,
+                         _tail(out / LOG_FILE), comparison or None, run)
 
     def cancel(self, run_id: str, grace_s: float = 10.0) -> None:
         """Stop a running run (SIGTERM, then SIGKILL); it is marked cancelled and never offered to switch to."""
@@ -263,9 +311,30 @@ def _stop_group(pid: int, gone: Callable[[], bool], grace_s: float) -> None:
         pass
 
 
+def _with_interval(row: dict[str, Any], which: str, key: str) -> str:
+    value, interval = row[which][key], row.get("intervals", {}).get(which, {}).get(key)
+    return f"{value:.3f}" if not interval else f"{value:.3f} ({interval[0]:.2f}–{interval[1]:.2f})"
+
+
+def _set_name(name: str, row: dict[str, Any]) -> str:
+    sampled = f", a sample of {row['n_total']}" if row.get("n_total", row["n"]) != row["n"] else ""
+    return f"{name} (n={row['n']}{sampled})"
+
+
+def too_few_note(comparison: dict[str, Any]) -> str:
+    """A warning naming each compared set with fewer than MIN_COMPARED_CASES cases, else ""."""
+    small = [f"{name} (n={row['n']})" for name, row in comparison["sets"].items() if row["n"] < MIN_COMPARED_CASES]
+    if not small:
+        return ""
+    return (f"⚠ Too few cases to compare on {' and '.join(small)}: with fewer than {MIN_COMPARED_CASES}, a "
+            "difference (or a tie) says nothing about which model is better; review and export more cases first.")
+
+
 def comparison_table(comparison: dict[str, Any]) -> str:
-    """Markdown table of a run's comparison.json: one row per (data set, metric), current vs new, and which
-    is better (ties say "same"; a metric a set cannot give is left out)."""
+    """Markdown table of a run's comparison.json: one row per (data set, metric), current vs new with the 95%
+    interval where the run gave one, and which is better (ties say "same"; a set with fewer than
+    MIN_COMPARED_CASES cases says "too few cases"; a metric a set cannot give is left out). A warning line
+    comes first when a set is that small."""
     lines = ["| data | metric | current | new | better |", "| --- | --- | --- | --- | --- |"]
     for name, row in comparison["sets"].items():
         for key, label, higher in COMPARED:
@@ -273,5 +342,9 @@ def comparison_table(comparison: dict[str, Any]) -> str:
             if old is None or new is None:
                 continue
             better = "same" if abs(new - old) < 1e-9 else ("new" if (new > old) == higher else "current")
-            lines.append(f"| {name} (n={row['n']}) | {label} | {old:.3f} | {new:.3f} | {better} |")
-    return "\n".join(lines)
+            if row["n"] < MIN_COMPARED_CASES:
+                better = "too few cases"
+            lines.append(f"| {_set_name(name, row)} | {label} | {_with_interval(row, 'old', key)} | "
+                         f"{_with_interval(row, 'new', key)} | {better} |")
+    note = too_few_note(comparison)
+    return "\n".join(([note, ""] if note else []) + lines)

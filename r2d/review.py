@@ -6,7 +6,6 @@ functions that take a predictor and a store and are tested with a fake predictor
 """
 from __future__ import annotations
 
-import csv
 import difflib
 import hashlib
 import json
@@ -15,23 +14,19 @@ import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from r2d.active import review_order
 from r2d.config import GenerationConfig
-from r2d.data import iter_csv, iter_jsonl
-from r2d.errors import DatasetSchemaError, FeedbackStoreError, InvalidCaseError
-from r2d.factcheck import check_rationale, parse_case
-from r2d.limits import MAX_ID_CHARS, MAX_RATIONALE_CHARS, text_problems
+from r2d.errors import FeedbackStoreError, InvalidCaseError
+from r2d.factcheck import case_has_triage_facts, check_rationale, parse_case
+from r2d.limits import MAX_RATIONALE_CHARS
 from r2d.prompts import PROMPT_VERSION
 from r2d.rules import KTAS_LABEL_NAMES, Modifier, first_order_modifiers
 from r2d.store import BatchItem, ReviewRecord, ReviewStore, SubmitResult, case_id_for, validate_review
 
 logger = logging.getLogger(__name__)
 
-# column names a case upload may use for the case text (the project schema's first, then plain names)
-CASE_COLUMNS = ("question", "case_text", "case")
 DIFF_ADDED, DIFF_REMOVED = "added", "removed"
 
 
@@ -377,6 +372,14 @@ def save_review(store: ReviewStore, predictor: PredictorLike, shown: ShownCase, 
     return result, check
 
 
+def unconfirmed_guess(shown: ShownCase, final_label: str, final_rationale: str) -> bool:
+    """Whether a save would accept the model's guess on a text that is no triage note: none of the triage facts
+    and no number at all (no age, no vital sign), with the suggestion and its rationale kept as they are. One key
+    once stored "hello" as an accepted KTAS 3: such a save asks to be confirmed."""
+    return (final_label == shown.model_label and same_text(final_rationale, shown.model_rationale)
+            and not case_has_triage_facts(shown.case_text) and not any(ch.isdigit() for ch in shown.case_text))
+
+
 def saved_message(result: SubmitResult, in_batch: bool) -> str:
     """What the reviewer is told after pressing save (Markdown; nothing the reviewer typed is in it)."""
     r = result.record
@@ -450,61 +453,6 @@ def _same_content(draft: Mapping[str, Any], review: ReviewRecord) -> bool:
             and (draft.get("comment") or "").strip() == review.comment)
 
 # --- batch uploads and the review queue -----------------------------------------------------------
-
-
-def _case_from_row(row: Mapping[str, Any], where: str, max_chars: int) -> str:
-    if not isinstance(row, Mapping):
-        raise DatasetSchemaError(f"{where}: expected an object with a case text column")
-    column = next((c for c in CASE_COLUMNS if c in row), None)
-    if column is None:
-        raise DatasetSchemaError(f"{where}: no case text column; use one of {', '.join(CASE_COLUMNS)}")
-    text = row[column]
-    if not isinstance(text, str) or not text.strip():
-        raise DatasetSchemaError(f"{where}: the case text ({column}) is empty")
-    if len(text) > max_chars:
-        raise DatasetSchemaError(f"{where}: the case text has {len(text):,} characters; the limit is {max_chars:,}")
-    return text.strip()
-
-
-def _case_rows(path: Path) -> list[tuple[str, Any]]:
-    """(file:line, row) of every case in an upload, read by r2d.data's readers under the file's name only."""
-    if path.suffix.lower() in (".jsonl", ".json"):
-        return list(iter_jsonl(path, path.name))
-    if path.suffix.lower() == ".csv":
-        return list(iter_csv(path, path.name))
-    kind = path.suffix or "a file without extension"
-    raise DatasetSchemaError(f"{path.name}: upload a .csv or .jsonl file, not {kind}")
-
-
-def load_cases(path: str | Path, max_rows: int, max_chars: int) -> list[str]:
-    """Case texts from an uploaded .csv/.jsonl (labels and rationales, if present, are ignored).
-
-    Raises DatasetSchemaError naming file:line for a broken row, an empty or too long case, too many rows.
-    """
-    return load_upload(path, max_rows, max_chars)[0]
-
-
-def load_upload(path: str | Path, max_rows: int, max_chars: int) -> tuple[list[str], list[str | None]]:
-    """Case texts and the upload's own `id` of each (None where it has none). Raises DatasetSchemaError."""
-    p = Path(path)
-    try:
-        rows = _case_rows(p)
-    except UnicodeDecodeError as e:
-        raise DatasetSchemaError(f"{p.name}: not UTF-8 text; re-save it as UTF-8") from e
-    except csv.Error as e:
-        raise DatasetSchemaError(f"{p.name}: not a readable CSV file ({e})") from e
-    if not rows:
-        raise DatasetSchemaError(f"{p.name}: no cases")
-    if len(rows) > max_rows:
-        raise DatasetSchemaError(f"{p.name}: {len(rows):,} cases; the limit is {max_rows:,} per upload, split the file")
-    texts = [_case_from_row(row, where, max_chars) for where, row in rows]
-    ids = [str(row["id"]).strip() or None if row.get("id") not in (None, "") else None for _, row in rows]
-    for (where, _), source_id in zip(rows, ids):
-        # an id is shown to reviewers and exported: one line of plain text, no direction controls, bounded
-        problems = [] if source_id is None else text_problems("id", source_id, MAX_ID_CHARS, multiline=False)
-        if problems:
-            raise DatasetSchemaError(f"{where}: {problems[0]}")
-    return texts, ids
 
 
 def check_cases(predictor: PredictorLike, cases: Sequence[str], source: str) -> None:

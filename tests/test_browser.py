@@ -202,9 +202,14 @@ def test_two_reviewers_accept_after_edit_undo_blind_review_agreement_and_export(
             assert store.latest_reviews() == []
             a.keyboard.press("s")
             wait_text(a, "#r2d-queue", "Case 2 of 3")
-            for position in ("Case 3 of 3", "3 reviewed"):
-                a.keyboard.press("a")
-                wait_text(a, "#r2d-queue", position)
+            # case 2: A corrects the rationale and keeps the label; B will accept the model's text (below)
+            a_text = "Edited by A: ankle sprain, walked in, weight bearing: level 4."
+            a.fill("#r2d-rationale textarea", a_text)
+            a.keyboard.press("Escape")
+            a.keyboard.press("s")
+            wait_text(a, "#r2d-queue", "Case 3 of 3")
+            a.keyboard.press("a")
+            wait_text(a, "#r2d-queue", "3 reviewed")
 
             # blind review: B sees the model's answer, not A's, until B has saved
             b = open_reviewer(browser, launched_app.url, evil, batch)
@@ -214,7 +219,8 @@ def test_two_reviewers_accept_after_edit_undo_blind_review_agreement_and_export(
             b.keyboard.press("1")
             b.keyboard.press("s")
             wait_text(b, "#r2d-queue", "Case 2 of 3")
-            b.keyboard.press("a")
+            assert b.input_value("#r2d-rationale textarea") == predictor.explain(cases[1], "4")  # not A's edit
+            b.keyboard.press("a")  # B accepts the model's text, same label as A
             wait_text(b, "#r2d-queue", "Case 3 of 3")
             b.keyboard.press("a")
             wait_text(b, "#r2d-queue", "3 reviewed")
@@ -241,7 +247,7 @@ def test_two_reviewers_accept_after_edit_undo_blind_review_agreement_and_export(
             wait_text(b, "#r2d-dash-status", "adopted for case")
             wait_text(b, "#r2d-adj-count", "Nothing to adjudicate")
 
-            # export: A's adopted relabel and two agreed acceptances; rows == counts
+            # export: A's adopted relabel, A's edit over B's acceptance of the model's text, one agreed acceptance
             b.get_by_role("tab", name="Export").click()
             b.click("#r2d-export")
             wait_text(b, "#r2d-export-summary", "Exported 3 reviews")
@@ -251,10 +257,41 @@ def test_two_reviewers_accept_after_edit_undo_blind_review_agreement_and_export(
                     for line in (folder / name).read_text().splitlines()]
             assert len(rows) == meta["counts"]["selected"] == 3
             assert {r["id"] for r in rows} == {"K-0", "K-1", "K-2"}
-            assert {r["resolution"] for r in rows} == {"adjudicated", "agreed"}
+            assert {r["id"]: r["resolution"] for r in rows} == {"K-0": "adjudicated", "K-1": "edit", "K-2": "agreed"}
             assert next(r for r in rows if r["id"] == "K-0")["rationale"] == first.final_rationale
+            # issue 20: B's later unedited acceptance (same label) once replaced A's correction in the export
+            k1 = next(r for r in rows if r["id"] == "K-1")
+            assert (k1["rationale"], k1["label"], k1["action"]) == (a_text, "4", "edited")
             assert all(len(r["reviewers"]) == 2 for r in rows)
             assert a.external_requests == [] and b.external_requests == []
         finally:
             browser.close()
     assert launched_app.external == []
+
+
+def test_an_under_triaged_peri_arrest_case_shows_the_guard_before_any_save(page, launched_app):
+    """Issue 20: an unresponsive, hypotensive, hypoxic patient suggested "4 — Less urgent" with no word of it."""
+    page.fill("#r2d-reviewer textarea", "Nurse Guard")
+    predict(page, "level 4: 70-year-old man, pulseless, unresponsive, BP 60/30 mmHg, SpO2 70%.")
+    suggestion = page.inner_text("#r2d-suggestion")
+    assert "4 — Less urgent" in suggestion and "Under-triage risk: " in suggestion
+    assert "calls for KTAS 1" in suggestion and "Check the level against the first-order modifiers" in suggestion
+    assert launched_app.store.reviews() == []  # shown before anything is saved
+
+
+def test_quick_double_key_presses_are_never_dropped_20_times(page, launched_app):
+    """Issue 20: the second of two quick presses was dropped while the first ran (eight P presses moved six
+    cases). Twenty rounds of N N then P P, each pair pressed back to back, must each move exactly two cases."""
+    cases = launched_app.tmp_path / "five.jsonl"
+    cases.write_text("".join(json.dumps({"question": f"level {k}: case number {k}"}) + "\n" for k in range(1, 6)))
+    page.fill("#r2d-reviewer textarea", "Nurse Keys")
+    page.get_by_text("Batch: upload cases").click()
+    page.set_input_files("#r2d-upload input[type=file]", str(cases))
+    wait_text(page, "#r2d-queue", "Case 1 of 5")
+    page.locator("#r2d-queue").click()  # focus on the page, outside every input
+    for round_ in range(20):
+        for key, position in (("n", "Case 3 of 5"), ("p", "Case 1 of 5")):
+            page.keyboard.press(key)
+            page.keyboard.press(key)
+            wait_text(page, "#r2d-queue", position)
+        assert page.input_value("#r2d-case textarea") == "level 1: case number 1", f"round {round_ + 1}"

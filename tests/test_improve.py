@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from r2d.artifacts import model_source
-from r2d.data import write_examples
+from r2d.data import load_examples, write_examples
 from r2d.errors import DatasetSchemaError
-from r2d.jobs import COMPARED, check_inputs, comparison_table
+from r2d.jobs import COMPARED, MIN_COMPARED_CASES, check_inputs, comparison_table
 from training import improve
 
 
@@ -36,10 +37,16 @@ def test_improve_trains_compares_and_leaves_the_current_model_alone(current_mode
     assert list(comparison["sets"]) == ["reviewed cases held out", "public test split"]
     held_out = comparison["sets"]["reviewed cases held out"]
     assert held_out["n"] == 1 and set(held_out["old"]) == set(held_out["new"]) == {k for k, _, _ in COMPARED}
-    events = [json.loads(line)["event"] for line in (tmp_path / "run" / "progress.jsonl").read_text().splitlines()]
-    assert events[0] == "start" and events[-1] == "done" and events.count("train") == 3
+    assert set(held_out["intervals"]["new"]) == {"accuracy", "under_triage_rate"}
+    low, high = held_out["intervals"]["new"]["accuracy"]
+    assert 0 <= low <= held_out["new"]["accuracy"] <= high <= 1
+    events = [json.loads(line) for line in (tmp_path / "run" / "progress.jsonl").read_text().splitlines()]
+    assert events[0]["event"] == "start" and events[-1]["event"] == "done"
+    assert [e["event"] for e in events].count("train") == 3 and 0 < events[0]["train_share"] < 1
+    scored = [e["scored"] for e in events if e["event"] == "evaluate"]
+    assert scored == sorted(scored) and scored[-1] == 2 * (1 + 5)  # both models, 1 held out + 5 test cases
     table = comparison_table(comparison)
-    assert "| reviewed cases held out (n=1) | accuracy |" in table
+    assert "| reviewed cases held out (n=1) | accuracy |" in table and "Too few cases to compare" in table
     name, adapter = model_source(tmp_path / "run" / "model")  # LoRA: the new model is an adapter on the current
     assert Path(name) == current_model and Path(adapter) == tmp_path / "run" / "model"
 
@@ -78,3 +85,46 @@ def test_an_export_without_its_meta_is_refused(reviewed_export):
     (reviewed_export / "export_meta.json").unlink()
     with pytest.raises(DatasetSchemaError, match="not a finished export"):
         improve.read_export(reviewed_export)
+
+
+def comparison(n_held_out: int, n_test: int = 100, n_total: int = 252) -> dict:
+    """A comparison.json as a run writes it: a held-out set and a sampled public test split."""
+    row = {"old": {"accuracy": 0.5, "under_triage_rate": 0.25}, "new": {"accuracy": 0.75, "under_triage_rate": 0.1},
+           "intervals": {"old": {"accuracy": [0.3, 0.7]}, "new": {"accuracy": [0.55, 0.88]}}}
+    return {"sets": {"reviewed cases held out": {**row, "n": n_held_out, "n_total": n_held_out},
+                     "public test split": {**row, "n": n_test, "n_total": n_total}}}
+
+
+def test_the_table_shows_intervals_and_the_sample_it_scored():
+    table = comparison_table(comparison(n_held_out=MIN_COMPARED_CASES))
+    assert "| public test split (n=100, a sample of 252) | accuracy | 0.500 (0.30–0.70) | 0.750 (0.55–0.88) | new |" \
+        in table
+    assert "| reviewed cases held out (n=20) | under-triage | 0.250 | 0.100 | new |" in table
+    assert "Too few" not in table
+
+
+def test_fewer_than_20_held_out_cases_name_no_better_model():
+    """Issue 20: a comparison on n = 1 read "1.000 1.000 same" on every row, with no warning."""
+    table = comparison_table(comparison(n_held_out=MIN_COMPARED_CASES - 1))
+    assert table.startswith("⚠ Too few cases to compare on reviewed cases held out (n=19)")
+    held_out_rows = [line for line in table.splitlines() if line.startswith("| reviewed cases held out")]
+    assert held_out_rows and all(line.endswith("| too few cases |") for line in held_out_rows)
+    assert "| public test split (n=100, a sample of 252) | accuracy |" in table
+
+
+@pytest.mark.parametrize("rate, n, expected", [(0.8, 10, [0.4902, 0.9433]), (1.0, 1, [0.2065, 1.0]),
+                                               (0.0, 20, [0.0, 0.1611])])
+def test_wilson_intervals_are_scipys(rate, n, expected):
+    assert improve.wilson_interval(rate, n) == pytest.approx(expected, abs=1e-4)
+
+
+def test_the_public_test_split_is_sampled_the_same_way_every_run(tmp_path, tiny_examples):
+    split = write_examples(tmp_path / "test.jsonl", [replace(e, example_id=f"t{i}") for i, e in
+                                                     enumerate(tiny_examples * 8)])
+    path, total = improve.sample_cases(split, 10, tmp_path / "sample.jsonl")
+    again, _ = improve.sample_cases(split, 10, tmp_path / "again.jsonl")
+    assert total == 40 and path == tmp_path / "sample.jsonl" and path.read_bytes() == again.read_bytes()
+    assert len(load_examples(path)) == 10
+    assert improve.sample_cases(split, 0, tmp_path / "all.jsonl") == (split, 40)  # 0 = the whole split
+    assert improve.sample_cases(split, 50, tmp_path / "all.jsonl") == (split, 40)
+    assert not (tmp_path / "all.jsonl").exists()

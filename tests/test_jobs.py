@@ -2,6 +2,7 @@
 after an app restart; nothing about a run lives only in memory."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -9,9 +10,9 @@ import time
 import pytest
 
 from r2d.errors import TrainingRunError
-from r2d.jobs import ImproveRuns
+from r2d.jobs import MIN_COMPARED_CASES, ImproveRuns, plan_run
 
-pytestmark = pytest.mark.slow  # each test starts a Python process that imports torch
+worker = pytest.mark.slow  # a test that starts a Python process importing torch
 
 
 def wait_for(runs: ImproveRuns, run_id: str, states: tuple[str, ...], timeout_s: float = 240.0):
@@ -25,6 +26,7 @@ def wait_for(runs: ImproveRuns, run_id: str, states: tuple[str, ...], timeout_s:
                          f"{runs.status(run_id).log_tail}")
 
 
+@worker
 def test_a_run_goes_from_start_to_a_comparison(tmp_path, current_model, original_data, reviewed_export):
     runs = ImproveRuns(tmp_path / "runs")
     run_id = runs.start(current_model, reviewed_export, original_data, steps=3)
@@ -40,6 +42,7 @@ def test_a_run_goes_from_start_to_a_comparison(tmp_path, current_model, original
     assert [s.run_id for s in again.runs()] == [run_id] and again.status(run_id).state == "done"
 
 
+@worker
 def test_cancel_stops_the_worker_and_the_run_is_never_offered(tmp_path, current_model, original_data,
                                                              reviewed_export):
     runs = ImproveRuns(tmp_path / "runs")
@@ -53,6 +56,7 @@ def test_cancel_stops_the_worker_and_the_run_is_never_offered(tmp_path, current_
         runs.new_model_dir(run_id)
 
 
+@worker
 def test_a_killed_worker_is_reported_lost(tmp_path, current_model, original_data, reviewed_export):
     runs = ImproveRuns(tmp_path / "runs")
     run_id = runs.start(current_model, reviewed_export, original_data, steps=500)
@@ -70,6 +74,7 @@ def test_unknown_run_ids_are_refused(tmp_path):
             runs.status(bad)
 
 
+@worker
 def test_an_orphan_of_a_killed_app_still_guards_and_can_be_cancelled(tmp_path, original_data, reviewed_export):
     """Issue 21: after kill -9 and a restart a second run started beside the orphan, and Cancel said
     Cancelled while the orphan ran on. (No torch here: the "worker" is a sleeping Python naming the run.)"""
@@ -98,3 +103,30 @@ def test_an_orphan_of_a_killed_app_still_guards_and_can_be_cancelled(tmp_path, o
     finally:
         orphan.kill()
         orphan.wait()
+
+
+def progress_of(tmp_path, *events: dict) -> float:
+    """The progress fraction a run folder with these progress.jsonl events shows."""
+    out = tmp_path / "improve-20260101-000000-abcdef"
+    out.mkdir(exist_ok=True)
+    (out / "progress.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    (out / "run.json").write_text(json.dumps({"status": "failed" if events[-1]["event"] == "failed" else "running"}))
+    return ImproveRuns(tmp_path).status(out.name).fraction
+
+
+def test_progress_moves_through_training_and_scoring(tmp_path):
+    """Issue 20: the bar stood at 95% for the 5.5 minutes of scoring; scoring now advances it by its share."""
+    start = {"event": "start", "max_steps": 10, "train_share": 0.4}
+    assert progress_of(tmp_path, start, {"event": "train", "step": 5, "max_steps": 10}) == pytest.approx(0.2)
+    at = [progress_of(tmp_path, start, {"event": "train", "step": 10, "max_steps": 10},
+                      {"event": "evaluate", "scored": scored, "to_score": 200}) for scored in (0, 100, 150)]
+    assert at == pytest.approx([0.4, 0.7, 0.85])
+
+
+def test_the_plan_counts_held_out_cases_and_caps_the_test_split(tmp_path, original_data, reviewed_export):
+    plan = plan_run(reviewed_export, original_data, 100, 3, step_s=1.5, case_s=0.5)
+    assert (plan.held_out, plan.test_cases) == (1, 3) and plan.held_out < MIN_COMPARED_CASES
+    assert plan.seconds == pytest.approx(100 * 1.5 + 2 * (1 + 3) * 0.5)
+    assert plan_run(reviewed_export, original_data, 100, 0, 1.5, 0.5).test_cases == 5  # 0 = the whole split
+    unprepared = plan_run(reviewed_export, tmp_path / "not-yet", 100, 100, 1.5, 0.5)
+    assert unprepared.test_cases == 100  # prepared at start; the sample is the size to expect

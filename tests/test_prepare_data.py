@@ -148,3 +148,23 @@ def test_file_sha256(tmp_path):
     path = tmp_path / "x.bin"
     path.write_bytes(b"abc" * (1 << 19))  # 1.5 MB: more than one read block
     assert file_sha256(path) == file_sha256(str(path)) == hashlib.sha256(b"abc" * (1 << 19)).hexdigest()
+
+
+@pytest.mark.shared_data
+def test_prepare_missing_makes_the_folder_once_as_the_cli_would(ktas_out, shared_data, tmp_path):
+    """The app's Improve tab prepares the original data itself when it is missing (no terminal needed)."""
+    from training.prepare_data import prepare_missing
+    source = shared_data / "ktas" / "data.csv"
+    manifest = prepare_missing(tmp_path / "ktas", source)
+    assert manifest["command"] == f"python -m training.prepare_data ktas --source {source} --out {tmp_path / 'ktas'}"
+    for split in SPLITS:  # the same split as the CLI's defaults
+        assert (tmp_path / "ktas" / f"{split}.jsonl").read_bytes() == (ktas_out / f"{split}.jsonl").read_bytes()
+    assert prepare_missing(tmp_path / "ktas", tmp_path / "no-such.csv") is None  # already there: left alone
+
+
+def test_prepare_missing_names_a_missing_source(tmp_path):
+    from r2d.errors import DatasetSchemaError
+    from training.prepare_data import prepare_missing
+    with pytest.raises(DatasetSchemaError, match="source .*no-such.csv.* is missing.*app.improve_source"):
+        prepare_missing(tmp_path / "ktas", tmp_path / "no-such.csv")
+    assert not (tmp_path / "ktas").exists()

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from r2d import review as rv
-from r2d.errors import DatasetSchemaError, FeedbackStoreError, InvalidCaseError
+from r2d.errors import FeedbackStoreError, InvalidCaseError
 from r2d.prompts import PROMPT_VERSION
 from r2d.store import case_id_for
 
@@ -147,52 +147,6 @@ def test_shown_case_round_trips_and_reads_predictions(fake_predictor):
     assert from_prediction.probabilities == prediction["probabilities"] and from_prediction.item_index == 0
 
 
-# --- case uploads -------------------------------------------------------------------------------------
-
-
-def test_load_cases_from_jsonl_and_csv(tmp_path):
-    jsonl = tmp_path / "cases.jsonl"
-    jsonl.write_text('{"question": "chest pain", "label": "2"}\n\n{"case_text": "sore throat"}\n')
-    csv_file = tmp_path / "cases.csv"
-    csv_file.write_text('case,extra\n"fever, cough",1\nankle sprain,2\n')
-    assert rv.load_cases(jsonl, 100, 1000) == ["chest pain", "sore throat"]
-    assert rv.load_cases(csv_file, 100, 1000) == ["fever, cough", "ankle sprain"]
-
-
-@pytest.mark.parametrize("name, content, message", [
-    ("broken.csv", 'question\n"ok"\n"too","many"\n', r"broken.csv:3: the row has a different number of cells"),
-    ("empty.csv", "question\nfirst\n\"\"\n", r"empty.csv:3: the case text \(question\) is empty"),
-    ("nocol.csv", "text\nsomething\n", r"nocol.csv:2: no case text column"),
-    ("bad.jsonl", '{"question": "ok"}\n{not json\n', r"bad.jsonl:2: not valid JSON"),
-    ("list.jsonl", '["a list"]\n', r"list.jsonl:1: expected an object"),
-    ("cases.txt", "chest pain\n", r"upload a .csv or .jsonl"),
-    ("none.jsonl", "\n\n", r"none.jsonl: no cases"),
-])
-def test_bad_uploads_name_the_file_and_line(tmp_path, name, content, message):
-    path = tmp_path / name
-    path.write_text(content)
-    with pytest.raises(DatasetSchemaError, match=message):
-        rv.load_cases(path, 100, 1000)
-
-
-def test_huge_cases_and_too_many_rows_are_refused(tmp_path):
-    big = tmp_path / "big.jsonl"
-    big.write_text(json.dumps({"question": "x" * 1_000_000}) + "\n")
-    with pytest.raises(DatasetSchemaError, match=r"big.jsonl:1: the case text has 1,000,000 characters"):
-        rv.load_cases(big, 100, 4000)
-    many = tmp_path / "many.jsonl"
-    many.write_text("".join(json.dumps({"question": f"case {i}"}) + "\n" for i in range(11)))
-    with pytest.raises(DatasetSchemaError, match="11 cases; the limit is 10"):
-        rv.load_cases(many, 10, 4000)
-
-
-def test_non_utf8_upload(tmp_path):
-    path = tmp_path / "latin.csv"
-    path.write_bytes("question\nB\u00f6brek a\u011fr\u0131s\u0131\n".encode("cp1254"))
-    with pytest.raises(DatasetSchemaError, match="not UTF-8"):
-        rv.load_cases(path, 100, 1000)
-
-
 # --- the batch queue ------------------------------------------------------------------------------
 
 
@@ -324,12 +278,6 @@ def test_skipped_items_come_after_the_rest(store, fake_predictor):
     assert rv.queue_progress(mine, 1).endswith("· 1 skipped")
 
 
-def test_load_upload_keeps_ids(tmp_path):
-    path = tmp_path / "up.csv"
-    path.write_text("id,question\nK-1,chest pain\n,sore throat\n")
-    assert rv.load_upload(path, 10, 100) == (["chest pain", "sore throat"], ["K-1", None])
-
-
 def test_an_untouched_editor_is_no_draft(store):
     shown = shown_case()
     store.save_draft("A", shown.case_id, rv.make_draft(shown, "2", shown.model_rationale, None, ""))
@@ -409,17 +357,3 @@ def test_the_dashboard_line_counts_suggestions_and_final_labels(make_review):
     assert rv.under_triage_line(reviews, ("yes", "no")) == ""
 
 
-@pytest.mark.parametrize("content, message", [
-    ('id,question\n1,"chest pain\n2,sore throat\n', r"cases.csv:2: not readable CSV.*quote is never closed"),
-    ("id,question,question\n1,chest pain,sore throat\n", r"cases.csv:1: .*question more than once"),
-    ("id,question\n" + "7" * 201 + ",chest pain\n", r"cases.csv:2: id has 201 characters; the limit is 200"),
-    ("id,question\nA\x1b[31m,chest pain\n", r"cases.csv:2: id contains a control character \(U\+001B\)"),
-    ("id,question\nA\u202e12,chest pain\n", r"cases.csv:2: id contains a text-direction control \(U\+202E\)"),
-])
-def test_an_upload_that_would_corrupt_silently_is_refused(tmp_path, content, message):
-    """Issue 21: an unclosed quote merged two patients' notes; a duplicated column silently won; ids of any
-    length or holding ESC/U+202E were stored, shown and exported."""
-    path = tmp_path / "cases.csv"
-    path.write_text(content, encoding="utf-8")
-    with pytest.raises(DatasetSchemaError, match=message):
-        rv.load_upload(path, max_rows=10, max_chars=4000)

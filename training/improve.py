@@ -8,8 +8,10 @@ The README's recipe as one command: Stage 2 from the current model on the origin
 laptop CPU, the checkpoint chosen on the original validation split. Then the old and the new model are
 evaluated side by side on (a) the reviewed cases held out from the run (EXPORT_DIR/val.jsonl: the nurses'
 labels and rationales are the reference, so accuracy there is agreement with the nurses) and (b) the public
-test split (`--data`/test.jsonl): accuracy, macro-F1, under-triage, fidelity to the case, critical findings
-named, BLEU against the reference rationale.
+test split (`--data`/test.jsonl, a seeded sample of `--test-cases` of it: scoring the whole split took most of a
+short run): accuracy, macro-F1, under-triage, fidelity to the case, critical findings named, BLEU against the
+reference rationale, with a 95% Wilson interval (scipy.stats.binomtest) for accuracy and under-triage, the
+shares of cases.
 
 OUT/ holds model/ (the new model), run.json (status, the export's id, counts and checksums, the data files'
 checksums, the config), progress.jsonl (one JSON event per line, read by the app's progress bar) and
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import sys
 import time
 from dataclasses import replace
@@ -27,11 +30,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from r2d.artifacts import model_source
-from r2d.config import CONFIG_FILENAME, R2DConfig, config_to_dict, load_config
-from r2d.data import atomic_write_text, load_examples
+from r2d.config import CONFIG_FILENAME, AppConfig, R2DConfig, config_to_dict, load_config
+from r2d.data import atomic_write_text, load_examples, write_examples
 from r2d.errors import DatasetSchemaError, R2DError
 from r2d.export import is_complete_export
-from r2d.jobs import COMPARED, SPLITS, check_inputs, comparison_table
+from r2d.jobs import COMPARED, PROPORTIONS, SPLITS, check_inputs, comparison_table, estimate_seconds
 from training.common import setup_logging
 from training.prepare_data import file_sha256
 
@@ -39,7 +42,9 @@ logger = logging.getLogger(__name__)
 
 RUN_FILE, PROGRESS_FILE, COMPARISON_FILE, MODEL_SUBDIR = "run.json", "progress.jsonl", "comparison.json", "model"
 EXPORT_META = "export_meta.json"
+TEST_SAMPLE = "test_sample.jsonl"  # OUT/: the public test cases the comparison scored, when a sample
 DEFAULT_STEPS = 200
+SAMPLE_SEED = 0  # the same sample for every run on the same split: runs compare on the same cases
 
 
 def _file_info(path: Path) -> dict[str, Any]:
@@ -112,25 +117,61 @@ def _evaluate(model_dir: Path, data: Path, quantization: str) -> dict[str, Any]:
     return evaluate_dir(cfg, data, bertscore=False)
 
 
-def compare(old_dir: Path, new_dir: Path, sets: dict[str, Path], progress: Progress,
+def wilson_interval(rate: float, n: int) -> list[float]:
+    """95% Wilson score interval of a share of n cases (scipy's), rounded to 4 places."""
+    from scipy.stats import binomtest
+    ci = binomtest(round(rate * n), n).proportion_ci(confidence_level=0.95, method="wilson")
+    return [round(float(ci.low), 4), round(float(ci.high), 4)]
+
+
+def sample_cases(path: Path, limit: int, out: Path) -> tuple[Path, int]:
+    """(the file to score, how many rows the whole file has): a seeded sample of `limit` rows written to `out`
+    when the file has more (0 = no limit), else the file itself."""
+    rows = load_examples(path)
+    if not limit or len(rows) <= limit:
+        return path, len(rows)
+    write_examples(out, random.Random(SAMPLE_SEED).sample(rows, limit))
+    return out, len(rows)
+
+
+def compare(old_dir: Path, new_dir: Path, sets: dict[str, tuple[Path, int]], progress: Progress,
             quantization: str = "none") -> dict[str, Any]:
-    """Both models on every named data file: {set: {"old": metrics, "new": metrics, "n": rows}}."""
+    """Both models on every named (data file, rows of the set it samples):
+    {set: {"old": metrics, "new": metrics, "intervals": {which: {metric: [low, high]}}, "n": rows scored,
+    "n_total": rows of the set}}. Progress events count the cases scored so far."""
     result: dict[str, Any] = {}
-    for name, path in sets.items():
-        row: dict[str, Any] = {}
+    to_score, scored = 2 * sum(len(load_examples(path)) for path, _ in sets.values()), 0
+    for name, (path, n_total) in sets.items():
+        row: dict[str, Any] = {"intervals": {}, "n_total": n_total}
         for which, directory in (("old", old_dir), ("new", new_dir)):
-            progress("evaluate", set=name, model=which)
+            progress("evaluate", set=name, model=which, scored=scored, to_score=to_score)
             report = _evaluate(directory, path, quantization)
             row[which] = {key: report["metrics"].get(key) for key, _, _ in COMPARED}
+            row["intervals"][which] = {key: wilson_interval(row[which][key], report["n"]) for key in PROPORTIONS
+                                       if row[which].get(key) is not None}
             row["n"] = report["n"]
+            scored += report["n"]
         result[name] = row
+    progress("evaluate", set="", model="", scored=to_score, to_score=to_score)
     return result
 
 
+def _compared_sets(export: dict[str, Any], test_file: Path, test_cases: int, out_dir: Path
+                   ) -> dict[str, tuple[Path, int]]:
+    """The held-out reviewed cases (all of them) and the public test split (sampled), as compare() takes them."""
+    sets = {"public test split": sample_cases(test_file, test_cases, out_dir / TEST_SAMPLE)}
+    if "held_out" in export["files"]:
+        held_out = export["files"]["held_out"]
+        sets = {"reviewed cases held out": (Path(held_out["path"]), held_out["rows"]), **sets}
+    return sets
+
+
 def improve(model_dir: Path, export_dir: Path, data_dir: Path, out_dir: Path, *, steps: int = DEFAULT_STEPS,
-            lora: bool = True, overrides: Sequence[str] = (), quantization: str = "none") -> dict[str, Any]:
-    """Stage 2 on original + reviewed data from the current model, then the comparison. Returns run.json's
-    content. Raises R2DError; run.json then says "failed" with the message."""
+            lora: bool = True, overrides: Sequence[str] = (), quantization: str = "none",
+            test_cases: int = 0) -> dict[str, Any]:
+    """Stage 2 on original + reviewed data from the current model, then the comparison (on `test_cases` of the
+    public test split, 0 = all). Returns run.json's content. Raises R2DError; run.json then says "failed"
+    with the message."""
     model_dir, out_dir = model_dir.resolve(), out_dir.resolve()
     if out_dir == model_dir or model_dir in out_dir.parents:
         raise DatasetSchemaError(f"--out {out_dir} is inside the current model; a run never writes there")
@@ -145,12 +186,14 @@ def improve(model_dir: Path, export_dir: Path, data_dir: Path, out_dir: Path, *,
                          overrides)
         run.update(export=export, data={k: _file_info(p) for k, p in original.items()}, config=config_to_dict(cfg))
         _write_run(out_dir, run)
-        progress("start", max_steps=steps, export_id=export["export_id"])
+        sets = _compared_sets(export, original["test"], test_cases, out_dir)
+        cases = sum(len(load_examples(path)) for path, _ in sets.values())
+        train_s = steps * cfg.app.improve_step_s
+        progress("start", max_steps=steps, export_id=export["export_id"],
+                 train_share=round(train_s / estimate_seconds(steps, cases, cfg.app.improve_step_s,
+                                                              cfg.app.improve_case_s), 4))
         from training.stage2 import train_stage2  # torch-heavy
         result = train_stage2(cfg, str(model_dir), out_dir / MODEL_SUBDIR, callbacks=[_progress_callback(progress)])
-        sets = {"public test split": original["test"]}
-        if "held_out" in export["files"]:
-            sets = {"reviewed cases held out": Path(export["files"]["held_out"]["path"]), **sets}
         comparison = {"old": str(model_dir), "new": str(out_dir / MODEL_SUBDIR),
                       "sets": compare(model_dir, out_dir / MODEL_SUBDIR, sets, progress, quantization)}
         atomic_write_text(out_dir / COMPARISON_FILE, json.dumps(comparison, indent=2) + "\n")
@@ -179,10 +222,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="Stage-2 optimiser steps")
     ap.add_argument("--full", action="store_true", help="full fine-tune instead of LoRA")
     ap.add_argument("--quantization", default="none", help="how both models are loaded for the comparison")
+    ap.add_argument("--test-cases", type=int, default=AppConfig.improve_test_cases,
+                    help="public test cases the comparison scores, a seeded sample (0 = the whole split)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = ap.parse_args(argv)
     if args.steps < 1:
         ap.error("--steps must be >= 1")
+    if args.test_cases < 0:
+        ap.error("--test-cases must be >= 0")
     return args
 
 
@@ -191,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         improve(args.model, args.export, args.data, args.out, steps=args.steps, lora=not args.full,
-                overrides=args.overrides, quantization=args.quantization)
+                overrides=args.overrides, quantization=args.quantization, test_cases=args.test_cases)
     except R2DError as e:
         sys.exit(f"error: {e}")
     comparison = json.loads((args.out / COMPARISON_FILE).read_text(encoding="utf-8"))

@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from r2d.data import Example, atomic_write_text, label_counts, stratified_split, write_examples
-from r2d.errors import ConfigError, R2DError
+from r2d.errors import ConfigError, DatasetSchemaError, R2DError
 from r2d.sources import ktas_meta, load_ktas, load_medmcqa, load_medreason, load_pubmedqa
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+DEFAULT_TEST = 0.2  # the test fraction of the data sets split here (KTAS, MedMCQA)
 MANIFEST = "manifest.json"
 # a label set larger than this is free text: the manifest counts distinct labels instead of listing them
 MAX_LISTED_LABELS = 20
@@ -168,6 +169,21 @@ def run(dataset: str, source: Path, out: Path, *, seed: int = 42, val: float = 0
     return manifest
 
 
+def prepare_missing(out: str | Path, source: str | Path, dataset: str = "ktas") -> dict[str, Any] | None:
+    """Make `out` a prepared folder (the CLI's defaults) when it lacks any split; its manifest, or None when
+    every split was already there. Raises DatasetSchemaError naming the source when it is missing."""
+    out, source = Path(out), Path(source)
+    if all((out / f"{split}.jsonl").is_file() for split in SPLITS):
+        return None
+    if not source.exists():
+        raise DatasetSchemaError(f"the original data folder {out} lacks its splits and the {dataset} source "
+                                 f"{source} to prepare them from is missing: ask whoever runs the app to set "
+                                 "app.improve_source")
+    logger.info("preparing %s from %s into %s", dataset, source, out)
+    return run(dataset, source, out, test=None if dataset in OWN_TEST_SPLIT else DEFAULT_TEST,
+               command=f"python -m training.prepare_data {dataset} --source {source} --out {out}")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The CLI: one subcommand per data set."""
     parser = argparse.ArgumentParser(prog="python -m training.prepare_data", description=__doc__.split("\n\n")[0])
@@ -181,7 +197,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
         p.add_argument("--val", type=float, default=0.1, help="validation fraction (default 0.1)")
         if name not in OWN_TEST_SPLIT:
-            p.add_argument("--test", type=float, default=0.2, help="test fraction (default 0.2)")
+            p.add_argument("--test", type=float, default=DEFAULT_TEST, help=f"test fraction (default {DEFAULT_TEST})")
     return parser.parse_args(argv)
 
 

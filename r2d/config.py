@@ -190,9 +190,10 @@ class AppConfig:
     # whole split made the comparison take most of a short run. Held-out reviewed cases are always all scored
     improve_test_cases: int = 100
     # seconds per Stage-2 step and per case scored by one model, on one loaded core (the README's measurement):
-    # the estimate a reviewer sees before starting a run, and how the progress bar splits training and scoring
+    # the estimate a reviewer sees before starting a run, and how the progress bar splits training and scoring;
+    # scoring errs long, since a busy machine scores several times slower than a quiet one
     improve_step_s: float = 1.5
-    improve_case_s: float = 0.3
+    improve_case_s: float = 1.5
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ def test_the_consistency_line_warns_only_where_it_was_measured_to_mean_something
     h.calibration, h.predictor.model_id = embedded, "r2d-ktas-small"
     line = h.check(shown, "Non-urgent, no threat: level 5.", "5")
     assert line.startswith("Hint (unreliable for this model: on 252 gold rationales this check pointed away from "
-                           "the expert label 86% of the time") and "⚠" not in line
+                           f"the expert label {embedded.contradicts_gold:.0%} of the time") and "⚠" not in line
 
 
 def test_a_relabel_rechecks_the_consistency_at_once(fake_predictor, store, cfg, unserved):

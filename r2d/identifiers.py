@@ -6,7 +6,11 @@ types by patterns written for triage notes: names after titles, relations and "n
 is", dates with or without a year ("born on the 4th of March 1961", "admitted on March 3rd"),
 ages over 89, labelled record/plan/account/licence/device numbers (letters allowed), SSNs, street
 addresses, UK postcodes and US ZIP codes, e-mail (also "name at host dot com"), URLs, IP addresses,
-vehicle plates and VINs. Clinical notation (BP 120/80, pain 7/10, 1/52, GCS 15, eponyms such as
+vehicle plates and VINs (also labelled: "plate KX-482-TB"), towns after "lives in"/"from"/"in", employers after
+"works at"/"employed by", names in any case after strong cues ("SURNAME, First", "mrs. begum", "name: nguyen thi
+hoa"). The text is first NFKC-normalised with zero-width and bidi characters dropped and division slashes and
+dashes folded, so a fullwidth @, a thin-space phone number or a date with U+2215 slashes is read as written.
+Clinical notation (BP 120/80, pain 7/10, 1/52, GCS 15, eponyms such as
 Parkinson's) is not flagged. `benchmarks/eval_identifiers.py` measures recall and false positives
 on tests/data/identifiers.jsonl against other libraries. A screen, not de-identification: a human
 decides, and the export records what was found.
@@ -14,6 +18,7 @@ decides, and the export records what was found.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import phonenumbers
@@ -41,10 +46,24 @@ _ID_LABELS = (r"MRN|NHS(?:\s+(?:no|number))?|SSN|social\s+security\s+(?:no|numbe
               r"(?:insurance|policy|plan)\s+(?:no|number|id)|account(?:\s+(?:no|number))?|"
               r"medicare(?:\s+(?:no|number|id))?|medicaid(?:\s+(?:no|number|id))?|"
               r"(?:driving\s+|driver'?s\s+)?licen[cs]e(?:\s+(?:no|number))?|serial(?:\s+(?:no|number))?|"
-              r"VIN|ID")
-_ID_VALUE = r"(?:\d{3}\s\d{3}\s\d{4}|[A-Z0-9]+(?:-[A-Z0-9]+)*)"
+              r"VIN|ID|(?:case\s+)?ref(?:erence)?(?:\s+(?:no|number))?|registration(?:\s+(?:no|number))?|s/n")
+_ID_VALUE = r"(?:\d{3}\s\d{3}\s\d{4}|[A-Z0-9]+(?:[-/][A-Z0-9]+)*)"
 _STREET = (r"Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Close|Way|Court|Ct|Place|Crescent|Terrace|Boulevard|"
-           r"Blvd|Square|Gardens|Grove|Hill|Row|Mews|Walk|Parade")
+           r"Blvd|Square|Gardens|Grove|Hill|Row|Mews|Walk|Parade|Approach")
+# street names unlikely to end anything but a street, so no house number is needed: "lives on Ferndale Road"
+_STREET_ALONE = r"Street|Road|Avenue|Lane|Drive|Crescent|Terrace|Boulevard|Approach|Gardens|Mews|Parade"
+# a place or organisation word: Tonypandy, Ashby-de-la-Zouch, Hood's, St
+_PLACE_WORD = r"[A-Z][a-z]+(?:['’]s)?(?:-[a-z]+)*(?:-[A-Z][a-z]+)*\b"
+_PLACE = rf"{_PLACE_WORD}(?:\s+{_PLACE_WORD}){{0,2}}"
+# a name word in any case after a strong cue: david, O'NEILL, mcallister
+_ANY_WORD = r"[A-Za-z][A-Za-z]*(?:['’-][A-Za-z]+)*\b"
+# capitalised words after "in"/"at" that are places in a hospital or times, not towns or employers
+_NOT_PLACES = frozenset("Resus Majors Minors Triage Hospital Ward Unit Clinic Department Theatre Theatres Christmas "
+                        "Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May "
+                        "June July August September October November December".split())
+# look-alikes that NFKC keeps: division and fraction slashes, hyphens, dashes and the minus sign
+_FOLD = str.maketrans({"\u2215": "/", "\u2044": "/", "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-",
+                       "\u2014": "-", "\u2212": "-"})
 
 
 _DOT = r"\s*(?:\[dot\]|\(dot\)|\s+dot\s+)\s*"  # an e-mail written out to dodge filters: "jo at host dot com"
@@ -65,6 +84,8 @@ _BEFORE_PHONES: tuple[tuple[str, re.Pattern[str]], ...] = (
     # a label, then a value with at least one digit: "MRN: 00123456", "hospital number AB12345"
     ("id_number", _p(rf"\b(?i:{_ID_LABELS})\.?\s*[:#]?\s*(?=[A-Z0-9 -]*\d){_ID_VALUE}\b")),
     ("id_number", _p(r"\b\d{3}-\d{2}-\d{4}\b")),  # SSN shape
+    ("vehicle", _p(r"\b(?i:plate|reg(?:istration)?)(?:\s+(?i:no|number))?\.?\s*[:#]?\s*"
+                   r"(?P<v>(?=[A-Z0-9 -]*\d)[A-Z0-9]{1,8}(?:[ -][A-Z0-9]{1,4}){0,2})\b")),
     ("date", _p(rf"\b(?:\d{{1,2}}[/.-]\d{{1,2}}[/.-](?:\d{{4}}|\d{{2}})|\d{{4}}-\d{{2}}-\d{{2}}|"
                 rf"\d{{1,2}}{_ORD}?(?:\s+of)?\s+{_MONTH}\.?(?:,?\s+\d{{4}})?|"
                 rf"{_MONTH}\.?\s+(?:the\s+)?\d{{1,2}}{_ORD}?(?:,?\s+\d{{4}})?)\b")),
@@ -75,6 +96,7 @@ _AFTER_PHONES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("age_over_89", _p(r"\b(?:9\d|1[0-2]\d)\s*-?\s*(?:years?[\s-]old|year-old|yrs?\s+old|yo|y/o|y\.o\.)(?!\w)",
                        re.IGNORECASE)),
     ("age_over_89", _p(r"\bage[ds]?\s*:?\s*(?:9\d|1[0-2]\d)\b", re.IGNORECASE)),
+    ("age_over_89", _p(r"\b(?:9\d|1[0-2]\d)\s+years?\s+of\s+age\b", re.IGNORECASE)),
     ("age_over_89", _p(r"\b(?:ninety|a\s+hundred|one\s+hundred)(?:[\s-](?:and[\s-])?(?:one|two|three|four|five|six|"
                        r"seven|eight|nine))?[\s-]years?[\s-]old\b", re.IGNORECASE)),
     ("date", _p(rf"\b{_MONTH}\.?,?\s+(?:19|20)\d{{2}}\b")),  # month and year: "in August 2022"
@@ -93,6 +115,20 @@ _AFTER_PHONES: tuple[tuple[str, re.Pattern[str]], ...] = (
                 rf"\s*\(?\s*{_NAME}")),
     ("name", _p(rf"\b{_NAME}(?=,?\s+(?i:his|her|their|the\s+patient's)\s+(?i:{_RELATIONS})\b)")),
     ("name", _p(rf"(?:^|(?<=[.!?]\s))(?:{_WORD}\s+){{1,2}}{_WORD}(?=\s+(?:{_VERBS})\b)")),
+    # names in any case after strong cues, and "SURNAME, First" / "SURNAME First" before "(", "," or the end
+    ("name", _p(rf"\b(?i:surname|forenames?|first\s+name|last\s+name|given\s+names?|family\s+name|name\s+is|"
+                rf"name\s*:|named|known\s+as)\s*:?\s*(?P<v>['\u2018]?{_ANY_WORD}(?:['\u2019]?\s+{_ANY_WORD}){{0,2}})")),
+    ("name", _p(r"\b(?:(?:MR|MRS|MS|MISS|DR)\.?\s+[A-Z]{2,}(?:['\u2019-][A-Z]+)*(?:\s+[A-Z]{2,}\b)?|"
+                r"(?:mr|mrs|ms|miss|mx)\.?\s+[a-z]+(?:['\u2019-][a-z]+)*)")),
+    ("name", _p(r"\b[A-Z]{3,}(?:['\u2019-][A-Z]+)*,?\s+[A-Z][a-z]+\b(?=\s*(?:[(,.;]|$))")),
+    ("name", _p(rf"\b(?i:(?:{_RELATIONS}),|pt\s+is|patient\s+is)\s+"
+                rf"(?P<v>[a-z]{{2,}}\s+[a-z]{{2,}}(?:['\u2019-][a-z]+)*)(?=\s*[,.)])")),
+    ("address", _p(rf"\b(?:{_WORD}\s+){{1,2}}(?:{_STREET_ALONE})\b")),
+    ("place", _p(rf"\b(?i:lives?\s+(?:in|at|near)|living\s+in|home\s+in|from|outside|near|in|"
+                 rf"town|village|city)\s*:?\s+(?P<v>{_PLACE})")),
+    ("place", _p(rf"(?<=, )(?P<v>{_PLACE})(?=\s+[A-Z]{{1,2}}\d[A-Z\d]?\s?\d[A-Z]{{2}}\b|\s*[.;]|\s*$)")),
+    ("employer", _p(rf"\b(?i:works?\s+(?:at|for)|working\s+(?:at|for)|employed\s+(?:by|at)|employer\s*:?|at)\s+"
+                    rf"(?:the\s+)?(?P<v>{_PLACE_WORD}(?:\s+(?:&\s+)?{_PLACE_WORD}){{0,3}})")),
     ("id_number", _p(r"\b[A-Z]{1,3}-?\d{5,}[A-Z]?\b")),  # record-like codes: AB123456, K-0045321
     ("id_number", _p(r"\b\d{7,}\b")),
 )
@@ -103,7 +139,7 @@ class IdentifierMatch:
     """A likely patient identifier in a text: its kind, the matched text and where it is."""
 
     # name | date | age_over_89 | phone | email | url | ip_address | id_number | address | postcode | vehicle
-    # | social_handle
+    # | social_handle | place | employer
     kind: str
     text: str
     start: int
@@ -138,19 +174,39 @@ def scan_identifiers(text: str) -> list[IdentifierMatch]:
     findings: list[IdentifierMatch] = []
     taken: list[tuple[int, int]] = []
 
+    plain, where = normalise(text)
+
     def claim(kind: str, start: int, end: int) -> None:
-        if kind == "name" and _NOT_NAMES.intersection(text[start:end].split()):
+        words = plain[start:end].split()
+        if (kind == "name" and _NOT_NAMES.intersection(words)) or (kind in ("place", "employer") and (
+                not words or words[0] in _NOT_PLACES or words[0] in _NOT_NAMES)):
             return
-        if not any(start < e and s < end for s, e in taken):
+        if start < end and not any(start < e and s < end for s, e in taken):
             taken.append((start, end))
-            findings.append(IdentifierMatch(kind, text[start:end], start, end))
+            first, last = where[start], where[end - 1] + 1  # the span in the text as given
+            findings.append(IdentifierMatch(kind, text[first:last], first, last))
 
     for kind, pattern in _BEFORE_PHONES:
-        for m in pattern.finditer(text):
+        for m in pattern.finditer(plain):
             claim(kind, *_value_span(m))
-    for start, end in _phone_spans(text):
+    for start, end in _phone_spans(plain):
         claim("phone", start, end)
     for kind, pattern in _AFTER_PHONES:
-        for m in pattern.finditer(text):
+        for m in pattern.finditer(plain):
             claim(kind, *_value_span(m))
     return sorted(findings, key=lambda f: f.start)
+
+
+def normalise(text: str) -> tuple[str, list[int]]:
+    """text as the scan reads it: NFKC per character, look-alike slashes and dashes folded, format characters
+    (zero-width, bidi controls, soft hyphen) dropped; with the index in text of each character it returns."""
+    if text.isascii():
+        return text, list(range(len(text)))
+    out, where = [], []
+    for i, ch in enumerate(text):
+        if unicodedata.category(ch) == "Cf":
+            continue
+        for c in unicodedata.normalize("NFKC", ch).translate(_FOLD):
+            out.append(c)
+            where.append(i)
+    return "".join(out), where

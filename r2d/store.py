@@ -26,7 +26,8 @@ from r2d import audit, limits
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+# 2: every audited table chained and the chains sealed (r2d.audit); a version-1 database migrates on opening
+SCHEMA_VERSION = 2
 ACTIONS = ("accepted", "edited", "relabelled")
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -89,9 +90,6 @@ CREATE TABLE IF NOT EXISTS batch_item_sources (
     PRIMARY KEY (batch_id, item_index),
     FOREIGN KEY (batch_id, item_index) REFERENCES batch_items (batch_id, item_index));
 """
-# the audit trail must not be rewritten, not even by a bug in this module
-_APPEND_ONLY = ("reviews", "batches", "batch_items", "batch_predictions", "exports", "review_events", "drafts",
-                "batch_item_sources")
 EVENT_KINDS = ("retract", "skip", "flag", "adjudicate")
 # a review counts until its reviewer retracts it (retracting is itself a row: nothing is deleted)
 _LIVE = "review_id NOT IN (SELECT review_id FROM review_events WHERE kind = 'retract' AND review_id IS NOT NULL)"
@@ -317,13 +315,12 @@ class ReviewStore:
             if mode.lower() != "wal":
                 raise FeedbackStoreError(f"{self.path.name}: cannot switch to WAL journaling (got {mode}); "
                                          "put the database on a local disk")
-            conn.executescript(_SCHEMA + "".join(
-                f"CREATE TRIGGER IF NOT EXISTS {t}_no_update BEFORE UPDATE ON {t} BEGIN "
-                f"SELECT RAISE(ABORT, '{t} is append-only: add a new row instead'); END;"
-                f"CREATE TRIGGER IF NOT EXISTS {t}_no_delete BEFORE DELETE ON {t} BEGIN "
-                f"SELECT RAISE(ABORT, '{t} is append-only'); END;" for t in _APPEND_ONLY))
+            # the audit trail must not be rewritten, not even by a bug in this module
+            conn.executescript(_SCHEMA + audit.append_only_sql())
             conn.execute("INSERT OR IGNORE INTO store_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            audit.start_chain(conn)
+            self._audit_key = audit.start_chain(conn, self.path)
+            conn.execute("UPDATE store_meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
+                         (str(SCHEMA_VERSION), SCHEMA_VERSION))
             version = int(conn.execute("SELECT value FROM store_meta WHERE key='schema_version'").fetchone()[0])
         except sqlite3.OperationalError as e:
             raise FeedbackStoreError(f"cannot set up {self.path.name}: {e}; try again, or pass --db with another "
@@ -354,7 +351,7 @@ class ReviewStore:
             if created:
                 cur = conn.execute(f"INSERT INTO reviews ({columns}) VALUES ({', '.join('?' * len(row))})",
                                    tuple(row.values()))
-                audit.append_to_chain(conn, cur.lastrowid)
+                audit.append_to_chain(conn, cur.lastrowid, self._audit_key)
                 existing = conn.execute("SELECT * FROM reviews WHERE review_id = ?", (cur.lastrowid,)).fetchone()
             stored = self._row_to_review(existing)
         differences = [] if created else stored.differences(record)
@@ -415,7 +412,7 @@ class ReviewStore:
         with self._write() as conn:
             cur = conn.execute("INSERT INTO review_events (created_at, reviewer, kind, case_id, review_id, batch_id, "
                                "item_index, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
-            audit.append_to_chain(conn, cur.lastrowid, "review_events")
+            audit.append_to_chain(conn, cur.lastrowid, self._audit_key, "review_events")
         return ReviewEvent(cur.lastrowid, *row)
 
     def events(self, kind: str | None = None) -> list[ReviewEvent]:
@@ -459,8 +456,9 @@ class ReviewStore:
         if not reviewer.strip():
             return  # nobody to key it by; the UI asks for a name before anything can be saved
         with self._write() as conn:
-            conn.execute("INSERT INTO drafts (created_at, reviewer, case_id, draft) VALUES (?, ?, ?, ?)",
-                         (utc_now(), reviewer.strip(), case_id, json.dumps(dict(draft), ensure_ascii=False)))
+            cur = conn.execute("INSERT INTO drafts (created_at, reviewer, case_id, draft) VALUES (?, ?, ?, ?)",
+                               (utc_now(), reviewer.strip(), case_id, json.dumps(dict(draft), ensure_ascii=False)))
+            audit.append_to_chain(conn, cur.lastrowid, self._audit_key, "drafts")
 
     def draft(self, reviewer: str, case_id: str | None = None) -> dict[str, Any] | None:
         """The reviewer's newest draft (of one case, or of any case) that is newer than their last save of it."""
@@ -503,16 +501,21 @@ class ReviewStore:
                          (batch_id, name, created_at, created_by, model_id, len(case_texts)))
             conn.executemany("INSERT INTO batch_items VALUES (?, ?, ?, ?)",
                              [(batch_id, i, case_id_for(t), t) for i, t in enumerate(case_texts)])
-            conn.executemany("INSERT INTO batch_item_sources VALUES (?, ?, ?)",
-                             [(batch_id, i, str(s)) for i, s in enumerate(source_ids or ()) if s not in (None, "")])
+            sources = [(batch_id, i, str(s)) for i, s in enumerate(source_ids or ()) if s not in (None, "")]
+            conn.executemany("INSERT INTO batch_item_sources VALUES (?, ?, ?)", sources)
+            audit.append_rows(conn, "batches", [(batch_id,)], self._audit_key)
+            audit.append_rows(conn, "batch_items", [(batch_id, i) for i in range(len(case_texts))], self._audit_key)
+            audit.append_rows(conn, "batch_item_sources", [s[:2] for s in sources], self._audit_key)
         return BatchInfo(batch_id, name, created_at, created_by, model_id, len(case_texts))
 
     def add_batch_predictions(self, batch_id: str, predictions: Mapping[int, Mapping[str, Any]]) -> None:
         """Store predictions of batch items; an item keeps its first prediction (retries are no-ops)."""
         now = utc_now()
         with self._write() as conn:
-            conn.executemany("INSERT OR IGNORE INTO batch_predictions VALUES (?, ?, ?, ?)",
-                             [(batch_id, i, now, json.dumps(dict(p))) for i, p in predictions.items()])
+            added = [(batch_id, i) for i, p in predictions.items() if conn.execute(
+                "INSERT OR IGNORE INTO batch_predictions VALUES (?, ?, ?, ?)",
+                (batch_id, i, now, json.dumps(dict(p)))).rowcount == 1]
+            audit.append_rows(conn, "batch_predictions", added, self._audit_key)
 
     def list_batches(self) -> list[BatchInfo]:
         """All batches, newest first, with how many items are predicted and reviewed."""
@@ -567,8 +570,9 @@ class ReviewStore:
     def log_export(self, exported_by: str, out_dir: str | Path, meta: Mapping[str, Any]) -> None:
         """Record an export in the audit trail."""
         with self._write() as conn:
-            conn.execute("INSERT INTO exports (created_at, exported_by, out_dir, meta) VALUES (?, ?, ?, ?)",
-                         (utc_now(), exported_by, str(out_dir), json.dumps(meta, ensure_ascii=False)))
+            cur = conn.execute("INSERT INTO exports (created_at, exported_by, out_dir, meta) VALUES (?, ?, ?, ?)",
+                               (utc_now(), exported_by, str(out_dir), json.dumps(meta, ensure_ascii=False)))
+            audit.append_to_chain(conn, cur.lastrowid, self._audit_key, "exports")
 
     def browser_secret(self) -> str:
         """A per-database secret for encrypting the browser's saved queue position; stable across restarts."""

@@ -1,10 +1,12 @@
 """Check a review database for tampering: `python -m training.integrity --db reviews.sqlite3`.
 
-Opens the file read-only and reports SQLite's own integrity check, the audit hash chain over the
-reviews and reviewer actions (r2d.audit: a row changed, removed or added with a raw SQLite client breaks it), missing
-protective triggers (and their SQL), file modes wider than owner-only, and chain heads recorded by exports
-(--exports) that are no longer in the chains. Prints the chain head (keep it: a later
-run that prints a different history for the same reviews shows a rewrite). Exit status 1 on any problem.
+Opens the file read-only and reports SQLite's own integrity check, the audit hash chains over every audited
+table (r2d.audit: a row changed, removed or added with a raw SQLite client breaks them), chain heads that no
+longer match their keyed seals (rows forged or rewritten together with their chain entries; the key is the
+`<db>.audit-key` file beside the database, or --key), missing protective triggers (and their SQL), file
+modes wider than owner-only, and chain heads recorded by exports (--exports) that are no longer in the chains.
+Prints the chain heads (keep them: a later run that prints a different history for the same reviews shows a
+rewrite). Exit status 1 on any problem.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--exports", action="append", default=[], metavar="DIR",
                     help="a folder of exports (default: r2d_exports when it exists): the chain heads each export's "
                          "export_meta.json recorded must still be in the chains (catches a cut-off history)")
+    ap.add_argument("--key", help="the database's audit key file (default: the .audit-key file beside --db)")
     return ap.parse_args(argv)
 
 
@@ -44,14 +47,22 @@ def recorded_heads(folders: Sequence[Path]) -> list[tuple[str, dict[str, str]]]:
     return found
 
 
-def check(db: Path, exports: Sequence[Path] = ()) -> tuple[list[str], int, str]:
+def check(db: Path, exports: Sequence[Path] = (), key: Path | None = None) -> tuple[list[str], int, str]:
     """(problems, number of reviews, chain heads) of the database at db, opened read-only; exports: folders
-    of exports whose recorded chain heads must still be in the chains."""
+    of exports whose recorded chain heads must still be in the chains; key: the audit key file (default beside db)."""
+    key = key or audit.key_path(db)
+    audit_key = audit.read_key(key)
     conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
     try:
         problems = [] if (ok := conn.execute("PRAGMA integrity_check").fetchone()[0]) == "ok" else [
             f"SQLite integrity_check: {ok}"]
-        problems += audit.verify_chain(conn)
+        if not audit.is_sealed(conn):
+            return problems + ["the audit chains are not sealed yet: open the database with the app once (it "
+                               "migrates it) and check again"], 0, ""
+        if audit_key is None:
+            problems.append(f"the audit key {key.name} is missing or unreadable: the seals cannot be checked "
+                            "(pass --key)")
+        problems += audit.verify_chain(conn, audit_key)
         for where, heads in recorded_heads(exports):
             problems += audit.verify_heads(conn, heads, where)
         n_reviews = conn.execute("SELECT COUNT(*) FROM reviews").fetchone()[0]
@@ -72,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.exit(f"error: no review database at {db}")
     exports = [Path(e) for e in args.exports] or [p for p in (Path(AppConfig().export_dir),) if p.is_dir()]
     try:
-        problems, n_reviews, head = check(db, exports)
+        problems, n_reviews, head = check(db, exports, Path(args.key) if args.key else None)
     except sqlite3.DatabaseError as e:
         sys.exit(f"error: {db} cannot be read as a review database: {e}")
     for problem in problems:

@@ -15,6 +15,12 @@ It also bounds every request body (a 100 MB body to an event endpoint was once a
 Content-Length over the limit is answered 413 before anything is read, and a body sent without one
 (chunked) is read up to the limit before the app sees it, and answered 413 once it passes it. File
 uploads get their own, larger limit (Gradio's max_file_size checks each file, not the request).
+
+Sign-ins are limited per client address as well as per name (r2d.auth.authenticator): Gradio's auth callable
+never sees the request, so a flood of names from one client is counted here, on the login route, by the
+response Gradio gives (a refused sign-in is a 4xx). After r2d.auth.FREE_FAILURES failures in a row the address
+is answered 429 for the same doubling back-off. On loopback every local client is 127.0.0.1, so there the
+limit is shared by all local clients.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from typing import Any, Awaitable, Callable, Iterable
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
 
+from r2d.auth import AttemptLimiter
 from r2d.errors import ConfigError
 
 logger = logging.getLogger("r2d.webguard")
@@ -44,6 +51,7 @@ CONTENT_SECURITY_POLICY = "; ".join((
 # request body limits (bytes): an event carries a few bounded text fields (r2d.limits), an upload a case file
 MAX_REQUEST_BYTES = 1 << 20
 UPLOAD_PATH_SUFFIX = "/upload"  # Gradio's file upload route (/gradio_api/upload)
+LOGIN_PATH_SUFFIX = "/login"  # Gradio's sign-in form posts here
 SECURITY_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff",
                     "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 
@@ -116,6 +124,7 @@ class WebGuard:
                  max_upload_bytes: int = MAX_REQUEST_BYTES) -> None:
         self.app, self.policy = app, policy
         self.max_body_bytes, self.max_upload_bytes = max_body_bytes, max_upload_bytes
+        self.sign_ins = AttemptLimiter()  # failed sign-ins per client address
 
     def body_limit(self, path: str) -> int:
         """The largest body a request to path may carry."""
@@ -145,7 +154,22 @@ class WebGuard:
                 await self._too_large(scope, send, limit)
                 return
             receive = self._replay(messages, receive)
-        await self.app(scope, receive, self._with_headers(send))
+        send = self._with_headers(send)
+        if scope.get("method") == "POST" and scope.get("path", "").rstrip("/").endswith(LOGIN_PATH_SUFFIX):
+            client = (scope.get("client") or ("unknown",))[0]
+            if not self.sign_ins.allowed(client):
+                logger.warning("refused a sign-in from %s: too many failures", client)
+                await self._respond(send, 429, "Too many failed sign-ins from this address; wait and try again\n")
+                return
+            send = self._counting_sign_in(send, client)
+        await self.app(scope, receive, send)
+
+    def _counting_sign_in(self, send: Send, client: str) -> Send:
+        async def counted(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                self.sign_ins.record(client, message["status"] < 400)
+            await send(message)
+        return counted
 
     @staticmethod
     async def _read_body(receive: Receive, limit: int) -> list[dict[str, Any]] | None:

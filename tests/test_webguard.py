@@ -73,6 +73,24 @@ def test_every_response_carries_the_security_headers(guarded_client):
         assert "frame-ancestors 'none'" in csp and response.headers["x-content-type-options"] == "nosniff"
 
 
+def test_failed_sign_ins_are_limited_per_client_address():
+    from r2d.auth import FREE_FAILURES
+
+    async def login(request):
+        form = await request.form()
+        return PlainTextResponse("ok" if form.get("password") == "right" else "Incorrect credentials.",
+                                 status_code=200 if form.get("password") == "right" else 400)
+    inner = Starlette(routes=[Route("/login", login, methods=["POST"])])
+    client = TestClient(webguard.WebGuard(inner, webguard.GuardPolicy("127.0.0.1", 7860)),
+                        base_url="http://127.0.0.1:7860")
+    assert client.post("/login", data={"username": "a", "password": "right"}).status_code == 200
+    for i in range(FREE_FAILURES):  # a different name each time: the per-name limit never trips
+        assert client.post("/login", data={"username": f"name{i}", "password": "wrong"}).status_code == 400
+    refused = client.post("/login", data={"username": "a", "password": "right"})
+    assert refused.status_code == 429 and "Too many failed sign-ins" in refused.text
+    assert "default-src 'self'" in refused.headers["content-security-policy"]
+
+
 @pytest.fixture()
 def bounded_client():
     async def echo_length(request):

@@ -64,7 +64,7 @@ class GenerationConfig:
     # (they repeat a 3-token piece, e.g. digits of two vitals, under the default model's tokenizer)
     no_repeat_ngram_size: int = 0
     # fact-checked decoding: 0 = off (one decoded rationale). N > 1 = beam search returns N candidates and the
-    # one the case contradicts least is shown (r2d.factcheck.least_contradicted); its remaining problems are
+    # one the case contradicts least is shown (r2d.checks.factcheck.least_contradicted); its remaining problems are
     # still shown. 8 candidates roughly doubled the default model's validation fidelity (0.35 -> 0.68, 60 cases)
     fact_check_candidates: int = 0
     # decoding that cannot invent a number (r2d.number_guard): a rationale may write only the case's numbers and

@@ -8,7 +8,7 @@ later loads only read it. Conversion reads local files only; nothing is download
 CT2Predictor keeps every contract of r2d.inference.Predictor: labels are scored as r2d.scoring does (each
 candidate's token log-probs, `</s>` included, through r2d.scoring.scores_from_token_logprobs), rationales
 are greedy or beam search from the same prompts and lengths, streaming goes token by token when greedy,
-and fact_check_candidates > 1 picks among that many beam hypotheses with r2d.factcheck.least_contradicted.
+and fact_check_candidates > 1 picks among that many beam hypotheses with r2d.checks.factcheck.least_contradicted.
 One difference: Translator.score_batch runs the encoder once per (case, label) pair, not once per case.
 """
 from __future__ import annotations

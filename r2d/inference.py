@@ -5,7 +5,7 @@ encoder pass, all candidates teacher-forced together), so it is always valid and
 probability for every label. The rationale is generated greedily from explain_given_label_prompt(case,
 label); it can also be streamed, and the streamed text ends exactly where `explain` does. With
 generation.fact_check_candidates = N > 1, beam search returns N candidates and the one the case
-contradicts least (r2d.factcheck) is the rationale; it is then shown whole, not streamed.
+contradicts least (r2d.checks.factcheck) is the rationale; it is then shown whole, not streamed.
 The model runs on transformers (this module) or CTranslate2 (r2d.ct2, the same interface);
 load_predictor picks the backend model.backend asks for.
 The two prompts differ from their first token, so the bidirectional encoder cannot share states between
@@ -28,7 +28,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from r2d.config import GenerationConfig, ModelConfig
 from r2d.errors import ConfigError, InvalidCaseError, ModelLoadError
-from r2d.factcheck import least_contradicted
+from r2d.checks.factcheck import least_contradicted
 from r2d.limits import text_problems
 from r2d.modeling import LoadedModel
 from r2d.number_guard import NumberGuardProcessor

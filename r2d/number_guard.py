@@ -3,7 +3,7 @@ value where it names a vital sign, and otherwise only numbers of the case or the
 
 With one token per digit (r2d.tokenizer) a number grows one digit per step, so the rule is checked at every
 step: a number may grow only while it is still the start of an allowed spelling, and may end only once it is a
-whole one. What a number states is read from the text before it by r2d.factcheck.value_slot, the same reading
+whole one. What a number states is read from the text before it by r2d.checks.factcheck.value_slot, the same reading
 the fact check applies afterwards ("systolic BP " takes the case's SBP, "above " a rule limit, "pain 7/" the
 10). A digit inside a word only as in SpO2 or a word of the case ("T2DM"). This is a decoding lever, not the model's
 own skill: every figure made with it says so.
@@ -14,8 +14,8 @@ import re
 from functools import lru_cache
 from typing import Any, Sequence
 
-from r2d.factcheck import read_case, value_slot
-from r2d.rules import NORMAL_RANGES, PAIN_BANDS, THRESHOLDS, VITALS, format_value
+from r2d.checks.factcheck import read_case, value_slot
+from r2d.checks.rules import NORMAL_RANGES, PAIN_BANDS, THRESHOLDS, VITALS, format_value
 
 _NUMBER_TEXT = re.compile(r"\d+(?:\.\d+)?")
 # the number being written at the end of the text so far ("36." may still become "36.2"); a digit right after

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 from r2d.data import Example, iter_jsonl, load_examples, require_rationales
 from r2d.errors import DatasetSchemaError, InvalidCaseError
-from r2d.rules import KTAS_LABEL_NAMES, TriageFacts, format_value, write_rationale
+from r2d.checks.rules import KTAS_LABEL_NAMES, TriageFacts, format_value, write_rationale
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def _ktas_level(row: dict[str, str], column: str, where: str) -> str:
 
 
 def load_ktas(path: str | Path, encoding: str = "cp1254") -> list[Example]:
-    """KTAS rows as Examples: templated triage narrative, label = KTAS_expert, rationale from r2d.rules.
+    """KTAS rows as Examples: templated triage narrative, label = KTAS_expert, rationale from r2d.checks.rules.
 
     example_id is "ktas-<n>" for the n-th data row (file line n+1). Raises DatasetSchemaError for a
     missing file, a missing column, an unknown code or a KTAS_expert outside 1-5 (with file:line).

@@ -145,13 +145,13 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     return out
 
 
-# --- the review store and its records (r2d.store) ------------------------------------------------------
+# --- the review store and its records (r2d.review.store) ------------------------------------------------------
 
 
 @pytest.fixture()
 def store(tmp_path):
     """An empty ReviewStore at tmp_path/reviews.sqlite3 (where test_app's cfg points app.db_path)."""
-    from r2d.store import ReviewStore
+    from r2d.review.store import ReviewStore
     return ReviewStore(tmp_path / "reviews.sqlite3")
 
 
@@ -162,7 +162,7 @@ def make_review():
     An int i gives submission_id "s-{i}". The case defaults to REVIEW_CASE; a case_text override without a
     case_id gets case_id_for(case_text). The comment has a newline and a tab: multi-line fields allow both.
     """
-    from r2d.store import ReviewRecord, case_id_for
+    from r2d.review.store import ReviewRecord, case_id_for
 
     def build(i: int | str = 1, **overrides) -> ReviewRecord:
         case = overrides.pop("case_text", REVIEW_CASE)
@@ -178,7 +178,7 @@ def make_review():
     return build
 
 
-# --- a fake predictor for the review app (r2d.review, app.py): the Predictor interface, no model ---------
+# --- a fake predictor for the review app (r2d.review.session, app.py): the Predictor interface, no model ---------
 
 
 class FakePredictor:
@@ -333,7 +333,7 @@ def tiny_config():
     return build
 
 
-# --- a deployed model, its original data and a reviewed export (training.improve, r2d.jobs) -------
+# --- a deployed model, its original data and a reviewed export (training.improve, r2d.review.jobs) -------
 
 
 @pytest.fixture()

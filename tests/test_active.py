@@ -1,9 +1,9 @@
-"""r2d.active: the queue order for each measure, with ties and unpredicted items in upload order."""
+"""r2d.review.active: the queue order for each measure, with ties and unpredicted items in upload order."""
 from __future__ import annotations
 
 import pytest
 
-from r2d.active import ORDERS, review_order, uncertainty
+from r2d.review.active import ORDERS, review_order, uncertainty
 
 PREDICTIONS = [
     {"label": "3", "probabilities": {"2": 0.1, "3": 0.9}, "rationale_probabilities": {"2": 0.2, "3": 0.8}},

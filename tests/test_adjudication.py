@@ -1,11 +1,11 @@
-"""r2d.adjudication: who may see and settle a case whose reviewers disagree (issue 20)."""
+"""r2d.review.adjudication: who may see and settle a case whose reviewers disagree (issue 20)."""
 from __future__ import annotations
 
 import pytest
 
-from r2d import adjudication as adj
+from r2d.review import adjudication as adj
 from r2d.errors import FeedbackStoreError
-from r2d.export import export_cases
+from r2d.review.export import export_cases
 
 CASE = "case 1: chest pain, HR 135, BP 90/60"
 

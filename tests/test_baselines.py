@@ -7,7 +7,7 @@ import pytest
 
 from r2d.data import Example, write_examples
 from r2d.errors import DatasetSchemaError
-from r2d.rules import TriageFacts
+from r2d.checks.rules import TriageFacts
 from r2d.sources import ktas_case_text
 from training import baselines
 

@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from r2d import bertscore
-from r2d.bertscore import SKIP_MESSAGE, BertScorer, load_scorer
+from r2d.eval import bertscore
+from r2d.eval.bertscore import SKIP_MESSAGE, BertScorer, load_scorer
 from r2d.errors import ModelLoadError
-from r2d.metrics import MetricInputError
+from r2d.eval.metrics import MetricInputError
 
 TEXTS = ["chest pain with low blood pressure suggests shock",
          "sore throat and normal vitals are not urgent",

@@ -1,11 +1,11 @@
-"""r2d.consistency: the consistency check measured on gold rationales, and what the screen makes of it."""
+"""r2d.checks.consistency: the consistency check measured on gold rationales, and what the screen makes of it."""
 from __future__ import annotations
 
 import shutil
 
 import pytest
 
-from r2d.consistency import (CALIBRATION_FILENAME, MIN_PRECISION, calibrate, consistency_line, load_calibration,
+from r2d.checks.consistency import (CALIBRATION_FILENAME, MIN_PRECISION, calibrate, consistency_line, load_calibration,
                              save_calibration)
 from r2d.data import Example
 from r2d.errors import DatasetSchemaError

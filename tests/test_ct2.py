@@ -11,7 +11,7 @@ import torch
 
 from r2d.config import GenerationConfig, ModelConfig, load_config
 from r2d.errors import ConfigError, InvalidCaseError, ModelLoadError
-from r2d.factcheck import least_contradicted
+from r2d.checks.factcheck import least_contradicted
 from r2d.inference import Predictor, load_predictor
 from r2d.modeling import load_model_and_tokenizer, resolve_backend
 from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt
@@ -294,7 +294,7 @@ def test_conversion_keeps_the_models_own_decoder_output_scaling(unscaled_model_d
 @pytest.mark.slow
 def test_the_app_runs_the_embedded_model_on_ct2_and_says_so(tmp_path):
     import app
-    from r2d.store import ReviewStore
+    from r2d.review.store import ReviewStore
     cfg = load_config(None, ["model.backend=ct2", "model.device=cpu", "model.num_threads=1",
                              f"model.ct2_cache_dir={tmp_path / 'ct2'}", f"app.db_path={tmp_path / 'r.sqlite3'}",
                              "generation.max_rationale_tokens=32"])

@@ -6,9 +6,9 @@ from pathlib import Path
 import plotly.graph_objects as go
 import pytest
 
-from r2d.dashboard import (action_rates_figure, confidence_histogram, dashboard_figures, label_distribution_figure,
+from r2d.review.dashboard import (action_rates_figure, confidence_histogram, dashboard_figures, label_distribution_figure,
                            per_class_f1_figure, probability_figure, ratings_figure, summarize, triage_figure)
-from r2d.store import ReviewRecord
+from r2d.review.store import ReviewRecord
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +110,7 @@ def test_every_dashboard_figure_exists_with_and_without_reviews(dashboard_review
 
 
 def test_figures_have_transparent_backgrounds_for_dark_mode():
-    from r2d.dashboard import probability_figure
+    from r2d.review.dashboard import probability_figure
     fig = probability_figure({"1": 0.2, "2": 0.8}, {}, "2")
     assert fig.layout.paper_bgcolor == fig.layout.plot_bgcolor == "rgba(0,0,0,0)"
     css = (Path(__file__).resolve().parent.parent / "assets" / "app.css").read_text()
@@ -120,15 +120,15 @@ def test_figures_have_transparent_backgrounds_for_dark_mode():
 def test_reviews_per_class_counts_every_class():
     from types import SimpleNamespace
 
-    from r2d.dashboard import reviews_per_class
+    from r2d.review.dashboard import reviews_per_class
     reviews = [SimpleNamespace(final_label=label) for label in ("2", "2", "4")]
     line = reviews_per_class(reviews, ["1", "2", "3", "4", "5"], {"2": "Emergency"})
     assert line.endswith("1: 0 · 2 — Emergency: 2 · 3: 0 · 4: 1 · 5: 0")
 
 
 def test_comparison_figure_pairs_current_and_new():
-    from r2d.dashboard import comparison_figure
-    from r2d.jobs import COMPARED
+    from r2d.review.dashboard import comparison_figure
+    from r2d.review.jobs import COMPARED
     comparison = {"sets": {"held out": {"n": 3, "old": {"accuracy": 0.5, "fidelity": None},
                                         "new": {"accuracy": 0.75, "fidelity": 0.9}}}}
     fig = comparison_figure(comparison, COMPARED)

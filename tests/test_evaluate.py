@@ -6,12 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from r2d import metrics
-from r2d.bertscore import SKIP_MESSAGE, BertScoreResult
+from r2d.eval import metrics
+from r2d.eval.bertscore import SKIP_MESSAGE, BertScoreResult
 from r2d.config import load_config, save_config
 from r2d.data import Example, write_examples
 from r2d.errors import DatasetSchemaError
-from r2d.metrics import MetricInputError
+from r2d.eval.metrics import MetricInputError
 from r2d.sources import KTAS_LABELS
 from training import evaluate
 from training.evaluate import evaluate_model, evaluate_predictions
@@ -30,7 +30,7 @@ def make_prediction(label: str, rationale: str = GOLD_RATIONALE) -> SimpleNamesp
 
 
 class FakeScorer:
-    """Stands in for r2d.bertscore.BertScorer: fixed scores, and a record of what it was asked."""
+    """Stands in for r2d.eval.bertscore.BertScorer: fixed scores, and a record of what it was asked."""
 
     model_id = "fake-encoder (layer 1)"
 

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from r2d.data import load_examples
-from r2d.rules import KTAS_LABEL_NAMES
+from r2d.checks.rules import KTAS_LABEL_NAMES
 
 # the sentence frame of r2d.sources.ktas_case_text: the KTAS-trained model reads exactly this shape
 NARRATIVE = re.compile(

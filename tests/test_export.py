@@ -11,10 +11,10 @@ import pytest
 
 from r2d.data import load_examples
 from r2d.errors import FeedbackStoreError
-from r2d.export import (EXPORT_META_FILENAME, PROVENANCE, RATIONALE_SOURCE, RESOLUTION, ExportPolicy,
+from r2d.review.export import (EXPORT_META_FILENAME, PROVENANCE, RATIONALE_SOURCE, RESOLUTION, ExportPolicy,
                         export_cases, export_stage2_dataset, findings_message, level_findings, pending_cases,
                         preview_export, resolve, scan_identifiers, scan_reviews, select_reviews)
-from r2d.store import ReviewRecord, ReviewStore, case_id_for
+from r2d.review.store import ReviewRecord, ReviewStore, case_id_for
 
 
 @pytest.fixture(scope="session")
@@ -356,7 +356,7 @@ def test_a_rationale_naming_another_level_is_flagged_before_export(store, tmp_pa
 
 
 def test_a_crash_while_writing_leaves_no_export_folder(tmp_path, reviewed_store, monkeypatch):
-    from r2d import export
+    from r2d.review import export
     def crash(*args, **kwargs):
         raise OSError("disk full")
     monkeypatch.setattr(export, "_write_meta", crash)
@@ -375,7 +375,7 @@ def test_a_half_export_is_never_offered_and_is_swept(tmp_path):
     """Issue 21: kill -9 mid-export left .export-*.partial-* folders with train.jsonl but no meta."""
     import os
 
-    from r2d.export import is_complete_export, sweep_partial_exports
+    from r2d.review.export import is_complete_export, sweep_partial_exports
     done, half, fresh = tmp_path / "export-1", tmp_path / ".export-2.partial-ab12", tmp_path / ".export-3.partial-cd34"
     for folder in (done, half, fresh):
         folder.mkdir()

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from r2d.data import load_examples
-from r2d.store import ReviewStore
+from r2d.review.store import ReviewStore
 from training import export_reviews
 
 

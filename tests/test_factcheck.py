@@ -1,4 +1,4 @@
-"""r2d.factcheck: hand-written faithful and unfaithful (case, rationale) pairs, both directions, on the KTAS
+"""r2d.checks.factcheck: hand-written faithful and unfaithful (case, rationale) pairs, both directions, on the KTAS
 narrative and on free-text notes; the rule writer and the checker agree on every KTAS row."""
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from r2d.factcheck import (KINDS, LABEL_MASK, case_has_triage_facts, check_rationale, fidelity_summary,
+from r2d.checks.factcheck import (KINDS, LABEL_MASK, case_has_triage_facts, check_rationale, fidelity_summary,
                            least_contradicted,
                            mask_label_mentions, parse_case, read_case)
-from r2d.rules import ARRIVAL_MODES, MENTAL_STATES, VITALS, TriageFacts, write_rationale
+from r2d.checks.rules import ARRIVAL_MODES, MENTAL_STATES, VITALS, TriageFacts, write_rationale
 from r2d.sources import ktas_case_text
 
 # the first example case of examples/: the one the issue tried

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from r2d.export import scan_identifiers as export_scan
-from r2d.identifiers import scan_identifiers
+from r2d.review.export import scan_identifiers as export_scan
+from r2d.checks.identifiers import scan_identifiers
 
 DATA = Path(__file__).resolve().parent / "data" / "identifiers.jsonl"
 ROWS = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines()]

@@ -12,7 +12,7 @@ import pytest
 from r2d.artifacts import model_source
 from r2d.data import load_examples, write_examples
 from r2d.errors import DatasetSchemaError
-from r2d.jobs import COMPARED, MIN_COMPARED_CASES, check_inputs, comparison_table
+from r2d.review.jobs import COMPARED, MIN_COMPARED_CASES, check_inputs, comparison_table
 from training import improve
 
 

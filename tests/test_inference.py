@@ -116,7 +116,7 @@ def test_streaming_with_beam_search_yields_the_whole_text(loaded_by_quantization
 
 
 def test_fact_checked_decoding_shows_the_candidate_the_case_contradicts_least(loaded_by_quantization):
-    from r2d.factcheck import least_contradicted
+    from r2d.checks.factcheck import least_contradicted
     from r2d.scoring import tokenize_inputs
     gen = GenerationConfig(max_input_tokens=96, max_rationale_tokens=8, fact_check_candidates=3)
     predictor = Predictor(loaded_by_quantization("none"), gen)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from r2d import audit
+from r2d.review import audit
 from r2d.errors import FeedbackStoreError
-from r2d.store import ReviewStore
+from r2d.review.store import ReviewStore
 from training import integrity
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""r2d.jobs: a real training.improve worker process started, polled to the end, cancelled, and found again
+"""r2d.review.jobs: a real training.improve worker process started, polled to the end, cancelled, and found again
 after an app restart; nothing about a run lives only in memory."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from r2d.errors import TrainingRunError
-from r2d.jobs import MIN_COMPARED_CASES, ImproveRuns, plan_run
+from r2d.review.jobs import MIN_COMPARED_CASES, ImproveRuns, plan_run
 
 worker = pytest.mark.slow  # a test that starts a Python process importing torch
 
@@ -81,7 +81,7 @@ def test_an_orphan_of_a_killed_app_still_guards_and_can_be_cancelled(tmp_path, o
     import subprocess
     import sys
 
-    from r2d import jobs
+    from r2d.review import jobs
     out = tmp_path / "runs" / "improve-20260101-000000-abcdef"
     out.mkdir(parents=True)
     orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "--out", str(out.resolve())],

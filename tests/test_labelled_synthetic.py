@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from r2d.factcheck import parse_case
-from r2d.rules import urgency_floor
+from r2d.checks.factcheck import parse_case
+from r2d.checks.rules import urgency_floor
 from training.labelled_synthetic import modifier_labelled_examples
 from training.synthetic import sample_facts
 

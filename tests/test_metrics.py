@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from r2d import metrics
+from r2d.eval import metrics
 from r2d.errors import R2DError
-from r2d.metrics import MetricInputError
+from r2d.eval.metrics import MetricInputError
 
 
 @pytest.mark.parametrize("gold, pred, expected", [
@@ -201,5 +201,5 @@ def test_metric_errors_are_domain_errors():
 
 def test_metrics_module_does_not_need_torch():
     import subprocess
-    code = "import sys, r2d.metrics; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, r2d.eval.metrics; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], cwd=str(metrics.__file__).rsplit("/r2d/", 1)[0]).returncode == 0

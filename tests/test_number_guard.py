@@ -8,7 +8,7 @@ import torch
 
 from r2d.config import GenerationConfig, ModelConfig
 from r2d.errors import ModelLoadError
-from r2d.factcheck import value_slot
+from r2d.checks.factcheck import value_slot
 from r2d.inference import Predictor, load_predictor
 from r2d.modeling import load_model_and_tokenizer
 from r2d.number_guard import NumberGuard, NumberGuardProcessor, rule_numbers, slot_numbers

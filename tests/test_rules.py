@@ -1,4 +1,4 @@
-"""r2d.rules: adult thresholds and normal ranges at their boundaries, pain bands, and what a rationale may and
+"""r2d.checks.rules: adult thresholds and normal ranges at their boundaries, pain bands, and what a rationale may and
 must say (it never sees or names the label)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import pytest
 
 from r2d.errors import InvalidCaseError
-from r2d.rules import (ARRIVAL_MODES, MENTAL_STATES, NORMAL_RANGES, THRESHOLDS, Modifier, TriageFacts, abnormal_vitals,
+from r2d.checks.rules import (ARRIVAL_MODES, MENTAL_STATES, NORMAL_RANGES, THRESHOLDS, Modifier, TriageFacts, abnormal_vitals,
                        critical_findings, find_abnormal, first_order_modifiers, format_value, pain_band,
                        urgency_floor, write_rationale)
 

@@ -10,7 +10,7 @@ import pytest
 
 from r2d.data import label_counts
 from r2d.errors import DatasetSchemaError
-from r2d.rules import TriageFacts
+from r2d.checks.rules import TriageFacts
 from r2d.sources import (KTAS_LABEL_NAMES, KTAS_POST_TRIAGE_COLUMNS, clean_chief_complaint, ktas_case_text,
                          load_ktas, load_ktas_nurse_labels, load_medmcqa, load_medreason, load_pubmedqa,
                          strip_answer_prefix)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from r2d.errors import FeedbackStoreError
-from r2d.store import ReviewStore, case_id_for
+from r2d.review.store import ReviewStore, case_id_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -183,7 +183,7 @@ def test_browser_secret_is_stable_across_reopening(store):
 _WRITER = """
 import sys
 sys.path.insert(0, {root!r})
-from r2d.store import ReviewRecord, ReviewStore
+from r2d.review.store import ReviewRecord, ReviewStore
 store = ReviewStore({db!r})
 prefix, count = sys.argv[1], int(sys.argv[2])
 i = 0

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from r2d.factcheck import check_rationale, read_case
-from r2d.rules import MENTAL_STATES, NORMAL_RANGES, THRESHOLDS, find_abnormal, in_normal_range, write_rationale
+from r2d.checks.factcheck import check_rationale, read_case
+from r2d.checks.rules import MENTAL_STATES, NORMAL_RANGES, THRESHOLDS, find_abnormal, in_normal_range, write_rationale
 from training import synthetic
 from training.synthetic import (DEFAULT_STYLE_WEIGHTS, STYLES, case_text, sample_facts, style_facts,
                                 synthetic_examples, training_complaints)
@@ -61,7 +61,7 @@ ROUND_TRIP_COMPLAINTS = COMPLAINTS + ["abd. pain", "SOB", "pain, chest", "HA - h
 
 def round_trip_problems(complaints, style: str, n: int, seed: int) -> list:
     """What a note of `style` loses or invents: each sampled fact the note states must be read back by
-    r2d.factcheck (vitals said to be "normal" must be normal), and the rule rationale must pass the fact check
+    r2d.checks.factcheck (vitals said to be "normal" must be normal), and the rule rationale must pass the fact check
     with every critical finding named."""
     rng, problems = random.Random(seed), []
     for _ in range(n):

@@ -11,8 +11,8 @@ from transformers import EvalPrediction, TrainerControl, TrainerState
 import training.trainer as trainer_module
 from r2d.config import GenerationConfig, OptimConfig, Stage2Config
 from r2d.errors import ConfigError
-from r2d.metrics import macro_f1
-from r2d.rules import KTAS_LABEL_NAMES
+from r2d.eval.metrics import macro_f1
+from r2d.checks.rules import KTAS_LABEL_NAMES
 from r2d.scoring import IGNORE_INDEX
 from training.features import ExampleDataset, R2DCollator, explain_given_label_inputs, label_targets
 from training.trainer import (CHECKPOINT_SUBDIR, DelayedEarlyStopping, EvaluateAtEnd, R2DTrainer, cycle_loss,

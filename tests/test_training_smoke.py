@@ -16,7 +16,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from r2d.artifacts import read_model_meta
 from r2d.config import ModelConfig
 from r2d.data import load_examples, write_examples
-from r2d.export import export_stage2_dataset
+from r2d.review.export import export_stage2_dataset
 from r2d.modeling import load_model_and_tokenizer
 from r2d.prompts import predict_prompt
 from r2d.scoring import score_labels

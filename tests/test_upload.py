@@ -1,4 +1,4 @@
-"""r2d.upload: case texts and ids from uploaded .csv/.jsonl files, sniffed separators, the column mapping
+"""r2d.review.upload: case texts and ids from uploaded .csv/.jsonl files, sniffed separators, the column mapping
 step, the raw KTAS file, and errors naming the file, the line and the cause."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from r2d import upload
+from r2d.review import upload
 from r2d.errors import DatasetSchemaError
 
 

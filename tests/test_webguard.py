@@ -74,7 +74,7 @@ def test_every_response_carries_the_security_headers(guarded_client):
 
 
 def test_failed_sign_ins_are_limited_per_client_address():
-    from r2d.auth import FREE_FAILURES
+    from r2d.review.auth import FREE_FAILURES
 
     async def login(request):
         form = await request.form()

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from r2d import review as rv
+from r2d.review import session as rv
 from r2d.errors import FeedbackStoreError, InvalidCaseError
 from r2d.prompts import PROMPT_VERSION
-from r2d.store import case_id_for
+from r2d.review.store import case_id_for
 
 
 def shown_case(**overrides) -> rv.ShownCase:
@@ -334,8 +334,8 @@ def test_the_guard_on_the_example_cases_follows_their_floor():
     most urgent modifier, and never for the nurse's label of the peri-arrest cases (all KTAS 1)."""
     from pathlib import Path
 
-    from r2d.factcheck import parse_case
-    from r2d.rules import urgency_floor
+    from r2d.checks.factcheck import parse_case
+    from r2d.checks.rules import urgency_floor
     rows = [json.loads(line) for line in (Path(__file__).parent.parent / "examples" / "triage_cases.jsonl").open()]
     for row in rows:
         floor = urgency_floor(parse_case(row["question"]))

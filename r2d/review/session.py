@@ -16,14 +16,14 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
-from r2d.active import review_order
+from r2d.review.active import review_order
 from r2d.config import GenerationConfig
 from r2d.errors import FeedbackStoreError, InvalidCaseError
-from r2d.factcheck import case_has_triage_facts, check_rationale, parse_case
+from r2d.checks.factcheck import case_has_triage_facts, check_rationale, parse_case
 from r2d.limits import MAX_RATIONALE_CHARS
 from r2d.prompts import PROMPT_VERSION
-from r2d.rules import KTAS_LABEL_NAMES, Modifier, first_order_modifiers
-from r2d.store import BatchItem, ReviewRecord, ReviewStore, SubmitResult, case_id_for, validate_review
+from r2d.checks.rules import KTAS_LABEL_NAMES, Modifier, first_order_modifiers
+from r2d.review.store import BatchItem, ReviewRecord, ReviewStore, SubmitResult, case_id_for, validate_review
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _arrest_modifier(case_text: str) -> Modifier | None:
 
 @dataclass(frozen=True)
 class UnderTriage:
-    """A KTAS label less urgent than the case's own first-order modifiers allow (r2d.rules)."""
+    """A KTAS label less urgent than the case's own first-order modifiers allow (r2d.checks.rules)."""
 
     label: str  # the suggested or chosen label
     floor: str  # the most urgent level the modifiers call for
@@ -291,7 +291,7 @@ class FactView:
 
 
 def fact_view(case_text: str, rationale: str, label: str | None) -> FactView:
-    """r2d.factcheck on the rationale as it stands, as highlight pieces (joined, they give the rationale).
+    """r2d.checks.factcheck on the rationale as it stands, as highlight pieces (joined, they give the rationale).
 
     Raises InvalidCaseError for a rationale over MAX_RATIONALE_CHARS."""
     check_rationale_length(rationale)
@@ -498,7 +498,7 @@ def predict_missing(store: ReviewStore, predictor: PredictorLike, batch_id: str,
 
 def _with_rationale_scores(predictor: PredictorLike, prediction: Any) -> dict[str, Any]:
     """The stored form of a batch prediction, with the label probabilities the rationale alone gives
-    (what r2d.active's "disagreement" order reads; one scoring pass, no generation)."""
+    (what r2d.review.active's "disagreement" order reads; one scoring pass, no generation)."""
     stored = prediction.to_dict()
     if prediction.rationale.strip():
         scores = predictor.predict_label_from_rationale(prediction.rationale)
@@ -568,7 +568,7 @@ class QueueView:
     status: str  # Markdown; user text in it went through plain()
     draft: dict[str, Any] | None = None  # this reviewer's unsaved draft of the item, which wins over the review
     source_id: str | None = None
-    order: str = "upload"  # r2d.active.ORDERS: the order positions count in
+    order: str = "upload"  # r2d.review.active.ORDERS: the order positions count in
 
 
 def open_queue(store: ReviewStore, batch_id: str, position: int | None = None, reviewer: str = "",
@@ -576,7 +576,7 @@ def open_queue(store: ReviewStore, batch_id: str, position: int | None = None, r
                unreviewed_after: int | None = None) -> QueueView:
     """Open a batch at position (clamped), at batch item `item`, at the next unreviewed item after item
     `after` (or after position `unreviewed_after`), or at the first unreviewed one. Positions count in `order`
-    (r2d.active.ORDERS: upload order, or most uncertain first); `item` and `after` are item indices, wherever
+    (r2d.review.active.ORDERS: upload order, or most uncertain first); `item` and `after` are item indices, wherever
     the order puts them. When every item is reviewed, the status says the batch is complete.
     Only the reviewer's own review and draft are shown (blind review). Raises FeedbackStoreError."""
     items = store.batch_items(batch_id, reviewer or None)

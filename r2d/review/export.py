@@ -9,7 +9,7 @@ rationales, which reviews counted (the policy), how each case with several revie
 many rows went where (equal to the rows in the files), and what the scans found.
 
 A case reviewed by several people is resolved by RESOLUTION, so that a nurse's correction is never lost:
-1. an adjudicated review wins (the Dashboard's adjudication, see r2d.adjudication);
+1. an adjudicated review wins (the Dashboard's adjudication, see r2d.review.adjudication);
 2. else, when every reviewer chose the same label and the same rationale (up to whitespace), they agree;
 3. else, when they chose the same label and exactly one rationale was written by hand (edited or relabelled),
    that edit wins over the unedited acceptances of the model's text;
@@ -34,9 +34,9 @@ from typing import Any, Sequence
 
 from r2d.data import COLUMNS, Example, escape_csv_cell, label_counts, stratified_split
 from r2d.errors import FeedbackStoreError
-from r2d.factcheck import check_rationale
-from r2d.identifiers import scan_identifiers
-from r2d.store import ACTIONS, ReviewRecord, ReviewStore, utc_now
+from r2d.checks.factcheck import check_rationale
+from r2d.checks.identifiers import scan_identifiers
+from r2d.review.store import ACTIONS, ReviewRecord, ReviewStore, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ RATIONALE_SOURCE = "nurse_post_processed"
 
 @dataclass(frozen=True)
 class RecordFinding:
-    """A flagged span of one exported row: an identifier (r2d.identifiers) or a level named in the rationale."""
+    """A flagged span of one exported row: an identifier (r2d.checks.identifiers) or a level named in the rationale."""
 
     case_id: str
     field: str  # "rationale" or "case_text"

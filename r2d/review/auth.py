@@ -1,6 +1,6 @@
 """Sign-in for the review app: a users file of names and salted scrypt password hashes (stdlib only).
 
-    python -m r2d.auth add users.txt "Nurse A"     # asks for the password twice, appends one line
+    python -m r2d.review.auth add users.txt "Nurse A"     # asks for the password twice, appends one line
 
 Each line is `name<TAB>scrypt$n$r$p$salt$hash` (base64); blank lines and lines starting with # are
 ignored. The file never holds a password, and a wrong password costs the same scrypt work as a right one.
@@ -64,17 +64,17 @@ def load_users(path: str | Path) -> dict[str, str]:
     """name -> stored hash from a users file. Raises ConfigError for a missing or malformed file."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"users file {p} does not exist; create it with `python -m r2d.auth add {p} NAME`")
+        raise ConfigError(f"users file {p} does not exist; create it with `python -m r2d.review.auth add {p} NAME`")
     users: dict[str, str] = {}
     for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         name, sep, stored = line.partition("\t")
         if not sep or not name.strip() or not stored.startswith("scrypt$") or stored.count("$") != 5:
-            raise ConfigError(f"{p}:{lineno}: expected 'name<TAB>scrypt$...' (made by `python -m r2d.auth add`)")
+            raise ConfigError(f"{p}:{lineno}: expected 'name<TAB>scrypt$...' (made by `python -m r2d.review.auth add`)")
         users[name.strip()] = stored.strip()
     if not users:
-        raise ConfigError(f"users file {p} has no users; add one with `python -m r2d.auth add {p} NAME`")
+        raise ConfigError(f"users file {p} has no users; add one with `python -m r2d.review.auth add {p} NAME`")
     return users
 
 

@@ -17,7 +17,7 @@ HR 120 bpm, RR 24, T 38.5C or 101.3F, sats 91% RA), "vitals normal" / "obs stabl
 GCS 3-15, AVPU words and letters ("AVPU: V", A&Ox3), pain 7/10, ages as 55M / 55 yo F, BIBA / EMS, and the
 complaint after "c/o", "presenting with", "CC:" or as the sentence a note opens with. Complaint words are
 compared with abbreviations written out (_ABBREVIATIONS: "Abd. pain" = "abdominal pain", SOB).
-Limits are r2d.rules' NORMAL_RANGES (normal/abnormal claims) and THRESHOLDS (critical findings); adult
+Limits are r2d.checks.rules' NORMAL_RANGES (normal/abnormal claims) and THRESHOLDS (critical findings); adult
 limits are not applied to children, as in the rule writer.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from r2d.rules import (MENTAL_FINDINGS, NORMAL_RANGES, PAEDIATRIC_AGE, THRESHOLDS, VITAL_NAMES, VITALS,
+from r2d.checks.rules import (MENTAL_FINDINGS, NORMAL_RANGES, PAEDIATRIC_AGE, THRESHOLDS, VITAL_NAMES, VITALS,
                        ClinicalFinding, TriageFacts, critical_findings, format_value, in_normal_range, pain_band)
 
 KINDS = ("empty", "number_not_in_case", "normal_called_abnormal", "abnormal_called_normal", "wrong_mental_state",
@@ -148,7 +148,7 @@ _SEX_WORDS = {"m": "male", "f": "female", "male": "male", "female": "female", "m
 _AGE = re.compile(r"\b(\d{1,3})[- ](?:year|yr)s?[- ]old\b|\baged? (\d{1,3})\b|\b(\d{1,3}) ?(?:yo|y/o|M|F)\b", re.I)
 _AMBULANCE = re.compile(r"\b(?:arrived|brought in|came|transported) by (?:\w+ )?ambulance\b|\bby ambulance\b|"
                         r"\bBIBA\b|\bEMS\b|\bvia ambulance\b|\bambulance transfer\b", re.I)
-# arrival modes other than a public ambulance, as r2d.rules.ARRIVAL_MODES names them
+# arrival modes other than a public ambulance, as r2d.checks.rules.ARRIVAL_MODES names them
 _ARRIVAL_RE = (("private ambulance", re.compile(r"\bprivate ambulance\b", re.I)),
                ("public ambulance", _AMBULANCE),
                ("private vehicle", re.compile(r"\bprivate (?:vehicle|car)\b|\bby (?:\w+ )?car\b", re.I)),

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from r2d.errors import FeedbackStoreError
-from r2d import audit, limits
+from r2d.review import audit
+from r2d import limits
 
 logger = logging.getLogger(__name__)
 
-# 2: every audited table chained and the chains sealed (r2d.audit); a version-1 database migrates on opening
+# 2: every audited table chained and the chains sealed (r2d.review.audit); a version-1 database migrates on opening
 SCHEMA_VERSION = 2
 ACTIONS = ("accepted", "edited", "relabelled")
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -345,7 +346,7 @@ class ReviewStore:
         row["created_at"] = utc_now()
         columns = ", ".join(row)
         with self._write() as conn:
-            # a retry finds its row; a trigger refuses any INSERT that reuses an id (r2d.audit)
+            # a retry finds its row; a trigger refuses any INSERT that reuses an id (r2d.review.audit)
             existing = conn.execute("SELECT * FROM reviews WHERE submission_id = ?", (record.submission_id,)).fetchone()
             created = existing is None
             if created:

@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from r2d.store import ReviewRecord
+from r2d.review.store import ReviewRecord
 
 
 def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import torch
 
 from r2d.errors import ModelLoadError
-from r2d.metrics import MetricInputError
+from r2d.eval.metrics import MetricInputError
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from r2d.errors import DatasetSchemaError, TrainingRunError
-from r2d.export import is_complete_export
+from r2d.review.export import is_complete_export
 
 ROOT = Path(__file__).resolve().parent.parent
 CANCELLED = "CANCELLED"

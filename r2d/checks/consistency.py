@@ -1,6 +1,6 @@
 """How far the consistency line can be trusted: measured on gold rationales, per model.
 
-The consistency check re-predicts the label from the rationale alone (r2d.review.check_consistency). A model
+The consistency check re-predicts the label from the rationale alone (r2d.review.session.check_consistency). A model
 that reads every rationale as "1 — Resuscitation" warns on nearly every case, a nurse's own "non-urgent, no
 threat" included (issue 20). So each model is measured once on gold (case, label, rationale) rows: every
 rationale is checked once against its gold label and once against a wrong label (drawn with a seeded RNG). A
@@ -107,7 +107,7 @@ def load_calibration(model_dir: str | Path) -> Calibration | None:
 
 def consistency_line(label: str, probability: float, agrees: bool, message: str, model_id: str,
                      calibration: Calibration | None) -> str:
-    """What the screen shows for one check (r2d.review.ConsistencyResult's fields): a ⚠ warning only for a
+    """What the screen shows for one check (r2d.review.session.ConsistencyResult's fields): a ⚠ warning only for a
     disagreement at a probability where this model's warnings were measured to reach MIN_PRECISION; a plain
     hint, with the measured figure, for a model whose check is unreliable or was never measured."""
     if calibration is None or calibration.model_id != model_id:

@@ -13,9 +13,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from r2d.metrics import macro_f1, per_class_f1, triage_errors
-from r2d.review import format_label
-from r2d.store import ACTIONS, ReviewRecord
+from r2d.eval.metrics import macro_f1, per_class_f1, triage_errors
+from r2d.review.session import format_label
+from r2d.review.store import ACTIONS, ReviewRecord
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure

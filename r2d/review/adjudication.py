@@ -1,6 +1,6 @@
 """Adjudication: settling a case whose reviewers disagree on the label or the rationale.
 
-The export (r2d.export.RESOLUTION) holds such a case back until someone adjudicates it. An adjudicator
+The export (r2d.review.export.RESOLUTION) holds such a case back until someone adjudicates it. An adjudicator
 either adopts one reviewer's review or writes the final label and rationale; a written final is stored as
 the adjudicator's own review (batch_id None) and named by the adjudicate event, whose note says so.
 
@@ -16,9 +16,9 @@ import uuid
 from typing import Mapping, Sequence
 
 from r2d.errors import FeedbackStoreError
-from r2d.export import ExportCase, export_cases, pending_cases
-from r2d.review import DIFF_ADDED, DIFF_REMOVED, classify_action, format_label, word_diff
-from r2d.store import ReviewRecord, ReviewStore, validate_review
+from r2d.review.export import ExportCase, export_cases, pending_cases
+from r2d.review.session import DIFF_ADDED, DIFF_REMOVED, classify_action, format_label, word_diff
+from r2d.review.store import ReviewRecord, ReviewStore, validate_review
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def write_final(store: ReviewStore, adjudicator: str, case_id: str, label: str, 
 
 
 def open_markdown(cases: Sequence[ExportCase]) -> str:
-    """The dashboard's line on how many resolved cases (r2d.export.export_cases) wait for adjudication."""
+    """The dashboard's line on how many resolved cases (r2d.review.export.export_cases) wait for adjudication."""
     n = sum(c.pending for c in cases)
     if not n:
         return "**Nothing to adjudicate:** every case with several reviewers is settled."

@@ -88,7 +88,7 @@ _CHAIN_LIST = (
           "export log entry"),
 )
 CHAINS: dict[str, Chain] = {c.table: c for c in _CHAIN_LIST}
-# tables whose rows are never updated or deleted (r2d.store creates them; the triggers are made by append_only_sql)
+# tables whose rows are never updated or deleted (r2d.review.store creates them; the triggers are made by append_only_sql)
 APPEND_ONLY = ("reviews", "batches", "batch_items", "batch_predictions", "exports", "review_events", "drafts",
                "batch_item_sources")
 PROTECTED_TRIGGERS = (tuple(f"{t}_no_{op}" for t in APPEND_ONLY for op in ("update", "delete"))
@@ -120,7 +120,7 @@ BEGIN SELECT RAISE(ABORT, 'review_events is append-only: an event id cannot be r
 
 
 def append_only_sql(tables: Iterable[str] = APPEND_ONLY) -> str:
-    """The triggers that refuse UPDATE and DELETE on tables (created by r2d.store, checked by verify_chain)."""
+    """The triggers that refuse UPDATE and DELETE on tables (created by r2d.review.store, checked by verify_chain)."""
     return "".join(f"CREATE TRIGGER IF NOT EXISTS {t}_no_update BEFORE UPDATE ON {t} BEGIN "
                    f"SELECT RAISE(ABORT, '{t} is append-only: add a new row instead'); END;"
                    f"CREATE TRIGGER IF NOT EXISTS {t}_no_delete BEFORE DELETE ON {t} BEGIN "

@@ -1,0 +1,65 @@
+"""The layering of the code, read from its imports (function-level imports included): r2d/ never reaches the UI
+or the training CLIs; the clinical checks and the review workflow run without torch; the UI never touches torch."""
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FOUNDATION = ("config", "data", "errors", "prompts", "limits")
+
+
+def imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def reaches(path: Path, forbidden: tuple[str, ...]) -> list[str]:
+    return sorted(n for n in imports(path) if any(n == f or n.startswith(f + ".") for f in forbidden))
+
+
+def files(*parts: str) -> list[Path]:
+    where = ROOT.joinpath(*parts)
+    found = sorted(where.rglob("*.py")) if where.is_dir() else [where.with_suffix(".py")]
+    assert all(p.is_file() for p in found) and found, f"{where} holds no Python files"
+    return found
+
+
+def test_imports_reads_function_level_imports(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("import os\ndef f():\n    from torch import nn\n    import gradio as gr\n")
+    assert reaches(module, ("torch", "gradio")) == ["gradio", "torch", "torch.nn"]
+    assert reaches(module, ("tor",)) == []
+
+
+@pytest.mark.parametrize("path", files("r2d"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_library_never_reaches_the_ui_or_training(path):
+    assert reaches(path, ("gradio", "gradio_client", "ui", "app", "webguard", "training")) == []
+
+
+@pytest.mark.parametrize("path", files("r2d", "checks") + files("r2d", "review") + files("r2d", "eval", "metrics"),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_checks_review_and_metrics_run_without_torch(path):
+    assert reaches(path, ("torch", "transformers", "tokenizers", "r2d.model", "r2d.eval.bertscore")) == []
+
+
+@pytest.mark.parametrize("name", FOUNDATION)
+def test_the_foundation_imports_only_the_foundation(name):
+    reached = reaches(ROOT / "r2d" / f"{name}.py", ("r2d",))
+    assert all(n.split(".")[1] in FOUNDATION for n in reached), reached
+
+
+def test_the_checks_know_nothing_of_the_review_workflow():
+    for path in files("r2d", "checks"):
+        assert reaches(path, ("r2d.review", "r2d.eval")) == [], path
+
+
+@pytest.mark.parametrize("path", [ROOT / "app.py"], ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_ui_never_touches_torch(path):
+    assert reaches(path, ("torch", "transformers", "ctranslate2")) == []

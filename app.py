@@ -1,7 +1,7 @@
 """Reason2Decide review app: a nurse checks the model's triage label and rationale, and corrects them.
 
-Layout and wiring only. Decisions live in r2d.review, storage in r2d.store, export in r2d.export,
-figures in r2d.dashboard; the model is loaded in main(), never at import, and build_demo() takes
+Layout and wiring only. Decisions live in r2d.review.session, storage in r2d.review.store, export in r2d.review.export,
+figures in r2d.review.dashboard; the model is loaded in main(), never at import, and build_demo() takes
 any predictor, so tests run the whole UI on a fake one. R2DError becomes gr.Error here and only here.
 Run: `python app.py [--model DIR] [--db reviews.sqlite3]` and open http://127.0.0.1:7860.
 """
@@ -30,24 +30,24 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import gradio as gr  # noqa: E402
 
-from r2d import adjudication as adj  # noqa: E402
-from r2d import review as rv  # noqa: E402
-from r2d import upload as up  # noqa: E402
-from r2d.active import DEFAULT_ORDER, ORDERS  # noqa: E402
+from r2d.review import adjudication as adj  # noqa: E402
+from r2d.review import session as rv  # noqa: E402
+from r2d.review import upload as up  # noqa: E402
+from r2d.review.active import DEFAULT_ORDER, ORDERS  # noqa: E402
 from r2d.artifacts import model_source  # noqa: E402
-from r2d.agreement import agreement  # noqa: E402
-from r2d.auth import authenticator, load_users  # noqa: E402
-from r2d.consistency import consistency_line, load_calibration  # noqa: E402
+from r2d.review.agreement import agreement  # noqa: E402
+from r2d.review.auth import authenticator, load_users  # noqa: E402
+from r2d.checks.consistency import consistency_line, load_calibration  # noqa: E402
 from r2d.config import (CONFIG_FILENAME, QUANTIZATIONS, ModelConfig, R2DConfig, config_to_dict, load_config,  # noqa: E402
                         with_section)
-from r2d.dashboard import (comparison_figure, dashboard_figures, probability_figure, reviews_per_class,  # noqa: E402
+from r2d.review.dashboard import (comparison_figure, dashboard_figures, probability_figure, reviews_per_class,  # noqa: E402
                            summarize)
 from r2d.errors import FeedbackStoreError, InvalidCaseError, R2DError, TrainingRunError  # noqa: E402
-from r2d.factcheck import case_has_triage_facts  # noqa: E402
-from r2d.export import (ExportPolicy, export_cases, export_stage2_dataset, findings_message,  # noqa: E402
+from r2d.checks.factcheck import case_has_triage_facts  # noqa: E402
+from r2d.review.export import (ExportPolicy, export_cases, export_stage2_dataset, findings_message,  # noqa: E402
                         is_complete_export, preview_export, sweep_partial_exports)
-from r2d.jobs import COMPARED, MIN_COMPARED_CASES, ImproveRuns, comparison_table, plan_run  # noqa: E402
-from r2d.store import ACTIONS, ReviewStore, case_id_for  # noqa: E402
+from r2d.review.jobs import COMPARED, MIN_COMPARED_CASES, ImproveRuns, comparison_table, plan_run  # noqa: E402
+from r2d.review.store import ACTIONS, ReviewStore, case_id_for  # noqa: E402
 
 logger = logging.getLogger("r2d.app")
 ROOT = Path(__file__).resolve().parent
@@ -143,7 +143,7 @@ def _on_screen(shown: rv.ShownCase, case_text: str | None) -> bool:
 
 
 def _known_order(order: Any) -> str:
-    """A review order r2d.active knows, else the upload order (an old or forged browser value)."""
+    """A review order r2d.review.active knows, else the upload order (an old or forged browser value)."""
     return order if order in ORDERS else DEFAULT_ORDER
 
 
@@ -1193,7 +1193,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--config", help="JSON config file")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
     ap.add_argument("--auth", metavar="FILE",
-                    help="sign-in: users file of names and scrypt hashes (make one with `python -m r2d.auth add`)")
+                    help="sign-in: users file of names and scrypt hashes (make one with `python -m r2d.review.auth add`)")
     ap.add_argument("--allow-remote", action="store_true",
                     help="allow app.host beyond loopback (also needs sign-in with --auth)")
     ap.add_argument("--allowed-host", action="append", default=[], metavar="NAME",

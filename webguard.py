@@ -16,9 +16,9 @@ Content-Length over the limit is answered 413 before anything is read, and a bod
 (chunked) is read up to the limit before the app sees it, and answered 413 once it passes it. File
 uploads get their own, larger limit (Gradio's max_file_size checks each file, not the request).
 
-Sign-ins are limited per client address as well as per name (r2d.auth.authenticator): Gradio's auth callable
+Sign-ins are limited per client address as well as per name (r2d.review.auth.authenticator): Gradio's auth callable
 never sees the request, so a flood of names from one client is counted here, on the login route, by the
-response Gradio gives (a refused sign-in is a 4xx). After r2d.auth.FREE_FAILURES failures in a row the address
+response Gradio gives (a refused sign-in is a 4xx). After r2d.review.auth.FREE_FAILURES failures in a row the address
 is answered 429 for the same doubling back-off. On loopback every local client is 127.0.0.1, so there the
 limit is shared by all local clients.
 """
@@ -31,7 +31,7 @@ from typing import Any, Awaitable, Callable, Iterable
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
 
-from r2d.auth import AttemptLimiter
+from r2d.review.auth import AttemptLimiter
 from r2d.errors import ConfigError
 
 logger = logging.getLogger("r2d.webguard")

@@ -1,13 +1,13 @@
 """Recall and false positives of identifier scanners on tests/data/identifiers.jsonl.
 
     .venv/bin/python benchmarks/eval_identifiers.py                     # every candidate that imports here
-    .venv/bin/python benchmarks/eval_identifiers.py --candidates r2d.identifiers,presidio --show-misses
+    .venv/bin/python benchmarks/eval_identifiers.py --candidates r2d.checks.identifiers,presidio --show-misses
 
 The data: realistic triage-note lines, each with the identifiers it holds (HIPAA Safe Harbor's types:
 names in prose, dates with and without a year, ages over 89, UK/US/international phones, fax, e-mail
 also written out, SSN, MRNs with letters, plan/account/licence/device/vehicle numbers, URLs, IPs,
 street addresses, postcodes), and clinical lines that hold none (vitals, scores, doses, eponyms).
-Each line has a split: "dev" lines were written together with the patterns of r2d.identifiers;
+Each line has a split: "dev" lines were written together with the patterns of r2d.checks.identifiers;
 "heldout1" lines afterwards (measured, then used to tune: 21/30 before, 29/30 after); "heldout2" lines
 after that tuning and never used to change a pattern: its figures are the honest ones.
 "heldout3" (58 lines, 69 identifiers; 67 clinical lines) was written by hand in one sitting for the look-alike
@@ -19,8 +19,8 @@ An identifier counts as found when a finding overlaps it. A false positive is a 
 any finding; spurious findings on identifier lines are counted too.
 
 Candidates (a library that does not import, or needs a download at run time, is reported and skipped):
-  r2d.identifiers  this project's scanner (libphonenumber + triage-note patterns)
-  r2d.export       whatever r2d.export.scan_identifiers is (the regex scan before r2d.identifiers)
+  r2d.checks.identifiers  this project's scanner (libphonenumber + triage-note patterns)
+  r2d.review.export       whatever r2d.review.export.scan_identifiers is (the regex scan before r2d.checks.identifiers)
   presidio         presidio-analyzer's predefined recognizers on a blank spaCy pipeline (no NER model)
   scrubadub        scrubadub's default detectors
   philter-lite     philter-lite's default filters (needs NLTK's POS tagger data)
@@ -30,11 +30,11 @@ This is a script, not a test: it prints figures and asserts nothing.
 
 Measured (2026-12; recall, then clinical lines flagged; dev 54 ids/48 lines, heldout1 30/21, heldout2 29/21):
                      dev            heldout1       heldout2 (fresh)
-  r2d.identifiers    54/54, 0/48    29/30, 0/21    25/29, 1/21   heldout2 misses: a name opening a line
+  r2d.checks.identifiers    54/54, 0/48    29/30, 0/21    25/29, 1/21   heldout2 misses: a name opening a line
                                                                  ("Oluwaseun Adeyemi, 34,"), "29-Feb-1940",
                                                                  "turned 100", "MRN#: 7734-2211"; flagged
                                                                  "Patient Safety Incident"
-  regex scan before  21/54, 0/48    10/30, 1/21    11/29, 0/21   (r2d.export until this module)
+  regex scan before  21/54, 0/48    10/30, 1/21    11/29, 0/21   (r2d.review.export until this module)
   presidio 2.2.366   20/54, 8/48    12/30, 2/21     9/29, 1/21   no names without a spaCy NER model (a
                                                                  download); flags "7/10", "V2", "x3";
                                                                  tldextract tries to fetch a list online
@@ -73,12 +73,12 @@ def load_rows(path: Path = DATA) -> list[dict]:
 
 
 def _r2d_identifiers() -> Callable[[str], Spans]:
-    from r2d.identifiers import scan_identifiers
+    from r2d.checks.identifiers import scan_identifiers
     return lambda text: [(f.start, f.end) for f in scan_identifiers(text)]
 
 
 def _r2d_export() -> Callable[[str], Spans]:
-    from r2d.export import scan_identifiers
+    from r2d.review.export import scan_identifiers
     return lambda text: [(f.start, f.end) for f in scan_identifiers(text)]
 
 
@@ -134,7 +134,7 @@ def _dateparser() -> Callable[[str], Spans]:
 
 
 CANDIDATES: dict[str, Callable[[], Callable[[str], Spans]]] = {
-    "r2d.identifiers": _r2d_identifiers, "r2d.export": _r2d_export, "presidio": _presidio,
+    "r2d.checks.identifiers": _r2d_identifiers, "r2d.review.export": _r2d_export, "presidio": _presidio,
     "scrubadub": _scrubadub, "philter-lite": _philter, "phonenumbers": _phonenumbers, "dateparser": _dateparser}
 
 

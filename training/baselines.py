@@ -2,7 +2,7 @@
 
     python -m training.baselines --data data/ktas [--out runs/baseline.json]
 
-Features are read from each case text by r2d.factcheck.read_case (the same reading the fact check uses):
+Features are read from each case text by r2d.checks.factcheck.read_case (the same reading the fact check uses):
 TF-IDF of the chief complaint plus the numeric triage facts (age, blood pressure, heart and respiratory
 rate, temperature, SpO2, pain score) with a missing-value indicator each, and the AVPU mental state,
 arrival by ambulance and injury. C is chosen on the validation split by macro-F1; the test split is
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from r2d import metrics
+from r2d.eval import metrics
 from r2d.data import Example, atomic_write_text, load_examples
 from r2d.errors import DatasetSchemaError, R2DError
-from r2d.factcheck import read_case
-from r2d.rules import MENTAL_STATES, VITALS
+from r2d.checks.factcheck import read_case
+from r2d.checks.rules import MENTAL_STATES, VITALS
 from training.common import setup_logging
 
 logger = logging.getLogger(__name__)

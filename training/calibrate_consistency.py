@@ -5,7 +5,7 @@
 
 Default gold rows: the KTAS test split the embedded model was evaluated on (r2d.sources.load_ktas on
 ../shared/data/ktas/data.csv, group-aware stratified split, seed 42, val 0.1, test 0.2), whose rationales are
-the rule rationales. Writes r2d.consistency.CALIBRATION_FILENAME into the model folder; the app reads it.
+the rule rationales. Writes r2d.checks.consistency.CALIBRATION_FILENAME into the model folder; the app reads it.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from r2d.config import load_config
-from r2d.consistency import MIN_PRECISION, calibrate, save_calibration
+from r2d.checks.consistency import MIN_PRECISION, calibrate, save_calibration
 from r2d.data import load_examples
 from r2d.errors import R2DError
 from training.default_model import DEFAULT_KTAS

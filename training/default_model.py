@@ -78,7 +78,7 @@ class Recipe:
     span_fraction: float = 0.0
     class_balance: bool = True    # Stage 2 oversamples KTAS 1 and 5
     # Stage 2 also trains on this many synthetic cases whose level a KTAS first-order modifier fixes
-    # (r2d.rules.urgency_floor): the label then follows the triage facts the rationale names
+    # (r2d.checks.rules.urgency_floor): the label then follows the triage facts the rationale names
     modifier_cases: int = 0
 
 
@@ -691,7 +691,7 @@ def _commands(log: dict[str, Any]) -> str:
 def _decoding_line(k: int) -> str:
     if k <= 1:
         return "one greedy rationale per case (generation.fact_check_candidates = 0)."
-    return (f"fact-checked: beam search returns {k} candidate rationales and the one r2d.factcheck finds fewest "
+    return (f"fact-checked: beam search returns {k} candidate rationales and the one r2d.checks.factcheck finds fewest "
             "problems in is shown (`generation.fact_check_candidates`). The fact check that chooses also scores "
             "fidelity, so the \"as shown\" figure measures what a nurse sees, not an independent judge; the "
             "\"one rationale\" column is the model alone.")

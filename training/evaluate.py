@@ -7,7 +7,7 @@
 Labels: accuracy, macro-F1 (scikit-learn convention), per-class precision/recall/F1, confusion matrix,
 under/over-triage for ordinal label sets, and severe under-triage (emergencies, gold KTAS 1-2, called 4-5:
 a count, and a rate over the emergencies). Rows of kind "not_triage" (assets/eval/README.md) enter no label
-metric; the report counts how many the app would warn on. Fidelity to the case (r2d.factcheck, every
+metric; the report counts how many the app would warn on. Fidelity to the case (r2d.checks.factcheck, every
 example): the share of rationales with no statement the case contradicts or does not support, and the share
 of cases with a critical finding whose rationale names all of them. Rationales (on examples that have a gold rationale):
 BERTScore F1 and mean sentence BLEU. Agreement (Reason2Decide-C): consistency and sufficiency of the
@@ -26,13 +26,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from r2d import factcheck, metrics
+from r2d.checks import factcheck
+
+from r2d.eval import metrics
 from r2d.artifacts import read_model_meta
-from r2d.bertscore import SKIP_MESSAGE, load_scorer
+from r2d.eval.bertscore import SKIP_MESSAGE, load_scorer
 from r2d.config import CONFIG_FILENAME, QUANTIZATIONS, R2DConfig, load_config
 from r2d.data import Example, atomic_write_text, iter_csv, iter_jsonl, load_examples
 from r2d.errors import DatasetSchemaError, R2DError
-from r2d.metrics import MetricInputError
+from r2d.eval.metrics import MetricInputError
 from r2d.prompts import PROMPT_VERSION
 from training.common import setup_logging
 from training.prepare_data import file_sha256
@@ -169,7 +171,7 @@ def evaluate_predictions(examples: Sequence[Example], predictions: Sequence[_Sco
 
 def not_triage_block(examples: Sequence[Example], predictions: Sequence[_Scored]) -> dict[str, Any]:
     """For inputs that are not triage notes (no right level): how many the app would warn on, i.e. those
-    with none of the triage facts (r2d.factcheck.case_has_triage_facts, the app's own test), and the level
+    with none of the triage facts (r2d.checks.factcheck.case_has_triage_facts, the app's own test), and the level
     the model suggested for each anyway. They enter no label metric."""
     if len(examples) != len(predictions):
         raise MetricInputError(f"{len(examples)} examples but {len(predictions)} predictions")

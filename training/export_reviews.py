@@ -15,8 +15,8 @@ from typing import Sequence
 
 from r2d.config import config_to_dict, load_config
 from r2d.errors import R2DError
-from r2d.export import ExportPolicy, export_stage2_dataset, preview_export
-from r2d.store import ACTIONS, ReviewStore
+from r2d.review.export import ExportPolicy, export_stage2_dataset, preview_export
+from r2d.review.store import ACTIONS, ReviewStore
 from training.common import setup_logging
 
 logger = logging.getLogger(__name__)

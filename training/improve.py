@@ -33,8 +33,8 @@ from r2d.artifacts import model_source
 from r2d.config import CONFIG_FILENAME, AppConfig, R2DConfig, config_to_dict, load_config
 from r2d.data import atomic_write_text, load_examples, write_examples
 from r2d.errors import DatasetSchemaError, R2DError
-from r2d.export import is_complete_export
-from r2d.jobs import COMPARED, PROPORTIONS, SPLITS, check_inputs, comparison_table, estimate_seconds
+from r2d.review.export import is_complete_export
+from r2d.review.jobs import COMPARED, PROPORTIONS, SPLITS, check_inputs, comparison_table, estimate_seconds
 from training.common import setup_logging
 from training.prepare_data import file_sha256
 

@@ -1,7 +1,7 @@
 """Check a review database for tampering: `python -m training.integrity --db reviews.sqlite3`.
 
 Opens the file read-only and reports SQLite's own integrity check, the audit hash chains over every audited
-table (r2d.audit: a row changed, removed or added with a raw SQLite client breaks them), chain heads that no
+table (r2d.review.audit: a row changed, removed or added with a raw SQLite client breaks them), chain heads that no
 longer match their keyed seals (rows forged or rewritten together with their chain entries; the key is the
 `<db>.audit-key` file beside the database, or --key), missing protective triggers (and their SQL), file
 modes wider than owner-only, and chain heads recorded by exports (--exports) that are no longer in the chains.
@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from r2d import audit
+from r2d.review import audit
 from r2d.config import AppConfig
-from r2d.export import EXPORT_META_FILENAME
+from r2d.review.export import EXPORT_META_FILENAME
 from training.common import setup_logging
 
 

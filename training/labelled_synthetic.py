@@ -2,7 +2,7 @@
 
 KTAS has 18 resuscitation cases in its training split, and the model called unresponsive and pulseless
 patients "less urgent". KTAS's first-order modifiers (consciousness, haemodynamics, breathing, pain;
-r2d.rules.first_order_modifiers) set the most urgent level a finding calls for, whatever the complaint.
+r2d.checks.rules.first_order_modifiers) set the most urgent level a finding calls for, whatever the complaint.
 A case drawn by training.synthetic whose floor from consciousness, circulation or breathing is KTAS 1
 or 2 is labelled with that floor: nothing more urgent exists for 1, and for 2 the sampled facts hold
 nothing that calls for 1. Pain is left out of the floor here (KTAS's severe-pain row is for central
@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Sequence
 
 from r2d.data import Example
-from r2d.rules import urgency_floor, write_rationale
+from r2d.checks.rules import urgency_floor, write_rationale
 from training.synthetic import STYLES, case_text, sample_facts
 
 FIXED_LEVELS = ("1", "2")  # the floors that fix a level without the complaint

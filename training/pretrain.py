@@ -5,7 +5,7 @@ makes it read the case is data (the synthetic corpus of training.synthetic, fres
 no epochs), learning-rate warm-up, and optionally T5's own span-corruption objective on case texts
 (`span_fraction` of each batch; it is what teaches a T5 decoder to read its encoder). The task and
 loss are training.stage1's (explain_prompt(case) -> rationale, token cross-entropy); this loop exists
-because it streams, stops on a wall-clock budget and logs a fidelity figure (r2d.factcheck on a few
+because it streams, stops on a wall-clock budget and logs a fidelity figure (r2d.checks.factcheck on a few
 dozen validation cases) beside the loss, so a run is judged by what it writes, not only its loss.
 """
 from __future__ import annotations
@@ -172,8 +172,8 @@ def generate_rationales(model: Any, tokenizer: PreTrainedTokenizerBase, case_tex
 
 def rationale_quality(case_texts: Sequence[str], rationales: Sequence[str],
                       references: Sequence[str]) -> dict[str, float | None]:
-    """exact (= the rule rationale), fidelity and critical findings named (r2d.factcheck.fidelity_summary)."""
-    from r2d.factcheck import fidelity_summary
+    """exact (= the rule rationale), fidelity and critical findings named (r2d.checks.factcheck.fidelity_summary)."""
+    from r2d.checks.factcheck import fidelity_summary
     summary = fidelity_summary(case_texts, rationales)
     exact = sum(r == ref for r, ref in zip(rationales, references)) / max(1, len(rationales))
     return {"exact": exact, "fidelity": summary["fidelity"], "critical_named": summary["critical_named"]}

@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from r2d import metrics
+from r2d.eval import metrics
 from r2d.config import CONFIG_FILENAME, R2DConfig, apply_overrides, load_config
 from r2d.data import atomic_write_text, load_examples
 from r2d.errors import R2DError
@@ -388,7 +388,7 @@ def render(results: Results, missing: list[str], nurse: dict[str, float], comman
         "rule writer, not clinical quality.",
         f"- BERTScore: {bertscore}; special tokens are match candidates but not scored, as in bert_score.",
         "- fidelity and critical_named: the fact check of each generated rationale against its case "
-        "(training.evaluate, r2d.factcheck).",
+        "(training.evaluate, r2d.checks.factcheck).",
         "- consistency = the label re-predicted from the generated rationale alone equals the first prediction; "
         "sufficiency = it equals the gold label (Reason2Decide-C definitions).",
         "- under-triage = predicted less urgent than the expert (a larger KTAS number); over-triage = more urgent.",

@@ -8,8 +8,8 @@ every mental state, every pain score, missing values, children, and the chief co
 training split (never val or test), written as the KTAS narrative (r2d.sources.ktas_case_text), in
 structured free-text notations ("BP 90/60, HR 120, RR 24, T 38.5, sats 91% on air, pain 7/10") or as nurses
 write ("55M BIBA c/o chest pain. HR 124bpm BP 90/60 sats 91% RA. GCS 14. Hx HTN, DM." and briefer notes; see
-nurse_note), each with the label-free rationale of r2d.rules.write_rationale. No label is sampled: Stage 1
-needs none. DEFAULT_STYLE_WEIGHTS make half the stream the KTAS narrative and half free text. r2d.factcheck
+nurse_note), each with the label-free rationale of r2d.checks.rules.write_rationale. No label is sampled: Stage 1
+needs none. DEFAULT_STYLE_WEIGHTS make half the stream the KTAS narrative and half free text. r2d.checks.factcheck
 reads every style back (tests/test_synthetic.py: the sampled facts, and the rule rationale passes the check).
 """
 from __future__ import annotations
@@ -22,11 +22,11 @@ from itertools import accumulate
 from typing import Iterator, Mapping, Sequence
 
 from r2d.data import Example
-from r2d.rules import ARRIVAL_MODES, MENTAL_STATES, VITALS, TriageFacts, in_normal_range, write_rationale
+from r2d.checks.rules import ARRIVAL_MODES, MENTAL_STATES, VITALS, TriageFacts, in_normal_range, write_rationale
 from r2d.sources import ktas_case_text
 
-# (low, high, weight) bands per vital: the normal range (r2d.rules.NORMAL_RANGES), the bands up to the
-# critical thresholds (r2d.rules.THRESHOLDS) and beyond them, so that every rule clause is exercised
+# (low, high, weight) bands per vital: the normal range (r2d.checks.rules.NORMAL_RANGES), the bands up to the
+# critical thresholds (r2d.checks.rules.THRESHOLDS) and beyond them, so that every rule clause is exercised
 VITAL_BANDS: dict[str, tuple[tuple[float, float, float], ...]] = {
     "sbp": ((90, 160, 0.6), (161, 180, 0.1), (181, 240, 0.12), (50, 89, 0.18)),
     "heart_rate": ((50, 100, 0.55), (101, 120, 0.15), (121, 190, 0.18), (25, 49, 0.12)),
@@ -108,7 +108,7 @@ def sample_facts(rng: random.Random, complaints: Sequence[str]) -> TriageFacts:
 
 # --- free-text notations ---------------------------------------------------------------------------
 
-# AVPU words and GCS as r2d.factcheck reads them (GCS 15 A, 13-14 V, 9-12 P, 3-8 U)
+# AVPU words and GCS as r2d.checks.factcheck reads them (GCS 15 A, 13-14 V, 9-12 P, 3-8 U)
 _MENTAL_WORDS = {"alert": ("alert", "A on AVPU", "GCS 15"), "verbal": ("responds to voice", "V on AVPU", "GCS 14"),
                  "pain": ("responds to pain", "P on AVPU", "GCS 10"), "unresponsive": ("unresponsive", "GCS 6")}
 _ARRIVAL_WORDS = {"walking": "walked in", "public ambulance": "arrived by public ambulance",

@@ -22,7 +22,7 @@ from transformers import (EvalPrediction, PreTrainedModel, PreTrainedTokenizerBa
 
 from r2d.config import GenerationConfig, OptimConfig, Stage2Config
 from r2d.errors import ConfigError
-from r2d.metrics import accuracy, macro_f1
+from r2d.eval.metrics import accuracy, macro_f1
 from r2d.prompts import predict_prompt
 from r2d.scoring import IGNORE_INDEX, eval_mode, score_labels, tokenize_inputs
 from training.features import MODES, explain_given_label_inputs, label_targets

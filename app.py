@@ -655,7 +655,7 @@ class Handlers:
     def _check_data_dir(self, data_dir: str) -> str:
         """The configured original data folder, prepared from app.improve_source when it lacks its splits;
         a note saying so ("" when it was there). Raises TrainingRunError for any other folder."""
-        from training.prepare_data import prepare_missing  # no torch: r2d.data and r2d.sources only
+        from training.corpus.splits import prepare_missing  # no torch: r2d.data and r2d.sources only
         configured = self.cfg.app.improve_data_dir
         # only the data folder the app was started with: any other server folder, and errors naming its path
         # (whether it exists), are not the reviewer's to choose
@@ -1193,7 +1193,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--config", help="JSON config file")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
     ap.add_argument("--auth", metavar="FILE",
-                    help="sign-in: users file of names and scrypt hashes (make one with `python -m r2d.review.auth add`)")
+                    help="sign-in: users file of names and scrypt hashes (make one: `python -m r2d.review.auth add`)")
     ap.add_argument("--allow-remote", action="store_true",
                     help="allow app.host beyond loopback (also needs sign-in with --auth)")
     ap.add_argument("--allowed-host", action="append", default=[], metavar="NAME",

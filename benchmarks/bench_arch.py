@@ -42,7 +42,7 @@ def build(shape: str, workdir: Path, tokenizer) -> Path:
     from r2d.artifacts import ModelMeta, save_model_dir
     from r2d.config import R2DConfig
     from r2d.sources import KTAS_LABELS, ktas_meta
-    from training.scratch import new_t5
+    from training.build.scratch import new_t5
     model = new_t5(tokenizer, replace(SHAPES[shape], dropout_rate=0.0), seed=0)
     out = workdir / shape.split()[0]
     cfg = R2DConfig(arch=SHAPES[shape])
@@ -52,7 +52,7 @@ def build(shape: str, workdir: Path, tokenizer) -> Path:
 
 def fit_tokenizer(texts: list[str]):
     from r2d.tokenizer import train_tokenizer
-    from training.synthetic import synthetic_examples, training_complaints
+    from training.corpus.synthetic import synthetic_examples, training_complaints
     from r2d.sources import load_ktas
     train = load_ktas(SHARED / "ktas" / "data.csv")
     sample = list(synthetic_examples(20000, training_complaints(train), 1))

@@ -74,7 +74,7 @@ def build_dirs(workdir: Path, shape: str, variants: list[str]) -> dict[str, Path
         from r2d.artifacts import ModelMeta, save_model_dir
         from r2d.sources import KTAS_LABELS, ktas_meta, load_ktas, load_pubmedqa
         from r2d.tokenizer import train_tokenizer
-        from training.scratch import new_t5
+        from training.build.scratch import new_t5
         ktas = load_ktas(SHARED / "ktas" / "data.csv")
         pubmed = [e for part in load_pubmedqa(SHARED / "pubmedqa").values() for e in part]
         texts = [t for e in ktas + pubmed for t in (e.case_text, e.rationale)]

@@ -68,8 +68,8 @@ def base_config(shape: str):
 def build_model(cfg, shape: str, examples):
     """A tokenizer fitted to the KTAS texts and a random T5 of the shape (vocabulary padded to T5's at small)."""
     from r2d.tokenizer import train_tokenizer
-    from training.features import tokenizer_corpus
-    from training.scratch import new_t5
+    from training.method.features import tokenizer_corpus
+    from training.build.scratch import new_t5
     tokenizer = train_tokenizer(tokenizer_corpus(examples), vocab_size=cfg.arch.vocab_size)
     model = new_t5(tokenizer, cfg.arch, seed=0)
     if shape == "small":
@@ -93,9 +93,9 @@ def step_clock():
 def run_one(name: str, args: argparse.Namespace) -> dict:
     import torch
     from r2d.sources import load_ktas
-    from training.common import resolve_generation
-    from training.features import ExampleDataset, R2DCollator
-    from training.trainer import R2DTrainer, to_training_arguments
+    from training.build.run import resolve_generation
+    from training.method.features import ExampleDataset, R2DCollator
+    from training.method.trainer import R2DTrainer, to_training_arguments
     torch.set_num_threads(args.threads)
     imports_mb = rss_mb("VmRSS")
     cfg = base_config(args.shape)

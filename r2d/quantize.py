@@ -65,7 +65,7 @@ def import_bnb() -> Any:
 def nf4_bnb_config(compute_dtype: torch.dtype, double_quant: bool = False) -> Any:
     """transformers' BitsAndBytesConfig that loads a model's linear layers in NF4, computing in `compute_dtype`.
 
-    The one NF4 recipe for loads through transformers: QLoRA training bases (training.loading, with
+    The one NF4 recipe for loads through transformers: QLoRA training bases (training.build.loading, with
     `double_quant`, which also quantises the per-block scales) and the stock variant of
     benchmarks/bench_inference.py. The inference path builds its layers itself (quantize_4bit_), with the
     same NF4_QUANT_TYPE. Building it needs no bitsandbytes; loading with it does.

@@ -130,7 +130,7 @@ def tiny_tokenizer():
 @pytest.fixture()
 def tiny_t5(tiny_tokenizer):
     """A fresh random 1-layer T5 (a few thousand parameters) per test: tests may train it."""
-    from training.scratch import new_t5
+    from training.build.scratch import new_t5
     return new_t5(tiny_tokenizer, TINY_ARCH, seed=0)
 
 
@@ -138,7 +138,7 @@ def tiny_t5(tiny_tokenizer):
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     """A saved Reason2Decide model directory (random weights) with its r2d_model.json."""
     from r2d.artifacts import ModelMeta, save_model_dir
-    from training.scratch import new_t5
+    from training.build.scratch import new_t5
     out = tmp_path_factory.mktemp("tiny_model")
     meta = ModelMeta(label_set=KTAS_LABELS, **ktas_meta())
     save_model_dir(new_t5(tiny_tokenizer, TINY_ARCH, seed=0), tiny_tokenizer, out, meta)
@@ -341,7 +341,7 @@ def current_model(tmp_path, tiny_tokenizer):
     """A saved model with its own config (tiny_cpu.json), as a deployed model directory would be."""
     from r2d.artifacts import ModelMeta, save_model_dir
     from r2d.config import load_config
-    from training.scratch import new_t5
+    from training.build.scratch import new_t5
     cfg = load_config(TINY_CONFIG)
     meta = ModelMeta(label_set=KTAS_LABELS, **ktas_meta())
     return save_model_dir(new_t5(tiny_tokenizer, cfg.arch, seed=0), tiny_tokenizer, tmp_path / "current", meta, cfg)

@@ -42,7 +42,7 @@ def ct2_model_dir(tmp_path_factory, tiny_tokenizer):
 
     from r2d.artifacts import ModelMeta, save_model_dir
     from r2d.sources import ktas_meta
-    from training.scratch import new_t5
+    from training.build.scratch import new_t5
     from conftest import TINY_ARCH
     out = tmp_path_factory.mktemp("ct2_model")
     arch = _replace(TINY_ARCH, d_model=64, d_kv=16, d_ff=128, num_heads=4)

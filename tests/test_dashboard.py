@@ -6,8 +6,17 @@ from pathlib import Path
 import plotly.graph_objects as go
 import pytest
 
-from r2d.review.dashboard import (action_rates_figure, confidence_histogram, dashboard_figures, label_distribution_figure,
-                           per_class_f1_figure, probability_figure, ratings_figure, summarize, triage_figure)
+from r2d.review.dashboard import (
+    action_rates_figure,
+    confidence_histogram,
+    dashboard_figures,
+    label_distribution_figure,
+    per_class_f1_figure,
+    probability_figure,
+    ratings_figure,
+    summarize,
+    triage_figure,
+)
 from r2d.review.store import ReviewRecord
 
 

@@ -15,7 +15,7 @@ from r2d.eval.metrics import MetricInputError
 from r2d.sources import KTAS_LABELS
 from training import evaluate
 from training.evaluate import evaluate_model, evaluate_predictions
-from training.prepare_data import file_sha256
+from training.corpus.splits import file_sha256
 
 KTAS = list(KTAS_LABELS)
 GOLD_RATIONALE = "hypotension with tachycardia and chest pain suggests shock and needs emergent care"

@@ -1,4 +1,4 @@
-"""training.features: which prompts each mode tokenises, lengths from GenerationConfig, raw texts kept."""
+"""training.method.features: which prompts each mode tokenises, lengths from GenerationConfig, raw texts kept."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 from r2d.config import GenerationConfig
 from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
 from r2d.scoring import IGNORE_INDEX
-from training.features import (MODES, ExampleDataset, R2DCollator, explain_given_label_inputs, label_targets,
+from training.method.features import (MODES, ExampleDataset, R2DCollator, explain_given_label_inputs, label_targets,
                                needs_rationales, tokenizer_corpus)
 
 GEN = GenerationConfig(max_input_tokens=64, max_label_tokens=4, max_rationale_tokens=12)

@@ -1,4 +1,4 @@
-"""Synthetic Stage-2 cases labelled by KTAS first-order modifiers (training.labelled_synthetic)."""
+"""Synthetic Stage-2 cases labelled by KTAS first-order modifiers (training.corpus.labelled_synthetic)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -8,8 +8,8 @@ import pytest
 
 from r2d.checks.factcheck import parse_case
 from r2d.checks.rules import urgency_floor
-from training.labelled_synthetic import modifier_labelled_examples
-from training.synthetic import sample_facts
+from training.corpus.labelled_synthetic import modifier_labelled_examples
+from training.corpus.synthetic import sample_facts
 
 COMPLAINTS = ["chest pain", "dyspnea", "abdominal pain", "headache"]
 
@@ -30,7 +30,7 @@ def test_deterministic_per_seed_and_different_across_seeds():
 
 
 def test_a_sampler_without_critical_cases_fails_loudly(monkeypatch):
-    import training.labelled_synthetic as ls
+    import training.corpus.labelled_synthetic as ls
     monkeypatch.setattr(ls, "sample_facts", lambda rng, complaints: replace(sample_facts(rng, complaints),
                                                                              mental=None, sbp=None, dbp=None,
                                                                              heart_rate=None, spo2=None,

@@ -1,4 +1,4 @@
-"""training.loading: the model to train, new or loaded (full, LoRA, QLoRA), and its NF4 settings."""
+"""training.build.loading: the model to train, new or loaded (full, LoRA, QLoRA), and its NF4 settings."""
 from __future__ import annotations
 
 import importlib.util
@@ -9,8 +9,8 @@ import torch
 from r2d.artifacts import read_model_meta
 from r2d.config import AdapterConfig
 from r2d.errors import ConfigError, ModelLoadError
-from training import loading
-from training.loading import TrainingModel, load_model_for_training, quantization_config
+from training.build import loading
+from training.build.loading import TrainingModel, load_model_for_training, quantization_config
 
 
 def test_a_new_model_gets_a_tokenizer_fitted_to_the_corpus(tiny_config, data_files, tiny_examples):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from r2d.data import load_examples
-from training.prepare_data import SPLITS, file_sha256, main, shuffle_split, split_fractions
+from training.corpus.splits import SPLITS, file_sha256, shuffle_split, split_fractions
+from training.prepare_data import main
 
 
 def run(*argv: str) -> Path:
@@ -133,7 +134,7 @@ def test_ktas_duplicate_visits_stay_in_one_split(ktas_out):
 
 def test_grouped_split_keeps_groups_together_and_is_seeded():
     from r2d.data import Example
-    from training.prepare_data import grouped_stratified_split
+    from training.corpus.splits import grouped_stratified_split
     examples = [Example(f"case {i % 40}", str(i % 40 % 3 + 1), example_id=f"x{i}") for i in range(80)]
     parts = grouped_stratified_split(examples, [0.6, 0.2, 0.2], seed=3)
     assert sorted(e.example_id for p in parts for e in p) == sorted(e.example_id for e in examples)
@@ -153,7 +154,7 @@ def test_file_sha256(tmp_path):
 @pytest.mark.shared_data
 def test_prepare_missing_makes_the_folder_once_as_the_cli_would(ktas_out, shared_data, tmp_path):
     """The app's Improve tab prepares the original data itself when it is missing (no terminal needed)."""
-    from training.prepare_data import prepare_missing
+    from training.corpus.splits import prepare_missing
     source = shared_data / "ktas" / "data.csv"
     manifest = prepare_missing(tmp_path / "ktas", source)
     assert manifest["command"] == f"python -m training.prepare_data ktas --source {source} --out {tmp_path / 'ktas'}"
@@ -164,7 +165,7 @@ def test_prepare_missing_makes_the_folder_once_as_the_cli_would(ktas_out, shared
 
 def test_prepare_missing_names_a_missing_source(tmp_path):
     from r2d.errors import DatasetSchemaError
-    from training.prepare_data import prepare_missing
+    from training.corpus.splits import prepare_missing
     with pytest.raises(DatasetSchemaError, match="source .*no-such.csv.* is missing.*app.improve_source"):
         prepare_missing(tmp_path / "ktas", tmp_path / "no-such.csv")
     assert not (tmp_path / "ktas").exists()

@@ -1,4 +1,4 @@
-"""training.pretrain: T5 span corruption, the warm-up schedule, streamed batches and the budgeted loop."""
+"""training.build.pretrain: T5 span corruption, the warm-up schedule, streamed batches and the budgeted loop."""
 from __future__ import annotations
 
 import random
@@ -8,10 +8,10 @@ import torch
 
 from r2d.data import Example
 from r2d.scoring import IGNORE_INDEX
-from training.pretrain import (SENTINELS, Batches, PretrainConfig, add_sentinels, lr_factor, pretrain,
+from training.build.pretrain import (SENTINELS, Batches, PretrainConfig, add_sentinels, lr_factor, pretrain,
                                rationale_quality, span_corrupt)
-from training.scratch import new_t5
-from training.synthetic import synthetic_examples
+from training.build.scratch import new_t5
+from training.corpus.synthetic import synthetic_examples
 
 COMPLAINTS = ["fever", "chest pain"]
 

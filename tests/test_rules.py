@@ -7,10 +7,23 @@ import re
 
 import pytest
 
+from r2d.checks.rules import (
+    ARRIVAL_MODES,
+    MENTAL_STATES,
+    NORMAL_RANGES,
+    THRESHOLDS,
+    Modifier,
+    TriageFacts,
+    abnormal_vitals,
+    critical_findings,
+    find_abnormal,
+    first_order_modifiers,
+    format_value,
+    pain_band,
+    urgency_floor,
+    write_rationale,
+)
 from r2d.errors import InvalidCaseError
-from r2d.checks.rules import (ARRIVAL_MODES, MENTAL_STATES, NORMAL_RANGES, THRESHOLDS, Modifier, TriageFacts, abnormal_vitals,
-                       critical_findings, find_abnormal, first_order_modifiers, format_value, pain_band,
-                       urgency_floor, write_rationale)
 
 NORMAL = dict(age=40, sex="female", arrival="walking", injury=False, chief_complaint="sore throat", mental="alert",
               pain=True, pain_score=2, sbp=120, dbp=80, heart_rate=80, resp_rate=16, temperature=36.8, spo2=98)

@@ -1,10 +1,10 @@
-"""Where a build trains: training.scale (pure choices; no GPU needed)."""
+"""Where a build trains: training.build.scale (pure choices; no GPU needed)."""
 from __future__ import annotations
 
 import pytest
 
 from r2d.errors import ConfigError
-from training.scale import Scale, cpu_flags, cpu_has_bf16, resolve_scale
+from training.build.scale import Scale, cpu_flags, cpu_has_bf16, resolve_scale
 
 
 def test_cpu_flags_read_from_cpuinfo(tmp_path):

@@ -1,4 +1,4 @@
-"""training.schedules: alpha and pi at their boundaries, the label mix and its rate, R2D-C helpers."""
+"""training.method.schedules: alpha and pi at their boundaries, the label mix and its rate, R2D-C helpers."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from r2d.config import Stage2Config
-from training.schedules import (ConfidenceThreshold, alpha_at, gated_probability, gumbel_temperature, mix_labels,
+from training.method.schedules import (ConfidenceThreshold, alpha_at, gated_probability, gumbel_temperature, mix_labels,
                                 sampling_probability, warmup_steps)
 
 MAX_STEPS = 1000

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from training.scratch import new_t5
+from training.build.scratch import new_t5
 
 
 def test_shapes_follow_the_arch_and_the_tokenizer(tiny_tokenizer, tiny_arch):

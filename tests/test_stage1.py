@@ -11,9 +11,9 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from r2d.artifacts import read_model_meta
 from r2d.data import write_examples
 from r2d.errors import ConfigError, DatasetSchemaError
-from training.common import TRAIN_LOG_FILENAME
+from training.build.run import TRAIN_LOG_FILENAME
 from training.stage1 import main, train_stage1
-from training.trainer import CHECKPOINT_SUBDIR
+from training.method.trainer import CHECKPOINT_SUBDIR
 
 
 @pytest.fixture(scope="module")

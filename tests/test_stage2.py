@@ -20,9 +20,9 @@ from r2d.errors import DatasetSchemaError
 from r2d.modeling import load_model_and_tokenizer
 from r2d.prompts import predict_prompt
 from r2d.scoring import score_labels
-from training.common import TRAIN_LOG_FILENAME
+from training.build.run import TRAIN_LOG_FILENAME
 from training.stage2 import main, train_stage2
-from training.trainer import CHECKPOINT_SUBDIR
+from training.method.trainer import CHECKPOINT_SUBDIR
 
 HAS_BNB = importlib.util.find_spec("bitsandbytes") is not None
 

@@ -1,4 +1,4 @@
-"""training.synthetic: sampled triage facts that cover every rule clause, written so the fact check reads them back."""
+"""training.corpus.synthetic: sampled triage facts covering every rule clause, which the fact check reads back."""
 from __future__ import annotations
 
 import random
@@ -8,8 +8,8 @@ import pytest
 
 from r2d.checks.factcheck import check_rationale, read_case
 from r2d.checks.rules import MENTAL_STATES, NORMAL_RANGES, THRESHOLDS, find_abnormal, in_normal_range, write_rationale
-from training import synthetic
-from training.synthetic import (DEFAULT_STYLE_WEIGHTS, STYLES, case_text, sample_facts, style_facts,
+from training.corpus import synthetic
+from training.corpus.synthetic import (DEFAULT_STYLE_WEIGHTS, STYLES, case_text, sample_facts, style_facts,
                                 synthetic_examples, training_complaints)
 
 COMPLAINTS = ["abd pain", "dyspnea", "chest pain", "open wound"]

@@ -1,4 +1,4 @@
-"""training.trainer: the per-mode losses, scheduled sampling inside compute_loss, R2D-C, evaluation, arguments."""
+"""training.method.trainer: the per-mode losses, scheduled sampling in compute_loss, R2D-C, evaluation, arguments."""
 from __future__ import annotations
 
 import math
@@ -8,14 +8,14 @@ import pytest
 import torch
 from transformers import EvalPrediction, TrainerControl, TrainerState
 
-import training.trainer as trainer_module
+import training.method.trainer as trainer_module
 from r2d.config import GenerationConfig, OptimConfig, Stage2Config
 from r2d.errors import ConfigError
 from r2d.eval.metrics import macro_f1
 from r2d.checks.rules import KTAS_LABEL_NAMES
 from r2d.scoring import IGNORE_INDEX
-from training.features import ExampleDataset, R2DCollator, explain_given_label_inputs, label_targets
-from training.trainer import (CHECKPOINT_SUBDIR, DelayedEarlyStopping, EvaluateAtEnd, R2DTrainer, cycle_loss,
+from training.method.features import ExampleDataset, R2DCollator, explain_given_label_inputs, label_targets
+from training.method.trainer import (CHECKPOINT_SUBDIR, DelayedEarlyStopping, EvaluateAtEnd, R2DTrainer, cycle_loss,
                               label_metrics, own_labels, to_training_arguments)
 
 GEN = GenerationConfig(max_input_tokens=64, max_label_tokens=4, max_rationale_tokens=24)

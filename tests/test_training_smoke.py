@@ -21,7 +21,7 @@ from r2d.modeling import load_model_and_tokenizer
 from r2d.prompts import predict_prompt
 from r2d.scoring import score_labels
 from training import prepare_data, stage1, stage2
-from training.common import TRAIN_LOG_FILENAME
+from training.build.run import TRAIN_LOG_FILENAME
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,7 +24,7 @@ from r2d.data import Example, atomic_write_text, load_examples
 from r2d.errors import DatasetSchemaError, R2DError
 from r2d.checks.factcheck import read_case
 from r2d.checks.rules import MENTAL_STATES, VITALS
-from training.common import setup_logging
+from training.cli import setup_logging
 
 logger = logging.getLogger(__name__)
 

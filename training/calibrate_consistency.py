@@ -19,7 +19,7 @@ from r2d.checks.consistency import MIN_PRECISION, calibrate, save_calibration
 from r2d.data import load_examples
 from r2d.errors import R2DError
 from training.default_model import DEFAULT_KTAS
-from training.prepare_data import prepare_ktas
+from training.corpus.splits import prepare_ktas
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -8,7 +8,7 @@
 No pretrained T5 can be installed on our machines, so the default model starts from random weights.
 The levers that make such a T5 restate the case rather than recite a template (issue 8): a tokenizer
 with one token per digit (r2d.tokenizer), Stage 1 on a large synthetic corpus of sampled triage facts
-with rule rationales (training.synthetic, streamed by training.pretrain with warm-up and a fidelity
+with rule rationales (training.corpus.synthetic, streamed by training.build.pretrain with warm-up and a fidelity
 figure logged during training), and class balance for the rare KTAS 1 and 5 in Stage 2. The rest is
 the project's pipeline unchanged: training.prepare_data (group-aware stratified KTAS splits),
 training.stage2 and training.evaluate on the held-out test split and on examples/triage_cases.jsonl.
@@ -33,9 +33,10 @@ from r2d.config import R2DConfig, load_config
 from r2d.data import Example, atomic_write_text, load_examples, write_examples
 from r2d.errors import ConfigError, R2DError
 from r2d.sources import KTAS_LABEL_NAMES, KTAS_LABELS, ktas_meta
-from training import evaluate, prepare_data
-from training.common import setup_logging
-from training.scale import Scale
+from training import evaluate
+from training.corpus import splits
+from training.cli import setup_logging
+from training.build.scale import Scale
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +99,10 @@ DEFAULT_STAGE2_ARMS = ("recipe (all levers)", "+ first-order modifier cases")
 
 
 def prepare_splits(ktas_csv: Path, work: Path, seed: int) -> dict[str, Path]:
-    """Write the group-aware stratified KTAS splits with training.prepare_data; return split -> file."""
+    """Write the group-aware stratified KTAS splits (training.corpus.splits); return split -> file."""
     out = work / "data"
-    code = prepare_data.main(["ktas", "--source", str(ktas_csv), "--out", str(out), "--seed", str(seed)])
-    if code != 0:
-        raise R2DError(f"preparing KTAS data from {ktas_csv} failed")
+    splits.run("ktas", ktas_csv, out, seed=seed, test=splits.DEFAULT_TEST,
+               command=f"python -m training.prepare_data ktas --source {ktas_csv} --out {out} --seed {seed}")
     return {split: out / f"{split}.jsonl" for split in ("train", "val", "test")}
 
 
@@ -132,8 +132,8 @@ def stage2_train_file(train_file: Path, recipe: Recipe, seed: int = 0) -> Path:
     train = load_examples(train_file)
     rows = balanced(train) if recipe.class_balance else list(train)
     if recipe.modifier_cases:
-        from training.labelled_synthetic import modifier_labelled_examples
-        from training.synthetic import training_complaints
+        from training.corpus.labelled_synthetic import modifier_labelled_examples
+        from training.corpus.synthetic import training_complaints
         rows += modifier_labelled_examples(recipe.modifier_cases, training_complaints(train), seed)
     name = f"train_b{int(recipe.class_balance)}_m{recipe.modifier_cases}_s{seed}.jsonl"
     out = train_file.with_name(name)
@@ -146,7 +146,7 @@ def stage2_train_file(train_file: Path, recipe: Recipe, seed: int = 0) -> Path:
 
 def stage_configs(cfg: R2DConfig, files: dict[str, Path], stage2_steps: int,
                   train2: Path | None = None) -> R2DConfig:
-    """The Stage-2 config: the data files and step count (Stage 1 runs in training.pretrain)."""
+    """The Stage-2 config: the data files and step count (Stage 1 runs in training.build.pretrain)."""
     data = replace(cfg.data, train_files=(str(train2 or files["train"]),), val_files=(str(files["val"]),))
     eval_steps = max(1, min(cfg.optim.eval_steps, stage2_steps // 4))
     return replace(cfg, data=data, optim=replace(cfg.optim, max_steps=stage2_steps, eval_steps=eval_steps))
@@ -157,17 +157,17 @@ TOKENIZER_SAMPLE = 20000  # synthetic cases (and their rationales) the tokenizer
 
 def stage1(cfg: R2DConfig, recipe: Recipe, train: list[Example], val: list[Example], out: Path,
            budget_s: float | None, steps: int | None, seed: int, scale: Scale = Scale()) -> dict[str, Any]:
-    """Fit the tokenizer, build a new T5, run training.pretrain at `scale`; save the model dir. Returns its log."""
+    """Fit the tokenizer, build a new T5, run training.build.pretrain at `scale`; save the model dir; its log."""
     import functools
 
     import torch
 
     from r2d.artifacts import ModelMeta, save_model_dir
     from r2d.tokenizer import train_tokenizer
-    from training.features import tokenizer_corpus
-    from training.pretrain import PretrainConfig, add_sentinels, batch_iterator, pretrain
-    from training.scratch import new_t5
-    from training.synthetic import synthetic_examples, training_complaints
+    from training.method.features import tokenizer_corpus
+    from training.build.pretrain import PretrainConfig, add_sentinels, batch_iterator, pretrain
+    from training.build.scratch import new_t5
+    from training.corpus.synthetic import synthetic_examples, training_complaints
 
     torch.manual_seed(seed)
     complaints = training_complaints(train)  # the training split's only: never val or test
@@ -233,7 +233,7 @@ def train_stage2_from(cfg: R2DConfig, recipe: Recipe, files: dict[str, Path], st
 def train_recipe(cfg: R2DConfig, recipe: Recipe, files: dict[str, Path], work: Path, budget_s: float,
                  seed: int, stage1_steps: int | None = None, stage2_steps: int | None = None,
                  stage1_from: Path | None = None, scale: Scale = Scale()) -> tuple[Path, dict]:
-    """Stage 1 (training.pretrain, or the model in stage1_from) then Stage 2 (training.stage2); returns the
+    """Stage 1 (training.build.pretrain, or the model in stage1_from) then Stage 2 (training.stage2); returns the
     Stage-2 dir and the Stage-1 log."""
     stage1_dir = train_stage1_once(cfg, recipe, files, work, budget_s, seed, stage1_steps, stage1_from, scale)
     log = _stage1_log(stage1_dir)
@@ -544,10 +544,11 @@ and a synthetic corpus; it is far weaker than a triage nurse and must not be use
 - Task: KTAS level (1 = resuscitation ... 5 = non-urgent) from a triage narrative, with a rationale that
   restates the case's own findings (label-free rule rationales: the gold level is never in a target).
 - Method: Reason2Decide. Stage 1 (`explain`) on {last['step']} batches of {cfg.optim.batch_size} streamed from a
-  synthetic corpus of sampled triage facts (training.synthetic: normal and abnormal ranges, every mental state and pain
-  score, the training split's chief complaints, KTAS-narrative and free-text styles) mixed with the KTAS training
-  split, learning-rate warm-up {log['recipe']['warmup_steps']} steps; then Stage 2 ({log['stage2_steps']} steps of
-  `predict` + `given label ... explain`, scheduled sampling) on the KTAS training split{balance}.
+  synthetic corpus of sampled triage facts (training.corpus.synthetic: normal and abnormal ranges, every mental
+  state and pain score, the training split's chief complaints, KTAS-narrative and free-text styles) mixed with
+  the KTAS training split, learning-rate warm-up {log['recipe']['warmup_steps']} steps; then Stage 2
+  ({log['stage2_steps']} steps of `predict` + `given label ... explain`, scheduled sampling) on the KTAS
+  training split{balance}.
 - Architecture: T5 (gated-GELU) trained from random weights, d_model {a.d_model},
   {a.num_layers}+{a.num_decoder_layers} layers, {a.num_heads} heads, own {tokenizer_kind} tokenizer with one token per
   digit{_pieces(log)}, fitted to the training texts.
@@ -774,10 +775,10 @@ def _ablation(args: argparse.Namespace, cfg: R2DConfig, files: dict[str, Path]) 
 
 
 def resolve_args_scale(args: argparse.Namespace) -> Scale:
-    """The Scale the command line asks for (training.scale.resolve_scale). Raises ConfigError."""
+    """The Scale the command line asks for (training.build.scale.resolve_scale). Raises ConfigError."""
     import torch
 
-    from training.scale import cpu_has_bf16, resolve_scale
+    from training.build.scale import cpu_has_bf16, resolve_scale
     return resolve_scale(args.device, torch.cuda.is_available(), bf16=args.bf16, batch_size=args.stage1_batch_size,
                          workers=args.workers, compile_model=args.compile, cpu_bf16=cpu_has_bf16(),
                          processes=args.parallel_builds)
@@ -838,7 +839,7 @@ def write_card(model_dir: Path, files: dict[str, Path], ablation: dict[str, Any]
         atomic_write_text(model_dir / ABLATION_FILENAME, json.dumps(ablation, indent=2) + "\n")
     elif (model_dir / ABLATION_FILENAME).is_file():
         ablation = json.loads((model_dir / ABLATION_FILENAME).read_text(encoding="utf-8"))
-    manifest = json.loads((files["train"].parent / prepare_data.MANIFEST).read_text(encoding="utf-8"))
+    manifest = json.loads((files["train"].parent / splits.MANIFEST).read_text(encoding="utf-8"))
     saved = load_config(model_dir / "r2d_config.json")
     log = json.loads((model_dir / TRAIN_LOG_FILENAME).read_text(encoding="utf-8"))
     kind = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]["type"]

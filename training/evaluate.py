@@ -36,8 +36,8 @@ from r2d.data import Example, atomic_write_text, iter_csv, iter_jsonl, load_exam
 from r2d.errors import DatasetSchemaError, R2DError
 from r2d.eval.metrics import MetricInputError
 from r2d.prompts import PROMPT_VERSION
-from training.common import setup_logging
-from training.prepare_data import file_sha256
+from training.cli import setup_logging
+from training.corpus.splits import file_sha256
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from r2d.config import config_to_dict, load_config
 from r2d.errors import R2DError
 from r2d.review.export import ExportPolicy, export_stage2_dataset, preview_export
 from r2d.review.store import ACTIONS, ReviewStore
-from training.common import setup_logging
+from training.cli import setup_logging
 
 logger = logging.getLogger(__name__)
 

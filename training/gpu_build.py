@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from training.common import setup_logging
+from training.cli import setup_logging
 from training.evaluate import FREE_TEXT_SET
 from training.default_model import DEFAULT_STAGE2_ARMS, ROOT
 

@@ -35,8 +35,8 @@ from r2d.data import atomic_write_text, load_examples, write_examples
 from r2d.errors import DatasetSchemaError, R2DError
 from r2d.review.export import is_complete_export
 from r2d.review.jobs import COMPARED, PROPORTIONS, SPLITS, check_inputs, comparison_table, estimate_seconds
-from training.common import setup_logging
-from training.prepare_data import file_sha256
+from training.cli import setup_logging
+from training.corpus.splits import file_sha256
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Sequence
 from r2d.review import audit
 from r2d.config import AppConfig
 from r2d.review.export import EXPORT_META_FILENAME
-from training.common import setup_logging
+from training.cli import setup_logging
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

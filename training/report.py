@@ -40,8 +40,9 @@ from r2d.data import atomic_write_text, load_examples
 from r2d.errors import R2DError
 from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
 from r2d.sources import KTAS_LABEL_NAMES, KTAS_LABELS, ktas_meta, load_ktas_nurse_labels
-from training import default_model, prepare_data
-from training.common import setup_logging
+from training import default_model
+from training.corpus import splits
+from training.cli import setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -181,11 +182,10 @@ def pubmedqa_work(work: Path) -> Path:
 
 
 def prepare_pubmedqa(source: Path, work: Path) -> dict[str, Path]:
-    """training.prepare_data pubmedqa into WORK/pubmedqa/data (official test split); return split -> file."""
+    """training.corpus.splits pubmedqa into WORK/pubmedqa/data (official test split); return split -> file."""
     out = pubmedqa_work(work) / "data"
-    code = prepare_data.main(["pubmedqa", "--source", str(source), "--out", str(out), "--seed", str(DATA_SEED)])
-    if code != 0:
-        raise R2DError(f"preparing PubMedQA data from {source} failed")
+    splits.run("pubmedqa", source, out, seed=DATA_SEED,
+               command=f"python -m training.prepare_data pubmedqa --source {source} --out {out} --seed {DATA_SEED}")
     return {split: out / f"{split}.jsonl" for split in ("train", "val", "test")}
 
 
@@ -262,7 +262,7 @@ def _best(results: Results) -> tuple[float, str, str] | None:
 
 
 def arch_shape(arch: Any) -> dict[str, Any]:
-    """The T5Config keys training.scratch.new_t5 builds from cfg.arch (the vocabulary: the tokenizer's target size)."""
+    """The T5Config keys training.build.scratch.new_t5 builds from cfg.arch (vocabulary: the tokenizer's target)."""
     keys = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads")
     return {**{k: getattr(arch, k) for k in keys}, "feed_forward_proj": "gated-gelu"}
 
@@ -494,7 +494,7 @@ def run_pubmedqa(args: argparse.Namespace, cfg: R2DConfig, steps: tuple[int, int
                                         limit=args.pubmedqa_limit)
     ns = {r["n"] for r in runs.values()}
     baseline = majority_baseline(files["train"], files["test"], ns.pop() if len(ns) == 1 else args.pubmedqa_limit)
-    manifest = json.loads((files["train"].parent / prepare_data.MANIFEST).read_text(encoding="utf-8"))
+    manifest = json.loads((files["train"].parent / splits.MANIFEST).read_text(encoding="utf-8"))
     counts = {**{split: manifest["counts"][split]["total"] for split in ("train", "val", "test")},
               "labels": manifest["label_set"]}
     seconds = [json.loads(p.read_text())["seconds"] for seed in runs

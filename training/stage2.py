@@ -19,11 +19,25 @@ from transformers import TrainerCallback
 from r2d.config import R2DConfig, load_config
 from r2d.data import require_rationales
 from r2d.errors import R2DError
-from training.common import (TrainResult, build_meta, build_parser, is_main_process, load_split, meta_defaults,
-                             meta_hints, resolve_generation, resolve_label_set, run_training, setup_logging)
-from training.features import ExampleDataset, R2DCollator, needs_rationales, tokenizer_corpus
-from training.loading import load_model_for_training
-from training.trainer import DelayedEarlyStopping, EvaluateAtEnd, R2DTrainer, label_metrics, to_training_arguments
+from training.build.loading import load_model_for_training
+from training.build.run import (
+    TrainResult,
+    build_meta,
+    load_split,
+    meta_defaults,
+    resolve_generation,
+    resolve_label_set,
+    run_training,
+)
+from training.cli import build_parser, is_main_process, meta_hints, setup_logging
+from training.method.features import ExampleDataset, R2DCollator, needs_rationales, tokenizer_corpus
+from training.method.trainer import (
+    DelayedEarlyStopping,
+    EvaluateAtEnd,
+    R2DTrainer,
+    label_metrics,
+    to_training_arguments,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ rationale leaves out:
 - a KTAS level other than the label shown; an empty or one-word rationale.
 
 Both sides are read with the same extractor, which knows the project's KTAS narrative (r2d.sources) and notes
-as nurses write them (training.synthetic writes both): vitals in any order with units or none (BP 90/60 mmHg,
+as nurses write them (training.corpus.synthetic writes both): vitals in any order with units or none (BP 90/60 mmHg,
 HR 120 bpm, RR 24, T 38.5C or 101.3F, sats 91% RA), "vitals normal" / "obs stable" / "VSS" without numbers,
 GCS 3-15, AVPU words and letters ("AVPU: V", A&Ox3), pain 7/10, ages as 55M / 55 yo F, BIBA / EMS, and the
 complaint after "c/o", "presenting with", "CC:" or as the sentence a note opens with. Complaint words are

@@ -88,7 +88,7 @@ _CHAIN_LIST = (
           "export log entry"),
 )
 CHAINS: dict[str, Chain] = {c.table: c for c in _CHAIN_LIST}
-# tables whose rows are never updated or deleted (r2d.review.store creates them; the triggers are made by append_only_sql)
+# tables whose rows are never updated or deleted (r2d.review.store creates them; append_only_sql, the triggers)
 APPEND_ONLY = ("reviews", "batches", "batch_items", "batch_predictions", "exports", "review_events", "drafts",
                "batch_item_sources")
 PROTECTED_TRIGGERS = (tuple(f"{t}_no_{op}" for t in APPEND_ONLY for op in ("update", "delete"))

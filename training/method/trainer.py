@@ -25,8 +25,8 @@ from r2d.errors import ConfigError
 from r2d.eval.metrics import accuracy, macro_f1
 from r2d.prompts import predict_prompt
 from r2d.scoring import IGNORE_INDEX, eval_mode, score_labels, tokenize_inputs
-from training.features import MODES, explain_given_label_inputs, label_targets
-from training.schedules import (ConfidenceThreshold, alpha_at, gated_probability, gumbel_temperature, mix_labels,
+from training.method.features import MODES, explain_given_label_inputs, label_targets
+from training.method.schedules import (ConfidenceThreshold, alpha_at, gated_probability, gumbel_temperature, mix_labels,
                                 sampling_probability, warmup_steps)
 
 logger = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class R2DTrainer(Seq2SeqTrainer):
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None) -> Any:
-        """The mode's loss on one batch from R2DCollator (see the module docstring of training.features)."""
+        """The mode's loss on one batch from R2DCollator (see the module docstring of training.method.features)."""
         losses = {"stage1": self.stage1_loss, "sft": self.sft_loss, "dss": self.dss_loss, "r2d": self.r2d_loss}
         loss, stats = losses[self.mode](model, inputs)
         if model.training:

@@ -23,7 +23,7 @@ from r2d.modeling import quiet_peft_deprecations
 from r2d.prompts import PROMPT_VERSION
 from r2d.quantize import nf4_bnb_config
 from r2d.tokenizer import train_tokenizer
-from training.scratch import new_t5
+from training.build.scratch import new_t5
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,8 @@
-"""training.common: data files, the label set, data-derived generation lengths, model metadata, CLI hints."""
+"""training.build.run: data files, the label set, data-derived generation lengths, model metadata, CLI hints."""
 from __future__ import annotations
 
 import json
 from dataclasses import replace
-from types import SimpleNamespace
 
 import pytest
 
@@ -11,8 +10,15 @@ from r2d.artifacts import ModelMeta
 from r2d.config import DataConfig, GenerationConfig
 from r2d.data import Example
 from r2d.errors import ConfigError, DatasetSchemaError
-from training.common import (MAX_CLOSED_LABELS, build_meta, data_manifest, load_split, meta_defaults, meta_hints,
-                             resolve_generation, resolve_label_set)
+from training.build.run import (
+    MAX_CLOSED_LABELS,
+    build_meta,
+    data_manifest,
+    load_split,
+    meta_defaults,
+    resolve_generation,
+    resolve_label_set,
+)
 
 
 def labelled(n: int) -> list[Example]:
@@ -71,14 +77,6 @@ def test_build_meta_prefers_the_caller_then_the_init_model():
     assert meta.extra == {"stage": "stage2"} and build_meta(["1"], None).task == ""
 
 
-def test_meta_hints_parse_label_names():
-    args = SimpleNamespace(task=None, ordinal=True, label_names=["1=Resuscitation", " 2 = Emergency "])
-    assert meta_hints(args) == {"task": None, "ordinal": True,
-                                "label_names": {"1": "Resuscitation", "2": "Emergency"}}
-    with pytest.raises(ConfigError, match="LABEL=NAME"):
-        meta_hints(SimpleNamespace(task=None, ordinal=None, label_names=["1"]))
-
-
 # --- lengths derived from the data (resolve_generation) ------------------------------------------
 
 
@@ -99,11 +97,11 @@ def test_label_length_is_the_longest_label_after_tokenisation(tiny_tokenizer, ti
 ])
 def test_every_cut_is_a_warning(tiny_tokenizer, tiny_examples, caplog, key, value, what, ktas_labels):
     g = replace(GenerationConfig(max_label_tokens=0, max_rationale_tokens=128, max_input_tokens=256), **{key: value})
-    with caplog.at_level("WARNING", logger="training.common"):
+    with caplog.at_level("WARNING", logger="training.build.run"):
         resolve_generation(g, tiny_tokenizer, ktas_labels, tiny_examples, "r2d")
     assert f"of {len(tiny_examples) if what != 'labels' else len(ktas_labels)} {what} are longer than " \
            f"generation.{key}={value} tokens" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="training.common"):
+    with caplog.at_level("WARNING", logger="training.build.run"):
         resolve_generation(GenerationConfig(max_label_tokens=0), tiny_tokenizer, ktas_labels, tiny_examples, "r2d")
     assert "are cut" not in caplog.text  # the defaults cut nothing of the test data

@@ -1,7 +1,7 @@
 """Stage 1 for a T5 trained from scratch: the explain task on a streamed synthetic corpus, under a time budget.
 
 A from-scratch T5 can learn the rationale *template* while its decoder ignores the encoder; what
-makes it read the case is data (the synthetic corpus of training.synthetic, fresh cases every batch,
+makes it read the case is data (the synthetic corpus of training.corpus.synthetic, fresh cases every batch,
 no epochs), learning-rate warm-up, and optionally T5's own span-corruption objective on case texts
 (`span_fraction` of each batch; it is what teaches a T5 decoder to read its encoder). The task and
 loss are training.stage1's (explain_prompt(case) -> rationale, token cross-entropy); this loop exists

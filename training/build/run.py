@@ -1,11 +1,10 @@
 """Wiring shared by Stage 1 and Stage 2: data, label set, generation lengths, model metadata, the run itself.
 
-Model loading (full / LoRA / QLoRA) is in training.loading. Only the best model ends up in the output
+Model loading (full / LoRA / QLoRA) is in training.build.loading. Only the best model ends up in the output
 directory, beside `r2d_model.json`, `r2d_config.json` and `train_log.json`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -18,13 +17,13 @@ from r2d.config import DataConfig, GenerationConfig, R2DConfig
 from r2d.data import Example, atomic_write_text, label_set, load_examples
 from r2d.errors import ConfigError, DatasetSchemaError
 from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
-from training.prepare_data import MANIFEST
+from training.corpus.splits import MANIFEST
 
 if TYPE_CHECKING:  # torch-heavy; this module stays light so every CLI can call setup_logging cheaply
     from transformers import PreTrainedTokenizerBase
 
-    from training.loading import TrainingModel
-    from training.trainer import R2DTrainer
+    from training.build.loading import TrainingModel
+    from training.method.trainer import R2DTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +168,7 @@ def build_meta(labels: Sequence[str], init_meta: ModelMeta | None, task: str | N
 def run_training(trainer: R2DTrainer, loaded: TrainingModel, out_dir: str | Path, cfg: R2DConfig,
                  meta: ModelMeta) -> TrainResult:
     """Train, save the best model with its metadata, config and train_log.json; remove the checkpoints."""
-    from training.trainer import CHECKPOINT_SUBDIR
+    from training.method.trainer import CHECKPOINT_SUBDIR
     out = Path(out_dir)
     checkpoints = out / CHECKPOINT_SUBDIR
     if trainer.is_world_process_zero():
@@ -196,47 +195,3 @@ def run_training(trainer: R2DTrainer, loaded: TrainingModel, out_dir: str | Path
             shutil.rmtree(checkpoints, ignore_errors=True)
     logger.info("best %s = %s at step %s; model in %s", metric, state.best_metric, best_step, out)
     return TrainResult(out, metric, state.best_metric, best_step, state.global_step, log_path)
-
-
-# --- command line ------------------------------------------------------------------------------------
-
-
-def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The flags both stages share; each stage adds its own."""
-    p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument("--config",
-                   help="JSON config (a small diff against the defaults), e.g. training/configs/ktas_cpu.json")
-    p.add_argument("--out", required=True, help="output model directory (only the best model is kept)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value, e.g. --set optim.max_steps=50 (repeatable)")
-    p.add_argument("--task", help="task name stored with the model (default: the init model's)")
-    p.add_argument("--ordinal", action="store_true", default=None,
-                   help="labels are ordinal, larger = less urgent (enables under-triage metrics)")
-    p.add_argument("--label-name", dest="label_names", action="append", default=None, metavar="LABEL=NAME",
-                   help="a human name shown beside a label, e.g. --label-name 1=Resuscitation (repeatable)")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    return p
-
-
-def meta_hints(args: argparse.Namespace) -> dict[str, Any]:
-    """task/ordinal/label_names keyword arguments from parsed flags. Raises ConfigError for a bad --label-name."""
-    names = None
-    if args.label_names is not None:
-        names = {}
-        for item in args.label_names:
-            label, sep, name = item.partition("=")
-            if not sep or not label.strip() or not name.strip():
-                raise ConfigError(f"--label-name {item!r} must look like LABEL=NAME")
-            names[label.strip()] = name.strip()
-    return {"task": args.task, "ordinal": args.ordinal, "label_names": names}
-
-
-def is_main_process() -> bool:
-    """False on every DDP rank but the first (torchrun / accelerate launch), so CLIs print once."""
-    from accelerate import PartialState
-    return PartialState().is_main_process
-
-
-def setup_logging(level: str) -> None:
-    """Entry points only: one line per record with time, level and module."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

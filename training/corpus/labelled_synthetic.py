@@ -3,7 +3,7 @@
 KTAS has 18 resuscitation cases in its training split, and the model called unresponsive and pulseless
 patients "less urgent". KTAS's first-order modifiers (consciousness, haemodynamics, breathing, pain;
 r2d.checks.rules.first_order_modifiers) set the most urgent level a finding calls for, whatever the complaint.
-A case drawn by training.synthetic whose floor from consciousness, circulation or breathing is KTAS 1
+A case drawn by training.corpus.synthetic whose floor from consciousness, circulation or breathing is KTAS 1
 or 2 is labelled with that floor: nothing more urgent exists for 1, and for 2 the sampled facts hold
 nothing that calls for 1. Pain is left out of the floor here (KTAS's severe-pain row is for central
 pain, which the facts do not record), and cases with a milder or no modifier are left out, since their
@@ -18,7 +18,7 @@ from typing import Sequence
 
 from r2d.data import Example
 from r2d.checks.rules import urgency_floor, write_rationale
-from training.synthetic import STYLES, case_text, sample_facts
+from training.corpus.synthetic import STYLES, case_text, sample_facts
 
 FIXED_LEVELS = ("1", "2")  # the floors that fix a level without the complaint
 
@@ -26,7 +26,7 @@ FIXED_LEVELS = ("1", "2")  # the floors that fix a level without the complaint
 def modifier_labelled_examples(n: int, complaints: Sequence[str], seed: int,
                                max_draws: int | None = None) -> list[Example]:
     """n synthetic adult cases labelled by their first-order-modifier floor (KTAS 1 or 2), deterministic per
-    seed, in every style of training.synthetic. Raises RuntimeError if max_draws draws (default 200 n) give
+    seed, in every style of training.corpus.synthetic. Raises RuntimeError if max_draws draws (default 200 n) give
     fewer than n (the sampler would have stopped producing critical findings)."""
     rng, out, draws = random.Random(seed), [], 0
     limit = max_draws if max_draws is not None else 200 * max(1, n)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from r2d.errors import ConfigError
+from r2d.limits import MAX_CASE_CHARS
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ class AppConfig:
     # the review database (SQLite, WAL); relative paths are under the working directory
     db_path: str = "r2d_reviews.sqlite3"
     # longest case text accepted, in characters; huge pastes are refused before tokenising
-    max_case_chars: int = 4000
+    max_case_chars: int = MAX_CASE_CHARS
     # largest batch upload, in rows
     max_batch_rows: int = 2000
     # below this top-label probability the app shows a low-confidence note beside the suggestion

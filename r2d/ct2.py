@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 from r2d.config import GenerationConfig, ModelConfig
 from r2d.errors import ModelLoadError
+from r2d.limits import MAX_CASE_CHARS
 from r2d.inference import OnToken, Predictor
 from r2d.modeling import (LoadedModel, _has_tokenizer, _looks_like_hub_id, _meta_for, check_adapter_dir,
                           check_model_dir, model_id_of, resolve_device)
@@ -192,7 +193,7 @@ class CT2Predictor(Predictor):
 
     backend = "ct2"
 
-    def __init__(self, loaded: LoadedModel, generation: GenerationConfig, max_case_chars: int = 4000) -> None:
+    def __init__(self, loaded: LoadedModel, generation: GenerationConfig, max_case_chars: int = MAX_CASE_CHARS) -> None:
         if generation.constrain_numbers:
             raise ModelLoadError("generation.constrain_numbers needs model.backend=torch or auto: CTranslate2 "
                                  "takes no logits processor")

@@ -29,7 +29,7 @@ from transformers.generation.streamers import BaseStreamer
 from r2d.config import GenerationConfig, ModelConfig
 from r2d.errors import ConfigError, InvalidCaseError, ModelLoadError
 from r2d.checks.factcheck import least_contradicted
-from r2d.limits import text_problems
+from r2d.limits import MAX_CASE_CHARS, check_case_text
 from r2d.modeling import LoadedModel
 from r2d.number_guard import NumberGuardProcessor
 from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, explain_prompt, predict_prompt
@@ -134,7 +134,7 @@ class Predictor:
 
     backend = "torch"
 
-    def __init__(self, loaded: LoadedModel, generation: GenerationConfig, max_case_chars: int = 4000) -> None:
+    def __init__(self, loaded: LoadedModel, generation: GenerationConfig, max_case_chars: int = MAX_CASE_CHARS) -> None:
         if not loaded.meta.label_set:
             raise ModelLoadError(f"model {loaded.model_id} has an empty label set; re-export it with its labels")
         if loaded.backend != self.backend:
@@ -163,7 +163,8 @@ class Predictor:
                            loaded.meta.prompt_version, PROMPT_VERSION)
 
     @classmethod
-    def from_loaded(cls, loaded: LoadedModel, generation: GenerationConfig, max_case_chars: int = 4000) -> "Predictor":
+    def from_loaded(cls, loaded: LoadedModel, generation: GenerationConfig,
+                    max_case_chars: int = MAX_CASE_CHARS) -> "Predictor":
         """The Predictor for the loaded model's backend: Predictor(loaded, ...) for torch, CT2Predictor for ct2."""
         if loaded.backend == "ct2" and cls.backend != "ct2":
             from r2d.ct2 import CT2Predictor
@@ -177,17 +178,7 @@ class Predictor:
 
         Raises InvalidCaseError when it is not text, empty, or longer than the model reads.
         """
-        if not isinstance(case_text, str):
-            raise InvalidCaseError(f"case text must be a string, got {type(case_text).__name__}")
-        text = case_text.strip()
-        if not text:
-            raise InvalidCaseError("case text is empty: type or paste the patient's presentation")
-        if len(text) > self.max_case_chars:
-            raise InvalidCaseError(f"case text is {len(text)} characters long; the limit is {self.max_case_chars}. "
-                                   "Shorten it to the presentation, vitals and history that matter for triage")
-        problems = text_problems("case text", text, self.max_case_chars)  # NUL, controls, lone surrogates
-        if problems:
-            raise InvalidCaseError(problems[0])
+        text = check_case_text(case_text, self.max_case_chars)
         # the explain prompt is the longer of the two; it must fit whole, or the model would read a cut case
         with self._check_lock:
             n_tokens = len(self._check_tokenizer(explain_given_label_prompt(text, self._longest_label))["input_ids"])
@@ -384,7 +375,8 @@ class Predictor:
                 for c, lab, s, r in zip(cases, labels, scores, rationales)]
 
 
-def load_predictor(model_cfg: ModelConfig, generation: GenerationConfig, max_case_chars: int = 4000) -> Predictor:
+def load_predictor(model_cfg: ModelConfig, generation: GenerationConfig,
+                   max_case_chars: int = MAX_CASE_CHARS) -> Predictor:
     """Load model_cfg's model on the backend model_cfg.backend resolves to (r2d.modeling.resolve_backend) and
     wrap it in the Predictor for that backend. Raises ModelLoadError."""
     from r2d import ct2

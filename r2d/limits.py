@@ -14,6 +14,7 @@ from r2d.errors import InvalidCaseError
 
 MAX_NAME_CHARS = 100  # a person's name or sign-in, with room for "Dr ... (charge nurse)"
 MAX_COMMENT_CHARS = 2000  # a paragraph of notes to the next reviewer
+MAX_CASE_CHARS = 4000  # app.max_case_chars' default: a long triage note with history fits several times
 MAX_RATIONALE_CHARS = 4000  # ten times the model's longest rationale; Stage 2 truncates targets anyway
 MAX_ID_CHARS = 200  # submission ids, batch and case ids made by the app or an upload
 # the store's ceiling on a case text; the app refuses far less (AppConfig.max_case_chars, what the model reads)
@@ -61,9 +62,13 @@ def text_problems(field: str, value: object, max_chars: int, multiline: bool = T
     return [f"{field} contains {bad}; remove it (paste as plain text)"] if bad else []
 
 
-def check_case_text(text: object, max_chars: int) -> str:
-    """A case text that is plain text within max_chars, stripped. Raises InvalidCaseError otherwise."""
-    problems = text_problems("case text", text, max_chars)
+def check_case_text(text: object, max_chars: int = MAX_CASE_CHARS) -> str:
+    """A case text that is plain text within max_chars, stripped: the one check every way in (the predictor,
+    an upload's rows, the app) runs. Raises InvalidCaseError otherwise."""
+    if isinstance(text, str) and len(text) > max_chars:
+        raise InvalidCaseError(f"case text has {len(text):,} characters; the limit is {max_chars:,}. Shorten it "
+                               "to the presentation, vitals and history that matter for triage")
+    problems = text_problems("case text", text, max_chars)  # not text; NUL, controls, lone surrogates
     if problems:
         raise InvalidCaseError(problems[0])
     stripped = str(text).strip()

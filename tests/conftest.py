@@ -217,12 +217,8 @@ class FakePredictor:
         return LabelScores(self.label_set, tuple(math.log(p) for p in probs), probs, top)
 
     def check_case(self, case_text: str) -> str:
-        from r2d.errors import InvalidCaseError
-        if not isinstance(case_text, str) or not case_text.strip():
-            raise InvalidCaseError("case text is empty: paste a triage note")
-        if len(case_text) > self.max_case_chars:
-            raise InvalidCaseError(f"case text has {len(case_text)} characters; the limit is {self.max_case_chars}")
-        return case_text.strip()
+        from r2d.limits import check_case_text
+        return check_case_text(case_text, self.max_case_chars)
 
     def predict_label(self, case_text: str):
         self.calls["predict_label"] += 1

@@ -8,7 +8,7 @@ import pytest
 
 from r2d.artifacts import read_model_meta
 from r2d.config import load_config
-from training import default_model
+from training import default_model, evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +48,7 @@ def test_ablation_then_recipe_then_evaluate_only(tmp_path, shared_data):
     assert meta.label_set == ("1", "2", "3", "4", "5") and meta.ordinal and meta.label_names["1"] == "Resuscitation"
     assert not (out / "stale.txt").exists()  # replaced whole, not merged
     assert not list(out.parent.glob("*.new")) and not list(out.parent.glob("*.old"))
-    report = json.loads((out / default_model.REPORT_FILENAME).read_text())
+    report = json.loads((out / evaluate.REPORT_FILENAME).read_text())
     single = json.loads((out / default_model.SINGLE_REPORT_FILENAME).read_text())
     fp32 = json.loads((out / default_model.FP32_REPORT_FILENAME).read_text())
     assert report["n"] == single["n"] == fp32["n"] == 252  # the held-out test split, every case
@@ -73,7 +73,7 @@ def test_ablation_then_recipe_then_evaluate_only(tmp_path, shared_data):
     assert default_model.main(common + ["--out", str(out), "--stage1-from", str(stage1), "--stage2-steps", "3"]) == 0
     card = (out / default_model.CARD_FILENAME).read_text()
     assert "--stage1-steps 2" in card and "--stage2-steps 3" in card and "Stage 2 from that Stage 1" in card
-    assert json.loads((out / default_model.TRAIN_LOG_FILENAME).read_text())["stage2_steps"] == 3
+    assert json.loads((out / default_model.BUILD_LOG_FILENAME).read_text())["stage2_steps"] == 3
 
     (out / default_model.CARD_FILENAME).write_text("stale card")
     (out / default_model.ABLATION_FILENAME).unlink()

@@ -172,9 +172,9 @@ def test_batch_checks_every_case_first(predictor):
 @pytest.mark.parametrize("bad, match", [
     ("", "empty"),
     (" \n\t ", "empty"),
-    (None, "must be a string, got NoneType"),
-    (42, "must be a string, got int"),
-    ("x" * 4001, "4001 characters long; the limit is 4000"),
+    (None, "must be text, got NoneType"),
+    (42, "must be text, got int"),
+    ("x" * 4001, "4,001 characters; the limit is 4,000. Shorten it to the presentation"),
 ])
 def test_check_case_refuses(predictor, bad, match):
     with pytest.raises(InvalidCaseError, match=match):

@@ -207,7 +207,7 @@ def test_all_reviewed_queue_stays_on_the_last_item(store, fake_predictor):
 
 def test_check_cases_names_the_first_bad_case(fake_predictor):
     rv.check_cases(fake_predictor, ["level 1 a", "level 2 b"], "up.csv")
-    with pytest.raises(InvalidCaseError, match=r"up.csv, case 2: case text has 5000 characters"):
+    with pytest.raises(InvalidCaseError, match=r"up.csv, case 2: case text has 5,000 characters"):
         rv.check_cases(fake_predictor, ["ok", "x" * 5000, "  "], "up.csv")
 
 

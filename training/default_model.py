@@ -25,17 +25,19 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from r2d.config import R2DConfig, load_config
 from r2d.data import Example, atomic_write_text, load_examples, write_examples
 from r2d.errors import ConfigError, R2DError
+from r2d.eval.summary import MeanSD, fmt, fmt_mean_sd, mean_sd
 from r2d.sources import KTAS_LABEL_NAMES, KTAS_LABELS, ktas_meta
 from training import evaluate
 from training.corpus import splits
 from training.cli import setup_logging
+from training.build.run import TRAIN_LOG_FILENAME
 from training.build.scale import Scale
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,6 @@ DEFAULT_CONFIG = ROOT / "training" / "configs" / "default_model.json"
 DEFAULT_OUT = ROOT / "assets" / "models" / "r2d-ktas-small"
 DEFAULT_KTAS = ROOT.parent / "shared" / "data" / "ktas" / "data.csv"
 EXAMPLES_FILE = ROOT / "examples" / "triage_cases.jsonl"
-REPORT_FILENAME = "eval_report.json"
 EXAMPLES_REPORT_FILENAME = "examples_report.json"
 FREE_TEXT_REPORT_FILENAME = "free_text_report.json"
 SINGLE_REPORT_FILENAME = "eval_report_single_rationale.json"
@@ -54,7 +55,7 @@ GUARDED_REPORT_FILENAME = "eval_report_numbers_guarded.json"
 FREE_TEXT_GUARDED_REPORT_FILENAME = "free_text_report_numbers_guarded.json"
 # the embedded model's version, named in its card and the README
 MODEL_VERSION = "v3"
-TRAIN_LOG_FILENAME = "pretrain_log.json"  # Stage 1's log, Stage 2's steps and the command: the card reads it
+BUILD_LOG_FILENAME = "pretrain_log.json"  # Stage 1's log, Stage 2's steps, the command: the card reads it
 ABLATION_FILENAME = "ablation.json"
 CARD_FILENAME = "MODEL_CARD.md"
 # shares of the budget: Stage 1, Stage 2; the rest is kept for the evaluations
@@ -196,7 +197,7 @@ def stage1(cfg: R2DConfig, recipe: Recipe, train: list[Example], val: list[Examp
     log = {"recipe": recipe.__dict__, "history": history, "seconds": seconds,
            "seconds_per_step": seconds / max(1, history[-1]["step"]), "scale": scale.__dict__,
            "hardware": hardware(scale), "tokenizer_pieces": len(tokenizer)}
-    atomic_write_text(out / "pretrain_log.json", json.dumps(log, indent=2) + "\n")
+    atomic_write_text(out / BUILD_LOG_FILENAME, json.dumps(log, indent=2) + "\n")
     return log
 
 
@@ -258,9 +259,9 @@ def train_stage1_once(cfg: R2DConfig, recipe: Recipe, files: dict[str, Path], wo
 
 
 def _stage1_log(stage1_dir: Path) -> dict[str, Any]:
-    log = stage1_dir / TRAIN_LOG_FILENAME
+    log = stage1_dir / BUILD_LOG_FILENAME
     if not log.is_file():
-        raise ConfigError(f"--stage1-from {stage1_dir}: no {TRAIN_LOG_FILENAME}; give the stage1/ folder of an "
+        raise ConfigError(f"--stage1-from {stage1_dir}: no {BUILD_LOG_FILENAME}; give the stage1/ folder of an "
                           "earlier build (WORK/final/stage1)")
     return json.loads(log.read_text(encoding="utf-8"))
 
@@ -283,7 +284,7 @@ def evaluate_model_dir(model_dir: Path, test: Path) -> dict[str, dict[str, Any]]
     a decoding lever, reported beside the model's own figures, never as them)."""
     single = ("generation.fact_check_candidates=0",)
     guarded = single + ("generation.constrain_numbers=true",)
-    return {"test": evaluate_on(model_dir, test, model_dir / REPORT_FILENAME, quantization="auto"),
+    return {"test": evaluate_on(model_dir, test, model_dir / evaluate.REPORT_FILENAME, quantization="auto"),
             "single": evaluate_on(model_dir, test, model_dir / SINGLE_REPORT_FILENAME, bertscore=False,
                                   overrides=single, quantization="auto"),
             "fp32": evaluate_on(model_dir, test, model_dir / FP32_REPORT_FILENAME, bertscore=False,
@@ -324,8 +325,8 @@ def build_arms(cfg: R2DConfig, files: dict[str, Path], work: Path, budget_s: flo
         model_dir, taken = train_stage2_from(cfg, recipe, files, stage1_dir, arm_dir / "stage2", stage2_steps,
                                              seed, scale)
         results[name] = {"dir": str(model_dir), "stage2_steps": taken, "seed": seed} | {
-            split: summary(evaluate_on(model_dir, path, arm_dir / f"{split}_{REPORT_FILENAME}", bertscore=False,
-                                       overrides=SINGLE_RATIONALE, quantization="none",
+            split: summary(evaluate_on(model_dir, path, arm_dir / f"{split}_{evaluate.REPORT_FILENAME}",
+                                       bertscore=False, overrides=SINGLE_RATIONALE, quantization="none",
                                        batch_size=64 if scale.device == "cuda" else 16, limit=eval_limit))
             for split, path in sets.items()}
         logger.info("arm %s: %s", name, {k: v for k, v in results[name].items() if k != "dir"})
@@ -366,7 +367,7 @@ def pick_best(candidates: Sequence[Path], out: Path) -> dict[str, Any]:
                log["selected_arm"], "chosen": c == best} for c, log in logs.items()]
     merged = logs[best] | {"builds": builds}
     publish(best, out)
-    atomic_write_text(out / TRAIN_LOG_FILENAME, json.dumps(merged, indent=2) + "\n")
+    atomic_write_text(out / BUILD_LOG_FILENAME, json.dumps(merged, indent=2) + "\n")
     return merged
 
 
@@ -401,12 +402,12 @@ def ablation_arm(cfg: R2DConfig, name: str, files: dict[str, Path], work: Path, 
     if done.is_file():
         return json.loads(done.read_text(encoding="utf-8"))
     s1_dir = seed_dir / f"stage1_{_stage1_key(recipe)}"
-    if not (s1_dir / "pretrain_log.json").is_file():
+    if not (s1_dir / BUILD_LOG_FILENAME).is_file():
         stage1(cfg, recipe, load_examples(files["train"]), load_examples(files["val"]), s1_dir, None,
                stage1_steps, seed)
-    log = json.loads((s1_dir / "pretrain_log.json").read_text(encoding="utf-8"))
+    log = json.loads((s1_dir / BUILD_LOG_FILENAME).read_text(encoding="utf-8"))
     model_dir, s2_steps = train_stage2_from(cfg, recipe, files, s1_dir, arm_dir / "stage2", stage2_steps, seed)
-    report = evaluate_on(model_dir, files["val"], arm_dir / REPORT_FILENAME, bertscore=False)
+    report = evaluate_on(model_dir, files["val"], arm_dir / evaluate.REPORT_FILENAME, bertscore=False)
     result = summary(report) | {"seed": seed, "change": ABLATIONS[name], "stage1_steps": log["history"][-1]["step"],
                                 "stage2_steps": s2_steps, "stage1_fidelity_probe": log["history"][-1].get("fidelity")}
     atomic_write_text(done, json.dumps(result, indent=2) + "\n")
@@ -434,13 +435,13 @@ def run_ablation(cfg: R2DConfig, files: dict[str, Path], work: Path, seeds: Sequ
 def collect_ablation(work: Path) -> dict[str, Any]:
     """Aggregate every finished arm-seed under work/ablation into work/ablation.json (mean and SD per arm)."""
     done = sorted((work / "ablation").glob("seed*/*/summary.json"))
-    runs = [json.loads(f.read_text(encoding="utf-8")) | _decoding(f.with_name(REPORT_FILENAME)) for f in done]
+    runs = [json.loads(f.read_text(encoding="utf-8")) | _decoding(f.with_name(evaluate.REPORT_FILENAME)) for f in done]
     arms: dict[str, Any] = {}
     for name, change in ABLATIONS.items():
         mine = [r for r in runs if r["change"] == change]
         if mine:
             arms[name] = {"change": change, "seeds": sorted(r["seed"] for r in mine), "runs": mine,
-                          "n": mine[0]["n"]} | {k: _mean_sd([r[k] for r in mine]) for k in ABLATION_METRICS}
+                          "n": mine[0]["n"]} | {k: asdict(mean_sd([r[k] for r in mine])) for k in ABLATION_METRICS}
     steps = {(r["stage1_steps"], r["stage2_steps"]) for r in runs}
     result = {"split": "val", "arms": arms, "steps": [list(s) for s in sorted(steps)],
               "decoding": [list(d) for d in sorted({(r["candidates"], r["quantization"]) for r in runs
@@ -460,15 +461,6 @@ def _decoding(report: Path) -> dict[str, Any]:
     return {"candidates": r.get("generation", {}).get("fact_check_candidates", 0), "quantization": r["quantization"]}
 
 
-def _mean_sd(values: Sequence[float | None]) -> dict[str, float | None]:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return {"mean": None, "sd": None}
-    mean = sum(vals) / len(vals)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
-    return {"mean": mean, "sd": sd}
-
-
 # --- publishing ----------------------------------------------------------------------------------
 
 
@@ -476,7 +468,7 @@ def publish(model_dir: Path, out: Path) -> None:
     """Replace `out` with the trained model in one rename (a crash leaves the old model, not half a new one)."""
     staging = out.with_name(out.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns("checkpoints", "train_log.json"))
+    shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns("checkpoints", TRAIN_LOG_FILENAME))
     old = out.with_name(out.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
@@ -485,16 +477,6 @@ def publish(model_dir: Path, out: Path) -> None:
         f.chmod(0o644)  # some writers (safetensors, mkstemp) make 0600 files; a committed model is for everyone
     staging.rename(out)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _fmt(v: Any) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
-
-
-def _fmt_sd(stat: dict[str, float | None]) -> str:
-    if stat["mean"] is None:
-        return "n/a"
-    return f"{stat['mean']:.3f}" + ("" if stat["sd"] is None else f" ± {stat['sd']:.3f}")
 
 
 def _decoding_text(ablation: dict[str, Any]) -> str:
@@ -511,7 +493,8 @@ def ablation_table(ablation: dict[str, Any] | None) -> str:
         return ("Not run for this build. `python -m training.default_model --ablation-only` trains every arm "
                 "(cached per arm and seed), then `--ablation-from WORK/ablation.json` puts the table here.")
     arms = ablation["arms"]
-    rows = "\n".join(f"| {name} | {len(a['seeds'])} | " + " | ".join(_fmt_sd(a[k]) for k in ABLATION_METRICS) + " |"
+    rows = "\n".join(f"| {name} | {len(a['seeds'])} | "
+                     + " | ".join(fmt_mean_sd(MeanSD(**a[k])) for k in ABLATION_METRICS) + " |"
                      for name, a in arms.items())
     first = next(iter(arms.values()))
     steps = ", ".join(f"{s1} Stage-1 + {s2} Stage-2 steps" for s1, s2 in ablation["steps"])
@@ -528,7 +511,7 @@ def model_card(reports: dict[str, dict[str, Any]], manifest: dict[str, Any], cfg
                log: dict[str, Any], ablation: dict[str, Any] | None, tokenizer_kind: str = "BPE") -> str:
     """MODEL_CARD.md text; every figure is read from the evaluation reports, the logs or the data manifest."""
     report, single, fp32 = reports["test"], reports["single"], reports["fp32"]
-    rows = "\n".join(f"| {label} {KTAS_LABEL_NAMES.get(label, '')} | {_fmt(s['f1'])} | {s['support']} |"
+    rows = "\n".join(f"| {label} {KTAS_LABEL_NAMES.get(label, '')} | {fmt(s['f1'])} | {s['support']} |"
                      for label, s in report["per_class"].items())
     a, last = cfg.arch, log["history"][-1]
     counts = manifest["counts"]
@@ -558,7 +541,7 @@ and a synthetic corpus; it is far weaker than a triage nurse and must not be use
   group-aware stratified split seed {manifest.get('seed')} (duplicated visits in one split):
   train/val/test = {counts['train']['total']}/{counts['val']['total']}/{counts['test']['total']}.
 - Stage 1 at its end: loss {last['loss']:.3f}; on 32 validation cases, rationales identical to the rule rationale
-  {_fmt(last.get('exact'))}, fidelity {_fmt(last.get('fidelity'))}.
+  {fmt(last.get('exact'))}, fidelity {fmt(last.get('fidelity'))}.
 - Trained by: {_commands(log)}; evaluated and this card written by
   `python -m training.default_model --evaluate-only` (add `--ablation-from WORK/ablation.json` for the table).
 
@@ -617,12 +600,12 @@ def _results_table(reports: dict[str, dict[str, Any]]) -> str:
     names = ["as shown", "one rationale", "one rationale", "numbers guarded"]
     quant = [f"{name} ({r['quantization']})" for name, r in zip(names, columns)]
     lines = ["| metric | " + " | ".join(quant) + " | target |", "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {title} | " + " | ".join(_fmt(r["metrics"].get(key)) for r in columns) + f" | {target} |"
+    lines += [f"| {title} | " + " | ".join(fmt(r["metrics"].get(key)) for r in columns) + f" | {target} |"
               for title, key, target in RESULT_ROWS]
     examples = reports["examples"]
     right = sum(p["predicted_label"] == p["gold_label"] for p in examples["predictions"])
     lines += [f"| examples/triage_cases.jsonl right | {right}/{examples['n']} | | | | >= 16/18 |",
-              f"| fidelity on those examples | {_fmt(examples['metrics'].get('fidelity'))} | | | | |"]
+              f"| fidelity on those examples | {fmt(examples['metrics'].get('fidelity'))} | | | | |"]
     return "\n".join(lines)
 
 
@@ -639,10 +622,10 @@ def _free_text_section(report: dict[str, Any], guarded: dict[str, Any] | None = 
     m = report["metrics"]
     emergencies = report.get("severe_under_triage", {}).get("emergencies", "n/a")
     rows = [f"| {title} | " + (f"{m.get(key)} of {emergencies}" if key == "severe_under_triage"
-                                else _fmt(m.get(key))) + f" | {target} |" for title, key, target in FREE_TEXT_ROWS]
+                                else fmt(m.get(key))) + f" | {target} |" for title, key, target in FREE_TEXT_ROWS]
     if guarded:
         rows.append(f"| fidelity, numbers guarded (decoding lever, {guarded['quantization']}) | "
-                    f"{_fmt(guarded['metrics'].get('fidelity'))} | |")
+                    f"{fmt(guarded['metrics'].get('fidelity'))} | |")
     other = report.get("not_triage")
     tail = (f"\n\nNot triage notes (no level; in no figure above): {other['n']}, the app warns on "
             f"{other['warned']}." if other else "")
@@ -673,9 +656,9 @@ def _arms_section(log: dict[str, Any]) -> str:
     for name, arm in arms.items():
         val, test, free = arm["val"], arm["test"], arm.get("free_text", {})
         severe = free.get("severe_under_triage")
-        rows.append(f"| {name}{' (kept)' if name == log.get('selected_arm') else ''} | {_fmt(val['macro_f1'])} | "
-                    f"{_fmt(val['fidelity'])} | {_fmt(test['macro_f1'])} | {_fmt(test['fidelity'])} | "
-                    f"{_fmt(free.get('macro_f1'))} | {'n/a' if severe is None else severe} |")
+        rows.append(f"| {name}{' (kept)' if name == log.get('selected_arm') else ''} | {fmt(val['macro_f1'])} | "
+                    f"{fmt(val['fidelity'])} | {fmt(test['macro_f1'])} | {fmt(test['fidelity'])} | "
+                    f"{fmt(free.get('macro_f1'))} | {'n/a' if severe is None else severe} |")
     return ("## Stage-2 arms of this build\n\nOne Stage 1, then each arm's Stage 2; one greedy rationale, "
             f"unquantized. Kept: {log.get('selection', 'n/a')}.\n\n"
             "| arm | val macro-F1 | val fidelity | test macro-F1 | test fidelity | free-text macro-F1 | "
@@ -821,11 +804,11 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         model_dir, log = train_recipe(cfg, Recipe(), files, args.work / "final", budget_s, cfg.optim.seed,
                                       args.stage1_steps, args.stage2_steps, args.stage1_from, scale)
     if args.stage1_from is None:  # a later --stage1-from build names the command that trained this Stage 1
-        s1_log = args.work / "final" / "stage1" / TRAIN_LOG_FILENAME
+        s1_log = args.work / "final" / "stage1" / BUILD_LOG_FILENAME
         atomic_write_text(s1_log, json.dumps(_stage1_log(s1_log.parent) | {"command": command}, indent=2) + "\n")
     # a reused Stage 1 keeps the command that trained it: the card names both
     commands = {"command": command} | ({"stage1_command": log["command"]} if "command" in log else {})
-    atomic_write_text(model_dir / TRAIN_LOG_FILENAME, json.dumps(log | commands, indent=2) + "\n")
+    atomic_write_text(model_dir / BUILD_LOG_FILENAME, json.dumps(log | commands, indent=2) + "\n")
     report = {} if args.no_card else write_card(model_dir, files, ablation)
     publish(model_dir, args.out)
     logger.info("default model written to %s in %.1f minutes", args.out, (time.monotonic() - started) / 60)
@@ -841,7 +824,7 @@ def write_card(model_dir: Path, files: dict[str, Path], ablation: dict[str, Any]
         ablation = json.loads((model_dir / ABLATION_FILENAME).read_text(encoding="utf-8"))
     manifest = json.loads((files["train"].parent / splits.MANIFEST).read_text(encoding="utf-8"))
     saved = load_config(model_dir / "r2d_config.json")
-    log = json.loads((model_dir / TRAIN_LOG_FILENAME).read_text(encoding="utf-8"))
+    log = json.loads((model_dir / BUILD_LOG_FILENAME).read_text(encoding="utf-8"))
     kind = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]["type"]
     atomic_write_text(model_dir / CARD_FILENAME, model_card(reports, manifest, saved, log, ablation, kind))
     return reports["test"]
@@ -850,8 +833,8 @@ def write_card(model_dir: Path, files: dict[str, Path], ablation: dict[str, Any]
 def evaluate_published(out: Path, files: dict[str, Path], ablation: dict[str, Any] | None) -> dict[str, Any]:
     """--evaluate-only: evaluate the published model in `out` again and rewrite its card, training nothing
     (after a change to decoding, the fact check or the ablation). Raises ConfigError when `out` has no model."""
-    if not (out / TRAIN_LOG_FILENAME).is_file():
-        raise ConfigError(f"{out} holds no model built by this recipe (no {TRAIN_LOG_FILENAME}); "
+    if not (out / BUILD_LOG_FILENAME).is_file():
+        raise ConfigError(f"{out} holds no model built by this recipe (no {BUILD_LOG_FILENAME}); "
                           "train one with python -m training.default_model")
     return write_card(out, files, ablation)
 

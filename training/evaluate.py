@@ -35,6 +35,7 @@ from r2d.config import CONFIG_FILENAME, QUANTIZATIONS, R2DConfig, load_config
 from r2d.data import Example, atomic_write_text, iter_csv, iter_jsonl, load_examples
 from r2d.errors import DatasetSchemaError, R2DError
 from r2d.eval.metrics import MetricInputError
+from r2d.eval.summary import fmt
 from r2d.prompts import PROMPT_VERSION
 from training.cli import setup_logging
 from training.corpus.splits import file_sha256
@@ -49,6 +50,7 @@ NO_EMERGENCIES = "no case has gold KTAS 1-2 (the rate is a share of the emergenc
 # the `kind` of a row of an evaluation file (assets/eval/README.md); a row without one is a triage note
 TRIAGE, NOT_TRIAGE = "triage", "not_triage"
 # the team-written free-text notes (assets/eval/README.md): scored here and nowhere trained on
+REPORT_FILENAME = "eval_report.json"  # an evaluation report beside what it evaluated
 FREE_TEXT_SET = Path(__file__).resolve().parent.parent / "assets" / "eval" / "free_text_notes.jsonl"
 ROW_KINDS = (TRIAGE, NOT_TRIAGE)
 
@@ -239,17 +241,13 @@ def evaluate_model(predictor: Any, examples: Sequence[Example], *, batch_size: i
 # --- report -------------------------------------------------------------------------------------
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
 def format_table(report: dict[str, Any]) -> str:
     """The report as a plain-text table for the terminal."""
     names = report.get("label_names", {})
     width = max([22] + [len(name) + 2 for name in [*report["metrics"], *report["skipped"]]])
     lines = [f"Reason2Decide evaluation: {report.get('model', '?')} on {report.get('data', {}).get('path', '?')} "
              f"(n={report['n']})", "", f"{'metric':<{width}}value"]
-    lines += [f"{name:<{width}}{_fmt(value)}" for name, value in report["metrics"].items()]
+    lines += [f"{name:<{width}}{fmt(value, 4)}" for name, value in report["metrics"].items()]
     lines += [f"{name:<{width}}skipped" for name in report["skipped"]]
     if "bertscore_model" in report["rationale"]:
         info = report["rationale"]
@@ -278,7 +276,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, type=Path, help="Reason2Decide model directory")
     p.add_argument("--data", required=True, type=Path, help=".jsonl or .csv with question/label[/rationale]")
-    p.add_argument("--out", type=Path, default=Path("eval_report.json"), help="JSON report path")
+    p.add_argument("--out", type=Path, default=Path(REPORT_FILENAME), help="JSON report path")
     p.add_argument("--adapter", type=Path, default=None, help="LoRA adapter directory on top of --model")
     p.add_argument("--bertscore-model", type=Path, default=None,
                    help="local encoder directory for BERTScore (e.g. a copy of roberta-large); default: the "

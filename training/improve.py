@@ -33,15 +33,14 @@ from r2d.artifacts import model_source
 from r2d.config import CONFIG_FILENAME, AppConfig, R2DConfig, config_to_dict, load_config
 from r2d.data import atomic_write_text, load_examples, write_examples
 from r2d.errors import DatasetSchemaError, R2DError
-from r2d.review.export import is_complete_export
-from r2d.review.jobs import COMPARED, PROPORTIONS, SPLITS, check_inputs, comparison_table, estimate_seconds
+from r2d.review.export import EXPORT_META_FILENAME, TRAIN_FILENAME, VAL_FILENAME, is_complete_export
+from r2d.review.jobs import (COMPARED, COMPARISON_FILE, MODEL_SUBDIR, PROGRESS_FILE, PROPORTIONS, RUN_FILE, SPLITS,
+                             check_inputs, comparison_table, estimate_seconds)
 from training.cli import setup_logging
 from training.corpus.splits import file_sha256
 
 logger = logging.getLogger(__name__)
 
-RUN_FILE, PROGRESS_FILE, COMPARISON_FILE, MODEL_SUBDIR = "run.json", "progress.jsonl", "comparison.json", "model"
-EXPORT_META = "export_meta.json"
 TEST_SAMPLE = "test_sample.jsonl"  # OUT/: the public test cases the comparison scored, when a sample
 DEFAULT_STEPS = 200
 SAMPLE_SEED = 0  # the same sample for every run on the same split: runs compare on the same cases
@@ -53,13 +52,14 @@ def _file_info(path: Path) -> dict[str, Any]:
 
 def read_export(export_dir: Path) -> dict[str, Any]:
     """What the run learns from: the export's id, meta and files. Raises DatasetSchemaError."""
-    train = export_dir / "train.jsonl"
-    meta_path = export_dir / EXPORT_META
+    train = export_dir / TRAIN_FILENAME
+    meta_path = export_dir / EXPORT_META_FILENAME
     if not is_complete_export(export_dir):  # its meta is written last: without it, the export never finished
-        raise DatasetSchemaError(f"{export_dir.name} is not a finished export (no {EXPORT_META}): export again")
+        raise DatasetSchemaError(f"{export_dir.name} is not a finished export (no {EXPORT_META_FILENAME}): "
+                                 "export again")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     files = {"train": _file_info(train)}  # the loader refuses an empty or broken file, naming it
-    val = export_dir / "val.jsonl"
+    val = export_dir / VAL_FILENAME
     if val.is_file() and val.stat().st_size > 0:
         files["held_out"] = _file_info(val)
     return {"export_id": meta.get("export_id", export_dir.name), "dir": str(export_dir), "files": files,
@@ -182,7 +182,7 @@ def improve(model_dir: Path, export_dir: Path, data_dir: Path, out_dir: Path, *,
     try:
         check_inputs(export_dir, data_dir)
         export, original = read_export(export_dir), data_files(data_dir)
-        cfg = run_config(model_dir, [original["train"], export_dir / "train.jsonl"], original["val"], steps, lora,
+        cfg = run_config(model_dir, [original["train"], export_dir / TRAIN_FILENAME], original["val"], steps, lora,
                          overrides)
         run.update(export=export, data={k: _file_info(p) for k, p in original.items()}, config=config_to_dict(cfg))
         _write_run(out_dir, run)

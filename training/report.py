@@ -35,12 +35,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from r2d.eval import metrics
+from r2d.eval.summary import fmt_mean_sd, mean_sd
 from r2d.config import CONFIG_FILENAME, R2DConfig, apply_overrides, load_config
 from r2d.data import atomic_write_text, load_examples
 from r2d.errors import R2DError
 from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
 from r2d.sources import KTAS_LABEL_NAMES, KTAS_LABELS, ktas_meta, load_ktas_nurse_labels
-from training import default_model
+from training import default_model, evaluate
 from training.corpus import splits
 from training.cli import setup_logging
 
@@ -48,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_SEED = 42  # one split for every method and seed: differences come from training, not from the test set
-REPORT_FILENAME = "eval_report.json"
 SECONDS_FILENAME = "run_seconds.json"
 
 
@@ -132,7 +132,7 @@ def train_and_evaluate(method: Method, init: Init, seed: int, cfg: R2DConfig, fi
     """
     meta = ktas_meta() if meta is None else meta
     out = run_dir(work, init.name, method.name, seed)
-    report_path = out / REPORT_FILENAME
+    report_path = out / evaluate.REPORT_FILENAME
     if report_path.is_file():
         return json.loads(report_path.read_text(encoding="utf-8"))
     from training.stage1 import train_stage1  # torch-heavy: only when something must be trained
@@ -215,12 +215,8 @@ def t5_parameters(shape: dict[str, Any]) -> int:
 Results = dict[str, dict[str, dict[int, dict[str, Any]]]]  # init -> method -> seed -> evaluation report
 
 
-def _mean_sd(values: list[float]) -> str:
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+def _summary(values: list[float]) -> str:
+    return fmt_mean_sd(mean_sd(values))
 
 
 def degenerate_rate(run: dict[str, Any]) -> float:
@@ -233,8 +229,8 @@ def summary_rows(by_method: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
     """One markdown row per method: mean ± sample SD over the seeds that finished."""
     rows = []
     for name, by_seed in by_method.items():
-        cells = [_mean_sd([r["metrics"][k] for r in by_seed.values() if k in r["metrics"]]) for k in REPORTED]
-        cells.append(_mean_sd([degenerate_rate(r) for r in by_seed.values()]))
+        cells = [_summary([r["metrics"][k] for r in by_seed.values() if k in r["metrics"]]) for k in REPORTED]
+        cells.append(_summary([degenerate_rate(r) for r in by_seed.values()]))
         rows.append(f"| {REPORT_METHODS[name].title} | {len(by_seed)} | " + " | ".join(cells) + " |")
     return rows
 
@@ -250,7 +246,7 @@ def baseline_row(baseline: dict[str, Any] | None) -> list[str]:
 def per_class_rows(by_method: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
     rows = []
     for name, by_seed in by_method.items():
-        cells = [_mean_sd([r["per_class"][label]["f1"] for r in by_seed.values()]) for label in KTAS_LABELS]
+        cells = [_summary([r["per_class"][label]["f1"] for r in by_seed.values()]) for label in KTAS_LABELS]
         rows.append(f"| {REPORT_METHODS[name].title} | " + " | ".join(cells) + " |")
     return rows
 
@@ -279,14 +275,14 @@ def render_pubmedqa(runs: dict[int, dict[str, Any]], baseline: dict[str, Any], c
     n_test = "/".join(map(str, ns)) if ns else str(baseline["n"])
     header = "| model | seeds | test cases | " + " | ".join(PUBMEDQA_REPORTED) + " | empty_rationale_rate |\n|" + \
         " --- |" * (len(PUBMEDQA_REPORTED) + 4)
-    ours = [_mean_sd([r["metrics"][k] for r in runs.values() if k in r["metrics"]]) for k in PUBMEDQA_REPORTED]
-    ours.append(_mean_sd([degenerate_rate(r) for r in runs.values()]))
+    ours = [_summary([r["metrics"][k] for r in runs.values() if k in r["metrics"]]) for k in PUBMEDQA_REPORTED]
+    ours.append(_summary([degenerate_rate(r) for r in runs.values()]))
     majority = [f"{baseline[k]:.3f}" if k in baseline else "-" for k in PUBMEDQA_REPORTED]
     paper = [f"{PAPER_PUBMEDQA_MACRO_F1 / 100:.4f} ({PAPER_PUBMEDQA_MACRO_F1:g})" if k == "macro_f1" else "-"
              for k in PUBMEDQA_REPORTED]
     labels = sorted({label for r in runs.values() for label in r["per_class"]})
     classes = ["| model | " + " | ".join(labels) + " |", "|" + " --- |" * (len(labels) + 1),
-               "| Reason2Decide | " + " | ".join(_mean_sd([r["per_class"][label]["f1"] for r in runs.values()])
+               "| Reason2Decide | " + " | ".join(_summary([r["per_class"][label]["f1"] for r in runs.values()])
                                                for label in labels) + " |"] if labels else []
     skipped = {k: v for r in runs.values() for k, v in r.get("skipped", {}).items()}
     mean_f1 = statistics.mean(r["metrics"]["macro_f1"] for r in runs.values()) if runs else None
@@ -486,7 +482,7 @@ def run_pubmedqa(args: argparse.Namespace, cfg: R2DConfig, steps: tuple[int, int
     work = pubmedqa_work(args.work)
     runs: dict[int, dict[str, Any]] = {}
     for seed in args.seeds:
-        if args.render_only and not (run_dir(work, "stage1", "r2d", seed) / REPORT_FILENAME).is_file():
+        if args.render_only and not (run_dir(work, "stage1", "r2d", seed) / evaluate.REPORT_FILENAME).is_file():
             missing.append(f"PubMedQA r2d seed {seed}")
             continue
         logger.info("PubMedQA: Reason2Decide, seed %d", seed)
@@ -527,7 +523,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
     for seed in args.seeds:
         for init in args.inits:
             for name in args.methods:
-                cached = run_dir(args.work, init, name, seed) / REPORT_FILENAME
+                cached = run_dir(args.work, init, name, seed) / evaluate.REPORT_FILENAME
                 if (args.render_only or args.ktas_render_only) and not cached.is_file():
                     missing.append(f"{name} ({init}) seed {seed}")
                     continue

@@ -48,6 +48,7 @@ PENDING = "pending"  # the resolution of a case that waits for adjudication (nev
 PROVENANCE = ("case_id", "reviewers", "action", "rating", "comment", "model_id", "review_ids", "ratings", "comments",
               "resolution")
 EXPORT_META_FILENAME = "export_meta.json"
+TRAIN_FILENAME, VAL_FILENAME, TEST_CSV_FILENAME = "train.jsonl", "val.jsonl", "test.csv"
 RATIONALE_SOURCE = "nurse_post_processed"
 
 
@@ -315,7 +316,7 @@ PARTIAL_MARK = ".partial-"  # in the name of a folder an export is still being w
 def is_complete_export(folder: Path) -> bool:
     """Whether folder is a finished export: renamed into place and holding its export_meta.json (written last)."""
     return (not folder.name.startswith(".") and PARTIAL_MARK not in folder.name
-            and (folder / EXPORT_META_FILENAME).is_file() and (folder / "train.jsonl").is_file())
+            and (folder / EXPORT_META_FILENAME).is_file() and (folder / TRAIN_FILENAME).is_file())
 
 
 def sweep_partial_exports(parent: str | Path, min_age_s: float = 60.0) -> int:
@@ -355,7 +356,7 @@ def export_stage2_dataset(store: ReviewStore, out_dir: str | Path, policy: Expor
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL_MARK}", dir=out.parent))  # mode 0700
     try:
-        names = {"train": "train.jsonl", "val": "val.jsonl"} | ({"test": "test.csv"} if test_csv else {})
+        names = {"train": TRAIN_FILENAME, "val": VAL_FILENAME} | ({"test": TEST_CSV_FILENAME} if test_csv else {})
         for split, name in names.items():
             _write_rows(tmp / name, splits[split])
         meta = {"export_id": out.name,

@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from r2d.errors import DatasetSchemaError, TrainingRunError
-from r2d.review.export import is_complete_export
+from r2d.review.export import TRAIN_FILENAME, VAL_FILENAME, is_complete_export
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: r2d/review/jobs.py
 CANCELLED = "CANCELLED"
 LOG_FILE = "worker.log"
 PID_FILE = "worker.pid"
 ACTIVE_FILE = "active_model.json"  # the run whose model the app uses, so a restart keeps using it
+# a run folder, as training.improve writes it
+RUN_FILE, PROGRESS_FILE, COMPARISON_FILE, MODEL_SUBDIR = "run.json", "progress.jsonl", "comparison.json", "model"
 STATES = ("running", "done", "failed", "cancelled", "lost")
 SPLITS = ("train", "val", "test")  # the original data: a prepare_data output
 # what a run's comparison.json holds for each model and data set, in order: (key, name, higher is better)
@@ -119,7 +121,7 @@ def plan_run(export_dir: str | Path, data_dir: str | Path, steps: int, test_case
              case_s: float) -> RunPlan:
     """The plan of a run before it starts. A data folder not prepared yet counts as `test_cases` test rows
     (KTAS's test split is larger than the default sample)."""
-    held_out = _rows(Path(export_dir) / "val.jsonl")
+    held_out = _rows(Path(export_dir) / VAL_FILENAME)
     split = _rows(Path(data_dir) / "test.jsonl") or test_cases
     tested = min(split, test_cases) if test_cases else split
     return RunPlan(held_out, tested, estimate_seconds(steps, held_out + tested, step_s, case_s))
@@ -136,7 +138,7 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 def check_inputs(export_dir: str | Path, data_dir: str | Path) -> None:
     """What a run reads must be there before it starts. Raises DatasetSchemaError saying what to do."""
-    if not (Path(export_dir) / "train.jsonl").is_file():
+    if not (Path(export_dir) / TRAIN_FILENAME).is_file():
         raise DatasetSchemaError(f"{Path(export_dir).name} holds no train.jsonl; export the reviews first (the "
                                  "app's Export tab or python -m training.export_reviews)")
     if not is_complete_export(Path(export_dir)):
@@ -166,7 +168,7 @@ class ImproveRuns:
         for out in sorted(self.root.glob("improve-*")):
             if out.name in self._procs or (out / CANCELLED).exists():
                 continue
-            if _read_json(out / "run.json").get("status") not in ("done", "failed") and self._orphan_pid(out):
+            if _read_json(out / RUN_FILE).get("status") not in ("done", "failed") and self._orphan_pid(out):
                 mine.append(out.name)
         return mine
 
@@ -215,8 +217,8 @@ class ImproveRuns:
     def status(self, run_id: str) -> RunStatus:
         """Where a run stands, from its folder (and its process, if this app started it)."""
         out = self._dir(run_id)
-        run = _read_json(out / "run.json")
-        events = _last_events(out / "progress.jsonl")
+        run = _read_json(out / RUN_FILE)
+        events = _last_events(out / PROGRESS_FILE)
         train, last, start = events.get("train", {}), events["last"], events.get("start", {})
         proc = self._procs.get(run_id)
         if (out / CANCELLED).exists():
@@ -225,7 +227,7 @@ class ImproveRuns:
             state = run["status"]
         else:
             state = "running" if self._alive(run_id, out) else "lost"
-        comparison = _read_json(out / "comparison.json") if state == "done" else None
+        comparison = _read_json(out / COMPARISON_FILE) if state == "done" else None
         error = run.get("error") or (f"the worker stopped without a result (exit code {proc.returncode}); see its log"
                                      if state == "lost" and proc is not None else None)
         scoring = events.get("evaluate", {})
@@ -267,7 +269,7 @@ class ImproveRuns:
         status = self.status(run_id)
         if status.state != "done":
             raise TrainingRunError(f"run {run_id} is {status.state}; only a finished run's model can be used")
-        return status.out_dir / "model"
+        return status.out_dir / MODEL_SUBDIR
 
     def remember(self, run_id: str) -> None:
         """Keep run_id as the model in use across restarts. Raises TrainingRunError unless the run is done."""

@@ -38,7 +38,7 @@ lint: dev-venv
 test-fast: dev-venv
 	$(BIN)/python -m pytest -m "not gpu and not slow"
 
-# Mutation testing (issue 24; not part of make test or CI: minutes per module on 2 cores). mutmut 3 reads
+# Mutation testing (not part of make test or CI: minutes per module on 2 cores). mutmut 3 reads
 # [tool.mutmut] in pyproject.toml; MUTATE picks the functions (fnmatch on mutmut's names), e.g.
 #   make mutation MUTATE="training.method.schedules*"
 # It prints the surviving mutants; `.venv/bin/mutmut show NAME` gives a mutant's diff. See tests/MUTATION.md.

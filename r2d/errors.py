@@ -30,5 +30,10 @@ class FeedbackStoreError(R2DError):
     """The review database cannot be read or written."""
 
 
+class ReviewActionError(R2DError, ValueError):
+    """A review action that cannot be done as asked (nothing shown, nothing to undo, a rating, label or export
+    policy out of range, a name missing); nothing was written."""
+
+
 class TrainingRunError(R2DError):
     """A background training run cannot be started, found or used as asked."""

@@ -76,10 +76,10 @@ def resolve_quantization(choice: str, device: str, bnb_available: bool, cpu_fast
         raise ModelLoadError(f"unknown quantization {choice!r}; choose one of {', '.join(QUANTIZATIONS)}")
     kind = device.split(":")[0]
     if choice == "auto":
-        # Measured (benchmarks/README.md, t5-base shape, 1 thread): with bitsandbytes' AVX512-BF16 kernel the
-        # pre-quantized NF4 model ran 2.0x fp32's speed at 0.56x its peak RSS. Without that kernel every NF4
-        # matmul dequantizes its whole weight first: 1.0x fp32 here (AVX512) and 0.45x on the CPU the issue
-        # measured, so CPUs without AVX512-BF16 get full precision. On CUDA, 4-bit is the memory choice.
+        # With bitsandbytes' fused AVX512-BF16 kernel a pre-quantized NF4 model is both faster and smaller than
+        # fp32; without it every NF4 matmul dequantizes its whole weight first and runs no faster than fp32, often
+        # slower (benchmarks/README.md), so CPUs without AVX512-BF16 get full precision. On CUDA, 4-bit is the
+        # memory choice.
         if bnb_available and (kind == "cuda" or (kind == "cpu" and cpu_fast_4bit)):
             return "4bit"
         return "none"

@@ -1,10 +1,10 @@
-"""r2d.review.adjudication: who may see and settle a case whose reviewers disagree (issue 20)."""
+"""r2d.review.adjudication: who may see and settle a case whose reviewers disagree."""
 from __future__ import annotations
 
 import pytest
 
 from r2d.review import adjudication as adj
-from r2d.errors import FeedbackStoreError
+from r2d.errors import ReviewActionError
 from r2d.review.export import export_cases
 
 CASE = "case 1: chest pain, HR 135, BP 90/60"
@@ -40,7 +40,7 @@ def test_an_independent_reviewer_blocks_self_adjudication_but_not_conceding(disp
     disputed.submit(make_review("c", reviewer="Nurse C", case_text="case 2: sore throat"))
     case = next(c for c in export_cases(disputed) if len(c.reviews) == 2)
     mine, theirs = case.reviews
-    with pytest.raises(FeedbackStoreError, match="Nurse C"):
+    with pytest.raises(ReviewActionError, match="Nurse C"):
         adj.adopt(disputed, "Nurse A", case.review.case_id, mine.review_id)
     adj.adopt(disputed, "Nurse A", case.review.case_id, theirs.review_id)
     assert [e.note for e in disputed.events("adjudicate")] == [""]
@@ -48,9 +48,9 @@ def test_an_independent_reviewer_blocks_self_adjudication_but_not_conceding(disp
 
 def test_a_written_final_needs_a_known_label_and_a_rationale(disputed):
     [case] = export_cases(disputed)
-    with pytest.raises(FeedbackStoreError, match="choose the final label"):
+    with pytest.raises(ReviewActionError, match="choose the final label"):
         adj.write_final(disputed, "Lead", case.review.case_id, "", "words")
-    with pytest.raises(FeedbackStoreError, match="final rationale is empty"):
+    with pytest.raises(ReviewActionError, match="final rationale is empty"):
         adj.write_final(disputed, "Lead", case.review.case_id, "2", "  ")
     assert disputed.events("adjudicate") == []
     final = adj.write_final(disputed, "Lead", case.review.case_id, "1", "Shock: resuscitate.")

@@ -133,7 +133,7 @@ def test_consistency_needs_a_meaningful_probability(h, cfg):
 
 
 def test_the_consistency_line_warns_only_where_it_was_measured_to_mean_something(h):
-    """Issue 20: the embedded model's check warned on 13 of 14 cases, a nurse's 'non-urgent' rationale included."""
+    """The embedded model's check warned on 13 of 14 cases, a nurse's 'non-urgent' rationale included."""
     shown = predicted(h)["shown"]
     assert h.check(shown, "Stable, walked in: level 5.", "2").startswith("**⚠ Warning: the rationale alone points "
                                                                          "to 5 — Non-urgent (60%)")
@@ -150,7 +150,7 @@ def test_the_consistency_line_warns_only_where_it_was_measured_to_mean_something
 
 
 def test_a_relabel_rechecks_the_consistency_at_once(fake_predictor, store, cfg, unserved):
-    """Issue 20: the line stayed as it was after a relabel (it spoke of the previous label)."""
+    """The line stayed as it was after a relabel (it spoke of the previous label)."""
     demo, h = app.build_app(fake_predictor, store, cfg, examples=[])
     on_relabel = [fn for fn in demo.fns.values() if (h.c["final_label"]._id, "select") in fn.targets]
     assert any(getattr(fn.fn, "__name__", "") == "check_event" and h.c["consistency"] in fn.outputs
@@ -166,7 +166,7 @@ PERI_ARREST = "level 4 suggested: 70-year-old man, unresponsive, BP 72/40 mmHg, 
 
 
 def test_an_under_triaged_peri_arrest_case_shows_the_guard_beside_the_suggestion(h, store):
-    """Issue 20: an unresponsive, hypotensive, hypoxic patient was suggested '4 — Less urgent' with no word that
+    """An unresponsive, hypotensive, hypoxic patient was suggested '4 — Less urgent' with no word that
     the suggestion contradicts the case. The fake predictor suggests the first digit: 4."""
     result = predicted(h, PERI_ARREST)
     suggestion = result["label_md"]
@@ -188,7 +188,7 @@ def test_an_under_triaged_peri_arrest_case_shows_the_guard_beside_the_suggestion
 @pytest.mark.parametrize("case, message", [("", "empty"), ("   \n ", "empty"),
                                            ("x" * 1_000_000, "1,000,000 characters")])
 def test_bad_cases_get_one_message_under_the_case_box(h, case, message):
-    """Issue 20: an empty or over-long case painted about ten red Error badges, over the pasted text too:
+    """An empty or over-long case painted about ten red Error badges, over the pasted text too:
     now one message under the case box, and no output but that message and the suggestion's placeholder."""
     shown = predicted(h)["shown"]
     [refused] = [named(h, step) for step in h.predict(case, "Nurse A", None)]
@@ -224,7 +224,7 @@ def test_a_correction_is_a_new_row_and_disagreement_is_flagged(h, store):
 
 
 def test_accept_saves_what_is_on_screen_never_the_model_output_over_an_edit(h, store):
-    """Issue 9: after an edit and a relabel, A used to store the model's label and text."""
+    """After an edit and a relabel, A used to store the model's label and text."""
     shown = predicted(h)["shown"]
     accepted = named(h, h.save(shown, "Nurse A", "1", "Airway at risk: level 1.", "2", "my note", {}, CASE, None))
     assert "(relabelled)" in accepted["status"]
@@ -312,7 +312,7 @@ def test_skip_and_flag_are_recorded(h, store):
 
 
 def test_a_markdown_name_is_shown_as_text(h, store):
-    """Issue 10: a name like ![n](http://...) made other reviewers' browsers fetch the image."""
+    """A name like ![n](http://...) made other reviewers' browsers fetch the image."""
     evil = "![n](http://203.0.113.7/x.png)"
     shown = predicted(h)["shown"]
     save(h, shown, name=evil)
@@ -382,7 +382,7 @@ def test_batch_skip_advances_and_undo_goes_back_to_the_case(h, tmp_path, store):
 
 
 def test_after_the_last_case_the_batch_is_complete_and_r_finds_what_is_left(h, tmp_path, store):
-    """Issue 20: after the last case there was no 'batch complete' and no 'next unreviewed', and the next
+    """After the last case there was no 'batch complete' and no 'next unreviewed', and the next
     save's status mixed in another case."""
     path = write_cases(tmp_path / "cases.jsonl", ["level 1 a", "level 2 b", "level 3 c"])
     first = named(h, h.upload(str(path), "Nurse A", None))
@@ -446,7 +446,7 @@ def test_broken_upload_names_file_and_line_in_one_message(h, tmp_path, store):
 
 def test_a_semicolon_file_without_a_case_column_is_read_once_its_columns_are_chosen(h, tmp_path, store,
                                                                                    monkeypatch):
-    """Issue 20: a semicolon CSV naming no case column was refused with a message about quotes and commas."""
+    """A semicolon CSV naming no case column was refused with a message about quotes and commas."""
     cache = tmp_path / "gradio" / "77aa"
     cache.mkdir(parents=True)
     path = cache / "notes.csv"
@@ -467,7 +467,7 @@ def test_a_semicolon_file_without_a_case_column_is_read_once_its_columns_are_cho
 
 
 def test_one_key_does_not_accept_a_guess_on_a_text_that_is_no_triage_note(h, store):
-    """Issue 20: "hello" was saved as an accepted KTAS 3 with one key."""
+    """Once, "hello" was saved as an accepted KTAS 3 with one key."""
     shown = predicted(h, "hello")["shown"]
     first = save(h, shown, label=shown.model_label, rationale=shown.model_rationale)
     assert first["status"] == app.GUESS_CONFIRM and store.reviews() == []
@@ -518,7 +518,7 @@ def test_dashboard_shows_agreement_disagreements_flags_and_adjudication(h, store
 
 
 def test_a_written_final_settles_a_rationale_disagreement_and_a_reviewer_cannot_pick_their_own(h, store):
-    """Issue 20: the same label with two different rationales used to be 'agreement'; an adjudicator who
+    """The same label with two different rationales used to be 'agreement'; an adjudicator who
     reviewed the case may concede to the other reviewer but not pick their own review while someone else could."""
     for who, text in (("Nurse A", "HR 124 and BP 88/50: shock."), ("Nurse B", "Chest pain with tachycardia.")):
         save(h, predicted(h, CASE, who)["shown"], name=who, label="2", rationale=text)
@@ -570,7 +570,7 @@ def test_export_without_findings_writes_files_at_once(h, cfg):
     assert result["ex_row"]["visible"] is False and "Exported 3" in result["ex_summary"]
     assert zip_names(result) == ["export_meta.json", "train.jsonl", "val.jsonl"]
     [folder] = Path(cfg.app.export_dir).iterdir()
-    # a name nobody can guess (issue 10: 4 of 4 timestamped folders found in 900 guesses)
+    # a name nobody can guess (4 of 4 timestamped folders were found in 900 guesses)
     assert re.fullmatch(r"export-\d{8}-\d{6}-[0-9a-f]{16}", folder.name)
     assert not Path(result["ex_files"][0]).is_relative_to(Path(cfg.app.export_dir))  # the download is a copy
 
@@ -588,7 +588,7 @@ def test_export_with_findings_waits_for_confirmation(h, cfg):
 
 
 def test_export_anyway_needs_the_scan_this_session_saw(h, cfg):
-    """Issue 10: the API's export_anyway exported without a name and without the identifier confirmation."""
+    """The API's export_anyway exported without a name and without the identifier confirmation."""
     review_cases(h, rationale="Spoke to Mr. John Smith: level 2.")
     args = (list(ACTIONS), 0, False, 0.1, False, "Nurse A")
     with pytest.raises(gr.Error, match="press 'Export for Stage 2' first"):
@@ -766,7 +766,7 @@ def test_concurrent_reviewers_through_the_api_lose_nothing(launched_app, tmp_pat
 
 @pytest.mark.slow
 def test_exports_are_not_served_and_export_anyway_needs_a_scan(launched_app, tmp_path):
-    """Issue 10: exports were served at /gradio_api/file=r2d_exports/export-.../train.jsonl and the API's
+    """Exports were served at /gradio_api/file=r2d_exports/export-.../train.jsonl and the API's
     export_anyway skipped the identifier confirmation."""
     import httpx
     from gradio_client import Client
@@ -791,7 +791,7 @@ def test_exports_are_not_served_and_export_anyway_needs_a_scan(launched_app, tmp
 
 
 def test_gradio_cache_is_a_private_folder_swept_of_dead_apps(tmp_path, monkeypatch):
-    """Issue 21: the download zip sat world-readable in Gradio's shared /tmp/gradio, never deleted."""
+    """The download zip sat world-readable in Gradio's shared /tmp/gradio, never deleted."""
     import subprocess
     import sys
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -891,7 +891,7 @@ def test_improve_refuses_what_it_cannot_run(improving, tmp_path):
 @pytest.mark.shared_data
 def test_improve_prepares_the_missing_original_data_itself(tmp_path, store, unserved, current_model,
                                                             reviewed_export, fake_predictor, shared_data):
-    """Issue 20: Improve said "data/ktas lacks train.jsonl ... prepare it first" and needed a terminal."""
+    """Improve said "data/ktas lacks train.jsonl ... prepare it first" and needed a terminal."""
     import shutil
     data = tmp_path / "data-not-prepared"
     cfg = load_config(None, [f"app.db_path={store.path}", f"app.export_dir={tmp_path / 'exports'}",
@@ -912,7 +912,7 @@ def test_improve_prepares_the_missing_original_data_itself(tmp_path, store, unse
 
 
 def test_improve_says_how_long_a_run_takes_and_warns_on_few_held_out_cases(improving):
-    """Issue 20: a 1-step run took 6 min 23 s without saying so, and compared on n = 1 without a warning."""
+    """A 1-step run took 6 min 23 s without saying so, and compared on n = 1 without a warning."""
     h = improving
     plan = named(h, h.improve_plan("export-1", 200))["im_plan"]
     assert plan.startswith("**About 5 min** on one core: 200 training steps, then both models score 1 held-out "
@@ -923,7 +923,7 @@ def test_improve_says_how_long_a_run_takes_and_warns_on_few_held_out_cases(impro
 
 
 def test_improve_progress_is_a_bar_not_an_input(improving):
-    """Issue 20: the progress bar was a slider."""
+    """The progress bar was a slider."""
     h = improving
     assert not isinstance(h.c["im_progress"], gr.Slider) and isinstance(h.c["im_progress"], gr.HTML)
     assert named(h, h.improve_poll(None))["im_progress"] == app.progress_bar(0)
@@ -932,7 +932,7 @@ def test_improve_progress_is_a_bar_not_an_input(improving):
 
 def test_the_model_in_use_shows_on_every_page_survives_a_restart_and_can_be_undone(tiny_model_dir, store, tmp_path,
                                                                                    unserved):
-    """Issue 20: other pages kept the old model's name, and a restart went back to the embedded model. The
+    """Other pages kept the old model's name, and a restart went back to the embedded model. The
     finished run here is a real tiny model in a run folder, as training.improve leaves it (a full model)."""
     import shutil
     run = tmp_path / "runs" / "improve-20261204-000000-test"

@@ -9,7 +9,7 @@ import gradio as gr
 import pytest
 
 import app
-from r2d.errors import FeedbackStoreError
+from r2d.errors import FeedbackStoreError, ReviewActionError
 from r2d.review.store import ReviewStore
 
 
@@ -59,7 +59,7 @@ def test_gradio_shows_no_raw_exception_text(tmp_path):
 
 def test_store_errors_do_not_reveal_the_database_path(tmp_path):
     store = ReviewStore(tmp_path / "deep" / "reviews.sqlite3")
-    with pytest.raises(FeedbackStoreError) as missing:
+    with pytest.raises(ReviewActionError) as missing:
         store.get_batch("b-none")
     bad = tmp_path / "not-a-db.sqlite3"
     bad.write_bytes(b"definitely not sqlite" * 10)

@@ -42,7 +42,7 @@ def test_bad_users_files_say_what_to_do(tmp_path, content, message):
 
 
 def test_sign_in_attempts_are_limited_per_name(tmp_path, monkeypatch):
-    """Issue 21: 762 wrong passwords, then the right one worked at once (about 20 attempts a second)."""
+    """762 wrong passwords, then the right one worked at once (about 20 attempts a second)."""
     users_file = tmp_path / "users.txt"
     auth.add_user(users_file, "Nurse A", "s3cret-pass")
     now = [0.0]

@@ -180,7 +180,7 @@ def test_two_reviewers_accept_after_edit_undo_blind_review_agreement_and_export(
     cases = ["level 2: chest pain, BP 88/50, HR 124", "level 4: ankle sprain, walked in", "level 5: sore throat"]
     batch = tmp / "batch.jsonl"
     batch.write_text("".join(json.dumps({"id": f"K-{k}", "question": c}) + "\n" for k, c in enumerate(cases)))
-    evil = "![n](http://203.0.113.7/x.png)"  # issue 10: a Markdown name made other browsers fetch the URL
+    evil = "![n](http://203.0.113.7/x.png)"  # a Markdown name made other browsers fetch the URL
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -259,7 +259,7 @@ def test_two_reviewers_accept_after_edit_undo_blind_review_agreement_and_export(
             assert {r["id"] for r in rows} == {"K-0", "K-1", "K-2"}
             assert {r["id"]: r["resolution"] for r in rows} == {"K-0": "adjudicated", "K-1": "edit", "K-2": "agreed"}
             assert next(r for r in rows if r["id"] == "K-0")["rationale"] == first.final_rationale
-            # issue 20: B's later unedited acceptance (same label) once replaced A's correction in the export
+            # B's later unedited acceptance (same label) once replaced A's correction in the export
             k1 = next(r for r in rows if r["id"] == "K-1")
             assert (k1["rationale"], k1["label"], k1["action"]) == (a_text, "4", "edited")
             assert all(len(r["reviewers"]) == 2 for r in rows)
@@ -270,7 +270,7 @@ def test_two_reviewers_accept_after_edit_undo_blind_review_agreement_and_export(
 
 
 def test_an_under_triaged_peri_arrest_case_shows_the_guard_before_any_save(page, launched_app):
-    """Issue 20: an unresponsive, hypotensive, hypoxic patient suggested "4 — Less urgent" with no word of it."""
+    """An unresponsive, hypotensive, hypoxic patient suggested "4 — Less urgent" with no word of it."""
     page.fill("#r2d-reviewer textarea", "Nurse Guard")
     predict(page, "level 4: 70-year-old man, pulseless, unresponsive, BP 60/30 mmHg, SpO2 70%.")
     suggestion = page.inner_text("#r2d-suggestion")
@@ -280,7 +280,7 @@ def test_an_under_triaged_peri_arrest_case_shows_the_guard_before_any_save(page,
 
 
 def test_quick_double_key_presses_are_never_dropped_20_times(page, launched_app):
-    """Issue 20: the second of two quick presses was dropped while the first ran (eight P presses moved six
+    """The second of two quick presses was dropped while the first ran (eight P presses moved six
     cases). Twenty rounds of N N then P P, each pair pressed back to back, must each move exactly two cases."""
     cases = launched_app.tmp_path / "five.jsonl"
     cases.write_text("".join(json.dumps({"question": f"level {k}: case number {k}"}) + "\n" for k in range(1, 6)))

@@ -45,7 +45,7 @@ def test_counts_per_level_and_kind_match_the_readme(eval_file, root):
     others = [e for e, k in zip(examples, kinds) if k == NOT_TRIAGE]
     assert dict(Counter(e.label for e in triage)) == LEVEL_COUNTS
     assert len(others) == NOT_TRIAGE_COUNT and {e.label for e in others} == {"not_triage"}
-    # issue 18: at least 60 notes; enough emergencies for severe under-triage to mean something
+    # at least 60 notes; enough emergencies for severe under-triage to mean something
     assert len(triage) >= 60 and min(LEVEL_COUNTS["1"], LEVEL_COUNTS["2"]) >= 8
     readme = (root / "assets" / "eval" / "README.md").read_text(encoding="utf-8")
     levels = " | ".join(str(n) for n in LEVEL_COUNTS.values())

@@ -10,7 +10,7 @@ from contextlib import closing
 import pytest
 
 from r2d.data import load_examples
-from r2d.errors import FeedbackStoreError
+from r2d.errors import ReviewActionError
 from r2d.review.export import (EXPORT_META_FILENAME, PROVENANCE, RATIONALE_SOURCE, RESOLUTION, ExportPolicy,
                         export_cases, export_stage2_dataset, findings_message, level_findings, pending_cases,
                         preview_export, resolve, scan_identifiers, scan_reviews, select_reviews)
@@ -85,7 +85,7 @@ def test_preview_lists_rows_and_findings_before_anything_is_written(reviewed_sto
     assert len(reviews) == 21 and [f.text for f in findings] == ["Dr Patel"]
     assert "1 likely patient identifier" in findings_message(findings, len(reviews))
     assert findings_message([], 3).startswith("No likely patient identifiers found")
-    with pytest.raises(FeedbackStoreError, match="no current review matches"):
+    with pytest.raises(ReviewActionError, match="no current review matches"):
         preview_export(reviewed_store, ExportPolicy(min_rating=5))
 
 
@@ -109,7 +109,7 @@ def test_policy_filters_actions_ratings_and_consistency(store, tmp_path, review)
     ({"min_rating": 6}, "min_rating must be 0-5"),
 ])
 def test_bad_policies_are_refused(kwargs, message):
-    with pytest.raises(FeedbackStoreError, match=message):
+    with pytest.raises(ReviewActionError, match=message):
         ExportPolicy(**kwargs)
 
 
@@ -214,12 +214,12 @@ def test_tiny_exports_still_fill_every_split(store, tmp_path, review):
 def test_exports_that_cannot_work_are_refused(store, tmp_path, n_reviews, kwargs, message, review):
     for i in range(n_reviews):
         store.submit(review(i))
-    with pytest.raises(FeedbackStoreError, match=message):
+    with pytest.raises(ReviewActionError, match=message):
         export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), **kwargs)
     assert not (tmp_path / "out" / "train.jsonl").exists()
 
 
-# --- issue 9: an export that loses nothing ---------------------------------------------------------------
+# --- an export that loses nothing ---------------------------------------------------------------
 
 
 def rows_in(result) -> int:
@@ -228,7 +228,7 @@ def rows_in(result) -> int:
 
 @pytest.mark.parametrize("n, test_csv", [(16, False), (16, True), (7, False), (3, True)])
 def test_counts_equal_the_rows_in_the_files(store, tmp_path, n, test_csv, review):
-    """Issue 9: 16 reviews in, 15 rows out: a test split of fraction 0 took a row that no file held."""
+    """16 reviews in, 15 rows out: a test split of fraction 0 took a row that no file held."""
     for i in range(n):
         store.submit(review(i, label=str(i % 5 + 1)))
     result = export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), val_fraction=0.1, test_csv=test_csv)
@@ -285,7 +285,7 @@ def test_resolve_one_review_agreement_and_a_tie(review):
 
 
 def issue_case(review, who: str, **overrides):
-    """Issue 20's case: the model wrote HR 109; nurse A corrected it to 135 and rated it, nurse B accepted it."""
+    """The model wrote HR 109; nurse A corrected it to 135 and rated it, nurse B accepted it."""
     model = "Tachycardia HR 109/min with chest pain: emergency."
     values = dict(case_text="case 7: chest pain, HR 135, BP 90/60", reviewer=who, submission_id=f"i-{who}",
                   model_rationale=model, final_rationale=model, action="accepted", rating=None, comment="")
@@ -299,7 +299,7 @@ def edited_by_a(review):
 
 @pytest.mark.parametrize("order", ["edit first", "acceptance first"])
 def test_an_edit_wins_over_an_unedited_acceptance(store, tmp_path, review, order):
-    """Issue 20: A corrected the rationale, B then accepted the model's text with the same label. The export
+    """A corrected the rationale, B then accepted the model's text with the same label. The export
     used to take B's uncorrected text by 'majority', count 0 edited and drop A's rating and comment."""
     a, b = edited_by_a(review), issue_case(review, "B")
     for r in ([a, b] if order == "edit first" else [b, a]):
@@ -346,7 +346,7 @@ def test_comments_travel_with_the_rows_and_are_scanned(store, tmp_path, review):
 
 
 def test_a_rationale_naming_another_level_is_flagged_before_export(store, tmp_path, review):
-    """Issue 9: 5 of 15 relabelled rows still said 'This fits KTAS x' for another level."""
+    """5 of 15 relabelled rows still said 'This fits KTAS x' for another level."""
     store.submit(review(0, label="2", action="relabelled", final_rationale="Chest pain with low BP. This fits KTAS 3."))
     store.submit(review(1, label="3", final_rationale="Chest pain, BP 90/60: KTAS 3."))
     reviews, findings = preview_export(store, ExportPolicy())
@@ -367,12 +367,12 @@ def test_a_crash_while_writing_leaves_no_export_folder(tmp_path, reviewed_store,
     result = export_stage2_dataset(reviewed_store, tmp_path / "exports" / "run1", ExportPolicy(), val_fraction=0.2)
     assert [p.name for p in (tmp_path / "exports").iterdir()] == ["run1"] and rows_in(result) == 20
     assert all((p.stat().st_mode & 0o777) == 0o600 for p in result.all_files)
-    with pytest.raises(FeedbackStoreError, match="already exists"):
+    with pytest.raises(ReviewActionError, match="already exists"):
         export_stage2_dataset(reviewed_store, tmp_path / "exports" / "run1", ExportPolicy(), val_fraction=0.2)
 
 
 def test_a_half_export_is_never_offered_and_is_swept(tmp_path):
-    """Issue 21: kill -9 mid-export left .export-*.partial-* folders with train.jsonl but no meta."""
+    """Kill -9 mid-export left .export-*.partial-* folders with train.jsonl but no meta."""
     import os
 
     from r2d.review.export import is_complete_export, sweep_partial_exports

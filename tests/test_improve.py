@@ -80,7 +80,7 @@ def test_an_empty_export_is_refused(tmp_path):
 
 
 def test_an_export_without_its_meta_is_refused(reviewed_export):
-    """Issue 21: a half export (train.jsonl, no export_meta.json) could be trained on."""
+    """A half export (train.jsonl, no export_meta.json) could be trained on."""
     assert improve.read_export(reviewed_export)["export_id"] == "export-1"
     (reviewed_export / "export_meta.json").unlink()
     with pytest.raises(DatasetSchemaError, match="not a finished export"):
@@ -104,7 +104,7 @@ def test_the_table_shows_intervals_and_the_sample_it_scored():
 
 
 def test_fewer_than_20_held_out_cases_name_no_better_model():
-    """Issue 20: a comparison on n = 1 read "1.000 1.000 same" on every row, with no warning."""
+    """A comparison on n = 1 read "1.000 1.000 same" on every row, with no warning."""
     table = comparison_table(comparison(n_held_out=MIN_COMPARED_CASES - 1))
     assert table.startswith("⚠ Too few cases to compare on reviewed cases held out (n=19)")
     held_out_rows = [line for line in table.splitlines() if line.startswith("| reviewed cases held out")]

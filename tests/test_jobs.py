@@ -76,7 +76,7 @@ def test_unknown_run_ids_are_refused(tmp_path):
 
 @worker
 def test_an_orphan_of_a_killed_app_still_guards_and_can_be_cancelled(tmp_path, original_data, reviewed_export):
-    """Issue 21: after kill -9 and a restart a second run started beside the orphan, and Cancel said
+    """After kill -9 and a restart a second run started beside the orphan, and Cancel said
     Cancelled while the orphan ran on. (No torch here: the "worker" is a sleeping Python naming the run.)"""
     import subprocess
     import sys
@@ -115,7 +115,7 @@ def progress_of(tmp_path, *events: dict) -> float:
 
 
 def test_progress_moves_through_training_and_scoring(tmp_path):
-    """Issue 20: the bar stood at 95% for the 5.5 minutes of scoring; scoring now advances it by its share."""
+    """The bar stood at 95% for the 5.5 minutes of scoring; scoring now advances it by its share."""
     start = {"event": "start", "max_steps": 10, "train_share": 0.4}
     assert progress_of(tmp_path, start, {"event": "train", "step": 5, "max_steps": 10}) == pytest.approx(0.2)
     at = [progress_of(tmp_path, start, {"event": "train", "step": 10, "max_steps": 10},

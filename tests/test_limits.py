@@ -7,7 +7,7 @@ import re
 import pytest
 
 from r2d import limits
-from r2d.errors import FeedbackStoreError, InvalidCaseError
+from r2d.errors import InvalidCaseError, ReviewActionError
 
 @pytest.mark.parametrize("value, multiline, problem", [
     ("fine text\nwith lines\tand tabs", True, None),
@@ -45,7 +45,7 @@ def test_upload_bytes_cover_the_largest_allowed_upload():
 def test_a_10_mb_rationale_is_refused_before_it_is_stored(store, make_review):
     huge = "Shock. " * (10 * 1024 * 1024 // 7)
     size_before = store.path.stat().st_size
-    with pytest.raises(FeedbackStoreError, match=r"final rationale has 10,485,\d+ characters; the limit is 4,000"):
+    with pytest.raises(ReviewActionError, match=r"final rationale has 10,485,\d+ characters; the limit is 4,000"):
         store.submit(make_review(final_rationale=huge))
     assert store.count_reviews() == 0 and store.path.stat().st_size == size_before
 
@@ -62,7 +62,7 @@ def test_a_10_mb_rationale_is_refused_before_it_is_stored(store, make_review):
     ("submission_id", "s" * 500, "submission id has 500 characters"),
 ])
 def test_every_review_field_is_bounded_and_plain_text(store, field, value, message, make_review):
-    with pytest.raises(FeedbackStoreError, match=re.escape(message)):
+    with pytest.raises(ReviewActionError, match=re.escape(message)):
         store.submit(make_review(**{field: value}))
     assert store.count_reviews() == 0
 
@@ -76,16 +76,16 @@ def test_a_review_at_the_limits_is_stored(store, make_review):
 
 def test_drafts_and_reviewer_actions_are_bounded_too(store, make_review):
     huge = {"final_rationale": "Shock. " * (10 * 1024 * 1024 // 7), "comment": ""}
-    with pytest.raises(FeedbackStoreError, match="draft not kept: draft final_rationale has 10,485,"):
+    with pytest.raises(ReviewActionError, match="draft not kept: draft final_rationale has 10,485,"):
         store.save_draft("Nurse A", make_review().case_id, huge)
-    with pytest.raises(FeedbackStoreError, match="draft comment contains a NUL byte"):
+    with pytest.raises(ReviewActionError, match="draft comment contains a NUL byte"):
         store.save_draft("Nurse A", make_review().case_id, {"comment": "a\x00b"})
-    with pytest.raises(FeedbackStoreError, match="draft not kept: the draft has"):
+    with pytest.raises(ReviewActionError, match="draft not kept: the draft has"):
         store.save_draft("Nurse A", make_review().case_id, {f"k{i}": "x" * 1000 for i in range(200)})
     assert store.draft("Nurse A", make_review().case_id) is None
-    with pytest.raises(FeedbackStoreError, match="note has 2,001 characters"):
+    with pytest.raises(ReviewActionError, match="note has 2,001 characters"):
         store.add_event("Nurse A", "flag", make_review().case_id, note="n" * 2001)
-    with pytest.raises(FeedbackStoreError, match="reviewer contains a control character"):
+    with pytest.raises(ReviewActionError, match="reviewer contains a control character"):
         store.add_event("Nurse\x07A", "skip", make_review().case_id)
     assert store.events() == []
     store.save_draft("Nurse A", make_review().case_id, {"final_rationale": "r" * limits.MAX_RATIONALE_CHARS})

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from r2d.review import session as rv
-from r2d.errors import FeedbackStoreError, InvalidCaseError
+from r2d.errors import InvalidCaseError, ReviewActionError
 from r2d.prompts import PROMPT_VERSION
 from r2d.review.store import case_id_for
 
@@ -128,12 +128,12 @@ def test_parse_rating(value, expected):
 
 @pytest.mark.parametrize("value", ["6", "-1", "abc", 9])
 def test_bad_ratings_are_refused(value):
-    with pytest.raises(FeedbackStoreError, match="rating must be 1-5"):
+    with pytest.raises(ReviewActionError, match="rating must be 1-5"):
         rv.parse_rating(value)
 
 
 def test_a_label_outside_the_label_set_is_refused():
-    with pytest.raises(FeedbackStoreError, match="label '9' is not one of"):
+    with pytest.raises(ReviewActionError, match="label '9' is not one of"):
         rv.build_review(shown_case(), "A", "9", "x")
 
 
@@ -192,7 +192,7 @@ def test_reopening_an_item_gives_a_token_tied_to_its_latest_review(store, fake_p
 
 def test_an_item_without_prediction_cannot_be_shown(store):
     batch = store.create_batch("up.csv", ["a"], "A", "m")
-    with pytest.raises(FeedbackStoreError, match="no prediction yet"):
+    with pytest.raises(ReviewActionError, match="no prediction yet"):
         rv.shown_from_item(store.batch_items(batch.batch_id)[0])
 
 
@@ -212,7 +212,7 @@ def test_check_cases_names_the_first_bad_case(fake_predictor):
 
 
 def test_batch_choices_show_each_reviewers_own_progress(store, fake_predictor):
-    """Issue 20: B's list said '20/20 reviewed' before B reviewed anything (A's reviews counted)."""
+    """B's list said '20/20 reviewed' before B reviewed anything (A's reviews counted)."""
     batch = store.create_batch("up.csv", ["level 1 a", "level 2 b"], "A", "m")
     rv.predict_missing(store, fake_predictor, batch.batch_id)
     [(label, value)] = rv.batch_choices(store)
@@ -287,7 +287,7 @@ def test_an_untouched_editor_is_no_draft(store):
     assert restored_shown == shown and draft["final_label"] == "3"
 
 
-# --- the under-triage guard (issue 20) -----------------------------------------------------------------
+# --- the under-triage guard -----------------------------------------------------------------
 
 KTAS = ("1", "2", "3", "4", "5")
 KTAS_NAMES = {"1": "Resuscitation", "2": "Emergency", "3": "Urgent", "4": "Less urgent", "5": "Non-urgent"}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from r2d.errors import FeedbackStoreError
+from r2d.errors import FeedbackStoreError, ReviewActionError
 from r2d.review.store import ReviewStore, case_id_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def test_resubmitting_the_same_submission_is_stored_once(store, make_review):
 
 def test_submission_id_reused_for_other_content_is_refused(store, make_review):
     store.submit(make_review())
-    with pytest.raises(FeedbackStoreError, match="differs in final_rationale"):
+    with pytest.raises(ReviewActionError, match="differs in final_rationale"):
         store.submit(make_review(final_rationale="something else"))
     assert store.count_reviews() == 1
 
@@ -97,7 +97,7 @@ def test_reviews_cannot_be_rewritten_even_with_raw_sql(store, statement, make_re
     ({"submission_id": ""}, "submission_id is empty"),
 ])
 def test_invalid_reviews_are_refused_with_the_reason(store, overrides, message, make_review):
-    with pytest.raises(FeedbackStoreError, match=message):
+    with pytest.raises(ReviewActionError, match=message):
         store.submit(make_review(**overrides))
     assert store.count_reviews() == 0
 
@@ -161,9 +161,9 @@ def test_batches_keep_cases_predictions_and_progress(store, make_review):
 
 
 def test_unknown_and_empty_batches(store):
-    with pytest.raises(FeedbackStoreError, match="no batch"):
+    with pytest.raises(ReviewActionError, match="no batch"):
         store.batch_items("b-missing")
-    with pytest.raises(FeedbackStoreError, match="at least one case"):
+    with pytest.raises(ReviewActionError, match="at least one case"):
         store.create_batch("empty.csv", [], "Nurse A", "m")
 
 
@@ -276,7 +276,7 @@ def test_a_lock_held_past_the_timeout_is_an_error_not_a_loss(tmp_path, make_revi
 
 
 
-# --- retract, skip, flag, adjudicate, drafts, upload ids (issue 9) ---------------------------------------------
+# --- retract, skip, flag, adjudicate, drafts, upload ids ---------------------------------------------
 
 
 def test_retract_keeps_the_row_and_the_previous_review_counts_again(store, make_review):
@@ -300,9 +300,9 @@ def test_every_reviewers_latest_review_is_kept(store, make_review):
 
 def test_events_are_append_only_and_checked(store):
     store.add_event("Nurse A", "flag", "case-1", note="odd BP")
-    with pytest.raises(FeedbackStoreError, match="not one of"):
+    with pytest.raises(ReviewActionError, match="not one of"):
         store.add_event("Nurse A", "delete", "case-1")
-    with pytest.raises(FeedbackStoreError, match="name"):
+    with pytest.raises(ReviewActionError, match="name"):
         store.add_event("  ", "skip", "case-1")
     with sqlite3.connect(store.path) as conn, pytest.raises(sqlite3.DatabaseError, match="append-only"):
         conn.execute("DELETE FROM review_events")
@@ -333,5 +333,5 @@ def test_upload_ids_are_kept_per_item(store):
     info = store.create_batch("up.jsonl", ["case a", "case b"], "Nurse A", "m", source_ids=["ID-7", None])
     assert [i.source_id for i in store.batch_items(info.batch_id)] == ["ID-7", None]
     assert store.source_ids() == {case_id_for("case a"): "ID-7"}
-    with pytest.raises(FeedbackStoreError, match="2 ids for 1 cases"):
+    with pytest.raises(ReviewActionError, match="2 ids for 1 cases"):
         store.create_batch("bad.jsonl", ["case c"], "Nurse A", "m", source_ids=["x", "y"])

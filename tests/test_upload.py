@@ -67,7 +67,7 @@ def test_load_upload_keeps_ids(tmp_path):
     ("id,question\nA\u202e12,chest pain\n", r"cases.csv:2: id contains a text-direction control \(U\+202E\)"),
 ])
 def test_an_upload_that_would_corrupt_silently_is_refused(tmp_path, content, message):
-    """Issue 21: an unclosed quote merged two patients' notes; a duplicated column silently won; ids of any
+    """An unclosed quote merged two patients' notes; a duplicated column silently won; ids of any
     length or holding ESC/U+202E were stored, shown and exported."""
     path = tmp_path / "cases.csv"
     path.write_text(content, encoding="utf-8")
@@ -107,7 +107,7 @@ def test_a_ragged_row_names_its_line_and_the_separator(tmp_path, content, messag
                     '"sore throat"}\n'),
 ])
 def test_without_a_case_column_the_reviewer_chooses_one(tmp_path, name, content):
-    """Issue 20: a file naming no case column was refused; the reviewer now picks the column (and the id's)."""
+    """A file naming no case column was refused; the reviewer now picks the column (and the id's)."""
     path = tmp_path / name
     path.write_text(content)
     with pytest.raises(upload.CaseColumnNeeded, match=rf"{name}:1: no case text column") as needed:
@@ -123,7 +123,7 @@ def test_without_a_case_column_the_reviewer_chooses_one(tmp_path, name, content)
 
 @pytest.mark.shared_data
 def test_the_raw_ktas_file_is_read_as_its_templated_cases(shared_data, ktas_examples):
-    """Issue 20: the raw KTAS CSV (semicolons, Turkish code page) was refused with a message about quotes."""
+    """The raw KTAS CSV (semicolons, Turkish code page) was refused with a message about quotes."""
     cases, ids = upload.load_upload(shared_data / "ktas" / "data.csv", 2000, 4000)
     assert cases == [e.case_text for e in ktas_examples] and ids == [e.example_id for e in ktas_examples]
     with pytest.raises(DatasetSchemaError, match=r"^data.csv: 1,267 cases; the limit is 1,000"):

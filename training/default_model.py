@@ -6,7 +6,7 @@
     python -m training.default_model --stage1-from runs/default_model/final/stage1 --stage2-steps 1200
 
 No pretrained T5 can be installed on our machines, so the default model starts from random weights.
-The levers that make such a T5 restate the case rather than recite a template (issue 8): a tokenizer
+The levers that make such a T5 restate the case rather than recite a template: a tokenizer
 with one token per digit (r2d.tokenizer), Stage 1 on a large synthetic corpus of sampled triage facts
 with rule rationales (training.corpus.synthetic, streamed by training.build.pretrain with warm-up and a fidelity
 figure logged during training), and class balance for the rare KTAS 1 and 5 in Stage 2. The rest is
@@ -70,7 +70,7 @@ ABLATION_STEPS = (500, 80)
 
 @dataclass(frozen=True)
 class Recipe:
-    """The levers of issue 8; an ablation arm switches one off."""
+    """The levers; an ablation arm switches one off."""
 
     digit_tokens: bool = True
     synthetic: bool = True        # Stage 1 on the synthetic corpus (else on the KTAS training split only)

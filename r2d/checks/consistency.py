@@ -2,7 +2,7 @@
 
 The consistency check re-predicts the label from the rationale alone (r2d.review.session.check_consistency). A model
 that reads every rationale as "1 — Resuscitation" warns on nearly every case, a nurse's own "non-urgent, no
-threat" included (issue 20). So each model is measured once on gold (case, label, rationale) rows: every
+threat" included. So each model is measured once on gold (case, label, rationale) rows: every
 rationale is checked once against its gold label and once against a wrong label (drawn with a seeded RNG). A
 warning on the gold pair is a false alarm, one on the wrong pair is a catch. For each probability threshold t
 (warn only when the rationale-alone label differs from the chosen one *and* has probability >= t),

@@ -32,7 +32,6 @@ from r2d.checks.rules import (MENTAL_FINDINGS, NORMAL_RANGES, PAEDIATRIC_AGE, TH
 KINDS = ("empty", "number_not_in_case", "normal_called_abnormal", "abnormal_called_normal", "wrong_mental_state",
          "wrong_pain", "wrong_complaint", "wrong_context", "wrong_level")
 LABEL_MASK = "[LABEL]"
-_NUM = r"(\d{1,3}(?:\.\d)?)"
 _SEP = r"[^\S\n]*(?:of|was|is|at|=|:)?[^\S\n]*"  # never across a line break
 
 # how a case or rationale names each vital sign (one home: the value patterns below and value_slot read them)

@@ -151,11 +151,6 @@ def pain_band(score: int) -> str:
     return next(band for lowest, band in PAIN_BANDS if score >= lowest)
 
 
-def threshold_crossed(vital: str, value: float) -> Threshold | None:
-    """The first adult THRESHOLD `value` crosses, or None."""
-    return next((t for t in THRESHOLDS if t.vital == vital and _OPS[t.op](value, t.limit)), None)
-
-
 def in_normal_range(vital: str, value: float) -> bool:
     """Inside the adult NORMAL_RANGES (inclusive)."""
     low, high = NORMAL_RANGES[vital]

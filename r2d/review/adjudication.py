@@ -15,7 +15,7 @@ import logging
 import uuid
 from typing import Mapping, Sequence
 
-from r2d.errors import FeedbackStoreError
+from r2d.errors import ReviewActionError
 from r2d.review.export import ExportCase, export_cases, pending_cases
 from r2d.review.session import DIFF_ADDED, DIFF_REMOVED, classify_action, format_label, word_diff
 from r2d.review.store import ReviewRecord, ReviewStore, validate_review
@@ -96,12 +96,12 @@ def case_choices(store: ReviewStore, label_names: Mapping[str, str]) -> list[tup
 
 
 def find_case(store: ReviewStore, case_id: str) -> ExportCase:
-    """The case with its reviewers' current reviews. Raises FeedbackStoreError if it has fewer than two."""
+    """The case with its reviewers' current reviews. Raises ReviewActionError if it has fewer than two."""
     case = next((c for c in export_cases(store) if c.review.case_id == case_id), None)
     if case is None:
-        raise FeedbackStoreError(f"case {case_id!r} has no current review; pick one from the list")
+        raise ReviewActionError(f"case {case_id!r} has no current review; pick one from the list")
     if len(case.reviews) < 2:
-        raise FeedbackStoreError(f"case {case_id} has only one review: nothing to adjudicate")
+        raise ReviewActionError(f"case {case_id} has only one review: nothing to adjudicate")
     return case
 
 
@@ -136,7 +136,7 @@ def side_by_side_html(case: ExportCase, label_names: Mapping[str, str]) -> str:
 
 
 def independence_note(store: ReviewStore, case: ExportCase, adjudicator: str, review_id: int | None) -> str:
-    """'' or SELF_NOTE for settling `case` with review_id (None = a written final). Raises FeedbackStoreError
+    """'' or SELF_NOTE for settling `case` with review_id (None = a written final). Raises ReviewActionError
     when an adjudicator who reviewed the case would settle it their own way while someone else could."""
     adjudicator = adjudicator.strip()
     own = [r for r in case.reviews if r.reviewer == adjudicator]
@@ -144,30 +144,30 @@ def independence_note(store: ReviewStore, case: ExportCase, adjudicator: str, re
         return ""  # not a reviewer of the case, or conceding to another reviewer
     independent = sorted({r.reviewer for r in reviewer_reviews(store)} - {r.reviewer for r in case.reviews})
     if independent:
-        raise FeedbackStoreError(
+        raise ReviewActionError(
             "you reviewed this case yourself, so you cannot settle it your way; adopt another reviewer's review, "
             f"or ask a reviewer who did not review it ({', '.join(independent[:3])}) to adjudicate")
     return SELF_NOTE
 
 
 def adopt(store: ReviewStore, adjudicator: str, case_id: str, review_id: int) -> ReviewRecord:
-    """Adopt one current review as the case's answer. Raises FeedbackStoreError."""
+    """Adopt one current review as the case's answer. Raises ReviewActionError (FeedbackStoreError: the database)."""
     case = find_case(store, case_id)
     record = next((r for r in case.reviews if r.review_id == review_id), None)
     if record is None:
-        raise FeedbackStoreError(f"review #{review_id} is not a current review of this case; pick one from the list")
+        raise ReviewActionError(f"review #{review_id} is not a current review of this case; pick one from the list")
     note = independence_note(store, case, adjudicator, review_id)
     store.add_event(adjudicator, "adjudicate", case_id, review_id=review_id, note=note)
     return record
 
 
 def write_final(store: ReviewStore, adjudicator: str, case_id: str, label: str, rationale: str) -> ReviewRecord:
-    """Store the adjudicator's own final label and rationale for the case and adopt it. Raises FeedbackStoreError."""
+    """Store the adjudicator's own final label and rationale for the case and adopt it. Raises ReviewActionError."""
     case = find_case(store, case_id)
     note = independence_note(store, case, adjudicator, None)
     base = case.reviews[-1]  # the model output the final is compared with (for its action)
     if label not in base.model_probabilities:
-        raise FeedbackStoreError(f"choose the final label (one of {', '.join(base.model_probabilities)})")
+        raise ReviewActionError(f"choose the final label (one of {', '.join(base.model_probabilities)})")
     record = ReviewRecord(
         submission_id=f"adjudication-{uuid.uuid4().hex}", reviewer=adjudicator.strip(), case_id=case_id,
         case_text=base.case_text, model_id=base.model_id, quantization=base.quantization,

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from r2d.data import COLUMNS, Example, escape_csv_cell, label_counts, stratified_split
-from r2d.errors import FeedbackStoreError
+from r2d.errors import ReviewActionError
 from r2d.checks.factcheck import check_rationale
 from r2d.checks.identifiers import scan_identifiers
 from r2d.review.store import ACTIONS, ReviewRecord, ReviewStore, utc_now
@@ -76,10 +76,10 @@ class ExportPolicy:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.actions) - set(ACTIONS))
         if unknown or not self.actions:
-            raise FeedbackStoreError(f"export policy actions must be a non-empty subset of {', '.join(ACTIONS)}; "
+            raise ReviewActionError(f"export policy actions must be a non-empty subset of {', '.join(ACTIONS)}; "
                                      f"got {list(self.actions)}")
         if not 0 <= self.min_rating <= 5:
-            raise FeedbackStoreError(f"export policy min_rating must be 0-5, got {self.min_rating}")
+            raise ReviewActionError(f"export policy min_rating must be 0-5, got {self.min_rating}")
 
     def admits(self, review: ReviewRecord) -> bool:
         """Whether a (current) review counts as training data under this policy."""
@@ -227,12 +227,12 @@ def preview_export(store: ReviewStore, policy: ExportPolicy) -> tuple[list[Revie
     """The reviews an export would write, and what a human should see first: likely identifiers, then
     rationales that name another triage level.
 
-    Raises FeedbackStoreError when no current review matches the policy.
+    Raises ReviewActionError when no current review matches the policy.
     """
     cases = select_cases(store, policy)
     reviews = [c.review for c in cases]
     if not reviews:
-        raise FeedbackStoreError("no current review matches this export policy; review cases or loosen the policy")
+        raise ReviewActionError("no current review matches this export policy; review cases or loosen the policy")
     return reviews, scan_reviews(reviews) + scan_comments(cases) + level_findings(reviews)
 
 
@@ -255,7 +255,7 @@ def _split(cases: list[ExportCase], val_fraction: float, test_fraction: float,
     """
     fractions = [1.0 - val_fraction - test_fraction, val_fraction] + ([test_fraction] if test_fraction > 0 else [])
     if len(cases) < len(fractions):
-        raise FeedbackStoreError(f"only {len(cases)} review(s) match the export policy; need at least "
+        raise ReviewActionError(f"only {len(cases)} review(s) match the export policy; need at least "
                                  f"{len(fractions)} for the requested splits (review more cases or loosen the policy)")
     examples = [to_example(c) for c in cases]
     index = {id(e): c for e, c in zip(examples, cases)}  # stratified_split returns the same Example objects
@@ -305,7 +305,7 @@ def _publish(tmp: Path, out: Path) -> None:
     """Rename the finished temporary folder into place (an empty existing folder is replaced)."""
     if out.exists():
         if not out.is_dir() or any(out.iterdir()):
-            raise FeedbackStoreError(f"{out} already exists and is not empty; choose a new export folder")
+            raise ReviewActionError(f"{out} already exists and is not empty; choose a new export folder")
         out.rmdir()
     os.rename(tmp, out)
 
@@ -342,14 +342,14 @@ def export_stage2_dataset(store: ReviewStore, out_dir: str | Path, policy: Expor
 
     test_fraction defaults to val_fraction when test_csv is set. Identifier findings are recorded
     in the sidecar, not removed: scan first (scan_reviews) and let a human decide.
-    Raises FeedbackStoreError for a bad fraction or when too few reviews match the policy.
+    Raises ReviewActionError for a bad fraction or when too few reviews match the policy.
     """
     test_fraction = (val_fraction if test_fraction is None else test_fraction) if test_csv else 0.0
     if not (0.0 < val_fraction < 1.0 and 0.0 <= test_fraction < 1.0 and val_fraction + test_fraction < 1.0):
-        raise FeedbackStoreError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be in (0, 1) "
+        raise ReviewActionError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be in (0, 1) "
                                  "and leave rows for training")
     if test_csv and test_fraction <= 0:
-        raise FeedbackStoreError("test_fraction must be above 0 when a test split is asked for")
+        raise ReviewActionError("test_fraction must be above 0 when a test split is asked for")
     cases = select_cases(store, policy)
     splits = dict(zip(("train", "val", "test"), _split(cases, val_fraction, test_fraction, seed)))
     out = Path(out_dir)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from r2d.review.active import review_order
 from r2d.config import GenerationConfig
-from r2d.errors import FeedbackStoreError, InvalidCaseError
+from r2d.errors import InvalidCaseError, ReviewActionError
 from r2d.checks.factcheck import case_has_triage_facts, check_rationale, parse_case
 from r2d.limits import MAX_RATIONALE_CHARS
 from r2d.prompts import PROMPT_VERSION
@@ -323,24 +323,24 @@ def submission_id(shown: ShownCase, reviewer: str, final_label: str, final_ratio
 
 
 def parse_rating(value: Any) -> int | None:
-    """A rating widget value ('', None, '4', 4) as 1-5 or None. Raises FeedbackStoreError otherwise."""
+    """A rating widget value ('', None, '4', 4) as 1-5 or None. Raises ReviewActionError otherwise."""
     if value in (None, "", 0, "0"):
         return None
     try:
         rating = int(value)
     except (TypeError, ValueError) as e:
-        raise FeedbackStoreError(f"rating must be 1-5, got {value!r}") from e
+        raise ReviewActionError(f"rating must be 1-5, got {value!r}") from e
     if not 1 <= rating <= 5:
-        raise FeedbackStoreError(f"rating must be 1-5, got {rating}")
+        raise ReviewActionError(f"rating must be 1-5, got {rating}")
     return rating
 
 
 def build_review(shown: ShownCase, reviewer: str, final_label: str, final_rationale: str,
                  rating: Any = None, comment: str = "", consistency_label: str | None = None,
                  now: float | None = None) -> ReviewRecord:
-    """The ReviewRecord for what the nurse decided. Raises FeedbackStoreError for an unusable review."""
+    """The ReviewRecord for what the nurse decided. Raises ReviewActionError for an unusable review."""
     if final_label not in shown.probabilities:
-        raise FeedbackStoreError(f"label {final_label!r} is not one of {', '.join(shown.probabilities)}")
+        raise ReviewActionError(f"label {final_label!r} is not one of {', '.join(shown.probabilities)}")
     final_rationale = final_rationale.strip()
     rating_value = parse_rating(rating)
     elapsed = (time.time() if now is None else now) - shown.shown_at
@@ -359,7 +359,7 @@ def save_review(store: ReviewStore, predictor: PredictorLike, shown: ShownCase, 
                 final_rationale: str, rating: Any = None, comment: str = "") -> tuple[SubmitResult, ConsistencyResult]:
     """Build the review, re-predict its label from the rationale alone, store it (once per content).
 
-    Raises FeedbackStoreError for an unusable review or a failed write.
+    Raises ReviewActionError for an unusable review, FeedbackStoreError for a failed write.
     """
     record = build_review(shown, reviewer, final_label, final_rationale, rating, comment)
     validate_review(record)  # before the model call: an unusable review fails fast with the store's reasons
@@ -410,9 +410,6 @@ def others_note(store: ReviewStore, case_id: str, reviewer: str) -> str:
 
 
 # --- drafts: what the nurse typed, kept server-side per reviewer and case --------------------------
-
-
-DRAFT_FIELDS = ("final_label", "rationale", "rating", "comment")
 
 
 def make_draft(shown: ShownCase, final_label: str | None, rationale: str | None, rating: Any,
@@ -537,9 +534,9 @@ def queue_progress(items: Sequence[BatchItem], position: int) -> str:
 
 
 def shown_from_item(item: BatchItem) -> ShownCase:
-    """The ShownCase of a predicted batch item. Raises FeedbackStoreError if it is not predicted yet."""
+    """The ShownCase of a predicted batch item. Raises ReviewActionError if it is not predicted yet."""
     if item.prediction is None:
-        raise FeedbackStoreError(f"case {item.item_index + 1} of batch {item.batch_id} has no prediction yet; "
+        raise ReviewActionError(f"case {item.item_index + 1} of batch {item.batch_id} has no prediction yet; "
                                  "press 'Run batch' to finish predicting it")
     shown = ShownCase.from_prediction(item.prediction, item.batch_id, item.item_index)
     # tied to the item's latest review: re-saving the same content after reopening the item is the same

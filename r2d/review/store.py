@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from r2d.errors import FeedbackStoreError
+from r2d.errors import FeedbackStoreError, ReviewActionError
 from r2d.review import audit
 from r2d import limits
 
@@ -205,12 +205,12 @@ _TEXT_FIELDS = (("submission_id", limits.MAX_ID_CHARS, False), ("reviewer", limi
 
 
 def validate_review(record: ReviewRecord) -> None:
-    """Raise FeedbackStoreError naming the first field a stored review cannot have."""
+    """Raise ReviewActionError naming the first field a stored review cannot have."""
     # bounded plain text first: a 10 MB rationale or a NUL byte never reaches SQLite
     problems = [p for name, max_chars, multiline in _TEXT_FIELDS
                 for p in limits.text_problems(name.replace("_", " "), getattr(record, name), max_chars, multiline)]
     if problems:
-        raise FeedbackStoreError("review not saved: " + "; ".join(problems))
+        raise ReviewActionError("review not saved: " + "; ".join(problems))
     if not record.submission_id.strip():
         problems.append("submission_id is empty")
     if not record.reviewer.strip():
@@ -226,7 +226,7 @@ def validate_review(record: ReviewRecord) -> None:
     if not record.case_text.strip():
         problems.append("case text is empty")
     if problems:
-        raise FeedbackStoreError("review not saved: " + "; ".join(problems))
+        raise ReviewActionError("review not saved: " + "; ".join(problems))
 
 
 class ReviewStore:
@@ -338,7 +338,7 @@ class ReviewStore:
     # --- reviews -----------------------------------------------------------------------------
 
     def submit(self, record: ReviewRecord) -> SubmitResult:
-        """Store one review, once per submission_id. Raises FeedbackStoreError if invalid or unsaved,
+        """Store one review, once per submission_id. Raises ReviewActionError if invalid, FeedbackStoreError if unsaved,
         or if the submission_id was already used for different content."""
         validate_review(record)
         row = record.payload()
@@ -357,7 +357,7 @@ class ReviewStore:
             stored = self._row_to_review(existing)
         differences = [] if created else stored.differences(record)
         if differences:
-            raise FeedbackStoreError(f"submission id {record.submission_id} was already used for a different review "
+            raise ReviewActionError(f"submission id {record.submission_id} was already used for a different review "
                                      f"(differs in {', '.join(differences)}); reload the case and submit again")
         return SubmitResult(stored, created)
 
@@ -400,15 +400,15 @@ class ReviewStore:
 
     def add_event(self, reviewer: str, kind: str, case_id: str, review_id: int | None = None,
                   batch_id: str | None = None, item_index: int | None = None, note: str = "") -> ReviewEvent:
-        """Append one reviewer action. Raises FeedbackStoreError for an unknown kind or an empty name."""
+        """Append one reviewer action. Raises ReviewActionError for an unknown kind or an empty name."""
         problems = (limits.text_problems("reviewer", reviewer, limits.MAX_NAME_CHARS, multiline=False)
                     + limits.text_problems("note", note, limits.MAX_COMMENT_CHARS))
         if problems:
-            raise FeedbackStoreError("not saved: " + "; ".join(problems))
+            raise ReviewActionError("not saved: " + "; ".join(problems))
         if kind not in EVENT_KINDS:
-            raise FeedbackStoreError(f"event kind {kind!r} is not one of {', '.join(EVENT_KINDS)}")
+            raise ReviewActionError(f"event kind {kind!r} is not one of {', '.join(EVENT_KINDS)}")
         if not reviewer.strip():
-            raise FeedbackStoreError("enter your name first: every action records who made it")
+            raise ReviewActionError("enter your name first: every action records who made it")
         row = (utc_now(), reviewer.strip(), kind, case_id, review_id, batch_id, item_index, note.strip())
         with self._write() as conn:
             cur = conn.execute("INSERT INTO review_events (created_at, reviewer, kind, case_id, review_id, batch_id, "
@@ -453,7 +453,7 @@ class ReviewStore:
         if size > limits.MAX_DRAFT_CHARS:
             problems.append(f"the draft has {size:,} characters; the limit is {limits.MAX_DRAFT_CHARS:,}")
         if problems:
-            raise FeedbackStoreError("draft not kept: " + "; ".join(problems))
+            raise ReviewActionError("draft not kept: " + "; ".join(problems))
         if not reviewer.strip():
             return  # nobody to key it by; the UI asks for a name before anything can be saved
         with self._write() as conn:
@@ -492,9 +492,9 @@ class ReviewStore:
         source_ids: the upload's own id of each case (None where it had none), kept for the export.
         """
         if not case_texts:
-            raise FeedbackStoreError("a batch needs at least one case")
+            raise ReviewActionError("a batch needs at least one case")
         if source_ids is not None and len(source_ids) != len(case_texts):
-            raise FeedbackStoreError(f"{len(source_ids)} ids for {len(case_texts)} cases")
+            raise ReviewActionError(f"{len(source_ids)} ids for {len(case_texts)} cases")
         batch_id = f"b-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
         created_at = utc_now()
         with self._write() as conn:
@@ -529,11 +529,11 @@ class ReviewStore:
         return [BatchInfo(**dict(r)) for r in rows]
 
     def get_batch(self, batch_id: str) -> BatchInfo:
-        """One batch by id. Raises FeedbackStoreError if there is none."""
+        """One batch by id. Raises ReviewActionError if there is none."""
         for info in self.list_batches():
             if info.batch_id == batch_id:
                 return info
-        raise FeedbackStoreError(f"no batch {batch_id!r} in {self.path.name}; upload the cases again")
+        raise ReviewActionError(f"no batch {batch_id!r} in {self.path.name}; upload the cases again")
 
     def batch_items(self, batch_id: str, reviewer: str | None = None) -> list[BatchItem]:
         """The items of a batch in upload order, each with its prediction and latest live review (if any).

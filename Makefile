@@ -42,7 +42,7 @@ test-fast: dev-venv
 # [tool.mutmut] in pyproject.toml; MUTATE picks the functions (fnmatch on mutmut's names), e.g.
 #   make mutation MUTATE="training.method.schedules*"
 # It prints the surviving mutants; `.venv/bin/mutmut show NAME` gives a mutant's diff. See tests/MUTATION.md.
-MUTATE ?= training.method.schedules* r2d.scoring* r2d.prompts* training.method.trainer.x*loss* training.method.trainer.x_gumbel_noise* \
+MUTATE ?= training.method.schedules* r2d.model.scoring* r2d.prompts* training.method.trainer.x*loss* training.method.trainer.x_gumbel_noise* \
 	training.method.trainer.x*conditioning_labels* training.method.trainer.x*cycle_term*
 mutation: dev-venv
 	OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children 2 $(foreach m,$(MUTATE),"$(m)") > mutants.log 2>&1 || true

@@ -34,7 +34,7 @@ from r2d.review import adjudication as adj  # noqa: E402
 from r2d.review import session as rv  # noqa: E402
 from r2d.review import upload as up  # noqa: E402
 from r2d.review.active import DEFAULT_ORDER, ORDERS  # noqa: E402
-from r2d.artifacts import model_source  # noqa: E402
+from r2d.model.artifacts import model_source  # noqa: E402
 from r2d.review.agreement import agreement  # noqa: E402
 from r2d.review.auth import authenticator, load_users  # noqa: E402
 from r2d.checks.consistency import consistency_line, load_calibration  # noqa: E402
@@ -1221,7 +1221,7 @@ def resolve_config(args: argparse.Namespace) -> R2DConfig:
 def load_predictor(cfg: R2DConfig) -> rv.PredictorLike:
     """Load the model named by cfg.model on the backend model.backend resolves to (auto: CTranslate2 on CPU
     when installed, else transformers; the app's only road to torch). Raises ModelLoadError."""
-    from r2d.inference import load_predictor as load
+    from r2d.model.load import load_predictor as load
     return load(cfg.model, cfg.generation, cfg.app.max_case_chars)
 
 

@@ -5,7 +5,7 @@
 
 For each candidate shape a randomly initialised T5 is built with the default model's tokenizer recipe
 (BPE fitted to the KTAS training texts and the synthetic corpus), saved as the app loads it, and run
-through the app's own loader (r2d.inference.load_predictor: CTranslate2 int8 on a CPU) on KTAS cases
+through the app's own loader (r2d.model.load.load_predictor: CTranslate2 int8 on a CPU) on KTAS cases
 with one thread: the label (label-set scoring) and a rationale forced to --rationale-tokens tokens
 (a random model stops at no fixed length), median over the cases after one warm-up. Also one Stage-1
 training step (batch 16) in fp32 and under bf16 autocast on the CPU's cores. Targets (issue: the
@@ -39,7 +39,7 @@ TARGETS = {"label_ms": 150.0, "rationale_s": 1.5, "weights_mb": 50.0}
 
 
 def build(shape: str, workdir: Path, tokenizer) -> Path:
-    from r2d.artifacts import ModelMeta, save_model_dir
+    from r2d.model.artifacts import ModelMeta, save_model_dir
     from r2d.config import R2DConfig
     from r2d.sources import KTAS_LABELS, ktas_meta
     from training.build.scratch import new_t5
@@ -51,7 +51,7 @@ def build(shape: str, workdir: Path, tokenizer) -> Path:
 
 
 def fit_tokenizer(texts: list[str]):
-    from r2d.tokenizer import train_tokenizer
+    from r2d.model.tokenizer import train_tokenizer
     from training.corpus.synthetic import synthetic_examples, training_complaints
     from r2d.sources import load_ktas
     train = load_ktas(SHARED / "ktas" / "data.csv")
@@ -62,7 +62,7 @@ def fit_tokenizer(texts: list[str]):
 
 def time_app_path(model_dir: Path, cases: list[str], candidates: int, tokens: int) -> dict[str, float]:
     """Median label ms and rationale seconds (forced to `tokens` tokens) through the app's loader."""
-    from r2d.inference import load_predictor
+    from r2d.model.load import load_predictor
     gen = GenerationConfig(max_rationale_tokens=tokens, fact_check_candidates=candidates)
     predictor = load_predictor(ModelConfig(name_or_path=str(model_dir), num_threads=1), gen)
     if hasattr(predictor, "decode_options"):  # CTranslate2: every rationale exactly `tokens` long

@@ -48,7 +48,7 @@ VARIANTS = {
     "4bit-pre": "r2d NF4 loaded from a save_quantized_model_dir directory",
     "4bit-noavx": "4bit-pre with bitsandbytes' AVX512-BF16 kernel disabled (what CPUs without it run)",
     "ct2-int8": "CTranslate2 int8 (converted directory), called directly: the engine's own speed",
-    "ct2-backend": "r2d.ct2.CT2Predictor on CTranslate2 int8: the app's CPU backend (model.backend=auto/ct2)",
+    "ct2-backend": "r2d.model.ct2.CT2Predictor on CTranslate2 int8: the app's CPU backend (model.backend=auto/ct2)",
 }
 DEFAULT_VARIANTS = "fp32,bf16,int8,4bit-stock,4bit,4bit-pre,4bit-noavx,ct2-int8,ct2-backend"
 
@@ -71,9 +71,9 @@ def build_dirs(workdir: Path, shape: str, variants: list[str]) -> dict[str, Path
     """The fp32 model dir (always), the NF4 dir and the CTranslate2 dir when a variant needs them."""
     full, q4, ct2 = workdir / "full", workdir / "q4", workdir / "ct2-int8"
     if not (full / "r2d_model.json").is_file():
-        from r2d.artifacts import ModelMeta, save_model_dir
+        from r2d.model.artifacts import ModelMeta, save_model_dir
         from r2d.sources import KTAS_LABELS, ktas_meta, load_ktas, load_pubmedqa
-        from r2d.tokenizer import train_tokenizer
+        from r2d.model.tokenizer import train_tokenizer
         from training.build.scratch import new_t5
         ktas = load_ktas(SHARED / "ktas" / "data.csv")
         pubmed = [e for part in load_pubmedqa(SHARED / "pubmedqa").values() for e in part]
@@ -94,7 +94,7 @@ def build_dirs(workdir: Path, shape: str, variants: list[str]) -> dict[str, Path
         else:
             TransformersConverter(str(full)).convert(str(ct2), quantization="int8", force=True)
     if "ct2-backend" in variants:
-        from r2d import ct2 as r2d_ct2
+        from r2d.model import ct2 as r2d_ct2
         if r2d_ct2.ct2_available():  # converted here, so the worker's load time is a load, not a conversion
             r2d_ct2.convert(ct2_backend_config(workdir, 1), "int8")
     return {"full": full, "q4": q4, "ct2": ct2}
@@ -118,19 +118,19 @@ def run_worker(args: list[str]) -> str:
 def load_variant(variant: str, dirs: dict[str, Path], threads: int):
     """(predictor, weights MB on disk) for a transformers-based variant."""
     import torch
-    from r2d.inference import Predictor  # noqa: F401  (imported before the load: part of the baseline)
-    from r2d.modeling import LoadedModel, load_model_and_tokenizer
+    from r2d.model.inference import Predictor  # noqa: F401  (imported before the load: part of the baseline)
+    from r2d.model.modeling import LoadedModel, load_model_and_tokenizer
     if variant == "4bit-noavx":
         import bitsandbytes.nn.modules as bnb_modules
         bnb_modules.has_avx512bf16 = lambda: False  # new Linear4bit layers then take the dequantize + matmul path
-        import r2d.modeling
-        import r2d.quantize
-        r2d.modeling.cpu_has_fast_4bit = lambda: False  # and the 16-bit layers are stored in float32, as there
-        r2d.quantize.cpu_has_fast_4bit = lambda: False
+        import r2d.model.modeling
+        import r2d.model.quantize
+        r2d.model.modeling.cpu_has_fast_4bit = lambda: False  # and the 16-bit layers are stored in float32, as there
+        r2d.model.quantize.cpu_has_fast_4bit = lambda: False
     if variant == "4bit-stock":
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-        from r2d.artifacts import read_model_meta
-        from r2d.quantize import nf4_bnb_config
+        from r2d.model.artifacts import read_model_meta
+        from r2d.model.quantize import nf4_bnb_config
         torch.set_num_threads(threads)
         q = nf4_bnb_config(torch.float32)  # transformers' documented NF4 load, no double quantisation
         model = AutoModelForSeq2SeqLM.from_pretrained(dirs["full"], quantization_config=q).eval()
@@ -145,21 +145,21 @@ def load_variant(variant: str, dirs: dict[str, Path], threads: int):
 
 
 def measure_transformers(variant: str, dirs: dict[str, Path], cases: list[str], args: argparse.Namespace) -> dict:
-    from r2d.inference import Predictor
+    from r2d.model.load import predictor_for
     gen = GenerationConfig(max_rationale_tokens=args.rationale_tokens)
     if variant == "ct2-backend":
-        from r2d import ct2
+        from r2d.model import ct2
     baseline = rss_mb()
     t0 = time.perf_counter()
     if variant == "ct2-backend":
         model_cfg = ct2_backend_config(args.workdir, args.threads)
-        predictor = Predictor.from_loaded(ct2.load_ct2(model_cfg), gen)
+        predictor = predictor_for(ct2.load_ct2(model_cfg), gen)
         disk = dir_mb(ct2.convert(model_cfg, "int8"), ("model.bin",))
         predictor.decode_options["min_decoding_length"] = args.rationale_tokens  # equal work for every variant
     else:
         loaded, disk = load_variant(variant, dirs, args.threads)
         loaded.model.generation_config.min_new_tokens = args.rationale_tokens  # equal work for every variant
-        predictor = Predictor(loaded, gen)
+        predictor = predictor_for(loaded, gen)
     load_s = time.perf_counter() - t0
     warm, cases = cases[0], cases[1:]
     predictor.predict(warm)  # warm-up (first-call allocations), not timed
@@ -222,7 +222,7 @@ def measure_ct2(dirs: dict[str, Path], cases: list[str], args: argparse.Namespac
 def measure_quality(variant: str, dirs: dict[str, Path], args: argparse.Namespace) -> dict:
     """Labels and probabilities on every example of --data, and rationales on the first --cases (a trained model)."""
     from r2d.data import load_examples
-    from r2d.inference import Predictor
+    from r2d.model.inference import Predictor
     examples = load_examples(args.data)
     loaded, _ = load_variant(variant, dirs, args.threads)
     predictor = Predictor(loaded, GenerationConfig())
@@ -264,7 +264,7 @@ def summarize(variant, disk, load_s, baseline, timings, batch_s, n, tokens, labe
 def profile(variant: str, dirs: dict[str, Path], case: str, args: argparse.Namespace) -> None:
     """Print the operators that take one prediction's time (torch.profiler, CPU)."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
-    from r2d.inference import Predictor
+    from r2d.model.inference import Predictor
     loaded, _ = load_variant(variant, dirs, args.threads)
     loaded.model.generation_config.min_new_tokens = args.rationale_tokens
     predictor = Predictor(loaded, GenerationConfig(max_rationale_tokens=args.rationale_tokens))
@@ -278,7 +278,7 @@ def profile(variant: str, dirs: dict[str, Path], case: str, args: argparse.Names
 def micro(threads: int) -> None:
     """Microseconds per call of one linear layer: fp32, bf16, NF4 fused (AVX512-BF16), NF4 dequantize + matmul."""
     import torch
-    from r2d.quantize import nf4_linear
+    from r2d.model.quantize import nf4_linear
     torch.set_num_threads(threads)
 
     def clock(fn, x, n=30):
@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     dirs = {"full": args.workdir / "full", "q4": args.workdir / "q4", "ct2": args.workdir / "ct2-int8"}
     if args.convert_q4:
-        from r2d.modeling import save_quantized_model_dir
+        from r2d.model.modeling import save_quantized_model_dir
         save_quantized_model_dir(ModelConfig(name_or_path=args.convert_q4[0], device="cpu"), args.convert_q4[1])
         return
     if args.micro:

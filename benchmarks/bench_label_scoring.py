@@ -4,7 +4,7 @@
 
 A random T5 of flan-t5-base shape (12+12 layers, d_model 768, T5's 32,128-token vocabulary) scores
 --cases cases against --labels labels of 1-8 words, once with every (case, label) pair in one decoder
-call and once in calls of r2d.scoring.SCORING_PAIRS pairs (what training and inference do). Each run is
+call and once in calls of r2d.model.scoring.SCORING_PAIRS pairs (what training and inference do). Each run is
 its own subprocess, so its peak RSS is its own; the figure is the peak above the RSS after the model is
 built. The one-call peak grows with cases x labels; the script extrapolates it per pair to a training
 batch (--batch, default 64). Random weights: only memory and time mean anything. It asserts nothing.
@@ -44,7 +44,7 @@ def one_run(cases: int, labels: int, input_tokens: int, max_pairs: int) -> dict[
     from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
     from r2d.prompts import predict_prompt
-    from r2d.scoring import score_labels
+    from r2d.model.scoring import score_labels
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(TOKENIZER)
     config = T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=2048, num_layers=12, num_decoder_layers=12,
@@ -72,7 +72,7 @@ def main() -> None:
     if args._child is not None:
         print(json.dumps(one_run(args.cases, args.labels, args.input_tokens, args._child)))
         return
-    from r2d.scoring import SCORING_PAIRS
+    from r2d.model.scoring import SCORING_PAIRS
     pairs = args.cases * args.labels
     rows = {}
     for name, max_pairs in (("one call", pairs), (f"chunked ({SCORING_PAIRS} pairs)", SCORING_PAIRS)):

@@ -67,7 +67,7 @@ def base_config(shape: str):
 
 def build_model(cfg, shape: str, examples):
     """A tokenizer fitted to the KTAS texts and a random T5 of the shape (vocabulary padded to T5's at small)."""
-    from r2d.tokenizer import train_tokenizer
+    from r2d.model.tokenizer import train_tokenizer
     from training.method.features import tokenizer_corpus
     from training.build.scratch import new_t5
     tokenizer = train_tokenizer(tokenizer_corpus(examples), vocab_size=cfg.arch.vocab_size)

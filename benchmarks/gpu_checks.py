@@ -44,9 +44,9 @@ def inference(model_dir: Path, quantization: str, cases: list[str]) -> dict:
     import torch
 
     from r2d.config import GenerationConfig, ModelConfig
-    from r2d.inference import load_predictor
+    from r2d.model.load import load_predictor
     from r2d.prompts import explain_given_label_prompt
-    from r2d.scoring import tokenize_inputs
+    from r2d.model.scoring import tokenize_inputs
     torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated()
     cfg = ModelConfig(name_or_path=str(model_dir), device="cuda", quantization=quantization, compute_dtype="bfloat16",

@@ -68,7 +68,7 @@ class GenerationConfig:
     # one the case contradicts least is shown (r2d.checks.factcheck.least_contradicted); its remaining problems are
     # still shown. 8 candidates roughly doubled the default model's validation fidelity (0.35 -> 0.68, 60 cases)
     fact_check_candidates: int = 0
-    # decoding that cannot invent a number (r2d.number_guard): a rationale may write only the case's numbers and
+    # decoding that cannot invent a number (r2d.model.number_guard): a rationale may write only the case's numbers and
     # the rules' fixed limits. A decoding lever, not the model's own fidelity; torch backend only
     constrain_numbers: bool = False
 

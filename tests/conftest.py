@@ -118,7 +118,7 @@ def tiny_examples() -> list[Example]:
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
-    from r2d.tokenizer import train_tokenizer
+    from r2d.model.tokenizer import train_tokenizer
     texts = []
     for e in _corpus_examples():
         texts += [predict_prompt(e.case_text), explain_prompt(e.case_text),
@@ -137,7 +137,7 @@ def tiny_t5(tiny_tokenizer):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     """A saved Reason2Decide model directory (random weights) with its r2d_model.json."""
-    from r2d.artifacts import ModelMeta, save_model_dir
+    from r2d.model.artifacts import ModelMeta, save_model_dir
     from training.build.scratch import new_t5
     out = tmp_path_factory.mktemp("tiny_model")
     meta = ModelMeta(label_set=KTAS_LABELS, **ktas_meta())
@@ -182,7 +182,7 @@ def make_review():
 
 
 class FakePredictor:
-    """Implements r2d.inference.Predictor's interface deterministically and instantly.
+    """Implements r2d.model.inference.Predictor's interface deterministically and instantly.
 
     The label of a text is the first standalone digit 1-5 in it (else "3"), so tests steer labels and the
     consistency check by writing "level 2" into a case or a rationale. A case containing "unclear" gets a
@@ -210,7 +210,7 @@ class FakePredictor:
     def _scores(self, text: str, low: bool = False):
         import math
 
-        from r2d.scoring import LabelScores
+        from r2d.model.scoring import LabelScores
         best = self._label_of(text)
         top = 0.3 if low else 0.6
         probs = tuple(top if label == best else (1 - top) / 4 for label in self.label_set)
@@ -235,7 +235,7 @@ class FakePredictor:
             yield " ".join(words[:i])
 
     def predict(self, case_text: str):
-        from r2d.inference import Prediction
+        from r2d.model.inference import Prediction
         from r2d.prompts import PROMPT_VERSION
         scores = self.predict_label(case_text)
         label = scores.best
@@ -335,7 +335,7 @@ def tiny_config():
 @pytest.fixture()
 def current_model(tmp_path, tiny_tokenizer):
     """A saved model with its own config (tiny_cpu.json), as a deployed model directory would be."""
-    from r2d.artifacts import ModelMeta, save_model_dir
+    from r2d.model.artifacts import ModelMeta, save_model_dir
     from r2d.config import load_config
     from training.build.scratch import new_t5
     cfg = load_config(TINY_CONFIG)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from r2d.artifacts import META_FILENAME, ModelMeta, read_model_meta, save_model_dir
+from r2d.model.artifacts import META_FILENAME, ModelMeta, read_model_meta, save_model_dir
 from r2d.config import CONFIG_FILENAME, config_from_dict, load_config
 from r2d.errors import ModelLoadError
 

@@ -57,7 +57,7 @@ def test_the_line_is_a_warning_only_above_the_measured_threshold(fake_predictor)
 def test_calibration_on_a_real_tiny_model_and_real_ktas_rows(tiny_model_dir, tmp_path):
     """Random weights: contracts only (counts add up, precisions are shares, the file is read back)."""
     from r2d.config import load_config
-    from r2d.inference import load_predictor
+    from r2d.model.load import load_predictor
     from training.default_model import DEFAULT_KTAS
     if not DEFAULT_KTAS.is_file():
         pytest.skip(f"no KTAS data at {DEFAULT_KTAS}")

@@ -1,4 +1,4 @@
-"""r2d.ct2: the CTranslate2 backend behind the Predictor interface, against the torch path on the tiny T5."""
+"""r2d.model.ct2: the CTranslate2 backend behind the Predictor interface, against the torch path on the tiny T5."""
 from __future__ import annotations
 
 import math
@@ -12,11 +12,12 @@ import torch
 from r2d.config import GenerationConfig, ModelConfig, load_config
 from r2d.errors import ConfigError, InvalidCaseError, ModelLoadError
 from r2d.checks.factcheck import least_contradicted
-from r2d.inference import Predictor, load_predictor
-from r2d.modeling import load_model_and_tokenizer, resolve_backend
+from r2d.model.inference import Predictor
+from r2d.model.load import load_predictor, predictor_for
+from r2d.model.modeling import load_model_and_tokenizer, resolve_backend
 from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt
 
-ct2 = pytest.importorskip("r2d.ct2")
+ct2 = pytest.importorskip("r2d.model.ct2")
 if not ct2.ct2_available():
     pytest.skip("ctranslate2 is not installed (pip install -r requirements.txt)", allow_module_level=True)
 
@@ -40,7 +41,7 @@ def ct2_model_dir(tmp_path_factory, tiny_tokenizer):
     any real model; at 64 the error the test bounds is the engine's, not the toy's."""
     from dataclasses import replace as _replace
 
-    from r2d.artifacts import ModelMeta, save_model_dir
+    from r2d.model.artifacts import ModelMeta, save_model_dir
     from r2d.sources import ktas_meta
     from training.build.scratch import new_t5
     from conftest import TINY_ARCH
@@ -69,7 +70,7 @@ def loaded(model_cfg):
 
 
 def predictors(loaded, generation=GEN):
-    return {name: Predictor.from_loaded(lm, generation) for name, lm in loaded.items()}
+    return {name: predictor_for(lm, generation) for name, lm in loaded.items()}
 
 
 # --- probabilities and rationales equal the torch path ------------------------------------------
@@ -246,10 +247,10 @@ def test_config_validates_the_backend(overrides, match):
     assert load_config(None, ["model.backend=ct2"]).model.backend == "ct2"
 
 
-def test_a_ct2_model_needs_from_loaded(loaded):
-    with pytest.raises(ModelLoadError, match="from_loaded"):
+def test_a_ct2_model_needs_predictor_for(loaded):
+    with pytest.raises(ModelLoadError, match="predictor_for"):
         Predictor(loaded["ct2-int8"], GEN)
-    assert type(Predictor.from_loaded(loaded["torch"], GEN)) is Predictor
+    assert type(predictor_for(loaded["torch"], GEN)) is Predictor
 
 
 def test_auto_picks_ct2_on_cpu_and_refuses_4bit_directories(model_cfg, loaded, tmp_path):
@@ -265,7 +266,7 @@ def unscaled_model_dir(tmp_path_factory, tiny_tokenizer, tiny_arch):
     """A tiny T5 v1.1-style model: tie_word_embeddings=False, so transformers does not scale decoder outputs."""
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from r2d.artifacts import ModelMeta, save_model_dir
+    from r2d.model.artifacts import ModelMeta, save_model_dir
     a, tok = tiny_arch, tiny_tokenizer
     config = T5Config(vocab_size=len(tok), d_model=a.d_model, d_kv=a.d_kv, d_ff=a.d_ff, num_layers=a.num_layers,
                       num_decoder_layers=a.num_decoder_layers, num_heads=a.num_heads, dropout_rate=0.0,
@@ -281,7 +282,7 @@ def test_conversion_keeps_the_models_own_decoder_output_scaling(unscaled_model_d
     cfg = replace(model_cfg(backend="ct2", quantization="none"), name_or_path=str(unscaled_model_dir))
     torch_p = Predictor(load_model_and_tokenizer(replace(cfg, backend="torch")), GEN)
     assert torch_p.model.config.scale_decoder_outputs is False
-    ct2_p = Predictor.from_loaded(ct2.load_ct2(cfg), GEN)
+    ct2_p = predictor_for(ct2.load_ct2(cfg), GEN)
     for case in CASES[:2]:
         assert ct2_p.predict_label(case).log_likelihoods == pytest.approx(torch_p.predict_label(case).log_likelihoods,
                                                                           abs=1e-4)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from r2d.artifacts import read_model_meta
+from r2d.model.artifacts import read_model_meta
 from r2d.config import load_config
 from training import default_model, evaluate
 

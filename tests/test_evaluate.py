@@ -277,7 +277,7 @@ def test_not_triage_block_counts_what_the_app_would_warn_on():
 
 
 def test_main_keeps_not_triage_rows_out_of_the_label_metrics(tmp_path, tiny_model_dir, tiny_examples, capsys):
-    pytest.importorskip("r2d.inference", reason="r2d/inference.py is not written yet")
+    pytest.importorskip("r2d.model.inference", reason="r2d/model/inference.py is not written yet")
     rows = [dict(e.to_dict(), kind="triage") for e in tiny_examples[:2]]
     rows += [{"id": "n1", "question": "hello", "label": "not_triage", "kind": "not_triage"},
              {"id": "n2", "question": "milk, eggs, bread", "label": "not_triage", "kind": "not_triage"}]
@@ -329,7 +329,7 @@ def test_main_refuses_labels_outside_the_models_set_before_loading(tmp_path, tin
 
 
 def test_main_end_to_end_on_the_tiny_model(tmp_path, tiny_model_dir, tiny_examples, capsys):
-    pytest.importorskip("r2d.inference", reason="r2d/inference.py is not written yet")
+    pytest.importorskip("r2d.model.inference", reason="r2d/model/inference.py is not written yet")
     data = write_examples(tmp_path / "cases.jsonl", tiny_examples)
     out = tmp_path / "out" / "report.json"
     not_a_model = tmp_path / "no_encoder_here"
@@ -355,7 +355,7 @@ def test_main_end_to_end_on_the_tiny_model(tmp_path, tiny_model_dir, tiny_exampl
 def test_evaluation_loads_the_model_as_the_app_does(tmp_path, tiny_model_dir, tiny_examples):
     """The report describes what a nurse would see: the backend and quantization the app's loader picks."""
     from r2d.config import GenerationConfig, ModelConfig
-    from r2d.inference import load_predictor
+    from r2d.model.load import load_predictor
     data = write_examples(tmp_path / "cases.jsonl", tiny_examples)
     cache = tmp_path / "ct2"
     report = evaluate.main(["--model", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "r.json"),

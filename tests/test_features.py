@@ -6,7 +6,7 @@ import torch
 
 from r2d.config import GenerationConfig
 from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
-from r2d.scoring import IGNORE_INDEX
+from r2d.model.scoring import IGNORE_INDEX
 from training.method.features import (MODES, ExampleDataset, R2DCollator, explain_given_label_inputs, label_targets,
                                needs_rationales, tokenizer_corpus)
 

@@ -44,7 +44,7 @@ def test_smoke_run_is_the_gpu_path_on_a_cpu(tmp_path, shared_data):
     for arm in build["arms"].values():
         assert {"val", "test", "free_text"} <= set(arm) and arm["val"]["n"] == 8
     model = gpu_build.unpack(tmp_path / "out", tmp_path / "back")
-    from r2d.artifacts import read_model_meta
+    from r2d.model.artifacts import read_model_meta
     assert read_model_meta(model).label_set == ("1", "2", "3", "4", "5")
     assert json.loads((model / "pretrain_log.json").read_text())["selected_arm"] == build["selected_arm"]
     assert Path(model / "model.safetensors").is_file()

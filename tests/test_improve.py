@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from r2d.artifacts import model_source
+from r2d.model.artifacts import model_source
 from r2d.data import load_examples, write_examples
 from r2d.errors import DatasetSchemaError
 from r2d.review.jobs import COMPARED, MIN_COMPARED_CASES, check_inputs, comparison_table

@@ -1,4 +1,4 @@
-"""r2d.inference: the Predictor on the tiny random model (contracts, not model outputs)."""
+"""r2d.model.inference: the Predictor on the tiny random model (contracts, not model outputs)."""
 from __future__ import annotations
 
 import json
@@ -11,10 +11,10 @@ import torch
 
 from r2d.config import GenerationConfig, ModelConfig
 from r2d.errors import ConfigError, InvalidCaseError
-from r2d.inference import TIMING_KEYS, Prediction, Predictor
-from r2d.modeling import bitsandbytes_available, load_model_and_tokenizer
+from r2d.model.inference import TIMING_KEYS, Prediction, Predictor
+from r2d.model.modeling import bitsandbytes_available, load_model_and_tokenizer
 from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, predict_prompt
-from r2d.scoring import LabelScores
+from r2d.model.scoring import LabelScores
 from r2d.sources import KTAS_LABELS
 
 # short rationales keep the tiny model's greedy loops quick; the contracts do not depend on the length
@@ -76,7 +76,7 @@ def test_predictor_exposes_the_model_metadata(predictor, tiny_model_dir):
 
 
 def test_predict_label_scores_the_predict_prompt(predictor, monkeypatch):
-    import r2d.inference as inference
+    import r2d.model.inference as inference
     seen = []
     real = inference.score_labels
 
@@ -90,7 +90,7 @@ def test_predict_label_scores_the_predict_prompt(predictor, monkeypatch):
 
 
 def test_explain_generates_greedily_from_the_explain_prompt(predictor, monkeypatch):
-    import r2d.inference as inference
+    import r2d.model.inference as inference
     prompts, kwargs = [], []
     real_tokenize, real_generate = inference.tokenize_inputs, predictor.model.generate
     monkeypatch.setattr(inference, "tokenize_inputs", lambda tok, texts, *a: prompts.append(list(texts)) or
@@ -117,7 +117,7 @@ def test_streaming_with_beam_search_yields_the_whole_text(loaded_by_quantization
 
 def test_fact_checked_decoding_shows_the_candidate_the_case_contradicts_least(loaded_by_quantization):
     from r2d.checks.factcheck import least_contradicted
-    from r2d.scoring import tokenize_inputs
+    from r2d.model.scoring import tokenize_inputs
     gen = GenerationConfig(max_input_tokens=96, max_rationale_tokens=8, fact_check_candidates=3)
     predictor = Predictor(loaded_by_quantization("none"), gen)
     case = CASES[1]
@@ -221,7 +221,6 @@ def test_prediction_round_trips_through_json(predictor):
     p = predictor.predict(CASES[0])
     stored = json.loads(json.dumps(p.to_dict()))
     assert stored == p.to_dict() and Prediction(**stored) == p
-    assert Predictor.from_loaded  # the app's constructor spelling
 
 
 @pytest.mark.parametrize("method, expected", [("dss", "explain: {case}"), ("r2d", "given label: 3, explain: {case}"),

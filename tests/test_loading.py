@@ -6,7 +6,7 @@ import importlib.util
 import pytest
 import torch
 
-from r2d.artifacts import read_model_meta
+from r2d.model.artifacts import read_model_meta
 from r2d.config import AdapterConfig
 from r2d.errors import ConfigError, ModelLoadError
 from training.build import loading

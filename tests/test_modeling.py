@@ -1,4 +1,4 @@
-"""r2d.modeling: quantization choice, directory checks, full / 4-bit / int8 / adapter / pre-quantized loads."""
+"""r2d.model.modeling: quantization choice, directory checks, full / 4-bit / int8 / adapter / pre-quantized loads."""
 from __future__ import annotations
 
 import json
@@ -10,9 +10,9 @@ import torch
 
 from r2d.config import ModelConfig
 from r2d.errors import ModelLoadError
-from r2d.modeling import (LoadedModel, load_model_and_tokenizer, quiet_peft_deprecations, resolve_device,
+from r2d.model.modeling import (LoadedModel, load_model_and_tokenizer, quiet_peft_deprecations, resolve_device,
                           resolve_quantization, save_quantized_model_dir)
-from r2d.quantize import (QUANTIZED_MARKER, QUANTIZED_WEIGHTS, HalfLinear, Int8Embedding, Int8Linear,
+from r2d.model.quantize import (QUANTIZED_MARKER, QUANTIZED_WEIGHTS, HalfLinear, Int8Embedding, Int8Linear,
                           LowPrecisionEmbedding, TiedHead, bitsandbytes_available, half_precision_dtype,
                           uses_int8_16bit_layers)
 from r2d.prompts import predict_prompt

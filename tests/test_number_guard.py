@@ -1,4 +1,4 @@
-"""r2d.number_guard: decoding that cannot invent a number, by the rule and through the Predictor."""
+"""r2d.model.number_guard: decoding that cannot invent a number, by the rule and through the Predictor."""
 from __future__ import annotations
 
 import re
@@ -9,9 +9,10 @@ import torch
 from r2d.config import GenerationConfig, ModelConfig
 from r2d.errors import ModelLoadError
 from r2d.checks.factcheck import value_slot
-from r2d.inference import Predictor, load_predictor
-from r2d.modeling import load_model_and_tokenizer
-from r2d.number_guard import NumberGuard, NumberGuardProcessor, rule_numbers, slot_numbers
+from r2d.model.inference import Predictor
+from r2d.model.load import load_predictor
+from r2d.model.modeling import load_model_and_tokenizer
+from r2d.model.number_guard import NumberGuard, NumberGuardProcessor, rule_numbers, slot_numbers
 
 CASE = ("68-year-old man, arrived by public ambulance, not an injury. Chief complaint: unresponsive. Mental status: "
         "unresponsive. Pain score 6/10. Blood pressure 70/40 mmHg, heart rate 38/min, respiratory rate 6/min, "

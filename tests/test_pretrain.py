@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from r2d.data import Example
-from r2d.scoring import IGNORE_INDEX
+from r2d.model.scoring import IGNORE_INDEX
 from training.build.pretrain import (SENTINELS, Batches, PretrainConfig, add_sentinels, lr_factor, pretrain,
                                rationale_quality, span_corrupt)
 from training.build.scratch import new_t5

@@ -1,6 +1,6 @@
-"""r2d.quantize: the NF4 layout on a tiny real T5, the 16-bit layers, and the pre-quantized weights format.
+"""r2d.model.quantize: the NF4 layout on a tiny real T5, the 16-bit layers, and the pre-quantized weights format.
 
-Loading through r2d.modeling (choices, directories, adapters) is tested in test_modeling.py.
+Loading through r2d.model.modeling (choices, directories, adapters) is tested in test_modeling.py.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from r2d.errors import ModelLoadError
 from r2d.prompts import predict_prompt
-from r2d.quantize import (NF4_QUANT_TYPE, QUANTIZED_FORMAT, QUANTIZED_MARKER, QUANTIZED_WEIGHTS, HalfLinear,
+from r2d.model.quantize import (NF4_QUANT_TYPE, QUANTIZED_FORMAT, QUANTIZED_MARKER, QUANTIZED_WEIGHTS, HalfLinear,
                           Int8Embedding, Int8Linear, LowPrecisionEmbedding, TiedHead, bitsandbytes_available,
                           cpu_has_fast_4bit, half_precision_dtype, int8_16bit_layers_, load_prequantized,
                           nf4_bnb_config, nf4_linear, quantize_4bit_, read_safetensors, write_4bit_weights)

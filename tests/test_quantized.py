@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from r2d.config import GenerationConfig, ModelConfig
-from r2d.inference import Predictor
-from r2d.modeling import bitsandbytes_available, load_model_and_tokenizer, save_quantized_model_dir
+from r2d.model.inference import Predictor
+from r2d.model.modeling import bitsandbytes_available, load_model_and_tokenizer, save_quantized_model_dir
 from r2d.prompts import predict_prompt
 
 pytestmark = [

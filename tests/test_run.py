@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from r2d.artifacts import ModelMeta
+from r2d.model.artifacts import ModelMeta
 from r2d.config import DataConfig, GenerationConfig
 from r2d.data import Example
 from r2d.errors import ConfigError, DatasetSchemaError

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from r2d import scoring
+from r2d.model import scoring
 from r2d.prompts import predict_prompt
-from r2d.scoring import IGNORE_INDEX, score_candidates, score_labels, tokenize_targets
+from r2d.model.scoring import IGNORE_INDEX, score_candidates, score_labels, tokenize_targets
 
 GEN = dict(max_input_tokens=64, max_label_tokens=8)
 

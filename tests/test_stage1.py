@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from r2d.artifacts import read_model_meta
+from r2d.model.artifacts import read_model_meta
 from r2d.data import write_examples
 from r2d.errors import ConfigError, DatasetSchemaError
 from training.build.run import TRAIN_LOG_FILENAME

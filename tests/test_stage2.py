@@ -13,13 +13,13 @@ from types import SimpleNamespace
 import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from r2d.artifacts import read_model_meta
+from r2d.model.artifacts import read_model_meta
 from r2d.config import ModelConfig
 from r2d.data import write_examples
 from r2d.errors import DatasetSchemaError
-from r2d.modeling import load_model_and_tokenizer
+from r2d.model.modeling import load_model_and_tokenizer
 from r2d.prompts import predict_prompt
-from r2d.scoring import score_labels
+from r2d.model.scoring import score_labels
 from training.build.run import TRAIN_LOG_FILENAME
 from training.stage2 import main, train_stage2
 from training.method.trainer import CHECKPOINT_SUBDIR
@@ -109,7 +109,7 @@ def test_open_label_set_generates_and_stores_no_label_set(tmp_path, tiny_example
     assert meta.label_set == () and meta.extra["closed_label_set"] is False
 
 
-# peft 0.21 reads a property that transformers 5.24 deprecates (r2d.modeling.quiet_peft_deprecations silences the
+# peft 0.21 reads a property that transformers 5.24 deprecates (r2d.model.modeling.quiet_peft_deprecations silences the
 # same message)
 @pytest.mark.slow  # its own Trainer run (~1 s idle, 2.5-3 s on a loaded 2-core machine)
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")

@@ -1,7 +1,7 @@
 """The offline T5-style tokenizer."""
 from __future__ import annotations
 
-from r2d.tokenizer import train_tokenizer
+from r2d.model.tokenizer import train_tokenizer
 
 
 def test_t5_special_tokens_and_eos_appended(tiny_tokenizer):

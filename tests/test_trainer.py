@@ -13,7 +13,7 @@ from r2d.config import GenerationConfig, OptimConfig, Stage2Config
 from r2d.errors import ConfigError
 from r2d.eval.metrics import macro_f1
 from r2d.checks.rules import KTAS_LABEL_NAMES
-from r2d.scoring import IGNORE_INDEX
+from r2d.model.scoring import IGNORE_INDEX
 from training.method.features import ExampleDataset, R2DCollator, explain_given_label_inputs, label_targets
 from training.method.trainer import (CHECKPOINT_SUBDIR, DelayedEarlyStopping, EvaluateAtEnd, R2DTrainer, cycle_loss,
                               label_metrics, own_labels, to_training_arguments)

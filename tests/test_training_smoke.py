@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from r2d.artifacts import read_model_meta
+from r2d.model.artifacts import read_model_meta
 from r2d.config import ModelConfig
 from r2d.data import load_examples, write_examples
 from r2d.review.export import export_stage2_dataset
-from r2d.modeling import load_model_and_tokenizer
+from r2d.model.modeling import load_model_and_tokenizer
 from r2d.prompts import predict_prompt
-from r2d.scoring import score_labels
+from r2d.model.scoring import score_labels
 from training import prepare_data, stage1, stage2
 from training.build.run import TRAIN_LOG_FILENAME
 

@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from r2d.inference import load_predictor  # torch only here, after the flags are read
+    from r2d.model.load import load_predictor  # torch only here, after the flags are read
     try:
         cfg = load_config(None, [f"model.name_or_path={args.model}"])
         predictor = load_predictor(cfg.model, cfg.generation, cfg.app.max_case_chars)

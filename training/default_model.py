@@ -7,7 +7,7 @@
 
 No pretrained T5 can be installed on our machines, so the default model starts from random weights.
 The levers that make such a T5 restate the case rather than recite a template: a tokenizer
-with one token per digit (r2d.tokenizer), Stage 1 on a large synthetic corpus of sampled triage facts
+with one token per digit (r2d.model.tokenizer), Stage 1 on a large synthetic corpus of sampled triage facts
 with rule rationales (training.corpus.synthetic, streamed by training.build.pretrain with warm-up and a fidelity
 figure logged during training), and class balance for the rare KTAS 1 and 5 in Stage 2. The rest is
 the project's pipeline unchanged: training.prepare_data (group-aware stratified KTAS splits),
@@ -163,8 +163,8 @@ def stage1(cfg: R2DConfig, recipe: Recipe, train: list[Example], val: list[Examp
 
     import torch
 
-    from r2d.artifacts import ModelMeta, save_model_dir
-    from r2d.tokenizer import train_tokenizer
+    from r2d.model.artifacts import ModelMeta, save_model_dir
+    from r2d.model.tokenizer import train_tokenizer
     from training.method.features import tokenizer_corpus
     from training.build.pretrain import PretrainConfig, add_sentinels, batch_iterator, pretrain
     from training.build.scratch import new_t5
@@ -280,7 +280,7 @@ def evaluate_model_dir(model_dir: Path, test: Path) -> dict[str, dict[str, Any]]
     runs the model (quantization "auto", the model's own generation section), the test split with one greedy
     rationale (no fact-checked choice: the model's own fidelity), and that again unquantized; the team's
     free-text notes (evaluate.FREE_TEXT_SET) with one greedy rationale, as the app loads the model; and the
-    test split and the notes with one unquantized greedy rationale under the number guard (r2d.number_guard:
+    test split and the notes with one unquantized greedy rationale under the number guard (r2d.model.number_guard:
     a decoding lever, reported beside the model's own figures, never as them)."""
     single = ("generation.fact_check_candidates=0",)
     guarded = single + ("generation.constrain_numbers=true",)
@@ -551,7 +551,7 @@ and a synthetic corpus; it is far weaker than a triage nurse and must not be use
 `{report['quantization']}`) and {shown}. "One rationale" is the
 model's single greedy rationale (`generation.fact_check_candidates=0`, no choice): the model's own fidelity,
 at `{single['quantization']}` and unquantized (`{fp32['quantization']}`). "Numbers guarded" is that unquantized
-greedy rationale decoded under `generation.constrain_numbers` (r2d.number_guard: a number may only be the
+greedy rationale decoded under `generation.constrain_numbers` (r2d.model.number_guard: a number may only be the
 case's own value where the text names a vital sign, a rule limit after "above"/"below", or another number of
 the case): a decoding lever, not the model's own fidelity.
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol, Sequence
 from r2d.checks import factcheck
 
 from r2d.eval import metrics
-from r2d.artifacts import read_model_meta
+from r2d.model.artifacts import read_model_meta
 from r2d.eval.bertscore import SKIP_MESSAGE, load_scorer
 from r2d.config import CONFIG_FILENAME, QUANTIZATIONS, R2DConfig, load_config
 from r2d.data import Example, atomic_write_text, iter_csv, iter_jsonl, load_examples
@@ -219,7 +219,7 @@ def evaluate_model(predictor: Any, examples: Sequence[Example], *, batch_size: i
                    repredict: bool = True) -> dict[str, Any]:
     """Predict label + rationale for every example, re-predict labels from the rationales, score all.
 
-    `predictor` is an r2d.inference.Predictor (predict_batch, predict_label_from_rationale,
+    `predictor` is an r2d.model.inference.Predictor (predict_batch, predict_label_from_rationale,
     label_set, ordinal). Raises DatasetSchemaError for gold labels outside the model's label set.
     """
     check_labels(examples, predictor.label_set)
@@ -329,7 +329,7 @@ def evaluate_dir(cfg: R2DConfig, data: Path, *, limit: int | None = None, batch_
     meta = read_model_meta(cfg.model.name_or_path)
     if meta is not None:
         check_labels(examples, meta.label_set)  # fail before the slow part
-    from r2d.inference import load_predictor  # torch-heavy: imported only when a model is evaluated
+    from r2d.model.load import load_predictor  # torch-heavy: imported only when a model is evaluated
     # the app's own loader: the backend (torch or CTranslate2) and quantization it would choose here
     predictor = load_predictor(cfg.model, cfg.generation, cfg.app.max_case_chars)
     scorer, note = (None, "disabled with --no-bertscore") if not bertscore else \

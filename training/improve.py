@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from r2d.artifacts import model_source
+from r2d.model.artifacts import model_source
 from r2d.config import CONFIG_FILENAME, AppConfig, R2DConfig, config_to_dict, load_config
 from r2d.data import atomic_write_text, load_examples, write_examples
 from r2d.errors import DatasetSchemaError, R2DError

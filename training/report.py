@@ -9,7 +9,7 @@ steps, in two settings, both reported. "stage1": one Stage-1 checkpoint per seed
 explain task) initialises every method's Stage 2 (stage2-steps): Reason2Decide's own pipeline, and the
 baselines given the same start. "random": every method's Stage 2 starts from the same random T5 (seed)
 and runs stage1-steps + stage2-steps, the same total. Each method's rationale is decoded with the prompt
-it trained on (DSS: `explain: x`; the others: `given label: y, explain: x`; r2d.inference.Predictor).
+it trained on (DSS: `explain: x`; the others: `given label: y, explain: x`; r2d.model.inference.Predictor).
 
 Every run is the project's own pipeline (training.stage1, training.stage2, training.evaluate) on the same
 stratified KTAS split; only the training seed changes between seeds. Runs are cached in --work: a finished
@@ -372,7 +372,7 @@ def render(results: Results, missing: list[str], nurse: dict[str, float], comman
         if best else "- No run finished.",
         "", "## How each figure is computed", "",
         "- Labels: the label-set member with the largest summed token log-likelihood (`</s>` included) under "
-        f"`{predict_prompt('x')}` (r2d.scoring); accuracy and macro-F1 on exact label match "
+        f"`{predict_prompt('x')}` (r2d.model.scoring); accuracy and macro-F1 on exact label match "
         "(scikit-learn's macro convention). "
         "R2D-C's confidence is the geometric-mean token probability of that label, which is comparable across "
         "labels of different token lengths.",

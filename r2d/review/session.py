@@ -31,7 +31,7 @@ DIFF_ADDED, DIFF_REMOVED = "added", "removed"
 
 
 class LabelScoresLike(Protocol):
-    """The part of r2d.scoring.LabelScores used here (kept structural: this module never imports torch)."""
+    """The part of r2d.model.scoring.LabelScores used here (kept structural: this module never imports torch)."""
 
     labels: tuple[str, ...]
     probabilities: tuple[float, ...]
@@ -41,7 +41,7 @@ class LabelScoresLike(Protocol):
 
 
 class PredictorLike(Protocol):
-    """The part of r2d.inference.Predictor the review screens use."""
+    """The part of r2d.model.inference.Predictor the review screens use."""
 
     label_set: tuple[str, ...]
     label_names: dict[str, str]

@@ -2,7 +2,7 @@
 
 A base model is a local directory or a hub id and goes through the same `from_pretrained` call; no
 `init` means a new T5 from `cfg.arch` with a tokenizer fitted to the training texts. An adapter
-directory brings its base back (adapter_config.json names it). Inference loads with r2d.modeling.
+directory brings its base back (adapter_config.json names it). Inference loads with r2d.model.modeling.
 """
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from typing import Any, Sequence
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
 
-from r2d.artifacts import ModelMeta, read_model_meta
+from r2d.model.artifacts import ModelMeta, read_model_meta
 from r2d.config import AdapterConfig, R2DConfig
 from r2d.errors import ConfigError, ModelLoadError
-from r2d.modeling import quiet_peft_deprecations
+from r2d.model.modeling import quiet_peft_deprecations
 from r2d.prompts import PROMPT_VERSION
-from r2d.quantize import nf4_bnb_config
-from r2d.tokenizer import train_tokenizer
+from r2d.model.quantize import nf4_bnb_config
+from r2d.model.tokenizer import train_tokenizer
 from training.build.scratch import new_t5
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 class TrainingModel:
     """A model ready to train, its tokenizer, what an adapter sits on, and the init dir's metadata.
 
-    (r2d.modeling.LoadedModel is the inference counterpart.)
+    (r2d.model.modeling.LoadedModel is the inference counterpart.)
     """
 
     model: Any

@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from r2d.data import Example
 from r2d.prompts import explain_prompt
-from r2d.scoring import IGNORE_INDEX, eval_mode, tokenize_inputs
+from r2d.model.scoring import IGNORE_INDEX, eval_mode, tokenize_inputs
 
 logger = logging.getLogger(__name__)
 

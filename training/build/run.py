@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from r2d.artifacts import ModelMeta, save_model_dir
+from r2d.model.artifacts import ModelMeta, save_model_dir
 from r2d.config import DataConfig, GenerationConfig, R2DConfig
 from r2d.data import Example, atomic_write_text, label_set, load_examples
 from r2d.errors import ConfigError, DatasetSchemaError

@@ -16,7 +16,7 @@ from transformers import BatchEncoding, PreTrainedTokenizerBase
 from r2d.config import METHODS, GenerationConfig
 from r2d.data import Example
 from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
-from r2d.scoring import tokenize_inputs, tokenize_targets
+from r2d.model.scoring import tokenize_inputs, tokenize_targets
 
 # stage1 = the label-free explain task (case -> rationale), then Stage 2's methods (r2d.config.METHODS):
 # r2d = predict + explain given a (sampled) label; sft = predict only; dss = predict + label-free explain

@@ -24,7 +24,7 @@ from r2d.config import GenerationConfig, OptimConfig, Stage2Config
 from r2d.errors import ConfigError
 from r2d.eval.metrics import accuracy, macro_f1
 from r2d.prompts import predict_prompt
-from r2d.scoring import IGNORE_INDEX, eval_mode, score_labels, tokenize_inputs
+from r2d.model.scoring import IGNORE_INDEX, eval_mode, score_labels, tokenize_inputs
 from training.method.features import MODES, explain_given_label_inputs, label_targets
 from training.method.schedules import (ConfidenceThreshold, alpha_at, gated_probability, gumbel_temperature, mix_labels,
                                 sampling_probability, warmup_steps)

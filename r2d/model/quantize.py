@@ -3,7 +3,7 @@ pre-quantized directory format (written once, read back without ever holding fp3
 
 Layout (measured reasons in benchmarks/README.md): T5's attention projections and FFN inputs in NF4; the model's
 precision-sensitive modules (T5: the FFN output `wo`) and the embedding table, which is also the tied lm_head,
-in bf16 where the hardware multiplies in it. Nothing keeps the checkpoint's memory map alive. r2d.modeling
+in bf16 where the hardware multiplies in it. Nothing keeps the checkpoint's memory map alive. r2d.model.modeling
 chooses when to use this; everything here raises ImportError without bitsandbytes.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 
 from r2d.errors import ModelLoadError
 
-QUANTIZED_MARKER = "r2d_quantized.json"  # a directory written by r2d.modeling.save_quantized_model_dir
+QUANTIZED_MARKER = "r2d_quantized.json"  # a directory written by r2d.model.modeling.save_quantized_model_dir
 QUANTIZED_WEIGHTS = "r2d_4bit.safetensors"  # not model.safetensors: plain from_pretrained must not misread it
 QUANTIZED_FORMAT = "r2d-nf4-1"
 NF4_QUANT_TYPE = "nf4"  # bitsandbytes' 4-bit NormalFloat, QLoRA's data type

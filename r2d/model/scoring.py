@@ -18,7 +18,7 @@ The scores, and why:
 bounded whatever the batch and label-set sizes (the logits are per pair). Inside a call, each case's
 candidates are packed into one decoder sequence, so the encoder output and the cross-attention keys and
 values are computed once per case. This is the one home of that chunking: callers pass whole batches.
-Backends that compute the token log-probs another way (CTranslate2, r2d.ct2) turn them into LabelScores
+Backends that compute the token log-probs another way (CTranslate2, r2d.model.ct2) turn them into LabelScores
 with scores_from_token_logprobs, so the normalisation above is written once.
 """
 from __future__ import annotations
@@ -147,7 +147,7 @@ def scores_from_token_logprobs(candidates: Sequence[Sequence[str]],
                                token_logps: Sequence[Sequence[float]]) -> list[LabelScores]:
     """LabelScores from each (case, candidate) pair's token log-probs (`</s>` included), pairs grouped by case
     in candidate order: the same sums, softmax and confidence as score_candidates. For backends that score
-    the pairs themselves (r2d.ct2). Raises ValueError when the pair count does not match the candidates."""
+    the pairs themselves (r2d.model.ct2). Raises ValueError when the pair count does not match the candidates."""
     if len(token_logps) != sum(len(c) for c in candidates):
         raise ValueError(f"{len(token_logps)} scored pairs for {sum(len(c) for c in candidates)} candidates")
     if any(len(t) == 0 for t in token_logps):

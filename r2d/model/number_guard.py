@@ -1,7 +1,7 @@
 """Decoding that cannot invent a number: a logits processor that lets a rationale write only the case's own
 value where it names a vital sign, and otherwise only numbers of the case or the fixed limits the rules cite.
 
-With one token per digit (r2d.tokenizer) a number grows one digit per step, so the rule is checked at every
+With one token per digit (r2d.model.tokenizer) a number grows one digit per step, so the rule is checked at every
 step: a number may grow only while it is still the start of an allowed spelling, and may end only once it is a
 whole one. What a number states is read from the text before it by r2d.checks.factcheck.value_slot, the same reading
 the fact check applies afterwards ("systolic BP " takes the case's SBP, "above " a rule limit, "pain 7/" the

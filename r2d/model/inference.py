@@ -1,13 +1,13 @@
 """The Predictor: a case in, a label from the closed label set and a rationale for that label out.
 
-The label is the best-scoring candidate of the label set under predict_prompt(case) (r2d.scoring: one
+The label is the best-scoring candidate of the label set under predict_prompt(case) (r2d.model.scoring: one
 encoder pass, all candidates teacher-forced together), so it is always valid and comes with a
 probability for every label. The rationale is generated greedily from explain_given_label_prompt(case,
 label); it can also be streamed, and the streamed text ends exactly where `explain` does. With
 generation.fact_check_candidates = N > 1, beam search returns N candidates and the one the case
 contradicts least (r2d.checks.factcheck) is the rationale; it is then shown whole, not streamed.
-The model runs on transformers (this module) or CTranslate2 (r2d.ct2, the same interface);
-load_predictor picks the backend model.backend asks for.
+The model runs on transformers (this module) or CTranslate2 (r2d.model.ct2, the same interface);
+r2d.model.load.load_predictor picks the backend model.backend asks for.
 The two prompts differ from their first token, so the bidirectional encoder cannot share states between
 them: each prediction runs the encoder twice. All lengths come from GenerationConfig.
 """
@@ -26,14 +26,14 @@ from transformers.generation.logits_process import LogitsProcessorList
 from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from r2d.config import GenerationConfig, ModelConfig
+from r2d.config import GenerationConfig
 from r2d.errors import ConfigError, InvalidCaseError, ModelLoadError
 from r2d.checks.factcheck import least_contradicted
 from r2d.limits import MAX_CASE_CHARS, check_case_text
-from r2d.modeling import LoadedModel
-from r2d.number_guard import NumberGuardProcessor
+from r2d.model.modeling import LoadedModel
+from r2d.model.number_guard import NumberGuardProcessor
 from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, explain_prompt, predict_prompt
-from r2d.scoring import LabelScores, eval_mode, score_labels, tokenize_inputs
+from r2d.model.scoring import LabelScores, eval_mode, score_labels, tokenize_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +128,8 @@ class _StopWhenAsked(StoppingCriteria):
 class Predictor:
     """Label + rationale for triage cases with one loaded model. Thread-safe: model calls take turns.
 
-    This class runs a transformers model (backend "torch"); r2d.ct2.CT2Predictor overrides the two model
-    calls (_score, _rationale_candidates) for CTranslate2. Predictor.from_loaded picks the class.
+    This class runs a transformers model (backend "torch"); r2d.model.ct2.CT2Predictor overrides the two model
+    calls (_score, _rationale_candidates) for CTranslate2. r2d.model.load.predictor_for picks the class.
     """
 
     backend = "torch"
@@ -138,8 +138,8 @@ class Predictor:
         if not loaded.meta.label_set:
             raise ModelLoadError(f"model {loaded.model_id} has an empty label set; re-export it with its labels")
         if loaded.backend != self.backend:
-            raise ModelLoadError(f"a {loaded.backend} model needs Predictor.from_loaded (this is the {self.backend} "
-                                 "Predictor)")
+            raise ModelLoadError(f"a {loaded.backend} model needs r2d.model.load.predictor_for (this is the "
+                                 f"{self.backend} Predictor)")
         self.model, self.tokenizer, self.generation = loaded.model, loaded.tokenizer, generation
         self.max_case_chars = max_case_chars
         self.label_set: tuple[str, ...] = tuple(loaded.meta.label_set)
@@ -161,15 +161,6 @@ class Predictor:
         if loaded.meta.prompt_version != PROMPT_VERSION:
             logger.warning("model %s was trained with prompts %s, this code builds %s", self.model_id,
                            loaded.meta.prompt_version, PROMPT_VERSION)
-
-    @classmethod
-    def from_loaded(cls, loaded: LoadedModel, generation: GenerationConfig,
-                    max_case_chars: int = MAX_CASE_CHARS) -> "Predictor":
-        """The Predictor for the loaded model's backend: Predictor(loaded, ...) for torch, CT2Predictor for ct2."""
-        if loaded.backend == "ct2" and cls.backend != "ct2":
-            from r2d.ct2 import CT2Predictor
-            return CT2Predictor(loaded, generation, max_case_chars)
-        return cls(loaded, generation, max_case_chars)
 
     # --- input checks ---------------------------------------------------------------------
 
@@ -195,7 +186,7 @@ class Predictor:
     # --- the model calls (callers hold the lock); a backend overrides these two -----------------
 
     def _score(self, prompts: Sequence[str]) -> list[LabelScores]:
-        g = self.generation  # r2d.scoring bounds the decoder's memory (pairs per call); one home for that
+        g = self.generation  # r2d.model.scoring bounds the decoder's memory (pairs per call); one home for that
         return score_labels(self.model, self.tokenizer, prompts, self.label_set, g.max_input_tokens, g.max_label_tokens)
 
     def _rationale_candidates(self, prompts: Sequence[str], on_token: OnToken | None = None,
@@ -373,17 +364,3 @@ class Predictor:
                            rationale=r, model_id=self.model_id, quantization=self.quantization,
                            prompt_version=PROMPT_VERSION, timings=dict(timings))
                 for c, lab, s, r in zip(cases, labels, scores, rationales)]
-
-
-def load_predictor(model_cfg: ModelConfig, generation: GenerationConfig,
-                   max_case_chars: int = MAX_CASE_CHARS) -> Predictor:
-    """Load model_cfg's model on the backend model_cfg.backend resolves to (r2d.modeling.resolve_backend) and
-    wrap it in the Predictor for that backend. Raises ModelLoadError."""
-    from r2d import ct2
-    from r2d.modeling import load_model_and_tokenizer, resolve_backend, resolve_device
-    # the number guard is a transformers logits processor: CTranslate2 has no hook for one
-    choice = "torch" if generation.constrain_numbers and model_cfg.backend == "auto" else model_cfg.backend
-    backend = resolve_backend(choice, model_cfg.quantization, resolve_device(model_cfg.device),
-                              ct2.ct2_available(), ct2.convertible(model_cfg))
-    loaded = ct2.load_ct2(model_cfg) if backend == "ct2" else load_model_and_tokenizer(model_cfg)
-    return Predictor.from_loaded(loaded, generation, max_case_chars)

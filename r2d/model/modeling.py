@@ -2,7 +2,7 @@
 
 `4bit` converts the T5's linear layers to bitsandbytes NF4 after a normal full-precision load, keeps the
 precision-sensitive FFN outputs (`wo`) and the embedding table (which is also the lm_head) in bf16, and
-keeps nothing of the checkpoint's memory map (the NF4 internals are in r2d.quantize; the measured reasons in
+keeps nothing of the checkpoint's memory map (the NF4 internals are in r2d.model.quantize; the measured reasons in
 benchmarks/README.md). `save_quantized_model_dir` writes that model once so later loads read a quarter of the
 bytes; `int8` is bitsandbytes LLM.int8 through transformers. Every failure a user can fix is a ModelLoadError that
 says how.
@@ -22,12 +22,21 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from r2d.artifacts import META_FILENAME, ModelMeta, read_model_meta
 from r2d.config import BACKENDS, QUANTIZATIONS, ModelConfig
 from r2d.errors import ModelLoadError
-from r2d.quantize import (QUANTIZED_MARKER, QUANTIZED_WEIGHTS, bitsandbytes_available, cpu_has_fast_4bit, import_bnb,
-                          int8_16bit_layers_, load_prequantized, quantize_4bit_, uses_int8_16bit_layers,
-                          write_4bit_weights)
+from r2d.model.artifacts import META_FILENAME, ModelMeta, read_model_meta
+from r2d.model.quantize import (
+    QUANTIZED_MARKER,
+    QUANTIZED_WEIGHTS,
+    bitsandbytes_available,
+    cpu_has_fast_4bit,
+    import_bnb,
+    int8_16bit_layers_,
+    load_prequantized,
+    quantize_4bit_,
+    uses_int8_16bit_layers,
+    write_4bit_weights,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +58,7 @@ class LoadedModel:
     model_id: str
     quantization: str  # the concrete choice: "4bit", "int8" or "none"; "ct2-int8" / "ct2-float32" for CTranslate2
     device: str
-    backend: str = "torch"  # "torch" (model is a transformers model) or "ct2" (a ctranslate2.Translator, r2d.ct2)
+    backend: str = "torch"  # "torch" (model is a transformers model) or "ct2" (a ctranslate2.Translator, r2d.model.ct2)
 
 
 # --- choosing a device and a quantization (pure) ---------------------------------------------
@@ -152,7 +161,7 @@ def check_model_dir(path: Path, need_tokenizer: bool = True) -> None:
                              "the save was interrupted or only the config was copied: save the model again")
     if need_tokenizer and not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise ModelLoadError(f"{path} has no tokenizer ({' or '.join(TOKENIZER_FILES)}); save the tokenizer beside "
-                             "the weights (r2d.artifacts.save_model_dir does)")
+                             "the weights (r2d.model.artifacts.save_model_dir does)")
 
 
 def check_adapter_dir(path: Path) -> dict[str, Any]:

@@ -5,8 +5,8 @@ ctranslate2's TransformersConverter into int8 (or float32 with quantization=none
 folder keyed by the source files' names, sizes and mtimes, the CTranslate2 version and the precision, so
 later loads only read it. Conversion reads local files only; nothing is downloaded.
 
-CT2Predictor keeps every contract of r2d.inference.Predictor: labels are scored as r2d.scoring does (each
-candidate's token log-probs, `</s>` included, through r2d.scoring.scores_from_token_logprobs), rationales
+CT2Predictor keeps every contract of r2d.model.inference.Predictor: labels are scored as r2d.model.scoring does (each
+candidate's token log-probs, `</s>` included, through r2d.model.scoring.scores_from_token_logprobs), rationales
 are greedy or beam search from the same prompts and lengths, streaming goes token by token when greedy,
 and fact_check_candidates > 1 picks among that many beam hypotheses with r2d.checks.factcheck.least_contradicted.
 One difference: Translator.score_batch runs the encoder once per (case, label) pair, not once per case.
@@ -25,11 +25,11 @@ from typing import Any, Sequence
 from r2d.config import GenerationConfig, ModelConfig
 from r2d.errors import ModelLoadError
 from r2d.limits import MAX_CASE_CHARS
-from r2d.inference import OnToken, Predictor
-from r2d.modeling import (LoadedModel, _has_tokenizer, _looks_like_hub_id, _meta_for, check_adapter_dir,
+from r2d.model.inference import OnToken, Predictor
+from r2d.model.modeling import (LoadedModel, _has_tokenizer, _looks_like_hub_id, _meta_for, check_adapter_dir,
                           check_model_dir, model_id_of, resolve_device)
-from r2d.quantize import QUANTIZED_MARKER
-from r2d.scoring import LabelScores, scores_from_token_logprobs
+from r2d.model.quantize import QUANTIZED_MARKER
+from r2d.model.scoring import LabelScores, scores_from_token_logprobs
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def _converter(ctranslate2: Any, source: Path, adapter: Path | None, tokenizer_s
         def load_model(self, model_class: Any, model_name_or_path: str, **kwargs: Any) -> Any:
             if adapter is None:
                 return super().load_model(model_class, model_name_or_path, **kwargs)
-            from r2d.modeling import _load_full
+            from r2d.model.modeling import _load_full
             return _load_full(str(source), adapter, kwargs.get("dtype") or _float32())
 
         def load_tokenizer(self, tokenizer_class: Any, model_name_or_path: str, **kwargs: Any) -> Any:
@@ -189,7 +189,7 @@ def load_ct2(model_cfg: ModelConfig, label_set: Sequence[str] | None = None) -> 
 
 
 class CT2Predictor(Predictor):
-    """r2d.inference.Predictor on a ctranslate2.Translator (LoadedModel.backend == "ct2"); same public API."""
+    """r2d.model.inference.Predictor on a ctranslate2.Translator (LoadedModel.backend == "ct2"); same public API."""
 
     backend = "ct2"
 
@@ -205,7 +205,7 @@ class CT2Predictor(Predictor):
 
     def _label_targets(self) -> list[tuple[list[str], bool]]:
         """Each label's target pieces without the final `</s>` (score_batch appends it), and whether the
-        tokenizer's own target ended with `</s>` (when not, its appended log-prob is dropped: r2d.scoring
+        tokenizer's own target ended with `</s>` (when not, its appended log-prob is dropped: r2d.model.scoring
         scores exactly the tokens tokenize_targets gives)."""
         g, eos = self.generation, self.tokenizer.eos_token_id
         cut = g.max_label_tokens > 0
@@ -219,7 +219,7 @@ class CT2Predictor(Predictor):
         return [self.tokenizer.convert_ids_to_tokens(t) for t in ids]
 
     def _score(self, prompts: Sequence[str]) -> list[LabelScores]:
-        from r2d.scoring import SCORING_PAIRS
+        from r2d.model.scoring import SCORING_PAIRS
         sources = self._pieces(prompts)
         pairs = [(src, target) for src in sources for target in self._targets]
         results = self.translator.score_batch([s for s, _ in pairs], [t for _, (t, _) in pairs],

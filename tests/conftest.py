@@ -283,15 +283,15 @@ def launched_app(tmp_path, monkeypatch, fake_predictor, store):
 
     monkeypatch.setattr(socket.socket, "connect", loopback_only)
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-    import app as app_module
     from r2d.config import load_config
+    from ui import blocks, server
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = load_config(None, [f"app.port={port}", f"app.db_path={store.path}", f"app.export_dir={tmp_path / 'exports'}"])
-    demo = app_module.build_demo(fake_predictor, store, cfg, examples=["level 2: chest pain, BP 88/50, HR 124"])
-    demo.launch(**app_module.launch_kwargs(cfg), prevent_thread_lock=True, quiet=True)
+    demo = blocks.build_app(fake_predictor, store, cfg, examples=["level 2: chest pain, BP 88/50, HR 124"])[0]
+    demo.launch(**server.launch_kwargs(cfg), prevent_thread_lock=True, quiet=True)
     try:
         yield types.SimpleNamespace(url=f"http://127.0.0.1:{port}/", store=store, cfg=cfg, demo=demo,
                                     predictor=fake_predictor, external=external, tmp_path=tmp_path)

@@ -12,6 +12,13 @@ import plotly.graph_objects as go
 import pytest
 
 import app
+from ui import blocks
+from ui import common
+from ui import server
+from ui import batch as ui_batch
+from ui import improve as ui_improve
+from ui import review as ui_review
+from r2d.review.export import export_cases
 from r2d.review import session as rv
 from r2d.config import load_config
 from r2d.checks.consistency import calibrate, load_calibration
@@ -33,7 +40,7 @@ def cfg(tmp_path):
     return load_config(None, [f"app.db_path={tmp_path / 'reviews.sqlite3'}", f"app.export_dir={tmp_path / 'exports'}"])
 
 
-def named(h: app.Handlers, result: dict) -> dict:
+def named(h: blocks.Handlers, result: dict) -> dict:
     """A handler's {component: value} as {name: value}."""
     names = {id(comp): name for name, comp in h.c.items() if not isinstance(comp, list)}
     names.update({id(comp): f"dash_plot_{i}" for i, comp in enumerate(h.c.get("dash_plots", []))})
@@ -55,15 +62,15 @@ FAKE_GOLD = [Example(f"case {i}", str(i % 5 + 1), f"Findings fit level {i % 5 + 
 
 
 @pytest.fixture()
-def h(fake_predictor, store, cfg, unserved) -> app.Handlers:
+def h(fake_predictor, store, cfg, unserved) -> blocks.Handlers:
     """The handlers of a freshly built app (not served), with the fake predictor's consistency check measured."""
-    handlers = app.build_app(fake_predictor, store, cfg, examples=[CASE])[1]
+    handlers = blocks.build_app(fake_predictor, store, cfg, examples=[CASE])[1]
     handlers.calibration = calibrate(fake_predictor, FAKE_GOLD, fake_predictor.model_id, "FAKE_GOLD")
     assert handlers.calibration.warn_min_probability == 0.5
     return handlers
 
 
-def predicted(h: app.Handlers, case: str = CASE, name: str = "Nurse A") -> dict:
+def predicted(h: blocks.Handlers, case: str = CASE, name: str = "Nurse A") -> dict:
     return named(h, list(h.predict(case, name, None))[-1])
 
 
@@ -151,7 +158,7 @@ def test_the_consistency_line_warns_only_where_it_was_measured_to_mean_something
 
 def test_a_relabel_rechecks_the_consistency_at_once(fake_predictor, store, cfg, unserved):
     """The line stayed as it was after a relabel (it spoke of the previous label)."""
-    demo, h = app.build_app(fake_predictor, store, cfg, examples=[])
+    demo, h = blocks.build_app(fake_predictor, store, cfg, examples=[])
     on_relabel = [fn for fn in demo.fns.values() if (h.c["final_label"]._id, "select") in fn.targets]
     assert any(getattr(fn.fn, "__name__", "") == "check_event" and h.c["consistency"] in fn.outputs
                for fn in on_relabel)
@@ -192,7 +199,7 @@ def test_bad_cases_get_one_message_under_the_case_box(h, case, message):
     now one message under the case box, and no output but that message and the suggestion's placeholder."""
     shown = predicted(h)["shown"]
     [refused] = [named(h, step) for step in h.predict(case, "Nurse A", None)]
-    assert set(refused) == {"case_md", "label_md"} and refused["label_md"] == app.NO_SUGGESTION
+    assert set(refused) == {"case_md", "label_md"} and refused["label_md"] == ui_review.NO_SUGGESTION
     assert refused["case_md"].startswith("⚠ **No suggestion: ") and rv.plain(message) in refused["case_md"]
     with pytest.raises(gr.Error, match="no longer holds the case under review"):  # the last suggestion's case
         h.save(shown, "Nurse A", "2", "x", None, "", {}, case, None)
@@ -276,7 +283,7 @@ def test_drafts_survive_a_refresh_and_a_restart(h, store, fake_predictor, cfg):
     # a late draft event whose boxes belong to another case is not filed under this one
     h.save_draft(shown, "Nurse C", "1", "the previous case's words", None, "", "level 5: another case", None)
     assert store.draft("Nurse C") is None
-    restarted = app.build_app(fake_predictor, ReviewStore(cfg.app.db_path), cfg, examples=[])[1]
+    restarted = blocks.build_app(fake_predictor, ReviewStore(cfg.app.db_path), cfg, examples=[])[1]
     restored = named(restarted, restarted.restore({}, "Nurse A", None))  # a page load, no batch open
     assert (restored["case"], restored["final_label"], restored["rationale"], restored["rating"],
             restored["comment"]) == (CASE, "1", "Half-written: airway", "2", "ask the doctor")
@@ -345,7 +352,7 @@ def test_upload_predicts_and_opens_a_resumable_queue(h, tmp_path, fake_predictor
     back = named(h, h.step(second["queue"], -1, "Nurse A", None))
     assert back["status"].startswith("You reviewed this case")
     # a restart: new handlers on the same database, the browser sends its saved queue position
-    restarted = app.build_app(fake_predictor, ReviewStore(cfg.app.db_path), cfg, examples=[])[1]
+    restarted = blocks.build_app(fake_predictor, ReviewStore(cfg.app.db_path), cfg, examples=[])[1]
     restored = named(restarted, restarted.restore(second["queue"], "Nurse A", None))
     assert restored["reviewer"] == "Nurse A" and restored["queue"] == second["queue"]
     assert restored["case"] == "level 2 b"
@@ -454,7 +461,7 @@ def test_a_semicolon_file_without_a_case_column_is_read_once_its_columns_are_cho
     asked = named(h, h.upload(str(path), "Nurse A", None))
     assert rv.plain("notes.csv:1: no case text column") in asked["up_status"] and asked["up_map"]["visible"] is True
     assert asked["up_case_col"]["choices"] == ["mrn", "note", "ward"] and asked["up_pending"] == str(path)
-    assert asked["up_id_col"]["value"] == app.NO_ID_COLUMN and path.exists()  # kept until the columns are chosen
+    assert asked["up_id_col"]["value"] == ui_batch.NO_ID_COLUMN and path.exists()  # kept until the columns are chosen
     with pytest.raises(gr.Error, match="choose the column that holds the case text"):
         h.upload_mapped(str(path), None, None, "Nurse A", None)
     opened = named(h, h.upload_mapped(str(path), "note", "mrn", "Nurse A", None))
@@ -470,7 +477,7 @@ def test_one_key_does_not_accept_a_guess_on_a_text_that_is_no_triage_note(h, sto
     """Once, "hello" was saved as an accepted KTAS 3 with one key."""
     shown = predicted(h, "hello")["shown"]
     first = save(h, shown, label=shown.model_label, rationale=shown.model_rationale)
-    assert first["status"] == app.GUESS_CONFIRM and store.reviews() == []
+    assert first["status"] == ui_review.GUESS_CONFIRM and store.reviews() == []
     again = save(h, shown, label=shown.model_label, rationale=shown.model_rationale)  # the same key again
     assert again["status"].startswith("✓ Saved review") and [r.action for r in store.reviews()] == ["accepted"]
     other = predicted(h, "hello there", name="Nurse B")["shown"]  # a decision (here a relabel) needs no second key
@@ -537,7 +544,7 @@ def test_a_written_final_settles_a_rationale_disagreement_and_a_reviewer_cannot_
     [event] = store.events("adjudicate")
     assert event.reviewer == "Nurse C" and event.note == "final written by the adjudicator"
     assert "on 1 case(s) reviewed by 2+ of 2 reviewers" in written["dash_agreement"]  # the final is no rater
-    chosen = next(c for c in app.export_cases(store) if c.review.case_id == case_id)
+    chosen = next(c for c in export_cases(store) if c.review.case_id == case_id)
     assert (chosen.resolution, chosen.review.final_label, chosen.review.reviewer) == ("adjudicated", "1", "Nurse C")
     assert h.adjudicate(case_id, str(theirs), None, "", "Nurse A", None)  # conceding is allowed
     assert store.events("adjudicate")[-1].note == ""
@@ -546,12 +553,12 @@ def test_a_written_final_settles_a_rationale_disagreement_and_a_reviewer_cannot_
 def test_names_are_said_to_be_unverified_without_sign_in(unserved, fake_predictor, store, cfg):
     def notes(demo):
         return " ".join(str(c.value) for c in demo.blocks.values() if isinstance(c, gr.Markdown))
-    assert "Names are not verified" in notes(app.build_demo(fake_predictor, store, cfg, examples=[]))
-    signed = notes(app.build_app(fake_predictor, store, cfg, examples=[], signed_in=True)[0])
+    assert "Names are not verified" in notes(blocks.build_app(fake_predictor, store, cfg, examples=[])[0])
+    signed = notes(blocks.build_app(fake_predictor, store, cfg, examples=[], signed_in=True)[0])
     assert "Names are not verified" not in signed and "Signed in" in signed
 
 
-def review_cases(h: app.Handlers, rationale: str = "Shock signs: level 2.") -> None:
+def review_cases(h: blocks.Handlers, rationale: str = "Shock signs: level 2.") -> None:
     for case in (CASE, "level 5: sore throat", "level 4: ankle sprain"):
         save(h, predicted(h, case)["shown"], rationale=rationale, rating="4")
 
@@ -611,7 +618,7 @@ def test_export_with_nothing_to_export(h):
 
 
 def test_build_demo_wires_everything_without_calling_the_model(fake_predictor, store, cfg):
-    demo = app.build_demo(fake_predictor, store, cfg, examples=[CASE])
+    demo = blocks.build_app(fake_predictor, store, cfg, examples=[CASE])[0]
     assert isinstance(demo, gr.Blocks) and demo.analytics_enabled is False
     assert sum(fake_predictor.calls.values()) == 0
     api_names = {fn.api_name for fn in demo.fns.values()}
@@ -628,14 +635,14 @@ def test_build_demo_wires_everything_without_calling_the_model(fake_predictor, s
 
 def test_build_demo_reads_examples_when_present(fake_predictor, store, cfg, tmp_path, monkeypatch):
     write_cases(tmp_path / "ex.jsonl", ["level 3 example"])
-    monkeypatch.setattr(app, "EXAMPLES_DIR", tmp_path)
-    assert app.load_example_cases(tmp_path) == ["level 3 example"]
-    monkeypatch.setattr(app, "load_example_cases", lambda: [])
-    assert isinstance(app.build_demo(fake_predictor, store, cfg), gr.Blocks)  # an empty examples/ is fine
+    monkeypatch.setattr(blocks, "EXAMPLES_DIR", tmp_path)
+    assert blocks.load_example_cases(tmp_path) == ["level 3 example"]
+    monkeypatch.setattr(blocks, "load_example_cases", lambda: [])
+    assert isinstance(blocks.build_app(fake_predictor, store, cfg)[0], gr.Blocks)  # an empty examples/ is fine
 
 
 def test_launch_options_are_private(cfg):
-    kwargs = app.launch_kwargs(cfg)
+    kwargs = server.launch_kwargs(cfg)
     assert kwargs["server_name"] == "127.0.0.1" and kwargs["share"] is False
     assert kwargs["run_history"] is False and "runs" not in kwargs["footer_links"]
     assert kwargs["enable_monitoring"] is False and kwargs["mcp_server"] is False
@@ -673,7 +680,7 @@ def test_the_model_brings_its_own_generation_lengths(current_model):
 
 
 # what the API returns for a "show a case" event: the outputs without the per-session state
-API_OUTPUTS = [n for n in app.SHOWN_OUTPUTS + app.QUEUE_OUTPUTS if n != "shown"]
+API_OUTPUTS = [n for n in common.SHOWN_OUTPUTS + common.QUEUE_OUTPUTS if n != "shown"]
 
 
 @pytest.mark.slow
@@ -693,7 +700,7 @@ def test_gradio_client_round_trip_on_loopback(launched_app, tmp_path):
     assert (stored.reviewer, stored.final_label, stored.action) == ("Nurse C", "3", "relabelled")
     for case, message in (("", "empty"), ("x" * 1_000_000, "1,000,000 characters")):
         refused = dict(zip(API_OUTPUTS, client.predict(case, "Nurse C", api_name="/predict")))
-        assert rv.plain(message) in refused["case_md"] and refused["label_md"] == app.NO_SUGGESTION
+        assert rv.plain(message) in refused["case_md"] and refused["label_md"] == ui_review.NO_SUGGESTION
     assert len(launched_app.store.reviews()) == 1
     assert launched_app.external == []
 
@@ -726,8 +733,8 @@ def test_handlers_on_a_real_tiny_model(tiny_model_dir, store, tmp_path):
     """The same handlers on the real Predictor (random weights: contracts only, never the text)."""
     cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", "model.quantization=none",
                              f"app.db_path={store.path}", "generation.max_rationale_tokens=8"])
-    predictor = app.load_predictor(cfg)
-    h = app.build_app(predictor, store, cfg, examples=[])[1]
+    predictor = app.load_app_predictor(cfg)
+    h = blocks.build_app(predictor, store, cfg, examples=[])[1]
     last = predicted(h, "72-year-old man, crushing chest pain, sweating")
     shown = last["shown"]
     assert shown.model_label in predictor.label_set and sum(shown.probabilities.values()) == pytest.approx(1.0)
@@ -795,15 +802,15 @@ def test_gradio_cache_is_a_private_folder_swept_of_dead_apps(tmp_path, monkeypat
     import subprocess
     import sys
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = tmp_path / f"{app.TEMP_PREFIX}{gone.stdout.strip()}-abc"
-    alive = tmp_path / f"{app.TEMP_PREFIX}{os.getpid()}-def"
+    dead = tmp_path / f"{server.TEMP_PREFIX}{gone.stdout.strip()}-abc"
+    alive = tmp_path / f"{server.TEMP_PREFIX}{os.getpid()}-def"
     for folder in (dead, alive):
         (folder / "h").mkdir(parents=True)
         (folder / "h" / "export.zip").write_text("train rows")
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     exits = []
-    monkeypatch.setattr(app.atexit, "register", lambda fn, *args: exits.append((fn, args)))
-    folder = app.use_private_temp_dir()
+    monkeypatch.setattr(server.atexit, "register", lambda fn, *args: exits.append((fn, args)))
+    folder = server.use_private_temp_dir()
     assert os.environ["GRADIO_TEMP_DIR"] == str(folder) and folder.parent == tmp_path
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert not dead.exists() and alive.exists()  # a killed app's cache is swept; a running one's is not
@@ -824,7 +831,7 @@ def test_an_upload_is_deleted_once_read_and_downloads_are_private(h, tmp_path, m
     refused = named(h, h.upload(str(broken), "Nurse A", None))
     assert rv.plain("the case text (question) is empty") in refused["up_status"]
     assert not broken.exists()  # refused, and deleted all the same
-    assert app.CACHE_CLEANUP_S[1] <= 3600
+    assert server.CACHE_CLEANUP_S[1] <= 3600
     save(h, predicted(h)["shown"])
     save(h, predicted(h, "level 4: ankle sprain")["shown"], label="4", rationale="Sprain: level 4.")
     [zipped] = named(h, h.export_start(list(ACTIONS), 0, False, 0.1, False, "Nurse A", None))["ex_files"]
@@ -852,7 +859,7 @@ def improving(tmp_path, store, unserved, current_model, original_data, reviewed_
                              f"app.runs_dir={tmp_path / 'runs'}", f"app.improve_data_dir={original_data}",
                              f"model.name_or_path={current_model}", "model.quantization=none"])
     shutil.copytree(reviewed_export, tmp_path / "exports" / "export-1")
-    return app.build_app(fake_predictor, store, cfg, examples=[])[1]
+    return blocks.build_app(fake_predictor, store, cfg, examples=[])[1]
 
 
 def test_improve_offers_only_finished_exports(improving, tmp_path):
@@ -899,7 +906,7 @@ def test_improve_prepares_the_missing_original_data_itself(tmp_path, store, unse
                              f"app.improve_source={shared_data / 'ktas' / 'data.csv'}",
                              f"model.name_or_path={current_model}", "model.quantization=none"])
     shutil.copytree(reviewed_export, tmp_path / "exports" / "export-1")
-    h = app.build_app(fake_predictor, store, cfg, examples=[])[1]
+    h = blocks.build_app(fake_predictor, store, cfg, examples=[])[1]
     started = named(h, h.improve_start("export-1", str(data), 3, False, "Nurse A", None))
     run_id = started["im_run"]["value"]
     h.runs.cancel(run_id)  # the run itself is test_improve_runs_compares_and_switches_the_suggestions's
@@ -926,8 +933,9 @@ def test_improve_progress_is_a_bar_not_an_input(improving):
     """The progress bar was a slider."""
     h = improving
     assert not isinstance(h.c["im_progress"], gr.Slider) and isinstance(h.c["im_progress"], gr.HTML)
-    assert named(h, h.improve_poll(None))["im_progress"] == app.progress_bar(0)
-    assert '<progress max="100" value="42"' in app.progress_bar(42) and 'value="100"' in app.progress_bar(250)
+    assert named(h, h.improve_poll(None))["im_progress"] == ui_improve.progress_bar(0)
+    bar = ui_improve.progress_bar
+    assert '<progress max="100" value="42"' in bar(42) and 'value="100"' in bar(250)
 
 
 def test_the_model_in_use_shows_on_every_page_survives_a_restart_and_can_be_undone(tiny_model_dir, store, tmp_path,
@@ -941,8 +949,8 @@ def test_the_model_in_use_shows_on_every_page_survives_a_restart_and_can_be_undo
     cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", "model.quantization=none",
                              f"app.db_path={store.path}", f"app.runs_dir={tmp_path / 'runs'}",
                              "generation.max_rationale_tokens=8"])
-    start = app.load_predictor(cfg)
-    h, other_page = app.build_app(start, store, cfg, examples=[])[1], None
+    start = app.load_app_predictor(cfg)
+    h, other_page = blocks.build_app(start, store, cfg, examples=[])[1], None
     with pytest.raises(gr.Error, match="already uses the model it was started with"):
         h.improve_revert("Nurse A", None)
     switched = named(h, h.improve_switch(run.name, "Nurse A", None))
@@ -950,13 +958,13 @@ def test_the_model_in_use_shows_on_every_page_survives_a_restart_and_can_be_undo
     assert run.name in switched["model_md"] and "Back to the starting model" in switched["model_md"]
     other_page = predicted(h, "72-year-old man, chest pain")  # a page that loaded before the switch
     assert run.name in other_page["model_md"] and other_page["shown"].model_id == h.predictor.model_id
-    restarted = app.build_app(app.load_predictor(cfg), store, cfg, examples=[])[1]
+    restarted = blocks.build_app(app.load_app_predictor(cfg), store, cfg, examples=[])[1]
     restarted.restore_model()
     assert restarted.predictor.model_id == h.predictor.model_id and run.name in restarted._model_line()
     back = named(restarted, restarted.improve_revert("Nurse A", None))
     assert restarted.predictor.model_id == start.model_id and "again, also after a restart" in back["im_status"]
     assert run.name not in back["model_md"]
-    again = app.build_app(app.load_predictor(cfg), store, cfg, examples=[])[1]
+    again = blocks.build_app(app.load_app_predictor(cfg), store, cfg, examples=[])[1]
     again.restore_model()
     assert again.predictor.model_id == start.model_id
 

@@ -9,6 +9,8 @@ import gradio as gr
 import pytest
 
 import app
+from ui import common
+from ui import server
 from r2d.errors import FeedbackStoreError, ReviewActionError
 from r2d.review.store import ReviewStore
 
@@ -18,7 +20,7 @@ def _leaky(path: str):
 
 
 def test_internal_errors_become_a_generic_message_with_a_log_id(caplog):
-    wrapped = app.ui_errors(_leaky)
+    wrapped = common.ui_errors(_leaky)
     with caplog.at_level(logging.ERROR, logger="r2d.app"), pytest.raises(gr.Error) as raised:
         wrapped("/home/nurse/secret")
     message = raised.value.message
@@ -33,7 +35,7 @@ def test_generator_handlers_are_wrapped_too(caplog):
         yield 1
         raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
 
-    wrapped = app.ui_errors(stream)
+    wrapped = common.ui_errors(stream)
     with caplog.at_level(logging.ERROR, logger="r2d.app"), pytest.raises(gr.Error, match="log id") as raised:
         list(wrapped())
     assert "surrogates" not in raised.value.message
@@ -47,14 +49,14 @@ def test_domain_errors_and_gr_errors_keep_their_message():
         raise gr.Error("shown as is")
 
     with pytest.raises(gr.Error, match="enter your name first"):
-        app.ui_errors(refuse)()
+        common.ui_errors(refuse)()
     with pytest.raises(gr.Error, match="shown as is"):
-        app.ui_errors(already_ui)()
+        common.ui_errors(already_ui)()
 
 
 def test_gradio_shows_no_raw_exception_text(tmp_path):
     cfg = app.resolve_config(app.parse_args(["--db", str(tmp_path / "r.db")]))
-    assert app.launch_kwargs(cfg)["show_error"] is False  # gr.Error is still shown; a raw exception is not
+    assert server.launch_kwargs(cfg)["show_error"] is False  # gr.Error is still shown; a raw exception is not
 
 
 def test_store_errors_do_not_reveal_the_database_path(tmp_path):

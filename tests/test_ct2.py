@@ -7,6 +7,8 @@ import threading
 from dataclasses import replace
 
 import pytest
+
+from ui import blocks
 import torch
 
 from r2d.config import GenerationConfig, ModelConfig, load_config
@@ -300,9 +302,9 @@ def test_the_app_runs_the_embedded_model_on_ct2_and_says_so(tmp_path):
                              f"model.ct2_cache_dir={tmp_path / 'ct2'}", f"app.db_path={tmp_path / 'r.sqlite3'}",
                              "generation.max_rationale_tokens=32"])
     cfg = replace(cfg, model=replace(cfg.model, name_or_path=str(app.ROOT / cfg.model.name_or_path)))
-    predictor = app.load_predictor(cfg)
+    predictor = app.load_app_predictor(cfg)
     assert predictor.backend == "ct2" and predictor.quantization == "ct2-int8"
-    h = app.build_app(predictor, ReviewStore(cfg.app.db_path), cfg, examples=[])[1]
+    h = blocks.build_app(predictor, ReviewStore(cfg.app.db_path), cfg, examples=[])[1]
     assert "backend `CTranslate2`" in h._model_line() and "`ct2-int8`" in h._model_line()
     p = predictor.predict("68-year-old man, collapse, unresponsive, BP 70/40, HR 38, RR 6, SpO2 78%")
     assert p.label in predictor.label_set and p.rationale

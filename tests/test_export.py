@@ -388,3 +388,14 @@ def test_a_half_export_is_never_offered_and_is_swept(tmp_path):
     assert [f.name for f in sorted(tmp_path.iterdir()) if is_complete_export(f)] == ["export-1"]
     os.utime(half, (0, 0))  # untouched for long; `fresh` may be an export in progress
     assert sweep_partial_exports(tmp_path) == 1 and not half.exists() and fresh.exists() and done.exists()
+
+
+def test_the_fingerprint_changes_with_the_policy_or_any_finding():
+    from r2d.review.export import RecordFinding, findings_fingerprint
+    found = [RecordFinding("c1", "rationale", "phone", "555-0100")]
+    policy = ExportPolicy()
+    same = findings_fingerprint(policy, [RecordFinding("c1", "rationale", "phone", "555-0100")])
+    assert findings_fingerprint(policy, found) == same and len(same) == 64
+    assert findings_fingerprint(policy, []) != same
+    assert findings_fingerprint(policy, [RecordFinding("c1", "rationale", "phone", "555-0101")]) != same
+    assert findings_fingerprint(ExportPolicy(min_rating=3), found) != same

@@ -130,3 +130,9 @@ def test_the_plan_counts_held_out_cases_and_caps_the_test_split(tmp_path, origin
     assert plan_run(reviewed_export, original_data, 100, 0, 1.5, 0.5).test_cases == 5  # 0 = the whole split
     unprepared = plan_run(reviewed_export, tmp_path / "not-yet", 100, 100, 1.5, 0.5)
     assert unprepared.test_cases == 100  # prepared at start; the sample is the size to expect
+
+
+def test_a_run_model_id_names_the_base_model_and_the_run():
+    from r2d.review.jobs import run_model_id
+    assert run_model_id("r2d-ktas-small", "run-7") == "r2d-ktas-small+run-7"
+    assert run_model_id("r2d-ktas-small+run-7", "run-8") == "r2d-ktas-small+run-8"  # never run on run

@@ -60,6 +60,14 @@ def test_the_checks_know_nothing_of_the_review_workflow():
         assert reaches(path, ("r2d.review", "r2d.eval")) == [], path
 
 
-@pytest.mark.parametrize("path", [ROOT / "app.py"], ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", [ROOT / "app.py", *files("ui")], ids=lambda p: str(p.relative_to(ROOT)))
 def test_the_ui_never_touches_torch(path):
     assert reaches(path, ("torch", "transformers", "ctranslate2")) == []
+
+
+def test_no_tab_imports_another():
+    """Each tab is its own module: no tab imports another (what they share is ui.common)."""
+    tabs = ("ui.review", "ui.batch", "ui.dashboard", "ui.export", "ui.improve")
+    for path in files("ui"):
+        own = f"ui.{path.stem}"
+        assert reaches(path, tuple(t for t in tabs if t != own)) == [] or own == "ui.blocks", path

@@ -12,6 +12,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 import app
+from ui import server
 import webguard
 from r2d.config import load_config
 from r2d.errors import ConfigError
@@ -132,7 +133,7 @@ def launched_tiny(tmp_path, monkeypatch):
     with gr.Blocks() as demo:
         box = gr.Textbox()
         gr.Button("echo").click(lambda text: text, box, box, api_name="echo")
-    demo.launch(**app.launch_kwargs(cfg), prevent_thread_lock=True, quiet=True)
+    demo.launch(**server.launch_kwargs(cfg), prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

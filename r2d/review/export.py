@@ -20,6 +20,7 @@ The folder is written under a temporary name and renamed into place, so a crash 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -234,6 +235,13 @@ def preview_export(store: ReviewStore, policy: ExportPolicy) -> tuple[list[Revie
     if not reviews:
         raise ReviewActionError("no current review matches this export policy; review cases or loosen the policy")
     return reviews, scan_reviews(reviews) + scan_comments(cases) + level_findings(reviews)
+
+
+def findings_fingerprint(policy: ExportPolicy, findings: Sequence[RecordFinding]) -> str:
+    """What an 'Export anyway' confirms: this policy with exactly these findings (a digest that changes when a
+    review, the policy or what the scans find changes)."""
+    seen = json.dumps([policy.to_dict(), [f.to_dict() for f in findings]], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(seen.encode("utf-8")).hexdigest()
 
 
 def findings_message(findings: Sequence[RecordFinding], n_rows: int) -> str:

@@ -117,6 +117,12 @@ class RunPlan:
     seconds: float
 
 
+def run_model_id(model_id: str, run_id: str) -> str:
+    """The id reviews record for a run's model: the base model's id with the run's, since the adapter folder
+    of every run is called MODEL_SUBDIR and would not say which run it was."""
+    return f"{model_id.split('+')[0]}+{run_id}"
+
+
 def plan_run(export_dir: str | Path, data_dir: str | Path, steps: int, test_cases: int, step_s: float,
              case_s: float) -> RunPlan:
     """The plan of a run before it starts. A data folder not prepared yet counts as `test_cases` test rows

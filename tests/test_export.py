@@ -399,3 +399,19 @@ def test_the_fingerprint_changes_with_the_policy_or_any_finding():
     assert findings_fingerprint(policy, []) != same
     assert findings_fingerprint(policy, [RecordFinding("c1", "rationale", "phone", "555-0101")]) != same
     assert findings_fingerprint(ExportPolicy(min_rating=3), found) != same
+
+
+def test_an_export_writes_only_what_the_reviewer_saw_scanned(reviewed_store, tmp_path, review):
+    from r2d.review.export import findings_fingerprint
+    policy = ExportPolicy()
+    _, findings = preview_export(reviewed_store, policy)
+    seen = findings_fingerprint(policy, findings)
+    reviewed_store.submit(review(99, final_rationale="Spoke to Mr. John Smith: level 2."))  # found since
+    with pytest.raises(ReviewActionError, match="changed since the scan"):
+        export_stage2_dataset(reviewed_store, tmp_path / "stale", policy, expect_fingerprint=seen)
+    assert not (tmp_path / "stale").exists()
+    _, findings = preview_export(reviewed_store, policy)
+    result = export_stage2_dataset(reviewed_store, tmp_path / "seen", policy,
+                                   expect_fingerprint=findings_fingerprint(policy, findings))
+    recorded = result.meta["identifier_findings"] + result.meta["level_findings"]
+    assert recorded == [f.to_dict() for f in findings] and any("Smith" in f["text"] for f in recorded)

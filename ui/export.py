@@ -66,7 +66,7 @@ class ExportHandlers(HandlerBase):
         message = findings_message(findings, len(reviews))
         if not findings:
             return {**self._out(ex_findings=[], ex_findings_md=message, ex_row=gr.update(visible=False)),
-                    **self._export(policy, val_fraction, test_csv, name, request)}
+                    **self._export(policy, val_fraction, test_csv, name, request, findings_fingerprint(policy, []))}
         return self._out(ex_findings=[[f.case_id, f.field, f.kind, f.text] for f in findings],
                          ex_findings_md=message, ex_row=gr.update(visible=True), ex_files=None, ex_summary="",
                          ex_seen=findings_fingerprint(policy, findings))
@@ -76,20 +76,21 @@ class ExportHandlers(HandlerBase):
                        test_csv: bool, name: str, seen: Any, request: gr.Request) -> dict:
         """Export anyway: only when this session was shown exactly the findings the data has now."""
         self._reviewer(request, name)
+        if not isinstance(seen, str) or not seen:
+            raise ReviewActionError("press 'Export for Stage 2' first and look at what the scan found: nothing was "
+                                    "scanned in this session")
         policy = _policy(actions, min_rating, consistent)
-        _, findings = preview_export(self.store, policy)
-        if not seen or seen != findings_fingerprint(policy, findings):
-            raise ReviewActionError("press 'Export for Stage 2' first and look at what the scan found: the "
-                                     "reviews or the policy changed since, or nothing was scanned in this session")
-        return {**self._export(policy, val_fraction, test_csv, name, request), **self._out(ex_seen=None)}
+        return {**self._export(policy, val_fraction, test_csv, name, request, seen), **self._out(ex_seen=None)}
 
     def _export(self, policy: ExportPolicy, val_fraction: float, test_csv: bool, name: str,
-                request: gr.Request) -> dict:
+                request: gr.Request, seen: str) -> dict:
+        """Write the export if its own scan finds what the reviewer saw (`seen`, a findings fingerprint)."""
         # a folder name nobody can guess, outside every path Gradio serves; the download is a copy (a zip)
         folder = f"export-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(8)}"
         result = export_stage2_dataset(
             self.store, Path(self.cfg.app.export_dir) / folder, policy, float(val_fraction), bool(test_csv),
-            seed=self.cfg.optim.seed, exported_by=self._reviewer(request, name), config=config_to_dict(self.cfg))
+            seed=self.cfg.optim.seed, exported_by=self._reviewer(request, name), config=config_to_dict(self.cfg),
+            expect_fingerprint=seen)
         return self._out(ex_files=[str(self._download_copy(result.out_dir, result.all_files))],
                          ex_summary=result.summary(), ex_row=gr.update(visible=False))
 

@@ -345,12 +345,14 @@ def sweep_partial_exports(parent: str | Path, min_age_s: float = 60.0) -> int:
 def export_stage2_dataset(store: ReviewStore, out_dir: str | Path, policy: ExportPolicy = ExportPolicy(),
                           val_fraction: float = 0.1, test_csv: bool = False, seed: int = 0,
                           test_fraction: float | None = None, exported_by: str = "unknown",
-                          config: dict[str, Any] | None = None) -> ExportResult:
+                          config: dict[str, Any] | None = None, expect_fingerprint: str | None = None) -> ExportResult:
     """Write train.jsonl, val.jsonl (and test.csv if test_csv) plus export_meta.json into out_dir.
 
     test_fraction defaults to val_fraction when test_csv is set. Identifier findings are recorded
-    in the sidecar, not removed: scan first (scan_reviews) and let a human decide.
-    Raises ReviewActionError for a bad fraction or when too few reviews match the policy.
+    in the sidecar, not removed: scan first (preview_export) and let a human decide. With expect_fingerprint
+    (findings_fingerprint of what that human saw) nothing is written unless this export's own scan, the one
+    it records, finds exactly that.
+    Raises ReviewActionError for a bad fraction, too few reviews for the policy, or a changed fingerprint.
     """
     test_fraction = (val_fraction if test_fraction is None else test_fraction) if test_csv else 0.0
     if not (0.0 < val_fraction < 1.0 and 0.0 <= test_fraction < 1.0 and val_fraction + test_fraction < 1.0):
@@ -359,6 +361,11 @@ def export_stage2_dataset(store: ReviewStore, out_dir: str | Path, policy: Expor
     if test_csv and test_fraction <= 0:
         raise ReviewActionError("test_fraction must be above 0 when a test split is asked for")
     cases = select_cases(store, policy)
+    reviews = [c.review for c in cases]
+    identifiers, levels = scan_reviews(reviews) + scan_comments(cases), level_findings(reviews)  # once per export
+    if expect_fingerprint is not None and expect_fingerprint != findings_fingerprint(policy, identifiers + levels):
+        raise ReviewActionError("nothing was exported: the reviews or the policy changed since the scan you saw. "
+                                "Press 'Export for Stage 2' again and look at what it finds")
     splits = dict(zip(("train", "val", "test"), _split(cases, val_fraction, test_fraction, seed)))
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -369,6 +376,8 @@ def export_stage2_dataset(store: ReviewStore, out_dir: str | Path, policy: Expor
             _write_rows(tmp / name, splits[split])
         meta = {"export_id": out.name,
                 **_meta(store, cases, splits, names, policy, seed, val_fraction, test_fraction, exported_by, config),
+                "identifier_findings": [f.to_dict() for f in identifiers],
+                "level_findings": [f.to_dict() for f in levels],
                 "audit_chain_heads": store.chain_heads()}
         _write_meta(tmp / EXPORT_META_FILENAME, meta)
         _publish(tmp, out)
@@ -405,8 +414,7 @@ def _meta(store: ReviewStore, cases: Sequence[ExportCase], splits: dict[str, lis
         "labels": label_counts([to_example(c) for c in written]),
         "files": {split: name for split, name in names.items()},
         "rows_per_file": {name: len(splits[split]) for split, name in names.items()},
-        "identifier_findings": [f.to_dict() for f in scan_reviews(reviews) + scan_comments(cases)],
-        "level_findings": [f.to_dict() for f in level_findings(reviews)], "config": config or {},
+        "config": config or {},
     }
 
 

@@ -31,8 +31,10 @@ app: venv
 test: lint browser
 	$(BIN)/python -m pytest -m "not gpu"
 
-# pyflakes (unused imports and names, undefined names) and pycodestyle at 120 columns: ruff, configured in pyproject.toml
+# ruff, configured in pyproject.toml: the layout (ruff format, 120 columns) and the rules (pyflakes, pycodestyle,
+# import order, pyupgrade, bugbear). `.venv/bin/ruff format .` fixes the layout.
 lint: dev-venv
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
 test-fast: dev-venv

@@ -5,6 +5,7 @@ The model is loaded in main(), never at import, and ui.build_app takes any predi
 UI on a fake one. R2DError becomes gr.Error in the UI (ui.common.ui_errors) and a message here.
 Run: `python app.py [--model DIR] [--db reviews.sqlite3]` and open http://127.0.0.1:7860.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,8 @@ import dataclasses
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry at all
 
@@ -34,20 +35,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--port", type=int)
     ap.add_argument("--config", help="JSON config file")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
-    ap.add_argument("--auth", metavar="FILE",
-                    help="sign-in: users file of names and scrypt hashes (make one: `python -m r2d.review.auth add`)")
-    ap.add_argument("--allow-remote", action="store_true",
-                    help="allow app.host beyond loopback (also needs sign-in with --auth)")
-    ap.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
-                    help="another name this app is reached by (checked against the Host header)")
+    ap.add_argument(
+        "--auth",
+        metavar="FILE",
+        help="sign-in: users file of names and scrypt hashes (make one: `python -m r2d.review.auth add`)",
+    )
+    ap.add_argument(
+        "--allow-remote", action="store_true", help="allow app.host beyond loopback (also needs sign-in with --auth)"
+    )
+    ap.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name this app is reached by (checked against the Host header)",
+    )
     return ap.parse_args(argv)
 
 
 def resolve_config(args: argparse.Namespace) -> R2DConfig:
     """Defaults, --config, --set, then the dedicated flags. Raises ConfigError."""
     cfg = load_config(args.config, args.set)
-    model = dataclasses.replace(cfg.model, **{k: v for k, v in (("name_or_path", args.model),
-                                                                ("quantization", args.quantization)) if v})
+    model = dataclasses.replace(
+        cfg.model, **{k: v for k, v in (("name_or_path", args.model), ("quantization", args.quantization)) if v}
+    )
     app = dataclasses.replace(cfg.app, **{k: v for k, v in (("db_path", args.db), ("port", args.port)) if v})
     path = Path(model.name_or_path)
     if not path.is_absolute() and not path.exists() and (ROOT / path).exists():
@@ -67,11 +78,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         args = parse_args(argv)
         cfg = resolve_config(args)
         from webguard import check_bind
+
         check_bind(cfg.app.host, auth_enabled=bool(getattr(args, "auth", None)), allow_remote=args.allow_remote)
         default = ModelConfig().name_or_path
         if cfg.model.name_or_path.endswith(default) and not Path(cfg.model.name_or_path).is_dir():
-            sys.exit(f"error: the default model {default} is missing. Create it with "
-                     "`python -m training.default_model`, or pass --model DIR with a trained model directory.")
+            sys.exit(
+                f"error: the default model {default} is missing. Create it with "
+                "`python -m training.default_model`, or pass --model DIR with a trained model directory."
+            )
         users = load_users(args.auth) if args.auth else None
         use_private_temp_dir()
         predictor = load_app_predictor(cfg)
@@ -82,8 +96,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.model:  # an explicit --model wins over the improved model remembered from the last run
         h.restore_model()
     logger.info("reviews go to %s; open http://%s:%d", store.path.resolve(), cfg.app.host, cfg.app.port)
-    demo.launch(**launch_kwargs(cfg, args.allowed_host), auth=authenticator(users) if users else None,
-                auth_message="Sign in with your reviewer name: every review records who made it.")
+    demo.launch(
+        **launch_kwargs(cfg, args.allowed_host),
+        auth=authenticator(users) if users else None,
+        auth_message="Sign in with your reviewer name: every review records who made it.",
+    )
 
 
 if __name__ == "__main__":

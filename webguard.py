@@ -22,17 +22,19 @@ response Gradio gives (a refused sign-in is a 4xx). After r2d.review.auth.FREE_F
 is answered 429 for the same doubling back-off. On loopback every local client is 127.0.0.1, so there the
 limit is shared by all local clients.
 """
+
 from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Any, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
 
-from r2d.review.auth import AttemptLimiter
 from r2d.errors import ConfigError
+from r2d.review.auth import AttemptLimiter
 
 logger = logging.getLogger("r2d.webguard")
 
@@ -43,17 +45,33 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 # Gradio's page needs inline scripts/styles and runs the app's `js=` shortcuts through Function();
 # everything else (scripts, images, fonts, fetches, frames) comes from this origin or from data:/blob: URLs
-CONTENT_SECURITY_POLICY = "; ".join((
-    "default-src 'self'", "script-src 'self' 'unsafe-inline' 'unsafe-eval'", "style-src 'self' 'unsafe-inline'",
-    "img-src 'self' data: blob:", "font-src 'self' data:", "media-src 'self' data: blob:", "connect-src 'self'",
-    "worker-src 'self' blob:", "frame-src 'self'", "object-src 'none'", "base-uri 'self'", "form-action 'self'",
-    "frame-ancestors 'none'"))
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self' 'unsafe-inline' 'unsafe-eval'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: blob:",
+        "font-src 'self' data:",
+        "media-src 'self' data: blob:",
+        "connect-src 'self'",
+        "worker-src 'self' blob:",
+        "frame-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
 # request body limits (bytes): an event carries a few bounded text fields (r2d.limits), an upload a case file
 MAX_REQUEST_BYTES = 1 << 20
 UPLOAD_PATH_SUFFIX = "/upload"  # Gradio's file upload route (/gradio_api/upload)
 LOGIN_PATH_SUFFIX = "/login"  # Gradio's sign-in form posts here
-SECURITY_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff",
-                    "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
 
 
 def is_loopback(host: str) -> bool:
@@ -74,11 +92,14 @@ def check_bind(host: str, auth_enabled: bool, allow_remote: bool) -> None:
     """
     if is_loopback(host):
         return
-    missing = [what for what, ok in (("--allow-remote", allow_remote), ("--auth FILE (sign-in)", auth_enabled))
-               if not ok]
+    missing = [
+        what for what, ok in (("--allow-remote", allow_remote), ("--auth FILE (sign-in)", auth_enabled)) if not ok
+    ]
     if missing:
-        raise ConfigError(f"app.host={host} would expose case texts beyond this machine; that needs "
-                          f"{' and '.join(missing)}. Use the default 127.0.0.1 to stay on loopback")
+        raise ConfigError(
+            f"app.host={host} would expose case texts beyond this machine; that needs "
+            f"{' and '.join(missing)}. Use the default 127.0.0.1 to stay on loopback"
+        )
 
 
 def split_host(value: str) -> tuple[str, int | None]:
@@ -120,8 +141,13 @@ class WebGuard:
     """ASGI middleware: refuse foreign Host headers and Origins and over-long bodies; add the security headers
     to every response."""
 
-    def __init__(self, app: Callable, policy: GuardPolicy, max_body_bytes: int = MAX_REQUEST_BYTES,
-                 max_upload_bytes: int = MAX_REQUEST_BYTES) -> None:
+    def __init__(
+        self,
+        app: Callable,
+        policy: GuardPolicy,
+        max_body_bytes: int = MAX_REQUEST_BYTES,
+        max_upload_bytes: int = MAX_REQUEST_BYTES,
+    ) -> None:
         self.app, self.policy = app, policy
         self.max_body_bytes, self.max_upload_bytes = max_body_bytes, max_upload_bytes
         self.sign_ins = AttemptLimiter()  # failed sign-ins per client address
@@ -169,6 +195,7 @@ class WebGuard:
             if message["type"] == "http.response.start":
                 self.sign_ins.record(client, message["status"] < 400)
             await send(message)
+
         return counted
 
     @staticmethod
@@ -190,6 +217,7 @@ class WebGuard:
     def _replay(messages: list[dict[str, Any]], receive: Receive) -> Receive:
         async def replay() -> dict[str, Any]:
             return messages.pop(0) if messages else await receive()
+
         return replay
 
     @classmethod
@@ -215,10 +243,17 @@ class WebGuard:
     @staticmethod
     async def _respond(send: Send, status: int, text: str) -> None:
         body = text.encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                                (b"content-length", str(len(body)).encode())]
-                    + [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ]
+                + [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     @staticmethod
@@ -229,11 +264,23 @@ class WebGuard:
                 for key, value in SECURITY_HEADERS.items():
                     headers[key] = value
             await send(message)
+
         return send_with_headers
 
 
-def guard_middleware(host: str, port: int, extra_names: Iterable[str] = (), max_body_bytes: int = MAX_REQUEST_BYTES,
-                     max_upload_bytes: int = MAX_REQUEST_BYTES) -> list[Middleware]:
+def guard_middleware(
+    host: str,
+    port: int,
+    extra_names: Iterable[str] = (),
+    max_body_bytes: int = MAX_REQUEST_BYTES,
+    max_upload_bytes: int = MAX_REQUEST_BYTES,
+) -> list[Middleware]:
     """The middleware list for launch(app_kwargs={"middleware": ...})."""
-    return [Middleware(WebGuard, policy=GuardPolicy(host, port, extra_names), max_body_bytes=max_body_bytes,
-                       max_upload_bytes=max_upload_bytes)]
+    return [
+        Middleware(
+            WebGuard,
+            policy=GuardPolicy(host, port, extra_names),
+            max_body_bytes=max_body_bytes,
+            max_upload_bytes=max_upload_bytes,
+        )
+    ]

@@ -11,6 +11,7 @@ with one thread: the label (label-set scoring) and a rationale forced to --ratio
 training step (batch 16) in fp32 and under bf16 autocast on the CPU's cores. Targets (issue: the
 default model): label <= 150 ms, rationale <= 1.5 s, weights <= 50 MB. Prints a table; asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,10 +40,11 @@ TARGETS = {"label_ms": 150.0, "rationale_s": 1.5, "weights_mb": 50.0}
 
 
 def build(shape: str, workdir: Path, tokenizer) -> Path:
-    from r2d.model.artifacts import ModelMeta, save_model_dir
     from r2d.config import R2DConfig
+    from r2d.model.artifacts import ModelMeta, save_model_dir
     from r2d.sources import KTAS_LABELS, ktas_meta
     from training.build.scratch import new_t5
+
     model = new_t5(tokenizer, replace(SHAPES[shape], dropout_rate=0.0), seed=0)
     out = workdir / shape.split()[0]
     cfg = R2DConfig(arch=SHAPES[shape])
@@ -52,8 +54,9 @@ def build(shape: str, workdir: Path, tokenizer) -> Path:
 
 def fit_tokenizer(texts: list[str]):
     from r2d.model.tokenizer import train_tokenizer
-    from training.corpus.synthetic import synthetic_examples, training_complaints
     from r2d.sources import load_ktas
+    from training.corpus.synthetic import synthetic_examples, training_complaints
+
     train = load_ktas(SHARED / "ktas" / "data.csv")
     sample = list(synthetic_examples(20000, training_complaints(train), 1))
     corpus = [e.case_text for e in train] + [t for e in sample for t in (e.case_text, e.rationale)]
@@ -63,6 +66,7 @@ def fit_tokenizer(texts: list[str]):
 def time_app_path(model_dir: Path, cases: list[str], candidates: int, tokens: int) -> dict[str, float]:
     """Median label ms and rationale seconds (forced to `tokens` tokens) through the app's loader."""
     from r2d.model.load import load_predictor
+
     gen = GenerationConfig(max_rationale_tokens=tokens, fact_check_candidates=candidates)
     predictor = load_predictor(ModelConfig(name_or_path=str(model_dir), num_threads=1), gen)
     if hasattr(predictor, "decode_options"):  # CTranslate2: every rationale exactly `tokens` long
@@ -76,13 +80,17 @@ def time_app_path(model_dir: Path, cases: list[str], candidates: int, tokens: in
         predictor.explain(case, label)
         labels.append((t1 - t0) * 1000)
         rationales.append(time.perf_counter() - t1)
-    return {"label_ms": statistics.median(labels), "rationale_s": statistics.median(rationales),
-            "backend": predictor.backend}
+    return {
+        "label_ms": statistics.median(labels),
+        "rationale_s": statistics.median(rationales),
+        "backend": predictor.backend,
+    }
 
 
 def time_train_step(model_dir: Path, bf16: bool, steps: int = 4) -> float:
     import torch
     from transformers import AutoTokenizer, T5ForConditionalGeneration
+
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = T5ForConditionalGeneration.from_pretrained(model_dir)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -109,14 +117,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-steps", action="store_true", help="also time a CPU training step, fp32 and bf16")
     args = p.parse_args(argv)
     import torch
+
     from r2d.sources import load_ktas
-    cases = [e.case_text for e in load_ktas(SHARED / "ktas" / "data.csv")[:args.cases + 1]]
+
+    cases = [e.case_text for e in load_ktas(SHARED / "ktas" / "data.csv")[: args.cases + 1]]
     tokenizer = fit_tokenizer(cases)
     wanted = [s for s in SHAPES if s.split()[0] in [w.split()[0] for w in args.shapes.split(",")]]
-    print(f"tokenizer pieces {len(tokenizer)}; {args.cases} KTAS cases; 1 thread; load "
-          f"{os.getloadavg()[0]:.1f}; candidates {args.candidates}", flush=True)
-    print("| shape | params (M) | weights MB | label ms | ms/token | rationale s "
-          f"({args.rationale_tokens} tokens) | train step fp32 s | bf16 s | targets met |")
+    print(
+        f"tokenizer pieces {len(tokenizer)}; {args.cases} KTAS cases; 1 thread; load "
+        f"{os.getloadavg()[0]:.1f}; candidates {args.candidates}",
+        flush=True,
+    )
+    print(
+        "| shape | params (M) | weights MB | label ms | ms/token | rationale s "
+        f"({args.rationale_tokens} tokens) | train step fp32 s | bf16 s | targets met |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         for shape in wanted:
@@ -129,11 +144,17 @@ def main(argv: list[str] | None = None) -> None:
             if args.train_steps:
                 torch.set_num_threads(os.cpu_count() or 1)
                 steps = tuple(f"{time_train_step(model_dir, b):.2f}" for b in (False, True))
-            met = (t["label_ms"] <= TARGETS["label_ms"] and rationale_s <= TARGETS["rationale_s"]
-                   and mb <= TARGETS["weights_mb"])
+            met = (
+                t["label_ms"] <= TARGETS["label_ms"]
+                and rationale_s <= TARGETS["rationale_s"]
+                and mb <= TARGETS["weights_mb"]
+            )
             per_token = 1000 * rationale_s / args.rationale_tokens
-            print(f"| {shape} | {params:.1f} | {mb:.1f} | {t['label_ms']:.0f} | {per_token:.1f} | "
-                  f"{rationale_s:.2f} | {steps[0]} | {steps[1]} | {'yes' if met else 'no'} |", flush=True)
+            print(
+                f"| {shape} | {params:.1f} | {mb:.1f} | {t['label_ms']:.0f} | {per_token:.1f} | "
+                f"{rationale_s:.2f} | {steps[0]} | {steps[1]} | {'yes' if met else 'no'} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ variant's alone, on KTAS cases built by r2d.sources. Every rationale is forced t
 --rationale-tokens tokens (EOS suppressed), so all variants do the same work: random weights say
 nothing about quality, only speed and memory. This is a script, not a test: it never asserts timings.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,18 +34,22 @@ from r2d.config import ArchConfig, GenerationConfig, ModelConfig  # noqa: E402
 SHARED = Path(os.environ.get("R2D_SHARED_DATA", ROOT.parent / "shared" / "data"))
 T5_VOCAB = 32128
 SHAPES = {  # flan-t5-small and flan-t5-base shapes (gated-GELU MLP)
-    "small": ArchConfig(d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_decoder_layers=8, num_heads=6,
-                        dropout_rate=0.0),
-    "base": ArchConfig(d_model=768, d_kv=64, d_ff=2048, num_layers=12, num_decoder_layers=12, num_heads=12,
-                       dropout_rate=0.0),
+    "small": ArchConfig(
+        d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_decoder_layers=8, num_heads=6, dropout_rate=0.0
+    ),
+    "base": ArchConfig(
+        d_model=768, d_kv=64, d_ff=2048, num_layers=12, num_decoder_layers=12, num_heads=12, dropout_rate=0.0
+    ),
 }
 VARIANTS = {
     "fp32": "transformers, full precision (float32)",
     "bf16": "transformers, weights and compute in bfloat16",
     "int8": "bitsandbytes LLM.int8 through transformers",
     "4bit-stock": "transformers BitsAndBytesConfig NF4 as documented (the starting point)",
-    "4bit": ("r2d NF4: q/k/v/o/wi in NF4, wo + embedding (= tied lm_head) in int8 (AVX512-BF16 CPUs) or bf16, "
-             "quantized at load"),
+    "4bit": (
+        "r2d NF4: q/k/v/o/wi in NF4, wo + embedding (= tied lm_head) in int8 (AVX512-BF16 CPUs) or bf16, "
+        "quantized at load"
+    ),
     "4bit-pre": "r2d NF4 loaded from a save_quantized_model_dir directory",
     "4bit-noavx": "4bit-pre with bitsandbytes' AVX512-BF16 kernel disabled (what CPUs without it run)",
     "ct2-int8": "CTranslate2 int8 (converted directory), called directly: the engine's own speed",
@@ -72,9 +77,10 @@ def build_dirs(workdir: Path, shape: str, variants: list[str]) -> dict[str, Path
     full, q4, ct2 = workdir / "full", workdir / "q4", workdir / "ct2-int8"
     if not (full / "r2d_model.json").is_file():
         from r2d.model.artifacts import ModelMeta, save_model_dir
-        from r2d.sources import KTAS_LABELS, ktas_meta, load_ktas, load_pubmedqa
         from r2d.model.tokenizer import train_tokenizer
+        from r2d.sources import KTAS_LABELS, ktas_meta, load_ktas, load_pubmedqa
         from training.build.scratch import new_t5
+
         ktas = load_ktas(SHARED / "ktas" / "data.csv")
         pubmed = [e for part in load_pubmedqa(SHARED / "pubmedqa").values() for e in part]
         texts = [t for e in ktas + pubmed for t in (e.case_text, e.rationale)]
@@ -95,14 +101,21 @@ def build_dirs(workdir: Path, shape: str, variants: list[str]) -> dict[str, Path
             TransformersConverter(str(full)).convert(str(ct2), quantization="int8", force=True)
     if "ct2-backend" in variants:
         from r2d.model import ct2 as r2d_ct2
+
         if r2d_ct2.ct2_available():  # converted here, so the worker's load time is a load, not a conversion
             r2d_ct2.convert(ct2_backend_config(workdir, 1), "int8")
     return {"full": full, "q4": q4, "ct2": ct2}
 
 
 def ct2_backend_config(workdir: Path, threads: int) -> ModelConfig:
-    return ModelConfig(name_or_path=str(workdir / "full"), backend="ct2", quantization="int8", device="cpu",
-                       num_threads=threads, ct2_cache_dir=str(workdir / "ct2-cache"))
+    return ModelConfig(
+        name_or_path=str(workdir / "full"),
+        backend="ct2",
+        quantization="int8",
+        device="cpu",
+        num_threads=threads,
+        ct2_cache_dir=str(workdir / "ct2-cache"),
+    )
 
 
 def run_worker(args: list[str]) -> str:
@@ -118,34 +131,52 @@ def run_worker(args: list[str]) -> str:
 def load_variant(variant: str, dirs: dict[str, Path], threads: int):
     """(predictor, weights MB on disk) for a transformers-based variant."""
     import torch
+
     from r2d.model.inference import Predictor  # noqa: F401  (imported before the load: part of the baseline)
     from r2d.model.modeling import LoadedModel, load_model_and_tokenizer
+
     if variant == "4bit-noavx":
         import bitsandbytes.nn.modules as bnb_modules
+
         bnb_modules.has_avx512bf16 = lambda: False  # new Linear4bit layers then take the dequantize + matmul path
         import r2d.model.modeling
         import r2d.model.quantize
+
         r2d.model.modeling.cpu_has_fast_4bit = lambda: False  # and the 16-bit layers are stored in float32, as there
         r2d.model.quantize.cpu_has_fast_4bit = lambda: False
     if variant == "4bit-stock":
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
         from r2d.model.artifacts import read_model_meta
         from r2d.model.quantize import nf4_bnb_config
+
         torch.set_num_threads(threads)
         q = nf4_bnb_config(torch.float32)  # transformers' documented NF4 load, no double quantisation
         model = AutoModelForSeq2SeqLM.from_pretrained(dirs["full"], quantization_config=q).eval()
-        loaded = LoadedModel(model, AutoTokenizer.from_pretrained(dirs["full"]), read_model_meta(dirs["full"]),
-                             "random-t5", "4bit", "cpu")
+        loaded = LoadedModel(
+            model,
+            AutoTokenizer.from_pretrained(dirs["full"]),
+            read_model_meta(dirs["full"]),
+            "random-t5",
+            "4bit",
+            "cpu",
+        )
         return loaded, dir_mb(dirs["full"], ("model.safetensors",))
     source = dirs["q4"] if variant in ("4bit-pre", "4bit-noavx") else dirs["full"]
     quantization = {"fp32": "none", "bf16": "none", "int8": "int8"}.get(variant, "4bit")
-    model_cfg = ModelConfig(name_or_path=str(source), quantization=quantization, device="cpu", num_threads=threads,
-                            compute_dtype="bfloat16" if variant == "bf16" else "float32")
+    model_cfg = ModelConfig(
+        name_or_path=str(source),
+        quantization=quantization,
+        device="cpu",
+        num_threads=threads,
+        compute_dtype="bfloat16" if variant == "bf16" else "float32",
+    )
     return load_model_and_tokenizer(model_cfg), dir_mb(source, ("model.safetensors", "r2d_4bit.safetensors"))
 
 
 def measure_transformers(variant: str, dirs: dict[str, Path], cases: list[str], args: argparse.Namespace) -> dict:
     from r2d.model.load import predictor_for
+
     gen = GenerationConfig(max_rationale_tokens=args.rationale_tokens)
     if variant == "ct2-backend":
         from r2d.model import ct2
@@ -168,29 +199,39 @@ def measure_transformers(variant: str, dirs: dict[str, Path], cases: list[str], 
     predictor.predict_batch(cases, batch_size=args.batch_size)
     batch_s = time.perf_counter() - t0
     timings = {k: [p.timings[k] for p in singles] for k in ("label", "first_token", "total")}
-    return summarize(variant, disk, load_s, baseline, timings, batch_s, len(cases), args.rationale_tokens,
-                     [p.label for p in singles])
+    return summarize(
+        variant, disk, load_s, baseline, timings, batch_s, len(cases), args.rationale_tokens, [p.label for p in singles]
+    )
 
 
 def measure_ct2(dirs: dict[str, Path], cases: list[str], args: argparse.Namespace) -> dict:
     import ctranslate2
     from transformers import AutoTokenizer
+
     from r2d.prompts import explain_given_label_prompt, predict_prompt
+
     baseline = rss_mb()
     t0 = time.perf_counter()
     tr = ctranslate2.Translator(str(dirs["ct2"]), device="cpu", compute_type="int8", intra_threads=args.threads)
     tok = AutoTokenizer.from_pretrained(dirs["full"])
     load_s = time.perf_counter() - t0
     from r2d.sources import KTAS_LABELS
+
     labels = list(KTAS_LABELS)
     pieces = lambda text: tok.convert_ids_to_tokens(tok(text)["input_ids"])  # noqa: E731
-    gen = {"max_decoding_length": args.rationale_tokens, "min_decoding_length": args.rationale_tokens,
-           "no_repeat_ngram_size": GenerationConfig().no_repeat_ngram_size}
+    gen = {
+        "max_decoding_length": args.rationale_tokens,
+        "min_decoding_length": args.rationale_tokens,
+        "no_repeat_ngram_size": GenerationConfig().no_repeat_ngram_size,
+    }
 
     def label_of(cs: list[str]) -> list[str]:
         src = [pieces(predict_prompt(c)) for c in cs for _ in labels]
-        tgt = [tok.convert_ids_to_tokens(tok(text_target=lab, add_special_tokens=False)["input_ids"])
-               for _ in cs for lab in labels]
+        tgt = [
+            tok.convert_ids_to_tokens(tok(text_target=lab, add_special_tokens=False)["input_ids"])
+            for _ in cs
+            for lab in labels
+        ]
         scores = [sum(r.log_probs) for r in tr.score_batch(src, tgt)]
         return [labels[max(range(5), key=lambda j: scores[5 * i + j])] for i in range(len(cs))]
 
@@ -209,42 +250,66 @@ def measure_ct2(dirs: dict[str, Path], cases: list[str], args: argparse.Namespac
     results = [predict(c) for c in cases]
     t0 = time.perf_counter()
     for i in range(0, len(cases), args.batch_size):
-        chunk = cases[i:i + args.batch_size]
+        chunk = cases[i : i + args.batch_size]
         chunk_labels = label_of(chunk)
-        tr.translate_batch([pieces(explain_given_label_prompt(c, lab)) for c, lab in zip(chunk, chunk_labels)],
-                           beam_size=1, **gen)
+        tr.translate_batch(
+            [pieces(explain_given_label_prompt(c, lab)) for c, lab in zip(chunk, chunk_labels)], beam_size=1, **gen
+        )
     batch_s = time.perf_counter() - t0
     timings = {k: [r[i + 1] for r in results] for i, k in enumerate(("label", "first_token", "total"))}
-    return summarize("ct2-int8", dir_mb(dirs["ct2"], ("model.bin",)), load_s, baseline, timings, batch_s, len(cases),
-                     args.rationale_tokens, [r[0] for r in results])
+    return summarize(
+        "ct2-int8",
+        dir_mb(dirs["ct2"], ("model.bin",)),
+        load_s,
+        baseline,
+        timings,
+        batch_s,
+        len(cases),
+        args.rationale_tokens,
+        [r[0] for r in results],
+    )
 
 
 def measure_quality(variant: str, dirs: dict[str, Path], args: argparse.Namespace) -> dict:
     """Labels and probabilities on every example of --data, and rationales on the first --cases (a trained model)."""
     from r2d.data import load_examples
     from r2d.model.inference import Predictor
+
     examples = load_examples(args.data)
     loaded, _ = load_variant(variant, dirs, args.threads)
     predictor = Predictor(loaded, GenerationConfig())
     scores = [predictor.predict_label(e.case_text) for e in examples]
-    rationales = [predictor.explain(e.case_text, e.label) for e in examples[:args.cases]]
-    return {"variant": variant, "labels": [s.best for s in scores], "probabilities": [s.probabilities for s in scores],
-            "gold": [e.label for e in examples], "rationales": rationales}
+    rationales = [predictor.explain(e.case_text, e.label) for e in examples[: args.cases]]
+    return {
+        "variant": variant,
+        "labels": [s.best for s in scores],
+        "probabilities": [s.probabilities for s in scores],
+        "gold": [e.label for e in examples],
+        "rationales": rationales,
+    }
 
 
 def print_quality(rows: list[dict]) -> None:
     ref = rows[0]
-    print(f"\n{len(ref['labels'])} examples of {ref.get('data', '')}; rationales for the gold label on the first "
-          f"{len(ref['rationales'])}; reference = {ref['variant']}\n")
-    print("| variant | accuracy | labels = ref | max abs prob diff | mean abs prob diff | rationales = ref |\n"
-          "|---|---|---|---|---|---|")
+    print(
+        f"\n{len(ref['labels'])} examples of {ref.get('data', '')}; rationales for the gold label on the first "
+        f"{len(ref['rationales'])}; reference = {ref['variant']}\n"
+    )
+    print(
+        "| variant | accuracy | labels = ref | max abs prob diff | mean abs prob diff | rationales = ref |\n"
+        "|---|---|---|---|---|---|"
+    )
     for r in rows:
         n = len(r["labels"])
         diffs = [abs(a - b) for p, q in zip(r["probabilities"], ref["probabilities"]) for a, b in zip(p, q)]
-        cells = (r["variant"], f"{sum(a == g for a, g in zip(r['labels'], r['gold'])) / n:.3f}",
-                 f"{sum(a == b for a, b in zip(r['labels'], ref['labels']))}/{n}", f"{max(diffs):.3f}",
-                 f"{statistics.mean(diffs):.4f}",
-                 f"{sum(a == b for a, b in zip(r['rationales'], ref['rationales']))}/{len(r['rationales'])}")
+        cells = (
+            r["variant"],
+            f"{sum(a == g for a, g in zip(r['labels'], r['gold'])) / n:.3f}",
+            f"{sum(a == b for a, b in zip(r['labels'], ref['labels']))}/{n}",
+            f"{max(diffs):.3f}",
+            f"{statistics.mean(diffs):.4f}",
+            f"{sum(a == b for a, b in zip(r['rationales'], ref['rationales']))}/{len(r['rationales'])}",
+        )
         print("| " + " | ".join(cells) + " |")
 
 
@@ -252,10 +317,20 @@ def summarize(variant, disk, load_s, baseline, timings, batch_s, n, tokens, labe
     med = {k: statistics.median(v) * 1000 for k, v in timings.items()}
     steps = max(tokens - 1, 1)
     per_token = statistics.median((t - f) / steps for t, f in zip(timings["total"], timings["first_token"]))
-    return {"variant": variant, "disk_mb": disk, "load_s": load_s, "label_ms": med["label"],
-            "first_token_ms": med["first_token"], "total_ms": med["total"], "ms_per_token": per_token * 1000,
-            "batch_cases_per_s": n / batch_s, "imports_rss_mb": baseline, "peak_rss_mb": rss_mb("VmHWM"),
-            "steady_rss_mb": rss_mb(), "labels": labels}
+    return {
+        "variant": variant,
+        "disk_mb": disk,
+        "load_s": load_s,
+        "label_ms": med["label"],
+        "first_token_ms": med["first_token"],
+        "total_ms": med["total"],
+        "ms_per_token": per_token * 1000,
+        "batch_cases_per_s": n / batch_s,
+        "imports_rss_mb": baseline,
+        "peak_rss_mb": rss_mb("VmHWM"),
+        "steady_rss_mb": rss_mb(),
+        "labels": labels,
+    }
 
 
 # --- profile and per-layer micro-benchmark ----------------------------------------------------
@@ -263,22 +338,30 @@ def summarize(variant, disk, load_s, baseline, timings, batch_s, n, tokens, labe
 
 def profile(variant: str, dirs: dict[str, Path], case: str, args: argparse.Namespace) -> None:
     """Print the operators that take one prediction's time (torch.profiler, CPU)."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
     from r2d.model.inference import Predictor
+
     loaded, _ = load_variant(variant, dirs, args.threads)
     loaded.model.generation_config.min_new_tokens = args.rationale_tokens
     predictor = Predictor(loaded, GenerationConfig(max_rationale_tokens=args.rationale_tokens))
     predictor.predict(case)
     with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         predictor.predict(case)
-    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=15,
-                                                             max_name_column_width=40, max_shapes_column_width=40))
+    print(
+        prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=40, max_shapes_column_width=40
+        )
+    )
 
 
 def micro(threads: int) -> None:
     """Microseconds per call of one linear layer: fp32, bf16, NF4 fused (AVX512-BF16), NF4 dequantize + matmul."""
     import torch
+
     from r2d.model.quantize import nf4_linear
+
     torch.set_num_threads(threads)
 
     def clock(fn, x, n=30):
@@ -299,7 +382,7 @@ def micro(threads: int) -> None:
         plain.support_avx512bf16_for_cpu = False
         for rows in (1, 64):
             x = torch.randn(1, rows, k)
-            row = [clock(dense, x), clock(lambda z: half(z.bfloat16()), x), clock(fused, x), clock(plain, x)]
+            row = [clock(dense, x), clock(lambda z, half=half: half(z.bfloat16()), x), clock(fused, x), clock(plain, x)]
             print(f"| {k} x {n} | {rows} | " + " | ".join(f"{v:.0f}" for v in row) + " |")
 
 
@@ -308,18 +391,50 @@ def micro(threads: int) -> None:
 
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     ref = next((r for r in rows if r["variant"] == "fp32"), None)
-    print(f"\nshape={args.shape} cases={args.cases} rationale={args.rationale_tokens} tokens threads={args.threads} "
-          f"batch={args.batch_size} repeat={args.repeat}  (medians per case, best round per variant)\n")
-    head = ("variant", "disk MB", "load s", "label ms", "1st token ms", "total ms", "ms/token", "batch cases/s",
-            "peak RSS MB", "model RSS MB", "speed vs fp32", "peak vs fp32", "labels = fp32")
+    print(
+        f"\nshape={args.shape} cases={args.cases} rationale={args.rationale_tokens} tokens threads={args.threads} "
+        f"batch={args.batch_size} repeat={args.repeat}  (medians per case, best round per variant)\n"
+    )
+    head = (
+        "variant",
+        "disk MB",
+        "load s",
+        "label ms",
+        "1st token ms",
+        "total ms",
+        "ms/token",
+        "batch cases/s",
+        "peak RSS MB",
+        "model RSS MB",
+        "speed vs fp32",
+        "peak vs fp32",
+        "labels = fp32",
+    )
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
         model_rss = r["peak_rss_mb"] - r["imports_rss_mb"]
-        vs = (f"{ref['total_ms'] / r['total_ms']:.2f}x", f"{r['peak_rss_mb'] / ref['peak_rss_mb']:.2f}x",
-              f"{sum(a == b for a, b in zip(r['labels'], ref['labels']))}/{len(r['labels'])}") if ref else ("",) * 3
-        cells = (r["variant"], f"{r['disk_mb']:.0f}", f"{r['load_s']:.1f}", f"{r['label_ms']:.0f}",
-                 f"{r['first_token_ms']:.0f}", f"{r['total_ms']:.0f}", f"{r['ms_per_token']:.1f}",
-                 f"{r['batch_cases_per_s']:.2f}", f"{r['peak_rss_mb']:.0f}", f"{model_rss:.0f}", *vs)
+        vs = (
+            (
+                f"{ref['total_ms'] / r['total_ms']:.2f}x",
+                f"{r['peak_rss_mb'] / ref['peak_rss_mb']:.2f}x",
+                f"{sum(a == b for a, b in zip(r['labels'], ref['labels']))}/{len(r['labels'])}",
+            )
+            if ref
+            else ("",) * 3
+        )
+        cells = (
+            r["variant"],
+            f"{r['disk_mb']:.0f}",
+            f"{r['load_s']:.1f}",
+            f"{r['label_ms']:.0f}",
+            f"{r['first_token_ms']:.0f}",
+            f"{r['total_ms']:.0f}",
+            f"{r['ms_per_token']:.1f}",
+            f"{r['batch_cases_per_s']:.2f}",
+            f"{r['peak_rss_mb']:.0f}",
+            f"{model_rss:.0f}",
+            *vs,
+        )
         print("| " + " | ".join(cells) + " |")
     print("\nmodel RSS = peak RSS minus the RSS after imports (python + torch + transformers + the variant's library)")
     print_targets(rows, args)
@@ -337,6 +452,7 @@ def _label_and_memory_targets(name: str, v: dict, fp32: dict | None, shape: str)
         checks.append((f"{name} peak RSS {ratio:.2f}x fp32 <= 0.50x", ratio <= 0.5))
     return checks
 
+
 def print_targets(rows: list[dict], args: argparse.Namespace) -> None:
     """The issue's targets against this run: 4-bit at least as fast as CTranslate2 int8, label <= 100 ms at base
     shape, peak RSS <= 0.5x fp32's (printed, never asserted)."""
@@ -347,12 +463,20 @@ def print_targets(rows: list[dict], args: argparse.Namespace) -> None:
     checks = []
     if by.get("ct2-backend"):  # the issue's alternative: the CT2 backend as the CPU default
         cb = by["ct2-backend"]
-        checks.append((f"CPU default ct2-backend total {cb['total_ms']:.0f} ms <= 4bit-pre {q4['total_ms']:.0f} ms",
-                       cb["total_ms"] <= q4["total_ms"]))
+        checks.append(
+            (
+                f"CPU default ct2-backend total {cb['total_ms']:.0f} ms <= 4bit-pre {q4['total_ms']:.0f} ms",
+                cb["total_ms"] <= q4["total_ms"],
+            )
+        )
         checks += _label_and_memory_targets("ct2-backend", cb, fp32, args.shape)
     if ct2:
-        checks.append((f"4bit-pre total {q4['total_ms']:.0f} ms <= ct2-int8 {ct2['total_ms']:.0f} ms",
-                       q4["total_ms"] <= ct2["total_ms"]))
+        checks.append(
+            (
+                f"4bit-pre total {q4['total_ms']:.0f} ms <= ct2-int8 {ct2['total_ms']:.0f} ms",
+                q4["total_ms"] <= ct2["total_ms"],
+            )
+        )
     checks += _label_and_memory_targets("4bit-pre", q4, fp32, args.shape)
     print(f"\ntargets (load average at start {LOAD_AT_START}):")
     for text, met in checks:
@@ -368,8 +492,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--repeat", type=int, default=1, help="rounds; each variant's least disturbed round is shown")
     p.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, from {', '.join(VARIANTS)}")
-    p.add_argument("--workdir", type=Path, default=None,
-                   help="where the random models go (default /tmp/r2d-bench-SHAPE)")
+    p.add_argument(
+        "--workdir", type=Path, default=None, help="where the random models go (default /tmp/r2d-bench-SHAPE)"
+    )
     p.add_argument("--model", type=Path, help="quality mode: a trained model directory (needs --data)")
     p.add_argument("--data", type=Path, help="quality mode: labelled JSONL (e.g. the KTAS test split)")
     p.add_argument("--micro", action="store_true", help="per-layer kernel timings instead of the table")
@@ -389,8 +514,22 @@ def quality(variants: list[str], dirs: dict[str, Path], args: argparse.Namespace
         run_worker(["--convert-q4", str(dirs["full"]), str(dirs["q4"])])
     rows = []
     for variant in [v for v in variants if v not in ("ct2-int8", "ct2-backend")]:
-        out = run_worker(["--worker", variant, "--model", str(args.model), "--data", str(args.data),
-                          "--cases", str(args.cases), "--threads", str(args.threads), "--workdir", str(args.workdir)])
+        out = run_worker(
+            [
+                "--worker",
+                variant,
+                "--model",
+                str(args.model),
+                "--data",
+                str(args.data),
+                "--cases",
+                str(args.cases),
+                "--threads",
+                str(args.threads),
+                "--workdir",
+                str(args.workdir),
+            ]
+        )
         rows.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
         rows[-1]["data"] = str(args.data)
         print(f"{variant}: done", flush=True)
@@ -400,7 +539,8 @@ def quality(variants: list[str], dirs: dict[str, Path], args: argparse.Namespace
 def load_cases(n: int) -> list[str]:
     """n + 1 KTAS case texts: the first warms up, the other n are timed."""
     from r2d.sources import load_ktas
-    return [e.case_text for e in load_ktas(SHARED / "ktas" / "data.csv")[:n + 1]]
+
+    return [e.case_text for e in load_ktas(SHARED / "ktas" / "data.csv")[: n + 1]]
 
 
 LOAD_AT_START = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").is_file() else "n/a"
@@ -411,6 +551,7 @@ def main(argv: list[str] | None = None) -> None:
     dirs = {"full": args.workdir / "full", "q4": args.workdir / "q4", "ct2": args.workdir / "ct2-int8"}
     if args.convert_q4:
         from r2d.model.modeling import save_quantized_model_dir
+
         save_quantized_model_dir(ModelConfig(name_or_path=args.convert_q4[0], device="cpu"), args.convert_q4[1])
         return
     if args.micro:
@@ -422,8 +563,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.worker:
         cases = load_cases(args.cases)
-        result = (measure_ct2(dirs, cases, args) if args.worker == "ct2-int8"
-                  else measure_transformers(args.worker, dirs, cases, args))
+        result = (
+            measure_ct2(dirs, cases, args)
+            if args.worker == "ct2-int8"
+            else measure_transformers(args.worker, dirs, cases, args)
+        )
         print("RESULT " + json.dumps(result))
         return
     variants = [v for v in args.variants.split(",") if v]
@@ -443,12 +587,30 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             if variant == "ct2-backend" and not (args.workdir / "ct2-cache").is_dir():
                 continue  # ctranslate2 is not installed
-            out = run_worker(["--worker", variant, "--shape", args.shape, "--cases", str(args.cases),
-                              "--rationale-tokens", str(args.rationale_tokens), "--batch-size", str(args.batch_size),
-                              "--threads", str(args.threads), "--workdir", str(args.workdir)])
+            out = run_worker(
+                [
+                    "--worker",
+                    variant,
+                    "--shape",
+                    args.shape,
+                    "--cases",
+                    str(args.cases),
+                    "--rationale-tokens",
+                    str(args.rationale_tokens),
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--threads",
+                    str(args.threads),
+                    "--workdir",
+                    str(args.workdir),
+                ]
+            )
             row = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
-            print(f"round {round_ + 1} {variant}: {row['total_ms']:.0f} ms per case, "
-                  f"peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"round {round_ + 1} {variant}: {row['total_ms']:.0f} ms per case, "
+                f"peak RSS {row['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
             if variant not in best or row["total_ms"] < best[variant]["total_ms"]:
                 best[variant] = row  # the least disturbed round (other processes share these cores)
     rows = [best[v] for v in variants if v in best]

@@ -5,6 +5,7 @@ warm-up and after the N requests. Target: the ratio within 1.10.
 
     .venv/bin/python benchmarks/bench_memory_plateau.py --requests 200
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,10 @@ from r2d.config import load_config  # noqa: E402
 from r2d.limits import MAX_RATIONALE_CHARS  # noqa: E402
 
 TARGET_RATIO = 1.10
-CASE = ("72-year-old man, crushing chest pain, sweating, BP 88/50, HR 124, RR 28, SpO2 89%, GCS 14, pain 9/10, "
-        "arrived by ambulance. ")
+CASE = (
+    "72-year-old man, crushing chest pain, sweating, BP 88/50, HR 124, RR 28, SpO2 89%, GCS 14, pain 9/10, "
+    "arrived by ambulance. "
+)
 RATIONALE = "Chief complaint: chest pain. Systolic BP 88 mmHg (hypotension, below 90 mmHg), heart rate 124/min. "
 
 
@@ -48,17 +51,21 @@ def _fill(text: str, limit: int) -> str:
 
 def _launch(port: int, workdir: Path) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port),
-                             "--db", str(workdir / "reviews.sqlite3")], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--port", str(port), "--db", str(workdir / "reviews.sqlite3")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return proc
-        except OSError:
+        except OSError as e:
             if proc.poll() is not None:
-                raise RuntimeError("the app exited while starting")
+                raise RuntimeError("the app exited while starting") from e
             time.sleep(1)
     proc.kill()
     raise RuntimeError("the app did not listen within 300 s")
@@ -97,10 +104,14 @@ def main(argv: list[str] | None = None) -> int:
             proc.terminate()
             proc.wait(timeout=30)
     ratio = after / warm
-    print(f"requests {args.requests} (in turn: a prediction, a {len(case):,}-character case, a fact check of a "
-          f"{len(rationale):,}-character rationale) in {time.monotonic() - start:.0f} s")
-    print(f"RSS after {args.warmup} warm-up requests: {warm:.0f} MB; after {args.requests} more: {after:.0f} MB; "
-          f"ratio {ratio:.3f} (target <= {TARGET_RATIO:.2f}: {'met' if ratio <= TARGET_RATIO else 'MISSED'})")
+    print(
+        f"requests {args.requests} (in turn: a prediction, a {len(case):,}-character case, a fact check of a "
+        f"{len(rationale):,}-character rationale) in {time.monotonic() - start:.0f} s"
+    )
+    print(
+        f"RSS after {args.warmup} warm-up requests: {warm:.0f} MB; after {args.requests} more: {after:.0f} MB; "
+        f"ratio {ratio:.3f} (target <= {TARGET_RATIO:.2f}: {'met' if ratio <= TARGET_RATIO else 'MISSED'})"
+    )
     return 0
 
 

@@ -12,6 +12,7 @@ extra label-scoring pass runs on every step; the R2D-C cycle loss likewise from 
 steady-state cost of a step, not the warm-up's. The first --warmup steps are not timed. The script never
 asserts a timing; it prints the ratio of each method to DSS, against the target Stage 2 <= 1.3x DSS.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,16 @@ from r2d.config import ArchConfig  # noqa: E402
 SHARED = Path(os.environ.get("R2D_SHARED_DATA", ROOT.parent / "shared" / "data"))
 DEFAULT_CONFIG = ROOT / "training" / "configs" / "default_model.json"
 T5_VOCAB = 32128
-SMALL = ArchConfig(vocab_size=T5_VOCAB, d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_decoder_layers=8,
-                   num_heads=6, dropout_rate=0.0)  # flan-t5-small (gated-GELU MLP)
+SMALL = ArchConfig(
+    vocab_size=T5_VOCAB,
+    d_model=512,
+    d_kv=64,
+    d_ff=1024,
+    num_layers=8,
+    num_decoder_layers=8,
+    num_heads=6,
+    dropout_rate=0.0,
+)  # flan-t5-small (gated-GELU MLP)
 # the benchmark's rows: name -> (stage2.method, overrides of Stage2Config); R2D-C is the two options together
 # (authors' lambda 0.1)
 BENCH_METHODS = {
@@ -61,6 +70,7 @@ def rss_mb(field: str) -> float:
 def base_config(shape: str):
     """The default model's training config; at the small shape its arch replaced by flan-t5-small's."""
     from r2d.config import load_config
+
     cfg = load_config(DEFAULT_CONFIG)
     return cfg if shape == "default" else replace(cfg, arch=SMALL)
 
@@ -68,8 +78,9 @@ def base_config(shape: str):
 def build_model(cfg, shape: str, examples):
     """A tokenizer fitted to the KTAS texts and a random T5 of the shape (vocabulary padded to T5's at small)."""
     from r2d.model.tokenizer import train_tokenizer
-    from training.method.features import tokenizer_corpus
     from training.build.scratch import new_t5
+    from training.method.features import tokenizer_corpus
+
     tokenizer = train_tokenizer(tokenizer_corpus(examples), vocab_size=cfg.arch.vocab_size)
     model = new_t5(tokenizer, cfg.arch, seed=0)
     if shape == "small":
@@ -87,44 +98,74 @@ def step_clock():
 
         def on_step_end(self, args, state, control, **kwargs):
             self.ends.append(time.perf_counter())
+
     return StepClock()
 
 
 def run_one(name: str, args: argparse.Namespace) -> dict:
     import torch
+
     from r2d.sources import load_ktas
     from training.build.run import resolve_generation
     from training.method.features import ExampleDataset, R2DCollator
     from training.method.trainer import R2DTrainer, to_training_arguments
+
     torch.set_num_threads(args.threads)
     imports_mb = rss_mb("VmRSS")
     cfg = base_config(args.shape)
     method, options = BENCH_METHODS[name]
     steps = args.warmup + args.steps
     batch = args.batch_size or cfg.optim.batch_size
-    examples = load_ktas(SHARED / "ktas" / "data.csv")[:max(batch * steps, 64)]
+    examples = load_ktas(SHARED / "ktas" / "data.csv")[: max(batch * steps, 64)]
     labels = tuple(cfg.data.label_set) or tuple(sorted({e.label for e in examples}))
     model, tokenizer = build_model(cfg, args.shape, examples)
     generation = resolve_generation(cfg.generation, tokenizer, labels, examples, method)
     # sampling from the first step at its cap, cycle loss from step 1: the steady-state step
-    stage2 = replace(cfg.stage2, method=method, alpha_warmup_fraction=0.0, sampling_start_fraction=0.0,
-                     sampling_end_fraction=0.0, **options)
+    stage2 = replace(
+        cfg.stage2,
+        method=method,
+        alpha_warmup_fraction=0.0,
+        sampling_start_fraction=0.0,
+        sampling_end_fraction=0.0,
+        **options,
+    )
     optim = replace(cfg.optim, max_steps=steps, batch_size=batch, gradient_accumulation_steps=1)
     with tempfile.TemporaryDirectory(prefix="r2d-bench-train-") as out:
         targs = to_training_arguments(optim, out, metric_for_best_model="macro_f1", greater_is_better=True)
-        targs = replace(targs, eval_strategy="no", save_strategy="no", load_best_model_at_end=False,
-                        logging_steps=steps, disable_tqdm=True)
+        targs = replace(
+            targs,
+            eval_strategy="no",
+            save_strategy="no",
+            load_best_model_at_end=False,
+            logging_steps=steps,
+            disable_tqdm=True,
+        )
         clock = step_clock()
-        trainer = R2DTrainer(model=model, args=targs, processing_class=tokenizer,
-                             data_collator=R2DCollator(tokenizer, generation, method),
-                             train_dataset=ExampleDataset(examples), callbacks=[clock], mode=method,
-                             generation=generation, stage2=stage2, label_set=labels)
+        trainer = R2DTrainer(
+            model=model,
+            args=targs,
+            processing_class=tokenizer,
+            data_collator=R2DCollator(tokenizer, generation, method),
+            train_dataset=ExampleDataset(examples),
+            callbacks=[clock],
+            mode=method,
+            generation=generation,
+            stage2=stage2,
+            label_set=labels,
+        )
         trainer.train()
-    timed = clock.ends[args.warmup - 1:] if args.warmup > 0 else clock.ends
+    timed = clock.ends[args.warmup - 1 :] if args.warmup > 0 else clock.ends
     seconds = (timed[-1] - timed[0]) / max(len(timed) - 1, 1)
-    return {"method": name, "steps_per_s": 1.0 / seconds, "s_per_step": seconds, "timed_steps": len(timed) - 1,
-            "batch": batch, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-            "imports_rss_mb": imports_mb, "peak_rss_mb": rss_mb("VmHWM")}
+    return {
+        "method": name,
+        "steps_per_s": 1.0 / seconds,
+        "s_per_step": seconds,
+        "timed_steps": len(timed) - 1,
+        "batch": batch,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "imports_rss_mb": imports_mb,
+        "peak_rss_mb": rss_mb("VmHWM"),
+    }
 
 
 # --- the table (parent process) ------------------------------------------------------------------
@@ -133,14 +174,18 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
 def print_table(rows: list[dict], args: argparse.Namespace, load: str) -> None:
     dss = next((r for r in rows if r["method"] == "dss"), None)
     first = rows[0]
-    print(f"\nshape={args.shape} ({first['params_m']:.1f}M parameters) batch={first['batch']} threads={args.threads} "
-          f"timed steps={args.steps} after {args.warmup} warm-up; best of {args.repeat} round(s); "
-          f"load average at start {load}\n")
+    print(
+        f"\nshape={args.shape} ({first['params_m']:.1f}M parameters) batch={first['batch']} threads={args.threads} "
+        f"timed steps={args.steps} after {args.warmup} warm-up; best of {args.repeat} round(s); "
+        f"load average at start {load}\n"
+    )
     print("| method | steps/s | s/step | vs DSS | peak RSS MB | model+training RSS MB |\n|---|---|---|---|---|---|")
     for r in rows:
         vs = f"{r['s_per_step'] / dss['s_per_step']:.2f}x" if dss else ""
-        print(f"| {r['method']} | {r['steps_per_s']:.3f} | {r['s_per_step']:.3f} | {vs} | {r['peak_rss_mb']:.0f} | "
-              f"{r['peak_rss_mb'] - r['imports_rss_mb']:.0f} |")
+        print(
+            f"| {r['method']} | {r['steps_per_s']:.3f} | {r['s_per_step']:.3f} | {vs} | {r['peak_rss_mb']:.0f} | "
+            f"{r['peak_rss_mb'] - r['imports_rss_mb']:.0f} |"
+        )
     stage2 = next((r for r in rows if r["method"] == "r2d"), None)
     if dss and stage2:
         ratio = stage2["s_per_step"] / dss["s_per_step"]
@@ -177,14 +222,30 @@ def main(argv: list[str] | None = None) -> None:
     best: dict[str, dict] = {}
     for round_ in range(args.repeat):  # rounds interleave the methods, so a busy moment hits all of them alike
         for name in names:
-            cmd = [sys.executable, __file__, "--worker", name, "--shape", args.shape, "--steps", str(args.steps),
-                   "--warmup", str(args.warmup), "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                name,
+                "--shape",
+                args.shape,
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--batch-size",
+                str(args.batch_size),
+                "--threads",
+                str(args.threads),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
             row = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
-            print(f"round {round_ + 1} {name}: {row['s_per_step']:.3f} s/step, peak RSS {row['peak_rss_mb']:.0f} MB",
-                  flush=True)
+            print(
+                f"round {round_ + 1} {name}: {row['s_per_step']:.3f} s/step, peak RSS {row['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
             if name not in best or row["s_per_step"] < best[name]["s_per_step"]:
                 best[name] = row
     print_table([best[n] for n in names], args, load)

@@ -47,6 +47,7 @@ Measured (2026-12; recall, then clinical lines flagged; dev 54 ids/48 lines, hel
 presidio, scrubadub and philter-lite were run in a separate virtual environment (they are not project
 dependencies): `python -m venv /tmp/ev && /tmp/ev/bin/pip install presidio-analyzer scrubadub philter-lite`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,8 @@ import json
 import sys
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -74,11 +75,13 @@ def load_rows(path: Path = DATA) -> list[dict]:
 
 def _r2d_identifiers() -> Callable[[str], Spans]:
     from r2d.checks.identifiers import scan_identifiers
+
     return lambda text: [(f.start, f.end) for f in scan_identifiers(text)]
 
 
 def _r2d_export() -> Callable[[str], Spans]:
     from r2d.review.export import scan_identifiers
+
     return lambda text: [(f.start, f.end) for f in scan_identifiers(text)]
 
 
@@ -99,6 +102,7 @@ def _presidio() -> Callable[[str], Spans]:
 
 def _scrubadub() -> Callable[[str], Spans]:
     import scrubadub
+
     scrubber = scrubadub.Scrubber()
     return lambda text: [(f.beg, f.end) for f in scrubber.iter_filth(text)]
 
@@ -107,6 +111,7 @@ def _philter() -> Callable[[str], Spans]:
     import importlib.resources
 
     import philter_lite
+
     config = importlib.resources.files("philter_lite") / "configs" / "philter_delta.toml"
     filters = philter_lite.load_filters(str(config))
     philter_lite.detect_phi("probe", filters)  # fails here without NLTK's tagger data
@@ -115,8 +120,10 @@ def _philter() -> Callable[[str], Spans]:
 
 def _phonenumbers() -> Callable[[str], Spans]:
     import phonenumbers
-    return lambda text: sorted({(m.start, m.end) for region in ("GB", "US")
-                                for m in phonenumbers.PhoneNumberMatcher(text, region)})
+
+    return lambda text: sorted(
+        {(m.start, m.end) for region in ("GB", "US") for m in phonenumbers.PhoneNumberMatcher(text, region)}
+    )
 
 
 def _dateparser() -> Callable[[str], Spans]:
@@ -130,12 +137,19 @@ def _dateparser() -> Callable[[str], Spans]:
                 spans.append((start, start + len(found)))
                 cursor = start + len(found)
         return spans
+
     return scan
 
 
 CANDIDATES: dict[str, Callable[[], Callable[[str], Spans]]] = {
-    "r2d.checks.identifiers": _r2d_identifiers, "r2d.review.export": _r2d_export, "presidio": _presidio,
-    "scrubadub": _scrubadub, "philter-lite": _philter, "phonenumbers": _phonenumbers, "dateparser": _dateparser}
+    "r2d.checks.identifiers": _r2d_identifiers,
+    "r2d.review.export": _r2d_export,
+    "presidio": _presidio,
+    "scrubadub": _scrubadub,
+    "philter-lite": _philter,
+    "phonenumbers": _phonenumbers,
+    "dateparser": _dateparser,
+}
 
 
 def _overlaps(span: tuple[int, int], spans: Spans) -> bool:
@@ -157,16 +171,24 @@ def evaluate(scan: Callable[[str], Spans], rows: list[dict]) -> dict:
                 found[ident["kind"]] += 1
             else:
                 misses.append((ident["kind"], ident["text"]))
-    return {"found": found, "total": total, "misses": misses, "flagged": flagged, "spurious": spurious,
-            "clinical_lines": sum(not r["identifiers"] for r in rows)}
+    return {
+        "found": found,
+        "total": total,
+        "misses": misses,
+        "flagged": flagged,
+        "spurious": spurious,
+        "clinical_lines": sum(not r["identifiers"] for r in rows),
+    }
 
 
 def report(name: str, result: dict, show: bool) -> None:
     found, total = result["found"], result["total"]
     n_found, n_total = sum(found.values()), sum(total.values())
-    print(f"{name:16s} recall {n_found}/{n_total} ({n_found / n_total:.0%})  false positives: "
-          f"{len(result['flagged'])}/{result['clinical_lines']} clinical lines flagged, "
-          f"{result['spurious']} spurious findings on identifier lines")
+    print(
+        f"{name:16s} recall {n_found}/{n_total} ({n_found / n_total:.0%})  false positives: "
+        f"{len(result['flagged'])}/{result['clinical_lines']} clinical lines flagged, "
+        f"{result['spurious']} spurious findings on identifier lines"
+    )
     print("    per kind: " + ", ".join(f"{k} {found[k]}/{total[k]}" for k in sorted(total)))
     if show:
         for kind, text in result["misses"]:
@@ -177,8 +199,9 @@ def report(name: str, result: dict, show: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--candidates", default=",".join(CANDIDATES),
-                    help="comma-separated, from: " + ", ".join(CANDIDATES))
+    ap.add_argument(
+        "--candidates", default=",".join(CANDIDATES), help="comma-separated, from: " + ", ".join(CANDIDATES)
+    )
     ap.add_argument("--show-misses", action="store_true", help="list every miss and every flagged clinical line")
     ap.add_argument("--split", choices=("dev", "heldout1", "heldout2", "heldout3", "all"), default="all")
     args = ap.parse_args(argv)
@@ -187,8 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         for ident in row["identifiers"]:
             kinds[ident["kind"]] += 1
-    print(f"{DATA.relative_to(ROOT)} ({args.split}): {sum(kinds.values())} identifiers of {len(kinds)} kinds, "
-          f"{sum(not r['identifiers'] for r in rows)} clinical lines without any")
+    print(
+        f"{DATA.relative_to(ROOT)} ({args.split}): {sum(kinds.values())} identifiers of {len(kinds)} kinds, "
+        f"{sum(not r['identifiers'] for r in rows)} clinical lines without any"
+    )
     for name in args.candidates.split(","):
         try:
             scan = CANDIDATES[name]()

@@ -8,6 +8,7 @@ it): (1) two QLoRA Stage-2 steps through training.stage2 with training/configs/f
 CUDA at 4-bit and at bf16: label ms (label-set scoring), ms per rationale token (64 tokens forced),
 GPU memory after loading. Prints and writes a JSON of figures; asserts nothing (no timed tests).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,16 +29,26 @@ def qlora_step(model_dir: Path, data_dir: Path, out: Path) -> dict:
 
     from r2d.config import load_config
     from training.stage2 import train_stage2
-    overrides = [f'data.train_files=["{data_dir / "train.jsonl"}"]', f'data.val_files=["{data_dir / "val.jsonl"}"]',
-                 "optim.max_steps=2", "optim.eval_steps=2", "optim.batch_size=8", "optim.gradient_accumulation_steps=1",
-                 "optim.num_workers=0"]
+
+    overrides = [
+        f'data.train_files=["{data_dir / "train.jsonl"}"]',
+        f'data.val_files=["{data_dir / "val.jsonl"}"]',
+        "optim.max_steps=2",
+        "optim.eval_steps=2",
+        "optim.batch_size=8",
+        "optim.gradient_accumulation_steps=1",
+        "optim.num_workers=0",
+    ]
     cfg = load_config(ROOT / "training" / "configs" / "flan_t5_base_qlora.json", overrides)
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     result = train_stage2(cfg, str(model_dir), out)
-    return {"seconds_for_2_steps_and_1_eval": round(time.perf_counter() - t0, 1),
-            "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20),
-            "best_macro_f1": result.best_metric, "adapter_saved": (Path(out) / "adapter_config.json").is_file()}
+    return {
+        "seconds_for_2_steps_and_1_eval": round(time.perf_counter() - t0, 1),
+        "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20),
+        "best_macro_f1": result.best_metric,
+        "adapter_saved": (Path(out) / "adapter_config.json").is_file(),
+    }
 
 
 def inference(model_dir: Path, quantization: str, cases: list[str]) -> dict:
@@ -45,12 +56,14 @@ def inference(model_dir: Path, quantization: str, cases: list[str]) -> dict:
 
     from r2d.config import GenerationConfig, ModelConfig
     from r2d.model.load import load_predictor
-    from r2d.prompts import explain_given_label_prompt
     from r2d.model.scoring import tokenize_inputs
+    from r2d.prompts import explain_given_label_prompt
+
     torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated()
-    cfg = ModelConfig(name_or_path=str(model_dir), device="cuda", quantization=quantization, compute_dtype="bfloat16",
-                      backend="torch")
+    cfg = ModelConfig(
+        name_or_path=str(model_dir), device="cuda", quantization=quantization, compute_dtype="bfloat16", backend="torch"
+    )
     predictor = load_predictor(cfg, GenerationConfig(max_rationale_tokens=64))
     loaded_mib = (torch.cuda.memory_allocated() - before) / 2**20
     model, tok = predictor.model, predictor.tokenizer
@@ -68,8 +81,12 @@ def inference(model_dir: Path, quantization: str, cases: list[str]) -> dict:
         if i:  # the first case warms up
             labels.append((t1 - t0) * 1000)
             per_token.append((time.perf_counter() - t1) * 1000 / 64)
-    return {"quantization": predictor.quantization, "label_ms": round(statistics.median(labels), 1),
-            "ms_per_token": round(statistics.median(per_token), 2), "weights_gpu_mib": round(loaded_mib)}
+    return {
+        "quantization": predictor.quantization,
+        "label_ms": round(statistics.median(labels), 1),
+        "ms_per_token": round(statistics.median(per_token), 2),
+        "weights_gpu_mib": round(loaded_mib),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,19 +95,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, required=True, help="a prepare_data ktas folder (train/val.jsonl)")
     p.add_argument("--cases", type=int, default=6)
     args = p.parse_args(argv)
+    import bench_inference
     import torch
     import transformers
 
-    import bench_inference
     from r2d.data import load_examples
-    figures: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
-                     "transformers": transformers.__version__}
+
+    figures: dict = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         dirs = bench_inference.build_dirs(Path(tmp), "base", ["fp32"])
-        cases = [e.case_text for e in load_examples(args.data / "val.jsonl")[:args.cases + 1]]
-        for name, run in (("inference_4bit", lambda: inference(dirs["full"], "4bit", cases)),
-                          ("inference_bf16", lambda: inference(dirs["full"], "none", cases)),
-                          ("qlora_stage2", lambda: qlora_step(dirs["full"], args.data, Path(tmp) / "qlora"))):
+        cases = [e.case_text for e in load_examples(args.data / "val.jsonl")[: args.cases + 1]]
+        for name, run in (
+            ("inference_4bit", lambda: inference(dirs["full"], "4bit", cases)),
+            ("inference_bf16", lambda: inference(dirs["full"], "none", cases)),
+            ("qlora_stage2", lambda: qlora_step(dirs["full"], args.data, Path(tmp) / "qlora")),
+        ):
             try:
                 figures[name] = run()
             except Exception as e:  # a check that fails is a figure too; the others still run

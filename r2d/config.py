@@ -4,6 +4,7 @@ Every knob is a dataclass field with a default and the reason for it. `load_conf
 and `section.key=value` overrides, rejects unknown keys and wrong types (as nanoGPT's configurator
 does) and returns a new frozen object. Functions take the narrowest section they need.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,9 +12,10 @@ import json
 import logging
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from r2d.errors import ConfigError
 from r2d.limits import MAX_CASE_CHARS
@@ -219,8 +221,10 @@ def validate(cfg: R2DConfig) -> None:
     if cfg.model.backend not in BACKENDS:
         raise ConfigError(f"model.backend must be one of {BACKENDS}, got {cfg.model.backend!r}")
     if cfg.model.backend == "ct2" and cfg.model.quantization == "4bit":
-        raise ConfigError("model.backend=ct2 has no 4-bit mode: set model.quantization=auto or int8 (CTranslate2 "
-                          "int8) or none (float32), or model.backend=torch for bitsandbytes 4-bit")
+        raise ConfigError(
+            "model.backend=ct2 has no 4-bit mode: set model.quantization=auto or int8 (CTranslate2 "
+            "int8) or none (float32), or model.backend=torch for bitsandbytes 4-bit"
+        )
     if cfg.stage2.method not in METHODS:
         raise ConfigError(f"stage2.method must be one of {METHODS}, got {cfg.stage2.method!r}")
     s = cfg.stage2
@@ -231,16 +235,19 @@ def validate(cfg: R2DConfig) -> None:
     if not 0.0 <= s.sampling_cap <= 1.0:
         raise ConfigError(f"stage2.sampling_cap must be in [0, 1], got {s.sampling_cap}")
     if cfg.adapter.quantize_base_4bit and not cfg.adapter.use_lora:
-        raise ConfigError("adapter.quantize_base_4bit (QLoRA) needs adapter.use_lora=true: "
-                          "a 4-bit base cannot be fully fine-tuned")
+        raise ConfigError(
+            "adapter.quantize_base_4bit (QLoRA) needs adapter.use_lora=true: a 4-bit base cannot be fully fine-tuned"
+        )
     if cfg.generation.fact_check_candidates < 0 or cfg.generation.num_beams < 1:
         raise ConfigError("generation.fact_check_candidates must be >= 0 and generation.num_beams >= 1")
     for name in ("batch_size", "max_steps", "eval_steps", "gradient_accumulation_steps"):
         if getattr(cfg.optim, name) < 1:
             raise ConfigError(f"optim.{name} must be >= 1")
     if cfg.app.improve_test_cases < 0 or cfg.app.improve_step_s <= 0 or cfg.app.improve_case_s <= 0:
-        raise ConfigError("app.improve_test_cases must be >= 0 (0 = the whole test split), and "
-                          "app.improve_step_s and app.improve_case_s > 0")
+        raise ConfigError(
+            "app.improve_test_cases must be >= 0 (0 = the whole test split), and "
+            "app.improve_step_s and app.improve_case_s > 0"
+        )
 
 
 # --- reading and writing -------------------------------------------------------------------
@@ -276,8 +283,10 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(where + '.' + k if where else k for k in unknown)}; "
-                          f"known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(where + '.' + k if where else k for k in unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
     kwargs = {}
     for name, value in data.items():
         path = f"{where}.{name}" if where else name
@@ -299,8 +308,10 @@ def _drop_retired(data: dict[str, Any]) -> dict[str, Any]:
     for section, keys in RETIRED_KEYS.items():
         node = out.get(section)
         if isinstance(node, dict) and any(k in node for k in keys):
-            logger.info("ignoring retired config key(s) %s (nothing reads them)",
-                        ", ".join(f"{section}.{k}" for k in keys if k in node))
+            logger.info(
+                "ignoring retired config key(s) %s (nothing reads them)",
+                ", ".join(f"{section}.{k}" for k in keys if k in node),
+            )
             out[section] = {k: v for k, v in node.items() if k not in keys}
     return out
 

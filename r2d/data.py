@@ -5,6 +5,7 @@ plus `rationale_source` (who wrote the rationale) and an optional `id`. Rows tha
 rejected with the file and line number, never skipped or patched: a silently dropped row is a
 training set nobody asked for.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,9 +16,10 @@ import random
 import re
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from r2d.errors import DatasetSchemaError
 
@@ -40,15 +42,21 @@ class Example:
     example_id: str | None = None
 
     def to_dict(self) -> dict[str, str | None]:
-        return {"id": self.example_id, "question": self.case_text, "label": self.label,
-                "rationale": self.rationale, "rationale_source": self.rationale_source}
+        return {
+            "id": self.example_id,
+            "question": self.case_text,
+            "label": self.label,
+            "rationale": self.rationale,
+            "rationale_source": self.rationale_source,
+        }
 
     @classmethod
-    def from_dict(cls, row: dict[str, Any], where: str = "row") -> "Example":
+    def from_dict(cls, row: dict[str, Any], where: str = "row") -> Example:
         """Validate one on-disk row. Raises DatasetSchemaError naming `where` (file:line)."""
         if not isinstance(row, dict):
-            raise DatasetSchemaError(f"{where}: expected an object with {', '.join(REQUIRED)}, "
-                                     f"got {type(row).__name__}")
+            raise DatasetSchemaError(
+                f"{where}: expected an object with {', '.join(REQUIRED)}, got {type(row).__name__}"
+            )
         for key in REQUIRED:
             value = row.get(key)
             if not isinstance(value, str) or not value.strip():
@@ -58,12 +66,17 @@ class Example:
                 raise DatasetSchemaError(f"{where}: column {key!r} must be text")
         source = str(row.get("rationale_source") or "unknown")
         if source not in RATIONALE_SOURCES:
-            raise DatasetSchemaError(f"{where}: rationale_source {source!r} is not one of "
-                                     f"{', '.join(RATIONALE_SOURCES)}")
+            raise DatasetSchemaError(
+                f"{where}: rationale_source {source!r} is not one of {', '.join(RATIONALE_SOURCES)}"
+            )
         example_id = row.get("id")
-        return cls(case_text=row["question"].strip(), label=row["label"].strip(),
-                   rationale=str(row.get("rationale") or "").strip(), rationale_source=source,
-                   example_id=None if example_id in (None, "") else str(example_id))
+        return cls(
+            case_text=row["question"].strip(),
+            label=row["label"].strip(),
+            rationale=str(row.get("rationale") or "").strip(),
+            rationale_source=source,
+            example_id=None if example_id in (None, "") else str(example_id),
+        )
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -105,8 +118,9 @@ def sniff_delimiter(path: Path) -> str:
     return max(DELIMITERS, key=header.count) if any(d in header for d in DELIMITERS) else ","
 
 
-def iter_csv(path: Path, name: str | None = None, required: Sequence[str] = (),
-             delimiter: str = ",") -> Iterator[tuple[str, dict]]:
+def iter_csv(
+    path: Path, name: str | None = None, required: Sequence[str] = (), delimiter: str = ","
+) -> Iterator[tuple[str, dict]]:
     """(where, row as read) for each CSV row; where = "name:line" (name: the path unless given).
 
     Raises DatasetSchemaError when the header lacks a `required` column or names one twice, a row's cells do
@@ -133,17 +147,20 @@ def _csv_rows(reader: csv.DictReader, name: str, required: Sequence[str]) -> Ite
         raise DatasetSchemaError(f"{name}:1: the header names column(s) {', '.join(twice)} more than once")
     missing = [c for c in required if c not in header]
     if missing:
-        raise DatasetSchemaError(f"{name}:1: header lacks column(s) {', '.join(missing)}; "
-                                 f"found {', '.join(header) or 'none'}")
+        raise DatasetSchemaError(
+            f"{name}:1: header lacks column(s) {', '.join(missing)}; found {', '.join(header) or 'none'}"
+        )
     separators = DELIMITERS.get(reader.reader.dialect.delimiter, repr(reader.reader.dialect.delimiter))
     for row in reader:
         # line_num is the physical line the row ended on (quoted cells may span lines)
         where = f"{name}:{reader.line_num}"
         if None in row or any(v is None for v in row.values()):
             extent = "more" if None in row else "fewer"
-            raise DatasetSchemaError(f"{where}: the row has a different number of cells than the header "
-                                     f"({extent} cells than its {len(header)} column(s), separated by {separators}; "
-                                     f"a cell holding {separators} must be in double quotes)")
+            raise DatasetSchemaError(
+                f"{where}: the row has a different number of cells than the header "
+                f"({extent} cells than its {len(header)} column(s), separated by {separators}; "
+                f"a cell holding {separators} must be in double quotes)"
+            )
         yield where, row
 
 
@@ -159,8 +176,10 @@ def _unescape_cell(value: str | None) -> str | None:
 
 
 def _read_csv(path: Path) -> list[Example]:
-    return [Example.from_dict({k: _unescape_cell(v) for k, v in row.items()}, where)
-            for where, row in iter_csv(path, required=REQUIRED)]
+    return [
+        Example.from_dict({k: _unescape_cell(v) for k, v in row.items()}, where)
+        for where, row in iter_csv(path, required=REQUIRED)
+    ]
 
 
 def load_examples(path: str | Path) -> list[Example]:
@@ -250,12 +269,13 @@ def require_rationales(examples: Sequence[Example], what: str) -> None:
     """Raise DatasetSchemaError if any example lacks the rationale a rationale task needs."""
     missing = [e.example_id or str(i) for i, e in enumerate(examples) if not e.rationale]
     if missing:
-        raise DatasetSchemaError(f"{what}: {len(missing)} example(s) have no rationale (first: {missing[:5]}); "
-                                 "rationale training needs one on every row")
+        raise DatasetSchemaError(
+            f"{what}: {len(missing)} example(s) have no rationale (first: {missing[:5]}); "
+            "rationale training needs one on every row"
+        )
 
 
-def stratified_split(examples: Sequence[Example], fractions: Sequence[float],
-                     seed: int = 0) -> list[list[Example]]:
+def stratified_split(examples: Sequence[Example], fractions: Sequence[float], seed: int = 0) -> list[list[Example]]:
     """Split into len(fractions) parts with each label spread in proportion. Deterministic per seed."""
     if abs(sum(fractions) - 1.0) > 1e-6:
         raise DatasetSchemaError(f"split fractions must sum to 1, got {list(fractions)}")

@@ -3,6 +3,7 @@
 `app.py` converts `R2DError` into `gr.Error`; the training CLIs into `sys.exit("error: ...")`.
 Every message says what went wrong *and* what to do about it.
 """
+
 from __future__ import annotations
 
 

@@ -6,6 +6,7 @@ cannot be stored as UTF-8), no bidi overrides or invisible word splitters (look-
 and upload limits are the config's (AppConfig.max_case_chars, max_batch_rows); this module holds
 the rest and the rules shared by the store, the review logic and the app.
 """
+
 from __future__ import annotations
 
 import unicodedata
@@ -66,8 +67,10 @@ def check_case_text(text: object, max_chars: int = MAX_CASE_CHARS) -> str:
     """A case text that is plain text within max_chars, stripped: the one check every way in (the predictor,
     an upload's rows, the app) runs. Raises InvalidCaseError otherwise."""
     if isinstance(text, str) and len(text) > max_chars:
-        raise InvalidCaseError(f"case text has {len(text):,} characters; the limit is {max_chars:,}. Shorten it "
-                               "to the presentation, vitals and history that matter for triage")
+        raise InvalidCaseError(
+            f"case text has {len(text):,} characters; the limit is {max_chars:,}. Shorten it "
+            "to the presentation, vitals and history that matter for triage"
+        )
     problems = text_problems("case text", text, max_chars)  # not text; NUL, controls, lone surrogates
     if problems:
         raise InvalidCaseError(problems[0])

@@ -4,6 +4,7 @@ The wording is the authors' (quamranhasan/Reason2Decide) to the letter, so check
 their code and ours read the same inputs. Changing a template changes PROMPT_VERSION, which is saved
 with every model and every export.
 """
+
 from __future__ import annotations
 
 PROMPT_VERSION = "r2d-prompts-1"

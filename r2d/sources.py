@@ -17,42 +17,93 @@ Only those triage columns reach the case text. Diagnosis in ED, Disposition, Len
 Error_group, mistriage, KTAS duration, patients per hour and Group are never read into it. Age is 16-96
 in this file: there are no paediatric rows. Note that SpO2 being "not recorded" coincides with Group 1.
 """
+
 from __future__ import annotations
 
 import csv
 import json
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from r2d.checks.rules import KTAS_LABEL_NAMES, TriageFacts, format_value, write_rationale
 from r2d.data import Example, iter_jsonl, load_examples, require_rationales
 from r2d.errors import DatasetSchemaError, InvalidCaseError
-from r2d.checks.rules import KTAS_LABEL_NAMES, TriageFacts, format_value, write_rationale
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KTAS_LABEL_NAMES", "KTAS_LABELS", "KTAS_TASK", "ktas_meta", "KTAS_TRIAGE_COLUMNS",
-           "KTAS_POST_TRIAGE_COLUMNS", "ktas_case_text", "clean_chief_complaint", "load_ktas", "load_ktas_nurse_labels",
-           "load_pubmedqa", "load_medreason", "load_medmcqa", "strip_answer_prefix"]
+__all__ = [
+    "KTAS_LABEL_NAMES",
+    "KTAS_LABELS",
+    "KTAS_TASK",
+    "ktas_meta",
+    "KTAS_TRIAGE_COLUMNS",
+    "KTAS_POST_TRIAGE_COLUMNS",
+    "ktas_case_text",
+    "clean_chief_complaint",
+    "load_ktas",
+    "load_ktas_nurse_labels",
+    "load_pubmedqa",
+    "load_medreason",
+    "load_medmcqa",
+    "strip_answer_prefix",
+]
 
 KTAS_TASK = "ktas-triage"
 KTAS_LABELS = tuple(KTAS_LABEL_NAMES)  # "1" (resuscitation) ... "5" (non-urgent)
-KTAS_TRIAGE_COLUMNS = ("Sex", "Age", "Arrival mode", "Injury", "Chief_complain", "Mental", "Pain", "NRS_pain",
-                       "SBP", "DBP", "HR", "RR", "BT", "Saturation")
+KTAS_TRIAGE_COLUMNS = (
+    "Sex",
+    "Age",
+    "Arrival mode",
+    "Injury",
+    "Chief_complain",
+    "Mental",
+    "Pain",
+    "NRS_pain",
+    "SBP",
+    "DBP",
+    "HR",
+    "RR",
+    "BT",
+    "Saturation",
+)
 # known only after triage (or about the site / the nurse): never part of a case text
-KTAS_POST_TRIAGE_COLUMNS = ("Group", "Patients number per hour", "KTAS_RN", "Diagnosis in ED", "Disposition",
-                            "Error_group", "Length of stay_min", "KTAS duration_min", "mistriage")
+KTAS_POST_TRIAGE_COLUMNS = (
+    "Group",
+    "Patients number per hour",
+    "KTAS_RN",
+    "Diagnosis in ED",
+    "Disposition",
+    "Error_group",
+    "Length of stay_min",
+    "KTAS duration_min",
+    "mistriage",
+)
 _KTAS_MISSING = {"", "#BOŞ!"}
 _SEX = {"1": "female", "2": "male"}
-_ARRIVAL = {"1": "walking", "2": "public ambulance", "3": "private vehicle", "4": "private ambulance",
-            "5": "other", "6": "other", "7": "other"}
+_ARRIVAL = {
+    "1": "walking",
+    "2": "public ambulance",
+    "3": "private vehicle",
+    "4": "private ambulance",
+    "5": "other",
+    "6": "other",
+    "7": "other",
+}
 _INJURY = {"1": False, "2": True}
 _MENTAL = {"1": "alert", "2": "verbal", "3": "pain", "4": "unresponsive"}
 _PAIN = {"0": False, "1": True}
-_VITAL_COLUMNS = {"sbp": "SBP", "dbp": "DBP", "heart_rate": "HR", "resp_rate": "RR", "temperature": "BT",
-                  "spo2": "Saturation"}
+_VITAL_COLUMNS = {
+    "sbp": "SBP",
+    "dbp": "DBP",
+    "heart_rate": "HR",
+    "resp_rate": "RR",
+    "temperature": "BT",
+    "spo2": "Saturation",
+}
 
 
 def ktas_meta() -> dict[str, Any]:
@@ -125,11 +176,16 @@ def _ktas_facts(row: dict[str, str], where: str) -> TriageFacts:
     vitals = {name: _number(row, column, where) for name, column in _VITAL_COLUMNS.items()}
     try:
         return TriageFacts(
-            age=_integer(row, "Age", where), sex=_code(row, "Sex", _SEX, where),
-            arrival=_code(row, "Arrival mode", _ARRIVAL, where), injury=_code(row, "Injury", _INJURY, where),
+            age=_integer(row, "Age", where),
+            sex=_code(row, "Sex", _SEX, where),
+            arrival=_code(row, "Arrival mode", _ARRIVAL, where),
+            injury=_code(row, "Injury", _INJURY, where),
             chief_complaint=clean_chief_complaint(_cell(row, "Chief_complain")),
-            mental=_code(row, "Mental", _MENTAL, where), pain=_code(row, "Pain", _PAIN, where),
-            pain_score=_integer(row, "NRS_pain", where), **vitals)
+            mental=_code(row, "Mental", _MENTAL, where),
+            pain=_code(row, "Pain", _PAIN, where),
+            pain_score=_integer(row, "NRS_pain", where),
+            **vitals,
+        )
     except InvalidCaseError as e:
         raise DatasetSchemaError(f"{where}: {e}") from e
 
@@ -146,7 +202,8 @@ def _who(facts: TriageFacts) -> str:
 
 def _arrival_sentence(facts: TriageFacts) -> str:
     arrival = {None: "arrival not recorded", "walking": "walked in", "other": "arrived by other transport"}.get(
-        facts.arrival, f"arrived by {facts.arrival}")
+        facts.arrival, f"arrived by {facts.arrival}"
+    )
     if facts.injury is None:
         return f"{_who(facts)}, {arrival}, injury not recorded."
     if facts.injury:
@@ -169,8 +226,12 @@ def _vitals_sentence(facts: TriageFacts) -> str:
     else:
         bp = None
     items = {"blood pressure": bp}
-    for vital, name in (("heart_rate", "heart rate"), ("resp_rate", "respiratory rate"),
-                        ("temperature", "temperature"), ("spo2", "SpO2")):
+    for vital, name in (
+        ("heart_rate", "heart rate"),
+        ("resp_rate", "respiratory rate"),
+        ("temperature", "temperature"),
+        ("spo2", "SpO2"),
+    ):
         value = getattr(facts, vital)
         items[name] = None if value is None else f"{name} {format_value(vital, value)}"
     if all(v is None for v in items.values()):
@@ -185,19 +246,27 @@ def ktas_case_text(facts: TriageFacts) -> str:
     e.g. "71-year-old man, arrived by private vehicle with an injury. Chief complaint: right ocular pain.
     Mental status: alert. Pain score 2/10. Blood pressure 160/100 mmHg, heart rate 84/min, ..."
     """
-    complaint = (f"Chief complaint: {facts.chief_complaint}." if facts.chief_complaint
-                 else "Chief complaint not recorded.")
+    complaint = (
+        f"Chief complaint: {facts.chief_complaint}." if facts.chief_complaint else "Chief complaint not recorded."
+    )
     mental = {None: "not recorded", "verbal": "responds to voice", "pain": "responds to pain"}.get(
-        facts.mental, facts.mental)
-    return " ".join([_arrival_sentence(facts), complaint, f"Mental status: {mental}.", _pain_sentence(facts),
-                     _vitals_sentence(facts)])
+        facts.mental, facts.mental
+    )
+    return " ".join(
+        [
+            _arrival_sentence(facts),
+            complaint,
+            f"Mental status: {mental}.",
+            _pain_sentence(facts),
+            _vitals_sentence(facts),
+        ]
+    )
 
 
 # --- KTAS: the file -----------------------------------------------------------------------------
 
 
-def _ktas_rows(path: str | Path, encoding: str,
-               needed: tuple[str, ...]) -> Iterator[tuple[int, str, dict[str, str]]]:
+def _ktas_rows(path: str | Path, encoding: str, needed: tuple[str, ...]) -> Iterator[tuple[int, str, dict[str, str]]]:
     """Yield (data row number, "file:line", row) with every `needed` column present. Raises DatasetSchemaError."""
     p = _require_file(path, "KTAS")
     try:
@@ -235,8 +304,7 @@ def load_ktas(path: str | Path, encoding: str = "cp1254") -> list[Example]:
     for number, where, row in _ktas_rows(path, encoding, KTAS_TRIAGE_COLUMNS + ("KTAS_expert",)):
         label = _ktas_level(row, "KTAS_expert", where)
         facts = _ktas_facts(row, where)
-        examples.append(Example(ktas_case_text(facts), label, write_rationale(facts), "rules",
-                                f"ktas-{number}"))
+        examples.append(Example(ktas_case_text(facts), label, write_rationale(facts), "rules", f"ktas-{number}"))
     if not examples:
         raise DatasetSchemaError(f"{path}: no data rows")
     logger.info("read %d KTAS rows from %s", len(examples), path)
@@ -248,8 +316,10 @@ def load_ktas_nurse_labels(path: str | Path, encoding: str = "cp1254") -> dict[s
 
     Raises DatasetSchemaError as load_ktas does.
     """
-    return {f"ktas-{number}": _ktas_level(row, "KTAS_RN", where)
-            for number, where, row in _ktas_rows(path, encoding, ("KTAS_RN",))}
+    return {
+        f"ktas-{number}": _ktas_level(row, "KTAS_RN", where)
+        for number, where, row in _ktas_rows(path, encoding, ("KTAS_RN",))
+    }
 
 
 # --- PubMedQA -----------------------------------------------------------------------------------
@@ -271,8 +341,10 @@ def _pubmedqa_example(pmid: str, item: Any, where: str) -> Example:
     if missing:
         raise DatasetSchemaError(f"{where}: PMID {pmid} lacks {', '.join(missing)}")
     if item["final_decision"] not in _PUBMEDQA_LABELS:
-        raise DatasetSchemaError(f"{where}: PMID {pmid} final_decision {item['final_decision']!r} "
-                                 f"is not one of {', '.join(_PUBMEDQA_LABELS)}")
+        raise DatasetSchemaError(
+            f"{where}: PMID {pmid} final_decision {item['final_decision']!r} "
+            f"is not one of {', '.join(_PUBMEDQA_LABELS)}"
+        )
     contexts = item["CONTEXTS"]
     if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
         raise DatasetSchemaError(f"{where}: PMID {pmid} CONTEXTS must be a list of strings")
@@ -300,8 +372,9 @@ def load_pubmedqa(path_dir: str | Path) -> dict[str, list[Example]]:
     for pmid, item in items.items():
         example = _pubmedqa_example(pmid, item, str(items_path))
         if pmid in truth and truth[pmid] != example.label:
-            raise DatasetSchemaError(f"{truth_path}: PMID {pmid} is {truth[pmid]!r} here but "
-                                     f"{example.label!r} in ori_pqal.json")
+            raise DatasetSchemaError(
+                f"{truth_path}: PMID {pmid} is {truth[pmid]!r} here but {example.label!r} in ori_pqal.json"
+            )
         splits["test" if pmid in truth else "train"].append(example)
     return splits
 
@@ -317,8 +390,10 @@ def load_medreason(path: str | Path) -> list[Example]:
     malformed row (file:line) or an empty rationale.
     """
     p = _require_file(path, "MedReason")
-    examples = [replace(e, rationale_source="llm", example_id=e.example_id or f"medreason-{p.stem}-{i}")
-                for i, e in enumerate(load_examples(p), start=1)]
+    examples = [
+        replace(e, rationale_source="llm", example_id=e.example_id or f"medreason-{p.stem}-{i}")
+        for i, e in enumerate(load_examples(p), start=1)
+    ]
     require_rationales(examples, str(p))
     return examples
 
@@ -328,8 +403,10 @@ def load_medreason(path: str | Path) -> list[Example]:
 _OPTION_KEYS = ("opa", "opb", "opc", "opd")
 # "Ans: A.", "Answer- b.", "Ans. is 'd' i.e.,", "Ans.B", "Option A-": the marker word, then the letter
 _ANSWER_WORD = re.compile(r"^\s*(?:ans(?:wer)?\b[\s\-.:]*(?:is\b\s*)?|option\s+(?=[a-d]\b))", re.IGNORECASE)
-_ANSWER_LETTER = re.compile(r"""^[('"]?([a-dA-D])[)'"]?(?:(?=[^A-Za-z])|(?<=[A-D])(?=[A-Z])|$)"""
-                            r"""(?:\s*i\.?\s*e\.?,?)?[\s\-.:)]*""")
+_ANSWER_LETTER = re.compile(
+    r"""^[('"]?([a-dA-D])[)'"]?(?:(?=[^A-Za-z])|(?<=[A-D])(?=[A-Z])|$)"""
+    r"""(?:\s*i\.?\s*e\.?,?)?[\s\-.:)]*"""
+)
 _LEADING_REF = re.compile(r"^\(\s*ref\b[^)]*\)[\s.:]*", re.IGNORECASE)
 _INVISIBLE = re.compile("[\u200b\ufeff]")
 
@@ -342,12 +419,12 @@ def strip_answer_prefix(explanation: str, answer: str) -> str:
     text = _INVISIBLE.sub("", explanation.replace("\xa0", " "))
     match = _ANSWER_WORD.match(text)
     if match:
-        text = text[match.end():]
+        text = text[match.end() :]
         letter = _ANSWER_LETTER.match(text)
         if letter:
-            text = text[letter.end():]
+            text = text[letter.end() :]
         if answer and text.lower().startswith(answer.lower()):
-            text = text[len(answer):]
+            text = text[len(answer) :]
         text = text.lstrip(" \t\n-.:;,)")
     return _LEADING_REF.sub("", text.strip()).strip()
 
@@ -368,8 +445,9 @@ def _medmcqa_example(row: Any, where: str) -> Example | None:
     if not explanation or not answer:
         return None
     choices = "\n".join(f"{letter}. {o.strip()}" for letter, o in zip("ABCD", options))
-    return Example(f"{question.strip()} Answer Choices:\n{choices}", answer, explanation, "author",
-                   str(row.get("id") or where))
+    return Example(
+        f"{question.strip()} Answer Choices:\n{choices}", answer, explanation, "author", str(row.get("id") or where)
+    )
 
 
 def load_medmcqa(path: str | Path) -> list[Example]:

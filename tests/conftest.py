@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny T5 and tokenizer built here, offline, and the shared public data."""
+
 from __future__ import annotations
 
 import os
@@ -15,6 +16,7 @@ def _fast_temp_root() -> None:
     """tmp_path on tmpfs when there is room: the review store fsyncs every commit (synchronous=FULL), 0.2 s a new
     store on this project's disk against 0.004 s on /dev/shm. What the tests check does not depend on the disk."""
     import shutil
+
     shm = Path("/dev/shm")
     if "PYTEST_DEBUG_TEMPROOT" in os.environ or not (shm.is_dir() and os.access(shm, os.W_OK)):
         return
@@ -34,8 +36,9 @@ from r2d.sources import KTAS_LABEL_NAMES, KTAS_LABELS, ktas_meta  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("R2D_SHARED_DATA", ROOT.parent / "shared" / "data"))
 EXAMPLES_FILE = ROOT / "examples" / "triage_cases.jsonl"
-TINY_ARCH = ArchConfig(vocab_size=300, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_decoder_layers=1,
-                       num_heads=2, dropout_rate=0.0)
+TINY_ARCH = ArchConfig(
+    vocab_size=300, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_decoder_layers=1, num_heads=2, dropout_rate=0.0
+)
 KTAS_NAMES = dict(KTAS_LABEL_NAMES)
 TINY_CONFIG = ROOT / "training" / "configs" / "tiny_cpu.json"
 REVIEW_CASE = "chest pain, BP 88/50, HR 124"
@@ -90,21 +93,42 @@ def ktas_names() -> dict[str, str]:
 def ktas_examples(shared_data) -> list[Example]:
     """Every row of the public KTAS file as Examples (tests using it are marked shared_data)."""
     from r2d.sources import load_ktas
+
     return load_ktas(shared_data / "ktas" / "data.csv")
 
 
 def _corpus_examples() -> list[Example]:
     cases = [
-        Example("72-year-old man, crushing chest pain, sweating, BP 88/50, HR 124", "2",
-                "Hypotension with tachycardia and chest pain suggests shock; emergent care.", "nurse"),
-        Example("30-year-old woman, sore throat two days, vitals normal, walked in", "5",
-                "Stable vitals and a minor complaint: non-urgent.", "nurse"),
-        Example("unresponsive adult, RR 6, SpO2 80 percent, arrived by ambulance", "1",
-                "Unresponsive with respiratory failure: resuscitation now.", "nurse"),
-        Example("45-year-old with abdominal pain, pain score 6, HR 102, temperature 38.4", "3",
-                "Moderate pain with fever and mild tachycardia: urgent.", "nurse"),
-        Example("ankle sprain while running, can bear weight, pain 3 of 10", "4",
-                "Minor injury with mild pain and normal vitals: less urgent.", "nurse"),
+        Example(
+            "72-year-old man, crushing chest pain, sweating, BP 88/50, HR 124",
+            "2",
+            "Hypotension with tachycardia and chest pain suggests shock; emergent care.",
+            "nurse",
+        ),
+        Example(
+            "30-year-old woman, sore throat two days, vitals normal, walked in",
+            "5",
+            "Stable vitals and a minor complaint: non-urgent.",
+            "nurse",
+        ),
+        Example(
+            "unresponsive adult, RR 6, SpO2 80 percent, arrived by ambulance",
+            "1",
+            "Unresponsive with respiratory failure: resuscitation now.",
+            "nurse",
+        ),
+        Example(
+            "45-year-old with abdominal pain, pain score 6, HR 102, temperature 38.4",
+            "3",
+            "Moderate pain with fever and mild tachycardia: urgent.",
+            "nurse",
+        ),
+        Example(
+            "ankle sprain while running, can bear weight, pain 3 of 10",
+            "4",
+            "Minor injury with mild pain and normal vitals: less urgent.",
+            "nurse",
+        ),
     ]
     return cases
 
@@ -117,12 +141,17 @@ def tiny_examples() -> list[Example]:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
     from r2d.model.tokenizer import train_tokenizer
+    from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
+
     texts = []
     for e in _corpus_examples():
-        texts += [predict_prompt(e.case_text), explain_prompt(e.case_text),
-                  explain_given_label_prompt(e.case_text, e.label), e.rationale]
+        texts += [
+            predict_prompt(e.case_text),
+            explain_prompt(e.case_text),
+            explain_given_label_prompt(e.case_text, e.label),
+            e.rationale,
+        ]
     texts += list(KTAS_LABELS) + ["yes", "no", "maybe"]
     return train_tokenizer(texts * 3, vocab_size=TINY_ARCH.vocab_size)
 
@@ -131,6 +160,7 @@ def tiny_tokenizer():
 def tiny_t5(tiny_tokenizer):
     """A fresh random 1-layer T5 (a few thousand parameters) per test: tests may train it."""
     from training.build.scratch import new_t5
+
     return new_t5(tiny_tokenizer, TINY_ARCH, seed=0)
 
 
@@ -139,6 +169,7 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     """A saved Reason2Decide model directory (random weights) with its r2d_model.json."""
     from r2d.model.artifacts import ModelMeta, save_model_dir
     from training.build.scratch import new_t5
+
     out = tmp_path_factory.mktemp("tiny_model")
     meta = ModelMeta(label_set=KTAS_LABELS, **ktas_meta())
     save_model_dir(new_t5(tiny_tokenizer, TINY_ARCH, seed=0), tiny_tokenizer, out, meta)
@@ -152,6 +183,7 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
 def store(tmp_path):
     """An empty ReviewStore at tmp_path/reviews.sqlite3 (where test_app's cfg points app.db_path)."""
     from r2d.review.store import ReviewStore
+
     return ReviewStore(tmp_path / "reviews.sqlite3")
 
 
@@ -166,14 +198,28 @@ def make_review():
 
     def build(i: int | str = 1, **overrides) -> ReviewRecord:
         case = overrides.pop("case_text", REVIEW_CASE)
-        values = dict(submission_id=i if isinstance(i, str) else f"s-{i}", reviewer="Nurse A",
-                      case_id=case_id_for(case), case_text=case, model_id="fake-r2d", quantization="none",
-                      prompt_version="r2d-prompts-1", action="edited", model_label="2", model_rationale="Shock signs.",
-                      model_probabilities={"1": 0.2, "2": 0.8}, final_label="2",
-                      final_rationale="Hypotension and chest pain: emergency.", rating=4,
-                      comment="clearer\nsecond line\ttabbed", consistency_label="2", time_on_task_s=12.5)
+        values = dict(
+            submission_id=i if isinstance(i, str) else f"s-{i}",
+            reviewer="Nurse A",
+            case_id=case_id_for(case),
+            case_text=case,
+            model_id="fake-r2d",
+            quantization="none",
+            prompt_version="r2d-prompts-1",
+            action="edited",
+            model_label="2",
+            model_rationale="Shock signs.",
+            model_probabilities={"1": 0.2, "2": 0.8},
+            final_label="2",
+            final_rationale="Hypotension and chest pain: emergency.",
+            rating=4,
+            comment="clearer\nsecond line\ttabbed",
+            consistency_label="2",
+            time_on_task_s=12.5,
+        )
         values.update(overrides)
         return ReviewRecord(**values)
+
     build.case = REVIEW_CASE
     return build
 
@@ -199,11 +245,13 @@ class FakePredictor:
 
     def __init__(self) -> None:
         from collections import Counter
+
         self.calls: Counter = Counter()
 
     @staticmethod
     def _label_of(text: str) -> str:
         import re
+
         m = re.search(r"(?<!\d)([1-5])(?!\d)", text)
         return m.group(1) if m else "3"
 
@@ -211,6 +259,7 @@ class FakePredictor:
         import math
 
         from r2d.model.scoring import LabelScores
+
         best = self._label_of(text)
         top = 0.3 if low else 0.6
         probs = tuple(top if label == best else (1 - top) / 4 for label in self.label_set)
@@ -218,6 +267,7 @@ class FakePredictor:
 
     def check_case(self, case_text: str) -> str:
         from r2d.limits import check_case_text
+
         return check_case_text(case_text, self.max_case_chars)
 
     def predict_label(self, case_text: str):
@@ -237,11 +287,19 @@ class FakePredictor:
     def predict(self, case_text: str):
         from r2d.model.inference import Prediction
         from r2d.prompts import PROMPT_VERSION
+
         scores = self.predict_label(case_text)
         label = scores.best
-        return Prediction(case_text.strip(), label, dict(zip(scores.labels, scores.probabilities)),
-                          self.explain(case_text.strip(), label), self.model_id, self.quantization,
-                          PROMPT_VERSION, {"label": 0.0, "first_token": 0.0, "total": 0.0})
+        return Prediction(
+            case_text.strip(),
+            label,
+            dict(zip(scores.labels, scores.probabilities)),
+            self.explain(case_text.strip(), label),
+            self.model_id,
+            self.quantization,
+            PROMPT_VERSION,
+            {"label": 0.0, "first_token": 0.0, "total": 0.0},
+        )
 
     def predict_batch(self, case_texts, batch_size=8, progress=None):
         self.calls["predict_batch"] += 1
@@ -293,8 +351,15 @@ def launched_app(tmp_path, monkeypatch, fake_predictor, store):
     demo = blocks.build_app(fake_predictor, store, cfg, examples=["level 2: chest pain, BP 88/50, HR 124"])[0]
     demo.launch(**server.launch_kwargs(cfg), prevent_thread_lock=True, quiet=True)
     try:
-        yield types.SimpleNamespace(url=f"http://127.0.0.1:{port}/", store=store, cfg=cfg, demo=demo,
-                                    predictor=fake_predictor, external=external, tmp_path=tmp_path)
+        yield types.SimpleNamespace(
+            url=f"http://127.0.0.1:{port}/",
+            store=store,
+            cfg=cfg,
+            demo=demo,
+            predictor=fake_predictor,
+            external=external,
+            tmp_path=tmp_path,
+        )
     finally:
         demo.close()
 
@@ -306,6 +371,7 @@ def launched_app(tmp_path, monkeypatch, fake_predictor, store):
 def data_files(tmp_path, tiny_examples):
     """(train, val) JSONL files of the five tiny examples (train repeated 4x)."""
     from r2d.data import write_examples
+
     train = write_examples(tmp_path / "data" / "train.jsonl", tiny_examples * 4)
     val = write_examples(tmp_path / "data" / "val.jsonl", tiny_examples)
     return train, val
@@ -321,11 +387,15 @@ def tiny_config_file() -> Path:
 def tiny_config():
     """tiny_config(train, val, *overrides): tiny_cpu.json on the given train/val files, plus `section.key=value`."""
     import json
+
     from r2d.config import load_config
 
     def build(train, val, *overrides):
-        return load_config(TINY_CONFIG, [f"data.train_files={json.dumps([str(train)])}",
-                                         f"data.val_files={json.dumps([str(val)])}", *overrides])
+        return load_config(
+            TINY_CONFIG,
+            [f"data.train_files={json.dumps([str(train)])}", f"data.val_files={json.dumps([str(val)])}", *overrides],
+        )
+
     return build
 
 
@@ -335,9 +405,10 @@ def tiny_config():
 @pytest.fixture()
 def current_model(tmp_path, tiny_tokenizer):
     """A saved model with its own config (tiny_cpu.json), as a deployed model directory would be."""
-    from r2d.model.artifacts import ModelMeta, save_model_dir
     from r2d.config import load_config
+    from r2d.model.artifacts import ModelMeta, save_model_dir
     from training.build.scratch import new_t5
+
     cfg = load_config(TINY_CONFIG)
     meta = ModelMeta(label_set=KTAS_LABELS, **ktas_meta())
     return save_model_dir(new_t5(tiny_tokenizer, cfg.arch, seed=0), tiny_tokenizer, tmp_path / "current", meta, cfg)
@@ -347,6 +418,7 @@ def current_model(tmp_path, tiny_tokenizer):
 def original_data(tmp_path, tiny_examples):
     """A prepare_data-style folder: train/val/test.jsonl of the tiny examples."""
     from r2d.data import write_examples
+
     d = tmp_path / "data"
     for split, rows in (("train", tiny_examples * 4), ("val", tiny_examples), ("test", tiny_examples)):
         write_examples(d / f"{split}.jsonl", rows)
@@ -357,7 +429,9 @@ def original_data(tmp_path, tiny_examples):
 def reviewed_export(tmp_path, tiny_examples):
     """An export folder as the app writes it: train.jsonl, val.jsonl (held out) and export_meta.json."""
     import json
+
     from r2d.data import write_examples
+
     d = tmp_path / "export-1"
     write_examples(d / "train.jsonl", tiny_examples[:4])
     write_examples(d / "val.jsonl", tiny_examples[4:])

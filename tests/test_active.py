@@ -1,4 +1,5 @@
 """r2d.review.active: the queue order for each measure, with ties and unpredicted items in upload order."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,10 +1,11 @@
 """r2d.review.adjudication: who may see and settle a case whose reviewers disagree."""
+
 from __future__ import annotations
 
 import pytest
 
-from r2d.review import adjudication as adj
 from r2d.errors import ReviewActionError
+from r2d.review import adjudication as adj
 from r2d.review.export import export_cases
 
 CASE = "case 1: chest pain, HR 135, BP 90/60"
@@ -14,8 +15,9 @@ CASE = "case 1: chest pain, HR 135, BP 90/60"
 def disputed(store, make_review):
     """Nurse A and Nurse B reviewed CASE in batch b1 with different labels; Nurse C reviewed another case of b1."""
     for who, label in (("Nurse A", "2"), ("Nurse B", "3")):
-        store.submit(make_review(f"d-{who}", reviewer=who, case_text=CASE, final_label=label, batch_id="b1",
-                                 item_index=0))
+        store.submit(
+            make_review(f"d-{who}", reviewer=who, case_text=CASE, final_label=label, batch_id="b1", item_index=0)
+        )
     return store
 
 

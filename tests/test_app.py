@@ -1,4 +1,5 @@
 """The Gradio app: handlers on a fake predictor, construction, privacy options, CLI, and a loopback round trip."""
+
 from __future__ import annotations
 
 import json
@@ -12,18 +13,16 @@ import plotly.graph_objects as go
 import pytest
 
 import app
-from ui import blocks
-from ui import common
-from ui import server
+from r2d.checks.consistency import calibrate, load_calibration
+from r2d.config import load_config
+from r2d.data import Example
+from r2d.review import session as rv
+from r2d.review.export import export_cases
+from r2d.review.store import ACTIONS, ReviewStore
 from ui import batch as ui_batch
+from ui import blocks, common, server
 from ui import improve as ui_improve
 from ui import review as ui_review
-from r2d.review.export import export_cases
-from r2d.review import session as rv
-from r2d.config import load_config
-from r2d.checks.consistency import calibrate, load_calibration
-from r2d.data import Example
-from r2d.review.store import ACTIONS, ReviewStore
 
 ROOT = Path(__file__).resolve().parent.parent
 CASE = "level 2: chest pain, BP 88/50, HR 124"
@@ -57,8 +56,9 @@ def unserved(monkeypatch):
 
 # gold rows the fake predictor reads right (it takes the first digit 1-5): its consistency check is measured
 # reliable, so the app warns on a disagreement (r2d.checks.consistency)
-FAKE_GOLD = [Example(f"case {i}", str(i % 5 + 1), f"Findings fit level {i % 5 + 1}.", "rules", f"g{i}")
-             for i in range(20)]
+FAKE_GOLD = [
+    Example(f"case {i}", str(i % 5 + 1), f"Findings fit level {i % 5 + 1}.", "rules", f"g{i}") for i in range(20)
+]
 
 
 @pytest.fixture()
@@ -103,8 +103,11 @@ def test_the_fact_check_shows_beside_the_rationale_and_follows_edits(h):
     shown = predicted(h, case)["shown"]
     live = named(h, h.facts(shown, "Chest pain, SpO2 78%, vitals within adult limits. This fits KTAS 4.", "2"))
     marked = {text: category for text, category in live["facts"] if category}
-    assert marked == {"SpO2 78%": rv.FACT_UNSUPPORTED, "vitals within adult limits": rv.FACT_CONTRADICTED,
-                      "KTAS 4": rv.FACT_CONTRADICTED}
+    assert marked == {
+        "SpO2 78%": rv.FACT_UNSUPPORTED,
+        "vitals within adult limits": rv.FACT_CONTRADICTED,
+        "KTAS 4": rv.FACT_CONTRADICTED,
+    }
     assert "3 statement(s) the case does not support" in live["fact_notes"]
     assert "Critical findings the rationale leaves out" in live["fact_notes"]
     fixed = named(h, h.facts(shown, "Chest pain with BP 88/50 (hypotension) and HR 124 (tachycardia).", "2"))
@@ -136,32 +139,41 @@ def test_consistency_needs_a_meaningful_probability(h, cfg):
     assert h.check(shown, "level 2 findings", "2").startswith("Consistent")  # 60%
     h.cfg = load_config(None, [f"app.db_path={cfg.app.db_path}", "app.low_probability=0.7"])
     assert h.check(shown, "level 2 findings", "2").startswith("**⚠ Weak") and "below 70%" in h.check(
-        shown, "level 2 findings", "2")
+        shown, "level 2 findings", "2"
+    )
 
 
 def test_the_consistency_line_warns_only_where_it_was_measured_to_mean_something(h):
     """The embedded model's check warned on 13 of 14 cases, a nurse's 'non-urgent' rationale included."""
     shown = predicted(h)["shown"]
-    assert h.check(shown, "Stable, walked in: level 5.", "2").startswith("**⚠ Warning: the rationale alone points "
-                                                                         "to 5 — Non-urgent (60%)")
+    assert h.check(shown, "Stable, walked in: level 5.", "2").startswith(
+        "**⚠ Warning: the rationale alone points to 5 — Non-urgent (60%)"
+    )
     h.calibration = None  # a model never measured: a hint, never a warning
-    assert h.check(shown, "Stable, walked in: level 5.", "2").startswith("Hint (the consistency check of this "
-                                                                         "model was not measured")
+    assert h.check(shown, "Stable, walked in: level 5.", "2").startswith(
+        "Hint (the consistency check of this model was not measured"
+    )
     embedded = load_calibration(ROOT / "assets" / "models" / "r2d-ktas-small")
     assert embedded.model_id == "r2d-ktas-small" and embedded.n == 252 and embedded.warn_min_probability is None
     assert embedded.contradicts_gold > 0.8 and max(p for p in embedded.precision.values() if p) < 0.5
     h.calibration, h.predictor.model_id = embedded, "r2d-ktas-small"
     line = h.check(shown, "Non-urgent, no threat: level 5.", "5")
-    assert line.startswith("Hint (unreliable for this model: on 252 gold rationales this check pointed away from "
-                           f"the expert label {embedded.contradicts_gold:.0%} of the time") and "⚠" not in line
+    assert (
+        line.startswith(
+            "Hint (unreliable for this model: on 252 gold rationales this check pointed away from "
+            f"the expert label {embedded.contradicts_gold:.0%} of the time"
+        )
+        and "⚠" not in line
+    )
 
 
 def test_a_relabel_rechecks_the_consistency_at_once(fake_predictor, store, cfg, unserved):
     """The line stayed as it was after a relabel (it spoke of the previous label)."""
     demo, h = blocks.build_app(fake_predictor, store, cfg, examples=[])
     on_relabel = [fn for fn in demo.fns.values() if (h.c["final_label"]._id, "select") in fn.targets]
-    assert any(getattr(fn.fn, "__name__", "") == "check_event" and h.c["consistency"] in fn.outputs
-               for fn in on_relabel)
+    assert any(
+        getattr(fn.fn, "__name__", "") == "check_event" and h.c["consistency"] in fn.outputs for fn in on_relabel
+    )
 
 
 def test_low_top_probability_is_said_plainly(h):
@@ -192,8 +204,9 @@ def test_an_under_triaged_peri_arrest_case_shows_the_guard_beside_the_suggestion
     assert "the final label still is in **0**" in summary
 
 
-@pytest.mark.parametrize("case, message", [("", "empty"), ("   \n ", "empty"),
-                                           ("x" * 1_000_000, "1,000,000 characters")])
+@pytest.mark.parametrize(
+    "case, message", [("", "empty"), ("   \n ", "empty"), ("x" * 1_000_000, "1,000,000 characters")]
+)
 def test_bad_cases_get_one_message_under_the_case_box(h, case, message):
     """An empty or over-long case painted about ten red Error badges, over the pasted text too:
     now one message under the case box, and no output but that message and the suggestion's placeholder."""
@@ -236,8 +249,12 @@ def test_accept_saves_what_is_on_screen_never_the_model_output_over_an_edit(h, s
     accepted = named(h, h.save(shown, "Nurse A", "1", "Airway at risk: level 1.", "2", "my note", {}, CASE, None))
     assert "(relabelled)" in accepted["status"]
     [r] = store.reviews()
-    assert (r.final_label, r.final_rationale, r.comment, r.action) == ("1", "Airway at risk: level 1.", "my note",
-                                                                     "relabelled")
+    assert (r.final_label, r.final_rationale, r.comment, r.action) == (
+        "1",
+        "Airway at risk: level 1.",
+        "my note",
+        "relabelled",
+    )
     untouched = predicted(h, "level 5: sore throat")["shown"]
     named(h, h.save(untouched, "Nurse A", untouched.model_label, untouched.model_rationale, None, "", {}, None, None))
     assert store.reviews()[-1].action == "accepted"
@@ -266,7 +283,11 @@ def test_undo_retracts_my_last_save_and_gives_its_content_back(h, store):
     undone = named(h, h.undo(shown, "Nurse A", {}, None))
     assert "Retracted your review #1" in undone["status"]
     assert (undone["final_label"], undone["rationale"], undone["rating"], undone["comment"]) == (
-        "1", "Level 1: airway.", "3", "unsure")  # nothing typed is lost
+        "1",
+        "Level 1: airway.",
+        "3",
+        "unsure",
+    )  # nothing typed is lost
     assert len(store.reviews()) == 1 and store.latest_reviews() == []  # the row stays, it no longer counts
     assert [e.kind for e in store.events()] == ["retract"]
     with pytest.raises(gr.Error, match="nothing to undo"):
@@ -285,13 +306,19 @@ def test_drafts_survive_a_refresh_and_a_restart(h, store, fake_predictor, cfg):
     assert store.draft("Nurse C") is None
     restarted = blocks.build_app(fake_predictor, ReviewStore(cfg.app.db_path), cfg, examples=[])[1]
     restored = named(restarted, restarted.restore({}, "Nurse A", None))  # a page load, no batch open
-    assert (restored["case"], restored["final_label"], restored["rationale"], restored["rating"],
-            restored["comment"]) == (CASE, "1", "Half-written: airway", "2", "ask the doctor")
+    assert (
+        restored["case"],
+        restored["final_label"],
+        restored["rationale"],
+        restored["rating"],
+        restored["comment"],
+    ) == (CASE, "1", "Half-written: airway", "2", "ask the doctor")
     assert "Restored your unsaved draft" in restored["status"]
     # predicting the same case again shows the draft too; after a save the draft is gone
     assert predicted(restarted)["rationale"] == "Half-written: airway"
-    save(restarted, restored["shown"], label="1", rationale="Half-written: airway", rating="2",
-         comment="ask the doctor")
+    save(
+        restarted, restored["shown"], label="1", rationale="Half-written: airway", rating="2", comment="ask the doctor"
+    )
     assert "rationale" not in named(restarted, restarted.restore({}, "Nurse A", None))
     assert predicted(restarted, name="Nurse B")["rationale"] == "someone else's words"
 
@@ -404,8 +431,11 @@ def test_after_the_last_case_the_batch_is_complete_and_r_finds_what_is_left(h, t
     then = save(h, todo["shown"], label=todo["final_label"], rationale="Seen.", queue=todo["queue"])
     assert then["queue"]["position"] == 0  # only the skipped case is left
     done = save(h, then["shown"], label=then["final_label"], rationale="Seen too.", queue=then["queue"])
-    assert done["status"].startswith("✓ Saved review #3") and "✓ Batch complete: you have reviewed all 3" in (
-        done["status"]) and "batch complete: all 3 reviewed" in done["queue_md"]
+    assert (
+        done["status"].startswith("✓ Saved review #3")
+        and "✓ Batch complete: you have reviewed all 3" in (done["status"])
+        and "batch complete: all 3 reviewed" in done["queue_md"]
+    )
     assert done["shown"].item_index == 0  # stays on the case just saved
     other = named(h, h.resume(first["queue"]["batch_id"], "Nurse B", None))
     labels = [label for label, _ in other["batch"]["choices"]]
@@ -420,8 +450,17 @@ def test_blind_review_hides_other_reviewers_until_i_save(h, tmp_path, store):
     assert theirs["queue"]["position"] == 0  # B's queue: the case A reviewed is still B's to do
     assert theirs["rationale"] == theirs["shown"].model_rationale and theirs["final_label"] == "1"
     assert theirs["comment"] == "" and "hidden until you save" in theirs["status"] and "Nurse A" not in theirs["status"]
-    after = named(h, h.step(save(h, theirs["shown"], name="Nurse B", label="1", rationale="B: level 1.",
-                                 queue=theirs["queue"])["queue"], -1, "Nurse B", None))
+    after = named(
+        h,
+        h.step(
+            save(h, theirs["shown"], name="Nurse B", label="1", rationale="B: level 1.", queue=theirs["queue"])[
+                "queue"
+            ],
+            -1,
+            "Nurse B",
+            None,
+        ),
+    )
     assert "Nurse A chose 2" in after["status"]
     assert sorted((r.reviewer, r.final_label) for r in store.reviewer_reviews()) == [("Nurse A", "2"), ("Nurse B", "1")]
     assert "left out of agreement" not in named(h, h.dashboard("Lead", None))["dash_agreement"]
@@ -451,8 +490,7 @@ def test_broken_upload_names_file_and_line_in_one_message(h, tmp_path, store):
     assert refused["up_map"]["visible"] is False and store.list_batches() == []
 
 
-def test_a_semicolon_file_without_a_case_column_is_read_once_its_columns_are_chosen(h, tmp_path, store,
-                                                                                   monkeypatch):
+def test_a_semicolon_file_without_a_case_column_is_read_once_its_columns_are_chosen(h, tmp_path, store, monkeypatch):
     """A semicolon CSV naming no case column was refused with a message about quotes and commas."""
     cache = tmp_path / "gradio" / "77aa"
     cache.mkdir(parents=True)
@@ -538,8 +576,9 @@ def test_a_written_final_settles_a_rationale_disagreement_and_a_reviewer_cannot_
         h.adjudicate(case_id, str(mine), None, "", "Nurse A", None)
     with pytest.raises(gr.Error, match="you reviewed this case yourself"):
         h.adjudicate(case_id, "write", "2", "My own words.", "Nurse A", None)
-    written = named(h, h.adjudicate(case_id, "write", "1", "BP 88/50 with HR 124: shock, resuscitate.",
-                                    "Nurse C", None))
+    written = named(
+        h, h.adjudicate(case_id, "write", "1", "BP 88/50 with HR 124: shock, resuscitate.", "Nurse C", None)
+    )
     assert "Your final (label 1" in written["dash_status"] and "Nothing to adjudicate" in written["adj_md"]
     [event] = store.events("adjudicate")
     assert event.reviewer == "Nurse C" and event.note == "final written by the adjudicator"
@@ -553,6 +592,7 @@ def test_a_written_final_settles_a_rationale_disagreement_and_a_reviewer_cannot_
 def test_names_are_said_to_be_unverified_without_sign_in(unserved, fake_predictor, store, cfg):
     def notes(demo):
         return " ".join(str(c.value) for c in demo.blocks.values() if isinstance(c, gr.Markdown))
+
     assert "Names are not verified" in notes(blocks.build_app(fake_predictor, store, cfg, examples=[])[0])
     signed = notes(blocks.build_app(fake_predictor, store, cfg, examples=[], signed_in=True)[0])
     assert "Names are not verified" not in signed and "Signed in" in signed
@@ -565,6 +605,7 @@ def review_cases(h: blocks.Handlers, rationale: str = "Shock signs: level 2.") -
 
 def zip_names(result: dict) -> list[str]:
     import zipfile
+
     [archive] = result["ex_files"]
     with zipfile.ZipFile(archive) as z:
         return sorted(z.namelist())
@@ -626,8 +667,9 @@ def test_build_demo_wires_everything_without_calling_the_model(fake_predictor, s
     components = list(demo.blocks.values())
     radios = [c for c in components if isinstance(c, gr.Radio)]
     assert any(("1 — Resuscitation", "1") in [tuple(x) for x in r.choices] for r in radios)  # labels are a Radio
-    assert not any(isinstance(c, gr.Dropdown) and ("1 — Resuscitation", "1") in [tuple(x) for x in c.choices]
-                   for c in components)
+    assert not any(
+        isinstance(c, gr.Dropdown) and ("1 — Resuscitation", "1") in [tuple(x) for x in c.choices] for c in components
+    )
     texts = " ".join(str(c.value) for c in components if isinstance(c, gr.Markdown))
     assert "not a medical device" in texts and "only when no text box, radio or list has focus" in texts
     assert "First-order modifiers" in texts and "Resuscitation" in texts  # the KTAS reference beside the task
@@ -657,8 +699,20 @@ def test_main_without_the_default_model_says_how_to_make_it(tmp_path, monkeypatc
 
 
 def test_flags_override_the_config(tmp_path):
-    args = app.parse_args(["--model", "/models/x", "--quantization", "none", "--db", str(tmp_path / "r.db"),
-                           "--port", "7999", "--set", "app.low_probability=0.3"])
+    args = app.parse_args(
+        [
+            "--model",
+            "/models/x",
+            "--quantization",
+            "none",
+            "--db",
+            str(tmp_path / "r.db"),
+            "--port",
+            "7999",
+            "--set",
+            "app.low_probability=0.3",
+        ]
+    )
     cfg = app.resolve_config(args)
     assert (cfg.model.name_or_path, cfg.model.quantization) == ("/models/x", "none")
     assert (cfg.app.db_path, cfg.app.port, cfg.app.low_probability) == (str(tmp_path / "r.db"), 7999, 0.3)
@@ -668,11 +722,13 @@ def test_flags_override_the_config(tmp_path):
 
 def test_the_model_brings_its_own_generation_lengths(current_model):
     from r2d.config import load_config as load
+
     own = load(current_model / "r2d_config.json").generation
     cfg = app.resolve_config(app.parse_args(["--model", str(current_model)]))
     assert cfg.generation == own and own.max_rationale_tokens != load(None).generation.max_rationale_tokens
-    cfg = app.resolve_config(app.parse_args(["--model", str(current_model), "--set",
-                                             "generation.max_rationale_tokens=77"]))
+    cfg = app.resolve_config(
+        app.parse_args(["--model", str(current_model), "--set", "generation.max_rationale_tokens=77"])
+    )
     assert cfg.generation.max_rationale_tokens == 77 and cfg.generation.max_input_tokens == own.max_input_tokens
 
 
@@ -686,6 +742,7 @@ API_OUTPUTS = [n for n in common.SHOWN_OUTPUTS + common.QUEUE_OUTPUTS if n != "s
 @pytest.mark.slow
 def test_gradio_client_round_trip_on_loopback(launched_app, tmp_path):
     from gradio_client import Client
+
     client = Client(launched_app.url, verbose=False, download_files=str(tmp_path / "downloads"))
     result = client.predict(CASE, "Nurse C", api_name="/predict")
     values = dict(zip(API_OUTPUTS, result))
@@ -709,8 +766,20 @@ def test_main_runs_the_app_on_a_real_tiny_model(tiny_model_dir, tmp_path, monkey
     """main() loads a saved model directory through r2d and launches with the private options."""
     launched = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda demo, **kwargs: launched.update(demo=demo, **kwargs))
-    app.main(["--model", str(tiny_model_dir), "--quantization", "none", "--db", str(tmp_path / "r.sqlite3"),
-              "--port", "7999", "--set", f"app.export_dir={tmp_path / 'exports'}"])
+    app.main(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--quantization",
+            "none",
+            "--db",
+            str(tmp_path / "r.sqlite3"),
+            "--port",
+            "7999",
+            "--set",
+            f"app.export_dir={tmp_path / 'exports'}",
+        ]
+    )
     assert launched["server_name"] == "127.0.0.1" and launched["server_port"] == 7999
     assert launched["run_history"] is False and isinstance(launched["demo"], gr.Blocks)
     assert launched["auth"] is None
@@ -718,12 +787,25 @@ def test_main_runs_the_app_on_a_real_tiny_model(tiny_model_dir, tmp_path, monkey
 
 def test_main_with_auth_signs_reviewers_in(tiny_model_dir, tmp_path, monkeypatch):
     from r2d.review import auth
+
     users = tmp_path / "users.txt"
     auth.add_user(users, "Nurse A", "s3cret-pass")
     launched = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda demo, **kwargs: launched.update(demo=demo, **kwargs))
-    app.main(["--model", str(tiny_model_dir), "--quantization", "none", "--db", str(tmp_path / "r.sqlite3"),
-              "--auth", str(users), "--set", f"app.export_dir={tmp_path / 'exports'}"])
+    app.main(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--quantization",
+            "none",
+            "--db",
+            str(tmp_path / "r.sqlite3"),
+            "--auth",
+            str(users),
+            "--set",
+            f"app.export_dir={tmp_path / 'exports'}",
+        ]
+    )
     assert launched["auth"]("Nurse A", "s3cret-pass") and not launched["auth"]("Nurse A", "wrong")
     with pytest.raises(SystemExit, match="does not exist"):
         app.main(["--model", str(tiny_model_dir), "--auth", str(tmp_path / "missing.txt")])
@@ -731,8 +813,15 @@ def test_main_with_auth_signs_reviewers_in(tiny_model_dir, tmp_path, monkeypatch
 
 def test_handlers_on_a_real_tiny_model(tiny_model_dir, store, tmp_path):
     """The same handlers on the real Predictor (random weights: contracts only, never the text)."""
-    cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", "model.quantization=none",
-                             f"app.db_path={store.path}", "generation.max_rationale_tokens=8"])
+    cfg = load_config(
+        None,
+        [
+            f"model.name_or_path={tiny_model_dir}",
+            "model.quantization=none",
+            f"app.db_path={store.path}",
+            "generation.max_rationale_tokens=8",
+        ],
+    )
     predictor = app.load_app_predictor(cfg)
     h = blocks.build_app(predictor, store, cfg, examples=[])[1]
     last = predicted(h, "72-year-old man, crushing chest pain, sweating")
@@ -777,17 +866,20 @@ def test_exports_are_not_served_and_export_anyway_needs_a_scan(launched_app, tmp
     export_anyway skipped the identifier confirmation."""
     import httpx
     from gradio_client import Client
+
     client = Client(launched_app.url, verbose=False, download_files=str(tmp_path / "downloads"))
     for k, case in enumerate(("level 2: chest pain", "level 4: ankle sprain", "level 5: sore throat")):
         client.predict(case, "Nurse C", api_name="/predict")
         client.predict("Nurse C", str(k + 2), f"Seen: level {k + 2}.", None, "", {}, case, api_name="/submit")
     with pytest.raises(Exception, match="Export for Stage 2' first"):
-        Client(launched_app.url, verbose=False).predict(list(ACTIONS), 0, False, 0.1, False, "Nurse C",
-                                                        api_name="/export_anyway")
+        Client(launched_app.url, verbose=False).predict(
+            list(ACTIONS), 0, False, 0.1, False, "Nurse C", api_name="/export_anyway"
+        )
     assert not (launched_app.tmp_path / "exports").exists()
     outputs = client.predict(list(ACTIONS), 0, False, 0.1, False, "Nurse C", api_name="/export")
     [downloaded] = [o for o in outputs if isinstance(o, list) and o and str(o[0]).endswith(".zip")][0]
     import zipfile
+
     assert "train.jsonl" in zipfile.ZipFile(downloaded).namelist()  # served from the app's own cache folder
     assert list((launched_app.tmp_path / "gradio").glob("r2d-download-*/export-*.zip"))
     [folder] = (launched_app.tmp_path / "exports").iterdir()
@@ -801,6 +893,7 @@ def test_gradio_cache_is_a_private_folder_swept_of_dead_apps(tmp_path, monkeypat
     """The download zip sat world-readable in Gradio's shared /tmp/gradio, never deleted."""
     import subprocess
     import sys
+
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = tmp_path / f"{server.TEMP_PREFIX}{gone.stdout.strip()}-abc"
     alive = tmp_path / f"{server.TEMP_PREFIX}{os.getpid()}-def"
@@ -840,6 +933,7 @@ def test_an_upload_is_deleted_once_read_and_downloads_are_private(h, tmp_path, m
 
 def test_the_signed_in_name_is_recorded_not_the_typed_one(h, store):
     import types
+
     signed_in = types.SimpleNamespace(username="Nurse A")
     shown = predicted(h)["shown"]
     named(h, h.save(shown, "alice (typed)", "2", "Shock: level 2.", None, "", {}, None, signed_in))
@@ -855,15 +949,25 @@ def test_the_signed_in_name_is_recorded_not_the_typed_one(h, store):
 def improving(tmp_path, store, unserved, current_model, original_data, reviewed_export, fake_predictor):
     """Handlers whose model is the tiny saved model and whose export folder holds one reviewed export."""
     import shutil
-    cfg = load_config(None, [f"app.db_path={store.path}", f"app.export_dir={tmp_path / 'exports'}",
-                             f"app.runs_dir={tmp_path / 'runs'}", f"app.improve_data_dir={original_data}",
-                             f"model.name_or_path={current_model}", "model.quantization=none"])
+
+    cfg = load_config(
+        None,
+        [
+            f"app.db_path={store.path}",
+            f"app.export_dir={tmp_path / 'exports'}",
+            f"app.runs_dir={tmp_path / 'runs'}",
+            f"app.improve_data_dir={original_data}",
+            f"model.name_or_path={current_model}",
+            "model.quantization=none",
+        ],
+    )
     shutil.copytree(reviewed_export, tmp_path / "exports" / "export-1")
     return blocks.build_app(fake_predictor, store, cfg, examples=[])[1]
 
 
 def test_improve_offers_only_finished_exports(improving, tmp_path):
     import shutil
+
     exports = tmp_path / "exports"
     shutil.copytree(exports / "export-1", exports / ".export-9.partial-x1")  # a killed export, renamed never
     shutil.copytree(exports / "export-1", exports / "export-8")
@@ -896,22 +1000,34 @@ def test_improve_refuses_what_it_cannot_run(improving, tmp_path):
 
 
 @pytest.mark.shared_data
-def test_improve_prepares_the_missing_original_data_itself(tmp_path, store, unserved, current_model,
-                                                            reviewed_export, fake_predictor, shared_data):
+def test_improve_prepares_the_missing_original_data_itself(
+    tmp_path, store, unserved, current_model, reviewed_export, fake_predictor, shared_data
+):
     """Improve said "data/ktas lacks train.jsonl ... prepare it first" and needed a terminal."""
     import shutil
+
     data = tmp_path / "data-not-prepared"
-    cfg = load_config(None, [f"app.db_path={store.path}", f"app.export_dir={tmp_path / 'exports'}",
-                             f"app.runs_dir={tmp_path / 'runs'}", f"app.improve_data_dir={data}",
-                             f"app.improve_source={shared_data / 'ktas' / 'data.csv'}",
-                             f"model.name_or_path={current_model}", "model.quantization=none"])
+    cfg = load_config(
+        None,
+        [
+            f"app.db_path={store.path}",
+            f"app.export_dir={tmp_path / 'exports'}",
+            f"app.runs_dir={tmp_path / 'runs'}",
+            f"app.improve_data_dir={data}",
+            f"app.improve_source={shared_data / 'ktas' / 'data.csv'}",
+            f"model.name_or_path={current_model}",
+            "model.quantization=none",
+        ],
+    )
     shutil.copytree(reviewed_export, tmp_path / "exports" / "export-1")
     h = blocks.build_app(fake_predictor, store, cfg, examples=[])[1]
     started = named(h, h.improve_start("export-1", str(data), 3, False, "Nurse A", None))
     run_id = started["im_run"]["value"]
     h.runs.cancel(run_id)  # the run itself is test_improve_runs_compares_and_switches_the_suggestions's
-    assert "Prepared the original training data first, from the public KTAS data (train 888, val 127, test 252" \
+    assert (
+        "Prepared the original training data first, from the public KTAS data (train 888, val 127, test 252"
         in started["im_plan"]
+    )
     assert {p.name for p in data.iterdir()} >= {"train.jsonl", "val.jsonl", "test.jsonl", "manifest.json"}
     again = named(h, h.improve_start("export-1", str(data), 3, False, "Nurse A", None))  # prepared once only
     h.runs.cancel(again["im_run"]["value"])
@@ -922,8 +1038,10 @@ def test_improve_says_how_long_a_run_takes_and_warns_on_few_held_out_cases(impro
     """A 1-step run took 6 min 23 s without saying so, and compared on n = 1 without a warning."""
     h = improving
     plan = named(h, h.improve_plan("export-1", 200))["im_plan"]
-    assert plan.startswith("**About 5 min** on one core: 200 training steps, then both models score 1 held-out "
-                           "reviewed case(s) and 5 public test cases.")
+    assert plan.startswith(
+        "**About 5 min** on one core: 200 training steps, then both models score 1 held-out "
+        "reviewed case(s) and 5 public test cases."
+    )
     assert "Only 1 reviewed case(s) are held out" in plan and "fewer than 20" in plan
     assert named(h, h.improve_plan(None, 200))["im_plan"].startswith("Choose an export")
     assert "0 training steps" in named(h, h.improve_plan("export-1", "2x"))["im_plan"]
@@ -938,17 +1056,26 @@ def test_improve_progress_is_a_bar_not_an_input(improving):
     assert '<progress max="100" value="42"' in bar(42) and 'value="100"' in bar(250)
 
 
-def test_the_model_in_use_shows_on_every_page_survives_a_restart_and_can_be_undone(tiny_model_dir, store, tmp_path,
-                                                                                   unserved):
+def test_the_model_in_use_shows_on_every_page_survives_a_restart_and_can_be_undone(
+    tiny_model_dir, store, tmp_path, unserved
+):
     """Other pages kept the old model's name, and a restart went back to the embedded model. The
     finished run here is a real tiny model in a run folder, as training.improve leaves it (a full model)."""
     import shutil
+
     run = tmp_path / "runs" / "improve-20261204-000000-test"
     shutil.copytree(tiny_model_dir, run / "model")
     (run / "run.json").write_text(json.dumps({"status": "done"}))
-    cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", "model.quantization=none",
-                             f"app.db_path={store.path}", f"app.runs_dir={tmp_path / 'runs'}",
-                             "generation.max_rationale_tokens=8"])
+    cfg = load_config(
+        None,
+        [
+            f"model.name_or_path={tiny_model_dir}",
+            "model.quantization=none",
+            f"app.db_path={store.path}",
+            f"app.runs_dir={tmp_path / 'runs'}",
+            "generation.max_rationale_tokens=8",
+        ],
+    )
     start = app.load_app_predictor(cfg)
     h, other_page = blocks.build_app(start, store, cfg, examples=[])[1], None
     with pytest.raises(gr.Error, match="already uses the model it was started with"):
@@ -972,6 +1099,7 @@ def test_the_model_in_use_shows_on_every_page_survives_a_restart_and_can_be_undo
 @pytest.mark.slow
 def test_improve_runs_compares_and_switches_the_suggestions(improving, original_data):
     import time as clock
+
     h = improving
     started = named(h, h.improve_start("export-1", str(original_data), 3, False, "Nurse A", None))
     run_id = started["im_run"]["value"]

@@ -1,4 +1,5 @@
 """Errors at the UI edge: domain errors read as themselves, anything else as a generic message with a log id."""
+
 from __future__ import annotations
 
 import logging
@@ -9,10 +10,9 @@ import gradio as gr
 import pytest
 
 import app
-from ui import common
-from ui import server
 from r2d.errors import FeedbackStoreError, ReviewActionError
 from r2d.review.store import ReviewStore
+from ui import common, server
 
 
 def _leaky(path: str):

@@ -1,4 +1,5 @@
 """Model directories describe themselves: weights, tokenizer, r2d_model.json, r2d_config.json."""
+
 from __future__ import annotations
 
 import json
@@ -6,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from r2d.model.artifacts import META_FILENAME, ModelMeta, read_model_meta, save_model_dir
 from r2d.config import CONFIG_FILENAME, config_from_dict, load_config
 from r2d.errors import ModelLoadError
+from r2d.model.artifacts import META_FILENAME, ModelMeta, read_model_meta, save_model_dir
 
 
 def test_save_and_read_back(tmp_path, tiny_t5, tiny_tokenizer):
-    meta = ModelMeta(label_set=("1", "2"), label_names={"1": "Resuscitation"}, ordinal=True, task="t",
-                     extra={"steps": 3})
+    meta = ModelMeta(
+        label_set=("1", "2"), label_names={"1": "Resuscitation"}, ordinal=True, task="t", extra={"steps": 3}
+    )
     cfg = load_config(None, ["optim.max_steps=3"])
     out = save_model_dir(tiny_t5, tiny_tokenizer, tmp_path / "m", meta, cfg)
     assert read_model_meta(out) == meta
@@ -33,15 +35,18 @@ def test_missing_and_malformed_meta(tmp_path):
 
 # --- the committed default model ---------------------------------------------------------------------
 
+
 def _default_model_dir():
     from r2d.config import ModelConfig
+
     return Path(__file__).resolve().parent.parent / ModelConfig().name_or_path
 
 
 def test_committed_default_model_is_small_and_reads_digits():
     from transformers import AutoTokenizer
+
     model_dir = _default_model_dir()
-    assert sum(f.stat().st_size for f in model_dir.iterdir()) <= 50 * 2 ** 20
+    assert sum(f.stat().st_size for f in model_dir.iterdir()) <= 50 * 2**20
     tok = AutoTokenizer.from_pretrained(model_dir)
     pieces = tok.convert_ids_to_tokens(tok("Blood pressure 187/93 mmHg")["input_ids"])
     assert [p for p in pieces if any(c.isdigit() for c in p)] == list("18793")

@@ -1,10 +1,11 @@
 """Sign-in: salted scrypt hashes in a users file, and the callable Gradio's auth= takes."""
+
 from __future__ import annotations
 
 import pytest
 
-from r2d.review import auth
 from r2d.errors import ConfigError
+from r2d.review import auth
 
 
 def test_hash_and_verify():
@@ -30,8 +31,9 @@ def test_users_file_and_authenticator(tmp_path):
         auth.add_user(users_file, "Nurse C", "short")
 
 
-@pytest.mark.parametrize("content, message", [("", "no users"), ("alice:plain\n", "expected"),
-                                              ("alice\tmd5$x\n", "expected")])
+@pytest.mark.parametrize(
+    "content, message", [("", "no users"), ("alice:plain\n", "expected"), ("alice\tmd5$x\n", "expected")]
+)
 def test_bad_users_files_say_what_to_do(tmp_path, content, message):
     path = tmp_path / "users.txt"
     path.write_text(content)

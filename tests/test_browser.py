@@ -2,6 +2,7 @@
 
 Never downloads a browser: skipped with the reason when /usr/bin/chromium is absent (`make browser` installs it).
 """
+
 from __future__ import annotations
 
 import json
@@ -12,14 +13,22 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = Path(os.environ.get("R2D_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM}: install Debian's chromium "
-                                                      "(make browser) or set R2D_CHROMIUM"),
+    pytest.mark.skipif(
+        not CHROMIUM.is_file(),
+        reason=f"no Chromium at {CHROMIUM}: install Debian's chromium (make browser) or set R2D_CHROMIUM",
+    ),
 ]
 
 
@@ -30,8 +39,14 @@ def page(launched_app):
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.external_requests = []
-        page.on("request", lambda r: None if r.url.startswith((launched_app.url.rstrip("/"), "data:", "blob:"))
-                else page.external_requests.append(r.url))
+        page.on(
+            "request",
+            lambda r: (
+                None
+                if r.url.startswith((launched_app.url.rstrip("/"), "data:", "blob:"))
+                else page.external_requests.append(r.url)
+            ),
+        )
         page.set_default_timeout(30_000)
         page.goto(launched_app.url, wait_until="load")
         page.wait_for_selector("#r2d-case textarea")
@@ -44,9 +59,11 @@ def page(launched_app):
 def wait_text(page, selector: str, text: str) -> None:
     """Wait until the element shows text; on timeout, fail with what it and the status line show instead."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     try:
-        page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)",
-                               arg=[selector, text])
+        page.wait_for_function(
+            "([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)", arg=[selector, text]
+        )
     except PlaywrightTimeout:
         shown = page.evaluate("s => document.querySelector(s)?.innerText", selector)
         status = page.evaluate("() => document.querySelector('#r2d-status')?.innerText")
@@ -127,6 +144,7 @@ def test_predict_edit_save_batch_and_export(page, launched_app):
 def wait_for(condition, what: str, timeout_s: float = 30.0):
     """Poll a Python-side condition (the store) until it holds."""
     import time
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = condition()
@@ -141,8 +159,12 @@ def open_reviewer(browser, url: str, name: str, batch_file: Path):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.external_requests = []
-    page.on("request", lambda r: None if r.url.startswith((url.rstrip("/"), "data:", "blob:"))
-            else page.external_requests.append(r.url))
+    page.on(
+        "request",
+        lambda r: (
+            None if r.url.startswith((url.rstrip("/"), "data:", "blob:")) else page.external_requests.append(r.url)
+        ),
+    )
     page.set_default_timeout(30_000)
     page.goto(url, wait_until="load")
     page.wait_for_selector("#r2d-case textarea")
@@ -253,8 +275,11 @@ def test_two_reviewers_accept_after_edit_undo_blind_review_agreement_and_export(
             wait_text(b, "#r2d-export-summary", "Exported 3 reviews")
             [folder] = (tmp / "exports").iterdir()
             meta = json.loads((folder / "export_meta.json").read_text())
-            rows = [json.loads(line) for name in ("train.jsonl", "val.jsonl")
-                    for line in (folder / name).read_text().splitlines()]
+            rows = [
+                json.loads(line)
+                for name in ("train.jsonl", "val.jsonl")
+                for line in (folder / name).read_text().splitlines()
+            ]
             assert len(rows) == meta["counts"]["selected"] == 3
             assert {r["id"] for r in rows} == {"K-0", "K-1", "K-2"}
             assert {r["id"]: r["resolution"] for r in rows} == {"K-0": "adjudicated", "K-1": "edit", "K-2": "agreed"}

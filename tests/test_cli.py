@@ -1,4 +1,5 @@
 """training.cli: the flags, logging and rank helpers every training CLI shares."""
+
 from __future__ import annotations
 
 import logging
@@ -12,8 +13,7 @@ from training.cli import build_parser, meta_hints, setup_logging
 
 def test_meta_hints_parse_label_names():
     args = SimpleNamespace(task=None, ordinal=True, label_names=["1=Resuscitation", " 2 = Emergency "])
-    assert meta_hints(args) == {"task": None, "ordinal": True,
-                                "label_names": {"1": "Resuscitation", "2": "Emergency"}}
+    assert meta_hints(args) == {"task": None, "ordinal": True, "label_names": {"1": "Resuscitation", "2": "Emergency"}}
     with pytest.raises(ConfigError, match="LABEL=NAME"):
         meta_hints(SimpleNamespace(task=None, ordinal=None, label_names=["1"]))
 
@@ -22,7 +22,12 @@ def test_the_shared_flags_parse_and_out_is_required():
     parser = build_parser("prog", "what it does")
     args = parser.parse_args(["--out", "o", "--set", "optim.max_steps=5", "--set", "a.b=1", "--ordinal"])
     assert (args.out, args.overrides, args.ordinal, args.task, args.log_level) == (
-        "o", ["optim.max_steps=5", "a.b=1"], True, None, "INFO")
+        "o",
+        ["optim.max_steps=5", "a.b=1"],
+        True,
+        None,
+        "INFO",
+    )
     with pytest.raises(SystemExit):
         parser.parse_args([])
 

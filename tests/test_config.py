@@ -1,4 +1,5 @@
 """The frozen config tree: defaults, overrides, rejection of unknown keys and wrong types."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,10 @@ def test_defaults_load_and_are_frozen():
 def test_file_then_overrides(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"optim": {"max_steps": 50, "learning_rate": 1e-3}, "stage2": {"method": "dss"}}))
-    cfg = load_config(path, ["optim.max_steps=70", "model.name_or_path=google/flan-t5-base",
-                             'data.train_files=["a.jsonl", "b.jsonl"]'])
+    cfg = load_config(
+        path,
+        ["optim.max_steps=70", "model.name_or_path=google/flan-t5-base", 'data.train_files=["a.jsonl", "b.jsonl"]'],
+    )
     assert cfg.optim.max_steps == 70
     assert cfg.optim.learning_rate == 1e-3
     assert cfg.stage2.method == "dss"
@@ -34,22 +37,25 @@ def test_int_is_accepted_for_float():
     assert load_config(None, ["stage2.alpha=1"]).stage2.alpha == 1.0
 
 
-@pytest.mark.parametrize("override, message", [
-    ("optim.max_stepz=3", "unknown config key"),
-    ("nosuch.key=3", "unknown config key"),
-    ("optim.max_steps=3.5", "expected int"),
-    ("optim.max_steps=true", "expected int"),
-    ("adapter.use_lora=1", "expected true/false"),
-    ("data.train_files=3", "list of strings"),
-    ("model.quantization=3bit", "must be one of"),
-    ("stage2.method=magic", "must be one of"),
-    ("stage2.alpha=1.5", "[0, 1]"),
-    ("stage2.sampling_start_fraction=0.9", "sampling_start_fraction"),
-    ("optim.batch_size=0", "batch_size"),
-    ("generation.fact_check_candidates=-1", "fact_check_candidates"),
-    ("generation.num_beams=0", "num_beams"),
-    ("noequals", "section.key=value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.max_stepz=3", "unknown config key"),
+        ("nosuch.key=3", "unknown config key"),
+        ("optim.max_steps=3.5", "expected int"),
+        ("optim.max_steps=true", "expected int"),
+        ("adapter.use_lora=1", "expected true/false"),
+        ("data.train_files=3", "list of strings"),
+        ("model.quantization=3bit", "must be one of"),
+        ("stage2.method=magic", "must be one of"),
+        ("stage2.alpha=1.5", "[0, 1]"),
+        ("stage2.sampling_start_fraction=0.9", "sampling_start_fraction"),
+        ("optim.batch_size=0", "batch_size"),
+        ("generation.fact_check_candidates=-1", "fact_check_candidates"),
+        ("generation.num_beams=0", "num_beams"),
+        ("noequals", "section.key=value"),
+    ],
+)
 def test_bad_overrides_are_rejected(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config(None, [override])

@@ -1,12 +1,19 @@
 """r2d.checks.consistency: the consistency check measured on gold rationales, and what the screen makes of it."""
+
 from __future__ import annotations
 
 import shutil
 
 import pytest
 
-from r2d.checks.consistency import (CALIBRATION_FILENAME, MIN_PRECISION, calibrate, consistency_line, load_calibration,
-                             save_calibration)
+from r2d.checks.consistency import (
+    CALIBRATION_FILENAME,
+    MIN_PRECISION,
+    calibrate,
+    consistency_line,
+    load_calibration,
+    save_calibration,
+)
 from r2d.data import Example
 from r2d.errors import DatasetSchemaError
 from r2d.sources import load_ktas
@@ -49,8 +56,9 @@ def test_the_line_is_a_warning_only_above_the_measured_threshold(fake_predictor)
     assert consistency_line(*args, "fake-r2d", reliable) == "**⚠ Warning: the rationale alone points to 5.**"
     assert consistency_line("5", 0.4, False, "Warning: x.", "fake-r2d", reliable).startswith("Hint: x. (below 50%")
     assert consistency_line(*args, "fake-r2d", unreliable).startswith("Hint (unreliable for this model: on 20 gold")
-    assert consistency_line(*args, "another-model", reliable).startswith("Hint (the consistency check of this model "
-                                                                         "was not measured")
+    assert consistency_line(*args, "another-model", reliable).startswith(
+        "Hint (the consistency check of this model was not measured"
+    )
     assert consistency_line("2", 0.6, True, "Consistent: 2.", "fake-r2d", reliable) == "Consistent: 2."
 
 
@@ -59,6 +67,7 @@ def test_calibration_on_a_real_tiny_model_and_real_ktas_rows(tiny_model_dir, tmp
     from r2d.config import load_config
     from r2d.model.load import load_predictor
     from training.default_model import DEFAULT_KTAS
+
     if not DEFAULT_KTAS.is_file():
         pytest.skip(f"no KTAS data at {DEFAULT_KTAS}")
     cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", "model.quantization=none"])
@@ -78,6 +87,7 @@ def test_calibration_on_a_real_tiny_model_and_real_ktas_rows(tiny_model_dir, tmp
 def test_the_cli_writes_the_calibration_next_to_the_model(tiny_model_dir, tmp_path, capsys):
     from r2d.data import write_examples
     from training import calibrate_consistency
+
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
     write_examples(tmp_path / "gold.jsonl", gold(10))

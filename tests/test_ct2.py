@@ -1,4 +1,5 @@
 """r2d.model.ct2: the CTranslate2 backend behind the Predictor interface, against the torch path on the tiny T5."""
+
 from __future__ import annotations
 
 import math
@@ -7,17 +8,16 @@ import threading
 from dataclasses import replace
 
 import pytest
-
-from ui import blocks
 import torch
 
+from r2d.checks.factcheck import least_contradicted
 from r2d.config import GenerationConfig, ModelConfig, load_config
 from r2d.errors import ConfigError, InvalidCaseError, ModelLoadError
-from r2d.checks.factcheck import least_contradicted
 from r2d.model.inference import Predictor
 from r2d.model.load import load_predictor, predictor_for
 from r2d.model.modeling import load_model_and_tokenizer, resolve_backend
 from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt
+from ui import blocks
 
 ct2 = pytest.importorskip("r2d.model.ct2")
 if not ct2.ct2_available():
@@ -25,10 +25,12 @@ if not ct2.ct2_available():
 
 KTAS_LABELS = ["1", "2", "3", "4", "5"]  # tiny_model_dir's label set (conftest's ktas_labels)
 GEN = GenerationConfig(max_input_tokens=96, max_rationale_tokens=12)
-CASES = ["chest pain",
-         "72-year-old man, crushing chest pain, sweating, BP 88/50, HR 124, arrived by ambulance",
-         "sore throat two days, vitals normal",
-         "unresponsive adult, RR 6, SpO2 80 percent, pupils pinpoint, found at home by family"]
+CASES = [
+    "chest pain",
+    "72-year-old man, crushing chest pain, sweating, BP 88/50, HR 124, arrived by ambulance",
+    "sore throat two days, vitals normal",
+    "unresponsive adult, RR 6, SpO2 80 percent, pupils pinpoint, found at home by family",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +45,20 @@ def ct2_model_dir(tmp_path_factory, tiny_tokenizer):
     any real model; at 64 the error the test bounds is the engine's, not the toy's."""
     from dataclasses import replace as _replace
 
+    from conftest import TINY_ARCH
+
     from r2d.model.artifacts import ModelMeta, save_model_dir
     from r2d.sources import ktas_meta
     from training.build.scratch import new_t5
-    from conftest import TINY_ARCH
+
     out = tmp_path_factory.mktemp("ct2_model")
     arch = _replace(TINY_ARCH, d_model=64, d_kv=16, d_ff=128, num_heads=4)
-    save_model_dir(new_t5(tiny_tokenizer, arch, seed=0), tiny_tokenizer, out,
-                   ModelMeta(label_set=tuple(KTAS_LABELS), **ktas_meta()))
+    save_model_dir(
+        new_t5(tiny_tokenizer, arch, seed=0),
+        tiny_tokenizer,
+        out,
+        ModelMeta(label_set=tuple(KTAS_LABELS), **ktas_meta()),
+    )
     return out
 
 
@@ -58,17 +66,20 @@ def ct2_model_dir(tmp_path_factory, tiny_tokenizer):
 def model_cfg(ct2_model_dir, cache):
     """One thread for both engines: a busy second core makes OpenMP spin-wait; restored afterwards."""
     threads = torch.get_num_threads()
-    yield lambda **kw: ModelConfig(**{"name_or_path": str(ct2_model_dir), "device": "cpu", "num_threads": 1,
-                                      "ct2_cache_dir": str(cache), **kw})
+    yield lambda **kw: ModelConfig(
+        **{"name_or_path": str(ct2_model_dir), "device": "cpu", "num_threads": 1, "ct2_cache_dir": str(cache), **kw}
+    )
     torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def loaded(model_cfg):
     """The tiny model on each engine: torch fp32, CTranslate2 float32 and CTranslate2 int8 (loaded once)."""
-    return {"torch": load_model_and_tokenizer(model_cfg(quantization="none")),
-            "ct2-float32": ct2.load_ct2(model_cfg(backend="ct2", quantization="none")),
-            "ct2-int8": ct2.load_ct2(model_cfg(backend="ct2", quantization="int8"))}
+    return {
+        "torch": load_model_and_tokenizer(model_cfg(quantization="none")),
+        "ct2-float32": ct2.load_ct2(model_cfg(backend="ct2", quantization="none")),
+        "ct2-int8": ct2.load_ct2(model_cfg(backend="ct2", quantization="int8")),
+    }
 
 
 def predictors(loaded, generation=GEN):
@@ -163,9 +174,15 @@ def test_fact_checked_candidates_pick_per_least_contradicted(loaded):
     p = predictors(loaded, gen)["ct2-float32"]
     case, tok = CASES[1], p.tokenizer
     pieces = tok.convert_ids_to_tokens(tok(explain_given_label_prompt(case, "2"))["input_ids"])
-    [result] = p.translator.translate_batch([pieces], beam_size=3, num_hypotheses=3, max_decoding_length=8,
-                                            min_decoding_length=0, patience=ct2.BEAM_PATIENCE,
-                                            suppress_sequences=[[tok.pad_token]])
+    [result] = p.translator.translate_batch(
+        [pieces],
+        beam_size=3,
+        num_hypotheses=3,
+        max_decoding_length=8,
+        min_decoding_length=0,
+        patience=ct2.BEAM_PATIENCE,
+        suppress_sequences=[[tok.pad_token]],
+    )
     candidates = [tok.decode(tok.convert_tokens_to_ids(h), skip_special_tokens=True).strip() for h in result.hypotheses]
     assert len(candidates) == 3
     assert p.explain(case, "2") == candidates[least_contradicted(case, candidates, "2")]
@@ -187,6 +204,7 @@ def test_conversion_is_cached_and_keyed_by_the_source_files(model_cfg, loaded, m
     other_precision = ct2.cache_key(tiny_model_dir, None, "float32", "4.8.5")
     assert key != other_precision != ct2.cache_key(tiny_model_dir, None, "int8", "5")
     import shutil
+
     copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
     (copy / "r2d_model.json").touch()
     assert ct2.cache_key(copy, None, "int8", "4.8.5") != key
@@ -196,6 +214,7 @@ def test_a_failed_conversion_is_a_model_load_error_and_leaves_nothing(model_cfg,
     class Broken:
         def convert(self, *a, **kw):
             raise ValueError("No conversion is registered for the model configuration")
+
     monkeypatch.setattr(ct2, "_converter", lambda *a: Broken())
     cfg = replace(model_cfg(backend="ct2"), ct2_cache_dir=str(tmp_path / "cache"))
     with pytest.raises(ModelLoadError, match="converting .* to CTranslate2 failed.*model.backend=torch"):
@@ -213,36 +232,45 @@ def test_missing_ctranslate2_is_a_clear_error(model_cfg, monkeypatch):
     assert load_predictor(model_cfg(), GEN).backend == "torch"  # auto falls back to transformers
 
 
-@pytest.mark.parametrize("choice, quantization, device, available, local, expected", [
-    ("auto", "auto", "cpu", True, True, "ct2"),
-    ("auto", "auto", "cpu", False, True, "torch"),  # not installed
-    ("auto", "auto", "cuda", True, True, "torch"),  # 4-bit is the GPU path
-    ("auto", "none", "cpu", True, True, "torch"),  # a precision asked for names a transformers path
-    ("auto", "4bit", "cpu", True, True, "torch"),
-    ("auto", "auto", "cpu", True, False, "torch"),  # hub id or pre-quantized directory
-    ("torch", "auto", "cpu", True, True, "torch"),
-    ("ct2", "none", "cpu", True, True, "ct2"),
-    ("ct2", "int8", "cuda:0", True, True, "ct2"),
-])
+@pytest.mark.parametrize(
+    "choice, quantization, device, available, local, expected",
+    [
+        ("auto", "auto", "cpu", True, True, "ct2"),
+        ("auto", "auto", "cpu", False, True, "torch"),  # not installed
+        ("auto", "auto", "cuda", True, True, "torch"),  # 4-bit is the GPU path
+        ("auto", "none", "cpu", True, True, "torch"),  # a precision asked for names a transformers path
+        ("auto", "4bit", "cpu", True, True, "torch"),
+        ("auto", "auto", "cpu", True, False, "torch"),  # hub id or pre-quantized directory
+        ("torch", "auto", "cpu", True, True, "torch"),
+        ("ct2", "none", "cpu", True, True, "ct2"),
+        ("ct2", "int8", "cuda:0", True, True, "ct2"),
+    ],
+)
 def test_resolve_backend(choice, quantization, device, available, local, expected):
     assert resolve_backend(choice, quantization, device, available, local) == expected
 
 
-@pytest.mark.parametrize("args, match", [
-    (("ct2", "auto", "cpu", False, True), "not installed"),
-    (("ct2", "4bit", "cpu", True, True), "no 4-bit"),
-    (("ct2", "auto", "cpu", True, False), "local full-precision"),
-    (("onnx", "auto", "cpu", True, True), "unknown model.backend"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (("ct2", "auto", "cpu", False, True), "not installed"),
+        (("ct2", "4bit", "cpu", True, True), "no 4-bit"),
+        (("ct2", "auto", "cpu", True, False), "local full-precision"),
+        (("onnx", "auto", "cpu", True, True), "unknown model.backend"),
+    ],
+)
 def test_resolve_backend_refuses(args, match):
     with pytest.raises(ModelLoadError, match=match):
         resolve_backend(*args)
 
 
-@pytest.mark.parametrize("overrides, match", [
-    (["model.backend=onnx"], "model.backend must be one of"),
-    (["model.backend=ct2", "model.quantization=4bit"], "no 4-bit mode"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["model.backend=onnx"], "model.backend must be one of"),
+        (["model.backend=ct2", "model.quantization=4bit"], "no 4-bit mode"),
+    ],
+)
 def test_config_validates_the_backend(overrides, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, overrides)
@@ -269,11 +297,23 @@ def unscaled_model_dir(tmp_path_factory, tiny_tokenizer, tiny_arch):
     from transformers import T5Config, T5ForConditionalGeneration
 
     from r2d.model.artifacts import ModelMeta, save_model_dir
+
     a, tok = tiny_arch, tiny_tokenizer
-    config = T5Config(vocab_size=len(tok), d_model=a.d_model, d_kv=a.d_kv, d_ff=a.d_ff, num_layers=a.num_layers,
-                      num_decoder_layers=a.num_decoder_layers, num_heads=a.num_heads, dropout_rate=0.0,
-                      feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=tok.pad_token_id,
-                      eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id)
+    config = T5Config(
+        vocab_size=len(tok),
+        d_model=a.d_model,
+        d_kv=a.d_kv,
+        d_ff=a.d_ff,
+        num_layers=a.num_layers,
+        num_decoder_layers=a.num_decoder_layers,
+        num_heads=a.num_heads,
+        dropout_rate=0.0,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(1)
     out = tmp_path_factory.mktemp("unscaled")
     save_model_dir(T5ForConditionalGeneration(config), tok, out, ModelMeta(label_set=tuple(KTAS_LABELS)))
@@ -286,8 +326,9 @@ def test_conversion_keeps_the_models_own_decoder_output_scaling(unscaled_model_d
     assert torch_p.model.config.scale_decoder_outputs is False
     ct2_p = predictor_for(ct2.load_ct2(cfg), GEN)
     for case in CASES[:2]:
-        assert ct2_p.predict_label(case).log_likelihoods == pytest.approx(torch_p.predict_label(case).log_likelihoods,
-                                                                          abs=1e-4)
+        assert ct2_p.predict_label(case).log_likelihoods == pytest.approx(
+            torch_p.predict_label(case).log_likelihoods, abs=1e-4
+        )
         assert ct2_p.explain(case, "2") == torch_p.explain(case, "2")
 
 
@@ -298,9 +339,18 @@ def test_conversion_keeps_the_models_own_decoder_output_scaling(unscaled_model_d
 def test_the_app_runs_the_embedded_model_on_ct2_and_says_so(tmp_path):
     import app
     from r2d.review.store import ReviewStore
-    cfg = load_config(None, ["model.backend=ct2", "model.device=cpu", "model.num_threads=1",
-                             f"model.ct2_cache_dir={tmp_path / 'ct2'}", f"app.db_path={tmp_path / 'r.sqlite3'}",
-                             "generation.max_rationale_tokens=32"])
+
+    cfg = load_config(
+        None,
+        [
+            "model.backend=ct2",
+            "model.device=cpu",
+            "model.num_threads=1",
+            f"model.ct2_cache_dir={tmp_path / 'ct2'}",
+            f"app.db_path={tmp_path / 'r.sqlite3'}",
+            "generation.max_rationale_tokens=32",
+        ],
+    )
     cfg = replace(cfg, model=replace(cfg.model, name_or_path=str(app.ROOT / cfg.model.name_or_path)))
     predictor = app.load_app_predictor(cfg)
     assert predictor.backend == "ct2" and predictor.quantization == "ct2-int8"

@@ -1,4 +1,5 @@
 """Dashboard figures and summary numbers, computed from plain ReviewRecords."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,13 +24,29 @@ from r2d.review.store import ReviewRecord
 @pytest.fixture(scope="session")
 def review(make_review, ktas_labels):
     """review(model_label, final_label, action, rating, top): the model gave model_label probability top."""
+
     def build(model_label: str, final_label: str, action: str, rating: int | None, top: float = 0.6) -> ReviewRecord:
         rest = (1 - top) / 4
         probabilities = {k: top if k == model_label else rest for k in ktas_labels}
-        return make_review(f"{model_label}{final_label}{action}{rating}{top}", reviewer="A", case_id="c",
-                           case_text="case", model_id="m", prompt_version="p", action=action, model_label=model_label,
-                           model_rationale="r", model_probabilities=probabilities, final_label=final_label,
-                           final_rationale="r2", rating=rating, comment="", consistency_label=None, time_on_task_s=None)
+        return make_review(
+            f"{model_label}{final_label}{action}{rating}{top}",
+            reviewer="A",
+            case_id="c",
+            case_text="case",
+            model_id="m",
+            prompt_version="p",
+            action=action,
+            model_label=model_label,
+            model_rationale="r",
+            model_probabilities=probabilities,
+            final_label=final_label,
+            final_rationale="r2",
+            rating=rating,
+            comment="",
+            consistency_label=None,
+            time_on_task_s=None,
+        )
+
     return build
 
 
@@ -120,6 +137,7 @@ def test_every_dashboard_figure_exists_with_and_without_reviews(dashboard_review
 
 def test_figures_have_transparent_backgrounds_for_dark_mode():
     from r2d.review.dashboard import probability_figure
+
     fig = probability_figure({"1": 0.2, "2": 0.8}, {}, "2")
     assert fig.layout.paper_bgcolor == fig.layout.plot_bgcolor == "rgba(0,0,0,0)"
     css = (Path(__file__).resolve().parent.parent / "assets" / "app.css").read_text()
@@ -130,6 +148,7 @@ def test_reviews_per_class_counts_every_class():
     from types import SimpleNamespace
 
     from r2d.review.dashboard import reviews_per_class
+
     reviews = [SimpleNamespace(final_label=label) for label in ("2", "2", "4")]
     line = reviews_per_class(reviews, ["1", "2", "3", "4", "5"], {"2": "Emergency"})
     assert line.endswith("1: 0 · 2 — Emergency: 2 · 3: 0 · 4: 1 · 5: 0")
@@ -138,8 +157,12 @@ def test_reviews_per_class_counts_every_class():
 def test_comparison_figure_pairs_current_and_new():
     from r2d.review.dashboard import comparison_figure
     from r2d.review.jobs import COMPARED
-    comparison = {"sets": {"held out": {"n": 3, "old": {"accuracy": 0.5, "fidelity": None},
-                                        "new": {"accuracy": 0.75, "fidelity": 0.9}}}}
+
+    comparison = {
+        "sets": {
+            "held out": {"n": 3, "old": {"accuracy": 0.5, "fidelity": None}, "new": {"accuracy": 0.75, "fidelity": 0.9}}
+        }
+    }
     fig = comparison_figure(comparison, COMPARED)
     assert [t.name for t in fig.data] == ["current", "new"]
     assert list(fig.data[0].y) == [0.5] and list(fig.data[1].y) == [0.75]  # a metric one side lacks is left out

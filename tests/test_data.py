@@ -1,31 +1,53 @@
 """The on-disk schema: JSONL/CSV read and write, malformed rows rejected with file:line."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from r2d.data import (Example, escape_csv_cell, label_counts, label_set, load_examples, require_rationales,
-                      stratified_split, write_examples)
+from r2d.data import (
+    Example,
+    escape_csv_cell,
+    label_counts,
+    label_set,
+    load_examples,
+    require_rationales,
+    stratified_split,
+    write_examples,
+)
 from r2d.errors import DatasetSchemaError
 
 
 def make_example(**overrides) -> Example:
-    fields = dict(case_text="45-year-old, chest pain", label="2", rationale="Chest pain with tachycardia.",
-                  rationale_source="nurse", example_id="c1")
+    fields = dict(
+        case_text="45-year-old, chest pain",
+        label="2",
+        rationale="Chest pain with tachycardia.",
+        rationale_source="nurse",
+        example_id="c1",
+    )
     return Example(**{**fields, **overrides})
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 def test_round_trip(tmp_path, suffix):
-    examples = [make_example(), make_example(example_id="c2", case_text="line1\nline2, with \"quotes\"", label="5",
-                                             rationale="", rationale_source="unknown")]
+    examples = [
+        make_example(),
+        make_example(
+            example_id="c2",
+            case_text='line1\nline2, with "quotes"',
+            label="5",
+            rationale="",
+            rationale_source="unknown",
+        ),
+    ]
     path = write_examples(tmp_path / f"d{suffix}", examples)
     assert load_examples(path) == examples
 
 
 def test_csv_formula_injection_is_neutralised_and_reversible(tmp_path):
-    nasty = ["=HYPERLINK(\"http://x\")", "+1+1", "-2", "@SUM(A1)", "'quoted"]
+    nasty = ['=HYPERLINK("http://x")', "+1+1", "-2", "@SUM(A1)", "'quoted"]
     assert escape_csv_cell("\tTAB") == "'\tTAB"
     examples = [make_example(example_id=str(i), rationale=r) for i, r in enumerate(nasty)]
     path = write_examples(tmp_path / "d.csv", examples)
@@ -42,14 +64,17 @@ def test_jsonl_is_one_object_per_line_in_the_authors_schema(tmp_path):
     assert {"question", "label", "rationale", "rationale_source"} <= set(row)
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"question": "x", "label": ""}', "'label' is missing or empty"),
-    ('{"label": "1"}', "'question' is missing or empty"),
-    ('{"question": "x", "label": "1", "rationale_source": "robot"}', "rationale_source 'robot'"),
-    ('{"question": 3, "label": "1"}', "'question' is missing or empty"),
-    ('["question", "label"]', "expected an object"),
-    ('{"question": "x", "label": ', "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"question": "x", "label": ""}', "'label' is missing or empty"),
+        ('{"label": "1"}', "'question' is missing or empty"),
+        ('{"question": "x", "label": "1", "rationale_source": "robot"}', "rationale_source 'robot'"),
+        ('{"question": 3, "label": "1"}', "'question' is missing or empty"),
+        ('["question", "label"]', "expected an object"),
+        ('{"question": "x", "label": ', "not valid JSON"),
+    ],
+)
 def test_bad_jsonl_rows_name_file_and_line(tmp_path, line, message):
     path = tmp_path / "d.jsonl"
     path.write_text('{"question": "ok", "label": "1"}\n\n' + line + "\n")
@@ -58,12 +83,15 @@ def test_bad_jsonl_rows_name_file_and_line(tmp_path, line, message):
     assert f"{path}:3" in str(err.value) and message in str(err.value)
 
 
-@pytest.mark.parametrize("body, where, message", [
-    ("question,label\nok,1\nonly-one-cell\n", ":3", "fewer cells"),
-    ("question,label\nok,1\na,b,c\n", ":3", "more cells"),
-    ("question,rationale\nok,r\n", ":1", "header lacks column(s) label"),
-    ("question,label\nok,1\n,2\n", ":3", "'question' is missing"),
-])
+@pytest.mark.parametrize(
+    "body, where, message",
+    [
+        ("question,label\nok,1\nonly-one-cell\n", ":3", "fewer cells"),
+        ("question,label\nok,1\na,b,c\n", ":3", "more cells"),
+        ("question,rationale\nok,r\n", ":1", "header lacks column(s) label"),
+        ("question,label\nok,1\n,2\n", ":3", "'question' is missing"),
+    ],
+)
 def test_bad_csv_rows_name_file_and_line(tmp_path, body, where, message):
     path = tmp_path / "d.csv"
     path.write_text(body)
@@ -118,6 +146,7 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
 
     def crash(*args, **kwargs):
         raise OSError("disk full")
+
     monkeypatch.setattr("r2d.data.os.replace", crash)
     with pytest.raises(OSError):
         write_examples(path, [make_example(label="4")])

@@ -1,4 +1,5 @@
 """The default-model recipe: the real pipeline end to end on KTAS, with a tiny model and a few steps."""
+
 from __future__ import annotations
 
 import json
@@ -6,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from r2d.model.artifacts import read_model_meta
 from r2d.config import load_config
+from r2d.model.artifacts import read_model_meta
 from training import default_model, evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,11 +20,25 @@ TINY = ROOT / "training" / "configs" / "tiny_cpu.json"
 @pytest.mark.shared_data
 def test_ablation_then_recipe_then_evaluate_only(tmp_path, shared_data):
     ktas, work = ["--ktas", str(shared_data / "ktas" / "data.csv")], tmp_path / "work"
-    common = ktas + ["--work", str(work), "--config", str(TINY), "--set", "optim.eval_steps=1",
-                     "--set", "generation.max_rationale_tokens=8", "--set", "generation.max_input_tokens=256"]
+    common = ktas + [
+        "--work",
+        str(work),
+        "--config",
+        str(TINY),
+        "--set",
+        "optim.eval_steps=1",
+        "--set",
+        "generation.max_rationale_tokens=8",
+        "--set",
+        "generation.max_input_tokens=256",
+    ]
     arms = ["--ablation-arm", "recipe (all levers)", "--ablation-arm", "no class balance"]
-    assert default_model.main(common + ["--ablation-only", "--ablation-steps", "2", "2",
-                                        "--ablation-seeds", "0", "1"] + arms) == 0
+    assert (
+        default_model.main(
+            common + ["--ablation-only", "--ablation-steps", "2", "2", "--ablation-seeds", "0", "1"] + arms
+        )
+        == 0
+    )
     ablation = json.loads((work / default_model.ABLATION_FILENAME).read_text())
     assert list(ablation["arms"]) == ["recipe (all levers)", "no class balance"]
     for arm in ablation["arms"].values():
@@ -35,15 +50,31 @@ def test_ablation_then_recipe_then_evaluate_only(tmp_path, shared_data):
     assert runs[(0, "no class balance")][probe] == runs[(0, "recipe (all levers)")][probe]
     summary = work / "ablation" / "seed0" / "no_class_balance" / "summary.json"
     before = summary.stat().st_mtime_ns
-    assert default_model.main(common + ["--ablation-only", "--ablation-steps", "2", "2", "--ablation-seeds", "0"]
-                              + arms) == 0
+    assert (
+        default_model.main(common + ["--ablation-only", "--ablation-steps", "2", "2", "--ablation-seeds", "0"] + arms)
+        == 0
+    )
     assert summary.stat().st_mtime_ns == before  # a finished arm is read back, not trained again
 
     out = tmp_path / "assets" / "model"
     out.mkdir(parents=True)
     (out / "stale.txt").write_text("from an older model")
-    assert default_model.main(common + ["--out", str(out), "--stage1-steps", "2", "--stage2-steps", "2",
-                                        "--ablation-from", str(work / default_model.ABLATION_FILENAME)]) == 0
+    assert (
+        default_model.main(
+            common
+            + [
+                "--out",
+                str(out),
+                "--stage1-steps",
+                "2",
+                "--stage2-steps",
+                "2",
+                "--ablation-from",
+                str(work / default_model.ABLATION_FILENAME),
+            ]
+        )
+        == 0
+    )
     meta = read_model_meta(out)
     assert meta.label_set == ("1", "2", "3", "4", "5") and meta.ordinal and meta.label_names["1"] == "Resuscitation"
     assert not (out / "stale.txt").exists()  # replaced whole, not merged
@@ -85,14 +116,35 @@ def test_ablation_then_recipe_then_evaluate_only(tmp_path, shared_data):
 @pytest.mark.shared_data
 def test_evaluate_only_needs_a_model_built_by_the_recipe(tmp_path, shared_data):
     with pytest.raises(SystemExit) as err:
-        default_model.main(["--ktas", str(shared_data / "ktas" / "data.csv"), "--work", str(tmp_path / "w"),
-                            "--out", str(tmp_path / "empty"), "--config", str(TINY), "--evaluate-only"])
+        default_model.main(
+            [
+                "--ktas",
+                str(shared_data / "ktas" / "data.csv"),
+                "--work",
+                str(tmp_path / "w"),
+                "--out",
+                str(tmp_path / "empty"),
+                "--config",
+                str(TINY),
+                "--evaluate-only",
+            ]
+        )
     assert "pretrain_log.json" in str(err.value)
 
 
 def _summary(seed: int, change: dict, fidelity: float) -> dict:
-    return {"seed": seed, "change": change, "fidelity": fidelity, "critical_named": 0.5, "macro_f1": 0.3,
-            "accuracy": 0.5, "n": 127, "stage1_steps": 500, "stage2_steps": 80, "stage1_fidelity_probe": 0.1}
+    return {
+        "seed": seed,
+        "change": change,
+        "fidelity": fidelity,
+        "critical_named": 0.5,
+        "macro_f1": 0.3,
+        "accuracy": 0.5,
+        "n": 127,
+        "stage1_steps": 500,
+        "stage2_steps": 80,
+        "stage1_fidelity_probe": 0.1,
+    }
 
 
 def test_collect_ablation_gives_mean_and_sd_per_arm_in_arm_order(tmp_path):
@@ -123,6 +175,7 @@ def test_stage2_config_points_at_the_splits_and_the_balanced_file(tmp_path):
 
 def test_class_balance_lifts_the_rare_levels():
     from r2d.data import Example
+
     examples = [Example(f"case {i}", label) for label, n in (("1", 18), ("3", 340), ("5", 52)) for i in range(n)]
     assert default_model.balance_factors(examples) == {"1": 4, "3": 1, "5": 3}
     out = default_model.balanced(examples)
@@ -142,21 +195,43 @@ def test_publish_replaces_in_one_step(tmp_path):
 @pytest.mark.shared_data
 def test_missing_ablation_file_is_a_clear_error(tmp_path, shared_data):
     with pytest.raises(SystemExit) as err:
-        default_model.main(["--ktas", str(shared_data / "ktas" / "data.csv"), "--work", str(tmp_path / "w"),
-                            "--out", str(tmp_path / "o"), "--config", str(TINY),
-                            "--ablation-from", str(tmp_path / "nope.json")])
+        default_model.main(
+            [
+                "--ktas",
+                str(shared_data / "ktas" / "data.csv"),
+                "--work",
+                str(tmp_path / "w"),
+                "--out",
+                str(tmp_path / "o"),
+                "--config",
+                str(TINY),
+                "--ablation-from",
+                str(tmp_path / "nope.json"),
+            ]
+        )
     assert "nope.json" in str(err.value)
 
 
 def test_bad_data_path_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
-        default_model.main(["--ktas", str(tmp_path / "missing.csv"), "--work", str(tmp_path / "w"),
-                            "--out", str(tmp_path / "o"), "--config", str(TINY)])
+        default_model.main(
+            [
+                "--ktas",
+                str(tmp_path / "missing.csv"),
+                "--work",
+                str(tmp_path / "w"),
+                "--out",
+                str(tmp_path / "o"),
+                "--config",
+                str(TINY),
+            ]
+        )
     assert "missing.csv" in str(err.value) or "missing.csv" in capsys.readouterr().err
 
 
 def test_unknown_ablation_arm_is_a_clear_error(tmp_path):
     from r2d.errors import ConfigError
+
     with pytest.raises(ConfigError, match="no such lever"):
         default_model.run_ablation(load_config(TINY), {}, tmp_path, [0], 2, 2, only=["no such lever"])
 
@@ -164,7 +239,8 @@ def test_unknown_ablation_arm_is_a_clear_error(tmp_path):
 def test_the_committed_config_loads_and_a_retired_test_files_key_is_ignored(tmp_path):
     committed = json.loads((default_model.DEFAULT_OUT / "r2d_config.json").read_text(encoding="utf-8"))
     assert load_config(default_model.DEFAULT_OUT / "r2d_config.json").data.val_files == tuple(
-        committed["data"]["val_files"])
+        committed["data"]["val_files"]
+    )
     old = tmp_path / "r2d_config.json"  # as builds before data.test_files was retired wrote it
     old.write_text(json.dumps({**committed, "data": {**committed["data"], "test_files": ["test.jsonl"]}}))
     assert load_config(old) == load_config(default_model.DEFAULT_OUT / "r2d_config.json")

@@ -1,5 +1,6 @@
 """The team-written free-text evaluation set (assets/eval/): readable by the project's loaders, the counts its
 README states, its own notes (not from examples/ or the KTAS data), and never read by a training path."""
+
 from __future__ import annotations
 
 import json
@@ -93,9 +94,16 @@ def test_no_training_path_reads_the_evaluation_set(root):
     # so that no data build can pick it up
     pattern = re.compile(r"free_text_notes|assets\W{1,8}eval\b")
     allowed = {root / "training" / "evaluate.py"}
-    files = [p for folder in ("training", "r2d") for p in (root / folder).rglob("*")
-             if p.is_file() and p.suffix in (".py", ".json", ".md", ".txt", ".yaml", ".yml", ".sh")]
+    files = [
+        p
+        for folder in ("training", "r2d")
+        for p in (root / folder).rglob("*")
+        if p.is_file() and p.suffix in (".py", ".json", ".md", ".txt", ".yaml", ".yml", ".sh")
+    ]
     assert len(files) > 10
-    offenders = [str(p.relative_to(root)) for p in files
-                 if p not in allowed and pattern.search(p.read_text(encoding="utf-8", errors="replace"))]
+    offenders = [
+        str(p.relative_to(root))
+        for p in files
+        if p not in allowed and pattern.search(p.read_text(encoding="utf-8", errors="replace"))
+    ]
     assert offenders == []

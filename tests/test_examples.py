@@ -1,4 +1,5 @@
 """examples/triage_cases.jsonl: loads with the project loader, covers every level, reads like the KTAS narratives."""
+
 from __future__ import annotations
 
 import re
@@ -6,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from r2d.data import load_examples
 from r2d.checks.rules import KTAS_LABEL_NAMES
+from r2d.data import load_examples
 
 # the sentence frame of r2d.sources.ktas_case_text: the KTAS-trained model reads exactly this shape
 NARRATIVE = re.compile(
@@ -16,7 +17,8 @@ NARRATIVE = re.compile(
     r"(Chief complaint: [^?]+\.|Chief complaint not recorded\.) "
     r"Mental status: (alert|responds to voice|responds to pain|unresponsive|not recorded)\. "
     r"(No pain|Pain score \d+/10|Pain present, score not recorded|Pain not recorded)\. "
-    r"(Vital signs not recorded|(Blood pressure|Systolic blood pressure|Diastolic blood pressure) [^?]+)\.$")
+    r"(Vital signs not recorded|(Blood pressure|Systolic blood pressure|Diastolic blood pressure) [^?]+)\.$"
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,7 @@ def test_examples_include_a_child_and_missing_vitals(cases):
 @pytest.mark.shared_data
 def test_ktas_adapter_output_fits_the_same_frame(shared_data, cases):
     from r2d.sources import load_ktas
+
     ktas = load_ktas(shared_data / "ktas" / "data.csv")
     assert all(NARRATIVE.match(e.case_text) for e in ktas)
     assert not {e.case_text for e in cases} & {e.case_text for e in ktas}  # written, not copied

@@ -1,5 +1,6 @@
 """Export to Stage 2: schema, splits, policy, sidecar, identifier scan, CSV injection (a Stage-2 run on an export:
 test_training_smoke.py)."""
+
 from __future__ import annotations
 
 import csv
@@ -11,21 +12,46 @@ import pytest
 
 from r2d.data import load_examples
 from r2d.errors import ReviewActionError
-from r2d.review.export import (EXPORT_META_FILENAME, PROVENANCE, RATIONALE_SOURCE, RESOLUTION, ExportPolicy,
-                        export_cases, export_stage2_dataset, findings_message, level_findings, pending_cases,
-                        preview_export, resolve, scan_identifiers, scan_reviews, select_reviews)
+from r2d.review.export import (
+    EXPORT_META_FILENAME,
+    PROVENANCE,
+    RATIONALE_SOURCE,
+    RESOLUTION,
+    ExportPolicy,
+    export_cases,
+    export_stage2_dataset,
+    findings_message,
+    level_findings,
+    pending_cases,
+    preview_export,
+    resolve,
+    scan_identifiers,
+    scan_reviews,
+    select_reviews,
+)
 from r2d.review.store import ReviewRecord, ReviewStore, case_id_for
 
 
 @pytest.fixture(scope="session")
 def review(make_review):
     """review(i, label, action, rating, **overrides): case i of a distinct case text, a rationale naming its label."""
+
     def build(i: int, label: str = "2", action: str = "edited", rating: int | None = 4, **overrides) -> ReviewRecord:
-        values = dict(case_text=f"case {i}: chest pain, HR {100 + i}, BP 90/60", action=action, model_label=label,
-                      model_rationale="model words", model_probabilities={str(k): 0.2 for k in range(1, 6)},
-                      final_label=label, final_rationale=f"Nurse rationale {i} for level {label}.", rating=rating,
-                      consistency_label=label, comment="", time_on_task_s=None)
+        values = dict(
+            case_text=f"case {i}: chest pain, HR {100 + i}, BP 90/60",
+            action=action,
+            model_label=label,
+            model_rationale="model words",
+            model_probabilities={str(k): 0.2 for k in range(1, 6)},
+            final_label=label,
+            final_rationale=f"Nurse rationale {i} for level {label}.",
+            rating=rating,
+            consistency_label=label,
+            comment="",
+            time_on_task_s=None,
+        )
         return make_review(f"s-{i}-{label}-{action}", **{**values, **overrides})
+
     return build
 
 
@@ -40,33 +66,39 @@ def reviewed_store(store, review) -> ReviewStore:
 # --- identifier scan ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, kind, found", [
-    ("Seen with Mr. John Smith at the door.", "name", "Mr. John Smith"),
-    ("Dr Patel agreed.", "name", "Dr Patel"),
-    ("the patient named Maria Lopez arrived", "name", "patient named Maria Lopez"),
-    ("Call back on 555-123-4567 tonight.", "phone", "555-123-4567"),
-    ("Phone +44 20 7946 0958.", "phone", "+44 20 7946 0958"),
-    ("Visit on 12/03/2024 for the same pain.", "date", "12/03/2024"),
-    ("Born 1956-04-02.", "date", "1956-04-02"),
-    ("Admitted 3 March 2021 with sepsis.", "date", "3 March 2021"),
-    ("Seen March 3, 2021.", "date", "March 3, 2021"),
-    ("MRN: 00123456 on file.", "id_number", "MRN: 00123456"),
-    ("hospital number AB12345", "id_number", "hospital number AB12345"),
-    ("Number 123456789 on the wristband.", "id_number", "123456789"),
-    ("Email jane.doe@example.org later.", "email", "jane.doe@example.org"),
-])
+@pytest.mark.parametrize(
+    "text, kind, found",
+    [
+        ("Seen with Mr. John Smith at the door.", "name", "Mr. John Smith"),
+        ("Dr Patel agreed.", "name", "Dr Patel"),
+        ("the patient named Maria Lopez arrived", "name", "patient named Maria Lopez"),
+        ("Call back on 555-123-4567 tonight.", "phone", "555-123-4567"),
+        ("Phone +44 20 7946 0958.", "phone", "+44 20 7946 0958"),
+        ("Visit on 12/03/2024 for the same pain.", "date", "12/03/2024"),
+        ("Born 1956-04-02.", "date", "1956-04-02"),
+        ("Admitted 3 March 2021 with sepsis.", "date", "3 March 2021"),
+        ("Seen March 3, 2021.", "date", "March 3, 2021"),
+        ("MRN: 00123456 on file.", "id_number", "MRN: 00123456"),
+        ("hospital number AB12345", "id_number", "hospital number AB12345"),
+        ("Number 123456789 on the wristband.", "id_number", "123456789"),
+        ("Email jane.doe@example.org later.", "email", "jane.doe@example.org"),
+    ],
+)
 def test_scan_finds_likely_identifiers(text, kind, found):
     findings = scan_identifiers(text)
     assert [(f.kind, f.text) for f in findings] == [(kind, found)]
-    assert text[findings[0].start:findings[0].end] == found
+    assert text[findings[0].start : findings[0].end] == found
 
 
-@pytest.mark.parametrize("text", [
-    "72-year-old man, crushing chest pain, sweating, BP 88/50, HR 124",
-    "SpO2 80 percent, RR 6, temperature 38.4, pain 6/10, GCS 14",
-    "KTAS 2: Emergency. Dr. (not named) on call; level 3 in 30 min",
-    "Hypotension with tachycardia and chest pain suggests shock; emergent care.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "72-year-old man, crushing chest pain, sweating, BP 88/50, HR 124",
+        "SpO2 80 percent, RR 6, temperature 38.4, pain 6/10, GCS 14",
+        "KTAS 2: Emergency. Dr. (not named) on call; level 3 in 30 min",
+        "Hypotension with tachycardia and chest pain suggests shock; emergent care.",
+    ],
+)
 def test_scan_does_not_flag_clinical_numbers(text):
     assert scan_identifiers(text) == []
 
@@ -103,11 +135,14 @@ def test_policy_filters_actions_ratings_and_consistency(store, tmp_path, review)
     assert ids(ExportPolicy(require_consistent=True)) == ["1", "2"]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"actions": ()}, "non-empty subset"),
-    ({"actions": ("deleted",)}, "non-empty subset"),
-    ({"min_rating": 6}, "min_rating must be 0-5"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"actions": ()}, "non-empty subset"),
+        ({"actions": ("deleted",)}, "non-empty subset"),
+        ({"min_rating": 6}, "min_rating must be 0-5"),
+    ],
+)
 def test_bad_policies_are_refused(kwargs, message):
     with pytest.raises(ReviewActionError, match=message):
         ExportPolicy(**kwargs)
@@ -140,15 +175,20 @@ def test_export_writes_the_stage2_schema(reviewed_store, tmp_path):
         assert e.example_id == by_case[e.case_text].case_id
     row = json.loads(result.files["train"].read_text().splitlines()[0])
     assert set(row) == {"id", "question", "label", "rationale", "rationale_source", *PROVENANCE}
-    assert (row["reviewers"], row["action"], row["model_id"], row["resolution"]) == (
-        ["Nurse A"], "edited", "fake-r2d", "single") and row["rating"] == 4 and len(row["review_ids"]) == 1
+    assert (
+        (row["reviewers"], row["action"], row["model_id"], row["resolution"])
+        == (["Nurse A"], "edited", "fake-r2d", "single")
+        and row["rating"] == 4
+        and len(row["review_ids"]) == 1
+    )
 
 
 def test_export_loads_with_hf_datasets(reviewed_store, tmp_path):
     datasets = pytest.importorskip("datasets")
     result = export_stage2_dataset(reviewed_store, tmp_path / "out", ExportPolicy(), val_fraction=0.2)
-    ds = datasets.load_dataset("json", data_files={k: str(p) for k, p in result.files.items()},
-                               cache_dir=str(tmp_path / "hf_cache"))
+    ds = datasets.load_dataset(
+        "json", data_files={k: str(p) for k, p in result.files.items()}, cache_dir=str(tmp_path / "hf_cache")
+    )
     assert ds["train"].num_rows + ds["val"].num_rows == 20
     assert {"question", "label", "rationale", "rationale_source", *PROVENANCE} <= set(ds["train"].column_names)
     assert all(isinstance(ids, list) and ids for ids in ds["train"]["review_ids"])
@@ -157,8 +197,9 @@ def test_export_loads_with_hf_datasets(reviewed_store, tmp_path):
 def test_sidecar_records_model_policy_counts_and_findings(reviewed_store, tmp_path, review):
     reviewed_store.submit(review(50, final_rationale="Spoke to Mr. Jones by phone.", label="1"))
     policy = ExportPolicy(min_rating=1)
-    result = export_stage2_dataset(reviewed_store, tmp_path / "out", policy, val_fraction=0.2, exported_by="Nurse A",
-                                   config={"app": {"port": 1}})
+    result = export_stage2_dataset(
+        reviewed_store, tmp_path / "out", policy, val_fraction=0.2, exported_by="Nurse A", config={"app": {"port": 1}}
+    )
     meta = json.loads((tmp_path / "out" / EXPORT_META_FILENAME).read_text())
     assert meta == result.meta
     assert meta["model_ids"] == ["fake-r2d"] and meta["prompt_versions"] == ["r2d-prompts-1"]
@@ -175,16 +216,18 @@ def test_sidecar_records_model_policy_counts_and_findings(reviewed_store, tmp_pa
     heads = reviewed_store.chain_heads()
     assert set(meta["audit_chain_heads"]) == set(heads) and len(meta["audit_chain_heads"]["reviews"]) == 64
     assert {t: h for t, h in meta["audit_chain_heads"].items() if t != "exports"} == {
-        t: h for t, h in heads.items() if t != "exports"} and meta["audit_chain_heads"]["exports"] != heads["exports"]
+        t: h for t, h in heads.items() if t != "exports"
+    } and meta["audit_chain_heads"]["exports"] != heads["exports"]
     reviewed_store.submit(review(51))
     assert reviewed_store.chain_heads()["reviews"] != meta["audit_chain_heads"]["reviews"]
 
 
 def test_test_csv_neutralises_formulas_and_round_trips(store, tmp_path, review):
-    evil = "=HYPERLINK(\"http://evil\",\"click\")"
+    evil = '=HYPERLINK("http://evil","click")'
     for i in range(10):
-        store.submit(review(i, label=str(i % 2 + 1), final_rationale=evil if i % 2 else "+1 for shock",
-                            case_text=f"@case {i}"))
+        store.submit(
+            review(i, label=str(i % 2 + 1), final_rationale=evil if i % 2 else "+1 for shock", case_text=f"@case {i}")
+        )
     result = export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), val_fraction=0.2, test_csv=True, seed=3)
     assert set(result.files) == {"train", "val", "test"} and result.files["test"].suffix == ".csv"
     with result.files["test"].open(newline="") as f:
@@ -204,13 +247,16 @@ def test_tiny_exports_still_fill_every_split(store, tmp_path, review):
     assert all(len(load_examples(p)) >= 1 for p in result.files.values())
 
 
-@pytest.mark.parametrize("n_reviews, kwargs, message", [
-    (0, {}, "only 0 review"),
-    (1, {}, "need at least 2"),
-    (2, {"test_csv": True}, "need at least 3"),
-    (5, {"val_fraction": 0.0}, "must be in"),
-    (5, {"val_fraction": 0.6, "test_csv": True}, "leave rows for training"),
-])
+@pytest.mark.parametrize(
+    "n_reviews, kwargs, message",
+    [
+        (0, {}, "only 0 review"),
+        (1, {}, "need at least 2"),
+        (2, {"test_csv": True}, "need at least 3"),
+        (5, {"val_fraction": 0.0}, "must be in"),
+        (5, {"val_fraction": 0.6, "test_csv": True}, "leave rows for training"),
+    ],
+)
 def test_exports_that_cannot_work_are_refused(store, tmp_path, n_reviews, kwargs, message, review):
     for i in range(n_reviews):
         store.submit(review(i))
@@ -287,14 +333,28 @@ def test_resolve_one_review_agreement_and_a_tie(review):
 def issue_case(review, who: str, **overrides):
     """The model wrote HR 109; nurse A corrected it to 135 and rated it, nurse B accepted it."""
     model = "Tachycardia HR 109/min with chest pain: emergency."
-    values = dict(case_text="case 7: chest pain, HR 135, BP 90/60", reviewer=who, submission_id=f"i-{who}",
-                  model_rationale=model, final_rationale=model, action="accepted", rating=None, comment="")
+    values = dict(
+        case_text="case 7: chest pain, HR 135, BP 90/60",
+        reviewer=who,
+        submission_id=f"i-{who}",
+        model_rationale=model,
+        final_rationale=model,
+        action="accepted",
+        rating=None,
+        comment="",
+    )
     return review(7, **{**values, **overrides})
 
 
 def edited_by_a(review):
-    return issue_case(review, "A", final_rationale="Tachycardia HR 135/min with chest pain: emergency.",
-                      action="edited", rating=4, comment="the model misread the HR")
+    return issue_case(
+        review,
+        "A",
+        final_rationale="Tachycardia HR 135/min with chest pain: emergency.",
+        action="edited",
+        rating=4,
+        comment="the model misread the HR",
+    )
 
 
 @pytest.mark.parametrize("order", ["edit first", "acceptance first"])
@@ -302,7 +362,7 @@ def test_an_edit_wins_over_an_unedited_acceptance(store, tmp_path, review, order
     """A corrected the rationale, B then accepted the model's text with the same label. The export
     used to take B's uncorrected text by 'majority', count 0 edited and drop A's rating and comment."""
     a, b = edited_by_a(review), issue_case(review, "B")
-    for r in ([a, b] if order == "edit first" else [b, a]):
+    for r in [a, b] if order == "edit first" else [b, a]:
         store.submit(r)
     for i in range(3):
         store.submit(review(20 + i))
@@ -337,9 +397,15 @@ def test_comments_travel_with_the_rows_and_are_scanned(store, tmp_path, review):
     assert [(f.field, f.text) for f in findings] == [("comment", "Mrs. Brown")]
     result = export_stage2_dataset(store, tmp_path / "out", ExportPolicy(), val_fraction=0.25, test_csv=True)
     assert [f.text for f in result.findings] == ["Mrs. Brown"]
-    rows = [r for p in result.files.values() for r in (
-        [json.loads(line) for line in p.read_text().splitlines()] if p.suffix == ".jsonl"
-        else list(csv.DictReader(p.open(newline=""))))]
+    rows = [
+        r
+        for p in result.files.values()
+        for r in (
+            [json.loads(line) for line in p.read_text().splitlines()]
+            if p.suffix == ".jsonl"
+            else list(csv.DictReader(p.open(newline="")))
+        )
+    ]
     row = next(r for r in rows if r["case_id"] == reviews[0].case_id or r["question"].startswith("case 7"))
     comments = row["comments"] if isinstance(row["comments"], list) else json.loads(row["comments"])
     assert comments == ["the model misread the HR", "ask Mrs. Brown, she saw it\nsecond; line"]
@@ -357,8 +423,10 @@ def test_a_rationale_naming_another_level_is_flagged_before_export(store, tmp_pa
 
 def test_a_crash_while_writing_leaves_no_export_folder(tmp_path, reviewed_store, monkeypatch):
     from r2d.review import export
+
     def crash(*args, **kwargs):
         raise OSError("disk full")
+
     monkeypatch.setattr(export, "_write_meta", crash)
     with pytest.raises(OSError, match="disk full"):
         export_stage2_dataset(reviewed_store, tmp_path / "exports" / "run1", ExportPolicy(), val_fraction=0.2)
@@ -376,6 +444,7 @@ def test_a_half_export_is_never_offered_and_is_swept(tmp_path):
     import os
 
     from r2d.review.export import is_complete_export, sweep_partial_exports
+
     done, half, fresh = tmp_path / "export-1", tmp_path / ".export-2.partial-ab12", tmp_path / ".export-3.partial-cd34"
     for folder in (done, half, fresh):
         folder.mkdir()
@@ -392,6 +461,7 @@ def test_a_half_export_is_never_offered_and_is_swept(tmp_path):
 
 def test_the_fingerprint_changes_with_the_policy_or_any_finding():
     from r2d.review.export import RecordFinding, findings_fingerprint
+
     found = [RecordFinding("c1", "rationale", "phone", "555-0100")]
     policy = ExportPolicy()
     same = findings_fingerprint(policy, [RecordFinding("c1", "rationale", "phone", "555-0100")])
@@ -403,6 +473,7 @@ def test_the_fingerprint_changes_with_the_policy_or_any_finding():
 
 def test_an_export_writes_only_what_the_reviewer_saw_scanned(reviewed_store, tmp_path, review):
     from r2d.review.export import findings_fingerprint
+
     policy = ExportPolicy()
     _, findings = preview_export(reviewed_store, policy)
     seen = findings_fingerprint(policy, findings)
@@ -411,7 +482,8 @@ def test_an_export_writes_only_what_the_reviewer_saw_scanned(reviewed_store, tmp
         export_stage2_dataset(reviewed_store, tmp_path / "stale", policy, expect_fingerprint=seen)
     assert not (tmp_path / "stale").exists()
     _, findings = preview_export(reviewed_store, policy)
-    result = export_stage2_dataset(reviewed_store, tmp_path / "seen", policy,
-                                   expect_fingerprint=findings_fingerprint(policy, findings))
+    result = export_stage2_dataset(
+        reviewed_store, tmp_path / "seen", policy, expect_fingerprint=findings_fingerprint(policy, findings)
+    )
     recorded = result.meta["identifier_findings"] + result.meta["level_findings"]
     assert recorded == [f.to_dict() for f in findings] and any("Smith" in f["text"] for f in recorded)

@@ -1,4 +1,5 @@
 """The export CLI: same files as the app's button, blocked by likely identifiers unless told otherwise."""
+
 from __future__ import annotations
 
 import json
@@ -13,15 +14,28 @@ from training import export_reviews
 @pytest.fixture()
 def fill(store, make_review):
     """fill(n, rationale): the shared store with n reviews of sore-throat cases, alternately accepted and edited."""
+
     def build(n: int = 6, rationale: str = "Stable vitals, minor complaint.") -> ReviewStore:
         for i in range(n):
             label = str(i % 2 + 4)
-            store.submit(make_review(f"s{i}", case_text=f"case {i}: sore throat, HR {80 + i}",
-                                     action="accepted" if i % 2 else "edited", model_label=label,
-                                     model_rationale=rationale, model_probabilities={"4": 0.5, "5": 0.5},
-                                     final_label=label, final_rationale=rationale, rating=i % 5 + 1, comment="",
-                                     consistency_label=None, time_on_task_s=None))
+            store.submit(
+                make_review(
+                    f"s{i}",
+                    case_text=f"case {i}: sore throat, HR {80 + i}",
+                    action="accepted" if i % 2 else "edited",
+                    model_label=label,
+                    model_rationale=rationale,
+                    model_probabilities={"4": 0.5, "5": 0.5},
+                    final_label=label,
+                    final_rationale=rationale,
+                    rating=i % 5 + 1,
+                    comment="",
+                    consistency_label=None,
+                    time_on_task_s=None,
+                )
+            )
         return store
+
     return build
 
 
@@ -58,11 +72,14 @@ def test_identifiers_block_the_export_unless_allowed(tmp_path, capsys, fill):
     assert json.loads((out / "export_meta.json").read_text())["identifier_findings"]
 
 
-@pytest.mark.parametrize("setup, argv_tail, message", [
-    ("not_a_db", [], "not a SQLite review database"),
-    ("empty", [], "no current review matches"),
-    ("full", ["--min-rating", "9"], "min_rating must be 0-5"),
-])
+@pytest.mark.parametrize(
+    "setup, argv_tail, message",
+    [
+        ("not_a_db", [], "not a SQLite review database"),
+        ("empty", [], "no current review matches"),
+        ("full", ["--min-rating", "9"], "min_rating must be 0-5"),
+    ],
+)
 def test_cli_errors_exit_with_a_message(tmp_path, setup, argv_tail, message, fill):
     db = tmp_path / "r.sqlite3"
     if setup == "not_a_db":

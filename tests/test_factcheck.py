@@ -1,24 +1,37 @@
 """r2d.checks.factcheck: hand-written faithful and unfaithful (case, rationale) pairs, both directions, on the KTAS
 narrative and on free-text notes; the rule writer and the checker agree on every KTAS row."""
+
 from __future__ import annotations
 
 import random
 
 import pytest
 
-from r2d.checks.factcheck import (KINDS, LABEL_MASK, case_has_triage_facts, check_rationale, fidelity_summary,
-                           least_contradicted,
-                           mask_label_mentions, parse_case, read_case)
+from r2d.checks.factcheck import (
+    KINDS,
+    LABEL_MASK,
+    case_has_triage_facts,
+    check_rationale,
+    fidelity_summary,
+    least_contradicted,
+    mask_label_mentions,
+    parse_case,
+    read_case,
+)
 from r2d.checks.rules import ARRIVAL_MODES, MENTAL_STATES, VITALS, TriageFacts, write_rationale
 from r2d.sources import ktas_case_text
 
 # the first example case of examples/: the one the issue tried
-COLLAPSE = ("68-year-old man, arrived by public ambulance, not an injury. Chief complaint: collapse, not breathing "
-            "normally. Mental status: unresponsive. Pain not recorded. Blood pressure 70/40 mmHg, heart rate 38/min, "
-            "respiratory rate 6/min, temperature not recorded, SpO2 78%.")
-SORE_THROAT = ("40-year-old woman, walked in, not an injury. Chief complaint: sore throat. Mental status: alert. "
-               "Pain score 2/10. Blood pressure 120/80 mmHg, heart rate 80/min, respiratory rate 16/min, "
-               "temperature 36.8 °C, SpO2 98%.")
+COLLAPSE = (
+    "68-year-old man, arrived by public ambulance, not an injury. Chief complaint: collapse, not breathing "
+    "normally. Mental status: unresponsive. Pain not recorded. Blood pressure 70/40 mmHg, heart rate 38/min, "
+    "respiratory rate 6/min, temperature not recorded, SpO2 78%."
+)
+SORE_THROAT = (
+    "40-year-old woman, walked in, not an injury. Chief complaint: sore throat. Mental status: alert. "
+    "Pain score 2/10. Blood pressure 120/80 mmHg, heart rate 80/min, respiratory rate 16/min, "
+    "temperature 36.8 °C, SpO2 98%."
+)
 FREE_TEXT = "Pt c/o SOB since this morning. BP 90/60, HR 124, RR 28, T 38.5, sats 91% on air, GCS 14, pain 7/10."
 
 
@@ -40,14 +53,28 @@ def test_reads_free_text_notations():
     case = read_case(FREE_TEXT)
     f = case.facts
     assert (f.sbp, f.dbp, f.heart_rate, f.resp_rate, f.temperature, f.spo2, f.pain_score) == (
-        90, 60, 124, 28, 38.5, 91, 7)
+        90,
+        60,
+        124,
+        28,
+        38.5,
+        91,
+        7,
+    )
     assert case.gcs == 14 and f.mental == "verbal"  # GCS 13-14 ~ V on AVPU
 
 
-@pytest.mark.parametrize("text, state", [("Patient responds only to voice.", "verbal"),
-                                         ("Responds to pain, GCS 8.", "pain"), ("Found unconscious.", "unresponsive"),
-                                         ("Alert and oriented.", "alert"), ("GCS 15, walking.", "alert"),
-                                         ("U on AVPU after the fall.", "unresponsive")])
+@pytest.mark.parametrize(
+    "text, state",
+    [
+        ("Patient responds only to voice.", "verbal"),
+        ("Responds to pain, GCS 8.", "pain"),
+        ("Found unconscious.", "unresponsive"),
+        ("Alert and oriented.", "alert"),
+        ("GCS 15, walking.", "alert"),
+        ("U on AVPU after the fall.", "unresponsive"),
+    ],
+)
 def test_reads_avpu_words_and_gcs(text, state):
     assert parse_case(text).mental == state
 
@@ -56,17 +83,36 @@ def test_round_trips_every_generated_narrative():
     rng = random.Random(1)
     for _ in range(300):
         maybe = lambda v: None if rng.random() < 0.2 else v  # noqa: E731
-        facts = TriageFacts(age=maybe(rng.randint(16, 99)), sex=maybe(rng.choice(["female", "male"])),
-                            arrival=maybe(rng.choice(ARRIVAL_MODES)), injury=maybe(rng.random() < 0.3),
-                            chief_complaint=maybe("abd pain"), mental=maybe(rng.choice(MENTAL_STATES)),
-                            pain=True, pain_score=maybe(rng.randint(0, 10)), sbp=maybe(rng.randint(50, 240)),
-                            dbp=maybe(rng.randint(30, 140)), heart_rate=maybe(rng.randint(30, 170)),
-                            resp_rate=maybe(rng.randint(6, 36)), temperature=maybe(round(rng.uniform(34, 41), 1)),
-                            spo2=maybe(rng.randint(60, 100)))
+        facts = TriageFacts(
+            age=maybe(rng.randint(16, 99)),
+            sex=maybe(rng.choice(["female", "male"])),
+            arrival=maybe(rng.choice(ARRIVAL_MODES)),
+            injury=maybe(rng.random() < 0.3),
+            chief_complaint=maybe("abd pain"),
+            mental=maybe(rng.choice(MENTAL_STATES)),
+            pain=True,
+            pain_score=maybe(rng.randint(0, 10)),
+            sbp=maybe(rng.randint(50, 240)),
+            dbp=maybe(rng.randint(30, 140)),
+            heart_rate=maybe(rng.randint(30, 170)),
+            resp_rate=maybe(rng.randint(6, 36)),
+            temperature=maybe(round(rng.uniform(34, 41), 1)),
+            spo2=maybe(rng.randint(60, 100)),
+        )
         read = parse_case(ktas_case_text(facts))
         assert read.pain_score == (facts.pain_score or None)  # "No pain." for a score of 0
-        for field in ("age", "mental", "sbp", "dbp", "heart_rate", "resp_rate", "temperature",
-                      "spo2", "chief_complaint", "injury"):
+        for field in (
+            "age",
+            "mental",
+            "sbp",
+            "dbp",
+            "heart_rate",
+            "resp_rate",
+            "temperature",
+            "spo2",
+            "chief_complaint",
+            "injury",
+        ):
             assert getattr(read, field) == getattr(facts, field), (field, ktas_case_text(facts))
         fc = check_rationale(ktas_case_text(facts), write_rationale(facts))
         assert fc.faithful and fc.critical_named, (ktas_case_text(facts), write_rationale(facts), fc)
@@ -83,25 +129,32 @@ def test_a_triage_case_has_facts(text):
     assert case_has_triage_facts(text)
 
 
-@pytest.mark.parametrize("text, complaint", [("Chief complaint: abd. pain. Mental status: alert.", "abd. pain"),
-                                             ("Presenting with: chest pain; BP 120/80.", "chest pain"),
-                                             ("Chief complaint: arm pain, lt. HR 80.", "arm pain, lt")])
+@pytest.mark.parametrize(
+    "text, complaint",
+    [
+        ("Chief complaint: abd. pain. Mental status: alert.", "abd. pain"),
+        ("Presenting with: chest pain; BP 120/80.", "chest pain"),
+        ("Chief complaint: arm pain, lt. HR 80.", "arm pain, lt"),
+    ],
+)
 def test_complaints_keep_their_abbreviations(text, complaint):
     assert parse_case(text).chief_complaint == complaint
-
 
 
 # --- faithful rationales pass ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rationale", [
-    "Unresponsive after a collapse with agonal breathing (RR 6/min), SpO2 78%, HR 38/min and BP 70/40 mmHg: "
-    "peri-arrest, needs airway support and resuscitation now.",
-    "Chief complaint: collapse, not breathing normally. Unresponsive, SpO2 78% (hypoxaemia, below 92%), "
-    "respiratory rate 6/min (bradypnoea, below 10/min), systolic BP 70 mmHg (hypotension, below 90 mmHg), "
-    "heart rate 38/min (bradycardia, below 50/min), arrived by ambulance: consciousness is impaired.",
-    "Hypotensive, bradycardic, bradypnoea and hypoxic; unresponsive. Temperature not recorded.",
-])
+@pytest.mark.parametrize(
+    "rationale",
+    [
+        "Unresponsive after a collapse with agonal breathing (RR 6/min), SpO2 78%, HR 38/min and BP 70/40 mmHg: "
+        "peri-arrest, needs airway support and resuscitation now.",
+        "Chief complaint: collapse, not breathing normally. Unresponsive, SpO2 78% (hypoxaemia, below 92%), "
+        "respiratory rate 6/min (bradypnoea, below 10/min), systolic BP 70 mmHg (hypotension, below 90 mmHg), "
+        "heart rate 38/min (bradycardia, below 50/min), arrived by ambulance: consciousness is impaired.",
+        "Hypotensive, bradycardic, bradypnoea and hypoxic; unresponsive. Temperature not recorded.",
+    ],
+)
 def test_faithful_rationales_of_a_critical_case_pass(rationale):
     fc = check_rationale(COLLAPSE, rationale, "1")
     assert fc.faithful, fc.problems
@@ -109,8 +162,9 @@ def test_faithful_rationales_of_a_critical_case_pass(rationale):
 
 
 def test_faithful_free_text_rationale_passes():
-    rationale = ("Short of breath with SpO2 91%, RR 28 and HR 124, febrile at 38.5 °C, BP 90/60, GCS 14, "
-                 "severe pain 7/10.")
+    rationale = (
+        "Short of breath with SpO2 91%, RR 28 and HR 124, febrile at 38.5 °C, BP 90/60, GCS 14, severe pain 7/10."
+    )
     fc = check_rationale(FREE_TEXT, rationale)
     assert fc.faithful, fc.problems
 
@@ -120,54 +174,68 @@ def test_faithful_free_text_rationale_passes():
 
 def test_the_issue_rationale_is_caught_on_every_count():
     """The embedded model's answer to the first example, as the issue quotes it."""
-    rationale = ("Recorded vital signs within adult limits (SpO2 not recorded), alert, no pain: the chief "
-                 "complaint, vagal syncope, still needs timely assessment. This fits KTAS 3 (urgent).")
+    rationale = (
+        "Recorded vital signs within adult limits (SpO2 not recorded), alert, no pain: the chief "
+        "complaint, vagal syncope, still needs timely assessment. This fits KTAS 3 (urgent)."
+    )
     fc = check_rationale(COLLAPSE, rationale, "1")
     found = {p.kind for p in fc.problems}
-    assert {"abnormal_called_normal", "wrong_mental_state", "wrong_complaint", "wrong_level",
-            "wrong_context"} <= found
+    assert {"abnormal_called_normal", "wrong_mental_state", "wrong_complaint", "wrong_level", "wrong_context"} <= found
     assert len(fc.missing_critical) == 5  # unresponsive, SpO2, RR, SBP, HR: none is named
     for p in fc.problems:
         assert 0 <= p.start < p.end <= len(rationale) and p.message
     alert = next(p for p in fc.problems if p.kind == "wrong_mental_state")
-    assert rationale[alert.start:alert.end] == "alert"
+    assert rationale[alert.start : alert.end] == "alert"
 
 
-@pytest.mark.parametrize("rationale, kind", [
-    ("SpO2 97% and heart rate 80/min.", "number_not_in_case"),
-    ("Systolic BP 80 mmHg (severe hypertension, above 180 mmHg).", "normal_called_abnormal"),
-    ("Vital signs within adult limits.", "abnormal_called_normal"),
-    ("Alert, talking in sentences.", "wrong_mental_state"),
-    ("Temperature 38.2 °C.", "number_not_in_case"),  # the case records no temperature
-    ("Chief complaint: ankle sprain.", "wrong_complaint"),
-    ("Walked in, injured, severe pain 8/10.", "wrong_pain"),
-    ("Peri-arrest. This fits KTAS 3 (urgent).", "wrong_level"),
-    ("1", "empty"),
-    ("   ", "empty"),
-])
+@pytest.mark.parametrize(
+    "rationale, kind",
+    [
+        ("SpO2 97% and heart rate 80/min.", "number_not_in_case"),
+        ("Systolic BP 80 mmHg (severe hypertension, above 180 mmHg).", "normal_called_abnormal"),
+        ("Vital signs within adult limits.", "abnormal_called_normal"),
+        ("Alert, talking in sentences.", "wrong_mental_state"),
+        ("Temperature 38.2 °C.", "number_not_in_case"),  # the case records no temperature
+        ("Chief complaint: ankle sprain.", "wrong_complaint"),
+        ("Walked in, injured, severe pain 8/10.", "wrong_pain"),
+        ("Peri-arrest. This fits KTAS 3 (urgent).", "wrong_level"),
+        ("1", "empty"),
+        ("   ", "empty"),
+    ],
+)
 def test_each_kind_of_error_is_caught(rationale, kind):
     assert kind in kinds(COLLAPSE, rationale, "1")
 
 
-@pytest.mark.parametrize("case, rationale, kind", [
-    (SORE_THROAT, "Tachycardic at rest.", "normal_called_abnormal"),
-    (SORE_THROAT, "Febrile, needs antibiotics.", "normal_called_abnormal"),
-    (SORE_THROAT, "Responds only to pain.", "wrong_mental_state"),
-    (SORE_THROAT, "Severe pain 2/10.", "wrong_pain"),
-    (SORE_THROAT, "No pain.", "wrong_pain"),
-    (SORE_THROAT, "Arrived by ambulance.", "wrong_context"),
-    (SORE_THROAT, "Aged 45, sore throat.", "number_not_in_case"),
-    (FREE_TEXT, "Afebrile, normal vital signs.", "abnormal_called_normal"),
-    (FREE_TEXT, "No tachycardia, GCS 15.", "abnormal_called_normal"),
-    (FREE_TEXT, "GCS 15, alert.", "wrong_mental_state"),
-])
+@pytest.mark.parametrize(
+    "case, rationale, kind",
+    [
+        (SORE_THROAT, "Tachycardic at rest.", "normal_called_abnormal"),
+        (SORE_THROAT, "Febrile, needs antibiotics.", "normal_called_abnormal"),
+        (SORE_THROAT, "Responds only to pain.", "wrong_mental_state"),
+        (SORE_THROAT, "Severe pain 2/10.", "wrong_pain"),
+        (SORE_THROAT, "No pain.", "wrong_pain"),
+        (SORE_THROAT, "Arrived by ambulance.", "wrong_context"),
+        (SORE_THROAT, "Aged 45, sore throat.", "number_not_in_case"),
+        (FREE_TEXT, "Afebrile, normal vital signs.", "abnormal_called_normal"),
+        (FREE_TEXT, "No tachycardia, GCS 15.", "abnormal_called_normal"),
+        (FREE_TEXT, "GCS 15, alert.", "wrong_mental_state"),
+    ],
+)
 def test_errors_in_the_other_direction_are_caught(case, rationale, kind):
     assert kind in kinds(case, rationale), check_rationale(case, rationale)
 
 
 def test_normal_case_with_the_true_normal_statement_passes():
-    assert kinds(SORE_THROAT, "Chief complaint: sore throat. Vital signs within adult limits, alert, mild pain "
-                              "2/10: no sign of an immediate threat in the recorded findings.", "5") == set()
+    assert (
+        kinds(
+            SORE_THROAT,
+            "Chief complaint: sore throat. Vital signs within adult limits, alert, mild pain "
+            "2/10: no sign of an immediate threat in the recorded findings.",
+            "5",
+        )
+        == set()
+    )
 
 
 def test_quoted_limits_are_not_numbers_of_the_case():
@@ -188,8 +256,16 @@ def test_adult_limits_are_not_applied_to_children():
 
 
 def test_every_kind_is_documented():
-    assert set(KINDS) >= {"empty", "number_not_in_case", "normal_called_abnormal", "abnormal_called_normal",
-                          "wrong_mental_state", "wrong_pain", "wrong_complaint", "wrong_level"}
+    assert set(KINDS) >= {
+        "empty",
+        "number_not_in_case",
+        "normal_called_abnormal",
+        "abnormal_called_normal",
+        "wrong_mental_state",
+        "wrong_pain",
+        "wrong_complaint",
+        "wrong_level",
+    }
 
 
 # --- figures over a data set ------------------------------------------------------------------------------
@@ -211,8 +287,9 @@ def test_fidelity_summary_refuses_mismatched_lengths():
 
 @pytest.mark.shared_data
 def test_rule_rationales_of_every_ktas_row_are_faithful(ktas_examples):
-    summary = fidelity_summary([e.case_text for e in ktas_examples], [e.rationale for e in ktas_examples],
-                               [e.label for e in ktas_examples])
+    summary = fidelity_summary(
+        [e.case_text for e in ktas_examples], [e.rationale for e in ktas_examples], [e.label for e in ktas_examples]
+    )
     assert summary["fidelity"] == 1.0 and summary["critical_named"] == 1.0
     assert summary["cases_without_facts"] == 0
 
@@ -220,20 +297,21 @@ def test_rule_rationales_of_every_ktas_row_are_faithful(ktas_examples):
 def test_label_mentions_are_masked():
     text = "Unresponsive, SpO2 78%: this fits KTAS 1 (resuscitation); level 2 would be too low. Pain level 3."
     masked = mask_label_mentions(text, ["Resuscitation", "Emergency"])
-    assert masked == (f"Unresponsive, SpO2 78%: this fits {LABEL_MASK} ({LABEL_MASK}); {LABEL_MASK} would be too "
-                      "low. Pain level 3.")
+    assert masked == (
+        f"Unresponsive, SpO2 78%: this fits {LABEL_MASK} ({LABEL_MASK}); {LABEL_MASK} would be too low. Pain level 3."
+    )
     assert mask_label_mentions("no label here", ["Urgent"]) == "no label here"
 
 
 def test_least_contradicted_picks_the_candidate_the_case_contradicts_least():
-    wrong_rate = "HR 150, BP 90/60, RR 28, SpO2 91%."          # heart rate not the case's, nothing else named
-    faithful = "HR 124, BP 90/60, RR 28, SpO2 91%, GCS 14."    # the case's own values
+    wrong_rate = "HR 150, BP 90/60, RR 28, SpO2 91%."  # heart rate not the case's, nothing else named
+    faithful = "HR 124, BP 90/60, RR 28, SpO2 91%, GCS 14."  # the case's own values
     twice_wrong = "HR 150, BP 120/80, RR 28, SpO2 91%."
     cands = [twice_wrong, wrong_rate, faithful]
     assert check_rationale(FREE_TEXT, faithful).faithful and not check_rationale(FREE_TEXT, wrong_rate).faithful
     assert least_contradicted(FREE_TEXT, cands) == 2
     assert least_contradicted(FREE_TEXT, [twice_wrong, wrong_rate]) == 1  # fewer problems wins
-    assert least_contradicted(FREE_TEXT, [faithful, faithful]) == 0       # ties keep the decoder's order
+    assert least_contradicted(FREE_TEXT, [faithful, faithful]) == 0  # ties keep the decoder's order
 
 
 def test_least_contradicted_prefers_naming_the_critical_findings_on_equal_problems():
@@ -258,42 +336,69 @@ def test_reads_a_note_as_nurses_write_it():
     f = parse_case(NURSE)
     assert (f.age, f.sex, f.arrival, f.chief_complaint) == (55, "female", "public ambulance", "SOB since this morning")
     assert (f.heart_rate, f.sbp, f.dbp, f.temperature, f.spo2, f.mental) == (124, 90, 60, 38.5, 91, "verbal")
-    rationale = ("Chief complaint: shortness of breath since this morning. SpO2 91% (hypoxaemia, below 92%), heart "
-                 "rate 124/min (tachycardia, above 120/min), responds only to voice, fever 38.5 °C, arrived by "
-                 "ambulance: consciousness is impaired, breathing and circulation are at risk.")
+    rationale = (
+        "Chief complaint: shortness of breath since this morning. SpO2 91% (hypoxaemia, below 92%), heart "
+        "rate 124/min (tachycardia, above 120/min), responds only to voice, fever 38.5 °C, arrived by "
+        "ambulance: consciousness is impaired, breathing and circulation are at risk."
+    )
     assert kinds(NURSE, rationale) == set()
 
 
-@pytest.mark.parametrize("text, complaint", [
-    ("Pt c/o chest pain. HR 80.", "chest pain"),
-    ("55M presenting with abd. pain x2 days; BP 120/80", "abd. pain x2 days"),
-    ("Complaining of headache\nBP 120/80", "headache"),
-    ("C/O dizziness. 70 yo M. Alert.", "dizziness"),
-    ("Chest pain since this morning. 55M, BIBA. HR 124 BP 90/60.", "chest pain since this morning"),
-    ("Abd. pain. 40F. Vitals normal.", "abd. pain"),
-    ("D - diarrhea\n40F\nGCS 15", "d - diarrhea"),
-    ("62 yo F\nObs afebrile, BP 185/130", None),  # the line after "62 yo F" is not its complaint
-    ("55M chest pain. HR 124.", "chest pain"),
-    ("HA - headache. GCS 15.", "HA - headache"),
-    ("c/o arm pain, lt, HR 80, alert", "arm pain, lt"),
-    ("CC pain, chest. AVPU A.", "pain, chest"),
-])
+@pytest.mark.parametrize(
+    "text, complaint",
+    [
+        ("Pt c/o chest pain. HR 80.", "chest pain"),
+        ("55M presenting with abd. pain x2 days; BP 120/80", "abd. pain x2 days"),
+        ("Complaining of headache\nBP 120/80", "headache"),
+        ("C/O dizziness. 70 yo M. Alert.", "dizziness"),
+        ("Chest pain since this morning. 55M, BIBA. HR 124 BP 90/60.", "chest pain since this morning"),
+        ("Abd. pain. 40F. Vitals normal.", "abd. pain"),
+        ("D - diarrhea\n40F\nGCS 15", "d - diarrhea"),
+        ("62 yo F\nObs afebrile, BP 185/130", None),  # the line after "62 yo F" is not its complaint
+        ("55M chest pain. HR 124.", "chest pain"),
+        ("HA - headache. GCS 15.", "HA - headache"),
+        ("c/o arm pain, lt, HR 80, alert", "arm pain, lt"),
+        ("CC pain, chest. AVPU A.", "pain, chest"),
+    ],
+)
 def test_reads_the_complaint_of_free_text(text, complaint):
     assert parse_case(text).chief_complaint == complaint
 
 
-@pytest.mark.parametrize("text", ["hello", "Family at bedside.", "55M. Alert. HR 80.", "GCS 15. HR 80.",
-                                  "Hx HTN, DM. BP 120/80.", "Injured. HR 80.", "Female pt. Alert.",
-                                  "No sats. HR 80.", "Vitals normal. Alert.", "What hurts? HR 80.",
-                                  "Chief complaint not recorded. Mental status: alert."])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hello",
+        "Family at bedside.",
+        "55M. Alert. HR 80.",
+        "GCS 15. HR 80.",
+        "Hx HTN, DM. BP 120/80.",
+        "Injured. HR 80.",
+        "Female pt. Alert.",
+        "No sats. HR 80.",
+        "Vitals normal. Alert.",
+        "What hurts? HR 80.",
+        "Chief complaint not recorded. Mental status: alert.",
+    ],
+)
 def test_no_complaint_is_invented(text):
     assert parse_case(text).chief_complaint is None
 
 
-@pytest.mark.parametrize("text, state", [("AVPU: V.", "verbal"), ("AVPU P", "pain"), ("AVPU=U", "unresponsive"),
-                                         ("A&Ox3, HR 80", "alert"), ("AVPU A", "alert"), ("GCS 14/15", "verbal"),
-                                         ("GCS 3", "unresponsive"), ("GCS 11", "pain"),
-                                         ("No pain\nV on AVPU", "verbal")])
+@pytest.mark.parametrize(
+    "text, state",
+    [
+        ("AVPU: V.", "verbal"),
+        ("AVPU P", "pain"),
+        ("AVPU=U", "unresponsive"),
+        ("A&Ox3, HR 80", "alert"),
+        ("AVPU A", "alert"),
+        ("GCS 14/15", "verbal"),
+        ("GCS 3", "unresponsive"),
+        ("GCS 11", "pain"),
+        ("No pain\nV on AVPU", "verbal"),
+    ],
+)
 def test_reads_avpu_letters_and_gcs(text, state):
     assert parse_case(text).mental == state
 
@@ -303,33 +408,50 @@ def test_letters_and_words_that_are_not_avpu(text):
     assert parse_case(text).mental is None
 
 
-@pytest.mark.parametrize("text, age, sex", [("55M c/o cough", 55, "male"), ("55 yo F", 55, "female"),
-                                            ("55 y/o female", 55, "female"), ("Pt 8yo M", 8, "male"),
-                                            ("55-year-old man", 55, "male"), ("T 101F, 30 yo F", 30, "female")])
+@pytest.mark.parametrize(
+    "text, age, sex",
+    [
+        ("55M c/o cough", 55, "male"),
+        ("55 yo F", 55, "female"),
+        ("55 y/o female", 55, "female"),
+        ("Pt 8yo M", 8, "male"),
+        ("55-year-old man", 55, "male"),
+        ("T 101F, 30 yo F", 30, "female"),
+    ],
+)
 def test_reads_ages_and_sex(text, age, sex):
     f = parse_case(text)
     assert (f.age, f.sex) == (age, sex)
 
 
-@pytest.mark.parametrize("text", [
-    "HR 120 bpm, BP 90/60, T 38.5C, RR 24/min, SpO2 91%",
-    "sats 91% on room air; temp 38.5 °C; resp 24; pulse 120; B/P 90/60 mmHg",
-    "91% RA RR 24 T: 38.5 HR: 120 BP: 90/60",
-    "Obs: temp 101.3F HR 120bpm RR 24 BP 90/60 SpO2 91",
-    "BP 90/60\nHR 120\nRR 24\nT 38.5\nsats 91%",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "HR 120 bpm, BP 90/60, T 38.5C, RR 24/min, SpO2 91%",
+        "sats 91% on room air; temp 38.5 °C; resp 24; pulse 120; B/P 90/60 mmHg",
+        "91% RA RR 24 T: 38.5 HR: 120 BP: 90/60",
+        "Obs: temp 101.3F HR 120bpm RR 24 BP 90/60 SpO2 91",
+        "BP 90/60\nHR 120\nRR 24\nT 38.5\nsats 91%",
+    ],
+)
 def test_reads_vitals_in_any_order_with_units_or_none(text):
     f = parse_case(text)
     assert (f.sbp, f.dbp, f.heart_rate, f.resp_rate, f.temperature, f.spo2) == (90, 60, 120, 24, 38.5, 91)
 
 
-@pytest.mark.parametrize("text, read", [
-    ("RR 150/90, HR 80", {"sbp": 150, "dbp": 90, "heart_rate": 80, "resp_rate": None}),  # Riva-Rocci
-    ("RR 150", {"resp_rate": None}),
-    ("6 yo boy, fever 39.5, HR 140", {"temperature": 39.5, "heart_rate": 140}),
-    ("c/o fever for 10 days. HR 80", {"temperature": None, "chief_complaint": "fever for 10 days"}),
-    ("45 yo M presents with abdo pain RLQ, T 38.2, HR 105", {"temperature": 38.2, "chief_complaint": "abdo pain RLQ"}),
-])
+@pytest.mark.parametrize(
+    "text, read",
+    [
+        ("RR 150/90, HR 80", {"sbp": 150, "dbp": 90, "heart_rate": 80, "resp_rate": None}),  # Riva-Rocci
+        ("RR 150", {"resp_rate": None}),
+        ("6 yo boy, fever 39.5, HR 140", {"temperature": 39.5, "heart_rate": 140}),
+        ("c/o fever for 10 days. HR 80", {"temperature": None, "chief_complaint": "fever for 10 days"}),
+        (
+            "45 yo M presents with abdo pain RLQ, T 38.2, HR 105",
+            {"temperature": 38.2, "chief_complaint": "abdo pain RLQ"},
+        ),
+    ],
+)
 def test_free_text_edge_cases(text, read):
     f = parse_case(text)
     assert {k: getattr(f, k) for k in read} == read
@@ -347,50 +469,72 @@ def test_a_value_is_not_read_across_a_line_break():
     assert f.spo2 is None and f.pain_score == 10 and f.heart_rate == 80
 
 
-@pytest.mark.parametrize("note", ["55M c/o cough. Vitals normal. Alert.", "55M c/o cough. Obs stable. Alert.",
-                                  "55M c/o cough, vitals WNL, alert", "55M c/o cough. VSS. Alert.",
-                                  "55M c/o cough. Vital signs within normal limits. Alert."])
+@pytest.mark.parametrize(
+    "note",
+    [
+        "55M c/o cough. Vitals normal. Alert.",
+        "55M c/o cough. Obs stable. Alert.",
+        "55M c/o cough, vitals WNL, alert",
+        "55M c/o cough. VSS. Alert.",
+        "55M c/o cough. Vital signs within normal limits. Alert.",
+    ],
+)
 def test_vitals_normal_supports_within_limits_and_no_number(note):
     case = read_case(note)
     assert case.normal_vitals == set(VITALS) and case.facts.heart_rate is None and case_has_triage_facts(note)
-    assert kinds(note, "Chief complaint: cough. Vital signs within adult limits, alert: no sign of an immediate "
-                       "threat in the recorded findings.") == set()
+    assert (
+        kinds(
+            note,
+            "Chief complaint: cough. Vital signs within adult limits, alert: no sign of an immediate "
+            "threat in the recorded findings.",
+        )
+        == set()
+    )
     assert kinds(note, "Heart rate 80/min, alert.") == {"number_not_in_case"}
     assert "normal_called_abnormal" in kinds(note, "Tachycardic, alert.")
     assert "wrong_context" in kinds(note, "Vital signs not recorded, alert.")
 
 
-@pytest.mark.parametrize("case, rationale", [
-    ("Chief complaint: Abd. pain. HR 80.", "Chief complaint: abdominal pain."),
-    ("Pt c/o abd pain. HR 80.", "Chief complaint: abdominal pain."),
-    ("Pt c/o SOB. HR 80.", "Chief complaint: shortness of breath."),
-    ("Chief complaint: shortness of breath. HR 80.", "Chief complaint: SOB."),
-    ("c/o dyspnoea, HR 80", "Chief complaint: dyspnea."),
-    ("c/o dyspnea, HR 80", "Chief complaint: shortness of breath."),
-    ("c/o L arm pain. HR 80", "Chief complaint: left arm pain."),
-])
+@pytest.mark.parametrize(
+    "case, rationale",
+    [
+        ("Chief complaint: Abd. pain. HR 80.", "Chief complaint: abdominal pain."),
+        ("Pt c/o abd pain. HR 80.", "Chief complaint: abdominal pain."),
+        ("Pt c/o SOB. HR 80.", "Chief complaint: shortness of breath."),
+        ("Chief complaint: shortness of breath. HR 80.", "Chief complaint: SOB."),
+        ("c/o dyspnoea, HR 80", "Chief complaint: dyspnea."),
+        ("c/o dyspnea, HR 80", "Chief complaint: shortness of breath."),
+        ("c/o L arm pain. HR 80", "Chief complaint: left arm pain."),
+    ],
+)
 def test_correct_paraphrases_of_the_complaint_pass(case, rationale):
     assert kinds(case, rationale) == set()
 
 
-@pytest.mark.parametrize("case, rationale", [
-    ("Pt c/o SOB. HR 80.", "Chief complaint: chest pain."),
-    ("Pt c/o abd pain. HR 80.", "Chief complaint: back pain."),
-    ("Chest pain since this morning. 55M, BIBA. HR 80.", "Chief complaint: headache."),
-])
+@pytest.mark.parametrize(
+    "case, rationale",
+    [
+        ("Pt c/o SOB. HR 80.", "Chief complaint: chest pain."),
+        ("Pt c/o abd pain. HR 80.", "Chief complaint: back pain."),
+        ("Chest pain since this morning. 55M, BIBA. HR 80.", "Chief complaint: headache."),
+    ],
+)
 def test_a_wrong_complaint_in_free_text_is_still_caught(case, rationale):
     fc = check_rationale(case, rationale)
     assert {p.kind for p in fc.problems} == {"wrong_complaint"}
     assert "no chief complaint" not in fc.problems[0].message
 
 
-@pytest.mark.parametrize("case, arrival, flagged", [
-    ("62 yo M by private ambulance, c/o chest pain", "private ambulance", False),
-    ("62 yo M BIBA c/o chest pain", "public ambulance", False),
-    ("62 yo M via EMS, c/o chest pain", "public ambulance", False),
-    ("62 yo M, walked in, c/o chest pain", "walking", True),
-    ("62 yo M by private car, c/o chest pain", "private vehicle", True),
-])
+@pytest.mark.parametrize(
+    "case, arrival, flagged",
+    [
+        ("62 yo M by private ambulance, c/o chest pain", "private ambulance", False),
+        ("62 yo M BIBA c/o chest pain", "public ambulance", False),
+        ("62 yo M via EMS, c/o chest pain", "public ambulance", False),
+        ("62 yo M, walked in, c/o chest pain", "walking", True),
+        ("62 yo M by private car, c/o chest pain", "private vehicle", True),
+    ],
+)
 def test_arrival_of_free_text(case, arrival, flagged):
     assert parse_case(case).arrival == arrival
     assert ("wrong_context" in kinds(case, "Chest pain, arrived by ambulance.")) == flagged

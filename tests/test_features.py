@@ -1,14 +1,22 @@
 """training.method.features: which prompts each mode tokenises, lengths from GenerationConfig, raw texts kept."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 from r2d.config import GenerationConfig
-from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
 from r2d.model.scoring import IGNORE_INDEX
-from training.method.features import (MODES, ExampleDataset, R2DCollator, explain_given_label_inputs, label_targets,
-                               needs_rationales, tokenizer_corpus)
+from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
+from training.method.features import (
+    MODES,
+    ExampleDataset,
+    R2DCollator,
+    explain_given_label_inputs,
+    label_targets,
+    needs_rationales,
+    tokenizer_corpus,
+)
 
 GEN = GenerationConfig(max_input_tokens=64, max_label_tokens=4, max_rationale_tokens=12)
 
@@ -21,12 +29,15 @@ def _unpadded(row, pad):
     return [int(t) for t in row if t != pad]
 
 
-@pytest.mark.parametrize("mode, present, absent", [
-    ("stage1", {"explain_input_ids", "explain_labels"}, {"predict_input_ids", "predict_labels"}),
-    ("r2d", {"predict_input_ids", "predict_labels", "explain_labels"}, {"explain_input_ids"}),
-    ("sft", {"predict_input_ids", "predict_labels"}, {"explain_input_ids", "explain_labels"}),
-    ("dss", {"predict_input_ids", "predict_labels", "explain_input_ids", "explain_labels"}, set()),
-])
+@pytest.mark.parametrize(
+    "mode, present, absent",
+    [
+        ("stage1", {"explain_input_ids", "explain_labels"}, {"predict_input_ids", "predict_labels"}),
+        ("r2d", {"predict_input_ids", "predict_labels", "explain_labels"}, {"explain_input_ids"}),
+        ("sft", {"predict_input_ids", "predict_labels"}, {"explain_input_ids", "explain_labels"}),
+        ("dss", {"predict_input_ids", "predict_labels", "explain_input_ids", "explain_labels"}, set()),
+    ],
+)
 def test_collator_keys_per_mode(tiny_tokenizer, tiny_examples, mode, present, absent):
     batch = R2DCollator(tiny_tokenizer, GEN, mode)(tiny_examples)
     assert present <= set(batch) and not absent & set(batch)
@@ -93,8 +104,13 @@ def test_needs_rationales():
 def test_tokenizer_corpus_covers_every_prompt_and_rationale(tiny_examples):
     corpus = tokenizer_corpus(tiny_examples)
     e = tiny_examples[0]
-    for text in (predict_prompt(e.case_text), explain_prompt(e.case_text),
-                 explain_given_label_prompt(e.case_text, e.label), e.rationale, e.label):
+    for text in (
+        predict_prompt(e.case_text),
+        explain_prompt(e.case_text),
+        explain_given_label_prompt(e.case_text, e.label),
+        e.rationale,
+        e.label,
+    ):
         assert text in corpus
 
 

@@ -1,5 +1,6 @@
 """training.improve: Stage 2 from the current model on original + reviewed data, the comparison, and the
 safeguards (the current model is never written, a failed run says so). Runs on the tiny T5 in seconds."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from r2d.model.artifacts import model_source
 from r2d.data import load_examples, write_examples
 from r2d.errors import DatasetSchemaError
+from r2d.model.artifacts import model_source
 from r2d.review.jobs import COMPARED, MIN_COMPARED_CASES, check_inputs, comparison_table
 from training import improve
 
@@ -24,8 +25,9 @@ def tree_digest(directory: Path) -> str:
 
 
 @pytest.mark.slow
-def test_improve_trains_compares_and_leaves_the_current_model_alone(current_model, original_data,
-                                                                    reviewed_export, tmp_path):
+def test_improve_trains_compares_and_leaves_the_current_model_alone(
+    current_model, original_data, reviewed_export, tmp_path
+):
     before = tree_digest(current_model)
     run = improve.improve(current_model, reviewed_export, original_data, tmp_path / "run", steps=3)
     assert tree_digest(current_model) == before
@@ -89,16 +91,25 @@ def test_an_export_without_its_meta_is_refused(reviewed_export):
 
 def comparison(n_held_out: int, n_test: int = 100, n_total: int = 252) -> dict:
     """A comparison.json as a run writes it: a held-out set and a sampled public test split."""
-    row = {"old": {"accuracy": 0.5, "under_triage_rate": 0.25}, "new": {"accuracy": 0.75, "under_triage_rate": 0.1},
-           "intervals": {"old": {"accuracy": [0.3, 0.7]}, "new": {"accuracy": [0.55, 0.88]}}}
-    return {"sets": {"reviewed cases held out": {**row, "n": n_held_out, "n_total": n_held_out},
-                     "public test split": {**row, "n": n_test, "n_total": n_total}}}
+    row = {
+        "old": {"accuracy": 0.5, "under_triage_rate": 0.25},
+        "new": {"accuracy": 0.75, "under_triage_rate": 0.1},
+        "intervals": {"old": {"accuracy": [0.3, 0.7]}, "new": {"accuracy": [0.55, 0.88]}},
+    }
+    return {
+        "sets": {
+            "reviewed cases held out": {**row, "n": n_held_out, "n_total": n_held_out},
+            "public test split": {**row, "n": n_test, "n_total": n_total},
+        }
+    }
 
 
 def test_the_table_shows_intervals_and_the_sample_it_scored():
     table = comparison_table(comparison(n_held_out=MIN_COMPARED_CASES))
-    assert "| public test split (n=100, a sample of 252) | accuracy | 0.500 (0.30–0.70) | 0.750 (0.55–0.88) | new |" \
+    assert (
+        "| public test split (n=100, a sample of 252) | accuracy | 0.500 (0.30–0.70) | 0.750 (0.55–0.88) | new |"
         in table
+    )
     assert "| reviewed cases held out (n=20) | under-triage | 0.250 | 0.100 | new |" in table
     assert "Too few" not in table
 
@@ -112,15 +123,17 @@ def test_fewer_than_20_held_out_cases_name_no_better_model():
     assert "| public test split (n=100, a sample of 252) | accuracy |" in table
 
 
-@pytest.mark.parametrize("rate, n, expected", [(0.8, 10, [0.4902, 0.9433]), (1.0, 1, [0.2065, 1.0]),
-                                               (0.0, 20, [0.0, 0.1611])])
+@pytest.mark.parametrize(
+    "rate, n, expected", [(0.8, 10, [0.4902, 0.9433]), (1.0, 1, [0.2065, 1.0]), (0.0, 20, [0.0, 0.1611])]
+)
 def test_wilson_intervals_are_scipys(rate, n, expected):
     assert improve.wilson_interval(rate, n) == pytest.approx(expected, abs=1e-4)
 
 
 def test_the_public_test_split_is_sampled_the_same_way_every_run(tmp_path, tiny_examples):
-    split = write_examples(tmp_path / "test.jsonl", [replace(e, example_id=f"t{i}") for i, e in
-                                                     enumerate(tiny_examples * 8)])
+    split = write_examples(
+        tmp_path / "test.jsonl", [replace(e, example_id=f"t{i}") for i, e in enumerate(tiny_examples * 8)]
+    )
     path, total = improve.sample_cases(split, 10, tmp_path / "sample.jsonl")
     again, _ = improve.sample_cases(split, 10, tmp_path / "again.jsonl")
     assert total == 40 and path == tmp_path / "sample.jsonl" and path.read_bytes() == again.read_bytes()

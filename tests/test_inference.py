@@ -1,4 +1,5 @@
 """r2d.model.inference: the Predictor on the tiny random model (contracts, not model outputs)."""
+
 from __future__ import annotations
 
 import json
@@ -13,16 +14,18 @@ from r2d.config import GenerationConfig, ModelConfig
 from r2d.errors import ConfigError, InvalidCaseError
 from r2d.model.inference import TIMING_KEYS, Prediction, Predictor
 from r2d.model.modeling import bitsandbytes_available, load_model_and_tokenizer
-from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, predict_prompt
 from r2d.model.scoring import LabelScores
+from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, predict_prompt
 from r2d.sources import KTAS_LABELS
 
 # short rationales keep the tiny model's greedy loops quick; the contracts do not depend on the length
 GEN = GenerationConfig(max_input_tokens=96, max_rationale_tokens=12)
-CASES = ["chest pain",
-         "72-year-old man, crushing chest pain, sweating, BP 88/50, HR 124, arrived by ambulance",
-         "sore throat two days, vitals normal",
-         "unresponsive adult, RR 6, SpO2 80 percent, pupils pinpoint, found at home by family, no pulse deficit"]
+CASES = [
+    "chest pain",
+    "72-year-old man, crushing chest pain, sweating, BP 88/50, HR 124, arrived by ambulance",
+    "sore throat two days, vitals normal",
+    "unresponsive adult, RR 6, SpO2 80 percent, pupils pinpoint, found at home by family, no pulse deficit",
+]
 QUANTIZATIONS = ["none"] + (["4bit", "int8"] if bitsandbytes_available() else [])
 
 
@@ -34,10 +37,12 @@ def loaded_by_quantization(tiny_model_dir):
 
     def get(quantization: str):
         if quantization not in cache:
-            model_cfg = ModelConfig(name_or_path=str(tiny_model_dir), quantization=quantization, device="cpu",
-                                    num_threads=1)
+            model_cfg = ModelConfig(
+                name_or_path=str(tiny_model_dir), quantization=quantization, device="cpu", num_threads=1
+            )
             cache[quantization] = load_model_and_tokenizer(model_cfg)
         return cache[quantization]
+
     yield get
     torch.set_num_threads(threads)
 
@@ -77,12 +82,14 @@ def test_predictor_exposes_the_model_metadata(predictor, tiny_model_dir):
 
 def test_predict_label_scores_the_predict_prompt(predictor, monkeypatch):
     import r2d.model.inference as inference
+
     seen = []
     real = inference.score_labels
 
     def spy(model, tokenizer, prompts, label_set, max_input_tokens, max_label_tokens):
         seen.append((list(prompts), tuple(label_set), max_input_tokens, max_label_tokens))
         return real(model, tokenizer, prompts, label_set, max_input_tokens, max_label_tokens)
+
     monkeypatch.setattr(inference, "score_labels", spy)
     scores = predictor.predict_label("  chest pain ")
     assert isinstance(scores, LabelScores) and scores.labels == predictor.label_set
@@ -91,10 +98,14 @@ def test_predict_label_scores_the_predict_prompt(predictor, monkeypatch):
 
 def test_explain_generates_greedily_from_the_explain_prompt(predictor, monkeypatch):
     import r2d.model.inference as inference
+
     prompts, kwargs = [], []
     real_tokenize, real_generate = inference.tokenize_inputs, predictor.model.generate
-    monkeypatch.setattr(inference, "tokenize_inputs", lambda tok, texts, *a: prompts.append(list(texts)) or
-                        real_tokenize(tok, texts, *a))
+    monkeypatch.setattr(
+        inference,
+        "tokenize_inputs",
+        lambda tok, texts, *a: prompts.append(list(texts)) or real_tokenize(tok, texts, *a),
+    )
     monkeypatch.setattr(predictor.model, "generate", lambda **kw: kwargs.append(kw) or real_generate(**kw))
     predictor.explain("chest pain", "2")
     assert prompts == [[explain_given_label_prompt("chest pain", "2")]]
@@ -118,13 +129,20 @@ def test_streaming_with_beam_search_yields_the_whole_text(loaded_by_quantization
 def test_fact_checked_decoding_shows_the_candidate_the_case_contradicts_least(loaded_by_quantization):
     from r2d.checks.factcheck import least_contradicted
     from r2d.model.scoring import tokenize_inputs
+
     gen = GenerationConfig(max_input_tokens=96, max_rationale_tokens=8, fact_check_candidates=3)
     predictor = Predictor(loaded_by_quantization("none"), gen)
     case = CASES[1]
     enc = tokenize_inputs(predictor.tokenizer, [explain_given_label_prompt(case, "2")], 96, "cpu")
     with torch.no_grad():  # the candidates, decoded independently: beam search of width 3, all three returned
-        out = predictor.model.generate(**enc, max_new_tokens=8, num_beams=3, num_return_sequences=3, do_sample=False,
-                                       suppress_tokens=[predictor.tokenizer.pad_token_id])
+        out = predictor.model.generate(
+            **enc,
+            max_new_tokens=8,
+            num_beams=3,
+            num_return_sequences=3,
+            do_sample=False,
+            suppress_tokens=[predictor.tokenizer.pad_token_id],
+        )
     candidates = [predictor.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out.tolist()]
     assert predictor.explain(case, "2") == candidates[least_contradicted(case, candidates, "2")]
     assert list(predictor.stream_rationale(case, "2")) == [predictor.explain(case, "2")]  # whole, not streamed
@@ -169,13 +187,16 @@ def test_batch_checks_every_case_first(predictor):
     assert predictor.predict_batch([]) == []
 
 
-@pytest.mark.parametrize("bad, match", [
-    ("", "empty"),
-    (" \n\t ", "empty"),
-    (None, "must be text, got NoneType"),
-    (42, "must be text, got int"),
-    ("x" * 4001, "4,001 characters; the limit is 4,000. Shorten it to the presentation"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("", "empty"),
+        (" \n\t ", "empty"),
+        (None, "must be text, got NoneType"),
+        (42, "must be text, got int"),
+        ("x" * 4001, "4,001 characters; the limit is 4,000. Shorten it to the presentation"),
+    ],
+)
 def test_check_case_refuses(predictor, bad, match):
     with pytest.raises(InvalidCaseError, match=match):
         predictor.check_case(bad)
@@ -208,6 +229,7 @@ def test_concurrent_predictions_match_sequential_ones(predictor):
 
     def run(i: int) -> None:
         results[i] = predictor.predict(CASES[i])
+
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
@@ -223,13 +245,17 @@ def test_prediction_round_trips_through_json(predictor):
     assert stored == p.to_dict() and Prediction(**stored) == p
 
 
-@pytest.mark.parametrize("method, expected", [("dss", "explain: {case}"), ("r2d", "given label: 3, explain: {case}"),
-                                              (None, "given label: 3, explain: {case}")])
-def test_rationale_is_decoded_with_the_prompt_the_method_trained_on(loaded_by_quantization, monkeypatch, method,
-                                                                    expected):
+@pytest.mark.parametrize(
+    "method, expected",
+    [("dss", "explain: {case}"), ("r2d", "given label: 3, explain: {case}"), (None, "given label: 3, explain: {case}")],
+)
+def test_rationale_is_decoded_with_the_prompt_the_method_trained_on(
+    loaded_by_quantization, monkeypatch, method, expected
+):
     from dataclasses import replace
 
     from r2d.prompts import explain_prompt
+
     loaded = loaded_by_quantization("none")
     extra = {**loaded.meta.extra, "method": method} if method else {}
     predictor = Predictor(replace(loaded, meta=replace(loaded.meta, extra=extra)), GEN)
@@ -239,6 +265,7 @@ def test_rationale_is_decoded_with_the_prompt_the_method_trained_on(loaded_by_qu
     def spy(tok, texts, *args, **kwargs):
         seen.append(texts)
         return original(tok, texts, *args, **kwargs)
+
     monkeypatch.setattr(predictor.tokenizer.__class__, "__call__", spy)
     predictor.explain("chest pain", "3")
     prompt = expected.format(case="chest pain")
@@ -308,6 +335,7 @@ def test_a_single_prediction_waits_at_most_one_batch_chunk(predictor, monkeypatc
     def slow_score(prompts):  # a chunk long enough for the single prediction to be waiting when it ends
         time.sleep(0.2)
         return score(prompts)
+
     monkeypatch.setattr(predictor, "_score", slow_score)
 
     def progress(done: int, total: int) -> None:
@@ -328,10 +356,15 @@ def test_a_single_prediction_waits_at_most_one_batch_chunk(predictor, monkeypatc
     assert order.index("single") <= order.index("chunk 3"), order
 
 
-@pytest.mark.parametrize("bad, match", [
-    ("\x00\x01\x02", "NUL byte"), ("chest pain\x00", "NUL byte"), ("chest \x1b[2J pain", "control character"),
-    ("chest pain \ud83d", "unpaired surrogate"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("\x00\x01\x02", "NUL byte"),
+        ("chest pain\x00", "NUL byte"),
+        ("chest \x1b[2J pain", "control character"),
+        ("chest pain \ud83d", "unpaired surrogate"),
+    ],
+)
 def test_check_case_refuses_control_characters_and_lone_surrogates(predictor, bad, match):
     with pytest.raises(InvalidCaseError, match=match):
         predictor.check_case(bad)

@@ -1,5 +1,6 @@
 """Tamper evidence: REPLACE refused, every kind of raw edit detected by `python -m training.integrity`, the seal,
 the migration of a version-1 database, mode 600."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from r2d.review import audit
 from r2d.errors import FeedbackStoreError
+from r2d.review import audit
 from r2d.review.store import ReviewStore
 from training import integrity
 
@@ -33,10 +34,27 @@ def raw(store: ReviewStore) -> sqlite3.Connection:
 
 
 def _replace_sql(review_id: int | None, submission_id: str) -> tuple[str, tuple]:
-    columns = "review_id, submission_id, created_at, reviewer, case_id, case_text, model_id, quantization, " \
-              "prompt_version, action, model_label, model_rationale, model_probabilities, final_label, final_rationale"
-    values = (review_id, submission_id, "2026-01-01T00:00:00.000+00:00", "Mallory", "c", "a forged case", "m", "none",
-              "p", "relabelled", "2", "x", "{}", "5", "Not urgent at all.")
+    columns = (
+        "review_id, submission_id, created_at, reviewer, case_id, case_text, model_id, quantization, "
+        "prompt_version, action, model_label, model_rationale, model_probabilities, final_label, final_rationale"
+    )
+    values = (
+        review_id,
+        submission_id,
+        "2026-01-01T00:00:00.000+00:00",
+        "Mallory",
+        "c",
+        "a forged case",
+        "m",
+        "none",
+        "p",
+        "relabelled",
+        "2",
+        "x",
+        "{}",
+        "5",
+        "Not urgent at all.",
+    )
     return f"INSERT OR REPLACE INTO reviews ({columns}) VALUES ({', '.join('?' * len(values))})", values
 
 
@@ -85,8 +103,10 @@ def _rechain_reviews(conn: sqlite3.Connection) -> None:
 
 
 def _forge_retraction(conn: sqlite3.Connection) -> None:
-    conn.execute("INSERT INTO review_events (created_at, reviewer, kind, case_id, review_id) "
-                 "VALUES ('2026-01-01', 'Mallory', 'retract', 'c', 1)")
+    conn.execute(
+        "INSERT INTO review_events (created_at, reviewer, kind, case_id, review_id) "
+        "VALUES ('2026-01-01', 'Mallory', 'retract', 'c', 1)"
+    )
 
 
 def _batch_id(conn: sqlite3.Connection) -> str:
@@ -95,45 +115,81 @@ def _batch_id(conn: sqlite3.Connection) -> str:
 
 # (kind, how it is done with the triggers dropped, a sign the integrity command must print); {batch} is the batch id
 TAMPERINGS = [
-    ("a review updated", lambda c: c.execute("UPDATE reviews SET final_label = '5' WHERE review_id = 2"),
-     "review 2 was changed after it was stored"),
+    (
+        "a review updated",
+        lambda c: c.execute("UPDATE reviews SET final_label = '5' WHERE review_id = 2"),
+        "review 2 was changed after it was stored",
+    ),
     ("a review replaced", lambda c: c.execute(*_replace_sql(1, "forged")), "review 1 was changed after it was stored"),
     ("a review smuggled in", lambda c: c.execute(*_replace_sql(None, "forged")), "review 4 is not in the audit chain"),
-    ("a middle review deleted", lambda c: c.execute("DELETE FROM reviews WHERE review_id = 2"),
-     "review 2 is in the audit chain but missing"),
-    ("the last review deleted", lambda c: c.execute("DELETE FROM reviews WHERE review_id = 3"),
-     "review 3 is in the audit chain but missing"),
-    ("the last review deleted with its chain row",
-     lambda c: (c.execute("DELETE FROM review_chain WHERE review_id = 3"),
-                c.execute("DELETE FROM reviews WHERE review_id = 3")),
-     "the review chain's head does not match its seal"),
-    ("a forged review appended with its chain entry",
-     lambda c: (c.execute(*_replace_sql(None, "forged")), _rechain_reviews(c)),
-     "the review chain's head does not match its seal"),
-    ("a review rewritten and the chain recomputed",
-     lambda c: (c.execute("UPDATE reviews SET final_label = '5', final_rationale = 'Fine.' WHERE review_id = 2"),
-                _rechain_reviews(c)),
-     "the review chain's head does not match its seal"),
+    (
+        "a middle review deleted",
+        lambda c: c.execute("DELETE FROM reviews WHERE review_id = 2"),
+        "review 2 is in the audit chain but missing",
+    ),
+    (
+        "the last review deleted",
+        lambda c: c.execute("DELETE FROM reviews WHERE review_id = 3"),
+        "review 3 is in the audit chain but missing",
+    ),
+    (
+        "the last review deleted with its chain row",
+        lambda c: (
+            c.execute("DELETE FROM review_chain WHERE review_id = 3"),
+            c.execute("DELETE FROM reviews WHERE review_id = 3"),
+        ),
+        "the review chain's head does not match its seal",
+    ),
+    (
+        "a forged review appended with its chain entry",
+        lambda c: (c.execute(*_replace_sql(None, "forged")), _rechain_reviews(c)),
+        "the review chain's head does not match its seal",
+    ),
+    (
+        "a review rewritten and the chain recomputed",
+        lambda c: (
+            c.execute("UPDATE reviews SET final_label = '5', final_rationale = 'Fine.' WHERE review_id = 2"),
+            _rechain_reviews(c),
+        ),
+        "the review chain's head does not match its seal",
+    ),
     ("a forged retraction", _forge_retraction, "reviewer action 3 is not in the audit chain"),
-    ("a forged retraction appended with its chain entry",
-     lambda c: (_forge_retraction(c), _rechain(c, "review_events", "event_chain", "event_id", audit.EVENT_COLUMNS)),
-     "the reviewer action chain's head does not match its seal"),
-    ("a reviewer action updated", lambda c: c.execute("UPDATE review_events SET note = '' WHERE event_id = 1"),
-     "reviewer action 1 was changed after it was stored"),
-    ("a batch updated", lambda c: c.execute("UPDATE batches SET created_by = 'Mallory'"),
-     "batch {batch} was changed after it was stored"),
-    ("the case text reviewers see changed",
-     lambda c: c.execute("UPDATE batch_items SET case_text = 'a calmer case' WHERE item_index = 0"),
-     "batch item {batch} 0 was changed after it was stored"),
-    ("a batch prediction changed",
-     lambda c: c.execute("UPDATE batch_predictions SET prediction = '{\"label\": \"5\"}'"),
-     "batch prediction {batch} 0 was changed after it was stored"),
-    ("an exported id changed", lambda c: c.execute("UPDATE batch_item_sources SET source_id = 'P-9' "
-                                                    "WHERE item_index = 1"),
-     "upload id of batch item {batch} 1 was changed after it was stored"),
+    (
+        "a forged retraction appended with its chain entry",
+        lambda c: (_forge_retraction(c), _rechain(c, "review_events", "event_chain", "event_id", audit.EVENT_COLUMNS)),
+        "the reviewer action chain's head does not match its seal",
+    ),
+    (
+        "a reviewer action updated",
+        lambda c: c.execute("UPDATE review_events SET note = '' WHERE event_id = 1"),
+        "reviewer action 1 was changed after it was stored",
+    ),
+    (
+        "a batch updated",
+        lambda c: c.execute("UPDATE batches SET created_by = 'Mallory'"),
+        "batch {batch} was changed after it was stored",
+    ),
+    (
+        "the case text reviewers see changed",
+        lambda c: c.execute("UPDATE batch_items SET case_text = 'a calmer case' WHERE item_index = 0"),
+        "batch item {batch} 0 was changed after it was stored",
+    ),
+    (
+        "a batch prediction changed",
+        lambda c: c.execute('UPDATE batch_predictions SET prediction = \'{"label": "5"}\''),
+        "batch prediction {batch} 0 was changed after it was stored",
+    ),
+    (
+        "an exported id changed",
+        lambda c: c.execute("UPDATE batch_item_sources SET source_id = 'P-9' WHERE item_index = 1"),
+        "upload id of batch item {batch} 1 was changed after it was stored",
+    ),
     ("a draft deleted", lambda c: c.execute("DELETE FROM drafts"), "draft 1 is in the audit chain but missing"),
-    ("an export log entry rewritten", lambda c: c.execute("UPDATE exports SET exported_by = 'Mallory'"),
-     "export log entry 1 was changed after it was stored"),
+    (
+        "an export log entry rewritten",
+        lambda c: c.execute("UPDATE exports SET exported_by = 'Mallory'"),
+        "export log entry 1 was changed after it was stored",
+    ),
 ]
 
 
@@ -160,12 +216,21 @@ def test_a_dropped_trigger_is_detected(audited_store, capsys):
     assert "trigger batch_items_no_update is missing" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name, noop", [
-    ("reviews_no_update", "CREATE TRIGGER reviews_no_update BEFORE UPDATE ON reviews BEGIN SELECT 1; END"),
-    ("review_chain_no_delete", "CREATE TRIGGER review_chain_no_delete BEFORE DELETE ON review_chain WHEN 0 "
-                               "BEGIN SELECT RAISE(ABORT, 'review_chain is append-only'); END"),
-    ("batch_items_no_update", "CREATE TRIGGER batch_items_no_update BEFORE UPDATE ON batch_items BEGIN SELECT 1; END"),
-])
+@pytest.mark.parametrize(
+    "name, noop",
+    [
+        ("reviews_no_update", "CREATE TRIGGER reviews_no_update BEFORE UPDATE ON reviews BEGIN SELECT 1; END"),
+        (
+            "review_chain_no_delete",
+            "CREATE TRIGGER review_chain_no_delete BEFORE DELETE ON review_chain WHEN 0 "
+            "BEGIN SELECT RAISE(ABORT, 'review_chain is append-only'); END",
+        ),
+        (
+            "batch_items_no_update",
+            "CREATE TRIGGER batch_items_no_update BEFORE UPDATE ON batch_items BEGIN SELECT 1; END",
+        ),
+    ],
+)
 def test_a_trigger_replaced_by_a_noop_of_the_same_name_is_detected(audited_store, name, noop, capsys):
     """Only trigger names were checked, so a no-op of the same name passed."""
     conn = raw(audited_store)
@@ -177,13 +242,13 @@ def test_a_trigger_replaced_by_a_noop_of_the_same_name_is_detected(audited_store
     assert f"trigger {name} was replaced" in capsys.readouterr().out
 
 
-def test_the_newest_review_deleted_with_its_chain_row_is_caught_by_an_exports_head(reviewed_store, tmp_path,
-                                                                                  capsys):
+def test_the_newest_review_deleted_with_its_chain_row_is_caught_by_an_exports_head(reviewed_store, tmp_path, capsys):
     """Deleting the last review together with its chain row and the key leaves a consistent, shorter chain."""
     exports = tmp_path / "exports"
     (exports / "export-1").mkdir(parents=True)
-    (exports / "export-1" / "export_meta.json").write_text(json.dumps({"audit_chain_heads":
-                                                                        reviewed_store.chain_heads()}))
+    (exports / "export-1" / "export_meta.json").write_text(
+        json.dumps({"audit_chain_heads": reviewed_store.chain_heads()})
+    )
     args = ["--db", str(reviewed_store.path), "--exports", str(exports)]
     assert integrity.main(args) == 0
     conn = raw(reviewed_store)
@@ -191,8 +256,10 @@ def test_the_newest_review_deleted_with_its_chain_row_is_caught_by_an_exports_he
     conn.execute("DELETE FROM review_chain WHERE review_id = 3")
     conn.execute("DELETE FROM reviews WHERE review_id = 3")
     key = audit.read_key(audit.key_path(reviewed_store.path))  # whoever holds the key can reseal the shorter chain
-    conn.execute("UPDATE store_meta SET value = ? WHERE key = 'chain_seal:reviews'",
-                 (audit.seal(key, "reviews", audit.chain_head(conn)),))
+    conn.execute(
+        "UPDATE store_meta SET value = ? WHERE key = 'chain_seal:reviews'",
+        (audit.seal(key, "reviews", audit.chain_head(conn)),),
+    )
     conn.close()
     ReviewStore(reviewed_store.path)  # opening it puts the triggers back as they were
     assert integrity.main(["--db", str(reviewed_store.path)]) == 0  # a consistent, sealed, shorter chain on its own
@@ -210,11 +277,21 @@ def test_a_clean_store_passes_and_prints_the_chain_head(reviewed_store, capsys):
 
 
 def test_the_integrity_command_runs_as_a_module(reviewed_store):
-    done = subprocess.run([sys.executable, "-m", "training.integrity", "--db", str(reviewed_store.path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "training.integrity", "--db", str(reviewed_store.path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and "ok: 3 reviews" in done.stdout
-    missing = subprocess.run([sys.executable, "-m", "training.integrity", "--db", str(reviewed_store.path) + ".none"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [sys.executable, "-m", "training.integrity", "--db", str(reviewed_store.path) + ".none"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode != 0 and "no review database" in missing.stderr
 
 
@@ -227,8 +304,16 @@ def test_retries_stay_idempotent_and_chained(reviewed_store, make_review):
 
 
 V1_DUMP = ROOT / "tests" / "data" / "store_v1.sql"
-CHAIN_ROWS_V1 = {"review_chain": 2, "event_chain": 1, "batch_chain": 1, "batch_item_chain": 2,
-                 "batch_prediction_chain": 1, "batch_item_source_chain": 2, "draft_chain": 1, "export_chain": 1}
+CHAIN_ROWS_V1 = {
+    "review_chain": 2,
+    "event_chain": 1,
+    "batch_chain": 1,
+    "batch_item_chain": 2,
+    "batch_prediction_chain": 1,
+    "batch_item_source_chain": 2,
+    "draft_chain": 1,
+    "export_chain": 1,
+}
 
 
 def chain_rows(store: ReviewStore) -> dict[str, int]:
@@ -312,11 +397,15 @@ def test_reviewer_actions_are_chained_and_a_forged_retract_is_detected(reviewed_
     reviewed_store.retract_last("Nurse A")
     assert integrity.main(["--db", str(reviewed_store.path)]) == 0
     conn = raw(reviewed_store)
-    conn.execute("INSERT INTO review_events (created_at, reviewer, kind, case_id, review_id) "
-                 "VALUES ('2026-01-01', 'Mallory', 'retract', 'c', 1)")  # allowed by the triggers: an insert
+    conn.execute(
+        "INSERT INTO review_events (created_at, reviewer, kind, case_id, review_id) "
+        "VALUES ('2026-01-01', 'Mallory', 'retract', 'c', 1)"
+    )  # allowed by the triggers: an insert
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        conn.execute("INSERT OR REPLACE INTO review_events (event_id, created_at, reviewer, kind, case_id) "
-                     "VALUES (1, '2026-01-01', 'Mallory', 'skip', 'c')")
+        conn.execute(
+            "INSERT OR REPLACE INTO review_events (event_id, created_at, reviewer, kind, case_id) "
+            "VALUES (1, '2026-01-01', 'Mallory', 'skip', 'c')"
+        )
     conn.close()
     assert integrity.main(["--db", str(reviewed_store.path)]) == 1
     assert "reviewer action 3 is not in the audit chain" in capsys.readouterr().out

@@ -1,5 +1,6 @@
 """r2d.review.jobs: a real training.improve worker process started, polled to the end, cancelled, and found again
 after an app restart; nothing about a run lives only in memory."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ def wait_for(runs: ImproveRuns, run_id: str, states: tuple[str, ...], timeout_s:
         if status.state in states:
             return status
         time.sleep(0.5)
-    raise AssertionError(f"run {run_id} still {runs.status(run_id).state} after {timeout_s} s:\n"
-                         f"{runs.status(run_id).log_tail}")
+    raise AssertionError(
+        f"run {run_id} still {runs.status(run_id).state} after {timeout_s} s:\n{runs.status(run_id).log_tail}"
+    )
 
 
 @worker
@@ -43,8 +45,7 @@ def test_a_run_goes_from_start_to_a_comparison(tmp_path, current_model, original
 
 
 @worker
-def test_cancel_stops_the_worker_and_the_run_is_never_offered(tmp_path, current_model, original_data,
-                                                             reviewed_export):
+def test_cancel_stops_the_worker_and_the_run_is_never_offered(tmp_path, current_model, original_data, reviewed_export):
     runs = ImproveRuns(tmp_path / "runs")
     run_id = runs.start(current_model, reviewed_export, original_data, steps=500)
     pid = int((tmp_path / "runs" / run_id / "worker.pid").read_text())
@@ -82,10 +83,12 @@ def test_an_orphan_of_a_killed_app_still_guards_and_can_be_cancelled(tmp_path, o
     import sys
 
     from r2d.review import jobs
+
     out = tmp_path / "runs" / "improve-20260101-000000-abcdef"
     out.mkdir(parents=True)
-    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "--out", str(out.resolve())],
-                              start_new_session=True)
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "--out", str(out.resolve())], start_new_session=True
+    )
     try:
         (out / jobs.PID_FILE).write_text(f"{orphan.pid}\n")
         for _ in range(100):  # the child's command line appears once its exec has run
@@ -118,8 +121,15 @@ def test_progress_moves_through_training_and_scoring(tmp_path):
     """The bar stood at 95% for the 5.5 minutes of scoring; scoring now advances it by its share."""
     start = {"event": "start", "max_steps": 10, "train_share": 0.4}
     assert progress_of(tmp_path, start, {"event": "train", "step": 5, "max_steps": 10}) == pytest.approx(0.2)
-    at = [progress_of(tmp_path, start, {"event": "train", "step": 10, "max_steps": 10},
-                      {"event": "evaluate", "scored": scored, "to_score": 200}) for scored in (0, 100, 150)]
+    at = [
+        progress_of(
+            tmp_path,
+            start,
+            {"event": "train", "step": 10, "max_steps": 10},
+            {"event": "evaluate", "scored": scored, "to_score": 200},
+        )
+        for scored in (0, 100, 150)
+    ]
     assert at == pytest.approx([0.4, 0.7, 0.85])
 
 
@@ -134,5 +144,6 @@ def test_the_plan_counts_held_out_cases_and_caps_the_test_split(tmp_path, origin
 
 def test_a_run_model_id_names_the_base_model_and_the_run():
     from r2d.review.jobs import run_model_id
+
     assert run_model_id("r2d-ktas-small", "run-7") == "r2d-ktas-small+run-7"
     assert run_model_id("r2d-ktas-small+run-7", "run-8") == "r2d-ktas-small+run-8"  # never run on run

@@ -1,4 +1,5 @@
 """Synthetic Stage-2 cases labelled by KTAS first-order modifiers (training.corpus.labelled_synthetic)."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -31,9 +32,13 @@ def test_deterministic_per_seed_and_different_across_seeds():
 
 def test_a_sampler_without_critical_cases_fails_loudly(monkeypatch):
     import training.corpus.labelled_synthetic as ls
-    monkeypatch.setattr(ls, "sample_facts", lambda rng, complaints: replace(sample_facts(rng, complaints),
-                                                                             mental=None, sbp=None, dbp=None,
-                                                                             heart_rate=None, spo2=None,
-                                                                             resp_rate=None))
+
+    monkeypatch.setattr(
+        ls,
+        "sample_facts",
+        lambda rng, complaints: replace(
+            sample_facts(rng, complaints), mental=None, sbp=None, dbp=None, heart_rate=None, spo2=None, resp_rate=None
+        ),
+    )
     with pytest.raises(RuntimeError, match="only 0 of 5"):
         ls.modifier_labelled_examples(5, COMPLAINTS, seed=0, max_draws=50)

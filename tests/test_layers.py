@@ -1,5 +1,6 @@
 """The layering of the code, read from its imports (function-level imports included): r2d/ never reaches the UI
 or the training CLIs; the clinical checks and the review workflow run without torch; the UI never touches torch."""
+
 import ast
 from pathlib import Path
 
@@ -43,8 +44,11 @@ def test_the_library_never_reaches_the_ui_or_training(path):
     assert reaches(path, ("gradio", "gradio_client", "ui", "app", "webguard", "training")) == []
 
 
-@pytest.mark.parametrize("path", files("r2d", "checks") + files("r2d", "review") + files("r2d", "eval", "metrics"),
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path",
+    files("r2d", "checks") + files("r2d", "review") + files("r2d", "eval", "metrics"),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_checks_review_and_metrics_run_without_torch(path):
     assert reaches(path, ("torch", "transformers", "tokenizers", "r2d.model", "r2d.eval.bertscore")) == []
 

@@ -1,4 +1,5 @@
 """training.build.loading: the model to train, new or loaded (full, LoRA, QLoRA), and its NF4 settings."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -6,9 +7,9 @@ import importlib.util
 import pytest
 import torch
 
-from r2d.model.artifacts import read_model_meta
 from r2d.config import AdapterConfig
 from r2d.errors import ConfigError, ModelLoadError
+from r2d.model.artifacts import read_model_meta
 from training.build import loading
 from training.build.loading import TrainingModel, load_model_for_training, quantization_config
 
@@ -30,7 +31,8 @@ def test_lora_wraps_the_init_and_names_its_base(tiny_config, data_files, tiny_mo
     loaded = load_model_for_training(str(tiny_model_dir), tiny_config(*data_files, "adapter.use_lora=true"), [])
     assert loaded.base_model == str(tiny_model_dir.resolve())
     assert {n for n, p in loaded.model.named_parameters() if p.requires_grad} and all(
-        "lora_" in n for n, p in loaded.model.named_parameters() if p.requires_grad)
+        "lora_" in n for n, p in loaded.model.named_parameters() if p.requires_grad
+    )
 
 
 def test_an_unloadable_init_is_a_model_load_error(tmp_path, data_files, tiny_config):
@@ -63,7 +65,10 @@ def test_qlora_base_is_nf4_with_double_quantisation(bf16, dtype):
 
 def test_qlora_without_bitsandbytes_says_what_to_install(monkeypatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(loading.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        loading.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a),
+    )
     with pytest.raises(ModelLoadError, match="pip install bitsandbytes"):
         quantization_config(AdapterConfig(use_lora=True, quantize_base_4bit=True), bf16=False)

@@ -1,36 +1,43 @@
 """Metric functions against hand-computed values (scikit-learn's conventions)."""
+
 from __future__ import annotations
 
 import sys
 
 import pytest
 
-from r2d.eval import metrics
 from r2d.errors import R2DError
+from r2d.eval import metrics
 from r2d.eval.metrics import MetricInputError
 
 
-@pytest.mark.parametrize("gold, pred, expected", [
-    (["1", "2", "3"], ["1", "2", "3"], 1.0),
-    (["1", "2", "3", "4"], ["1", "1", "3", "5"], 0.5),
-    (["yes", "no"], ["no", "yes"], 0.0),
-])
+@pytest.mark.parametrize(
+    "gold, pred, expected",
+    [
+        (["1", "2", "3"], ["1", "2", "3"], 1.0),
+        (["1", "2", "3", "4"], ["1", "1", "3", "5"], 0.5),
+        (["yes", "no"], ["no", "yes"], 0.0),
+    ],
+)
 def test_accuracy(gold, pred, expected):
     assert metrics.accuracy(gold, pred) == pytest.approx(expected)
 
 
 # Hand computation: F1_c = 2 tp / (2 tp + fp + fn) = 2 tp / (support + predicted).
-@pytest.mark.parametrize("gold, pred, labels, expected", [
-    # a: 2*1/(2+1)=2/3, b: 2*1/(1+3)=1/2, c: never predicted -> 0; mean over {a,b,c} = 7/18
-    (["a", "a", "b", "c"], ["a", "b", "b", "b"], None, 7 / 18),
-    # class "z" is predicted but absent from gold: it joins the union with F1 0 (sklearn convention)
-    (["x", "x", "y"], ["x", "z", "y"], None, (2 / 3 + 1 + 0) / 3),
-    # perfect on the classes present; the absent classes 3, 4, 5 are excluded, not counted as 0
-    (["1", "2", "1"], ["1", "2", "1"], ["1", "2", "3", "4", "5"], 1.0),
-    # "3" is in the label set and never predicted but occurs in gold: it counts with F1 0
-    (["1", "3"], ["1", "1"], ["1", "2", "3"], (2 / 3 + 0) / 2),
-    (["p", "q"], ["q", "p"], None, 0.0),
-])
+@pytest.mark.parametrize(
+    "gold, pred, labels, expected",
+    [
+        # a: 2*1/(2+1)=2/3, b: 2*1/(1+3)=1/2, c: never predicted -> 0; mean over {a,b,c} = 7/18
+        (["a", "a", "b", "c"], ["a", "b", "b", "b"], None, 7 / 18),
+        # class "z" is predicted but absent from gold: it joins the union with F1 0 (sklearn convention)
+        (["x", "x", "y"], ["x", "z", "y"], None, (2 / 3 + 1 + 0) / 3),
+        # perfect on the classes present; the absent classes 3, 4, 5 are excluded, not counted as 0
+        (["1", "2", "1"], ["1", "2", "1"], ["1", "2", "3", "4", "5"], 1.0),
+        # "3" is in the label set and never predicted but occurs in gold: it counts with F1 0
+        (["1", "3"], ["1", "1"], ["1", "2", "3"], (2 / 3 + 0) / 2),
+        (["p", "q"], ["q", "p"], None, 0.0),
+    ],
+)
 def test_macro_f1_hand_computed(gold, pred, labels, expected):
     assert metrics.macro_f1(gold, pred, labels) == pytest.approx(expected)
 
@@ -69,11 +76,14 @@ def test_confusion_matrix_rows_are_gold():
     assert sum(map(sum, counts)) == 4
 
 
-@pytest.mark.parametrize("gold, pred, under, over", [
-    (["1", "2", "3", "4"], ["2", "2", "1", "5"], 2, 1),  # 1->2 and 4->5 are less urgent than gold
-    (["3", "3"], ["3", "3"], 0, 0),
-    (["5", "5", "5", "5"], ["1", "2", "3", "4"], 0, 4),
-])
+@pytest.mark.parametrize(
+    "gold, pred, under, over",
+    [
+        (["1", "2", "3", "4"], ["2", "2", "1", "5"], 2, 1),  # 1->2 and 4->5 are less urgent than gold
+        (["3", "3"], ["3", "3"], 0, 0),
+        (["5", "5", "5", "5"], ["1", "2", "3", "4"], 0, 4),
+    ],
+)
 def test_triage_errors(gold, pred, under, over):
     result = metrics.triage_errors(gold, pred)
     assert (result.under_triage, result.over_triage, result.n) == (under, over, len(gold))
@@ -89,15 +99,18 @@ def test_triage_errors_refuses_unordered_labels():
 
 
 # Severe under-triage by hand: emergencies = gold 1 or 2; severe = one predicted 4 or 5; rate = severe / emergencies.
-@pytest.mark.parametrize("gold, pred, count, emergencies, rate", [
-    # 1 -> 4 and 2 -> 5 are severe; 3 -> 5 is under-triage but not of an emergency; 5 -> 1 is over-triage
-    (["1", "2", "3", "4", "5"], ["4", "5", "5", "5", "1"], 2, 2, 1.0),
-    # 1 -> 4 and 2 -> 5 are severe; 1 -> 3 and 2 -> 3 are under-triage but not severe; 2 -> 1 is over-triage
-    (["1", "1", "2", "2", "2"], ["3", "4", "1", "5", "3"], 2, 5, 2 / 5),
-    (["2", "2", "1"], ["2", "3", "1"], 0, 3, 0.0),
-    # no emergency in gold: no rate (0/0), even though every case is under-triaged
-    (["3", "4", "3"], ["5", "5", "4"], 0, 0, None),
-])
+@pytest.mark.parametrize(
+    "gold, pred, count, emergencies, rate",
+    [
+        # 1 -> 4 and 2 -> 5 are severe; 3 -> 5 is under-triage but not of an emergency; 5 -> 1 is over-triage
+        (["1", "2", "3", "4", "5"], ["4", "5", "5", "5", "1"], 2, 2, 1.0),
+        # 1 -> 4 and 2 -> 5 are severe; 1 -> 3 and 2 -> 3 are under-triage but not severe; 2 -> 1 is over-triage
+        (["1", "1", "2", "2", "2"], ["3", "4", "1", "5", "3"], 2, 5, 2 / 5),
+        (["2", "2", "1"], ["2", "3", "1"], 0, 3, 0.0),
+        # no emergency in gold: no rate (0/0), even though every case is under-triaged
+        (["3", "4", "3"], ["5", "5", "4"], 0, 0, None),
+    ],
+)
 def test_severe_under_triage_hand_computed(gold, pred, count, emergencies, rate):
     result = metrics.severe_under_triage(gold, pred)
     assert (result.count, result.emergencies) == (count, emergencies)
@@ -137,6 +150,7 @@ def test_bleu_tokens_end_every_sentence_as_punkt_would():
     # word_tokenize splits sentences (Punkt) first, so an inner sentence's period is its own token too;
     # NLTK's tokenizer alone (preserve_line=True) would leave "124." glued
     from nltk.tokenize import word_tokenize
+
     text = "HR 124. Chest pain! Stable? yes"
     assert word_tokenize(text.lower(), preserve_line=True)[:2] == ["hr", "124."]
     assert metrics.bleu_tokens(text) == ["hr", "124", ".", "chest", "pain", "!", "stable", "?", "yes"]
@@ -144,15 +158,18 @@ def test_bleu_tokens_end_every_sentence_as_punkt_would():
 
 def test_bleu_is_nltk_sentence_bleu_method4_on_those_tokens():
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
     ref = "Hypotension with tachycardia and chest pain suggests shock. Emergent care."
     hyp = "Hypotension, tachycardia and pain suggest shock. Care now."
-    expected = sentence_bleu([metrics.bleu_tokens(ref)], metrics.bleu_tokens(hyp),
-                             smoothing_function=SmoothingFunction().method4)
+    expected = sentence_bleu(
+        [metrics.bleu_tokens(ref)], metrics.bleu_tokens(hyp), smoothing_function=SmoothingFunction().method4
+    )
     assert metrics.sentence_bleu(ref, hyp) == pytest.approx(expected) and 0 < expected < 1
 
 
 def test_bleu_with_punkt_is_exactly_word_tokenize():
     from nltk.tokenize import word_tokenize
+
     if not metrics._has_punkt():
         pytest.skip("NLTK's Punkt data is not installed (it is not on PyPI); the fallback is tested above")
     text = "Dr. Kim saw BP 88/50. Shock is likely; e.g. give fluids. Re-check in 5 min."
@@ -177,9 +194,20 @@ def test_consistency_and_sufficiency_definitions():
     assert metrics.sufficiency(gold, repredicted) == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("fn", [metrics.accuracy, metrics.macro_f1, metrics.per_class_f1, metrics.confusion_matrix,
-                                metrics.triage_errors, metrics.severe_under_triage, metrics.mean_sentence_bleu,
-                                metrics.consistency, metrics.sufficiency])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        metrics.accuracy,
+        metrics.macro_f1,
+        metrics.per_class_f1,
+        metrics.confusion_matrix,
+        metrics.triage_errors,
+        metrics.severe_under_triage,
+        metrics.mean_sentence_bleu,
+        metrics.consistency,
+        metrics.sufficiency,
+    ],
+)
 def test_empty_and_mismatched_inputs_raise(fn):
     with pytest.raises(MetricInputError, match="empty"):
         fn([], [])
@@ -201,5 +229,6 @@ def test_metric_errors_are_domain_errors():
 
 def test_metrics_module_does_not_need_torch():
     import subprocess
+
     code = "import sys, r2d.eval.metrics; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], cwd=str(metrics.__file__).rsplit("/r2d/", 1)[0]).returncode == 0

@@ -1,4 +1,5 @@
 """r2d.model.modeling: quantization choice, directory checks, full / 4-bit / int8 / adapter / pre-quantized loads."""
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,26 @@ import torch
 
 from r2d.config import ModelConfig
 from r2d.errors import ModelLoadError
-from r2d.model.modeling import (LoadedModel, load_model_and_tokenizer, quiet_peft_deprecations, resolve_device,
-                          resolve_quantization, save_quantized_model_dir)
-from r2d.model.quantize import (QUANTIZED_MARKER, QUANTIZED_WEIGHTS, HalfLinear, Int8Embedding, Int8Linear,
-                          LowPrecisionEmbedding, TiedHead, bitsandbytes_available, half_precision_dtype,
-                          uses_int8_16bit_layers)
+from r2d.model.modeling import (
+    LoadedModel,
+    load_model_and_tokenizer,
+    quiet_peft_deprecations,
+    resolve_device,
+    resolve_quantization,
+    save_quantized_model_dir,
+)
+from r2d.model.quantize import (
+    QUANTIZED_MARKER,
+    QUANTIZED_WEIGHTS,
+    HalfLinear,
+    Int8Embedding,
+    Int8Linear,
+    LowPrecisionEmbedding,
+    TiedHead,
+    bitsandbytes_available,
+    half_precision_dtype,
+    uses_int8_16bit_layers,
+)
 from r2d.prompts import predict_prompt
 from r2d.sources import KTAS_LABELS
 
@@ -50,30 +66,36 @@ def copy_without(src, dst, *names):
 # --- resolve_quantization: the truth table --------------------------------------------------
 
 
-@pytest.mark.parametrize("choice, device, bnb, fast, expected", [
-    ("none", "cpu", False, False, "none"),
-    ("none", "cuda", True, False, "none"),
-    ("auto", "cuda", True, False, "4bit"),
-    ("auto", "cuda:1", True, False, "4bit"),
-    ("auto", "cuda", False, False, "none"),
-    ("auto", "cpu", True, True, "4bit"),
-    ("auto", "cpu", True, False, "none"),
-    ("auto", "cpu", False, True, "none"),
-    ("4bit", "cpu", True, False, "4bit"),
-    ("4bit", "cuda", True, False, "4bit"),
-    ("int8", "cpu", True, False, "int8"),
-    ("int8", "cuda", True, False, "int8"),
-])
+@pytest.mark.parametrize(
+    "choice, device, bnb, fast, expected",
+    [
+        ("none", "cpu", False, False, "none"),
+        ("none", "cuda", True, False, "none"),
+        ("auto", "cuda", True, False, "4bit"),
+        ("auto", "cuda:1", True, False, "4bit"),
+        ("auto", "cuda", False, False, "none"),
+        ("auto", "cpu", True, True, "4bit"),
+        ("auto", "cpu", True, False, "none"),
+        ("auto", "cpu", False, True, "none"),
+        ("4bit", "cpu", True, False, "4bit"),
+        ("4bit", "cuda", True, False, "4bit"),
+        ("int8", "cpu", True, False, "int8"),
+        ("int8", "cuda", True, False, "int8"),
+    ],
+)
 def test_resolve_quantization_table(choice, device, bnb, fast, expected):
     assert resolve_quantization(choice, device, bnb, cpu_fast_4bit=fast) == expected
 
 
-@pytest.mark.parametrize("choice, device, bnb, match", [
-    ("8bit", "cpu", True, "unknown quantization '8bit'"),
-    ("4bit", "cpu", False, "pip install bitsandbytes"),
-    ("int8", "cuda", False, "model.quantization=none"),
-    ("4bit", "mps", True, "cpu or cuda"),
-])
+@pytest.mark.parametrize(
+    "choice, device, bnb, match",
+    [
+        ("8bit", "cpu", True, "unknown quantization '8bit'"),
+        ("4bit", "cpu", False, "pip install bitsandbytes"),
+        ("int8", "cuda", False, "model.quantization=none"),
+        ("4bit", "mps", True, "cpu or cuda"),
+    ],
+)
 def test_resolve_quantization_refuses_impossible_combinations(choice, device, bnb, match):
     with pytest.raises(ModelLoadError, match=match):
         resolve_quantization(choice, device, bnb)
@@ -142,8 +164,9 @@ def test_dir_without_meta_needs_a_label_set(tmp_path, tiny_model_dir):
 def test_hub_id_offline_says_what_to_do():
     # conftest sets HF_HUB_OFFLINE=1, as on a machine without network
     with pytest.raises(ModelLoadError, match="not found locally; download it on a machine with network"):
-        load_model_and_tokenizer(ModelConfig(name_or_path="google/flan-t5-small", quantization="none", device="cpu"),
-                                 label_set=["yes", "no"])
+        load_model_and_tokenizer(
+            ModelConfig(name_or_path="google/flan-t5-small", quantization="none", device="cpu"), label_set=["yes", "no"]
+        )
 
 
 def test_hub_id_needs_a_label_set():
@@ -168,6 +191,7 @@ def test_full_precision_load(tiny_model_dir, tiny_t5, tiny_tokenizer):
 @needs_bnb
 def test_4bit_load_on_cpu_quantizes_the_big_linears(tiny_model_dir, tiny_t5, tiny_tokenizer):
     import bitsandbytes as bnb
+
     loaded = load_model_and_tokenizer(cfg(tiny_model_dir, quantization="4bit"))
     model = loaded.model
     assert loaded.quantization == "4bit"
@@ -202,18 +226,21 @@ def test_prequantized_dir_round_trip(tmp_path, tiny_model_dir):
     direct = load_model_and_tokenizer(cfg(tiny_model_dir, quantization="4bit"))
     again = load_model_and_tokenizer(cfg(out, quantization="auto"))
     assert again.quantization == "4bit" and again.meta == direct.meta
-    torch.testing.assert_close(logits(again.model, again.tokenizer), logits(direct.model, direct.tokenizer),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        logits(again.model, again.tokenizer), logits(direct.model, direct.tokenizer), rtol=0, atol=0
+    )
     with pytest.raises(ModelLoadError, match="holds a 4-bit model"):
         load_model_and_tokenizer(cfg(out, quantization="none"))
 
 
 def _lora_adapter(tiny_t5, directory):
     from peft import LoraConfig, TaskType, get_peft_model
+
     with warnings.catch_warnings():  # peft 0.21 reads an attribute transformers 5.24 deprecates
         warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
-        peft_model = get_peft_model(tiny_t5, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=4, lora_alpha=8,
-                                                        target_modules=["q", "v"]))
+        peft_model = get_peft_model(
+            tiny_t5, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=4, lora_alpha=8, target_modules=["q", "v"])
+        )
     with torch.no_grad():  # LoRA starts as a no-op (B = 0); make it change the model so the test can fail
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
@@ -252,6 +279,6 @@ def test_quiet_peft_deprecations_silences_only_peft_s_one_message():
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         with quiet_peft_deprecations():
-            warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning)
-            warnings.warn("something else", FutureWarning)
+            warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning, stacklevel=1)
+            warnings.warn("something else", FutureWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["something else"]

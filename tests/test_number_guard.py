@@ -1,4 +1,5 @@
 """r2d.model.number_guard: decoding that cannot invent a number, by the rule and through the Predictor."""
+
 from __future__ import annotations
 
 import re
@@ -6,17 +7,19 @@ import re
 import pytest
 import torch
 
+from r2d.checks.factcheck import value_slot
 from r2d.config import GenerationConfig, ModelConfig
 from r2d.errors import ModelLoadError
-from r2d.checks.factcheck import value_slot
 from r2d.model.inference import Predictor
 from r2d.model.load import load_predictor
 from r2d.model.modeling import load_model_and_tokenizer
 from r2d.model.number_guard import NumberGuard, NumberGuardProcessor, rule_numbers, slot_numbers
 
-CASE = ("68-year-old man, arrived by public ambulance, not an injury. Chief complaint: unresponsive. Mental status: "
-        "unresponsive. Pain score 6/10. Blood pressure 70/40 mmHg, heart rate 38/min, respiratory rate 6/min, "
-        "temperature 36.2 °C, SpO2 78%.")
+CASE = (
+    "68-year-old man, arrived by public ambulance, not an injury. Chief complaint: unresponsive. Mental status: "
+    "unresponsive. Pain score 6/10. Blood pressure 70/40 mmHg, heart rate 38/min, respiratory rate 6/min, "
+    "temperature 36.2 °C, SpO2 78%."
+)
 DIGITS = frozenset("0123456789")
 
 
@@ -40,10 +43,22 @@ def test_each_vital_allows_only_the_case_value():
     assert {"70", "40", "38", "36.2", "6", "68"} <= slots[None]
 
 
-@pytest.mark.parametrize("before, slot", [("Systolic BP ", "sbp"), ("BP 70/", "dbp"), ("mild pain 3/", "pain_scale"),
-                                          ("SpO2 ", "spo2"), ("heart rate ", "heart_rate"), ("RR ", "resp_rate"),
-                                          ("(low, below ", "limit"), ("Chief complaint: ", None),
-                                          ("HR 38, ", None), ("temperature ", "temperature"), ("GCS ", "gcs")])
+@pytest.mark.parametrize(
+    "before, slot",
+    [
+        ("Systolic BP ", "sbp"),
+        ("BP 70/", "dbp"),
+        ("mild pain 3/", "pain_scale"),
+        ("SpO2 ", "spo2"),
+        ("heart rate ", "heart_rate"),
+        ("RR ", "resp_rate"),
+        ("(low, below ", "limit"),
+        ("Chief complaint: ", None),
+        ("HR 38, ", None),
+        ("temperature ", "temperature"),
+        ("GCS ", "gcs"),
+    ],
+)
 def test_value_slot_reads_what_a_number_would_state(before, slot):
     assert value_slot(before) == slot
 

@@ -1,4 +1,5 @@
 """training.prepare_data: stratified, deterministic splits whose union is the whole set, and a truthful manifest."""
+
 from __future__ import annotations
 
 import hashlib
@@ -107,6 +108,7 @@ def test_shuffle_split_partitions_and_is_seeded(tiny_examples):
 @pytest.mark.parametrize("val, test", [(0.5, 0.5), (-0.1, 0.2), (0.9, 0.2)])
 def test_split_fractions_rejects_impossible_values(val, test):
     from r2d.errors import ConfigError
+
     with pytest.raises(ConfigError, match="sum to less than 1"):
         split_fractions(val, test)
 
@@ -115,8 +117,19 @@ def test_cli_errors_exit_with_a_message(tmp_path):
     with pytest.raises(SystemExit, match="^error: KTAS file .*missing.csv does not exist"):
         main(["ktas", "--source", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="^error: --val 0.6 and --test 0.6"):
-        main(["ktas", "--source", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o"),
-              "--val", "0.6", "--test", "0.6"])
+        main(
+            [
+                "ktas",
+                "--source",
+                str(tmp_path / "missing.csv"),
+                "--out",
+                str(tmp_path / "o"),
+                "--val",
+                "0.6",
+                "--test",
+                "0.6",
+            ]
+        )
     assert not (tmp_path / "o").exists()
 
 
@@ -135,6 +148,7 @@ def test_ktas_duplicate_visits_stay_in_one_split(ktas_out):
 def test_grouped_split_keeps_groups_together_and_is_seeded():
     from r2d.data import Example
     from training.corpus.splits import grouped_stratified_split
+
     examples = [Example(f"case {i % 40}", str(i % 40 % 3 + 1), example_id=f"x{i}") for i in range(80)]
     parts = grouped_stratified_split(examples, [0.6, 0.2, 0.2], seed=3)
     assert sorted(e.example_id for p in parts for e in p) == sorted(e.example_id for e in examples)
@@ -155,6 +169,7 @@ def test_file_sha256(tmp_path):
 def test_prepare_missing_makes_the_folder_once_as_the_cli_would(ktas_out, shared_data, tmp_path):
     """The app's Improve tab prepares the original data itself when it is missing (no terminal needed)."""
     from training.corpus.splits import prepare_missing
+
     source = shared_data / "ktas" / "data.csv"
     manifest = prepare_missing(tmp_path / "ktas", source)
     assert manifest["command"] == f"python -m training.prepare_data ktas --source {source} --out {tmp_path / 'ktas'}"
@@ -166,6 +181,7 @@ def test_prepare_missing_makes_the_folder_once_as_the_cli_would(ktas_out, shared
 def test_prepare_missing_names_a_missing_source(tmp_path):
     from r2d.errors import DatasetSchemaError
     from training.corpus.splits import prepare_missing
+
     with pytest.raises(DatasetSchemaError, match="source .*no-such.csv.* is missing.*app.improve_source"):
         prepare_missing(tmp_path / "ktas", tmp_path / "no-such.csv")
     assert not (tmp_path / "ktas").exists()

@@ -1,4 +1,5 @@
 """training.build.pretrain: T5 span corruption, the warm-up schedule, streamed batches and the budgeted loop."""
+
 from __future__ import annotations
 
 import random
@@ -8,8 +9,16 @@ import torch
 
 from r2d.data import Example
 from r2d.model.scoring import IGNORE_INDEX
-from training.build.pretrain import (SENTINELS, Batches, PretrainConfig, add_sentinels, lr_factor, pretrain,
-                               rationale_quality, span_corrupt)
+from training.build.pretrain import (
+    SENTINELS,
+    Batches,
+    PretrainConfig,
+    add_sentinels,
+    lr_factor,
+    pretrain,
+    rationale_quality,
+    span_corrupt,
+)
 from training.build.scratch import new_t5
 from training.corpus.synthetic import synthetic_examples
 
@@ -52,6 +61,7 @@ def sentinel_tokenizer(tiny_tokenizer):
     """A copy of the session's tiny tokenizer with T5's sentinels: adding tokens to the shared one changed
     the vocabulary every later test saw."""
     import copy
+
     tokenizer = copy.deepcopy(tiny_tokenizer)
     add_sentinels(tokenizer)
     return tokenizer
@@ -73,22 +83,34 @@ def test_batches_mix_explain_and_span_corruption(sentinel_tokenizer):
 def test_pretrain_lowers_the_loss_and_stops_on_the_budget(sentinel_tokenizer, tiny_arch):
     tiny_tokenizer = sentinel_tokenizer
     model = new_t5(tiny_tokenizer, tiny_arch, seed=0)
-    cfg = PretrainConfig(max_steps=30, batch_size=4, learning_rate=1e-2, warmup_steps=3, eval_every=10,
-                         max_input_tokens=64, max_target_tokens=24)
-    history = pretrain(model, tiny_tokenizer, Batches(tiny_tokenizer, synthetic_examples(10 ** 6, COMPLAINTS, 0), [],
-                                                      cfg), cfg)
+    cfg = PretrainConfig(
+        max_steps=30,
+        batch_size=4,
+        learning_rate=1e-2,
+        warmup_steps=3,
+        eval_every=10,
+        max_input_tokens=64,
+        max_target_tokens=24,
+    )
+    history = pretrain(
+        model, tiny_tokenizer, Batches(tiny_tokenizer, synthetic_examples(10**6, COMPLAINTS, 0), [], cfg), cfg
+    )
     assert [h["step"] for h in history] == [10, 20, 30]
     assert history[-1]["loss"] < history[0]["loss"] and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
-    cfg = PretrainConfig(max_steps=10 ** 6, budget_s=0.0, batch_size=2, eval_every=2, max_input_tokens=32,
-                         max_target_tokens=8)
-    history = pretrain(model, tiny_tokenizer, Batches(tiny_tokenizer, synthetic_examples(10 ** 6, COMPLAINTS, 1), [],
-                                                      cfg), cfg)
+    cfg = PretrainConfig(
+        max_steps=10**6, budget_s=0.0, batch_size=2, eval_every=2, max_input_tokens=32, max_target_tokens=8
+    )
+    history = pretrain(
+        model, tiny_tokenizer, Batches(tiny_tokenizer, synthetic_examples(10**6, COMPLAINTS, 1), [], cfg), cfg
+    )
     assert history[-1]["step"] == 2  # a spent budget stops at the first log point
 
 
 def test_rationale_quality_uses_the_fact_check():
-    case = ("60-year-old man, walked in, not an injury. Chief complaint: fever. Mental status: alert. No pain. "
-            "Blood pressure 120/80 mmHg, heart rate 80/min, respiratory rate 16/min, temperature 36.6 °C, SpO2 84%.")
+    case = (
+        "60-year-old man, walked in, not an injury. Chief complaint: fever. Mental status: alert. No pain. "
+        "Blood pressure 120/80 mmHg, heart rate 80/min, respiratory rate 16/min, temperature 36.6 °C, SpO2 84%."
+    )
     good = "Chief complaint: fever. SpO2 84% (hypoxaemia, below 92%), alert, no pain: breathing is at risk."
     wrong = "Chief complaint: fever. SpO2 97%, alert, no pain: no sign of an immediate threat in the recorded findings."
     silent = "Chief complaint: fever. Alert, no pain."  # contradicts nothing, leaves the hypoxaemia out

@@ -1,4 +1,5 @@
 """Prompt templates: golden strings (the authors' wording) and one source of truth."""
+
 from __future__ import annotations
 
 import ast
@@ -22,20 +23,35 @@ def test_prompt_version_is_set():
 def _string_literals(source: str) -> list[str]:
     """Every string constant of a module except docstrings (which may quote a template to explain it)."""
     tree = ast.parse(source)
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
-    return [node.value for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
 
 
 @pytest.fixture(scope="module")
 def module_literals(root) -> dict[str, list[str]]:
     """The string literals of every module that could build a prompt, parsed once for all three needles."""
-    paths = list(root.glob("*.py")) + list(root.glob("r2d/*.py")) + list(root.glob("training/*.py")) + \
-        list(root.glob("benchmarks/*.py"))
-    return {str(path.relative_to(root)): _string_literals(path.read_text(encoding="utf-8"))
-            for path in paths if path.name != "prompts.py"}
+    paths = (
+        list(root.glob("*.py"))
+        + list(root.glob("r2d/*.py"))
+        + list(root.glob("training/*.py"))
+        + list(root.glob("benchmarks/*.py"))
+    )
+    return {
+        str(path.relative_to(root)): _string_literals(path.read_text(encoding="utf-8"))
+        for path in paths
+        if path.name != "prompts.py"
+    }
 
 
 @pytest.mark.parametrize("needle", ["predict:", "explain:", "given label:"])

@@ -2,6 +2,7 @@
 
 Loading through r2d.model.modeling (choices, directories, adapters) is tested in test_modeling.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,28 @@ import pytest
 import torch
 
 from r2d.errors import ModelLoadError
+from r2d.model.quantize import (
+    NF4_QUANT_TYPE,
+    QUANTIZED_FORMAT,
+    QUANTIZED_MARKER,
+    QUANTIZED_WEIGHTS,
+    HalfLinear,
+    Int8Embedding,
+    Int8Linear,
+    LowPrecisionEmbedding,
+    TiedHead,
+    bitsandbytes_available,
+    cpu_has_fast_4bit,
+    half_precision_dtype,
+    int8_16bit_layers_,
+    load_prequantized,
+    nf4_bnb_config,
+    nf4_linear,
+    quantize_4bit_,
+    read_safetensors,
+    write_4bit_weights,
+)
 from r2d.prompts import predict_prompt
-from r2d.model.quantize import (NF4_QUANT_TYPE, QUANTIZED_FORMAT, QUANTIZED_MARKER, QUANTIZED_WEIGHTS, HalfLinear,
-                          Int8Embedding, Int8Linear, LowPrecisionEmbedding, TiedHead, bitsandbytes_available,
-                          cpu_has_fast_4bit, half_precision_dtype, int8_16bit_layers_, load_prequantized,
-                          nf4_bnb_config, nf4_linear, quantize_4bit_, read_safetensors, write_4bit_weights)
 
 needs_bnb = pytest.mark.skipif(not bitsandbytes_available(), reason="bitsandbytes with a native backend not installed")
 
@@ -111,6 +129,7 @@ def test_int8_16bit_layers_moves_a_real_t5_no_further_than_int8_error(tiny_t5, t
 @pytest.mark.skipif(not cpu_has_fast_4bit(), reason="needs bitsandbytes' AVX512-BF16 CPU kernel")
 def test_fast_nf4_call_is_bitsandbytes_own_kernel_bit_for_bit():
     import bitsandbytes as bnb
+
     dense = torch.nn.Linear(128, 64, bias=False)  # whole 32-row and 64-column blocks: the packed CPU kernel
     layer = nf4_linear(dense.weight, (64, 128), None, torch.float32, "cpu").eval()
     one, many = torch.randn(1, 1, 128), torch.randn(3, 5, 128)
@@ -128,6 +147,7 @@ def test_fast_nf4_call_is_bitsandbytes_own_kernel_bit_for_bit():
 @needs_bnb
 def test_quantize_4bit_layout_on_a_real_t5(tiny_t5, tiny_tokenizer):
     import bitsandbytes as bnb
+
     reference = logits(tiny_t5.eval(), tiny_tokenizer)
     quantize_4bit_(tiny_t5, "cpu")
     nf4 = {n.split(".")[-1] for n, m in tiny_t5.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
@@ -154,8 +174,13 @@ def test_4bit_weights_round_trip_exactly(tmp_path, tiny_t5, tiny_tokenizer):
 
 def test_read_safetensors_equals_the_library_and_owns_its_memory(tmp_path):
     from safetensors.torch import load_file, save_file
-    tensors = {"a": torch.randn(3, 4), "b": torch.arange(6, dtype=torch.int64).reshape(2, 3),
-               "c": torch.randn(5).bfloat16(), "empty": torch.zeros(0)}
+
+    tensors = {
+        "a": torch.randn(3, 4),
+        "b": torch.arange(6, dtype=torch.int64).reshape(2, 3),
+        "c": torch.randn(5).bfloat16(),
+        "empty": torch.zeros(0),
+    }
     save_file(tensors, str(tmp_path / "w.safetensors"))
     read = read_safetensors(tmp_path / "w.safetensors")
     reference = load_file(str(tmp_path / "w.safetensors"))
@@ -169,6 +194,7 @@ def test_read_safetensors_equals_the_library_and_owns_its_memory(tmp_path):
 @needs_bnb
 def test_load_prequantized_refuses_other_formats_and_incomplete_files(tmp_path, tiny_t5, tiny_tokenizer):
     from safetensors.torch import load_file, save_file
+
     quantize_4bit_(tiny_t5, "cpu")
     tiny_t5.config.save_pretrained(tmp_path)
     write_4bit_weights(tiny_t5, tmp_path, "tiny")

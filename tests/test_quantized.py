@@ -3,6 +3,7 @@
 Run on a GPU machine with `pytest -m gpu tests/test_quantized.py`. The CPU 4-bit path is tested in
 test_modeling.py and test_inference.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,12 +19,16 @@ from r2d.prompts import predict_prompt
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
-    pytest.mark.skipif(not torch.cuda.is_available() or not bitsandbytes_available(),
-                       reason="needs bitsandbytes with its CUDA backend"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available() or not bitsandbytes_available(), reason="needs bitsandbytes with its CUDA backend"
+    ),
 ]
 GEN = GenerationConfig(max_input_tokens=96, max_rationale_tokens=12)
-CASES = ["chest pain", "72-year-old man, crushing chest pain, sweating, BP 88/50, HR 124, arrived by ambulance",
-         "sore throat two days, vitals normal"]
+CASES = [
+    "chest pain",
+    "72-year-old man, crushing chest pain, sweating, BP 88/50, HR 124, arrived by ambulance",
+    "sore throat two days, vitals normal",
+]
 
 
 def cuda_cfg(path, **overrides) -> ModelConfig:
@@ -40,6 +45,7 @@ def test_4bit_on_cuda_predicts_streams_and_batches(tiny_model_dir, compute_dtype
     if compute_dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bfloat16")
     import bitsandbytes as bnb
+
     loaded = load_model_and_tokenizer(cuda_cfg(tiny_model_dir, quantization="4bit", compute_dtype=compute_dtype))
     layers = [m for m in loaded.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert layers and all(m.weight.device.type == "cuda" for m in layers)
@@ -59,5 +65,6 @@ def test_prequantized_dir_on_cuda(tmp_path, tiny_model_dir):
     enc = direct.tokenizer([predict_prompt("chest pain")], return_tensors="pt").to("cuda")
     start = torch.zeros((1, 1), dtype=torch.long, device="cuda")
     with torch.no_grad():
-        torch.testing.assert_close(again.model(**enc, decoder_input_ids=start).logits,
-                                   direct.model(**enc, decoder_input_ids=start).logits)
+        torch.testing.assert_close(
+            again.model(**enc, decoder_input_ids=start).logits, direct.model(**enc, decoder_input_ids=start).logits
+        )

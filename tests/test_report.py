@@ -1,4 +1,5 @@
 """The evaluation report: rendering from run reports, the nurse yardstick, caching of finished runs."""
+
 from __future__ import annotations
 
 import json
@@ -9,15 +10,28 @@ from r2d.data import load_examples
 from r2d.sources import KTAS_LABELS
 from training import report
 
+
 def fake_run(macro_f1: float, accuracy: float, fidelity: float | None = None) -> dict:
     scores = {"f1": macro_f1, "precision": 0.0, "recall": 0.0, "support": 1, "predicted": 1}
     per_class = {label: dict(scores) for label in KTAS_LABELS}
-    m = {"accuracy": accuracy, "macro_f1": macro_f1, "under_triage_rate": 0.1, "over_triage_rate": 0.2,
-         "bleu": 0.5, "consistency": 0.9, "sufficiency": 0.6}
+    m = {
+        "accuracy": accuracy,
+        "macro_f1": macro_f1,
+        "under_triage_rate": 0.1,
+        "over_triage_rate": 0.2,
+        "bleu": 0.5,
+        "consistency": 0.9,
+        "sufficiency": 0.6,
+    }
     if fidelity is not None:
         m["fidelity"] = fidelity
-    return {"metrics": m, "per_class": per_class, "rationale": {}, "skipped": {"bertscore": "no scoring model"},
-            "predictions": [{"rationale": "3"}, {"rationale": "Hypotension with a fast pulse."}]}
+    return {
+        "metrics": m,
+        "per_class": per_class,
+        "rationale": {},
+        "skipped": {"bertscore": "no scoring model"},
+        "predictions": [{"rationale": "3"}, {"rationale": "Hypotension with a fast pulse."}],
+    }
 
 
 NURSE = {"accuracy": 0.85, "macro_f1": 0.8, "under_triage_rate": 0.05, "over_triage_rate": 0.1, "n": 253}
@@ -30,11 +44,20 @@ def _row(text: str, section: str, title: str) -> str:
 
 
 def test_render_both_initialisations_with_means_and_sds_over_seeds():
-    results = {"stage1": {"r2d": {0: fake_run(0.5, 0.6, 0.9), 1: fake_run(0.7, 0.8, 0.7)},
-                          "sft": {0: fake_run(0.4, 0.5)}},
-               "random": {"r2d": {0: fake_run(0.3, 0.4)}}}
-    text = report.render(results, ["dss (random) seed 0"], NURSE, "python -m training.report", (400, 400),
-                         report._bertscore_note(results), BASELINE, "2 runs in 1.0 minutes")
+    results = {
+        "stage1": {"r2d": {0: fake_run(0.5, 0.6, 0.9), 1: fake_run(0.7, 0.8, 0.7)}, "sft": {0: fake_run(0.4, 0.5)}},
+        "random": {"r2d": {0: fake_run(0.3, 0.4)}},
+    }
+    text = report.render(
+        results,
+        ["dss (random) seed 0"],
+        NURSE,
+        "python -m training.report",
+        (400, 400),
+        report._bertscore_note(results),
+        BASELINE,
+        "2 runs in 1.0 minutes",
+    )
     r2d_row = _row(text, report.INITS["stage1"].title, "Reason2Decide |")
     assert "| 2 |" in r2d_row and "0.600 ± 0.141" in r2d_row  # mean and sample SD of 0.5, 0.7
     assert "0.800 ± 0.141" in r2d_row  # fidelity, where the evaluation has it
@@ -59,6 +82,7 @@ def test_finished_runs_are_not_trained_again(tmp_path, monkeypatch):
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cached run was trained again")
+
     monkeypatch.setattr("training.stage2.train_stage2", no_training)
     sft, random_init = report.REPORT_METHODS["sft"], report.INITS["random"]
     result = report.train_and_evaluate(sft, random_init, 3, None, {}, tmp_path, (1, 1))
@@ -68,12 +92,19 @@ def test_finished_runs_are_not_trained_again(tmp_path, monkeypatch):
 def test_every_method_gets_the_same_start_and_total_steps(tmp_path, monkeypatch):
     # from Stage 1: one shared checkpoint, stage2-steps each; from random weights: no init, the sum of both
     calls = []
-    monkeypatch.setattr("training.stage1.train_stage1",
-                        lambda cfg, init, out, **kw: calls.append(("stage1", cfg.optim.max_steps, init)) or
-                        (out.mkdir(parents=True), (out / "r2d_model.json").write_text("{}")))
-    monkeypatch.setattr("training.stage2.train_stage2",
-                        lambda cfg, init, out, **kw: calls.append((cfg.stage2.method, cfg.optim.max_steps, init))
-                        or type("R", (), {"out_dir": out})())
+    monkeypatch.setattr(
+        "training.stage1.train_stage1",
+        lambda cfg, init, out, **kw: (
+            calls.append(("stage1", cfg.optim.max_steps, init))
+            or (out.mkdir(parents=True), (out / "r2d_model.json").write_text("{}"))
+        ),
+    )
+    monkeypatch.setattr(
+        "training.stage2.train_stage2",
+        lambda cfg, init, out, **kw: (
+            calls.append((cfg.stage2.method, cfg.optim.max_steps, init)) or type("R", (), {"out_dir": out})()
+        ),
+    )
     monkeypatch.setattr(report, "evaluate_run", lambda model_dir, test, out, limit=None: {})
     files = {k: tmp_path / f"{k}.jsonl" for k in ("train", "val", "test")}
     cfg = report.load_config(report.ROOT / "training" / "configs" / "ktas_cpu.json")
@@ -82,13 +113,21 @@ def test_every_method_gets_the_same_start_and_total_steps(tmp_path, monkeypatch)
             method = report.REPORT_METHODS[name]
             report.train_and_evaluate(method, report.INITS[init], 0, cfg, files, tmp_path, (30, 20))
     stage1_dir = str(tmp_path / "seed0" / "stage1")
-    assert calls == [("stage1", 30, None), ("sft", 20, stage1_dir), ("dss", 20, stage1_dir), ("r2d", 20, stage1_dir),
-                     ("sft", 50, None), ("dss", 50, None), ("r2d", 50, None)]
+    assert calls == [
+        ("stage1", 30, None),
+        ("sft", 20, stage1_dir),
+        ("dss", 20, stage1_dir),
+        ("r2d", 20, stage1_dir),
+        ("sft", 50, None),
+        ("dss", 50, None),
+        ("r2d", 50, None),
+    ]
 
 
 @pytest.mark.shared_data
 def test_nurse_baseline_on_the_real_test_split(tmp_path, shared_data):
     from training.default_model import prepare_splits
+
     files = prepare_splits(shared_data / "ktas" / "data.csv", tmp_path, report.DATA_SEED)
     nurse = report.nurse_baseline(shared_data / "ktas" / "data.csv", files["test"])
     assert nurse["n"] == len(load_examples(files["test"])) > 200  # every test case has the nurse's level
@@ -106,8 +145,12 @@ def write_pubmedqa_source(folder, n_pool: int = 20, n_test: int = 10):
     for i in range(n_pool + n_test):
         label = labels[i % len(labels)]
         pmid = str(1000 + i)
-        items[pmid] = {"QUESTION": f"Does drug {i} lower blood pressure?", "CONTEXTS": [f"Trial {i} of {label}."],
-                       "final_decision": label, "LONG_ANSWER": f"The trial answers {label} for drug {i}."}
+        items[pmid] = {
+            "QUESTION": f"Does drug {i} lower blood pressure?",
+            "CONTEXTS": [f"Trial {i} of {label}."],
+            "final_decision": label,
+            "LONG_ANSWER": f"The trial answers {label} for drug {i}.",
+        }
         if i >= n_pool:
             truth[pmid] = label
     folder.mkdir(parents=True, exist_ok=True)
@@ -117,18 +160,31 @@ def write_pubmedqa_source(folder, n_pool: int = 20, n_test: int = 10):
 
 
 def fake_pubmedqa_run(macro_f1: float, accuracy: float, n: int = 10) -> dict:
-    per_class = {label: {"f1": macro_f1, "precision": 0.0, "recall": 0.0, "support": 1, "predicted": 1}
-                 for label in ("maybe", "no", "yes")}
-    return {"n": n, "metrics": {"accuracy": accuracy, "macro_f1": macro_f1, "bleu": 0.2, "consistency": 0.5,
-                                "sufficiency": 0.4},
-            "per_class": per_class, "rationale": {},
-            "skipped": {"bertscore": "no scoring model", "fidelity": "no triage facts", "critical_named": "same"},
-            "predictions": [{"rationale": "yes"}, {"rationale": "The trial answers yes for drug 3."}]}
+    per_class = {
+        label: {"f1": macro_f1, "precision": 0.0, "recall": 0.0, "support": 1, "predicted": 1}
+        for label in ("maybe", "no", "yes")
+    }
+    return {
+        "n": n,
+        "metrics": {"accuracy": accuracy, "macro_f1": macro_f1, "bleu": 0.2, "consistency": 0.5, "sufficiency": 0.4},
+        "per_class": per_class,
+        "rationale": {},
+        "skipped": {"bertscore": "no scoring model", "fidelity": "no triage facts", "critical_named": "same"},
+        "predictions": [{"rationale": "yes"}, {"rationale": "The trial answers yes for drug 3."}],
+    }
 
 
 def pubmedqa_args(tmp_path, *flags):
-    return report.parse_args(["--work", str(tmp_path / "work"), "--pubmedqa",
-                              "--pubmedqa-source", str(write_pubmedqa_source(tmp_path / "pqa")), *flags])
+    return report.parse_args(
+        [
+            "--work",
+            str(tmp_path / "work"),
+            "--pubmedqa",
+            "--pubmedqa-source",
+            str(write_pubmedqa_source(tmp_path / "pqa")),
+            *flags,
+        ]
+    )
 
 
 def test_majority_baseline_predicts_the_training_majority_on_the_test_items(tmp_path):
@@ -143,8 +199,20 @@ def test_majority_baseline_predicts_the_training_majority_on_the_test_items(tmp_
 
 
 def test_pubmedqa_section_is_rendered_from_cached_runs(tmp_path, monkeypatch):
-    args = pubmedqa_args(tmp_path, "--render-only", "--seeds", "0", "1", "2", "--stage1-steps", "30",
-                         "--stage2-steps", "20", "--pubmedqa-stage1-steps", "50")
+    args = pubmedqa_args(
+        tmp_path,
+        "--render-only",
+        "--seeds",
+        "0",
+        "1",
+        "2",
+        "--stage1-steps",
+        "30",
+        "--stage2-steps",
+        "20",
+        "--pubmedqa-stage1-steps",
+        "50",
+    )
     work = report.pubmedqa_work(args.work)
     for seed, f1 in ((0, 0.3), (2, 0.5)):
         out = report.run_dir(work, "stage1", "r2d", seed)
@@ -177,8 +245,11 @@ def test_the_report_places_the_pubmedqa_section_and_names_its_missing_runs():
     results = {"stage1": {"r2d": {0: fake_run(0.5, 0.6)}}}
     section = ["## PubMedQA end to end", "", "text", ""]
     text = report.render(results, ["PubMedQA r2d seed 2"], NURSE, "cmd", (1, 1), "n/a", None, "", section)
-    assert text.index("## How each figure is computed") < text.index("## PubMedQA end to end") < \
-        text.index("## Runs not finished")
+    assert (
+        text.index("## How each figure is computed")
+        < text.index("## PubMedQA end to end")
+        < text.index("## Runs not finished")
+    )
     assert "PubMedQA r2d seed 2" in text
     assert "## PubMedQA" not in report.render(results, [], NURSE, "cmd", (1, 1), "n/a")
     baseline = {"label": "yes", "n": 500, "accuracy": 0.552, "macro_f1": 0.237}
@@ -189,8 +260,16 @@ def test_the_report_places_the_pubmedqa_section_and_names_its_missing_runs():
 
 
 def test_parameter_count_of_a_t5_shape():
-    shape = {"vocab_size": 10, "d_model": 4, "d_kv": 2, "d_ff": 8, "num_layers": 1, "num_decoder_layers": 1,
-             "num_heads": 2, "feed_forward_proj": "relu"}
+    shape = {
+        "vocab_size": 10,
+        "d_model": 4,
+        "d_kv": 2,
+        "d_ff": 8,
+        "num_layers": 1,
+        "num_decoder_layers": 1,
+        "num_heads": 2,
+        "feed_forward_proj": "relu",
+    }
     # shared embedding 10x4; encoder block: q,k,v,o 4x4 each + relative bias 32x2 + 2 norms + wi 4x8 + wo 8x4,
     # decoder block adds cross-attention (4 x 4x4 + a norm) and its own relative bias; two final norms
     encoder = 4 * 16 + 32 * 2 + 2 * 4 + 32 + 32
@@ -201,8 +280,9 @@ def test_parameter_count_of_a_t5_shape():
 @pytest.mark.slow
 def test_pubmedqa_end_to_end_with_the_tiny_config(tmp_path, monkeypatch):
     # prepare_data pubmedqa -> Stage 1 -> Stage 2 (r2d) -> evaluate, on made-up items with tiny_cpu.json; cached
-    args = pubmedqa_args(tmp_path, "--seeds", "0", "--stage1-steps", "2", "--stage2-steps", "2",
-                         "--pubmedqa-limit", "6")
+    args = pubmedqa_args(
+        tmp_path, "--seeds", "0", "--stage1-steps", "2", "--stage2-steps", "2", "--pubmedqa-limit", "6"
+    )
     cfg = report.load_config(report.ROOT / "training" / "configs" / "tiny_cpu.json")
     monkeypatch.setattr(report, "t5_parameters", lambda shape: shape["d_model"])  # T5-Large's count: its own test
     text = "\n".join(report.run_pubmedqa(args, cfg, (2, 2), []))

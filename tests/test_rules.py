@@ -1,5 +1,6 @@
 """r2d.checks.rules: adult thresholds and normal ranges at their boundaries, pain bands, and what a rationale may and
 must say (it never sees or names the label)."""
+
 from __future__ import annotations
 
 import random
@@ -25,8 +26,22 @@ from r2d.checks.rules import (
 )
 from r2d.errors import InvalidCaseError
 
-NORMAL = dict(age=40, sex="female", arrival="walking", injury=False, chief_complaint="sore throat", mental="alert",
-              pain=True, pain_score=2, sbp=120, dbp=80, heart_rate=80, resp_rate=16, temperature=36.8, spo2=98)
+NORMAL = dict(
+    age=40,
+    sex="female",
+    arrival="walking",
+    injury=False,
+    chief_complaint="sore throat",
+    mental="alert",
+    pain=True,
+    pain_score=2,
+    sbp=120,
+    dbp=80,
+    heart_rate=80,
+    resp_rate=16,
+    temperature=36.8,
+    spo2=98,
+)
 
 
 def make_facts(**overrides) -> TriageFacts:
@@ -37,14 +52,29 @@ def numbers(text: str) -> set[float]:
     return {float(n) for n in re.findall(r"(?<![A-Za-z])\d+(?:\.\d+)?", text)}  # not the 2 of SpO2
 
 
-@pytest.mark.parametrize("vital, value, abnormal", [
-    ("spo2", 91, True), ("spo2", 92, False),
-    ("resp_rate", 25, True), ("resp_rate", 24, False), ("resp_rate", 9, True), ("resp_rate", 10, False),
-    ("sbp", 89, True), ("sbp", 90, False), ("sbp", 181, True), ("sbp", 180, False),
-    ("heart_rate", 121, True), ("heart_rate", 120, False), ("heart_rate", 49, True), ("heart_rate", 50, False),
-    ("temperature", 38.0, True), ("temperature", 37.9, False),
-    ("temperature", 34.9, True), ("temperature", 35.0, False),
-])
+@pytest.mark.parametrize(
+    "vital, value, abnormal",
+    [
+        ("spo2", 91, True),
+        ("spo2", 92, False),
+        ("resp_rate", 25, True),
+        ("resp_rate", 24, False),
+        ("resp_rate", 9, True),
+        ("resp_rate", 10, False),
+        ("sbp", 89, True),
+        ("sbp", 90, False),
+        ("sbp", 181, True),
+        ("sbp", 180, False),
+        ("heart_rate", 121, True),
+        ("heart_rate", 120, False),
+        ("heart_rate", 49, True),
+        ("heart_rate", 50, False),
+        ("temperature", 38.0, True),
+        ("temperature", 37.9, False),
+        ("temperature", 34.9, True),
+        ("temperature", 35.0, False),
+    ],
+)
 def test_threshold_boundaries(vital, value, abnormal):
     facts = make_facts(**{vital: value})
     named = [f for f in abnormal_vitals(facts) if "(raised" not in f.phrase and "(low" not in f.phrase]
@@ -54,12 +84,27 @@ def test_threshold_boundaries(vital, value, abnormal):
         assert format_value(vital, value) in write_rationale(facts)
 
 
-@pytest.mark.parametrize("vital, value, normal", [
-    ("sbp", 160, True), ("sbp", 161, False), ("sbp", 175, False), ("dbp", 100, True), ("dbp", 101, False),
-    ("dbp", 49, False), ("heart_rate", 100, True), ("heart_rate", 101, False), ("heart_rate", 115, False),
-    ("resp_rate", 20, True), ("resp_rate", 21, False), ("resp_rate", 24, False), ("spo2", 95, True),
-    ("spo2", 94, False), ("temperature", 37.9, True), ("temperature", 35.0, True),
-])
+@pytest.mark.parametrize(
+    "vital, value, normal",
+    [
+        ("sbp", 160, True),
+        ("sbp", 161, False),
+        ("sbp", 175, False),
+        ("dbp", 100, True),
+        ("dbp", 101, False),
+        ("dbp", 49, False),
+        ("heart_rate", 100, True),
+        ("heart_rate", 101, False),
+        ("heart_rate", 115, False),
+        ("resp_rate", 20, True),
+        ("resp_rate", 21, False),
+        ("resp_rate", 24, False),
+        ("spo2", 95, True),
+        ("spo2", 94, False),
+        ("temperature", 37.9, True),
+        ("temperature", 35.0, True),
+    ],
+)
 def test_within_adult_limits_is_only_said_when_true(vital, value, normal):
     """The old writer called SBP 160-180, HR 101-120 and RR 21-24 'within adult limits'."""
     facts = make_facts(**{vital: value})
@@ -81,8 +126,10 @@ def test_every_threshold_names_a_real_field():
     assert all(t.op in ("<", ">", ">=") for t in THRESHOLDS)
 
 
-@pytest.mark.parametrize("score, band", [(0, "no"), (1, "mild"), (3, "mild"), (4, "moderate"), (6, "moderate"),
-                                         (7, "severe"), (10, "severe")])
+@pytest.mark.parametrize(
+    "score, band",
+    [(0, "no"), (1, "mild"), (3, "mild"), (4, "moderate"), (6, "moderate"), (7, "severe"), (10, "severe")],
+)
 def test_pain_bands(score, band):
     assert pain_band(score) == band
 
@@ -117,7 +164,8 @@ def test_critical_case_names_its_findings():
 def test_normal_case_says_so_honestly():
     assert write_rationale(make_facts()) == (
         "Chief complaint: sore throat. Vital signs within adult limits, alert, mild pain 2/10: "
-        "no sign of an immediate threat in the recorded findings.")
+        "no sign of an immediate threat in the recorded findings."
+    )
 
 
 def test_complaint_is_restated_and_absent_complaint_is_not_invented():
@@ -141,8 +189,9 @@ def test_missing_vitals_are_said_missing_never_invented():
     facts = make_facts(sbp=None, dbp=None, spo2=None)
     rationale = write_rationale(facts)
     assert "not recorded" in rationale and "SpO2" in rationale
-    none_recorded = write_rationale(make_facts(**{v: None for v in ("sbp", "dbp", "heart_rate", "resp_rate",
-                                                                    "temperature", "spo2")}))
+    none_recorded = write_rationale(
+        make_facts(**{v: None for v in ("sbp", "dbp", "heart_rate", "resp_rate", "temperature", "spo2")})
+    )
     assert "Vital signs not recorded" in none_recorded
 
 
@@ -157,12 +206,21 @@ def test_paediatric_case_sets_adult_limits_aside():
 def random_facts(rng: random.Random) -> TriageFacts:
     maybe = lambda value: None if rng.random() < 0.15 else value  # noqa: E731
     return TriageFacts(
-        age=maybe(rng.randint(1, 99)), sex=maybe(rng.choice(["female", "male"])),
+        age=maybe(rng.randint(1, 99)),
+        sex=maybe(rng.choice(["female", "male"])),
         arrival=maybe(rng.choice(ARRIVAL_MODES)),
-        injury=maybe(rng.random() < 0.2), chief_complaint=maybe("abd pain"), mental=maybe(rng.choice(MENTAL_STATES)),
-        pain=maybe(True), pain_score=maybe(rng.randint(0, 10)), sbp=maybe(rng.randint(50, 240)),
-        dbp=maybe(rng.randint(30, 140)), heart_rate=maybe(rng.randint(30, 170)), resp_rate=maybe(rng.randint(6, 36)),
-        temperature=maybe(round(rng.uniform(34.0, 41.0), 1)), spo2=maybe(rng.randint(60, 100)))
+        injury=maybe(rng.random() < 0.2),
+        chief_complaint=maybe("abd pain"),
+        mental=maybe(rng.choice(MENTAL_STATES)),
+        pain=maybe(True),
+        pain_score=maybe(rng.randint(0, 10)),
+        sbp=maybe(rng.randint(50, 240)),
+        dbp=maybe(rng.randint(30, 140)),
+        heart_rate=maybe(rng.randint(30, 170)),
+        resp_rate=maybe(rng.randint(6, 36)),
+        temperature=maybe(round(rng.uniform(34.0, 41.0), 1)),
+        spo2=maybe(rng.randint(60, 100)),
+    )
 
 
 def test_rationale_numbers_come_from_the_case_or_the_limit_tables():
@@ -170,15 +228,28 @@ def test_rationale_numbers_come_from_the_case_or_the_limit_tables():
     allowed_constants = {float(t.limit) for t in THRESHOLDS} | {float(x) for r in NORMAL_RANGES.values() for x in r}
     for _ in range(300):
         facts = random_facts(rng)
-        case_numbers = {float(v) for v in (facts.age, facts.pain_score, facts.sbp, facts.dbp, facts.heart_rate,
-                                           facts.resp_rate, facts.temperature, facts.spo2) if v is not None}
+        case_numbers = {
+            float(v)
+            for v in (
+                facts.age,
+                facts.pain_score,
+                facts.sbp,
+                facts.dbp,
+                facts.heart_rate,
+                facts.resp_rate,
+                facts.temperature,
+                facts.spo2,
+            )
+            if v is not None
+        }
         rationale = write_rationale(facts)
         assert numbers(rationale) <= case_numbers | allowed_constants | {10.0}, (facts, rationale)
         assert rationale == write_rationale(facts)  # deterministic
 
 
-@pytest.mark.parametrize("field, value", [("sex", "f"), ("arrival", "helicopter"), ("mental", "drowsy"),
-                                          ("pain_score", 11), ("age", -1)])
+@pytest.mark.parametrize(
+    "field, value", [("sex", "f"), ("arrival", "helicopter"), ("mental", "drowsy"), ("pain_score", 11), ("age", -1)]
+)
 def test_facts_reject_unknown_values(field, value):
     with pytest.raises(InvalidCaseError, match=field):
         make_facts(**{field: value})
@@ -189,22 +260,39 @@ def test_facts_reject_unknown_values(field, value):
 QUIET = dict(NORMAL, pain_score=0)  # no modifier applies
 
 
-@pytest.mark.parametrize("field, value, level, finding", [
-    ("mental", "alert", None, None), ("mental", "verbal", "2", "responds only to voice"),
-    ("mental", "pain", "2", "responds only to pain"), ("mental", "unresponsive", "1", "unresponsive"),
-    ("sbp", 79, "1", "systolic BP 79 mmHg (< 80 mmHg)"), ("sbp", 80, "2", "systolic BP 80 mmHg (< 90 mmHg)"),
-    ("sbp", 89, "2", "systolic BP 89 mmHg (< 90 mmHg)"), ("sbp", 90, None, None),
-    ("heart_rate", 131, "2", "heart rate 131/min (> 130/min)"), ("heart_rate", 130, None, None),
-    ("heart_rate", 39, "2", "heart rate 39/min (< 40/min)"), ("heart_rate", 40, None, None),
-    ("heart_rate", 0, "1", "heart rate 0/min (no pulse)"),
-    ("spo2", 89, "1", "SpO2 89% (< 90%)"), ("spo2", 90, "2", "SpO2 90% (< 92%)"), ("spo2", 91, "2", "SpO2 91% (< 92%)"),
-    ("spo2", 92, "3", "SpO2 92% (< 95%)"), ("spo2", 94, "3", "SpO2 94% (< 95%)"), ("spo2", 95, None, None),
-    ("resp_rate", 36, "1", "respiratory rate 36/min (>= 36/min)"), ("resp_rate", 35, None, None),
-    ("resp_rate", 7, "1", "respiratory rate 7/min (< 8/min)"), ("resp_rate", 8, None, None),
-    ("pain_score", 10, "2", "pain 10/10 (8-10)"), ("pain_score", 8, "2", "pain 8/10 (8-10)"),
-    ("pain_score", 7, "3", "pain 7/10 (4-7)"), ("pain_score", 4, "3", "pain 4/10 (4-7)"),
-    ("pain_score", 3, None, None),
-])
+@pytest.mark.parametrize(
+    "field, value, level, finding",
+    [
+        ("mental", "alert", None, None),
+        ("mental", "verbal", "2", "responds only to voice"),
+        ("mental", "pain", "2", "responds only to pain"),
+        ("mental", "unresponsive", "1", "unresponsive"),
+        ("sbp", 79, "1", "systolic BP 79 mmHg (< 80 mmHg)"),
+        ("sbp", 80, "2", "systolic BP 80 mmHg (< 90 mmHg)"),
+        ("sbp", 89, "2", "systolic BP 89 mmHg (< 90 mmHg)"),
+        ("sbp", 90, None, None),
+        ("heart_rate", 131, "2", "heart rate 131/min (> 130/min)"),
+        ("heart_rate", 130, None, None),
+        ("heart_rate", 39, "2", "heart rate 39/min (< 40/min)"),
+        ("heart_rate", 40, None, None),
+        ("heart_rate", 0, "1", "heart rate 0/min (no pulse)"),
+        ("spo2", 89, "1", "SpO2 89% (< 90%)"),
+        ("spo2", 90, "2", "SpO2 90% (< 92%)"),
+        ("spo2", 91, "2", "SpO2 91% (< 92%)"),
+        ("spo2", 92, "3", "SpO2 92% (< 95%)"),
+        ("spo2", 94, "3", "SpO2 94% (< 95%)"),
+        ("spo2", 95, None, None),
+        ("resp_rate", 36, "1", "respiratory rate 36/min (>= 36/min)"),
+        ("resp_rate", 35, None, None),
+        ("resp_rate", 7, "1", "respiratory rate 7/min (< 8/min)"),
+        ("resp_rate", 8, None, None),
+        ("pain_score", 10, "2", "pain 10/10 (8-10)"),
+        ("pain_score", 8, "2", "pain 8/10 (8-10)"),
+        ("pain_score", 7, "3", "pain 7/10 (4-7)"),
+        ("pain_score", 4, "3", "pain 4/10 (4-7)"),
+        ("pain_score", 3, None, None),
+    ],
+)
 def test_each_modifier_at_its_boundary(field, value, level, finding):
     facts = TriageFacts(**{**QUIET, field: value})
     modifiers = first_order_modifiers(facts)
@@ -215,7 +303,11 @@ def test_each_modifier_at_its_boundary(field, value, level, finding):
 def test_floor_is_the_most_urgent_modifier_and_findings_come_in_order():
     facts = TriageFacts(**{**QUIET, "mental": "verbal", "sbp": 75, "spo2": 93, "pain_score": 9})
     assert [m.finding.split(" (")[0] for m in first_order_modifiers(facts)] == [
-        "responds only to voice", "systolic BP 75 mmHg", "SpO2 93%", "pain 9/10"]
+        "responds only to voice",
+        "systolic BP 75 mmHg",
+        "SpO2 93%",
+        "pain 9/10",
+    ]
     assert urgency_floor(facts) == "1"
     assert urgency_floor(TriageFacts(**{**QUIET, "spo2": 93, "pain_score": 9})) == "2"
 

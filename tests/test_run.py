@@ -1,4 +1,5 @@
 """training.build.run: data files, the label set, data-derived generation lengths, model metadata, CLI hints."""
+
 from __future__ import annotations
 
 import json
@@ -6,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from r2d.model.artifacts import ModelMeta
 from r2d.config import DataConfig, GenerationConfig
 from r2d.data import Example
 from r2d.errors import ConfigError, DatasetSchemaError
+from r2d.model.artifacts import ModelMeta
 from training.build.run import (
     MAX_CLOSED_LABELS,
     build_meta,
@@ -63,8 +64,11 @@ def test_the_manifest_fills_what_the_caller_leaves_open(tmp_path):
     train = tmp_path / "train.jsonl"
     assert data_manifest([str(train)]) == {} and data_manifest([]) == {}
     (tmp_path / "manifest.json").write_text(json.dumps({"task": "t", "ordinal": True, "label_names": {"1": "a"}}))
-    assert meta_defaults([str(train)], "mine", None, None) == {"task": "mine", "ordinal": True,
-                                                               "label_names": {"1": "a"}}
+    assert meta_defaults([str(train)], "mine", None, None) == {
+        "task": "mine",
+        "ordinal": True,
+        "label_names": {"1": "a"},
+    }
     (tmp_path / "manifest.json").write_text("[1]")
     with pytest.raises(DatasetSchemaError, match="JSON object"):
         data_manifest([str(train)])
@@ -86,21 +90,30 @@ def test_label_length_is_the_longest_label_after_tokenisation(tiny_tokenizer, ti
     examples = [replace(e, label=y) for e, y in zip(tiny_examples, labels)]
     g = resolve_generation(GenerationConfig(max_label_tokens=0), tiny_tokenizer, labels, examples, "r2d")
     assert g.max_label_tokens == longest and longest > 1  # </s> included
-    assert resolve_generation(GenerationConfig(max_label_tokens=7), tiny_tokenizer, labels, examples,
-                              "r2d").max_label_tokens == 7  # a value that was set is kept
+    assert (
+        resolve_generation(
+            GenerationConfig(max_label_tokens=7), tiny_tokenizer, labels, examples, "r2d"
+        ).max_label_tokens
+        == 7
+    )  # a value that was set is kept
 
 
-@pytest.mark.parametrize("key, value, what", [
-    ("max_label_tokens", 1, "labels"),
-    ("max_rationale_tokens", 3, "rationales"),
-    ("max_input_tokens", 5, "r2d prompts"),
-])
+@pytest.mark.parametrize(
+    "key, value, what",
+    [
+        ("max_label_tokens", 1, "labels"),
+        ("max_rationale_tokens", 3, "rationales"),
+        ("max_input_tokens", 5, "r2d prompts"),
+    ],
+)
 def test_every_cut_is_a_warning(tiny_tokenizer, tiny_examples, caplog, key, value, what, ktas_labels):
     g = replace(GenerationConfig(max_label_tokens=0, max_rationale_tokens=128, max_input_tokens=256), **{key: value})
     with caplog.at_level("WARNING", logger="training.build.run"):
         resolve_generation(g, tiny_tokenizer, ktas_labels, tiny_examples, "r2d")
-    assert f"of {len(tiny_examples) if what != 'labels' else len(ktas_labels)} {what} are longer than " \
-           f"generation.{key}={value} tokens" in caplog.text
+    assert (
+        f"of {len(tiny_examples) if what != 'labels' else len(ktas_labels)} {what} are longer than "
+        f"generation.{key}={value} tokens" in caplog.text
+    )
     caplog.clear()
     with caplog.at_level("WARNING", logger="training.build.run"):
         resolve_generation(GenerationConfig(max_label_tokens=0), tiny_tokenizer, ktas_labels, tiny_examples, "r2d")

@@ -1,4 +1,5 @@
 """Where a build trains: training.build.scale (pure choices; no GPU needed)."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,11 +29,14 @@ def test_cpu_defaults_follow_the_hardware():
     assert resolve_scale("auto", False, cpu_bf16=False).bf16 is False
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"device": "cuda", "cuda_available": False}, "no usable CUDA"),
-    ({"device": "tpu", "cuda_available": False}, "must be auto, cpu or cuda"),
-    ({"device": "cpu", "cuda_available": False, "bf16": True}, "only emulates bfloat16"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"device": "cuda", "cuda_available": False}, "no usable CUDA"),
+        ({"device": "tpu", "cuda_available": False}, "must be auto, cpu or cuda"),
+        ({"device": "cpu", "cuda_available": False, "bf16": True}, "only emulates bfloat16"),
+    ],
+)
 def test_impossible_scales_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         resolve_scale(**kwargs)

@@ -1,4 +1,5 @@
 """training.method.schedules: alpha and pi at their boundaries, the label mix and its rate, R2D-C helpers."""
+
 from __future__ import annotations
 
 import math
@@ -8,21 +9,31 @@ import pytest
 import torch
 
 from r2d.config import Stage2Config
-from training.method.schedules import (ConfidenceThreshold, alpha_at, gated_probability, gumbel_temperature, mix_labels,
-                                sampling_probability, warmup_steps)
+from training.method.schedules import (
+    ConfidenceThreshold,
+    alpha_at,
+    gated_probability,
+    gumbel_temperature,
+    mix_labels,
+    sampling_probability,
+    warmup_steps,
+)
 
 MAX_STEPS = 1000
 PAPER = Stage2Config()  # alpha 0.7 over 5%; pi ramps from 5% towards 1 at 65%, capped at 0.9
 
 
-@pytest.mark.parametrize("step, expected", [
-    (0, 0.0),                      # explain loss only at the very start
-    (25, 0.35),                    # half-way through the warm-up
-    (49, 0.7 * 49 / 50),           # W - 1
-    (50, 0.7),                     # W = 5% of max_steps: the full weight
-    (650, 0.7),
-    (MAX_STEPS, 0.7),
-])
+@pytest.mark.parametrize(
+    "step, expected",
+    [
+        (0, 0.0),  # explain loss only at the very start
+        (25, 0.35),  # half-way through the warm-up
+        (49, 0.7 * 49 / 50),  # W - 1
+        (50, 0.7),  # W = 5% of max_steps: the full weight
+        (650, 0.7),
+        (MAX_STEPS, 0.7),
+    ],
+)
 def test_alpha_warmup_boundaries(step, expected):
     assert alpha_at(step, MAX_STEPS, PAPER) == pytest.approx(expected)
 
@@ -37,16 +48,19 @@ def test_alpha_without_warmup_is_constant():
     assert alpha_at(0, MAX_STEPS, s) == 0.4
 
 
-@pytest.mark.parametrize("step, expected", [
-    (0, 0.0),
-    (49, 0.0),                     # before the start: gold labels only
-    (50, 0.0),                     # the ramp starts from 0
-    (350, 0.5),                    # (350 - 50) / (650 - 50)
-    (589, 539 / 600),              # still on the ramp
-    (590, 0.9),                    # (590 - 50) / 600 = 0.9: the cap is reached
-    (650, 0.9),                    # 65%: the ramp would be at 1, the cap holds
-    (MAX_STEPS, 0.9),
-])
+@pytest.mark.parametrize(
+    "step, expected",
+    [
+        (0, 0.0),
+        (49, 0.0),  # before the start: gold labels only
+        (50, 0.0),  # the ramp starts from 0
+        (350, 0.5),  # (350 - 50) / (650 - 50)
+        (589, 539 / 600),  # still on the ramp
+        (590, 0.9),  # (590 - 50) / 600 = 0.9: the cap is reached
+        (650, 0.9),  # 65%: the ramp would be at 1, the cap holds
+        (MAX_STEPS, 0.9),
+    ],
+)
 def test_sampling_probability_boundaries(step, expected):
     assert sampling_probability(step, MAX_STEPS, PAPER) == pytest.approx(expected)
 
@@ -64,11 +78,14 @@ def test_empty_sampling_ramp_jumps_to_cap():
     assert sampling_probability(200, MAX_STEPS, s) == 0.5
 
 
-@pytest.mark.parametrize("confidence, threshold, expected", [
-    (0.6, 0.6, 0.45),              # at the threshold the gate is one half
-    (1.0, 0.0, 0.9 / (1 + math.exp(-10))),
-    (0.0, 1.0, 0.9 / (1 + math.exp(10))),
-])
+@pytest.mark.parametrize(
+    "confidence, threshold, expected",
+    [
+        (0.6, 0.6, 0.45),  # at the threshold the gate is one half
+        (1.0, 0.0, 0.9 / (1 + math.exp(-10))),
+        (0.0, 1.0, 0.9 / (1 + math.exp(10))),
+    ],
+)
 def test_gated_probability(confidence, threshold, expected):
     assert gated_probability(0.9, confidence, threshold, sharpness=10.0) == pytest.approx(expected)
 
@@ -78,13 +95,16 @@ def test_gated_probability_survives_extreme_sharpness():
     assert gated_probability(0.5, 0.0, 1.0, sharpness=1e6) == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("step, expected", [
-    (0, 1.0),
-    (250, 2 ** -0.25),             # 0.8409
-    (500, 0.7071067811865476),     # mid-run: exp(-ln2 / 2) = 1/sqrt(2), the authors' value (linear would be 0.75)
-    (1000, 0.5),                   # exp(-ln2) = 0.5: the floor is met at the last step
-    (5000, 0.5),                   # and held
-])
+@pytest.mark.parametrize(
+    "step, expected",
+    [
+        (0, 1.0),
+        (250, 2**-0.25),  # 0.8409
+        (500, 0.7071067811865476),  # mid-run: exp(-ln2 / 2) = 1/sqrt(2), the authors' value (linear would be 0.75)
+        (1000, 0.5),  # exp(-ln2) = 0.5: the floor is met at the last step
+        (5000, 0.5),  # and held
+    ],
+)
 def test_gumbel_temperature_is_the_authors_exponential(step, expected):
     assert gumbel_temperature(step, MAX_STEPS, 1.0, 0.5) == pytest.approx(expected, abs=1e-12)
 
@@ -148,12 +168,15 @@ def test_same_seed_same_mix_and_global_rng_untouched():
     assert random.getstate() == py_before
 
 
-@pytest.mark.parametrize("predicted, pi, message", [
-    (["5"], 0.5, "must align"),
-    (["5", "5"], [0.5], "must align"),
-    (["5", "5"], 1.5, r"\[0, 1\]"),
-    (["5", "5"], [0.1, -0.1], r"\[0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "predicted, pi, message",
+    [
+        (["5"], 0.5, "must align"),
+        (["5", "5"], [0.5], "must align"),
+        (["5", "5"], 1.5, r"\[0, 1\]"),
+        (["5", "5"], [0.1, -0.1], r"\[0, 1\]"),
+    ],
+)
 def test_mix_labels_rejects_bad_input(predicted, pi, message):
     with pytest.raises(ValueError, match=message):
         mix_labels(["1", "2"], predicted, pi, random.Random(0))
@@ -177,11 +200,14 @@ class FixedDraws(random.Random):
         return self.value
 
 
-@pytest.mark.parametrize("draw, pi, uses_prediction", [
-    (0.0, 0.0, False),             # draws are in [0, 1): pi = 0 never takes a prediction, even at draw 0
-    (0.5, 0.5, False),             # a draw takes the prediction when it is below pi, so P(prediction) = pi
-    (0.4999, 0.5, True),
-])
+@pytest.mark.parametrize(
+    "draw, pi, uses_prediction",
+    [
+        (0.0, 0.0, False),  # draws are in [0, 1): pi = 0 never takes a prediction, even at draw 0
+        (0.5, 0.5, False),  # a draw takes the prediction when it is below pi, so P(prediction) = pi
+        (0.4999, 0.5, True),
+    ],
+)
 def test_a_draw_takes_the_prediction_only_below_pi(draw, pi, uses_prediction):
     labels, used = mix_labels(["1"], ["5"], pi, FixedDraws(draw))
     assert used == [uses_prediction] and labels == (["5"] if uses_prediction else ["1"])
@@ -197,17 +223,17 @@ def feed(threshold: ConfidenceThreshold, steps: range, confidence) -> list[float
 def test_threshold_is_calibrated_on_the_warmup_at_step_w():
     th = ConfidenceThreshold(warmup_steps=50, window_steps=1000)
     before = feed(th, range(0, 50), lambda t: 0.2 if t % 2 else 0.4)
-    assert before == [1.0] * 50                       # before W: the authors' "never" value (pi = 0 anyway)
+    assert before == [1.0] * 50  # before W: the authors' "never" value (pi = 0 anyway)
     at_w = th.update(50, [0.3])
-    assert at_w == pytest.approx(0.3)                 # mean of steps 0..50: 25 x 0.2, 25 x 0.4, one 0.3
+    assert at_w == pytest.approx(0.3)  # mean of steps 0..50: 25 x 0.2, 25 x 0.4, one 0.3
 
 
 def test_threshold_is_the_mean_of_each_1000_step_window():
     th = ConfidenceThreshold(warmup_steps=50, window_steps=1000)
-    feed(th, range(0, 51), lambda t: 0.3)             # calibrated to 0.3 at W = 50
+    feed(th, range(0, 51), lambda t: 0.3)  # calibrated to 0.3 at W = 50
     # the window after W: steps 51..1050, half at 0.5 and half at 0.9 (mean 0.7)
     in_window = feed(th, range(51, 1051), lambda t: 0.5 if t % 2 else 0.9)
-    assert in_window == [pytest.approx(0.3)] * 1000   # the threshold in force, boundary step included
+    assert in_window == [pytest.approx(0.3)] * 1000  # the threshold in force, boundary step included
     assert th.update(1051, [0.0]) == pytest.approx(0.7)  # the refreshed mean from the next step on
     # the next window forgets the previous one: steps 1051..2050 all at 0.1 (the 0.0 above included)
     feed(th, range(1052, 2051), lambda t: 0.1)
@@ -244,7 +270,7 @@ def test_threshold_after_a_gap_refreshes_at_the_next_boundary():
     # steps can jump (a resumed run): a gap over several windows moves the next refresh to the first
     # window boundary after the step, not one window after the old boundary
     th = ConfidenceThreshold(warmup_steps=0, window_steps=10)
-    th.update(0, [0.5])                               # calibrated at W = 0; next boundary 10
+    th.update(0, [0.5])  # calibrated at W = 0; next boundary 10
     assert th.update(35, [0.1]) == pytest.approx(0.5)  # past 10, 20 and 30: refreshed once, to 0.1
     assert th.update(39, [0.3]) == pytest.approx(0.1)  # no refresh before 40
     assert th.update(40, [0.7]) == pytest.approx(0.1)  # the boundary: refreshed to mean(0.3, 0.7)

@@ -1,4 +1,5 @@
 """Label-set scoring on a tiny random T5: valid labels, proper probabilities, batch == single."""
+
 from __future__ import annotations
 
 import math
@@ -7,8 +8,8 @@ import pytest
 import torch
 
 from r2d.model import scoring
-from r2d.prompts import predict_prompt
 from r2d.model.scoring import IGNORE_INDEX, score_candidates, score_labels, tokenize_targets
+from r2d.prompts import predict_prompt
 
 GEN = dict(max_input_tokens=64, max_label_tokens=8)
 
@@ -59,8 +60,9 @@ def test_per_prompt_candidate_lists(tiny_t5, tiny_tokenizer):
         score_candidates(tiny_t5, tiny_tokenizer, ["predict: a"], [["1"], ["2"]], **GEN)
 
 
-def test_scoring_runs_in_eval_mode_without_graph_and_restores_training(tiny_t5, tiny_tokenizer, monkeypatch,
-                                                                       ktas_labels):
+def test_scoring_runs_in_eval_mode_without_graph_and_restores_training(
+    tiny_t5, tiny_tokenizer, monkeypatch, ktas_labels
+):
     seen = []
     original = tiny_t5.forward
 
@@ -68,6 +70,7 @@ def test_scoring_runs_in_eval_mode_without_graph_and_restores_training(tiny_t5, 
         out = original(*args, **kwargs)
         seen.append((tiny_t5.training, torch.is_grad_enabled(), out.logits.requires_grad))
         return out
+
     monkeypatch.setattr(tiny_t5, "forward", forward)
     tiny_t5.train()
     score_labels(tiny_t5, tiny_tokenizer, ["predict: x"], ktas_labels, **GEN)
@@ -78,8 +81,9 @@ def test_scoring_runs_in_eval_mode_without_graph_and_restores_training(tiny_t5, 
     assert not tiny_t5.training  # an eval-mode model stays in eval mode
 
 
-def test_chunked_scoring_equals_one_call_and_bounds_the_pairs(tiny_t5, tiny_tokenizer, tiny_examples, monkeypatch,
-                                                              ktas_labels):
+def test_chunked_scoring_equals_one_call_and_bounds_the_pairs(
+    tiny_t5, tiny_tokenizer, tiny_examples, monkeypatch, ktas_labels
+):
     prompts = [predict_prompt(e.case_text) for e in tiny_examples]
     whole = score_labels(tiny_t5, tiny_tokenizer, prompts, ktas_labels, **GEN, max_pairs=10_000)
     pairs = []
@@ -88,6 +92,7 @@ def test_chunked_scoring_equals_one_call_and_bounds_the_pairs(tiny_t5, tiny_toke
     def tokenize_targets_spy(tokenizer, texts, max_tokens):  # one call per decoder call, one text per pair
         pairs.append(len(texts))
         return real_targets(tokenizer, texts, max_tokens)
+
     monkeypatch.setattr(scoring, "tokenize_targets", tokenize_targets_spy)
     chunked = score_labels(tiny_t5, tiny_tokenizer, prompts, ktas_labels, **GEN, max_pairs=12)
     assert pairs == [12, 12, 1]  # 25 pairs in calls of at most 12
@@ -124,23 +129,26 @@ def _per_pair_log_likelihood(model, tokenizer, prompt: str, label: str) -> float
 
 
 @pytest.mark.parametrize("max_pairs", [10_000, 4])
-def test_shared_cross_attention_scores_equal_the_per_pair_computation(tiny_t5, tiny_tokenizer, tiny_examples,
-                                                                      max_pairs):
+def test_shared_cross_attention_scores_equal_the_per_pair_computation(
+    tiny_t5, tiny_tokenizer, tiny_examples, max_pairs
+):
     # every case's candidates share one decoder row (cross-attention keys/values once per case): the scores must be
     # those of scoring each (case, label) pair on its own, for prompts of different lengths, labels of different
     # token lengths, per-prompt candidate lists of different sizes, and cases split between decoder calls
     prompts = [predict_prompt(e.case_text) for e in tiny_examples]
     candidates = [["1", "maybe not at all", "yes"], ["no"], ["5", "4", "3", "2", "1"], ["maybe", "yes"], ["2"]]
     tiny_t5.eval()
-    scores = score_candidates(tiny_t5, tiny_tokenizer, prompts, candidates, max_input_tokens=64, max_label_tokens=0,
-                              max_pairs=max_pairs)
+    scores = score_candidates(
+        tiny_t5, tiny_tokenizer, prompts, candidates, max_input_tokens=64, max_label_tokens=0, max_pairs=max_pairs
+    )
     for prompt, cands, s in zip(prompts, candidates, scores):
         expected = [_per_pair_log_likelihood(tiny_t5, tiny_tokenizer, prompt, c) for c in cands]
         torch.testing.assert_close(torch.tensor(s.log_likelihoods), torch.tensor(expected), rtol=1e-4, atol=1e-5)
 
 
-def test_decoder_runs_once_per_chunk_with_one_row_per_case(tiny_t5, tiny_tokenizer, tiny_examples, monkeypatch,
-                                                           ktas_labels):
+def test_decoder_runs_once_per_chunk_with_one_row_per_case(
+    tiny_t5, tiny_tokenizer, tiny_examples, monkeypatch, ktas_labels
+):
     prompts = [predict_prompt(e.case_text) for e in tiny_examples]
     rows = []
     original = tiny_t5.decoder.forward
@@ -148,6 +156,7 @@ def test_decoder_runs_once_per_chunk_with_one_row_per_case(tiny_t5, tiny_tokeniz
     def forward(*args, **kwargs):
         rows.append(kwargs["encoder_hidden_states"].shape[0])
         return original(*args, **kwargs)
+
     monkeypatch.setattr(tiny_t5.decoder, "forward", forward)
     score_labels(tiny_t5, tiny_tokenizer, prompts, ktas_labels, **GEN, max_pairs=10_000)
     assert rows == [len(prompts)]  # not len(prompts) * 5 (one row per pair)

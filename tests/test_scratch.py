@@ -1,4 +1,5 @@
 """The from-scratch T5 matches its tokenizer and config (that it trains: test_trainer.py's loss test, on tiny_t5)."""
+
 from __future__ import annotations
 
 import torch

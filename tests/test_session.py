@@ -1,4 +1,5 @@
 """UI-free review logic: diffs, actions, consistency, building reviews, case uploads and the batch queue."""
+
 from __future__ import annotations
 
 import json
@@ -6,17 +7,22 @@ import re
 
 import pytest
 
-from r2d.review import session as rv
 from r2d.errors import InvalidCaseError, ReviewActionError
 from r2d.prompts import PROMPT_VERSION
+from r2d.review import session as rv
 from r2d.review.store import case_id_for
 
 
 def shown_case(**overrides) -> rv.ShownCase:
-    values = dict(case_text="level 2: chest pain, BP 88/50", model_label="2",
-                  probabilities={"1": 0.1, "2": 0.6, "3": 0.1, "4": 0.1, "5": 0.1},
-                  model_rationale="Findings fit triage level 2.", model_id="fake-r2d", quantization="none",
-                  shown_at=1000.0)
+    values = dict(
+        case_text="level 2: chest pain, BP 88/50",
+        model_label="2",
+        probabilities={"1": 0.1, "2": 0.6, "3": 0.1, "4": 0.1, "5": 0.1},
+        model_rationale="Findings fit triage level 2.",
+        model_id="fake-r2d",
+        quantization="none",
+        shown_at=1000.0,
+    )
     values.update(overrides)
     return rv.ShownCase(**values)
 
@@ -43,14 +49,17 @@ def test_probability_note_only_below_the_threshold(top, warned):
 # --- diffs and actions ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("before, after", [
-    ("Shock signs: emergency.", "Shock signs: emergency."),
-    ("Shock signs: emergency.", "Hypotension and tachycardia: emergency now."),
-    ("", "A new rationale."),
-    ("An old rationale.", ""),
-    ("line one\nline two", "line one\nline 2 changed"),
-    ("<script>alert(1)</script> x", "<b>bold</b> x"),
-])
+@pytest.mark.parametrize(
+    "before, after",
+    [
+        ("Shock signs: emergency.", "Shock signs: emergency."),
+        ("Shock signs: emergency.", "Hypotension and tachycardia: emergency now."),
+        ("", "A new rationale."),
+        ("An old rationale.", ""),
+        ("line one\nline two", "line one\nline 2 changed"),
+        ("<script>alert(1)</script> x", "<b>bold</b> x"),
+    ],
+)
 def test_word_diff_reconstructs_both_texts(before, after):
     pieces = rv.word_diff(before, after)
     assert "".join(t for t, c in pieces if c != rv.DIFF_REMOVED) == after
@@ -63,13 +72,16 @@ def test_word_diff_marks_only_changed_words():
     assert [(t.strip(), c) for t, c in pieces if c] == [("severe", "removed"), ("mild", "added")]
 
 
-@pytest.mark.parametrize("final_label, final_rationale, action", [
-    ("2", "Findings fit triage level 2.", "accepted"),
-    ("2", "  Findings fit\ntriage level 2. ", "accepted"),  # re-flowed, not edited
-    ("2", "Shock: emergency.", "edited"),
-    ("3", "Findings fit triage level 2.", "relabelled"),
-    ("3", "Different words.", "relabelled"),
-])
+@pytest.mark.parametrize(
+    "final_label, final_rationale, action",
+    [
+        ("2", "Findings fit triage level 2.", "accepted"),
+        ("2", "  Findings fit\ntriage level 2. ", "accepted"),  # re-flowed, not edited
+        ("2", "Shock: emergency.", "edited"),
+        ("3", "Findings fit triage level 2.", "relabelled"),
+        ("3", "Different words.", "relabelled"),
+    ],
+)
 def test_classify_action(final_label, final_rationale, action):
     assert rv.classify_action("2", "Findings fit triage level 2.", final_label, final_rationale) == action
 
@@ -100,8 +112,9 @@ def test_consistency_of_an_empty_rationale_is_an_error(fake_predictor):
 
 def test_build_review_records_before_after_and_time_on_task():
     shown = shown_case()
-    review = rv.build_review(shown, " Nurse A ", "3", " Edited: urgent. ", "4", " ok ", consistency_label="3",
-                             now=1012.5)
+    review = rv.build_review(
+        shown, " Nurse A ", "3", " Edited: urgent. ", "4", " ok ", consistency_label="3", now=1012.5
+    )
     assert review.reviewer == "Nurse A" and review.action == "relabelled"
     assert (review.model_label, review.final_label) == ("2", "3")
     assert (review.model_rationale, review.final_rationale) == ("Findings fit triage level 2.", "Edited: urgent.")
@@ -155,8 +168,12 @@ def test_predict_missing_saves_chunks_and_resumes(store, fake_predictor):
     batch = store.create_batch("up.csv", cases, "A", fake_predictor.model_id)
     store.add_batch_predictions(batch.batch_id, {1: fake_predictor.predict(cases[1]).to_dict()})  # done before a crash
     seen = []
-    assert rv.predict_missing(store, fake_predictor, batch.batch_id, batch_size=2,
-                              progress=lambda done, total: seen.append((done, total))) == 4
+    assert (
+        rv.predict_missing(
+            store, fake_predictor, batch.batch_id, batch_size=2, progress=lambda done, total: seen.append((done, total))
+        )
+        == 4
+    )
     assert seen == [(2, 4), (4, 4)]
     items = store.batch_items(batch.batch_id)
     assert all(item.prediction is not None for item in items)
@@ -258,8 +275,16 @@ def test_two_reviewers_of_one_batch_item_are_two_rows(store, fake_predictor):
 # --- plain text, skips, upload ids, drafts (issues 9 and 10) --------------------------------------------------
 
 
-@pytest.mark.parametrize("text", ["![n](http://203.0.113.7/x.png)", "<img src=x onerror=alert(1)>", "$x^2$",
-                                  "[link](javascript:alert(1))", "**bold** _it_ `code` # heading"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "![n](http://203.0.113.7/x.png)",
+        "<img src=x onerror=alert(1)>",
+        "$x^2$",
+        "[link](javascript:alert(1))",
+        "**bold** _it_ `code` # heading",
+    ],
+)
 def test_plain_leaves_no_markdown_or_html_to_interpret(text):
     escaped = rv.plain(text)
     # every punctuation character is escaped, so undoing the escapes gives the text back
@@ -293,18 +318,37 @@ KTAS = ("1", "2", "3", "4", "5")
 KTAS_NAMES = {"1": "Resuscitation", "2": "Emergency", "3": "Urgent", "4": "Less urgent", "5": "Non-urgent"}
 
 
-@pytest.mark.parametrize("case, label, expected", [
-    # the issue's two cases, both suggested "4 — Less urgent"
-    ("70-year-old man, unresponsive, BP 72/40 mmHg, SpO2 84%, HR 48/min.", "4",
-     ["unresponsive calls for KTAS 1", "systolic BP 72 mmHg (< 80 mmHg) calls for KTAS 1",
-      "SpO2 84% (< 90%) calls for KTAS 1"]),
-    ("Found collapsed, pulseless, CPR started by the ambulance crew.", "4",
-     ['"pulseless" (arrest) calls for KTAS 1']),
-    ("8-year-old girl, not breathing, brought in by her mother.", "3", ['"not breathing" (arrest) calls for KTAS 1']),
-    ("45-year-old woman, responds to voice only, HR 136/min.", "3",
-     ["responds only to voice calls for KTAS 2", "heart rate 136/min (> 130/min) calls for KTAS 2"]),
-    ("30-year-old man, RR 38/min, SpO2 91%.", "2", ["respiratory rate 38/min (>= 36/min) calls for KTAS 1"]),
-])
+@pytest.mark.parametrize(
+    "case, label, expected",
+    [
+        # the issue's two cases, both suggested "4 — Less urgent"
+        (
+            "70-year-old man, unresponsive, BP 72/40 mmHg, SpO2 84%, HR 48/min.",
+            "4",
+            [
+                "unresponsive calls for KTAS 1",
+                "systolic BP 72 mmHg (< 80 mmHg) calls for KTAS 1",
+                "SpO2 84% (< 90%) calls for KTAS 1",
+            ],
+        ),
+        (
+            "Found collapsed, pulseless, CPR started by the ambulance crew.",
+            "4",
+            ['"pulseless" (arrest) calls for KTAS 1'],
+        ),
+        (
+            "8-year-old girl, not breathing, brought in by her mother.",
+            "3",
+            ['"not breathing" (arrest) calls for KTAS 1'],
+        ),
+        (
+            "45-year-old woman, responds to voice only, HR 136/min.",
+            "3",
+            ["responds only to voice calls for KTAS 2", "heart rate 136/min (> 130/min) calls for KTAS 2"],
+        ),
+        ("30-year-old man, RR 38/min, SpO2 91%.", "2", ["respiratory rate 38/min (>= 36/min) calls for KTAS 1"]),
+    ],
+)
 def test_the_guard_names_each_modifier_above_the_label(case, label, expected):
     guard = rv.under_triage(case, label, KTAS)
     message = guard.message(KTAS_NAMES)
@@ -313,12 +357,15 @@ def test_the_guard_names_each_modifier_above_the_label(case, label, expected):
     assert f"the suggestion is {rv.format_label(label, KTAS_NAMES)}" in message
 
 
-@pytest.mark.parametrize("case, label", [
-    ("70-year-old man, unresponsive, BP 72/40 mmHg, SpO2 84%.", "1"),  # already as urgent as the floor
-    ("40-year-old woman, sore throat, HR 80/min, BP 120/80 mmHg, SpO2 98%.", "5"),  # no modifier at all
-    ("Chest pain, no cardiac arrest, not apnoeic, HR 80/min.", "4"),  # negated arrest words
-    ("8-year-old boy, HR 150/min, SpO2 85%.", "4"),  # a child: the adult modifiers do not apply
-])
+@pytest.mark.parametrize(
+    "case, label",
+    [
+        ("70-year-old man, unresponsive, BP 72/40 mmHg, SpO2 84%.", "1"),  # already as urgent as the floor
+        ("40-year-old woman, sore throat, HR 80/min, BP 120/80 mmHg, SpO2 98%.", "5"),  # no modifier at all
+        ("Chest pain, no cardiac arrest, not apnoeic, HR 80/min.", "4"),  # negated arrest words
+        ("8-year-old boy, HR 150/min, SpO2 85%.", "4"),  # a child: the adult modifiers do not apply
+    ],
+)
 def test_the_guard_is_quiet_when_the_label_is_urgent_enough_or_nothing_applies(case, label):
     assert rv.under_triage(case, label, KTAS) is None
 
@@ -336,6 +383,7 @@ def test_the_guard_on_the_example_cases_follows_their_floor():
 
     from r2d.checks.factcheck import parse_case
     from r2d.checks.rules import urgency_floor
+
     rows = [json.loads(line) for line in (Path(__file__).parent.parent / "examples" / "triage_cases.jsonl").open()]
     for row in rows:
         floor = urgency_floor(parse_case(row["question"]))
@@ -349,11 +397,11 @@ def test_the_guard_on_the_example_cases_follows_their_floor():
 
 def test_the_dashboard_line_counts_suggestions_and_final_labels(make_review):
     case = "70-year-old man, unresponsive, BP 72/40 mmHg, SpO2 84%."
-    reviews = [make_review(1, case_text=case, model_label="4", final_label="1"),
-               make_review(2, case_text=case + " Again.", model_label="4", final_label="4"),
-               make_review(3, case_text="sore throat, HR 80/min", model_label="5", final_label="5")]
+    reviews = [
+        make_review(1, case_text=case, model_label="4", final_label="1"),
+        make_review(2, case_text=case + " Again.", model_label="4", final_label="4"),
+        make_review(3, case_text="sore throat, HR 80/min", model_label="5", final_label="5"),
+    ]
     line = rv.under_triage_line(reviews, KTAS)
     assert "in **2** of 3 reviewed cases" in line and "the final label still is in **1**" in line
     assert rv.under_triage_line(reviews, ("yes", "no")) == ""
-
-

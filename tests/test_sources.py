@@ -1,4 +1,5 @@
 """r2d.sources: the public-data adapters on the real files, and on small broken copies written in tmp_path."""
+
 from __future__ import annotations
 
 import csv
@@ -8,16 +9,27 @@ from pathlib import Path
 
 import pytest
 
+from r2d.checks.rules import TriageFacts
 from r2d.data import label_counts
 from r2d.errors import DatasetSchemaError
-from r2d.checks.rules import TriageFacts
-from r2d.sources import (KTAS_LABEL_NAMES, KTAS_POST_TRIAGE_COLUMNS, clean_chief_complaint, ktas_case_text,
-                         load_ktas, load_ktas_nurse_labels, load_medmcqa, load_medreason, load_pubmedqa,
-                         strip_answer_prefix)
+from r2d.sources import (
+    KTAS_LABEL_NAMES,
+    KTAS_POST_TRIAGE_COLUMNS,
+    clean_chief_complaint,
+    ktas_case_text,
+    load_ktas,
+    load_ktas_nurse_labels,
+    load_medmcqa,
+    load_medreason,
+    load_pubmedqa,
+    strip_answer_prefix,
+)
 
-KTAS_HEADER = ("Group;Sex;Age;Patients number per hour;Arrival mode;Injury;Chief_complain;Mental;Pain;NRS_pain;SBP;DBP;"
-               "HR;RR;BT;Saturation;KTAS_RN;Diagnosis in ED;Disposition;KTAS_expert;Error_group;Length of stay_min;"
-               "KTAS duration_min;mistriage")
+KTAS_HEADER = (
+    "Group;Sex;Age;Patients number per hour;Arrival mode;Injury;Chief_complain;Mental;Pain;NRS_pain;SBP;DBP;"
+    "HR;RR;BT;Saturation;KTAS_RN;Diagnosis in ED;Disposition;KTAS_expert;Error_group;Length of stay_min;"
+    "KTAS duration_min;mistriage"
+)
 GOOD_ROW = "2;1;54;6;4;1;fever;1;1;3;140;90;94;20;38,1;98;3;Fever, unspecified;2;4;1;9246;2,00;1"
 
 
@@ -127,15 +139,18 @@ def test_ktas_small_file_decodes_cp1254_and_decimal_commas(tmp_path):
     assert second.example_id == "ktas-2"
 
 
-@pytest.mark.parametrize("bad_row, message", [
-    (GOOD_ROW.replace(";4;1;9246", ";6;1;9246"), "KTAS_expert '6'"),
-    (GOOD_ROW.replace(";4;1;9246", ";??;1;9246"), "KTAS_expert '\\?\\?'"),
-    (GOOD_ROW.replace(";4;1;9246", ";;1;9246"), "KTAS_expert ''"),
-    (GOOD_ROW.replace("2;1;54", "2;3;54", 1), "Sex code '3'"),
-    (GOOD_ROW.replace(";140;90;", ";abc;90;"), "SBP 'abc' is not a number"),
-    (GOOD_ROW.replace(";1;1;3;140", ";1;1;13;140"), "pain_score must be 0-10"),
-    (GOOD_ROW + ";extra", "25 cells, the header has 24"),
-])
+@pytest.mark.parametrize(
+    "bad_row, message",
+    [
+        (GOOD_ROW.replace(";4;1;9246", ";6;1;9246"), "KTAS_expert '6'"),
+        (GOOD_ROW.replace(";4;1;9246", ";??;1;9246"), "KTAS_expert '\\?\\?'"),
+        (GOOD_ROW.replace(";4;1;9246", ";;1;9246"), "KTAS_expert ''"),
+        (GOOD_ROW.replace("2;1;54", "2;3;54", 1), "Sex code '3'"),
+        (GOOD_ROW.replace(";140;90;", ";abc;90;"), "SBP 'abc' is not a number"),
+        (GOOD_ROW.replace(";1;1;3;140", ";1;1;13;140"), "pain_score must be 0-10"),
+        (GOOD_ROW + ";extra", "25 cells, the header has 24"),
+    ],
+)
 def test_ktas_bad_rows_name_file_and_line(tmp_path, bad_row, message):
     path = write_ktas(tmp_path / "bad.csv", [GOOD_ROW, bad_row])
     with pytest.raises(DatasetSchemaError, match=f"bad.csv:3: .*{message}"):
@@ -161,23 +176,47 @@ def test_ktas_file_errors(tmp_path):
 
 
 def test_ktas_case_text_template():
-    facts = TriageFacts(age=71, sex="male", arrival="private vehicle", injury=True, chief_complaint="right ocular pain",
-                        mental="alert", pain=True, pain_score=2, sbp=160, dbp=100, heart_rate=84, resp_rate=18,
-                        temperature=36.6, spo2=100)
+    facts = TriageFacts(
+        age=71,
+        sex="male",
+        arrival="private vehicle",
+        injury=True,
+        chief_complaint="right ocular pain",
+        mental="alert",
+        pain=True,
+        pain_score=2,
+        sbp=160,
+        dbp=100,
+        heart_rate=84,
+        resp_rate=18,
+        temperature=36.6,
+        spo2=100,
+    )
     assert ktas_case_text(facts) == (
         "71-year-old man, arrived by private vehicle with an injury. Chief complaint: right ocular pain. "
         "Mental status: alert. Pain score 2/10. Blood pressure 160/100 mmHg, heart rate 84/min, "
-        "respiratory rate 18/min, temperature 36.6 °C, SpO2 100%.")
+        "respiratory rate 18/min, temperature 36.6 °C, SpO2 100%."
+    )
     empty = ktas_case_text(TriageFacts())
     assert "None" not in empty and empty.count("not recorded") == 7
     assert ktas_case_text(TriageFacts(age=6, sex="female", sbp=100)).startswith("6-year-old girl")
 
 
-@pytest.mark.parametrize("raw, clean", [
-    ("??", None), ("??? ??", None), ("Pain, ?nus", None), ("  ", None), (None, None),
-    ("Abdominal pain (finding)", "abdominal pain"), ("LOC - Loss of consciousness", "LOC - loss of consciousness"),
-    ("VOIDING PAIN", "voiding pain"), ("finger lac.", "finger lac"), ("For  IV injection", "for IV injection"),
-])
+@pytest.mark.parametrize(
+    "raw, clean",
+    [
+        ("??", None),
+        ("??? ??", None),
+        ("Pain, ?nus", None),
+        ("  ", None),
+        (None, None),
+        ("Abdominal pain (finding)", "abdominal pain"),
+        ("LOC - Loss of consciousness", "LOC - loss of consciousness"),
+        ("VOIDING PAIN", "voiding pain"),
+        ("finger lac.", "finger lac"),
+        ("For  IV injection", "for IV injection"),
+    ],
+)
 def test_clean_chief_complaint(raw, clean):
     assert clean_chief_complaint(raw) == clean
 
@@ -204,8 +243,12 @@ def write_pubmedqa(d: Path, items: dict, truth: dict) -> Path:
     return d
 
 
-ITEM = {"QUESTION": "Does it work?", "CONTEXTS": ["It was tried.", "It worked."], "final_decision": "yes",
-        "LONG_ANSWER": "It works."}
+ITEM = {
+    "QUESTION": "Does it work?",
+    "CONTEXTS": ["It was tried.", "It worked."],
+    "final_decision": "yes",
+    "LONG_ANSWER": "It works.",
+}
 
 
 def test_pubmedqa_errors(tmp_path):
@@ -258,8 +301,16 @@ def test_medmcqa(shared_data):
 
 
 def test_medmcqa_bad_rows(tmp_path):
-    row = {"question": "Q?", "exp": "Ans: A. yes. Because.", "cop": 1, "opa": "yes", "opb": "no", "opc": "x",
-           "opd": "y", "id": "m1"}
+    row = {
+        "question": "Q?",
+        "exp": "Ans: A. yes. Because.",
+        "cop": 1,
+        "opa": "yes",
+        "opb": "no",
+        "opc": "x",
+        "opd": "y",
+        "id": "m1",
+    }
     path = tmp_path / "dev.json"
     path.write_text(json.dumps(row) + "\n" + json.dumps({**row, "cop": 5}) + "\n")
     with pytest.raises(DatasetSchemaError, match="dev.json:2: cop 5"):
@@ -272,15 +323,18 @@ def test_medmcqa_bad_rows(tmp_path):
     assert (example.label, example.rationale) == ("yes", "Because.")
 
 
-@pytest.mark.parametrize("exp, answer, expected", [
-    ("Ans: A. Pupil dilationRef: x", "Pupil dilation", "Ref: x"),
-    ("Ans. is 'd' i.e., hemangiosarcomaSmall cells", "Hemangiosarcoma", "Small cells"),
-    ("Ans.BConcussion: It is common", "Concussion", "It is common"),
-    ("Answer- C (Ref Harper 30/e)Because so", "none", "Because so"),
-    ("Ans. All are true about digoxin", "x", "All are true about digoxin"),
-    ("The answer is A, because", "x", "The answer is A, because"),
-    ("Ans. A. Naloxone", "Naloxone", ""),
-    ("Gold\xa0is ductile\u200b", "x", "Gold is ductile"),
-])
+@pytest.mark.parametrize(
+    "exp, answer, expected",
+    [
+        ("Ans: A. Pupil dilationRef: x", "Pupil dilation", "Ref: x"),
+        ("Ans. is 'd' i.e., hemangiosarcomaSmall cells", "Hemangiosarcoma", "Small cells"),
+        ("Ans.BConcussion: It is common", "Concussion", "It is common"),
+        ("Answer- C (Ref Harper 30/e)Because so", "none", "Because so"),
+        ("Ans. All are true about digoxin", "x", "All are true about digoxin"),
+        ("The answer is A, because", "x", "The answer is A, because"),
+        ("Ans. A. Naloxone", "Naloxone", ""),
+        ("Gold\xa0is ductile\u200b", "x", "Gold is ductile"),
+    ],
+)
 def test_strip_answer_prefix(exp, answer, expected):
     assert strip_answer_prefix(exp, answer) == expected

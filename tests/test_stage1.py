@@ -1,4 +1,5 @@
 """training.stage1: rationale pre-training end to end on tiny data."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,12 @@ from types import SimpleNamespace
 import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from r2d.model.artifacts import read_model_meta
 from r2d.data import write_examples
 from r2d.errors import ConfigError, DatasetSchemaError
+from r2d.model.artifacts import read_model_meta
 from training.build.run import TRAIN_LOG_FILENAME
-from training.stage1 import main, train_stage1
 from training.method.trainer import CHECKPOINT_SUBDIR
+from training.stage1 import main, train_stage1
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +29,14 @@ def stage1_run(tmp_path_factory, tiny_examples, tiny_config):
 
 def test_stage1_writes_only_the_best_model_and_its_log(stage1_run):
     result, out = stage1_run.result, stage1_run.out
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "r2d_model.json", "r2d_config.json",
-                 TRAIN_LOG_FILENAME):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "r2d_model.json",
+        "r2d_config.json",
+        TRAIN_LOG_FILENAME,
+    ):
         assert (out / name).is_file(), name
     assert not (out / CHECKPOINT_SUBDIR).exists()
     log = json.loads((out / TRAIN_LOG_FILENAME).read_text())
@@ -71,8 +78,9 @@ def test_stage1_from_an_init_dir_keeps_its_label_metadata(tmp_path, data_files, 
 @pytest.mark.slow  # its own Trainer run (~1 s idle, 2.5-3 s on a loaded 2-core machine)
 def test_metadata_from_the_data_manifest_and_the_caller(tmp_path, data_files, tiny_config):
     train, val = data_files
-    (train.parent / "manifest.json").write_text(json.dumps(
-        {"task": "from-manifest", "ordinal": True, "label_names": {"1": "Resuscitation"}}))
+    (train.parent / "manifest.json").write_text(
+        json.dumps({"task": "from-manifest", "ordinal": True, "label_names": {"1": "Resuscitation"}})
+    )
     out = tmp_path / "s1"
     train_stage1(tiny_config(train, val), None, out, task="from-caller")
     meta = read_model_meta(out)
@@ -94,26 +102,42 @@ def test_stage1_needs_rationales(tmp_path, tiny_examples, tiny_config):
         train_stage1(tiny_config(train, train), None, tmp_path / "s1")
 
 
-
-
 @pytest.mark.slow  # its own Trainer run (~1 s idle, 2.5-3 s on a loaded 2-core machine)
 def test_cli_trains_and_reports(tmp_path, data_files, capsys, tiny_config_file):
     train, val = data_files
     out = tmp_path / "cli"
-    code = main(["--config", str(tiny_config_file), "--out", str(out), "--set", f"data.train_files=[\"{train}\"]",
-                 "--set", f"data.val_files=[\"{val}\"]", "--task", "ktas", "--ordinal",
-                 "--label-name", "1=Resuscitation",
-                 "--log-level", "WARNING"])
+    code = main(
+        [
+            "--config",
+            str(tiny_config_file),
+            "--out",
+            str(out),
+            "--set",
+            f'data.train_files=["{train}"]',
+            "--set",
+            f'data.val_files=["{val}"]',
+            "--task",
+            "ktas",
+            "--ordinal",
+            "--label-name",
+            "1=Resuscitation",
+            "--log-level",
+            "WARNING",
+        ]
+    )
     assert code == 0 and "stage 1: best eval_loss=" in capsys.readouterr().out
     meta = read_model_meta(out)
     assert (meta.task, meta.ordinal, meta.label_names) == ("ktas", True, {"1": "Resuscitation"})
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--config", "no/such/config.json"], "error: config file no/such/config.json does not exist"),
-    (["--label-name", "no-equals-sign"], "error: --label-name 'no-equals-sign' must look like LABEL=NAME"),
-    (["--set", "optim.max_steps=0"], "error: optim.max_steps must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--config", "no/such/config.json"], "error: config file no/such/config.json does not exist"),
+        (["--label-name", "no-equals-sign"], "error: --label-name 'no-equals-sign' must look like LABEL=NAME"),
+        (["--set", "optim.max_steps=0"], "error: optim.max_steps must be >= 1"),
+    ],
+)
 def test_cli_turns_r2d_errors_into_exit_messages(tmp_path, argv, message):
     with pytest.raises(SystemExit) as exc:
         main(["--out", str(tmp_path / "x"), *argv])

@@ -1,4 +1,5 @@
 """The review store: append-only, idempotent, WAL, safe under concurrent writers and a kill mid-write."""
+
 from __future__ import annotations
 
 import json
@@ -88,14 +89,17 @@ def test_reviews_cannot_be_rewritten_even_with_raw_sql(store, statement, make_re
     assert store.reviews()[0].final_label == "2"
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"reviewer": "  "}, "enter your name"),
-    ({"rating": 7}, "rating must be 1-5"),
-    ({"action": "deleted"}, "action 'deleted'"),
-    ({"final_rationale": ""}, "final rationale is empty"),
-    ({"final_label": ""}, "final label is empty"),
-    ({"submission_id": ""}, "submission_id is empty"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"reviewer": "  "}, "enter your name"),
+        ({"rating": 7}, "rating must be 1-5"),
+        ({"action": "deleted"}, "action 'deleted'"),
+        ({"final_rationale": ""}, "final rationale is empty"),
+        ({"final_label": ""}, "final label is empty"),
+        ({"submission_id": ""}, "submission_id is empty"),
+    ],
+)
 def test_invalid_reviews_are_refused_with_the_reason(store, overrides, message, make_review):
     with pytest.raises(ReviewActionError, match=message):
         store.submit(make_review(**overrides))
@@ -213,8 +217,9 @@ def test_threads_and_processes_submitting_at_once_lose_nothing(tmp_path, make_re
     db = tmp_path / "reviews.sqlite3"
     store = ReviewStore(db, busy_timeout_s=60)
     script = _writer(tmp_path, db)
-    procs = [subprocess.Popen([sys.executable, str(script), f"p{k}", "25"], stdout=subprocess.DEVNULL)
-             for k in range(3)]
+    procs = [
+        subprocess.Popen([sys.executable, str(script), f"p{k}", "25"], stdout=subprocess.DEVNULL) for k in range(3)
+    ]
     threads = [threading.Thread(target=_submit_many, args=(store, make_review, f"t{k}", 25)) for k in range(6)]
     for t in threads:
         t.start()
@@ -273,7 +278,6 @@ def test_a_lock_held_past_the_timeout_is_an_error_not_a_loss(tmp_path, make_revi
         store.submit(make_review())
     blocker.execute("ROLLBACK")
     assert store.submit(make_review()).created
-
 
 
 # --- retract, skip, flag, adjudicate, drafts, upload ids ---------------------------------------------

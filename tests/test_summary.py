@@ -1,4 +1,5 @@
 """r2d.eval.summary: mean ± sample SD over seeds, and figures as text."""
+
 import math
 
 import pytest
@@ -12,8 +13,10 @@ def test_mean_sd_is_the_sample_standard_deviation_of_present_values():
     assert mean_sd([0.4]) == MeanSD(0.4, None) and mean_sd([None]) == mean_sd([]) == MeanSD(None, None)
 
 
-@pytest.mark.parametrize("value, digits, text", [(0.51234, 3, "0.512"), (0.51234, 4, "0.5123"), (None, 3, "n/a"),
-                                                 (7, 3, "7"), ("skipped", 4, "skipped")])
+@pytest.mark.parametrize(
+    "value, digits, text",
+    [(0.51234, 3, "0.512"), (0.51234, 4, "0.5123"), (None, 3, "n/a"), (7, 3, "7"), ("skipped", 4, "skipped")],
+)
 def test_fmt(value, digits, text):
     assert fmt(value, digits) == text
 

@@ -1,4 +1,5 @@
 """training.corpus.synthetic: sampled triage facts covering every rule clause, which the fact check reads back."""
+
 from __future__ import annotations
 
 import random
@@ -9,8 +10,15 @@ import pytest
 from r2d.checks.factcheck import check_rationale, read_case
 from r2d.checks.rules import MENTAL_STATES, NORMAL_RANGES, THRESHOLDS, find_abnormal, in_normal_range, write_rationale
 from training.corpus import synthetic
-from training.corpus.synthetic import (DEFAULT_STYLE_WEIGHTS, STYLES, case_text, sample_facts, style_facts,
-                                synthetic_examples, training_complaints)
+from training.corpus.synthetic import (
+    DEFAULT_STYLE_WEIGHTS,
+    STYLES,
+    case_text,
+    sample_facts,
+    style_facts,
+    synthetic_examples,
+    training_complaints,
+)
 
 COMPLAINTS = ["abd pain", "dyspnea", "chest pain", "open wound"]
 
@@ -49,14 +57,25 @@ def test_complaints_come_only_from_the_given_list(facts):
     for f in facts:
         if f.chief_complaint is not None:
             assert any(f.chief_complaint.startswith(c) for c in COMPLAINTS)
-            assert all(part in COMPLAINTS or " for " in part or " since " in part
-                       for part in f.chief_complaint.split(", "))
+            assert all(
+                part in COMPLAINTS or " for " in part or " since " in part for part in f.chief_complaint.split(", ")
+            )
 
 
 VITAL_FIELDS = ("sbp", "dbp", "heart_rate", "resp_rate", "temperature", "spo2")
 # the complaint of a note is read back verbatim, abbreviations and punctuation included
-ROUND_TRIP_COMPLAINTS = COMPLAINTS + ["abd. pain", "SOB", "pain, chest", "HA - headache", "arm pain, lt",
-                                      "d - diarrhea", "fever", "head trauma", "RLQ pain", "f/c, c/s"]
+ROUND_TRIP_COMPLAINTS = COMPLAINTS + [
+    "abd. pain",
+    "SOB",
+    "pain, chest",
+    "HA - headache",
+    "arm pain, lt",
+    "d - diarrhea",
+    "fever",
+    "head trauma",
+    "RLQ pain",
+    "f/c, c/s",
+]
 
 
 def round_trip_problems(complaints, style: str, n: int, seed: int) -> list:
@@ -100,22 +119,50 @@ def test_every_style_round_trips_with_the_ktas_training_complaints(ktas_examples
 
 
 def nurse_notes(n: int = 1500, seed: int = 3) -> list[str]:
-    return [e.case_text for e in synthetic_examples(n, ROUND_TRIP_COMPLAINTS, seed,
-                                                    style_weights={"nurse": 0.7, "brief": 0.3})]
+    return [
+        e.case_text
+        for e in synthetic_examples(n, ROUND_TRIP_COMPLAINTS, seed, style_weights={"nurse": 0.7, "brief": 0.3})
+    ]
 
 
 def test_notes_are_written_as_nurses_write_them():
     texts = nurse_notes()
     joined = "\n".join(texts)
-    for notation in ("c/o", "BIBA", "EMS", "y/o", " yo ", "sats", "% RA", "on room air", "GCS", "AVPU", "A&Ox3",
-                     "bpm", "mmHg", "°C", "/min", "hx", "NKDA", "pain 0/10", "no sats", "temp not taken",
-                     "afebrile", "febrile 3", "fever 3"):
+    for notation in (
+        "c/o",
+        "BIBA",
+        "EMS",
+        "y/o",
+        " yo ",
+        "sats",
+        "% RA",
+        "on room air",
+        "GCS",
+        "AVPU",
+        "A&Ox3",
+        "bpm",
+        "mmHg",
+        "°C",
+        "/min",
+        "hx",
+        "NKDA",
+        "pain 0/10",
+        "no sats",
+        "temp not taken",
+        "afebrile",
+        "febrile 3",
+        "fever 3",
+    ):
         assert notation.lower() in joined.lower(), notation
     assert any(re.match(r"\d{1,2}[MF]\b", t) for t in texts)  # "55M"
     assert all("Mental status:" not in t and "not recorded" not in t for t in texts)
     assert sum("\n" in t for t in texts) > 100  # one line per fact
-    assert any(re.match(r"[A-Z][a-z]", t) and "c/o" not in t.split(".")[0] and re.search(
-        r"^(?:Abd\. pain|Pain, chest|Fever|Head trauma)\.", t) for t in texts)  # opens with its complaint
+    assert any(
+        re.match(r"[A-Z][a-z]", t)
+        and "c/o" not in t.split(".")[0]
+        and re.search(r"^(?:Abd\. pain|Pain, chest|Fever|Head trauma)\.", t)
+        for t in texts
+    )  # opens with its complaint
     assert any(re.search(r"\bGCS (?:[3-9]|1[0-4])\b", t) for t in texts) and "GCS 15" in joined
     lengths = sorted(len(t) for t in texts)
     assert lengths[0] < 40 and lengths[len(lengths) // 10] < 90  # short notes ...
@@ -134,14 +181,25 @@ def test_typos_fall_in_remarks_only():
     texts = nurse_notes()
     remarks = {r.lower() for r in synthetic._REMARKS}
     sentences = {s.strip(" .").lower() for t in texts for s in re.split(r"[.;\n]", t)}
-    typos = [s for s in sentences if s not in remarks and any(
-        len(s) == len(r) - 1 and s.split()[0] in (r.split()[0], r.split()[0][:-1]) for r in remarks)]
+    typos = [
+        s
+        for s in sentences
+        if s not in remarks
+        and any(len(s) == len(r) - 1 and s.split()[0] in (r.split()[0], r.split()[0][:-1]) for r in remarks)
+    ]
     assert len(typos) > 10, typos
-    assert synthetic._typo(random.Random(0), "family at bedside") in ("famly at bedside", "faily at bedside",
-                                                                       "fmily at bedside", "famil at bedside",
-                                                                       "family at bdside", "family at beside",
-                                                                       "family at bedide", "family at bedsde",
-                                                                       "family at bedsie", "family at bedsid")
+    assert synthetic._typo(random.Random(0), "family at bedside") in (
+        "famly at bedside",
+        "faily at bedside",
+        "fmily at bedside",
+        "famil at bedside",
+        "family at bdside",
+        "family at beside",
+        "family at bedide",
+        "family at bedsde",
+        "family at bedsie",
+        "family at bedsid",
+    )
 
 
 def test_normal_vitals_are_said_without_numbers_only_when_every_vital_is_normal():
@@ -184,8 +242,9 @@ def test_style_weights_are_checked():
         list(synthetic_examples(1, COMPLAINTS, 0, style_weights=(0, 0, 1)))
     with pytest.raises(ValueError, match="unknown style"):
         list(synthetic_examples(1, COMPLAINTS, 0, style_weights={"poetry": 1}))
-    assert {e.case_text.count("Mental status:") for e in synthetic_examples(50, COMPLAINTS, 0,
-                                                                             style_weights={"ktas": 1})} == {1}
+    assert {
+        e.case_text.count("Mental status:") for e in synthetic_examples(50, COMPLAINTS, 0, style_weights={"ktas": 1})
+    } == {1}
 
 
 def test_free_text_uses_nurse_notation():
@@ -205,7 +264,13 @@ def test_examples_carry_the_label_free_rule_rationale():
 
 def test_training_complaints_reads_the_narrative():
     from r2d.data import Example
-    examples = [Example("60-year-old man, walked in, not an injury. Chief complaint: abd. pain. Mental status: "
-                        "alert. No pain. Vital signs not recorded.", "3"),
-                Example("Chief complaint not recorded. Mental status: alert.", "4")]
+
+    examples = [
+        Example(
+            "60-year-old man, walked in, not an injury. Chief complaint: abd. pain. Mental status: "
+            "alert. No pain. Vital signs not recorded.",
+            "3",
+        ),
+        Example("Chief complaint not recorded. Mental status: alert.", "4"),
+    ]
     assert training_complaints(examples) == ["abd. pain"]

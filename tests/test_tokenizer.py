@@ -1,4 +1,5 @@
 """The offline T5-style tokenizer."""
+
 from __future__ import annotations
 
 from r2d.model.tokenizer import train_tokenizer
@@ -20,6 +21,7 @@ def test_unknown_text_does_not_crash_and_is_deterministic():
 
 def test_save_and_reload(tmp_path, tiny_tokenizer):
     from transformers import AutoTokenizer
+
     tiny_tokenizer.save_pretrained(tmp_path)
     again = AutoTokenizer.from_pretrained(tmp_path)
     prompt = "given label: 3, explain: fever"

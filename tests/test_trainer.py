@@ -1,4 +1,5 @@
 """training.method.trainer: the per-mode losses, scheduled sampling in compute_loss, R2D-C, evaluation, arguments."""
+
 from __future__ import annotations
 
 import math
@@ -9,14 +10,22 @@ import torch
 from transformers import EvalPrediction, TrainerControl, TrainerState
 
 import training.method.trainer as trainer_module
+from r2d.checks.rules import KTAS_LABEL_NAMES
 from r2d.config import GenerationConfig, OptimConfig, Stage2Config
 from r2d.errors import ConfigError
 from r2d.eval.metrics import macro_f1
-from r2d.checks.rules import KTAS_LABEL_NAMES
 from r2d.model.scoring import IGNORE_INDEX
 from training.method.features import ExampleDataset, R2DCollator, explain_given_label_inputs, label_targets
-from training.method.trainer import (CHECKPOINT_SUBDIR, DelayedEarlyStopping, EvaluateAtEnd, R2DTrainer, cycle_loss,
-                              label_metrics, own_labels, to_training_arguments)
+from training.method.trainer import (
+    CHECKPOINT_SUBDIR,
+    DelayedEarlyStopping,
+    EvaluateAtEnd,
+    R2DTrainer,
+    cycle_loss,
+    label_metrics,
+    own_labels,
+    to_training_arguments,
+)
 
 GEN = GenerationConfig(max_input_tokens=64, max_label_tokens=4, max_rationale_tokens=24)
 OPTIM = OptimConfig(learning_rate=1e-2, batch_size=5, max_steps=100, eval_steps=10, seed=0)
@@ -24,15 +33,28 @@ ALWAYS = Stage2Config(sampling_start_fraction=0.0, sampling_end_fraction=0.0, sa
 NEVER = Stage2Config(sampling_start_fraction=1.0, sampling_end_fraction=1.0)  # pi = 0 before the last step
 
 
-def make_trainer(model, tokenizer, examples, tmp_path, mode="r2d", stage2=NEVER, label_set=tuple(KTAS_LABEL_NAMES),
-                 step=50, seed=0):
+def make_trainer(
+    model, tokenizer, examples, tmp_path, mode="r2d", stage2=NEVER, label_set=tuple(KTAS_LABEL_NAMES), step=50, seed=0
+):
     metric = "loss" if mode == "stage1" else "macro_f1"
-    args = to_training_arguments(OptimConfig(**{**OPTIM.__dict__, "seed": seed}), tmp_path,
-                                 metric_for_best_model=metric, greater_is_better=mode != "stage1")
-    trainer = R2DTrainer(model=model, args=args, processing_class=tokenizer,
-                         data_collator=R2DCollator(tokenizer, GEN, mode), train_dataset=ExampleDataset(examples),
-                         eval_dataset=ExampleDataset(examples), mode=mode, generation=GEN, stage2=stage2,
-                         label_set=label_set)
+    args = to_training_arguments(
+        OptimConfig(**{**OPTIM.__dict__, "seed": seed}),
+        tmp_path,
+        metric_for_best_model=metric,
+        greater_is_better=mode != "stage1",
+    )
+    trainer = R2DTrainer(
+        model=model,
+        args=args,
+        processing_class=tokenizer,
+        data_collator=R2DCollator(tokenizer, GEN, mode),
+        train_dataset=ExampleDataset(examples),
+        eval_dataset=ExampleDataset(examples),
+        mode=mode,
+        generation=GEN,
+        stage2=stage2,
+        label_set=label_set,
+    )
     trainer.state.global_step, trainer.state.max_steps = step, OPTIM.max_steps
     return trainer
 
@@ -49,6 +71,7 @@ def record_forwards(model, monkeypatch):
     def forward(*args, **kwargs):
         calls.append(kwargs)
         return original(*args, **kwargs)
+
     monkeypatch.setattr(model, "forward", forward)
     return calls
 
@@ -56,10 +79,12 @@ def record_forwards(model, monkeypatch):
 # --- losses -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode, stage2", [("stage1", NEVER), ("sft", NEVER), ("dss", NEVER), ("r2d", NEVER),
-                                          ("r2d", ALWAYS)])
-def test_compute_loss_is_a_finite_scalar_with_gradient(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
-                                                        mode, stage2):
+@pytest.mark.parametrize(
+    "mode, stage2", [("stage1", NEVER), ("sft", NEVER), ("dss", NEVER), ("r2d", NEVER), ("r2d", ALWAYS)]
+)
+def test_compute_loss_is_a_finite_scalar_with_gradient(
+    tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, mode, stage2
+):
     trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode=mode, stage2=stage2)
     tiny_t5.train()
     loss = trainer.compute_loss(tiny_t5, batch[mode])
@@ -92,20 +117,22 @@ def test_sft_reads_only_the_predict_task(tiny_t5, tiny_tokenizer, tiny_examples,
     assert torch.equal(calls[0]["labels"], batch["sft"]["predict_labels"])
 
 
-def test_dss_reads_predict_and_label_free_explain(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
-                                                  monkeypatch):
+def test_dss_reads_predict_and_label_free_explain(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, monkeypatch):
     trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="dss")
     monkeypatch.setattr(trainer_module, "explain_given_label_inputs", lambda *a, **k: pytest.fail("DSS used a label"))
     monkeypatch.setattr(trainer, "model_labels", lambda *a, **k: pytest.fail("DSS sampled a label"))
     calls = record_forwards(tiny_t5, monkeypatch)
     trainer.compute_loss(tiny_t5, batch["dss"])
-    assert [c["input_ids"].data_ptr() for c in calls] == [batch["dss"]["predict_input_ids"].data_ptr(),
-                                                          batch["dss"]["explain_input_ids"].data_ptr()]
+    assert [c["input_ids"].data_ptr() for c in calls] == [
+        batch["dss"]["predict_input_ids"].data_ptr(),
+        batch["dss"]["explain_input_ids"].data_ptr(),
+    ]
     assert torch.equal(calls[1]["labels"], batch["dss"]["explain_labels"])
 
 
-def test_r2d_conditions_on_gold_labels_before_sampling_starts(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path,
-                                                              batch, monkeypatch):
+def test_r2d_conditions_on_gold_labels_before_sampling_starts(
+    tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, monkeypatch
+):
     trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=NEVER)
     monkeypatch.setattr(trainer, "model_labels", lambda *a, **k: pytest.fail("sampled while pi = 0"))
     calls = record_forwards(tiny_t5, monkeypatch)
@@ -123,12 +150,14 @@ def _spy_explain_labels(monkeypatch):
     def spy(tokenizer, cases, labels, *args, **kwargs):
         seen.append(list(labels))
         return original(tokenizer, cases, labels, *args, **kwargs)
+
     monkeypatch.setattr(trainer_module, "explain_given_label_inputs", spy)
     return seen
 
 
-def test_sampled_labels_replace_gold_in_the_explain_input(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
-                                                          monkeypatch):
+def test_sampled_labels_replace_gold_in_the_explain_input(
+    tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, monkeypatch
+):
     trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=ALWAYS)
     n = len(tiny_examples)
     monkeypatch.setattr(trainer, "model_labels", lambda model, cases: (["5"] * len(cases), [0.9] * len(cases)))
@@ -143,8 +172,9 @@ def test_sampled_labels_replace_gold_in_the_explain_input(tiny_t5, tiny_tokenize
     assert {"predict_loss", "explain_loss"} <= set(entry)
 
 
-def test_label_scoring_runs_in_eval_mode_without_gradient(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
-                                                          monkeypatch, ktas_labels):
+def test_label_scoring_runs_in_eval_mode_without_gradient(
+    tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, monkeypatch, ktas_labels
+):
     trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=ALWAYS)
     states = []
     original = tiny_t5.get_encoder
@@ -152,6 +182,7 @@ def test_label_scoring_runs_in_eval_mode_without_gradient(tiny_t5, tiny_tokenize
     def encoder():  # only label scoring calls get_encoder; the loss forwards go through forward()
         states.append((torch.is_grad_enabled(), tiny_t5.training))
         return original()
+
     monkeypatch.setattr(tiny_t5, "get_encoder", encoder)
     labels_seen = _spy_explain_labels(monkeypatch)
     tiny_t5.train()
@@ -162,18 +193,19 @@ def test_label_scoring_runs_in_eval_mode_without_gradient(tiny_t5, tiny_tokenize
     assert all(isinstance(y, str) and y in ktas_labels for y in labels_seen[0])
 
 
-def test_own_labels_closed_set_are_valid_and_gradient_free(tiny_t5, tiny_tokenizer, tiny_examples, monkeypatch,
-                                                           ktas_labels):
+def test_own_labels_closed_set_are_valid_and_gradient_free(
+    tiny_t5, tiny_tokenizer, tiny_examples, monkeypatch, ktas_labels
+):
     states = []
     original = tiny_t5.get_encoder
 
     def encoder():
         states.append((torch.is_grad_enabled(), tiny_t5.training))
         return original()
+
     monkeypatch.setattr(tiny_t5, "get_encoder", encoder)
     tiny_t5.train()
-    labels, confidences = own_labels(tiny_t5, tiny_tokenizer, [e.case_text for e in tiny_examples],
-                                     ktas_labels, GEN)
+    labels, confidences = own_labels(tiny_t5, tiny_tokenizer, [e.case_text for e in tiny_examples], ktas_labels, GEN)
     assert states and set(states) == {(False, False)}
     assert tiny_t5.training
     assert len(labels) == len(tiny_examples) and set(labels) <= set(ktas_labels)
@@ -188,6 +220,7 @@ def test_own_labels_open_set_generates_text(tiny_t5, tiny_tokenizer, tiny_exampl
         out = original(*args, **kwargs)
         generated.append((kwargs["max_new_tokens"], out.sequences.shape[1] - 1))  # minus the decoder start token
         return out
+
     monkeypatch.setattr(tiny_t5, "generate", spy)
     tiny_t5.train()
     labels, confidences = own_labels(tiny_t5, tiny_tokenizer, [e.case_text for e in tiny_examples], None, GEN)
@@ -208,8 +241,16 @@ def test_cycle_loss_is_finite_and_differentiable(tiny_t5, tiny_tokenizer, tiny_e
     out = tiny_t5(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=b["explain_labels"])
     logits = out.logits
     logits.retain_grad()
-    loss = cycle_loss(tiny_t5, tiny_tokenizer, logits, gold, GEN, 0.5, torch.Generator().manual_seed(0),
-                      tiny_t5.get_input_embeddings().weight)
+    loss = cycle_loss(
+        tiny_t5,
+        tiny_tokenizer,
+        logits,
+        gold,
+        GEN,
+        0.5,
+        torch.Generator().manual_seed(0),
+        tiny_t5.get_input_embeddings().weight,
+    )
     assert loss.dim() == 0 and math.isfinite(loss.item())
     loss.backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0  # the rationale is pushed to carry its label
@@ -221,8 +262,9 @@ def _cycle_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, step):
     return make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=s, step=step)
 
 
-def test_cycle_loss_runs_after_the_warmup_at_the_authors_temperature(tiny_t5, tiny_tokenizer, tiny_examples,
-                                                                     tmp_path, batch):
+def test_cycle_loss_runs_after_the_warmup_at_the_authors_temperature(
+    tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch
+):
     trainer = _cycle_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, step=50)  # T = 100, W = 5
     tiny_t5.train()
     loss = trainer.compute_loss(tiny_t5, batch["r2d"])
@@ -243,10 +285,16 @@ def test_no_cycle_loss_during_the_warmup(tiny_t5, tiny_tokenizer, tiny_examples,
     assert "cycle_loss" not in trainer.state.log_history[-1]
 
 
-def test_confidence_gating_calibrates_on_the_warmup(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
-                                                    monkeypatch):
-    s = Stage2Config(sampling_start_fraction=0.0, sampling_end_fraction=0.0, sampling_cap=1.0,
-                     confidence_gated=True, confidence_sharpness=1000.0)  # pi = 1 from step 0; W = 5
+def test_confidence_gating_calibrates_on_the_warmup(
+    tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, monkeypatch
+):
+    s = Stage2Config(
+        sampling_start_fraction=0.0,
+        sampling_end_fraction=0.0,
+        sampling_cap=1.0,
+        confidence_gated=True,
+        confidence_sharpness=1000.0,
+    )  # pi = 1 from step 0; W = 5
     trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=s, step=0)
     confidences = iter([[0.1, 0.9, 0.1, 0.9, 0.1], [0.3, 0.7, 0.3, 0.7, 0.3], [0.2, 0.6, 0.4, 0.6, 0.2]])
     monkeypatch.setattr(trainer, "model_labels", lambda model, cases: (["P"] * len(cases), next(confidences)))
@@ -275,8 +323,13 @@ T_STEPS = 200  # W = 10: steps 0, W/2 = 5, W = 10 and the end (200) are all whol
 PAPER_ALPHA, PAPER_WARMUP, CYCLE_WEIGHT = 0.7, 0.05, 0.1
 TOL = 1e-5  # float32 agreement of two computations of a loss near 5; every term pair below differs by > 100 TOL
 STEPS = {"t=0": 0, "t=W/2": 5, "t=W": 10, "t=end": T_STEPS}
-PI_ONE = Stage2Config(alpha=PAPER_ALPHA, alpha_warmup_fraction=PAPER_WARMUP, sampling_start_fraction=0.0,
-                      sampling_end_fraction=0.0, sampling_cap=1.0)  # pi(t) = 1: y~ is the model's label
+PI_ONE = Stage2Config(
+    alpha=PAPER_ALPHA,
+    alpha_warmup_fraction=PAPER_WARMUP,
+    sampling_start_fraction=0.0,
+    sampling_end_fraction=0.0,
+    sampling_cap=1.0,
+)  # pi(t) = 1: y~ is the model's label
 
 
 @pytest.fixture()
@@ -301,8 +354,9 @@ def hand_encode(tokenizer, texts):
 
 
 def hand_targets(tokenizer, texts, max_tokens):
-    ids = tokenizer(text_target=list(texts), max_length=max_tokens, truncation=True, padding=True,
-                    return_tensors="pt")["input_ids"]
+    ids = tokenizer(text_target=list(texts), max_length=max_tokens, truncation=True, padding=True, return_tensors="pt")[
+        "input_ids"
+    ]
     return ids.masked_fill(ids == tokenizer.pad_token_id, -100)
 
 
@@ -367,8 +421,11 @@ def _trainer_at(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, mode, stage2,
     trainer = make_trainer(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, mode=mode, stage2=stage2, step=step)
     trainer.state.max_steps = T_STEPS
     if monkeypatch is not None:  # the model's own labels, fixed: y~ = the gold labels rotated by one
-        monkeypatch.setattr(trainer, "model_labels", lambda model, cases: (_rotated([e.label for e in tiny_examples]),
-                                                                            [0.9] * len(cases)))
+        monkeypatch.setattr(
+            trainer,
+            "model_labels",
+            lambda model, cases: (_rotated([e.label for e in tiny_examples]), [0.9] * len(cases)),
+        )
     return trainer
 
 
@@ -402,8 +459,9 @@ def test_dss_loss_by_hand_constant_alpha(sharp_t5, tiny_tokenizer, tiny_examples
 
 
 @pytest.mark.parametrize("step", STEPS.values(), ids=STEPS.keys())
-def test_r2d_loss_by_hand_with_y_tilde_fixed(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, monkeypatch,
-                                             step):
+def test_r2d_loss_by_hand_with_y_tilde_fixed(
+    sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, monkeypatch, step
+):
     # L(t) = alpha(t) * CE(predict: x -> y) + (1 - alpha(t)) * CE(given label: y~, explain: x -> r)
     hand = HandLosses(sharp_t5, tiny_tokenizer, tiny_examples)
     trainer = _trainer_at(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, "r2d", PI_ONE, step, monkeypatch)
@@ -419,8 +477,9 @@ def test_r2d_loss_by_hand_with_y_tilde_fixed(sharp_t5, tiny_tokenizer, tiny_exam
     assert entry["explain_loss"] == pytest.approx(hand.explain_given(y_tilde), abs=TOL)
 
 
-def test_r2d_explain_input_carries_y_tilde_per_example(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
-                                                       monkeypatch):
+def test_r2d_explain_input_carries_y_tilde_per_example(
+    sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, monkeypatch
+):
     # pi = 1/2 with the trainer's seeded generator: some examples keep gold, the others get the model's label
     s = Stage2Config(sampling_start_fraction=0.0, sampling_end_fraction=0.0, sampling_cap=0.5)
     trainer = _trainer_at(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, "r2d", s, T_STEPS, monkeypatch)
@@ -435,8 +494,9 @@ def test_r2d_explain_input_carries_y_tilde_per_example(sharp_t5, tiny_tokenizer,
 
 
 @pytest.mark.parametrize("step", STEPS.values(), ids=STEPS.keys())
-def test_evaluation_uses_the_final_alpha_and_gold_labels(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
-                                                         monkeypatch, step):
+def test_evaluation_uses_the_final_alpha_and_gold_labels(
+    sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, monkeypatch, step
+):
     stage2 = Stage2Config(**{**PI_ONE.__dict__, "cycle_loss_weight": CYCLE_WEIGHT})
     hand = HandLosses(sharp_t5, tiny_tokenizer, tiny_examples)
     trainer = _trainer_at(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, "r2d", stage2, step, monkeypatch)
@@ -459,6 +519,7 @@ def test_r2dc_cycle_term_by_hand(sharp_t5, tiny_tokenizer, tiny_examples, tmp_pa
     def fixed_noise(shape, generator, device):  # the same Gumbel draw for the trainer and the hand computation
         noises.append(-torch.log(-torch.log(torch.rand(shape, generator=torch.Generator().manual_seed(7)))))
         return noises[-1]
+
     monkeypatch.setattr(trainer_module, "gumbel_noise", fixed_noise)
     hand = HandLosses(sharp_t5, tiny_tokenizer, tiny_examples)
     sharp_t5.train()
@@ -482,13 +543,14 @@ def test_gumbel_noise_is_minus_log_minus_log_uniform():
     torch.testing.assert_close(noise, -torch.log(-torch.log(u)))
 
 
-
 def test_loss_statistics_are_logged_under_their_names(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, batch):
     hand = HandLosses(sharp_t5, tiny_tokenizer, tiny_examples)
     sharp_t5.train()
-    for mode, expected in (("stage1", {"explain_loss": hand.explain()}),
-                           ("dss", {"predict_loss": hand.predict(), "explain_loss": hand.explain()}),
-                           ("r2d", {"used_predicted_fraction": 0.0, "sampling_probability": 0.0})):  # NEVER
+    for mode, expected in (
+        ("stage1", {"explain_loss": hand.explain()}),
+        ("dss", {"predict_loss": hand.predict(), "explain_loss": hand.explain()}),
+        ("r2d", {"used_predicted_fraction": 0.0, "sampling_probability": 0.0}),
+    ):  # NEVER
         trainer = _trainer_at(sharp_t5, tiny_tokenizer, tiny_examples, tmp_path, mode, NEVER, 50)
         loss, outputs = trainer.compute_loss(sharp_t5, batch[mode], return_outputs=True)  # the Trainer's API
         assert outputs == {} and loss.dim() == 0
@@ -504,14 +566,16 @@ def test_no_cycle_term_when_its_weight_is_zero(tiny_t5, tiny_tokenizer, tiny_exa
     trainer.compute_loss(tiny_t5, batch["r2d"])
 
 
-def test_cycle_noise_comes_from_the_trainers_seed_not_the_global_rng(tiny_t5, tiny_tokenizer, tiny_examples,
-                                                                     tmp_path, batch):
+def test_cycle_noise_comes_from_the_trainers_seed_not_the_global_rng(
+    tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch
+):
     stage2 = Stage2Config(cycle_loss_weight=CYCLE_WEIGHT, sampling_start_fraction=1.0, sampling_end_fraction=1.0)
     tiny_t5.train()
     losses = []
     for seed, global_seed in ((0, 1), (0, 2), (1, 1)):
-        trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path / str(seed), mode="r2d",
-                               stage2=stage2, step=50, seed=seed)
+        trainer = make_trainer(
+            tiny_t5, tiny_tokenizer, tiny_examples, tmp_path / str(seed), mode="r2d", stage2=stage2, step=50, seed=seed
+        )
         torch.manual_seed(global_seed)
         trainer.compute_loss(tiny_t5, batch["r2d"])
         trainer.log({"loss": 0.0})
@@ -530,23 +594,27 @@ def test_cycle_loss_rejects_logits_of_another_vocabulary(tiny_t5, tiny_tokenizer
 # --- evaluation, logging, arguments --------------------------------------------------------------
 
 
-def test_prediction_step_returns_label_ids_outside_stage1(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch,
-                                                          ktas_labels):
+def test_prediction_step_returns_label_ids_outside_stage1(
+    tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch, ktas_labels
+):
     trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d")
     tiny_t5.eval()
     loss, predicted, gold = trainer.prediction_step(tiny_t5, batch["r2d"], prediction_loss_only=False)
     assert math.isfinite(loss.item()) and not loss.requires_grad
     assert predicted.shape[0] == gold.shape[0] == len(tiny_examples)
-    decoded = [tiny_tokenizer.decode([t for t in row.tolist() if t != IGNORE_INDEX], skip_special_tokens=True)
-               for row in predicted]
+    decoded = [
+        tiny_tokenizer.decode([t for t in row.tolist() if t != IGNORE_INDEX], skip_special_tokens=True)
+        for row in predicted
+    ]
     assert set(decoded) <= set(ktas_labels)
     stage1 = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="stage1")
     loss, predicted, gold = stage1.prediction_step(tiny_t5, batch["stage1"], prediction_loss_only=False)
     assert predicted is None and gold is None and math.isfinite(loss.item())
 
 
-def test_evaluate_scores_labels_and_keeps_gather_for_metrics(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path,
-                                                             monkeypatch):
+def test_evaluate_scores_labels_and_keeps_gather_for_metrics(
+    tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, monkeypatch
+):
     trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d")
     trainer.compute_metrics = label_metrics(tiny_tokenizer)
     gathers = []
@@ -555,6 +623,7 @@ def test_evaluate_scores_labels_and_keeps_gather_for_metrics(tiny_t5, tiny_token
     def spy(*args, **kwargs):
         gathers.append(trainer.gather_function)
         return original(*args, **kwargs)
+
     monkeypatch.setattr(trainer, "prediction_step", spy)
     metrics = trainer.evaluate()
     assert 0.0 <= metrics["eval_macro_f1"] <= 1.0 and 0.0 <= metrics["eval_accuracy"] <= 1.0
@@ -564,8 +633,10 @@ def test_evaluate_scores_labels_and_keeps_gather_for_metrics(tiny_t5, tiny_token
 
 def test_label_metrics_decode_and_score(tiny_tokenizer):
     gold, pred = ["1", "2", "3", "3"], ["1", "2", "2", "3"]
-    prediction = EvalPrediction(predictions=label_targets(tiny_tokenizer, pred, GEN).numpy(),
-                                label_ids=label_targets(tiny_tokenizer, gold, GEN).numpy())
+    prediction = EvalPrediction(
+        predictions=label_targets(tiny_tokenizer, pred, GEN).numpy(),
+        label_ids=label_targets(tiny_tokenizer, gold, GEN).numpy(),
+    )
     scores = label_metrics(tiny_tokenizer)(prediction)
     assert scores["accuracy"] == pytest.approx(0.75)
     assert scores["macro_f1"] == pytest.approx(macro_f1(gold, pred))
@@ -587,8 +658,9 @@ def test_log_adds_means_once_and_resets(tiny_t5, tiny_tokenizer, tiny_examples, 
     assert "predict_loss" not in trainer.state.log_history[-1]
 
 
-def test_eval_mode_losses_are_not_logged_as_training_statistics(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path,
-                                                                batch):
+def test_eval_mode_losses_are_not_logged_as_training_statistics(
+    tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, batch
+):
     trainer = make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path, mode="r2d", stage2=ALWAYS)
     tiny_t5.eval()
     with torch.no_grad():
@@ -597,8 +669,15 @@ def test_eval_mode_losses_are_not_logged_as_training_statistics(tiny_t5, tiny_to
 
 
 def test_sampling_generator_is_seeded_per_run(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path):
-    draws = [torch.rand(4, generator=make_trainer(tiny_t5, tiny_tokenizer, tiny_examples, tmp_path / str(seed),
-                                                  seed=seed).sampling_generator).tolist() for seed in (3, 3, 4)]
+    draws = [
+        torch.rand(
+            4,
+            generator=make_trainer(
+                tiny_t5, tiny_tokenizer, tiny_examples, tmp_path / str(seed), seed=seed
+            ).sampling_generator,
+        ).tolist()
+        for seed in (3, 3, 4)
+    ]
     assert draws[0] == draws[1] != draws[2]
 
 
@@ -609,8 +688,9 @@ def test_unknown_mode_is_rejected(tiny_t5, tiny_tokenizer, tiny_examples, tmp_pa
 
 
 def test_to_training_arguments(tmp_path):
-    optim = OptimConfig(max_steps=200, eval_steps=20, lr_warmup_fraction=0.1, batch_size=3,
-                        gradient_accumulation_steps=2)
+    optim = OptimConfig(
+        max_steps=200, eval_steps=20, lr_warmup_fraction=0.1, batch_size=3, gradient_accumulation_steps=2
+    )
     args = to_training_arguments(optim, tmp_path, metric_for_best_model="macro_f1", greater_is_better=True)
     assert args.output_dir == str(tmp_path / CHECKPOINT_SUBDIR)
     assert (args.max_steps, args.eval_steps, args.warmup_steps) == (200, 20, 20)

@@ -3,6 +3,7 @@
 One run on tiny hand-written data plus a nurse-review export (the feedback loop), and one on the public
 KTAS data prepared by training.prepare_data (needs ../shared/data).
 """
+
 from __future__ import annotations
 
 import json
@@ -13,13 +14,13 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from r2d.model.artifacts import read_model_meta
 from r2d.config import ModelConfig
 from r2d.data import load_examples, write_examples
-from r2d.review.export import export_stage2_dataset
+from r2d.model.artifacts import read_model_meta
 from r2d.model.modeling import load_model_and_tokenizer
-from r2d.prompts import predict_prompt
 from r2d.model.scoring import score_labels
+from r2d.prompts import predict_prompt
+from r2d.review.export import export_stage2_dataset
 from training import prepare_data, stage1, stage2
 from training.build.run import TRAIN_LOG_FILENAME
 
@@ -30,16 +31,34 @@ KTAS_CONFIG = ROOT / "training" / "configs" / "ktas_cpu.json"
 
 
 def _data_flags(train_files, val_files):
-    return ["--set", f"data.train_files={json.dumps([str(p) for p in train_files])}",
-            "--set", f"data.val_files={json.dumps([str(p) for p in val_files])}"]
+    return [
+        "--set",
+        f"data.train_files={json.dumps([str(p) for p in train_files])}",
+        "--set",
+        f"data.val_files={json.dumps([str(p) for p in val_files])}",
+    ]
 
 
 def _nurse_export(store, make_review, out, examples):
     for i, e in enumerate(examples):
-        store.submit(make_review(f"s{i}", reviewer="nurse A", case_id=f"c{i}", case_text=e.case_text, model_id="tiny",
-                                 model_label=e.label, model_rationale="draft", model_probabilities={},
-                                 final_label=e.label, final_rationale=e.rationale + " Reviewed.", rating=None,
-                                 comment="", consistency_label=None, time_on_task_s=None))
+        store.submit(
+            make_review(
+                f"s{i}",
+                reviewer="nurse A",
+                case_id=f"c{i}",
+                case_text=e.case_text,
+                model_id="tiny",
+                model_label=e.label,
+                model_rationale="draft",
+                model_probabilities={},
+                final_label=e.label,
+                final_rationale=e.rationale + " Reviewed.",
+                rating=None,
+                comment="",
+                consistency_label=None,
+                time_on_task_s=None,
+            )
+        )
     return export_stage2_dataset(store, out, val_fraction=0.2, seed=0)
 
 
@@ -65,9 +84,24 @@ def test_stage1_then_stage2_with_a_nurse_export(tmp_path, tiny_examples, store, 
     assert all(e.rationale_source == "nurse_post_processed" for e in load_examples(export.files["train"]))
     s1, s2 = tmp_path / "s1", tmp_path / "s2"
     assert stage1.main(["--config", str(TINY_CONFIG), "--out", str(s1), *_data_flags([train], [val])]) == 0
-    assert stage2.main(["--config", str(TINY_CONFIG), "--init", str(s1), "--out", str(s2),
-                        *_data_flags([train, export.files["train"]], [val]),
-                        "--set", "stage2.confidence_gated=true", "--set", "stage2.cycle_loss_weight=0.1"]) == 0
+    assert (
+        stage2.main(
+            [
+                "--config",
+                str(TINY_CONFIG),
+                "--init",
+                str(s1),
+                "--out",
+                str(s2),
+                *_data_flags([train, export.files["train"]], [val]),
+                "--set",
+                "stage2.confidence_gated=true",
+                "--set",
+                "stage2.cycle_loss_weight=0.1",
+            ]
+        )
+        == 0
+    )
     meta = read_model_meta(s2)
     assert meta.label_set == tuple(ktas_labels)
     assert meta.extra["train_examples"] == 20 + export.counts["train"]
@@ -82,9 +116,24 @@ def test_torchrun_ddp_on_cpu_trains_once(tmp_path, tiny_examples):
     train = write_examples(tmp_path / "train.jsonl", tiny_examples * 4)
     val = write_examples(tmp_path / "val.jsonl", tiny_examples)
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "training.stage2",
-           "--config", str(TINY_CONFIG), "--out", str(out), *_data_flags([train], [val]),
-           "--set", "stage2.cycle_loss_weight=0.1", "--log-level", "WARNING"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "training.stage2",
+        "--config",
+        str(TINY_CONFIG),
+        "--out",
+        str(out),
+        *_data_flags([train], [val]),
+        "--set",
+        "stage2.cycle_loss_weight=0.1",
+        "--log-level",
+        "WARNING",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("stage 2 (r2d): best") == 1  # printed by rank 0 only

@@ -1,13 +1,14 @@
 """r2d.review.upload: case texts and ids from uploaded .csv/.jsonl files, sniffed separators, the column mapping
 step, the raw KTAS file, and errors naming the file, the line and the cause."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from r2d.review import upload
 from r2d.errors import DatasetSchemaError
+from r2d.review import upload
 
 
 def test_load_cases_from_jsonl_and_csv(tmp_path):
@@ -19,15 +20,18 @@ def test_load_cases_from_jsonl_and_csv(tmp_path):
     assert upload.load_cases(csv_file, 100, 1000) == ["fever, cough", "ankle sprain"]
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("broken.csv", 'question\n"ok"\n"too","many"\n', r"broken.csv:3: the row has a different number of cells"),
-    ("empty.csv", "question\nfirst\n\"\"\n", r"empty.csv:3: the case text \(question\) is empty"),
-    ("nocol.csv", "text\nsomething\n", r"nocol.csv:1: no case text column .*the columns are text: choose"),
-    ("bad.jsonl", '{"question": "ok"}\n{not json\n', r"bad.jsonl:2: not valid JSON"),
-    ("list.jsonl", '["a list"]\n', r"list.jsonl:1: expected an object"),
-    ("cases.txt", "chest pain\n", r"upload a .csv or .jsonl"),
-    ("none.jsonl", "\n\n", r"none.jsonl: no cases"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("broken.csv", 'question\n"ok"\n"too","many"\n', r"broken.csv:3: the row has a different number of cells"),
+        ("empty.csv", 'question\nfirst\n""\n', r"empty.csv:3: the case text \(question\) is empty"),
+        ("nocol.csv", "text\nsomething\n", r"nocol.csv:1: no case text column .*the columns are text: choose"),
+        ("bad.jsonl", '{"question": "ok"}\n{not json\n', r"bad.jsonl:2: not valid JSON"),
+        ("list.jsonl", '["a list"]\n', r"list.jsonl:1: expected an object"),
+        ("cases.txt", "chest pain\n", r"upload a .csv or .jsonl"),
+        ("none.jsonl", "\n\n", r"none.jsonl: no cases"),
+    ],
+)
 def test_bad_uploads_name_the_file_and_line(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_text(content)
@@ -59,13 +63,16 @@ def test_load_upload_keeps_ids(tmp_path):
     assert upload.load_upload(path, 10, 100) == (["chest pain", "sore throat"], ["K-1", None])
 
 
-@pytest.mark.parametrize("content, message", [
-    ('id,question\n1,"chest pain\n2,sore throat\n', r"cases.csv:2: not readable CSV.*quote is never closed"),
-    ("id,question,question\n1,chest pain,sore throat\n", r"cases.csv:1: .*question more than once"),
-    ("id,question\n" + "7" * 201 + ",chest pain\n", r"cases.csv:2: id has 201 characters; the limit is 200"),
-    ("id,question\nA\x1b[31m,chest pain\n", r"cases.csv:2: id contains a control character \(U\+001B\)"),
-    ("id,question\nA\u202e12,chest pain\n", r"cases.csv:2: id contains a text-direction control \(U\+202E\)"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('id,question\n1,"chest pain\n2,sore throat\n', r"cases.csv:2: not readable CSV.*quote is never closed"),
+        ("id,question,question\n1,chest pain,sore throat\n", r"cases.csv:1: .*question more than once"),
+        ("id,question\n" + "7" * 201 + ",chest pain\n", r"cases.csv:2: id has 201 characters; the limit is 200"),
+        ("id,question\nA\x1b[31m,chest pain\n", r"cases.csv:2: id contains a control character \(U\+001B\)"),
+        ("id,question\nA\u202e12,chest pain\n", r"cases.csv:2: id contains a text-direction control \(U\+202E\)"),
+    ],
+)
 def test_an_upload_that_would_corrupt_silently_is_refused(tmp_path, content, message):
     """An unclosed quote merged two patients' notes; a duplicated column silently won; ids of any
     length or holding ESC/U+202E were stored, shown and exported."""
@@ -75,25 +82,39 @@ def test_an_upload_that_would_corrupt_silently_is_refused(tmp_path, content, mes
         upload.load_upload(path, max_rows=10, max_chars=4000)
 
 
-@pytest.mark.parametrize("content", [
-    'id;question\nK-1;"chest pain, BP 88/50; HR 124"\nK-2;sore throat, walked in\n',
-    'id\tquestion\nK-1\tchest pain, BP 88/50; HR 124\nK-2\tsore throat, walked in\n',
-    'id|question\nK-1|chest pain, BP 88/50; HR 124\nK-2|sore throat, walked in\n',
-    'id,question\nK-1,"chest pain, BP 88/50; HR 124"\nK-2,"sore throat, walked in"\n',
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        'id;question\nK-1;"chest pain, BP 88/50; HR 124"\nK-2;sore throat, walked in\n',
+        "id\tquestion\nK-1\tchest pain, BP 88/50; HR 124\nK-2\tsore throat, walked in\n",
+        "id|question\nK-1|chest pain, BP 88/50; HR 124\nK-2|sore throat, walked in\n",
+        'id,question\nK-1,"chest pain, BP 88/50; HR 124"\nK-2,"sore throat, walked in"\n',
+    ],
+)
 def test_the_cell_separator_is_sniffed(tmp_path, content):
     path = tmp_path / "cases.csv"
     path.write_text(content)
-    assert upload.load_upload(path, 10, 1000) == (["chest pain, BP 88/50; HR 124", "sore throat, walked in"],
-                                                   ["K-1", "K-2"])
+    assert upload.load_upload(path, 10, 1000) == (
+        ["chest pain, BP 88/50; HR 124", "sore throat, walked in"],
+        ["K-1", "K-2"],
+    )
 
 
-@pytest.mark.parametrize("content, message", [
-    ("question\nchest pain, BP 88/50\n", r"cases.csv:2: .*more cells than its 1 column\(s\), separated by commas; "
-                                         r"a cell holding commas must be in double quotes"),
-    ("id;question\nK-1;chest pain;BP 88/50\n", r"cases.csv:2: .*more cells than its 2 column\(s\), separated by "
-                                               r"semicolons"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            "question\nchest pain, BP 88/50\n",
+            r"cases.csv:2: .*more cells than its 1 column\(s\), separated by commas; "
+            r"a cell holding commas must be in double quotes",
+        ),
+        (
+            "id;question\nK-1;chest pain;BP 88/50\n",
+            r"cases.csv:2: .*more cells than its 2 column\(s\), separated by "
+            r"semicolons",
+        ),
+    ],
+)
 def test_a_ragged_row_names_its_line_and_the_separator(tmp_path, content, message):
     path = tmp_path / "cases.csv"
     path.write_text(content)
@@ -101,11 +122,16 @@ def test_a_ragged_row_names_its_line_and_the_separator(tmp_path, content, messag
         upload.load_upload(path, 10, 1000)
 
 
-@pytest.mark.parametrize("name, content", [
-    ("notes.csv", "mrn;triage note;ward\nA-1;chest pain, BP 88/50;ED\nA-2;sore throat;ED\n"),
-    ("notes.jsonl", '{"mrn": "A-1", "triage note": "chest pain, BP 88/50"}\n{"mrn": "A-2", "triage note": '
-                    '"sore throat"}\n'),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("notes.csv", "mrn;triage note;ward\nA-1;chest pain, BP 88/50;ED\nA-2;sore throat;ED\n"),
+        (
+            "notes.jsonl",
+            '{"mrn": "A-1", "triage note": "chest pain, BP 88/50"}\n{"mrn": "A-2", "triage note": "sore throat"}\n',
+        ),
+    ],
+)
 def test_without_a_case_column_the_reviewer_chooses_one(tmp_path, name, content):
     """A file naming no case column was refused; the reviewer now picks the column (and the id's)."""
     path = tmp_path / name
@@ -114,7 +140,9 @@ def test_without_a_case_column_the_reviewer_chooses_one(tmp_path, name, content)
         upload.load_upload(path, 10, 1000)
     assert needed.value.columns[:2] == ["mrn", "triage note"]
     assert upload.load_upload(path, 10, 1000, case_column="triage note", id_column="mrn") == (
-        ["chest pain, BP 88/50", "sore throat"], ["A-1", "A-2"])
+        ["chest pain, BP 88/50", "sore throat"],
+        ["A-1", "A-2"],
+    )
     assert upload.load_upload(path, 10, 1000, case_column="triage note")[1] == [None, None]
     for chosen in ({"case_column": "notes"}, {"case_column": "triage note", "id_column": "MRN"}):
         with pytest.raises(DatasetSchemaError, match=rf"{name}:1: no column '(notes|MRN)'; the columns are mrn"):
@@ -132,6 +160,7 @@ def test_the_raw_ktas_file_is_read_as_its_templated_cases(shared_data, ktas_exam
 
 def test_a_broken_ktas_file_names_the_file_not_its_server_path(tmp_path):
     from r2d.sources import KTAS_TRIAGE_COLUMNS
+
     header = ";".join(KTAS_TRIAGE_COLUMNS + ("KTAS_expert",))
     path = tmp_path / "ktas.csv"
     path.write_text(header + "\n" + ";".join(["1"] * len(KTAS_TRIAGE_COLUMNS)) + ";9\n", encoding="cp1254")

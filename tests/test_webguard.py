@@ -1,4 +1,5 @@
 """Web guards: foreign Host headers and Origins refused, security headers on every page, loopback-only binding."""
+
 from __future__ import annotations
 
 import socket
@@ -12,18 +13,26 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 import app
-from ui import server
 import webguard
 from r2d.config import load_config
 from r2d.errors import ConfigError
+from ui import server
 
 
-@pytest.mark.parametrize("host, auth, allow, ok", [
-    ("127.0.0.1", False, False, True), ("localhost", False, False, True), ("::1", False, False, True),
-    ("127.0.0.2", False, False, True),
-    ("0.0.0.0", False, False, False), ("0.0.0.0", True, False, False), ("0.0.0.0", False, True, False),
-    ("192.0.2.10", True, True, True), ("0.0.0.0", True, True, True),
-])
+@pytest.mark.parametrize(
+    "host, auth, allow, ok",
+    [
+        ("127.0.0.1", False, False, True),
+        ("localhost", False, False, True),
+        ("::1", False, False, True),
+        ("127.0.0.2", False, False, True),
+        ("0.0.0.0", False, False, False),
+        ("0.0.0.0", True, False, False),
+        ("0.0.0.0", False, True, False),
+        ("192.0.2.10", True, True, True),
+        ("0.0.0.0", True, True, True),
+    ],
+)
 def test_binding_beyond_loopback_needs_sign_in_and_the_flag(host, auth, allow, ok):
     if ok:
         webguard.check_bind(host, auth, allow)
@@ -32,23 +41,34 @@ def test_binding_beyond_loopback_needs_sign_in_and_the_flag(host, auth, allow, o
             webguard.check_bind(host, auth, allow)
 
 
-@pytest.mark.parametrize("value, parsed", [
-    ("127.0.0.1:7860", ("127.0.0.1", 7860)), ("LOCALHOST:7860", ("localhost", 7860)),
-    ("[::1]:7860", ("::1", 7860)), ("example.org", ("example.org", None)), ("::1", ("::1", None)),
-])
+@pytest.mark.parametrize(
+    "value, parsed",
+    [
+        ("127.0.0.1:7860", ("127.0.0.1", 7860)),
+        ("LOCALHOST:7860", ("localhost", 7860)),
+        ("[::1]:7860", ("::1", 7860)),
+        ("example.org", ("example.org", None)),
+        ("::1", ("::1", None)),
+    ],
+)
 def test_split_host(value, parsed):
     assert webguard.split_host(value) == parsed
 
 
 def test_policy_accepts_only_the_app_itself():
     policy = webguard.GuardPolicy("127.0.0.1", 7860, extra_names=["triage.ward.local"])
-    assert all(policy.host_allowed(h) for h in ("127.0.0.1:7860", "localhost:7860", "[::1]:7860",
-                                                 "triage.ward.local:7860"))
-    assert not any(policy.host_allowed(h) for h in ("attacker.example:7860", "127.0.0.1:7861", "127.0.0.1", "",
-                                                     None, "127.0.0.1.attacker.example:7860"))
+    assert all(
+        policy.host_allowed(h) for h in ("127.0.0.1:7860", "localhost:7860", "[::1]:7860", "triage.ward.local:7860")
+    )
+    assert not any(
+        policy.host_allowed(h)
+        for h in ("attacker.example:7860", "127.0.0.1:7861", "127.0.0.1", "", None, "127.0.0.1.attacker.example:7860")
+    )
     assert policy.origin_allowed("http://localhost:7860") and policy.origin_allowed("http://127.0.0.1:7860")
-    assert not any(policy.origin_allowed(o) for o in ("http://localhost:3000", "null", "http://attacker.example:7860",
-                                                       "file://", "http://127.0.0.1:7860/x"))
+    assert not any(
+        policy.origin_allowed(o)
+        for o in ("http://localhost:3000", "null", "http://attacker.example:7860", "file://", "http://127.0.0.1:7860/x")
+    )
 
 
 @pytest.fixture()
@@ -79,11 +99,15 @@ def test_failed_sign_ins_are_limited_per_client_address():
 
     async def login(request):
         form = await request.form()
-        return PlainTextResponse("ok" if form.get("password") == "right" else "Incorrect credentials.",
-                                 status_code=200 if form.get("password") == "right" else 400)
+        return PlainTextResponse(
+            "ok" if form.get("password") == "right" else "Incorrect credentials.",
+            status_code=200 if form.get("password") == "right" else 400,
+        )
+
     inner = Starlette(routes=[Route("/login", login, methods=["POST"])])
-    client = TestClient(webguard.WebGuard(inner, webguard.GuardPolicy("127.0.0.1", 7860)),
-                        base_url="http://127.0.0.1:7860")
+    client = TestClient(
+        webguard.WebGuard(inner, webguard.GuardPolicy("127.0.0.1", 7860)), base_url="http://127.0.0.1:7860"
+    )
     assert client.post("/login", data={"username": "a", "password": "right"}).status_code == 200
     for i in range(FREE_FAILURES):  # a different name each time: the per-name limit never trips
         assert client.post("/login", data={"username": f"name{i}", "password": "wrong"}).status_code == 400
@@ -96,10 +120,13 @@ def test_failed_sign_ins_are_limited_per_client_address():
 def bounded_client():
     async def echo_length(request):
         return PlainTextResponse(str(len(await request.body())))
-    inner = Starlette(routes=[Route("/", echo_length, methods=["POST"]),
-                              Route("/gradio_api/upload", echo_length, methods=["POST"])])
-    guarded = webguard.WebGuard(inner, webguard.GuardPolicy("127.0.0.1", 7860), max_body_bytes=1000,
-                                max_upload_bytes=5000)
+
+    inner = Starlette(
+        routes=[Route("/", echo_length, methods=["POST"]), Route("/gradio_api/upload", echo_length, methods=["POST"])]
+    )
+    guarded = webguard.WebGuard(
+        inner, webguard.GuardPolicy("127.0.0.1", 7860), max_body_bytes=1000, max_upload_bytes=5000
+    )
     return TestClient(guarded, base_url="http://127.0.0.1:7860")
 
 
@@ -118,6 +145,7 @@ def test_a_chunked_body_is_cut_off_at_the_limit(bounded_client):
     def chunks(n):
         for _ in range(n):
             yield b"x" * 100
+
     assert bounded_client.post("/", content=chunks(10)).text == "1000"  # no Content-Length: sent chunked
     assert bounded_client.post("/", content=chunks(11)).status_code == 413
 
@@ -150,8 +178,7 @@ def test_launched_app_refuses_a_foreign_host_header(launched_tiny):
         assert rebound.status_code == 403, path
     cross = httpx.post(base + "/gradio_api/call/echo", json={"data": ["x"]}, headers={"Origin": "http://localhost:1"})
     assert cross.status_code == 403
-    assert httpx.post(base + "/gradio_api/call/echo", json={"data": ["x"]},
-                      headers={"Origin": base}).status_code == 200
+    assert httpx.post(base + "/gradio_api/call/echo", json={"data": ["x"]}, headers={"Origin": base}).status_code == 200
     huge = httpx.post(base + "/gradio_api/call/echo", json={"data": ["x" * (2 << 20)]})
     assert huge.status_code == 413
 
@@ -169,6 +196,9 @@ def test_the_review_app_refuses_dns_rebinding_and_other_origins(launched_app):
     assert httpx.get(base + "/").status_code == 200
     for path in ("/", "/gradio_api/info", "/config"):
         assert httpx.get(base + path, headers={"Host": "attacker.example"}).status_code == 403, path
-    upload = httpx.post(base + "/gradio_api/upload", files={"files": ("cases.csv", b"question\nchest pain\n")},
-                        headers={"Origin": "http://localhost:8080"})
+    upload = httpx.post(
+        base + "/gradio_api/upload",
+        files={"files": ("cases.csv", b"question\nchest pain\n")},
+        headers={"Origin": "http://localhost:8080"},
+    )
     assert upload.status_code == 403 and launched_app.external == []

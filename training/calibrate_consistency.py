@@ -7,6 +7,7 @@ Default gold rows: the KTAS test split the embedded model was evaluated on (r2d.
 ../shared/data/ktas/data.csv, group-aware stratified split, seed 42, val 0.1, test 0.2), whose rationales are
 the rule rationales. Writes r2d.checks.consistency.CALIBRATION_FILENAME into the model folder; the app reads it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,12 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-from r2d.config import load_config
 from r2d.checks.consistency import MIN_PRECISION, calibrate, save_calibration
+from r2d.config import load_config
 from r2d.data import load_examples
 from r2d.errors import R2DError
-from training.default_model import DEFAULT_KTAS
 from training.corpus.splits import prepare_ktas
+from training.default_model import DEFAULT_KTAS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,6 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from r2d.model.load import load_predictor  # torch only here, after the flags are read
+
     try:
         cfg = load_config(None, [f"model.name_or_path={args.model}"])
         predictor = load_predictor(cfg.model, cfg.generation, cfg.app.max_case_chars)
@@ -47,8 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     except R2DError as e:
         sys.exit(f"error: {e}")
     print(json.dumps(calibration.to_dict(), indent=2))
-    verdict = (f"warnings from {calibration.warn_min_probability:.0%}" if calibration.warn_min_probability is not None
-               else f"never a warning (no threshold reaches {MIN_PRECISION:.0%} precision): shown as a hint")
+    verdict = (
+        f"warnings from {calibration.warn_min_probability:.0%}"
+        if calibration.warn_min_probability is not None
+        else f"never a warning (no threshold reaches {MIN_PRECISION:.0%} precision): shown as a hint"
+    )
     print(f"wrote {path}: {verdict}")
     return 0
 

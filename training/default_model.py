@@ -15,6 +15,7 @@ training.stage2 and training.evaluate on the held-out test split and on examples
 The output directory gets the model, its config, its reports and a MODEL_CARD.md whose every figure
 is read from those reports, the ablation table included (each arm: one lever off, reduced budget).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,10 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from r2d.config import R2DConfig, load_config
 from r2d.data import Example, atomic_write_text, load_examples, write_examples
@@ -35,10 +37,10 @@ from r2d.errors import ConfigError, R2DError
 from r2d.eval.summary import MeanSD, fmt, fmt_mean_sd, mean_sd
 from r2d.sources import KTAS_LABEL_NAMES, KTAS_LABELS, ktas_meta
 from training import evaluate
-from training.corpus import splits
-from training.cli import setup_logging
 from training.build.run import TRAIN_LOG_FILENAME
 from training.build.scale import Scale
+from training.cli import setup_logging
+from training.corpus import splits
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +75,12 @@ class Recipe:
     """The levers; an ablation arm switches one off."""
 
     digit_tokens: bool = True
-    synthetic: bool = True        # Stage 1 on the synthetic corpus (else on the KTAS training split only)
-    warmup_steps: int = 100       # A 10-minute probe at lr 1e-3: loss 0.24 at step 661, still falling
+    synthetic: bool = True  # Stage 1 on the synthetic corpus (else on the KTAS training split only)
+    warmup_steps: int = 100  # A 10-minute probe at lr 1e-3: loss 0.24 at step 661, still falling
     # share of Stage-1 items that are T5 span corruption: 0.25 did not help in a 10-minute probe (validation
     # fidelity 0.078 vs 0.086 without), as it takes a quarter of the explain data away
     span_fraction: float = 0.0
-    class_balance: bool = True    # Stage 2 oversamples KTAS 1 and 5
+    class_balance: bool = True  # Stage 2 oversamples KTAS 1 and 5
     # Stage 2 also trains on this many synthetic cases whose level a KTAS first-order modifier fixes
     # (r2d.checks.rules.urgency_floor): the label then follows the triage facts the rationale names
     modifier_cases: int = 0
@@ -102,8 +104,14 @@ DEFAULT_STAGE2_ARMS = ("recipe (all levers)", "+ first-order modifier cases")
 def prepare_splits(ktas_csv: Path, work: Path, seed: int) -> dict[str, Path]:
     """Write the group-aware stratified KTAS splits (training.corpus.splits); return split -> file."""
     out = work / "data"
-    splits.run("ktas", ktas_csv, out, seed=seed, test=splits.DEFAULT_TEST,
-               command=f"python -m training.prepare_data ktas --source {ktas_csv} --out {out} --seed {seed}")
+    splits.run(
+        "ktas",
+        ktas_csv,
+        out,
+        seed=seed,
+        test=splits.DEFAULT_TEST,
+        command=f"python -m training.prepare_data ktas --source {ktas_csv} --out {out} --seed {seed}",
+    )
     return {split: out / f"{split}.jsonl" for split in ("train", "val", "test")}
 
 
@@ -135,6 +143,7 @@ def stage2_train_file(train_file: Path, recipe: Recipe, seed: int = 0) -> Path:
     if recipe.modifier_cases:
         from training.corpus.labelled_synthetic import modifier_labelled_examples
         from training.corpus.synthetic import training_complaints
+
         rows += modifier_labelled_examples(recipe.modifier_cases, training_complaints(train), seed)
     name = f"train_b{int(recipe.class_balance)}_m{recipe.modifier_cases}_s{seed}.jsonl"
     out = train_file.with_name(name)
@@ -145,8 +154,7 @@ def stage2_train_file(train_file: Path, recipe: Recipe, seed: int = 0) -> Path:
 # --- training ------------------------------------------------------------------------------------
 
 
-def stage_configs(cfg: R2DConfig, files: dict[str, Path], stage2_steps: int,
-                  train2: Path | None = None) -> R2DConfig:
+def stage_configs(cfg: R2DConfig, files: dict[str, Path], stage2_steps: int, train2: Path | None = None) -> R2DConfig:
     """The Stage-2 config: the data files and step count (Stage 1 runs in training.build.pretrain)."""
     data = replace(cfg.data, train_files=(str(train2 or files["train"]),), val_files=(str(files["val"]),))
     eval_steps = max(1, min(cfg.optim.eval_steps, stage2_steps // 4))
@@ -156,8 +164,17 @@ def stage_configs(cfg: R2DConfig, files: dict[str, Path], stage2_steps: int,
 TOKENIZER_SAMPLE = 20000  # synthetic cases (and their rationales) the tokenizer is fitted on, beside KTAS train
 
 
-def stage1(cfg: R2DConfig, recipe: Recipe, train: list[Example], val: list[Example], out: Path,
-           budget_s: float | None, steps: int | None, seed: int, scale: Scale = Scale()) -> dict[str, Any]:
+def stage1(
+    cfg: R2DConfig,
+    recipe: Recipe,
+    train: list[Example],
+    val: list[Example],
+    out: Path,
+    budget_s: float | None,
+    steps: int | None,
+    seed: int,
+    scale: Scale = Scale(),
+) -> dict[str, Any]:
     """Fit the tokenizer, build a new T5, run training.build.pretrain at `scale`; save the model dir; its log."""
     import functools
 
@@ -165,10 +182,10 @@ def stage1(cfg: R2DConfig, recipe: Recipe, train: list[Example], val: list[Examp
 
     from r2d.model.artifacts import ModelMeta, save_model_dir
     from r2d.model.tokenizer import train_tokenizer
-    from training.method.features import tokenizer_corpus
     from training.build.pretrain import PretrainConfig, add_sentinels, batch_iterator, pretrain
     from training.build.scratch import new_t5
     from training.corpus.synthetic import synthetic_examples, training_complaints
+    from training.method.features import tokenizer_corpus
 
     torch.manual_seed(seed)
     complaints = training_complaints(train)  # the training split's only: never val or test
@@ -177,26 +194,47 @@ def stage1(cfg: R2DConfig, recipe: Recipe, train: list[Example], val: list[Examp
     tokenizer = train_tokenizer(corpus, cfg.arch.vocab_size, split_digits=recipe.digit_tokens)
     add_sentinels(tokenizer)
     model = new_t5(tokenizer, cfg.arch, seed=seed)
-    stream = (functools.partial(synthetic_examples, 10 ** 9, complaints) if recipe.synthetic
-              else functools.partial(_cycle, train))
-    pcfg = PretrainConfig(max_steps=steps or 10 ** 6, budget_s=None if steps else budget_s,
-                          batch_size=scale.stage1_batch_size, learning_rate=cfg.optim.learning_rate,
-                          warmup_steps=recipe.warmup_steps, span_fraction=recipe.span_fraction,
-                          real_fraction=0.2 if recipe.synthetic else 1.0,
-                          max_input_tokens=cfg.generation.max_input_tokens,
-                          max_target_tokens=cfg.generation.max_rationale_tokens, seed=seed, device=scale.device,
-                          bf16=scale.bf16, num_workers=scale.workers, compile=scale.compile,
-                          pad_multiple=scale.pad_multiple)
+    stream = (
+        functools.partial(synthetic_examples, 10**9, complaints)
+        if recipe.synthetic
+        else functools.partial(_cycle, train)
+    )
+    pcfg = PretrainConfig(
+        max_steps=steps or 10**6,
+        budget_s=None if steps else budget_s,
+        batch_size=scale.stage1_batch_size,
+        learning_rate=cfg.optim.learning_rate,
+        warmup_steps=recipe.warmup_steps,
+        span_fraction=recipe.span_fraction,
+        real_fraction=0.2 if recipe.synthetic else 1.0,
+        max_input_tokens=cfg.generation.max_input_tokens,
+        max_target_tokens=cfg.generation.max_rationale_tokens,
+        seed=seed,
+        device=scale.device,
+        bf16=scale.bf16,
+        num_workers=scale.workers,
+        compile=scale.compile,
+        pad_multiple=scale.pad_multiple,
+    )
     started = time.monotonic()
     history = pretrain(model, tokenizer, batch_iterator(tokenizer, stream, train, pcfg), pcfg, probe=val[:32])
     seconds = time.monotonic() - started
     model.to("cpu")
-    meta = ModelMeta(label_set=KTAS_LABELS, **ktas_meta(),
-                     extra={"stage": "stage1", "recipe": recipe.__dict__, "steps": history[-1]["step"]})
+    meta = ModelMeta(
+        label_set=KTAS_LABELS,
+        **ktas_meta(),
+        extra={"stage": "stage1", "recipe": recipe.__dict__, "steps": history[-1]["step"]},
+    )
     save_model_dir(model, tokenizer, out, meta, cfg)
-    log = {"recipe": recipe.__dict__, "history": history, "seconds": seconds,
-           "seconds_per_step": seconds / max(1, history[-1]["step"]), "scale": scale.__dict__,
-           "hardware": hardware(scale), "tokenizer_pieces": len(tokenizer)}
+    log = {
+        "recipe": recipe.__dict__,
+        "history": history,
+        "seconds": seconds,
+        "seconds_per_step": seconds / max(1, history[-1]["step"]),
+        "scale": scale.__dict__,
+        "hardware": hardware(scale),
+        "tokenizer_pieces": len(tokenizer),
+    }
     atomic_write_text(out / BUILD_LOG_FILENAME, json.dumps(log, indent=2) + "\n")
     return log
 
@@ -207,20 +245,30 @@ def hardware(scale: Scale) -> dict[str, Any]:
 
     import torch
     import transformers
+
     name = torch.cuda.get_device_name(0) if scale.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
     return {"device": name, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 def _cycle(examples: Sequence[Example], seed: int):
     import random
+
     rng, order = random.Random(seed), list(examples)
     while True:
         rng.shuffle(order)
         yield from order
 
 
-def train_stage2_from(cfg: R2DConfig, recipe: Recipe, files: dict[str, Path], stage1_dir: Path, out: Path,
-                      steps: int, seed: int, scale: Scale = Scale()) -> tuple[Path, int]:
+def train_stage2_from(
+    cfg: R2DConfig,
+    recipe: Recipe,
+    files: dict[str, Path],
+    stage1_dir: Path,
+    out: Path,
+    steps: int,
+    seed: int,
+    scale: Scale = Scale(),
+) -> tuple[Path, int]:
     """training.stage2 from a Stage-1 model dir; returns the best model's dir and the steps taken.
     On a GPU scale the Trainer runs in bf16 (it picks the GPU itself)."""
     from training.stage2 import train_stage2
@@ -231,9 +279,18 @@ def train_stage2_from(cfg: R2DConfig, recipe: Recipe, files: dict[str, Path], st
     return s2.out_dir, s2.global_step
 
 
-def train_recipe(cfg: R2DConfig, recipe: Recipe, files: dict[str, Path], work: Path, budget_s: float,
-                 seed: int, stage1_steps: int | None = None, stage2_steps: int | None = None,
-                 stage1_from: Path | None = None, scale: Scale = Scale()) -> tuple[Path, dict]:
+def train_recipe(
+    cfg: R2DConfig,
+    recipe: Recipe,
+    files: dict[str, Path],
+    work: Path,
+    budget_s: float,
+    seed: int,
+    stage1_steps: int | None = None,
+    stage2_steps: int | None = None,
+    stage1_from: Path | None = None,
+    scale: Scale = Scale(),
+) -> tuple[Path, dict]:
     """Stage 1 (training.build.pretrain, or the model in stage1_from) then Stage 2 (training.stage2); returns the
     Stage-2 dir and the Stage-1 log."""
     stage1_dir = train_stage1_once(cfg, recipe, files, work, budget_s, seed, stage1_steps, stage1_from, scale)
@@ -241,14 +298,24 @@ def train_recipe(cfg: R2DConfig, recipe: Recipe, files: dict[str, Path], work: P
     if stage2_steps is None:
         stage2_steps = max(10, round(STAGE2_SHARE * budget_s / (log["seconds_per_step"] * STAGE2_STEP_COST)))
     started = time.monotonic()
-    out_dir, log["stage2_steps"] = train_stage2_from(cfg, recipe, files, stage1_dir, work / "stage2",
-                                                     stage2_steps, seed, scale)
+    out_dir, log["stage2_steps"] = train_stage2_from(
+        cfg, recipe, files, stage1_dir, work / "stage2", stage2_steps, seed, scale
+    )
     log["stage2_step_cost"] = (time.monotonic() - started) / max(1, log["stage2_steps"]) / log["seconds_per_step"]
     return out_dir, log
 
 
-def train_stage1_once(cfg: R2DConfig, recipe: Recipe, files: dict[str, Path], work: Path, budget_s: float,
-                      seed: int, steps: int | None, stage1_from: Path | None, scale: Scale) -> Path:
+def train_stage1_once(
+    cfg: R2DConfig,
+    recipe: Recipe,
+    files: dict[str, Path],
+    work: Path,
+    budget_s: float,
+    seed: int,
+    steps: int | None,
+    stage1_from: Path | None,
+    scale: Scale,
+) -> Path:
     """The Stage-1 model dir: stage1_from as given, or a new one trained into work/stage1."""
     if stage1_from is not None:
         _stage1_log(stage1_from)  # refuses a folder no build wrote
@@ -261,16 +328,33 @@ def train_stage1_once(cfg: R2DConfig, recipe: Recipe, files: dict[str, Path], wo
 def _stage1_log(stage1_dir: Path) -> dict[str, Any]:
     log = stage1_dir / BUILD_LOG_FILENAME
     if not log.is_file():
-        raise ConfigError(f"--stage1-from {stage1_dir}: no {BUILD_LOG_FILENAME}; give the stage1/ folder of an "
-                          "earlier build (WORK/final/stage1)")
+        raise ConfigError(
+            f"--stage1-from {stage1_dir}: no {BUILD_LOG_FILENAME}; give the stage1/ folder of an "
+            "earlier build (WORK/final/stage1)"
+        )
     return json.loads(log.read_text(encoding="utf-8"))
 
 
-def evaluate_on(model_dir: Path, data: Path, out: Path, bertscore: bool = True, overrides: Sequence[str] = (),
-                quantization: str = "none", batch_size: int = 16, limit: int | None = None) -> dict[str, Any]:
+def evaluate_on(
+    model_dir: Path,
+    data: Path,
+    out: Path,
+    bertscore: bool = True,
+    overrides: Sequence[str] = (),
+    quantization: str = "none",
+    batch_size: int = 16,
+    limit: int | None = None,
+) -> dict[str, Any]:
     """The evaluation command's own code path (fidelity and critical findings included); writes `out`."""
-    report = evaluate.run(model_dir, data, quantization=quantization, overrides=overrides, batch_size=batch_size,
-                          bertscore=bertscore, limit=limit)
+    report = evaluate.run(
+        model_dir,
+        data,
+        quantization=quantization,
+        overrides=overrides,
+        batch_size=batch_size,
+        bertscore=bertscore,
+        limit=limit,
+    )
     atomic_write_text(out, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return report
 
@@ -284,29 +368,60 @@ def evaluate_model_dir(model_dir: Path, test: Path) -> dict[str, dict[str, Any]]
     a decoding lever, reported beside the model's own figures, never as them)."""
     single = ("generation.fact_check_candidates=0",)
     guarded = single + ("generation.constrain_numbers=true",)
-    return {"test": evaluate_on(model_dir, test, model_dir / evaluate.REPORT_FILENAME, quantization="auto"),
-            "single": evaluate_on(model_dir, test, model_dir / SINGLE_REPORT_FILENAME, bertscore=False,
-                                  overrides=single, quantization="auto"),
-            "fp32": evaluate_on(model_dir, test, model_dir / FP32_REPORT_FILENAME, bertscore=False,
-                                overrides=single, quantization="none"),
-            "examples": evaluate_on(model_dir, EXAMPLES_FILE, model_dir / EXAMPLES_REPORT_FILENAME, bertscore=False,
-                                    quantization="auto"),
-            "free_text": evaluate_on(model_dir, evaluate.FREE_TEXT_SET, model_dir / FREE_TEXT_REPORT_FILENAME,
-                                     bertscore=False, overrides=single, quantization="auto"),
-            "guarded": evaluate_on(model_dir, test, model_dir / GUARDED_REPORT_FILENAME, bertscore=False,
-                                   overrides=guarded, quantization="none"),
-            "free_text_guarded": evaluate_on(model_dir, evaluate.FREE_TEXT_SET,
-                                             model_dir / FREE_TEXT_GUARDED_REPORT_FILENAME, bertscore=False,
-                                             overrides=guarded, quantization="none")}
+    return {
+        "test": evaluate_on(model_dir, test, model_dir / evaluate.REPORT_FILENAME, quantization="auto"),
+        "single": evaluate_on(
+            model_dir, test, model_dir / SINGLE_REPORT_FILENAME, bertscore=False, overrides=single, quantization="auto"
+        ),
+        "fp32": evaluate_on(
+            model_dir, test, model_dir / FP32_REPORT_FILENAME, bertscore=False, overrides=single, quantization="none"
+        ),
+        "examples": evaluate_on(
+            model_dir, EXAMPLES_FILE, model_dir / EXAMPLES_REPORT_FILENAME, bertscore=False, quantization="auto"
+        ),
+        "free_text": evaluate_on(
+            model_dir,
+            evaluate.FREE_TEXT_SET,
+            model_dir / FREE_TEXT_REPORT_FILENAME,
+            bertscore=False,
+            overrides=single,
+            quantization="auto",
+        ),
+        "guarded": evaluate_on(
+            model_dir,
+            test,
+            model_dir / GUARDED_REPORT_FILENAME,
+            bertscore=False,
+            overrides=guarded,
+            quantization="none",
+        ),
+        "free_text_guarded": evaluate_on(
+            model_dir,
+            evaluate.FREE_TEXT_SET,
+            model_dir / FREE_TEXT_GUARDED_REPORT_FILENAME,
+            bertscore=False,
+            overrides=guarded,
+            quantization="none",
+        ),
+    }
 
 
 SINGLE_RATIONALE = ("generation.fact_check_candidates=0",)
 
 
-def build_arms(cfg: R2DConfig, files: dict[str, Path], work: Path, budget_s: float, seed: int,
-               steps: tuple[int | None, int | None], stage1_from: Path | None, scale: Scale,
-               arms: Sequence[str], extra_sets: dict[str, Path],
-               eval_limit: int | None = None) -> tuple[Path, dict[str, Any]]:
+def build_arms(
+    cfg: R2DConfig,
+    files: dict[str, Path],
+    work: Path,
+    budget_s: float,
+    seed: int,
+    steps: tuple[int | None, int | None],
+    stage1_from: Path | None,
+    scale: Scale,
+    arms: Sequence[str],
+    extra_sets: dict[str, Path],
+    eval_limit: int | None = None,
+) -> tuple[Path, dict[str, Any]]:
     """One Stage 1, then every Stage-2 arm from it, each scored (one greedy rationale, unquantized, on the
     build's device) on val, test and `extra_sets`; returns the dir of the best arm on validation and the log
     (every arm's figures, the choice). Raises ConfigError for unknown arms or arms that differ in Stage 1."""
@@ -316,28 +431,46 @@ def build_arms(cfg: R2DConfig, files: dict[str, Path], work: Path, budget_s: flo
     first = next(iter(recipes.values()))
     stage1_dir = train_stage1_once(cfg, first, files, work, budget_s, seed, steps[0], stage1_from, scale)
     log = _stage1_log(stage1_dir)
-    stage2_steps = steps[1] or max(10, round(STAGE2_SHARE * budget_s / len(recipes)
-                                             / (log["seconds_per_step"] * STAGE2_STEP_COST)))
+    stage2_steps = steps[1] or max(
+        10, round(STAGE2_SHARE * budget_s / len(recipes) / (log["seconds_per_step"] * STAGE2_STEP_COST))
+    )
     sets = {"val": files["val"], "test": files["test"]} | extra_sets
     results: dict[str, Any] = {}
     for name, recipe in recipes.items():
         arm_dir = work / "arms" / _slug(name)
-        model_dir, taken = train_stage2_from(cfg, recipe, files, stage1_dir, arm_dir / "stage2", stage2_steps,
-                                             seed, scale)
+        model_dir, taken = train_stage2_from(
+            cfg, recipe, files, stage1_dir, arm_dir / "stage2", stage2_steps, seed, scale
+        )
         results[name] = {"dir": str(model_dir), "stage2_steps": taken, "seed": seed} | {
-            split: summary(evaluate_on(model_dir, path, arm_dir / f"{split}_{evaluate.REPORT_FILENAME}",
-                                       bertscore=False, overrides=SINGLE_RATIONALE, quantization="none",
-                                       batch_size=64 if scale.device == "cuda" else 16, limit=eval_limit))
-            for split, path in sets.items()}
+            split: summary(
+                evaluate_on(
+                    model_dir,
+                    path,
+                    arm_dir / f"{split}_{evaluate.REPORT_FILENAME}",
+                    bertscore=False,
+                    overrides=SINGLE_RATIONALE,
+                    quantization="none",
+                    batch_size=64 if scale.device == "cuda" else 16,
+                    limit=eval_limit,
+                )
+            )
+            for split, path in sets.items()
+        }
         logger.info("arm %s: %s", name, {k: v for k, v in results[name].items() if k != "dir"})
     best = max(results, key=lambda name: selection_score(results[name]))
-    log |= {"arms": results, "selected_arm": best, "stage2_steps": results[best]["stage2_steps"],
-            "recipe": Recipe(**ABLATIONS[best]).__dict__, "selection": SELECTION_RULE}
+    log |= {
+        "arms": results,
+        "selected_arm": best,
+        "stage2_steps": results[best]["stage2_steps"],
+        "recipe": Recipe(**ABLATIONS[best]).__dict__,
+        "selection": SELECTION_RULE,
+    }
     return Path(results[best]["dir"]), log
 
 
-SELECTION_RULE = ("validation macro-F1 + validation fidelity of one greedy rationale (unquantized); "
-                  "the highest sum is kept")
+SELECTION_RULE = (
+    "validation macro-F1 + validation fidelity of one greedy rationale (unquantized); the highest sum is kept"
+)
 
 
 def selection_score(result: dict[str, Any]) -> float:
@@ -363,16 +496,30 @@ def pick_best(candidates: Sequence[Path], out: Path) -> dict[str, Any]:
             raise ConfigError(f"{c} was not built with --stage2-arms: its validation figures are missing")
         logs[c] = log
     best = max(logs, key=lambda c: selection_score(logs[c]["arms"][logs[c]["selected_arm"]]))
-    builds = [{"seed": log["arms"][log["selected_arm"]]["seed"], "arms": log["arms"], "selected_arm":
-               log["selected_arm"], "chosen": c == best} for c, log in logs.items()]
+    builds = [
+        {
+            "seed": log["arms"][log["selected_arm"]]["seed"],
+            "arms": log["arms"],
+            "selected_arm": log["selected_arm"],
+            "chosen": c == best,
+        }
+        for c, log in logs.items()
+    ]
     merged = logs[best] | {"builds": builds}
     publish(best, out)
     atomic_write_text(out / BUILD_LOG_FILENAME, json.dumps(merged, indent=2) + "\n")
     return merged
 
 
-SUMMARY_METRICS = ("fidelity", "critical_named", "macro_f1", "accuracy", "under_triage_rate", "severe_under_triage",
-                   "severe_under_triage_rate")
+SUMMARY_METRICS = (
+    "fidelity",
+    "critical_named",
+    "macro_f1",
+    "accuracy",
+    "under_triage_rate",
+    "severe_under_triage",
+    "severe_under_triage_rate",
+)
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
@@ -391,8 +538,9 @@ def _stage1_key(recipe: Recipe) -> str:
     return f"digits{int(r.digit_tokens)}_synth{int(r.synthetic)}_warm{r.warmup_steps}_span{r.span_fraction:g}"
 
 
-def ablation_arm(cfg: R2DConfig, name: str, files: dict[str, Path], work: Path, seed: int,
-                 stage1_steps: int, stage2_steps: int) -> dict[str, Any]:
+def ablation_arm(
+    cfg: R2DConfig, name: str, files: dict[str, Path], work: Path, seed: int, stage1_steps: int, stage2_steps: int
+) -> dict[str, Any]:
     """Train one arm of ABLATIONS at a fixed number of steps (load on the machine does not change what it
     learns) and score it on the validation split. Cached: a finished arm's summary.json is read back."""
     recipe = Recipe(**ABLATIONS[name])
@@ -403,20 +551,33 @@ def ablation_arm(cfg: R2DConfig, name: str, files: dict[str, Path], work: Path, 
         return json.loads(done.read_text(encoding="utf-8"))
     s1_dir = seed_dir / f"stage1_{_stage1_key(recipe)}"
     if not (s1_dir / BUILD_LOG_FILENAME).is_file():
-        stage1(cfg, recipe, load_examples(files["train"]), load_examples(files["val"]), s1_dir, None,
-               stage1_steps, seed)
+        stage1(
+            cfg, recipe, load_examples(files["train"]), load_examples(files["val"]), s1_dir, None, stage1_steps, seed
+        )
     log = json.loads((s1_dir / BUILD_LOG_FILENAME).read_text(encoding="utf-8"))
     model_dir, s2_steps = train_stage2_from(cfg, recipe, files, s1_dir, arm_dir / "stage2", stage2_steps, seed)
     report = evaluate_on(model_dir, files["val"], arm_dir / evaluate.REPORT_FILENAME, bertscore=False)
-    result = summary(report) | {"seed": seed, "change": ABLATIONS[name], "stage1_steps": log["history"][-1]["step"],
-                                "stage2_steps": s2_steps, "stage1_fidelity_probe": log["history"][-1].get("fidelity")}
+    result = summary(report) | {
+        "seed": seed,
+        "change": ABLATIONS[name],
+        "stage1_steps": log["history"][-1]["step"],
+        "stage2_steps": s2_steps,
+        "stage1_fidelity_probe": log["history"][-1].get("fidelity"),
+    }
     atomic_write_text(done, json.dumps(result, indent=2) + "\n")
     shutil.rmtree(arm_dir / "stage2", ignore_errors=True)  # keep reports, not weights
     return result
 
 
-def run_ablation(cfg: R2DConfig, files: dict[str, Path], work: Path, seeds: Sequence[int], stage1_steps: int,
-                 stage2_steps: int, only: Sequence[str] = ()) -> dict[str, Any]:
+def run_ablation(
+    cfg: R2DConfig,
+    files: dict[str, Path],
+    work: Path,
+    seeds: Sequence[int],
+    stage1_steps: int,
+    stage2_steps: int,
+    only: Sequence[str] = (),
+) -> dict[str, Any]:
     """Every arm of ABLATIONS (or those in `only`) for every seed; work/ablation.json holds every arm-seed
     finished so far, from this or an earlier run (several processes may share work, one seed each)."""
     unknown = sorted(set(only) - set(ABLATIONS))
@@ -425,8 +586,12 @@ def run_ablation(cfg: R2DConfig, files: dict[str, Path], work: Path, seeds: Sequ
     for seed in seeds:
         for name in ABLATIONS:
             if not only or name in only:
-                logger.info("ablation seed %d, %s: %s", seed, name,
-                            ablation_arm(cfg, name, files, work, seed, stage1_steps, stage2_steps))
+                logger.info(
+                    "ablation seed %d, %s: %s",
+                    seed,
+                    name,
+                    ablation_arm(cfg, name, files, work, seed, stage1_steps, stage2_steps),
+                )
         for s1 in (work / "ablation" / f"seed{seed}").glob("stage1_*"):
             shutil.rmtree(s1, ignore_errors=True)  # the seed's arms are done: its Stage-1 weights are not needed
     return collect_ablation(work)
@@ -440,12 +605,21 @@ def collect_ablation(work: Path) -> dict[str, Any]:
     for name, change in ABLATIONS.items():
         mine = [r for r in runs if r["change"] == change]
         if mine:
-            arms[name] = {"change": change, "seeds": sorted(r["seed"] for r in mine), "runs": mine,
-                          "n": mine[0]["n"]} | {k: asdict(mean_sd([r[k] for r in mine])) for k in ABLATION_METRICS}
+            arms[name] = {
+                "change": change,
+                "seeds": sorted(r["seed"] for r in mine),
+                "runs": mine,
+                "n": mine[0]["n"],
+            } | {k: asdict(mean_sd([r[k] for r in mine])) for k in ABLATION_METRICS}
     steps = {(r["stage1_steps"], r["stage2_steps"]) for r in runs}
-    result = {"split": "val", "arms": arms, "steps": [list(s) for s in sorted(steps)],
-              "decoding": [list(d) for d in sorted({(r["candidates"], r["quantization"]) for r in runs
-                                                        if "candidates" in r})]}
+    result = {
+        "split": "val",
+        "arms": arms,
+        "steps": [list(s) for s in sorted(steps)],
+        "decoding": [
+            list(d) for d in sorted({(r["candidates"], r["quantization"]) for r in runs if "candidates" in r})
+        ],
+    }
     atomic_write_text(work / ABLATION_FILENAME, json.dumps(result, indent=2) + "\n")
     return result
 
@@ -490,29 +664,42 @@ def _decoding_text(ablation: dict[str, Any]) -> str:
 def ablation_table(ablation: dict[str, Any] | None) -> str:
     """The ablation as a markdown table (mean ± SD over seeds), or a line saying how to run it."""
     if not ablation or not ablation.get("arms"):
-        return ("Not run for this build. `python -m training.default_model --ablation-only` trains every arm "
-                "(cached per arm and seed), then `--ablation-from WORK/ablation.json` puts the table here.")
+        return (
+            "Not run for this build. `python -m training.default_model --ablation-only` trains every arm "
+            "(cached per arm and seed), then `--ablation-from WORK/ablation.json` puts the table here."
+        )
     arms = ablation["arms"]
-    rows = "\n".join(f"| {name} | {len(a['seeds'])} | "
-                     + " | ".join(fmt_mean_sd(MeanSD(**a[k])) for k in ABLATION_METRICS) + " |"
-                     for name, a in arms.items())
+    rows = "\n".join(
+        f"| {name} | {len(a['seeds'])} | " + " | ".join(fmt_mean_sd(MeanSD(**a[k])) for k in ABLATION_METRICS) + " |"
+        for name, a in arms.items()
+    )
     first = next(iter(arms.values()))
     steps = ", ".join(f"{s1} Stage-1 + {s2} Stage-2 steps" for s1, s2 in ablation["steps"])
     seeds = sorted({s for a in arms.values() for s in a["seeds"]})
-    return (f"One lever off per arm, at a reduced budget ({steps} per arm, fixed steps so the machine's load does "
-            f"not change what an arm learns; the final model trains longer), {_decoding_text(ablation)}. "
-            f"Mean ± SD over training seeds "
-            f"{', '.join(map(str, seeds))} (same data split), scored on the validation split (n = {first['n']}).\n\n"
-            "| arm | seeds | fidelity | critical named | macro-F1 | accuracy |\n"
-            "| --- | --- | --- | --- | --- | --- |\n" + rows)
+    return (
+        f"One lever off per arm, at a reduced budget ({steps} per arm, fixed steps so the machine's load does "
+        f"not change what an arm learns; the final model trains longer), {_decoding_text(ablation)}. "
+        f"Mean ± SD over training seeds "
+        f"{', '.join(map(str, seeds))} (same data split), scored on the validation split (n = {first['n']}).\n\n"
+        "| arm | seeds | fidelity | critical named | macro-F1 | accuracy |\n"
+        "| --- | --- | --- | --- | --- | --- |\n" + rows
+    )
 
 
-def model_card(reports: dict[str, dict[str, Any]], manifest: dict[str, Any], cfg: R2DConfig,
-               log: dict[str, Any], ablation: dict[str, Any] | None, tokenizer_kind: str = "BPE") -> str:
+def model_card(
+    reports: dict[str, dict[str, Any]],
+    manifest: dict[str, Any],
+    cfg: R2DConfig,
+    log: dict[str, Any],
+    ablation: dict[str, Any] | None,
+    tokenizer_kind: str = "BPE",
+) -> str:
     """MODEL_CARD.md text; every figure is read from the evaluation reports, the logs or the data manifest."""
     report, single, fp32 = reports["test"], reports["single"], reports["fp32"]
-    rows = "\n".join(f"| {label} {KTAS_LABEL_NAMES.get(label, '')} | {fmt(s['f1'])} | {s['support']} |"
-                     for label, s in report["per_class"].items())
+    rows = "\n".join(
+        f"| {label} {KTAS_LABEL_NAMES.get(label, '')} | {fmt(s['f1'])} | {s['support']} |"
+        for label, s in report["per_class"].items()
+    )
     a, last = cfg.arch, log["history"][-1]
     counts = manifest["counts"]
     k = cfg.generation.fact_check_candidates
@@ -521,16 +708,16 @@ def model_card(reports: dict[str, dict[str, Any]], manifest: dict[str, Any], cfg
     shown = f"the least contradicted of {k} candidate rationales" if k > 1 else "its decoded rationale"
     return f"""# r2d-ktas-small ({MODEL_VERSION}): the embedded Reason2Decide triage model
 
-**Research prototype, not a medical device.** Trained from scratch on {counts['train']['total']} public KTAS cases
+**Research prototype, not a medical device.** Trained from scratch on {counts["train"]["total"]} public KTAS cases
 and a synthetic corpus; it is far weaker than a triage nurse and must not be used for patient care.
 
 - Task: KTAS level (1 = resuscitation ... 5 = non-urgent) from a triage narrative, with a rationale that
   restates the case's own findings (label-free rule rationales: the gold level is never in a target).
-- Method: Reason2Decide. Stage 1 (`explain`) on {last['step']} batches of {cfg.optim.batch_size} streamed from a
+- Method: Reason2Decide. Stage 1 (`explain`) on {last["step"]} batches of {cfg.optim.batch_size} streamed from a
   synthetic corpus of sampled triage facts (training.corpus.synthetic: normal and abnormal ranges, every mental
   state and pain score, the training split's chief complaints, KTAS-narrative and free-text styles) mixed with
-  the KTAS training split, learning-rate warm-up {log['recipe']['warmup_steps']} steps; then Stage 2
-  ({log['stage2_steps']} steps of `predict` + `given label ... explain`, scheduled sampling) on the KTAS
+  the KTAS training split, learning-rate warm-up {log["recipe"]["warmup_steps"]} steps; then Stage 2
+  ({log["stage2_steps"]} steps of `predict` + `given label ... explain`, scheduled sampling) on the KTAS
   training split{balance}.
 - Architecture: T5 (gated-GELU) trained from random weights, d_model {a.d_model},
   {a.num_layers}+{a.num_decoder_layers} layers, {a.num_heads} heads, own {tokenizer_kind} tokenizer with one token per
@@ -538,19 +725,19 @@ and a synthetic corpus; it is far weaker than a triage nurse and must not be use
 - Trained on: {_hardware(log)}.
 - Decoding: {_decoding_line(k)}
 - Data: KTAS (Moon et al., PLOS ONE 2019), source sha256 `{source_sha}`,
-  group-aware stratified split seed {manifest.get('seed')} (duplicated visits in one split):
-  train/val/test = {counts['train']['total']}/{counts['val']['total']}/{counts['test']['total']}.
-- Stage 1 at its end: loss {last['loss']:.3f}; on 32 validation cases, rationales identical to the rule rationale
-  {fmt(last.get('exact'))}, fidelity {fmt(last.get('fidelity'))}.
+  group-aware stratified split seed {manifest.get("seed")} (duplicated visits in one split):
+  train/val/test = {counts["train"]["total"]}/{counts["val"]["total"]}/{counts["test"]["total"]}.
+- Stage 1 at its end: loss {last["loss"]:.3f}; on 32 validation cases, rationales identical to the rule rationale
+  {fmt(last.get("exact"))}, fidelity {fmt(last.get("fidelity"))}.
 - Trained by: {_commands(log)}; evaluated and this card written by
   `python -m training.default_model --evaluate-only` (add `--ablation-from WORK/ablation.json` for the table).
 
-## Held-out test results (n = {report['n']})
+## Held-out test results (n = {report["n"]})
 
 "As shown" is what the app shows: the model loaded as the app loads it (quantization "auto", here
-`{report['quantization']}`) and {shown}. "One rationale" is the
+`{report["quantization"]}`) and {shown}. "One rationale" is the
 model's single greedy rationale (`generation.fact_check_candidates=0`, no choice): the model's own fidelity,
-at `{single['quantization']}` and unquantized (`{fp32['quantization']}`). "Numbers guarded" is that unquantized
+at `{single["quantization"]}` and unquantized (`{fp32["quantization"]}`). "Numbers guarded" is that unquantized
 greedy rationale decoded under `generation.constrain_numbers` (r2d.model.number_guard: a number may only be the
 case's own value where the text names a vital sign, a rule limit after "above"/"below", or another number of
 the case): a decoding lever, not the model's own fidelity.
@@ -568,9 +755,9 @@ Problems per kind, as shown: {_problem_counts(report)}.
 | --- | --- | --- |
 {rows}
 
-## Free-text notes written by the team (n = {reports['free_text']['n']} triage notes)
+## Free-text notes written by the team (n = {reports["free_text"]["n"]} triage notes)
 
-{_free_text_section(reports['free_text'], reports.get('free_text_guarded'))}
+{_free_text_section(reports["free_text"], reports.get("free_text_guarded"))}
 
 {_arms_section(log)}## Ablation
 
@@ -600,20 +787,27 @@ def _results_table(reports: dict[str, dict[str, Any]]) -> str:
     names = ["as shown", "one rationale", "one rationale", "numbers guarded"]
     quant = [f"{name} ({r['quantization']})" for name, r in zip(names, columns)]
     lines = ["| metric | " + " | ".join(quant) + " | target |", "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {title} | " + " | ".join(fmt(r["metrics"].get(key)) for r in columns) + f" | {target} |"
-              for title, key, target in RESULT_ROWS]
+    lines += [
+        f"| {title} | " + " | ".join(fmt(r["metrics"].get(key)) for r in columns) + f" | {target} |"
+        for title, key, target in RESULT_ROWS
+    ]
     examples = reports["examples"]
     right = sum(p["predicted_label"] == p["gold_label"] for p in examples["predictions"])
-    lines += [f"| examples/triage_cases.jsonl right | {right}/{examples['n']} | | | | >= 16/18 |",
-              f"| fidelity on those examples | {fmt(examples['metrics'].get('fidelity'))} | | | | |"]
+    lines += [
+        f"| examples/triage_cases.jsonl right | {right}/{examples['n']} | | | | >= 16/18 |",
+        f"| fidelity on those examples | {fmt(examples['metrics'].get('fidelity'))} | | | | |",
+    ]
     return "\n".join(lines)
 
 
-FREE_TEXT_ROWS = (("accuracy", "accuracy", ""), ("macro-F1", "macro_f1", ""),
-                  ("under-triage rate", "under_triage_rate", ""),
-                  ("emergencies (KTAS 1-2) called 4-5", "severe_under_triage", "0"),
-                  ("fidelity, one greedy rationale", "fidelity", ">= 0.90"),
-                  ("critical findings named", "critical_named", ">= 0.90"))
+FREE_TEXT_ROWS = (
+    ("accuracy", "accuracy", ""),
+    ("macro-F1", "macro_f1", ""),
+    ("under-triage rate", "under_triage_rate", ""),
+    ("emergencies (KTAS 1-2) called 4-5", "severe_under_triage", "0"),
+    ("fidelity, one greedy rationale", "fidelity", ">= 0.90"),
+    ("critical findings named", "critical_named", ">= 0.90"),
+)
 
 
 def _free_text_section(report: dict[str, Any], guarded: dict[str, Any] | None = None) -> str:
@@ -621,18 +815,28 @@ def _free_text_section(report: dict[str, Any], guarded: dict[str, Any] | None = 
     (and its fidelity under the number guard, a decoding lever, when that report exists)."""
     m = report["metrics"]
     emergencies = report.get("severe_under_triage", {}).get("emergencies", "n/a")
-    rows = [f"| {title} | " + (f"{m.get(key)} of {emergencies}" if key == "severe_under_triage"
-                                else fmt(m.get(key))) + f" | {target} |" for title, key, target in FREE_TEXT_ROWS]
+    rows = [
+        f"| {title} | "
+        + (f"{m.get(key)} of {emergencies}" if key == "severe_under_triage" else fmt(m.get(key)))
+        + f" | {target} |"
+        for title, key, target in FREE_TEXT_ROWS
+    ]
     if guarded:
-        rows.append(f"| fidelity, numbers guarded (decoding lever, {guarded['quantization']}) | "
-                    f"{fmt(guarded['metrics'].get('fidelity'))} | |")
+        rows.append(
+            f"| fidelity, numbers guarded (decoding lever, {guarded['quantization']}) | "
+            f"{fmt(guarded['metrics'].get('fidelity'))} | |"
+        )
     other = report.get("not_triage")
-    tail = (f"\n\nNot triage notes (no level; in no figure above): {other['n']}, the app warns on "
-            f"{other['warned']}." if other else "")
-    return ("Notes in the styles nurses write (abbreviations, vitals in any order, missing values, other "
-            f"languages), labelled by KTAS criteria, never trained on; quantization `{report['quantization']}`, "
-            "one greedy rationale.\n\n| metric | value | target |\n| --- | --- | --- |\n"
-            + "\n".join(rows) + tail)
+    tail = (
+        f"\n\nNot triage notes (no level; in no figure above): {other['n']}, the app warns on {other['warned']}."
+        if other
+        else ""
+    )
+    return (
+        "Notes in the styles nurses write (abbreviations, vitals in any order, missing values, other "
+        f"languages), labelled by KTAS criteria, never trained on; quantization `{report['quantization']}`, "
+        "one greedy rationale.\n\n| metric | value | target |\n| --- | --- | --- |\n" + "\n".join(rows) + tail
+    )
 
 
 def _pieces(log: dict[str, Any]) -> str:
@@ -656,14 +860,17 @@ def _arms_section(log: dict[str, Any]) -> str:
     for name, arm in arms.items():
         val, test, free = arm["val"], arm["test"], arm.get("free_text", {})
         severe = free.get("severe_under_triage")
-        rows.append(f"| {name}{' (kept)' if name == log.get('selected_arm') else ''} | {fmt(val['macro_f1'])} | "
-                    f"{fmt(val['fidelity'])} | {fmt(test['macro_f1'])} | {fmt(test['fidelity'])} | "
-                    f"{fmt(free.get('macro_f1'))} | {'n/a' if severe is None else severe} |")
-    return ("## Stage-2 arms of this build\n\nOne Stage 1, then each arm's Stage 2; one greedy rationale, "
-            f"unquantized. Kept: {log.get('selection', 'n/a')}.\n\n"
-            "| arm | val macro-F1 | val fidelity | test macro-F1 | test fidelity | free-text macro-F1 | "
-            "free-text emergencies called 4-5 |\n| --- | --- | --- | --- | --- | --- | --- |\n"
-            + "\n".join(rows) + "\n\n")
+        rows.append(
+            f"| {name}{' (kept)' if name == log.get('selected_arm') else ''} | {fmt(val['macro_f1'])} | "
+            f"{fmt(val['fidelity'])} | {fmt(test['macro_f1'])} | {fmt(test['fidelity'])} | "
+            f"{fmt(free.get('macro_f1'))} | {'n/a' if severe is None else severe} |"
+        )
+    return (
+        "## Stage-2 arms of this build\n\nOne Stage 1, then each arm's Stage 2; one greedy rationale, "
+        f"unquantized. Kept: {log.get('selection', 'n/a')}.\n\n"
+        "| arm | val macro-F1 | val fidelity | test macro-F1 | test fidelity | free-text macro-F1 | "
+        "free-text emergencies called 4-5 |\n| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
+    )
 
 
 def _commands(log: dict[str, Any]) -> str:
@@ -675,10 +882,12 @@ def _commands(log: dict[str, Any]) -> str:
 def _decoding_line(k: int) -> str:
     if k <= 1:
         return "one greedy rationale per case (generation.fact_check_candidates = 0)."
-    return (f"fact-checked: beam search returns {k} candidate rationales and the one r2d.checks.factcheck finds fewest "
-            "problems in is shown (`generation.fact_check_candidates`). The fact check that chooses also scores "
-            "fidelity, so the \"as shown\" figure measures what a nurse sees, not an independent judge; the "
-            "\"one rationale\" column is the model alone.")
+    return (
+        f"fact-checked: beam search returns {k} candidate rationales and the one r2d.checks.factcheck finds fewest "
+        "problems in is shown (`generation.fact_check_candidates`). The fact check that chooses also scores "
+        'fidelity, so the "as shown" figure measures what a nurse sees, not an independent judge; the '
+        '"one rationale" column is the model alone.'
+    )
 
 
 def _problem_counts(report: dict[str, Any]) -> str:
@@ -695,52 +904,127 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the finished model goes")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "default_model", help="data splits and stage outputs")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    p.add_argument("--budget-minutes", type=float, default=None,
-                   help=f"wall-clock budget of the final model's training and evaluation (default: "
-                        f"{FULL_BUDGET_MINUTES:g} minutes minus the ablation's)")
-    p.add_argument("--ablation-from", type=Path, default=None,
-                   help="the WORK/ablation.json of an --ablation-only run: its table goes into the model card")
-    p.add_argument("--ablation-only", action="store_true",
-                   help="train and score the ablation arms (cached per arm and seed), train no final model")
-    p.add_argument("--ablation-steps", type=int, nargs=2, default=list(ABLATION_STEPS), metavar=("STAGE1", "STAGE2"),
-                   help="fixed steps of every arm (default: %(default)s; a reduced budget, stated in the table)")
-    p.add_argument("--ablation-seeds", type=int, nargs="+", default=None,
-                   help="training seeds of the ablation (default: optim.seed and the next two)")
-    p.add_argument("--ablation-arm", dest="ablation_arms", action="append", default=[], metavar="NAME",
-                   help="run only this arm (repeatable); finished arms of other runs stay in WORK/ablation.json")
-    p.add_argument("--evaluate-only", action="store_true",
-                   help="train nothing: evaluate the model in --out again and rewrite its card")
+    p.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=None,
+        help=f"wall-clock budget of the final model's training and evaluation (default: "
+        f"{FULL_BUDGET_MINUTES:g} minutes minus the ablation's)",
+    )
+    p.add_argument(
+        "--ablation-from",
+        type=Path,
+        default=None,
+        help="the WORK/ablation.json of an --ablation-only run: its table goes into the model card",
+    )
+    p.add_argument(
+        "--ablation-only",
+        action="store_true",
+        help="train and score the ablation arms (cached per arm and seed), train no final model",
+    )
+    p.add_argument(
+        "--ablation-steps",
+        type=int,
+        nargs=2,
+        default=list(ABLATION_STEPS),
+        metavar=("STAGE1", "STAGE2"),
+        help="fixed steps of every arm (default: %(default)s; a reduced budget, stated in the table)",
+    )
+    p.add_argument(
+        "--ablation-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="training seeds of the ablation (default: optim.seed and the next two)",
+    )
+    p.add_argument(
+        "--ablation-arm",
+        dest="ablation_arms",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only this arm (repeatable); finished arms of other runs stay in WORK/ablation.json",
+    )
+    p.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="train nothing: evaluate the model in --out again and rewrite its card",
+    )
     p.add_argument("--stage1-steps", type=int, default=None, help="fixed Stage-1 steps instead of the budget")
-    p.add_argument("--stage1-from", type=Path, default=None,
-                   help="train Stage 2 only, from the Stage-1 model of an earlier build (WORK/final/stage1)")
+    p.add_argument(
+        "--stage1-from",
+        type=Path,
+        default=None,
+        help="train Stage 2 only, from the Stage-1 model of an earlier build (WORK/final/stage1)",
+    )
     p.add_argument("--stage2-steps", type=int, default=None, help="fixed Stage-2 steps instead of the budget")
     p.add_argument("--seed", type=int, default=None, help="training seed (default: optim.seed)")
-    p.add_argument("--split-seed", type=int, default=None,
-                   help="seed of the KTAS data split (default: the training seed); fix it to compare seeds")
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="seed of the KTAS data split (default: the training seed); fix it to compare seeds",
+    )
     g = p.add_argument_group("scale (one code path on a CPU and on a GPU)")
     g.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="where to train (default cpu)")
-    g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bfloat16 autocast (default: on for CUDA and for CPUs with AVX512-BF16/AMX)")
+    g.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bfloat16 autocast (default: on for CUDA and for CPUs with AVX512-BF16/AMX)",
+    )
     g.add_argument("--stage1-batch-size", type=int, default=None, help="default 256 on CUDA, 16 on a CPU")
-    g.add_argument("--workers", type=int, default=None,
-                   help="processes generating Stage-1 batches (default: the cores / --parallel-builds on CUDA, "
-                        "0 on a CPU)")
-    g.add_argument("--parallel-builds", type=int, default=1,
-                   help="how many builds share this machine (for the default --workers)")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes generating Stage-1 batches (default: the cores / --parallel-builds on CUDA, 0 on a CPU)",
+    )
+    g.add_argument(
+        "--parallel-builds", type=int, default=1, help="how many builds share this machine (for the default --workers)"
+    )
     g.add_argument("--compile", action="store_true", help="torch.compile the Stage-1 model")
-    g.add_argument("--stage1-minutes", type=float, default=None,
-                   help=f"Stage 1's own budget (default: {STAGE1_SHARE:g} of --budget-minutes)")
-    g.add_argument("--stage2-arms", nargs="+", default=None, metavar="ARM",
-                   help="train these Stage-2 arms from one Stage 1 and publish the best on validation "
-                        f"(e.g. {' '.join(repr(a) for a in DEFAULT_STAGE2_ARMS)})")
-    g.add_argument("--eval-set", dest="eval_sets", action="append", default=[], metavar="NAME=JSONL",
-                   help="with --stage2-arms: also score every arm on this labelled set (never trained on)")
-    g.add_argument("--eval-limit", type=int, default=None,
-                   help="with --stage2-arms: score each arm on the first N rows of each set only (a smoke run)")
-    g.add_argument("--no-card", action="store_true",
-                   help="publish without the card's evaluations (a GPU build; --evaluate-only writes it later)")
-    g.add_argument("--pick-best", nargs="+", type=Path, default=None, metavar="MODEL_DIR",
-                   help="publish the best of these --stage2-arms builds on validation to --out; train nothing")
+    g.add_argument(
+        "--stage1-minutes",
+        type=float,
+        default=None,
+        help=f"Stage 1's own budget (default: {STAGE1_SHARE:g} of --budget-minutes)",
+    )
+    g.add_argument(
+        "--stage2-arms",
+        nargs="+",
+        default=None,
+        metavar="ARM",
+        help="train these Stage-2 arms from one Stage 1 and publish the best on validation "
+        f"(e.g. {' '.join(repr(a) for a in DEFAULT_STAGE2_ARMS)})",
+    )
+    g.add_argument(
+        "--eval-set",
+        dest="eval_sets",
+        action="append",
+        default=[],
+        metavar="NAME=JSONL",
+        help="with --stage2-arms: also score every arm on this labelled set (never trained on)",
+    )
+    g.add_argument(
+        "--eval-limit",
+        type=int,
+        default=None,
+        help="with --stage2-arms: score each arm on the first N rows of each set only (a smoke run)",
+    )
+    g.add_argument(
+        "--no-card",
+        action="store_true",
+        help="publish without the card's evaluations (a GPU build; --evaluate-only writes it later)",
+    )
+    g.add_argument(
+        "--pick-best",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="MODEL_DIR",
+        help="publish the best of these --stage2-arms builds on validation to --out; train nothing",
+    )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
@@ -762,9 +1046,17 @@ def resolve_args_scale(args: argparse.Namespace) -> Scale:
     import torch
 
     from training.build.scale import cpu_has_bf16, resolve_scale
-    return resolve_scale(args.device, torch.cuda.is_available(), bf16=args.bf16, batch_size=args.stage1_batch_size,
-                         workers=args.workers, compile_model=args.compile, cpu_bf16=cpu_has_bf16(),
-                         processes=args.parallel_builds)
+
+    return resolve_scale(
+        args.device,
+        torch.cuda.is_available(),
+        bf16=args.bf16,
+        batch_size=args.stage1_batch_size,
+        workers=args.workers,
+        compile_model=args.compile,
+        cpu_bf16=cpu_has_bf16(),
+        processes=args.parallel_builds,
+    )
 
 
 def _eval_sets(specs: Sequence[str]) -> dict[str, Path]:
@@ -792,17 +1084,40 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     if args.evaluate_only:
         return evaluate_published(args.out, files, ablation)
     scale = resolve_args_scale(args)
-    budget_s = (args.budget_minutes * 60 if args.budget_minutes is not None
-                else FULL_BUDGET_MINUTES * 60 - (time.monotonic() - started))
+    budget_s = (
+        args.budget_minutes * 60
+        if args.budget_minutes is not None
+        else FULL_BUDGET_MINUTES * 60 - (time.monotonic() - started)
+    )
     if args.stage1_minutes is not None:  # Stage 1's budget is STAGE1_SHARE of the whole
         budget_s = args.stage1_minutes * 60 / STAGE1_SHARE
     if args.stage2_arms:
-        model_dir, log = build_arms(cfg, files, args.work / "final", budget_s, cfg.optim.seed,
-                                    (args.stage1_steps, args.stage2_steps), args.stage1_from, scale,
-                                    args.stage2_arms, _eval_sets(args.eval_sets), args.eval_limit)
+        model_dir, log = build_arms(
+            cfg,
+            files,
+            args.work / "final",
+            budget_s,
+            cfg.optim.seed,
+            (args.stage1_steps, args.stage2_steps),
+            args.stage1_from,
+            scale,
+            args.stage2_arms,
+            _eval_sets(args.eval_sets),
+            args.eval_limit,
+        )
     else:
-        model_dir, log = train_recipe(cfg, Recipe(), files, args.work / "final", budget_s, cfg.optim.seed,
-                                      args.stage1_steps, args.stage2_steps, args.stage1_from, scale)
+        model_dir, log = train_recipe(
+            cfg,
+            Recipe(),
+            files,
+            args.work / "final",
+            budget_s,
+            cfg.optim.seed,
+            args.stage1_steps,
+            args.stage2_steps,
+            args.stage1_from,
+            scale,
+        )
     if args.stage1_from is None:  # a later --stage1-from build names the command that trained this Stage 1
         s1_log = args.work / "final" / "stage1" / BUILD_LOG_FILENAME
         atomic_write_text(s1_log, json.dumps(_stage1_log(s1_log.parent) | {"command": command}, indent=2) + "\n")
@@ -834,8 +1149,10 @@ def evaluate_published(out: Path, files: dict[str, Path], ablation: dict[str, An
     """--evaluate-only: evaluate the published model in `out` again and rewrite its card, training nothing
     (after a change to decoding, the fact check or the ablation). Raises ConfigError when `out` has no model."""
     if not (out / BUILD_LOG_FILENAME).is_file():
-        raise ConfigError(f"{out} holds no model built by this recipe (no {BUILD_LOG_FILENAME}); "
-                          "train one with python -m training.default_model")
+        raise ConfigError(
+            f"{out} holds no model built by this recipe (no {BUILD_LOG_FILENAME}); "
+            "train one with python -m training.default_model"
+        )
     return write_card(out, files, ablation)
 
 

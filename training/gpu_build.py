@@ -9,6 +9,7 @@ GPU and the cores. Then `--pick-best` publishes the best build on validation, an
 into parts of at most PART_MB (a lent machine returns at most 8 files of 16 MB) with every build's log.
 Back on the CPU machine, `--unpack OUT DIR` puts the model together again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,12 +19,12 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from training.cli import setup_logging
-from training.evaluate import FREE_TEXT_SET
 from training.default_model import DEFAULT_STAGE2_ARMS, ROOT
+from training.evaluate import FREE_TEXT_SET
 
 logger = logging.getLogger(__name__)
 
@@ -37,19 +38,59 @@ SPLIT_SEED = 42  # every seed trains on the same KTAS split, so their validation
 def seed_command(args: argparse.Namespace, seed: int) -> list[str]:
     """The default_model command line of one seed's build."""
     work = args.work / f"seed{seed}"
-    cmd = [sys.executable, "-m", "training.default_model", "--seed", str(seed), "--split-seed", str(SPLIT_SEED),
-           "--work", str(work), "--out", str(work / "model"), "--no-card", "--parallel-builds", str(len(args.seeds)),
-           "--stage2-arms", *args.arms, "--eval-set", f"free_text={args.free_text}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "training.default_model",
+        "--seed",
+        str(seed),
+        "--split-seed",
+        str(SPLIT_SEED),
+        "--work",
+        str(work),
+        "--out",
+        str(work / "model"),
+        "--no-card",
+        "--parallel-builds",
+        str(len(args.seeds)),
+        "--stage2-arms",
+        *args.arms,
+        "--eval-set",
+        f"free_text={args.free_text}",
+    ]
     if args.ktas:
         cmd += ["--ktas", str(args.ktas)]
     if args.smoke:
-        return cmd + ["--config", str(SMOKE_CONFIG), "--device", "cpu", "--stage1-steps", "3", "--stage2-steps", "2",
-                      "--set", "generation.max_rationale_tokens=8", "--set", "generation.max_input_tokens=256",
-                      "--set", "optim.eval_steps=1", "--eval-limit", "8"]
+        return cmd + [
+            "--config",
+            str(SMOKE_CONFIG),
+            "--device",
+            "cpu",
+            "--stage1-steps",
+            "3",
+            "--stage2-steps",
+            "2",
+            "--set",
+            "generation.max_rationale_tokens=8",
+            "--set",
+            "generation.max_input_tokens=256",
+            "--set",
+            "optim.eval_steps=1",
+            "--eval-limit",
+            "8",
+        ]
     if args.workers is not None:
         cmd += ["--workers", str(args.workers)]
-    return cmd + ["--config", str(args.config), "--device", args.device, "--stage1-minutes", str(args.stage1_minutes),
-                  "--stage2-steps", str(args.stage2_steps)]
+    return cmd + [
+        "--config",
+        str(args.config),
+        "--device",
+        args.device,
+        "--stage1-minutes",
+        str(args.stage1_minutes),
+        "--stage2-steps",
+        str(args.stage2_steps),
+    ]
 
 
 def run_seeds(args: argparse.Namespace) -> list[Path]:
@@ -82,12 +123,12 @@ def pack(model_dir: Path, out: Path, part_mb: int = PART_MB) -> list[Path]:
     whole = out / "model.tgz"
     with tarfile.open(whole, "w:gz") as tar:
         tar.add(model_dir, arcname="model")
-    data, size = whole.read_bytes(), part_mb * 2 ** 20
+    data, size = whole.read_bytes(), part_mb * 2**20
     whole.unlink()
     parts = []
     for i in range(0, len(data), size):
         part = out / f"model.tgz.part{i // size:02d}"
-        part.write_bytes(data[i:i + size])
+        part.write_bytes(data[i : i + size])
         parts.append(part)
     return parts
 
@@ -116,12 +157,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda")
     p.add_argument("--stage1-minutes", type=float, default=3.3)
     p.add_argument("--stage2-steps", type=int, default=400)
-    p.add_argument("--workers", type=int, default=None, help="batch-making processes per seed (default: the "
-                   "cores split among the seeds)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="batch-making processes per seed (default: the cores split among the seeds)",
+    )
     p.add_argument("--ktas", type=Path, default=None, help="KTAS data.csv (default: default_model's)")
     p.add_argument("--free-text", type=Path, default=FREE_TEXT)
-    p.add_argument("--deadline-minutes", type=float, default=60.0,
-                   help="stop seeds still running after this long and pack the finished ones")
+    p.add_argument(
+        "--deadline-minutes",
+        type=float,
+        default=60.0,
+        help="stop seeds still running after this long and pack the finished ones",
+    )
     p.add_argument("--smoke", action="store_true", help="the same path on a CPU: tiny model, a few steps")
     p.add_argument("--unpack", nargs=2, type=Path, metavar=("PACKED", "DEST"), help="put a packed model together")
     return p.parse_args(argv)
@@ -140,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not built:
         raise SystemExit(f"no seed finished; see {args.work}/seed*.log")
     from training.default_model import pick_best
+
     best = args.work / "best"
     merged = pick_best(built, best)
     parts = pack(best, args.out)
@@ -147,8 +197,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = {"minutes": round(minutes, 2), "seeds_built": len(built), "parts": [p.name for p in parts]} | merged
     (args.out / "build_log.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     logger.info("packed %s into %d parts in %s (%.1f minutes)", best, len(parts), args.out, minutes)
-    print(json.dumps({b["seed"]: {"arm": b["selected_arm"], "chosen": b["chosen"],
-                                  "val": b["arms"][b["selected_arm"]]["val"]} for b in merged["builds"]}, indent=1))
+    print(
+        json.dumps(
+            {
+                b["seed"]: {"arm": b["selected_arm"], "chosen": b["chosen"], "val": b["arms"][b["selected_arm"]]["val"]}
+                for b in merged["builds"]
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

@@ -8,17 +8,18 @@ modes wider than owner-only, and chain heads recorded by exports (--exports) tha
 Prints the chain heads (keep them: a later run that prints a different history for the same reviews shows a
 rewrite). Exit status 1 on any problem.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sqlite3
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from r2d.review import audit
 from r2d.config import AppConfig
+from r2d.review import audit
 from r2d.review.export import EXPORT_META_FILENAME
 from training.cli import setup_logging
 
@@ -26,9 +27,14 @@ from training.cli import setup_logging
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="Check a Reason2Decide review database for tampering.")
     ap.add_argument("--db", required=True, help="review database path (SQLite)")
-    ap.add_argument("--exports", action="append", default=[], metavar="DIR",
-                    help="a folder of exports (default: r2d_exports when it exists): the chain heads each export's "
-                         "export_meta.json recorded must still be in the chains (catches a cut-off history)")
+    ap.add_argument(
+        "--exports",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of exports (default: r2d_exports when it exists): the chain heads each export's "
+        "export_meta.json recorded must still be in the chains (catches a cut-off history)",
+    )
     ap.add_argument("--key", help="the database's audit key file (default: the .audit-key file beside --db)")
     return ap.parse_args(argv)
 
@@ -54,14 +60,25 @@ def check(db: Path, exports: Sequence[Path] = (), key: Path | None = None) -> tu
     audit_key = audit.read_key(key)
     conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        problems = [] if (ok := conn.execute("PRAGMA integrity_check").fetchone()[0]) == "ok" else [
-            f"SQLite integrity_check: {ok}"]
+        problems = (
+            []
+            if (ok := conn.execute("PRAGMA integrity_check").fetchone()[0]) == "ok"
+            else [f"SQLite integrity_check: {ok}"]
+        )
         if not audit.is_sealed(conn):
-            return problems + ["the audit chains are not sealed yet: open the database with the app once (it "
-                               "migrates it) and check again"], 0, ""
+            return (
+                problems
+                + [
+                    "the audit chains are not sealed yet: open the database with the app once (it "
+                    "migrates it) and check again"
+                ],
+                0,
+                "",
+            )
         if audit_key is None:
-            problems.append(f"the audit key {key.name} is missing or unreadable: the seals cannot be checked "
-                            "(pass --key)")
+            problems.append(
+                f"the audit key {key.name} is missing or unreadable: the seals cannot be checked (pass --key)"
+            )
         problems += audit.verify_chain(conn, audit_key)
         for where, heads in recorded_heads(exports):
             problems += audit.verify_heads(conn, heads, where)
@@ -69,8 +86,11 @@ def check(db: Path, exports: Sequence[Path] = (), key: Path | None = None) -> tu
         head = ", ".join(f"{table} {audit.chain_head(conn, table)}" for table in audit.CHAINS)
     finally:
         conn.close()
-    problems += [f"{name} has mode {mode:o}; it should be {audit.PRIVATE_MODE:o} (chmod 600)"
-                 for name, mode in audit.file_modes(db).items() if mode != audit.PRIVATE_MODE]
+    problems += [
+        f"{name} has mode {mode:o}; it should be {audit.PRIVATE_MODE:o} (chmod 600)"
+        for name, mode in audit.file_modes(db).items()
+        if mode != audit.PRIVATE_MODE
+    ]
     return problems, n_reviews, head
 
 

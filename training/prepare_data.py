@@ -1,16 +1,17 @@
 """Turn a public data set into train/val/test JSONL files plus a manifest (training.corpus.splits).
 
-    python -m training.prepare_data ktas --source ../shared/data/ktas/data.csv --out data/ktas
-    python -m training.prepare_data pubmedqa --source ../shared/data/pubmedqa --out data/pubmedqa
-    python -m training.prepare_data medreason --source ../shared/data/medreason_r2dc --out data/medreason
-    python -m training.prepare_data medmcqa --source ../shared/data/medmcqa/dev.json --out data/medmcqa
+python -m training.prepare_data ktas --source ../shared/data/ktas/data.csv --out data/ktas
+python -m training.prepare_data pubmedqa --source ../shared/data/pubmedqa --out data/pubmedqa
+python -m training.prepare_data medreason --source ../shared/data/medreason_r2dc --out data/medreason
+python -m training.prepare_data medmcqa --source ../shared/data/medmcqa/dev.json --out data/medmcqa
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from r2d.errors import R2DError
 from training.cli import setup_logging
@@ -21,8 +22,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The CLI: one subcommand per data set."""
     parser = argparse.ArgumentParser(prog="python -m training.prepare_data", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="dataset", required=True)
-    helps = {"ktas": "ktas/data.csv", "pubmedqa": "the pubmedqa/ folder (ori_pqal.json, test_ground_truth.json)",
-             "medreason": "the medreason_r2dc/ folder (val.jsonl, test.csv)", "medmcqa": "medmcqa/dev.json"}
+    helps = {
+        "ktas": "ktas/data.csv",
+        "pubmedqa": "the pubmedqa/ folder (ori_pqal.json, test_ground_truth.json)",
+        "medreason": "the medreason_r2dc/ folder (val.jsonl, test.csv)",
+        "medmcqa": "medmcqa/dev.json",
+    }
     for name, source_help in helps.items():
         p = sub.add_parser(name, help=f"prepare {name}")
         p.add_argument("--source", required=True, type=Path, help=source_help)
@@ -40,9 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     try:
-        manifest = run(args.dataset, args.source, args.out, seed=args.seed, val=args.val,
-                       test=getattr(args, "test", None),
-                       command=" ".join(["python -m training.prepare_data", *argv]))
+        manifest = run(
+            args.dataset,
+            args.source,
+            args.out,
+            seed=args.seed,
+            val=args.val,
+            test=getattr(args, "test", None),
+            command=" ".join(["python -m training.prepare_data", *argv]),
+        )
     except R2DError as e:
         sys.exit(f"error: {e}")
     sizes = ", ".join(f"{s} {manifest['counts'][s]['total']}" for s in SPLITS)

@@ -4,6 +4,7 @@
 
 Without --init a new T5 is built from cfg.arch with a tokenizer fitted to the training texts.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,9 +32,16 @@ from training.method.trainer import EvaluateAtEnd, R2DTrainer, to_training_argum
 logger = logging.getLogger(__name__)
 
 
-def train_stage1(cfg: R2DConfig, init: str | None, out_dir: str | Path, tokenizer_dir: str | None = None, *,
-                 task: str | None = None, ordinal: bool | None = None,
-                 label_names: dict[str, str] | None = None) -> TrainResult:
+def train_stage1(
+    cfg: R2DConfig,
+    init: str | None,
+    out_dir: str | Path,
+    tokenizer_dir: str | None = None,
+    *,
+    task: str | None = None,
+    ordinal: bool | None = None,
+    label_names: dict[str, str] | None = None,
+) -> TrainResult:
     """Train the explain task on cfg.data.train_files; save the lowest-val-loss model to out_dir.
 
     Raises ConfigError (no train/val files, LoRA without a base), DatasetSchemaError (bad rows or
@@ -48,14 +56,28 @@ def train_stage1(cfg: R2DConfig, init: str | None, out_dir: str | Path, tokenize
     cfg = replace(cfg, generation=resolve_generation(cfg.generation, loaded.tokenizer, labels, train, "stage1"))
     args = to_training_arguments(cfg.optim, out_dir, metric_for_best_model="loss", greater_is_better=False)
     trainer = R2DTrainer(
-        model=loaded.model, args=args, processing_class=loaded.tokenizer,
+        model=loaded.model,
+        args=args,
+        processing_class=loaded.tokenizer,
         data_collator=R2DCollator(loaded.tokenizer, cfg.generation, "stage1"),
-        train_dataset=ExampleDataset(train), eval_dataset=ExampleDataset(val),
-        callbacks=[EvaluateAtEnd()], mode="stage1", generation=cfg.generation)
-    meta = build_meta(labels if closed else (), loaded.init_meta,
-                      **meta_defaults(cfg.data.train_files, task, ordinal, label_names),
-                      extra={"stage": "stage1", "init": init, "train_files": list(cfg.data.train_files),
-                             "train_examples": len(train), "val_examples": len(val)})
+        train_dataset=ExampleDataset(train),
+        eval_dataset=ExampleDataset(val),
+        callbacks=[EvaluateAtEnd()],
+        mode="stage1",
+        generation=cfg.generation,
+    )
+    meta = build_meta(
+        labels if closed else (),
+        loaded.init_meta,
+        **meta_defaults(cfg.data.train_files, task, ordinal, label_names),
+        extra={
+            "stage": "stage1",
+            "init": init,
+            "train_files": list(cfg.data.train_files),
+            "train_examples": len(train),
+            "val_examples": len(val),
+        },
+    )
     return run_training(trainer, loaded, out_dir, cfg, meta)
 
 
@@ -72,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     except R2DError as e:
         sys.exit(f"error: {e}")
     if is_main_process():
-        print(f"stage 1: best {result.metric_name}={result.best_metric} at step {result.best_step}; "
-              f"model in {result.out_dir}")
+        print(
+            f"stage 1: best {result.metric_name}={result.best_metric} at step {result.best_step}; "
+            f"model in {result.out_dir}"
+        )
     return 0
 
 

@@ -6,13 +6,14 @@
 Keeps the checkpoint with the best validation label macro-F1 (label-set scoring); early stopping
 with patience only after stage2.early_stopping_after_fraction of the steps.
 """
+
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 from transformers import TrainerCallback
 
@@ -42,9 +43,16 @@ from training.method.trainer import (
 logger = logging.getLogger(__name__)
 
 
-def train_stage2(cfg: R2DConfig, init_dir: str | None, out_dir: str | Path, *, task: str | None = None,
-                 ordinal: bool | None = None, label_names: dict[str, str] | None = None,
-                 callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
+def train_stage2(
+    cfg: R2DConfig,
+    init_dir: str | None,
+    out_dir: str | Path,
+    *,
+    task: str | None = None,
+    ordinal: bool | None = None,
+    label_names: dict[str, str] | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> TrainResult:
     """Train cfg.stage2.method on cfg.data.train_files; save the best-val-macro-F1 model to out_dir.
 
     init_dir is normally a Stage-1 output (or any model dir / hub id); None starts from a new T5,
@@ -67,18 +75,37 @@ def train_stage2(cfg: R2DConfig, init_dir: str | None, out_dir: str | Path, *, t
     args = to_training_arguments(cfg.optim, out_dir, metric_for_best_model="macro_f1", greater_is_better=True)
     s = cfg.stage2
     trainer = R2DTrainer(
-        model=loaded.model, args=args, processing_class=loaded.tokenizer,
+        model=loaded.model,
+        args=args,
+        processing_class=loaded.tokenizer,
         data_collator=R2DCollator(loaded.tokenizer, cfg.generation, mode),
-        train_dataset=ExampleDataset(train), eval_dataset=ExampleDataset(val),
+        train_dataset=ExampleDataset(train),
+        eval_dataset=ExampleDataset(val),
         compute_metrics=label_metrics(loaded.tokenizer),
-        callbacks=[EvaluateAtEnd(), DelayedEarlyStopping(s.early_stopping_patience, s.early_stopping_after_fraction),
-                   *callbacks],
-        mode=mode, generation=cfg.generation, stage2=s, label_set=labels if closed else None)
-    meta = build_meta(labels if closed else (), loaded.init_meta,
-                      **meta_defaults(cfg.data.train_files, task, ordinal, label_names),
-                      extra={"stage": "stage2", "method": mode, "init": init_dir,
-                             "train_files": list(cfg.data.train_files), "train_examples": len(train),
-                             "val_examples": len(val), "closed_label_set": closed})
+        callbacks=[
+            EvaluateAtEnd(),
+            DelayedEarlyStopping(s.early_stopping_patience, s.early_stopping_after_fraction),
+            *callbacks,
+        ],
+        mode=mode,
+        generation=cfg.generation,
+        stage2=s,
+        label_set=labels if closed else None,
+    )
+    meta = build_meta(
+        labels if closed else (),
+        loaded.init_meta,
+        **meta_defaults(cfg.data.train_files, task, ordinal, label_names),
+        extra={
+            "stage": "stage2",
+            "method": mode,
+            "init": init_dir,
+            "train_files": list(cfg.data.train_files),
+            "train_examples": len(train),
+            "val_examples": len(val),
+            "closed_label_set": closed,
+        },
+    )
     return run_training(trainer, loaded, out_dir, cfg, meta)
 
 
@@ -94,8 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     except R2DError as e:
         sys.exit(f"error: {e}")
     if is_main_process():
-        print(f"stage 2 ({cfg.stage2.method}): best {result.metric_name}={result.best_metric} "
-              f"at step {result.best_step}; model in {result.out_dir}")
+        print(
+            f"stage 2 ({cfg.stage2.method}): best {result.metric_name}={result.best_metric} "
+            f"at step {result.best_step}; model in {result.out_dir}"
+        )
     return 0
 
 

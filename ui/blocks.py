@@ -1,9 +1,10 @@
 """The app's Blocks: the header, the reviewer's name, and the four tabs, each from its own module
 (ui.review and ui.batch, ui.dashboard, ui.export, ui.improve), with one Handlers object that all of them share."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import gradio as gr
 
@@ -20,8 +21,10 @@ from ui.review import ReviewHandlers, review_panel, wire_review
 from ui.server import CACHE_CLEANUP_S
 
 EXAMPLES_DIR = ROOT / "examples"
-UNVERIFIED_NOTE = ("⚠ **Names are not verified**: anyone can type any name here. Start the app with "
-                   "`--auth FILE` to have reviewers sign in.")
+UNVERIFIED_NOTE = (
+    "⚠ **Names are not verified**: anyone can type any name here. Start the app with "
+    "`--auth FILE` to have reviewers sign in."
+)
 SIGNED_IN_NOTE = "Signed in: your reviews are recorded under your sign-in name."
 
 
@@ -38,8 +41,13 @@ def load_example_cases(directory: Path = EXAMPLES_DIR, limit: int = 8) -> list[s
     return cases[:limit]
 
 
-def build_app(predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig, examples: Sequence[str] | None = None,
-              signed_in: bool = False) -> tuple[gr.Blocks, Handlers]:
+def build_app(
+    predictor: rv.PredictorLike,
+    store: ReviewStore,
+    cfg: R2DConfig,
+    examples: Sequence[str] | None = None,
+    signed_in: bool = False,
+) -> tuple[gr.Blocks, Handlers]:
     """The UI and its handlers (whose `c` names every component); nothing is launched, no weights loaded.
 
     signed_in: the app is launched with sign-in (--auth), so the recorded name is the signed-in one.
@@ -49,15 +57,20 @@ def build_app(predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig, e
     c["examples"] = list(load_example_cases() if examples is None else examples)
     c["label_choices"] = rv.label_choices(predictor.label_set, predictor.label_names)
     secret = store.browser_secret()
-    with gr.Blocks(title="Reason2Decide — triage review", analytics_enabled=False,
-                   delete_cache=CACHE_CLEANUP_S) as demo:
+    with gr.Blocks(
+        title="Reason2Decide — triage review", analytics_enabled=False, delete_cache=CACHE_CLEANUP_S
+    ) as demo:
         gr.Markdown("# Reason2Decide — triage review")
         c["model_md"] = gr.Markdown(h._model_line(), elem_id="r2d-model")
         gr.Markdown(read_asset("disclaimer.md"), elem_id="r2d-disclaimer")
         with gr.Row():
             with gr.Column():
-                c["reviewer"] = gr.Textbox(label="Reviewer", placeholder="Your name (recorded with every review)",
-                                           elem_id="r2d-reviewer", interactive=not signed_in)
+                c["reviewer"] = gr.Textbox(
+                    label="Reviewer",
+                    placeholder="Your name (recorded with every review)",
+                    elem_id="r2d-reviewer",
+                    interactive=not signed_in,
+                )
                 gr.Markdown(SIGNED_IN_NOTE if signed_in else UNVERIFIED_NOTE, elem_id="r2d-names-note")
             gr.Markdown(read_asset("shortcuts.md"), elem_id="r2d-shortcuts")
         c["shown"] = gr.State(None)  # the case under review, per browser session

@@ -1,13 +1,15 @@
 """What every tab shares: the handler base (the state all tabs read), R2DError -> gr.Error, the reviewer's
 name, the outputs a "show a case" event fills, and the event queues."""
+
 from __future__ import annotations
 
 import functools
 import inspect
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 
@@ -24,8 +26,23 @@ logger = logging.getLogger("r2d.app")
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
 # what a "show a case" event may fill (see ReviewHandlers._render), and what a batch event fills besides
-SHOWN_OUTPUTS = ("shown", "case", "case_md", "label_md", "plot", "rationale", "final_label", "rating", "comment",
-                 "diff", "facts", "fact_notes", "consistency", "status", "model_md")
+SHOWN_OUTPUTS = (
+    "shown",
+    "case",
+    "case_md",
+    "label_md",
+    "plot",
+    "rationale",
+    "final_label",
+    "rating",
+    "comment",
+    "diff",
+    "facts",
+    "fact_notes",
+    "consistency",
+    "status",
+    "model_md",
+)
 QUEUE_OUTPUTS = ("queue", "batch_panel", "batch", "queue_md", "order")
 # long model runs (predict, batches) queue one at a time; saves and checks only wait for the Predictor's own
 # lock, i.e. for the model call in progress, not for a whole batch
@@ -46,13 +63,16 @@ def _ui_error(name: str, e: Exception) -> gr.Error:
     log_id = os.urandom(4).hex()
     logger.error("%s failed [log id %s]", name, log_id, exc_info=e)
     # internals (paths, library messages) are never shown: they can carry case text or the DB location
-    return gr.Error(f"Something went wrong in the app (log id {log_id}); what you typed is still on screen. "
-                    "Try again, and give the log id to whoever runs the app if it happens again.")
+    return gr.Error(
+        f"Something went wrong in the app (log id {log_id}); what you typed is still on screen. "
+        "Try again, and give the log id to whoever runs the app if it happens again."
+    )
 
 
 def ui_errors(fn: Callable) -> Callable:
     """Turn every exception into gr.Error (a readable modal), for plain and generator handlers alike."""
     if inspect.isgeneratorfunction(fn):
+
         @functools.wraps(fn)
         def generator(*args: Any, **kwargs: Any) -> Any:
             try:
@@ -61,6 +81,7 @@ def ui_errors(fn: Callable) -> Callable:
                 raise
             except Exception as e:
                 raise _ui_error(fn.__name__, e) from e
+
         return generator
 
     @functools.wraps(fn)
@@ -71,6 +92,7 @@ def ui_errors(fn: Callable) -> Callable:
             raise
         except Exception as e:
             raise _ui_error(fn.__name__, e) from e
+
     return call
 
 
@@ -97,8 +119,11 @@ def queue_of(queue: Any) -> dict[str, Any]:
     """The saved queue position, or {} for anything that is not one (an old or forged browser value)."""
     if isinstance(queue, dict) and isinstance(queue.get("batch_id"), str) and queue["batch_id"]:
         position = queue.get("position", 0)
-        return {"batch_id": queue["batch_id"], "position": position if isinstance(position, int) else 0,
-                "order": known_order(queue.get("order"))}
+        return {
+            "batch_id": queue["batch_id"],
+            "position": position if isinstance(position, int) else 0,
+            "order": known_order(queue.get("order")),
+        }
     return {}
 
 
@@ -106,6 +131,7 @@ def load_app_predictor(cfg: R2DConfig) -> rv.PredictorLike:
     """Load the model named by cfg.model on the engine model.backend resolves to; the UI's only road to the
     model code (imported here, on first use, never at import). Raises ModelLoadError."""
     from r2d.model.load import load_predictor
+
     return load_predictor(cfg.model, cfg.generation, cfg.app.max_case_chars)
 
 
@@ -141,6 +167,8 @@ class HandlerBase:
             line += " · an improved model (Improve tab: 'Back to the starting model')"
         n = self.predictor.generation.fact_check_candidates
         if n > 1:
-            line += (f" · rationale: of {n} candidates the model wrote, the one the fact check finds fewest problems "
-                     "in (what it still gets wrong is listed beside it)")
+            line += (
+                f" · rationale: of {n} candidates the model wrote, the one the fact check finds fewest problems "
+                "in (what it still gets wrong is listed beside it)"
+            )
         return line

@@ -1,4 +1,5 @@
 """The Dashboard tab: summary, reviewer agreement, flags, figures, and adjudication."""
+
 from __future__ import annotations
 
 import html
@@ -20,13 +21,17 @@ def _agreement_markdown(a: Any) -> str:
     if a.n_cases == 0:
         return "**Agreement:** no case has been reviewed by two or more reviewers yet."
     fleiss = "undefined (every label the same)" if a.fleiss is None else f"{a.fleiss:.2f}"
-    parts = [f"**Agreement** on {a.n_cases} case(s) reviewed by 2+ of {a.n_reviewers} reviewers: "
-             f"{a.observed:.0%} of reviewer pairs agree on the label · Fleiss' κ {fleiss} · "
-             f"{len(a.disagreements)} with different labels"]
+    parts = [
+        f"**Agreement** on {a.n_cases} case(s) reviewed by 2+ of {a.n_reviewers} reviewers: "
+        f"{a.observed:.0%} of reviewer pairs agree on the label · Fleiss' κ {fleiss} · "
+        f"{len(a.disagreements)} with different labels"
+    ]
     for pair in a.pairs[:6]:
         kappa = "undefined" if pair.kappa is None else f"{pair.kappa:.2f}"
-        parts.append(f"Cohen's κ {rv.plain(pair.reviewers[0])} vs {rv.plain(pair.reviewers[1])}: {kappa} "
-                     f"(n = {pair.n_cases}, {pair.agreement:.0%} agree)")
+        parts.append(
+            f"Cohen's κ {rv.plain(pair.reviewers[0])} vs {rv.plain(pair.reviewers[1])}: {kappa} "
+            f"(n = {pair.n_cases}, {pair.agreement:.0%} agree)"
+        )
     return "\n\n".join(parts)
 
 
@@ -35,11 +40,19 @@ def dashboard_tab(c: dict[str, Any]) -> None:
     c["dash_summary"] = gr.Markdown(elem_id="r2d-dash-summary")
     c["dash_agreement"] = gr.Markdown(elem_id="r2d-dash-agreement")
     adjudication_panel(c)
-    c["dash_flags"] = gr.Dataframe(headers=["case id", "reviewer", "why", "when"], datatype="str",
-                                   interactive=False, label="Flagged cases", elem_id="r2d-flags")
+    c["dash_flags"] = gr.Dataframe(
+        headers=["case id", "reviewer", "why", "when"],
+        datatype="str",
+        interactive=False,
+        label="Flagged cases",
+        elem_id="r2d-flags",
+    )
     c["dash_plots"] = []
-    for row in (("Label distribution", "Model confidence"), ("Ratings", "Accept / edit rates"),
-                ("Per-class F1", "Under- vs over-triage")):
+    for row in (
+        ("Label distribution", "Model confidence"),
+        ("Ratings", "Accept / edit rates"),
+        ("Per-class F1", "Under- vs over-triage"),
+    ):
         with gr.Row():
             c["dash_plots"] += [gr.Plot(label=name, show_label=False) for name in row]
 
@@ -50,13 +63,18 @@ def adjudication_panel(c: dict[str, Any]) -> None:
         c["adj_md"] = gr.Markdown(elem_id="r2d-adj-count")
         c["adj_case"] = gr.Dropdown(label="Case to adjudicate", choices=[], elem_id="r2d-adj-case")
         c["adj_view"] = gr.HTML(elem_id="r2d-adj-view")
-        c["adj_pick"] = gr.Radio([], label="Settle it: adopt a review, or write the final (arrow keys move the choice)",
-                                 elem_id="r2d-adj-pick")
+        c["adj_pick"] = gr.Radio(
+            [],
+            label="Settle it: adopt a review, or write the final (arrow keys move the choice)",
+            elem_id="r2d-adj-pick",
+        )
         with gr.Row():
-            c["adj_label"] = gr.Radio(c["label_choices"], label="Final label (if you write the final)",
-                                      elem_id="r2d-adj-label")
-            c["adj_rationale"] = gr.Textbox(label="Final rationale (if you write the final)", lines=3,
-                                            elem_id="r2d-adj-rationale")
+            c["adj_label"] = gr.Radio(
+                c["label_choices"], label="Final label (if you write the final)", elem_id="r2d-adj-label"
+            )
+            c["adj_rationale"] = gr.Textbox(
+                label="Final rationale (if you write the final)", lines=3, elem_id="r2d-adj-rationale"
+            )
         c["adj_settle"] = gr.Button("Settle this case", variant="primary", elem_id="r2d-adj-settle")
     c["dash_status"] = gr.Markdown(elem_id="r2d-dash-status")
 
@@ -77,17 +95,27 @@ class DashboardHandlers(HandlerBase):
         choices = adj.case_choices(self.store, p.label_names)
         opened = self.adjudication_case(choices[0][1] if choices else None, name, request)
         guard = rv.under_triage_line(reviews, p.label_set)
-        return {**self._out(dash_summary=f"{summary}\n\n{reviews_per_class(reviews, p.label_set, p.label_names)}"
-                                         + (f"\n\n{guard}" if guard else ""),
-                            dash_agreement=_agreement_markdown(agreed) + (
-                                f"\n\n{n_unblinded} review(s) made after their reviewer had seen another's answer "
-                                "(a save, then an undo or a correction) are left out of agreement."
-                                if n_unblinded else ""),
-                            adj_md=adj.open_markdown(cases),
-                            adj_case=gr.update(choices=choices, value=choices[0][1] if choices else None),
-                            dash_flags=[[e.case_id, e.reviewer, e.note, e.created_at[:16].replace("T", " ")]
-                                        for e in self.store.events("flag")]),
-                **opened, **dict(zip(self.c["dash_plots"], figures.values()))}
+        return {
+            **self._out(
+                dash_summary=f"{summary}\n\n{reviews_per_class(reviews, p.label_set, p.label_names)}"
+                + (f"\n\n{guard}" if guard else ""),
+                dash_agreement=_agreement_markdown(agreed)
+                + (
+                    f"\n\n{n_unblinded} review(s) made after their reviewer had seen another's answer "
+                    "(a save, then an undo or a correction) are left out of agreement."
+                    if n_unblinded
+                    else ""
+                ),
+                adj_md=adj.open_markdown(cases),
+                adj_case=gr.update(choices=choices, value=choices[0][1] if choices else None),
+                dash_flags=[
+                    [e.case_id, e.reviewer, e.note, e.created_at[:16].replace("T", " ")]
+                    for e in self.store.events("flag")
+                ],
+            ),
+            **opened,
+            **dict(zip(self.c["dash_plots"], figures.values())),
+        }
 
     @ui_errors
     def adjudication_case(self, case_id: str | None, name: str = "", request: gr.Request | None = None) -> dict:
@@ -101,13 +129,17 @@ class DashboardHandlers(HandlerBase):
         if hidden:
             return {**empty, **self._out(adj_view=f"<p class='r2d-adj-hidden'>{html.escape(hidden)}</p>")}
         latest = case.reviews[-1]
-        return self._out(adj_view=adj.side_by_side_html(case, self.predictor.label_names),
-                         adj_pick=gr.update(choices=adj.pick_choices(case, self.predictor.label_names), value=None),
-                         adj_label=latest.final_label, adj_rationale=latest.final_rationale)
+        return self._out(
+            adj_view=adj.side_by_side_html(case, self.predictor.label_names),
+            adj_pick=gr.update(choices=adj.pick_choices(case, self.predictor.label_names), value=None),
+            adj_label=latest.final_label,
+            adj_rationale=latest.final_rationale,
+        )
 
     @ui_errors
-    def adjudicate(self, case_id: str | None, pick: str | None, label: str | None, rationale: str, name: str,
-                   request: gr.Request) -> dict:
+    def adjudicate(
+        self, case_id: str | None, pick: str | None, label: str | None, rationale: str, name: str, request: gr.Request
+    ) -> dict:
         """Settle a case: adopt the picked review, or store the final the adjudicator wrote (the export takes it)."""
         reviewer = self._reviewer(request, name)
         if not case_id:
@@ -138,5 +170,10 @@ def wire_dashboard(demo: gr.Blocks, h: Any, c: dict[str, Any]) -> None:
     for trigger in (c["dash_refresh"].click, c["dash_tab"].select):
         trigger(h.dashboard, outs("reviewer"), dash_out, api_name=False)
     c["adj_case"].select(h.adjudication_case, outs("adj_case", "reviewer"), adj_out, api_name=False)
-    c["adj_settle"].click(h.adjudicate, outs("adj_case", "adj_pick", "adj_label", "adj_rationale", "reviewer"),
-                          dash_out + outs("dash_status"), api_name="adjudicate", trigger_mode="once")
+    c["adj_settle"].click(
+        h.adjudicate,
+        outs("adj_case", "adj_pick", "adj_label", "adj_rationale", "reviewer"),
+        dash_out + outs("dash_status"),
+        api_name="adjudicate",
+        trigger_mode="once",
+    )

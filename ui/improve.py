@@ -1,4 +1,5 @@
 """The Improve tab: Stage 2 on the original data plus an export, in the background, compared before a switch."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,18 +22,22 @@ from ui.common import MODEL_QUEUE, QUIET, HandlerBase, load_app_predictor, logge
 def progress_bar(percent: int) -> str:
     """An improvement run's progress as a bar that shows, never takes, a value (a slider invited dragging)."""
     percent = min(max(int(percent), 0), 100)
-    return (f'<div class="r2d-progress"><progress max="100" value="{percent}" aria-label="Run progress">'
-            f"</progress> <span>{percent}%</span></div>")
+    return (
+        f'<div class="r2d-progress"><progress max="100" value="{percent}" aria-label="Run progress">'
+        f"</progress> <span>{percent}%</span></div>"
+    )
 
 
 def improve_tab(c: dict[str, Any], cfg: R2DConfig) -> None:
     gr.Markdown(read_asset("improve.md"))
     with gr.Row():
         c["im_export"] = gr.Dropdown(label="Reviewed export to learn from", choices=[], elem_id="r2d-im-export")
-        c["im_data"] = gr.Textbox(label="Original training data (train/val/test.jsonl)",
-                                  value=cfg.app.improve_data_dir, elem_id="r2d-im-data")
-        c["im_steps"] = gr.Number(label="Stage-2 steps", value=cfg.app.improve_steps, precision=0,
-                                  elem_id="r2d-im-steps")
+        c["im_data"] = gr.Textbox(
+            label="Original training data (train/val/test.jsonl)", value=cfg.app.improve_data_dir, elem_id="r2d-im-data"
+        )
+        c["im_steps"] = gr.Number(
+            label="Stage-2 steps", value=cfg.app.improve_steps, precision=0, elem_id="r2d-im-steps"
+        )
         c["im_full"] = gr.Checkbox(label="Full fine-tune (default: LoRA)", elem_id="r2d-im-full")
     with gr.Row():
         c["im_start"] = gr.Button("Start improving", variant="primary", elem_id="r2d-im-start")
@@ -65,8 +70,10 @@ class ImproveHandlers(HandlerBase):
         """The exports to learn from and the runs so far (newest first)."""
         runs = [r.run_id for r in self.runs.runs()]
         exports = self._export_folders()
-        return self._out(im_export=gr.update(choices=exports, value=exports[0] if exports else None),
-                         im_run=gr.update(choices=runs, value=runs[0] if runs else None))
+        return self._out(
+            im_export=gr.update(choices=exports, value=exports[0] if exports else None),
+            im_run=gr.update(choices=runs, value=runs[0] if runs else None),
+        )
 
     def _plan(self, export: str | None, steps: Any) -> str:
         """Before a run: what its comparison will score and how long it should take (Markdown)."""
@@ -77,15 +84,25 @@ class ImproveHandlers(HandlerBase):
             steps = max(int(steps or 0), 0)
         except (TypeError, ValueError):  # a half-typed number: the estimate waits for a whole one
             steps = 0
-        plan = plan_run(Path(a.export_dir) / export, a.improve_data_dir, steps, a.improve_test_cases,
-                        a.improve_step_s, a.improve_case_s)
-        text = (f"**About {max(1, round(plan.seconds / 60))} min** on one core: {steps} training steps, "
-                f"then both models score {plan.held_out} held-out reviewed case(s) and {plan.test_cases} public "
-                "test cases.")
+        plan = plan_run(
+            Path(a.export_dir) / export,
+            a.improve_data_dir,
+            steps,
+            a.improve_test_cases,
+            a.improve_step_s,
+            a.improve_case_s,
+        )
+        text = (
+            f"**About {max(1, round(plan.seconds / 60))} min** on one core: {steps} training steps, "
+            f"then both models score {plan.held_out} held-out reviewed case(s) and {plan.test_cases} public "
+            "test cases."
+        )
         if plan.held_out < MIN_COMPARED_CASES:
-            text += (f"\n\n⚠ **Only {plan.held_out} reviewed case(s) are held out** in this export: with fewer "
-                     f"than {MIN_COMPARED_CASES}, the comparison on them cannot tell the models apart. Review and "
-                     "export more cases (or a larger validation share) first if you want that comparison.")
+            text += (
+                f"\n\n⚠ **Only {plan.held_out} reviewed case(s) are held out** in this export: with fewer "
+                f"than {MIN_COMPARED_CASES}, the comparison on them cannot tell the models apart. Review and "
+                "export more cases (or a larger validation share) first if you want that comparison."
+            )
         return text
 
     @ui_errors
@@ -97,12 +114,15 @@ class ImproveHandlers(HandlerBase):
         """The configured original data folder, prepared from app.improve_source when it lacks its splits;
         a note saying so ("" when it was there). Raises TrainingRunError for any other folder."""
         from training.corpus.splits import prepare_missing  # no torch: r2d.data and r2d.sources only
+
         configured = self.cfg.app.improve_data_dir
         # only the data folder the app was started with: any other server folder, and errors naming its path
         # (whether it exists), are not the reviewer's to choose
         if not data_dir or not configured or Path(data_dir).resolve() != Path(configured).resolve():
-            raise TrainingRunError("the original training data must be the folder this app was started with "
-                                   "(app.improve_data_dir); ask whoever runs the app to configure another")
+            raise TrainingRunError(
+                "the original training data must be the folder this app was started with "
+                "(app.improve_data_dir); ask whoever runs the app to configure another"
+            )
         manifest = prepare_missing(configured, self.cfg.app.improve_source)
         if manifest is None:
             return ""
@@ -110,8 +130,9 @@ class ImproveHandlers(HandlerBase):
         return f"Prepared the original training data first, from the public KTAS data ({sizes} cases)."
 
     @ui_errors
-    def improve_start(self, export: str | None, data_dir: str, steps: Any, full: bool, name: str,
-                      request: gr.Request) -> dict:
+    def improve_start(
+        self, export: str | None, data_dir: str, steps: Any, full: bool, name: str, request: gr.Request
+    ) -> dict:
         """Start Stage 2 on the original data plus the chosen export, from the model in use, in the background
         (preparing the original data first when it is missing)."""
         reviewer = self._reviewer(request, name)
@@ -121,13 +142,24 @@ class ImproveHandlers(HandlerBase):
         if not 1 <= steps <= 100_000:
             raise TrainingRunError("steps must be between 1 and 100,000")
         prepared = self._check_data_dir(data_dir)
-        run_id = self.runs.start(self.model_dir, Path(self.cfg.app.export_dir) / export, data_dir, steps,
-                                 lora=not full, test_cases=self.cfg.app.improve_test_cases)
+        run_id = self.runs.start(
+            self.model_dir,
+            Path(self.cfg.app.export_dir) / export,
+            data_dir,
+            steps,
+            lora=not full,
+            test_cases=self.cfg.app.improve_test_cases,
+        )
         logger.info("%s started improvement run %s from %s on export %s", reviewer, run_id, self.model_dir, export)
         polled = self.improve_poll(run_id)
         plan = self._plan(export, steps)
-        return {**polled, **self._out(im_run=gr.update(choices=[r.run_id for r in self.runs.runs()], value=run_id),
-                                      im_plan=" ".join(filter(None, [prepared, plan])))}
+        return {
+            **polled,
+            **self._out(
+                im_run=gr.update(choices=[r.run_id for r in self.runs.runs()], value=run_id),
+                im_plan=" ".join(filter(None, [prepared, plan])),
+            ),
+        }
 
     @ui_errors
     def improve_poll(self, run_id: str | None) -> dict:
@@ -135,21 +167,30 @@ class ImproveHandlers(HandlerBase):
         if not run_id:
             return self._out(im_status="No run yet.", im_progress=progress_bar(0))
         st = self.runs.status(run_id)
-        doing = (f"scoring cases for the comparison, {st.scored} of {st.to_score}" if st.phase == "evaluate"
-                 else f"{st.phase}, step {st.step} of {st.max_steps or '?'}")
-        words = {"running": f"⏳ Running: {doing}",
-                 "done": "✓ Done: compare below, then switch if the new model is better",
-                 "failed": f"✗ Failed: {rv.plain(st.error or '')}", "cancelled": "Cancelled: the app is unchanged",
-                 "lost": f"✗ The worker stopped without a result: {rv.plain(st.error or '')}"}
+        doing = (
+            f"scoring cases for the comparison, {st.scored} of {st.to_score}"
+            if st.phase == "evaluate"
+            else f"{st.phase}, step {st.step} of {st.max_steps or '?'}"
+        )
+        words = {
+            "running": f"⏳ Running: {doing}",
+            "done": "✓ Done: compare below, then switch if the new model is better",
+            "failed": f"✗ Failed: {rv.plain(st.error or '')}",
+            "cancelled": "Cancelled: the app is unchanged",
+            "lost": f"✗ The worker stopped without a result: {rv.plain(st.error or '')}",
+        }
         done = st.state == "done" and st.comparison is not None
         in_use = done and Path(self.model_dir) == st.out_dir / MODEL_SUBDIR
         if in_use:
             words["done"] = f"✓ In use: suggestions come from `{self.predictor.model_id}`"
-        return self._out(im_status=f"**{words[st.state]}** · run `{run_id}`",
-                         im_progress=progress_bar(round(100 * st.fraction)),
-                         im_log=st.log_tail, im_table=comparison_table(st.comparison) if done else "",
-                         im_plot=comparison_figure(st.comparison or {}, COMPARED),
-                         im_switch=gr.update(interactive=done and not in_use))
+        return self._out(
+            im_status=f"**{words[st.state]}** · run `{run_id}`",
+            im_progress=progress_bar(round(100 * st.fraction)),
+            im_log=st.log_tail,
+            im_table=comparison_table(st.comparison) if done else "",
+            im_plot=comparison_figure(st.comparison or {}, COMPARED),
+            im_switch=gr.update(interactive=done and not in_use),
+        )
 
     @ui_errors
     def improve_cancel(self, run_id: str | None, name: str, request: gr.Request) -> dict:
@@ -166,8 +207,7 @@ class ImproveHandlers(HandlerBase):
         Raises TrainingRunError (no such finished run) or ModelLoadError."""
         new_dir = self.runs.new_model_dir(run_id)
         base, adapter = model_source(new_dir)
-        cfg = with_section(self.cfg, model=dataclasses.replace(self.cfg.model, name_or_path=base,
-                                                               adapter_path=adapter))
+        cfg = with_section(self.cfg, model=dataclasses.replace(self.cfg.model, name_or_path=base, adapter_path=adapter))
         predictor = load_app_predictor(cfg)
         predictor.model_id = run_model_id(predictor.model_id, run_id)
         self.predictor, self.model_dir = predictor, str(new_dir)
@@ -191,9 +231,13 @@ class ImproveHandlers(HandlerBase):
         reviewer = self._reviewer(request, name)
         self.use_run(run_id or "")
         logger.info("%s switched suggestions to %s (%s)", reviewer, self.predictor.model_id, self.model_dir)
-        return self._out(model_md=self._model_line(), im_status=(
-            f"✓ Suggestions now come from `{self.predictor.model_id}`; every later review records it, also after "
-            "a restart. Reviews already saved keep the model that made them."))
+        return self._out(
+            model_md=self._model_line(),
+            im_status=(
+                f"✓ Suggestions now come from `{self.predictor.model_id}`; every later review records it, also after "
+                "a restart. Reviews already saved keep the model that made them."
+            ),
+        )
 
     @ui_errors
     def improve_revert(self, name: str, request: gr.Request) -> dict:
@@ -206,8 +250,10 @@ class ImproveHandlers(HandlerBase):
         self.calibration = load_calibration(self.model_dir)
         self.runs.forget()
         logger.info("%s switched suggestions back to %s", reviewer, self.predictor.model_id)
-        return self._out(model_md=self._model_line(), im_status=(
-            f"✓ Suggestions come from `{self.predictor.model_id}` again, also after a restart."))
+        return self._out(
+            model_md=self._model_line(),
+            im_status=(f"✓ Suggestions come from `{self.predictor.model_id}` again, also after a restart."),
+        )
 
 
 def wire_improve(demo: gr.Blocks, h: Any, c: dict[str, Any]) -> None:
@@ -216,17 +262,29 @@ def wire_improve(demo: gr.Blocks, h: Any, c: dict[str, Any]) -> None:
     poll_out = outs("im_status", "im_progress", "im_log", "im_table", "im_plot", "im_switch")
     lists = outs("im_export", "im_run")
     for trigger in (c["im_refresh"].click, c["im_tab"].select):
-        trigger(h.improve_refresh, None, lists, api_name=False).then(h.improve_poll, outs("im_run"), poll_out,
-                                                                     api_name=False)
-    c["im_start"].click(h.improve_start, outs("im_export", "im_data", "im_steps", "im_full", "reviewer"),
-                        poll_out + outs("im_run", "im_plan"), api_name="improve_start", trigger_mode="once")
+        trigger(h.improve_refresh, None, lists, api_name=False).then(
+            h.improve_poll, outs("im_run"), poll_out, api_name=False
+        )
+    c["im_start"].click(
+        h.improve_start,
+        outs("im_export", "im_data", "im_steps", "im_full", "reviewer"),
+        poll_out + outs("im_run", "im_plan"),
+        api_name="improve_start",
+        trigger_mode="once",
+    )
     for changed in (c["im_export"].change, c["im_steps"].change):  # the estimate before Start, not after
         changed(h.improve_plan, outs("im_export", "im_steps"), outs("im_plan"), **QUIET)
     c["im_run"].select(h.improve_poll, outs("im_run"), poll_out, api_name=False)
     c["im_timer"].tick(h.improve_poll, outs("im_run"), poll_out, api_name=False, show_progress="hidden")
     c["im_cancel"].click(h.improve_cancel, outs("im_run", "reviewer"), poll_out, api_name="improve_cancel")
-    c["im_switch"].click(h.improve_switch, outs("im_run", "reviewer"), outs("model_md", "im_status"),
-                         api_name="improve_switch", **MODEL_QUEUE)
-    c["im_revert"].click(h.improve_revert, outs("reviewer"), outs("model_md", "im_status"),
-                         api_name="improve_revert", **MODEL_QUEUE)
+    c["im_switch"].click(
+        h.improve_switch,
+        outs("im_run", "reviewer"),
+        outs("model_md", "im_status"),
+        api_name="improve_switch",
+        **MODEL_QUEUE,
+    )
+    c["im_revert"].click(
+        h.improve_revert, outs("reviewer"), outs("model_md", "im_status"), api_name="improve_revert", **MODEL_QUEUE
+    )
     demo.load(h._model_line, None, outs("model_md"), api_name=False)  # a page opened after a switch says so

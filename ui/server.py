@@ -1,12 +1,14 @@
 """Serving the app: its private Gradio cache folder and the privacy-first launch options."""
+
 from __future__ import annotations
 
 import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from r2d.config import R2DConfig
 from r2d.limits import max_upload_bytes
@@ -36,7 +38,7 @@ def private_temp_dir(base: str | Path | None = None) -> Path:
     root = Path(base or tempfile.gettempdir())
     root.mkdir(parents=True, exist_ok=True)
     for old in root.glob(f"{TEMP_PREFIX}*"):
-        pid = old.name[len(TEMP_PREFIX):].split("-")[0]
+        pid = old.name[len(TEMP_PREFIX) :].split("-")[0]
         if pid.isdigit() and old.stat().st_uid == os.getuid() and not _pid_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=root))
@@ -60,11 +62,27 @@ def launch_kwargs(cfg: R2DConfig, allowed_hosts: Sequence[str] = ()) -> dict[str
     """
     upload_bytes = max_upload_bytes(cfg.app.max_batch_rows, cfg.app.max_case_chars)
     # a request body: an event's bounded fields, or one upload (plus its multipart framing)
-    guard = guard_middleware(cfg.app.host, cfg.app.port, allowed_hosts, max_body_bytes=MAX_REQUEST_BYTES,
-                             max_upload_bytes=upload_bytes + MAX_REQUEST_BYTES)
-    return dict(server_name=cfg.app.host, server_port=cfg.app.port, share=False, run_history=False,
-                app_kwargs={"middleware": guard},
-                footer_links=["settings"], enable_monitoring=False, mcp_server=False, pwa=False, ssr_mode=False,
-                show_error=False, blocked_paths=[str(Path(cfg.app.export_dir).resolve())],  # downloads: zips
-                max_file_size=upload_bytes,
-                css_paths=[ASSETS / "app.css"], js=read_asset("shortcuts.js"))
+    guard = guard_middleware(
+        cfg.app.host,
+        cfg.app.port,
+        allowed_hosts,
+        max_body_bytes=MAX_REQUEST_BYTES,
+        max_upload_bytes=upload_bytes + MAX_REQUEST_BYTES,
+    )
+    return dict(
+        server_name=cfg.app.host,
+        server_port=cfg.app.port,
+        share=False,
+        run_history=False,
+        app_kwargs={"middleware": guard},
+        footer_links=["settings"],
+        enable_monitoring=False,
+        mcp_server=False,
+        pwa=False,
+        ssr_mode=False,
+        show_error=False,
+        blocked_paths=[str(Path(cfg.app.export_dir).resolve())],  # downloads: zips
+        max_file_size=upload_bytes,
+        css_paths=[ASSETS / "app.css"],
+        js=read_asset("shortcuts.js"),
+    )

@@ -13,14 +13,16 @@ The app warns (⚠) only at probabilities where precision reaches MIN_PRECISION;
 never measured, a disagreement is shown as a plain hint. The measurement is kept next to the model as
 CALIBRATION_FILENAME (`python -m training.calibrate_consistency --model DIR`).
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from r2d.data import Example
 from r2d.errors import DatasetSchemaError
@@ -57,12 +59,15 @@ class Calibration:
 
     def summary(self) -> str:
         """One line for a hint: how often the check contradicts gold rationales."""
-        return (f"on {self.n} gold rationales this check pointed away from the expert label "
-                f"{self.contradicts_gold:.0%} of the time")
+        return (
+            f"on {self.n} gold rationales this check pointed away from the expert label "
+            f"{self.contradicts_gold:.0%} of the time"
+        )
 
 
-def calibrate(scorer: RationaleScorer, examples: Sequence[Example], model_id: str, source: str,
-              seed: int = 0) -> Calibration:
+def calibrate(
+    scorer: RationaleScorer, examples: Sequence[Example], model_id: str, source: str, seed: int = 0
+) -> Calibration:
     """Measure the check on gold examples (see the module docstring). Raises DatasetSchemaError when none
     of them has a rationale and a label in the scorer's label set."""
     gold = [e for e in examples if e.rationale.strip() and e.label in scorer.label_set]
@@ -82,8 +87,16 @@ def calibrate(scorer: RationaleScorer, examples: Sequence[Example], model_id: st
         warnings[str(t)] = false_alarms + catches
         precision[str(t)] = catches / (catches + false_alarms) if catches + false_alarms else None
     reached = [t for t in THRESHOLDS if (precision[str(t)] or 0.0) >= MIN_PRECISION]
-    return Calibration(model_id, source, len(gold), sum(b != g for b, _, g, _ in top) / len(gold),
-                       dict(sorted(tops.items())), precision, warnings, reached[0] if reached else None)
+    return Calibration(
+        model_id,
+        source,
+        len(gold),
+        sum(b != g for b, _, g, _ in top) / len(gold),
+        dict(sorted(tops.items())),
+        precision,
+        warnings,
+        reached[0] if reached else None,
+    )
 
 
 def save_calibration(calibration: Calibration, model_dir: str | Path) -> Path:
@@ -105,19 +118,24 @@ def load_calibration(model_dir: str | Path) -> Calibration | None:
         return None
 
 
-def consistency_line(label: str, probability: float, agrees: bool, message: str, model_id: str,
-                     calibration: Calibration | None) -> str:
+def consistency_line(
+    label: str, probability: float, agrees: bool, message: str, model_id: str, calibration: Calibration | None
+) -> str:
     """What the screen shows for one check (r2d.review.session.ConsistencyResult's fields): a ⚠ warning only for a
     disagreement at a probability where this model's warnings were measured to reach MIN_PRECISION; a plain
     hint, with the measured figure, for a model whose check is unreliable or was never measured."""
     if calibration is None or calibration.model_id != model_id:
         return f"Hint (the consistency check of this model was not measured, so it is no warning): {message}"
     if calibration.warn_min_probability is None:
-        return (f"Hint (unreliable for this model: {calibration.summary()}, so it is no warning): "
-                f"the rationale alone points to {label} ({probability:.0%}).")
+        return (
+            f"Hint (unreliable for this model: {calibration.summary()}, so it is no warning): "
+            f"the rationale alone points to {label} ({probability:.0%})."
+        )
     if agrees:
         return message
     if probability >= calibration.warn_min_probability:
         return f"**⚠ {message}**"
-    return (f"Hint: {message.removeprefix('Warning: ')} (below {calibration.warn_min_probability:.0%}, where this "
-            f"check's warnings were right less than {calibration.min_precision:.0%} of the time)")
+    return (
+        f"Hint: {message.removeprefix('Warning: ')} (below {calibration.warn_min_probability:.0%}, where this "
+        f"check's warnings were right less than {calibration.min_precision:.0%} of the time)"
+    )

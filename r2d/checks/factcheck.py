@@ -20,17 +20,39 @@ compared with abbreviations written out (_ABBREVIATIONS: "Abd. pain" = "abdomina
 Limits are r2d.checks.rules' NORMAL_RANGES (normal/abnormal claims) and THRESHOLDS (critical findings); adult
 limits are not applied to children, as in the rule writer.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
-from r2d.checks.rules import (MENTAL_FINDINGS, NORMAL_RANGES, PAEDIATRIC_AGE, THRESHOLDS, VITAL_NAMES, VITALS,
-                       ClinicalFinding, TriageFacts, critical_findings, format_value, in_normal_range, pain_band)
+from r2d.checks.rules import (
+    MENTAL_FINDINGS,
+    NORMAL_RANGES,
+    PAEDIATRIC_AGE,
+    THRESHOLDS,
+    VITAL_NAMES,
+    VITALS,
+    ClinicalFinding,
+    TriageFacts,
+    critical_findings,
+    format_value,
+    in_normal_range,
+    pain_band,
+)
 
-KINDS = ("empty", "number_not_in_case", "normal_called_abnormal", "abnormal_called_normal", "wrong_mental_state",
-         "wrong_pain", "wrong_complaint", "wrong_context", "wrong_level")
+KINDS = (
+    "empty",
+    "number_not_in_case",
+    "normal_called_abnormal",
+    "abnormal_called_normal",
+    "wrong_mental_state",
+    "wrong_pain",
+    "wrong_complaint",
+    "wrong_context",
+    "wrong_level",
+)
 LABEL_MASK = "[LABEL]"
 _SEP = r"[^\S\n]*(?:of|was|is|at|=|:)?[^\S\n]*"  # never across a line break
 
@@ -52,57 +74,99 @@ def _named(vital: str) -> str:
 
 
 # one pattern per way of writing a vital sign; group 1 (and 2 for BP) hold the value(s)
-_VITAL_PATTERNS: tuple[tuple[str, re.Pattern], ...] = tuple((v, re.compile(p, re.I)) for v, p in (
-    ("bp", _named("bp") + r"(\d{2,3})\s*/\s*(\d{2,3})(?:\s*mm\s*Hg)?"),
-    ("sbp", _named("sbp") + r"(\d{2,3})(?:\s*mm\s*Hg)?"),
-    ("dbp", _named("dbp") + r"(\d{2,3})(?:\s*mm\s*Hg)?"),
-    ("heart_rate", _named("heart_rate") + r"(\d{2,3})(?:\s*(?:/\s*min|bpm|beats/min))?"),
-    ("resp_rate", _named("resp_rate") + r"(\d{1,2})(?!\d)(?:\s*(?:/\s*min|breaths/min))?"),
-    ("fahrenheit", _named("temperature") + r"(\d{2,3}(?:\.\d)?)\s*°?\s*F\b"),
-    ("fahrenheit", r"(?<![\d.])(\d{2,3}(?:\.\d)?)\s*°\s*F\b"),
-    ("temperature", _named("temperature") + r"(\d{2}(?:\.\d)?)\s*(?:°\s*C|degrees(?: C)?|C\b)?"),
-    ("temperature", r"(?<![\d.])(\d{2}\.\d)\s*°\s*C"),
-    ("temperature", r"\b(?:fever|febrile|pyrexi\w*)" + _SEP + r"(\d{2}\.\d)\b"),  # "fever 39.5"
-    ("spo2", _named("spo2") + r"(\d{2,3})\s*%?"),
-    ("spo2", r"(?<![\d.])(\d{2,3})\s*%\s*(?:on\s+)?(?:RA|room air)\b"),  # "91% RA"
-))
+_VITAL_PATTERNS: tuple[tuple[str, re.Pattern], ...] = tuple(
+    (v, re.compile(p, re.I))
+    for v, p in (
+        ("bp", _named("bp") + r"(\d{2,3})\s*/\s*(\d{2,3})(?:\s*mm\s*Hg)?"),
+        ("sbp", _named("sbp") + r"(\d{2,3})(?:\s*mm\s*Hg)?"),
+        ("dbp", _named("dbp") + r"(\d{2,3})(?:\s*mm\s*Hg)?"),
+        ("heart_rate", _named("heart_rate") + r"(\d{2,3})(?:\s*(?:/\s*min|bpm|beats/min))?"),
+        ("resp_rate", _named("resp_rate") + r"(\d{1,2})(?!\d)(?:\s*(?:/\s*min|breaths/min))?"),
+        ("fahrenheit", _named("temperature") + r"(\d{2,3}(?:\.\d)?)\s*°?\s*F\b"),
+        ("fahrenheit", r"(?<![\d.])(\d{2,3}(?:\.\d)?)\s*°\s*F\b"),
+        ("temperature", _named("temperature") + r"(\d{2}(?:\.\d)?)\s*(?:°\s*C|degrees(?: C)?|C\b)?"),
+        ("temperature", r"(?<![\d.])(\d{2}\.\d)\s*°\s*C"),
+        ("temperature", r"\b(?:fever|febrile|pyrexi\w*)" + _SEP + r"(\d{2}\.\d)\b"),  # "fever 39.5"
+        ("spo2", _named("spo2") + r"(\d{2,3})\s*%?"),
+        ("spo2", r"(?<![\d.])(\d{2,3})\s*%\s*(?:on\s+)?(?:RA|room air)\b"),  # "91% RA"
+    )
+)
 _GCS = re.compile(r"\bGCS" + _SEP + r"(\d{1,2})\b", re.I)
-_PAIN_SCORE = re.compile(r"\b(?:(no|mild|moderate|severe)\s+)?(?:pain(?: score)?|NRS(?: pain)?)" + _SEP
-                         + r"(\d{1,2})\s*/\s*10\b|(?<![\d.])(\d{1,2})\s*/\s*10\s+pain\b", re.I)
+_PAIN_SCORE = re.compile(
+    r"\b(?:(no|mild|moderate|severe)\s+)?(?:pain(?: score)?|NRS(?: pain)?)"
+    + _SEP
+    + r"(\d{1,2})\s*/\s*10\b|(?<![\d.])(\d{1,2})\s*/\s*10\s+pain\b",
+    re.I,
+)
 _PAIN_BAND = re.compile(r"\b(no|mild|moderate|severe)\s+pain\b(?!\s*(?:score\s*)?\d)", re.I)
-_NOT_RECORDED = re.compile(r"\(([^()]*?) not recorded\)|\b(SpO2|heart rate|respiratory rate|temperature|"
-                           r"blood pressure|systolic BP|diastolic BP|systolic blood pressure|diastolic blood "
-                           r"pressure|vital signs|pain(?: score)?) not recorded", re.I)
-_WITHIN_LIMITS = re.compile(r"\b(other |recorded )?(?:vital signs|vitals|observations|obs)(?: are| were)? "
-                            r"(?:within (?:adult|normal) limits|normal|unremarkable)\b|\bnormal vital signs\b", re.I)
+_NOT_RECORDED = re.compile(
+    r"\(([^()]*?) not recorded\)|\b(SpO2|heart rate|respiratory rate|temperature|"
+    r"blood pressure|systolic BP|diastolic BP|systolic blood pressure|diastolic blood "
+    r"pressure|vital signs|pain(?: score)?) not recorded",
+    re.I,
+)
+_WITHIN_LIMITS = re.compile(
+    r"\b(other |recorded )?(?:vital signs|vitals|observations|obs)(?: are| were)? "
+    r"(?:within (?:adult|normal) limits|normal|unremarkable)\b|\bnormal vital signs\b",
+    re.I,
+)
 _LEVEL = re.compile(r"\b(?<!pain )(?:KTAS|level|category|triage)\s*(?:level\s*)?([1-5])\b", re.I)
 # "Chief complaint: X." (KTAS narrative, rule rationale) or "the chief complaint, X," (prose)
 # where a free-text fact starts: a complaint written before one ends at the comma ("c/o chest pain, HR 120")
-_FACT_START = (r"(?:BP|B/P|HR|RR|SpO2|O2 sats?|sats?|GCS|AVPU|pulse|resp\w*|temp\w*|T\s*\d+|BIBA|EMS|via|"
-               r"brought|arrived|walked|alert|A&O|pain(?: score)?\s*\d+|\d{1,2}/10|no pain|denies|hx|PMH\w*|NKDA|"
-               r"vitals|obs|VSS?|injured|trauma|afebrile|apyrexial)\b")
+_FACT_START = (
+    r"(?:BP|B/P|HR|RR|SpO2|O2 sats?|sats?|GCS|AVPU|pulse|resp\w*|temp\w*|T\s*\d+|BIBA|EMS|via|"
+    r"brought|arrived|walked|alert|A&O|pain(?: score)?\s*\d+|\d{1,2}/10|no pain|denies|hx|PMH\w*|NKDA|"
+    r"vitals|obs|VSS?|injured|trauma|afebrile|apyrexial)\b"
+)
 # a sentence end, not the dot of "abd." or "ant."
 _END = r"(?=\.\s+(?-i:[A-Z0-9])|\.\s*$|;|\n|$|,\s*" + _FACT_START + ")"
-_COMPLAINT = re.compile(r"\b(?:chief complaint|presenting complaint|complaint|c/c|(?-i:CC|PC))"
-                        r"\s*(?::\s*(?P<a>[^;\n]+?)" + _END
-                        + r"|,\s*(?P<b>[^;,\n]+?)(?=,|\.\s+(?-i:[A-Z])|\.\s*$|;|$))"
-                        r"|(?:\bc/o|\bcomplain(?:s|ing) of|\bpresent(?:s|ing) with|(?-i:\b(?:CC|PC)))"
-                        r"(?::\s*|\s+)(?P<c>[^;\n]+?)" + _END, re.I)
+_COMPLAINT = re.compile(
+    r"\b(?:chief complaint|presenting complaint|complaint|c/c|(?-i:CC|PC))"
+    r"\s*(?::\s*(?P<a>[^;\n]+?)" + _END + r"|,\s*(?P<b>[^;,\n]+?)(?=,|\.\s+(?-i:[A-Z])|\.\s*$|;|$))"
+    r"|(?:\bc/o|\bcomplain(?:s|ing) of|\bpresent(?:s|ing) with|(?-i:\b(?:CC|PC)))"
+    r"(?::\s*|\s+)(?P<c>[^;\n]+?)" + _END,
+    re.I,
+)
 # a note that opens with its complaint ("Chest pain since this morning. 55M, BIBA ..."), after an optional
 # "55M " / "Pt 55 yo F, "; the sentence must hold no other triage fact (see _leading_complaint)
-_LEADING = re.compile(r"\s*(?:(?:pt|patient)\.?[ \t]+)?(?:\d{1,3}[ \t]*(?:yo[ \t]*|y/o[ \t]*)?(?-i:[MF])\b[ \t,:]*)?"
-                      r"(?P<c>[^\W_][^;\n]*?)" + _END, re.I)
+_LEADING = re.compile(
+    r"\s*(?:(?:pt|patient)\.?[ \t]+)?(?:\d{1,3}[ \t]*(?:yo[ \t]*|y/o[ \t]*)?(?-i:[MF])\b[ \t,:]*)?"
+    r"(?P<c>[^\W_][^;\n]*?)" + _END,
+    re.I,
+)
 # what a sentence that is not a complaint says (besides a vital, GCS, AVPU, pain, arrival or age)
-_NOT_A_COMPLAINT = re.compile(r"^(?:injured|trauma|with an injury)$|\binjured\b|\bnot (?:taken|done|recorded)\b|"
-                              r"\bno (?:obs|sats)\b|\b(?:hx|PMH\w*|NKDA|background|meds|complaint|pt|patient|"
-                              r"male|female|man|woman|boy|girl)\b|\?|\d+/\d+|%", re.I)
+_NOT_A_COMPLAINT = re.compile(
+    r"^(?:injured|trauma|with an injury)$|\binjured\b|\bnot (?:taken|done|recorded)\b|"
+    r"\bno (?:obs|sats)\b|\b(?:hx|PMH\w*|NKDA|background|meds|complaint|pt|patient|"
+    r"male|female|man|woman|boy|girl)\b|\?|\d+/\d+|%",
+    re.I,
+)
 # one home for the abbreviations a complaint is written with: a paraphrase is not a different complaint
-_ABBREVIATIONS = {"abd": "abdominal", "abdo": "abdominal", "abdomen": "abdominal", "sob": "shortness breath",
-                  "dyspnea": "shortness breath", "dyspnoea": "shortness breath", "cp": "chest pain",
-                  "l": "left", "r": "right", "ha": "headache", "loc": "loss consciousness",
-                  "fb": "foreign body", "lac": "laceration", "fx": "fracture", "dz": "dizziness",
-                  "lbp": "low back pain", "n": "nausea", "v": "vomiting", "uti": "urinary tract infection",
-                  "sx": "symptom", "symptoms": "symptom", "sz": "seizure", "seizures": "seizure"}
+_ABBREVIATIONS = {
+    "abd": "abdominal",
+    "abdo": "abdominal",
+    "abdomen": "abdominal",
+    "sob": "shortness breath",
+    "dyspnea": "shortness breath",
+    "dyspnoea": "shortness breath",
+    "cp": "chest pain",
+    "l": "left",
+    "r": "right",
+    "ha": "headache",
+    "loc": "loss consciousness",
+    "fb": "foreign body",
+    "lac": "laceration",
+    "fx": "fracture",
+    "dz": "dizziness",
+    "lbp": "low back pain",
+    "n": "nausea",
+    "v": "vomiting",
+    "uti": "urinary tract infection",
+    "sx": "symptom",
+    "symptoms": "symptom",
+    "sz": "seizure",
+    "seizures": "seizure",
+}
 _NUMBER = re.compile(r"(?<![A-Za-z\d.])\d+(?:\.\d+)?")
 _LIMIT_CONTEXT = re.compile(r"(?:below|above|under|over|at or above|at or below|<|>|>=|<=)\s*$", re.I)
 _NEGATION = re.compile(r"\b(?:no|not|without|denies|nil)[^\S\n]+(?:\w+[^\S\n]+){0,2}$", re.I)
@@ -113,50 +177,101 @@ _LOOKBACK = 200
 
 # abnormality words -> (vital, direction): "high" = above the normal range, "low" = below it
 _ABNORMAL_WORDS: dict[str, tuple[str, str]] = {
-    "hypoxaemia": ("spo2", "low"), "hypoxemia": ("spo2", "low"), "hypoxic": ("spo2", "low"),
-    "hypoxia": ("spo2", "low"), "desaturat": ("spo2", "low"),
-    "tachypnoea": ("resp_rate", "high"), "tachypnea": ("resp_rate", "high"), "tachypnoeic": ("resp_rate", "high"),
-    "tachypneic": ("resp_rate", "high"), "bradypnoea": ("resp_rate", "low"), "bradypnea": ("resp_rate", "low"),
-    "hypotension": ("sbp", "low"), "hypotensive": ("sbp", "low"), "shock": ("sbp", "low"),
-    "hypertension": ("sbp", "high"), "hypertensive": ("sbp", "high"),
-    "tachycardia": ("heart_rate", "high"), "tachycardic": ("heart_rate", "high"),
-    "bradycardia": ("heart_rate", "low"), "bradycardic": ("heart_rate", "low"),
-    "fever": ("temperature", "high"), "febrile": ("temperature", "high"), "pyrexia": ("temperature", "high"),
-    "pyrexial": ("temperature", "high"), "hypothermia": ("temperature", "low"), "hypothermic": ("temperature", "low"),
+    "hypoxaemia": ("spo2", "low"),
+    "hypoxemia": ("spo2", "low"),
+    "hypoxic": ("spo2", "low"),
+    "hypoxia": ("spo2", "low"),
+    "desaturat": ("spo2", "low"),
+    "tachypnoea": ("resp_rate", "high"),
+    "tachypnea": ("resp_rate", "high"),
+    "tachypnoeic": ("resp_rate", "high"),
+    "tachypneic": ("resp_rate", "high"),
+    "bradypnoea": ("resp_rate", "low"),
+    "bradypnea": ("resp_rate", "low"),
+    "hypotension": ("sbp", "low"),
+    "hypotensive": ("sbp", "low"),
+    "shock": ("sbp", "low"),
+    "hypertension": ("sbp", "high"),
+    "hypertensive": ("sbp", "high"),
+    "tachycardia": ("heart_rate", "high"),
+    "tachycardic": ("heart_rate", "high"),
+    "bradycardia": ("heart_rate", "low"),
+    "bradycardic": ("heart_rate", "low"),
+    "fever": ("temperature", "high"),
+    "febrile": ("temperature", "high"),
+    "pyrexia": ("temperature", "high"),
+    "pyrexial": ("temperature", "high"),
+    "hypothermia": ("temperature", "low"),
+    "hypothermic": ("temperature", "low"),
 }
 _ABNORMAL_RE = re.compile(r"\b(" + "|".join(sorted(_ABNORMAL_WORDS, key=len, reverse=True)) + r")\w*", re.I)
-_NORMAL_WORDS = {"afebrile": "temperature", "apyrexial": "temperature", "normotensive": "sbp",
-                 "normocardic": "heart_rate"}
+_NORMAL_WORDS = {
+    "afebrile": "temperature",
+    "apyrexial": "temperature",
+    "normotensive": "sbp",
+    "normocardic": "heart_rate",
+}
 _NORMAL_RE = re.compile(r"\b(" + "|".join(_NORMAL_WORDS) + r")\b", re.I)
-_NORMAL_CASE_WORDS = {"afebrile": ("temperature",), "apyrexial": ("temperature",), "normotensive": ("sbp", "dbp"),
-                      "normocardic": ("heart_rate",)}  # a case that says so gives that vital as normal
+_NORMAL_CASE_WORDS = {
+    "afebrile": ("temperature",),
+    "apyrexial": ("temperature",),
+    "normotensive": ("sbp", "dbp"),
+    "normocardic": ("heart_rate",),
+}  # a case that says so gives that vital as normal
 _AVPU = r"\bAVPU\s*(?:[:=-]\s*)?(?-i:"  # "AVPU: V", its letter in capitals
 # AVPU, in the words the KTAS narrative, the rule writer and nurses use
-_MENTAL_RE: tuple[tuple[str, re.Pattern], ...] = tuple((state, re.compile(p, re.I)) for state, p in (
-    ("unresponsive", r"\b(?:unresponsive|unconscious|comatose|responds to nothing)\b|\bU on AVPU\b|" + _AVPU + r"U)\b"),
-    ("pain", r"\bresponds?(?: only)? to pain(?:ful stimuli)?\b|\bP on AVPU\b|" + _AVPU + r"P)\b"),
-    ("verbal", r"\bresponds?(?: only)? to (?:voice|verbal stimuli)\b|\bV on AVPU\b|" + _AVPU + r"V)\b"),
-    ("alert", r"\balert\b|\bA on AVPU\b|" + _AVPU + r"A)\b|(?-i:\bA\s*[&+]\s*O)(?:\s*x\s*[1-4])?\b"),
-))
-_NARRATIVE_MENTAL = {"alert": "alert", "responds to voice": "verbal", "responds to pain": "pain",
-                     "unresponsive": "unresponsive"}
-_SEX = re.compile(r"(?<![\d.])\d{1,3}\s*(?:yo|y/o|-year-old)?\s*(?-i:(M|F))\b|\b(male|female|man|woman|boy|girl)\b",
-                  re.I)
-_SEX_WORDS = {"m": "male", "f": "female", "male": "male", "female": "female", "man": "male", "woman": "female",
-              "boy": "male", "girl": "female"}
+_MENTAL_RE: tuple[tuple[str, re.Pattern], ...] = tuple(
+    (state, re.compile(p, re.I))
+    for state, p in (
+        (
+            "unresponsive",
+            r"\b(?:unresponsive|unconscious|comatose|responds to nothing)\b|\bU on AVPU\b|" + _AVPU + r"U)\b",
+        ),
+        ("pain", r"\bresponds?(?: only)? to pain(?:ful stimuli)?\b|\bP on AVPU\b|" + _AVPU + r"P)\b"),
+        ("verbal", r"\bresponds?(?: only)? to (?:voice|verbal stimuli)\b|\bV on AVPU\b|" + _AVPU + r"V)\b"),
+        ("alert", r"\balert\b|\bA on AVPU\b|" + _AVPU + r"A)\b|(?-i:\bA\s*[&+]\s*O)(?:\s*x\s*[1-4])?\b"),
+    )
+)
+_NARRATIVE_MENTAL = {
+    "alert": "alert",
+    "responds to voice": "verbal",
+    "responds to pain": "pain",
+    "unresponsive": "unresponsive",
+}
+_SEX = re.compile(
+    r"(?<![\d.])\d{1,3}\s*(?:yo|y/o|-year-old)?\s*(?-i:(M|F))\b|\b(male|female|man|woman|boy|girl)\b", re.I
+)
+_SEX_WORDS = {
+    "m": "male",
+    "f": "female",
+    "male": "male",
+    "female": "female",
+    "man": "male",
+    "woman": "female",
+    "boy": "male",
+    "girl": "female",
+}
 _AGE = re.compile(r"\b(\d{1,3})[- ](?:year|yr)s?[- ]old\b|\baged? (\d{1,3})\b|\b(\d{1,3}) ?(?:yo|y/o|M|F)\b", re.I)
-_AMBULANCE = re.compile(r"\b(?:arrived|brought in|came|transported) by (?:\w+ )?ambulance\b|\bby ambulance\b|"
-                        r"\bBIBA\b|\bEMS\b|\bvia ambulance\b|\bambulance transfer\b", re.I)
+_AMBULANCE = re.compile(
+    r"\b(?:arrived|brought in|came|transported) by (?:\w+ )?ambulance\b|\bby ambulance\b|"
+    r"\bBIBA\b|\bEMS\b|\bvia ambulance\b|\bambulance transfer\b",
+    re.I,
+)
 # arrival modes other than a public ambulance, as r2d.checks.rules.ARRIVAL_MODES names them
-_ARRIVAL_RE = (("private ambulance", re.compile(r"\bprivate ambulance\b", re.I)),
-               ("public ambulance", _AMBULANCE),
-               ("private vehicle", re.compile(r"\bprivate (?:vehicle|car)\b|\bby (?:\w+ )?car\b", re.I)),
-               ("walking", re.compile(r"\bwalked in\b|\bwalk-in\b|\bself-presented\b", re.I)),
-               ("other", re.compile(r"\barrived by other transport\b", re.I)))
+_ARRIVAL_RE = (
+    ("private ambulance", re.compile(r"\bprivate ambulance\b", re.I)),
+    ("public ambulance", _AMBULANCE),
+    ("private vehicle", re.compile(r"\bprivate (?:vehicle|car)\b|\bby (?:\w+ )?car\b", re.I)),
+    ("walking", re.compile(r"\bwalked in\b|\bwalk-in\b|\bself-presented\b", re.I)),
+    ("other", re.compile(r"\barrived by other transport\b", re.I)),
+)
 # "vitals normal", "obs stable", "VSS": the vital signs are normal, with no number given
-_VITALS_NORMAL = re.compile(r"\b(?:vitals?|vital signs|obs|observations|VS)\s*(?:are |were |all |:\s*)?"
-                            r"(?:normal|stable|WNL|within normal limits|unremarkable)\b|\bVSS\b|"
-                            r"\bnormal (?:vitals|vital signs|obs)\b", re.I)
+_VITALS_NORMAL = re.compile(
+    r"\b(?:vitals?|vital signs|obs|observations|VS)\s*(?:are |were |all |:\s*)?"
+    r"(?:normal|stable|WNL|within normal limits|unremarkable)\b|\bVSS\b|"
+    r"\bnormal (?:vitals|vital signs|obs)\b",
+    re.I,
+)
 _STOPWORDS = frozenset("a an the and or of with to in on at for lt rt left right is was x".split())
 
 
@@ -164,9 +279,9 @@ _STOPWORDS = frozenset("a an the and or of with to in on at for lt rt left right
 class Problem:
     """One statement of the rationale that the case contradicts or does not support."""
 
-    kind: str          # one of KINDS
-    message: str       # plain English for the nurse
-    start: int         # character span in the rationale
+    kind: str  # one of KINDS
+    message: str  # plain English for the nurse
+    start: int  # character span in the rationale
     end: int
 
 
@@ -178,16 +293,16 @@ class CaseFacts:
     gcs: int | None
     numbers: frozenset[float]
     complaint_words: frozenset[str]
-    found: tuple[str, ...]        # which triage facts were found ("heart_rate", "mental", "chief_complaint", ...)
+    found: tuple[str, ...]  # which triage facts were found ("heart_rate", "mental", "chief_complaint", ...)
     normal_vitals: frozenset[str] = frozenset()  # vitals said to be normal with no number ("vitals normal")
 
 
 @dataclass(frozen=True)
 class FactCheck:
     problems: tuple[Problem, ...]
-    missing_critical: tuple[str, ...]     # critical findings of the case the rationale does not name
-    case_has_facts: bool                  # False: none of the triage facts the model was trained on
-    n_critical: int = 0                   # critical findings the case has
+    missing_critical: tuple[str, ...]  # critical findings of the case the rationale does not name
+    case_has_facts: bool  # False: none of the triage facts the model was trained on
+    n_critical: int = 0  # critical findings the case has
     case_facts: tuple[str, ...] = field(default=())
 
     @property
@@ -218,14 +333,16 @@ def _vital_mentions(text: str) -> list[_Mention]:
     taken = bytearray(len(text))  # 1 where a mention was read
     for vital, pattern in _VITAL_PATTERNS:
         for m in pattern.finditer(text):
-            if any(taken[m.start():m.end()]):
+            if any(taken[m.start() : m.end()]):
                 continue  # "systolic BP 80" is read once, not also as "BP 80"
-            if _LIMIT_CONTEXT.search(text[max(0, m.start() - _LOOKBACK):m.start()]):
+            if _LIMIT_CONTEXT.search(text[max(0, m.start() - _LOOKBACK) : m.start()]):
                 continue  # "(fever, at or above 38.0 °C)" quotes a limit, not the patient's value
-            taken[m.start():m.end()] = b"\1" * (m.end() - m.start())
+            taken[m.start() : m.end()] = b"\1" * (m.end() - m.start())
             if vital == "bp":
-                found += [_Mention("sbp", float(m.group(1)), m.start(), m.end()),
-                          _Mention("dbp", float(m.group(2)), m.start(), m.end())]
+                found += [
+                    _Mention("sbp", float(m.group(1)), m.start(), m.end()),
+                    _Mention("dbp", float(m.group(2)), m.start(), m.end()),
+                ]
             elif vital == "fahrenheit":  # read as °C, the unit of the rules and the rationales
                 found.append(_Mention("temperature", round((float(m.group(1)) - 32) * 5 / 9, 1), m.start(), m.end()))
             else:
@@ -237,15 +354,18 @@ _SLOT_TAIL = 40  # characters before a number that decide what it states
 _PAIN_NAME = r"\b(?:pain(?: score)?|NRS(?: pain)?)" + _SEP
 # (slot, the text that ends right before a number stating it); the first match wins, so "systolic BP" is an sbp,
 # "pain 7/" is the pain scale's 10 and "RR" alone a respiratory rate
-_SLOTS: tuple[tuple[str, re.Pattern], ...] = tuple((slot, re.compile(p + "$", re.I)) for slot, p in (
-    ("limit", _LIMIT_CONTEXT.pattern.removesuffix("$")),
-    ("pain_scale", _PAIN_NAME + r"\d{1,2}\s*/\s*"),
-    ("dbp", _named("bp") + r"\d{2,3}\s*/\s*"),
-    ("gcs", r"\bGCS" + _SEP),
-    ("pain", _PAIN_NAME),
-    *((vital, _named(vital)) for vital in ("sbp", "dbp", "heart_rate", "resp_rate", "temperature", "spo2")),
-    ("sbp", _named("bp")),
-))
+_SLOTS: tuple[tuple[str, re.Pattern], ...] = tuple(
+    (slot, re.compile(p + "$", re.I))
+    for slot, p in (
+        ("limit", _LIMIT_CONTEXT.pattern.removesuffix("$")),
+        ("pain_scale", _PAIN_NAME + r"\d{1,2}\s*/\s*"),
+        ("dbp", _named("bp") + r"\d{2,3}\s*/\s*"),
+        ("gcs", r"\bGCS" + _SEP),
+        ("pain", _PAIN_NAME),
+        *((vital, _named(vital)) for vital in ("sbp", "dbp", "heart_rate", "resp_rate", "temperature", "spo2")),
+        ("sbp", _named("bp")),
+    )
+)
 
 
 def value_slot(before: str) -> str | None:
@@ -262,7 +382,7 @@ def _mental_state(text: str) -> tuple[str, int, int] | None:
         return _NARRATIVE_MENTAL[m.group(1).lower()], m.start(1), m.end(1)
     for state, pattern in _MENTAL_RE:
         for hit in pattern.finditer(text):
-            if not _NEGATION.search(text[:hit.start()]):
+            if not _NEGATION.search(text[: hit.start()]):
                 return state, hit.start(), hit.end()
     return None
 
@@ -282,10 +402,17 @@ def _complaint_match(text: str) -> tuple[str, int, int] | None:
 
 
 def _states_a_fact(sentence: str) -> bool:
-    return bool(_NOT_A_COMPLAINT.search(sentence.strip()) or _vital_mentions(sentence) or _GCS.search(sentence)
-                or _mental_state(sentence) or _pain(sentence) != (None, None) or _AGE.search(sentence)
-                or _VITALS_NORMAL.search(sentence) or _NORMAL_RE.search(sentence)
-                or any(p.search(sentence) for _, p in _ARRIVAL_RE))
+    return bool(
+        _NOT_A_COMPLAINT.search(sentence.strip())
+        or _vital_mentions(sentence)
+        or _GCS.search(sentence)
+        or _mental_state(sentence)
+        or _pain(sentence) != (None, None)
+        or _AGE.search(sentence)
+        or _VITALS_NORMAL.search(sentence)
+        or _NORMAL_RE.search(sentence)
+        or any(p.search(sentence) for _, p in _ARRIVAL_RE)
+    )
 
 
 def _leading_complaint(text: str) -> str | None:
@@ -294,9 +421,15 @@ def _leading_complaint(text: str) -> str | None:
     m = _LEADING.match(text)
     if not m or len(m.group("c").split()) > 12 or _states_a_fact(m.group("c")):
         return None
-    rest = text[m.end("c"):]
-    if not (_vital_mentions(rest) or _GCS.search(rest) or _mental_state(rest) or _pain(rest) != (None, None)
-            or _VITALS_NORMAL.search(rest) or _AMBULANCE.search(rest)):
+    rest = text[m.end("c") :]
+    if not (
+        _vital_mentions(rest)
+        or _GCS.search(rest)
+        or _mental_state(rest)
+        or _pain(rest) != (None, None)
+        or _VITALS_NORMAL.search(rest)
+        or _AMBULANCE.search(rest)
+    ):
         return None
     said = m.group("c").strip()
     first = re.match(r"[A-Za-z]*", said).group(0)
@@ -338,8 +471,9 @@ def _pain(text: str) -> tuple[bool | None, int | None]:
 
 def _outside(pattern: re.Pattern, text: str, mentions: list[_Mention]) -> re.Match | None:
     """The first match of `pattern` that is not part of a vital sign."""
-    return next((m for m in pattern.finditer(text)
-                 if not any(v.start < m.end() and m.start() < v.end for v in mentions)), None)
+    return next(
+        (m for m in pattern.finditer(text) if not any(v.start < m.end() and m.start() < v.end for v in mentions)), None
+    )
 
 
 def read_case(text: str) -> CaseFacts:
@@ -359,19 +493,35 @@ def read_case(text: str) -> CaseFacts:
     arrival = next((mode for mode, pattern in _ARRIVAL_RE if pattern.search(text)), None)
     sex_match = _outside(_SEX, text, mentions)
     sex = _SEX_WORDS[(sex_match.group(1) or sex_match.group(2)).lower()] if sex_match else None
-    normal = frozenset(VITALS) if _VITALS_NORMAL.search(text) else frozenset(
-        v for m in _NORMAL_RE.finditer(text) for v in _NORMAL_CASE_WORDS[m.group(1).lower()])
+    normal = (
+        frozenset(VITALS)
+        if _VITALS_NORMAL.search(text)
+        else frozenset(v for m in _NORMAL_RE.finditer(text) for v in _NORMAL_CASE_WORDS[m.group(1).lower()])
+    )
     normal -= values.keys()
-    injury = (True if re.search(r"\bwith an injury\b|\binjured\b|\btrauma\b", text, re.I) else
-              False if re.search(r"\bnot an injury\b", text, re.I) else None)
+    injury = (
+        True
+        if re.search(r"\bwith an injury\b|\binjured\b|\btrauma\b", text, re.I)
+        else False
+        if re.search(r"\bnot an injury\b", text, re.I)
+        else None
+    )
     facts = TriageFacts(
-        age=age if age is not None and age <= 130 else None, sex=sex, arrival=arrival, injury=injury,
-        chief_complaint=complaint, mental=state, pain=pain,
+        age=age if age is not None and age <= 130 else None,
+        sex=sex,
+        arrival=arrival,
+        injury=injury,
+        chief_complaint=complaint,
+        mental=state,
+        pain=pain,
         pain_score=pain_score if pain_score is not None and pain_score <= 10 else None,
-        **{v: values.get(v) for v in VITALS})
-    found = tuple(name for name in (*VITALS, "mental", "pain_score", "chief_complaint")
-                  if getattr(facts, name) is not None) + (("gcs",) if gcs is not None else ()) + (
-        ("vitals_normal",) if normal else ())
+        **{v: values.get(v) for v in VITALS},
+    )
+    found = (
+        tuple(name for name in (*VITALS, "mental", "pain_score", "chief_complaint") if getattr(facts, name) is not None)
+        + (("gcs",) if gcs is not None else ())
+        + (("vitals_normal",) if normal else ())
+    )
     return CaseFacts(facts, gcs, frozenset(_numbers(text)), frozenset(_words(complaint or "")), found, normal)
 
 
@@ -398,13 +548,29 @@ def _check_vitals(case: CaseFacts, rationale: str, mentions: list[_Mention]) -> 
         recorded = getattr(case.facts, m.vital)
         name = VITAL_NAMES[m.vital]
         if recorded is None:
-            gives = ("gives no number for it (it says the vital signs are normal)" if m.vital in case.normal_vitals
-                     else f"does not record {name}")
-            problems.append(Problem("number_not_in_case", f"Says {name} {format_value(m.vital, m.value)}; the case "
-                                    f"{gives}.", m.start, m.end))
+            gives = (
+                "gives no number for it (it says the vital signs are normal)"
+                if m.vital in case.normal_vitals
+                else f"does not record {name}"
+            )
+            problems.append(
+                Problem(
+                    "number_not_in_case",
+                    f"Says {name} {format_value(m.vital, m.value)}; the case {gives}.",
+                    m.start,
+                    m.end,
+                )
+            )
         elif abs(recorded - m.value) > 0.05:
-            problems.append(Problem("number_not_in_case", f"Says {name} {format_value(m.vital, m.value)}; the case "
-                                    f"records {format_value(m.vital, recorded)}.", m.start, m.end))
+            problems.append(
+                Problem(
+                    "number_not_in_case",
+                    f"Says {name} {format_value(m.vital, m.value)}; the case "
+                    f"records {format_value(m.vital, recorded)}.",
+                    m.start,
+                    m.end,
+                )
+            )
     return problems
 
 
@@ -423,30 +589,62 @@ def _check_abnormal_words(case: CaseFacts, case_text: str, rationale: str) -> li
         vital, direction = _ABNORMAL_WORDS[m.group(1).lower()]
         if re.search(r"\b" + re.escape(m.group(1)), case_text, re.I):
             continue  # the case itself says it ("Chief complaint: fever"): restating it is supported
-        if _NEGATION.search(rationale[max(0, m.start() - _LOOKBACK):m.start()]):
+        if _NEGATION.search(rationale[max(0, m.start() - _LOOKBACK) : m.start()]):
             value = getattr(case.facts, vital)
             if _claims_direction(case, vital, direction) and _is_adult(case):
-                problems.append(Problem("abnormal_called_normal", f"Says no {m.group(0).lower()}; the case records "
-                                        f"{VITAL_NAMES[vital]} {format_value(vital, value)}.", m.start(), m.end()))
+                problems.append(
+                    Problem(
+                        "abnormal_called_normal",
+                        f"Says no {m.group(0).lower()}; the case records "
+                        f"{VITAL_NAMES[vital]} {format_value(vital, value)}.",
+                        m.start(),
+                        m.end(),
+                    )
+                )
             continue
         holds = _claims_direction(case, vital, direction)
         if holds is None and vital in case.normal_vitals:
-            problems.append(Problem("normal_called_abnormal", f"Says {m.group(0).lower()}; the case says the vital "
-                                    "signs are normal.", m.start(), m.end()))
+            problems.append(
+                Problem(
+                    "normal_called_abnormal",
+                    f"Says {m.group(0).lower()}; the case says the vital signs are normal.",
+                    m.start(),
+                    m.end(),
+                )
+            )
         elif holds is None:
-            problems.append(Problem("normal_called_abnormal", f"Says {m.group(0).lower()}; the case does not record "
-                                    f"{VITAL_NAMES[vital]}.", m.start(), m.end()))
+            problems.append(
+                Problem(
+                    "normal_called_abnormal",
+                    f"Says {m.group(0).lower()}; the case does not record {VITAL_NAMES[vital]}.",
+                    m.start(),
+                    m.end(),
+                )
+            )
         elif not holds and _is_adult(case):
             value = getattr(case.facts, vital)
-            problems.append(Problem("normal_called_abnormal", f"Says {m.group(0).lower()}; the case records "
-                                    f"{VITAL_NAMES[vital]} {format_value(vital, value)}, which is not "
-                                    f"{'raised' if direction == 'high' else 'low'}.", m.start(), m.end()))
+            problems.append(
+                Problem(
+                    "normal_called_abnormal",
+                    f"Says {m.group(0).lower()}; the case records "
+                    f"{VITAL_NAMES[vital]} {format_value(vital, value)}, which is not "
+                    f"{'raised' if direction == 'high' else 'low'}.",
+                    m.start(),
+                    m.end(),
+                )
+            )
     for m in _NORMAL_RE.finditer(rationale):
         vital = _NORMAL_WORDS[m.group(1).lower()]
         value = getattr(case.facts, vital)
         if value is not None and not in_normal_range(vital, value) and _is_adult(case):
-            problems.append(Problem("abnormal_called_normal", f"Says {m.group(0).lower()}; the case records "
-                                    f"{VITAL_NAMES[vital]} {format_value(vital, value)}.", m.start(), m.end()))
+            problems.append(
+                Problem(
+                    "abnormal_called_normal",
+                    f"Says {m.group(0).lower()}; the case records {VITAL_NAMES[vital]} {format_value(vital, value)}.",
+                    m.start(),
+                    m.end(),
+                )
+            )
     return problems
 
 
@@ -466,30 +664,66 @@ def _check_within_limits(case: CaseFacts, rationale: str, mentions: list[_Mentio
         if not _is_adult(case):
             continue
         exclude = named if (m.group(1) or "").strip().lower() == "other" else set()
-        outside = [v for v in VITALS if v not in exclude and getattr(case.facts, v) is not None
-                   and not in_normal_range(v, getattr(case.facts, v))]
+        outside = [
+            v
+            for v in VITALS
+            if v not in exclude
+            and getattr(case.facts, v) is not None
+            and not in_normal_range(v, getattr(case.facts, v))
+        ]
         if outside:
             listed = ", ".join(f"{VITAL_NAMES[v]} {format_value(v, getattr(case.facts, v))}" for v in outside)
-            problems.append(Problem("abnormal_called_normal", f"Says the vital signs are within adult limits; the "
-                                    f"case records {listed}.", m.start(), m.end()))
+            problems.append(
+                Problem(
+                    "abnormal_called_normal",
+                    f"Says the vital signs are within adult limits; the case records {listed}.",
+                    m.start(),
+                    m.end(),
+                )
+            )
         elif not any(getattr(case.facts, v) is not None for v in VITALS) and not case.normal_vitals:
-            problems.append(Problem("abnormal_called_normal", "Says the vital signs are within adult limits; the "
-                                    "case records no vital sign.", m.start(), m.end()))
+            problems.append(
+                Problem(
+                    "abnormal_called_normal",
+                    "Says the vital signs are within adult limits; the case records no vital sign.",
+                    m.start(),
+                    m.end(),
+                )
+            )
     for m in _NOT_RECORDED.finditer(rationale):
         names = re.split(r",\s*|\s+and\s+", m.group(1) or m.group(2))
         for name in names:
-            if name.strip().lower() == "vital signs" and (any(getattr(case.facts, v) is not None for v in VITALS)
-                                                          or case.normal_vitals):
-                problems.append(Problem("wrong_context", "Says the vital signs were not recorded; the case records "
-                                        "some.", m.start(), m.end()))
+            if name.strip().lower() == "vital signs" and (
+                any(getattr(case.facts, v) is not None for v in VITALS) or case.normal_vitals
+            ):
+                problems.append(
+                    Problem(
+                        "wrong_context",
+                        "Says the vital signs were not recorded; the case records some.",
+                        m.start(),
+                        m.end(),
+                    )
+                )
             vital = _vital_from_name(name)
             if vital in case.normal_vitals:
-                problems.append(Problem("wrong_context", f"Says {VITAL_NAMES[vital]} was not recorded; the case says "
-                                        "the vital signs are normal.", m.start(), m.end()))
+                problems.append(
+                    Problem(
+                        "wrong_context",
+                        f"Says {VITAL_NAMES[vital]} was not recorded; the case says the vital signs are normal.",
+                        m.start(),
+                        m.end(),
+                    )
+                )
             if vital and getattr(case.facts, vital) is not None:
-                problems.append(Problem("wrong_context", f"Says {VITAL_NAMES[vital]} was not recorded; the case "
-                                        f"records {format_value(vital, getattr(case.facts, vital))}.",
-                                        m.start(), m.end()))
+                problems.append(
+                    Problem(
+                        "wrong_context",
+                        f"Says {VITAL_NAMES[vital]} was not recorded; the case "
+                        f"records {format_value(vital, getattr(case.facts, vital))}.",
+                        m.start(),
+                        m.end(),
+                    )
+                )
     return problems
 
 
@@ -498,20 +732,34 @@ def _check_mental(case: CaseFacts, rationale: str) -> list[Problem]:
     gcs = _GCS.search(rationale)
     problems = []
     if gcs and case.gcs is not None and int(gcs.group(1)) != case.gcs:
-        problems.append(Problem("wrong_mental_state", f"Says GCS {gcs.group(1)}; the case records GCS {case.gcs}.",
-                                gcs.start(), gcs.end()))
+        problems.append(
+            Problem(
+                "wrong_mental_state",
+                f"Says GCS {gcs.group(1)}; the case records GCS {case.gcs}.",
+                gcs.start(),
+                gcs.end(),
+            )
+        )
     if claimed is None:
         return problems
     state, start, end = claimed
     actual = case.facts.mental
-    words = {"alert": "alert", "verbal": "responding only to voice", "pain": "responding only to pain",
-             "unresponsive": "unresponsive"}
+    words = {
+        "alert": "alert",
+        "verbal": "responding only to voice",
+        "pain": "responding only to pain",
+        "unresponsive": "unresponsive",
+    }
     if actual is None:
-        problems.append(Problem("wrong_mental_state", f"Says {words[state]}; the case does not record the mental "
-                                "state.", start, end))
+        problems.append(
+            Problem(
+                "wrong_mental_state", f"Says {words[state]}; the case does not record the mental state.", start, end
+            )
+        )
     elif state != actual:
-        problems.append(Problem("wrong_mental_state", f"Says {words[state]}; the case records "
-                                f"{words[actual]}.", start, end))
+        problems.append(
+            Problem("wrong_mental_state", f"Says {words[state]}; the case records {words[actual]}.", start, end)
+        )
     return problems
 
 
@@ -521,24 +769,39 @@ def _check_pain(case: CaseFacts, rationale: str) -> list[Problem]:
     for m in _PAIN_SCORE.finditer(rationale):
         said = int(m.group(2) or m.group(3))
         if actual is None:
-            problems.append(Problem("wrong_pain", f"Says pain {said}/10; the case records no pain score.",
-                                    m.start(), m.end()))
+            problems.append(
+                Problem("wrong_pain", f"Says pain {said}/10; the case records no pain score.", m.start(), m.end())
+            )
         elif said != actual:
-            problems.append(Problem("wrong_pain", f"Says pain {said}/10; the case records {actual}/10.",
-                                    m.start(), m.end()))
+            problems.append(
+                Problem("wrong_pain", f"Says pain {said}/10; the case records {actual}/10.", m.start(), m.end())
+            )
         elif m.group(1) and pain_band(said) != m.group(1).lower():
-            problems.append(Problem("wrong_pain", f"Calls {said}/10 {m.group(1).lower()} pain; it is "
-                                    f"{pain_band(said)}.", m.start(), m.end()))
+            problems.append(
+                Problem(
+                    "wrong_pain",
+                    f"Calls {said}/10 {m.group(1).lower()} pain; it is {pain_band(said)}.",
+                    m.start(),
+                    m.end(),
+                )
+            )
     for m in _PAIN_BAND.finditer(rationale):
         band = m.group(1).lower()
         if actual is not None and pain_band(actual) != band:
-            problems.append(Problem("wrong_pain", f"Says {band} pain; the case records pain {actual}/10 "
-                                    f"({pain_band(actual)}).", m.start(), m.end()))
+            problems.append(
+                Problem(
+                    "wrong_pain",
+                    f"Says {band} pain; the case records pain {actual}/10 ({pain_band(actual)}).",
+                    m.start(),
+                    m.end(),
+                )
+            )
         elif actual is None and band == "no" and case.facts.pain:
             problems.append(Problem("wrong_pain", "Says no pain; the case records pain.", m.start(), m.end()))
         elif actual is None and band != "no" and case.facts.pain is not True:
-            problems.append(Problem("wrong_pain", f"Says {band} pain; the case records no pain score.",
-                                    m.start(), m.end()))
+            problems.append(
+                Problem("wrong_pain", f"Says {band} pain; the case records no pain score.", m.start(), m.end())
+            )
     return problems
 
 
@@ -550,33 +813,45 @@ def _check_complaint(case: CaseFacts, case_text: str, rationale: str) -> list[Pr
     extra = _words(said) - (case.complaint_words or _words(case_text))
     if not extra:
         return []
-    recorded = f"\"{case.facts.chief_complaint}\"" if case.facts.chief_complaint else "no chief complaint"
-    return [Problem("wrong_complaint", f"Names the complaint \"{said}\"; the case records {recorded}.", start, end)]
+    recorded = f'"{case.facts.chief_complaint}"' if case.facts.chief_complaint else "no chief complaint"
+    return [Problem("wrong_complaint", f'Names the complaint "{said}"; the case records {recorded}.', start, end)]
 
 
 def _check_context(case: CaseFacts, rationale: str) -> list[Problem]:
     problems = []
     amb = _AMBULANCE.search(rationale)
     if amb and case.facts.arrival is not None and not case.facts.by_ambulance:
-        problems.append(Problem("wrong_context", "Says the patient arrived by ambulance; the case says otherwise.",
-                                amb.start(), amb.end()))
+        problems.append(
+            Problem(
+                "wrong_context",
+                "Says the patient arrived by ambulance; the case says otherwise.",
+                amb.start(),
+                amb.end(),
+            )
+        )
     inj = re.search(r"\binjured\b|\bwith an injury\b", rationale, re.I)
     if inj and case.facts.injury is False:
-        problems.append(Problem("wrong_context", "Says the patient is injured; the case says not an injury.",
-                                inj.start(), inj.end()))
+        problems.append(
+            Problem(
+                "wrong_context", "Says the patient is injured; the case says not an injury.", inj.start(), inj.end()
+            )
+        )
     return problems
 
 
 def _check_level(rationale: str, label: str | None) -> list[Problem]:
     if label is None:
         return []
-    return [Problem("wrong_level", f"Names KTAS {m.group(1)}; the label shown is {label}.", m.start(), m.end())
-            for m in _LEVEL.finditer(rationale) if m.group(1) != label]
+    return [
+        Problem("wrong_level", f"Names KTAS {m.group(1)}; the label shown is {label}.", m.start(), m.end())
+        for m in _LEVEL.finditer(rationale)
+        if m.group(1) != label
+    ]
 
 
 def _allowed_constant(rationale: str, start: int, value: float) -> bool:
     """A limit from the rule tables quoted as a limit ('below 92%'), or the 10 of 'x/10'."""
-    before = rationale[max(0, start - _LOOKBACK):start]
+    before = rationale[max(0, start - _LOOKBACK) : start]
     if before.rstrip().endswith("/") and value == 10:
         return True
     limits = {float(t.limit) for t in THRESHOLDS} | {float(x) for r in NORMAL_RANGES.values() for x in r}
@@ -595,8 +870,9 @@ def _check_numbers(case: CaseFacts, rationale: str, covered: list[tuple[int, int
         value = float(m.group(0))
         if value in case.numbers or _allowed_constant(rationale, m.start(), value):
             continue
-        problems.append(Problem("number_not_in_case", f"The number {m.group(0)} is not in the case.",
-                                m.start(), m.end()))
+        problems.append(
+            Problem("number_not_in_case", f"The number {m.group(0)} is not in the case.", m.start(), m.end())
+        )
     return problems
 
 
@@ -612,8 +888,9 @@ def _names(finding: ClinicalFinding, rationale: str, mentions: list[_Mention]) -
 
 
 def _critical_phrase(finding: ClinicalFinding) -> str:
-    return finding.phrase.split(" (")[0] + (f" ({finding.phrase.split(' (')[1].split(',')[0]})"
-                                            if " (" in finding.phrase else "")
+    return finding.phrase.split(" (")[0] + (
+        f" ({finding.phrase.split(' (')[1].split(',')[0]})" if " (" in finding.phrase else ""
+    )
 
 
 def check_rationale(case_text: str, rationale: str, label: str | None = None) -> FactCheck:
@@ -623,19 +900,28 @@ def check_rationale(case_text: str, rationale: str, label: str | None = None) ->
     criticals = critical_findings(case.facts)
     text = rationale.strip()
     if len(text.split()) <= 1:
-        problems = [Problem("empty", "The rationale is empty or a single word; it explains nothing.",
-                            0, len(rationale))]
+        problems = [
+            Problem("empty", "The rationale is empty or a single word; it explains nothing.", 0, len(rationale))
+        ]
         missing = tuple(_critical_phrase(f) for f in criticals)
         return FactCheck(tuple(problems), missing, bool(case.found), len(criticals), case.found)
     mentions = _vital_mentions(rationale)
     covered = [(m.start, m.end) for m in mentions]
-    covered += [(m.start(), m.end()) for m in (*_PAIN_SCORE.finditer(rationale), *_LEVEL.finditer(rationale),
-                                               *_GCS.finditer(rationale))]
-    problems = (_check_vitals(case, rationale, mentions) + _check_abnormal_words(case, case_text, rationale)
-                + _check_within_limits(case, rationale, mentions) + _check_mental(case, rationale)
-                + _check_pain(case, rationale) + _check_complaint(case, case_text, rationale)
-                + _check_context(case, rationale) + _check_level(rationale, label)
-                + _check_numbers(case, rationale, covered))
+    covered += [
+        (m.start(), m.end())
+        for m in (*_PAIN_SCORE.finditer(rationale), *_LEVEL.finditer(rationale), *_GCS.finditer(rationale))
+    ]
+    problems = (
+        _check_vitals(case, rationale, mentions)
+        + _check_abnormal_words(case, case_text, rationale)
+        + _check_within_limits(case, rationale, mentions)
+        + _check_mental(case, rationale)
+        + _check_pain(case, rationale)
+        + _check_complaint(case, case_text, rationale)
+        + _check_context(case, rationale)
+        + _check_level(rationale, label)
+        + _check_numbers(case, rationale, covered)
+    )
     missing = tuple(_critical_phrase(f) for f in criticals if not _names(f, rationale, mentions))
     ordered = tuple(sorted(problems, key=lambda p: (p.start, p.kind)))
     return FactCheck(ordered, missing, bool(case.found), len(criticals), case.found)
@@ -653,8 +939,9 @@ def least_contradicted(case_text: str, candidates: Sequence[str], label: str | N
     return min(range(len(candidates)), key=lambda i: (len(checks[i].problems), len(checks[i].missing_critical), i))
 
 
-def fidelity_summary(cases: Sequence[str], rationales: Sequence[str],
-                     labels: Sequence[str | None] | None = None) -> dict:
+def fidelity_summary(
+    cases: Sequence[str], rationales: Sequence[str], labels: Sequence[str | None] | None = None
+) -> dict:
     """fidelity = share of rationales with no problem; critical_named = share of the cases that have a
     critical finding whose rationale names all of them (None when no case has one); counts per kind."""
     if len(cases) != len(rationales):
@@ -665,9 +952,11 @@ def fidelity_summary(cases: Sequence[str], rationales: Sequence[str],
     kinds = {k: sum(any(p.kind == k for p in fc.problems) for fc in checks) for k in KINDS}
     return {
         "fidelity": sum(fc.faithful for fc in checks) / len(checks) if checks else None,
-        "critical_named": (sum(fc.critical_named for fc in with_critical) / len(with_critical)
-                           if with_critical else None),
-        "n": len(checks), "n_with_critical": len(with_critical),
+        "critical_named": (
+            sum(fc.critical_named for fc in with_critical) / len(with_critical) if with_critical else None
+        ),
+        "n": len(checks),
+        "n_with_critical": len(with_critical),
         "cases_without_facts": sum(not fc.case_has_facts for fc in checks),
         "rationales_with_problem": {k: v for k, v in kinds.items() if v},
     }
@@ -692,6 +981,18 @@ def explain(fc: FactCheck) -> list[str]:
     return lines
 
 
-__all__ = ["KINDS", "LABEL_MASK", "Problem", "CaseFacts", "FactCheck", "read_case", "parse_case",
-           "case_has_triage_facts", "check_rationale", "fidelity_summary", "mask_label_mentions", "explain",
-           "MENTAL_FINDINGS"]
+__all__ = [
+    "KINDS",
+    "LABEL_MASK",
+    "Problem",
+    "CaseFacts",
+    "FactCheck",
+    "read_case",
+    "parse_case",
+    "case_has_triage_facts",
+    "check_rationale",
+    "fidelity_summary",
+    "mask_label_mentions",
+    "explain",
+    "MENTAL_FINDINGS",
+]

@@ -12,12 +12,13 @@ Stage 2 the `given label: y, explain: x` target no longer depends on y: the expl
 to restate the case, the predict task alone carries the label, and a label read back from a rationale
 (consistency, sufficiency) has to come from the facts it states.
 """
+
 from __future__ import annotations
 
 import logging
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from r2d.errors import InvalidCaseError
 
@@ -34,19 +35,19 @@ class TriageFacts:
     """What is known about a patient at triage. None = not recorded (never guessed)."""
 
     age: int | None = None
-    sex: str | None = None               # "female" | "male"
-    arrival: str | None = None           # one of ARRIVAL_MODES
-    injury: bool | None = None           # True = the visit is for an injury
+    sex: str | None = None  # "female" | "male"
+    arrival: str | None = None  # one of ARRIVAL_MODES
+    injury: bool | None = None  # True = the visit is for an injury
     chief_complaint: str | None = None
-    mental: str | None = None            # one of MENTAL_STATES
-    pain: bool | None = None             # the patient reports pain
-    pain_score: int | None = None        # numeric rating scale 0-10
-    sbp: float | None = None             # mmHg
-    dbp: float | None = None             # mmHg
-    heart_rate: float | None = None      # beats/min
-    resp_rate: float | None = None       # breaths/min
-    temperature: float | None = None     # °C
-    spo2: float | None = None            # %
+    mental: str | None = None  # one of MENTAL_STATES
+    pain: bool | None = None  # the patient reports pain
+    pain_score: int | None = None  # numeric rating scale 0-10
+    sbp: float | None = None  # mmHg
+    dbp: float | None = None  # mmHg
+    heart_rate: float | None = None  # beats/min
+    resp_rate: float | None = None  # breaths/min
+    temperature: float | None = None  # °C
+    spo2: float | None = None  # %
 
     def __post_init__(self) -> None:
         for name, allowed in (("sex", ("female", "male")), ("arrival", ARRIVAL_MODES), ("mental", MENTAL_STATES)):
@@ -73,11 +74,11 @@ class TriageFacts:
 class Threshold:
     """One adult vital-sign limit: `vital <op> limit` is abnormal."""
 
-    vital: str         # a TriageFacts field
-    op: str            # "<", ">" or ">="
+    vital: str  # a TriageFacts field
+    op: str  # "<", ">" or ">="
     limit: float
-    finding: str       # the clinical name of the abnormality
-    system: str        # what it threatens; drives the concern clause
+    finding: str  # the clinical name of the abnormality
+    system: str  # what it threatens; drives the concern clause
 
 
 # Adult limits as round bedside cut-offs. Sources: NEWS2 (Royal College of Physicians 2017) scores 3
@@ -104,23 +105,37 @@ THRESHOLDS: tuple[Threshold, ...] = (
 # 10-20 (NEWS2 scores RR 21-24 and HR 91-110 / 111-130), SpO2 >= 95%, SBP 90-160 / DBP 50-100 (above
 # 160/100 is stage-2 hypertension territory), temperature 35.0-37.9 °C.
 NORMAL_RANGES: dict[str, tuple[float, float]] = {
-    "sbp": (90, 160), "dbp": (50, 100), "heart_rate": (50, 100), "resp_rate": (10, 20),
-    "temperature": (35.0, 37.9), "spo2": (95, 100),
+    "sbp": (90, 160),
+    "dbp": (50, 100),
+    "heart_rate": (50, 100),
+    "resp_rate": (10, 20),
+    "temperature": (35.0, 37.9),
+    "spo2": (95, 100),
 }
 # pain bands on the 0-10 numeric rating scale: (lowest score, band)
 PAIN_BANDS = ((7, "severe"), (4, "moderate"), (1, "mild"), (0, "no"))
 
 _OPS: dict[str, Callable[[float, float], bool]] = {"<": operator.lt, ">": operator.gt, ">=": operator.ge}
 _RELATION = {"<": "below", ">": "above", ">=": "at or above"}
-VITAL_NAMES = {"spo2": "SpO2", "resp_rate": "respiratory rate", "sbp": "systolic BP",
-               "heart_rate": "heart rate", "temperature": "temperature", "dbp": "diastolic BP"}
+VITAL_NAMES = {
+    "spo2": "SpO2",
+    "resp_rate": "respiratory rate",
+    "sbp": "systolic BP",
+    "heart_rate": "heart rate",
+    "temperature": "temperature",
+    "dbp": "diastolic BP",
+}
 _UNITS = {"spo2": "%", "resp_rate": "/min", "sbp": " mmHg", "dbp": " mmHg", "heart_rate": "/min", "temperature": " °C"}
 MENTAL_FINDINGS = {"verbal": "responds only to voice", "pain": "responds only to pain", "unresponsive": "unresponsive"}
 # the systems that make a case time-critical (KTAS 1-2 territory), in the order they are named
 CRITICAL_SYSTEMS = ("consciousness", "breathing", "circulation")
-_CONCERNS = {"blood pressure": "the blood pressure needs prompt control", "infection": "the fever suggests infection",
-             "body temperature": "the low body temperature needs attention", "pain": "the pain needs prompt relief",
-             "vital signs": "the vital signs outside adult limits need reassessment"}
+_CONCERNS = {
+    "blood pressure": "the blood pressure needs prompt control",
+    "infection": "the fever suggests infection",
+    "body temperature": "the low body temperature needs attention",
+    "pain": "the pain needs prompt relief",
+    "vital signs": "the vital signs outside adult limits need reassessment",
+}
 VITALS = ("sbp", "dbp", "heart_rate", "resp_rate", "temperature", "spo2")
 
 
@@ -128,9 +143,9 @@ VITALS = ("sbp", "dbp", "heart_rate", "resp_rate", "temperature", "spo2")
 class ClinicalFinding:
     """One abnormal fact of a case, phrased for a rationale."""
 
-    phrase: str        # e.g. "SpO2 84% (hypoxaemia, below 92%)"
-    system: str        # "consciousness", "breathing", "circulation", "blood pressure", ...
-    field: str = ""    # the TriageFacts field it reads ("mental", "spo2", "pain_score", ...)
+    phrase: str  # e.g. "SpO2 84% (hypoxaemia, below 92%)"
+    system: str  # "consciousness", "breathing", "circulation", "blood pressure", ...
+    field: str = ""  # the TriageFacts field it reads ("mental", "spo2", "pain_score", ...)
 
     @property
     def critical(self) -> bool:
@@ -176,8 +191,10 @@ def abnormal_vitals(facts: TriageFacts) -> list[ClinicalFinding]:
         value = getattr(facts, t.vital)
         if value is not None and _OPS[t.op](value, t.limit) and t.vital not in named:
             named.add(t.vital)
-            phrase = (f"{VITAL_NAMES[t.vital]} {format_value(t.vital, value)} "
-                      f"({t.finding}, {_RELATION[t.op]} {format_value(t.vital, t.limit)})")
+            phrase = (
+                f"{VITAL_NAMES[t.vital]} {format_value(t.vital, value)} "
+                f"({t.finding}, {_RELATION[t.op]} {format_value(t.vital, t.limit)})"
+            )
             found.append(ClinicalFinding(phrase, t.system, t.vital))
     for vital in VITALS:
         value = getattr(facts, vital)
@@ -259,8 +276,9 @@ def write_rationale(facts: TriageFacts) -> str:
     findings = find_abnormal(facts)
     sentences = []
     if facts.is_paediatric:
-        sentences.append(f"Child aged {facts.age}: adult vital-sign limits do not apply, so the vital signs "
-                         "need paediatric review.")
+        sentences.append(
+            f"Child aged {facts.age}: adult vital-sign limits do not apply, so the vital signs need paediatric review."
+        )
     if facts.chief_complaint:
         sentences.append(f"Chief complaint: {facts.chief_complaint}.")
     context = _context(facts, findings)
@@ -282,8 +300,8 @@ def write_rationale(facts: TriageFacts) -> str:
 class Modifier:
     """One first-order modifier that applies to a case."""
 
-    level: str      # "1".."5": the most urgent KTAS level this finding alone calls for
-    finding: str    # what in the case triggers it, e.g. "unresponsive", "SpO2 84% (< 90%)"
+    level: str  # "1".."5": the most urgent KTAS level this finding alone calls for
+    finding: str  # what in the case triggers it, e.g. "unresponsive", "SpO2 84% (< 90%)"
 
 
 # (vital, op, limit, level), most urgent first: for each vital the first row that matches applies.
@@ -296,10 +314,16 @@ class Modifier:
 # They are a floor for a suggestion, not a clinical standard; fever/sepsis (which needs SIRS criteria or immune
 # status the case does not record) and the paediatric scale are not encoded.
 VITAL_MODIFIERS: tuple[tuple[str, str, float, str], ...] = (
-    ("heart_rate", "<=", 0, "1"), ("heart_rate", ">", 130, "2"), ("heart_rate", "<", 40, "2"),
-    ("sbp", "<", 80, "1"), ("sbp", "<", 90, "2"),
-    ("spo2", "<", 90, "1"), ("spo2", "<", 92, "2"), ("spo2", "<", 95, "3"),
-    ("resp_rate", ">=", 36, "1"), ("resp_rate", "<", 8, "1"),
+    ("heart_rate", "<=", 0, "1"),
+    ("heart_rate", ">", 130, "2"),
+    ("heart_rate", "<", 40, "2"),
+    ("sbp", "<", 80, "1"),
+    ("sbp", "<", 90, "2"),
+    ("spo2", "<", 90, "1"),
+    ("spo2", "<", 92, "2"),
+    ("spo2", "<", 95, "3"),
+    ("resp_rate", ">=", 36, "1"),
+    ("resp_rate", "<", 8, "1"),
 )
 # AVPU: unresponsive ~ GCS 3-9 -> 1; responds to pain or voice ~ GCS 10-13 -> 2 (CTAS level of consciousness).
 MENTAL_MODIFIERS = {"unresponsive": "1", "pain": "2", "verbal": "2"}

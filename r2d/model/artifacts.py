@@ -4,6 +4,7 @@ Beside `config.json`, weights and tokenizer files, a Reason2Decide directory hol
 `r2d_model.json` (label set, label names, prompt version, task) and `r2d_config.json`
 (the resolved training config), so a checkpoint describes itself, as nanoGPT's do.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,17 +38,19 @@ class ModelMeta:
         return {"format": META_FORMAT, **asdict(self), "label_set": list(self.label_set)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelMeta":
+    def from_dict(cls, data: dict[str, Any]) -> ModelMeta:
         data = {k: v for k, v in data.items() if k != "format"}
         try:
             return cls(**{**data, "label_set": tuple(data["label_set"])})
         except (KeyError, TypeError) as e:
-            raise ModelLoadError(f"{META_FILENAME} is malformed ({e}); "
-                                 "re-export the model with training/stage2.py") from e
+            raise ModelLoadError(
+                f"{META_FILENAME} is malformed ({e}); re-export the model with training/stage2.py"
+            ) from e
 
 
-def save_model_dir(model: Any, tokenizer: Any, directory: str | Path, meta: ModelMeta,
-                   cfg: R2DConfig | None = None) -> Path:
+def save_model_dir(
+    model: Any, tokenizer: Any, directory: str | Path, meta: ModelMeta, cfg: R2DConfig | None = None
+) -> Path:
     """Save weights, tokenizer, r2d_model.json and (if given) r2d_config.json into directory."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ are greedy or beam search from the same prompts and lengths, streaming goes toke
 and fact_check_candidates > 1 picks among that many beam hypotheses with r2d.checks.factcheck.least_contradicted.
 One difference: Translator.score_batch runs the encoder once per (case, label) pair, not once per case.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,15 +20,24 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from r2d.config import GenerationConfig, ModelConfig
 from r2d.errors import ModelLoadError
 from r2d.limits import MAX_CASE_CHARS
 from r2d.model.inference import OnToken, Predictor
-from r2d.model.modeling import (LoadedModel, _has_tokenizer, _looks_like_hub_id, _meta_for, check_adapter_dir,
-                          check_model_dir, model_id_of, resolve_device)
+from r2d.model.modeling import (
+    LoadedModel,
+    _has_tokenizer,
+    _looks_like_hub_id,
+    _meta_for,
+    check_adapter_dir,
+    check_model_dir,
+    model_id_of,
+    resolve_device,
+)
 from r2d.model.quantize import QUANTIZED_MARKER
 from r2d.model.scoring import LabelScores, scores_from_token_logprobs
 
@@ -53,16 +63,17 @@ def _import_ct2() -> Any:
     try:
         import ctranslate2
     except ImportError as e:
-        raise ModelLoadError("model.backend=ct2 needs CTranslate2, which is not installed: `pip install -r "
-                             "requirements.txt` (ctranslate2>=4.8,<5), or set model.backend=torch") from e
+        raise ModelLoadError(
+            "model.backend=ct2 needs CTranslate2, which is not installed: `pip install -r "
+            "requirements.txt` (ctranslate2>=4.8,<5), or set model.backend=torch"
+        ) from e
     return ctranslate2
 
 
 def convertible(model_cfg: ModelConfig) -> bool:
     """Whether model_cfg names a local full-precision model directory (what the converter reads)."""
     source = model_cfg.name_or_path
-    return (not _looks_like_hub_id(source) and Path(source).is_dir()
-            and not (Path(source) / QUANTIZED_MARKER).is_file())
+    return not _looks_like_hub_id(source) and Path(source).is_dir() and not (Path(source) / QUANTIZED_MARKER).is_file()
 
 
 def cache_dir(model_cfg: ModelConfig) -> Path:
@@ -95,9 +106,11 @@ def convert(model_cfg: ModelConfig, compute_type: str) -> Path:
     ctranslate2 = _import_ct2()
     source = Path(model_cfg.name_or_path)
     if not convertible(model_cfg):
-        raise ModelLoadError(f"model.backend=ct2 converts a local full-precision model directory; {source} is a hub "
-                             f"id, missing, or a pre-quantized 4-bit directory ({QUANTIZED_MARKER}): pass the "
-                             "directory it came from, or set model.backend=torch")
+        raise ModelLoadError(
+            f"model.backend=ct2 converts a local full-precision model directory; {source} is a hub "
+            f"id, missing, or a pre-quantized 4-bit directory ({QUANTIZED_MARKER}): pass the "
+            "directory it came from, or set model.backend=torch"
+        )
     adapter = Path(model_cfg.adapter_path) if model_cfg.adapter_path else None
     if adapter is not None:
         check_adapter_dir(adapter)
@@ -111,15 +124,17 @@ def convert(model_cfg: ModelConfig, compute_type: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".converting-", dir=root))
     try:
-        _converter(ctranslate2, source, adapter, tokenizer_source).convert(str(scratch / "model"),
-                                                                           quantization=compute_type, force=True)
+        _converter(ctranslate2, source, adapter, tokenizer_source).convert(
+            str(scratch / "model"), quantization=compute_type, force=True
+        )
         os.replace(scratch / "model", out)  # atomic: a concurrent load sees a whole directory or none
     except OSError as e:
         if not (out / "model.bin").is_file():  # another process may have won the race; its result is as good
             raise ModelLoadError(f"cannot write the CTranslate2 conversion of {source} to {out}: {e}") from e
     except Exception as e:  # the converter raises ValueError, KeyError, RuntimeError... for models it cannot take
-        raise ModelLoadError(f"converting {source} to CTranslate2 failed ({type(e).__name__}: {e}); "
-                             "set model.backend=torch") from e
+        raise ModelLoadError(
+            f"converting {source} to CTranslate2 failed ({type(e).__name__}: {e}); set model.backend=torch"
+        ) from e
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     logger.info("converted %s to CTranslate2 %s in %s", source, compute_type, out)
@@ -138,6 +153,7 @@ def _converter(ctranslate2: Any, source: Path, adapter: Path | None, tokenizer_s
             if adapter is None:
                 return super().load_model(model_class, model_name_or_path, **kwargs)
             from r2d.model.modeling import _load_full
+
             return _load_full(str(source), adapter, kwargs.get("dtype") or _float32())
 
         def load_tokenizer(self, tokenizer_class: Any, model_name_or_path: str, **kwargs: Any) -> Any:
@@ -146,9 +162,11 @@ def _converter(ctranslate2: Any, source: Path, adapter: Path | None, tokenizer_s
         def _load(self) -> Any:
             spec = super()._load()
             from transformers import AutoConfig
+
             config = AutoConfig.from_pretrained(str(source))
             if not getattr(config, "scale_decoder_outputs", True):  # T5 v1.1 / Flan-T5 configs: no scaling
                 from ctranslate2.specs import model_spec
+
                 spec.decoder.scale_outputs = model_spec.OPTIONAL
             return spec
 
@@ -157,6 +175,7 @@ def _converter(ctranslate2: Any, source: Path, adapter: Path | None, tokenizer_s
 
 def _float32() -> Any:
     import torch
+
     return torch.float32
 
 
@@ -165,8 +184,10 @@ def load_ct2(model_cfg: ModelConfig, label_set: Sequence[str] | None = None) -> 
     r2d_model.json. model.num_threads sets CTranslate2's intra-op threads (0 = its default). Raises ModelLoadError."""
     ctranslate2 = _import_ct2()
     if model_cfg.quantization not in COMPUTE_TYPES:
-        raise ModelLoadError(f"model.backend=ct2 has no {model_cfg.quantization!r} mode: set model.quantization="
-                             "auto or int8 (int8) or none (float32), or model.backend=torch")
+        raise ModelLoadError(
+            f"model.backend=ct2 has no {model_cfg.quantization!r} mode: set model.quantization="
+            "auto or int8 (int8) or none (float32), or model.backend=torch"
+        )
     compute_type = COMPUTE_TYPES[model_cfg.quantization]
     device = resolve_device(model_cfg.device)
     directory = convert(model_cfg, compute_type)
@@ -175,12 +196,18 @@ def load_ct2(model_cfg: ModelConfig, label_set: Sequence[str] | None = None) -> 
     meta = _meta_for([d for d in (adapter, source) if d is not None], label_set, str(source))
     kind, _, index = device.partition(":")
     try:
-        translator = ctranslate2.Translator(str(directory), device=kind, device_index=int(index or 0),
-                                            compute_type=compute_type, inter_threads=1,
-                                            intra_threads=max(0, model_cfg.num_threads))
+        translator = ctranslate2.Translator(
+            str(directory),
+            device=kind,
+            device_index=int(index or 0),
+            compute_type=compute_type,
+            inter_threads=1,
+            intra_threads=max(0, model_cfg.num_threads),
+        )
     except (RuntimeError, ValueError) as e:
         raise ModelLoadError(f"CTranslate2 cannot load {directory} on {device}: {e}") from e
     from transformers import AutoTokenizer
+
     tokenizer_dir = adapter if adapter is not None and _has_tokenizer(adapter) else source
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     model_id = model_id_of(meta, str(source), False, adapter)
@@ -195,8 +222,9 @@ class CT2Predictor(Predictor):
 
     def __init__(self, loaded: LoadedModel, generation: GenerationConfig, max_case_chars: int = MAX_CASE_CHARS) -> None:
         if generation.constrain_numbers:
-            raise ModelLoadError("generation.constrain_numbers needs model.backend=torch or auto: CTranslate2 "
-                                 "takes no logits processor")
+            raise ModelLoadError(
+                "generation.constrain_numbers needs model.backend=torch or auto: CTranslate2 takes no logits processor"
+            )
         super().__init__(loaded, generation, max_case_chars)
         self.translator = loaded.model
         # extra translate_batch options (the benchmark forces a length with min_decoding_length); empty in the app
@@ -209,10 +237,13 @@ class CT2Predictor(Predictor):
         scores exactly the tokens tokenize_targets gives)."""
         g, eos = self.generation, self.tokenizer.eos_token_id
         cut = g.max_label_tokens > 0
-        ids = self.tokenizer(text_target=list(self.label_set), max_length=g.max_label_tokens if cut else None,
-                             truncation=cut)["input_ids"]
-        return [(self.tokenizer.convert_ids_to_tokens(t[:-1] if t and t[-1] == eos else t), bool(t) and t[-1] == eos)
-                for t in ids]
+        ids = self.tokenizer(
+            text_target=list(self.label_set), max_length=g.max_label_tokens if cut else None, truncation=cut
+        )["input_ids"]
+        return [
+            (self.tokenizer.convert_ids_to_tokens(t[:-1] if t and t[-1] == eos else t), bool(t) and t[-1] == eos)
+            for t in ids
+        ]
 
     def _pieces(self, prompts: Sequence[str]) -> list[list[str]]:
         ids = self.tokenizer(list(prompts), max_length=self.generation.max_input_tokens, truncation=True)["input_ids"]
@@ -220,23 +251,32 @@ class CT2Predictor(Predictor):
 
     def _score(self, prompts: Sequence[str]) -> list[LabelScores]:
         from r2d.model.scoring import SCORING_PAIRS
+
         sources = self._pieces(prompts)
         pairs = [(src, target) for src in sources for target in self._targets]
-        results = self.translator.score_batch([s for s, _ in pairs], [t for _, (t, _) in pairs],
-                                              max_batch_size=SCORING_PAIRS, max_input_length=0)
-        token_logps = [list(r.log_probs) if with_eos else list(r.log_probs)[:-1]
-                       for r, (_, (_, with_eos)) in zip(results, pairs)]
+        results = self.translator.score_batch(
+            [s for s, _ in pairs], [t for _, (t, _) in pairs], max_batch_size=SCORING_PAIRS, max_input_length=0
+        )
+        token_logps = [
+            list(r.log_probs) if with_eos else list(r.log_probs)[:-1] for r, (_, (_, with_eos)) in zip(results, pairs)
+        ]
         return scores_from_token_logprobs([self.label_set] * len(prompts), token_logps)
 
-    def _rationale_candidates(self, prompts: Sequence[str], on_token: OnToken | None = None,
-                              cases: Sequence[str] = ()) -> list[list[str]]:
+    def _rationale_candidates(
+        self, prompts: Sequence[str], on_token: OnToken | None = None, cases: Sequence[str] = ()
+    ) -> list[list[str]]:
         g, k = self.generation, max(1, self._candidates)
-        options: dict[str, Any] = {"beam_size": max(g.num_beams, k) if k > 1 else g.num_beams, "num_hypotheses": k,
-                                   "max_decoding_length": g.max_rationale_tokens, "min_decoding_length": 0,
-                                   "no_repeat_ngram_size": g.no_repeat_ngram_size, "max_input_length": 0,
-                                   "patience": BEAM_PATIENCE if max(g.num_beams, k) > 1 else 1,
-                                   # as the torch path: <pad> (the decoder start) is never generated
-                                   "suppress_sequences": [[self.tokenizer.pad_token]]}
+        options: dict[str, Any] = {
+            "beam_size": max(g.num_beams, k) if k > 1 else g.num_beams,
+            "num_hypotheses": k,
+            "max_decoding_length": g.max_rationale_tokens,
+            "min_decoding_length": 0,
+            "no_repeat_ngram_size": g.no_repeat_ngram_size,
+            "max_input_length": 0,
+            "patience": BEAM_PATIENCE if max(g.num_beams, k) > 1 else 1,
+            # as the torch path: <pad> (the decoder start) is never generated
+            "suppress_sequences": [[self.tokenizer.pad_token]],
+        }
         if on_token is not None:  # greedy only (the Predictor asks for tokens only when it streams)
             options["callback"] = _step_callback(on_token, self.tokenizer.convert_tokens_to_ids)
         results = self.translator.translate_batch(self._pieces(prompts), **(options | self.decode_options))

@@ -11,6 +11,7 @@ r2d.model.load.load_predictor picks the backend model.backend asks for.
 The two prompts differ from their first token, so the bidirectional encoder cannot share states between
 them: each prediction runs the encoder twice. All lengths come from GenerationConfig.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,22 +19,23 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from transformers.generation.logits_process import LogitsProcessorList
 from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from r2d.checks.factcheck import least_contradicted
 from r2d.config import GenerationConfig
 from r2d.errors import ConfigError, InvalidCaseError, ModelLoadError
-from r2d.checks.factcheck import least_contradicted
 from r2d.limits import MAX_CASE_CHARS, check_case_text
 from r2d.model.modeling import LoadedModel
 from r2d.model.number_guard import NumberGuardProcessor
-from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, explain_prompt, predict_prompt
 from r2d.model.scoring import LabelScores, eval_mode, score_labels, tokenize_inputs
+from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, explain_prompt, predict_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ class _FairLock:
         self._next_ticket = self._serving = 0
         self._abandoned: set[int] = set()  # tickets whose waiter was interrupted: skipped, never deadlocked on
 
-    def __enter__(self) -> "_FairLock":
+    def __enter__(self) -> _FairLock:
         with self._cond:
             ticket, self._next_ticket = self._next_ticket, self._next_ticket + 1
             try:
@@ -138,8 +140,9 @@ class Predictor:
         if not loaded.meta.label_set:
             raise ModelLoadError(f"model {loaded.model_id} has an empty label set; re-export it with its labels")
         if loaded.backend != self.backend:
-            raise ModelLoadError(f"a {loaded.backend} model needs r2d.model.load.predictor_for (this is the "
-                                 f"{self.backend} Predictor)")
+            raise ModelLoadError(
+                f"a {loaded.backend} model needs r2d.model.load.predictor_for (this is the {self.backend} Predictor)"
+            )
         self.model, self.tokenizer, self.generation = loaded.model, loaded.tokenizer, generation
         self.max_case_chars = max_case_chars
         self.label_set: tuple[str, ...] = tuple(loaded.meta.label_set)
@@ -159,8 +162,12 @@ class Predictor:
         # the training method, from r2d_model.json: it decides which prompt the rationale is decoded with
         self.method: str | None = loaded.meta.extra.get("method")
         if loaded.meta.prompt_version != PROMPT_VERSION:
-            logger.warning("model %s was trained with prompts %s, this code builds %s", self.model_id,
-                           loaded.meta.prompt_version, PROMPT_VERSION)
+            logger.warning(
+                "model %s was trained with prompts %s, this code builds %s",
+                self.model_id,
+                loaded.meta.prompt_version,
+                PROMPT_VERSION,
+            )
 
     # --- input checks ---------------------------------------------------------------------
 
@@ -174,8 +181,10 @@ class Predictor:
         with self._check_lock:
             n_tokens = len(self._check_tokenizer(explain_given_label_prompt(text, self._longest_label))["input_ids"])
         if n_tokens > self.generation.max_input_tokens:
-            raise InvalidCaseError(f"case text is {n_tokens} tokens long with its prompt; the model reads at most "
-                                   f"{self.generation.max_input_tokens}. Shorten it")
+            raise InvalidCaseError(
+                f"case text is {n_tokens} tokens long with its prompt; the model reads at most "
+                f"{self.generation.max_input_tokens}. Shorten it"
+            )
         return text
 
     def _check_label(self, label: str) -> str:
@@ -189,8 +198,9 @@ class Predictor:
         g = self.generation  # r2d.model.scoring bounds the decoder's memory (pairs per call); one home for that
         return score_labels(self.model, self.tokenizer, prompts, self.label_set, g.max_input_tokens, g.max_label_tokens)
 
-    def _rationale_candidates(self, prompts: Sequence[str], on_token: OnToken | None = None,
-                              cases: Sequence[str] = ()) -> list[list[str]]:
+    def _rationale_candidates(
+        self, prompts: Sequence[str], on_token: OnToken | None = None, cases: Sequence[str] = ()
+    ) -> list[list[str]]:
         """Each prompt's decoded rationales, best first: one, or fact_check_candidates beam hypotheses.
         on_token (greedy only) sees every step's new token ids and stops the generation by returning True.
         `cases` (the prompts' case texts) feed generation.constrain_numbers."""
@@ -206,14 +216,19 @@ class Predictor:
             out = self.model.generate(**enc, **self._generate_kwargs(), **extra)
         texts = [self._decode(ids) for ids in out.tolist()]
         k = max(1, self._candidates)  # each prompt's candidates come in a row, best beam first
-        return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]
+        return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
 
     def _generate_kwargs(self) -> dict[str, Any]:
         g = self.generation
         # greedy (do_sample=False), so the same case gives the same rationale streamed or not, alone or in a batch
         # <pad> is T5's decoder start, never text: a model that echoes it would "write" an empty rationale
-        kwargs = {"max_new_tokens": g.max_rationale_tokens, "num_beams": g.num_beams, "do_sample": False,
-                  "no_repeat_ngram_size": g.no_repeat_ngram_size, "suppress_tokens": [self.tokenizer.pad_token_id]}
+        kwargs = {
+            "max_new_tokens": g.max_rationale_tokens,
+            "num_beams": g.num_beams,
+            "do_sample": False,
+            "no_repeat_ngram_size": g.no_repeat_ngram_size,
+            "suppress_tokens": [self.tokenizer.pad_token_id],
+        }
         if self._candidates > 1:
             kwargs |= {"num_beams": max(g.num_beams, self._candidates), "num_return_sequences": self._candidates}
         return kwargs
@@ -321,8 +336,9 @@ class Predictor:
         case = self.check_case(case_text)
         return self._predict_chunk([case])[0]
 
-    def predict_batch(self, case_texts: Sequence[str], batch_size: int = 8,
-                      progress: Callable[[int, int], None] | None = None) -> list[Prediction]:
+    def predict_batch(
+        self, case_texts: Sequence[str], batch_size: int = 8, progress: Callable[[int, int], None] | None = None
+    ) -> list[Prediction]:
         """predict() for many cases, `batch_size` per model call; progress(done, total) after each call.
 
         Every case is checked before any model call; InvalidCaseError names the first bad one (1-based).
@@ -338,7 +354,7 @@ class Predictor:
                 raise InvalidCaseError(f"case {i}: {e}") from e
         results: list[Prediction] = []
         for start in range(0, len(cases), batch_size):
-            results += self._predict_chunk(cases[start:start + batch_size])
+            results += self._predict_chunk(cases[start : start + batch_size])
             if progress is not None:
                 progress(len(results), len(cases))
         return results
@@ -350,6 +366,7 @@ class Predictor:
             if not first_token_at:
                 first_token_at.append(time.perf_counter())
             return False
+
         with self._lock:
             t0 = time.perf_counter()
             scores = self._score([predict_prompt(c) for c in cases])
@@ -358,9 +375,21 @@ class Predictor:
             rationales = self._explain(cases, labels, on_token=clock)
             t_end = time.perf_counter()
         n = len(cases)
-        timings = {"label": (t_label - t0) / n, "first_token": ((first_token_at or [t_end])[0] - t0) / n,
-                   "total": (t_end - t0) / n}
-        return [Prediction(case_text=c, label=lab, probabilities=dict(zip(s.labels, s.probabilities)),
-                           rationale=r, model_id=self.model_id, quantization=self.quantization,
-                           prompt_version=PROMPT_VERSION, timings=dict(timings))
-                for c, lab, s, r in zip(cases, labels, scores, rationales)]
+        timings = {
+            "label": (t_label - t0) / n,
+            "first_token": ((first_token_at or [t_end])[0] - t0) / n,
+            "total": (t_end - t0) / n,
+        }
+        return [
+            Prediction(
+                case_text=c,
+                label=lab,
+                probabilities=dict(zip(s.labels, s.probabilities)),
+                rationale=r,
+                model_id=self.model_id,
+                quantization=self.quantization,
+                prompt_version=PROMPT_VERSION,
+                timings=dict(timings),
+            )
+            for c, lab, s, r in zip(cases, labels, scores, rationales)
+        ]

@@ -7,6 +7,7 @@ benchmarks/README.md). `save_quantized_model_dir` writes that model once so late
 bytes; `int8` is bitsandbytes LLM.int8 through transformers. Every failure a user can fix is a ModelLoadError that
 says how.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,9 +17,10 @@ import logging
 import re
 import sys
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -40,8 +42,12 @@ from r2d.model.quantize import (
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -65,12 +71,13 @@ class LoadedModel:
 
 
 def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when CUDA is usable, else "cpu". Raises ModelLoadError for CUDA on a machine without it."""
+    """ "auto" -> "cuda" when CUDA is usable, else "cpu". Raises ModelLoadError for CUDA on a machine without it."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"model.device={device!r} but this machine has no usable CUDA; "
-                             "set model.device=cpu or auto")
+        raise ModelLoadError(
+            f"model.device={device!r} but this machine has no usable CUDA; set model.device=cpu or auto"
+        )
     if device != "cpu" and not device.startswith("cuda"):
         raise ModelLoadError(f"model.device must be auto, cpu or cuda[:N], got {device!r}")
     return device
@@ -97,8 +104,10 @@ def resolve_quantization(choice: str, device: str, bnb_available: bool, cpu_fast
     if kind not in ("cpu", "cuda"):
         raise ModelLoadError(f"quantization {choice} runs on cpu or cuda, not {device!r}; set model.quantization=none")
     if not bnb_available:
-        raise ModelLoadError(f"quantization {choice} needs bitsandbytes, which is not installed or has no backend for "
-                             f"{kind}: `pip install bitsandbytes`, or set model.quantization=none")
+        raise ModelLoadError(
+            f"quantization {choice} needs bitsandbytes, which is not installed or has no backend for "
+            f"{kind}: `pip install bitsandbytes`, or set model.quantization=none"
+        )
     return choice
 
 
@@ -114,14 +123,18 @@ def resolve_backend(choice: str, quantization: str, device: str, ct2_available: 
         return "torch"
     if choice == "ct2":
         if not ct2_available:
-            raise ModelLoadError("model.backend=ct2 needs CTranslate2, which is not installed: "
-                                 "`pip install -r requirements.txt` (ctranslate2>=4.8,<5), or set model.backend=torch")
+            raise ModelLoadError(
+                "model.backend=ct2 needs CTranslate2, which is not installed: "
+                "`pip install -r requirements.txt` (ctranslate2>=4.8,<5), or set model.backend=torch"
+            )
         if quantization == "4bit":
             raise ModelLoadError("model.backend=ct2 has no 4-bit mode: set model.quantization=auto, int8 or none")
         if not local_full_dir:
-            raise ModelLoadError("model.backend=ct2 converts a local full-precision model directory; this is a hub id "
-                                 "or a pre-quantized 4-bit directory: pass the directory it came from, or set "
-                                 "model.backend=torch")
+            raise ModelLoadError(
+                "model.backend=ct2 converts a local full-precision model directory; this is a hub id "
+                "or a pre-quantized 4-bit directory: pass the directory it came from, or set "
+                "model.backend=torch"
+            )
         return "ct2"
     # auto. Measured (benchmarks/README.md, t5-base shape, 1 thread, side by side): the CTranslate2 backend ran
     # 2.2x fp32-transformers' speed, r2d's pre-quantized 4-bit 0.88x (loaded machine; the issue's run: CT2 2.7x,
@@ -146,22 +159,29 @@ def check_model_dir(path: Path, need_tokenizer: bool = True) -> None:
         raise ModelLoadError(f"model directory {path} does not exist; pass a directory written by training/stage2.py")
     config_path = path / "config.json"
     if not config_path.is_file():
-        raise ModelLoadError(f"{path} is not a model directory: it has no config.json "
-                             "(train one with training/stage2.py)")
+        raise ModelLoadError(
+            f"{path} is not a model directory: it has no config.json (train one with training/stage2.py)"
+        )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ModelLoadError(f"{config_path} is not valid JSON: {e}") from e
     if not (config.get("is_encoder_decoder") or config.get("model_type") in ("t5", "mt5", "umt5")):
-        raise ModelLoadError(f"{path} holds a {config.get('model_type', 'unknown')!r} model; Reason2Decide needs an "
-                             "encoder-decoder (T5 family) checkpoint")
+        raise ModelLoadError(
+            f"{path} holds a {config.get('model_type', 'unknown')!r} model; Reason2Decide needs an "
+            "encoder-decoder (T5 family) checkpoint"
+        )
     weights = WEIGHT_FILES + ((QUANTIZED_WEIGHTS,) if (path / QUANTIZED_MARKER).is_file() else ())
     if not any((path / name).is_file() for name in weights):
-        raise ModelLoadError(f"{path} has config.json but no weights ({' or '.join(WEIGHT_FILES)}); "
-                             "the save was interrupted or only the config was copied: save the model again")
+        raise ModelLoadError(
+            f"{path} has config.json but no weights ({' or '.join(WEIGHT_FILES)}); "
+            "the save was interrupted or only the config was copied: save the model again"
+        )
     if need_tokenizer and not any((path / name).is_file() for name in TOKENIZER_FILES):
-        raise ModelLoadError(f"{path} has no tokenizer ({' or '.join(TOKENIZER_FILES)}); save the tokenizer beside "
-                             "the weights (r2d.model.artifacts.save_model_dir does)")
+        raise ModelLoadError(
+            f"{path} has no tokenizer ({' or '.join(TOKENIZER_FILES)}); save the tokenizer beside "
+            "the weights (r2d.model.artifacts.save_model_dir does)"
+        )
 
 
 def check_adapter_dir(path: Path) -> dict[str, Any]:
@@ -170,8 +190,10 @@ def check_adapter_dir(path: Path) -> dict[str, Any]:
         raise ModelLoadError(f"adapter directory {path} does not exist")
     config_path = path / "adapter_config.json"
     if not config_path.is_file():
-        raise ModelLoadError(f"adapter dir {path} has no adapter_config.json; pass the directory peft's "
-                             "save_pretrained wrote, or unset model.adapter_path")
+        raise ModelLoadError(
+            f"adapter dir {path} has no adapter_config.json; pass the directory peft's "
+            "save_pretrained wrote, or unset model.adapter_path"
+        )
     if not any((path / name).is_file() for name in ADAPTER_WEIGHT_FILES):
         raise ModelLoadError(f"adapter dir {path} has no adapter weights ({' or '.join(ADAPTER_WEIGHT_FILES)})")
     return json.loads(config_path.read_text(encoding="utf-8"))
@@ -188,8 +210,10 @@ def _meta_for(dirs: Sequence[Path], label_set: Sequence[str] | None, source: str
             logger.warning("label set %s overrides %s's %s", list(label_set), META_FILENAME, list(meta.label_set))
         return ModelMeta(label_set=tuple(label_set)) if meta is None else replace(meta, label_set=tuple(label_set))
     if meta is None:
-        raise ModelLoadError(f"{source} has no {META_FILENAME}, so its label set is unknown; pass label_set=[...] "
-                             "(e.g. evaluate --labels) or use a directory written by training/stage2.py")
+        raise ModelLoadError(
+            f"{source} has no {META_FILENAME}, so its label set is unknown; pass label_set=[...] "
+            "(e.g. evaluate --labels) or use a directory written by training/stage2.py"
+        )
     return meta
 
 
@@ -222,6 +246,7 @@ def _load(model_cfg: ModelConfig, label_set: Sequence[str] | None, warm_up: bool
     quantization = _choose(model_cfg.quantization, device, prequantized, adapter)
     compute_dtype = _dtype(model_cfg.compute_dtype)
     from transformers import AutoTokenizer
+
     with _load_errors(source, is_hub):
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
         if prequantized:
@@ -260,11 +285,15 @@ def _dtype(name: str) -> torch.dtype:
 def _choose(choice: str, device: str, prequantized: bool, adapter: Path | None) -> str:
     if prequantized:
         if choice not in ("auto", "4bit"):
-            raise ModelLoadError(f"this directory holds a 4-bit model (see {QUANTIZED_MARKER}); set "
-                                 "model.quantization=4bit or auto, or load the full-precision model it came from")
+            raise ModelLoadError(
+                f"this directory holds a 4-bit model (see {QUANTIZED_MARKER}); set "
+                "model.quantization=4bit or auto, or load the full-precision model it came from"
+            )
         if adapter is not None:
-            raise ModelLoadError("a pre-quantized 4-bit directory cannot take a LoRA adapter: load the base with the "
-                                 "adapter and quantization=4bit, then save that with save_quantized_model_dir")
+            raise ModelLoadError(
+                "a pre-quantized 4-bit directory cannot take a LoRA adapter: load the base with the "
+                "adapter and quantization=4bit, then save that with save_quantized_model_dir"
+            )
         resolve_quantization("4bit", device, bitsandbytes_available())  # raises when bitsandbytes is missing
         return "4bit"
     if choice == "none":
@@ -281,17 +310,21 @@ def _load_errors(source: str, is_hub: bool) -> Iterator[None]:
         yield
     except OSError as e:
         if is_hub:
-            raise ModelLoadError(f"model {source!r} not found locally; download it on a machine with network "
-                                 f"or pass a local directory ({e})") from e
+            raise ModelLoadError(
+                f"model {source!r} not found locally; download it on a machine with network "
+                f"or pass a local directory ({e})"
+            ) from e
         raise ModelLoadError(f"cannot load the model in {source}: {e}") from e
 
 
 def _load_full(source: str, adapter: Path | None, dtype: torch.dtype) -> Any:
     from transformers import AutoModelForSeq2SeqLM
+
     model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=dtype)
     if adapter is None:
         return model
     from peft import PeftModel
+
     # merged for inference: the plain model runs at full speed and is what 4-bit then quantizes
     with quiet_peft_deprecations():
         return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
@@ -299,12 +332,15 @@ def _load_full(source: str, adapter: Path | None, dtype: torch.dtype) -> Any:
 
 def _load_int8(source: str, adapter: Path | None, device: str) -> Any:
     from transformers import AutoModelForSeq2SeqLM, BitsAndBytesConfig
+
     import_bnb()
-    model = AutoModelForSeq2SeqLM.from_pretrained(source, quantization_config=BitsAndBytesConfig(load_in_8bit=True),
-                                                  device_map={"": device})
+    model = AutoModelForSeq2SeqLM.from_pretrained(
+        source, quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map={"": device}
+    )
     if adapter is None:
         return model
     from peft import PeftModel
+
     with quiet_peft_deprecations():
         return PeftModel.from_pretrained(model, str(adapter))  # LoRA stays beside the int8 layers (no merge into int8)
 
@@ -336,12 +372,12 @@ def _warm_up(model: Any, tokenizer: Any) -> None:
         model(input_ids=ids, decoder_input_ids=torch.full_like(ids, model.config.decoder_start_token_id))
 
 
-
 # --- a 4-bit model saved once, loaded many times ------------------------------------------------
 
 
-def save_quantized_model_dir(model_cfg: ModelConfig, directory: str | Path,
-                             label_set: Sequence[str] | None = None) -> Path:
+def save_quantized_model_dir(
+    model_cfg: ModelConfig, directory: str | Path, label_set: Sequence[str] | None = None
+) -> Path:
     """Quantize the model of model_cfg (+ adapter) to NF4 once and write it where the loader reads it back as is.
 
     The directory holds config, tokenizer, r2d_model.json and the NF4 + bf16 weights; loading it reads a
@@ -356,7 +392,8 @@ def save_quantized_model_dir(model_cfg: ModelConfig, directory: str | Path,
     model.config.save_pretrained(out)
     model.generation_config.save_pretrained(out)
     loaded.tokenizer.save_pretrained(out)
-    (out / META_FILENAME).write_text(json.dumps(loaded.meta.to_dict(), indent=2, ensure_ascii=False) + "\n",
-                                     encoding="utf-8")
+    (out / META_FILENAME).write_text(
+        json.dumps(loaded.meta.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     write_4bit_weights(model, out, loaded.model_id)
     return out

@@ -8,11 +8,13 @@ the fact check applies afterwards ("systolic BP " takes the case's SBP, "above "
 10). A digit inside a word only as in SpO2 or a word of the case ("T2DM"). This is a decoding lever, not the model's
 own skill: every figure made with it says so.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 from r2d.checks.factcheck import read_case, value_slot
 from r2d.checks.rules import NORMAL_RANGES, PAIN_BANDS, THRESHOLDS, VITALS, format_value
@@ -52,7 +54,8 @@ def slot_numbers(case_text: str) -> dict[str | None, frozenset[str]]:
     values: dict[str, Any] = {vital: getattr(case.facts, vital) for vital in VITALS}
     values |= {"pain": case.facts.pain_score, "gcs": case.gcs}
     slots: dict[str | None, frozenset[str]] = {
-        slot: _spellings(value) if value is not None else frozenset() for slot, value in values.items()}
+        slot: _spellings(value) if value is not None else frozenset() for slot, value in values.items()
+    }
     slots["limit"] = rule_numbers()
     slots["pain_scale"] = frozenset({"10"})
     slots[None] = frozenset(_NUMBER_TEXT.findall(case_text)) | rule_numbers() | {"10"}
@@ -87,7 +90,7 @@ class NumberGuard:
             _, prefixes = self.slots[value_slot(text)]
             return frozenset(c for c in "0123456789" if c in prefixes) | {"."}, True
         number = m.group(0)
-        allowed, prefixes = self.slots[value_slot(text[:m.start()])]
+        allowed, prefixes = self.slots[value_slot(text[: m.start()])]
         nexts = frozenset(c for c in digits_and_dot if number + c in prefixes)
         whole = number in allowed or (number.endswith(".") and number[:-1] in allowed)
         return nexts | ({"."} if whole and not number.endswith(".") else frozenset()), whole

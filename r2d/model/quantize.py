@@ -6,6 +6,7 @@ precision-sensitive modules (T5: the FFN output `wo`) and the embedding table, w
 in bf16 where the hardware multiplies in it. Nothing keeps the checkpoint's memory map alive. r2d.model.modeling
 chooses when to use this; everything here raises ImportError without bitsandbytes.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -38,6 +39,7 @@ def bitsandbytes_available() -> bool:
     except ImportError:
         return False
     from bitsandbytes.cextension import ErrorHandlerMockBNBNativeLibrary, lib
+
     return not isinstance(lib, ErrorHandlerMockBNBNativeLibrary)
 
 
@@ -46,6 +48,7 @@ def cpu_has_fast_4bit() -> bool:
     if not bitsandbytes_available():
         return False
     from bitsandbytes.functional import has_avx512bf16
+
     return bool(has_avx512bf16())
 
 
@@ -59,6 +62,7 @@ class _DropHubKernelAdvice(logging.Filter):
 def import_bnb() -> Any:
     logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropHubKernelAdvice())
     import bitsandbytes
+
     return bitsandbytes
 
 
@@ -71,8 +75,13 @@ def nf4_bnb_config(compute_dtype: torch.dtype, double_quant: bool = False) -> An
     same NF4_QUANT_TYPE. Building it needs no bitsandbytes; loading with it does.
     """
     from transformers import BitsAndBytesConfig
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=NF4_QUANT_TYPE,
-                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute_dtype)
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=NF4_QUANT_TYPE,
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
 
 
 # --- 4-bit: the big linear layers in NF4, the precision-sensitive ones and the embedding in 16 bits ----------
@@ -136,10 +145,12 @@ def _int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     q = torch.empty(weight.shape, dtype=torch.int8)
     scale = torch.empty(weight.shape[0], dtype=torch.float32)
     for start in range(0, weight.shape[0], INT8_CHUNK_ROWS):
-        rows = weight[start:start + INT8_CHUNK_ROWS].detach().to(torch.float32, copy=True)
+        rows = weight[start : start + INT8_CHUNK_ROWS].detach().to(torch.float32, copy=True)
         s = rows.abs().amax(dim=1).clamp(min=1e-12) / 127
-        q[start:start + len(rows)] = rows.div_(s[:, None]).round_().clamp_(-127, 127)  # in place: one chunk of scratch
-        scale[start:start + len(rows)] = s
+        q[start : start + len(rows)] = (
+            rows.div_(s[:, None]).round_().clamp_(-127, 127)
+        )  # in place: one chunk of scratch
+        scale[start : start + len(rows)] = s
     return q, scale.to(torch.bfloat16)
 
 
@@ -153,8 +164,17 @@ def _int8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> 
     if x.dim() < 3 or x.shape[-2] == 1:
         out = torch._weight_int8pack_mm(rows, weight, scale)
     else:
-        out = torch.cat([nn.functional.linear(rows, weight[i:i + INT8_CHUNK_ROWS].to(torch.bfloat16))
-                         for i in range(0, weight.shape[0], INT8_CHUNK_ROWS)], dim=-1).float().mul_(scale.float())
+        out = (
+            torch.cat(
+                [
+                    nn.functional.linear(rows, weight[i : i + INT8_CHUNK_ROWS].to(torch.bfloat16))
+                    for i in range(0, weight.shape[0], INT8_CHUNK_ROWS)
+                ],
+                dim=-1,
+            )
+            .float()
+            .mul_(scale.float())
+        )
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
@@ -202,6 +222,7 @@ def fast_nf4_class() -> type:
     """
     bnb = import_bnb()
     from bitsandbytes.cextension import lib
+
     kernel = getattr(getattr(lib, "_lib", None), "gemv_4bit_inference_cpu_nf4_bf16", None)
 
     class FastNF4Linear(bnb.nn.Linear4bit):
@@ -216,20 +237,38 @@ def fast_nf4_class() -> type:
             weight, absmax, n, k, blocksize = self._fast
             rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
             out = torch.empty((rows.shape[0], self.out_features), dtype=torch.bfloat16)
-            kernel(ctypes.c_int64(rows.shape[0]), n, k, ctypes.c_void_p(rows.data_ptr()),
-                   ctypes.c_void_p(weight.data_ptr()), ctypes.c_void_p(absmax.data_ptr()),
-                   ctypes.c_void_p(out.data_ptr()), blocksize, k, n)  # row strides = K and N (contiguous)
+            kernel(
+                ctypes.c_int64(rows.shape[0]),
+                n,
+                k,
+                ctypes.c_void_p(rows.data_ptr()),
+                ctypes.c_void_p(weight.data_ptr()),
+                ctypes.c_void_p(absmax.data_ptr()),
+                ctypes.c_void_p(out.data_ptr()),
+                blocksize,
+                k,
+                n,
+            )  # row strides = K and N (contiguous)
             out = out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
             return out if self.bias is None else out + self.bias.to(x.dtype)
 
         def _fast_arguments(self) -> tuple | None:
             state = self.weight.quant_state
-            if (kernel is None or not getattr(state, "packing_format_for_cpu", False) or state.nested
-                    or state.quant_type != NF4_QUANT_TYPE or self.weight.device.type != "cpu"):
+            if (
+                kernel is None
+                or not getattr(state, "packing_format_for_cpu", False)
+                or state.nested
+                or state.quant_type != NF4_QUANT_TYPE
+                or self.weight.device.type != "cpu"
+            ):
                 return None
-            return (self.weight.data.view(torch.uint8).contiguous(), state.absmax.to(torch.bfloat16).contiguous(),
-                    ctypes.c_int64(self.out_features), ctypes.c_int64(self.in_features),
-                    ctypes.c_int64(state.blocksize))
+            return (
+                self.weight.data.view(torch.uint8).contiguous(),
+                state.absmax.to(torch.bfloat16).contiguous(),
+                ctypes.c_int64(self.out_features),
+                ctypes.c_int64(self.in_features),
+                ctypes.c_int64(state.blocksize),
+            )
 
         def _apply(self, fn, *args, **kwargs):  # .to() / .cuda() move the weight: the cached one is stale
             self._fast = None
@@ -238,19 +277,37 @@ def fast_nf4_class() -> type:
     return FastNF4Linear
 
 
-def nf4_linear(weight: torch.Tensor | None, shape: tuple[int, int], bias: torch.Tensor | None,
-                compute_dtype: torch.dtype, device: str) -> nn.Module:
+def nf4_linear(
+    weight: torch.Tensor | None,
+    shape: tuple[int, int],
+    bias: torch.Tensor | None,
+    compute_dtype: torch.dtype,
+    device: str,
+) -> nn.Module:
     # weight=None builds an empty shell on the meta device, filled later from a saved 4-bit file
     bnb = import_bnb()
     out_features, in_features = shape
-    layer = fast_nf4_class()(in_features, out_features, bias=bias is not None, compute_dtype=compute_dtype,
-                             compress_statistics=False, quant_type=NF4_QUANT_TYPE, device="meta")
+    layer = fast_nf4_class()(
+        in_features,
+        out_features,
+        bias=bias is not None,
+        compute_dtype=compute_dtype,
+        compress_statistics=False,
+        quant_type=NF4_QUANT_TYPE,
+        device="meta",
+    )
     # bitsandbytes' fused CPU kernel needs whole 32-row blocks and whole quantization blocks per row
     layer.support_avx512bf16_for_cpu &= out_features % CPU_PACK_ROWS == 0 and in_features % NF4_BLOCKSIZE == 0
     if weight is None:
         return layer
-    layer.weight = bnb.nn.Params4bit(weight.detach(), requires_grad=False, blocksize=NF4_BLOCKSIZE,
-                                     compress_statistics=False, quant_type=NF4_QUANT_TYPE, module=layer)
+    layer.weight = bnb.nn.Params4bit(
+        weight.detach(),
+        requires_grad=False,
+        blocksize=NF4_BLOCKSIZE,
+        compress_statistics=False,
+        quant_type=NF4_QUANT_TYPE,
+        module=layer,
+    )
     if bias is not None:
         layer.bias = nn.Parameter(bias.detach().to(compute_dtype, copy=True), requires_grad=False)
     return layer.to(device)  # Params4bit quantizes when it moves to a real device
@@ -265,8 +322,13 @@ def convert_4bit_(model: Any, compute_dtype: torch.dtype, half: torch.dtype, dev
             if type(child) is not nn.Linear or (parent is model and name == "lm_head"):
                 continue
             weight = child.weight if with_weights else None
-            setattr(parent, name, HalfLinear(child.weight, child.bias, half) if name in keep else
-                    nf4_linear(weight, tuple(child.weight.shape), child.bias, compute_dtype, device))
+            setattr(
+                parent,
+                name,
+                HalfLinear(child.weight, child.bias, half)
+                if name in keep
+                else nf4_linear(weight, tuple(child.weight.shape), child.bias, compute_dtype, device),
+            )
     table = model.get_input_embeddings()
     tied = model.lm_head.weight is table.weight
     embedding = LowPrecisionEmbedding(table.weight, half, compute_dtype)
@@ -290,7 +352,7 @@ def quantize_4bit_(model: Any, device: str, compute_dtype: torch.dtype = torch.f
 def own_the_rest_(model: Any, device: str, compute_dtype: torch.dtype, half: torch.dtype) -> None:
     bnb = import_bnb()
     for module in model.modules():
-        for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+        for _, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
             if isinstance(tensor, bnb.nn.Params4bit):
                 continue
             if isinstance(module, (HalfLinear, LowPrecisionEmbedding)):
@@ -298,6 +360,7 @@ def own_the_rest_(model: Any, device: str, compute_dtype: torch.dtype, half: tor
             else:
                 dtype = compute_dtype if tensor.is_floating_point() else tensor.dtype
                 tensor.data = tensor.data.to(device=device, dtype=dtype, copy=True)
+
 
 def uses_int8_16bit_layers(device: str) -> bool:
     """Whether int8_16bit_layers_ applies: CPUs with AVX512-BF16, where torch's int8 kernel beats bf16."""
@@ -330,6 +393,7 @@ def int8_16bit_layers_(model: Any) -> None:
 def write_4bit_weights(model: Any, directory: Path, source_model_id: str) -> None:
     """Write a quantize_4bit_ model's NF4 + 16-bit weights and the format marker into `directory`."""
     from safetensors.torch import save_file
+
     tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
     state, seen = {}, set()
     for key, tensor in model.state_dict().items():
@@ -341,14 +405,28 @@ def write_4bit_weights(model: Any, directory: Path, source_model_id: str) -> Non
         seen.add(tensor.data_ptr())
         state[key] = tensor
     save_file(state, str(directory / QUANTIZED_WEIGHTS), metadata={"format": QUANTIZED_FORMAT})
-    marker = {"format": QUANTIZED_FORMAT, "quantization": "4bit", "quant_type": NF4_QUANT_TYPE,
-              "blocksize": NF4_BLOCKSIZE, "source_model_id": source_model_id}
+    marker = {
+        "format": QUANTIZED_FORMAT,
+        "quantization": "4bit",
+        "quant_type": NF4_QUANT_TYPE,
+        "blocksize": NF4_BLOCKSIZE,
+        "source_model_id": source_model_id,
+    }
     (directory / QUANTIZED_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
 
-_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
-                       "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
-                       "BOOL": torch.bool}
+_SAFETENSORS_DTYPES = {
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F64": torch.float64,
+    "U8": torch.uint8,
+    "I8": torch.int8,
+    "I16": torch.int16,
+    "I32": torch.int32,
+    "I64": torch.int64,
+    "BOOL": torch.bool,
+}
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -374,9 +452,12 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def load_prequantized(path: Path, device: str, compute_dtype: torch.dtype) -> Any:
     marker = json.loads((path / QUANTIZED_MARKER).read_text(encoding="utf-8"))
     if marker.get("format") != QUANTIZED_FORMAT:
-        raise ModelLoadError(f"{path / QUANTIZED_MARKER} has format {marker.get('format')!r}, this version reads "
-                             f"{QUANTIZED_FORMAT!r}; re-save the model with save_quantized_model_dir")
+        raise ModelLoadError(
+            f"{path / QUANTIZED_MARKER} has format {marker.get('format')!r}, this version reads "
+            f"{QUANTIZED_FORMAT!r}; re-save the model with save_quantized_model_dir"
+        )
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationConfig
+
     bnb = import_bnb()
     with torch.device("meta"):
         model = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(path))
@@ -386,15 +467,16 @@ def load_prequantized(path: Path, device: str, compute_dtype: torch.dtype) -> An
     for name, module in model.named_modules():
         if isinstance(module, bnb.nn.Linear4bit):
             key = f"{name}.weight"
-            stats = {k[len(key) + 1:]: state.pop(k) for k in [k for k in state if k.startswith(key + ".")]}
+            stats = {k[len(key) + 1 :]: state.pop(k) for k in [k for k in state if k.startswith(key + ".")]}
             if key not in state:
                 raise ModelLoadError(f"{path / QUANTIZED_WEIGHTS} has no {key}; re-save the model")
             module.weight = bnb.nn.Params4bit.from_prequantized(state.pop(key), stats, device=device, module=module)
     model.load_state_dict(state, strict=False, assign=True)
     missing = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if missing:
-        raise ModelLoadError(f"{path / QUANTIZED_WEIGHTS} is incomplete (no {', '.join(missing[:3])}); "
-                             "re-save the model")
+        raise ModelLoadError(
+            f"{path / QUANTIZED_WEIGHTS} is incomplete (no {', '.join(missing[:3])}); re-save the model"
+        )
     own_the_rest_(model, device, compute_dtype, half)
     if (path / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(path)

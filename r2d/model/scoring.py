@@ -21,11 +21,12 @@ values are computed once per case. This is the one home of that chunking: caller
 Backends that compute the token log-probs another way (CTranslate2, r2d.model.ct2) turn them into LabelScores
 with scores_from_token_logprobs, so the normalisation above is written once.
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
@@ -66,24 +67,35 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def tokenize_inputs(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int,
-                    device: torch.device | str) -> BatchEncoding:
+def tokenize_inputs(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int, device: torch.device | str
+) -> BatchEncoding:
     """Tokenise encoder inputs, padded to the longest and cut at max_tokens."""
-    return tokenizer(list(texts), max_length=max_tokens, truncation=True, padding=True,
-                     return_tensors="pt").to(device)
+    return tokenizer(list(texts), max_length=max_tokens, truncation=True, padding=True, return_tensors="pt").to(device)
 
 
 def tokenize_targets(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int) -> torch.Tensor:
     """Decoder targets (batch, T) with padding replaced by IGNORE_INDEX; cut at max_tokens unless it is 0."""
     cut = max_tokens > 0
-    ids = tokenizer(text_target=list(texts), max_length=max_tokens if cut else None, truncation=cut, padding=True,
-                    return_tensors="pt")["input_ids"]
+    ids = tokenizer(
+        text_target=list(texts),
+        max_length=max_tokens if cut else None,
+        truncation=cut,
+        padding=True,
+        return_tensors="pt",
+    )["input_ids"]
     return ids.masked_fill(ids == tokenizer.pad_token_id, IGNORE_INDEX)
 
 
-def score_candidates(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                     candidates: Sequence[Sequence[str]], max_input_tokens: int, max_label_tokens: int,
-                     max_pairs: int = SCORING_PAIRS) -> list[LabelScores]:
+def score_candidates(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    candidates: Sequence[Sequence[str]],
+    max_input_tokens: int,
+    max_label_tokens: int,
+    max_pairs: int = SCORING_PAIRS,
+) -> list[LabelScores]:
     """Score each prompt's own candidate list. One encoder pass for all prompts, then the decoder over the
     (case, candidate) pairs in calls of at most `max_pairs`. Runs without gradients and in eval mode.
     max_label_tokens 0 = labels are never cut."""
@@ -100,8 +112,8 @@ def score_candidates(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         enc = tokenize_inputs(tokenizer, prompts, max_input_tokens, device)
         hidden = model.get_encoder()(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
         for start in range(0, len(flat), max_pairs):
-            rows = owner[start:start + max_pairs]
-            targets = tokenize_targets(tokenizer, flat[start:start + max_pairs], max_label_tokens).to(device)
+            rows = owner[start : start + max_pairs]
+            targets = tokenize_targets(tokenizer, flat[start : start + max_pairs], max_label_tokens).to(device)
             logits = _decode_packed(model, hidden, enc["attention_mask"], rows, targets)
             mask = targets != IGNORE_INDEX
             logp = torch.log_softmax(logits.float(), dim=-1)  # (pairs, T, vocab)
@@ -111,8 +123,13 @@ def score_candidates(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     return _group(candidates, seq_logp, mean_logp)
 
 
-def _decode_packed(model: PreTrainedModel, hidden: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor,
-                   targets: torch.Tensor) -> torch.Tensor:
+def _decode_packed(
+    model: PreTrainedModel,
+    hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    rows: torch.Tensor,
+    targets: torch.Tensor,
+) -> torch.Tensor:
     """Teacher-forced logits (pairs, T, vocab) of `targets`, pair i being a candidate of case rows[i].
 
     The pairs of one case are packed one after another into a single decoder row, so the decoder's
@@ -125,13 +142,18 @@ def _decode_packed(model: PreTrainedModel, hidden: torch.Tensor, attention_mask:
     present = torch.arange(n_blocks, device=rows.device)[None, :] < counts[:, None]  # (cases, blocks)
     packed = torch.full((len(cases), n_blocks, width), IGNORE_INDEX, dtype=targets.dtype, device=targets.device)
     packed[present] = targets
-    start = torch.full((len(cases), n_blocks, 1), model.config.decoder_start_token_id, dtype=targets.dtype,
-                       device=targets.device)
+    start = torch.full(
+        (len(cases), n_blocks, 1), model.config.decoder_start_token_id, dtype=targets.dtype, device=targets.device
+    )
     inputs = torch.cat([start, packed[..., :-1]], dim=-1)  # each block: its target shifted right
     inputs = inputs.masked_fill(inputs == IGNORE_INDEX, model.config.pad_token_id)
-    out = model(encoder_outputs=(hidden.index_select(0, cases),), attention_mask=attention_mask.index_select(0, cases),
-                decoder_input_ids=inputs.reshape(len(cases), n_blocks * width), use_cache=False,
-                decoder_attention_mask=_block_causal_mask(n_blocks, width, hidden.dtype, hidden.device))
+    out = model(
+        encoder_outputs=(hidden.index_select(0, cases),),
+        attention_mask=attention_mask.index_select(0, cases),
+        decoder_input_ids=inputs.reshape(len(cases), n_blocks * width),
+        use_cache=False,
+        decoder_attention_mask=_block_causal_mask(n_blocks, width, hidden.dtype, hidden.device),
+    )
     return out.logits.reshape(len(cases), n_blocks, width, -1)[present]
 
 
@@ -143,8 +165,9 @@ def _block_causal_mask(n_blocks: int, width: int, dtype: torch.dtype, device: to
     return mask[None, None]
 
 
-def scores_from_token_logprobs(candidates: Sequence[Sequence[str]],
-                               token_logps: Sequence[Sequence[float]]) -> list[LabelScores]:
+def scores_from_token_logprobs(
+    candidates: Sequence[Sequence[str]], token_logps: Sequence[Sequence[float]]
+) -> list[LabelScores]:
     """LabelScores from each (case, candidate) pair's token log-probs (`</s>` included), pairs grouped by case
     in candidate order: the same sums, softmax and confidence as score_candidates. For backends that score
     the pairs themselves (r2d.model.ct2). Raises ValueError when the pair count does not match the candidates."""
@@ -159,19 +182,31 @@ def scores_from_token_logprobs(candidates: Sequence[Sequence[str]],
 def _group(candidates: Sequence[Sequence[str]], seq_logp: list[float], mean_logp: list[float]) -> list[LabelScores]:
     results, start = [], 0
     for cands in candidates:
-        ll = torch.tensor(seq_logp[start:start + len(cands)])
+        ll = torch.tensor(seq_logp[start : start + len(cands)])
         probs = torch.softmax(ll, dim=0).tolist()
         best = int(ll.argmax())
-        results.append(LabelScores(labels=tuple(cands), log_likelihoods=tuple(ll.tolist()),
-                                   probabilities=tuple(probs),
-                                   confidence=float(torch.tensor(mean_logp[start + best]).exp())))
+        results.append(
+            LabelScores(
+                labels=tuple(cands),
+                log_likelihoods=tuple(ll.tolist()),
+                probabilities=tuple(probs),
+                confidence=float(torch.tensor(mean_logp[start + best]).exp()),
+            )
+        )
         start += len(cands)
     return results
 
 
-def score_labels(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                 label_set: Sequence[str], max_input_tokens: int, max_label_tokens: int,
-                 max_pairs: int = SCORING_PAIRS) -> list[LabelScores]:
+def score_labels(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    label_set: Sequence[str],
+    max_input_tokens: int,
+    max_label_tokens: int,
+    max_pairs: int = SCORING_PAIRS,
+) -> list[LabelScores]:
     """Score every prompt against the same closed label set (KTAS levels, yes/no/maybe)."""
-    return score_candidates(model, tokenizer, prompts, [list(label_set)] * len(prompts),
-                            max_input_tokens, max_label_tokens, max_pairs)
+    return score_candidates(
+        model, tokenizer, prompts, [list(label_set)] * len(prompts), max_input_tokens, max_label_tokens, max_pairs
+    )

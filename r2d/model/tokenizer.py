@@ -11,10 +11,11 @@ expects. Three choices make a small model's copying task short and regular:
   in letters ("▁ B l o o d", "▁Chi e f") and stopped far below the vocabulary asked for, while BPE makes
   every frequent word of the corpus one piece ("▁Blood", "▁Chief", "▁SpO").
 """
+
 from __future__ import annotations
 
 import itertools
-from typing import Iterable
+from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
@@ -43,7 +44,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, split_digits: bool = 
     # one line with every digit: none is ever <unk>, even if the corpus lacks it
     tok.train_from_iterator(itertools.chain(texts, [" ".join(DIGITS)]), trainer=trainer)
     eos = tok.token_to_id("</s>")
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                       special_tokens=[("</s>", eos)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
-                                   unk_token="<unk>", model_max_length=1024)
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=1024
+    )

@@ -7,9 +7,11 @@ Two measures, both read from the stored batch prediction (no model call when ord
   is where a nurse's correction changes the most.
 "upload" keeps the file's order. Items without a prediction go last, in upload order.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 ORDERS = ("upload", "least_confident", "disagreement")
 DEFAULT_ORDER = "upload"

@@ -8,12 +8,13 @@ Independence: an adjudicator who reviewed the case cannot settle it in favour of
 it, or writing a final of their own), unless nobody else could: every reviewer the store knows reviewed
 this case. Then it is allowed and the event's note records it. Conceding to another reviewer is always allowed.
 """
+
 from __future__ import annotations
 
 import html
 import logging
 import uuid
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from r2d.errors import ReviewActionError
 from r2d.review.export import ExportCase, export_cases, pending_cases
@@ -29,8 +30,11 @@ WRITE = "write"  # the pick that means "write the final" instead of adopting a r
 
 def written_finals(store: ReviewStore) -> set[int]:
     """Review ids that adjudicators wrote as a case's final (not a reviewer's review: agreement leaves them out)."""
-    return {e.review_id for e in store.events("adjudicate")
-            if e.review_id is not None and e.note.startswith(WRITTEN_FINAL_NOTE)}
+    return {
+        e.review_id
+        for e in store.events("adjudicate")
+        if e.review_id is not None and e.note.startswith(WRITTEN_FINAL_NOTE)
+    }
 
 
 def reviewer_reviews(store: ReviewStore) -> list[ReviewRecord]:
@@ -72,8 +76,10 @@ def hidden_from(store: ReviewStore, case: ExportCase, viewer: str) -> str:
         return ""
     batches = {r.batch_id for r in case.reviews if r.batch_id}
     if any(r.reviewer == viewer and r.batch_id in batches for r in store.reviewer_reviews()):
-        return ("You review the batch this case is in and have not reviewed this case yet: review it first "
-                "(blind review), then adjudicate it, or ask someone else to.")
+        return (
+            "You review the batch this case is in and have not reviewed this case yet: review it first "
+            "(blind review), then adjudicate it, or ask someone else to."
+        )
     return ""
 
 
@@ -107,14 +113,18 @@ def find_case(store: ReviewStore, case_id: str) -> ExportCase:
 
 def pick_choices(case: ExportCase, label_names: Mapping[str, str]) -> list[tuple[str, str]]:
     """(label, value) of the adjudicator's options: each review, then writing the final."""
-    return [(f"Adopt #{r.review_id} ({r.reviewer}): {format_label(r.final_label, label_names)}", str(r.review_id))
-            for r in case.reviews] + [("Write the final label and rationale myself", WRITE)]
+    return [
+        (f"Adopt #{r.review_id} ({r.reviewer}): {format_label(r.final_label, label_names)}", str(r.review_id))
+        for r in case.reviews
+    ] + [("Write the final label and rationale myself", WRITE)]
 
 
 def _diff_html(before: str, after: str) -> str:
     tags = {DIFF_ADDED: "ins", DIFF_REMOVED: "del"}
-    return "".join(f"<{tags[kind]}>{html.escape(text)}</{tags[kind]}>" if kind else html.escape(text)
-                   for text, kind in word_diff(before, after))
+    return "".join(
+        f"<{tags[kind]}>{html.escape(text)}</{tags[kind]}>" if kind else html.escape(text)
+        for text, kind in word_diff(before, after)
+    )
 
 
 def side_by_side_html(case: ExportCase, label_names: Mapping[str, str]) -> str:
@@ -126,13 +136,17 @@ def side_by_side_html(case: ExportCase, label_names: Mapping[str, str]) -> str:
         rating = f" · rated {r.rating}/5" if r.rating else ""
         comment = f"<p class='r2d-adj-comment'>Comment: {html.escape(r.comment)}</p>" if r.comment else ""
         text = html.escape(r.final_rationale) if i == 0 else _diff_html(first, r.final_rationale)
-        columns.append(f"<section><h4>#{r.review_id} · {html.escape(r.reviewer)}</h4>"
-                       f"<p><b>{html.escape(format_label(r.final_label, label_names))}</b> · {r.action}{rating}</p>"
-                       f"{comment}<p class='r2d-adj-rationale'>{text}</p></section>")
-    return (f"<div class='r2d-adj'><p><b>Case:</b> {html.escape(case.review.case_text)}</p>"
-            f"<p>{html.escape(why_open(case, label_names))}. Rationales after the first show what differs from "
-            f"#{case.reviews[0].review_id} (<ins>added</ins>, <del>removed</del>).</p>"
-            f"<div class='r2d-adj-grid'>{''.join(columns)}</div></div>")
+        columns.append(
+            f"<section><h4>#{r.review_id} · {html.escape(r.reviewer)}</h4>"
+            f"<p><b>{html.escape(format_label(r.final_label, label_names))}</b> · {r.action}{rating}</p>"
+            f"{comment}<p class='r2d-adj-rationale'>{text}</p></section>"
+        )
+    return (
+        f"<div class='r2d-adj'><p><b>Case:</b> {html.escape(case.review.case_text)}</p>"
+        f"<p>{html.escape(why_open(case, label_names))}. Rationales after the first show what differs from "
+        f"#{case.reviews[0].review_id} (<ins>added</ins>, <del>removed</del>).</p>"
+        f"<div class='r2d-adj-grid'>{''.join(columns)}</div></div>"
+    )
 
 
 def independence_note(store: ReviewStore, case: ExportCase, adjudicator: str, review_id: int | None) -> str:
@@ -146,7 +160,8 @@ def independence_note(store: ReviewStore, case: ExportCase, adjudicator: str, re
     if independent:
         raise ReviewActionError(
             "you reviewed this case yourself, so you cannot settle it your way; adopt another reviewer's review, "
-            f"or ask a reviewer who did not review it ({', '.join(independent[:3])}) to adjudicate")
+            f"or ask a reviewer who did not review it ({', '.join(independent[:3])}) to adjudicate"
+        )
     return SELF_NOTE
 
 
@@ -169,16 +184,29 @@ def write_final(store: ReviewStore, adjudicator: str, case_id: str, label: str, 
     if label not in base.model_probabilities:
         raise ReviewActionError(f"choose the final label (one of {', '.join(base.model_probabilities)})")
     record = ReviewRecord(
-        submission_id=f"adjudication-{uuid.uuid4().hex}", reviewer=adjudicator.strip(), case_id=case_id,
-        case_text=base.case_text, model_id=base.model_id, quantization=base.quantization,
+        submission_id=f"adjudication-{uuid.uuid4().hex}",
+        reviewer=adjudicator.strip(),
+        case_id=case_id,
+        case_text=base.case_text,
+        model_id=base.model_id,
+        quantization=base.quantization,
         prompt_version=base.prompt_version,
         action=classify_action(base.model_label, base.model_rationale, label, rationale),
-        model_label=base.model_label, model_rationale=base.model_rationale,
-        model_probabilities=dict(base.model_probabilities), final_label=label, final_rationale=rationale.strip())
+        model_label=base.model_label,
+        model_rationale=base.model_rationale,
+        model_probabilities=dict(base.model_probabilities),
+        final_label=label,
+        final_rationale=rationale.strip(),
+    )
     validate_review(record)
     stored = store.submit(record).record
-    store.add_event(adjudicator, "adjudicate", case_id, review_id=stored.review_id,
-                    note=" · ".join(n for n in (WRITTEN_FINAL_NOTE, note) if n))
+    store.add_event(
+        adjudicator,
+        "adjudicate",
+        case_id,
+        review_id=stored.review_id,
+        note=" · ".join(n for n in (WRITTEN_FINAL_NOTE, note) if n),
+    )
     return stored
 
 
@@ -187,5 +215,7 @@ def open_markdown(cases: Sequence[ExportCase]) -> str:
     n = sum(c.pending for c in cases)
     if not n:
         return "**Nothing to adjudicate:** every case with several reviewers is settled."
-    return (f"**{n} case(s) to adjudicate:** their reviewers disagree on the label or the rationale, and the export "
-            "holds them back until you settle them.")
+    return (
+        f"**{n} case(s) to adjudicate:** their reviewers disagree on the label or the rationale, and the export "
+        "holds them back until you settle them."
+    )

@@ -6,12 +6,13 @@ Fleiss' kappa uses the usual generalisation to a varying number of raters per ca
 agreement is averaged over its own rater pairs); with the same number of raters everywhere it is
 exactly Fleiss (1971).
 """
+
 from __future__ import annotations
 
 import itertools
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from r2d.review.store import ReviewRecord
 
@@ -74,13 +75,17 @@ def agreement(reviews: Sequence[ReviewRecord]) -> Agreement:
         by_case[r.case_id].append(r)
     shared = {case: rs for case, rs in by_case.items() if len(rs) >= 2}
     tables = [Counter(r.final_label for r in rs) for rs in shared.values()]
-    per_case = [sum(c * (c - 1) for c in t.values()) / (len(rs) * (len(rs) - 1))
-                for t, rs in zip(tables, shared.values())]
+    per_case = [
+        sum(c * (c - 1) for c in t.values()) / (len(rs) * (len(rs) - 1)) for t, rs in zip(tables, shared.values())
+    ]
     return Agreement(
-        n_cases=len(shared), n_reviewers=len({r.reviewer for rs in shared.values() for r in rs}),
-        observed=sum(per_case) / len(per_case) if per_case else None, fleiss=fleiss_kappa(tables),
-        pairs=_pairs(shared), disagreements=tuple(tuple(rs) for rs in shared.values()
-                                                  if len({r.final_label for r in rs}) > 1))
+        n_cases=len(shared),
+        n_reviewers=len({r.reviewer for rs in shared.values() for r in rs}),
+        observed=sum(per_case) / len(per_case) if per_case else None,
+        fleiss=fleiss_kappa(tables),
+        pairs=_pairs(shared),
+        disagreements=tuple(tuple(rs) for rs in shared.values() if len({r.final_label for r in rs}) > 1),
+    )
 
 
 def _pairs(shared: Mapping[str, Sequence[ReviewRecord]]) -> tuple[PairAgreement, ...]:
@@ -89,6 +94,10 @@ def _pairs(shared: Mapping[str, Sequence[ReviewRecord]]) -> tuple[PairAgreement,
         by_reviewer = {r.reviewer: r.final_label for r in rs}
         for x, y in itertools.combinations(sorted(by_reviewer), 2):
             labels[(x, y)].append((by_reviewer[x], by_reviewer[y]))
-    pairs = [PairAgreement(pair, len(v), sum(a == b for a, b in v) / len(v),
-                           cohen_kappa([a for a, _ in v], [b for _, b in v])) for pair, v in labels.items()]
+    pairs = [
+        PairAgreement(
+            pair, len(v), sum(a == b for a, b in v) / len(v), cohen_kappa([a for a, _ in v], [b for _, b in v])
+        )
+        for pair, v in labels.items()
+    ]
     return tuple(sorted(pairs, key=lambda p: (-p.n_cases, p.reviewers)))

@@ -14,6 +14,7 @@ transaction as the row. Rewriting history now needs the key too. Whoever holds b
 it: the chain heads recorded in every export's meta (and printed by `python -m training.integrity`) then show
 a rewrite of anything up to them, so keep a copy of the key and of the printed heads elsewhere.
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,21 +24,40 @@ import json
 import os
 import secrets
 import sqlite3
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from r2d.errors import FeedbackStoreError
 
 GENESIS = "0" * 64
 PRIVATE_MODE = 0o600
 # the columns each chain covers, fixed so that a future column does not change old hashes
-REVIEW_COLUMNS = ("review_id", "submission_id", "created_at", "reviewer", "case_id", "case_text", "batch_id",
-                   "item_index", "model_id", "quantization", "prompt_version", "action", "model_label",
-                   "model_rationale", "model_probabilities", "final_label", "final_rationale", "rating", "comment",
-                   "consistency_label", "time_on_task_s")
-EVENT_COLUMNS = ("event_id", "created_at", "reviewer", "kind", "case_id", "review_id", "batch_id", "item_index",
-                 "note")
+REVIEW_COLUMNS = (
+    "review_id",
+    "submission_id",
+    "created_at",
+    "reviewer",
+    "case_id",
+    "case_text",
+    "batch_id",
+    "item_index",
+    "model_id",
+    "quantization",
+    "prompt_version",
+    "action",
+    "model_label",
+    "model_rationale",
+    "model_probabilities",
+    "final_label",
+    "final_rationale",
+    "rating",
+    "comment",
+    "consistency_label",
+    "time_on_task_s",
+)
+EVENT_COLUMNS = ("event_id", "created_at", "reviewer", "kind", "case_id", "review_id", "batch_id", "item_index", "note")
 
 
 @dataclass(frozen=True)
@@ -74,26 +94,60 @@ class Chain:
 _CHAIN_LIST = (
     Chain("reviews", "review_chain", ("review_id",), REVIEW_COLUMNS, "review"),
     Chain("review_events", "event_chain", ("event_id",), EVENT_COLUMNS, "reviewer action"),
-    Chain("batches", "batch_chain", ("batch_id",),
-          ("batch_id", "name", "created_at", "created_by", "model_id", "n_items"), "batch"),
-    Chain("batch_items", "batch_item_chain", ("batch_id", "item_index"),
-          ("batch_id", "item_index", "case_id", "case_text"), "batch item"),
-    Chain("batch_predictions", "batch_prediction_chain", ("batch_id", "item_index"),
-          ("batch_id", "item_index", "created_at", "prediction"), "batch prediction"),
-    Chain("batch_item_sources", "batch_item_source_chain", ("batch_id", "item_index"),
-          ("batch_id", "item_index", "source_id"), "upload id of batch item"),
-    Chain("drafts", "draft_chain", ("draft_id",), ("draft_id", "created_at", "reviewer", "case_id", "draft"),
-          "draft"),
-    Chain("exports", "export_chain", ("export_id",), ("export_id", "created_at", "exported_by", "out_dir", "meta"),
-          "export log entry"),
+    Chain(
+        "batches",
+        "batch_chain",
+        ("batch_id",),
+        ("batch_id", "name", "created_at", "created_by", "model_id", "n_items"),
+        "batch",
+    ),
+    Chain(
+        "batch_items",
+        "batch_item_chain",
+        ("batch_id", "item_index"),
+        ("batch_id", "item_index", "case_id", "case_text"),
+        "batch item",
+    ),
+    Chain(
+        "batch_predictions",
+        "batch_prediction_chain",
+        ("batch_id", "item_index"),
+        ("batch_id", "item_index", "created_at", "prediction"),
+        "batch prediction",
+    ),
+    Chain(
+        "batch_item_sources",
+        "batch_item_source_chain",
+        ("batch_id", "item_index"),
+        ("batch_id", "item_index", "source_id"),
+        "upload id of batch item",
+    ),
+    Chain("drafts", "draft_chain", ("draft_id",), ("draft_id", "created_at", "reviewer", "case_id", "draft"), "draft"),
+    Chain(
+        "exports",
+        "export_chain",
+        ("export_id",),
+        ("export_id", "created_at", "exported_by", "out_dir", "meta"),
+        "export log entry",
+    ),
 )
 CHAINS: dict[str, Chain] = {c.table: c for c in _CHAIN_LIST}
 # tables whose rows are never updated or deleted (r2d.review.store creates them; append_only_sql, the triggers)
-APPEND_ONLY = ("reviews", "batches", "batch_items", "batch_predictions", "exports", "review_events", "drafts",
-               "batch_item_sources")
-PROTECTED_TRIGGERS = (tuple(f"{t}_no_{op}" for t in APPEND_ONLY for op in ("update", "delete"))
-                      + ("reviews_no_replace", "review_events_no_replace")
-                      + tuple(f"{c.chain_table}_no_{op}" for c in _CHAIN_LIST for op in ("update", "delete")))
+APPEND_ONLY = (
+    "reviews",
+    "batches",
+    "batch_items",
+    "batch_predictions",
+    "exports",
+    "review_events",
+    "drafts",
+    "batch_item_sources",
+)
+PROTECTED_TRIGGERS = (
+    tuple(f"{t}_no_{op}" for t in APPEND_ONLY for op in ("update", "delete"))
+    + ("reviews_no_replace", "review_events_no_replace")
+    + tuple(f"{c.chain_table}_no_{op}" for c in _CHAIN_LIST for op in ("update", "delete"))
+)
 SEALED_MARK = "audit_sealed"  # store_meta key: the chains are sealed, so a missing key file is an error
 
 
@@ -102,14 +156,20 @@ def _chain_table_sql(chain: Chain) -> str:
         columns = f"{chain.key[0]} INTEGER PRIMARY KEY REFERENCES {chain.table} ({chain.key[0]})"
     else:
         columns = "seq INTEGER PRIMARY KEY, row_key TEXT NOT NULL UNIQUE"
-    return (f"CREATE TABLE IF NOT EXISTS {chain.chain_table} ({columns}, prev_hash TEXT NOT NULL, "
-            f"row_hash TEXT NOT NULL);"
-            + "".join(f"CREATE TRIGGER IF NOT EXISTS {chain.chain_table}_no_{op} BEFORE {op.upper()} ON "
-                      f"{chain.chain_table} BEGIN SELECT RAISE(ABORT, '{chain.chain_table} is append-only'); END;"
-                      for op in ("update", "delete")))
+    return (
+        f"CREATE TABLE IF NOT EXISTS {chain.chain_table} ({columns}, prev_hash TEXT NOT NULL, "
+        f"row_hash TEXT NOT NULL);"
+        + "".join(
+            f"CREATE TRIGGER IF NOT EXISTS {chain.chain_table}_no_{op} BEFORE {op.upper()} ON "
+            f"{chain.chain_table} BEGIN SELECT RAISE(ABORT, '{chain.chain_table} is append-only'); END;"
+            for op in ("update", "delete")
+        )
+    )
 
 
-SCHEMA = "".join(_chain_table_sql(c) for c in _CHAIN_LIST) + """
+SCHEMA = (
+    "".join(_chain_table_sql(c) for c in _CHAIN_LIST)
+    + """
 CREATE TRIGGER IF NOT EXISTS reviews_no_replace BEFORE INSERT ON reviews
 WHEN EXISTS (SELECT 1 FROM reviews WHERE review_id = NEW.review_id OR submission_id = NEW.submission_id)
 BEGIN SELECT RAISE(ABORT, 'reviews is append-only: a review id or submission id cannot be reused'); END;
@@ -117,25 +177,29 @@ CREATE TRIGGER IF NOT EXISTS review_events_no_replace BEFORE INSERT ON review_ev
 WHEN EXISTS (SELECT 1 FROM review_events WHERE event_id = NEW.event_id)
 BEGIN SELECT RAISE(ABORT, 'review_events is append-only: an event id cannot be reused'); END;
 """
+)
 
 
 def append_only_sql(tables: Iterable[str] = APPEND_ONLY) -> str:
     """The triggers that refuse UPDATE and DELETE on tables (created by r2d.review.store, checked by verify_chain)."""
-    return "".join(f"CREATE TRIGGER IF NOT EXISTS {t}_no_update BEFORE UPDATE ON {t} BEGIN "
-                   f"SELECT RAISE(ABORT, '{t} is append-only: add a new row instead'); END;"
-                   f"CREATE TRIGGER IF NOT EXISTS {t}_no_delete BEFORE DELETE ON {t} BEGIN "
-                   f"SELECT RAISE(ABORT, '{t} is append-only'); END;" for t in tables)
+    return "".join(
+        f"CREATE TRIGGER IF NOT EXISTS {t}_no_update BEFORE UPDATE ON {t} BEGIN "
+        f"SELECT RAISE(ABORT, '{t} is append-only: add a new row instead'); END;"
+        f"CREATE TRIGGER IF NOT EXISTS {t}_no_delete BEFORE DELETE ON {t} BEGIN "
+        f"SELECT RAISE(ABORT, '{t} is append-only'); END;"
+        for t in tables
+    )
 
 
 def row_hash(prev_hash: str, row: Mapping[str, Any], columns: tuple[str, ...] = REVIEW_COLUMNS) -> str:
     """sha256 of the previous hash and the row's chained columns (canonical JSON)."""
     payload = json.dumps({c: row[c] for c in columns}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(f"{prev_hash}\n{payload}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{prev_hash}\n{payload}".encode()).hexdigest()
 
 
 def seal(audit_key: bytes, table: str, head: str) -> str:
     """The keyed seal of a chain's head: HMAC-SHA256 over the table's name and the head."""
-    return hmac.new(audit_key, f"{table}\n{head}".encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.new(audit_key, f"{table}\n{head}".encode(), hashlib.sha256).hexdigest()
 
 
 def chain_head(conn: sqlite3.Connection, table: str = "reviews") -> str:
@@ -158,11 +222,14 @@ def append_rows(conn: sqlite3.Connection, table: str, keys: Iterable[tuple], aud
         if chain.legacy:
             conn.execute(f"INSERT INTO {chain.chain_table} VALUES (?, ?, ?)", (chain.row_key(row), head, digest))
         else:
-            conn.execute(f"INSERT INTO {chain.chain_table} (row_key, prev_hash, row_hash) VALUES (?, ?, ?)",
-                         (chain.row_key(row), head, digest))
+            conn.execute(
+                f"INSERT INTO {chain.chain_table} (row_key, prev_hash, row_hash) VALUES (?, ?, ?)",
+                (chain.row_key(row), head, digest),
+            )
         head = digest
-    conn.execute("INSERT OR REPLACE INTO store_meta VALUES (?, ?)", (f"chain_seal:{table}", seal(audit_key, table,
-                                                                                                 head)))
+    conn.execute(
+        "INSERT OR REPLACE INTO store_meta VALUES (?, ?)", (f"chain_seal:{table}", seal(audit_key, table, head))
+    )
     return head
 
 
@@ -235,9 +302,11 @@ def start_chain(conn: sqlite3.Connection, db_path: str | Path) -> bytes:
                 conn.execute("INSERT OR IGNORE INTO store_meta VALUES (?, datetime('now'))", (started,))
             conn.execute("INSERT INTO store_meta VALUES (?, datetime('now'))", (SEALED_MARK,))
         elif audit_key is None:
-            raise FeedbackStoreError(f"the audit key {key_path(db_path).name} beside {Path(db_path).name} is "
-                                     "missing or unreadable: copy it back from where the database came from (it "
-                                     "proves the review history was not rewritten)")
+            raise FeedbackStoreError(
+                f"the audit key {key_path(db_path).name} beside {Path(db_path).name} is "
+                "missing or unreadable: copy it back from where the database came from (it "
+                "proves the review history was not rewritten)"
+            )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -263,12 +332,16 @@ def expected_triggers() -> dict[str, str]:
     and append_only_sql, run on stand-in tables."""
     conn = sqlite3.connect(":memory:")
     try:
-        conn.executescript("CREATE TABLE reviews (review_id, submission_id); CREATE TABLE review_events (event_id);"
-                           + "".join(f"CREATE TABLE {t} (x);" for t in APPEND_ONLY
-                                     if t not in ("reviews", "review_events"))
-                           + "CREATE TABLE store_meta (key, value);" + SCHEMA + append_only_sql())
-        return {n: _normal_sql(sql) for n, sql in conn.execute("SELECT name, sql FROM sqlite_master "
-                                                                "WHERE type = 'trigger'")}
+        conn.executescript(
+            "CREATE TABLE reviews (review_id, submission_id); CREATE TABLE review_events (event_id);"
+            + "".join(f"CREATE TABLE {t} (x);" for t in APPEND_ONLY if t not in ("reviews", "review_events"))
+            + "CREATE TABLE store_meta (key, value);"
+            + SCHEMA
+            + append_only_sql()
+        )
+        return {
+            n: _normal_sql(sql) for n, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+        }
     finally:
         conn.close()
 
@@ -281,9 +354,13 @@ def verify_chain(conn: sqlite3.Connection, audit_key: bytes | None = None) -> li
     triggers = {r[0]: r[1] or "" for r in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")}
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     expected = expected_triggers()
-    problems = [f"trigger {t} is missing (dropped with a raw SQLite client?)" if t not in triggers else
-                f"trigger {t} was replaced: its SQL is not the app's (a no-op of the same name?)"
-                for t in PROTECTED_TRIGGERS if t not in triggers or _normal_sql(triggers[t]) != expected[t]]
+    problems = [
+        f"trigger {t} is missing (dropped with a raw SQLite client?)"
+        if t not in triggers
+        else f"trigger {t} was replaced: its SQL is not the app's (a no-op of the same name?)"
+        for t in PROTECTED_TRIGGERS
+        if t not in triggers or _normal_sql(triggers[t]) != expected[t]
+    ]
     for chain in _CHAIN_LIST:
         if not {chain.table, chain.chain_table} <= tables:
             problems.append(f"table {chain.table} or its chain {chain.chain_table} is missing")
@@ -301,8 +378,9 @@ def _verify_table(conn: sqlite3.Connection, chain: Chain) -> list[str]:
     for entry in conn.execute(f"SELECT * FROM {chain.chain_table} ORDER BY {chain.order}"):
         name = chain.label(entry[chain.entry_key])
         if entry["prev_hash"] != prev:
-            problems.append(f"the audit chain is broken before {what} {name} (an entry was removed or the chain "
-                            "rewritten)")
+            problems.append(
+                f"the audit chain is broken before {what} {name} (an entry was removed or the chain rewritten)"
+            )
         row = rows.pop(entry[chain.entry_key], None)
         if row is None:
             problems.append(f"{what} {name} is in the audit chain but missing from {chain.table} (deleted)")
@@ -318,9 +396,11 @@ def _verify_seal(conn: sqlite3.Connection, chain: Chain, audit_key: bytes) -> li
     if stored is None:
         return [f"the {chain.what} chain has no seal (removed from store_meta?)"]
     if not hmac.compare_digest(stored, seal(audit_key, chain.table, chain_head(conn, chain.table))):
-        return [f"the {chain.what} chain's head does not match its seal: {chain.what}s were appended, removed or "
-                "rewritten outside the app together with their chain entries (or the audit key is not this "
-                "database's)"]
+        return [
+            f"the {chain.what} chain's head does not match its seal: {chain.what}s were appended, removed or "
+            "rewritten outside the app together with their chain entries (or the audit key is not this "
+            "database's)"
+        ]
     return []
 
 
@@ -334,10 +414,11 @@ def verify_heads(conn: sqlite3.Connection, heads: Mapping[str, str], where: str)
             continue
         chain = CHAINS[table]
         if conn.execute(f"SELECT 1 FROM {chain.chain_table} WHERE row_hash = ?", (head,)).fetchone() is None:
-            problems.append(f"the {chain.what} chain head recorded in {where} is no longer in the chain "
-                            f"({chain.what}s up to it were deleted or rewritten)")
+            problems.append(
+                f"the {chain.what} chain head recorded in {where} is no longer in the chain "
+                f"({chain.what}s up to it were deleted or rewritten)"
+            )
     return problems
-
 
 
 def make_private(db_path: Path) -> None:
@@ -352,5 +433,8 @@ def make_private(db_path: Path) -> None:
 
 def file_modes(db_path: Path) -> dict[str, int]:
     """Permission bits of the database file, its WAL/SHM files and its audit key, those that exist."""
-    return {p.name: p.stat().st_mode & 0o777 for p in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm"),
-                                                       key_path(db_path)) if p.exists()}
+    return {
+        p.name: p.stat().st_mode & 0o777
+        for p in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm"), key_path(db_path))
+        if p.exists()
+    }

@@ -5,6 +5,7 @@
 Each line is `name<TAB>scrypt$n$r$p$salt$hash` (base64); blank lines and lines starting with # are
 ignored. The file never holds a password, and a wrong password costs the same scrypt work as a right one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,13 +18,13 @@ import secrets
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from r2d.errors import ConfigError
 
 # scrypt cost: 2**14 x 8 x 1 is the common interactive-login setting (about 16 MiB and tens of ms)
-_N, _R, _P = 2 ** 14, 8, 1
+_N, _R, _P = 2**14, 8, 1
 _MAX_PASSWORD = 1024  # bytes; scrypt itself has no limit, a request body should
 # sign-in attempt limit per name: after FREE_FAILURES wrong passwords in a row, the name is locked for
 # LOCK_BASE_S, doubling with every further failure up to LOCK_MAX_S; a locked name is refused without any
@@ -120,6 +121,7 @@ def authenticator(users: dict[str, str], limiter: AttemptLimiter | None = None) 
             ok = verify_password(password or "", stored or dummy) and stored is not None
         limiter.record(name, ok)
         return ok
+
     return check
 
 

@@ -5,13 +5,15 @@ a browser. On reviewed cases the nurse's final label is the reference and the mo
 prediction: per-class F1 and under-/over-triage describe how often nurses had to correct the model.
 Each figure function imports plotly itself, so importing this module (and starting the app) does not.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from r2d.eval.metrics import macro_f1, per_class_f1, triage_errors
 from r2d.review.session import format_label
@@ -30,9 +32,16 @@ _GRID = "rgba(128, 128, 128, 0.3)"
 def _layout(fig: Figure, title: str, x_title: str = "", y_title: str = "") -> Figure:
     # transparent backgrounds and grey grid lines read on a light and a dark page alike; assets/app.css gives
     # the text the page's own colour in dark mode
-    fig.update_layout(title=title, height=_HEIGHT, margin=dict(l=50, r=20, t=50, b=50),
-                      xaxis_title=x_title, yaxis_title=y_title, template="plotly_white",
-                      paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)")
+    fig.update_layout(
+        title=title,
+        height=_HEIGHT,
+        margin=dict(l=50, r=20, t=50, b=50),
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+        template="plotly_white",
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+    )
     fig.update_xaxes(gridcolor=_GRID, zerolinecolor=_GRID)
     fig.update_yaxes(gridcolor=_GRID, zerolinecolor=_GRID)
     return fig
@@ -54,8 +63,9 @@ def _empty(title: str, message: str = "No reviews yet") -> Figure:
     return _layout(fig, title)
 
 
-def probability_figure(probabilities: Mapping[str, float], label_names: Mapping[str, str],
-                       chosen: str | None = None) -> Figure:
+def probability_figure(
+    probabilities: Mapping[str, float], label_names: Mapping[str, str], chosen: str | None = None
+) -> Figure:
     """Horizontal bar of every label's probability (label-set order, top to bottom); chosen in orange."""
     import plotly.graph_objects as go
 
@@ -63,10 +73,18 @@ def probability_figure(probabilities: Mapping[str, float], label_names: Mapping[
     names = [format_label(label, label_names) for label in labels]
     values = [float(probabilities[label]) for label in labels]
     # every label's number stays visible, even a near-zero one (outside the bar, never clipped)
-    fig = go.Figure(go.Bar(x=values, y=names, orientation="h",
-                           marker_color=[_ORANGE if label == chosen else _BLUE for label in labels],
-                           text=[f"{v:.0%}" if v >= 0.005 else "<1%" for v in values], textposition="outside",
-                           cliponaxis=False, hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+    fig = go.Figure(
+        go.Bar(
+            x=values,
+            y=names,
+            orientation="h",
+            marker_color=[_ORANGE if label == chosen else _BLUE for label in labels],
+            text=[f"{v:.0%}" if v >= 0.005 else "<1%" for v in values],
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate="%{y}: %{x:.1%}<extra></extra>",
+        )
+    )
     fig.update_xaxes(range=[0, 1.12], tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1.0], tickformat=".0%")
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, "Probability of each label", "probability")
@@ -90,9 +108,13 @@ class ReviewSummary:
         """One line of headline numbers for the dashboard."""
         if self.n_reviews == 0:
             return "No reviews yet."
-        parts = [f"**{self.n_reviews}** reviewed cases", f"accepted {self.accept_rate:.0%}",
-                 f"rationale edited {self.edit_rate:.0%}", f"label corrected {self.relabel_rate:.0%}",
-                 f"model agrees with nurses {self.accuracy:.0%} (macro-F1 {self.macro_f1:.2f})"]
+        parts = [
+            f"**{self.n_reviews}** reviewed cases",
+            f"accepted {self.accept_rate:.0%}",
+            f"rationale edited {self.edit_rate:.0%}",
+            f"label corrected {self.relabel_rate:.0%}",
+            f"model agrees with nurses {self.accuracy:.0%} (macro-F1 {self.macro_f1:.2f})",
+        ]
         if self.mean_rating is not None:
             parts.append(f"mean rating {self.mean_rating:.1f}/5")
         if self.under_triage is not None:
@@ -110,10 +132,16 @@ def summarize(reviews: Sequence[ReviewRecord], label_set: Sequence[str], ordinal
     ratings = [r.rating for r in reviews if r.rating is not None]
     triage = triage_errors(gold, pred) if ordinal else None
     return ReviewSummary(
-        n, actions["accepted"] / n, actions["edited"] / n, actions["relabelled"] / n,
-        sum(g == p for g, p in zip(gold, pred)) / n, macro_f1(gold, pred, _labels(label_set, gold, pred)),
+        n,
+        actions["accepted"] / n,
+        actions["edited"] / n,
+        actions["relabelled"] / n,
+        sum(g == p for g, p in zip(gold, pred)) / n,
+        macro_f1(gold, pred, _labels(label_set, gold, pred)),
         sum(ratings) / len(ratings) if ratings else None,
-        triage.under_triage if triage else None, triage.over_triage if triage else None)
+        triage.under_triage if triage else None,
+        triage.over_triage if triage else None,
+    )
 
 
 def _labels(label_set: Sequence[str], gold: Sequence[str], pred: Sequence[str]) -> list[str]:
@@ -121,8 +149,9 @@ def _labels(label_set: Sequence[str], gold: Sequence[str], pred: Sequence[str]) 
     return list(label_set) + sorted((set(gold) | set(pred)) - set(label_set))
 
 
-def label_distribution_figure(reviews: Sequence[ReviewRecord], label_set: Sequence[str],
-                              label_names: Mapping[str, str]) -> Figure:
+def label_distribution_figure(
+    reviews: Sequence[ReviewRecord], label_set: Sequence[str], label_names: Mapping[str, str]
+) -> Figure:
     """Grouped bars: how often the model and the nurses chose each label."""
     import plotly.graph_objects as go
 
@@ -132,8 +161,12 @@ def label_distribution_figure(reviews: Sequence[ReviewRecord], label_set: Sequen
     labels = _labels(label_set, [r.final_label for r in reviews], [r.model_label for r in reviews])
     names = [format_label(label, label_names) for label in labels]
     model, nurse = Counter(r.model_label for r in reviews), Counter(r.final_label for r in reviews)
-    fig = go.Figure([go.Bar(name="model", x=names, y=[model[label] for label in labels], marker_color=_BLUE),
-                     go.Bar(name="nurse", x=names, y=[nurse[label] for label in labels], marker_color=_ORANGE)])
+    fig = go.Figure(
+        [
+            go.Bar(name="model", x=names, y=[model[label] for label in labels], marker_color=_BLUE),
+            go.Bar(name="nurse", x=names, y=[nurse[label] for label in labels], marker_color=_ORANGE),
+        ]
+    )
     fig.update_layout(barmode="group")
     _count_axis(fig, max([*model.values(), *nurse.values()]))
     return _layout(fig, title, "label", "cases")
@@ -148,9 +181,12 @@ def confidence_histogram(reviews: Sequence[ReviewRecord]) -> Figure:
         return _empty(title)
     top = [(max(r.model_probabilities.values()), r.final_label == r.model_label) for r in reviews]
     bins = dict(start=0.0, end=1.0, size=0.1)
-    fig = go.Figure([
-        go.Histogram(name="label kept", x=[p for p, kept in top if kept], xbins=bins, marker_color=_BLUE),
-        go.Histogram(name="label corrected", x=[p for p, kept in top if not kept], xbins=bins, marker_color=_RED)])
+    fig = go.Figure(
+        [
+            go.Histogram(name="label kept", x=[p for p, kept in top if kept], xbins=bins, marker_color=_BLUE),
+            go.Histogram(name="label corrected", x=[p for p, kept in top if not kept], xbins=bins, marker_color=_RED),
+        ]
+    )
     fig.update_layout(barmode="stack")
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
     _count_axis(fig, len(top))
@@ -181,14 +217,22 @@ def action_rates_figure(reviews: Sequence[ReviewRecord]) -> Figure:
         return _empty(title)
     counts = Counter(r.action for r in reviews)
     rates = [counts[a] / len(reviews) for a in ACTIONS]
-    fig = go.Figure(go.Bar(x=list(ACTIONS), y=rates, text=[f"{v:.0%}" for v in rates], textposition="auto",
-                           marker_color=[_BLUE, _ORANGE, _RED]))
+    fig = go.Figure(
+        go.Bar(
+            x=list(ACTIONS),
+            y=rates,
+            text=[f"{v:.0%}" for v in rates],
+            textposition="auto",
+            marker_color=[_BLUE, _ORANGE, _RED],
+        )
+    )
     fig.update_yaxes(range=[0, 1], tickformat=".0%")
     return _layout(fig, title, "", "share of reviews")
 
 
-def per_class_f1_figure(reviews: Sequence[ReviewRecord], label_set: Sequence[str],
-                        label_names: Mapping[str, str]) -> Figure:
+def per_class_f1_figure(
+    reviews: Sequence[ReviewRecord], label_set: Sequence[str], label_names: Mapping[str, str]
+) -> Figure:
     """Per-class F1 of the model's labels against the nurses' labels on reviewed cases."""
     import plotly.graph_objects as go
 
@@ -198,9 +242,15 @@ def per_class_f1_figure(reviews: Sequence[ReviewRecord], label_set: Sequence[str
     gold, pred = [r.final_label for r in reviews], [r.model_label for r in reviews]
     scores = per_class_f1(gold, pred, _labels(label_set, gold, pred))
     names = [format_label(label, label_names) for label in scores]
-    fig = go.Figure(go.Bar(x=names, y=[s.f1 for s in scores.values()], marker_color=_BLUE,
-                           customdata=[s.support for s in scores.values()],
-                           hovertemplate="%{x}: F1 %{y:.2f} (n=%{customdata})<extra></extra>"))
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=[s.f1 for s in scores.values()],
+            marker_color=_BLUE,
+            customdata=[s.support for s in scores.values()],
+            hovertemplate="%{x}: F1 %{y:.2f} (n=%{customdata})<extra></extra>",
+        )
+    )
     fig.update_yaxes(range=[0, 1])
     return _layout(fig, title, "label", "F1")
 
@@ -216,14 +266,20 @@ def triage_figure(reviews: Sequence[ReviewRecord], ordinal: bool) -> Figure:
         return _empty(title)
     errors = triage_errors([r.final_label for r in reviews], [r.model_label for r in reviews])
     agree = errors.n - errors.under_triage - errors.over_triage
-    fig = go.Figure(go.Bar(x=["under-triage", "same level", "over-triage"],
-                           y=[errors.under_triage, agree, errors.over_triage], marker_color=[_RED, _GREY, _ORANGE]))
+    fig = go.Figure(
+        go.Bar(
+            x=["under-triage", "same level", "over-triage"],
+            y=[errors.under_triage, agree, errors.over_triage],
+            marker_color=[_RED, _GREY, _ORANGE],
+        )
+    )
     _count_axis(fig, errors.n)
     return _layout(fig, title, "", "cases")
 
 
-def dashboard_figures(reviews: Sequence[ReviewRecord], label_set: Sequence[str],
-                      label_names: Mapping[str, str], ordinal: bool) -> dict[str, Figure]:
+def dashboard_figures(
+    reviews: Sequence[ReviewRecord], label_set: Sequence[str], label_names: Mapping[str, str], ordinal: bool
+) -> dict[str, Figure]:
     """Every dashboard figure by name, in display order."""
     return {
         "labels": label_distribution_figure(reviews, label_set, label_names),
@@ -235,13 +291,13 @@ def dashboard_figures(reviews: Sequence[ReviewRecord], label_set: Sequence[str],
     }
 
 
-def reviews_per_class(reviews: Sequence[ReviewRecord], label_set: Sequence[str],
-                      label_names: Mapping[str, str]) -> str:
+def reviews_per_class(reviews: Sequence[ReviewRecord], label_set: Sequence[str], label_names: Mapping[str, str]) -> str:
     """One line: how many current reviews carry each (nurse) label, rare classes included at 0."""
     counts = Counter(r.final_label for r in reviews)
     labels = _labels(label_set, list(counts), [])
     return "**Reviews per class (nurse label):** " + " · ".join(
-        f"{format_label(label, label_names)}: {counts[label]}" for label in labels)
+        f"{format_label(label, label_names)}: {counts[label]}" for label in labels
+    )
 
 
 def comparison_figure(comparison: Mapping[str, Any], compared: Sequence[tuple[str, str, bool]]) -> Figure:
@@ -260,8 +316,9 @@ def comparison_figure(comparison: Mapping[str, Any], compared: Sequence[tuple[st
             new.append(row["new"][key])
     if not x:
         return _empty(title, "No comparison yet")
-    fig = go.Figure([go.Bar(name="current", x=x, y=old, marker_color=_BLUE),
-                     go.Bar(name="new", x=x, y=new, marker_color=_ORANGE)])
+    fig = go.Figure(
+        [go.Bar(name="current", x=x, y=old, marker_color=_BLUE), go.Bar(name="new", x=x, y=new, marker_color=_ORANGE)]
+    )
     fig.update_layout(barmode="group")
     fig.update_yaxes(range=[0, 1])
     return _layout(fig, title, "", "rate")

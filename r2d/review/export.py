@@ -17,6 +17,7 @@ A case reviewed by several people is resolved by RESOLUTION, so that a nurse's c
    not exported, and export_meta.json lists it. Agreement on the label is not agreement on the rationale.
 The folder is written under a temporary name and renamed into place, so a crash never leaves half an export.
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,14 +30,15 @@ import shutil
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from r2d.data import COLUMNS, Example, escape_csv_cell, label_counts, stratified_split
-from r2d.errors import ReviewActionError
 from r2d.checks.factcheck import check_rationale
 from r2d.checks.identifiers import scan_identifiers
+from r2d.data import COLUMNS, Example, escape_csv_cell, label_counts, stratified_split
+from r2d.errors import ReviewActionError
 from r2d.review.store import ACTIONS, ReviewRecord, ReviewStore, utc_now
 
 logger = logging.getLogger(__name__)
@@ -46,8 +48,18 @@ RESOLUTION = "adjudicated > agreed > edit over acceptance > waits for adjudicati
 PENDING = "pending"  # the resolution of a case that waits for adjudication (never exported)
 # provenance fields of every row, after the schema's columns (Stage 2 ignores them); ratings and comments are
 # every reviewer's, in the order of reviewers (a rating not given is null, a comment not given is "")
-PROVENANCE = ("case_id", "reviewers", "action", "rating", "comment", "model_id", "review_ids", "ratings", "comments",
-              "resolution")
+PROVENANCE = (
+    "case_id",
+    "reviewers",
+    "action",
+    "rating",
+    "comment",
+    "model_id",
+    "review_ids",
+    "ratings",
+    "comments",
+    "resolution",
+)
 EXPORT_META_FILENAME = "export_meta.json"
 TRAIN_FILENAME, VAL_FILENAME, TEST_CSV_FILENAME = "train.jsonl", "val.jsonl", "test.csv"
 RATIONALE_SOURCE = "nurse_post_processed"
@@ -77,8 +89,9 @@ class ExportPolicy:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.actions) - set(ACTIONS))
         if unknown or not self.actions:
-            raise ReviewActionError(f"export policy actions must be a non-empty subset of {', '.join(ACTIONS)}; "
-                                     f"got {list(self.actions)}")
+            raise ReviewActionError(
+                f"export policy actions must be a non-empty subset of {', '.join(ACTIONS)}; got {list(self.actions)}"
+            )
         if not 0 <= self.min_rating <= 5:
             raise ReviewActionError(f"export policy min_rating must be 0-5, got {self.min_rating}")
 
@@ -112,10 +125,15 @@ class ExportResult:
         c = self.counts
         splits = ", ".join(f"{name} {c[name]}" for name in self.files)
         waiting = c.get("waiting_for_adjudication", 0)
-        return (f"Exported {c['selected']} reviews to `{self.out_dir}`: {splits}. "
-                + (f"{waiting} case(s) whose reviewers disagree wait for adjudication (Dashboard) and are not in "
-                   "it. " if waiting else "")
-                + "Add train.jsonl to `data.train_files` of the next Stage-2 run.")
+        return (
+            f"Exported {c['selected']} reviews to `{self.out_dir}`: {splits}. "
+            + (
+                f"{waiting} case(s) whose reviewers disagree wait for adjudication (Dashboard) and are not in it. "
+                if waiting
+                else ""
+            )
+            + "Add train.jsonl to `data.train_files` of the next Stage-2 run."
+        )
 
 
 @dataclass(frozen=True)
@@ -129,11 +147,18 @@ class ExportCase:
 
     def provenance(self) -> dict[str, Any]:
         """The row's extra fields, one type each (lists of str / int, int or null), as datasets wants them."""
-        return {"case_id": self.review.case_id, "reviewers": [r.reviewer for r in self.reviews],
-                "action": self.review.action, "rating": self.review.rating, "comment": self.review.comment,
-                "model_id": self.review.model_id, "review_ids": [int(r.review_id or 0) for r in self.reviews],
-                "ratings": [r.rating for r in self.reviews], "comments": [r.comment for r in self.reviews],
-                "resolution": self.resolution}
+        return {
+            "case_id": self.review.case_id,
+            "reviewers": [r.reviewer for r in self.reviews],
+            "action": self.review.action,
+            "rating": self.review.rating,
+            "comment": self.review.comment,
+            "model_id": self.review.model_id,
+            "review_ids": [int(r.review_id or 0) for r in self.reviews],
+            "ratings": [r.rating for r in self.reviews],
+            "comments": [r.comment for r in self.reviews],
+            "resolution": self.resolution,
+        }
 
     @property
     def pending(self) -> bool:
@@ -194,8 +219,13 @@ def to_example(case: ExportCase | ReviewRecord) -> Example:
     """A case as a Stage-2 training row: the nurse's label and rationale, under the upload's id if it had one."""
     review = case.review if isinstance(case, ExportCase) else case
     source = case.source_id if isinstance(case, ExportCase) else None
-    return Example(case_text=review.case_text, label=review.final_label, rationale=review.final_rationale,
-                   rationale_source=RATIONALE_SOURCE, example_id=source or review.case_id)
+    return Example(
+        case_text=review.case_text,
+        label=review.final_label,
+        rationale=review.final_rationale,
+        rationale_source=RATIONALE_SOURCE,
+        example_id=source or review.case_id,
+    )
 
 
 def level_findings(reviews: Sequence[ReviewRecord]) -> list[RecordFinding]:
@@ -204,8 +234,14 @@ def level_findings(reviews: Sequence[ReviewRecord]) -> list[RecordFinding]:
     for review in reviews:
         for problem in check_rationale(review.case_text, review.final_rationale, review.final_label).problems:
             if problem.kind == "wrong_level":
-                found.append(RecordFinding(review.case_id, "rationale", "names_another_level",
-                                           review.final_rationale[problem.start:problem.end]))
+                found.append(
+                    RecordFinding(
+                        review.case_id,
+                        "rationale",
+                        "names_another_level",
+                        review.final_rationale[problem.start : problem.end],
+                    )
+                )
     return found
 
 
@@ -220,8 +256,12 @@ def scan_reviews(reviews: Sequence[ReviewRecord]) -> list[RecordFinding]:
 
 def scan_comments(cases: Sequence[ExportCase]) -> list[RecordFinding]:
     """Identifier findings in the comments that travel with the rows (every reviewer's, not just the chosen one's)."""
-    return [RecordFinding(c.review.case_id, "comment", f.kind, f.text)
-            for c in cases for r in c.reviews for f in scan_identifiers(r.comment)]
+    return [
+        RecordFinding(c.review.case_id, "comment", f.kind, f.text)
+        for c in cases
+        for r in c.reviews
+        for f in scan_identifiers(r.comment)
+    ]
 
 
 def preview_export(store: ReviewStore, policy: ExportPolicy) -> tuple[list[ReviewRecord], list[RecordFinding]]:
@@ -251,20 +291,23 @@ def findings_message(findings: Sequence[RecordFinding], n_rows: int) -> str:
     levels = sum(f.kind == "names_another_level" for f in findings)
     parts = [f"{len(findings) - levels} likely patient identifier(s)"] if len(findings) > levels else []
     parts += [f"{levels} rationale(s) naming another triage level than their label"] if levels else []
-    return (f"**⚠ {' and '.join(parts)}** in the {n_rows} rows to export. Go back and save corrected reviews, "
-            "or export anyway if they are fine.")
+    return (
+        f"**⚠ {' and '.join(parts)}** in the {n_rows} rows to export. Go back and save corrected reviews, "
+        "or export anyway if they are fine."
+    )
 
 
-def _split(cases: list[ExportCase], val_fraction: float, test_fraction: float,
-           seed: int) -> list[list[ExportCase]]:
+def _split(cases: list[ExportCase], val_fraction: float, test_fraction: float, seed: int) -> list[list[ExportCase]]:
     """train/val(/test), stratified by label, with at least one row in each requested held-out split.
 
     Only the requested splits are drawn: a split of fraction 0 would otherwise take the rounding remainder.
     """
     fractions = [1.0 - val_fraction - test_fraction, val_fraction] + ([test_fraction] if test_fraction > 0 else [])
     if len(cases) < len(fractions):
-        raise ReviewActionError(f"only {len(cases)} review(s) match the export policy; need at least "
-                                 f"{len(fractions)} for the requested splits (review more cases or loosen the policy)")
+        raise ReviewActionError(
+            f"only {len(cases)} review(s) match the export policy; need at least "
+            f"{len(fractions)} for the requested splits (review more cases or loosen the policy)"
+        )
     examples = [to_example(c) for c in cases]
     index = {id(e): c for e, c in zip(examples, cases)}  # stratified_split returns the same Example objects
     parts = [[index[id(e)] for e in part] for part in stratified_split(examples, fractions, seed=seed)]
@@ -323,8 +366,12 @@ PARTIAL_MARK = ".partial-"  # in the name of a folder an export is still being w
 
 def is_complete_export(folder: Path) -> bool:
     """Whether folder is a finished export: renamed into place and holding its export_meta.json (written last)."""
-    return (not folder.name.startswith(".") and PARTIAL_MARK not in folder.name
-            and (folder / EXPORT_META_FILENAME).is_file() and (folder / TRAIN_FILENAME).is_file())
+    return (
+        not folder.name.startswith(".")
+        and PARTIAL_MARK not in folder.name
+        and (folder / EXPORT_META_FILENAME).is_file()
+        and (folder / TRAIN_FILENAME).is_file()
+    )
 
 
 def sweep_partial_exports(parent: str | Path, min_age_s: float = 60.0) -> int:
@@ -342,10 +389,18 @@ def sweep_partial_exports(parent: str | Path, min_age_s: float = 60.0) -> int:
     return swept
 
 
-def export_stage2_dataset(store: ReviewStore, out_dir: str | Path, policy: ExportPolicy = ExportPolicy(),
-                          val_fraction: float = 0.1, test_csv: bool = False, seed: int = 0,
-                          test_fraction: float | None = None, exported_by: str = "unknown",
-                          config: dict[str, Any] | None = None, expect_fingerprint: str | None = None) -> ExportResult:
+def export_stage2_dataset(
+    store: ReviewStore,
+    out_dir: str | Path,
+    policy: ExportPolicy = ExportPolicy(),
+    val_fraction: float = 0.1,
+    test_csv: bool = False,
+    seed: int = 0,
+    test_fraction: float | None = None,
+    exported_by: str = "unknown",
+    config: dict[str, Any] | None = None,
+    expect_fingerprint: str | None = None,
+) -> ExportResult:
     """Write train.jsonl, val.jsonl (and test.csv if test_csv) plus export_meta.json into out_dir.
 
     test_fraction defaults to val_fraction when test_csv is set. Identifier findings are recorded
@@ -356,16 +411,20 @@ def export_stage2_dataset(store: ReviewStore, out_dir: str | Path, policy: Expor
     """
     test_fraction = (val_fraction if test_fraction is None else test_fraction) if test_csv else 0.0
     if not (0.0 < val_fraction < 1.0 and 0.0 <= test_fraction < 1.0 and val_fraction + test_fraction < 1.0):
-        raise ReviewActionError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be in (0, 1) "
-                                 "and leave rows for training")
+        raise ReviewActionError(
+            f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be in (0, 1) "
+            "and leave rows for training"
+        )
     if test_csv and test_fraction <= 0:
         raise ReviewActionError("test_fraction must be above 0 when a test split is asked for")
     cases = select_cases(store, policy)
     reviews = [c.review for c in cases]
     identifiers, levels = scan_reviews(reviews) + scan_comments(cases), level_findings(reviews)  # once per export
     if expect_fingerprint is not None and expect_fingerprint != findings_fingerprint(policy, identifiers + levels):
-        raise ReviewActionError("nothing was exported: the reviews or the policy changed since the scan you saw. "
-                                "Press 'Export for Stage 2' again and look at what it finds")
+        raise ReviewActionError(
+            "nothing was exported: the reviews or the policy changed since the scan you saw. "
+            "Press 'Export for Stage 2' again and look at what it finds"
+        )
     splits = dict(zip(("train", "val", "test"), _split(cases, val_fraction, test_fraction, seed)))
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -374,11 +433,13 @@ def export_stage2_dataset(store: ReviewStore, out_dir: str | Path, policy: Expor
         names = {"train": TRAIN_FILENAME, "val": VAL_FILENAME} | ({"test": TEST_CSV_FILENAME} if test_csv else {})
         for split, name in names.items():
             _write_rows(tmp / name, splits[split])
-        meta = {"export_id": out.name,
-                **_meta(store, cases, splits, names, policy, seed, val_fraction, test_fraction, exported_by, config),
-                "identifier_findings": [f.to_dict() for f in identifiers],
-                "level_findings": [f.to_dict() for f in levels],
-                "audit_chain_heads": store.chain_heads()}
+        meta = {
+            "export_id": out.name,
+            **_meta(store, cases, splits, names, policy, seed, val_fraction, test_fraction, exported_by, config),
+            "identifier_findings": [f.to_dict() for f in identifiers],
+            "level_findings": [f.to_dict() for f in levels],
+            "audit_chain_heads": store.chain_heads(),
+        }
         _write_meta(tmp / EXPORT_META_FILENAME, meta)
         _publish(tmp, out)
     except BaseException:
@@ -390,24 +451,46 @@ def export_stage2_dataset(store: ReviewStore, out_dir: str | Path, policy: Expor
     return ExportResult(out, {k: out / n for k, n in names.items()}, meta["counts"], findings, meta)
 
 
-def _meta(store: ReviewStore, cases: Sequence[ExportCase], splits: dict[str, list[ExportCase]],
-          names: dict[str, str], policy: ExportPolicy, seed: int, val_fraction: float, test_fraction: float,
-          exported_by: str, config: dict[str, Any] | None) -> dict[str, Any]:
+def _meta(
+    store: ReviewStore,
+    cases: Sequence[ExportCase],
+    splits: dict[str, list[ExportCase]],
+    names: dict[str, str],
+    policy: ExportPolicy,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    exported_by: str,
+    config: dict[str, Any] | None,
+) -> dict[str, Any]:
     """The sidecar: counts are those of the rows written, per file."""
     reviews = [c.review for c in cases]
     written = [c for split in names for c in splits[split]]
     waiting = pending_cases(store)
-    counts = {"selected": len(written), **{split: len(splits[split]) for split in ("train", "val", "test")},
-              "cases_with_several_reviewers": sum(len(c.reviews) > 1 for c in cases),
-              "waiting_for_adjudication": len(waiting),
-              "current_reviews": len(store.latest_reviews()), "review_rows": store.count_reviews()}
+    counts = {
+        "selected": len(written),
+        **{split: len(splits[split]) for split in ("train", "val", "test")},
+        "cases_with_several_reviewers": sum(len(c.reviews) > 1 for c in cases),
+        "waiting_for_adjudication": len(waiting),
+        "current_reviews": len(store.latest_reviews()),
+        "review_rows": store.count_reviews(),
+    }
     return {
-        "format": EXPORT_FORMAT, "created_at": utc_now(), "exported_by": exported_by,
-        "rationale_source": RATIONALE_SOURCE, "policy": policy.to_dict(), "seed": seed,
-        "val_fraction": val_fraction, "test_fraction": test_fraction, "resolution_policy": RESOLUTION,
-        "resolutions": dict(Counter(c.resolution for c in cases)), "provenance_fields": list(PROVENANCE),
-        "model_ids": sorted({r.model_id for r in reviews}), "quantizations": sorted({r.quantization for r in reviews}),
-        "prompt_versions": sorted({r.prompt_version for r in reviews}), "counts": counts,
+        "format": EXPORT_FORMAT,
+        "created_at": utc_now(),
+        "exported_by": exported_by,
+        "rationale_source": RATIONALE_SOURCE,
+        "policy": policy.to_dict(),
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "resolution_policy": RESOLUTION,
+        "resolutions": dict(Counter(c.resolution for c in cases)),
+        "provenance_fields": list(PROVENANCE),
+        "model_ids": sorted({r.model_id for r in reviews}),
+        "quantizations": sorted({r.quantization for r in reviews}),
+        "prompt_versions": sorted({r.prompt_version for r in reviews}),
+        "counts": counts,
         "actions": dict(Counter(r.action for r in reviews)),  # of the rows written: the review that counts
         "reviewer_actions": dict(Counter(r.action for c in cases for r in c.reviews)),  # every reviewer's
         "waiting_for_adjudication": [c.review.case_id for c in waiting],

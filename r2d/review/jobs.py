@@ -6,6 +6,7 @@ knows is in its folder (run.json, progress.jsonl, worker.log, comparison.json; s
 the app can restart and still show every run; a run whose process is gone without a verdict is "lost".
 One run at a time: two would halve each other's speed on a laptop.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from r2d.errors import DatasetSchemaError, TrainingRunError
 from r2d.review.export import TRAIN_FILENAME, VAL_FILENAME, is_complete_export
@@ -33,9 +35,14 @@ RUN_FILE, PROGRESS_FILE, COMPARISON_FILE, MODEL_SUBDIR = "run.json", "progress.j
 STATES = ("running", "done", "failed", "cancelled", "lost")
 SPLITS = ("train", "val", "test")  # the original data: a prepare_data output
 # what a run's comparison.json holds for each model and data set, in order: (key, name, higher is better)
-COMPARED = (("accuracy", "accuracy", True), ("macro_f1", "macro-F1", True),
-            ("under_triage_rate", "under-triage", False), ("fidelity", "fidelity to the case", True),
-            ("critical_named", "critical findings named", True), ("bleu", "BLEU vs reference rationale", True))
+COMPARED = (
+    ("accuracy", "accuracy", True),
+    ("macro_f1", "macro-F1", True),
+    ("under_triage_rate", "under-triage", False),
+    ("fidelity", "fidelity to the case", True),
+    ("critical_named", "critical findings named", True),
+    ("bleu", "BLEU vs reference rationale", True),
+)
 # the metrics that are a share of the cases: each gets a 95% Wilson interval in comparison.json ("intervals")
 PROPORTIONS = ("accuracy", "under_triage_rate")
 # below this many cases a comparison cannot tell two models apart (an interval spans tens of points): the
@@ -47,12 +54,12 @@ MIN_COMPARED_CASES = 20
 class RunStatus:
     run_id: str
     out_dir: Path
-    state: str                    # one of STATES
+    state: str  # one of STATES
     step: int = 0
     max_steps: int = 0
-    phase: str = "starting"       # "starting" | "train" | "evaluate" | "done" | ...
-    train_share: float = 0.9      # the part of the run's estimated time that is training (the "start" event)
-    scored: int = 0               # cases scored so far in the comparison, of to_score
+    phase: str = "starting"  # "starting" | "train" | "evaluate" | "done" | ...
+    train_share: float = 0.9  # the part of the run's estimated time that is training (the "start" event)
+    scored: int = 0  # cases scored so far in the comparison, of to_score
     to_score: int = 0
     error: str | None = None
     log_tail: str = ""
@@ -112,8 +119,8 @@ def _rows(path: Path) -> int:
 class RunPlan:
     """What a run will score in its comparison, and how long the whole run should take."""
 
-    held_out: int      # reviewed cases held out from training (the export's val.jsonl), all scored
-    test_cases: int    # public test cases scored (a sample of the split when it is larger)
+    held_out: int  # reviewed cases held out from training (the export's val.jsonl), all scored
+    test_cases: int  # public test cases scored (a sample of the split when it is larger)
     seconds: float
 
 
@@ -123,8 +130,9 @@ def run_model_id(model_id: str, run_id: str) -> str:
     return f"{model_id.split('+')[0]}+{run_id}"
 
 
-def plan_run(export_dir: str | Path, data_dir: str | Path, steps: int, test_cases: int, step_s: float,
-             case_s: float) -> RunPlan:
+def plan_run(
+    export_dir: str | Path, data_dir: str | Path, steps: int, test_cases: int, step_s: float, case_s: float
+) -> RunPlan:
     """The plan of a run before it starts. A data folder not prepared yet counts as `test_cases` test rows
     (KTAS's test split is larger than the default sample)."""
     held_out = _rows(Path(export_dir) / VAL_FILENAME)
@@ -145,16 +153,22 @@ def _tail(path: Path, lines: int = 20) -> str:
 def check_inputs(export_dir: str | Path, data_dir: str | Path) -> None:
     """What a run reads must be there before it starts. Raises DatasetSchemaError saying what to do."""
     if not (Path(export_dir) / TRAIN_FILENAME).is_file():
-        raise DatasetSchemaError(f"{Path(export_dir).name} holds no train.jsonl; export the reviews first (the "
-                                 "app's Export tab or python -m training.export_reviews)")
+        raise DatasetSchemaError(
+            f"{Path(export_dir).name} holds no train.jsonl; export the reviews first (the "
+            "app's Export tab or python -m training.export_reviews)"
+        )
     if not is_complete_export(Path(export_dir)):
-        raise DatasetSchemaError(f"{Path(export_dir).name} is not a finished export (no export_meta.json, written "
-                                 "last): export the reviews again")
+        raise DatasetSchemaError(
+            f"{Path(export_dir).name} is not a finished export (no export_meta.json, written "
+            "last): export the reviews again"
+        )
     missing = [f"{split}.jsonl" for split in SPLITS if not (Path(data_dir) / f"{split}.jsonl").is_file()]
     if missing:
-        raise DatasetSchemaError(f"the original data folder {data_dir} lacks {', '.join(missing)}; prepare it first, "
-                                 "e.g. python -m training.prepare_data ktas --source ../shared/data/ktas/data.csv "
-                                 "--out data/ktas")
+        raise DatasetSchemaError(
+            f"the original data folder {data_dir} lacks {', '.join(missing)}; prepare it first, "
+            "e.g. python -m training.prepare_data ktas --source ../shared/data/ktas/data.csv "
+            "--out data/ktas"
+        )
 
 
 class ImproveRuns:
@@ -189,8 +203,15 @@ class ImproveRuns:
             return None
         return pid if str(out.resolve()).encode() in cmdline else None
 
-    def start(self, model_dir: str | Path, export_dir: str | Path, data_dir: str | Path, steps: int,
-              lora: bool = True, test_cases: int = 0) -> str:
+    def start(
+        self,
+        model_dir: str | Path,
+        export_dir: str | Path,
+        data_dir: str | Path,
+        steps: int,
+        lora: bool = True,
+        test_cases: int = 0,
+    ) -> str:
         """Start a run in the background (its comparison scores `test_cases` public test cases, 0 = all); its
         id. Raises TrainingRunError when one is already running."""
         if self._running():
@@ -199,17 +220,43 @@ class ImproveRuns:
         run_id = time.strftime("improve-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
         out = self.root / run_id
         out.mkdir(parents=True, mode=0o700)
-        cmd = [self.python, "-m", "training.improve", "--model", str(Path(model_dir).resolve()),
-               "--export", str(Path(export_dir).resolve()), "--data", str(Path(data_dir).resolve()),
-               "--out", str(out.resolve()), "--steps", str(steps), "--test-cases", str(test_cases)]
+        cmd = [
+            self.python,
+            "-m",
+            "training.improve",
+            "--model",
+            str(Path(model_dir).resolve()),
+            "--export",
+            str(Path(export_dir).resolve()),
+            "--data",
+            str(Path(data_dir).resolve()),
+            "--out",
+            str(out.resolve()),
+            "--steps",
+            str(steps),
+            "--test-cases",
+            str(test_cases),
+        ]
         cmd += [] if lora else ["--full"]
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
-               "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(self.threads),
+            "MKL_NUM_THREADS": str(self.threads),
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONPATH": str(ROOT),
+        }
         with (out / LOG_FILE).open("wb") as log:
             # its own session, so cancel() stops the whole process group; nice so reviewers stay responsive
             nice = ["nice", "-n", "10"] if shutil.which("nice") else []
-            proc = subprocess.Popen(nice + cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                nice + cmd,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
         self._procs[run_id] = proc
         (out / PID_FILE).write_text(f"{proc.pid}\n")
         return run_id
@@ -234,14 +281,27 @@ class ImproveRuns:
         else:
             state = "running" if self._alive(run_id, out) else "lost"
         comparison = _read_json(out / COMPARISON_FILE) if state == "done" else None
-        error = run.get("error") or (f"the worker stopped without a result (exit code {proc.returncode}); see its log"
-                                     if state == "lost" and proc is not None else None)
+        error = run.get("error") or (
+            f"the worker stopped without a result (exit code {proc.returncode}); see its log"
+            if state == "lost" and proc is not None
+            else None
+        )
         scoring = events.get("evaluate", {})
-        return RunStatus(run_id, out, state, int(train.get("step", 0)), int(train.get("max_steps", 0) or
-                                                                           start.get("max_steps", 0)),
-                         str(last.get("event", "starting")), float(start.get("train_share", 0.9)),
-                         int(scoring.get("scored", 0)), int(scoring.get("to_score", 0)), error,
-                         _tail(out / LOG_FILE), comparison or None, run)
+        return RunStatus(
+            run_id,
+            out,
+            state,
+            int(train.get("step", 0)),
+            int(train.get("max_steps", 0) or start.get("max_steps", 0)),
+            str(last.get("event", "starting")),
+            float(start.get("train_share", 0.9)),
+            int(scoring.get("scored", 0)),
+            int(scoring.get("to_score", 0)),
+            error,
+            _tail(out / LOG_FILE),
+            comparison or None,
+            run,
+        )
 
     def cancel(self, run_id: str, grace_s: float = 10.0) -> None:
         """Stop a running run (SIGTERM, then SIGKILL); it is marked cancelled and never offered to switch to."""
@@ -266,8 +326,9 @@ class ImproveRuns:
         """Every run under the folder, newest first."""
         if not self.root.is_dir():
             return []
-        ids = sorted((p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith("improve-")),
-                     reverse=True)
+        ids = sorted(
+            (p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith("improve-")), reverse=True
+        )
         return [self.status(run_id) for run_id in ids]
 
     def new_model_dir(self, run_id: str) -> Path:
@@ -334,8 +395,10 @@ def too_few_note(comparison: dict[str, Any]) -> str:
     small = [f"{name} (n={row['n']})" for name, row in comparison["sets"].items() if row["n"] < MIN_COMPARED_CASES]
     if not small:
         return ""
-    return (f"⚠ Too few cases to compare on {' and '.join(small)}: with fewer than {MIN_COMPARED_CASES}, a "
-            "difference (or a tie) says nothing about which model is better; review and export more cases first.")
+    return (
+        f"⚠ Too few cases to compare on {' and '.join(small)}: with fewer than {MIN_COMPARED_CASES}, a "
+        "difference (or a tie) says nothing about which model is better; review and export more cases first."
+    )
 
 
 def comparison_table(comparison: dict[str, Any]) -> str:
@@ -352,7 +415,9 @@ def comparison_table(comparison: dict[str, Any]) -> str:
             better = "same" if abs(new - old) < 1e-9 else ("new" if (new > old) == higher else "current")
             if row["n"] < MIN_COMPARED_CASES:
                 better = "too few cases"
-            lines.append(f"| {_set_name(name, row)} | {label} | {_with_interval(row, 'old', key)} | "
-                         f"{_with_interval(row, 'new', key)} | {better} |")
+            lines.append(
+                f"| {_set_name(name, row)} | {label} | {_with_interval(row, 'old', key)} | "
+                f"{_with_interval(row, 'new', key)} | {better} |"
+            )
     note = too_few_note(comparison)
     return "\n".join(([note, ""] if note else []) + lines)

@@ -4,6 +4,7 @@
 rationale alone supports the chosen label, which queue item comes next) is made here, in plain
 functions that take a predictor and a store and are tested with a fake predictor.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -13,16 +14,17 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
-from r2d.review.active import review_order
+from r2d.checks.factcheck import case_has_triage_facts, check_rationale, parse_case
+from r2d.checks.rules import KTAS_LABEL_NAMES, Modifier, first_order_modifiers
 from r2d.config import GenerationConfig
 from r2d.errors import InvalidCaseError, ReviewActionError
-from r2d.checks.factcheck import case_has_triage_facts, check_rationale, parse_case
 from r2d.limits import MAX_RATIONALE_CHARS
 from r2d.prompts import PROMPT_VERSION
-from r2d.checks.rules import KTAS_LABEL_NAMES, Modifier, first_order_modifiers
+from r2d.review.active import review_order
 from r2d.review.store import BatchItem, ReviewRecord, ReviewStore, SubmitResult, case_id_for, validate_review
 
 logger = logging.getLogger(__name__)
@@ -54,8 +56,9 @@ class PredictorLike(Protocol):
     def predict_label(self, case_text: str) -> LabelScoresLike: ...
     def stream_rationale(self, case_text: str, label: str) -> Iterator[str]: ...
     def predict_label_from_rationale(self, rationale: str) -> LabelScoresLike: ...
-    def predict_batch(self, case_texts: Sequence[str], batch_size: int = 8,
-                      progress: Callable[[int, int], None] | None = None) -> list[Any]: ...
+    def predict_batch(
+        self, case_texts: Sequence[str], batch_size: int = 8, progress: Callable[[int, int], None] | None = None
+    ) -> list[Any]: ...
 
 
 # --- labels and probabilities ------------------------------------------------------------------
@@ -79,8 +82,10 @@ def probability_note(probabilities: Mapping[str, float], threshold: float) -> st
     label, top = max(probabilities.items(), key=lambda kv: kv[1])
     if top >= threshold:
         return ""
-    return (f"Low confidence: the top label {label} has only {top:.0%} probability. "
-            "Treat the suggestion as uncertain and decide from the case.")
+    return (
+        f"Low confidence: the top label {label} has only {top:.0%} probability. "
+        "Treat the suggestion as uncertain and decide from the case."
+    )
 
 
 # --- the under-triage guard: KTAS first-order modifiers against a label -----------------------------
@@ -88,15 +93,18 @@ def probability_note(probabilities: Mapping[str, float], threshold: float) -> st
 
 # cardiac or respiratory arrest said in words (the case parser reads vital signs as numbers only); a negation
 # just before ("no cardiac arrest", "not apnoeic") cancels it
-_ARREST = re.compile(r"\b(pulseless|no (?:palpable |central )?pulse|(?:cardiac|cardiorespiratory|respiratory) arrest|"
-                     r"CPR|not breathing|apno?eic)\b", re.I)
+_ARREST = re.compile(
+    r"\b(pulseless|no (?:palpable |central )?pulse|(?:cardiac|cardiorespiratory|respiratory) arrest|"
+    r"CPR|not breathing|apno?eic)\b",
+    re.I,
+)
 _NEGATED = re.compile(r"\b(no|not|denies|without|never)\s+(?:\w+\s+)?$", re.I)
 
 
 def _arrest_modifier(case_text: str) -> Modifier | None:
     for hit in _ARREST.finditer(case_text):
-        if not _NEGATED.search(case_text[max(0, hit.start() - 20):hit.start()]):
-            return Modifier("1", f"\"{hit.group(0).lower()}\" (arrest)")  # letters and spaces only: safe to show
+        if not _NEGATED.search(case_text[max(0, hit.start() - 20) : hit.start()]):
+            return Modifier("1", f'"{hit.group(0).lower()}" (arrest)')  # letters and spaces only: safe to show
     return None
 
 
@@ -111,10 +119,15 @@ class UnderTriage:
     def message(self, label_names: Mapping[str, str], whose: str = "the suggestion") -> str:
         """'Under-triage risk: unresponsive calls for KTAS 1; the suggestion is 4 — Less urgent.'"""
         calls = "; ".join(f"{m.finding} calls for KTAS {m.level}" for m in self.modifiers)
-        pain = (" The pain levels are for central pain (chest, abdomen, head); peripheral pain allows one level "
-                "less." if any(m.finding.startswith("pain ") for m in self.modifiers) else "")
-        return (f"Under-triage risk: {calls}; {whose} is {format_label(self.label, label_names)}. "
-                f"Check the level against the first-order modifiers before saving.{pain}")
+        pain = (
+            " The pain levels are for central pain (chest, abdomen, head); peripheral pain allows one level less."
+            if any(m.finding.startswith("pain ") for m in self.modifiers)
+            else ""
+        )
+        return (
+            f"Under-triage risk: {calls}; {whose} is {format_label(self.label, label_names)}. "
+            f"Check the level against the first-order modifiers before saving.{pain}"
+        )
 
 
 def under_triage(case_text: str, label: str, label_set: Sequence[str]) -> UnderTriage | None:
@@ -134,8 +147,10 @@ def under_triage_line(reviews: Sequence[ReviewRecord], label_set: Sequence[str])
         return ""
     model = sum(under_triage(r.case_text, r.model_label, label_set) is not None for r in reviews)
     final = sum(under_triage(r.case_text, r.final_label, label_set) is not None for r in reviews)
-    return (f"**Under-triage guard:** the model's suggestion was less urgent than the case's first-order modifiers "
-            f"allow in **{model}** of {len(reviews)} reviewed cases; the final label still is in **{final}**.")
+    return (
+        f"**Under-triage guard:** the model's suggestion was less urgent than the case's first-order modifiers "
+        f"allow in **{model}** of {len(reviews)} reviewed cases; the final label still is in **{final}**."
+    )
 
 
 # --- what the nurse is reviewing ---------------------------------------------------------------
@@ -171,18 +186,25 @@ class ShownCase:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ShownCase":
+    def from_dict(cls, data: Mapping[str, Any]) -> ShownCase:
         return cls(**dict(data))
 
     @classmethod
-    def from_prediction(cls, prediction: Mapping[str, Any], batch_id: str | None = None,
-                        item_index: int | None = None) -> "ShownCase":
+    def from_prediction(
+        cls, prediction: Mapping[str, Any], batch_id: str | None = None, item_index: int | None = None
+    ) -> ShownCase:
         """From Prediction.to_dict() (as stored with a batch)."""
-        return cls(case_text=prediction["case_text"], model_label=prediction["label"],
-                   probabilities=dict(prediction["probabilities"]), model_rationale=prediction["rationale"],
-                   model_id=prediction["model_id"], quantization=prediction["quantization"],
-                   prompt_version=prediction.get("prompt_version", PROMPT_VERSION),
-                   batch_id=batch_id, item_index=item_index)
+        return cls(
+            case_text=prediction["case_text"],
+            model_label=prediction["label"],
+            probabilities=dict(prediction["probabilities"]),
+            model_rationale=prediction["rationale"],
+            model_id=prediction["model_id"],
+            quantization=prediction["quantization"],
+            prompt_version=prediction.get("prompt_version", PROMPT_VERSION),
+            batch_id=batch_id,
+            item_index=item_index,
+        )
 
 
 # --- diffs and actions --------------------------------------------------------------------------
@@ -197,8 +219,9 @@ def check_rationale_length(rationale: str) -> None:
     """Raises InvalidCaseError for a rationale longer than the store keeps (MAX_RATIONALE_CHARS): the diff,
     the fact check and the consistency check read all of it (5 MB once pinned a core for minutes)."""
     if len(rationale) > MAX_RATIONALE_CHARS:
-        raise InvalidCaseError(f"the rationale has {len(rationale):,} characters; the limit is "
-                               f"{MAX_RATIONALE_CHARS:,}. Shorten it")
+        raise InvalidCaseError(
+            f"the rationale has {len(rationale):,} characters; the limit is {MAX_RATIONALE_CHARS:,}. Shorten it"
+        )
 
 
 def word_diff(before: str, after: str) -> list[tuple[str, str | None]]:
@@ -248,8 +271,9 @@ class ConsistencyResult:
     message: str
 
 
-def check_consistency(predictor: PredictorLike, rationale: str, chosen_label: str,
-                      min_probability: float = 0.0) -> ConsistencyResult:
+def check_consistency(
+    predictor: PredictorLike, rationale: str, chosen_label: str, min_probability: float = 0.0
+) -> ConsistencyResult:
     """Re-predict the label from the rationale alone and compare it with the chosen label. It agrees only
     when the chosen label is the top one *and* has at least min_probability (a 41% top label is no support).
 
@@ -264,13 +288,17 @@ def check_consistency(predictor: PredictorLike, rationale: str, chosen_label: st
     if scores.best == chosen_label and probability >= min_probability:
         message = f"Consistent: the rationale alone points to {format_label(scores.best, names)} ({probability:.0%})."
     elif scores.best == chosen_label:
-        message = (f"Weak: the rationale alone points to {format_label(scores.best, names)} with only "
-                   f"{probability:.0%} (below {min_probability:.0%}). Say more about why this level fits.")
+        message = (
+            f"Weak: the rationale alone points to {format_label(scores.best, names)} with only "
+            f"{probability:.0%} (below {min_probability:.0%}). Say more about why this level fits."
+        )
         return ConsistencyResult(scores.best, probability, False, message)
     else:
-        message = (f"Warning: the rationale alone points to {format_label(scores.best, names)} ({probability:.0%}), "
-                   f"not to the chosen label {format_label(chosen_label, names)}. "
-                   "Check that the rationale supports the label.")
+        message = (
+            f"Warning: the rationale alone points to {format_label(scores.best, names)} ({probability:.0%}), "
+            f"not to the chosen label {format_label(chosen_label, names)}. "
+            "Check that the rationale supports the label."
+        )
     return ConsistencyResult(scores.best, probability, scores.best == chosen_label, message)
 
 
@@ -301,24 +329,27 @@ def fact_view(case_text: str, rationale: str, label: str | None) -> FactView:
     for problem in fc.problems:
         if problem.start < at or problem.end <= problem.start or (problem.start, problem.end) == (0, len(rationale)):
             continue  # overlapping, empty, or about the whole text (listed in the notes only)
-        pieces.append((rationale[at:problem.start], None))
+        pieces.append((rationale[at : problem.start], None))
         category = FACT_UNSUPPORTED if problem.kind == "number_not_in_case" else FACT_CONTRADICTED
-        pieces.append((rationale[problem.start:problem.end], category))
+        pieces.append((rationale[problem.start : problem.end], category))
         at = problem.end
     pieces.append((rationale[at:], None))
-    return FactView([p for p in pieces if p[0]], tuple(p.message for p in fc.problems), fc.missing_critical,
-                    fc.case_has_facts)
+    return FactView(
+        [p for p in pieces if p[0]], tuple(p.message for p in fc.problems), fc.missing_critical, fc.case_has_facts
+    )
 
 
 # --- building a review ----------------------------------------------------------------------------
 
 
-def submission_id(shown: ShownCase, reviewer: str, final_label: str, final_rationale: str, rating: int | None,
-                  comment: str) -> str:
+def submission_id(
+    shown: ShownCase, reviewer: str, final_label: str, final_rationale: str, rating: int | None, comment: str
+) -> str:
     """Same showing + same reviewer + same content = same id, so a double click or a retry is stored once;
     a later correction (different content) or a second reviewer's review is a new row."""
-    content = json.dumps([reviewer.strip(), final_label, final_rationale.strip(), rating, comment.strip()],
-                         ensure_ascii=False)
+    content = json.dumps(
+        [reviewer.strip(), final_label, final_rationale.strip(), rating, comment.strip()], ensure_ascii=False
+    )
     return f"{shown.review_token}-{hashlib.sha256(content.encode('utf-8')).hexdigest()[:16]}"
 
 
@@ -335,9 +366,16 @@ def parse_rating(value: Any) -> int | None:
     return rating
 
 
-def build_review(shown: ShownCase, reviewer: str, final_label: str, final_rationale: str,
-                 rating: Any = None, comment: str = "", consistency_label: str | None = None,
-                 now: float | None = None) -> ReviewRecord:
+def build_review(
+    shown: ShownCase,
+    reviewer: str,
+    final_label: str,
+    final_rationale: str,
+    rating: Any = None,
+    comment: str = "",
+    consistency_label: str | None = None,
+    now: float | None = None,
+) -> ReviewRecord:
     """The ReviewRecord for what the nurse decided. Raises ReviewActionError for an unusable review."""
     if final_label not in shown.probabilities:
         raise ReviewActionError(f"label {final_label!r} is not one of {', '.join(shown.probabilities)}")
@@ -346,17 +384,37 @@ def build_review(shown: ShownCase, reviewer: str, final_label: str, final_ration
     elapsed = (time.time() if now is None else now) - shown.shown_at
     return ReviewRecord(
         submission_id=submission_id(shown, reviewer, final_label, final_rationale, rating_value, comment),
-        reviewer=reviewer.strip(), case_id=shown.case_id, case_text=shown.case_text,
-        model_id=shown.model_id, quantization=shown.quantization, prompt_version=shown.prompt_version,
+        reviewer=reviewer.strip(),
+        case_id=shown.case_id,
+        case_text=shown.case_text,
+        model_id=shown.model_id,
+        quantization=shown.quantization,
+        prompt_version=shown.prompt_version,
         action=classify_action(shown.model_label, shown.model_rationale, final_label, final_rationale),
-        model_label=shown.model_label, model_rationale=shown.model_rationale,
-        model_probabilities=dict(shown.probabilities), final_label=final_label, final_rationale=final_rationale,
-        rating=rating_value, comment=comment.strip(), consistency_label=consistency_label,
-        time_on_task_s=round(max(elapsed, 0.0), 3), batch_id=shown.batch_id, item_index=shown.item_index)
+        model_label=shown.model_label,
+        model_rationale=shown.model_rationale,
+        model_probabilities=dict(shown.probabilities),
+        final_label=final_label,
+        final_rationale=final_rationale,
+        rating=rating_value,
+        comment=comment.strip(),
+        consistency_label=consistency_label,
+        time_on_task_s=round(max(elapsed, 0.0), 3),
+        batch_id=shown.batch_id,
+        item_index=shown.item_index,
+    )
 
 
-def save_review(store: ReviewStore, predictor: PredictorLike, shown: ShownCase, reviewer: str, final_label: str,
-                final_rationale: str, rating: Any = None, comment: str = "") -> tuple[SubmitResult, ConsistencyResult]:
+def save_review(
+    store: ReviewStore,
+    predictor: PredictorLike,
+    shown: ShownCase,
+    reviewer: str,
+    final_label: str,
+    final_rationale: str,
+    rating: Any = None,
+    comment: str = "",
+) -> tuple[SubmitResult, ConsistencyResult]:
     """Build the review, re-predict its label from the rationale alone, store it (once per content).
 
     Raises ReviewActionError for an unusable review, FeedbackStoreError for a failed write.
@@ -367,8 +425,11 @@ def save_review(store: ReviewStore, predictor: PredictorLike, shown: ShownCase, 
     result = store.submit(replace(record, consistency_label=check.label))
     if not result.created and not store.is_live(result.record.review_id):
         # the same content as a review that was retracted: saving it again must count, so it is a new row
-        result = store.submit(replace(record, consistency_label=check.label,
-                                      submission_id=f"{record.submission_id}-{uuid.uuid4().hex[:8]}"))
+        result = store.submit(
+            replace(
+                record, consistency_label=check.label, submission_id=f"{record.submission_id}-{uuid.uuid4().hex[:8]}"
+            )
+        )
     return result, check
 
 
@@ -376,15 +437,22 @@ def unconfirmed_guess(shown: ShownCase, final_label: str, final_rationale: str) 
     """Whether a save would accept the model's guess on a text that is no triage note: none of the triage facts
     and no number at all (no age, no vital sign), with the suggestion and its rationale kept as they are. One key
     once stored "hello" as an accepted KTAS 3: such a save asks to be confirmed."""
-    return (final_label == shown.model_label and same_text(final_rationale, shown.model_rationale)
-            and not case_has_triage_facts(shown.case_text) and not any(ch.isdigit() for ch in shown.case_text))
+    return (
+        final_label == shown.model_label
+        and same_text(final_rationale, shown.model_rationale)
+        and not case_has_triage_facts(shown.case_text)
+        and not any(ch.isdigit() for ch in shown.case_text)
+    )
 
 
 def saved_message(result: SubmitResult, in_batch: bool) -> str:
     """What the reviewer is told after pressing save (Markdown; nothing the reviewer typed is in it)."""
     r = result.record
-    text = (f"✓ Saved review #{r.review_id} ({r.action})." if result.created
-            else f"Already saved as review #{r.review_id}; nothing new to store.")
+    text = (
+        f"✓ Saved review #{r.review_id} ({r.action})."
+        if result.created
+        else f"Already saved as review #{r.review_id}; nothing new to store."
+    )
     return text + (" Press U to undo it." if result.created else "") + (" Next case opened." if in_batch else "")
 
 
@@ -404,26 +472,37 @@ def others_note(store: ReviewStore, case_id: str, reviewer: str) -> str:
     if not others:
         return ""
     if not any(r.reviewer == reviewer.strip() for r in reviews):
-        return (f"{len(others)} other reviewer(s) reviewed this case; their answers stay hidden until you save "
-                "yours (blind review).")
+        return (
+            f"{len(others)} other reviewer(s) reviewed this case; their answers stay hidden until you save "
+            "yours (blind review)."
+        )
     return "Other reviewers: " + "; ".join(f"{plain(r.reviewer)} chose {r.final_label} ({r.action})" for r in others)
 
 
 # --- drafts: what the nurse typed, kept server-side per reviewer and case --------------------------
 
 
-def make_draft(shown: ShownCase, final_label: str | None, rationale: str | None, rating: Any,
-               comment: str | None) -> dict[str, Any]:
+def make_draft(
+    shown: ShownCase, final_label: str | None, rationale: str | None, rating: Any, comment: str | None
+) -> dict[str, Any]:
     """The unsaved state of the editor, with the case it belongs to (so a refresh can show it again)."""
-    return {"shown": shown.to_dict(), "final_label": final_label, "rationale": rationale or "",
-            "rating": None if rating in (None, "") else str(rating), "comment": comment or ""}
+    return {
+        "shown": shown.to_dict(),
+        "final_label": final_label,
+        "rationale": rationale or "",
+        "rating": None if rating in (None, "") else str(rating),
+        "comment": comment or "",
+    }
 
 
 def differs_from_model(draft: Mapping[str, Any], shown: ShownCase) -> bool:
     """Whether a draft holds anything the nurse changed (an untouched editor is not worth restoring)."""
-    return (draft.get("final_label") not in (None, shown.model_label)
-            or not same_text(draft.get("rationale") or "", shown.model_rationale)
-            or bool(draft.get("rating")) or bool((draft.get("comment") or "").strip()))
+    return (
+        draft.get("final_label") not in (None, shown.model_label)
+        or not same_text(draft.get("rationale") or "", shown.model_rationale)
+        or bool(draft.get("rating"))
+        or bool((draft.get("comment") or "").strip())
+    )
 
 
 def restorable_draft(store: ReviewStore, reviewer: str, case_id: str | None = None) -> tuple[ShownCase, dict] | None:
@@ -444,10 +523,13 @@ def restorable_draft(store: ReviewStore, reviewer: str, case_id: str | None = No
 
 
 def _same_content(draft: Mapping[str, Any], review: ReviewRecord) -> bool:
-    return (draft.get("final_label") == review.final_label and same_text(draft.get("rationale") or "",
-                                                                          review.final_rationale)
-            and parse_rating(draft.get("rating")) == review.rating
-            and (draft.get("comment") or "").strip() == review.comment)
+    return (
+        draft.get("final_label") == review.final_label
+        and same_text(draft.get("rationale") or "", review.final_rationale)
+        and parse_rating(draft.get("rating")) == review.rating
+        and (draft.get("comment") or "").strip() == review.comment
+    )
+
 
 # --- batch uploads and the review queue -----------------------------------------------------------
 
@@ -475,8 +557,13 @@ def batch_choices(store: ReviewStore, reviewer: str = "") -> list[tuple[str, str
     return choices
 
 
-def predict_missing(store: ReviewStore, predictor: PredictorLike, batch_id: str, batch_size: int = 8,
-                    progress: Callable[[int, int], None] | None = None) -> int:
+def predict_missing(
+    store: ReviewStore,
+    predictor: PredictorLike,
+    batch_id: str,
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
     """Predict the batch items that have no stored prediction yet, saving each chunk as it finishes.
 
     Resumable: after a crash or restart only the missing items are predicted. Returns how many were.
@@ -484,10 +571,11 @@ def predict_missing(store: ReviewStore, predictor: PredictorLike, batch_id: str,
     missing = [item for item in store.batch_items(batch_id) if item.prediction is None]
     total = len(missing)
     for start in range(0, total, batch_size):
-        chunk = missing[start:start + batch_size]
+        chunk = missing[start : start + batch_size]
         predictions = predictor.predict_batch([item.case_text for item in chunk], batch_size=batch_size)
-        store.add_batch_predictions(batch_id, {item.item_index: _with_rationale_scores(predictor, p)
-                                               for item, p in zip(chunk, predictions)})
+        store.add_batch_predictions(
+            batch_id, {item.item_index: _with_rationale_scores(predictor, p) for item, p in zip(chunk, predictions)}
+        )
         if progress is not None:
             progress(start + len(chunk), total)
     return total
@@ -536,8 +624,10 @@ def queue_progress(items: Sequence[BatchItem], position: int) -> str:
 def shown_from_item(item: BatchItem) -> ShownCase:
     """The ShownCase of a predicted batch item. Raises ReviewActionError if it is not predicted yet."""
     if item.prediction is None:
-        raise ReviewActionError(f"case {item.item_index + 1} of batch {item.batch_id} has no prediction yet; "
-                                 "press 'Run batch' to finish predicting it")
+        raise ReviewActionError(
+            f"case {item.item_index + 1} of batch {item.batch_id} has no prediction yet; "
+            "press 'Run batch' to finish predicting it"
+        )
     shown = ShownCase.from_prediction(item.prediction, item.batch_id, item.item_index)
     # tied to the item's latest review: re-saving the same content after reopening the item is the same
     # submission (stored once); once a new review is stored, the next showing gets a new token
@@ -547,10 +637,17 @@ def shown_from_item(item: BatchItem) -> ShownCase:
 
 def shown_from_review(record: ReviewRecord) -> ShownCase:
     """The model output a stored review was made from, shown again (a fresh showing: a new token)."""
-    return ShownCase(case_text=record.case_text, model_label=record.model_label,
-                     probabilities=dict(record.model_probabilities), model_rationale=record.model_rationale,
-                     model_id=record.model_id, quantization=record.quantization,
-                     prompt_version=record.prompt_version, batch_id=record.batch_id, item_index=record.item_index)
+    return ShownCase(
+        case_text=record.case_text,
+        model_label=record.model_label,
+        probabilities=dict(record.model_probabilities),
+        model_rationale=record.model_rationale,
+        model_id=record.model_id,
+        quantization=record.quantization,
+        prompt_version=record.prompt_version,
+        batch_id=record.batch_id,
+        item_index=record.item_index,
+    )
 
 
 @dataclass(frozen=True)
@@ -568,9 +665,16 @@ class QueueView:
     order: str = "upload"  # r2d.review.active.ORDERS: the order positions count in
 
 
-def open_queue(store: ReviewStore, batch_id: str, position: int | None = None, reviewer: str = "",
-               after: int | None = None, order: str = "upload", item: int | None = None,
-               unreviewed_after: int | None = None) -> QueueView:
+def open_queue(
+    store: ReviewStore,
+    batch_id: str,
+    position: int | None = None,
+    reviewer: str = "",
+    after: int | None = None,
+    order: str = "upload",
+    item: int | None = None,
+    unreviewed_after: int | None = None,
+) -> QueueView:
     """Open a batch at position (clamped), at batch item `item`, at the next unreviewed item after item
     `after` (or after position `unreviewed_after`), or at the first unreviewed one. Positions count in `order`
     (r2d.review.active.ORDERS: upload order, or most uncertain first); `item` and `after` are item indices, wherever
@@ -590,17 +694,30 @@ def open_queue(store: ReviewStore, batch_id: str, position: int | None = None, r
     status = []
     moving = after is not None or unreviewed_after is not None
     if moving and all(it.review is not None for it in items):
-        status.append(f"✓ Batch complete: you have reviewed all {len(items)} cases. N / P look back at them; "
-                      "open another batch to go on.")
+        status.append(
+            f"✓ Batch complete: you have reviewed all {len(items)} cases. N / P look back at them; "
+            "open another batch to go on."
+        )
     elif current.review is not None:
         r = current.review
-        status.append(f"You reviewed this case at {r.created_at[:19].replace('T', ' ')} ({r.action}). "
-                      "Saving again adds a correction; your latest review counts.")
+        status.append(
+            f"You reviewed this case at {r.created_at[:19].replace('T', ' ')} ({r.action}). "
+            "Saving again adds a correction; your latest review counts."
+        )
     shown = shown_from_item(current)
     restored = restorable_draft(store, reviewer, current.case_id)
     draft = restored[1] if restored else None
     if draft:
         status.append("Restored your unsaved draft of this case.")
     note = others_note(store, current.case_id, reviewer) if reviewer else ""
-    return QueueView(batch_id, position, queue_progress(items, position), shown, current.review,
-                     " ".join(status + ([note] if note else [])), draft, current.source_id, order)
+    return QueueView(
+        batch_id,
+        position,
+        queue_progress(items, position),
+        shown,
+        current.review,
+        " ".join(status + ([note] if note else [])),
+        draft,
+        current.source_id,
+        order,
+    )

@@ -7,6 +7,7 @@ latest row. Each review carries a client-made `submission_id` under a UNIQUE con
 double click or a retried request is stored once. Connections are opened per operation, so any
 number of threads and processes can write at once; SQLite's busy timeout serialises them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,15 +16,16 @@ import logging
 import re
 import secrets
 import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
+from r2d import limits
 from r2d.errors import FeedbackStoreError, ReviewActionError
 from r2d.review import audit
-from r2d import limits
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +139,7 @@ class ReviewRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ReviewRecord":
+    def from_dict(cls, data: Mapping[str, Any]) -> ReviewRecord:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -145,7 +147,7 @@ class ReviewRecord:
         """The fields a submission is made of (the store-assigned ones left out)."""
         return {k: v for k, v in self.to_dict().items() if k not in ("created_at", "review_id")}
 
-    def differences(self, other: "ReviewRecord") -> list[str]:
+    def differences(self, other: ReviewRecord) -> list[str]:
         """Fields whose content differs from other's; time on task is ignored (a retry is later by nature)."""
         mine, theirs = self.payload(), other.payload()
         return [k for k in mine if k != "time_on_task_s" and mine[k] != theirs[k]]
@@ -197,18 +199,27 @@ class ReviewEvent:
 
 
 # free-text fields of a review: (field, most characters, may hold line breaks)
-_TEXT_FIELDS = (("submission_id", limits.MAX_ID_CHARS, False), ("reviewer", limits.MAX_NAME_CHARS, False),
-                ("case_id", limits.MAX_ID_CHARS, False), ("case_text", limits.MAX_STORED_CASE_CHARS, True),
-                ("model_label", limits.MAX_ID_CHARS, False), ("model_rationale", limits.MAX_RATIONALE_CHARS, True),
-                ("final_label", limits.MAX_ID_CHARS, False), ("final_rationale", limits.MAX_RATIONALE_CHARS, True),
-                ("comment", limits.MAX_COMMENT_CHARS, True))
+_TEXT_FIELDS = (
+    ("submission_id", limits.MAX_ID_CHARS, False),
+    ("reviewer", limits.MAX_NAME_CHARS, False),
+    ("case_id", limits.MAX_ID_CHARS, False),
+    ("case_text", limits.MAX_STORED_CASE_CHARS, True),
+    ("model_label", limits.MAX_ID_CHARS, False),
+    ("model_rationale", limits.MAX_RATIONALE_CHARS, True),
+    ("final_label", limits.MAX_ID_CHARS, False),
+    ("final_rationale", limits.MAX_RATIONALE_CHARS, True),
+    ("comment", limits.MAX_COMMENT_CHARS, True),
+)
 
 
 def validate_review(record: ReviewRecord) -> None:
     """Raise ReviewActionError naming the first field a stored review cannot have."""
     # bounded plain text first: a 10 MB rationale or a NUL byte never reaches SQLite
-    problems = [p for name, max_chars, multiline in _TEXT_FIELDS
-                for p in limits.text_problems(name.replace("_", " "), getattr(record, name), max_chars, multiline)]
+    problems = [
+        p
+        for name, max_chars, multiline in _TEXT_FIELDS
+        for p in limits.text_problems(name.replace("_", " "), getattr(record, name), max_chars, multiline)
+    ]
     if problems:
         raise ReviewActionError("review not saved: " + "; ".join(problems))
     if not record.submission_id.strip():
@@ -251,9 +262,11 @@ class ReviewStore:
                 raise FeedbackStoreError(self._not_a_db_message())
 
     def _not_a_db_message(self) -> str:
-        return (f"{self.path.name} is not a SQLite review database (or it is corrupt). Move it aside (do not "
-                "delete it: "
-                f"it may hold reviews) and start again, or pass --db with another path")
+        return (
+            f"{self.path.name} is not a SQLite review database (or it is corrupt). Move it aside (do not "
+            "delete it: "
+            f"it may hold reviews) and start again, or pass --db with another path"
+        )
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -261,8 +274,10 @@ class ReviewStore:
             # autocommit mode: transactions are opened explicitly, one short one per write
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
         except (sqlite3.Error, OSError) as e:
-            raise FeedbackStoreError(f"cannot open review database {self.path.name}: {e}; check the path and its "
-                                     "permissions, or pass --db with another path") from e
+            raise FeedbackStoreError(
+                f"cannot open review database {self.path.name}: {e}; check the path and its "
+                "permissions, or pass --db with another path"
+            ) from e
         try:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
@@ -314,26 +329,32 @@ class ReviewStore:
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
-                raise FeedbackStoreError(f"{self.path.name}: cannot switch to WAL journaling (got {mode}); "
-                                         "put the database on a local disk")
+                raise FeedbackStoreError(
+                    f"{self.path.name}: cannot switch to WAL journaling (got {mode}); put the database on a local disk"
+                )
             # the audit trail must not be rewritten, not even by a bug in this module
             conn.executescript(_SCHEMA + audit.append_only_sql())
             conn.execute("INSERT OR IGNORE INTO store_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             self._audit_key = audit.start_chain(conn, self.path)
-            conn.execute("UPDATE store_meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
-                         (str(SCHEMA_VERSION), SCHEMA_VERSION))
+            conn.execute(
+                "UPDATE store_meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
+                (str(SCHEMA_VERSION), SCHEMA_VERSION),
+            )
             version = int(conn.execute("SELECT value FROM store_meta WHERE key='schema_version'").fetchone()[0])
         except sqlite3.OperationalError as e:
-            raise FeedbackStoreError(f"cannot set up {self.path.name}: {e}; try again, or pass --db with another "
-                                     "path") from e
+            raise FeedbackStoreError(
+                f"cannot set up {self.path.name}: {e}; try again, or pass --db with another path"
+            ) from e
         except sqlite3.DatabaseError as e:
             raise FeedbackStoreError(f"{self._not_a_db_message()} ({e})") from e
         finally:
             conn.close()
         audit.make_private(self.path)
         if version > SCHEMA_VERSION:
-            raise FeedbackStoreError(f"{self.path.name} has schema version {version}, newer than this code "
-                                     f"({SCHEMA_VERSION}); update Reason2Decide or use another --db")
+            raise FeedbackStoreError(
+                f"{self.path.name} has schema version {version}, newer than this code "
+                f"({SCHEMA_VERSION}); update Reason2Decide or use another --db"
+            )
 
     # --- reviews -----------------------------------------------------------------------------
 
@@ -350,15 +371,18 @@ class ReviewStore:
             existing = conn.execute("SELECT * FROM reviews WHERE submission_id = ?", (record.submission_id,)).fetchone()
             created = existing is None
             if created:
-                cur = conn.execute(f"INSERT INTO reviews ({columns}) VALUES ({', '.join('?' * len(row))})",
-                                   tuple(row.values()))
+                cur = conn.execute(
+                    f"INSERT INTO reviews ({columns}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())
+                )
                 audit.append_to_chain(conn, cur.lastrowid, self._audit_key)
                 existing = conn.execute("SELECT * FROM reviews WHERE review_id = ?", (cur.lastrowid,)).fetchone()
             stored = self._row_to_review(existing)
         differences = [] if created else stored.differences(record)
         if differences:
-            raise ReviewActionError(f"submission id {record.submission_id} was already used for a different review "
-                                     f"(differs in {', '.join(differences)}); reload the case and submit again")
+            raise ReviewActionError(
+                f"submission id {record.submission_id} was already used for a different review "
+                f"(differs in {', '.join(differences)}); reload the case and submit again"
+            )
         return SubmitResult(stored, created)
 
     @staticmethod
@@ -383,26 +407,39 @@ class ReviewStore:
     def latest_reviews(self) -> list[ReviewRecord]:
         """The current review of each case (its latest row that is not retracted), oldest case first."""
         with self._read() as conn:
-            rows = conn.execute(f"SELECT * FROM reviews WHERE review_id IN (SELECT MAX(review_id) FROM reviews "
-                                f"WHERE {_LIVE} GROUP BY case_id) ORDER BY review_id").fetchall()
+            rows = conn.execute(
+                f"SELECT * FROM reviews WHERE review_id IN (SELECT MAX(review_id) FROM reviews "
+                f"WHERE {_LIVE} GROUP BY case_id) ORDER BY review_id"
+            ).fetchall()
         return [self._row_to_review(r) for r in rows]
 
     def reviewer_reviews(self, case_id: str | None = None) -> list[ReviewRecord]:
         """Every reviewer's current review of each case (one case's if case_id is given), oldest first."""
         where, args = ("AND case_id = ?", (case_id,)) if case_id is not None else ("", ())
         with self._read() as conn:
-            rows = conn.execute(f"SELECT * FROM reviews WHERE review_id IN (SELECT MAX(review_id) FROM reviews "
-                                f"WHERE {_LIVE} {where} GROUP BY case_id, reviewer) ORDER BY review_id",
-                                args).fetchall()
+            rows = conn.execute(
+                f"SELECT * FROM reviews WHERE review_id IN (SELECT MAX(review_id) FROM reviews "
+                f"WHERE {_LIVE} {where} GROUP BY case_id, reviewer) ORDER BY review_id",
+                args,
+            ).fetchall()
         return [self._row_to_review(r) for r in rows]
 
     # --- retract, skip, flag, adjudicate -------------------------------------------------------
 
-    def add_event(self, reviewer: str, kind: str, case_id: str, review_id: int | None = None,
-                  batch_id: str | None = None, item_index: int | None = None, note: str = "") -> ReviewEvent:
+    def add_event(
+        self,
+        reviewer: str,
+        kind: str,
+        case_id: str,
+        review_id: int | None = None,
+        batch_id: str | None = None,
+        item_index: int | None = None,
+        note: str = "",
+    ) -> ReviewEvent:
         """Append one reviewer action. Raises ReviewActionError for an unknown kind or an empty name."""
-        problems = (limits.text_problems("reviewer", reviewer, limits.MAX_NAME_CHARS, multiline=False)
-                    + limits.text_problems("note", note, limits.MAX_COMMENT_CHARS))
+        problems = limits.text_problems(
+            "reviewer", reviewer, limits.MAX_NAME_CHARS, multiline=False
+        ) + limits.text_problems("note", note, limits.MAX_COMMENT_CHARS)
         if problems:
             raise ReviewActionError("not saved: " + "; ".join(problems))
         if kind not in EVENT_KINDS:
@@ -411,8 +448,11 @@ class ReviewStore:
             raise ReviewActionError("enter your name first: every action records who made it")
         row = (utc_now(), reviewer.strip(), kind, case_id, review_id, batch_id, item_index, note.strip())
         with self._write() as conn:
-            cur = conn.execute("INSERT INTO review_events (created_at, reviewer, kind, case_id, review_id, batch_id, "
-                               "item_index, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+            cur = conn.execute(
+                "INSERT INTO review_events (created_at, reviewer, kind, case_id, review_id, batch_id, "
+                "item_index, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
             audit.append_to_chain(conn, cur.lastrowid, self._audit_key, "review_events")
         return ReviewEvent(cur.lastrowid, *row)
 
@@ -426,8 +466,10 @@ class ReviewStore:
     def retract_last(self, reviewer: str) -> ReviewRecord | None:
         """Retract the reviewer's newest review that still counts (undo my last save); None if there is none."""
         with self._read() as conn:
-            row = conn.execute(f"SELECT * FROM reviews WHERE reviewer = ? AND {_LIVE} ORDER BY review_id DESC "
-                               "LIMIT 1", (reviewer.strip(),)).fetchone()
+            row = conn.execute(
+                f"SELECT * FROM reviews WHERE reviewer = ? AND {_LIVE} ORDER BY review_id DESC LIMIT 1",
+                (reviewer.strip(),),
+            ).fetchone()
         if row is None:
             return None
         record = self._row_to_review(row)
@@ -437,9 +479,11 @@ class ReviewStore:
     def adjudications(self) -> dict[str, int]:
         """case_id -> the review adopted for it by the newest adjudication that names a live review."""
         with self._read() as conn:
-            rows = conn.execute(f"SELECT case_id, review_id FROM review_events WHERE kind = 'adjudicate' AND "
-                                f"review_id IN (SELECT review_id FROM reviews WHERE {_LIVE}) "
-                                "ORDER BY event_id").fetchall()
+            rows = conn.execute(
+                f"SELECT case_id, review_id FROM review_events WHERE kind = 'adjudicate' AND "
+                f"review_id IN (SELECT review_id FROM reviews WHERE {_LIVE}) "
+                "ORDER BY event_id"
+            ).fetchall()
         return {r["case_id"]: r["review_id"] for r in rows}
 
     # --- drafts --------------------------------------------------------------------------------
@@ -447,8 +491,11 @@ class ReviewStore:
     def save_draft(self, reviewer: str, case_id: str, draft: Mapping[str, Any]) -> None:
         """Keep what a reviewer has typed but not saved (a new row each time; the newest counts)."""
         problems = limits.text_problems("reviewer", reviewer, limits.MAX_NAME_CHARS, multiline=False) + [
-            p for key, value in draft.items() if isinstance(value, str)
-            for p in limits.text_problems(f"draft {key}", value, limits.MAX_RATIONALE_CHARS)]
+            p
+            for key, value in draft.items()
+            if isinstance(value, str)
+            for p in limits.text_problems(f"draft {key}", value, limits.MAX_RATIONALE_CHARS)
+        ]
         size = len(json.dumps(dict(draft), ensure_ascii=False)) if not problems else 0
         if size > limits.MAX_DRAFT_CHARS:
             problems.append(f"the draft has {size:,} characters; the limit is {limits.MAX_DRAFT_CHARS:,}")
@@ -457,26 +504,33 @@ class ReviewStore:
         if not reviewer.strip():
             return  # nobody to key it by; the UI asks for a name before anything can be saved
         with self._write() as conn:
-            cur = conn.execute("INSERT INTO drafts (created_at, reviewer, case_id, draft) VALUES (?, ?, ?, ?)",
-                               (utc_now(), reviewer.strip(), case_id, json.dumps(dict(draft), ensure_ascii=False)))
+            cur = conn.execute(
+                "INSERT INTO drafts (created_at, reviewer, case_id, draft) VALUES (?, ?, ?, ?)",
+                (utc_now(), reviewer.strip(), case_id, json.dumps(dict(draft), ensure_ascii=False)),
+            )
             audit.append_to_chain(conn, cur.lastrowid, self._audit_key, "drafts")
 
     def draft(self, reviewer: str, case_id: str | None = None) -> dict[str, Any] | None:
         """The reviewer's newest draft (of one case, or of any case) that is newer than their last save of it."""
         where, args = ("AND d.case_id = ?", (reviewer.strip(), case_id)) if case_id else ("", (reviewer.strip(),))
         with self._read() as conn:
-            row = conn.execute(f"""
+            row = conn.execute(
+                f"""
                 SELECT d.* FROM drafts d WHERE d.reviewer = ? {where} AND d.created_at > coalesce(
                     (SELECT MAX(r.created_at) FROM reviews r WHERE r.reviewer = d.reviewer AND r.case_id = d.case_id
                      AND r.{_LIVE}), '')
-                ORDER BY d.draft_id DESC LIMIT 1""", args).fetchone()
+                ORDER BY d.draft_id DESC LIMIT 1""",
+                args,
+            ).fetchone()
         return json.loads(row["draft"]) if row else None
 
     def is_live(self, review_id: int | None) -> bool:
         """Whether a stored review still counts (it exists and was not retracted)."""
         with self._read() as conn:
-            return conn.execute(f"SELECT 1 FROM reviews WHERE review_id = ? AND {_LIVE}", (review_id,)).fetchone() \
+            return (
+                conn.execute(f"SELECT 1 FROM reviews WHERE review_id = ? AND {_LIVE}", (review_id,)).fetchone()
                 is not None
+            )
 
     def count_reviews(self) -> int:
         """How many review rows (corrections included) the store holds."""
@@ -485,8 +539,14 @@ class ReviewStore:
 
     # --- batches -----------------------------------------------------------------------------
 
-    def create_batch(self, name: str, case_texts: Sequence[str], created_by: str, model_id: str,
-                     source_ids: Sequence[str | None] | None = None) -> BatchInfo:
+    def create_batch(
+        self,
+        name: str,
+        case_texts: Sequence[str],
+        created_by: str,
+        model_id: str,
+        source_ids: Sequence[str | None] | None = None,
+    ) -> BatchInfo:
         """Persist an uploaded case list (before predicting, so a crash mid-batch can resume).
 
         source_ids: the upload's own id of each case (None where it had none), kept for the export.
@@ -498,10 +558,14 @@ class ReviewStore:
         batch_id = f"b-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
         created_at = utc_now()
         with self._write() as conn:
-            conn.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?)",
-                         (batch_id, name, created_at, created_by, model_id, len(case_texts)))
-            conn.executemany("INSERT INTO batch_items VALUES (?, ?, ?, ?)",
-                             [(batch_id, i, case_id_for(t), t) for i, t in enumerate(case_texts)])
+            conn.execute(
+                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?)",
+                (batch_id, name, created_at, created_by, model_id, len(case_texts)),
+            )
+            conn.executemany(
+                "INSERT INTO batch_items VALUES (?, ?, ?, ?)",
+                [(batch_id, i, case_id_for(t), t) for i, t in enumerate(case_texts)],
+            )
             sources = [(batch_id, i, str(s)) for i, s in enumerate(source_ids or ()) if s not in (None, "")]
             conn.executemany("INSERT INTO batch_item_sources VALUES (?, ?, ?)", sources)
             audit.append_rows(conn, "batches", [(batch_id,)], self._audit_key)
@@ -513,9 +577,15 @@ class ReviewStore:
         """Store predictions of batch items; an item keeps its first prediction (retries are no-ops)."""
         now = utc_now()
         with self._write() as conn:
-            added = [(batch_id, i) for i, p in predictions.items() if conn.execute(
-                "INSERT OR IGNORE INTO batch_predictions VALUES (?, ?, ?, ?)",
-                (batch_id, i, now, json.dumps(dict(p)))).rowcount == 1]
+            added = [
+                (batch_id, i)
+                for i, p in predictions.items()
+                if conn.execute(
+                    "INSERT OR IGNORE INTO batch_predictions VALUES (?, ?, ?, ?)",
+                    (batch_id, i, now, json.dumps(dict(p))),
+                ).rowcount
+                == 1
+            ]
             audit.append_rows(conn, "batch_predictions", added, self._audit_key)
 
     def list_batches(self) -> list[BatchInfo]:
@@ -543,27 +613,48 @@ class ReviewStore:
         self.get_batch(batch_id)
         mine, args = ("AND reviewer = ?", (batch_id, reviewer.strip())) if reviewer else ("", (batch_id,))
         with self._read() as conn:
-            items = conn.execute("""
+            items = conn.execute(
+                """
                 SELECT i.*, p.prediction, s.source_id FROM batch_items i LEFT JOIN batch_predictions p
                 ON p.batch_id = i.batch_id AND p.item_index = i.item_index
                 LEFT JOIN batch_item_sources s ON s.batch_id = i.batch_id AND s.item_index = i.item_index
-                WHERE i.batch_id = ? ORDER BY i.item_index""", (batch_id,)).fetchall()
-            reviews = conn.execute(f"SELECT * FROM reviews WHERE review_id IN (SELECT MAX(review_id) FROM reviews "
-                                   f"WHERE batch_id = ? {mine} AND {_LIVE} GROUP BY item_index)", args).fetchall()
-            skipped = {r[0] for r in conn.execute(
-                f"SELECT item_index FROM review_events WHERE kind = 'skip' AND batch_id = ? {mine}", args)}
+                WHERE i.batch_id = ? ORDER BY i.item_index""",
+                (batch_id,),
+            ).fetchall()
+            reviews = conn.execute(
+                f"SELECT * FROM reviews WHERE review_id IN (SELECT MAX(review_id) FROM reviews "
+                f"WHERE batch_id = ? {mine} AND {_LIVE} GROUP BY item_index)",
+                args,
+            ).fetchall()
+            skipped = {
+                r[0]
+                for r in conn.execute(
+                    f"SELECT item_index FROM review_events WHERE kind = 'skip' AND batch_id = ? {mine}", args
+                )
+            }
         latest = {r["item_index"]: self._row_to_review(r) for r in reviews}
-        return [BatchItem(batch_id, r["item_index"], r["case_id"], r["case_text"],
-                          json.loads(r["prediction"]) if r["prediction"] else None, latest.get(r["item_index"]),
-                          r["source_id"], r["item_index"] in skipped)
-                for r in items]
+        return [
+            BatchItem(
+                batch_id,
+                r["item_index"],
+                r["case_id"],
+                r["case_text"],
+                json.loads(r["prediction"]) if r["prediction"] else None,
+                latest.get(r["item_index"]),
+                r["source_id"],
+                r["item_index"] in skipped,
+            )
+            for r in items
+        ]
 
     def source_ids(self) -> dict[str, str]:
         """case_id -> the id its upload gave it (the first upload's, when a case came in several)."""
         with self._read() as conn:
-            rows = conn.execute("SELECT i.case_id, s.source_id FROM batch_item_sources s JOIN batch_items i "
-                                "ON i.batch_id = s.batch_id AND i.item_index = s.item_index "
-                                "ORDER BY s.rowid DESC").fetchall()
+            rows = conn.execute(
+                "SELECT i.case_id, s.source_id FROM batch_item_sources s JOIN batch_items i "
+                "ON i.batch_id = s.batch_id AND i.item_index = s.item_index "
+                "ORDER BY s.rowid DESC"
+            ).fetchall()
         return {r["case_id"]: r["source_id"] for r in rows}
 
     # --- exports and housekeeping ----------------------------------------------------------------
@@ -571,8 +662,10 @@ class ReviewStore:
     def log_export(self, exported_by: str, out_dir: str | Path, meta: Mapping[str, Any]) -> None:
         """Record an export in the audit trail."""
         with self._write() as conn:
-            cur = conn.execute("INSERT INTO exports (created_at, exported_by, out_dir, meta) VALUES (?, ?, ?, ?)",
-                               (utc_now(), exported_by, str(out_dir), json.dumps(meta, ensure_ascii=False)))
+            cur = conn.execute(
+                "INSERT INTO exports (created_at, exported_by, out_dir, meta) VALUES (?, ?, ?, ?)",
+                (utc_now(), exported_by, str(out_dir), json.dumps(meta, ensure_ascii=False)),
+            )
             audit.append_to_chain(conn, cur.lastrowid, self._audit_key, "exports")
 
     def browser_secret(self) -> str:

@@ -6,11 +6,13 @@ names none of them (CaseColumnNeeded lists the columns to choose from). The raw 
 header, semicolons, Turkish code page) is read as r2d.sources reads it: each row's templated case text, with
 the row's "ktas-<n>" id. Every error names the file (never its server path) and line, and the cause.
 """
+
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from r2d.data import iter_csv, iter_jsonl, sniff_delimiter
 from r2d.errors import DatasetSchemaError
@@ -81,8 +83,11 @@ def _check_column(rows: list[tuple[str, Any]], name: str, chosen: str | None) ->
         return
     if not any(c in columns for c in CASE_COLUMNS):
         where = where if name.lower().endswith((".jsonl", ".json")) else f"{name}:1"  # a CSV's header line
-        raise CaseColumnNeeded(f"{where}: no case text column ({', '.join(CASE_COLUMNS)}); the columns are "
-                               f"{', '.join(columns) or 'none'}: choose the one that holds the case text", columns)
+        raise CaseColumnNeeded(
+            f"{where}: no case text column ({', '.join(CASE_COLUMNS)}); the columns are "
+            f"{', '.join(columns) or 'none'}: choose the one that holds the case text",
+            columns,
+        )
 
 
 def _ids(rows: list[tuple[str, Any]], column: str) -> list[str | None]:
@@ -110,8 +115,9 @@ def _check_count(name: str, n_rows: int, max_rows: int) -> None:
         raise DatasetSchemaError(f"{name}: {n_rows:,} cases; the limit is {max_rows:,} per upload, split the file")
 
 
-def load_upload(path: str | Path, max_rows: int, max_chars: int, case_column: str | None = None,
-                id_column: str | None = None) -> tuple[list[str], list[str | None]]:
+def load_upload(
+    path: str | Path, max_rows: int, max_chars: int, case_column: str | None = None, id_column: str | None = None
+) -> tuple[list[str], list[str | None]]:
     """Case texts and each one's id (None where it has none), from `case_column` and `id_column` when given,
     else from the named columns (or the raw KTAS file's own). Raises CaseColumnNeeded when no case column is
     named or given, and DatasetSchemaError naming file:line for a broken row, an empty or too long case, too
@@ -141,4 +147,3 @@ def load_cases(path: str | Path, max_rows: int, max_chars: int) -> list[str]:
     Raises DatasetSchemaError naming file:line for a broken row, an empty or too long case, too many rows.
     """
     return load_upload(path, max_rows, max_chars)[0]
-

@@ -8,21 +8,23 @@ loss are training.stage1's (explain_prompt(case) -> rationale, token cross-entro
 because it streams, stops on a wall-clock budget and logs a fidelity figure (r2d.checks.factcheck on a few
 dozen validation cases) beside the loss, so a run is judged by what it writes, not only its loss.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import random
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from r2d.data import Example
-from r2d.prompts import explain_prompt
 from r2d.model.scoring import IGNORE_INDEX, eval_mode, tokenize_inputs
+from r2d.prompts import explain_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -31,23 +33,23 @@ SENTINELS = tuple(f"<extra_id_{i}>" for i in range(16))
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    max_steps: int = 100_000          # an upper bound; the budget usually ends the run first
-    budget_s: float | None = None     # wall-clock seconds for the whole loop, evaluations included
+    max_steps: int = 100_000  # an upper bound; the budget usually ends the run first
+    budget_s: float | None = None  # wall-clock seconds for the whole loop, evaluations included
     batch_size: int = 32
-    learning_rate: float = 5e-4       # 2e-3 without warm-up plateaued in the issue's probe; 5e-4 kept improving
+    learning_rate: float = 5e-4  # 2e-3 without warm-up plateaued in the issue's probe; 5e-4 kept improving
     warmup_steps: int = 300
     weight_decay: float = 0.01
-    span_fraction: float = 0.0        # share of each batch that is span corruption of a case text
-    real_fraction: float = 0.2        # share of explain items drawn from the KTAS training split
+    span_fraction: float = 0.0  # share of each batch that is span corruption of a case text
+    real_fraction: float = 0.2  # share of explain items drawn from the KTAS training split
     eval_every: int = 250
     max_input_tokens: int = 256
     max_target_tokens: int = 160
     seed: int = 0
-    device: str = "cpu"               # "cpu" or "cuda": where the model trains
-    bf16: bool = False                # bfloat16 autocast (GPUs; CPUs with AVX512-BF16/AMX, where it pays)
-    num_workers: int = 0              # processes that generate and tokenize batches (0: the training process)
-    compile: bool = False             # torch.compile the model's forward (dynamic shapes)
-    pad_multiple: int = 1             # pad batch widths to a multiple of this (8 suits tensor cores)
+    device: str = "cpu"  # "cpu" or "cuda": where the model trains
+    bf16: bool = False  # bfloat16 autocast (GPUs; CPUs with AVX512-BF16/AMX, where it pays)
+    num_workers: int = 0  # processes that generate and tokenize batches (0: the training process)
+    compile: bool = False  # torch.compile the model's forward (dynamic shapes)
+    pad_multiple: int = 1  # pad batch widths to a multiple of this (8 suits tensor cores)
 
 
 def add_sentinels(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -55,8 +57,9 @@ def add_sentinels(tokenizer: PreTrainedTokenizerBase) -> None:
     tokenizer.add_tokens(list(SENTINELS), special_tokens=True)
 
 
-def span_corrupt(ids: Sequence[int], rng: random.Random, sentinel_ids: Sequence[int], density: float = 0.15,
-                 mean_span: float = 3.0) -> tuple[list[int], list[int]]:
+def span_corrupt(
+    ids: Sequence[int], rng: random.Random, sentinel_ids: Sequence[int], density: float = 0.15, mean_span: float = 3.0
+) -> tuple[list[int], list[int]]:
     """T5 span corruption of token ids (no eos): (input with sentinels, target of sentinel + dropped span)."""
     n = len(ids)
     masked = [False] * n
@@ -97,8 +100,13 @@ def _pad(rows: list[list[int]], value: int, multiple: int = 1) -> torch.Tensor:
 class Batches:
     """Endless batches of explain pairs (synthetic stream + real training cases) and span-corruption pairs."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, synthetic: Iterator[Example], real: Sequence[Example],
-                 cfg: PretrainConfig) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        synthetic: Iterator[Example],
+        real: Sequence[Example],
+        cfg: PretrainConfig,
+    ) -> None:
         self.tok, self.synthetic, self.real, self.cfg = tokenizer, synthetic, list(real), cfg
         self.rng = random.Random(cfg.seed)
         self.sentinel_ids = tokenizer.convert_tokens_to_ids(list(SENTINELS))
@@ -112,10 +120,21 @@ class Batches:
         c, tok = self.cfg, self.tok
         n_span = sum(self.rng.random() < c.span_fraction for _ in range(c.batch_size))
         items = [self._explain_item() for _ in range(c.batch_size - n_span)]
-        inputs = tok([explain_prompt(e.case_text) for e in items], add_special_tokens=True, truncation=True,
-                     max_length=c.max_input_tokens)["input_ids"] if items else []
-        targets = tok(text_target=[e.rationale for e in items], truncation=True,
-                      max_length=c.max_target_tokens)["input_ids"] if items else []
+        inputs = (
+            tok(
+                [explain_prompt(e.case_text) for e in items],
+                add_special_tokens=True,
+                truncation=True,
+                max_length=c.max_input_tokens,
+            )["input_ids"]
+            if items
+            else []
+        )
+        targets = (
+            tok(text_target=[e.rationale for e in items], truncation=True, max_length=c.max_target_tokens)["input_ids"]
+            if items
+            else []
+        )
         for _ in range(n_span):
             text = self._explain_item().case_text
             ids = tok(text, add_special_tokens=False, truncation=True, max_length=c.max_input_tokens - 1)["input_ids"]
@@ -123,8 +142,11 @@ class Batches:
             inputs.append(inp + [tok.eos_token_id])
             targets.append(tgt + [tok.eos_token_id])
         input_ids = _pad(inputs, tok.pad_token_id, c.pad_multiple)
-        return {"input_ids": input_ids, "attention_mask": (input_ids != tok.pad_token_id).long(),
-                "labels": _pad(targets, IGNORE_INDEX, c.pad_multiple)}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": (input_ids != tok.pad_token_id).long(),
+            "labels": _pad(targets, IGNORE_INDEX, c.pad_multiple),
+        }
 
 
 class StreamedBatches(torch.utils.data.IterableDataset):
@@ -134,8 +156,13 @@ class StreamedBatches(torch.utils.data.IterableDataset):
     so workers never repeat each other's cases and a run is reproducible for a fixed number of workers.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, stream: Callable[[int], Iterator[Example]],
-                 real: Sequence[Example], cfg: PretrainConfig) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        stream: Callable[[int], Iterator[Example]],
+        real: Sequence[Example],
+        cfg: PretrainConfig,
+    ) -> None:
         self.tok, self.stream, self.real, self.cfg = tokenizer, stream, list(real), cfg
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
@@ -146,42 +173,64 @@ class StreamedBatches(torch.utils.data.IterableDataset):
             yield next(batches)
 
 
-def batch_iterator(tokenizer: PreTrainedTokenizerBase, stream: Callable[[int], Iterator[Example]],
-                   real: Sequence[Example], cfg: PretrainConfig) -> Iterator[dict[str, torch.Tensor]]:
+def batch_iterator(
+    tokenizer: PreTrainedTokenizerBase,
+    stream: Callable[[int], Iterator[Example]],
+    real: Sequence[Example],
+    cfg: PretrainConfig,
+) -> Iterator[dict[str, torch.Tensor]]:
     """Endless training batches: made in the training process (num_workers 0) or in cfg.num_workers processes."""
     if cfg.num_workers <= 0:
         return Batches(tokenizer, stream(cfg.seed), real, cfg)
-    loader = torch.utils.data.DataLoader(StreamedBatches(tokenizer, stream, real, cfg), batch_size=None,
-                                         num_workers=cfg.num_workers, prefetch_factor=8,
-                                         pin_memory=cfg.device.startswith("cuda"))
+    loader = torch.utils.data.DataLoader(
+        StreamedBatches(tokenizer, stream, real, cfg),
+        batch_size=None,
+        num_workers=cfg.num_workers,
+        prefetch_factor=8,
+        pin_memory=cfg.device.startswith("cuda"),
+    )
     return iter(loader)
 
 
-def generate_rationales(model: Any, tokenizer: PreTrainedTokenizerBase, case_texts: Sequence[str],
-                        max_input_tokens: int = 256, max_new_tokens: int = 160, batch_size: int = 16) -> list[str]:
+def generate_rationales(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    case_texts: Sequence[str],
+    max_input_tokens: int = 256,
+    max_new_tokens: int = 160,
+    batch_size: int = 16,
+) -> list[str]:
     """Greedy explain_prompt(case) rationales, without the n-gram block (numbers repeat legitimately)."""
     out: list[str] = []
     with eval_mode(model), torch.no_grad():
         for i in range(0, len(case_texts), batch_size):
-            enc = tokenize_inputs(tokenizer, [explain_prompt(c) for c in case_texts[i:i + batch_size]],
-                                  max_input_tokens, model.device)
+            enc = tokenize_inputs(
+                tokenizer, [explain_prompt(c) for c in case_texts[i : i + batch_size]], max_input_tokens, model.device
+            )
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
             out += [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
     return out
 
 
-def rationale_quality(case_texts: Sequence[str], rationales: Sequence[str],
-                      references: Sequence[str]) -> dict[str, float | None]:
+def rationale_quality(
+    case_texts: Sequence[str], rationales: Sequence[str], references: Sequence[str]
+) -> dict[str, float | None]:
     """exact (= the rule rationale), fidelity and critical findings named (r2d.checks.factcheck.fidelity_summary)."""
     from r2d.checks.factcheck import fidelity_summary
+
     summary = fidelity_summary(case_texts, rationales)
     exact = sum(r == ref for r, ref in zip(rationales, references)) / max(1, len(rationales))
     return {"exact": exact, "fidelity": summary["fidelity"], "critical_named": summary["critical_named"]}
 
 
-def pretrain(model: Any, tokenizer: PreTrainedTokenizerBase, batches: Iterator[dict[str, torch.Tensor]],
-             cfg: PretrainConfig, probe: Sequence[Example] = (),
-             on_log: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+def pretrain(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    batches: Iterator[dict[str, torch.Tensor]],
+    cfg: PretrainConfig,
+    probe: Sequence[Example] = (),
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Train until max_steps or the budget; every eval_every steps log loss (+ quality on `probe`). Returns the log.
 
     The model moves to cfg.device and stays there. With a budget, the planned total (for the decay) is
@@ -192,8 +241,9 @@ def pretrain(model: Any, tokenizer: PreTrainedTokenizerBase, batches: Iterator[d
     device = torch.device(cfg.device)
     model.to(device)
     forward = torch.compile(model, dynamic=True) if cfg.compile else model
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                            fused=device.type == "cuda")
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+    )
     total, start, history, losses = cfg.max_steps, time.monotonic(), [], []
     model.train()
     step = 0
@@ -213,12 +263,22 @@ def pretrain(model: Any, tokenizer: PreTrainedTokenizerBase, batches: Iterator[d
             elapsed = time.monotonic() - start
             total = min(cfg.max_steps, max(step, math.floor(cfg.budget_s * step / max(elapsed, 1e-9))))
         if step % cfg.eval_every == 0 or step == total:
-            entry = _log_entry(model, tokenizer, cfg, probe, step, float(torch.stack(losses).float().mean()),
-                               opt.param_groups[0]["lr"], time.monotonic() - start)
+            entry = _log_entry(
+                model,
+                tokenizer,
+                cfg,
+                probe,
+                step,
+                float(torch.stack(losses).float().mean()),
+                opt.param_groups[0]["lr"],
+                time.monotonic() - start,
+            )
             losses = []
             history.append(entry)
-            logger.info("stage 1 %s", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                                 for k, v in entry.items()))
+            logger.info(
+                "stage 1 %s",
+                ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items()),
+            )
             if on_log:
                 on_log(entry)
             if cfg.budget_s is not None and time.monotonic() - start >= cfg.budget_s:
@@ -226,12 +286,21 @@ def pretrain(model: Any, tokenizer: PreTrainedTokenizerBase, batches: Iterator[d
     return history
 
 
-def _log_entry(model: Any, tokenizer: PreTrainedTokenizerBase, cfg: PretrainConfig, probe: Sequence[Example],
-               step: int, loss: float, lr: float, elapsed: float) -> dict[str, Any]:
+def _log_entry(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    cfg: PretrainConfig,
+    probe: Sequence[Example],
+    step: int,
+    loss: float,
+    lr: float,
+    elapsed: float,
+) -> dict[str, Any]:
     entry = {"step": step, "loss": loss, "lr": lr, "elapsed_s": round(elapsed, 1)}
     if probe:
-        texts = generate_rationales(model, tokenizer, [e.case_text for e in probe], cfg.max_input_tokens,
-                                    cfg.max_target_tokens)
+        texts = generate_rationales(
+            model, tokenizer, [e.case_text for e in probe], cfg.max_input_tokens, cfg.max_target_tokens
+        )
         entry.update(rationale_quality([e.case_text for e in probe], texts, [e.rationale for e in probe]))
         model.train()
     return entry

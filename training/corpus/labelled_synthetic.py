@@ -10,21 +10,23 @@ pain, which the facts do not record), and cases with a milder or no modifier are
 level depends on the complaint (second-order modifiers), which the facts sampled here do not decide.
 The rationale is the usual label-free rule rationale.
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
-from r2d.data import Example
 from r2d.checks.rules import urgency_floor, write_rationale
+from r2d.data import Example
 from training.corpus.synthetic import STYLES, case_text, sample_facts
 
 FIXED_LEVELS = ("1", "2")  # the floors that fix a level without the complaint
 
 
-def modifier_labelled_examples(n: int, complaints: Sequence[str], seed: int,
-                               max_draws: int | None = None) -> list[Example]:
+def modifier_labelled_examples(
+    n: int, complaints: Sequence[str], seed: int, max_draws: int | None = None
+) -> list[Example]:
     """n synthetic adult cases labelled by their first-order-modifier floor (KTAS 1 or 2), deterministic per
     seed, in every style of training.corpus.synthetic. Raises RuntimeError if max_draws draws (default 200 n) give
     fewer than n (the sampler would have stopped producing critical findings)."""

@@ -8,14 +8,16 @@ PubMedQA keeps its official 500-item test set and carves val out of the rest. Me
 are answer texts, nearly all distinct, so stratifying by them would put everything in train: they get a
 seeded shuffle split instead. Every split is deterministic for a given seed.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
 import random
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from r2d.data import Example, atomic_write_text, label_counts, stratified_split, write_examples
 from r2d.errors import ConfigError, DatasetSchemaError
@@ -65,8 +67,7 @@ def shuffle_split(examples: Sequence[Example], fractions: Sequence[float], seed:
 Prepared = tuple[dict[str, list[Example]], list[Path], dict[str, Any]]
 
 
-def grouped_stratified_split(examples: Sequence[Example], fractions: Sequence[float],
-                             seed: int) -> list[list[Example]]:
+def grouped_stratified_split(examples: Sequence[Example], fractions: Sequence[float], seed: int) -> list[list[Example]]:
     """stratified_split over groups of identical case texts: a group never straddles two parts.
 
     Each group is split as one item labelled by its first member, then expanded in place.
@@ -75,8 +76,10 @@ def grouped_stratified_split(examples: Sequence[Example], fractions: Sequence[fl
     for e in examples:
         groups.setdefault(e.case_text, []).append(e)
     firsts = [members[0] for members in groups.values()]
-    return [[m for first in part for m in groups[first.case_text]]
-            for part in stratified_split(firsts, fractions, seed=seed)]
+    return [
+        [m for first in part for m in groups[first.case_text]]
+        for part in stratified_split(firsts, fractions, seed=seed)
+    ]
 
 
 def prepare_ktas(source: Path, seed: int, val: float, test: float | None) -> Prepared:
@@ -98,8 +101,11 @@ def prepare_medreason(source: Path, seed: int, val: float, test: float | None = 
     """MedReason (R2D-C processing): val.jsonl -> train/val, test.csv -> test."""
     source = Path(source)
     train, val_part = shuffle_split(load_medreason(source / "val.jsonl"), split_fractions(val, 0.0)[:2], seed)
-    return ({"train": train, "val": val_part, "test": load_medreason(source / "test.csv")},
-            [source / "val.jsonl", source / "test.csv"], {"task": "medreason", "ordinal": False})
+    return (
+        {"train": train, "val": val_part, "test": load_medreason(source / "test.csv")},
+        [source / "val.jsonl", source / "test.csv"],
+        {"task": "medreason", "ordinal": False},
+    )
 
 
 def prepare_medmcqa(source: Path, seed: int, val: float, test: float | None) -> Prepared:
@@ -116,7 +122,10 @@ def _fraction(test: float | None, dataset: str) -> float:
 
 
 PREPARERS: dict[str, Callable[[Path, int, float, float | None], Prepared]] = {
-    "ktas": prepare_ktas, "pubmedqa": prepare_pubmedqa, "medreason": prepare_medreason, "medmcqa": prepare_medmcqa,
+    "ktas": prepare_ktas,
+    "pubmedqa": prepare_pubmedqa,
+    "medreason": prepare_medreason,
+    "medmcqa": prepare_medmcqa,
 }
 # the data sets that bring their own test split take no --test fraction
 OWN_TEST_SPLIT = ("pubmedqa", "medreason")
@@ -129,15 +138,26 @@ def _split_counts(examples: list[Example]) -> dict[str, Any]:
     return {"total": len(examples), "labels": counts}
 
 
-def build_manifest(dataset: str, source: Path, seed: int, val: float, test: float | None,
-                   splits: dict[str, list[Example]], files: list[Path], extra: dict[str, Any],
-                   command: str) -> dict[str, Any]:
+def build_manifest(
+    dataset: str,
+    source: Path,
+    seed: int,
+    val: float,
+    test: float | None,
+    splits: dict[str, list[Example]],
+    files: list[Path],
+    extra: dict[str, Any],
+    command: str,
+) -> dict[str, Any]:
     """Everything needed to reproduce or audit the split: source hashes, seed, fractions, counts."""
     labels = list(label_counts(e for split in SPLITS for e in splits[split]))
     return {
-        "dataset": dataset, "source": str(source),
+        "dataset": dataset,
+        "source": str(source),
         "source_files": {str(f): file_sha256(f) for f in files},
-        "seed": seed, "val": val, "test": test,
+        "seed": seed,
+        "val": val,
+        "test": test,
         "label_set": labels if len(labels) <= MAX_LISTED_LABELS else None,
         **extra,
         "counts": {split: _split_counts(splits[split]) for split in SPLITS},
@@ -145,8 +165,16 @@ def build_manifest(dataset: str, source: Path, seed: int, val: float, test: floa
     }
 
 
-def run(dataset: str, source: Path, out: Path, *, seed: int = 42, val: float = 0.1, test: float | None = None,
-        command: str = "") -> dict[str, Any]:
+def run(
+    dataset: str,
+    source: Path,
+    out: Path,
+    *,
+    seed: int = 42,
+    val: float = 0.1,
+    test: float | None = None,
+    command: str = "",
+) -> dict[str, Any]:
     """Load `dataset` from `source`, split it and write train/val/test.jsonl and manifest.json under `out`.
 
     `test` is the test fraction (KTAS, MedMCQA; None for the data sets with their own test split);
@@ -170,9 +198,16 @@ def prepare_missing(out: str | Path, source: str | Path, dataset: str = "ktas") 
     if all((out / f"{split}.jsonl").is_file() for split in SPLITS):
         return None
     if not source.exists():
-        raise DatasetSchemaError(f"the original data folder {out} lacks its splits and the {dataset} source "
-                                 f"{source} to prepare them from is missing: ask whoever runs the app to set "
-                                 "app.improve_source")
+        raise DatasetSchemaError(
+            f"the original data folder {out} lacks its splits and the {dataset} source "
+            f"{source} to prepare them from is missing: ask whoever runs the app to set "
+            "app.improve_source"
+        )
     logger.info("preparing %s from %s into %s", dataset, source, out)
-    return run(dataset, source, out, test=None if dataset in OWN_TEST_SPLIT else DEFAULT_TEST,
-               command=f"python -m training.prepare_data {dataset} --source {source} --out {out}")
+    return run(
+        dataset,
+        source,
+        out,
+        test=None if dataset in OWN_TEST_SPLIT else DEFAULT_TEST,
+        command=f"python -m training.prepare_data {dataset} --source {source} --out {out}",
+    )

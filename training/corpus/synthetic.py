@@ -12,17 +12,18 @@ nurse_note), each with the label-free rationale of r2d.checks.rules.write_ration
 needs none. DEFAULT_STYLE_WEIGHTS make half the stream the KTAS narrative and half free text. r2d.checks.factcheck
 reads every style back (tests/test_synthetic.py: the sampled facts, and the rule rationale passes the check).
 """
+
 from __future__ import annotations
 
 import random
 from bisect import bisect
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
-from functools import lru_cache
+from functools import cache
 from itertools import accumulate
-from typing import Iterator, Mapping, Sequence
 
-from r2d.data import Example
 from r2d.checks.rules import ARRIVAL_MODES, MENTAL_STATES, VITALS, TriageFacts, in_normal_range, write_rationale
+from r2d.data import Example
 from r2d.sources import ktas_case_text
 
 # (low, high, weight) bands per vital: the normal range (r2d.checks.rules.NORMAL_RANGES), the bands up to the
@@ -39,11 +40,19 @@ MISSING = {"bp": 0.08, "heart_rate": 0.06, "resp_rate": 0.08, "temperature": 0.0
 STYLES = ("ktas", "notes", "terse", "nurse", "brief")
 # half the stream is the KTAS narrative, half free text (mostly notes as nurses write them)
 DEFAULT_STYLE_WEIGHTS = {"ktas": 0.5, "notes": 0.075, "terse": 0.075, "nurse": 0.25, "brief": 0.1}
-DURATIONS = ("for 1 hour", "for 2 hours", "for 6 hours", "since this morning", "for 1 day", "for 2 days",
-             "for 3 days", "for 1 week")
+DURATIONS = (
+    "for 1 hour",
+    "for 2 hours",
+    "for 6 hours",
+    "since this morning",
+    "for 1 day",
+    "for 2 days",
+    "for 3 days",
+    "for 1 week",
+)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cumulative(weights: tuple[float, ...]) -> tuple[list[float], float]:
     cumulative = list(accumulate(weights))
     return cumulative, cumulative[-1] + 0.0
@@ -91,29 +100,45 @@ def sample_facts(rng: random.Random, complaints: Sequence[str]) -> TriageFacts:
     """One random case: every field drawn independently, each sometimes missing."""
     age = None if rng.random() < 0.02 else (rng.randint(1, 15) if rng.random() < 0.06 else rng.randint(16, 96))
     pain, score = _pain(rng)
-    vitals: dict[str, float | None] = {v: None if rng.random() < MISSING[v] else _vital(rng, v)
-                                       for v in ("heart_rate", "resp_rate", "temperature", "spo2")}
+    vitals: dict[str, float | None] = {
+        v: None if rng.random() < MISSING[v] else _vital(rng, v)
+        for v in ("heart_rate", "resp_rate", "temperature", "spo2")
+    }
     sbp = dbp = None
     if rng.random() >= MISSING["bp"]:
         sbp = _vital(rng, "sbp")
         dbp = float(max(20, min(sbp - 10, round(sbp * rng.uniform(0.5, 0.75)))))
     return TriageFacts(
-        age=age, sex=_pick(rng, ("female", "male", None), (0.48, 0.48, 0.04)),
+        age=age,
+        sex=_pick(rng, ("female", "male", None), (0.48, 0.48, 0.04)),
         arrival=_pick(rng, ARRIVAL_MODES + (None,), (0.3, 0.22, 0.32, 0.08, 0.05, 0.03)),
         injury=_pick(rng, (True, False, None), (0.3, 0.66, 0.04)),
         chief_complaint=sample_complaint(rng, complaints),
         mental=_pick(rng, MENTAL_STATES + (None,), (0.72, 0.09, 0.08, 0.08, 0.03)),
-        pain=pain, pain_score=score, sbp=sbp, dbp=dbp, **vitals)
+        pain=pain,
+        pain_score=score,
+        sbp=sbp,
+        dbp=dbp,
+        **vitals,
+    )
 
 
 # --- free-text notations ---------------------------------------------------------------------------
 
 # AVPU words and GCS as r2d.checks.factcheck reads them (GCS 15 A, 13-14 V, 9-12 P, 3-8 U)
-_MENTAL_WORDS = {"alert": ("alert", "A on AVPU", "GCS 15"), "verbal": ("responds to voice", "V on AVPU", "GCS 14"),
-                 "pain": ("responds to pain", "P on AVPU", "GCS 10"), "unresponsive": ("unresponsive", "GCS 6")}
-_ARRIVAL_WORDS = {"walking": "walked in", "public ambulance": "arrived by public ambulance",
-                  "private ambulance": "arrived by private ambulance", "private vehicle": "by private vehicle",
-                  "other": "arrived by other transport"}
+_MENTAL_WORDS = {
+    "alert": ("alert", "A on AVPU", "GCS 15"),
+    "verbal": ("responds to voice", "V on AVPU", "GCS 14"),
+    "pain": ("responds to pain", "P on AVPU", "GCS 10"),
+    "unresponsive": ("unresponsive", "GCS 6"),
+}
+_ARRIVAL_WORDS = {
+    "walking": "walked in",
+    "public ambulance": "arrived by public ambulance",
+    "private ambulance": "arrived by private ambulance",
+    "private vehicle": "by private vehicle",
+    "other": "arrived by other transport",
+}
 
 
 def _who(rng: random.Random, f: TriageFacts) -> str | None:
@@ -129,8 +154,11 @@ def _vital_items(rng: random.Random, f: TriageFacts, terse: bool) -> list[str]:
     items = []
     if f.sbp is not None:
         items.append(f"BP {f.sbp:g}/{f.dbp:g}" + ("" if terse else " mmHg"))
-    names = ({"heart_rate": "HR", "resp_rate": "RR", "temperature": "T", "spo2": "sats"} if terse else
-             {"heart_rate": "pulse", "resp_rate": "resp rate", "temperature": "temp", "spo2": "SpO2"})
+    names = (
+        {"heart_rate": "HR", "resp_rate": "RR", "temperature": "T", "spo2": "sats"}
+        if terse
+        else {"heart_rate": "pulse", "resp_rate": "resp rate", "temperature": "temp", "spo2": "SpO2"}
+    )
     for vital, name in names.items():
         value = getattr(f, vital)
         if value is None:
@@ -176,26 +204,75 @@ def free_text(rng: random.Random, f: TriageFacts, terse: bool) -> str:
 # recorded and inside NORMAL_RANGES for an adult: the rationale then says "vital signs within adult limits"
 # and cites no number. Typos (a dropped letter) fall in the remarks only, never in a fact.
 
-_NURSE_ARRIVAL = {"public ambulance": ("BIBA", "brought in by ambulance", "via EMS", "BIBA (EMS)",
-                                       "arrived by ambulance", "EMS brought in"),
-                  "private ambulance": ("by private ambulance", "private ambulance transfer"),
-                  "private vehicle": ("by private car", "brought by family by car", "private vehicle"),
-                  "walking": ("walked in", "walk-in", "self-presented"),
-                  "other": ("arrived by other transport",)}
-_NURSE_MENTAL = {"alert": ("alert", "A&Ox3", "alert and oriented", "AVPU A", "AVPU: A", "A on AVPU"),
-                 "verbal": ("responds to voice", "V on AVPU", "AVPU V", "AVPU: V"),
-                 "pain": ("responds to pain", "P on AVPU", "AVPU P", "AVPU: P"),
-                 "unresponsive": ("unresponsive", "unconscious", "U on AVPU", "AVPU U")}
+_NURSE_ARRIVAL = {
+    "public ambulance": (
+        "BIBA",
+        "brought in by ambulance",
+        "via EMS",
+        "BIBA (EMS)",
+        "arrived by ambulance",
+        "EMS brought in",
+    ),
+    "private ambulance": ("by private ambulance", "private ambulance transfer"),
+    "private vehicle": ("by private car", "brought by family by car", "private vehicle"),
+    "walking": ("walked in", "walk-in", "self-presented"),
+    "other": ("arrived by other transport",),
+}
+_NURSE_MENTAL = {
+    "alert": ("alert", "A&Ox3", "alert and oriented", "AVPU A", "AVPU: A", "A on AVPU"),
+    "verbal": ("responds to voice", "V on AVPU", "AVPU V", "AVPU: V"),
+    "pain": ("responds to pain", "P on AVPU", "AVPU P", "AVPU: P"),
+    "unresponsive": ("unresponsive", "unconscious", "U on AVPU", "AVPU U"),
+}
 _GCS_RANGE = {"alert": (15, 15), "verbal": (13, 14), "pain": (9, 12), "unresponsive": (3, 8)}
-_NORMAL_PHRASES = ("vitals normal", "obs stable", "vitals WNL", "VSS", "obs within normal limits",
-                   "vital signs normal", "observations normal", "vitals stable")
-_HISTORY = ("hx HTN, DM", "PMH: asthma", "PMHx COPD, AF", "background IHD, CKD", "NKDA", "hx: nil",
-            "on warfarin", "meds: metformin, ramipril", "hx epilepsy", "PMH HTN", "hx T2DM", "lives alone")
-_REMARKS = ("family at bedside", "patient anxious", "seen by GP yesterday", "speaking in full sentences",
-            "skin warm and dry", "lives with daughter", "independent at home", "not eating well today",
-            "wife concerned", "appears uncomfortable", "awaiting assessment", "friend brought belongings")
-_COMPLAINT_LEAD = ("c/o ", "C/O ", "complaining of ", "presenting with ", "presents with ", "CC: ",
-                   "Complaint: ", "PC: ")
+_NORMAL_PHRASES = (
+    "vitals normal",
+    "obs stable",
+    "vitals WNL",
+    "VSS",
+    "obs within normal limits",
+    "vital signs normal",
+    "observations normal",
+    "vitals stable",
+)
+_HISTORY = (
+    "hx HTN, DM",
+    "PMH: asthma",
+    "PMHx COPD, AF",
+    "background IHD, CKD",
+    "NKDA",
+    "hx: nil",
+    "on warfarin",
+    "meds: metformin, ramipril",
+    "hx epilepsy",
+    "PMH HTN",
+    "hx T2DM",
+    "lives alone",
+)
+_REMARKS = (
+    "family at bedside",
+    "patient anxious",
+    "seen by GP yesterday",
+    "speaking in full sentences",
+    "skin warm and dry",
+    "lives with daughter",
+    "independent at home",
+    "not eating well today",
+    "wife concerned",
+    "appears uncomfortable",
+    "awaiting assessment",
+    "friend brought belongings",
+)
+_COMPLAINT_LEAD = (
+    "c/o ",
+    "C/O ",
+    "complaining of ",
+    "presenting with ",
+    "presents with ",
+    "CC: ",
+    "Complaint: ",
+    "PC: ",
+)
 _INLINE_LEAD = ("c/o ", "c/o ", "complaining of ", "presenting with ", "CC ")
 
 
@@ -207,7 +284,7 @@ def _typo(rng: random.Random, text: str) -> str:
         return text
     i = rng.choice(long)
     j = rng.randrange(1, len(words[i]) - 1)
-    words[i] = words[i][:j] + words[i][j + 1:]
+    words[i] = words[i][:j] + words[i][j + 1 :]
     return " ".join(words)
 
 
@@ -219,15 +296,25 @@ def _nurse_who(rng: random.Random, f: TriageFacts) -> str:
         return rng.choice((f"{age} yo", f"{age} y/o", f"Pt aged {age}", f"{age}-year-old"))
     letter = "F" if sex == "female" else "M"
     child = ("girl" if sex == "female" else "boy") if f.is_paediatric else sex
-    return rng.choice((f"{age}{letter}", f"{age} yo {letter}", f"{age}yo {letter}", f"{age} y/o {child}",
-                       f"Pt {age}{letter}", f"{age}-year-old {child}", f"{age} yo {child}"))
+    return rng.choice(
+        (
+            f"{age}{letter}",
+            f"{age} yo {letter}",
+            f"{age}yo {letter}",
+            f"{age} y/o {child}",
+            f"Pt {age}{letter}",
+            f"{age}-year-old {child}",
+            f"{age} yo {child}",
+        )
+    )
 
 
 def _nurse_vital(rng: random.Random, vital: str, f: TriageFacts) -> str:
     value = getattr(f, vital)
     if vital == "sbp":
         return rng.choice(("BP {}/{}", "BP {}/{} mmHg", "BP {}/{}mmHg", "B/P {}/{}", "BP: {}/{}")).format(
-            f"{f.sbp:g}", f"{f.dbp:g}")
+            f"{f.sbp:g}", f"{f.dbp:g}"
+        )
     if vital == "temperature":
         r = rng.random()
         if r < 0.12 and in_normal_range(vital, value):
@@ -236,17 +323,32 @@ def _nurse_vital(rng: random.Random, vital: str, f: TriageFacts) -> str:
             return f"{rng.choice(('fever', 'febrile'))} {value:.1f}"
         number = f"{value:.1f}" if rng.random() < 0.7 else f"{value:g}"
         return rng.choice(("T {}", "T {}C", "T {} °C", "temp {}", "Temp {}°C", "T: {}")).format(number)
-    form = {"heart_rate": ("HR {}", "HR {} bpm", "HR {}bpm", "HR {}/min", "pulse {}", "HR: {}"),
-            "resp_rate": ("RR {}", "RR {}/min", "resp {}", "RR: {}"),
-            "spo2": ("sats {}%", "sats {}% RA", "SpO2 {}%", "SpO2 {}% on room air", "O2 sats {}%", "sat {}% RA",
-                     "SpO2 {}", "{}% RA", "sats {}% on RA")}[vital]
+    form = {
+        "heart_rate": ("HR {}", "HR {} bpm", "HR {}bpm", "HR {}/min", "pulse {}", "HR: {}"),
+        "resp_rate": ("RR {}", "RR {}/min", "resp {}", "RR: {}"),
+        "spo2": (
+            "sats {}%",
+            "sats {}% RA",
+            "SpO2 {}%",
+            "SpO2 {}% on room air",
+            "O2 sats {}%",
+            "sat {}% RA",
+            "SpO2 {}",
+            "{}% RA",
+            "sats {}% on RA",
+        ),
+    }[vital]
     return rng.choice(form).format(f"{value:g}")
 
 
 def _nurse_vitals(rng: random.Random, f: TriageFacts) -> str | None:
     recorded = [v for v in ("sbp", "heart_rate", "resp_rate", "temperature", "spo2") if getattr(f, v) is not None]
-    normal = (len(recorded) == 5 and f.dbp is not None and not f.is_paediatric
-              and all(in_normal_range(v, getattr(f, v)) for v in VITALS))
+    normal = (
+        len(recorded) == 5
+        and f.dbp is not None
+        and not f.is_paediatric
+        and all(in_normal_range(v, getattr(f, v)) for v in VITALS)
+    )
     if normal and rng.random() < 0.4:
         return rng.choice(_NORMAL_PHRASES)
     if not recorded:
@@ -266,8 +368,11 @@ def _nurse_pain(rng: random.Random, f: TriageFacts) -> str | None:
         return rng.choice(("pain {}/10", "{}/10 pain", "NRS {}/10", "pain score {}/10")).format(f.pain_score)
     if f.pain_score == 0:
         return rng.choice(("pain 0/10", "no pain", "denies pain"))
-    return {None: None, True: rng.choice(("pain present", "pain present, not scored")),
-            False: rng.choice(("no pain", "denies pain", "pain free"))}[f.pain]
+    return {
+        None: None,
+        True: rng.choice(("pain present", "pain present, not scored")),
+        False: rng.choice(("no pain", "denies pain", "pain free")),
+    }[f.pain]
 
 
 def _nurse_mental(rng: random.Random, f: TriageFacts) -> str | None:
@@ -287,8 +392,7 @@ def _sentence(part: str) -> str:
 def nurse_note(rng: random.Random, f: TriageFacts, brief: bool = False) -> str:
     """A note as a nurse writes it: '55M BIBA c/o chest pain. HR 124 BP 90/60 sats 91% RA. GCS 14. Pain 7/10.'
     `brief`: telegraphic, no history or remarks. Every fact of `f` the rule rationale states is written."""
-    arrival = (rng.choice(_NURSE_ARRIVAL[f.arrival]) if f.arrival and (f.by_ambulance or rng.random() < 0.5)
-               else None)
+    arrival = rng.choice(_NURSE_ARRIVAL[f.arrival]) if f.arrival and (f.by_ambulance or rng.random() < 0.5) else None
     who = _nurse_who(rng, f)
     head = who + rng.choice((" ", ", ")) + arrival if who and arrival else who or arrival or ""
     lead = [head] if head and head not in ("Pt", "Patient") else []  # a bare "Pt." says nothing
@@ -298,8 +402,9 @@ def nurse_note(rng: random.Random, f: TriageFacts, brief: bool = False) -> str:
             lead.insert(0, f.chief_complaint)
         elif r < 0.45 and f.age is not None and f.sex is not None and not arrival:  # "55M chest pain."
             letter = "F" if f.sex == "female" else "M"
-            lead = [rng.choice((f"{f.age}{letter} ", f"{f.age} yo {letter} ", f"{f.age}{letter}, "))
-                    + f.chief_complaint]
+            lead = [
+                rng.choice((f"{f.age}{letter} ", f"{f.age} yo {letter} ", f"{f.age}{letter}, ")) + f.chief_complaint
+            ]
         elif head and rng.random() < 0.6:  # "55M BIBA c/o chest pain."
             lead = [f"{head} {rng.choice(_INLINE_LEAD)}{f.chief_complaint}"]
         else:
@@ -322,8 +427,19 @@ def style_facts(rng: random.Random, facts: TriageFacts, style: str) -> TriageFac
     """The facts a note of `style` states: 'brief' notes leave some out (the rationale then leaves them out too)."""
     if style != "brief":
         return facts
-    drop = {name: None for name, p in (("mental", 0.4), ("pain", 0.5), ("temperature", 0.4), ("resp_rate", 0.4),
-                                       ("spo2", 0.2), ("sex", 0.3), ("injury", 0.3)) if rng.random() < p}
+    drop = {
+        name: None
+        for name, p in (
+            ("mental", 0.4),
+            ("pain", 0.5),
+            ("temperature", 0.4),
+            ("resp_rate", 0.4),
+            ("spo2", 0.2),
+            ("sex", 0.3),
+            ("injury", 0.3),
+        )
+        if rng.random() < p
+    }
     if "pain" in drop:
         drop["pain_score"] = None
     if facts.age is not None and not facts.is_paediatric and rng.random() < 0.3:
@@ -356,8 +472,9 @@ def _weights(style_weights: Sequence[float] | Mapping[str, float] | None) -> lis
     return list(style_weights)
 
 
-def synthetic_examples(n: int, complaints: Sequence[str], seed: int,
-                       style_weights: Sequence[float] | Mapping[str, float] | None = None) -> Iterator[Example]:
+def synthetic_examples(
+    n: int, complaints: Sequence[str], seed: int, style_weights: Sequence[float] | Mapping[str, float] | None = None
+) -> Iterator[Example]:
     """n synthetic cases with rule rationales, deterministic per seed. The label field is unused ("").
     style_weights: one per STYLES entry, or {style: weight}; None = DEFAULT_STYLE_WEIGHTS."""
     rng = random.Random(seed)

@@ -5,18 +5,20 @@ tokenised tensors for the parts that never change (the predict task, the rationa
 label-free explain task) and the raw case texts and gold labels, because the Stage-2 explain input
 depends on a label that is only chosen inside the training step (scheduled sampling).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from r2d.config import METHODS, GenerationConfig
 from r2d.data import Example
-from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
 from r2d.model.scoring import tokenize_inputs, tokenize_targets
+from r2d.prompts import explain_given_label_prompt, explain_prompt, predict_prompt
 
 # stage1 = the label-free explain task (case -> rationale), then Stage 2's methods (r2d.config.METHODS):
 # r2d = predict + explain given a (sampled) label; sft = predict only; dss = predict + label-free explain
@@ -46,16 +48,21 @@ def needs_rationales(mode: str) -> bool:
     return mode in _NEEDS_RATIONALE
 
 
-def explain_given_label_inputs(tokenizer: PreTrainedTokenizerBase, case_texts: Sequence[str],
-                               labels: Sequence[str], generation: GenerationConfig,
-                               device: torch.device | str) -> BatchEncoding:
+def explain_given_label_inputs(
+    tokenizer: PreTrainedTokenizerBase,
+    case_texts: Sequence[str],
+    labels: Sequence[str],
+    generation: GenerationConfig,
+    device: torch.device | str,
+) -> BatchEncoding:
     """Encoder inputs of explain_given_label_prompt(case, label), cut at max_input_tokens."""
     prompts = [explain_given_label_prompt(c, y) for c, y in zip(case_texts, labels, strict=True)]
     return tokenize_inputs(tokenizer, prompts, generation.max_input_tokens, device)
 
 
-def label_targets(tokenizer: PreTrainedTokenizerBase, labels: Sequence[str],
-                  generation: GenerationConfig) -> torch.Tensor:
+def label_targets(
+    tokenizer: PreTrainedTokenizerBase, labels: Sequence[str], generation: GenerationConfig
+) -> torch.Tensor:
     """Decoder targets (batch, T) of label strings, padding = IGNORE_INDEX, cut at max_label_tokens."""
     return tokenize_targets(tokenizer, labels, generation.max_label_tokens)
 
@@ -64,8 +71,12 @@ def tokenizer_corpus(examples: Sequence[Example]) -> list[str]:
     """Every text a model trained on these examples reads or writes, for fitting a new tokenizer."""
     texts: list[str] = []
     for e in examples:
-        texts += [predict_prompt(e.case_text), explain_prompt(e.case_text),
-                  explain_given_label_prompt(e.case_text, e.label), e.label]
+        texts += [
+            predict_prompt(e.case_text),
+            explain_prompt(e.case_text),
+            explain_given_label_prompt(e.case_text, e.label),
+            e.label,
+        ]
         if e.rationale:
             texts.append(e.rationale)
     return texts

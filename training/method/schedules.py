@@ -6,11 +6,12 @@ R2D-C scales pi(t) by the model's confidence against a windowed threshold and an
 temperature, both as in the authors' follow-up code (quamranhasan/Reason2Decide-C, src/r2dc_stage2.py). Nothing
 here touches a model or the global RNG: randomness comes from a generator the caller seeds.
 """
+
 from __future__ import annotations
 
 import math
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -74,8 +75,12 @@ def _uniforms(n: int, generator: torch.Generator | random.Random) -> list[float]
     raise TypeError(f"generator must be a torch.Generator or random.Random, got {type(generator).__name__}")
 
 
-def mix_labels(gold: Sequence[str], predicted: Sequence[str], pi: float | Sequence[float],
-               generator: torch.Generator | random.Random) -> tuple[list[str], list[bool]]:
+def mix_labels(
+    gold: Sequence[str],
+    predicted: Sequence[str],
+    pi: float | Sequence[float],
+    generator: torch.Generator | random.Random,
+) -> tuple[list[str], list[bool]]:
     """Per example, take the predicted label with probability pi (one independent draw each), else gold.
 
     `pi` is one probability for all examples or one per example (R2D-C gating). Returns the mixed

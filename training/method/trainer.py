@@ -8,26 +8,42 @@ evaluation step that scores the label set for macro-F1 (`prediction_step`),
 extra training statistics in the log (`log`), two small callbacks and the one converter from the
 frozen config to `Seq2SeqTrainingArguments`.
 """
+
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from transformers import (EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase,
-                          Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainerCallback)
+from transformers import (
+    EvalPrediction,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    Trainer,
+    TrainerCallback,
+)
 
 from r2d.config import GenerationConfig, OptimConfig, Stage2Config
 from r2d.errors import ConfigError
 from r2d.eval.metrics import accuracy, macro_f1
-from r2d.prompts import predict_prompt
 from r2d.model.scoring import IGNORE_INDEX, eval_mode, score_labels, tokenize_inputs
+from r2d.prompts import predict_prompt
 from training.method.features import MODES, explain_given_label_inputs, label_targets
-from training.method.schedules import (ConfidenceThreshold, alpha_at, gated_probability, gumbel_temperature, mix_labels,
-                                sampling_probability, warmup_steps)
+from training.method.schedules import (
+    ConfidenceThreshold,
+    alpha_at,
+    gated_probability,
+    gumbel_temperature,
+    mix_labels,
+    sampling_probability,
+    warmup_steps,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +53,9 @@ CHECKPOINT_SUBDIR = "checkpoints"  # intermediate best-so-far checkpoints, remov
 # --- the model's own label (scheduled sampling, evaluation) ---------------------------------------
 
 
-def generate_labels(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                    generation: GenerationConfig) -> tuple[list[str], list[float]]:
+def generate_labels(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], generation: GenerationConfig
+) -> tuple[list[str], list[float]]:
     """Greedy labels for an open label set, with the geometric-mean token probability of each.
 
     Used only when the label set is too large to score (free-text answers). Runs in eval mode without
@@ -46,18 +63,29 @@ def generate_labels(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     """
     with eval_mode(model):
         enc = tokenize_inputs(tokenizer, prompts, generation.max_input_tokens, model.device)
-        out = model.generate(**enc, max_new_tokens=generation.max_label_tokens, do_sample=False, num_beams=1,
-                             output_scores=True, return_dict_in_generate=True)
+        out = model.generate(
+            **enc,
+            max_new_tokens=generation.max_label_tokens,
+            do_sample=False,
+            num_beams=1,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
         logp = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)  # (B, new)
-        new_tokens = out.sequences[:, -logp.size(1):]
+        new_tokens = out.sequences[:, -logp.size(1) :]
         mask = new_tokens != tokenizer.pad_token_id  # finished rows are padded after </s>
         mean_logp = (logp.float() * mask).sum(-1) / mask.sum(-1).clamp(min=1)
     labels = [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
     return labels, mean_logp.exp().tolist()
 
 
-def own_labels(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, case_texts: Sequence[str],
-               label_set: Sequence[str] | None, generation: GenerationConfig) -> tuple[list[str], list[float]]:
+def own_labels(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    case_texts: Sequence[str],
+    label_set: Sequence[str] | None,
+    generation: GenerationConfig,
+) -> tuple[list[str], list[float]]:
     """The model's label and confidence for each case: label-set scoring, or greedy text if label_set is None.
 
     Scoring always returns a member of the label set; both paths run without gradients.
@@ -65,16 +93,18 @@ def own_labels(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, case_
     prompts = [predict_prompt(c) for c in case_texts]
     if label_set is None:
         return generate_labels(model, tokenizer, prompts, generation)
-    scores = score_labels(model, tokenizer, prompts, label_set, generation.max_input_tokens,
-                          generation.max_label_tokens)
+    scores = score_labels(
+        model, tokenizer, prompts, label_set, generation.max_input_tokens, generation.max_label_tokens
+    )
     return [s.best for s in scores], [s.confidence for s in scores]
 
 
 # --- losses ---------------------------------------------------------------------------------------
 
 
-def seq2seq_loss(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 labels: torch.Tensor) -> torch.Tensor:
+def seq2seq_loss(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
     """Token-mean cross-entropy of `labels` given the encoder input (the model's own loss)."""
     return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
 
@@ -86,9 +116,16 @@ def gumbel_noise(shape: torch.Size, generator: torch.Generator, device: torch.de
     return -torch.log(exponential)
 
 
-def cycle_loss(model: Any, tokenizer: PreTrainedTokenizerBase, explain_logits: torch.Tensor,
-               condition_labels: Sequence[str], generation: GenerationConfig, temperature: float,
-               generator: torch.Generator, embedding_weight: torch.Tensor) -> torch.Tensor:
+def cycle_loss(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    explain_logits: torch.Tensor,
+    condition_labels: Sequence[str],
+    generation: GenerationConfig,
+    temperature: float,
+    generator: torch.Generator,
+    embedding_weight: torch.Tensor,
+) -> torch.Tensor:
     """R2D-C: recover the conditioning label from the rationale the model is being taught to write.
 
     Teacher-forced rationale logits (B, T, V) -> Gumbel-softmax at `temperature` -> soft one-hot @ the
@@ -99,8 +136,9 @@ def cycle_loss(model: Any, tokenizer: PreTrainedTokenizerBase, explain_logits: t
     """
     B, T, V = explain_logits.shape
     if V != embedding_weight.size(0):
-        raise ValueError(f"rationale logits have {V} classes but the embedding matrix has "
-                         f"{embedding_weight.size(0)} rows")
+        raise ValueError(
+            f"rationale logits have {V} classes but the embedding matrix has {embedding_weight.size(0)} rows"
+        )
     noise = gumbel_noise(explain_logits.shape, generator, explain_logits.device)
     soft = torch.softmax((explain_logits.float() + noise) / temperature, dim=-1)  # (B, T, V)
     soft_embeds = soft.to(embedding_weight.dtype) @ embedding_weight  # (B, T, d)
@@ -124,8 +162,15 @@ class R2DTrainer(Seq2SeqTrainer):
     # compute_loss returns a per-micro-batch mean: the Trainer divides it by the accumulation steps
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args: Any, mode: str, generation: GenerationConfig, stage2: Stage2Config | None = None,
-                 label_set: Sequence[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        mode: str,
+        generation: GenerationConfig,
+        stage2: Stage2Config | None = None,
+        label_set: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
         super().__init__(*args, **kwargs)
@@ -136,12 +181,18 @@ class R2DTrainer(Seq2SeqTrainer):
         self.rank_seed = self.args.seed + self.args.process_index
         self.sampling_generator = torch.Generator().manual_seed(self.rank_seed)
         self._noise_generators: dict[str, torch.Generator] = {}
-        self.confidence = ConfidenceThreshold(warmup_steps(self.args.max_steps, self.stage2),
-                                              self.stage2.confidence_refresh_steps)
+        self.confidence = ConfidenceThreshold(
+            warmup_steps(self.args.max_steps, self.stage2), self.stage2.confidence_refresh_steps
+        )
         self._stats: dict[str, list[float]] = defaultdict(list)
 
-    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: torch.Tensor | int | None = None) -> Any:
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
         """The mode's loss on one batch from R2DCollator (see the module docstring of training.method.features)."""
         losses = {"stage1": self.stage1_loss, "sft": self.sft_loss, "dss": self.dss_loss, "r2d": self.r2d_loss}
         loss, stats = losses[self.mode](model, inputs)
@@ -152,8 +203,9 @@ class R2DTrainer(Seq2SeqTrainer):
 
     def stage1_loss(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         """Stage 1, rationale pre-training: L = CE(explain: x -> r)."""
-        explain = seq2seq_loss(model, inputs["explain_input_ids"], inputs["explain_attention_mask"],
-                               inputs["explain_labels"])
+        explain = seq2seq_loss(
+            model, inputs["explain_input_ids"], inputs["explain_attention_mask"], inputs["explain_labels"]
+        )
         return explain, {"explain_loss": explain}
 
     def sft_loss(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -166,8 +218,9 @@ class R2DTrainer(Seq2SeqTrainer):
         L = alpha * CE(predict: x -> y) + (1 - alpha) * CE(explain: x -> r); alpha constant, no label in the
         explain task, no sampling."""
         predict = self._predict_loss(model, inputs)
-        explain = seq2seq_loss(model, inputs["explain_input_ids"], inputs["explain_attention_mask"],
-                               inputs["explain_labels"])
+        explain = seq2seq_loss(
+            model, inputs["explain_input_ids"], inputs["explain_attention_mask"], inputs["explain_labels"]
+        )
         a = self.stage2.alpha
         return a * predict + (1 - a) * explain, {"predict_loss": predict, "explain_loss": explain}
 
@@ -188,8 +241,9 @@ class R2DTrainer(Seq2SeqTrainer):
         alpha = alpha_at(step, max_steps, s) if model.training else s.alpha
         predict = self._predict_loss(model, inputs)
         labels, stats = self.conditioning_labels(model, inputs["case_texts"], inputs["gold_labels"], step, max_steps)
-        enc = explain_given_label_inputs(self.processing_class, inputs["case_texts"], labels, self.generation,
-                                         inputs["explain_labels"].device)
+        enc = explain_given_label_inputs(
+            self.processing_class, inputs["case_texts"], labels, self.generation, inputs["explain_labels"].device
+        )
         out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=inputs["explain_labels"])
         loss = alpha * predict + (1 - alpha) * out.loss
         stats.update(alpha=alpha, predict_loss=predict, explain_loss=out.loss)
@@ -199,19 +253,29 @@ class R2DTrainer(Seq2SeqTrainer):
             stats.update(cycle_stats)
         return loss, stats
 
-    def cycle_term(self, model: Any, explain_logits: torch.Tensor, labels: Sequence[str], step: int,
-                   max_steps: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def cycle_term(
+        self, model: Any, explain_logits: torch.Tensor, labels: Sequence[str], step: int, max_steps: int
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
         """R2D-C's L_cycle: CE of the conditioning label y~ re-predicted from the Gumbel-softmax rationale
         (see cycle_loss), temperature max(0.5, exp(-ln2 * t / T))."""
         s = self.stage2
         tau = gumbel_temperature(step, max_steps, s.gumbel_temperature_start, s.gumbel_temperature_end)
         embedding = self.accelerator.unwrap_model(model).get_input_embeddings().weight
-        cycle = cycle_loss(model, self.processing_class, explain_logits, labels, self.generation, tau,
-                           self._noise_generator(explain_logits.device), embedding)
+        cycle = cycle_loss(
+            model,
+            self.processing_class,
+            explain_logits,
+            labels,
+            self.generation,
+            tau,
+            self._noise_generator(explain_logits.device),
+            embedding,
+        )
         return cycle, {"cycle_loss": cycle, "gumbel_temperature": tau}
 
-    def conditioning_labels(self, model: Any, cases: Sequence[str], gold: Sequence[str], step: int,
-                            max_steps: int) -> tuple[list[str], dict[str, Any]]:
+    def conditioning_labels(
+        self, model: Any, cases: Sequence[str], gold: Sequence[str], step: int, max_steps: int
+    ) -> tuple[list[str], dict[str, Any]]:
         """y~ for each case (scheduled sampling), and the statistics of the draw. Gold in evaluation.
 
         R2D-C scores the model's labels from step 0, so that the warm-up calibrates its threshold.
@@ -233,8 +297,9 @@ class R2DTrainer(Seq2SeqTrainer):
         return labels, {**stats, "used_predicted_fraction": sum(used) / len(used)}
 
     def _predict_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
-        return seq2seq_loss(model, inputs["predict_input_ids"], inputs["predict_attention_mask"],
-                            inputs["predict_labels"])
+        return seq2seq_loss(
+            model, inputs["predict_input_ids"], inputs["predict_attention_mask"], inputs["predict_labels"]
+        )
 
     def _noise_generator(self, device: torch.device) -> torch.Generator:
         # a generator lives on one device; Gumbel noise is drawn where the logits are
@@ -245,20 +310,31 @@ class R2DTrainer(Seq2SeqTrainer):
 
     def model_labels(self, model: torch.nn.Module, case_texts: Sequence[str]) -> tuple[list[str], list[float]]:
         """The model's labels for these cases (no gradient; the unwrapped model, not the DDP wrapper)."""
-        return own_labels(self.accelerator.unwrap_model(model), self.processing_class, case_texts,
-                          self.label_set, self.generation)
+        return own_labels(
+            self.accelerator.unwrap_model(model), self.processing_class, case_texts, self.label_set, self.generation
+        )
 
     # --- evaluation and logging ---------------------------------------------------------------------
 
-    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
-                 metric_key_prefix: str = "eval", **gen_kwargs: Any) -> dict[str, float]:
+    def evaluate(
+        self,
+        eval_dataset: Any = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+        **gen_kwargs: Any,
+    ) -> dict[str, float]:
         """Trainer.evaluate without Seq2SeqTrainer's version, which only sets generation kwargs (we never
         generate through it) and swaps in accelerator.gather: under DDP that keeps the samples the last
         batch is padded with, which would skew macro-F1. Trainer's gather_for_metrics drops them."""
         return Trainer.evaluate(self, eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
-    def prediction_step(self, model: torch.nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
-                        ignore_keys: list[str] | None = None) -> tuple[Any, Any, Any]:
+    def prediction_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[Any, Any, Any]:
         """Eval loss; plus, outside Stage 1, predicted and gold label token ids for label_metrics."""
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
@@ -267,8 +343,11 @@ class R2DTrainer(Seq2SeqTrainer):
             return loss, None, None
         predicted, _ = self.model_labels(model, inputs["case_texts"])
         tok, g = self.processing_class, self.generation
-        return (loss, label_targets(tok, predicted, g).to(loss.device),
-                label_targets(tok, inputs["gold_labels"], g).to(loss.device))
+        return (
+            loss,
+            label_targets(tok, predicted, g).to(loss.device),
+            label_targets(tok, inputs["gold_labels"], g).to(loss.device),
+        )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the means of this trainer's per-step statistics to each training log entry."""
@@ -279,16 +358,19 @@ class R2DTrainer(Seq2SeqTrainer):
 
 
 def _decode_rows(tokenizer: PreTrainedTokenizerBase, ids: np.ndarray) -> list[str]:
-    return [tokenizer.decode([int(t) for t in row if t != IGNORE_INDEX], skip_special_tokens=True).strip()
-            for row in ids]
+    return [
+        tokenizer.decode([int(t) for t in row if t != IGNORE_INDEX], skip_special_tokens=True).strip() for row in ids
+    ]
 
 
 def label_metrics(tokenizer: PreTrainedTokenizerBase) -> Callable[[EvalPrediction], dict[str, float]]:
     """compute_metrics for R2DTrainer: exact-match macro-F1 and accuracy of decoded label ids."""
+
     def compute(prediction: EvalPrediction) -> dict[str, float]:
         predicted = _decode_rows(tokenizer, prediction.predictions)
         gold = _decode_rows(tokenizer, prediction.label_ids)
         return {"macro_f1": macro_f1(gold, predicted), "accuracy": accuracy(gold, predicted)}
+
     return compute
 
 
@@ -321,8 +403,13 @@ class DelayedEarlyStopping(TrainerCallback):
         else:
             self.bad_evaluations += 1
         if self.bad_evaluations >= self.patience:
-            logger.info("early stopping at step %d: %d evaluations without beating %s = %s", state.global_step,
-                        self.bad_evaluations, name, self.best)
+            logger.info(
+                "early stopping at step %d: %d evaluations without beating %s = %s",
+                state.global_step,
+                self.bad_evaluations,
+                name,
+                self.best,
+            )
             control.should_training_stop = True
 
 
@@ -334,8 +421,9 @@ class EvaluateAtEnd(TrainerCallback):
             control.should_evaluate = True
 
 
-def to_training_arguments(optim: OptimConfig, out_dir: str | Path, *, metric_for_best_model: str,
-                          greater_is_better: bool) -> Seq2SeqTrainingArguments:
+def to_training_arguments(
+    optim: OptimConfig, out_dir: str | Path, *, metric_for_best_model: str, greater_is_better: bool
+) -> Seq2SeqTrainingArguments:
     """The Trainer's arguments from the frozen config: keep only the best checkpoint, under out_dir/checkpoints.
 
     Raises ConfigError for bf16 without a GPU (bf16 on CPU would need use_cpu and is slow anyway).

@@ -160,3 +160,64 @@ def test_decoder_runs_once_per_chunk_with_one_row_per_case(
     monkeypatch.setattr(tiny_t5.decoder, "forward", forward)
     score_labels(tiny_t5, tiny_tokenizer, prompts, ktas_labels, **GEN, max_pairs=10_000)
     assert rows == [len(prompts)]  # not len(prompts) * 5 (one row per pair)
+
+
+def test_targets_are_cut_at_any_positive_limit(tiny_tokenizer):
+    assert tokenize_targets(tiny_tokenizer, ["no longer than a sentence"], 1).shape[1] == 1
+
+
+def test_prompts_are_cut_at_max_input_tokens(tiny_t5, tiny_tokenizer):
+    # the model reads the first max_input_tokens tokens only: prompts that differ after them score the same
+    head = "predict: chest pain with sweating and nausea since this morning"
+    n = len(tiny_tokenizer(head)["input_ids"]) - 1  # without </s>
+    enc = scoring.tokenize_inputs(tiny_tokenizer, [head + " and more words"], n, "cpu")
+    assert enc["input_ids"].shape == (1, n)
+    labels = [["1", "2", "3"]] * 2
+    cut = score_candidates(tiny_t5, tiny_tokenizer, [head + " BP 80/40", head + " BP 140/90"], labels, n, 8)
+    whole = score_candidates(tiny_t5, tiny_tokenizer, [head + " BP 80/40", head + " BP 140/90"], labels, 64, 8)
+    assert cut[0].log_likelihoods == pytest.approx(cut[1].log_likelihoods, abs=1e-6)
+    assert whole[0].log_likelihoods != pytest.approx(whole[1].log_likelihoods, abs=1e-6)
+
+
+def test_bad_candidate_lists_are_refused_with_the_reason(tiny_t5, tiny_tokenizer):
+    with pytest.raises(ValueError, match="^every prompt needs at least one candidate label$"):
+        score_candidates(tiny_t5, tiny_tokenizer, ["predict: a"], [[]], **GEN)
+    with pytest.raises(ValueError, match="^one candidate list per prompt$"):
+        score_candidates(tiny_t5, tiny_tokenizer, ["predict: a"], [["1"], ["2"]], **GEN)
+
+
+def test_scores_from_token_logprobs_by_hand():
+    # two cases: ("a", "bb") and ("c"); token log-probs written out, the figures derived on paper
+    logps = [[math.log(0.5)], [math.log(0.5), math.log(0.2)], [math.log(0.9), math.log(0.9), math.log(0.9)]]
+    first, second = scoring.scores_from_token_logprobs([["a", "bb"], ["c"]], logps)
+    assert first.labels == ("a", "bb") and second.labels == ("c",)
+    assert first.log_likelihoods == pytest.approx((math.log(0.5), math.log(0.1)))
+    assert first.probabilities == pytest.approx((0.5 / 0.6, 0.1 / 0.6))  # softmax of the sums
+    assert first.best == "a" and first.confidence == pytest.approx(0.5)  # exp(mean log-prob) of "a"
+    assert second.probabilities == (1.0,) and second.confidence == pytest.approx(0.9)
+    # the longer label can win: its confidence is its geometric-mean token probability
+    [s] = scoring.scores_from_token_logprobs([["x", "yy"]], [[math.log(0.1)], [math.log(0.6), math.log(0.5)]])
+    assert s.best == "yy" and s.confidence == pytest.approx(math.sqrt(0.3))
+
+
+def test_scores_from_token_logprobs_equal_score_candidates(tiny_t5, tiny_tokenizer):
+    prompt, labels = predict_prompt("chest pain"), ["1", "maybe not at all"]
+    expected = score_candidates(tiny_t5, tiny_tokenizer, [prompt], [labels], 64, 0)[0]  # labels never cut
+    enc = tiny_tokenizer([prompt], return_tensors="pt")
+    logps = []
+    for label in labels:
+        target = tokenize_targets(tiny_tokenizer, [label], 0)
+        with torch.no_grad():
+            logits = tiny_t5(**enc, labels=target).logits
+        logps.append(torch.log_softmax(logits, -1).gather(-1, target.unsqueeze(-1)).squeeze().reshape(-1).tolist())
+    [got] = scoring.scores_from_token_logprobs([labels], logps)
+    assert got.log_likelihoods == pytest.approx(expected.log_likelihoods, abs=1e-4)
+    assert got.probabilities == pytest.approx(expected.probabilities, abs=1e-4)
+    assert got.confidence == pytest.approx(expected.confidence, abs=1e-4)
+
+
+def test_scores_from_token_logprobs_refuse_what_does_not_add_up():
+    with pytest.raises(ValueError, match=r"^1 scored pairs for 2 candidates$"):
+        scoring.scores_from_token_logprobs([["a", "b"]], [[-1.0]])
+    with pytest.raises(ValueError, match=r"^a scored candidate has no tokens \(not even </s>\)$"):
+        scoring.scores_from_token_logprobs([["a"]], [[]])

@@ -272,7 +272,7 @@ def test_two_reviewers_of_one_batch_item_are_two_rows(store, fake_predictor):
     assert [r.reviewer for r in store.reviews()] == ["Nurse A", "Nurse B"]
 
 
-# --- plain text, skips, upload ids, drafts (issues 9 and 10) --------------------------------------------------
+# --- plain text, skips, upload ids, drafts --------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -405,3 +405,19 @@ def test_the_dashboard_line_counts_suggestions_and_final_labels(make_review):
     line = rv.under_triage_line(reviews, KTAS)
     assert "in **2** of 3 reviewed cases" in line and "the final label still is in **1**" in line
     assert rv.under_triage_line(reviews, ("yes", "no")) == ""
+
+
+def test_undo_retracts_the_last_save_and_keeps_it_as_a_draft(store, fake_predictor):
+    with pytest.raises(ReviewActionError, match="nothing to undo"):
+        rv.undo_last_review(store, "Nurse A")
+    shown = shown_case()
+    rv.save_review(store, fake_predictor, shown, "Nurse A", "3", "Edited: level 3.", rating=4)
+    undone = rv.undo_last_review(store, "Nurse A")
+    assert undone.record.final_label == "3" and undone.shown.case_id == shown.case_id
+    assert "Retracted your review" in undone.message and "not blind" not in undone.message
+    assert store.latest_reviews() == []  # it no longer counts
+    draft = store.draft("Nurse A", shown.case_id)
+    assert (draft["final_label"], draft["rationale"], draft["rating"]) == ("3", "Edited: level 3.", "4")
+    rv.save_review(store, fake_predictor, shown, "Nurse B", "2", "Findings fit triage level 2.")
+    rv.save_review(store, fake_predictor, shown, "Nurse A", "3", "Edited again: level 3.")
+    assert "not blind" in rv.undo_last_review(store, "Nurse A").message  # A has seen B's answer by now

@@ -368,24 +368,8 @@ class ReviewHandlers(HandlerBase):
     def undo(self, shown: rv.ShownCase | None, name: str, queue: Any, request: gr.Request) -> dict:
         """Retract the reviewer's last save (a new audit row) and put its content back in the editor as a draft."""
         reviewer = self._reviewer(request, name)
-        record = self.store.retract_last(reviewer)
-        if record is None:
-            raise ReviewActionError("nothing to undo: you have no saved review that still counts")
-        back = rv.shown_from_review(record)
-        self.store.save_draft(
-            reviewer,
-            record.case_id,
-            rv.make_draft(back, record.final_label, record.final_rationale, record.rating, record.comment),
-        )
-        message = (
-            f"↶ Retracted your review #{record.review_id} ({record.action}); it no longer counts. "
-            "Its content is back in the editor: change it and save, or move on."
-        )
-        if any(r.reviewer != reviewer for r in self.store.reviewer_reviews(record.case_id)):
-            message += (
-                " You have seen the other reviewers' answers to this case, so your next review of it is "
-                "not blind: agreement leaves it out."
-            )
+        undone = rv.undo_last_review(self.store, reviewer)
+        record, back, message = undone.record, undone.shown, undone.message
         if record.batch_id is not None:
             queue = queue_of(queue)
             order = queue["order"] if queue.get("batch_id") == record.batch_id else DEFAULT_ORDER

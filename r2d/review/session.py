@@ -433,6 +433,36 @@ def save_review(
     return result, check
 
 
+@dataclass(frozen=True)
+class Undone:
+    """A retracted save: the review, the case as it was shown, and what the reviewer is told."""
+
+    record: ReviewRecord
+    shown: ShownCase
+    message: str
+
+
+def undo_last_review(store: ReviewStore, reviewer: str) -> Undone:
+    """Retract the reviewer's last save that still counts (a new audit row, never a deletion) and keep its content
+    as their draft of the case, so the editor shows it again. Raises ReviewActionError when there is none."""
+    record = store.retract_last(reviewer)
+    if record is None:
+        raise ReviewActionError("nothing to undo: you have no saved review that still counts")
+    back = shown_from_review(record)
+    draft = make_draft(back, record.final_label, record.final_rationale, record.rating, record.comment)
+    store.save_draft(reviewer, record.case_id, draft)
+    message = (
+        f"↶ Retracted your review #{record.review_id} ({record.action}); it no longer counts. "
+        "Its content is back in the editor: change it and save, or move on."
+    )
+    if any(r.reviewer != reviewer for r in store.reviewer_reviews(record.case_id)):
+        message += (
+            " You have seen the other reviewers' answers to this case, so your next review of it is "
+            "not blind: agreement leaves it out."
+        )
+    return Undone(record, back, message)
+
+
 def unconfirmed_guess(shown: ShownCase, final_label: str, final_rationale: str) -> bool:
     """Whether a save would accept the model's guess on a text that is no triage note: none of the triage facts
     and no number at all (no age, no vital sign), with the suggestion and its rationale kept as they are. One key

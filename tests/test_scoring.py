@@ -179,6 +179,13 @@ def test_prompts_are_cut_at_max_input_tokens(tiny_t5, tiny_tokenizer):
     assert whole[0].log_likelihoods != pytest.approx(whole[1].log_likelihoods, abs=1e-6)
 
 
+def test_score_labels_cuts_prompts_too(tiny_t5, tiny_tokenizer):
+    head = "predict: chest pain with sweating and nausea since this morning"
+    n = len(tiny_tokenizer(head)["input_ids"]) - 1
+    a, b = score_labels(tiny_t5, tiny_tokenizer, [head + " BP 80/40", head + " GCS 3"], ["1", "2"], n, 8)
+    assert a.log_likelihoods == pytest.approx(b.log_likelihoods, abs=1e-6)
+
+
 def test_bad_candidate_lists_are_refused_with_the_reason(tiny_t5, tiny_tokenizer):
     with pytest.raises(ValueError, match="^every prompt needs at least one candidate label$"):
         score_candidates(tiny_t5, tiny_tokenizer, ["predict: a"], [[]], **GEN)
@@ -198,6 +205,10 @@ def test_scores_from_token_logprobs_by_hand():
     # the longer label can win: its confidence is its geometric-mean token probability
     [s] = scoring.scores_from_token_logprobs([["x", "yy"]], [[math.log(0.1)], [math.log(0.6), math.log(0.5)]])
     assert s.best == "yy" and s.confidence == pytest.approx(math.sqrt(0.3))
+    # each case's confidence is read at its own best label, also when that is not its first candidate
+    one = [math.log(0.5)]
+    cases = scoring.scores_from_token_logprobs([["a", "bb"], ["c", "dd"]], [one, [math.log(0.1)] * 2, one, [0.0, 0.0]])
+    assert [c.best for c in cases] == ["a", "dd"] and cases[1].confidence == pytest.approx(1.0)
 
 
 def test_scores_from_token_logprobs_equal_score_candidates(tiny_t5, tiny_tokenizer):

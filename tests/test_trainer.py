@@ -311,6 +311,8 @@ def test_confidence_gating_calibrates_on_the_warmup(
     assert seen[-1] == [("P" if c > 0.44 else g) for c, g in zip([0.2, 0.6, 0.4, 0.6, 0.2], gold)]
     trainer.log({"loss": 0.0})
     assert trainer.state.log_history[-1]["confidence_threshold"] == pytest.approx((1.0 + 0.44 + 0.44) / 3)
+    # the logged confidence: each batch's mean (0.42, 0.46, 0.40), averaged over the logging window
+    assert trainer.state.log_history[-1]["confidence"] == pytest.approx((0.42 + 0.46 + 0.40) / 3)
 
 
 # --- the objective, computed by hand ------------------------------------------------------------------

@@ -7,12 +7,15 @@ import csv
 import json
 import sqlite3
 from contextlib import closing
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from r2d.data import load_examples
 from r2d.errors import ReviewActionError
 from r2d.review.export import (
+    EXPORT_FORMAT,
     EXPORT_META_FILENAME,
     PROVENANCE,
     RATIONALE_SOURCE,
@@ -487,3 +490,177 @@ def test_an_export_writes_only_what_the_reviewer_saw_scanned(reviewed_store, tmp
     )
     recorded = result.meta["identifier_findings"] + result.meta["level_findings"]
     assert recorded == [f.to_dict() for f in findings] and any("Smith" in f["text"] for f in recorded)
+
+
+# --- what the mutation run showed unpinned --------------------------------------------------------------
+
+
+def test_summary_says_where_the_rows_went_and_what_waits():
+    from r2d.review.export import ExportResult
+
+    files = {"train": Path("t"), "val": Path("v")}
+    plain = ExportResult(Path("out"), files, {"selected": 3, "train": 2, "val": 1})
+    assert plain.summary() == (
+        "Exported 3 reviews to `out`: train 2, val 1. Add train.jsonl to `data.train_files` of the next Stage-2 run."
+    )
+    waiting = ExportResult(Path("out"), files, {"selected": 3, "train": 2, "val": 1, "waiting_for_adjudication": 2})
+    assert waiting.summary() == (
+        "Exported 3 reviews to `out`: train 2, val 1. 2 case(s) whose reviewers disagree wait for adjudication "
+        "(Dashboard) and are not in it. Add train.jsonl to `data.train_files` of the next Stage-2 run."
+    )
+
+
+def test_a_minimum_rating_admits_that_rating(review):
+    policy = ExportPolicy(min_rating=3)
+    assert policy.admits(review(1, rating=3)) and not policy.admits(review(2, rating=2))
+    assert not policy.admits(review(3, rating=None))
+    with pytest.raises(ReviewActionError, match=r"^export policy actions must be a non-empty subset of accepted, "):
+        ExportPolicy(actions=())
+
+
+def test_agreeing_reviewers_export_the_edited_review(review):
+    edited = review(1, action="edited", reviewer="Nurse A")
+    accepted = replace(review(1, action="accepted"), reviewer="Nurse B", submission_id="s-b", review_id=2)
+    assert resolve([edited, accepted]) == (edited, "agreed")  # same answer: the one a nurse wrote wins
+    both = [replace(review(1, action="accepted"), reviewer=n, submission_id=n) for n in ("Nurse A", "Nurse B")]
+    assert resolve(both) == (both[-1], "agreed")
+
+
+def test_to_example_takes_a_review_or_a_case(review):
+    from r2d.review.export import RATIONALE_SOURCE, to_example
+
+    r = review(4, label="3")
+    example = to_example(r)
+    assert (example.case_text, example.label, example.rationale) == (r.case_text, "3", r.final_rationale)
+    assert example.rationale_source == RATIONALE_SOURCE and example.example_id == r.case_id
+
+
+def test_findings_name_the_case_and_the_field(store, review):
+    from r2d.review.export import scan_comments
+
+    wrong = review(5, label="2", final_rationale="Fits KTAS 4 at most.")
+    [level] = level_findings([wrong])
+    assert (level.case_id, level.field, level.kind) == (wrong.case_id, "rationale", "names_another_level")
+    store.submit(review(6, comment="call Mr. John Smith back"))
+    [case] = export_cases(store)
+    [found] = scan_comments([case])
+    assert (found.case_id, found.field, found.kind) == (case.review.case_id, "comment", "name")
+
+
+def test_findings_message_counts_each_kind():
+    from r2d.review.export import RecordFinding
+
+    ident = RecordFinding("c", "rationale", "name", "John Smith")
+    level = RecordFinding("c", "rationale", "names_another_level", "KTAS 4")
+    tail = " in the 9 rows to export. Go back and save corrected reviews, or export anyway if they are fine."
+    assert findings_message([ident, ident], 9) == "**⚠ 2 likely patient identifier(s)**" + tail
+    assert findings_message([level], 9) == ("**⚠ 1 rationale(s) naming another triage level than their label**" + tail)
+    assert findings_message([ident, level], 9) == (
+        "**⚠ 1 likely patient identifier(s) and 1 rationale(s) naming another triage level than their label**" + tail
+    )
+
+
+def test_an_empty_selection_is_refused_whole(store):
+    with pytest.raises(ReviewActionError) as refused:
+        preview_export(store, ExportPolicy())
+    assert str(refused.value) == "no current review matches this export policy; review cases or loosen the policy"
+
+
+def test_the_seed_decides_the_split_and_is_recorded(reviewed_store, tmp_path):
+    val = {}
+    for seed in (1, 2, 1):
+        result = export_stage2_dataset(reviewed_store, tmp_path / f"s{seed}-{len(val)}", val_fraction=0.3, seed=seed)
+        assert result.meta["seed"] == seed
+        val.setdefault(seed, []).append({json.loads(r)["question"] for r in result.files["val"].open()})
+    assert val[1][0] == val[1][1] and val[1][0] != val[2][0]
+
+
+def test_the_sidecar_records_the_run_and_its_defaults(reviewed_store, tmp_path):
+    result = export_stage2_dataset(reviewed_store, tmp_path / "deep" / "er" / "out", test_csv=True, test_fraction=0.3)
+    meta = result.meta
+    assert (meta["seed"], meta["exported_by"], meta["val_fraction"], meta["test_fraction"]) == (0, "unknown", 0.1, 0.3)
+    named = export_stage2_dataset(reviewed_store, tmp_path / "named", exported_by="Anaïs Müller").out_dir
+    assert '"exported_by": "Anaïs Müller"' in (named / EXPORT_META_FILENAME).read_text(encoding="utf-8")
+    assert (meta["format"], meta["provenance_fields"], meta["quantizations"]) == (
+        EXPORT_FORMAT,
+        list(PROVENANCE),
+        ["none"],
+    )
+    assert (meta["counts"]["current_reviews"], meta["counts"]["review_rows"]) == (20, 20)
+    written = (result.out_dir / EXPORT_META_FILENAME).read_text(encoding="utf-8")
+    assert json.loads(written) == meta and written.startswith('{\n  "export_id"')  # indented by 2
+    with closing(sqlite3.connect(reviewed_store.path)) as conn:
+        logged = [row[0] for row in conn.execute("SELECT out_dir FROM exports ORDER BY rowid")]
+    assert logged == [str(result.out_dir), str(named)]
+
+
+def test_fractions_that_leave_no_training_rows_are_refused(reviewed_store, tmp_path):
+    with pytest.raises(ReviewActionError) as refused:
+        export_stage2_dataset(reviewed_store, tmp_path / "a", val_fraction=0.5, test_csv=True, test_fraction=0.5)
+    assert str(refused.value) == (
+        "val_fraction (0.5) and test_fraction (0.5) must be in (0, 1) and leave rows for training"
+    )
+    with pytest.raises(ReviewActionError) as refused:
+        export_stage2_dataset(reviewed_store, tmp_path / "b", test_csv=True, test_fraction=0.0)
+    assert str(refused.value) == "test_fraction must be above 0 when a test split is asked for"
+
+
+def test_a_changed_scan_is_refused_whole(reviewed_store, tmp_path):
+    with pytest.raises(ReviewActionError) as refused:
+        export_stage2_dataset(reviewed_store, tmp_path / "x", expect_fingerprint="not what the scan finds")
+    assert str(refused.value) == (
+        "nothing was exported: the reviews or the policy changed since the scan you saw. "
+        "Press 'Export for Stage 2' again and look at what it finds"
+    )
+
+
+def test_files_keep_non_ascii_text_and_test_csv_keeps_provenance(store, tmp_path, review):
+    for i in range(6):
+        store.submit(
+            review(i, label=str(i % 2 + 1), case_text=f"Café patient {i}: chest pain", rating=None, comment="vu à 10 h")
+        )
+        store.submit(
+            replace(
+                review(i, label=str(i % 2 + 1), case_text=f"Café patient {i}: chest pain", rating=5),
+                reviewer="Nurse B",
+                submission_id=f"b-{i}",
+            )
+        )
+    result = export_stage2_dataset(store, tmp_path / "out", val_fraction=0.2, test_csv=True, test_fraction=0.2)
+    assert "Café" in result.files["train"].read_text(encoding="utf-8")  # UTF-8, not \\u escapes
+    with result.files["test"].open(newline="", encoding="utf-8") as f:
+        [row, *_] = list(csv.DictReader(f))
+    assert row["reviewers"] == "Nurse A;Nurse B" and row["ratings"] == ";5" and row["rating"] == "5"
+    assert row["comments"] == '["vu à 10 h", ""]'
+
+
+def test_a_partial_export_is_written_in_a_hidden_partial_folder(reviewed_store, tmp_path, monkeypatch):
+    from r2d.review import export as export_module
+    from r2d.review.export import PARTIAL_MARK, is_complete_export, sweep_partial_exports
+
+    seen = []
+    real = export_module._write_rows
+    monkeypatch.setattr(
+        export_module, "_write_rows", lambda path, cases: seen.append(path.parent.name) or real(path, cases)
+    )
+    export_stage2_dataset(reviewed_store, tmp_path / "exports" / "e1")
+    assert seen and all(name.startswith(f".e1{PARTIAL_MARK}") for name in seen)
+    for n in range(2):  # two killed exports: their folders have the files, not the finished name
+        partial = tmp_path / "exports" / f".e{n}{PARTIAL_MARK}x"
+        partial.mkdir()
+        (partial / "train.jsonl").write_text("{}\n")
+        (partial / EXPORT_META_FILENAME).write_text("{}")
+        assert not is_complete_export(partial)
+    assert sweep_partial_exports(tmp_path / "exports", min_age_s=0) == 2
+    assert sweep_partial_exports(tmp_path / "nowhere") == 0
+
+
+def test_an_empty_existing_folder_is_replaced(reviewed_store, tmp_path):
+    (tmp_path / "out").mkdir()
+    assert export_stage2_dataset(reviewed_store, tmp_path / "out").counts["selected"] == 20
+
+
+def test_an_export_is_logged_with_its_size_and_place(reviewed_store, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="r2d.review.export"):
+        result = export_stage2_dataset(reviewed_store, tmp_path / "out")
+    assert f"exported 20 reviews to {result.out_dir} ({result.counts})" in caplog.messages

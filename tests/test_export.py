@@ -631,6 +631,12 @@ def test_files_keep_non_ascii_text_and_test_csv_keeps_provenance(store, tmp_path
     with result.files["test"].open(newline="", encoding="utf-8") as f:
         [row, *_] = list(csv.DictReader(f))
     assert row["reviewers"] == "Nurse A;Nurse B" and row["ratings"] == ";5" and row["rating"] == "5"
+    stored: dict[str, list[int]] = {}
+    for r in store.reviewer_reviews():
+        stored.setdefault(r.case_id, []).append(r.review_id)
+    rows = [json.loads(line) for line in result.files["train"].open(encoding="utf-8")]
+    assert rows and all(r["review_ids"] == stored[r["case_id"]] for r in rows)
+    assert row["review_ids"] == ";".join(str(i) for i in stored[row["case_id"]])
     assert row["comments"] == '["vu à 10 h", ""]'
 
 
@@ -653,6 +659,32 @@ def test_a_partial_export_is_written_in_a_hidden_partial_folder(reviewed_store, 
         assert not is_complete_export(partial)
     assert sweep_partial_exports(tmp_path / "exports", min_age_s=0) == 2
     assert sweep_partial_exports(tmp_path / "nowhere") == 0
+
+
+def test_an_unrated_review_has_an_empty_rating_cell(store, tmp_path, review):
+    for i in range(6):
+        store.submit(review(i, label=str(i % 2 + 1), rating=None))
+    result = export_stage2_dataset(store, tmp_path / "out", val_fraction=0.2, test_csv=True, test_fraction=0.2)
+    with result.files["test"].open(newline="", encoding="utf-8") as f:
+        assert {row["rating"] for row in csv.DictReader(f)} == {""}
+
+
+def test_only_visible_finished_folders_are_exports(tmp_path, caplog):
+    from r2d.review.export import PARTIAL_MARK, is_complete_export, sweep_partial_exports
+
+    for name in ("done", ".hidden", f"half{PARTIAL_MARK}1"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train.jsonl").write_text("{}\n")
+        (tmp_path / name / EXPORT_META_FILENAME).write_text("{}")
+    assert [is_complete_export(tmp_path / n) for n in ("done", ".hidden", f"half{PARTIAL_MARK}1")] == [
+        True,
+        False,
+        False,
+    ]
+    (tmp_path / f".x{PARTIAL_MARK}2").mkdir()
+    with caplog.at_level("WARNING", logger="r2d.review.export"):
+        assert sweep_partial_exports(tmp_path, min_age_s=0) == 1
+    assert caplog.messages == [f"deleted 1 unfinished export folder(s) in {tmp_path}"]
 
 
 def test_an_empty_existing_folder_is_replaced(reviewed_store, tmp_path):

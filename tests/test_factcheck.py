@@ -10,6 +10,7 @@ import pytest
 from r2d.checks.factcheck import (
     KINDS,
     LABEL_MASK,
+    Problem,
     case_has_triage_facts,
     check_rationale,
     fidelity_summary,
@@ -538,3 +539,66 @@ def test_a_wrong_complaint_in_free_text_is_still_caught(case, rationale):
 def test_arrival_of_free_text(case, arrival, flagged):
     assert parse_case(case).arrival == arrival
     assert ("wrong_context" in kinds(case, "Chest pain, arrived by ambulance.")) == flagged
+
+
+# --- what the mutation run showed unpinned --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "hr, word, flagged",
+    [(100, "tachycardia", True), (101, "tachycardia", False), (50, "bradycardia", True), (49, "bradycardia", False)],
+)
+def test_the_normal_range_bounds_are_normal(hr, word, flagged):
+    fc = check_rationale(f"55-year-old man, chest pain, HR {hr}, BP 130/80", f"Chest pain with {word}. Level 3.")
+    assert any(p.kind == "normal_called_abnormal" for p in fc.problems) is flagged
+
+
+def test_every_number_not_in_the_case_is_named():
+    case = "55-year-old man, chest pain for 2 hours, HR 88, BP 130/80"
+    rationale = "Chest pain for 2 hours, HR 88; seen 7 times this year after 3 falls."
+    fc = check_rationale(case, rationale)
+    numbers = [p for p in fc.problems if p.kind == "number_not_in_case"]
+    assert [(p.message, rationale[p.start : p.end]) for p in numbers] == [
+        ("The number 7 is not in the case.", "7"),
+        ("The number 3 is not in the case.", "3"),
+    ]
+
+
+def test_a_wrong_vital_is_one_problem_not_two():
+    fc = check_rationale("55-year-old man, chest pain, HR 88, BP 130/80", "Chest pain, HR 120, level 3.")
+    assert [(p.kind, p.message) for p in fc.problems] == [
+        ("number_not_in_case", "Says heart rate 120/min; the case records 88/min.")
+    ]
+
+
+def test_a_complaint_is_read_against_the_whole_case_when_none_is_recognised():
+    fc = check_rationale("Patient waiting in the hall", "Chief complaint: chest pain. Level 3.")
+    assert [p.message for p in fc.problems] == [
+        'Names the complaint "chest pain"; the case records no chief complaint.'
+    ]
+    assert check_rationale("Waiting: chest pain in the hall", "Chief complaint: chest pain. Level 3.").faithful
+
+
+def test_an_empty_rationale_still_reports_the_case():
+    case = "70-year-old, unresponsive, BP 70/40, HR 38, SpO2 78%"
+    fc = check_rationale(case, "  Shock  ")
+    assert fc.problems == (
+        Problem("empty", "The rationale is empty or a single word; it explains nothing.", 0, len("  Shock  ")),
+    )
+    full = check_rationale(case, "Unresponsive with BP 70/40, HR 38 and SpO2 78%: resuscitation.")
+    assert fc.missing_critical and len(fc.missing_critical) == fc.n_critical == full.n_critical > 0
+    assert fc.case_has_facts is True and fc.case_facts == full.case_facts and full.case_has_facts is True
+    assert check_rationale("hello there", "Two words.").case_has_facts is False
+
+
+def test_the_label_shown_takes_part_in_the_choice_and_the_summary():
+    case = "55-year-old man, chest pain, HR 88, BP 130/80"
+    candidates = ["Chest pain, HR 88, BP 130/80: KTAS 2.", "Chest pain, HR 88, BP 130/80: KTAS 3."]
+    assert least_contradicted(case, candidates, "3") == 1 and least_contradicted(case, candidates, "2") == 0
+    with pytest.raises(ValueError, match="^no candidate rationales to choose from$"):
+        least_contradicted(case, [], "3")
+    summary = fidelity_summary([case, case], candidates, ["3", "3"])
+    assert (summary["fidelity"], summary["n"]) == (0.5, 2)
+    assert fidelity_summary([case], [candidates[0]])["fidelity"] == 1.0  # no label: no level check
+    empty = fidelity_summary([], [])
+    assert (empty["fidelity"], empty["critical_named"], empty["n"]) == (None, None, 0)

@@ -542,7 +542,7 @@ def _is_adult(case: CaseFacts) -> bool:
     return case.facts.age is None or case.facts.age >= PAEDIATRIC_AGE
 
 
-def _check_vitals(case: CaseFacts, rationale: str, mentions: list[_Mention]) -> list[Problem]:
+def _check_vitals(case: CaseFacts, mentions: list[_Mention]) -> list[Problem]:
     problems = []
     for m in mentions:
         recorded = getattr(case.facts, m.vital)
@@ -912,7 +912,7 @@ def check_rationale(case_text: str, rationale: str, label: str | None = None) ->
         for m in (*_PAIN_SCORE.finditer(rationale), *_LEVEL.finditer(rationale), *_GCS.finditer(rationale))
     ]
     problems = (
-        _check_vitals(case, rationale, mentions)
+        _check_vitals(case, mentions)
         + _check_abnormal_words(case, case_text, rationale)
         + _check_within_limits(case, rationale, mentions)
         + _check_mental(case, rationale)

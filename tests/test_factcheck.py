@@ -600,6 +600,7 @@ def test_the_label_shown_takes_part_in_the_choice_and_the_summary():
     summary = fidelity_summary([case, case], candidates, ["3", "3"])
     assert (summary["fidelity"], summary["n"]) == (0.5, 2)
     assert fidelity_summary([case], [candidates[0]])["fidelity"] == 1.0  # no label: no level check
-    assert fidelity_summary([case, "hello there"], candidates, ["2", "2"])["cases_without_facts"] == 1
+    without = fidelity_summary([case, case, "hello there"], [*candidates, "Two words."], ["2", "2", "2"])
+    assert without["cases_without_facts"] == 1
     empty = fidelity_summary([], [])
     assert (empty["fidelity"], empty["critical_named"], empty["n"]) == (None, None, 0)

@@ -33,7 +33,7 @@ def test_upload_predicts_and_opens_a_resumable_queue(h, tmp_path, fake_predictor
     assert back["status"].startswith("You reviewed this case")
     # a restart: new handlers on the same database, the browser sends its saved queue position
     restarted = build_app(fake_predictor, ReviewStore(cfg.app.db_path), cfg, examples=[])
-    restored = named(restarted, restarted.review.restore(second["queue"], "Nurse A", None))
+    restored = named(restarted, restarted.batch.restore(second["queue"], "Nurse A", None))
     assert restored["reviewer"] == "Nurse A" and restored["queue"] == second["queue"]
     assert restored["case"] == "level 2 b"
     # opening the batch again jumps to the first unreviewed case
@@ -132,7 +132,7 @@ def test_queue_without_a_batch_and_a_stale_or_forged_saved_queue(h):
     with pytest.raises(gr.Error, match="open a batch first"):
         h.batch.step({}, 1, "Nurse A", None)
     for saved in ({"batch_id": "b-gone", "position": 3}, ["not", "a", "dict"], {"batch_id": 5}):
-        restored = named(h, h.review.restore(saved, "", None))
+        restored = named(h, h.batch.restore(saved, "", None))
         assert restored["queue"] == {} and restored["queue_md"] == ""
         assert restored["reviewer"] == gr.skip()  # no saved name: a name being typed is not wiped
 

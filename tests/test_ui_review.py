@@ -247,7 +247,7 @@ def test_drafts_survive_a_refresh_and_a_restart(h, store, fake_predictor, cfg):
     h.review.save_draft(shown, "Nurse C", "1", "the previous case's words", None, "", "level 5: another case", None)
     assert store.draft("Nurse C") is None
     restarted = build_app(fake_predictor, ReviewStore(cfg.app.db_path), cfg, examples=[])
-    restored = named(restarted, restarted.review.restore({}, "Nurse A", None))  # a page load, no batch open
+    restored = named(restarted, restarted.batch.restore({}, "Nurse A", None))  # a page load, no batch open
     assert (
         restored["case"],
         restored["final_label"],
@@ -261,7 +261,7 @@ def test_drafts_survive_a_refresh_and_a_restart(h, store, fake_predictor, cfg):
     save(
         restarted, restored["shown"], label="1", rationale="Half-written: airway", rating="2", comment="ask the doctor"
     )
-    assert "rationale" not in named(restarted, restarted.review.restore({}, "Nurse A", None))
+    assert "rationale" not in named(restarted, restarted.batch.restore({}, "Nurse A", None))
     assert predicted(restarted, name="Nurse B")["rationale"] == "someone else's words"
 
 
@@ -316,5 +316,5 @@ def test_the_signed_in_name_is_recorded_not_the_typed_one(h, store):
     shown = predicted(h)["shown"]
     named(h, h.review.save(shown, "alice (typed)", "2", "Shock: level 2.", None, "", {}, None, signed_in))
     assert [r.reviewer for r in store.reviews()] == ["Nurse A"]
-    restored = named(h, h.review.restore({}, "alice (typed)", signed_in))
+    restored = named(h, h.batch.restore({}, "alice (typed)", signed_in))
     assert restored["reviewer"] == gr.update(value="Nurse A", interactive=False)

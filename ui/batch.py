@@ -217,6 +217,34 @@ class BatchPanel(Tab):
             queue["batch_id"], None, who(request, name), order=queue["order"], unreviewed_after=queue["position"]
         )
 
+    def restore(self, queue: Any, name: Any, request: gr.Request) -> dict:
+        """On page load: the name, then the open batch at its saved position or the last single-case draft."""
+        username = getattr(request, "username", None)
+        name = name if isinstance(name, str) else ""
+        # nothing saved: leave the box alone, the reviewer may already be typing (this runs after page load)
+        shown_name = gr.update(value=username, interactive=False) if username else (name or gr.skip())
+        reviewer_name, queue = (username or name).strip(), queue_of(queue)
+        if queue:
+            try:
+                return {
+                    **self.out(reviewer=shown_name),
+                    **self.review.open_queue(queue["batch_id"], queue["position"], reviewer_name, order=queue["order"]),
+                }
+            except R2DError as e:  # a batch of another database, or not predicted yet: start clean
+                logger.info("not restoring the saved queue: %s", e)
+        restored = rv.restorable_draft(self.store, reviewer_name) if reviewer_name else None
+        if restored and restored[0].batch_id is None:
+            return {
+                **self.out(reviewer=shown_name, queue={}, queue_md=""),
+                **self.review.render(restored[0], draft=restored[1], status="Restored your unsaved draft."),
+            }
+        return self.out(
+            reviewer=shown_name,
+            queue={},
+            queue_md="",
+            batch=gr.update(choices=rv.batch_choices(self.store, reviewer_name), value=None),
+        )
+
     def layout(self, secret: str) -> BatchUI:
         queue = gr.BrowserState({}, storage_key="r2d-queue", secret=secret)
         with gr.Accordion(
@@ -279,7 +307,7 @@ class BatchPanel(Tab):
         )
         return self.ui
 
-    def wire(self) -> None:
+    def wire(self, demo: gr.Blocks) -> None:
         u, who_box = self.ui, self.shared.reviewer
         queue_out = self.review.queue_outputs()
         upload_out = queue_out + [u.up_status, u.up_map, u.up_pending, u.up_case_col, u.up_id_col]
@@ -297,3 +325,5 @@ class BatchPanel(Tab):
         u.next.click(self.next_case, [u.queue, who_box], queue_out, api_name="next_case")
         u.prev.click(self.previous_case, [u.queue, who_box], queue_out, api_name="previous_case")
         u.next_todo.click(self.next_unreviewed, [u.queue, who_box], queue_out, api_name="next_unreviewed")
+        # a page load restores the name and the open batch (or the last single-case draft)
+        demo.load(self.restore, [u.queue, self.shared.saved_name], [who_box] + queue_out, api_name=False)

@@ -17,7 +17,7 @@ import gradio as gr
 from r2d.checks.consistency import consistency_line
 from r2d.checks.factcheck import case_has_triage_facts
 from r2d.config import R2DConfig
-from r2d.errors import InvalidCaseError, R2DError, ReviewActionError
+from r2d.errors import InvalidCaseError, ReviewActionError
 from r2d.review import session as rv
 from r2d.review.active import DEFAULT_ORDER
 from r2d.review.dashboard import probability_figure
@@ -406,34 +406,6 @@ class ReviewTab(Tab):
             raise ReviewActionError("nothing to flag: predict a case or open a batch first")
         return self.out(status=rv.flag_case(self.store, reviewer(request, name), shown, comment))
 
-    def restore(self, queue: Any, name: Any, request: gr.Request) -> dict:
-        """On page load: the name, then the open batch at its saved position or the last single-case draft."""
-        username = getattr(request, "username", None)
-        name = name if isinstance(name, str) else ""
-        # nothing saved: leave the box alone, the reviewer may already be typing (this runs after page load)
-        shown_name = gr.update(value=username, interactive=False) if username else (name or gr.skip())
-        reviewer_name, queue = (username or name).strip(), queue_of(queue)
-        if queue:
-            try:
-                return {
-                    **self.out(reviewer=shown_name),
-                    **self.open_queue(queue["batch_id"], queue["position"], reviewer_name, order=queue["order"]),
-                }
-            except R2DError as e:  # a batch of another database, or not predicted yet: start clean
-                logger.info("not restoring the saved queue: %s", e)
-        restored = rv.restorable_draft(self.store, reviewer_name) if reviewer_name else None
-        if restored and restored[0].batch_id is None:
-            return {
-                **self.out(reviewer=shown_name, queue={}, queue_md=""),
-                **self.render(restored[0], draft=restored[1], status="Restored your unsaved draft."),
-            }
-        return self.out(
-            reviewer=shown_name,
-            queue={},
-            queue_md="",
-            batch=gr.update(choices=rv.batch_choices(self.store, reviewer_name), value=None),
-        )
-
     # --- layout and wiring ---
 
     def shown_outputs(self) -> list:
@@ -450,8 +422,23 @@ class ReviewTab(Tab):
 
     def _panel(self, examples: Sequence[str]) -> ReviewUI:
         """The case, the suggestion and the review controls (shared by single cases and the batch queue)."""
-        p = self.model.predictor
         shown = gr.State(None)
+        parts = {**self._case_row(examples), **self._editor_row()}
+        with gr.Row(elem_id="r2d-actions"):
+            parts.update(
+                accept=gr.Button("Accept what is shown [A]", variant="primary", elem_id="r2d-accept"),
+                submit=gr.Button("Save [S]", elem_id="r2d-submit"),
+                skip=gr.Button("Skip [K]", elem_id="r2d-skip"),
+                flag=gr.Button("Flag [F]", elem_id="r2d-flag"),
+                undo=gr.Button("Undo my last save [U]", elem_id="r2d-undo"),
+                check=gr.Button("Check consistency [C]", elem_id="r2d-check"),
+                consistency=gr.Markdown(elem_id="r2d-consistency"),
+            )
+        self.ui = ReviewUI(shown=shown, **parts, status=gr.Markdown(elem_id="r2d-status"))
+        return self.ui
+
+    def _case_row(self, examples: Sequence[str]) -> dict[str, Any]:
+        """The case box with its examples, beside the suggestion and its probabilities."""
         with gr.Row():
             with gr.Column():
                 case = gr.Textbox(
@@ -469,13 +456,18 @@ class ReviewTab(Tab):
             with gr.Column():
                 label_md = gr.Markdown(NO_SUGGESTION, elem_id="r2d-suggestion")
                 plot = gr.Plot(label="Probability of each label", show_label=False, elem_id="r2d-probabilities")
+        return dict(case=case, case_md=case_md, predict=predict, label_md=label_md, plot=plot)
+
+    def _editor_row(self) -> dict[str, Any]:
+        """The rationale and its diff, the fact check, and the verdict (label, rating, comment)."""
+        generation = self.model.predictor.generation
+        how = (
+            "streamed from the model"
+            if generation.fact_check_candidates <= 1 and generation.num_beams == 1
+            else "from the model"
+        )
         with gr.Row():
             with gr.Column(scale=3):
-                how = (
-                    "streamed from the model"
-                    if p.generation.fact_check_candidates <= 1 and p.generation.num_beams == 1
-                    else "from the model"
-                )
                 rationale = gr.Textbox(label=f"Rationale ({how}; edit it if needed)", lines=5, elem_id="r2d-rationale")
                 diff = gr.HighlightedText(
                     label="Your changes: word diff against the model's rationale",
@@ -494,23 +486,7 @@ class ReviewTab(Tab):
                 notes = gr.Markdown(elem_id="r2d-fact-notes")
             with gr.Column(scale=2):
                 final_label, rating, comment = self._verdict_controls()
-        with gr.Row(elem_id="r2d-actions"):
-            buttons = dict(
-                accept=gr.Button("Accept what is shown [A]", variant="primary", elem_id="r2d-accept"),
-                submit=gr.Button("Save [S]", elem_id="r2d-submit"),
-                skip=gr.Button("Skip [K]", elem_id="r2d-skip"),
-                flag=gr.Button("Flag [F]", elem_id="r2d-flag"),
-                undo=gr.Button("Undo my last save [U]", elem_id="r2d-undo"),
-                check=gr.Button("Check consistency [C]", elem_id="r2d-check"),
-            )
-            consistency = gr.Markdown(elem_id="r2d-consistency")
-        self.ui = ReviewUI(
-            shown=shown,
-            case=case,
-            case_md=case_md,
-            predict=predict,
-            label_md=label_md,
-            plot=plot,
+        return dict(
             rationale=rationale,
             diff=diff,
             facts=facts,
@@ -518,11 +494,7 @@ class ReviewTab(Tab):
             final_label=final_label,
             rating=rating,
             comment=comment,
-            **buttons,
-            consistency=consistency,
-            status=gr.Markdown(elem_id="r2d-status"),
         )
-        return self.ui
 
     def _verdict_controls(self) -> tuple[gr.Radio, gr.Radio, gr.Textbox]:
         p = self.model.predictor
@@ -543,7 +515,7 @@ class ReviewTab(Tab):
             gr.Markdown(read_asset("ktas_reference.md"))
         return final_label, rating, comment
 
-    def wire(self, demo: gr.Blocks) -> None:
+    def wire(self) -> None:
         u, s = self.ui, self.shared
         queue_out = self.queue_outputs()
         u.predict.click(self.predict, [u.case, s.reviewer], queue_out, api_name="predict", **SINGLE_QUEUE)
@@ -564,7 +536,6 @@ class ReviewTab(Tab):
             self.skip, [u.shown, s.reviewer, self.queue_ui.queue], queue_out, api_name="skip", trigger_mode="once"
         )
         u.flag.click(self.flag, [u.shown, s.reviewer, u.comment], [u.status], api_name="flag", trigger_mode="once")
-        demo.load(self.restore, [self.queue_ui.queue, s.saved_name], [s.reviewer] + queue_out, api_name=False)
 
     def _wire_live_checks(self) -> None:
         u = self.ui

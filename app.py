@@ -92,11 +92,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         store = ReviewStore(cfg.app.db_path)
     except R2DError as e:
         sys.exit(f"error: {e}")
-    demo, h = build_app(predictor, store, cfg, signed_in=users is not None)
+    ui = build_app(predictor, store, cfg, signed_in=users is not None)
     if not args.model:  # an explicit --model wins over the improved model remembered from the last run
-        h.restore_model()
+        ui.improve.restore_model()
     logger.info("reviews go to %s; open http://%s:%d", store.path.resolve(), cfg.app.host, cfg.app.port)
-    demo.launch(
+    ui.demo.launch(
         **launch_kwargs(cfg, args.allowed_host),
         auth=authenticator(users) if users else None,
         auth_message="Sign in with your reviewer name: every review records who made it.",

@@ -325,7 +325,8 @@ def launched_app(tmp_path, monkeypatch, fake_predictor, store):
     """The review app (app.py) launched on loopback with the fake predictor, its store and exports in tmp_path.
 
     Every outgoing TCP connection to a non-loopback address is blocked and recorded in `.external`,
-    so a test can assert that the app makes no external requests. Shared by test_app and test_browser.
+    so a test can assert that the app makes no external requests. Shared by test_ui_*, test_webguard and
+    test_browser.
     """
     import socket
     import types
@@ -348,7 +349,7 @@ def launched_app(tmp_path, monkeypatch, fake_predictor, store):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = load_config(None, [f"app.port={port}", f"app.db_path={store.path}", f"app.export_dir={tmp_path / 'exports'}"])
-    demo = blocks.build_app(fake_predictor, store, cfg, examples=["level 2: chest pain, BP 88/50, HR 124"])[0]
+    demo = blocks.build_app(fake_predictor, store, cfg, examples=["level 2: chest pain, BP 88/50, HR 124"]).demo
     demo.launch(**server.launch_kwargs(cfg), prevent_thread_lock=True, quiet=True)
     try:
         yield types.SimpleNamespace(
@@ -362,6 +363,48 @@ def launched_app(tmp_path, monkeypatch, fake_predictor, store):
         )
     finally:
         demo.close()
+
+
+# --- the review app's UI built but not served (tests/test_ui_*.py; their helpers are in ui_kit.py) ----------
+
+
+@pytest.fixture()
+def gradio_temp(tmp_path, monkeypatch):
+    """Gradio's cache (uploads, download copies) in tmp_path/gradio."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    """The app's config with the database where the shared `store` fixture keeps it, and exports in tmp_path."""
+    from r2d.config import load_config
+
+    return load_config(None, [f"app.db_path={tmp_path / 'reviews.sqlite3'}", f"app.export_dir={tmp_path / 'exports'}"])
+
+
+@pytest.fixture()
+def unserved(monkeypatch):
+    """For tests that build the app and call its handlers but never serve it: gradio's FastAPI app (built three
+    times per build_app, 70% of its CPU time) is not built. test_build_app_*, test_main_*, the handlers on a real
+    model and the launched round trips build the real one."""
+    import gradio as gr
+
+    monkeypatch.setattr(gr.routes.App, "create_app", staticmethod(lambda *args, **kwargs: None))
+
+
+@pytest.fixture()
+def h(fake_predictor, store, cfg, unserved):
+    """The app built (not served) on the fake predictor, its consistency check measured: a ui.blocks.App, each
+    tab's handlers holding their components."""
+    from ui_kit import CASE, FAKE_GOLD
+
+    from r2d.checks.consistency import calibrate
+    from ui.blocks import build_app
+
+    app = build_app(fake_predictor, store, cfg, examples=[CASE])
+    app.model.calibration = calibrate(fake_predictor, FAKE_GOLD, fake_predictor.model_id, "FAKE_GOLD")
+    assert app.model.calibration.warn_min_probability == 0.5
+    return app
 
 
 # --- tiny training runs (test_stage1, test_stage2) -------------------------------------------------

@@ -69,3 +69,26 @@ def test_a_review_made_after_seeing_another_answer_is_not_blind(disputed, make_r
     assert adj.unblinded(disputed) == {corrected.review_id}
     blind, left_out = adj.blind_reviews(disputed)
     assert [r.reviewer for r in blind] == ["Nurse B"] and left_out == 1
+
+
+def test_settle_adopts_a_pick_or_writes_the_final_and_refuses_what_it_cannot(disputed, make_review):
+    [case] = export_cases(disputed)
+    case_id, (first, second) = case.review.case_id, case.reviews
+    refusals = (
+        (None, "1", "choose a case"),
+        (case_id, None, "pick a review"),
+        (case_id, "one", "pick one of the listed reviews"),
+        (case_id, "99", "not a current review of this case"),
+    )
+    for case_given, pick, message in refusals:
+        with pytest.raises(ReviewActionError, match=message):
+            adj.settle(disputed, "Lead", case_given, pick, None, "")
+    disputed.submit(make_review("c", reviewer="Nurse C", case_text="case 2: sore throat", batch_id="b1", item_index=1))
+    with pytest.raises(ReviewActionError, match="blind review"):  # hidden from a reviewer of the batch
+        adj.settle(disputed, "Nurse C", case_id, str(first.review_id), None, "")
+    record, done = adj.settle(disputed, "Lead", case_id, str(second.review_id), None, "")
+    assert record.review_id == second.review_id
+    assert done == f"✓ Review #{second.review_id} (label 3) adopted for case `{case_id}`."
+    record, done = adj.settle(disputed, "Lead", case_id, adj.WRITE, "1", "Shock: resuscitate.")
+    assert done.startswith(f"✓ Your final (label 1, review #{record.review_id}) settles case `{case_id}`")
+    assert [e.review_id for e in disputed.events("adjudicate")] == [second.review_id, record.review_id]

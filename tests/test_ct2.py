@@ -354,7 +354,7 @@ def test_the_app_runs_the_embedded_model_on_ct2_and_says_so(tmp_path):
     cfg = replace(cfg, model=replace(cfg.model, name_or_path=str(app.ROOT / cfg.model.name_or_path)))
     predictor = app.load_app_predictor(cfg)
     assert predictor.backend == "ct2" and predictor.quantization == "ct2-int8"
-    h = blocks.build_app(predictor, ReviewStore(cfg.app.db_path), cfg, examples=[])[1]
-    assert "backend `CTranslate2`" in h._model_line() and "`ct2-int8`" in h._model_line()
+    line = blocks.build_app(predictor, ReviewStore(cfg.app.db_path), cfg, examples=[]).model.line()
+    assert "backend `CTranslate2`" in line and "`ct2-int8`" in line
     p = predictor.predict("68-year-old man, collapse, unresponsive, BP 70/40, HR 38, RR 6, SpO2 78%")
     assert p.label in predictor.label_set and p.rationale

@@ -696,3 +696,35 @@ def test_an_export_is_logged_with_its_size_and_place(reviewed_store, tmp_path, c
     with caplog.at_level("INFO", logger="r2d.review.export"):
         result = export_stage2_dataset(reviewed_store, tmp_path / "out")
     assert f"exported 20 reviews to {result.out_dir} ({result.counts})" in caplog.messages
+
+
+def test_new_export_folders_cannot_be_guessed_and_only_finished_ones_are_listed(reviewed_store, tmp_path):
+    import re
+    import time as clock
+
+    from r2d.review.export import complete_exports, new_export_dir
+
+    first = new_export_dir(tmp_path)
+    assert first.parent == tmp_path and re.fullmatch(r"export-\d{8}-\d{6}-[0-9a-f]{16}", first.name)
+    assert new_export_dir(tmp_path) != first
+    assert complete_exports(tmp_path / "none") == []
+    export_stage2_dataset(reviewed_store, tmp_path / "export-old")
+    clock.sleep(0.01)
+    export_stage2_dataset(reviewed_store, tmp_path / "export-new")
+    (tmp_path / "export-half").mkdir()  # no meta: never finished
+    assert complete_exports(tmp_path) == ["export-new", "export-old"]
+
+
+def test_download_zips_are_private_and_only_the_newest_are_kept(reviewed_store, tmp_path):
+    import stat
+    import zipfile
+
+    from r2d.review.export import DownloadZips
+
+    result = export_stage2_dataset(reviewed_store, tmp_path / "exports" / "export-1")
+    zips = DownloadZips(keep=2)
+    made = [zips.add(result.out_dir, result.all_files, str(tmp_path / "cache")) for _ in range(3)]
+    assert all(z.name == "export-1.zip" and z.is_relative_to(tmp_path / "cache") for z in made)
+    assert not made[0].exists() and made[1].exists() and made[2].exists()  # the oldest folder is deleted
+    assert stat.S_IMODE(made[2].stat().st_mode) == 0o600 and stat.S_IMODE(made[2].parent.stat().st_mode) == 0o700
+    assert sorted(zipfile.ZipFile(made[2]).namelist()) == sorted(f.name for f in result.all_files)

@@ -421,3 +421,15 @@ def test_undo_retracts_the_last_save_and_keeps_it_as_a_draft(store, fake_predict
     rv.save_review(store, fake_predictor, shown, "Nurse B", "2", "Findings fit triage level 2.")
     rv.save_review(store, fake_predictor, shown, "Nurse A", "3", "Edited again: level 3.")
     assert "not blind" in rv.undo_last_review(store, "Nurse A").message  # A has seen B's answer by now
+
+
+def test_skip_and_flag_record_events_and_a_flag_needs_a_reason(store):
+    shown = shown_case(batch_id="b1", item_index=2)
+    assert rv.skip_case(store, "Nurse A", shown).startswith("Skipped")
+    with pytest.raises(ReviewActionError, match="say why you flag this case"):
+        rv.flag_case(store, "Nurse A", shown, "  ")
+    assert "Flagged for discussion" in rv.flag_case(store, "Nurse A", shown, "BP cuff may be wrong")
+    assert [(e.kind, e.case_id, e.batch_id, e.item_index, e.note) for e in store.events()] == [
+        ("skip", shown.case_id, "b1", 2, ""),
+        ("flag", shown.case_id, "b1", 2, "BP cuff may be wrong"),
+    ]

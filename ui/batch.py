@@ -1,37 +1,51 @@
-"""The Review tab's batch panel: upload cases, predict them all, review them one by one in an order."""
+"""The batch panel of the Review tab: upload cases (choosing columns when the file names none), predict them
+all, then move through the queue in the chosen order. Each case opens in the review panel (ui/review.py)."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from r2d.config import R2DConfig
 from r2d.errors import InvalidCaseError, R2DError, ReviewActionError
 from r2d.review import session as rv
 from r2d.review import upload as up
 from r2d.review.active import DEFAULT_ORDER
-from ui.common import (
-    MODEL_QUEUE,
-    QUEUE_OUTPUTS,
-    SHOWN_OUTPUTS,
-    HandlerBase,
-    known_order,
-    logger,
-    picker,
-    queue_of,
-    ui_errors,
-    who,
-)
+from r2d.review.store import ReviewStore
+from ui.common import MODEL_QUEUE, Tab, known_order, queue_of, ui_errors, who
 
+logger = logging.getLogger("r2d.app")
 NO_ID_COLUMN = "(no id column)"
-
-
 ORDER_CHOICES = [
     ("As uploaded", "upload"),
     ("Least confident first", "least_confident"),
     ("Rationale disagrees with its label first", "disagreement"),
 ]
+NO_BATCH = "open a batch first: upload one, or choose a saved batch and press Open"
+
+
+@dataclass
+class BatchUI:
+    queue: gr.BrowserState  # the open batch and position: survives a refresh (browser) and a restart (DB secret)
+    batch_panel: gr.Accordion
+    upload: gr.File
+    batch: gr.Dropdown
+    resume: gr.Button
+    up_status: gr.Markdown
+    up_map: gr.Row
+    up_case_col: gr.Dropdown
+    up_id_col: gr.Dropdown
+    up_use: gr.Button
+    up_pending: gr.State  # the upload waiting for its columns (server side, this session only)
+    order: gr.Dropdown
+    prev: gr.Button
+    queue_md: gr.Markdown
+    next: gr.Button
+    next_todo: gr.Button
 
 
 def _in_upload_cache(path: str) -> bool:
@@ -51,90 +65,15 @@ def _discard_upload(path: str) -> None:
             pass
 
 
-def batch_panel(c: dict[str, Any]) -> None:
-    with gr.Accordion(
-        "Batch: upload cases, predict them all, then review them one by one", open=False, elem_id="r2d-batch"
-    ) as c["batch_panel"]:
-        with gr.Row():
-            c["upload"] = gr.File(
-                label="Cases (.csv or .jsonl with a question, case_text or case column, optional id; "
-                "or the raw KTAS data.csv)",
-                file_types=[".csv", ".jsonl"],
-                type="filepath",
-                elem_id="r2d-upload",
-            )
-            with gr.Column():
-                c["batch"] = gr.Dropdown(label="Saved batches", choices=[], elem_id="r2d-batch-choice")
-                c["resume"] = gr.Button("Open / resume batch", elem_id="r2d-resume")
-        c["up_status"] = gr.Markdown(elem_id="r2d-upload-status")
-        with gr.Row(visible=False, elem_id="r2d-upload-map") as c["up_map"]:  # only when no case column is named
-            c["up_case_col"] = gr.Dropdown(
-                label="Column that holds the case text", choices=[], elem_id="r2d-upload-case-col"
-            )
-            c["up_id_col"] = gr.Dropdown(
-                label="Column that holds the case id (optional)",
-                choices=[NO_ID_COLUMN],
-                value=NO_ID_COLUMN,
-                elem_id="r2d-upload-id-col",
-            )
-            c["up_use"] = gr.Button("Use these columns", variant="primary", elem_id="r2d-upload-use")
-        c["up_pending"] = gr.State(None)  # the upload waiting for its columns (server side, this session only)
-        with gr.Row():
-            c["order"] = gr.Dropdown(
-                ORDER_CHOICES,
-                value=DEFAULT_ORDER,
-                label="Review order",
-                elem_id="r2d-order",
-                info="Most uncertain first puts the cases a correction teaches most at the front",
-            )
-        with gr.Row():
-            c["prev"] = gr.Button("◀ Previous [P]", elem_id="r2d-prev")
-            c["queue_md"] = gr.Markdown(elem_id="r2d-queue")
-            c["next"] = gr.Button("Next [N] ▶", elem_id="r2d-next")
-            c["next_todo"] = gr.Button("Next unreviewed [R] ⏭", elem_id="r2d-next-unreviewed")
+class BatchPanel(Tab):
+    """Upload, resume and move through a batch; every case it opens is rendered by the review panel."""
 
+    def __init__(self, review: Any, store: ReviewStore, cfg: R2DConfig) -> None:
+        """review: the Review tab's handlers (ui.review.ReviewTab), which open and render each case."""
+        self.review, self.store, self.cfg = review, store, cfg
 
-class BatchHandlers(HandlerBase):
-    """Upload (with a column choice), resume, reorder, move through the queue, restore on load."""
-
-    def _open(
-        self,
-        batch_id: str,
-        position: int | None,
-        reviewer: str,
-        status: str = "",
-        after: int | None = None,
-        order: str = DEFAULT_ORDER,
-        item: int | None = None,
-        unreviewed_after: int | None = None,
-    ) -> dict:
-        """The queue, the batch list, progress, then the item (with this reviewer's draft or review)."""
-        view = rv.open_queue(
-            self.store,
-            batch_id,
-            position,
-            reviewer,
-            after=after,
-            order=order,
-            item=item,
-            unreviewed_after=unreviewed_after,
-        )
-        return {
-            **self._out(
-                queue={"batch_id": batch_id, "position": view.position, "order": view.order},
-                order=view.order,
-                batch_panel=gr.update(open=True),
-                batch=gr.update(choices=rv.batch_choices(self.store, reviewer), value=batch_id),
-                queue_md=view.progress,
-            ),
-            **self._render(
-                view.shown,
-                view.review,
-                view.draft,
-                " ".join(filter(None, [status, view.status])),
-                source_id=view.source_id,
-            ),
-        }
+    def holders(self) -> tuple[Any, ...]:
+        return (self.ui, self.shared)
 
     @ui_errors
     def upload(
@@ -189,13 +128,14 @@ class BatchHandlers(HandlerBase):
     ) -> dict:
         """Read, check and store an upload, then predict it; a refusal is one message in the batch panel (a
         raised error marked every panel, the case box among them)."""
+        predictor = self.review.model.predictor
         try:
             cases, ids = up.load_upload(
                 path, self.cfg.app.max_batch_rows, self.cfg.app.max_case_chars, case_column, id_column
             )
-            rv.check_cases(self.predictor, cases, Path(path).name)
+            rv.check_cases(predictor, cases, Path(path).name)
         except up.CaseColumnNeeded as e:  # the file stays in the cache until the columns are chosen
-            return self._out(
+            return self.out(
                 up_status=f"**{rv.plain(str(e))}**",
                 up_map=gr.update(visible=True),
                 up_pending=path,
@@ -205,16 +145,16 @@ class BatchHandlers(HandlerBase):
         except R2DError as e:
             _discard_upload(path)  # refused: the file has served, case texts do not stay in the cache
             logger.warning("upload refused: %s", e)
-            return self._out(
+            return self.out(
                 up_status=f"⚠ **Not uploaded: {rv.plain(str(e))}**", up_map=gr.update(visible=False), up_pending=None
             )
         _discard_upload(path)
         info = self.store.create_batch(
-            Path(path).name, cases, who(request, name) or "unknown", self.predictor.model_id, source_ids=ids
+            Path(path).name, cases, who(request, name) or "unknown", predictor.model_id, source_ids=ids
         )
         return {
             **self.resume(info.batch_id, name, request, order, progress),
-            **self._out(
+            **self.out(
                 up_status=f"✓ {len(cases)} case(s) uploaded from {rv.plain(Path(path).name)}.",
                 up_map=gr.update(visible=False),
                 up_pending=None,
@@ -235,12 +175,12 @@ class BatchHandlers(HandlerBase):
             raise ReviewActionError("choose a saved batch first")
         rv.predict_missing(
             self.store,
-            self.predictor,
+            self.review.model.predictor,
             batch_id,
             self.cfg.app.batch_size,
             progress=lambda done, total: progress((done, total), desc="Predicting", unit="cases"),
         )
-        return self._open(batch_id, None, who(request, name), order=known_order(order))
+        return self.review.open_queue(batch_id, None, who(request, name), order=known_order(order))
 
     @ui_errors
     def reorder(self, queue: Any, order: str, name: str, request: gr.Request) -> dict:
@@ -249,79 +189,141 @@ class BatchHandlers(HandlerBase):
         queue = queue_of(queue)
         if not queue:
             return {}  # no batch open: the choice applies when one is opened
-        return self._open(queue["batch_id"], None, who(request, name), order=known_order(order))
+        return self.review.open_queue(queue["batch_id"], None, who(request, name), order=known_order(order))
 
     @ui_errors
     def step(self, queue: Any, delta: int, name: str, request: gr.Request) -> dict:
         """Move through the open batch by delta items (clamped at both ends)."""
         queue = queue_of(queue)
         if not queue:
-            raise ReviewActionError("open a batch first: upload one, or choose a saved batch and press Open")
-        return self._open(queue["batch_id"], queue["position"] + delta, who(request, name), order=queue["order"])
+            raise ReviewActionError(NO_BATCH)
+        return self.review.open_queue(
+            queue["batch_id"], queue["position"] + delta, who(request, name), order=queue["order"]
+        )
 
     def next_case(self, queue: Any, name: str, request: gr.Request) -> dict:
         return self.step(queue, 1, name, request)
+
+    def previous_case(self, queue: Any, name: str, request: gr.Request) -> dict:
+        return self.step(queue, -1, name, request)
 
     @ui_errors
     def next_unreviewed(self, queue: Any, name: str, request: gr.Request) -> dict:
         """Jump to the next case this reviewer has not reviewed (round to the start), or say the batch is done."""
         queue = queue_of(queue)
         if not queue:
-            raise ReviewActionError("open a batch first: upload one, or choose a saved batch and press Open")
-        return self._open(
+            raise ReviewActionError(NO_BATCH)
+        return self.review.open_queue(
             queue["batch_id"], None, who(request, name), order=queue["order"], unreviewed_after=queue["position"]
         )
-
-    def previous_case(self, queue: Any, name: str, request: gr.Request) -> dict:
-        return self.step(queue, -1, name, request)
 
     def restore(self, queue: Any, name: Any, request: gr.Request) -> dict:
         """On page load: the name, then the open batch at its saved position or the last single-case draft."""
         username = getattr(request, "username", None)
         name = name if isinstance(name, str) else ""
         # nothing saved: leave the box alone, the reviewer may already be typing (this runs after page load)
-        reviewer = gr.update(value=username, interactive=False) if username else (name or gr.skip())
-        who, queue = (username or name).strip(), queue_of(queue)
+        shown_name = gr.update(value=username, interactive=False) if username else (name or gr.skip())
+        reviewer_name, queue = (username or name).strip(), queue_of(queue)
         if queue:
             try:
                 return {
-                    self.c["reviewer"]: reviewer,
-                    **self._open(queue["batch_id"], queue["position"], who, order=queue["order"]),
+                    **self.out(reviewer=shown_name),
+                    **self.review.open_queue(queue["batch_id"], queue["position"], reviewer_name, order=queue["order"]),
                 }
             except R2DError as e:  # a batch of another database, or not predicted yet: start clean
                 logger.info("not restoring the saved queue: %s", e)
-        restored = rv.restorable_draft(self.store, who) if who else None
+        restored = rv.restorable_draft(self.store, reviewer_name) if reviewer_name else None
         if restored and restored[0].batch_id is None:
             return {
-                self.c["reviewer"]: reviewer,
-                **self._out(queue={}, queue_md=""),
-                **self._render(restored[0], draft=restored[1], status="Restored your unsaved draft."),
+                **self.out(reviewer=shown_name, queue={}, queue_md=""),
+                **self.review.render(restored[0], draft=restored[1], status="Restored your unsaved draft."),
             }
-        return {
-            self.c["reviewer"]: reviewer,
-            **self._out(queue={}, batch=gr.update(choices=rv.batch_choices(self.store, who), value=None), queue_md=""),
-        }
+        return self.out(
+            reviewer=shown_name,
+            queue={},
+            queue_md="",
+            batch=gr.update(choices=rv.batch_choices(self.store, reviewer_name), value=None),
+        )
 
+    def layout(self, secret: str) -> BatchUI:
+        queue = gr.BrowserState({}, storage_key="r2d-queue", secret=secret)
+        with gr.Accordion(
+            "Batch: upload cases, predict them all, then review them one by one", open=False, elem_id="r2d-batch"
+        ) as panel:
+            with gr.Row():
+                upload = gr.File(
+                    label="Cases (.csv or .jsonl with a question, case_text or case column, optional "
+                    "id; or the raw KTAS data.csv)",
+                    file_types=[".csv", ".jsonl"],
+                    type="filepath",
+                    elem_id="r2d-upload",
+                )
+                with gr.Column():
+                    batch = gr.Dropdown(label="Saved batches", choices=[], elem_id="r2d-batch-choice")
+                    resume = gr.Button("Open / resume batch", elem_id="r2d-resume")
+            up_status = gr.Markdown(elem_id="r2d-upload-status")
+            with gr.Row(visible=False, elem_id="r2d-upload-map") as up_map:  # only when no case column is named
+                case_col = gr.Dropdown(
+                    label="Column that holds the case text", choices=[], elem_id="r2d-upload-case-col"
+                )
+                id_col = gr.Dropdown(
+                    label="Column that holds the case id (optional)",
+                    choices=[NO_ID_COLUMN],
+                    value=NO_ID_COLUMN,
+                    elem_id="r2d-upload-id-col",
+                )
+                use = gr.Button("Use these columns", variant="primary", elem_id="r2d-upload-use")
+            pending = gr.State(None)
+            with gr.Row():
+                order = gr.Dropdown(
+                    ORDER_CHOICES,
+                    value=DEFAULT_ORDER,
+                    label="Review order",
+                    elem_id="r2d-order",
+                    info="Most uncertain first puts the cases a correction teaches most at the front",
+                )
+            with gr.Row():
+                prev = gr.Button("◀ Previous [P]", elem_id="r2d-prev")
+                queue_md = gr.Markdown(elem_id="r2d-queue")
+                next_ = gr.Button("Next [N] ▶", elem_id="r2d-next")
+                next_todo = gr.Button("Next unreviewed [R] ⏭", elem_id="r2d-next-unreviewed")
+        self.ui = BatchUI(
+            queue=queue,
+            batch_panel=panel,
+            upload=upload,
+            batch=batch,
+            resume=resume,
+            up_status=up_status,
+            up_map=up_map,
+            up_case_col=case_col,
+            up_id_col=id_col,
+            up_use=use,
+            up_pending=pending,
+            order=order,
+            prev=prev,
+            queue_md=queue_md,
+            next=next_,
+            next_todo=next_todo,
+        )
+        return self.ui
 
-def wire_batch(demo: gr.Blocks, h: Any, c: dict[str, Any]) -> None:
-    """The batch panel's events, and the queue restored on page load."""
-    outs = picker(c)
-    queue_out = outs(*SHOWN_OUTPUTS, *QUEUE_OUTPUTS)
-    upload_out = queue_out + outs("up_status", "up_map", "up_pending", "up_case_col", "up_id_col")
-    c["upload"].upload(
-        h.upload, outs("upload", "reviewer", "order"), upload_out, api_name="upload_batch", **MODEL_QUEUE
-    )
-    c["up_use"].click(
-        h.upload_mapped,
-        outs("up_pending", "up_case_col", "up_id_col", "reviewer", "order"),
-        upload_out,
-        api_name="upload_mapped",
-        trigger_mode="once",
-        **MODEL_QUEUE,
-    )
-    c["resume"].click(h.resume, outs("batch", "reviewer", "order"), queue_out, api_name="resume_batch", **MODEL_QUEUE)
-    c["order"].select(h.reorder, outs("queue", "order", "reviewer"), queue_out, api_name="reorder_batch")
-    c["next"].click(h.next_case, outs("queue", "reviewer"), queue_out, api_name="next_case")
-    c["prev"].click(h.previous_case, outs("queue", "reviewer"), queue_out, api_name="previous_case")
-    c["next_todo"].click(h.next_unreviewed, outs("queue", "reviewer"), queue_out, api_name="next_unreviewed")
-    demo.load(h.restore, outs("queue", "saved_name"), outs("reviewer") + queue_out, api_name=False)
+    def wire(self, demo: gr.Blocks) -> None:
+        u, who_box = self.ui, self.shared.reviewer
+        queue_out = self.review.queue_outputs()
+        upload_out = queue_out + [u.up_status, u.up_map, u.up_pending, u.up_case_col, u.up_id_col]
+        u.upload.upload(self.upload, [u.upload, who_box, u.order], upload_out, api_name="upload_batch", **MODEL_QUEUE)
+        u.up_use.click(
+            self.upload_mapped,
+            [u.up_pending, u.up_case_col, u.up_id_col, who_box, u.order],
+            upload_out,
+            api_name="upload_mapped",
+            trigger_mode="once",
+            **MODEL_QUEUE,
+        )
+        u.resume.click(self.resume, [u.batch, who_box, u.order], queue_out, api_name="resume_batch", **MODEL_QUEUE)
+        u.order.select(self.reorder, [u.queue, u.order, who_box], queue_out, api_name="reorder_batch")
+        u.next.click(self.next_case, [u.queue, who_box], queue_out, api_name="next_case")
+        u.prev.click(self.previous_case, [u.queue, who_box], queue_out, api_name="previous_case")
+        u.next_todo.click(self.next_unreviewed, [u.queue, who_box], queue_out, api_name="next_unreviewed")
+        # a page load restores the name and the open batch (or the last single-case draft)
+        demo.load(self.restore, [u.queue, self.shared.saved_name], [who_box] + queue_out, api_name=False)

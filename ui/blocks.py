@@ -1,9 +1,13 @@
-"""The app's Blocks: the header, the reviewer's name, and the four tabs, each from its own module
-(ui.review and ui.batch, ui.dashboard, ui.export, ui.improve), with one Handlers object that all of them share."""
+"""The app's Blocks: the header, then one tab per module (review with its batch panel, dashboard, export, improve).
+
+Nothing is launched here and no weights are loaded: build_app takes any predictor, so tests run the whole UI on
+a fake one.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -12,12 +16,13 @@ from r2d.config import R2DConfig
 from r2d.review import session as rv
 from r2d.review import upload as up
 from r2d.review.store import ReviewStore
-from ui.batch import BatchHandlers, batch_panel, wire_batch
-from ui.common import ROOT, read_asset
-from ui.dashboard import DashboardHandlers, dashboard_tab, wire_dashboard
-from ui.export import ExportHandlers, export_tab, wire_export
-from ui.improve import ImproveHandlers, improve_tab, wire_improve
-from ui.review import ReviewHandlers, review_panel, wire_review
+from ui.batch import BatchPanel
+from ui.common import ROOT, Shared, read_asset
+from ui.dashboard import DashboardTab
+from ui.export import ExportTab
+from ui.improve import ImproveTab
+from ui.model import ModelInUse
+from ui.review import ReviewTab
 from ui.server import CACHE_CLEANUP_S
 
 EXAMPLES_DIR = ROOT / "examples"
@@ -28,9 +33,18 @@ UNVERIFIED_NOTE = (
 SIGNED_IN_NOTE = "Signed in: your reviews are recorded under your sign-in name."
 
 
-class Handlers(ReviewHandlers, BatchHandlers, DashboardHandlers, ExportHandlers, ImproveHandlers):
-    """Every tab's event handlers on one shared state (ui.common.HandlerBase). Each returns {component: value};
-    per-user data arrives as gr.State/BrowserState inputs."""
+@dataclass
+class App:
+    """The built UI and its parts: each tab's handlers hold its components in `.ui`."""
+
+    demo: gr.Blocks
+    model: ModelInUse
+    shared: Shared
+    review: ReviewTab
+    batch: BatchPanel
+    dashboard: DashboardTab
+    export: ExportTab
+    improve: ImproveTab
 
 
 def load_example_cases(directory: Path = EXAMPLES_DIR, limit: int = 8) -> list[str]:
@@ -41,54 +55,63 @@ def load_example_cases(directory: Path = EXAMPLES_DIR, limit: int = 8) -> list[s
     return cases[:limit]
 
 
+def _header(model: ModelInUse, signed_in: bool, secret: str) -> Shared:
+    gr.Markdown("# Reason2Decide — triage review")
+    model_md = gr.Markdown(model.line(), elem_id="r2d-model")
+    gr.Markdown(read_asset("disclaimer.md"), elem_id="r2d-disclaimer")
+    with gr.Row():
+        with gr.Column():
+            name = gr.Textbox(
+                label="Reviewer",
+                placeholder="Your name (recorded with every review)",
+                elem_id="r2d-reviewer",
+                interactive=not signed_in,
+            )
+            gr.Markdown(SIGNED_IN_NOTE if signed_in else UNVERIFIED_NOTE, elem_id="r2d-names-note")
+        gr.Markdown(read_asset("shortcuts.md"), elem_id="r2d-shortcuts")
+    # the name survives a refresh (browser storage) and a restart (the DB's secret)
+    saved_name = gr.BrowserState("", storage_key="r2d-reviewer", secret=secret)
+    return Shared(model_md=model_md, reviewer=name, saved_name=saved_name)
+
+
 def build_app(
     predictor: rv.PredictorLike,
     store: ReviewStore,
     cfg: R2DConfig,
     examples: Sequence[str] | None = None,
     signed_in: bool = False,
-) -> tuple[gr.Blocks, Handlers]:
-    """The UI and its handlers (whose `c` names every component); nothing is launched, no weights loaded.
+) -> App:
+    """The UI around a predictor and a store, every event wired; nothing is launched, no weights loaded.
 
+    examples: case texts offered one click away (default: examples/*.jsonl).
     signed_in: the app is launched with sign-in (--auth), so the recorded name is the signed-in one.
     """
-    h = Handlers(predictor, store, cfg)
-    c = h.c
-    c["examples"] = list(load_example_cases() if examples is None else examples)
-    c["label_choices"] = rv.label_choices(predictor.label_set, predictor.label_names)
+    model = ModelInUse(predictor, cfg)
+    review = ReviewTab(model, store, cfg)
+    batch, dashboard = BatchPanel(review, store, cfg), DashboardTab(model, store)
+    export, improve = ExportTab(store, cfg), ImproveTab(model, cfg)
+    examples = list(load_example_cases() if examples is None else examples)
+    label_choices = rv.label_choices(predictor.label_set, predictor.label_names)
     secret = store.browser_secret()
     with gr.Blocks(
         title="Reason2Decide — triage review", analytics_enabled=False, delete_cache=CACHE_CLEANUP_S
     ) as demo:
-        gr.Markdown("# Reason2Decide — triage review")
-        c["model_md"] = gr.Markdown(h._model_line(), elem_id="r2d-model")
-        gr.Markdown(read_asset("disclaimer.md"), elem_id="r2d-disclaimer")
-        with gr.Row():
-            with gr.Column():
-                c["reviewer"] = gr.Textbox(
-                    label="Reviewer",
-                    placeholder="Your name (recorded with every review)",
-                    elem_id="r2d-reviewer",
-                    interactive=not signed_in,
-                )
-                gr.Markdown(SIGNED_IN_NOTE if signed_in else UNVERIFIED_NOTE, elem_id="r2d-names-note")
-            gr.Markdown(read_asset("shortcuts.md"), elem_id="r2d-shortcuts")
-        c["shown"] = gr.State(None)  # the case under review, per browser session
-        # the open batch, the position and the name survive a refresh (browser storage) and a restart (DB secret)
-        c["queue"] = gr.BrowserState({}, storage_key="r2d-queue", secret=secret)
-        c["saved_name"] = gr.BrowserState("", storage_key="r2d-reviewer", secret=secret)
+        shared = _header(model, signed_in, secret)
+        for tab in (review, batch, dashboard, dashboard.adjudication, export, improve):
+            tab.shared = shared
         with gr.Tabs():
-            with gr.Tab("Review", elem_id="r2d-review-tab"):
-                batch_panel(c)
-                review_panel(predictor, c)
-            with gr.Tab("Dashboard", elem_id="r2d-dashboard-tab") as c["dash_tab"]:
-                dashboard_tab(c)
-            with gr.Tab("Export", elem_id="r2d-export-tab"):
-                export_tab(c)
-            with gr.Tab("Improve the model", elem_id="r2d-improve-tab") as c["im_tab"]:
-                improve_tab(c, cfg)
-        for wire in (wire_review, wire_batch, wire_dashboard, wire_export, wire_improve):
-            wire(demo, h, c)
-        demo.load(h._model_line, None, [c["model_md"]], api_name=False)  # a page opened after a switch says so
+            review.layout(examples, batch, secret)
+            dashboard.layout(label_choices)
+            export.layout()
+            improve.layout()
+        review.wire()
+        batch.wire(demo)
+        dashboard.wire()
+        export.wire()
+        improve.wire()
+        shared.reviewer.change(
+            lambda name: name, [shared.reviewer], [shared.saved_name], api_name=False, show_progress="hidden"
+        )
+        demo.load(model.line, None, [shared.model_md], api_name=False)  # a page opened after a switch says so
     # several reviewers may save at once; model-heavy events keep their own limit of 1 (ui.common.MODEL_QUEUE)
-    return demo.queue(default_concurrency_limit=8), h
+    return App(demo.queue(default_concurrency_limit=8), model, shared, review, batch, dashboard, export, improve)

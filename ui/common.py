@@ -1,5 +1,5 @@
-"""What every tab shares: the handler base (the state all tabs read), R2DError -> gr.Error, the reviewer's
-name, the outputs a "show a case" event fills, and the event queues."""
+"""What every tab shares: R2DError -> gr.Error, the reviewer's name, the components outside the tabs and the
+Tab base that names its own, the outputs a "show a case" event fills, and the event queues."""
 
 from __future__ import annotations
 
@@ -8,24 +8,21 @@ import inspect
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from r2d.checks.consistency import load_calibration
 from r2d.config import R2DConfig
 from r2d.errors import R2DError, ReviewActionError
 from r2d.review import session as rv
 from r2d.review.active import DEFAULT_ORDER, ORDERS
-from r2d.review.export import sweep_partial_exports
-from r2d.review.jobs import ImproveRuns
-from r2d.review.store import ReviewStore
 
 logger = logging.getLogger("r2d.app")
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
-# what a "show a case" event may fill (see ReviewHandlers._render), and what a batch event fills besides
+# what a "show a case" event may fill (see ui.review.ReviewTab.render), and what a batch event fills besides
 SHOWN_OUTPUTS = (
     "shown",
     "case",
@@ -105,11 +102,6 @@ def read_asset(name: str) -> str:
     return (ASSETS / name).read_text(encoding="utf-8")
 
 
-def picker(c: dict[str, Any]) -> Callable[..., list[Any]]:
-    """outs("a", "b") -> [c["a"], c["b"]]: the components a wiring line names."""
-    return lambda *names: [c[n] for n in names]
-
-
 def known_order(order: Any) -> str:
     """A review order r2d.review.active knows, else the upload order (an old or forged browser value)."""
     return order if order in ORDERS else DEFAULT_ORDER
@@ -135,40 +127,44 @@ def load_app_predictor(cfg: R2DConfig) -> rv.PredictorLike:
     return load_predictor(cfg.model, cfg.generation, cfg.app.max_case_chars)
 
 
-class HandlerBase:
-    """The state every tab's handlers read: the predictor in use (Improve may switch it), the store, the
-    config, and `c`, the components by name (filled in by build_app before the events are wired)."""
+def reviewer(request: gr.Request | None, name: str | None) -> str:
+    """who(), required: raises ReviewActionError when there is no name."""
+    found = who(request, name)
+    if not found:
+        raise ReviewActionError("enter your name in the 'Reviewer' box first: every review records who made it")
+    return found
 
-    def __init__(self, predictor: rv.PredictorLike, store: ReviewStore, cfg: R2DConfig) -> None:
-        self.predictor, self.store, self.cfg = predictor, store, cfg
-        self.c: dict[str, Any] = {}
-        self._downloads: list[Path] = []  # temporary folders of download zips, oldest first
-        # (reviewer, case id, showing) of each non-triage text whose one-key acceptance was asked to be confirmed
-        self._guesses_warned: set[tuple[str, str, str]] = set()
-        self.runs = ImproveRuns(cfg.app.runs_dir)
-        sweep_partial_exports(cfg.app.export_dir)  # exports a killed app or CLI never finished
-        self.model_dir = cfg.model.name_or_path  # what "Improve the model" starts from; changes on a switch
-        self.calibration = load_calibration(self.model_dir)  # how far the consistency line can be trusted
 
-    def _out(self, **values: Any) -> dict:
-        return {self.c[name]: value for name, value in values.items()}
+def joined(*parts: str) -> str:
+    """The status parts that say something, in one line."""
+    return " ".join(filter(None, parts))
 
-    def _reviewer(self, request: gr.Request | None, name: str | None) -> str:
-        reviewer = who(request, name)
-        if not reviewer:
-            raise ReviewActionError("enter your name in the 'Reviewer' box first: every review records who made it")
-        return reviewer
 
-    def _model_line(self) -> str:
-        p = self.predictor
-        engine = {"ct2": "CTranslate2", "torch": "transformers"}.get(getattr(p, "backend", "torch"), "transformers")
-        line = f"Model `{p.model_id}` · backend `{engine}` · quantization `{p.quantization}`"
-        if self.model_dir != self.cfg.model.name_or_path:
-            line += " · an improved model (Improve tab: 'Back to the starting model')"
-        n = self.predictor.generation.fact_check_candidates
-        if n > 1:
-            line += (
-                f" · rationale: of {n} candidates the model wrote, the one the fact check finds fewest problems "
-                "in (what it still gets wrong is listed beside it)"
-            )
-        return line
+@dataclass
+class Shared:
+    """The components outside the tabs: the model line, the reviewer's name and the name the browser keeps."""
+
+    model_md: gr.Markdown
+    reviewer: gr.Textbox
+    saved_name: gr.BrowserState
+
+
+class Tab:
+    """A tab's (or panel's) handlers. `ui` holds its components, a dataclass its layout fills in; `shared` those
+    outside every tab. Handlers return {component: value}, built by out() from the components' field names."""
+
+    ui: Any = None
+    shared: Shared | None = None
+
+    def holders(self) -> tuple[Any, ...]:
+        """Where out() looks a name up, in order."""
+        return (self.ui, self.shared)
+
+    def component(self, name: str) -> Any:
+        for holder in self.holders():
+            if hasattr(holder, name):
+                return getattr(holder, name)
+        raise KeyError(f"no component {name!r}")
+
+    def out(self, **values: Any) -> dict:
+        return {self.component(name): value for name, value in values.items()}

@@ -1,22 +1,47 @@
-"""The Improve tab: Stage 2 on the original data plus an export, in the background, compared before a switch."""
+"""The Improve tab: a training.improve run in a background process (r2d.review.jobs), its progress, and the
+comparison of the new model with the one in use before a switch; switching back is one press too."""
 
 from __future__ import annotations
 
-import dataclasses
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from r2d.checks.consistency import load_calibration
-from r2d.config import R2DConfig, with_section
+from r2d.config import R2DConfig
 from r2d.errors import R2DError, TrainingRunError
-from r2d.model.artifacts import model_source
 from r2d.review import session as rv
 from r2d.review.dashboard import comparison_figure
-from r2d.review.export import is_complete_export
-from r2d.review.jobs import COMPARED, MIN_COMPARED_CASES, MODEL_SUBDIR, comparison_table, plan_run, run_model_id
-from ui.common import MODEL_QUEUE, QUIET, HandlerBase, load_app_predictor, logger, picker, read_asset, ui_errors
+from r2d.review.export import complete_exports
+from r2d.review.jobs import COMPARED, MIN_COMPARED_CASES, ImproveRuns, comparison_table, plan_run
+from ui.common import MODEL_QUEUE, QUIET, Tab, joined, read_asset, reviewer, ui_errors
+from ui.model import ModelInUse
+
+logger = logging.getLogger("r2d.app")
+
+
+@dataclass
+class ImproveUI:
+    tab: gr.Tab
+    export: gr.Dropdown
+    data: gr.Textbox
+    steps: gr.Number
+    full: gr.Checkbox
+    start: gr.Button
+    refresh: gr.Button
+    run: gr.Dropdown
+    cancel: gr.Button
+    plan: gr.Markdown
+    status: gr.Markdown
+    progress: gr.HTML
+    table: gr.Markdown
+    plot: gr.Plot
+    switch: gr.Button
+    revert: gr.Button
+    log: gr.Textbox
+    timer: gr.Timer
 
 
 def progress_bar(percent: int) -> str:
@@ -28,57 +53,28 @@ def progress_bar(percent: int) -> str:
     )
 
 
-def improve_tab(c: dict[str, Any], cfg: R2DConfig) -> None:
-    gr.Markdown(read_asset("improve.md"))
-    with gr.Row():
-        c["im_export"] = gr.Dropdown(label="Reviewed export to learn from", choices=[], elem_id="r2d-im-export")
-        c["im_data"] = gr.Textbox(
-            label="Original training data (train/val/test.jsonl)", value=cfg.app.improve_data_dir, elem_id="r2d-im-data"
-        )
-        c["im_steps"] = gr.Number(
-            label="Stage-2 steps", value=cfg.app.improve_steps, precision=0, elem_id="r2d-im-steps"
-        )
-        c["im_full"] = gr.Checkbox(label="Full fine-tune (default: LoRA)", elem_id="r2d-im-full")
-    with gr.Row():
-        c["im_start"] = gr.Button("Start improving", variant="primary", elem_id="r2d-im-start")
-        c["im_refresh"] = gr.Button("Refresh lists", elem_id="r2d-im-refresh")
-        c["im_run"] = gr.Dropdown(label="Run", choices=[], elem_id="r2d-im-run")
-        c["im_cancel"] = gr.Button("Cancel run", variant="stop", elem_id="r2d-im-cancel")
-    c["im_plan"] = gr.Markdown(elem_id="r2d-im-plan")
-    c["im_status"] = gr.Markdown(elem_id="r2d-im-status")
-    c["im_progress"] = gr.HTML(progress_bar(0), label="Progress", elem_id="r2d-im-progress")
-    c["im_table"] = gr.Markdown(elem_id="r2d-im-table")
-    c["im_plot"] = gr.Plot(show_label=False, elem_id="r2d-im-plot")
-    with gr.Row():
-        c["im_switch"] = gr.Button("Use the new model for suggestions", interactive=False, elem_id="r2d-im-switch")
-        c["im_revert"] = gr.Button("Back to the starting model", elem_id="r2d-im-revert")
-    c["im_log"] = gr.Textbox(label="Log (last lines)", lines=8, interactive=False, elem_id="r2d-im-log")
-    c["im_timer"] = gr.Timer(2.0)
+class ImproveTab(Tab):
+    def __init__(self, model: ModelInUse, cfg: R2DConfig) -> None:
+        self.model, self.cfg = model, cfg
+        self.runs = ImproveRuns(cfg.app.runs_dir)
 
-
-class ImproveHandlers(HandlerBase):
-    """Plan, start, follow and cancel an improvement run; switch to its model or back."""
-
-    def _export_folders(self) -> list[str]:
-        root = Path(self.cfg.app.export_dir)
-        # finished exports only: a killed export leaves a .partial folder with train.jsonl but no meta
-        found = [p for p in root.iterdir() if is_complete_export(p)] if root.is_dir() else []
-        return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+    def _exports(self) -> list[str]:
+        return complete_exports(self.cfg.app.export_dir)
 
     @ui_errors
-    def improve_refresh(self) -> dict:
+    def refresh(self) -> dict:
         """The exports to learn from and the runs so far (newest first)."""
         runs = [r.run_id for r in self.runs.runs()]
-        exports = self._export_folders()
-        return self._out(
-            im_export=gr.update(choices=exports, value=exports[0] if exports else None),
-            im_run=gr.update(choices=runs, value=runs[0] if runs else None),
+        exports = self._exports()
+        return self.out(
+            export=gr.update(choices=exports, value=exports[0] if exports else None),
+            run=gr.update(choices=runs, value=runs[0] if runs else None),
         )
 
     def _plan(self, export: str | None, steps: Any) -> str:
         """Before a run: what its comparison will score and how long it should take (Markdown)."""
         a = self.cfg.app
-        if not export or export not in self._export_folders():
+        if not export or export not in self._exports():
             return "Choose an export to see how long a run takes."
         try:
             steps = max(int(steps or 0), 0)
@@ -106,9 +102,9 @@ class ImproveHandlers(HandlerBase):
         return text
 
     @ui_errors
-    def improve_plan(self, export: str | None, steps: Any) -> dict:
+    def plan(self, export: str | None, steps: Any) -> dict:
         """The estimate and the held-out warning, shown before Start is pressed."""
-        return self._out(im_plan=self._plan(export, steps))
+        return self.out(plan=self._plan(export, steps))
 
     def _check_data_dir(self, data_dir: str) -> str:
         """The configured original data folder, prepared from app.improve_source when it lacks its splits;
@@ -130,42 +126,40 @@ class ImproveHandlers(HandlerBase):
         return f"Prepared the original training data first, from the public KTAS data ({sizes} cases)."
 
     @ui_errors
-    def improve_start(
-        self, export: str | None, data_dir: str, steps: Any, full: bool, name: str, request: gr.Request
-    ) -> dict:
+    def start(self, export: str | None, data_dir: str, steps: Any, full: bool, name: str, request: gr.Request) -> dict:
         """Start Stage 2 on the original data plus the chosen export, from the model in use, in the background
         (preparing the original data first when it is missing)."""
-        reviewer = self._reviewer(request, name)
-        if not export or export not in self._export_folders():  # only the app's own export folders
+        started_by = reviewer(request, name)
+        if not export or export not in self._exports():  # only the app's own export folders
             raise TrainingRunError("choose an export first (make one in the Export tab)")
         steps = int(steps or 0)
         if not 1 <= steps <= 100_000:
             raise TrainingRunError("steps must be between 1 and 100,000")
         prepared = self._check_data_dir(data_dir)
+        model_dir = self.model.model_dir
         run_id = self.runs.start(
-            self.model_dir,
+            model_dir,
             Path(self.cfg.app.export_dir) / export,
             data_dir,
             steps,
             lora=not full,
             test_cases=self.cfg.app.improve_test_cases,
         )
-        logger.info("%s started improvement run %s from %s on export %s", reviewer, run_id, self.model_dir, export)
-        polled = self.improve_poll(run_id)
-        plan = self._plan(export, steps)
+        logger.info("%s started improvement run %s from %s on export %s", started_by, run_id, model_dir, export)
+        polled = self.poll(run_id)
         return {
             **polled,
-            **self._out(
-                im_run=gr.update(choices=[r.run_id for r in self.runs.runs()], value=run_id),
-                im_plan=" ".join(filter(None, [prepared, plan])),
+            **self.out(
+                run=gr.update(choices=[r.run_id for r in self.runs.runs()], value=run_id),
+                plan=joined(prepared, self._plan(export, steps)),
             ),
         }
 
     @ui_errors
-    def improve_poll(self, run_id: str | None) -> dict:
+    def poll(self, run_id: str | None) -> dict:
         """Where the chosen run stands: progress, log, and once done the comparison (table and plot)."""
         if not run_id:
-            return self._out(im_status="No run yet.", im_progress=progress_bar(0))
+            return self.out(status="No run yet.", progress=progress_bar(0))
         st = self.runs.status(run_id)
         doing = (
             f"scoring cases for the comparison, {st.scored} of {st.to_score}"
@@ -180,111 +174,135 @@ class ImproveHandlers(HandlerBase):
             "lost": f"✗ The worker stopped without a result: {rv.plain(st.error or '')}",
         }
         done = st.state == "done" and st.comparison is not None
-        in_use = done and Path(self.model_dir) == st.out_dir / MODEL_SUBDIR
+        in_use = done and self.model.in_run(st.out_dir)
         if in_use:
-            words["done"] = f"✓ In use: suggestions come from `{self.predictor.model_id}`"
-        return self._out(
-            im_status=f"**{words[st.state]}** · run `{run_id}`",
-            im_progress=progress_bar(round(100 * st.fraction)),
-            im_log=st.log_tail,
-            im_table=comparison_table(st.comparison) if done else "",
-            im_plot=comparison_figure(st.comparison or {}, COMPARED),
-            im_switch=gr.update(interactive=done and not in_use),
+            words["done"] = f"✓ In use: suggestions come from `{self.model.predictor.model_id}`"
+        return self.out(
+            status=f"**{words[st.state]}** · run `{run_id}`",
+            progress=progress_bar(round(100 * st.fraction)),
+            log=st.log_tail,
+            table=comparison_table(st.comparison) if done else "",
+            plot=comparison_figure(st.comparison or {}, COMPARED),
+            switch=gr.update(interactive=done and not in_use),
         )
 
     @ui_errors
-    def improve_cancel(self, run_id: str | None, name: str, request: gr.Request) -> dict:
+    def cancel(self, run_id: str | None, name: str, request: gr.Request) -> dict:
         """Cancel a run: needs a reviewer's name, and is logged with it."""
-        reviewer = self._reviewer(request, name)
+        cancelled_by = reviewer(request, name)
         if not run_id:
             raise TrainingRunError("no run chosen")
         self.runs.cancel(run_id)
-        logger.info("%s cancelled improvement run %s", reviewer, run_id)
-        return self.improve_poll(run_id)
+        logger.info("%s cancelled improvement run %s", cancelled_by, run_id)
+        return self.poll(run_id)
 
-    def use_run(self, run_id: str) -> None:
-        """Load a finished run's model for every later suggestion and remember it across restarts.
-        Raises TrainingRunError (no such finished run) or ModelLoadError."""
-        new_dir = self.runs.new_model_dir(run_id)
-        base, adapter = model_source(new_dir)
-        cfg = with_section(self.cfg, model=dataclasses.replace(self.cfg.model, name_or_path=base, adapter_path=adapter))
-        predictor = load_app_predictor(cfg)
-        predictor.model_id = run_model_id(predictor.model_id, run_id)
-        self.predictor, self.model_dir = predictor, str(new_dir)
-        self.calibration = load_calibration(new_dir)  # a new model's consistency check is not the old one's
-        self.runs.remember(run_id)
+    @ui_errors
+    def switch(self, run_id: str | None, name: str, request: gr.Request) -> dict:
+        """Use a finished run's model for every later suggestion (reviews record its id), also after a restart."""
+        switched_by = reviewer(request, name)
+        self.model.use_run(self.runs, run_id or "")
+        p = self.model.predictor
+        logger.info("%s switched suggestions to %s (%s)", switched_by, p.model_id, self.model.model_dir)
+        return self.out(
+            model_md=self.model.line(),
+            status=(
+                f"✓ Suggestions now come from `{p.model_id}`; every later review records it, also after "
+                "a restart. Reviews already saved keep the model that made them."
+            ),
+        )
+
+    @ui_errors
+    def revert(self, name: str, request: gr.Request) -> dict:
+        """Back to the model the app was started with (the embedded one by default), now and after a restart."""
+        reverted_by = reviewer(request, name)
+        if not self.model.improved:
+            raise TrainingRunError("the app already uses the model it was started with")
+        self.model.revert(self.runs)
+        logger.info("%s switched suggestions back to %s", reverted_by, self.model.predictor.model_id)
+        return self.out(
+            model_md=self.model.line(),
+            status=(f"✓ Suggestions come from `{self.model.predictor.model_id}` again, also after a restart."),
+        )
 
     def restore_model(self) -> None:
         """At start: the improved model in use before the restart, if any (else the configured one stays)."""
         run_id = self.runs.remembered()
         if run_id:
             try:
-                self.use_run(run_id)
+                self.model.use_run(self.runs, run_id)
                 logger.info("using the improved model of run %s, as before the restart", run_id)
             except R2DError as e:
                 logger.warning("not using the remembered run %s: %s", run_id, e)
                 self.runs.forget()
 
-    @ui_errors
-    def improve_switch(self, run_id: str | None, name: str, request: gr.Request) -> dict:
-        """Use a finished run's model for every later suggestion (reviews record its id), also after a restart."""
-        reviewer = self._reviewer(request, name)
-        self.use_run(run_id or "")
-        logger.info("%s switched suggestions to %s (%s)", reviewer, self.predictor.model_id, self.model_dir)
-        return self._out(
-            model_md=self._model_line(),
-            im_status=(
-                f"✓ Suggestions now come from `{self.predictor.model_id}`; every later review records it, also after "
-                "a restart. Reviews already saved keep the model that made them."
-            ),
+    def layout(self) -> ImproveUI:
+        a = self.cfg.app
+        with gr.Tab("Improve the model", elem_id="r2d-improve-tab") as tab:
+            gr.Markdown(read_asset("improve.md"))
+            with gr.Row():
+                export = gr.Dropdown(label="Reviewed export to learn from", choices=[], elem_id="r2d-im-export")
+                data = gr.Textbox(
+                    label="Original training data (train/val/test.jsonl)",
+                    value=a.improve_data_dir,
+                    elem_id="r2d-im-data",
+                )
+                steps = gr.Number(label="Stage-2 steps", value=a.improve_steps, precision=0, elem_id="r2d-im-steps")
+                full = gr.Checkbox(label="Full fine-tune (default: LoRA)", elem_id="r2d-im-full")
+            with gr.Row():
+                start = gr.Button("Start improving", variant="primary", elem_id="r2d-im-start")
+                refresh = gr.Button("Refresh lists", elem_id="r2d-im-refresh")
+                run = gr.Dropdown(label="Run", choices=[], elem_id="r2d-im-run")
+                cancel = gr.Button("Cancel run", variant="stop", elem_id="r2d-im-cancel")
+            shown = dict(
+                plan=gr.Markdown(elem_id="r2d-im-plan"),
+                status=gr.Markdown(elem_id="r2d-im-status"),
+                progress=gr.HTML(progress_bar(0), label="Progress", elem_id="r2d-im-progress"),
+                table=gr.Markdown(elem_id="r2d-im-table"),
+                plot=gr.Plot(show_label=False, elem_id="r2d-im-plot"),
+            )
+            with gr.Row():
+                switch = gr.Button("Use the new model for suggestions", interactive=False, elem_id="r2d-im-switch")
+                revert = gr.Button("Back to the starting model", elem_id="r2d-im-revert")
+            log = gr.Textbox(label="Log (last lines)", lines=8, interactive=False, elem_id="r2d-im-log")
+            timer = gr.Timer(2.0)
+        self.ui = ImproveUI(
+            tab=tab,
+            export=export,
+            data=data,
+            steps=steps,
+            full=full,
+            start=start,
+            refresh=refresh,
+            run=run,
+            cancel=cancel,
+            **shown,
+            switch=switch,
+            revert=revert,
+            log=log,
+            timer=timer,
         )
+        return self.ui
 
-    @ui_errors
-    def improve_revert(self, name: str, request: gr.Request) -> dict:
-        """Back to the model the app was started with (the embedded one by default), now and after a restart."""
-        reviewer = self._reviewer(request, name)
-        if self.model_dir == self.cfg.model.name_or_path:
-            raise TrainingRunError("the app already uses the model it was started with")
-        self.predictor = load_app_predictor(self.cfg)
-        self.model_dir = self.cfg.model.name_or_path
-        self.calibration = load_calibration(self.model_dir)
-        self.runs.forget()
-        logger.info("%s switched suggestions back to %s", reviewer, self.predictor.model_id)
-        return self._out(
-            model_md=self._model_line(),
-            im_status=(f"✓ Suggestions come from `{self.predictor.model_id}` again, also after a restart."),
+    def wire(self) -> None:
+        u, name = self.ui, self.shared.reviewer
+        poll_out = [u.status, u.progress, u.log, u.table, u.plot, u.switch]
+        for trigger in (u.refresh.click, u.tab.select):
+            trigger(self.refresh, None, [u.export, u.run], api_name=False).then(
+                self.poll, [u.run], poll_out, api_name=False
+            )
+        u.start.click(
+            self.start,
+            [u.export, u.data, u.steps, u.full, name],
+            poll_out + [u.run, u.plan],
+            api_name="improve_start",
+            trigger_mode="once",
         )
-
-
-def wire_improve(demo: gr.Blocks, h: Any, c: dict[str, Any]) -> None:
-    """The improvement runs' events."""
-    outs = picker(c)
-    poll_out = outs("im_status", "im_progress", "im_log", "im_table", "im_plot", "im_switch")
-    lists = outs("im_export", "im_run")
-    for trigger in (c["im_refresh"].click, c["im_tab"].select):
-        trigger(h.improve_refresh, None, lists, api_name=False).then(
-            h.improve_poll, outs("im_run"), poll_out, api_name=False
+        for changed in (u.export.change, u.steps.change):  # the estimate before Start, not after
+            changed(self.plan, [u.export, u.steps], [u.plan], **QUIET)
+        u.run.select(self.poll, [u.run], poll_out, api_name=False)
+        u.timer.tick(self.poll, [u.run], poll_out, api_name=False, show_progress="hidden")
+        u.cancel.click(self.cancel, [u.run, name], poll_out, api_name="improve_cancel")
+        u.switch.click(
+            self.switch, [u.run, name], [self.shared.model_md, u.status], api_name="improve_switch", **MODEL_QUEUE
         )
-    c["im_start"].click(
-        h.improve_start,
-        outs("im_export", "im_data", "im_steps", "im_full", "reviewer"),
-        poll_out + outs("im_run", "im_plan"),
-        api_name="improve_start",
-        trigger_mode="once",
-    )
-    for changed in (c["im_export"].change, c["im_steps"].change):  # the estimate before Start, not after
-        changed(h.improve_plan, outs("im_export", "im_steps"), outs("im_plan"), **QUIET)
-    c["im_run"].select(h.improve_poll, outs("im_run"), poll_out, api_name=False)
-    c["im_timer"].tick(h.improve_poll, outs("im_run"), poll_out, api_name=False, show_progress="hidden")
-    c["im_cancel"].click(h.improve_cancel, outs("im_run", "reviewer"), poll_out, api_name="improve_cancel")
-    c["im_switch"].click(
-        h.improve_switch,
-        outs("im_run", "reviewer"),
-        outs("model_md", "im_status"),
-        api_name="improve_switch",
-        **MODEL_QUEUE,
-    )
-    c["im_revert"].click(
-        h.improve_revert, outs("reviewer"), outs("model_md", "im_status"), api_name="improve_revert", **MODEL_QUEUE
-    )
-    demo.load(h._model_line, None, outs("model_md"), api_name=False)  # a page opened after a switch says so
+        u.revert.click(self.revert, [name], [self.shared.model_md, u.status], api_name="improve_revert", **MODEL_QUEUE)

@@ -210,6 +210,38 @@ def write_final(store: ReviewStore, adjudicator: str, case_id: str, label: str, 
     return stored
 
 
+def settle(
+    store: ReviewStore,
+    adjudicator: str,
+    case_id: str | None,
+    pick: str | None,
+    label: str | None,
+    rationale: str | None,
+) -> tuple[ReviewRecord, str]:
+    """Settle a case as the Dashboard's pick says: adopt review #pick, or (pick WRITE) store the final the
+    adjudicator wrote. Returns the record that now counts and what the adjudicator is told. Raises
+    ReviewActionError (no case or pick, the case hidden from the adjudicator, a pick that breaks independence)."""
+    if not case_id:
+        raise ReviewActionError("choose a case to adjudicate first")
+    if not pick:
+        raise ReviewActionError("pick a review to adopt, or 'Write the final' and fill in the label and rationale")
+    hidden = hidden_from(store, find_case(store, case_id), adjudicator)
+    if hidden:
+        raise ReviewActionError(hidden)
+    if pick == WRITE:
+        record = write_final(store, adjudicator, case_id, label or "", rationale or "")
+        return (
+            record,
+            f"✓ Your final (label {record.final_label}, review #{record.review_id}) settles case `{case_id}`.",
+        )
+    try:
+        review_id = int(pick)
+    except ValueError as e:
+        raise ReviewActionError("pick one of the listed reviews") from e
+    record = adopt(store, adjudicator, case_id, review_id)
+    return record, f"✓ Review #{review_id} (label {record.final_label}) adopted for case `{case_id}`."
+
+
 def open_markdown(cases: Sequence[ExportCase]) -> str:
     """The dashboard's line on how many resolved cases (r2d.review.export.export_cases) wait for adjudication."""
     n = sum(c.pending for c in cases)

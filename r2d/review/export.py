@@ -26,9 +26,11 @@ import io
 import json
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import time
+import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -387,6 +389,43 @@ def sweep_partial_exports(parent: str | Path, min_age_s: float = 60.0) -> int:
     if swept:
         logger.warning("deleted %d unfinished export folder(s) in %s", swept, root)
     return swept
+
+
+def complete_exports(parent: str | Path) -> list[str]:
+    """The names of the finished exports in parent, newest first (a killed export is left out)."""
+    root = Path(parent)
+    found = [p for p in root.iterdir() if is_complete_export(p)] if root.is_dir() else []
+    return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def new_export_dir(parent: str | Path) -> Path:
+    """A new export folder in parent whose name nobody can guess (timestamped names alone were guessed)."""
+    return Path(parent) / f"export-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(8)}"
+
+
+class DownloadZips:
+    """Zips of exports for a download component to hand out, each in its own private folder (mode 0700).
+    The component keeps its own copy of what it hands out, so only the newest `keep` zips are kept here."""
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self._folders: list[Path] = []  # oldest first
+
+    def add(self, out_dir: Path, files: Sequence[Path], parent: str | None = None) -> Path:
+        """A zip (mode 0600) of the export's files, named after the export, in a new folder under parent
+        (default: the system temporary folder)."""
+        while len(self._folders) >= self.keep:
+            shutil.rmtree(self._folders.pop(0), ignore_errors=True)
+        if parent:
+            Path(parent).mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="r2d-download-", dir=parent))
+        self._folders.append(folder)
+        archive = folder / f"{out_dir.name}.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in files:
+                z.write(f, f.name)
+        archive.chmod(0o600)
+        return archive
 
 
 def export_stage2_dataset(

@@ -463,6 +463,23 @@ def undo_last_review(store: ReviewStore, reviewer: str) -> Undone:
     return Undone(record, back, message)
 
 
+def skip_case(store: ReviewStore, reviewer: str, shown: ShownCase) -> str:
+    """Record a skip: the case stays to do. Returns what the reviewer is told."""
+    store.add_event(reviewer, "skip", shown.case_id, batch_id=shown.batch_id, item_index=shown.item_index)
+    return "Skipped: the case stays in your queue."
+
+
+def flag_case(store: ReviewStore, reviewer: str, shown: ShownCase, comment: str) -> str:
+    """Flag the case for discussion, the comment saying why (the dashboard lists it). Returns what the reviewer
+    is told. Raises ReviewActionError without a reason."""
+    if not (comment or "").strip():
+        raise ReviewActionError(
+            "say why you flag this case: type the reason in the Comment box (key M), then flag again (F)"
+        )
+    store.add_event(reviewer, "flag", shown.case_id, batch_id=shown.batch_id, item_index=shown.item_index, note=comment)
+    return "⚑ Flagged for discussion; it is listed on the dashboard. Your edits stay on screen."
+
+
 def unconfirmed_guess(shown: ShownCase, final_label: str, final_rationale: str) -> bool:
     """Whether a save would accept the model's guess on a text that is no triage note: none of the triage facts
     and no number at all (no age, no vital sign), with the suggestion and its rationale kept as they are. One key

@@ -13,11 +13,13 @@ from r2d.checks.factcheck import (
     Problem,
     case_has_triage_facts,
     check_rationale,
+    explain,
     fidelity_summary,
     least_contradicted,
     mask_label_mentions,
     parse_case,
     read_case,
+    value_slot,
 )
 from r2d.checks.rules import ARRIVAL_MODES, MENTAL_STATES, VITALS, TriageFacts, write_rationale
 from r2d.sources import ktas_case_text
@@ -604,3 +606,391 @@ def test_the_label_shown_takes_part_in_the_choice_and_the_summary():
     assert without["cases_without_facts"] == 1
     empty = fidelity_summary([], [])
     assert (empty["fidelity"], empty["critical_named"], empty["n"]) == (None, None, 0)
+
+
+# --- what each problem says, and where the limits fall ----------------------------------------------------
+# The messages are what a nurse reads: each expected line below is written from the case and the rationale.
+
+NORMAL_NOTE = "55M c/o cough. Vitals normal. Alert."
+PAIN_NO_SCORE = "Chief complaint: headache. Pain present. HR 80."
+NO_PAIN = "Chief complaint: headache. No pain. HR 80."
+
+
+def messages(case: str, rationale: str, label: str | None = None) -> list[str]:
+    return [p.message for p in check_rationale(case, rationale, label).problems]
+
+
+@pytest.mark.parametrize(
+    "case, rationale, said",
+    [
+        (SORE_THROAT, "Heart rate 81/min.", "Says heart rate 81/min; the case records 80/min."),
+        (FREE_TEXT, "Temperature 38.6 °C.", "Says temperature 38.6 °C; the case records 38.5 °C."),
+        (COLLAPSE, "Temperature 38.2 °C.", "Says temperature 38.2 °C; the case does not record temperature."),
+        (
+            NORMAL_NOTE,
+            "Heart rate 80/min.",
+            "Says heart rate 80/min; the case gives no number for it (it says the vital signs are normal).",
+        ),
+        # the word as written ("desaturating"), not the stem it was found by ("desaturat")
+        (SORE_THROAT, "Desaturating at rest.", "Says desaturating; the case records SpO2 98%, which is not low."),
+        (
+            SORE_THROAT,
+            "Tachycardic at rest.",
+            "Says tachycardic; the case records heart rate 80/min, which is not raised.",
+        ),
+        (COLLAPSE, "Feverish since yesterday.", "Says feverish; the case does not record temperature."),
+        (NORMAL_NOTE, "Feverish since yesterday.", "Says feverish; the case says the vital signs are normal."),
+        (FREE_TEXT, "No desaturation.", "Says no desaturation; the case records SpO2 91%."),
+        (FREE_TEXT, "Afebrile on arrival.", "Says afebrile; the case records temperature 38.5 °C."),
+        (
+            SORE_THROAT.replace("heart rate 80", "heart rate 130"),
+            "Vital signs within adult limits.",
+            "Says the vital signs are within adult limits; the case records heart rate 130/min.",
+        ),
+        (
+            "Chief complaint: cough.",
+            "Vital signs within adult limits.",
+            "Says the vital signs are within adult limits; the case records no vital sign.",
+        ),
+        (SORE_THROAT, "Vital signs not recorded.", "Says the vital signs were not recorded; the case records some."),
+        (SORE_THROAT, "(systolic BP not recorded)", "Says systolic BP was not recorded; the case records 120 mmHg."),
+        (
+            SORE_THROAT,
+            "(systolic blood pressure not recorded)",
+            "Says systolic BP was not recorded; the case records 120 mmHg.",
+        ),
+        (SORE_THROAT, "(blood pressure not recorded)", "Says systolic BP was not recorded; the case records 120 mmHg."),
+        (SORE_THROAT, "(SpO2 not recorded)", "Says SpO2 was not recorded; the case records 98%."),
+        (
+            NORMAL_NOTE,
+            "Temperature not recorded.",
+            "Says temperature was not recorded; the case says the vital signs are normal.",
+        ),
+        (SORE_THROAT, "Responds only to pain.", "Says responding only to pain; the case records alert."),
+        (COLLAPSE, "Responds only to voice.", "Says responding only to voice; the case records unresponsive."),
+        (SORE_THROAT, "Unresponsive on arrival.", "Says unresponsive; the case records alert."),
+        (COLLAPSE, "Alert and talking.", "Says alert; the case records unresponsive."),
+        ("Chief complaint: cough.", "Alert and talking.", "Says alert; the case does not record the mental state."),
+        (FREE_TEXT, "GCS 15 on arrival.", "Says GCS 15; the case records GCS 14."),
+        (FREE_TEXT, "Pain 8/10 on arrival.", "Says pain 8/10; the case records 7/10."),
+        (FREE_TEXT, "8/10 pain on arrival.", "Says pain 8/10; the case records 7/10."),
+        (COLLAPSE, "8/10 pain on arrival.", "Says pain 8/10; the case records no pain score."),
+        (
+            SORE_THROAT.replace("heart rate 80", "heart rate 130").replace("SpO2 98", "SpO2 90"),
+            "Vital signs within adult limits.",
+            "Says the vital signs are within adult limits; the case records heart rate 130/min, SpO2 90%.",
+        ),
+        (FREE_TEXT, "Mild pain 7/10 on arrival.", "Calls 7/10 mild pain; it is severe."),
+        (FREE_TEXT, "Moderate pain on arrival.", "Says moderate pain; the case records pain 7/10 (severe)."),
+        (PAIN_NO_SCORE, "No pain on arrival.", "Says no pain; the case records pain."),
+        (COLLAPSE, "Mild pain on arrival.", "Says mild pain; the case records no pain score."),
+        (NO_PAIN, "Mild pain on arrival.", "Says mild pain; the case records no pain score."),
+        (SORE_THROAT, "Arrived by ambulance.", "Says the patient arrived by ambulance; the case says otherwise."),
+        (SORE_THROAT, "Injured while running.", "Says the patient is injured; the case says not an injury."),
+        (
+            SORE_THROAT,
+            "Chief complaint: ankle sprain.",
+            'Names the complaint "ankle sprain"; the case records "sore throat".',
+        ),
+    ],
+)
+def test_each_problem_says_what_is_wrong(case, rationale, said):
+    [problem] = check_rationale(case, rationale).problems
+    assert problem.message == said and problem.kind in KINDS
+    assert 0 <= problem.start < problem.end <= len(rationale)
+
+
+@pytest.mark.parametrize("names", ["heart rate and SpO2", "heart rate, SpO2"])
+def test_each_vital_said_not_recorded_is_checked(names):
+    assert messages(SORE_THROAT, f"Alert ({names} not recorded).") == [
+        "Says heart rate was not recorded; the case records 80/min.",
+        "Says SpO2 was not recorded; the case records 98%.",
+    ]
+
+
+def test_a_gcs_is_checked_only_against_a_recorded_one():
+    assert messages(SORE_THROAT, "GCS 15, alert.") == []  # the case has no GCS; alert agrees
+
+
+def test_a_problem_spans_the_words_it_is_about():
+    rationale = "Walked in. Tachycardic at 80/min? No: heart rate 81/min."
+    spans = {p.kind: rationale[p.start : p.end] for p in check_rationale(SORE_THROAT, rationale).problems}
+    assert spans == {"normal_called_abnormal": "Tachycardic", "number_not_in_case": "heart rate 81/min"}
+    for rationale, words in [
+        ("Feverish since yesterday.", "Feverish"),
+        ("No desaturation.", "desaturation"),
+        ("Afebrile on arrival.", "Afebrile"),
+    ]:
+        [problem] = check_rationale(FREE_TEXT if words != "Feverish" else COLLAPSE, rationale).problems
+        assert rationale[problem.start : problem.end] == words
+    [problem] = check_rationale(NORMAL_NOTE, "Feverish, alert.").problems
+    assert (problem.start, problem.end) == (0, len("Feverish"))
+
+
+def test_explain_lists_problems_then_omissions_then_a_case_without_facts():
+    assert explain(check_rationale(COLLAPSE, "Temperature 38.2 °C.")) == [
+        "Says temperature 38.2 °C; the case does not record temperature.",
+        "Leaves out a critical finding: unresponsive.",
+        "Leaves out a critical finding: SpO2 78% (hypoxaemia).",
+        "Leaves out a critical finding: respiratory rate 6/min (bradypnoea).",
+        "Leaves out a critical finding: systolic BP 70 mmHg (hypotension).",
+        "Leaves out a critical finding: heart rate 38/min (bradycardia).",
+    ]
+    assert explain(check_rationale("hello", "Vital signs within adult limits, alert.")) == [
+        "Says the vital signs are within adult limits; the case records no vital sign.",
+        "Says alert; the case does not record the mental state.",
+        "The case holds none of the triage facts the model was trained on.",
+    ]
+    assert explain(check_rationale(SORE_THROAT, "Sore throat, alert, mild pain 2/10.")) == []
+
+
+@pytest.mark.parametrize(
+    "rationale, missing",
+    [
+        # a vital named with its value names that finding only
+        ("Heart rate 38/min, unresponsive.", ("SpO2 78%", "respiratory rate 6/min", "systolic BP 70 mmHg")),
+        # so does an abnormality word
+        ("Bradycardic, unresponsive.", ("SpO2 78%", "respiratory rate 6/min", "systolic BP 70 mmHg")),
+        ("Hypoxic, bradypnoea, hypotensive and bradycardic; GCS 3.", ()),
+        ("Hypoxic, bradypnoea, hypotensive and bradycardic; alert.", ("unresponsive",)),
+    ],
+)
+def test_only_the_findings_a_rationale_names_count_as_named(rationale, missing):
+    findings = {
+        "SpO2 78%": "SpO2 78% (hypoxaemia)",
+        "respiratory rate 6/min": "respiratory rate 6/min (bradypnoea)",
+        "systolic BP 70 mmHg": "systolic BP 70 mmHg (hypotension)",
+        "unresponsive": "unresponsive",
+    }
+    assert check_rationale(COLLAPSE, rationale).missing_critical == tuple(findings[m] for m in missing)
+
+
+@pytest.mark.parametrize(
+    "gcs, state", [(15, "alert"), (14, "verbal"), (13, "verbal"), (12, "pain"), (9, "pain"), (8, "unresponsive")]
+)
+def test_gcs_maps_to_avpu_at_every_boundary(gcs, state):
+    assert parse_case(f"GCS {gcs}. HR 80.").mental == state
+
+
+def test_adult_limits_start_at_sixteen():
+    case = SORE_THROAT.replace("heart rate 80", "heart rate 130")
+    for age, flagged in [(16, True), (15, False)]:
+        young = case.replace("40-year-old woman", f"{age}-year-old girl")
+        assert ("abnormal_called_normal" in kinds(young, "Vital signs within adult limits.")) == flagged
+        # "no tachycardia" contradicts an adult's 130/min only
+        assert ("abnormal_called_normal" in kinds(young, "No tachycardia.")) == flagged
+
+
+@pytest.mark.parametrize(
+    "case, rationale",
+    [
+        (SORE_THROAT, "No tachycardia, no desaturation."),  # true of 80/min and 98%
+        (FREE_TEXT, "Short of breath, pain 7/10."),  # a score without a band word
+        (PAIN_NO_SCORE, "Mild pain on arrival."),  # pain without a score: any band but "no" may be said
+        (SORE_THROAT, "Afebrile on arrival."),
+        # the vitals named with their values are the "other" ones' exceptions
+        (
+            SORE_THROAT.replace("heart rate 80", "heart rate 124"),
+            "Heart rate 124/min, other vital signs within adult limits.",
+        ),
+        # "fever" restated from the case, then a second abnormality word still checked
+        (SORE_THROAT.replace("sore throat", "fever"), "Fever, not tachycardic."),
+    ],
+)
+def test_true_statements_about_normal_vitals_pass(case, rationale):
+    assert kinds(case, rationale) == set()
+
+
+def test_a_restated_complaint_word_does_not_end_the_check():
+    case = SORE_THROAT.replace("sore throat", "fever")
+    assert messages(case, "Fever, tachycardic.") == [
+        "Says tachycardic; the case records heart rate 80/min, which is not raised."
+    ]
+    # matched whatever the case of its letters
+    assert kinds(SORE_THROAT.replace("sore throat", "Fever"), "fever today.") == set()
+    # an abnormality word after a negated one is still checked
+    assert messages(SORE_THROAT, "No tachycardia, hypoxic.") == [
+        "Says hypoxic; the case records SpO2 98%, which is not low."
+    ]
+    assert messages(NORMAL_NOTE, "No fever, tachycardic, alert.") == [
+        "Says tachycardic; the case says the vital signs are normal."
+    ]
+
+
+def test_a_named_abnormal_vital_still_fails_a_plain_within_limits():
+    case = SORE_THROAT.replace("heart rate 80", "heart rate 130")
+    assert messages(case, "Heart rate 130/min; vital signs within adult limits.") == [
+        "Says the vital signs are within adult limits; the case records heart rate 130/min."
+    ]
+
+
+@pytest.mark.parametrize(
+    "rationale, flagged",
+    [
+        ("Headache, severity 7/10.", []),  # the 10 of x/10 is allowed
+        ("Headache, severity 7 / 10.", []),  # spaced as some notes write it
+        ("Headache, severity 7/12.", ["12"]),  # another denominator is not
+        ("Headache for 10 minutes.", ["10"]),  # nor a 10 that is not after a slash
+        ("Below 92% would be hypoxaemia; SpO2 98%.", []),  # a quoted limit, from the first character on
+        ("92% would be hypoxaemia; SpO2 98%.", ["92"]),  # the same number, not quoted as a limit
+        ("SpO2 98%; below 93 would matter.", ["93"]),  # quoted as a limit, but no limit of the rules
+    ],
+)
+def test_quoted_constants_are_allowed_only_as_quoted(rationale, flagged):
+    case = "55M c/o headache, severity 7, SpO2 98%."
+    assert [
+        rationale[p.start : p.end] for p in check_rationale(case, rationale).problems if p.kind == "number_not_in_case"
+    ] == flagged
+
+
+@pytest.mark.parametrize(
+    "note, complaint",
+    [
+        ("Walked in. HR 80.", None),  # an arrival
+        ("Alert. HR 80.", None),  # a mental state
+        ("Afebrile. HR 80.", None),  # a normal vital
+        ("No pain. HR 80.", None),  # a pain statement
+        ("Chest pain. Alert.", "chest pain"),  # the rest states a mental state only
+        ("Rt knee pain. HR 80.", "rt knee pain"),  # a capitalised first word
+        ("McBurney point tenderness. HR 80.", "McBurney point tenderness"),  # a name, kept as written
+        # twelve words are a complaint, thirteen a sentence of the note
+        (
+            "Sudden onset of pain in the left lower chest since this morning. HR 80.",
+            "sudden onset of pain in the left lower chest since this morning",
+        ),
+        ("Sudden onset of sharp pain in the left lower chest since this morning. HR 80.", None),
+    ],
+)
+def test_an_opening_sentence_is_a_complaint_only_when_it_states_nothing_else(note, complaint):
+    assert parse_case(note).chief_complaint == complaint
+
+
+def test_longer_label_names_are_masked_first():
+    # "Urgent" sorts after "Less urgent" but is inside it: the longer name goes first
+    assert (
+        mask_label_mentions("Less urgent, not Urgent.", ["Urgent", "Less urgent"]) == f"{LABEL_MASK}, not {LABEL_MASK}."
+    )
+
+
+@pytest.mark.parametrize(
+    "before, slot",
+    [
+        ("HR ", "heart_rate"),  # shorter than the tail read
+        ("Chief complaint: chest pain since this morning, then HR ", "heart_rate"),
+        ("Heart rate " + " " * 40, None),  # the name is further back than the tail read
+        ("BP 120/", "dbp"),
+        ("pain 7/", "pain_scale"),
+        ("above ", "limit"),
+        ("Chief complaint: ", None),
+    ],
+)
+def test_value_slot_reads_the_words_right_before_a_number(before, slot):
+    assert value_slot(before) == slot
+
+
+@pytest.mark.parametrize(
+    "note, complaint",
+    [
+        ("Chief complaint: Not recorded. HR 80.", None),
+        # said anywhere in the note, even after a sentence that could be read as one
+        ("Seen by GP this morning. Complaint not recorded. HR 80.", None),
+    ],
+)
+def test_a_complaint_not_recorded_is_none(note, complaint):
+    assert parse_case(note).chief_complaint == complaint
+
+
+@pytest.mark.parametrize(
+    "note",
+    [
+        "Mental status: alert. Found unresponsive by family, now recovered.",
+        "mental status: alert. Found unresponsive by family, now recovered.",
+    ],
+)
+def test_the_narratives_mental_status_wins_over_words_elsewhere(note):
+    assert parse_case(note).mental == "alert"
+
+
+@pytest.mark.parametrize(
+    "note, pain, score",
+    [
+        ("HR 80, pain 7/10.", True, 7),
+        ("Pain present. HR 80.", True, None),
+        ("No pain. HR 80.", False, None),
+        ("Pain-free. HR 80.", False, None),
+        ("Denies pain, HR 80.", False, None),
+        ("HR 80.", None, None),
+    ],
+)
+def test_pain_is_read_with_or_without_a_score(note, pain, score):
+    facts = parse_case(note)
+    assert (facts.pain, facts.pain_score) == (pain, score)
+
+
+def test_every_vital_written_is_read_not_only_the_first_of_a_pattern():
+    # the first blood pressure is the case's; a second one is not read over it
+    assert (parse_case("BP 90/60 on arrival, BP 120/80 after fluids.").sbp, parse_case("BP 90/60 on arrival.").dbp) == (
+        90,
+        60,
+    )
+    # a value read by one pattern does not stop another pattern reading a later value
+    assert messages("SpO2 91% RA. HR 80.", "SpO2 91% RA, 88% RA on walking.") == [
+        "Says SpO2 88%; the case records 91%."
+    ]
+    # nor does a quoted limit stop the value after it
+    assert parse_case("Fever is at or above 38.0 °C; measured 39.2 °C.").temperature == 39.2
+
+
+def test_a_limit_quoted_at_the_very_start_is_a_limit():
+    # 38.0 is the fever limit, not a temperature of the patient, even as the rationale's first words
+    assert kinds(SORE_THROAT, "Above 38.0 °C would count; temperature 36.8 °C.") == set()
+
+
+def test_fahrenheit_is_read_as_celsius_to_one_decimal():
+    assert parse_case("T 100.5F, HR 80").temperature == 38.1  # (100.5 - 32) * 5 / 9 = 38.06
+
+
+def test_an_age_right_after_a_vital_on_the_next_line_is_read():
+    # "Sats 98" is read with the line break after it; the age starting there is not part of it
+    f = parse_case("Sats 98\n55 yo F, c/o cough")
+    assert (f.spo2, f.age, f.sex) == (98, 55, "female")
+
+
+@pytest.mark.parametrize("note, gcs", [("GCS 15. HR 80.", 15), ("GCS 3. HR 80.", 3), ("GCS 16. HR 80.", None)])
+def test_a_gcs_outside_3_to_15_is_not_read(note, gcs):
+    assert read_case(note).gcs == gcs
+
+
+@pytest.mark.parametrize("note", ["Injured at work. HR 80.", "Trauma call, HR 80."])
+def test_an_injury_is_read_whatever_the_case_of_its_letters(note):
+    assert parse_case(note).injury is True
+
+
+@pytest.mark.parametrize(
+    "note, field, value",
+    [
+        ("Not an injury. HR 80.", "injury", False),
+        ("130 yo M, HR 80.", "age", 130),
+        ("131 yo M, HR 80.", "age", None),  # no one is that old: a misread number
+        ("HR 80, pain 10/10.", "pain_score", 10),
+        ("HR 80, pain 11/10.", "pain_score", None),  # off the 0-10 scale
+    ],
+)
+def test_values_off_their_scale_are_not_read(note, field, value):
+    assert getattr(parse_case(note), field) == value
+
+
+@pytest.mark.parametrize(
+    "note, found",
+    [
+        ("GCS 14. HR 80.", ("heart_rate", "mental", "gcs")),
+        (NORMAL_NOTE, ("mental", "chief_complaint", "vitals_normal")),
+    ],
+)
+def test_the_facts_found_are_listed_in_order(note, found):
+    assert read_case(note).found == found
+
+
+def test_a_recognised_complaint_is_the_only_one_a_rationale_may_name():
+    # the case's complaint is shortness of breath; chest pain is in its history, not its complaint
+    assert kinds("Pt c/o SOB. Hx chest pain. HR 80.", "Chief complaint: chest pain.") == {"wrong_complaint"}

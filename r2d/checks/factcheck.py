@@ -653,7 +653,7 @@ def _vital_from_name(name: str) -> str | None:
     for vital, label in VITAL_NAMES.items():
         if name in (label.lower(), label.lower().replace("bp", "blood pressure")):
             return vital
-    return {"blood pressure": "sbp", "spo2": "spo2"}.get(name)
+    return {"blood pressure": "sbp"}.get(name)
 
 
 def _check_within_limits(case: CaseFacts, rationale: str, mentions: list[_Mention]) -> list[Problem]:

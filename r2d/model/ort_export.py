@@ -212,9 +212,16 @@ def _quantize_int8(path: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
     quantized = path.with_name(path.stem + ".int8.onnx")
-    quantize_dynamic(path, quantized, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # quantize_dynamic logs a line per tensor to the root logger
+    try:
+        quantize_dynamic(
+            path, quantized, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"]
+        )
+    finally:
+        root.setLevel(level)
     model = onnx.load(str(quantized))
     for leftover in path.parent.glob(path.name + "*"):  # the float32 graph and its weights file
         leftover.unlink()

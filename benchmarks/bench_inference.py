@@ -484,7 +484,10 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
             *vs,
         )
         print("| " + " | ".join(cells) + " |")
-    print("\nmodel RSS = peak RSS minus the RSS after imports (python + torch + transformers + the variant's library)")
+    print(
+        "\nmodel RSS = peak RSS minus the RSS after imports (python + the variant's libraries: torch and "
+        "transformers for every variant but onnx-*, which imports neither)"
+    )
     print_targets(rows, args)
     for r in rows:
         print(f"  {r['variant']:11} {VARIANTS[r['variant']]}")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from r2d.checks.factcheck import least_contradicted
-from r2d.config import GenerationConfig, ModelConfig
+from r2d.config import GenerationConfig, ModelConfig, load_config
 from r2d.errors import InvalidCaseError, ModelLoadError
 from r2d.model import ort, ort_export
 from r2d.model.load import load_predictor, predictor_for
@@ -222,3 +222,27 @@ def test_the_tokenizer_reads_and_writes_what_transformers_does(loaded, ort_model
         ids = ref(text)["input_ids"]
         assert mine.decode(ids) == ref.decode(ids, skip_special_tokens=True)
     assert (mine.pad_token_id, mine.eos_token_id) == (ref.pad_token_id, ref.eos_token_id)
+
+
+@pytest.mark.slow
+def test_the_app_runs_the_embedded_model_on_the_4bit_default_and_says_so(tmp_path):
+    """The app as `make app` starts it on a CPU (backend and quantization auto): ONNX Runtime, 4-bit."""
+    import app
+    from r2d.review.store import ReviewStore
+    from ui import blocks
+
+    overrides = [
+        "model.device=cpu",
+        "model.num_threads=1",
+        f"model.onnx_cache_dir={tmp_path / 'onnx'}",
+        f"app.db_path={tmp_path / 'r.sqlite3'}",
+        "generation.max_rationale_tokens=32",
+    ]
+    cfg = load_config(None, overrides)
+    cfg = replace(cfg, model=replace(cfg.model, name_or_path=str(app.ROOT / cfg.model.name_or_path)))
+    predictor = app.load_app_predictor(cfg)
+    assert predictor.backend == "onnx" and predictor.quantization == DEFAULT_4BIT
+    line = blocks.build_app(predictor, ReviewStore(cfg.app.db_path), cfg, examples=[]).model.line()
+    assert "backend `ONNX Runtime`" in line and f"`{DEFAULT_4BIT}`" in line
+    p = predictor.predict("68-year-old man, collapse, unresponsive, BP 70/40, HR 38, RR 6, SpO2 78%")
+    assert p.label in predictor.label_set and p.rationale and p.quantization == DEFAULT_4BIT

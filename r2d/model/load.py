@@ -1,7 +1,7 @@
 """Which Predictor runs a model: load_predictor resolves model.backend and loads the model on that engine;
 predictor_for wraps a model already loaded in its engine's Predictor. The one place that knows every engine,
-so no engine's module imports another's. The engines' libraries are imported only when a model loads on them: the ONNX
-Runtime path (the CPU default) never imports torch or transformers."""
+so no engine's module imports another's. The engines' libraries are imported only when a model loads on
+them: the ONNX Runtime path (the CPU default) never imports torch or transformers."""
 
 from __future__ import annotations
 

@@ -215,7 +215,7 @@ def _quantize_int8(path: Path) -> None:
     quantized = path.with_name(path.stem + ".int8.onnx")
     root = logging.getLogger()
     level = root.level
-    root.setLevel(max(level, logging.WARNING))  # quantize_dynamic logs a line per tensor to the root logger
+    root.setLevel(max(level, logging.ERROR))  # quantize_dynamic logs per tensor, and advice, to the root logger
     try:
         quantize_dynamic(
             path, quantized, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"]

@@ -44,7 +44,7 @@ test-fast: dev-venv
 # [tool.mutmut] in pyproject.toml; MUTATE picks the functions (fnmatch on mutmut's names), e.g.
 #   make mutation MUTATE="training.method.schedules*"
 # It prints the surviving mutants; `.venv/bin/mutmut show NAME` gives a mutant's diff. See tests/MUTATION.md.
-MUTATE ?= training.method.schedules* r2d.model.scoring* r2d.prompts* training.method.trainer.x*loss* training.method.trainer.x_gumbel_noise* \
+MUTATE ?= training.method.schedules* r2d.model.scoring* r2d.model.label_scores* r2d.prompts* training.method.trainer.x*loss* training.method.trainer.x_gumbel_noise* \
 	training.method.trainer.x*conditioning_labels* training.method.trainer.x*cycle_term* r2d.review.export* \
 	r2d.checks.factcheck*
 # MUTMUT_CHILDREN: mutants run at once; 1 by default, as the machines this runs on share two cores between jobs.

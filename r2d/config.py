@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILENAME = "r2d_config.json"
 QUANTIZATIONS = ("auto", "4bit", "int8", "none")
-BACKENDS = ("auto", "torch", "ct2")
+BACKENDS = ("auto", "torch", "onnx", "ct2")
 METHODS = ("r2d", "sft", "dss")
 
 
@@ -42,14 +42,16 @@ class ModelConfig:
     device: str = "auto"
     # torch threads for CPU inference; 0 leaves torch's default (all cores)
     num_threads: int = 0
-    # inference engine: torch = transformers (+ bitsandbytes for 4bit/int8); ct2 = CTranslate2 int8 (float32 with
-    # quantization=none), converted once from the local model dir into ct2_cache_dir. auto = ct2 on CPU when
-    # ctranslate2 is installed and quantization is auto (t5-base shape, 1 thread, benchmarks/README.md: the CT2
-    # backend ran 2.2x fp32-transformers' speed against 4-bit's 0.88x in one loaded run; 2.7x vs 2.0x in the
-    # issue's), else torch
+    # inference engine: torch = transformers (+ bitsandbytes for 4bit/int8); onnx = ONNX Runtime with 4-bit
+    # matrices (float32 with quantization=none), exported once from the local model dir into onnx_cache_dir;
+    # ct2 = CTranslate2 int8 (float32 with quantization=none), converted into ct2_cache_dir. auto = onnx on CPU
+    # when onnxruntime is installed and quantization is auto or 4bit (chosen by measurement against CTranslate2
+    # int8 and bitsandbytes 4-bit, benchmarks/README.md), else torch
     backend: str = "auto"
     # where converted CTranslate2 models are kept; "" = $R2D_CT2_CACHE, else ~/.cache/r2d/ct2
     ct2_cache_dir: str = ""
+    # where ONNX exports (model.backend=onnx) are kept; "" = $R2D_ONNX_CACHE, else ~/.cache/r2d/onnx
+    onnx_cache_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,11 @@ def validate(cfg: R2DConfig) -> None:
         raise ConfigError(f"model.quantization must be one of {QUANTIZATIONS}, got {cfg.model.quantization!r}")
     if cfg.model.backend not in BACKENDS:
         raise ConfigError(f"model.backend must be one of {BACKENDS}, got {cfg.model.backend!r}")
+    if cfg.model.backend == "onnx" and cfg.model.quantization == "int8":
+        raise ConfigError(
+            "model.backend=onnx has no int8 mode: set model.quantization=auto or 4bit (4-bit) or none "
+            "(float32), or model.backend=ct2 for CTranslate2 int8"
+        )
     if cfg.model.backend == "ct2" and cfg.model.quantization == "4bit":
         raise ConfigError(
             "model.backend=ct2 has no 4-bit mode: set model.quantization=auto or int8 (CTranslate2 "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -162,6 +163,25 @@ def tiny_t5(tiny_tokenizer):
     from training.build.scratch import new_t5
 
     return new_t5(tiny_tokenizer, TINY_ARCH, seed=0)
+
+
+@pytest.fixture(scope="session")
+def ort_model_dir(tmp_path_factory, tiny_tokenizer, tiny_arch, ktas_labels):
+    """The tiny T5 at width 64 (tiny_model_dir is 16 wide, under one 4-bit block of 32 weights): the ONNX
+    engine's tests (test_ort, test_ort_export)."""
+    from r2d.model.artifacts import ModelMeta, save_model_dir
+    from r2d.sources import ktas_meta
+    from training.build.scratch import new_t5
+
+    out = tmp_path_factory.mktemp("ort_model")
+    arch = dataclasses.replace(tiny_arch, d_model=64, d_kv=16, d_ff=128, num_heads=4)
+    save_model_dir(
+        new_t5(tiny_tokenizer, arch, seed=0),
+        tiny_tokenizer,
+        out,
+        ModelMeta(label_set=tuple(ktas_labels), **ktas_meta()),
+    )
+    return out
 
 
 @pytest.fixture(scope="session")

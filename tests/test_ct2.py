@@ -13,9 +13,10 @@ import torch
 from r2d.checks.factcheck import least_contradicted
 from r2d.config import GenerationConfig, ModelConfig, load_config
 from r2d.errors import ConfigError, InvalidCaseError, ModelLoadError
-from r2d.model.inference import Predictor
 from r2d.model.load import load_predictor, predictor_for
-from r2d.model.modeling import load_model_and_tokenizer, resolve_backend
+from r2d.model.modeling import load_model_and_tokenizer
+from r2d.model.source import local_full_precision_dir, resolve_backend
+from r2d.model.torch_predictor import TorchPredictor
 from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt
 from ui import blocks
 
@@ -229,18 +230,13 @@ def test_missing_ctranslate2_is_a_clear_error(model_cfg, monkeypatch):
     monkeypatch.setattr(ct2, "ct2_available", lambda: False)
     with pytest.raises(ModelLoadError, match="needs CTranslate2"):
         load_predictor(model_cfg(backend="ct2"), GEN)
-    assert load_predictor(model_cfg(), GEN).backend == "torch"  # auto falls back to transformers
 
 
 @pytest.mark.parametrize(
     "choice, quantization, device, available, local, expected",
     [
-        ("auto", "auto", "cpu", True, True, "ct2"),
-        ("auto", "auto", "cpu", False, True, "torch"),  # not installed
-        ("auto", "auto", "cuda", True, True, "torch"),  # 4-bit is the GPU path
-        ("auto", "none", "cpu", True, True, "torch"),  # a precision asked for names a transformers path
-        ("auto", "4bit", "cpu", True, True, "torch"),
-        ("auto", "auto", "cpu", True, False, "torch"),  # hub id or pre-quantized directory
+        ("auto", "auto", "cpu", True, True, "torch"),  # CTranslate2 is chosen by name (auto: tests/test_source.py)
+        ("ct2", "auto", "cpu", True, True, "ct2"),
         ("torch", "auto", "cpu", True, True, "torch"),
         ("ct2", "none", "cpu", True, True, "ct2"),
         ("ct2", "int8", "cuda:0", True, True, "ct2"),
@@ -256,7 +252,7 @@ def test_resolve_backend(choice, quantization, device, available, local, expecte
         (("ct2", "auto", "cpu", False, True), "not installed"),
         (("ct2", "4bit", "cpu", True, True), "no 4-bit"),
         (("ct2", "auto", "cpu", True, False), "local full-precision"),
-        (("onnx", "auto", "cpu", True, True), "unknown model.backend"),
+        (("tensorrt", "auto", "cpu", True, True), "unknown model.backend"),
     ],
 )
 def test_resolve_backend_refuses(args, match):
@@ -267,7 +263,7 @@ def test_resolve_backend_refuses(args, match):
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        (["model.backend=onnx"], "model.backend must be one of"),
+        (["model.backend=tensorrt"], "model.backend must be one of"),
         (["model.backend=ct2", "model.quantization=4bit"], "no 4-bit mode"),
     ],
 )
@@ -279,16 +275,16 @@ def test_config_validates_the_backend(overrides, match):
 
 def test_a_ct2_model_needs_predictor_for(loaded):
     with pytest.raises(ModelLoadError, match="predictor_for"):
-        Predictor(loaded["ct2-int8"], GEN)
-    assert type(predictor_for(loaded["torch"], GEN)) is Predictor
+        TorchPredictor(loaded["ct2-int8"], GEN)
+    assert type(predictor_for(loaded["torch"], GEN)) is TorchPredictor
 
 
-def test_auto_picks_ct2_on_cpu_and_refuses_4bit_directories(model_cfg, loaded, tmp_path):
-    p = load_predictor(model_cfg(), GEN)  # backend auto, quantization auto, CPU, ctranslate2 installed
+def test_ct2_is_chosen_by_name_and_refuses_4bit_directories(model_cfg, loaded, tmp_path):
+    p = load_predictor(model_cfg(backend="ct2"), GEN)
     assert isinstance(p, ct2.CT2Predictor) and p.quantization == "ct2-int8"
     (tmp_path / "r2d_quantized.json").write_text("{}")
-    assert not ct2.convertible(ModelConfig(name_or_path=str(tmp_path)))
-    assert not ct2.convertible(ModelConfig(name_or_path="google/flan-t5-small"))
+    assert not local_full_precision_dir(ModelConfig(name_or_path=str(tmp_path)))
+    assert not local_full_precision_dir(ModelConfig(name_or_path="google/flan-t5-small"))
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +318,7 @@ def unscaled_model_dir(tmp_path_factory, tiny_tokenizer, tiny_arch):
 
 def test_conversion_keeps_the_models_own_decoder_output_scaling(unscaled_model_dir, model_cfg):
     cfg = replace(model_cfg(backend="ct2", quantization="none"), name_or_path=str(unscaled_model_dir))
-    torch_p = Predictor(load_model_and_tokenizer(replace(cfg, backend="torch")), GEN)
+    torch_p = TorchPredictor(load_model_and_tokenizer(replace(cfg, backend="torch")), GEN)
     assert torch_p.model.config.scale_decoder_outputs is False
     ct2_p = predictor_for(ct2.load_ct2(cfg), GEN)
     for case in CASES[:2]:

@@ -12,9 +12,10 @@ import torch
 
 from r2d.config import GenerationConfig, ModelConfig
 from r2d.errors import ConfigError, InvalidCaseError
-from r2d.model.inference import TIMING_KEYS, Prediction, Predictor
+from r2d.model.inference import TIMING_KEYS, Prediction
 from r2d.model.modeling import bitsandbytes_available, load_model_and_tokenizer
 from r2d.model.scoring import LabelScores
+from r2d.model.torch_predictor import TorchPredictor
 from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, predict_prompt
 from r2d.sources import KTAS_LABELS
 
@@ -48,11 +49,11 @@ def loaded_by_quantization(tiny_model_dir):
 
 
 @pytest.fixture()
-def predictor(loaded_by_quantization) -> Predictor:
-    return Predictor(loaded_by_quantization("none"), GEN)
+def predictor(loaded_by_quantization) -> TorchPredictor:
+    return TorchPredictor(loaded_by_quantization("none"), GEN)
 
 
-def check_prediction(p: Prediction, predictor: Predictor, case: str) -> None:
+def check_prediction(p: Prediction, predictor: TorchPredictor, case: str) -> None:
     assert p.case_text == case.strip()
     assert p.label in predictor.label_set
     assert list(p.probabilities) == list(predictor.label_set)
@@ -68,7 +69,7 @@ def check_prediction(p: Prediction, predictor: Predictor, case: str) -> None:
 
 @pytest.mark.parametrize("quantization", QUANTIZATIONS)
 def test_predict_gives_a_valid_label_and_probabilities(loaded_by_quantization, quantization):
-    predictor = Predictor(loaded_by_quantization(quantization), GEN)
+    predictor = TorchPredictor(loaded_by_quantization(quantization), GEN)
     assert predictor.quantization == quantization
     for case in CASES[:2]:
         check_prediction(predictor.predict(case), predictor, case)
@@ -81,7 +82,7 @@ def test_predictor_exposes_the_model_metadata(predictor, tiny_model_dir):
 
 
 def test_predict_label_scores_the_predict_prompt(predictor, monkeypatch):
-    import r2d.model.inference as inference
+    import r2d.model.torch_predictor as inference
 
     seen = []
     real = inference.score_labels
@@ -97,7 +98,7 @@ def test_predict_label_scores_the_predict_prompt(predictor, monkeypatch):
 
 
 def test_explain_generates_greedily_from_the_explain_prompt(predictor, monkeypatch):
-    import r2d.model.inference as inference
+    import r2d.model.torch_predictor as inference
 
     prompts, kwargs = [], []
     real_tokenize, real_generate = inference.tokenize_inputs, predictor.model.generate
@@ -122,7 +123,7 @@ def test_streaming_yields_the_same_text_as_explain(predictor, label):
 
 
 def test_streaming_with_beam_search_yields_the_whole_text(loaded_by_quantization):
-    predictor = Predictor(loaded_by_quantization("none"), GenerationConfig(max_rationale_tokens=8, num_beams=2))
+    predictor = TorchPredictor(loaded_by_quantization("none"), GenerationConfig(max_rationale_tokens=8, num_beams=2))
     assert list(predictor.stream_rationale(CASES[0], "3")) == [predictor.explain(CASES[0], "3")]
 
 
@@ -131,7 +132,7 @@ def test_fact_checked_decoding_shows_the_candidate_the_case_contradicts_least(lo
     from r2d.model.scoring import tokenize_inputs
 
     gen = GenerationConfig(max_input_tokens=96, max_rationale_tokens=8, fact_check_candidates=3)
-    predictor = Predictor(loaded_by_quantization("none"), gen)
+    predictor = TorchPredictor(loaded_by_quantization("none"), gen)
     case = CASES[1]
     enc = tokenize_inputs(predictor.tokenizer, [explain_given_label_prompt(case, "2")], 96, "cpu")
     with torch.no_grad():  # the candidates, decoded independently: beam search of width 3, all three returned
@@ -168,7 +169,7 @@ def test_stream_checks_its_inputs_before_yielding(predictor):
 
 @pytest.mark.parametrize("quantization", QUANTIZATIONS[:2])
 def test_batch_equals_single(loaded_by_quantization, quantization):
-    predictor = Predictor(loaded_by_quantization(quantization), GEN)
+    predictor = TorchPredictor(loaded_by_quantization(quantization), GEN)
     progress = []
     batch = predictor.predict_batch(CASES, batch_size=3, progress=lambda done, total: progress.append((done, total)))
     assert progress == [(3, 4), (4, 4)]
@@ -205,7 +206,9 @@ def test_check_case_refuses(predictor, bad, match):
 
 
 def test_check_case_refuses_more_tokens_than_the_model_reads(loaded_by_quantization):
-    predictor = Predictor(loaded_by_quantization("none"), GenerationConfig(max_input_tokens=32), max_case_chars=100_000)
+    predictor = TorchPredictor(
+        loaded_by_quantization("none"), GenerationConfig(max_input_tokens=32), max_case_chars=100_000
+    )
     with pytest.raises(InvalidCaseError, match=r"is \d+ tokens long with its prompt; the model reads at most 32"):
         predictor.check_case("chest pain " * 40)
     assert predictor.check_case("  chest pain  ") == "chest pain"
@@ -258,7 +261,7 @@ def test_rationale_is_decoded_with_the_prompt_the_method_trained_on(
 
     loaded = loaded_by_quantization("none")
     extra = {**loaded.meta.extra, "method": method} if method else {}
-    predictor = Predictor(replace(loaded, meta=replace(loaded.meta, extra=extra)), GEN)
+    predictor = TorchPredictor(replace(loaded, meta=replace(loaded.meta, extra=extra)), GEN)
     seen = []
     original = predictor.tokenizer.__class__.__call__
 

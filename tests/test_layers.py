@@ -75,3 +75,27 @@ def test_no_tab_imports_another():
     for path in files("ui"):
         own = f"ui.{path.stem}"
         assert reaches(path, tuple(t for t in tabs if t != own)) == [] or own == "ui.blocks", path
+
+
+def module_imports(path: Path) -> set[str]:
+    """The imports run when the module loads (top-level statements only, not those inside functions)."""
+    tree = ast.parse(path.read_text(), str(path))
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+CPU_ENGINE_PATH = ("source", "label_scores", "inference", "load", "ort", "ort_export", "ct2", "artifacts")
+
+
+@pytest.mark.parametrize("name", CPU_ENGINE_PATH)
+def test_the_cpu_engines_path_loads_without_torch(name):
+    """What load_predictor runs for ONNX Runtime (the CPU default) and CTranslate2: no torch or transformers at
+    load time; the torch engine (torch_predictor, modeling) is imported inside a function, when chosen."""
+    loaded = module_imports(ROOT / "r2d" / "model" / f"{name}.py")
+    torchy = ("torch", "transformers", "r2d.model.modeling", "r2d.model.scoring", "r2d.model.torch_predictor")
+    assert sorted(n for n in loaded if any(n == f or n.startswith(f + ".") for f in torchy)) == []

@@ -10,10 +10,10 @@ import torch
 from r2d.checks.factcheck import value_slot
 from r2d.config import GenerationConfig, ModelConfig
 from r2d.errors import ModelLoadError
-from r2d.model.inference import Predictor
 from r2d.model.load import load_predictor
 from r2d.model.modeling import load_model_and_tokenizer
 from r2d.model.number_guard import NumberGuard, NumberGuardProcessor, rule_numbers, slot_numbers
+from r2d.model.torch_predictor import TorchPredictor
 
 CASE = (
     "68-year-old man, arrived by public ambulance, not an injury. Chief complaint: unresponsive. Mental status: "
@@ -122,9 +122,11 @@ def test_the_predictor_writes_no_number_the_case_lacks(tiny_model_dir, candidate
     loaded = load_model_and_tokenizer(model_cfg)
     loaded.model.lm_head = _DigitHungryHead(loaded.model.lm_head, loaded.tokenizer.get_vocab()["9"])
     base = GenerationConfig(max_input_tokens=256, max_rationale_tokens=10, fact_check_candidates=candidates)
-    free = Predictor(loaded, base).explain(CASE, "1")
+    free = TorchPredictor(loaded, base).explain(CASE, "1")
     assert "9" in free  # the model alone invents a number
-    guarded = Predictor(loaded, GenerationConfig(**{**base.__dict__, "constrain_numbers": True})).explain(CASE, "1")
+    guarded = TorchPredictor(loaded, GenerationConfig(**{**base.__dict__, "constrain_numbers": True})).explain(
+        CASE, "1"
+    )
     assert guarded and all(n in slot_numbers(CASE)[None] for n in _numbers(guarded))
     assert not re.search(r"[A-Za-z]\d", guarded.replace("SpO2", ""))  # nor hides one inside a word
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from r2d.config import GenerationConfig, ModelConfig
-from r2d.model.inference import Predictor
 from r2d.model.modeling import bitsandbytes_available, load_model_and_tokenizer, save_quantized_model_dir
+from r2d.model.torch_predictor import TorchPredictor
 from r2d.prompts import predict_prompt
 
 pytestmark = [
@@ -49,7 +49,7 @@ def test_4bit_on_cuda_predicts_streams_and_batches(tiny_model_dir, compute_dtype
     loaded = load_model_and_tokenizer(cuda_cfg(tiny_model_dir, quantization="4bit", compute_dtype=compute_dtype))
     layers = [m for m in loaded.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert layers and all(m.weight.device.type == "cuda" for m in layers)
-    predictor = Predictor(loaded, GEN)
+    predictor = TorchPredictor(loaded, GEN)
     p = predictor.predict(CASES[1])
     assert p.label in predictor.label_set and p.quantization == "4bit"
     assert math.isclose(sum(p.probabilities.values()), 1.0, abs_tol=1e-4)

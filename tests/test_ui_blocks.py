@@ -124,3 +124,16 @@ def test_concurrent_reviewers_through_the_api_lose_nothing(launched_app, tmp_pat
     stored = launched_app.store.reviews()
     assert sorted(r.reviewer for r in stored) == [f"Nurse {k}" for k in range(6)]
     assert {r.case_text for r in stored} == {f"level {k % 5 + 1}: case {k}" for k in range(6)}
+
+
+@pytest.mark.parametrize(
+    "backend, quantization, engine",
+    [
+        ("onnx", "onnx-int4 (encoder int8)", "ONNX Runtime"),  # the CPU default
+        ("ct2", "ct2-int8", "CTranslate2"),
+        ("torch", "4bit", "transformers"),  # CUDA's default
+    ],
+)
+def test_the_model_line_names_the_engine_and_its_precision(h, fake_predictor, backend, quantization, engine):
+    fake_predictor.backend, fake_predictor.quantization = backend, quantization
+    assert f"backend `{engine}` · quantization `{quantization}`" in h.model.line()

@@ -52,7 +52,8 @@ class ModelInUse:
     def line(self) -> str:
         """The header's line: which model, on which backend, how its rationale is chosen."""
         p = self.predictor
-        engine = {"ct2": "CTranslate2", "torch": "transformers"}.get(getattr(p, "backend", "torch"), "transformers")
+        engines = {"onnx": "ONNX Runtime", "ct2": "CTranslate2", "torch": "transformers"}
+        engine = engines.get(getattr(p, "backend", "torch"), "transformers")
         line = f"Model `{p.model_id}` · backend `{engine}` · quantization `{p.quantization}`"
         if self.improved:
             line += " · an improved model (Improve tab: 'Back to the starting model')"

@@ -1,4 +1,4 @@
-"""The model: loading (modeling, quantize, ct2), scoring a closed label set, the Predictor (label +
+"""The model: loading (source, modeling, quantize, ort, ct2), scoring a closed label set, the Predictor (label +
 rationale), its decoding levers (number_guard), the tokenizer and the model directory's metadata (artifacts).
 
 Its public faces are loaded on first use, so `from r2d.model.artifacts import ...` stays free of torch."""
@@ -9,6 +9,7 @@ from typing import Any
 
 _FACES = {
     "Predictor": "r2d.model.inference",
+    "TorchPredictor": "r2d.model.torch_predictor",
     "Prediction": "r2d.model.inference",
     "LabelScores": "r2d.model.scoring",
     "load_predictor": "r2d.model.load",

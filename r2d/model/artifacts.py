@@ -19,6 +19,9 @@ from r2d.prompts import PROMPT_VERSION
 META_FILENAME = "r2d_model.json"
 META_FORMAT = "r2d-model-1"
 
+QUANTIZED_MARKER = "r2d_quantized.json"  # a directory written by r2d.model.modeling.save_quantized_model_dir
+QUANTIZED_WEIGHTS = "r2d_4bit.safetensors"  # not model.safetensors: plain from_pretrained must not misread it
+
 
 @dataclass(frozen=True)
 class ModelMeta:

@@ -14,7 +14,6 @@ One difference: Translator.score_batch runs the encoder once per (case, label) p
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -27,19 +26,20 @@ from typing import Any
 from r2d.config import GenerationConfig, ModelConfig
 from r2d.errors import ModelLoadError
 from r2d.limits import MAX_CASE_CHARS
+from r2d.model.artifacts import QUANTIZED_MARKER
 from r2d.model.inference import OnToken, Predictor
-from r2d.model.modeling import (
+from r2d.model.label_scores import LabelScores, scores_from_token_logprobs
+from r2d.model.source import (
     LoadedModel,
     _has_tokenizer,
-    _looks_like_hub_id,
     _meta_for,
     check_adapter_dir,
     check_model_dir,
+    files_digest,
+    local_full_precision_dir,
     model_id_of,
     resolve_device,
 )
-from r2d.model.quantize import QUANTIZED_MARKER
-from r2d.model.scoring import LabelScores, scores_from_token_logprobs
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +70,6 @@ def _import_ct2() -> Any:
     return ctranslate2
 
 
-def convertible(model_cfg: ModelConfig) -> bool:
-    """Whether model_cfg names a local full-precision model directory (what the converter reads)."""
-    source = model_cfg.name_or_path
-    return not _looks_like_hub_id(source) and Path(source).is_dir() and not (Path(source) / QUANTIZED_MARKER).is_file()
-
-
 def cache_dir(model_cfg: ModelConfig) -> Path:
     """model.ct2_cache_dir, else $R2D_CT2_CACHE, else ~/.cache/r2d/ct2 ($XDG_CACHE_HOME respected)."""
     if model_cfg.ct2_cache_dir:
@@ -86,17 +80,9 @@ def cache_dir(model_cfg: ModelConfig) -> Path:
 
 
 def cache_key(source: Path, adapter: Path | None, compute_type: str, ct2_version: str) -> str:
-    """A hex digest of what a conversion depends on: each source file's name, size and mtime (the model dir's
-    and the adapter's), the CTranslate2 version, the weight type and CONVERSION_VERSION."""
-    h = hashlib.sha256(f"{CONVERSION_VERSION}|{ct2_version}|{compute_type}".encode())
-    for directory in (source, adapter):
-        if directory is None:
-            continue
-        h.update(f"|{directory.resolve()}".encode())
-        for f in sorted(p for p in directory.iterdir() if p.is_file()):
-            st = f.stat()
-            h.update(f"|{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:20]
+    """A hex digest of what a conversion depends on: the source files (and the adapter's), the CTranslate2
+    version, the weight type and CONVERSION_VERSION."""
+    return files_digest(source, adapter, str(CONVERSION_VERSION), ct2_version, compute_type)
 
 
 def convert(model_cfg: ModelConfig, compute_type: str) -> Path:
@@ -105,7 +91,7 @@ def convert(model_cfg: ModelConfig, compute_type: str) -> Path:
     or the conversion fails (nothing half-written is left in the cache)."""
     ctranslate2 = _import_ct2()
     source = Path(model_cfg.name_or_path)
-    if not convertible(model_cfg):
+    if not local_full_precision_dir(model_cfg):
         raise ModelLoadError(
             f"model.backend=ct2 converts a local full-precision model directory; {source} is a hub "
             f"id, missing, or a pre-quantized 4-bit directory ({QUANTIZED_MARKER}): pass the "

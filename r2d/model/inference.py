@@ -1,13 +1,15 @@
 """The Predictor: a case in, a label from the closed label set and a rationale for that label out.
 
-The label is the best-scoring candidate of the label set under predict_prompt(case) (r2d.model.scoring: one
-encoder pass, all candidates teacher-forced together), so it is always valid and comes with a
+The label is the best-scoring candidate of the label set under predict_prompt(case) (one encoder pass, all
+candidates teacher-forced together, r2d.model.label_scores), so it is always valid and comes with a
 probability for every label. The rationale is generated greedily from explain_given_label_prompt(case,
 label); it can also be streamed, and the streamed text ends exactly where `explain` does. With
 generation.fact_check_candidates = N > 1, beam search returns N candidates and the one the case
 contradicts least (r2d.checks.factcheck) is the rationale; it is then shown whole, not streamed.
-The model runs on transformers (this module) or CTranslate2 (r2d.model.ct2, the same interface);
-r2d.model.load.load_predictor picks the backend model.backend asks for.
+This module is engine-free (no torch): each engine's subclass writes the two model calls, _score and
+_rationale_candidates: TorchPredictor (transformers, r2d.model.torch_predictor), ORTPredictor (ONNX Runtime,
+r2d.model.ort) and CT2Predictor (CTranslate2, r2d.model.ct2). r2d.model.load.load_predictor picks the one
+model.backend asks for.
 The two prompts differ from their first token, so the bidirectional encoder cannot share states between
 them: each prediction runs the encoder twice. All lengths come from GenerationConfig.
 """
@@ -23,18 +25,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
-from transformers.generation.logits_process import LogitsProcessorList
-from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
-
 from r2d.checks.factcheck import least_contradicted
 from r2d.config import GenerationConfig
 from r2d.errors import ConfigError, InvalidCaseError, ModelLoadError
 from r2d.limits import MAX_CASE_CHARS, check_case_text
-from r2d.model.modeling import LoadedModel
-from r2d.model.number_guard import NumberGuardProcessor
-from r2d.model.scoring import LabelScores, eval_mode, score_labels, tokenize_inputs
+from r2d.model.label_scores import LabelScores
+from r2d.model.source import LoadedModel
 from r2d.prompts import PROMPT_VERSION, explain_given_label_prompt, explain_prompt, predict_prompt
 
 logger = logging.getLogger(__name__)
@@ -60,22 +56,6 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with the field names as keys."""
         return asdict(self)
-
-
-class _TokenHook(BaseStreamer):
-    """Hands each step's new token ids to an OnToken callback (the first put() is the decoder start token)."""
-
-    def __init__(self, on_token: OnToken) -> None:
-        self.on_token, self.started, self.stop = on_token, False, False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.started:
-            self.started = True
-            return
-        self.stop = bool(self.on_token(value.reshape(-1).tolist())) or self.stop
-
-    def end(self) -> None:
-        return None
 
 
 class _FairLock:
@@ -117,24 +97,14 @@ class _FairLock:
             return self._serving != self._next_ticket
 
 
-class _StopWhenAsked(StoppingCriteria):
-    """Stops generation once the token hook's callback asked for it (the stream's consumer went away)."""
-
-    def __init__(self, hook: _TokenHook) -> None:
-        self.hook = hook
-
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.hook.stop, dtype=torch.bool, device=input_ids.device)
-
-
 class Predictor:
     """Label + rationale for triage cases with one loaded model. Thread-safe: model calls take turns.
 
-    This class runs a transformers model (backend "torch"); r2d.model.ct2.CT2Predictor overrides the two model
-    calls (_score, _rationale_candidates) for CTranslate2. r2d.model.load.predictor_for picks the class.
+    Each engine's subclass (TorchPredictor, ORTPredictor, CT2Predictor) writes the two model calls (_score,
+    _rationale_candidates); r2d.model.load.predictor_for picks the class.
     """
 
-    backend = "torch"
+    backend = ""
 
     def __init__(self, loaded: LoadedModel, generation: GenerationConfig, max_case_chars: int = MAX_CASE_CHARS) -> None:
         if not loaded.meta.label_set:
@@ -192,11 +162,11 @@ class Predictor:
             raise InvalidCaseError(f"label {label!r} is not one of this model's labels {list(self.label_set)}")
         return label
 
-    # --- the model calls (callers hold the lock); a backend overrides these two -----------------
+    # --- the model calls (callers hold the lock); each engine's subclass writes these two ----------
 
     def _score(self, prompts: Sequence[str]) -> list[LabelScores]:
-        g = self.generation  # r2d.model.scoring bounds the decoder's memory (pairs per call); one home for that
-        return score_labels(self.model, self.tokenizer, prompts, self.label_set, g.max_input_tokens, g.max_label_tokens)
+        """Each prompt's scores over the label set (r2d.model.label_scores)."""
+        raise NotImplementedError(f"{type(self).__name__} is not an engine: use r2d.model.load.predictor_for")
 
     def _rationale_candidates(
         self, prompts: Sequence[str], on_token: OnToken | None = None, cases: Sequence[str] = ()
@@ -204,34 +174,7 @@ class Predictor:
         """Each prompt's decoded rationales, best first: one, or fact_check_candidates beam hypotheses.
         on_token (greedy only) sees every step's new token ids and stops the generation by returning True.
         `cases` (the prompts' case texts) feed generation.constrain_numbers."""
-        extra: dict[str, Any] = {}
-        if on_token is not None:
-            hook = _TokenHook(on_token)
-            extra = {"streamer": hook, "stopping_criteria": StoppingCriteriaList([_StopWhenAsked(hook)])}
-        if self.generation.constrain_numbers:
-            rows = self._generate_kwargs()["num_beams"]  # beams (and returned candidates) of a case come in a row
-            extra["logits_processor"] = LogitsProcessorList([NumberGuardProcessor(self.tokenizer, cases, rows)])
-        with eval_mode(self.model):
-            enc = tokenize_inputs(self.tokenizer, prompts, self.generation.max_input_tokens, self.model.device)
-            out = self.model.generate(**enc, **self._generate_kwargs(), **extra)
-        texts = [self._decode(ids) for ids in out.tolist()]
-        k = max(1, self._candidates)  # each prompt's candidates come in a row, best beam first
-        return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
-
-    def _generate_kwargs(self) -> dict[str, Any]:
-        g = self.generation
-        # greedy (do_sample=False), so the same case gives the same rationale streamed or not, alone or in a batch
-        # <pad> is T5's decoder start, never text: a model that echoes it would "write" an empty rationale
-        kwargs = {
-            "max_new_tokens": g.max_rationale_tokens,
-            "num_beams": g.num_beams,
-            "do_sample": False,
-            "no_repeat_ngram_size": g.no_repeat_ngram_size,
-            "suppress_tokens": [self.tokenizer.pad_token_id],
-        }
-        if self._candidates > 1:
-            kwargs |= {"num_beams": max(g.num_beams, self._candidates), "num_return_sequences": self._candidates}
-        return kwargs
+        raise NotImplementedError(f"{type(self).__name__} is not an engine: use r2d.model.load.predictor_for")
 
     @property
     def _candidates(self) -> int:

@@ -14,22 +14,19 @@ import contextlib
 import ctypes
 import json
 import logging
-import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from r2d.config import BACKENDS, QUANTIZATIONS, ModelConfig
+from r2d.config import QUANTIZATIONS, ModelConfig
 from r2d.errors import ModelLoadError
-from r2d.model.artifacts import META_FILENAME, ModelMeta, read_model_meta
+from r2d.model.artifacts import META_FILENAME, QUANTIZED_MARKER
 from r2d.model.quantize import (
-    QUANTIZED_MARKER,
-    QUANTIZED_WEIGHTS,
     bitsandbytes_available,
     cpu_has_fast_4bit,
     import_bnb,
@@ -39,48 +36,23 @@ from r2d.model.quantize import (
     uses_int8_16bit_layers,
     write_4bit_weights,
 )
+from r2d.model.source import (
+    LoadedModel,
+    _has_tokenizer,
+    _looks_like_hub_id,
+    _meta_for,
+    check_adapter_dir,
+    check_model_dir,
+    model_id_of,
+    resolve_device,
+)
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
-ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model ready for inference, with what produced it."""
-
-    model: Any  # transformers PreTrainedModel (PeftModel for an unmerged int8 adapter)
-    tokenizer: Any
-    meta: ModelMeta
-    model_id: str
-    quantization: str  # the concrete choice: "4bit", "int8" or "none"; "ct2-int8" / "ct2-float32" for CTranslate2
-    device: str
-    backend: str = "torch"  # "torch" (model is a transformers model) or "ct2" (a ctranslate2.Translator, r2d.model.ct2)
 
 
 # --- choosing a device and a quantization (pure) ---------------------------------------------
-
-
-def resolve_device(device: str) -> str:
-    """ "auto" -> "cuda" when CUDA is usable, else "cpu". Raises ModelLoadError for CUDA on a machine without it."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(
-            f"model.device={device!r} but this machine has no usable CUDA; set model.device=cpu or auto"
-        )
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ModelLoadError(f"model.device must be auto, cpu or cuda[:N], got {device!r}")
-    return device
 
 
 def resolve_quantization(choice: str, device: str, bnb_available: bool, cpu_fast_4bit: bool = False) -> str:
@@ -111,110 +83,7 @@ def resolve_quantization(choice: str, device: str, bnb_available: bool, cpu_fast
     return choice
 
 
-def resolve_backend(choice: str, quantization: str, device: str, ct2_available: bool, local_full_dir: bool) -> str:
-    """The concrete inference engine, "torch" or "ct2", for model.backend. Pure; raises ModelLoadError.
-
-    `local_full_dir` says whether name_or_path is a local full-precision directory (CTranslate2 converts
-    from one; hub ids and pre-quantized 4-bit directories stay on torch).
-    """
-    if choice not in BACKENDS:
-        raise ModelLoadError(f"unknown model.backend {choice!r}; choose one of {', '.join(BACKENDS)}")
-    if choice == "torch":
-        return "torch"
-    if choice == "ct2":
-        if not ct2_available:
-            raise ModelLoadError(
-                "model.backend=ct2 needs CTranslate2, which is not installed: "
-                "`pip install -r requirements.txt` (ctranslate2>=4.8,<5), or set model.backend=torch"
-            )
-        if quantization == "4bit":
-            raise ModelLoadError("model.backend=ct2 has no 4-bit mode: set model.quantization=auto, int8 or none")
-        if not local_full_dir:
-            raise ModelLoadError(
-                "model.backend=ct2 converts a local full-precision model directory; this is a hub id "
-                "or a pre-quantized 4-bit directory: pass the directory it came from, or set "
-                "model.backend=torch"
-            )
-        return "ct2"
-    # auto. Measured (benchmarks/README.md, t5-base shape, 1 thread, side by side): the CTranslate2 backend ran
-    # 2.2x fp32-transformers' speed, r2d's pre-quantized 4-bit 0.88x (loaded machine; the issue's run: CT2 2.7x,
-    # 4-bit 2.0x), and kept 249/252 labels of the embedded model equal to fp32 against 4-bit's 238. So a CPU
-    # takes CTranslate2 when it is installed and no precision was asked for; CUDA keeps 4-bit (the memory path).
-    kind = device.split(":")[0]
-    if kind == "cpu" and ct2_available and quantization == "auto" and local_full_dir:
-        return "ct2"
-    return "torch"
-
-
 # --- checking what we were given ------------------------------------------------------------
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    return bool(_HUB_ID.match(name)) and not Path(name).exists()
-
-
-def check_model_dir(path: Path, need_tokenizer: bool = True) -> None:
-    """Raise ModelLoadError naming `path` and what is missing unless it holds a T5-style seq2seq checkpoint."""
-    if not path.is_dir():
-        raise ModelLoadError(f"model directory {path} does not exist; pass a directory written by training/stage2.py")
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise ModelLoadError(
-            f"{path} is not a model directory: it has no config.json (train one with training/stage2.py)"
-        )
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{config_path} is not valid JSON: {e}") from e
-    if not (config.get("is_encoder_decoder") or config.get("model_type") in ("t5", "mt5", "umt5")):
-        raise ModelLoadError(
-            f"{path} holds a {config.get('model_type', 'unknown')!r} model; Reason2Decide needs an "
-            "encoder-decoder (T5 family) checkpoint"
-        )
-    weights = WEIGHT_FILES + ((QUANTIZED_WEIGHTS,) if (path / QUANTIZED_MARKER).is_file() else ())
-    if not any((path / name).is_file() for name in weights):
-        raise ModelLoadError(
-            f"{path} has config.json but no weights ({' or '.join(WEIGHT_FILES)}); "
-            "the save was interrupted or only the config was copied: save the model again"
-        )
-    if need_tokenizer and not any((path / name).is_file() for name in TOKENIZER_FILES):
-        raise ModelLoadError(
-            f"{path} has no tokenizer ({' or '.join(TOKENIZER_FILES)}); save the tokenizer beside "
-            "the weights (r2d.model.artifacts.save_model_dir does)"
-        )
-
-
-def check_adapter_dir(path: Path) -> dict[str, Any]:
-    """The adapter_config.json of a LoRA adapter directory. Raises ModelLoadError when it is not one."""
-    if not path.is_dir():
-        raise ModelLoadError(f"adapter directory {path} does not exist")
-    config_path = path / "adapter_config.json"
-    if not config_path.is_file():
-        raise ModelLoadError(
-            f"adapter dir {path} has no adapter_config.json; pass the directory peft's "
-            "save_pretrained wrote, or unset model.adapter_path"
-        )
-    if not any((path / name).is_file() for name in ADAPTER_WEIGHT_FILES):
-        raise ModelLoadError(f"adapter dir {path} has no adapter weights ({' or '.join(ADAPTER_WEIGHT_FILES)})")
-    return json.loads(config_path.read_text(encoding="utf-8"))
-
-
-def _has_tokenizer(path: Path) -> bool:
-    return any((path / name).is_file() for name in TOKENIZER_FILES)
-
-
-def _meta_for(dirs: Sequence[Path], label_set: Sequence[str] | None, source: str) -> ModelMeta:
-    meta = next((m for m in (read_model_meta(d) for d in dirs) if m is not None), None)
-    if label_set is not None:
-        if meta is not None and tuple(label_set) != meta.label_set:
-            logger.warning("label set %s overrides %s's %s", list(label_set), META_FILENAME, list(meta.label_set))
-        return ModelMeta(label_set=tuple(label_set)) if meta is None else replace(meta, label_set=tuple(label_set))
-    if meta is None:
-        raise ModelLoadError(
-            f"{source} has no {META_FILENAME}, so its label set is unknown; pass label_set=[...] "
-            "(e.g. evaluate --labels) or use a directory written by training/stage2.py"
-        )
-    return meta
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -268,12 +137,6 @@ def _load(model_cfg: ModelConfig, label_set: Sequence[str] | None, warm_up: bool
     model_id = model_id_of(meta, source, is_hub, adapter)
     logger.info("loaded %s (%s) on %s", model_id, quantization, device)
     return LoadedModel(model, tokenizer, meta, model_id, quantization, device)
-
-
-def model_id_of(meta: ModelMeta, source: str, is_hub: bool, adapter: Path | None) -> str:
-    """The id predictions record: r2d_model.json's model_id, else the hub id or the directory name (+ adapter)."""
-    model_id = meta.extra.get("model_id") or (source if is_hub else Path(source).resolve().name)
-    return f"{model_id}+{adapter.resolve().name}" if adapter is not None else str(model_id)
 
 
 def _dtype(name: str) -> torch.dtype:

@@ -20,9 +20,8 @@ import torch
 from torch import nn
 
 from r2d.errors import ModelLoadError
+from r2d.model.artifacts import QUANTIZED_MARKER, QUANTIZED_WEIGHTS
 
-QUANTIZED_MARKER = "r2d_quantized.json"  # a directory written by r2d.model.modeling.save_quantized_model_dir
-QUANTIZED_WEIGHTS = "r2d_4bit.safetensors"  # not model.safetensors: plain from_pretrained must not misread it
 QUANTIZED_FORMAT = "r2d-nf4-1"
 NF4_QUANT_TYPE = "nf4"  # bitsandbytes' 4-bit NormalFloat, QLoRA's data type
 NF4_BLOCKSIZE = 64

@@ -18,41 +18,24 @@ The scores, and why:
 bounded whatever the batch and label-set sizes (the logits are per pair). Inside a call, each case's
 candidates are packed into one decoder sequence, so the encoder output and the cross-attention keys and
 values are computed once per case. This is the one home of that chunking: callers pass whole batches.
-Backends that compute the token log-probs another way (CTranslate2, r2d.model.ct2) turn them into LabelScores
-with scores_from_token_logprobs, so the normalisation above is written once.
+The normalisation above is written once, in r2d.model.label_scores (no torch): the engines that compute the
+token log-probs another way (ONNX Runtime, CTranslate2) turn them into LabelScores with the same function.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import torch
 from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
+
+from r2d.model.label_scores import LabelScores, group_scores
 
 IGNORE_INDEX = -100  # positions the loss (and the scores) skip
 # (case, candidate) pairs per decoder call: 8 cases x 5 labels in one call added 280 MB of peak memory at
 # t5-base shape (benchmarks/bench_inference.py); see benchmarks/bench_label_scoring.py for training batches
 SCORING_PAIRS = 16
-
-
-@dataclass(frozen=True)
-class LabelScores:
-    """Scores of one case over its candidate labels."""
-
-    labels: tuple[str, ...]
-    log_likelihoods: tuple[float, ...]  # sum of token log-probs of each label, </s> included (ranks labels)
-    probabilities: tuple[float, ...]  # softmax over the candidates' log-likelihoods; sums to 1
-    confidence: float  # geometric-mean token probability of the best label (R2D-C's; length-comparable)
-
-    @property
-    def best(self) -> str:
-        return self.labels[self.best_index]
-
-    @property
-    def best_index(self) -> int:
-        return max(range(len(self.labels)), key=self.log_likelihoods.__getitem__)
 
 
 @contextlib.contextmanager
@@ -120,7 +103,7 @@ def score_candidates(
             token_logp = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
             seq_logp += token_logp.sum(-1).tolist()
             mean_logp += (token_logp.sum(-1) / mask.sum(-1)).tolist()
-    return _group(candidates, seq_logp, mean_logp)
+    return group_scores(candidates, seq_logp, mean_logp)
 
 
 def _decode_packed(
@@ -163,38 +146,6 @@ def _block_causal_mask(n_blocks: int, width: int, dtype: torch.dtype, device: to
     allowed = (pos[:, None] // width == pos[None, :] // width) & (pos[None, :] <= pos[:, None])
     mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
     return mask[None, None]
-
-
-def scores_from_token_logprobs(
-    candidates: Sequence[Sequence[str]], token_logps: Sequence[Sequence[float]]
-) -> list[LabelScores]:
-    """LabelScores from each (case, candidate) pair's token log-probs (`</s>` included), pairs grouped by case
-    in candidate order: the same sums, softmax and confidence as score_candidates. For backends that score
-    the pairs themselves (r2d.model.ct2). Raises ValueError when the pair count does not match the candidates."""
-    if len(token_logps) != sum(len(c) for c in candidates):
-        raise ValueError(f"{len(token_logps)} scored pairs for {sum(len(c) for c in candidates)} candidates")
-    if any(len(t) == 0 for t in token_logps):
-        raise ValueError("a scored candidate has no tokens (not even </s>)")
-    sums = [float(torch.tensor(t, dtype=torch.float32).sum()) for t in token_logps]
-    return _group(candidates, sums, [s / len(t) for s, t in zip(sums, token_logps)])
-
-
-def _group(candidates: Sequence[Sequence[str]], seq_logp: list[float], mean_logp: list[float]) -> list[LabelScores]:
-    results, start = [], 0
-    for cands in candidates:
-        ll = torch.tensor(seq_logp[start : start + len(cands)])
-        probs = torch.softmax(ll, dim=0).tolist()
-        best = int(ll.argmax())
-        results.append(
-            LabelScores(
-                labels=tuple(cands),
-                log_likelihoods=tuple(ll.tolist()),
-                probabilities=tuple(probs),
-                confidence=float(torch.tensor(mean_logp[start + best]).exp()),
-            )
-        )
-        start += len(cands)
-    return results
 
 
 def score_labels(

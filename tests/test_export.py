@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sqlite3
 from contextlib import closing
 from dataclasses import replace
@@ -728,3 +729,21 @@ def test_download_zips_are_private_and_only_the_newest_are_kept(reviewed_store, 
     assert not made[0].exists() and made[1].exists() and made[2].exists()  # the oldest folder is deleted
     assert stat.S_IMODE(made[2].stat().st_mode) == 0o600 and stat.S_IMODE(made[2].parent.stat().st_mode) == 0o700
     assert sorted(zipfile.ZipFile(made[2]).namelist()) == sorted(f.name for f in result.all_files)
+    assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in zipfile.ZipFile(made[2]).infolist())
+    assert all(z.parent.name.startswith("r2d-download-") for z in made)  # the app's own folders, by name
+
+
+def test_download_zips_make_a_private_cache_folder_and_survive_a_folder_already_gone(reviewed_store, tmp_path):
+    import stat
+
+    from r2d.review.export import DownloadZips
+
+    result = export_stage2_dataset(reviewed_store, tmp_path / "exports" / "export-1")
+    zips = DownloadZips()
+    assert zips.keep == 4
+    cache = tmp_path / "not" / "yet" / "there"  # its parents are made too, the cache itself private
+    first = zips.add(result.out_dir, result.all_files, str(cache))
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    shutil.rmtree(first.parent)  # a temporary-folder cleaner got there first: the next adds still work
+    made = [zips.add(result.out_dir, result.all_files, str(cache)) for _ in range(4)]
+    assert all(z.is_file() for z in made) and len(list(cache.iterdir())) == 4

@@ -35,6 +35,7 @@ from r2d.model.source import (
     _meta_for,
     check_adapter_dir,
     check_model_dir,
+    conversion_cache,
     files_digest,
     local_full_precision_dir,
     model_id_of,
@@ -72,11 +73,7 @@ def _import_ct2() -> Any:
 
 def cache_dir(model_cfg: ModelConfig) -> Path:
     """model.ct2_cache_dir, else $R2D_CT2_CACHE, else ~/.cache/r2d/ct2 ($XDG_CACHE_HOME respected)."""
-    if model_cfg.ct2_cache_dir:
-        return Path(model_cfg.ct2_cache_dir)
-    if os.environ.get("R2D_CT2_CACHE"):
-        return Path(os.environ["R2D_CT2_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "r2d" / "ct2"
+    return conversion_cache(model_cfg.ct2_cache_dir, "R2D_CT2_CACHE", "ct2")
 
 
 def cache_key(source: Path, adapter: Path | None, compute_type: str, ct2_version: str) -> str:

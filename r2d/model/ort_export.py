@@ -29,6 +29,7 @@ from r2d.model.source import (
     _has_tokenizer,
     check_adapter_dir,
     check_model_dir,
+    conversion_cache,
     files_digest,
     local_full_precision_dir,
 )
@@ -65,11 +66,7 @@ PRECISIONS = ("int4", "float32")  # what an export may hold: quantized matrices,
 
 def cache_dir(model_cfg: ModelConfig) -> Path:
     """model.onnx_cache_dir, else $R2D_ONNX_CACHE, else ~/.cache/r2d/onnx ($XDG_CACHE_HOME respected)."""
-    if model_cfg.onnx_cache_dir:
-        return Path(model_cfg.onnx_cache_dir)
-    if os.environ.get("R2D_ONNX_CACHE"):
-        return Path(os.environ["R2D_ONNX_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "r2d" / "onnx"
+    return conversion_cache(model_cfg.onnx_cache_dir, "R2D_ONNX_CACHE", "onnx")
 
 
 def export(model_cfg: ModelConfig, precision: str = "int4", settings: dict[str, Any] | None = None) -> Path:

@@ -207,6 +207,16 @@ def local_full_precision_dir(model_cfg: ModelConfig) -> bool:
     return not _looks_like_hub_id(source) and Path(source).is_dir() and not (Path(source) / QUANTIZED_MARKER).is_file()
 
 
+def conversion_cache(configured: str, env_var: str, engine: str) -> Path:
+    """Where an engine keeps its conversions: the configured folder, else $env_var, else
+    ~/.cache/r2d/<engine> ($XDG_CACHE_HOME respected)."""
+    if configured:
+        return Path(configured)
+    if os.environ.get(env_var):
+        return Path(os.environ[env_var])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "r2d" / engine
+
+
 def files_digest(source: Path, adapter: Path | None, *parts: str) -> str:
     """A hex digest of what a conversion of source (+ adapter) depends on: each file's name, size and mtime in
     both directories, and `parts` (the converter's version, settings...)."""

@@ -48,6 +48,16 @@ def test_scores_from_token_logprobs_equal_score_candidates(tiny_t5, tiny_tokeniz
     assert got.confidence == pytest.approx(expected.confidence, abs=1e-4)
 
 
+def test_probabilities_stay_finite_when_every_candidate_is_unlikely():
+    """A long label the model finds unlikely sums to a large negative log-likelihood; exp() of it underflows in
+    float32, so the softmax must be taken relative to the best candidate, not of the raw sums."""
+    unlikely = [[-3.0] * 40, [-3.0] * 40 + [-1.0]]  # sums -120 and -121
+    [s] = scores_from_token_logprobs([["long a", "long b"]], unlikely)
+    assert s.log_likelihoods == pytest.approx((-120.0, -121.0))
+    assert s.probabilities == pytest.approx((1 / (1 + math.exp(-1)), math.exp(-1) / (1 + math.exp(-1))))
+    assert s.best == "long a" and s.confidence == pytest.approx(math.exp(-3.0))
+
+
 def test_scores_from_token_logprobs_refuse_what_does_not_add_up():
     with pytest.raises(ValueError, match=r"^1 scored pairs for 2 candidates$"):
         scores_from_token_logprobs([["a", "b"]], [[-1.0]])
